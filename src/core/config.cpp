@@ -1,0 +1,189 @@
+#include "core/config.h"
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "core/log.h"
+#include "core/strings.h"
+
+namespace px {
+
+std::string ListenAddr::str() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+static bool parse_listen(std::string_view v, ListenAddr* out, std::string* err) {
+  std::string_view host, port;
+  if (!v.empty() && v.front() == '[') {
+    size_t close = v.find(']');
+    if (close == std::string_view::npos || close + 1 >= v.size() || v[close + 1] != ':') {
+      *err = "listen: expected [IPv6]:PORT, got '" + std::string(v) + "'";
+      return false;
+    }
+    host = v.substr(1, close - 1);
+    port = v.substr(close + 2);
+  } else {
+    size_t colon = v.rfind(':');
+    if (colon == std::string_view::npos) {
+      *err = "listen: expected ADDRESS:PORT, got '" + std::string(v) + "'";
+      return false;
+    }
+    host = v.substr(0, colon);
+    port = v.substr(colon + 1);
+  }
+  net::IpAddr ip;
+  if (!net::IpAddr::parse(host, &ip)) {
+    *err = "listen: '" + std::string(host) + "' is not a numeric IPv4 or IPv6 address";
+    return false;
+  }
+  uint64_t p;
+  if (!parse_u64(port, &p) || p > 65535) {
+    *err = "listen: port '" + std::string(port) + "' must be 0..65535";
+    return false;
+  }
+  out->host = std::string(host);
+  out->port = static_cast<uint16_t>(p);
+  return true;
+}
+
+bool parse_config(std::string_view text, const std::string& source, Config* out, std::string* error) {
+  Config c;
+  c.source = source;
+  bool listen_seen = false;
+  int lineno = 0;
+  auto fail = [&](const std::string& msg) {
+    *error = source + ":" + std::to_string(lineno) + ": " + msg;
+    return false;
+  };
+  while (!text.empty()) {
+    lineno++;
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    size_t hash = line.find('#');
+    if (hash != std::string_view::npos) line = line.substr(0, hash);
+    line = trim(line);
+    if (!line.empty() && line.back() == '\r') line = trim(line.substr(0, line.size() - 1));
+    if (line.empty()) continue;
+    // Split into words.
+    std::vector<std::string_view> w;
+    size_t i = 0;
+    while (i < line.size()) {
+      while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) i++;
+      size_t start = i;
+      while (i < line.size() && line[i] != ' ' && line[i] != '\t') i++;
+      if (i > start) w.push_back(line.substr(start, i - start));
+    }
+    std::string key(w[0]);
+    auto need_one = [&]() -> bool {
+      if (w.size() != 2) {
+        fail(key + ": expected exactly one value, got " + std::to_string(w.size() - 1));
+        return false;
+      }
+      return true;
+    };
+    struct Dur { const char* name; uint64_t* p; } durs[] = {
+        {"grace_period", &c.grace_period_ms},
+        {"client_header_timeout", &c.client_header_timeout_ms},
+        {"client_body_timeout", &c.client_body_timeout_ms},
+        {"keepalive_timeout", &c.keepalive_timeout_ms},
+        {"send_timeout", &c.send_timeout_ms},
+        {"upstream_connect_timeout", &c.upstream_connect_timeout_ms},
+        {"upstream_read_timeout", &c.upstream_read_timeout_ms},
+        {"upstream_keepalive_timeout", &c.upstream_keepalive_timeout_ms},
+        {"fail_timeout", &c.fail_timeout_ms},
+        {"store_poll_interval", &c.store_poll_ms},
+    };
+    struct Sz { const char* name; uint64_t* p; bool size; } sizes[] = {
+        {"max_header_size", &c.max_header_size, true}, {"max_uri_length", &c.max_uri_length, true},
+        {"max_body_size", &c.max_body_size, true},     {"max_headers", &c.max_headers, false},
+        {"max_connections", &c.max_connections, false}, {"upstream_keepalive", &c.upstream_keepalive, false},
+        {"max_fails", &c.max_fails, false},
+    };
+    bool handled = false;
+    for (auto& d : durs)
+      if (key == d.name) {
+        if (!need_one()) return false;
+        if (!parse_duration_ms(w[1], d.p))
+          return fail(key + ": '" + std::string(w[1]) + "' is not a duration (e.g. 500ms, 30s, 5m, 1h)");
+        handled = true;
+      }
+    for (auto& s : sizes)
+      if (key == s.name) {
+        if (!need_one()) return false;
+        bool ok = s.size ? parse_size(w[1], s.p) : parse_u64(w[1], s.p);
+        if (!ok)
+          return fail(key + ": '" + std::string(w[1]) + "' is not " +
+                      (s.size ? "a size (e.g. 8k, 1m, 2g)" : "a whole number"));
+        handled = true;
+      }
+    if (handled) continue;
+    if (key == "listen") {
+      if (w.size() < 2) return fail("listen: expected ADDRESS:PORT");
+      if (!listen_seen) c.listen.clear();
+      listen_seen = true;
+      for (size_t k = 1; k < w.size(); k++) {
+        ListenAddr la;
+        std::string err;
+        if (!parse_listen(w[k], &la, &err)) return fail(err);
+        c.listen.push_back(la);
+      }
+    } else if (key == "workers") {
+      if (!need_one()) return false;
+      uint64_t n;
+      if (w[1] == "auto") c.workers = 0;
+      else if (parse_u64(w[1], &n) && n >= 1 && n <= 1024) c.workers = static_cast<int>(n);
+      else return fail("workers: expected 'auto' or a number from 1 to 1024, got '" + std::string(w[1]) + "'");
+    } else if (key == "data_dir") {
+      if (!need_one()) return false;
+      c.data_dir = std::string(w[1]);
+    } else if (key == "status_file") {
+      if (!need_one()) return false;
+      c.status_file = std::string(w[1]);
+    } else if (key == "default_route") {
+      if (!need_one()) return false;
+      c.default_route = std::string(w[1]);
+    } else if (key == "log_level") {
+      if (!need_one()) return false;
+      log::Level l;
+      if (!log::parse_level(std::string(w[1]).c_str(), &l))
+        return fail("log_level: expected error, warn, info or debug, got '" + std::string(w[1]) + "'");
+      c.log_level = std::string(w[1]);
+    } else if (key == "trusted_proxies") {
+      if (w.size() < 2) return fail("trusted_proxies: expected one or more CIDR ranges");
+      for (size_t k = 1; k < w.size(); k++) {
+        net::Cidr cidr;
+        std::string err;
+        if (!net::Cidr::parse(w[k], &cidr, &err)) return fail("trusted_proxies: " + err);
+        c.trusted_proxies.add(cidr);
+      }
+    } else {
+      return fail("unknown directive '" + key + "'");
+    }
+  }
+  if (c.listen.empty()) {
+    lineno = 0;
+    *error = source + ": no listen address (add e.g. 'listen 0.0.0.0:80')";
+    return false;
+  }
+  if (c.max_header_size < 256) return fail("max_header_size: must be at least 256 bytes");
+  if (c.max_uri_length > c.max_header_size) c.max_uri_length = c.max_header_size;
+  *out = std::move(c);
+  return true;
+}
+
+bool load_config_file(const std::string& path, Config* out, std::string* error) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    *error = path + ": cannot open: " + std::strerror(errno);
+    return false;
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_config(ss.str(), path, out, error);
+}
+
+}  // namespace px

@@ -1,0 +1,56 @@
+// pxd's bootstrap configuration (pxd.conf): what the process needs before it can
+// read routes from the store. Routes themselves live in the store, not here.
+//
+// Syntax: one directive per line, `name value…`, `#` starts a comment.
+// Durations take ms, s, m, h (bare number = seconds); sizes take k, m, g (binary).
+// Every error names the file, the line and the problem.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "net/cidr.h"
+
+namespace px {
+
+struct ListenAddr {
+  std::string host;  // numeric IPv4/IPv6 address
+  uint16_t port = 0; // 0 = choose at run time (every worker shares the chosen port)
+  std::string str() const;
+};
+
+struct Config {
+  std::string source = "<defaults>";
+  std::vector<ListenAddr> listen;
+  int workers = 0;  // 0 = one per core
+  std::string data_dir = "/var/lib/px";
+  std::string default_route;     // route name that answers when no route matches
+  uint64_t grace_period_ms = 30000;
+  uint64_t client_header_timeout_ms = 10000;
+  uint64_t client_body_timeout_ms = 60000;
+  uint64_t keepalive_timeout_ms = 75000;
+  uint64_t send_timeout_ms = 60000;
+  uint64_t upstream_connect_timeout_ms = 5000;
+  uint64_t upstream_read_timeout_ms = 60000;
+  uint64_t upstream_keepalive = 64;              // max idle connections per peer per worker
+  uint64_t upstream_keepalive_timeout_ms = 60000;
+  uint64_t max_fails = 3;                        // passive health: consecutive failures
+  uint64_t fail_timeout_ms = 10000;              // ... take a peer out for this long
+  uint64_t max_header_size = 16 * 1024;          // whole request head (431)
+  uint64_t max_headers = 100;                    // header count (431)
+  uint64_t max_uri_length = 8 * 1024;            // request target (414)
+  uint64_t max_body_size = 0;                    // default per route, 0 = unlimited (413)
+  uint64_t max_connections = 10000;              // client connections per worker (503 past it)
+  uint64_t store_poll_ms = 20;                   // fallback poll of the store generation
+  net::CidrSet trusted_proxies;
+  std::string log_level = "info";
+  std::string status_file;                        // where pxd publishes its applied generation
+};
+
+// Parses `text` (named `source` in errors). On failure returns false and sets
+// *error to "source:line: problem".
+bool parse_config(std::string_view text, const std::string& source, Config* out, std::string* error);
+bool load_config_file(const std::string& path, Config* out, std::string* error);
+
+}  // namespace px

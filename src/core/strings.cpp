@@ -1,0 +1,82 @@
+#include "core/strings.h"
+
+namespace px {
+
+bool list_has_token(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view item = trim(list.substr(0, comma));
+    if (iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+bool parse_u64(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+bool parse_duration_ms(std::string_view s, uint64_t* out_ms) {
+  size_t i = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') i++;
+  uint64_t v;
+  if (!parse_u64(s.substr(0, i), &v)) return false;
+  std::string_view unit = s.substr(i);
+  uint64_t mul;
+  if (unit.empty() || unit == "s") mul = 1000;
+  else if (unit == "ms") mul = 1;
+  else if (unit == "m") mul = 60000;
+  else if (unit == "h") mul = 3600000;
+  else return false;
+  if (v > UINT64_MAX / mul) return false;
+  *out_ms = v * mul;
+  return true;
+}
+
+bool parse_size(std::string_view s, uint64_t* out) {
+  size_t i = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') i++;
+  uint64_t v;
+  if (!parse_u64(s.substr(0, i), &v)) return false;
+  std::string_view unit = s.substr(i);
+  uint64_t mul;
+  if (unit.empty()) mul = 1;
+  else if (unit == "k" || unit == "K") mul = 1024;
+  else if (unit == "m" || unit == "M") mul = 1024 * 1024;
+  else if (unit == "g" || unit == "G") mul = 1024ull * 1024 * 1024;
+  else return false;
+  if (v > UINT64_MAX / mul) return false;
+  *out = v * mul;
+  return true;
+}
+
+void append_dec(std::string& out, uint64_t v) {
+  char buf[24];
+  int n = 0;
+  do {
+    buf[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) out.push_back(buf[--n]);
+}
+
+void append_hex(std::string& out, uint64_t v) {
+  static const char digits[] = "0123456789abcdef";
+  char buf[20];
+  int n = 0;
+  do {
+    buf[n++] = digits[v & 15];
+    v >>= 4;
+  } while (v);
+  while (n) out.push_back(buf[--n]);
+}
+
+}  // namespace px

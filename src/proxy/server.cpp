@@ -1,0 +1,331 @@
+#include "proxy/server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "core/log.h"
+#include "route/route.h"
+
+namespace px::proxy {
+
+Server::Server(Config cfg) : cfg_(std::move(cfg)) {}
+Server::~Server() = default;
+
+static int make_listener(const ListenAddr& la, uint16_t port, std::string* error) {
+  sockaddr_storage ss{};
+  socklen_t len;
+  bool v6 = la.host.find(':') != std::string::npos;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    inet_pton(AF_INET6, la.host.c_str(), &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, la.host.c_str(), &a->sin_addr);
+    len = sizeof *a;
+  }
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::string("socket: ") + strerror(errno);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 4096) != 0) {
+    *error = "listen " + la.str() + ": " + strerror(errno);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool Server::open_listeners(std::vector<std::vector<int>>* per_worker, std::string* error) {
+  per_worker->assign(workers_.size(), {});
+  for (const auto& la : cfg_.listen) {
+    uint16_t port = la.port;
+    for (size_t w = 0; w < workers_.size(); w++) {
+      int fd = make_listener(la, port, error);
+      if (fd < 0) return false;
+      if (port == 0) {
+        sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+        port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+      }
+      (*per_worker)[w].push_back(fd);
+    }
+    ListenAddr actual = la;
+    actual.port = port;
+    // Tests and scripts wait for this line to learn a port chosen at run time.
+    PX_INFO("listening on %s", actual.str().c_str());
+  }
+  return true;
+}
+
+bool Server::lookup(const std::string& host, uint16_t port, sockaddr_storage* ss, socklen_t* len) {
+  *ss = sockaddr_storage{};
+  auto* a4 = reinterpret_cast<sockaddr_in*>(ss);
+  auto* a6 = reinterpret_cast<sockaddr_in6*>(ss);
+  if (inet_pton(AF_INET, host.c_str(), &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(port);
+    *len = sizeof *a4;
+    return true;
+  }
+  if (inet_pton(AF_INET6, host.c_str(), &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(port);
+    *len = sizeof *a6;
+    return true;
+  }
+  auto it = dns_.find(host);
+  if (it == dns_.end() || !it->second.ok) return false;
+  *ss = it->second.addr;
+  *len = it->second.len;
+  if (ss->ss_family == AF_INET) a4->sin_port = htons(port);
+  else a6->sin6_port = htons(port);
+  return true;
+}
+
+namespace {
+struct DnsReq {
+  uv_getaddrinfo_t req;
+  Server* server;
+  std::string host;
+};
+}  // namespace
+
+void Server::rebuild() {
+  std::vector<route::RouteSpec> specs;
+  uint64_t gen = 0;
+  std::string err;
+  std::vector<std::string> bad;
+  bool ok = store_.scan(store::kRoutePrefix, &gen,
+                        [&](std::string_view key, std::string_view value) {
+                          route::RouteSpec r;
+                          std::string e;
+                          if (route::parse_route_json(value, &r, &e)) specs.push_back(std::move(r));
+                          else bad.push_back(std::string(key) + ": " + e);
+                        },
+                        &err);
+  if (!ok) {
+    PX_ERR("%s", err.c_str());
+    return;
+  }
+  for (const auto& b : bad) PX_ERR("store: skipping invalid %s", b.c_str());
+  // Names not yet resolved: resolve them (off the loop, in libuv's pool) and build when all answered.
+  bool waiting = false;
+  for (const auto& r : specs)
+    for (const auto& u : r.upstreams) {
+      sockaddr_storage ss;
+      socklen_t len;
+      if (lookup(u.host, u.port, &ss, &len)) continue;
+      auto& e = dns_[u.host];
+      if (e.pending) {
+        waiting = true;
+        continue;
+      }
+      if (e.len != 0 || e.ok) continue;  // resolved before and failed: build without it
+      e.pending = true;
+      waiting = true;
+      dns_pending_++;
+      auto* dr = new DnsReq{{}, this, u.host};
+      dr->req.data = dr;
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      int rc = uv_getaddrinfo(&loop_, &dr->req, [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        auto* dr = static_cast<DnsReq*>(req->data);
+        Server* s = dr->server;
+        auto& e = s->dns_[dr->host];
+        e.pending = false;
+        e.len = 1;  // marks "answered"
+        e.ok = false;
+        if (status == 0 && res) {
+          std::memcpy(&e.addr, res->ai_addr, res->ai_addrlen);
+          e.len = res->ai_addrlen;
+          e.ok = true;
+        } else {
+          PX_WARN("cannot resolve upstream host %s: %s", dr->host.c_str(), uv_strerror(status));
+        }
+        if (res) uv_freeaddrinfo(res);
+        s->dns_pending_--;
+        delete dr;
+        if (s->dns_pending_ == 0) {
+          s->built_gen_ = UINT64_MAX;
+          s->poll_store();
+        }
+      }, u.host.c_str(), nullptr, &hints);
+      if (rc != 0) {
+        e.pending = false;
+        e.len = 1;
+        dns_pending_--;
+        delete dr;
+      }
+    }
+  if (waiting) return;
+  std::vector<std::string> warnings;
+  auto snap = route::Snapshot::build(gen, std::move(specs), cfg_,
+                                     [this](const std::string& h, uint16_t p, sockaddr_storage* ss, socklen_t* l) {
+                                       return lookup(h, p, ss, l);
+                                     },
+                                     &warnings);
+  for (const auto& w : warnings) PX_WARN("%s", w.c_str());
+  snapshot_ = snap;
+  built_gen_ = gen;
+  for (auto& w : workers_) w->post_snapshot(snap);
+  PX_INFO("generation %llu: %zu routes", static_cast<unsigned long long>(gen), snap->routes().size());
+}
+
+void Server::poll_store() {
+  if (draining_) return;
+  std::string err;
+  if (!store_.is_open()) {
+    if (!store_.open(cfg_.data_dir, true, &err)) {
+      if (!store_missing_logged_) PX_WARN("%s; waiting for it (no routes until then)", err.c_str());
+      store_missing_logged_ = true;
+      if (!snapshot_) {
+        snapshot_ = route::Snapshot::build(0, {}, cfg_, nullptr, nullptr);
+        built_gen_ = 0;
+        for (auto& w : workers_) w->post_snapshot(snapshot_);
+      }
+      publish_status();
+      return;
+    }
+    PX_INFO("store %s opened", cfg_.data_dir.c_str());
+    if (!watch_started_) {
+      uv_fs_event_init(&loop_, &store_watch_);
+      store_watch_.data = this;
+      std::string file = cfg_.data_dir + "/data.mdb";
+      if (uv_fs_event_start(&store_watch_, [](uv_fs_event_t* h, const char*, int, int) {
+            static_cast<Server*>(h->data)->poll_store();
+          }, file.c_str(), 0) == 0)
+        watch_started_ = true;
+      else
+        uv_close(reinterpret_cast<uv_handle_t*>(&store_watch_), nullptr);
+    }
+  }
+  uint64_t gen;
+  if (!store_.generation(&gen, &err)) {
+    PX_ERR("%s", err.c_str());
+    return;
+  }
+  if (gen != built_gen_ && dns_pending_ == 0) rebuild();
+  publish_status();
+}
+
+void Server::refresh_dns() {
+  // Forget answers so the next build asks again; rebuild only if some name is in use.
+  if (dns_.empty() || dns_pending_) return;
+  dns_.clear();
+  built_gen_ = UINT64_MAX;
+  poll_store();
+}
+
+void Server::publish_status() {
+  if (cfg_.status_file.empty() || !snapshot_) return;
+  uint64_t applied = UINT64_MAX;
+  for (auto& w : workers_) applied = std::min(applied, w->applied_generation());
+  if (applied == published_gen_) return;
+  published_gen_ = applied;
+  std::string tmp = cfg_.status_file + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << "{\"pid\": " << getpid() << ", \"workers\": " << workers_.size() << ", \"generation\": " << applied
+      << ", \"store_generation\": " << built_gen_ << "}\n";
+  }
+  if (rename(tmp.c_str(), cfg_.status_file.c_str()) != 0)
+    PX_WARN("status_file %s: %s", cfg_.status_file.c_str(), strerror(errno));
+}
+
+void Server::on_signal(int signum) {
+  if (signum == SIGINT) {
+    PX_INFO("SIGINT: stopping now");
+    draining_ = true;
+    for (auto& w : workers_) w->post_stop();
+    return;
+  }
+  if (signum == SIGTERM) {
+    if (draining_) return;
+    draining_ = true;
+    PX_INFO("SIGTERM: draining (grace period %llums)", static_cast<unsigned long long>(cfg_.grace_period_ms));
+    for (auto& w : workers_) w->post_drain();
+    uv_timer_start(&grace_timer_, [](uv_timer_t* t) {
+      auto* s = static_cast<Server*>(t->data);
+      PX_WARN("grace period over: closing the remaining connections");
+      for (auto& w : s->workers_) w->post_stop();
+    }, cfg_.grace_period_ms, 0);
+  }
+}
+
+void Server::on_worker_exit() {
+  if (exited_.load() < static_cast<int>(workers_.size())) return;
+  uv_stop(&loop_);
+}
+
+int Server::run() {
+  int n = cfg_.workers > 0 ? cfg_.workers : static_cast<int>(std::thread::hardware_concurrency());
+  if (n < 1) n = 1;
+  for (int i = 0; i < n; i++) workers_.push_back(std::make_unique<Worker>(i, cfg_));
+  std::vector<std::vector<int>> fds;
+  std::string err;
+  if (!open_listeners(&fds, &err)) {
+    PX_ERR("%s", err.c_str());
+    return 1;
+  }
+  uv_loop_init(&loop_);
+  loop_.data = this;
+  uv_async_init(&loop_, &exit_async_, [](uv_async_t* a) { static_cast<Server*>(a->data)->on_worker_exit(); });
+  exit_async_.data = this;
+  for (auto& w : workers_) {
+    w->on_exit = [this] {
+      exited_.fetch_add(1);
+      uv_async_send(&exit_async_);
+    };
+  }
+  uv_signal_init(&loop_, &sigterm_);
+  uv_signal_init(&loop_, &sigint_);
+  uv_signal_init(&loop_, &sighup_);
+  sigterm_.data = sigint_.data = sighup_.data = this;
+  auto sig = [](uv_signal_t* s, int signum) { static_cast<Server*>(s->data)->on_signal(signum); };
+  uv_signal_start(&sigterm_, sig, SIGTERM);
+  uv_signal_start(&sigint_, sig, SIGINT);
+  uv_signal_start(&sighup_, [](uv_signal_t*, int) { PX_INFO("SIGHUP ignored: routes reload by themselves"); }, SIGHUP);
+  uv_timer_init(&loop_, &poll_timer_);
+  uv_timer_init(&loop_, &grace_timer_);
+  uv_timer_init(&loop_, &dns_timer_);
+  poll_timer_.data = grace_timer_.data = dns_timer_.data = this;
+
+  poll_store();  // the first snapshot, before any worker accepts
+  for (size_t i = 0; i < workers_.size(); i++) workers_[i]->start(std::move(fds[i]));
+  uv_timer_start(&poll_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->poll_store(); },
+                 cfg_.store_poll_ms, cfg_.store_poll_ms);
+  uv_timer_start(&dns_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->refresh_dns(); }, 30000, 30000);
+  PX_INFO("pxd ready: %d workers", n);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  for (auto& w : workers_) w->join();
+  uv_walk(&loop_, [](uv_handle_t* h, void*) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }, nullptr);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_loop_close(&loop_);
+  PX_INFO("pxd stopped");
+  return 0;
+}
+
+}  // namespace px::proxy

@@ -1,0 +1,67 @@
+// px::proxy::Server — pxd's main thread. It owns the configuration, the
+// listening sockets (created here so that a port chosen at run time is shared
+// by every worker), the read-only store, DNS for upstream names, and signals.
+// It builds one routing Snapshot per store generation and posts it to every
+// worker; it never touches a request.
+//
+// Signals: SIGTERM drains (stop accepting, finish in-flight requests, close
+// idle keep-alive connections, exit; past grace_period the rest are cut).
+// SIGINT stops at once. SIGHUP is ignored for now (routes reload by themselves).
+#pragma once
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config.h"
+#include "proxy/worker.h"
+#include "store/store.h"
+
+namespace px::proxy {
+
+class Server {
+ public:
+  explicit Server(Config cfg);
+  ~Server();
+  // Runs until stopped; returns the process exit code.
+  int run();
+
+ private:
+  bool open_listeners(std::vector<std::vector<int>>* per_worker, std::string* error);
+  void poll_store();
+  void rebuild();
+  void on_signal(int signum);
+  void on_worker_exit();
+  void publish_status();
+  bool lookup(const std::string& host, uint16_t port, sockaddr_storage* ss, socklen_t* len);
+  void refresh_dns();
+
+  Config cfg_;
+  uv_loop_t loop_;
+  uv_signal_t sigterm_, sigint_, sighup_;
+  uv_timer_t poll_timer_, grace_timer_, dns_timer_;
+  uv_fs_event_t store_watch_;
+  uv_async_t exit_async_;
+  bool watch_started_ = false;
+  store::Store store_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::shared_ptr<const route::Snapshot> snapshot_;
+  uint64_t built_gen_ = UINT64_MAX;
+  uint64_t published_gen_ = UINT64_MAX;
+  bool store_missing_logged_ = false;
+  bool draining_ = false;
+  std::atomic<int> exited_{0};
+  struct DnsEntry {
+    bool ok = false;
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+    bool pending = false;
+  };
+  std::unordered_map<std::string, DnsEntry> dns_;
+  int dns_pending_ = 0;
+  bool rebuild_wanted_ = false;
+};
+
+}  // namespace px::proxy

@@ -1,0 +1,529 @@
+// Client side of the data plane: a Session reads requests with llhttp, routes
+// them, hands them to upstream.cpp, and writes responses back in order.
+#include <cstring>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "proxy/upstream.h"
+#include "proxy/worker.h"
+
+namespace px::proxy {
+
+void Stream::reset() {
+  session = nullptr;
+  if (req.buf.capacity() > 64 * 1024) http::Head().buf.swap(req.buf);
+  if (resp.buf.capacity() > 64 * 1024) http::Head().buf.swap(resp.buf);
+  req.clear();
+  resp.clear();
+  out.clear();
+  up_head.clear();
+  if (pending_body.capacity() > 256 * 1024) std::string().swap(pending_body);
+  pending_body.clear();
+  snap = nullptr;
+  route = nullptr;
+  pool = nullptr;
+  up = nullptr;
+  peer = nullptr;
+  client_ip = net::IpAddr();
+  tried = 0;
+  body_received = max_body = start_ms = 0;
+  req_body = resp_body = BodyMode::none;
+  status = 0;
+  attempts = 0;
+  req_complete = resp_head_sent = resp_complete = local = head_request = body_bytes_sent = up_written = false;
+  upgrade = tunnel = interim = false;
+}
+
+namespace {
+void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  Worker* w = static_cast<Worker*>(h->loop->data);
+  *buf = uv_buf_init(w->read_buf(), Worker::kReadBuf);
+}
+void on_session_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  static_cast<Session*>(s->data)->on_read(n, buf->base);
+}
+void on_session_timer(uv_timer_t* t) { static_cast<Session*>(t->data)->on_timeout(); }
+void on_session_closed(uv_handle_t* h) {
+  Session* s = static_cast<Session*>(h->data);
+  if (--s->pending_closes == 0) delete s;
+}
+}  // namespace
+
+void Session::start() {
+  tcp.data = this;
+  uv_timer_init(w->loop(), &timer);
+  timer.data = this;
+  pending_closes = 2;
+  parser.init(HTTP_REQUEST, this, &w->req_limits);
+  arm_timer(w->cfg().client_header_timeout_ms);
+  update_reading();
+}
+
+void Session::arm_timer(uint64_t ms) {
+  if (ms == 0) uv_timer_stop(&timer);
+  else uv_timer_start(&timer, on_session_timer, ms, 0);
+}
+
+void Session::update_reading() {
+  if (closing) return;
+  bool want = want_read && !bp_paused && !eof;
+  if (want && !reading) {
+    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), on_alloc, on_session_read) == 0) reading = true;
+  } else if (!want && reading) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
+    reading = false;
+  }
+}
+
+void Session::on_timeout() {
+  if (closing) return;
+  if (stream && stream->tunnel) return;  // tunnels are timed by the upstream side
+  if (!stream || (!parser.started() && !stream->req_complete && stream->req.headers.empty() &&
+                  stream->req.url_len == 0 && leftover.empty())) {
+    // Idle keep-alive (or a connection that never sent a byte): just close.
+    close();
+    return;
+  }
+  if (!stream->req_complete && !stream->resp_head_sent) {
+    // Slowloris: the head (or the body) did not arrive in time.
+    PX_DEBUG("client %s: request timed out", peer_ip.str().c_str());
+    if (stream->up) abort_upstream(stream);
+    respond_local(408, "request timed out", true);
+    stream->req_complete = true;
+    after_event();
+    return;
+  }
+  close();
+}
+
+void Session::on_read(ssize_t n, const char* data) {
+  if (closing) return;
+  if (n < 0) {
+    eof = true;
+    if (reading) {
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
+      reading = false;
+    }
+    if (stream && stream->tunnel) {
+      tunnel_client_eof(stream);
+      return;
+    }
+    // The client went away. Anything in flight for it is abandoned.
+    close();
+    return;
+  }
+  if (n == 0) return;
+  if (stream && stream->tunnel) {
+    tunnel_from_client(stream, data, static_cast<size_t>(n));
+    return;
+  }
+  if (stream && stream->req_complete) {
+    // Pipelined bytes that arrived while a response is pending: keep them for later.
+    leftover.append(data, static_cast<size_t>(n));
+    if (leftover.size() > w->cfg().max_header_size + Worker::kReadBuf) {
+      want_read = false;
+      update_reading();
+    }
+    return;
+  }
+  parse(data, static_cast<size_t>(n), false);
+  after_event();
+}
+
+void Session::parse(const char* data, size_t len, bool from_leftover) {
+  if (!stream) {
+    stream = w->get_stream();
+    stream->session = this;
+    parser.attach(&stream->req);
+    arm_timer(w->cfg().client_header_timeout_ms);
+  }
+  Stream* st = stream;
+  in_parse = true;
+  llhttp_errno_t err = parser.execute(data, len);
+  in_parse = false;
+  size_t consumed = len;
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    consumed = static_cast<size_t>(parser.error_pos() - data);
+  } else if (err != HPE_OK) {
+    int status = parser.error_status();
+    PX_DEBUG("client %s: bad request (%d): %s", peer_ip.str().c_str(), status, parser.error_reason());
+    if (st->up) abort_upstream(st);
+    if (!st->resp_head_sent) respond_local(status, parser.error_reason(), true);
+    else close_after = true;
+    st->req_complete = true;
+    if (!st->resp_complete) {
+      // A response is already streaming: it cannot be completed cleanly.
+      flush(st);
+      close();
+      return;
+    }
+    close_after = true;
+  }
+  flush(st);
+  if (closing) return;
+  if (from_leftover) leftover.erase(0, consumed);
+  else if (consumed < len) leftover.append(data + consumed, len - consumed);
+}
+
+void Session::flush(Stream* st) {
+  if (closing) return;
+  if (st->up) flush_upstream(st);
+  if (closing || !st->out.empty()) {
+    if (closing) return;
+    int r = st->out.flush(reinterpret_cast<uv_stream_t*>(&tcp), this);
+    if (r != 0) {
+      close();
+      return;
+    }
+    // Backpressure: a slow client stops the upstream from being read.
+    if (st->up && tcp.write_queue_size > kHighWater) pause_upstream(st);
+  }
+}
+
+int Session::on_head(http::Head& h) {
+  Stream* st = stream;
+  const Config& cfg = w->cfg();
+  st->start_ms = w->now();
+  st->head_request = h.method == HTTP_HEAD;
+  st->upgrade = h.upgrade;
+  if (h.chunked) st->req_body = BodyMode::chunked;
+  else if (h.has_content_length && h.content_length > 0) st->req_body = BodyMode::length;
+  if (!h.keep_alive || w->draining()) close_after = true;
+  arm_timer(st->req_body != BodyMode::none ? cfg.client_body_timeout_ms : 0);
+
+  // Where is this request going? Host header, or the authority of an absolute-form target.
+  std::string_view host = h.host_index >= 0 ? h.value(static_cast<size_t>(h.host_index)) : std::string_view();
+  std::string_view target = h.url();
+  std::string_view path = target;
+  if (target.size() > 7 && (iequals(target.substr(0, 7), "http://") || iequals(target.substr(0, 8), "https://"))) {
+    std::string_view rest = target.substr(target[4] == ':' ? 7 : 8);
+    size_t slash = rest.find_first_of("/?");
+    host = rest.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+    st->abs_path = path;
+  } else if (target.empty() || target[0] != '/') {
+    if (!(target == "*" && h.method == HTTP_OPTIONS)) {
+      respond_local(400, "invalid request target", true);
+      return 0;
+    }
+  }
+  for (char c : host)
+    if (c == ' ' || c == '\t' || c == ',' || c == '/' || c == '\\' || c == '@') {
+      respond_local(400, "invalid Host", true);
+      return 0;
+    }
+  SnapRef* snap = w->current_snap();
+  const route::Route* r = snap ? snap->snap->match(host, path) : nullptr;
+  if (!r) {
+    if (st->req_body != BodyMode::none) close_after = true;
+    respond_local(404, "no route for this host and path", false);
+    return 0;
+  }
+  st->snap = snap;
+  snap->refs++;
+  st->route = r;
+  st->pool = &snap->pools[r->index];
+  st->max_body = r->max_body_size;
+  if (st->max_body && h.has_content_length && h.content_length > st->max_body) {
+    respond_local(413, "request body too large", true);
+    return 0;
+  }
+  std::string_view expect = h.get("expect");
+  if (!expect.empty()) {
+    if (!iequals(trim(expect), "100-continue")) {
+      respond_local(417, "unsupported Expect", true);
+      return 0;
+    }
+    // px answers the expectation itself once the request passed routing and limits.
+    if (h.minor == 1 && st->req_body != BodyMode::none) st->out.copy("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  st->client_ip = real_client_ip(h);
+  build_upstream_head(st);
+  dispatch(st);
+  return 0;
+}
+
+net::IpAddr Session::real_client_ip(const http::Head& h) const {
+  const auto& trusted = w->cfg().trusted_proxies;
+  if (trusted.empty() || !trusted.contains(peer_ip)) return peer_ip;
+  // Walk X-Forwarded-For from the right, skipping trusted proxies.
+  net::IpAddr ip = peer_ip;
+  for (size_t i = h.headers.size(); i-- > 0;) {
+    if (!iequals(h.name(i), "x-forwarded-for")) continue;
+    std::string_view v = h.value(i);
+    while (!v.empty()) {
+      size_t comma = v.rfind(',');
+      std::string_view item = trim(comma == std::string_view::npos ? v : v.substr(comma + 1));
+      net::IpAddr cand;
+      if (!net::IpAddr::parse(item, &cand)) return ip;
+      ip = cand;
+      if (!trusted.contains(cand)) return ip;
+      if (comma == std::string_view::npos) break;
+      v = v.substr(0, comma);
+    }
+  }
+  return ip;
+}
+
+// Headers a proxy never forwards as they are (RFC 9110 7.6.1), plus the framing
+// headers px sets itself.
+static bool hop_by_hop(std::string_view n) {
+  switch (n.size()) {
+    case 2: return iequals(n, "te");
+    case 6: return iequals(n, "expect");
+    case 7: return iequals(n, "trailer") || iequals(n, "upgrade");
+    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
+    case 14: return iequals(n, "content-length");
+    case 16: return iequals(n, "proxy-connection");
+    case 17: return iequals(n, "transfer-encoding");
+    default: return n.size() > 6 && iequals(n.substr(0, 6), "proxy-");
+  }
+}
+
+// Is header i named in a Connection header of h?
+static bool listed_in_connection(const http::Head& h, std::string_view name, bool any_connection_tokens) {
+  if (!any_connection_tokens) return false;
+  for (size_t i = 0; i < h.headers.size(); i++)
+    if (iequals(h.name(i), "connection") && list_has_token(h.value(i), name)) return true;
+  return false;
+}
+
+static bool has_extra_connection_tokens(const http::Head& h) {
+  for (size_t i = 0; i < h.headers.size(); i++) {
+    if (!iequals(h.name(i), "connection")) continue;
+    std::string_view v = h.value(i);
+    while (!v.empty()) {
+      size_t comma = v.find(',');
+      std::string_view t = trim(v.substr(0, comma));
+      if (!t.empty() && !iequals(t, "close") && !iequals(t, "keep-alive") && !iequals(t, "upgrade")) return true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+void Session::build_upstream_head(Stream* st) {
+  const http::Head& h = st->req;
+  std::string& o = st->up_head;
+  o.clear();
+  std::string_view path = st->abs_path.empty() ? h.url() : st->abs_path;
+  bool need_slash;
+  std::string_view sent = route::Snapshot::strip(*st->route, path, &need_slash);
+  o.append(h.method_name());
+  o.push_back(' ');
+  if (need_slash) o.push_back('/');
+  o.append(sent);
+  o.append(" HTTP/1.1\r\n");
+  bool conn_tokens = has_extra_connection_tokens(h);
+  bool trusted = w->cfg().trusted_proxies.contains(peer_ip);
+  std::string_view host;
+  std::string xff;
+  std::string_view xfproto, xfhost;
+  for (size_t i = 0; i < h.headers.size(); i++) {
+    std::string_view n = h.name(i);
+    if (hop_by_hop(n)) continue;
+    if (n.size() > 11 && (n[0] == 'x' || n[0] == 'X') && iequals(n.substr(0, 12), "x-forwarded-")) {
+      if (iequals(n, "x-forwarded-for")) {
+        if (trusted) {
+          if (!xff.empty()) xff.append(", ");
+          xff.append(h.value(i));
+        }
+        continue;
+      }
+      if (iequals(n, "x-forwarded-proto")) {
+        if (trusted) xfproto = h.value(i);
+        continue;
+      }
+      if (iequals(n, "x-forwarded-host")) {
+        if (trusted) xfhost = h.value(i);
+        continue;
+      }
+    }
+    if (static_cast<int>(i) == h.host_index) {
+      host = h.value(i);
+      if (st->abs_path.empty()) {
+        o.append("Host: ");
+        o.append(host);
+        o.append("\r\n");
+      }
+      continue;
+    }
+    if (listed_in_connection(h, n, conn_tokens)) continue;
+    o.append(n);
+    o.append(": ");
+    o.append(h.value(i));
+    o.append("\r\n");
+  }
+  if (!st->abs_path.empty()) {
+    // Absolute-form target: its authority is the host (RFC 9112 3.2.2).
+    std::string_view target = h.url();
+    std::string_view rest = target.substr(target[4] == ':' ? 7 : 8);
+    host = rest.substr(0, rest.find_first_of("/?"));
+    o.append("Host: ");
+    o.append(host);
+    o.append("\r\n");
+  } else if (host.empty()) {
+    // HTTP/1.0 without Host: name the peer.
+    o.append("Host: ");
+    o.append(st->route->pool.peers.empty() ? std::string_view("localhost")
+                                           : std::string_view(st->route->pool.peers[0].key));
+    o.append("\r\n");
+  }
+  o.append("X-Forwarded-For: ");
+  if (!xff.empty()) {
+    o.append(xff);
+    o.append(", ");
+  }
+  o.append(peer_ip.str());
+  o.append("\r\nX-Forwarded-Proto: ");
+  o.append(xfproto.empty() ? std::string_view("http") : xfproto);
+  o.append("\r\nX-Forwarded-Host: ");
+  o.append(xfhost.empty() ? host : xfhost);
+  o.append("\r\n");
+  if (st->upgrade) {
+    o.append("Connection: upgrade\r\nUpgrade: ");
+    o.append(h.get("upgrade"));
+    o.append("\r\n");
+  }
+  if (st->req_body == BodyMode::chunked) {
+    o.append("Transfer-Encoding: chunked\r\n");
+  } else if (h.has_content_length) {
+    o.append("Content-Length: ");
+    append_dec(o, h.content_length);
+    o.append("\r\n");
+  }
+  o.append("\r\n");
+}
+
+int Session::on_body(const char* data, size_t len) {
+  Stream* st = stream;
+  st->body_received += len;
+  if (st->local || st->resp_complete) {
+    // Answered already: the rest of the body is read and dropped, up to a point.
+    if (st->body_received > 1024 * 1024) return parser_fail(413, "request body dropped");
+    return 0;
+  }
+  if (st->max_body && st->body_received > st->max_body) return parser_fail(413, "request body too large");
+  forward_body(st, data, len);
+  return 0;
+}
+
+int Session::parser_fail(int status, const char* reason) {
+  return parser.set_error(status, reason);
+}
+
+int Session::on_complete() {
+  Stream* st = stream;
+  if (!st->local && !st->resp_complete && st->req_body == BodyMode::chunked) forward_body_end(st);
+  st->req_complete = true;
+  arm_timer(0);
+  if (!st->upgrade) {
+    want_read = false;
+    return HPE_PAUSED;
+  }
+  // Upgrade requests: llhttp stops with HPE_PAUSED_UPGRADE; what follows is tunnel data.
+  want_read = false;
+  return 0;
+}
+
+void Session::respond_local(int status, std::string_view body, bool close) {
+  Stream* st = stream;
+  if (st->up) abort_upstream(st);
+  st->local = true;
+  st->status = static_cast<uint16_t>(status);
+  if (close) close_after = true;
+  std::string& s = st->out.begin_scratch();
+  s.append("HTTP/1.1 ");
+  append_dec(s, static_cast<uint64_t>(status));
+  s.push_back(' ');
+  s.append(http::reason_phrase(status));
+  s.append("\r\nServer: px\r\n");
+  s.append(w->date());
+  s.append("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+  append_dec(s, body.size() + 1);
+  s.append(close_after ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+  if (!st->head_request) {
+    s.append(body);
+    s.push_back('\n');
+  }
+  st->out.end_scratch();
+  st->resp_head_sent = true;
+  st->resp_complete = true;
+}
+
+void Session::after_event() {
+  if (advancing_) {
+    again_ = true;
+    return;
+  }
+  advancing_ = true;
+  do {
+    again_ = false;
+    if (closing) break;
+    Stream* st = stream;
+    if (st && st->req_complete && st->resp_complete && !st->tunnel) {
+      finish_stream();
+      if (closing) break;
+    }
+    if (!closing && !leftover.empty() && (!stream || !stream->req_complete) && !(stream && stream->tunnel)) {
+      size_t before = leftover.size();
+      parse(leftover.data(), leftover.size(), true);
+      if (!closing && leftover.size() != before) again_ = true;
+    }
+  } while (again_ && !closing);
+  advancing_ = false;
+  if (!closing) update_reading();
+}
+
+void Session::finish_stream() {
+  Stream* st = stream;
+  if (st->up) abort_upstream(st);
+  if (st->snap) w->release_snap(st->snap);
+  stream = nullptr;
+  w->put_stream(st);
+  if (close_after || w->draining()) {
+    close_when_written();
+    return;
+  }
+  parser.resume();
+  want_read = true;
+  arm_timer(leftover.empty() ? w->cfg().keepalive_timeout_ms : w->cfg().client_header_timeout_ms);
+}
+
+void Session::close_when_written() {
+  want_read = false;
+  update_reading();
+  if (tcp.write_queue_size == 0) close();
+  else writes_done_close = true;
+}
+
+void Session::on_write_done(int status) {
+  if (closing) return;
+  if (status < 0) {
+    close();
+    return;
+  }
+  if (writes_done_close && tcp.write_queue_size == 0) {
+    close();
+    return;
+  }
+  if (stream && stream->up && tcp.write_queue_size < kLowWater) resume_upstream(stream);
+}
+
+void Session::close() {
+  if (closing) return;
+  closing = true;
+  if (stream) {
+    Stream* st = stream;
+    if (st->up) abort_upstream(st);
+    if (st->snap) w->release_snap(st->snap);
+    stream = nullptr;
+    w->put_stream(st);
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_session_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_session_closed);
+  w->session_closed(this);
+}
+
+}  // namespace px::proxy

@@ -1,0 +1,530 @@
+#include "proxy/upstream.h"
+
+#include <cstring>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "proxy/worker.h"
+
+namespace px::proxy {
+
+namespace {
+void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  Worker* w = static_cast<Worker*>(h->loop->data);
+  *buf = uv_buf_init(w->read_buf(), Worker::kReadBuf);
+}
+void on_up_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) { static_cast<UpConn*>(s->data)->on_read(n, buf->base); }
+void on_up_connect(uv_connect_t* req, int status) { static_cast<UpConn*>(req->data)->on_connected(status); }
+void on_up_timer(uv_timer_t* t) { static_cast<UpConn*>(t->data)->on_timeout(); }
+void on_up_closed(uv_handle_t* h) {
+  UpConn* c = static_cast<UpConn*>(h->data);
+  if (--c->pending_closes == 0) {
+    c->w->upconns--;
+    delete c;
+  }
+}
+
+bool idempotent(uint8_t method) {
+  switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+    case HTTP_TRACE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+enum class Fail { connect, connect_timeout, closed, read_timeout, bad_response };
+
+void detach(Stream* st) {
+  UpConn* c = st->up;
+  if (!c) return;
+  c->stream = nullptr;
+  st->up = nullptr;
+  if (st->peer) st->peer->active--;
+}
+
+void send_request(Stream* st, UpConn* c) {
+  c->out.ref(st->up_head);
+  if (!st->pending_body.empty()) {
+    c->out.ref(st->pending_body);
+    st->body_bytes_sent = true;
+  }
+  st->up_written = true;
+  int r = c->out.flush(reinterpret_cast<uv_stream_t*>(&c->tcp), c);
+  st->pending_body.clear();
+  if (r != 0) {
+    // Will surface as a read error / EOF; nothing more to do here.
+    PX_DEBUG("upstream %s: write failed: %s", c->peer->key.c_str(), uv_strerror(r));
+  }
+  c->start_reading();
+  c->arm_timer(st->route->read_timeout_ms);
+}
+
+void upstream_failed(Stream* st, UpConn* c, Fail why);
+}  // namespace
+
+// ---- UpConn ----
+
+void UpConn::start_reading() {
+  if (reading || eof || state == State::closing) return;
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), on_alloc, on_up_read) == 0) reading = true;
+}
+
+void UpConn::arm_timer(uint64_t ms) {
+  if (ms == 0) uv_timer_stop(&timer);
+  else uv_timer_start(&timer, on_up_timer, ms, 0);
+}
+
+void UpConn::close() {
+  if (state == State::closing) return;
+  if (state == State::idle) w->unpark(this);
+  state = State::closing;
+  if (stream) detach(stream);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_up_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_up_closed);
+}
+
+void UpConn::on_timeout() {
+  if (state == State::idle) {
+    close();
+    return;
+  }
+  Stream* st = stream;
+  if (!st) {
+    close();
+    return;
+  }
+  if (st->tunnel) {
+    // An idle tunnel: end it.
+    st->session->close();
+    return;
+  }
+  upstream_failed(st, this, state == State::connecting ? Fail::connect_timeout : Fail::read_timeout);
+}
+
+void UpConn::on_connected(int status) {
+  if (state == State::closing) return;
+  Stream* st = stream;
+  if (status < 0) {
+    if (st) {
+      PX_DEBUG("upstream %s: connect failed: %s", peer->key.c_str(), uv_strerror(status));
+      upstream_failed(st, this, Fail::connect);
+    } else {
+      close();
+    }
+    return;
+  }
+  uv_tcp_nodelay(&tcp, 1);
+  state = State::active;
+  if (!st) {
+    // The client left while we were connecting: keep the connection for the next one.
+    w->park_idle(this);
+    return;
+  }
+  send_request(st, this);
+}
+
+void UpConn::on_write_done(int status) {
+  if (state == State::closing) return;
+  if (status < 0) return;  // the read side reports the failure
+  Stream* st = stream;
+  if (st && tcp.write_queue_size < kLowWater && st->session->bp_paused) {
+    st->session->bp_paused = false;
+    st->session->update_reading();
+  }
+}
+
+void UpConn::on_read(ssize_t n, const char* data) {
+  if (state == State::closing) return;
+  if (state == State::idle || !stream) {
+    // An idle keep-alive connection closed by the peer, or sent junk: drop it.
+    close();
+    return;
+  }
+  Stream* st = stream;
+  Session* s = st->session;
+  if (n < 0) {
+    eof = true;
+    if (st->tunnel) {
+      // The upstream ended the tunnel: pass the close on once the client has everything.
+      s->close_when_written();
+      close();
+      return;
+    }
+    if (parser.needs_eof() && st->resp_head_sent && !st->resp_complete) {
+      // A body delimited by the end of the connection.
+      parser.finish();
+      s->flush(st);
+      if (st->up == this) {
+        detach(st);
+        close();
+      }
+      s->after_event();
+      return;
+    }
+    upstream_failed(st, this, Fail::closed);
+    return;
+  }
+  if (n == 0) return;
+  got_bytes = true;
+  arm_timer(st->route->read_timeout_ms);
+  if (st->tunnel) {
+    st->out.ref(data, static_cast<size_t>(n));
+    s->flush(st);
+    return;
+  }
+  llhttp_errno_t err = parser.execute(data, static_cast<size_t>(n));
+  bool reusable = true;
+  if (err == HPE_PAUSED) {
+    if (parser.error_pos() != data + n) reusable = false;  // bytes after the response: do not trust this connection
+  } else if (err == HPE_PAUSED_UPGRADE) {
+    // 101 Switching Protocols: what follows belongs to the tunnel.
+    const char* pos = parser.error_pos();
+    st->tunnel = true;
+    st->out.ref(pos, static_cast<size_t>(data + n - pos));
+    s->flush(st);
+    if (s->closing) return;
+    if (!s->leftover.empty()) {
+      out.copy(s->leftover);
+      s->leftover.clear();
+      out.flush(reinterpret_cast<uv_stream_t*>(&tcp), this);
+    }
+    s->want_read = true;
+    s->arm_timer(0);
+    s->update_reading();
+    return;
+  } else if (err != HPE_OK) {
+    PX_WARN("upstream %s: bad response: %s", peer->key.c_str(), parser.error_reason());
+    if (!st->resp_head_sent) {
+      upstream_failed(st, this, Fail::bad_response);
+    } else {
+      s->flush(st);
+      s->close();
+    }
+    return;
+  }
+  s->flush(st);
+  if (s->closing) return;
+  if (st->resp_complete) {
+    w->peer_ok(peer);
+    requests++;
+    bool keep = reusable && st->resp.keep_alive && st->req_complete && !parser.needs_eof() && !w->draining() &&
+                !st->upgrade;
+    detach(st);
+    if (keep) {
+      parser.resume();
+      w->park_idle(this);
+    } else {
+      close();
+    }
+    if (!st->req_complete) {
+      // The upstream answered before the request body was all here: stop there.
+      s->close_after = true;
+      st->req_complete = true;
+    }
+    s->after_event();
+  }
+}
+
+int UpConn::on_head(http::Head& h) {
+  Stream* st = stream;
+  Session* s = st->session;
+  if (h.status < 200 && h.status != 101) {
+    st->interim = true;  // 1xx: dropped; px answered Expect itself
+    return 0;
+  }
+  st->interim = false;
+  if (h.status == 101 && !st->upgrade) return parser.set_error(502, "101 without an Upgrade request");
+  if (h.status != 101 && st->upgrade) s->close_after = true;  // the parser stays in upgrade mode: no reuse
+  const http::Head& rq = st->req;
+  bool client11 = rq.minor == 1;
+  bool no_body = st->head_request || h.status == 204 || h.status == 304 || h.status == 101;
+  if (no_body) st->resp_body = BodyMode::none;
+  else if (h.chunked) st->resp_body = client11 ? BodyMode::chunked : BodyMode::eof;
+  else if (h.has_content_length) st->resp_body = BodyMode::length;
+  else st->resp_body = client11 ? BodyMode::chunked : BodyMode::eof;
+  if (st->resp_body == BodyMode::eof) s->close_after = true;
+  if (s->w->draining()) s->close_after = true;
+  if (!client11 && !rq.keep_alive) s->close_after = true;
+
+  std::string& o = st->out.begin_scratch();
+  o.append("HTTP/1.1 ");
+  append_dec(o, h.status);
+  o.push_back(' ');
+  o.append(http::reason_phrase(h.status));
+  o.append("\r\n");
+  bool extra_tokens = false;
+  for (size_t i = 0; i < h.headers.size(); i++)
+    if (iequals(h.name(i), "connection")) extra_tokens = true;
+  for (size_t i = 0; i < h.headers.size(); i++) {
+    std::string_view n = h.name(i);
+    bool drop = false;
+    switch (n.size()) {
+      case 2: drop = iequals(n, "te"); break;
+      case 7: drop = iequals(n, "trailer") || (iequals(n, "upgrade") && h.status != 101); break;
+      case 10: drop = iequals(n, "connection") || iequals(n, "keep-alive"); break;
+      case 14: drop = iequals(n, "content-length") && !(no_body && h.status != 101); break;
+      case 16: drop = iequals(n, "proxy-connection"); break;
+      case 17: drop = iequals(n, "transfer-encoding"); break;
+      case 18: drop = iequals(n, "proxy-authenticate"); break;
+      default: break;
+    }
+    if (drop) continue;
+    if (extra_tokens) {
+      bool listed = false;
+      for (size_t k = 0; k < h.headers.size() && !listed; k++)
+        if (iequals(h.name(k), "connection") && list_has_token(h.value(k), n)) listed = true;
+      if (listed && !(h.status == 101 && iequals(n, "upgrade"))) continue;
+    }
+    o.append(n);
+    o.append(": ");
+    o.append(h.value(i));
+    o.append("\r\n");
+  }
+  if (st->resp_body == BodyMode::length) {
+    o.append("Content-Length: ");
+    append_dec(o, h.content_length);
+    o.append("\r\n");
+  } else if (st->resp_body == BodyMode::chunked) {
+    o.append("Transfer-Encoding: chunked\r\n");
+  }
+  if (h.status == 101) o.append("Connection: upgrade\r\n");
+  else if (s->close_after) o.append("Connection: close\r\n");
+  else if (!client11) o.append("Connection: keep-alive\r\n");
+  o.append("\r\n");
+  st->out.end_scratch();
+  st->resp_head_sent = true;
+  st->status = h.status;
+  return st->head_request ? 1 : 0;
+}
+
+int UpConn::on_body(const char* data, size_t len) {
+  Stream* st = stream;
+  if (st->interim) return 0;
+  if (st->resp_body == BodyMode::chunked) {
+    std::string& o = st->out.begin_scratch();
+    append_hex(o, len);
+    o.append("\r\n");
+    st->out.end_scratch();
+    st->out.ref(data, len);
+    st->out.copy("\r\n", 2);
+  } else {
+    st->out.ref(data, len);
+  }
+  return 0;
+}
+
+int UpConn::on_complete() {
+  Stream* st = stream;
+  if (st->interim) {
+    st->interim = false;
+    return 0;  // keep parsing: the final response follows
+  }
+  if (st->resp_body == BodyMode::chunked) st->out.copy("0\r\n\r\n", 5);
+  st->resp_complete = true;
+  if (st->status == 101) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
+  return HPE_PAUSED;
+}
+
+// ---- stream helpers ----
+
+void dispatch(Stream* st) {
+  Session* s = st->session;
+  Worker* w = s->w;
+  while (true) {
+    PeerState* p = w->choose_peer(st);
+    if (!p) {
+      s->respond_local(502, "no upstream peer available", st->req_body != BodyMode::none && !st->req_complete);
+      return;
+    }
+    st->peer = p;
+    st->attempts++;
+    UpConn* c = w->take_idle(p);
+    if (c) {
+      c->stream = st;
+      st->up = c;
+      p->active++;
+      c->reused = true;
+      c->got_bytes = false;
+      c->state = UpConn::State::active;
+      c->parser.attach(&st->resp);
+      send_request(st, c);
+      return;
+    }
+    c = new UpConn();
+    c->w = w;
+    c->peer = p;
+    w->upconns++;
+    uv_tcp_init(w->loop(), &c->tcp);
+    uv_timer_init(w->loop(), &c->timer);
+    c->tcp.data = c->timer.data = c->connect_req.data = c;
+    c->pending_closes = 2;
+    c->parser.init(HTTP_RESPONSE, c, &w->resp_limits);
+    c->parser.attach(&st->resp);
+    int r = uv_tcp_connect(&c->connect_req, &c->tcp, reinterpret_cast<const sockaddr*>(&p->addr), on_up_connect);
+    if (r != 0) {
+      PX_DEBUG("upstream %s: connect: %s", p->key.c_str(), uv_strerror(r));
+      c->state = UpConn::State::active;
+      c->close();
+      w->peer_failed(p);
+      continue;
+    }
+    c->stream = st;
+    st->up = c;
+    p->active++;
+    c->arm_timer(st->route->connect_timeout_ms);
+    return;
+  }
+}
+
+namespace {
+void upstream_failed(Stream* st, UpConn* c, Fail why) {
+  Session* s = st->session;
+  Worker* w = s->w;
+  PeerState* p = c->peer;
+  bool reused = c->reused;
+  bool got = c->got_bytes;
+  detach(st);
+  c->close();
+  // A stale keep-alive connection says nothing about the peer's health.
+  if (!(reused && why == Fail::closed && !got)) w->peer_failed(p);
+  bool nothing_sent = !st->up_written;
+  bool replayable = reused && why == Fail::closed && !got && idempotent(st->req.method) && !st->body_bytes_sent &&
+                    st->req_body == BodyMode::none;
+  if (replayable) {
+    // Let the same peer be tried again on a fresh connection.
+    for (size_t i = 0; i < st->pool->peers.size(); i++)
+      if (st->pool->peers[i] == p) st->tried &= ~(uint64_t(1) << i);
+  }
+  if (!st->resp_head_sent && (nothing_sent || replayable) && st->attempts <= st->pool->peers.size() + 1) {
+    st->up_written = false;
+    dispatch(st);
+    s->flush(st);
+    s->after_event();
+    return;
+  }
+  if (!st->resp_head_sent) {
+    int status = (why == Fail::connect_timeout || why == Fail::read_timeout) ? 504 : 502;
+    const char* msg = why == Fail::read_timeout      ? "upstream timed out"
+                      : why == Fail::connect_timeout ? "upstream connect timed out"
+                      : why == Fail::bad_response    ? "upstream sent an invalid response"
+                      : why == Fail::connect         ? "upstream refused the connection"
+                                                     : "upstream closed the connection";
+    PX_INFO("route %s: %s (%s)", st->route->spec.name.c_str(), msg, p->key.c_str());
+    s->respond_local(status, msg, !st->req_complete);
+    if (!st->req_complete) st->req_complete = true;
+    s->flush(st);
+    s->after_event();
+    return;
+  }
+  // Mid-response: the client cannot be told more than that the connection ended.
+  s->flush(st);
+  s->close();
+}
+}  // namespace
+
+void forward_body(Stream* st, const char* data, size_t len) {
+  UpConn* c = st->up;
+  bool direct = c && st->up_written;
+  if (st->req_body == BodyMode::chunked) {
+    char hdr[24];
+    std::string tmp;
+    append_hex(tmp, len);
+    tmp.append("\r\n");
+    std::memcpy(hdr, tmp.data(), tmp.size());
+    if (direct) {
+      c->out.copy(hdr, tmp.size());
+      c->out.ref(data, len);
+      c->out.copy("\r\n", 2);
+    } else {
+      st->pending_body.append(hdr, tmp.size());
+      st->pending_body.append(data, len);
+      st->pending_body.append("\r\n");
+    }
+  } else if (direct) {
+    c->out.ref(data, len);
+  } else {
+    st->pending_body.append(data, len);
+  }
+  if (direct) st->body_bytes_sent = true;
+  Session* s = st->session;
+  if ((!direct && st->pending_body.size() > kHighWater) || (c && c->tcp.write_queue_size > kHighWater)) {
+    s->bp_paused = true;
+  }
+}
+
+void forward_body_end(Stream* st) {
+  UpConn* c = st->up;
+  if (c && st->up_written) c->out.copy("0\r\n\r\n", 5);
+  else st->pending_body.append("0\r\n\r\n");
+}
+
+void flush_upstream(Stream* st) {
+  UpConn* c = st->up;
+  if (!c || c->out.empty() || c->state != UpConn::State::active) return;
+  int r = c->out.flush(reinterpret_cast<uv_stream_t*>(&c->tcp), c);
+  if (r != 0) PX_DEBUG("upstream %s: write failed: %s", c->peer->key.c_str(), uv_strerror(r));
+  if (c->tcp.write_queue_size > kHighWater) st->session->bp_paused = true;
+}
+
+void abort_upstream(Stream* st) {
+  UpConn* c = st->up;
+  if (!c) return;
+  detach(st);
+  c->close();
+}
+
+void pause_upstream(Stream* st) {
+  UpConn* c = st->up;
+  if (!c || !c->reading) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+  c->reading = false;
+  c->bp_paused = true;
+}
+
+void resume_upstream(Stream* st) {
+  UpConn* c = st->up;
+  if (!c || !c->bp_paused) return;
+  c->bp_paused = false;
+  c->start_reading();
+}
+
+void tunnel_from_client(Stream* st, const char* data, size_t len) {
+  UpConn* c = st->up;
+  if (!c) {
+    st->session->close();
+    return;
+  }
+  c->out.ref(data, len);
+  c->out.flush(reinterpret_cast<uv_stream_t*>(&c->tcp), c);
+  c->arm_timer(st->route->read_timeout_ms);
+  if (c->tcp.write_queue_size > kHighWater) {
+    st->session->bp_paused = true;
+    st->session->update_reading();
+  }
+}
+
+namespace {
+void on_shutdown(uv_shutdown_t* req, int) { delete req; }
+}  // namespace
+
+void tunnel_client_eof(Stream* st) {
+  UpConn* c = st->up;
+  if (!c) {
+    st->session->close();
+    return;
+  }
+  // Half-close towards the upstream once what the client sent is written.
+  auto* req = new uv_shutdown_t;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&c->tcp), on_shutdown) != 0) {
+    delete req;
+    st->session->close();
+  }
+}
+
+}  // namespace px::proxy

@@ -1,0 +1,24 @@
+// Upstream side of a stream: choosing a peer, connecting or reusing a
+// keep-alive connection, sending the request, relaying the response, retrying
+// on another peer when that is safe, and tunnelling after a 101.
+#pragma once
+#include <cstddef>
+
+namespace px::proxy {
+
+struct Stream;
+
+inline constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
+inline constexpr size_t kLowWater = 64 * 1024;    // ... and resume below this
+
+void dispatch(Stream* st);                    // pick a peer and start the exchange
+void forward_body(Stream* st, const char* data, size_t len);
+void forward_body_end(Stream* st);            // the last chunk of a chunked body
+void flush_upstream(Stream* st);
+void abort_upstream(Stream* st);              // drop the upstream connection (never reused)
+void pause_upstream(Stream* st);              // backpressure from a slow client
+void resume_upstream(Stream* st);
+void tunnel_from_client(Stream* st, const char* data, size_t len);
+void tunnel_client_eof(Stream* st);
+
+}  // namespace px::proxy

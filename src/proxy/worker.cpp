@@ -1,0 +1,554 @@
+#include "proxy/worker.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+#include "core/log.h"
+#include "proxy/upstream.h"
+
+namespace px::proxy {
+
+struct HealthProbe;
+static void probe_abandon(HealthProbe* hp);
+
+struct HealthProbe {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_connect_t req;
+  Worker* w;
+  PeerState* peer;  // null once the peer stopped caring
+  std::string buf;
+  std::string request;
+  int closes = 0;
+  bool done = false;
+};
+
+Worker::Worker(int id, const Config& cfg) : id_(id), cfg_(cfg), read_buf_(new char[kReadBuf]) {
+  req_limits.max_head = cfg.max_header_size;
+  req_limits.max_headers = cfg.max_headers;
+  req_limits.max_uri = cfg.max_uri_length;
+  resp_limits.max_head = 64 * 1024;
+  resp_limits.max_headers = 256;
+  resp_limits.max_uri = 0;
+}
+
+Worker::~Worker() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::start(std::vector<int> fds) {
+  fds_ = std::move(fds);
+  uv_loop_init(&loop_);
+  loop_.data = this;
+  uv_async_init(&loop_, &async_, [](uv_async_t* a) { static_cast<Worker*>(a->data)->on_async(); });
+  async_.data = this;
+  for (int fd : fds_) {
+    auto* t = new uv_tcp_t;
+    uv_tcp_init(&loop_, t);
+    t->data = this;
+    int r = uv_tcp_open(t, fd);
+    if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(t), 4096, [](uv_stream_t* s, int status) {
+      if (status == 0) static_cast<Worker*>(s->data)->on_accept(s);
+    });
+    if (r != 0) PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
+    listeners_.push_back(t);
+  }
+  started_ = true;
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::run() {
+  on_async();  // a snapshot may be waiting already
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  // Everything is closed; let the close callbacks run, then prove nothing leaked.
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  int r = uv_loop_close(&loop_);
+  if (r != 0) PX_ERR("worker %d: loop closed with handles still open", id_);
+  if (current_) {
+    current_->retired = true;
+    if (current_->refs == 0) delete current_;
+    current_ = nullptr;
+  }
+  while (free_streams_) {
+    Stream* s = free_streams_;
+    free_streams_ = s->next_free;
+    delete s;
+  }
+  if (on_exit) on_exit();
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::post_snapshot(std::shared_ptr<const route::Snapshot> s) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    mail_snap_ = std::move(s);
+  }
+  if (started_) uv_async_send(&async_);
+}
+
+void Worker::post_drain() {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    mail_drain_ = true;
+  }
+  if (started_) uv_async_send(&async_);
+}
+
+void Worker::post_stop() {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    mail_stop_ = true;
+  }
+  if (started_) uv_async_send(&async_);
+}
+
+void Worker::on_async() {
+  std::shared_ptr<const route::Snapshot> snap;
+  bool drain_now, stop_now;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    snap = std::move(mail_snap_);
+    mail_snap_.reset();
+    drain_now = mail_drain_;
+    stop_now = mail_stop_;
+    mail_drain_ = mail_stop_ = false;
+  }
+  if (stopping_) return;
+  if (snap) install(std::move(snap));
+  if (stop_now) stop_everything();
+  else if (drain_now) drain();
+}
+
+PeerState* Worker::peer_for(const route::PeerAddr& a) {
+  auto& p = peers_[a.key];
+  if (!p) {
+    p = std::make_unique<PeerState>();
+    p->key = a.key;
+  }
+  p->resolved = a.resolved;
+  if (a.resolved) {
+    p->addr = a.addr;
+    p->addr_len = a.addr_len;
+  }
+  return p.get();
+}
+
+void Worker::install(std::shared_ptr<const route::Snapshot> s) {
+  auto* r = new SnapRef();
+  r->snap = std::move(s);
+  const auto& routes = r->snap->routes();
+  r->pools.resize(routes.size());
+  for (size_t i = 0; i < routes.size(); i++) {
+    PoolView& pv = r->pools[i];
+    pv.route = routes[i].get();
+    for (const auto& pa : routes[i]->pool.peers) pv.peers.push_back(peer_for(pa));
+    pv.current.assign(pv.peers.size(), 0);
+  }
+  if (current_) {
+    current_->retired = true;
+    if (current_->refs == 0) delete current_;
+  }
+  current_ = r;
+  sync_health_checks();
+  applied_gen_.store(r->snap->generation(), std::memory_order_release);
+  PX_DEBUG("worker %d: generation %llu applied (%zu routes)", id_,
+           static_cast<unsigned long long>(r->snap->generation()), routes.size());
+}
+
+void Worker::release_snap(SnapRef* r) {
+  if (--r->refs == 0 && r->retired) delete r;
+}
+
+Stream* Worker::get_stream() {
+  if (Stream* s = free_streams_) {
+    free_streams_ = s->next_free;
+    free_stream_count_--;
+    s->next_free = nullptr;
+    return s;
+  }
+  return new Stream();
+}
+
+void Worker::put_stream(Stream* s) {
+  s->reset();
+  if (free_stream_count_ >= 256) {
+    delete s;
+    return;
+  }
+  s->next_free = free_streams_;
+  free_streams_ = s;
+  free_stream_count_++;
+}
+
+std::string_view Worker::date() {
+  uint64_t sec = static_cast<uint64_t>(time(nullptr));
+  if (sec != date_sec_) {
+    date_sec_ = sec;
+    time_t t = static_cast<time_t>(sec);
+    tm g;
+    gmtime_r(&t, &g);
+    strftime(date_buf_, sizeof date_buf_, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &g);
+  }
+  return date_buf_;
+}
+
+// ---- accepting ----
+
+void Worker::on_accept(uv_stream_t* server) {
+  auto* s = new Session();
+  s->w = this;
+  uv_tcp_init(&loop_, &s->tcp);
+  s->tcp.data = s;
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&s->tcp)) != 0) {
+    s->pending_closes = 1;
+    s->closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp), [](uv_handle_t* h) { delete static_cast<Session*>(h->data); });
+    return;
+  }
+  uv_tcp_nodelay(&s->tcp, 1);
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&s->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+    s->peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+  if (sessions >= cfg_.max_connections || draining_) {
+    static const char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nServer: px\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
+        "Connection: close\r\n\r\ntoo many connections, retry\n";
+    uv_buf_t b = uv_buf_init(const_cast<char*>(busy), sizeof busy - 1);
+    uv_try_write(reinterpret_cast<uv_stream_t*>(&s->tcp), &b, 1);
+    s->pending_closes = 1;
+    s->closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp), [](uv_handle_t* h) { delete static_cast<Session*>(h->data); });
+    return;
+  }
+  sessions++;
+  s->next = sessions_head_;
+  if (sessions_head_) sessions_head_->prev = s;
+  sessions_head_ = s;
+  s->start();
+}
+
+void Worker::session_closed(Session* s) {
+  if (s->prev) s->prev->next = s->next;
+  else sessions_head_ = s->next;
+  if (s->next) s->next->prev = s->prev;
+  s->prev = s->next = nullptr;
+  sessions--;
+  if (draining_) maybe_finish_drain();
+}
+
+// ---- balancing ----
+
+PeerState* Worker::choose_peer(Stream* st) {
+  PoolView& pv = *st->pool;
+  const route::Pool& pool = st->route->pool;
+  size_t n = pv.peers.size();
+  uint64_t t = now();
+  auto avail = [&](size_t i) { return !(st->tried & (uint64_t(1) << i)) && pv.peers[i]->usable(t); };
+  long best = -1;
+  switch (pool.lb) {
+    case route::Balance::round_robin: {
+      // Smooth weighted round robin (as nginx): even spread, weights honoured.
+      int64_t total = 0;
+      for (size_t i = 0; i < n; i++) {
+        if (!avail(i)) continue;
+        int64_t wgt = pool.peers[i].weight;
+        pv.current[i] += wgt;
+        total += wgt;
+        if (best < 0 || pv.current[i] > pv.current[static_cast<size_t>(best)]) best = static_cast<long>(i);
+      }
+      if (best >= 0) pv.current[static_cast<size_t>(best)] -= total;
+      break;
+    }
+    case route::Balance::least_conn: {
+      // Fewest requests in flight per unit of weight; ties go round robin.
+      size_t start = n ? static_cast<size_t>(pv.current.empty() ? 0 : (pv.current[0]++ % static_cast<int64_t>(n))) : 0;
+      for (size_t k = 0; k < n; k++) {
+        size_t i = (start + k) % n;
+        if (!avail(i)) continue;
+        if (best < 0) {
+          best = static_cast<long>(i);
+          continue;
+        }
+        const PeerState* a = pv.peers[i];
+        const PeerState* b = pv.peers[static_cast<size_t>(best)];
+        if (uint64_t(a->active) * pool.peers[static_cast<size_t>(best)].weight <
+            uint64_t(b->active) * pool.peers[i].weight)
+          best = static_cast<long>(i);
+      }
+      break;
+    }
+    case route::Balance::ip_hash: {
+      if (pool.ring.empty()) break;
+      uint32_t h = route::hash_bytes(st->client_ip.b.data(), st->client_ip.b.size());
+      auto it = std::lower_bound(pool.ring.begin(), pool.ring.end(), std::make_pair(h, uint16_t(0)));
+      for (size_t k = 0; k < pool.ring.size(); k++, ++it) {
+        if (it == pool.ring.end()) it = pool.ring.begin();
+        if (avail(it->second)) {
+          best = it->second;
+          break;
+        }
+      }
+      break;
+    }
+  }
+  if (best < 0 && st->tried == 0) {
+    // Every peer is cooling down after failures: rather than fail outright, try
+    // the one whose cool-down ends first (a peer that is back serves at once).
+    uint64_t soonest = UINT64_MAX;
+    for (size_t i = 0; i < n; i++) {
+      const PeerState* p = pv.peers[i];
+      if (!p->resolved || p->hc_down) continue;
+      if (p->down_until < soonest) {
+        soonest = p->down_until;
+        best = static_cast<long>(i);
+      }
+    }
+  }
+  if (best < 0) return nullptr;
+  st->tried |= uint64_t(1) << best;
+  return pv.peers[static_cast<size_t>(best)];
+}
+
+void Worker::peer_failed(PeerState* p) {
+  if (++p->fails >= cfg_.max_fails && cfg_.max_fails > 0) {
+    if (now() >= p->down_until)
+      PX_WARN("upstream %s: %u consecutive failures, out for %llums", p->key.c_str(), p->fails,
+              static_cast<unsigned long long>(cfg_.fail_timeout_ms));
+    p->down_until = now() + cfg_.fail_timeout_ms;
+    p->fails = 0;
+  }
+}
+
+void Worker::peer_ok(PeerState* p) {
+  p->fails = 0;
+  p->down_until = 0;
+}
+
+// ---- keep-alive pools ----
+
+UpConn* Worker::take_idle(PeerState* p) {
+  UpConn* c = p->idle;
+  if (!c) return nullptr;
+  unpark(c);
+  uv_timer_stop(&c->timer);
+  return c;
+}
+
+void Worker::park_idle(UpConn* c) {
+  PeerState* p = c->peer;
+  if (p->idle_count >= cfg_.upstream_keepalive || draining_ || stopping_) {
+    c->close();
+    return;
+  }
+  c->state = UpConn::State::idle;
+  c->prev = nullptr;
+  c->next = p->idle;
+  if (p->idle) p->idle->prev = c;
+  p->idle = c;
+  p->idle_count++;
+  c->start_reading();  // to notice the peer closing it
+  c->arm_timer(cfg_.upstream_keepalive_timeout_ms);
+}
+
+void Worker::unpark(UpConn* c) {
+  PeerState* p = c->peer;
+  if (c->prev) c->prev->next = c->next;
+  else p->idle = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = nullptr;
+  p->idle_count--;
+  c->state = UpConn::State::active;
+}
+
+// ---- draining and stopping ----
+
+void Worker::drain() {
+  if (draining_) return;
+  draining_ = true;
+  for (auto* t : listeners_) uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
+    delete reinterpret_cast<uv_tcp_t*>(h);
+  });
+  listeners_.clear();
+  for (Session* s = sessions_head_; s;) {
+    Session* next = s->next;
+    if (s->idle()) s->close();
+    else s->close_after = true;
+    s = next;
+  }
+  maybe_finish_drain();
+}
+
+void Worker::maybe_finish_drain() {
+  if (draining_ && sessions == 0 && !stopping_) stop_everything();
+}
+
+void Worker::stop_everything() {
+  if (stopping_) return;
+  stopping_ = true;
+  draining_ = true;
+  for (auto* t : listeners_) uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
+    delete reinterpret_cast<uv_tcp_t*>(h);
+  });
+  listeners_.clear();
+  while (sessions_head_) sessions_head_->close();
+  for (auto& kv : peers_) {
+    PeerState* p = kv.second.get();
+    while (p->idle) p->idle->close();
+    if (p->hc_timer) {
+      uv_close(reinterpret_cast<uv_handle_t*>(p->hc_timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+      p->hc_timer = nullptr;
+    }
+    if (p->probe) probe_abandon(p->probe);
+    p->probe = nullptr;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+}
+
+// ---- active health checks ----
+
+void Worker::sync_health_checks() {
+  for (auto& kv : peers_) kv.second->hc_enabled = false;
+  for (const PoolView& pv : current_->pools) {
+    const route::HealthCheckSpec& hc = pv.route->pool.health;
+    if (!hc.enabled) continue;
+    for (size_t i = 0; i < pv.peers.size(); i++) {
+      PeerState* p = pv.peers[i];
+      if (p->hc_enabled) continue;
+      p->hc_enabled = true;
+      p->hc = hc;
+      p->hc_host = pv.route->pool.peers[i].key;
+    }
+  }
+  for (auto& kv : peers_) {
+    PeerState* p = kv.second.get();
+    if (p->hc_enabled && !p->hc_timer) {
+      p->hc_timer = new uv_timer_t;
+      uv_timer_init(&loop_, p->hc_timer);
+      p->hc_timer->data = p;
+      struct Ctx {
+        static void tick(uv_timer_t* t) {
+          PeerState* p = static_cast<PeerState*>(t->data);
+          static_cast<Worker*>(t->loop->data)->health_probe(p);
+        }
+      };
+      uv_timer_start(p->hc_timer, Ctx::tick, 0, p->hc.interval_ms);
+    } else if (p->hc_enabled && p->hc_timer) {
+      uv_timer_set_repeat(p->hc_timer, p->hc.interval_ms);
+    } else if (!p->hc_enabled && p->hc_timer) {
+      uv_close(reinterpret_cast<uv_handle_t*>(p->hc_timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+      p->hc_timer = nullptr;
+      p->hc_down = false;
+      p->hc_ok = p->hc_bad = 0;
+      if (p->probe) {
+        p->probe->peer = nullptr;
+        p->probe = nullptr;
+      }
+    }
+  }
+}
+
+namespace {
+void probe_close(HealthProbe* hp) {
+  if (hp->closes) return;
+  hp->closes = 2;
+  auto cb = [](uv_handle_t* h) {
+    auto* hp = static_cast<HealthProbe*>(h->data);
+    if (--hp->closes == 0) delete hp;
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&hp->tcp), cb);
+  uv_close(reinterpret_cast<uv_handle_t*>(&hp->timer), cb);
+}
+
+void probe_done(HealthProbe* hp, bool ok) {
+  if (hp->done) return;
+  hp->done = true;
+  if (hp->peer) {
+    hp->peer->probe = nullptr;
+    hp->w->health_result(hp->peer, ok);
+  }
+  probe_close(hp);
+}
+
+void probe_check(HealthProbe* hp) {
+  // "HTTP/1.x NNN" is all a probe needs.
+  if (hp->buf.size() < 12) return;
+  bool ok = hp->buf.compare(0, 7, "HTTP/1.") == 0 && hp->buf[9] >= '2' && hp->buf[9] <= '3';
+  probe_done(hp, ok);
+}
+}  // namespace
+
+static void probe_abandon(HealthProbe* hp) {
+  hp->peer = nullptr;
+  probe_done(hp, false);
+}
+
+void Worker::health_probe(PeerState* p) {
+  if (p->probe || !p->resolved || stopping_) return;
+  auto* hp = new HealthProbe();
+  hp->w = this;
+  hp->peer = p;
+  p->probe = hp;
+  uv_tcp_init(&loop_, &hp->tcp);
+  uv_timer_init(&loop_, &hp->timer);
+  hp->tcp.data = hp->timer.data = hp->req.data = hp;
+  hp->request = "GET " + p->hc.path + " HTTP/1.1\r\nHost: " + p->hc_host +
+                "\r\nUser-Agent: px-health-check\r\nConnection: close\r\n\r\n";
+  uv_timer_start(&hp->timer, [](uv_timer_t* t) { probe_done(static_cast<HealthProbe*>(t->data), false); },
+                 p->hc.timeout_ms, 0);
+  int r = uv_tcp_connect(&hp->req, &hp->tcp, reinterpret_cast<const sockaddr*>(&p->addr), [](uv_connect_t* req, int status) {
+    auto* hp = static_cast<HealthProbe*>(req->data);
+    if (hp->done) return;
+    if (status < 0) {
+      probe_done(hp, false);
+      return;
+    }
+    uv_buf_t b = uv_buf_init(hp->request.data(), static_cast<unsigned>(hp->request.size()));
+    uv_try_write(reinterpret_cast<uv_stream_t*>(&hp->tcp), &b, 1);
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&hp->tcp),
+                  [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+                    Worker* w = static_cast<Worker*>(h->loop->data);
+                    *buf = uv_buf_init(w->read_buf(), 4096);
+                  },
+                  [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+                    auto* hp = static_cast<HealthProbe*>(s->data);
+                    if (hp->done) return;
+                    if (n < 0) {
+                      probe_check(hp);
+                      probe_done(hp, false);
+                      return;
+                    }
+                    hp->buf.append(buf->base, static_cast<size_t>(n));
+                    probe_check(hp);
+                  });
+  });
+  if (r != 0) probe_done(hp, false);
+}
+
+void Worker::health_result(PeerState* p, bool ok) {
+  if (ok) {
+    p->hc_bad = 0;
+    if (p->hc_down && ++p->hc_ok >= p->hc.healthy) {
+      p->hc_down = false;
+      p->hc_ok = 0;
+      PX_INFO("upstream %s: health check passing, back in service", p->key.c_str());
+    }
+  } else {
+    p->hc_ok = 0;
+    if (!p->hc_down && ++p->hc_bad >= p->hc.unhealthy) {
+      p->hc_down = true;
+      p->hc_bad = 0;
+      PX_WARN("upstream %s: health check failing, out of service", p->key.c_str());
+      while (p->idle) p->idle->close();
+    }
+  }
+}
+
+}  // namespace px::proxy

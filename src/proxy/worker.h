@@ -1,0 +1,285 @@
+// px::proxy — the data plane. Start here.
+//
+// Glossary (one meaning each, after HAProxy):
+//   Worker    one thread with its own uv_loop, its own SO_REUSEPORT listeners,
+//             its own upstream pools and peer state. Nothing on the request
+//             path is shared between workers; the routing Snapshot is shared
+//             read-only.
+//   Session   one client connection's lifetime (keep-alive spans many streams).
+//   Stream    one request/response exchange: client head → route → upstream
+//             peer → response → back to keep-alive. Pooled per worker.
+//   UpConn    one connection to an upstream peer; idle ones wait in the
+//             peer's keep-alive pool.
+//   PeerState one upstream peer (host:port) as one worker sees it: idle pool,
+//             requests in flight, passive and active health.
+//   SnapRef   a worker's hold on one Snapshot, with per-worker balancer state;
+//             counted by the streams that started on it, freed when the last
+//             one ends after a newer snapshot arrived.
+//
+// Lifecycle rules (libuv): every handle that was initialised is uv_close()d and
+// its memory is released only in the close callback; handles never move.
+#pragma once
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config.h"
+#include "http/parser.h"
+#include "net/cidr.h"
+#include "proxy/output.h"
+#include "route/snapshot.h"
+
+namespace px::proxy {
+
+class Worker;
+struct Session;
+struct Stream;
+struct UpConn;
+struct HealthProbe;
+
+struct PeerState {
+  std::string key;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  bool resolved = false;
+  UpConn* idle = nullptr;  // keep-alive pool (intrusive list)
+  uint32_t idle_count = 0;
+  uint32_t active = 0;     // streams using this peer now (least_conn)
+  uint32_t fails = 0;      // consecutive failures (passive health)
+  uint64_t down_until = 0; // uv_now() ms; passive health cool-down
+  // Active health checks (when a route's pool asks for them).
+  bool hc_enabled = false;
+  bool hc_down = false;
+  uint32_t hc_ok = 0, hc_bad = 0;
+  route::HealthCheckSpec hc;
+  std::string hc_host;
+  uv_timer_t* hc_timer = nullptr;
+  HealthProbe* probe = nullptr;
+  bool usable(uint64_t now) const { return resolved && !hc_down && now >= down_until; }
+};
+
+struct PoolView {
+  const route::Route* route = nullptr;
+  std::vector<PeerState*> peers;
+  std::vector<int64_t> current;  // smooth weighted round robin state
+};
+
+struct SnapRef {
+  std::shared_ptr<const route::Snapshot> snap;
+  std::vector<PoolView> pools;  // parallel to snap->routes()
+  uint32_t refs = 0;
+  bool retired = false;
+};
+
+enum class BodyMode : uint8_t { none, length, chunked, eof };
+
+struct Stream {
+  Session* session = nullptr;
+  Stream* next_free = nullptr;
+  http::Head req;
+  http::Head resp;
+  Output out;               // towards the client
+  std::string up_head;      // request head towards the upstream (kept for a retry)
+  std::string pending_body; // request body that arrived before the upstream was ready
+  SnapRef* snap = nullptr;
+  const route::Route* route = nullptr;
+  PoolView* pool = nullptr;
+  UpConn* up = nullptr;
+  PeerState* peer = nullptr;
+  net::IpAddr client_ip;    // real client (behind trusted proxies)
+  uint64_t tried = 0;       // bitmask of peers tried
+  uint64_t body_received = 0;
+  uint64_t max_body = 0;
+  uint64_t start_ms = 0;
+  BodyMode req_body = BodyMode::none;
+  BodyMode resp_body = BodyMode::none;
+  uint16_t status = 0;      // status sent to the client
+  uint8_t attempts = 0;
+  bool req_complete = false;
+  bool resp_head_sent = false;
+  bool resp_complete = false;
+  bool local = false;          // answered by px itself, the request body is discarded
+  bool head_request = false;
+  bool body_bytes_sent = false;  // some request body byte went to the upstream
+  bool up_written = false;       // the request head went to the upstream
+  bool upgrade = false;          // request asked for an Upgrade
+  bool tunnel = false;           // 101 passed: bytes flow raw both ways
+  bool interim = false;          // current upstream message is a 1xx
+  std::string_view abs_path;     // path of an absolute-form target (into req.buf)
+  void reset();
+};
+
+struct Session final : http::Sink, WriteOwner {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  Worker* w = nullptr;
+  Session* prev = nullptr;
+  Session* next = nullptr;
+  Stream* stream = nullptr;
+  http::Parser parser;
+  std::string leftover;   // bytes read but not parsed yet (pipelining, tunnel data)
+  net::IpAddr peer_ip;
+  uint8_t pending_closes = 0;
+  bool reading = false;
+  bool want_read = true;     // false while a request waits for its response
+  bool bp_paused = false;    // stopped because the upstream write queue is full
+  bool in_parse = false;
+  bool close_after = false;  // close when the current response is out
+  bool closing = false;
+  bool eof = false;
+  bool writes_done_close = false;  // close once the write queue drains
+
+  // http::Sink (the request parser)
+  int on_head(http::Head& h) override;
+  int on_body(const char* data, size_t len) override;
+  int on_complete() override;
+  void on_write_done(int status) override;
+
+  bool advancing_ = false;
+  bool again_ = false;
+
+  void start();
+  void on_read(ssize_t n, const char* data);
+  void parse(const char* data, size_t len, bool from_leftover);
+  void flush(Stream* st);    // writes what the stream queued, both directions
+  void update_reading();
+  void respond_local(int status, std::string_view body, bool close);
+  void finish_stream();
+  void after_event();        // finish what finished, parse what waits, re-arm reading
+  void close();
+  void close_when_written();
+  void arm_timer(uint64_t ms);
+  void on_timeout();
+  int parser_fail(int status, const char* reason);
+  net::IpAddr real_client_ip(const http::Head& h) const;
+  void build_upstream_head(Stream* st);
+  bool idle() const { return stream == nullptr && leftover.empty(); }
+};
+
+struct UpConn final : http::Sink, WriteOwner {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_connect_t connect_req;
+  Worker* w = nullptr;
+  PeerState* peer = nullptr;
+  Stream* stream = nullptr;
+  UpConn* prev = nullptr;  // in the peer's idle list
+  UpConn* next = nullptr;
+  http::Parser parser;
+  Output out;
+  uint8_t pending_closes = 0;
+  enum class State : uint8_t { connecting, active, idle, closing } state = State::connecting;
+  bool reused = false;
+  bool got_bytes = false;   // some response byte arrived
+  bool reading = false;
+  bool bp_paused = false;
+  bool eof = false;
+  uint64_t requests = 0;
+
+  int on_head(http::Head& h) override;
+  int on_body(const char* data, size_t len) override;
+  int on_complete() override;
+  void on_write_done(int status) override;
+
+  void on_connected(int status);
+  void on_read(ssize_t n, const char* data);
+  void start_reading();
+  void close();
+  void arm_timer(uint64_t ms);
+  void on_timeout();
+};
+
+class Worker {
+ public:
+  Worker(int id, const Config& cfg);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Main thread side. Listening fds are owned by the worker from here on.
+  void start(std::vector<int> listen_fds);
+  void post_snapshot(std::shared_ptr<const route::Snapshot> s);
+  void post_drain();
+  void post_stop();
+  void join();
+  uint64_t applied_generation() const { return applied_gen_.load(std::memory_order_acquire); }
+  int id() const { return id_; }
+
+  // Worker thread side.
+  uv_loop_t* loop() { return &loop_; }
+  const Config& cfg() const { return cfg_; }
+  uint64_t now() { return uv_now(&loop_); }
+  char* read_buf() { return read_buf_.get(); }
+  static constexpr size_t kReadBuf = 64 * 1024;
+  std::string_view date();
+
+  Stream* get_stream();
+  void put_stream(Stream* s);
+  void release_snap(SnapRef* r);
+  SnapRef* current_snap() { return current_; }
+  PeerState* peer_for(const route::PeerAddr& a);
+  // Picks a usable peer of the stream's pool, skipping the ones it tried. nullptr: none left.
+  PeerState* choose_peer(Stream* st);
+  UpConn* take_idle(PeerState* p);
+  void park_idle(UpConn* c);
+  void unpark(UpConn* c);
+  void peer_failed(PeerState* p);
+  void peer_ok(PeerState* p);
+  void session_closed(Session* s);
+  bool draining() const { return draining_; }
+  void maybe_finish_drain();
+  void health_probe(PeerState* p);
+  void health_result(PeerState* p, bool ok);
+
+  std::function<void()> on_exit;  // runs on the worker thread as it ends
+  http::Limits req_limits;
+  http::Limits resp_limits;
+  uint64_t sessions = 0;
+  uint64_t upconns = 0;
+
+ private:
+  void run();
+  void on_async();
+  void install(std::shared_ptr<const route::Snapshot> s);
+  void on_accept(uv_stream_t* server);
+  void drain();
+  void stop_everything();
+  void sync_health_checks();
+
+  int id_;
+  Config cfg_;
+  uv_loop_t loop_;
+  uv_async_t async_;
+  std::thread thread_;
+  std::vector<uv_tcp_t*> listeners_;
+  std::vector<int> fds_;
+  std::unique_ptr<char[]> read_buf_;
+  std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
+  SnapRef* current_ = nullptr;
+  Stream* free_streams_ = nullptr;
+  size_t free_stream_count_ = 0;
+  Session* sessions_head_ = nullptr;
+  bool draining_ = false;
+  bool stopping_ = false;
+  std::atomic<bool> started_{false};
+  uint64_t date_sec_ = 0;
+  char date_buf_[40] = {};
+
+  std::mutex mu_;  // guards the mailbox below; never taken on the request path
+  std::shared_ptr<const route::Snapshot> mail_snap_;
+  bool mail_drain_ = false;
+  bool mail_stop_ = false;
+  std::atomic<uint64_t> applied_gen_{0};
+
+  friend struct Session;
+};
+
+}  // namespace px::proxy

@@ -1,0 +1,54 @@
+// pxd — the px data plane. See pxd(8).
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "proxy/server.h"
+
+static void usage(FILE* f) {
+  std::fprintf(f,
+               "usage: pxd [-c FILE] [--check-config] [--version]\n"
+               "  -c, --config FILE   bootstrap configuration (default /etc/px/pxd.conf)\n"
+               "  -t, --check-config  check the configuration and exit (0 ok, 2 invalid)\n"
+               "  -V, --version       print the version\n");
+}
+
+int main(int argc, char** argv) {
+  std::string path = "/etc/px/pxd.conf";
+  bool check = false;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    if ((a == "-c" || a == "--config") && i + 1 < argc) path = argv[++i];
+    else if (a == "-t" || a == "--check-config") check = true;
+    else if (a == "-V" || a == "--version") {
+      std::printf("pxd %s\n", PX_VERSION);
+      return 0;
+    } else if (a == "-h" || a == "--help") {
+      usage(stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "pxd: unknown argument '%s'\n", a.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  px::Config cfg;
+  std::string err;
+  if (!px::load_config_file(path, &cfg, &err)) {
+    std::fprintf(stderr, "pxd: %s\n", err.c_str());
+    return 2;
+  }
+  if (check) {
+    std::printf("pxd: %s: configuration ok\n", path.c_str());
+    return 0;
+  }
+  px::log::Level lvl;
+  if (px::log::parse_level(cfg.log_level.c_str(), &lvl)) px::log::set_level(lvl);
+  signal(SIGPIPE, SIG_IGN);
+  px::proxy::Server server(std::move(cfg));
+  return server.run();
+}

@@ -1,0 +1,313 @@
+#include "route/route.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/strings.h"
+#include "net/cidr.h"
+
+namespace px::route {
+
+using json = nlohmann::json;
+
+const char* balance_name(Balance b) {
+  switch (b) {
+    case Balance::round_robin: return "round_robin";
+    case Balance::least_conn: return "least_conn";
+    case Balance::ip_hash: return "ip_hash";
+  }
+  return "?";
+}
+
+bool valid_route_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == '-'))
+      return false;
+  return true;
+}
+
+static bool valid_label(std::string_view l) {
+  if (l.empty() || l.size() > 63 || l.front() == '-' || l.back() == '-') return false;
+  for (char c : l)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
+  return true;
+}
+
+bool normalize_hostname(std::string_view in, std::string* out, std::string* error) {
+  std::string h = to_lower(in);
+  if (!h.empty() && h.back() == '.') h.pop_back();
+  std::string_view rest = h;
+  if (h.size() > 253 || h.empty()) {
+    *error = "'" + std::string(in) + "' is not a valid hostname (1 to 253 characters)";
+    return false;
+  }
+  if (rest.substr(0, 2) == "*.") rest.remove_prefix(2);
+  int labels = 0;
+  while (true) {
+    size_t dot = rest.find('.');
+    if (!valid_label(rest.substr(0, dot))) {
+      *error = "'" + std::string(in) +
+               "' is not a valid hostname (labels of letters, digits and '-', 1 to 63 characters; a wildcard "
+               "only as a leading '*.')";
+      return false;
+    }
+    labels++;
+    if (dot == std::string_view::npos) break;
+    rest.remove_prefix(dot + 1);
+  }
+  *out = std::move(h);
+  return true;
+}
+
+bool parse_upstream_url(std::string_view url, UpstreamSpec* out, std::string* error) {
+  std::string_view u = url;
+  if (u.substr(0, 7) != "http://") {
+    *error = "'" + std::string(url) + "': the scheme must be http://";
+    return false;
+  }
+  u.remove_prefix(7);
+  if (!u.empty() && u.back() == '/') u.remove_suffix(1);
+  if (u.find('/') != std::string_view::npos || u.find('?') != std::string_view::npos ||
+      u.find('@') != std::string_view::npos) {
+    *error = "'" + std::string(url) + "': expected http://HOST[:PORT] with no path, query or user";
+    return false;
+  }
+  std::string_view host = u, port;
+  if (!u.empty() && u.front() == '[') {
+    size_t close = u.find(']');
+    if (close == std::string_view::npos) {
+      *error = "'" + std::string(url) + "': unterminated IPv6 address";
+      return false;
+    }
+    host = u.substr(1, close - 1);
+    std::string_view after = u.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') {
+        *error = "'" + std::string(url) + "': unexpected text after the IPv6 address";
+        return false;
+      }
+      port = after.substr(1);
+    }
+    net::IpAddr ip;
+    if (!net::IpAddr::parse(host, &ip) || ip.is_v4()) {
+      *error = "'" + std::string(url) + "': '" + std::string(host) + "' is not an IPv6 address";
+      return false;
+    }
+  } else {
+    size_t colon = u.rfind(':');
+    if (colon != std::string_view::npos) {
+      host = u.substr(0, colon);
+      port = u.substr(colon + 1);
+    }
+    std::string norm, herr;
+    net::IpAddr ip;
+    if (!net::IpAddr::parse(host, &ip) && !normalize_hostname(host, &norm, &herr)) {
+      *error = "'" + std::string(url) + "': host " + herr;
+      return false;
+    }
+    if (host.find('*') != std::string_view::npos) {
+      *error = "'" + std::string(url) + "': an upstream host cannot be a wildcard";
+      return false;
+    }
+  }
+  uint64_t p = 80;
+  if (!port.empty() || (u.size() && u.back() == ':')) {
+    if (!parse_u64(port, &p) || p < 1 || p > 65535) {
+      *error = "'" + std::string(url) + "': port must be 1..65535";
+      return false;
+    }
+  }
+  out->host = to_lower(host);
+  out->port = static_cast<uint16_t>(p);
+  bool v6 = out->host.find(':') != std::string::npos;
+  out->url = "http://" + (v6 ? "[" + out->host + "]" : out->host) + ":" + std::to_string(p);
+  return true;
+}
+
+namespace {
+struct Ctx {
+  std::string* error;
+  bool fail(const std::string& field, const std::string& msg) {
+    *error = field + ": " + msg;
+    return false;
+  }
+};
+
+bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, Ctx& c, const std::string& prefix = "") {
+  if (!j.contains(key)) return true;
+  const json& v = j[key];
+  if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
+    return c.fail(prefix + key, "expected a non-negative whole number");
+  uint64_t x = v.get<uint64_t>();
+  if (x > max) return c.fail(prefix + key, "must be at most " + std::to_string(max));
+  *out = x;
+  return true;
+}
+}  // namespace
+
+bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error) {
+  Ctx c{error};
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) return c.fail("route", "not valid JSON");
+  if (!j.is_object()) return c.fail("route", "expected a JSON object");
+  static const char* known[] = {"name",    "hosts",           "path",         "strip_path",  "upstreams",
+                                "lb",      "enabled",         "connect_timeout_ms", "read_timeout_ms",
+                                "max_body_size", "health_check", "filters", "version"};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool ok = false;
+    for (auto* k : known) ok = ok || it.key() == k;
+    if (!ok) return c.fail(it.key(), "unknown field");
+  }
+  RouteSpec r;
+  if (!j.contains("name") || !j["name"].is_string()) return c.fail("name", "required, a string");
+  r.name = j["name"].get<std::string>();
+  if (!valid_route_name(r.name)) return c.fail("name", "1 to 64 characters of letters, digits, '.', '_', '-'");
+  if (!j.contains("hosts") || !j["hosts"].is_array() || j["hosts"].empty())
+    return c.fail("hosts", "required, a non-empty array of hostnames");
+  for (size_t i = 0; i < j["hosts"].size(); i++) {
+    const json& h = j["hosts"][i];
+    std::string field = "hosts[" + std::to_string(i) + "]";
+    if (!h.is_string()) return c.fail(field, "expected a string");
+    std::string norm, err;
+    if (!normalize_hostname(h.get<std::string>(), &norm, &err)) return c.fail(field, err);
+    r.hosts.push_back(norm);
+  }
+  if (j.contains("path")) {
+    if (!j["path"].is_string()) return c.fail("path", "expected a string");
+    r.path = j["path"].get<std::string>();
+    if (r.path.empty() || r.path[0] != '/') return c.fail("path", "must start with '/'");
+    for (char ch : r.path)
+      if (ch == '?' || ch == '#' || static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f)
+        return c.fail("path", "must not contain '?', '#', spaces or control characters");
+  }
+  if (j.contains("strip_path")) {
+    if (!j["strip_path"].is_boolean()) return c.fail("strip_path", "expected true or false");
+    r.strip_path = j["strip_path"].get<bool>();
+  }
+  if (j.contains("enabled")) {
+    if (!j["enabled"].is_boolean()) return c.fail("enabled", "expected true or false");
+    r.enabled = j["enabled"].get<bool>();
+  }
+  if (!j.contains("upstreams") || !j["upstreams"].is_array() || j["upstreams"].empty())
+    return c.fail("upstreams", "required, a non-empty array");
+  if (j["upstreams"].size() > 64) return c.fail("upstreams", "at most 64 peers per route");
+  for (size_t i = 0; i < j["upstreams"].size(); i++) {
+    const json& u = j["upstreams"][i];
+    std::string field = "upstreams[" + std::to_string(i) + "]";
+    UpstreamSpec us;
+    std::string url;
+    if (u.is_string()) url = u.get<std::string>();
+    else if (u.is_object() && u.contains("url") && u["url"].is_string()) url = u["url"].get<std::string>();
+    else return c.fail(field, "expected a URL string or {\"url\": ..., \"weight\": ...}");
+    std::string err;
+    if (!parse_upstream_url(url, &us, &err)) return c.fail(field + ".url", err);
+    if (u.is_object()) {
+      for (auto it = u.begin(); it != u.end(); ++it)
+        if (it.key() != "url" && it.key() != "weight") return c.fail(field + "." + it.key(), "unknown field");
+      uint64_t w = 1;
+      if (!get_uint(u, "weight", &w, 1000, c, field + ".")) return false;
+      if (w < 1) return c.fail(field + ".weight", "must be 1..1000");
+      us.weight = static_cast<uint32_t>(w);
+    }
+    r.upstreams.push_back(us);
+  }
+  if (j.contains("lb")) {
+    if (!j["lb"].is_string()) return c.fail("lb", "expected a string");
+    std::string lb = j["lb"].get<std::string>();
+    if (lb == "round_robin") r.lb = Balance::round_robin;
+    else if (lb == "least_conn") r.lb = Balance::least_conn;
+    else if (lb == "ip_hash") r.lb = Balance::ip_hash;
+    else return c.fail("lb", "'" + lb + "' is not one of round_robin, least_conn, ip_hash");
+  }
+  const uint64_t day = 86400000;
+  if (!get_uint(j, "connect_timeout_ms", &r.connect_timeout_ms, day, c)) return false;
+  if (!get_uint(j, "read_timeout_ms", &r.read_timeout_ms, day, c)) return false;
+  if (!get_uint(j, "version", &r.version, UINT64_MAX, c)) return false;
+  if (j.contains("max_body_size")) {
+    const json& v = j["max_body_size"];
+    if (!v.is_number_integer() || v.get<int64_t>() < -1)
+      return c.fail("max_body_size", "expected a number of bytes (0 = unlimited, -1 = the pxd.conf default)");
+    r.max_body_size = v.get<int64_t>();
+  }
+  if (j.contains("health_check")) {
+    const json& h = j["health_check"];
+    if (!h.is_object()) return c.fail("health_check", "expected an object");
+    for (auto it = h.begin(); it != h.end(); ++it) {
+      static const char* hk[] = {"path", "interval_ms", "timeout_ms", "healthy", "unhealthy"};
+      bool ok = false;
+      for (auto* k : hk) ok = ok || it.key() == k;
+      if (!ok) return c.fail("health_check." + it.key(), "unknown field");
+    }
+    r.health.enabled = true;
+    if (h.contains("path")) {
+      if (!h["path"].is_string() || h["path"].get<std::string>().empty() || h["path"].get<std::string>()[0] != '/')
+        return c.fail("health_check.path", "expected a path starting with '/'");
+      r.health.path = h["path"].get<std::string>();
+      for (char ch : r.health.path)
+        if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f)
+          return c.fail("health_check.path", "must not contain spaces or control characters");
+    }
+    uint64_t v;
+    v = r.health.interval_ms;
+    if (!get_uint(h, "interval_ms", &v, day, c, "health_check.")) return false;
+    if (v < 10) return c.fail("health_check.interval_ms", "must be at least 10");
+    r.health.interval_ms = v;
+    v = r.health.timeout_ms;
+    if (!get_uint(h, "timeout_ms", &v, day, c, "health_check.")) return false;
+    if (v < 1) return c.fail("health_check.timeout_ms", "must be at least 1");
+    r.health.timeout_ms = v;
+    v = r.health.healthy;
+    if (!get_uint(h, "healthy", &v, 100, c, "health_check.")) return false;
+    if (v < 1) return c.fail("health_check.healthy", "must be 1..100");
+    r.health.healthy = static_cast<uint32_t>(v);
+    v = r.health.unhealthy;
+    if (!get_uint(h, "unhealthy", &v, 100, c, "health_check.")) return false;
+    if (v < 1) return c.fail("health_check.unhealthy", "must be 1..100");
+    r.health.unhealthy = static_cast<uint32_t>(v);
+  }
+  if (j.contains("filters")) {
+    if (!j["filters"].is_array()) return c.fail("filters", "expected an array");
+    for (size_t i = 0; i < j["filters"].size(); i++) {
+      const json& f = j["filters"][i];
+      std::string field = "filters[" + std::to_string(i) + "]";
+      FilterSpec fs;
+      if (f.is_string()) fs.name = f.get<std::string>();
+      else if (f.is_object() && f.contains("name") && f["name"].is_string()) {
+        fs.name = f["name"].get<std::string>();
+        if (f.contains("config")) fs.config_json = f["config"].dump();
+      } else return c.fail(field, "expected a filter name or {\"name\": ..., \"config\": {...}}");
+      if (!valid_route_name(fs.name)) return c.fail(field + ".name", "not a valid filter name");
+      r.filters.push_back(fs);
+    }
+  }
+  *out = std::move(r);
+  return true;
+}
+
+std::string route_to_json(const RouteSpec& r) {
+  json j;
+  j["name"] = r.name;
+  j["hosts"] = r.hosts;
+  j["path"] = r.path;
+  j["strip_path"] = r.strip_path;
+  json ups = json::array();
+  for (const auto& u : r.upstreams) ups.push_back({{"url", u.url}, {"weight", u.weight}});
+  j["upstreams"] = ups;
+  j["lb"] = balance_name(r.lb);
+  j["enabled"] = r.enabled;
+  j["connect_timeout_ms"] = r.connect_timeout_ms;
+  j["read_timeout_ms"] = r.read_timeout_ms;
+  j["max_body_size"] = r.max_body_size;
+  if (r.health.enabled)
+    j["health_check"] = {{"path", r.health.path},       {"interval_ms", r.health.interval_ms},
+                         {"timeout_ms", r.health.timeout_ms}, {"healthy", r.health.healthy},
+                         {"unhealthy", r.health.unhealthy}};
+  json fl = json::array();
+  for (const auto& f : r.filters) fl.push_back({{"name", f.name}, {"config", json::parse(f.config_json)}});
+  j["filters"] = fl;
+  j["version"] = r.version;
+  return j.dump();
+}
+
+}  // namespace px::route

@@ -1,0 +1,78 @@
+// px::route — the route model, as stored under `route:<name>` in the store.
+//
+// A route sends requests for some hostnames (and optionally a path prefix) to
+// an upstream pool. JSON form (every field but name/hosts/upstreams optional):
+//
+//   {"name": "shop", "hosts": ["shop.example.com", "*.shop.example.com"],
+//    "path": "/", "strip_path": false,
+//    "upstreams": [{"url": "http://10.0.0.5:8080", "weight": 1}],
+//    "lb": "round_robin" | "least_conn" | "ip_hash",
+//    "enabled": true,
+//    "connect_timeout_ms": 0, "read_timeout_ms": 0,    // 0 = pxd.conf default
+//    "max_body_size": -1,                              // -1 = pxd.conf default, 0 = unlimited
+//    "health_check": {"path": "/healthz", "interval_ms": 5000, "timeout_ms": 2000,
+//                     "healthy": 2, "unhealthy": 3},
+//    "filters": [{"name": "acl", "config": {...}}],
+//    "version": 1}
+//
+// Hostnames match case-insensitively and ignore a port. `*.example.com`
+// matches any name ending in `.example.com` (the longest wildcard wins; an
+// exact name beats any wildcard). Path prefixes match whole segments: "/api"
+// matches "/api", "/api/x" and "/api?q", never "/apix"; the longest prefix wins.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace px::route {
+
+enum class Balance : uint8_t { round_robin, least_conn, ip_hash };
+const char* balance_name(Balance b);
+
+struct UpstreamSpec {
+  std::string url;   // as given, normalised to http://host:port
+  std::string host;  // DNS name or numeric address (no brackets)
+  uint16_t port = 80;
+  uint32_t weight = 1;
+};
+
+struct HealthCheckSpec {
+  bool enabled = false;
+  std::string path = "/";
+  uint64_t interval_ms = 5000;
+  uint64_t timeout_ms = 2000;
+  uint32_t healthy = 2;    // consecutive successes to mark a peer up
+  uint32_t unhealthy = 3;  // consecutive failures to mark it down
+};
+
+struct FilterSpec {
+  std::string name;
+  std::string config_json = "{}";
+};
+
+struct RouteSpec {
+  std::string name;
+  std::vector<std::string> hosts;  // lower case
+  std::string path = "/";
+  bool strip_path = false;
+  std::vector<UpstreamSpec> upstreams;
+  Balance lb = Balance::round_robin;
+  bool enabled = true;
+  uint64_t connect_timeout_ms = 0;
+  uint64_t read_timeout_ms = 0;
+  int64_t max_body_size = -1;
+  HealthCheckSpec health;
+  std::vector<FilterSpec> filters;
+  uint64_t version = 0;
+};
+
+// Validation answers name the field: "hosts[1]: 'a..b' is not a valid hostname".
+bool parse_route_json(std::string_view json, RouteSpec* out, std::string* error);
+std::string route_to_json(const RouteSpec& r);
+
+bool valid_route_name(std::string_view name);
+bool normalize_hostname(std::string_view in, std::string* out, std::string* error);
+bool parse_upstream_url(std::string_view url, UpstreamSpec* out, std::string* error);
+
+}  // namespace px::route

@@ -1,0 +1,180 @@
+#include "route/snapshot.h"
+
+#include <algorithm>
+
+#include "core/strings.h"
+
+namespace px::route {
+
+uint32_t hash_bytes(const void* data, size_t len, uint32_t seed) {
+  // FNV-1a with a final avalanche (murmur3 fmix32).
+  uint32_t h = seed;
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 16777619u;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+// Splits a prefix like "/api/v1/" into segments {"api","v1"}.
+static std::vector<std::string> segments(std::string_view p) {
+  std::vector<std::string> out;
+  while (!p.empty()) {
+    if (p.front() == '/') {
+      p.remove_prefix(1);
+      continue;
+    }
+    size_t slash = p.find('/');
+    out.emplace_back(p.substr(0, slash));
+    if (slash == std::string_view::npos) break;
+    p.remove_prefix(slash);
+  }
+  return out;
+}
+
+bool Snapshot::insert(Node& root, const Route* r, std::string* conflict) {
+  Node* n = &root;
+  for (const auto& s : segments(r->spec.path)) {
+    auto& child = n->children[s];
+    if (!child) child = std::make_unique<Node>();
+    n = child.get();
+  }
+  if (n->route) {
+    *conflict = n->route->spec.name;
+    return false;
+  }
+  n->route = r;
+  return true;
+}
+
+const Route* Snapshot::walk(const Node& root, std::string_view path) const {
+  const Route* best = root.route;
+  const Node* n = &root;
+  size_t q = path.find_first_of("?#");
+  if (q != std::string_view::npos) path = path.substr(0, q);
+  while (!path.empty() && !n->children.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    size_t slash = path.find('/');
+    std::string_view seg = path.substr(0, slash);
+    // unordered_map<string> lookup by string_view needs a key; segments are short.
+    thread_local std::string key;
+    key.assign(seg);
+    auto it = n->children.find(key);
+    if (it == n->children.end()) break;
+    n = it->second.get();
+    if (n->route) best = n->route;
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash);
+  }
+  return best;
+}
+
+std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs,
+                                                 const Config& cfg, const Resolver& resolve,
+                                                 std::vector<std::string>* warnings) {
+  auto s = std::make_shared<Snapshot>();
+  s->generation_ = generation;
+  std::sort(specs.begin(), specs.end(), [](const RouteSpec& a, const RouteSpec& b) { return a.name < b.name; });
+  for (auto& spec : specs) {
+    if (!spec.enabled && spec.name != cfg.default_route) continue;
+    auto r = std::make_unique<Route>();
+    r->index = static_cast<uint32_t>(s->routes_.size());
+    r->connect_timeout_ms = spec.connect_timeout_ms ? spec.connect_timeout_ms : cfg.upstream_connect_timeout_ms;
+    r->read_timeout_ms = spec.read_timeout_ms ? spec.read_timeout_ms : cfg.upstream_read_timeout_ms;
+    r->max_body_size = spec.max_body_size < 0 ? cfg.max_body_size : static_cast<uint64_t>(spec.max_body_size);
+    std::string_view p = spec.path;
+    while (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
+    r->prefix_len = p == "/" ? 0 : p.size();
+    r->pool.lb = spec.lb;
+    r->pool.health = spec.health;
+    for (const auto& u : spec.upstreams) {
+      PeerAddr pa;
+      pa.key = u.url.substr(7);
+      pa.host = u.host;
+      pa.port = u.port;
+      pa.weight = u.weight;
+      pa.resolved = resolve(u.host, u.port, &pa.addr, &pa.addr_len);
+      if (!pa.resolved && warnings) warnings->push_back("route " + spec.name + ": cannot resolve " + u.host);
+      r->pool.peers.push_back(std::move(pa));
+    }
+    if (spec.lb == Balance::ip_hash) {
+      for (size_t i = 0; i < r->pool.peers.size(); i++) {
+        const auto& peer = r->pool.peers[i];
+        for (uint32_t v = 0; v < 64 * peer.weight; v++) {
+          std::string k = peer.key + "#" + std::to_string(v);
+          r->pool.ring.emplace_back(hash_bytes(k.data(), k.size()), static_cast<uint16_t>(i));
+        }
+      }
+      std::sort(r->pool.ring.begin(), r->pool.ring.end());
+    }
+    r->spec = std::move(spec);
+    const Route* rp = r.get();
+    s->routes_.push_back(std::move(r));
+    if (rp->spec.name == cfg.default_route) s->default_route_ = rp;
+    if (!rp->spec.enabled) continue;
+    for (const auto& h : rp->spec.hosts) {
+      bool wild = h.size() > 2 && h[0] == '*' && h[1] == '.';
+      Node& root = wild ? s->wildcard_[h.substr(2)] : s->exact_[h];
+      std::string other;
+      if (!s->insert(root, rp, &other) && warnings)
+        warnings->push_back("route " + rp->spec.name + ": host " + h + " path " + rp->spec.path +
+                            " is already served by route " + other + "; ignored");
+    }
+  }
+  return s;
+}
+
+const Route* Snapshot::match(std::string_view host, std::string_view path) const {
+  // Strip a port (but not from a bare IPv6 literal) and a trailing dot; lower-case.
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    host = host.substr(0, close == std::string_view::npos ? host.size() : close + 1);
+  } else {
+    size_t colon = host.rfind(':');
+    if (colon != std::string_view::npos) host = host.substr(0, colon);
+  }
+  if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+  char buf[256];
+  if (host.size() >= sizeof buf) return default_route_;
+  for (size_t i = 0; i < host.size(); i++) buf[i] = ascii_lower(host[i]);
+  std::string_view h(buf, host.size());
+  thread_local std::string key;
+  if (!exact_.empty()) {
+    key.assign(h);
+    auto it = exact_.find(key);
+    if (it != exact_.end()) {
+      if (const Route* r = walk(it->second, path)) return r;
+    }
+  }
+  if (!wildcard_.empty()) {
+    // Longest wildcard first: for a.b.example.com try b.example.com, then example.com, then com.
+    std::string_view rest = h;
+    while (true) {
+      size_t dot = rest.find('.');
+      if (dot == std::string_view::npos) break;
+      rest.remove_prefix(dot + 1);
+      key.assign(rest);
+      auto it = wildcard_.find(key);
+      if (it != wildcard_.end()) {
+        if (const Route* r = walk(it->second, path)) return r;
+      }
+    }
+  }
+  return default_route_;
+}
+
+std::string_view Snapshot::strip(const Route& r, std::string_view path, bool* need_slash) {
+  *need_slash = false;
+  if (!r.spec.strip_path || r.prefix_len == 0 || path.size() < r.prefix_len) return path;
+  std::string_view rest = path.substr(r.prefix_len);
+  if (rest.empty() || rest.front() != '/') *need_slash = true;
+  return rest;
+}
+
+}  // namespace px::route

@@ -1,0 +1,90 @@
+// px::route::Snapshot — an immutable routing table built from one generation of
+// the store. Built once by pxd's main thread, shared read-only by every worker;
+// a worker keeps the snapshot a request started on until that request ends.
+//
+// Lookup cost does not grow with the number of routes: a hash on the exact
+// host, then on each wildcard suffix of the host (a few labels at most), then
+// a walk down a tree of path segments (as deep as the request path).
+#pragma once
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config.h"
+#include "route/route.h"
+
+namespace px::route {
+
+struct PeerAddr {
+  std::string key;  // "host:port" as configured; names the peer in logs and pools
+  std::string host;
+  uint16_t port = 0;
+  uint32_t weight = 1;
+  bool resolved = false;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+};
+
+struct Pool {
+  std::vector<PeerAddr> peers;
+  Balance lb = Balance::round_robin;
+  HealthCheckSpec health;
+  std::vector<std::pair<uint32_t, uint16_t>> ring;  // ip_hash: (point, peer index), sorted
+};
+
+struct Route {
+  RouteSpec spec;
+  Pool pool;
+  uint32_t index = 0;
+  uint64_t connect_timeout_ms = 0;  // effective values (route or pxd.conf)
+  uint64_t read_timeout_ms = 0;
+  uint64_t max_body_size = 0;       // 0 = unlimited
+  size_t prefix_len = 0;            // bytes of spec.path that strip_path removes ("/" → 0)
+};
+
+// Resolves host:port to an address; false when it cannot (the peer stays
+// unresolved and counts as down).
+using Resolver = std::function<bool(const std::string& host, uint16_t port, sockaddr_storage*, socklen_t*)>;
+
+class Snapshot {
+ public:
+  // Builds from route specs; disabled routes are left out. Conflicting routes
+  // (same host and prefix) keep the first by name and log the others.
+  static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<RouteSpec> specs,
+                                               const Config& cfg, const Resolver& resolve,
+                                               std::vector<std::string>* warnings);
+
+  // host: as sent (any case, may carry a port); path: the request target's path (query allowed).
+  const Route* match(std::string_view host, std::string_view path) const;
+
+  uint64_t generation() const { return generation_; }
+  const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }
+
+  // Path sent upstream for `path` on `r` (strip_path applied).
+  static std::string_view strip(const Route& r, std::string_view path, bool* need_slash);
+
+ private:
+  struct Node {
+    std::unordered_map<std::string, std::unique_ptr<Node>> children;
+    const Route* route = nullptr;
+  };
+  bool insert(Node& root, const Route* r, std::string* conflict);
+  const Route* walk(const Node& root, std::string_view path) const;
+
+  uint64_t generation_ = 0;
+  std::vector<std::unique_ptr<Route>> routes_;
+  std::unordered_map<std::string, Node> exact_;
+  std::unordered_map<std::string, Node> wildcard_;  // key: the suffix after "*."
+  const Route* default_route_ = nullptr;
+};
+
+uint32_t hash_bytes(const void* data, size_t len, uint32_t seed = 2166136261u);
+
+}  // namespace px::route

@@ -1,0 +1,229 @@
+#include "store/store.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace px::store {
+
+std::string lmdb_error(int rc) {
+  switch (rc) {
+    case ENOENT: return "no store here yet (data.mdb missing)";
+    case EACCES: return "permission denied";
+    case MDB_MAP_FULL: return "store is full (map size reached)";
+    case MDB_READERS_FULL: return "too many readers";
+    case MDB_INVALID: return "not an LMDB store (data.mdb is corrupt or of another format)";
+    case MDB_VERSION_MISMATCH: return "LMDB version mismatch";
+    default: return mdb_strerror(rc);
+  }
+}
+
+static MDB_val val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+
+Store::~Store() {
+  if (env_) mdb_env_close(env_);
+}
+
+bool Store::open(const std::string& dir, bool read_only, std::string* error) {
+  dir_ = dir;
+  read_only_ = read_only;
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (read_only || ::mkdir(dir.c_str(), 0750) != 0) {
+      *error = "data directory " + dir + ": " + std::strerror(errno);
+      return false;
+    }
+  }
+  int rc = mdb_env_create(&env_);
+  if (rc == 0) rc = mdb_env_set_maxreaders(env_, 512);
+  if (rc == 0 && !read_only) rc = mdb_env_set_mapsize(env_, size_t(1) << 30);
+  // MDB_NOTLS: read txns are not tied to the thread that made them.
+  unsigned flags = MDB_NOTLS | (read_only ? MDB_RDONLY : 0);
+  if (rc == 0) rc = mdb_env_open(env_, dir.c_str(), flags, 0640);
+  if (rc != 0) {
+    *error = "store " + dir + ": " + lmdb_error(rc);
+    if (env_) mdb_env_close(env_);
+    env_ = nullptr;
+    return false;
+  }
+  MDB_txn* txn;
+  rc = mdb_txn_begin(env_, nullptr, read_only ? MDB_RDONLY : 0, &txn);
+  if (rc == 0) rc = mdb_dbi_open(txn, nullptr, 0, &dbi_);
+  if (rc == 0 && !read_only) {
+    MDB_val k = val(kKeySchema), v;
+    int g = mdb_get(txn, dbi_, &k, &v);
+    if (g == MDB_NOTFOUND) {
+      std::string s = std::to_string(kSchemaVersion);
+      MDB_val sv = val(s);
+      rc = mdb_put(txn, dbi_, &k, &sv, 0);
+    } else if (g == 0) {
+      std::string have(static_cast<char*>(v.mv_data), v.mv_size);
+      if (have != std::to_string(kSchemaVersion)) {
+        mdb_txn_abort(txn);
+        *error = "store " + dir + ": schema version " + have + ", this px understands " +
+                 std::to_string(kSchemaVersion);
+        mdb_env_close(env_);
+        env_ = nullptr;
+        return false;
+      }
+    } else {
+      rc = g;
+    }
+  }
+  if (rc == 0) rc = read_only ? (mdb_txn_abort(txn), 0) : mdb_txn_commit(txn);
+  else mdb_txn_abort(txn);
+  if (rc != 0) {
+    *error = "store " + dir + ": " + lmdb_error(rc);
+    mdb_env_close(env_);
+    env_ = nullptr;
+    return false;
+  }
+  return true;
+}
+
+bool Store::begin_read(MDB_txn** txn, std::string* error) {
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, txn);
+  if (rc == MDB_MAP_RESIZED) {
+    // The writer grew the map: adopt the new size and retry.
+    mdb_env_set_mapsize(env_, 0);
+    rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, txn);
+  }
+  if (rc != 0) {
+    *error = "store read: " + lmdb_error(rc);
+    return false;
+  }
+  return true;
+}
+
+static uint64_t decode_gen(const MDB_val& v) {
+  uint64_t g = 0;
+  if (v.mv_size == 8)
+    for (int i = 7; i >= 0; i--) g = (g << 8) | static_cast<const uint8_t*>(v.mv_data)[i];
+  return g;
+}
+
+bool Store::generation(uint64_t* out, std::string* error) {
+  MDB_txn* txn;
+  if (!begin_read(&txn, error)) return false;
+  MDB_val k = val(kKeyGeneration), v;
+  int rc = mdb_get(txn, dbi_, &k, &v);
+  *out = rc == 0 ? decode_gen(v) : 0;
+  mdb_txn_abort(txn);
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    *error = "store read: " + lmdb_error(rc);
+    return false;
+  }
+  return true;
+}
+
+bool Store::get(std::string_view key, std::string* value, bool* found, std::string* error) {
+  MDB_txn* txn;
+  if (!begin_read(&txn, error)) return false;
+  MDB_val k = val(key), v;
+  int rc = mdb_get(txn, dbi_, &k, &v);
+  *found = rc == 0;
+  if (rc == 0) value->assign(static_cast<char*>(v.mv_data), v.mv_size);
+  mdb_txn_abort(txn);
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    *error = "store read: " + lmdb_error(rc);
+    return false;
+  }
+  return true;
+}
+
+bool Store::scan(std::string_view prefix, uint64_t* generation,
+                 const std::function<void(std::string_view, std::string_view)>& fn, std::string* error) {
+  MDB_txn* txn;
+  if (!begin_read(&txn, error)) return false;
+  MDB_val k = val(kKeyGeneration), v;
+  int rc = mdb_get(txn, dbi_, &k, &v);
+  if (generation) *generation = rc == 0 ? decode_gen(v) : 0;
+  MDB_cursor* cur;
+  rc = mdb_cursor_open(txn, dbi_, &cur);
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    *error = "store read: " + lmdb_error(rc);
+    return false;
+  }
+  k = val(prefix);
+  rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  while (rc == 0) {
+    std::string_view key(static_cast<char*>(k.mv_data), k.mv_size);
+    if (key.substr(0, prefix.size()) != prefix) break;
+    fn(key, std::string_view(static_cast<char*>(v.mv_data), v.mv_size));
+    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    *error = "store read: " + lmdb_error(rc);
+    return false;
+  }
+  return true;
+}
+
+bool Store::Writer::put(std::string_view key, std::string_view value, std::string* error) {
+  MDB_val k = val(key), v = val(value);
+  int rc = mdb_put(txn, dbi, &k, &v, 0);
+  if (rc != 0) *error = "store write " + std::string(key) + ": " + lmdb_error(rc);
+  return rc == 0;
+}
+
+bool Store::Writer::del(std::string_view key, std::string* error) {
+  MDB_val k = val(key);
+  int rc = mdb_del(txn, dbi, &k, nullptr);
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    *error = "store delete " + std::string(key) + ": " + lmdb_error(rc);
+    return false;
+  }
+  return true;
+}
+
+bool Store::Writer::get(std::string_view key, std::string* value, bool* found, std::string* error) {
+  MDB_val k = val(key), v;
+  int rc = mdb_get(txn, dbi, &k, &v);
+  *found = rc == 0;
+  if (rc == 0) value->assign(static_cast<char*>(v.mv_data), v.mv_size);
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    *error = "store read " + std::string(key) + ": " + lmdb_error(rc);
+    return false;
+  }
+  return true;
+}
+
+bool Store::write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t* new_generation,
+                  std::string* error) {
+  if (read_only_) {
+    *error = "store opened read-only";
+    return false;
+  }
+  MDB_txn* txn;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc != 0) {
+    *error = "store write: " + lmdb_error(rc);
+    return false;
+  }
+  Writer w{txn, dbi_};
+  if (!fn(w, error)) {
+    mdb_txn_abort(txn);
+    return false;
+  }
+  MDB_val k = val(kKeyGeneration), v;
+  rc = mdb_get(txn, dbi_, &k, &v);
+  uint64_t g = rc == 0 ? decode_gen(v) + 1 : 1;
+  uint8_t buf[8];
+  for (int i = 0; i < 8; i++) buf[i] = static_cast<uint8_t>(g >> (8 * i));
+  MDB_val nv{8, buf};
+  rc = mdb_put(txn, dbi_, &k, &nv, 0);
+  if (rc == 0) rc = mdb_txn_commit(txn);
+  else mdb_txn_abort(txn);
+  if (rc != 0) {
+    *error = "store commit: " + lmdb_error(rc);
+    return false;
+  }
+  if (new_generation) *new_generation = g;
+  return true;
+}
+
+}  // namespace px::store

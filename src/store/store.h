@@ -1,0 +1,75 @@
+// px::store — the LMDB store that holds px's configuration.
+//
+// Start here: one LMDB environment in the data directory (data.mdb + lock.mdb).
+// pxadmind is the only writer (px-store, the test helper, writes through the
+// same API); pxd and `pxctl status` only read. Every change is one write
+// transaction and bumps `meta:generation` in that same transaction, so a
+// reader sees a whole change or none of it.
+//
+// Key space (one unnamed database), schema version 1:
+//
+//   key                    value
+//   meta:schema            ASCII decimal schema version, "1"
+//   meta:generation        8 bytes, unsigned 64-bit little-endian, +1 per write txn
+//   route:<name>           JSON route object (see route/route.h, px-store(5) in man/pxd.conf.5)
+//
+// Reserved for later issues: acl:<name>, cert:<name>, acme:<...>, audit:<...>,
+// token:<name>, status:<...>. Keys are ASCII; names are [A-Za-z0-9._-]{1,64}.
+#pragma once
+#include <lmdb.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace px::store {
+
+inline constexpr uint32_t kSchemaVersion = 1;
+inline constexpr std::string_view kKeySchema = "meta:schema";
+inline constexpr std::string_view kKeyGeneration = "meta:generation";
+inline constexpr std::string_view kRoutePrefix = "route:";
+
+// The one place LMDB's error codes become text.
+std::string lmdb_error(int rc);
+
+class Store {
+ public:
+  Store() = default;
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Opens (and for writers creates) the environment in `dir`.
+  bool open(const std::string& dir, bool read_only, std::string* error);
+  bool is_open() const { return env_ != nullptr; }
+  const std::string& dir() const { return dir_; }
+
+  // Current generation (0 when never written). Cheap: one short read txn.
+  bool generation(uint64_t* out, std::string* error);
+
+  // Calls fn(key, value) for every key with `prefix`, inside one read txn that
+  // also reports the generation it saw.
+  bool scan(std::string_view prefix, uint64_t* generation,
+            const std::function<void(std::string_view, std::string_view)>& fn, std::string* error);
+  bool get(std::string_view key, std::string* value, bool* found, std::string* error);
+
+  // A write transaction: fn gets put/del helpers; the generation bumps once.
+  struct Writer {
+    MDB_txn* txn;
+    MDB_dbi dbi;
+    bool put(std::string_view key, std::string_view value, std::string* error);
+    bool del(std::string_view key, std::string* error);  // missing key is not an error
+    bool get(std::string_view key, std::string* value, bool* found, std::string* error);
+  };
+  bool write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t* new_generation, std::string* error);
+
+ private:
+  bool begin_read(MDB_txn** txn, std::string* error);
+  MDB_env* env_ = nullptr;
+  MDB_dbi dbi_ = 0;
+  bool read_only_ = true;
+  std::string dir_;
+};
+
+}  // namespace px::store
