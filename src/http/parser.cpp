@@ -126,7 +126,12 @@ int Parser::cb_value(llhttp_t* p, const char* at, size_t len) {
   if (!s->in_value_) {
     s->in_value_ = true;
     h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
+  } else if (!(s->value_at_end_ && at == s->buf_begin_)) {
+    // llhttp reports a folded line as a second piece of the same value. A
+    // second piece that a read boundary does not explain is obs-fold.
+    return s->fail(s->is_request_ ? 400 : 502, "obsolete line folding");
   }
+  s->value_at_end_ = at + len == s->buf_end_;
   h->buf.append(at, len);
   h->headers.back().value_len += static_cast<uint32_t>(len);
   return 0;

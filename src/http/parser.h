@@ -76,7 +76,11 @@ class Parser {
   void init(llhttp_type_t type, Sink* sink, const Limits* limits);
   void attach(Head* head) { head_ = head; }  // where the next message's head goes
   // Feeds bytes. Returns llhttp's code; on error, error_status() says what to answer.
-  llhttp_errno_t execute(const char* data, size_t len) { return llhttp_execute(&p_, data, len); }
+  llhttp_errno_t execute(const char* data, size_t len) {
+    buf_begin_ = data;
+    buf_end_ = data + len;
+    return llhttp_execute(&p_, data, len);
+  }
   const char* error_pos() const { return llhttp_get_error_pos(&p_); }
   const char* error_reason() const { return reason_ ? reason_ : llhttp_get_error_reason(&p_); }
   int error_status() const { return status_; }
@@ -112,6 +116,9 @@ class Parser {
   uint32_t head_bytes_ = 0;
   uint16_t status_ = 400;
   bool in_value_ = false;
+  bool value_at_end_ = false;  // the last value piece ended where its buffer ended
+  const char* buf_begin_ = nullptr;
+  const char* buf_end_ = nullptr;
   bool in_message_ = false;  // between message begin and complete
   bool started_ = false;     // some byte of a message seen
   bool is_request_ = true;

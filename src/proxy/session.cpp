@@ -32,6 +32,7 @@ void Stream::reset() {
   attempts = 0;
   req_complete = resp_head_sent = resp_complete = local = head_request = body_bytes_sent = up_written = false;
   upgrade = tunnel = interim = false;
+  abs_path = {};
 }
 
 namespace {

@@ -178,6 +178,7 @@ void UpConn::on_read(ssize_t n, const char* data) {
     s->flush(st);
     return;
   }
+  bool head_was_sent = st->resp_head_sent;
   llhttp_errno_t err = parser.execute(data, static_cast<size_t>(n));
   bool reusable = true;
   if (err == HPE_PAUSED) {
@@ -200,7 +201,11 @@ void UpConn::on_read(ssize_t n, const char* data) {
     return;
   } else if (err != HPE_OK) {
     PX_WARN("upstream %s: bad response: %s", peer->key.c_str(), parser.error_reason());
-    if (!st->resp_head_sent) {
+    if (!head_was_sent) {
+      // The head has not left yet: the client gets a clean 502 instead.
+      st->out.clear();
+      st->resp_head_sent = false;
+      st->resp_body = BodyMode::none;
       upstream_failed(st, this, Fail::bad_response);
     } else {
       s->flush(st);

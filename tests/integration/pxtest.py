@@ -1,0 +1,298 @@
+"""Shared fixtures for px integration tests: the real pxd, the project's test
+upstream, raw sockets on 127.0.0.1, ports chosen at run time. Every wait polls a
+condition with a generous deadline; nothing asserts a duration."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("PX_BUILD", os.path.join(ROOT, "build"))
+PXD = os.path.join(BUILD, "src", "pxd")
+PXSTORE = os.path.join(BUILD, "src", "px-store")
+UPSTREAM = os.path.join(ROOT, "tests", "upstream.py")
+DEADLINE = float(os.environ.get("PX_TEST_DEADLINE", "30"))
+
+
+def wait_for(cond, timeout=DEADLINE, interval=0.01, what="condition"):
+    end = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(interval)
+
+
+class Upstream:
+    def __init__(self, id="u1", host="127.0.0.1"):
+        self.id = id
+        self.proc = subprocess.Popen([sys.executable, UPSTREAM, "--id", id, "--host", host],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (.*):(\d+)", line)
+        if not m:
+            raise RuntimeError("test upstream did not start: %r" % line)
+        self.port = int(m.group(2))
+        self.host = host
+
+    @property
+    def url(self):
+        h = "[%s]" % self.host if ":" in self.host else self.host
+        return "http://%s:%d" % (h, self.port)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    stop = kill
+
+
+class Pxd:
+    def __init__(self, workers=1, extra="", routes=(), start=True):
+        self.dir = tempfile.mkdtemp(prefix="pxtest-")
+        self.data = os.path.join(self.dir, "data")
+        self.status_file = os.path.join(self.dir, "status.json")
+        self.conf = os.path.join(self.dir, "pxd.conf")
+        self.logpath = os.path.join(self.dir, "pxd.log")
+        with open(self.conf, "w") as f:
+            f.write("listen 127.0.0.1:0\nworkers %d\ndata_dir %s\nstatus_file %s\nlog_level info\n%s\n"
+                    % (workers, self.data, self.status_file, extra))
+        self.proc = None
+        self.gen = 0
+        for r in routes:
+            self.put_route(r)
+        if start:
+            self.start()
+
+    def start(self):
+        self.logf = open(self.logpath, "wb")
+        self.proc = subprocess.Popen([PXD, "-c", self.conf], stdout=self.logf, stderr=subprocess.STDOUT)
+        m = wait_for(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log()), what="pxd to listen")
+        self.port = int(m.group(1))
+        wait_for(lambda: "pxd ready" in self.log(), what="pxd ready")
+        self.wait_applied(self.gen)
+
+    def log(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def store(self, *args, input=None):
+        r = subprocess.run([PXSTORE, "--data", self.data] + list(args), input=input,
+                           capture_output=True, text=True)
+        return r
+
+    def put_route(self, route, wait=True):
+        r = self.store("put-json", json.dumps(route))
+        if r.returncode != 0:
+            raise AssertionError("px-store put failed: " + r.stderr)
+        self.gen = int(r.stdout.strip())
+        if wait and self.proc:
+            self.wait_applied(self.gen)
+        return self.gen
+
+    def rm_route(self, name, wait=True):
+        r = self.store("rm", name)
+        if r.returncode != 0:
+            raise AssertionError("px-store rm failed: " + r.stderr)
+        self.gen = int(r.stdout.strip())
+        if wait and self.proc:
+            self.wait_applied(self.gen)
+        return self.gen
+
+    def applied(self):
+        try:
+            with open(self.status_file) as f:
+                return json.load(f)["generation"]
+        except (OSError, ValueError, KeyError):
+            return -1
+
+    def wait_applied(self, gen):
+        wait_for(lambda: self.applied() >= gen, what="generation %d applied" % gen)
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=DEADLINE):
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.logf.close()
+
+
+def route(name, hosts, upstreams, **kw):
+    r = {"name": name, "hosts": hosts if isinstance(hosts, list) else [hosts],
+         "upstreams": [u.url if isinstance(u, Upstream) else u for u in upstreams]}
+    r.update(kw)
+    return r
+
+
+class Response:
+    def __init__(self, status, headers, body, version):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.version = version
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Client:
+    """A raw HTTP/1.1 client on one connection: sends exact bytes, reads responses."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=DEADLINE):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def _fill(self):
+        d = self.sock.recv(1 << 20)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
+
+    def _until(self, sep):
+        while sep not in self.buf:
+            self._fill()
+        i = self.buf.index(sep)
+        out, self.buf = self.buf[:i], self.buf[i + len(sep):]
+        return out
+
+    def _exact(self, n, sink=None):
+        parts = []
+        while n > 0:
+            if not self.buf:
+                self._fill()
+            take = self.buf[:n]
+            self.buf = self.buf[len(take):]
+            n -= len(take)
+            if sink:
+                sink(take)
+            else:
+                parts.append(take)
+        return b"".join(parts)
+
+    def response(self, head=False, sink=None, allow_interim=False):
+        while True:
+            h = self._until(b"\r\n\r\n").decode("latin-1")
+            lines = h.split("\r\n")
+            version, status = lines[0].split(" ")[0], int(lines[0].split(" ")[1])
+            headers = []
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                headers.append((k, v.strip()))
+            if 100 <= status < 200 and status != 101 and not allow_interim:
+                continue
+            break
+        r = Response(status, headers, b"", version)
+        if head or status in (204, 304) or 100 <= status < 200:
+            return r
+        te = r.header("transfer-encoding")
+        cl = r.header("content-length")
+        if te and "chunked" in te.lower():
+            parts = []
+            while True:
+                size = int(self._until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    while self._until(b"\r\n") != b"":
+                        pass
+                    break
+                parts.append(self._exact(size, sink))
+                self._until(b"\r\n")
+            r.body = b"".join(parts)
+        elif cl is not None:
+            r.body = self._exact(int(cl), sink)
+        else:
+            parts = [self.buf]
+            self.buf = b""
+            while True:
+                d = self.sock.recv(1 << 20)
+                if not d:
+                    break
+                parts.append(d)
+            r.body = b"".join(parts)
+        return r
+
+    def closed(self, timeout=DEADLINE):
+        """True once the server closed the connection (after any pending bytes)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                d = self.sock.recv(65536)
+                if not d:
+                    return True
+                self.buf += d
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def get(port, path="/", host="a.test", headers=(), method="GET", body=None, version="HTTP/1.1"):
+    c = Client(port)
+    try:
+        req = "%s %s %s\r\nHost: %s\r\n" % (method, path, version, host)
+        for k, v in headers:
+            req += "%s: %s\r\n" % (k, v)
+        if body is not None:
+            req += "Content-Length: %d\r\n" % len(body)
+        req += "Connection: close\r\n\r\n"
+        c.send(req.encode("latin-1") + (body or b""))
+        return c.response(head=(method == "HEAD"))
+    finally:
+        c.close()
+
+
+def wrk(port, host, path="/", seconds=3, connections=8, threads=1):
+    """Runs wrk against pxd; returns (requests, errors, non2xx)."""
+    out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds,
+                          "-H", "Host: " + host, "http://127.0.0.1:%d%s" % (port, path)],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.search(r"(\d+) requests in", out)
+    reqs = int(m.group(1)) if m else 0
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    return reqs, errors, non2xx, out
