@@ -16,6 +16,7 @@ upstream a proxy meets in production, on a loopback port chosen at run time:
   /interim                    103 Early Hints, then 200
   /ws                         101 Switching Protocols, then echoes raw bytes
   /health                     200, or what /_health?status=N set
+  /_inflight                  how many /stall requests are being answered now
 It prints "listening on 127.0.0.1:PORT" once ready.
 """
 import argparse
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit, parse_qs
 
 ARGS = None
 HEALTH = [200]
+INFLIGHT = [0]
 CONN_COUNTER = [0]
 LOCK = threading.Lock()
 REASONS = {100: "Continue", 101: "Switching Protocols", 103: "Early Hints", 200: "OK", 204: "No Content",
@@ -153,8 +155,17 @@ def handle(sock, conn_no):
                             c.send(part)
                             left -= len(part)
                 continue
+            if path == "/_inflight":
+                respond(c, 200, json.dumps({"inflight": INFLIGHT[0]}).encode())
+                continue
             if path == "/stall":
-                time.sleep(int(q.get("ms", "1000")) / 1000.0)
+                with LOCK:
+                    INFLIGHT[0] += 1
+                try:
+                    time.sleep(int(q.get("ms", "1000")) / 1000.0)
+                finally:
+                    with LOCK:
+                        INFLIGHT[0] -= 1
             if path == "/close":
                 c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
                 return
@@ -172,7 +183,7 @@ def handle(sock, conn_no):
                     "dup_cl": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
                     "te_gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
                     "bad_chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-                    "space_colon": b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",
+                    "space_colon": b"HTTP/1.1 200 OK\r\nX-Foo : bar\r\nContent-Length: 5\r\n\r\nhello",
                     "fold": b"HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 5\r\n\r\nhello",
                     "nul": b"HTTP/1.1 200 OK\r\nX-A: o\x00ne\r\nContent-Length: 5\r\n\r\nhello",
                     "version": b"HTTP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",

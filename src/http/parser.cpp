@@ -107,7 +107,10 @@ int Parser::cb_field(llhttp_t* p, const char* at, size_t len) {
     auto off = static_cast<uint32_t>(h->buf.size());
     h->headers.push_back(HeaderRef{off, 0, off, 0});
   }
-  // llhttp accepts only token characters here; whitespace before ':' is an error there.
+  // llhttp lets "Name : value" through as a name ending in a space; RFC 9112 5.1 says reject it.
+  for (size_t i = 0; i < len; i++)
+    if (at[i] == ' ' || at[i] == '\t')
+      return s->fail(s->is_request_ ? 400 : 502, "whitespace between a header name and the colon");
   h->buf.append(at, len);
   h->headers.back().name_len += static_cast<uint32_t>(len);
   h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());

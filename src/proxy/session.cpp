@@ -91,6 +91,7 @@ void Session::on_timeout() {
     if (stream->up) abort_upstream(stream);
     respond_local(408, "request timed out", true);
     stream->req_complete = true;
+    flush(stream);
     after_event();
     return;
   }
@@ -479,6 +480,8 @@ void Session::after_event() {
 
 void Session::finish_stream() {
   Stream* st = stream;
+  if (!st->out.empty()) flush(st);
+  if (closing) return;
   if (st->up) abort_upstream(st);
   if (st->snap) w->release_snap(st->snap);
   stream = nullptr;

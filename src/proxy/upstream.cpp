@@ -338,14 +338,15 @@ int UpConn::on_complete() {
 
 // ---- stream helpers ----
 
-void dispatch(Stream* st) {
+bool dispatch(Stream* st, bool answer_if_none) {
   Session* s = st->session;
   Worker* w = s->w;
   while (true) {
     PeerState* p = w->choose_peer(st);
     if (!p) {
-      s->respond_local(502, "no upstream peer available", st->req_body != BodyMode::none && !st->req_complete);
-      return;
+      if (answer_if_none)
+        s->respond_local(502, "no upstream peer available", st->req_body != BodyMode::none && !st->req_complete);
+      return false;
     }
     st->peer = p;
     st->attempts++;
@@ -359,7 +360,7 @@ void dispatch(Stream* st) {
       c->state = UpConn::State::active;
       c->parser.attach(&st->resp);
       send_request(st, c);
-      return;
+      return true;
     }
     c = new UpConn();
     c->w = w;
@@ -383,7 +384,7 @@ void dispatch(Stream* st) {
     st->up = c;
     p->active++;
     c->arm_timer(st->route->connect_timeout_ms);
-    return;
+    return true;
   }
 }
 
@@ -399,19 +400,24 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
   // A stale keep-alive connection says nothing about the peer's health.
   if (!(reused && why == Fail::closed && !got)) w->peer_failed(p);
   bool nothing_sent = !st->up_written;
-  bool replayable = reused && why == Fail::closed && !got && idempotent(st->req.method) && !st->body_bytes_sent &&
-                    st->req_body == BodyMode::none;
-  if (replayable) {
+  // An idempotent request without a body that got no byte of answer can be
+  // sent again (RFC 9110 9.2.2), whether the connection was fresh or reused.
+  bool replayable = (why == Fail::closed || why == Fail::read_timeout) && !got && idempotent(st->req.method) &&
+                    !st->body_bytes_sent && st->req_body == BodyMode::none;
+  if (why == Fail::read_timeout) replayable = false;  // a slow peer is not retried: it would double the wait
+  if (replayable && reused) {
     // Let the same peer be tried again on a fresh connection.
     for (size_t i = 0; i < st->pool->peers.size(); i++)
       if (st->pool->peers[i] == p) st->tried &= ~(uint64_t(1) << i);
   }
   if (!st->resp_head_sent && (nothing_sent || replayable) && st->attempts <= st->pool->peers.size() + 1) {
     st->up_written = false;
-    dispatch(st);
-    s->flush(st);
-    s->after_event();
-    return;
+    if (dispatch(st, false)) {
+      s->flush(st);
+      s->after_event();
+      return;
+    }
+    // No other peer to try: answer with what went wrong on this one.
   }
   if (!st->resp_head_sent) {
     int status = (why == Fail::connect_timeout || why == Fail::read_timeout) ? 504 : 502;

@@ -11,7 +11,9 @@ struct Stream;
 inline constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
 inline constexpr size_t kLowWater = 64 * 1024;    // ... and resume below this
 
-void dispatch(Stream* st);                    // pick a peer and start the exchange
+// Picks a peer and starts the exchange. With no usable peer left: answers 502
+// when answer_if_none, and returns false.
+bool dispatch(Stream* st, bool answer_if_none = true);
 void forward_body(Stream* st, const char* data, size_t len);
 void forward_body_end(Stream* st);            // the last chunk of a chunked body
 void flush_upstream(Stream* st);

@@ -22,7 +22,8 @@ static int usage() {
                "  rm NAME               remove a route\n"
                "  list                  print every route, one JSON per line\n"
                "  generation            print the store generation\n"
-               "  bump [N]              N write transactions that only bump the generation\n");
+               "  bump [N]              N write transactions that only bump the generation\n"
+               "  flip N JSON_A JSON_B  N writes alternating between two versions of a route\n");
   return 2;
 }
 
@@ -120,6 +121,29 @@ int main(int argc, char** argv) {
     uint64_t gen = 0;
     for (long k = 0; k < n; k++)
       if (!st.write([](Store::Writer&, std::string*) { return true; }, &gen, &err)) {
+        std::fprintf(stderr, "px-store: %s\n", err.c_str());
+        return 1;
+      }
+    std::printf("%llu\n", static_cast<unsigned long long>(gen));
+    return 0;
+  }
+  if (cmd == "flip" && i + 2 < argc) {
+    long n = std::atol(argv[i]);
+    std::string values[2];
+    for (int k = 0; k < 2; k++) {
+      px::route::RouteSpec r;
+      if (!px::route::parse_route_json(argv[i + 1 + k], &r, &err)) {
+        std::fprintf(stderr, "px-store: invalid route: %s\n", err.c_str());
+        return 2;
+      }
+      values[k] = px::route::route_to_json(r);
+    }
+    px::route::RouteSpec a;
+    px::route::parse_route_json(values[0], &a, &err);
+    uint64_t gen = 0;
+    for (long k = 0; k < n; k++)
+      if (!st.write([&](Store::Writer& w, std::string* e) { return w.put("route:" + a.name, values[k % 2], e); },
+                    &gen, &err)) {
         std::fprintf(stderr, "px-store: %s\n", err.c_str());
         return 1;
       }

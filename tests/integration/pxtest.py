@@ -31,9 +31,9 @@ def wait_for(cond, timeout=DEADLINE, interval=0.01, what="condition"):
 
 
 class Upstream:
-    def __init__(self, id="u1", host="127.0.0.1"):
+    def __init__(self, id="u1", host="127.0.0.1", port=0):
         self.id = id
-        self.proc = subprocess.Popen([sys.executable, UPSTREAM, "--id", id, "--host", host],
+        self.proc = subprocess.Popen([sys.executable, UPSTREAM, "--id", id, "--host", host, "--port", str(port)],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         m = re.search(r"listening on (.*):(\d+)", line)
@@ -42,10 +42,24 @@ class Upstream:
         self.port = int(m.group(2))
         self.host = host
 
+    @staticmethod
+    def try_start(id, port):
+        """An upstream on a given port, or None while that port is still taken."""
+        try:
+            return Upstream(id, port=port)
+        except RuntimeError:
+            return None
+
     @property
     def url(self):
         h = "[%s]" % self.host if ":" in self.host else self.host
         return "http://%s:%d" % (h, self.port)
+
+    def inflight(self):
+        return get(self.port, "/_inflight", host="direct").json()["inflight"]
+
+    def wait_inflight(self, n=1):
+        wait_for(lambda: self.inflight() >= n, what="%d stalled request(s) at %s" % (n, self.id))
 
     def kill(self):
         if self.proc.poll() is None:
@@ -140,6 +154,12 @@ class Pxd:
                 self.proc.wait()
         if self.proc:
             self.logf.close()
+            log = self.log()
+            # Under the sanitizer build, any report from pxd fails the test that ran it.
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                if marker in log:
+                    i = log.index(marker)
+                    raise AssertionError("pxd sanitizer report:\n" + log[max(0, i - 200):i + 3000])
 
 
 def route(name, hosts, upstreams, **kw):

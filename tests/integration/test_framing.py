@@ -20,6 +20,8 @@ BAD_REQUESTS = {
     "chunk_size_overflow": "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
                            "fffffffffffffffff1\r\nhello\r\n0\r\n\r\n",
     "whitespace_before_colon": "GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length : 0\r\n\r\n",
+    "whitespace_before_colon_any_header": "GET / HTTP/1.1\r\nHost: a.test\r\nX-Foo : bar\r\n\r\n",
+    "tab_before_colon": "GET / HTTP/1.1\r\nHost: a.test\r\nX-Foo\t: bar\r\n\r\n",
     "obsolete_line_folding": "GET / HTTP/1.1\r\nHost: a.test\r\nX-A: one\r\n two\r\n\r\n",
     "nul_in_header": "GET / HTTP/1.1\r\nHost: a.test\r\nX-A: o\x00ne\r\n\r\n",
     "bare_cr_in_header": "GET / HTTP/1.1\r\nHost: a.test\r\nX-A: o\rne\r\n\r\n",

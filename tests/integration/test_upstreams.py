@@ -1,0 +1,138 @@
+"""Upstream handling: pools, DNS names, retries, passive and active health."""
+import collections
+import socket
+import unittest
+
+from pxtest import Client, Pxd, Upstream, get, route, wait_for
+
+
+class UpstreamTest(unittest.TestCase):
+    def test_dns_name_upstream(self):
+        up = Upstream("named")
+        px = Pxd(routes=[route("app", ["a.test"], ["http://localhost:%d" % up.port])])
+        try:
+            self.assertEqual(get(px.port, "/").json()["id"], "named")
+        finally:
+            px.stop()
+            up.stop()
+
+    def test_ipv6_upstream(self):
+        try:
+            up = Upstream("v6", host="::1")
+        except (RuntimeError, OSError):
+            self.skipTest("no IPv6 loopback here")
+        px = Pxd(routes=[route("app", ["a.test"], [up])])
+        try:
+            self.assertEqual(get(px.port, "/").json()["id"], "v6")
+        finally:
+            px.stop()
+            up.stop()
+
+    def test_dead_peer_is_skipped_by_retry(self):
+        live = Upstream("live")
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))
+        dead_port = dead.getsockname()[1]
+        dead.close()  # nothing listens there: connections are refused
+        px = Pxd(routes=[route("app", ["a.test"], ["http://127.0.0.1:%d" % dead_port, live])])
+        try:
+            for _ in range(10):
+                r = get(px.port, "/", method="POST", body=b"data")
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.json()["id"], "live")
+        finally:
+            px.stop()
+            live.stop()
+
+    def test_all_peers_dead_is_502(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        px = Pxd(routes=[route("app", ["a.test"], ["http://127.0.0.1:%d" % port])])
+        try:
+            r = get(px.port, "/")
+            self.assertEqual(r.status, 502)
+        finally:
+            px.stop()
+
+    def test_upstream_closing_before_answering_is_502(self):
+        up = Upstream("u")
+        px = Pxd(routes=[route("app", ["a.test"], [up])])
+        try:
+            self.assertEqual(get(px.port, "/closehead", method="POST", body=b"x").status, 502)
+        finally:
+            px.stop()
+            up.stop()
+
+    def test_upstream_dying_mid_response_closes_the_client(self):
+        up = Upstream("u")
+        px = Pxd(routes=[route("app", ["a.test"], [up])])
+        try:
+            c = Client(px.port)
+            c.send("GET /close HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            with self.assertRaises(EOFError):
+                c.response()
+            # The worker keeps serving.
+            self.assertEqual(get(px.port, "/").status, 200)
+        finally:
+            px.stop()
+            up.stop()
+
+    def test_stale_keep_alive_connection_is_retried(self):
+        up = Upstream("u")
+        px = Pxd(routes=[route("app", ["a.test"], [up])])
+        try:
+            c = Client(px.port)
+            c.send("GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            self.assertEqual(c.response().status, 200)
+            # The upstream goes away and comes back on the same port: the pooled connection is dead.
+            up.kill()
+            up2 = wait_for(lambda: Upstream.try_start("u2", port=up.port), what="upstream restart")
+            c.send("GET /two HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            r = c.response()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.json()["id"], "u2")
+            c.close()
+            up2.stop()
+        finally:
+            px.stop()
+            up.stop()
+
+    def test_passive_health_takes_a_failing_peer_out(self):
+        live = Upstream("live")
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+        s.close()
+        px = Pxd(extra="max_fails 1\nfail_timeout 60s",
+                 routes=[route("app", ["a.test"], ["http://127.0.0.1:%d" % dead_port, live])])
+        try:
+            for _ in range(5):
+                self.assertEqual(get(px.port, "/").status, 200)
+            self.assertEqual(px.log().count("consecutive failures"), 1)
+        finally:
+            px.stop()
+            live.stop()
+
+    def test_active_health_check(self):
+        a, b = Upstream("a"), Upstream("b")
+        hc = {"path": "/health", "interval_ms": 50, "timeout_ms": 1000, "healthy": 2, "unhealthy": 2}
+        px = Pxd(routes=[route("app", ["a.test"], [a, b], health_check=hc)])
+        try:
+            get(a.port, "/_health?status=503", host="direct")
+            wait_for(lambda: "health check failing" in px.log(), what="peer a marked down")
+            ids = collections.Counter(get(px.port, "/").json()["id"] for _ in range(10))
+            self.assertEqual(ids, {"b": 10})
+            get(a.port, "/_health?status=200", host="direct")
+            wait_for(lambda: "back in service" in px.log(), what="peer a back")
+            ids = collections.Counter(get(px.port, "/").json()["id"] for _ in range(10))
+            self.assertEqual(ids, {"a": 5, "b": 5})
+        finally:
+            px.stop()
+            a.stop()
+            b.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,122 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "http/parser.h"
+
+using namespace px::http;
+
+namespace {
+struct Collect : Sink {
+  Head head;
+  std::string body;
+  int heads = 0, completes = 0;
+  int on_head(Head&) override {
+    heads++;
+    return 0;
+  }
+  int on_body(const char* d, size_t n) override {
+    body.append(d, n);
+    return 0;
+  }
+  int on_complete() override {
+    completes++;
+    return HPE_PAUSED;
+  }
+};
+
+struct Run {
+  Collect sink;
+  Parser p;
+  Limits limits;
+  llhttp_errno_t err = HPE_OK;
+  explicit Run(llhttp_type_t t = HTTP_REQUEST) {
+    p.init(t, &sink, &limits);
+    p.attach(&sink.head);
+  }
+  llhttp_errno_t feed(const std::string& s, bool bytewise = false) {
+    if (!bytewise) return err = p.execute(s.data(), s.size());
+    for (char c : s) {
+      err = p.execute(&c, 1);
+      if (err != HPE_OK) return err;
+    }
+    return err;
+  }
+};
+}  // namespace
+
+TEST_CASE("a request head is parsed into names and values") {
+  for (bool bytewise : {false, true}) {
+    Run r;
+    r.feed("POST /a?b=1 HTTP/1.1\r\nHost: x.test\r\nX-Multi: one  \r\nContent-Length: 3\r\n\r\nabc", bytewise);
+    CHECK(r.err == HPE_PAUSED);
+    CHECK(r.sink.heads == 1);
+    const Head& h = r.sink.head;
+    CHECK(h.url() == "/a?b=1");
+    CHECK(h.get("host") == "x.test");
+    CHECK(h.get("x-multi") == "one");
+    CHECK(h.content_length == 3);
+    CHECK(h.has_content_length);
+    CHECK(r.sink.body == "abc");
+    CHECK(h.method_name() == "POST");
+  }
+}
+
+TEST_CASE("chunked bodies are decoded") {
+  Run r;
+  r.feed("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+         true);
+  CHECK(r.err == HPE_PAUSED);
+  CHECK(r.sink.head.chunked);
+  CHECK(r.sink.body == "abcde");
+}
+
+static int status_of(const std::string& req, llhttp_type_t t = HTTP_REQUEST) {
+  Run r(t);
+  r.limits.max_head = 512;
+  r.limits.max_headers = 5;
+  r.limits.max_uri = 64;
+  llhttp_errno_t e = r.feed(req);
+  if (e == HPE_OK || e == HPE_PAUSED) return 0;
+  return r.p.error_status();
+}
+
+TEST_CASE("smuggling and malformed requests are refused with the right status") {
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nFoo : bar\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nFoo: bar\r\n baz\r\n\r\n") == 400);
+  CHECK(status_of(std::string("GET / HTTP/1.1\r\nHost: a\r\nFoo: b\0r\r\n\r\n", 36)) == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nFoo: b\rr\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nX: y\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == 400);
+  CHECK(status_of("G@T / HTTP/1.1\r\nHost: a\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/2.0\r\nHost: a\r\n\r\n") == 505);
+  CHECK(status_of("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n") == 405);
+  CHECK(status_of("GET /" + std::string(100, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n") == 414);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(600, 'a') + "\r\n\r\n") == 431);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\n\r\n") == 431);
+  CHECK(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.0\r\n\r\n") == 0);  // HTTP/1.0 needs no Host
+}
+
+TEST_CASE("responses are held to the same rules, answered 502") {
+  CHECK(status_of("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP_RESPONSE) == 502);
+  CHECK(status_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", HTTP_RESPONSE) == 502);
+  CHECK(status_of("HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", HTTP_RESPONSE) == 502);
+  CHECK(status_of("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", HTTP_RESPONSE) == 0);
+}
+
+TEST_CASE("pipelined requests stop after each message") {
+  Run r;
+  std::string two = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+  CHECK(r.feed(two) == HPE_PAUSED);
+  CHECK(r.sink.head.url() == "/1");
+  size_t used = static_cast<size_t>(r.p.error_pos() - two.data());
+  r.p.resume();
+  CHECK(r.p.execute(two.data() + used, two.size() - used) == HPE_PAUSED);
+  CHECK(r.sink.head.url() == "/2");
+  CHECK(r.sink.completes == 2);
+}
