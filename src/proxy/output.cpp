@@ -44,6 +44,14 @@ void on_written(uv_write_t* req, int status) {
 }
 }  // namespace
 
+void release_write_cache() {
+  while (WriteReq* r = t_free) {
+    t_free = r->next_free;
+    delete r;
+  }
+  t_free_count = 0;
+}
+
 size_t Output::size() const {
   size_t n = 0;
   for (const auto& p : pieces_) n += p.len;

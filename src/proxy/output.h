@@ -70,4 +70,7 @@ class Output {
   size_t mark_ = 0;
 };
 
+// Frees this thread's cache of write requests (a worker calls it as it ends).
+void release_write_cache();
+
 }  // namespace px::proxy

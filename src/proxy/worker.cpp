@@ -78,6 +78,7 @@ void Worker::run() {
     free_streams_ = s->next_free;
     delete s;
   }
+  release_write_cache();
   if (on_exit) on_exit();
 }
 
