@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""px benchmark harness: px against nginx and HAProxy, in one run, same machine.
+
+  bench/run [--seconds N] [--rounds N] [--connections N] [--idle N] [--routes N]
+
+Topology (2 cores): the proxy under test is pinned to core 0; the load
+generator (wrk) and the upstream (nginx serving a 12-byte body directly) are
+pinned to core 1. Each proxy adds X-Forwarded-For/-Proto/-Host and keeps
+upstream connections alive. Rounds are interleaved (px, nginx, haproxy, px, ...)
+and the median round is reported, with ratios. Then each proxy holds N idle
+keep-alive client connections and its RSS growth per connection is reported.
+Timing lives here, never in the tests.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.environ.get("PX_BUILD", os.path.join(ROOT, "build"))
+PXD = os.path.join(BUILD, "src", "pxd")
+PXSTORE = os.path.join(BUILD, "src", "px-store")
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("nothing listens on %d" % port)
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+    except OSError:
+        return []
+
+
+class Proc:
+    def __init__(self, name, argv, port, core, measure_child=False):
+        self.name, self.port = name, port
+        self.log = open(os.path.join(WORK, name + ".log"), "wb")
+        self.p = subprocess.Popen(["taskset", "-c", core] + argv, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(port)
+        self.measure_child = measure_child
+
+    def pid(self):
+        if self.measure_child:  # nginx: the worker, not the master
+            kids = children(self.p.pid)
+            return kids[0] if kids else self.p.pid
+        return self.p.pid
+
+    def stop(self):
+        self.p.send_signal(signal.SIGINT if self.name.startswith("px") else signal.SIGTERM)
+        try:
+            self.p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+def start_upstream():
+    port = free_port()
+    d = os.path.join(WORK, "upstream")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write("""worker_processes 1; daemon off; pid %(d)s/nginx.pid; error_log %(d)s/error.log warn;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:%(port)d backlog=4096;
+    location / { default_type text/plain; return 200 "hello world\\n"; } } }
+""" % {"d": d, "port": port})
+    return Proc("upstream", ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, LOAD_CORE)
+
+
+def start_px(up_port, routes=1):
+    port = free_port()
+    d = os.path.join(WORK, "px")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    # Extra routes (other hosts) show that lookup cost does not grow with their number.
+    if routes > 1:
+        lines = "\n".join(json.dumps({"name": "r%d" % i, "hosts": ["h%d.bench.test" % i],
+                                      "upstreams": ["http://127.0.0.1:%d" % up_port]}) for i in range(routes - 1))
+        subprocess.run([PXSTORE, "--data", d + "/data", "put-many", "-"], input=lines, text=True, check=True,
+                       stdout=subprocess.DEVNULL)
+    subprocess.run([PXSTORE, "--data", d + "/data", "put-json",
+                    json.dumps({"name": "bench", "hosts": ["127.0.0.1", "localhost"],
+                                "upstreams": ["http://127.0.0.1:%d" % up_port]})], check=True, stdout=subprocess.DEVNULL)
+    with open(d + "/pxd.conf", "w") as f:
+        f.write("listen 127.0.0.1:%d\nworkers 1\ndata_dir %s/data\nlog_level warn\nmax_connections 40000\n"
+                "upstream_keepalive 64\n" % (port, d))
+    return Proc("px", [PXD, "-c", d + "/pxd.conf"], port, PROXY_CORE)
+
+
+def start_nginx(up_port):
+    port = free_port()
+    d = os.path.join(WORK, "nginx")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write("""worker_processes 1; daemon off; pid %(d)s/nginx.pid; error_log %(d)s/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 40000; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:%(up)d; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:%(port)d backlog=4096;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host; } } }
+""" % {"d": d, "port": port, "up": up_port})
+    return Proc("nginx", ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, PROXY_CORE,
+                measure_child=True)
+
+
+def start_haproxy(up_port):
+    # HAProxy reserves two descriptors per connection of maxconn: size it to the open-file limit.
+    maxconn = min(40000, resource.getrlimit(resource.RLIMIT_NOFILE)[1] // 2 - 200)
+    port = free_port()
+    d = os.path.join(WORK, "haproxy")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "haproxy.cfg"), "w") as f:
+        f.write("""global
+  nbthread 1
+  maxconn %(maxconn)d
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:%(port)d
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %%[req.hdr(host)]
+  default_backend be
+backend be
+  server s1 127.0.0.1:%(up)d
+""" % {"port": port, "up": up_port, "maxconn": maxconn})
+    return Proc("haproxy", ["haproxy", "-db", "-f", d + "/haproxy.cfg"], port, PROXY_CORE)
+
+
+def to_ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port, seconds, conns):
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
+                          "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % pct, out, re.M)
+        lat[pct] = to_ms(m.group(1), m.group(2))
+    errs = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": errs.group(1) if errs else "",
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def idle_memory(proc, n):
+    """RSS growth of the proxy while it holds n idle keep-alive client connections."""
+    pid = proc.pid()
+    before = rss_kb(pid)
+    socks = []
+    req = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", proc.port))
+        s.sendall(req)
+        socks.append(s)
+        if len(socks) % 500 == 0:
+            for t in socks[-500:]:
+                t.recv(4096)
+    for t in socks[len(socks) - len(socks) % 500:]:
+        t.recv(4096)
+    time.sleep(0.5)
+    after = rss_kb(pid)
+    for s in socks:
+        s.close()
+    return (after - before) * 1024.0 / n
+
+
+def main():
+    global WORK
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--routes", type=int, default=1, help="routes in px's store (other hosts)")
+    ap.add_argument("--only", default="px,nginx,haproxy")
+    args = ap.parse_args()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard // 2 - 400 < args.idle:
+        args.idle = max(0, hard // 2 - 400)
+        print("note: open-file limit %d: measuring %d idle connections" % (hard, args.idle))
+    WORK = tempfile.mkdtemp(prefix="pxbench-")
+    up = start_upstream()
+    starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy}
+    names = [n for n in args.only.split(",") if n in starters]
+    results = {n: [] for n in names}
+    memory = {}
+    try:
+        procs = {}
+        for n in names:
+            procs[n] = starters[n](up.port, args.routes) if n == "px" else starters[n](up.port)
+            wrk(procs[n].port, 1, args.connections)  # warm up
+        for r in range(args.rounds):
+            for n in names:
+                res = wrk(procs[n].port, args.seconds, args.connections)
+                results[n].append(res)
+                print("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms %s" %
+                      (r + 1, n, res["rps"], res["p50"], res["p99"],
+                       ("errors: " + res["errors"]) if res["errors"] else ""), flush=True)
+        if args.idle:
+            for n in names:
+                memory[n] = idle_memory(procs[n], args.idle)
+                print("idle    %-8s %7.0f bytes of RSS per idle keep-alive connection" % (n, memory[n]), flush=True)
+        for p in procs.values():
+            p.stop()
+    finally:
+        up.stop()
+    med = {}
+    for n in names:
+        rs = sorted(results[n], key=lambda x: x["rps"])
+        med[n] = rs[len(rs) // 2]
+    print()
+    print("| proxy | requests/s | p50 ms | p99 ms | RSS per idle conn | px ratio (req/s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for n in names:
+        ratio = med["px"]["rps"] / med[n]["rps"] if "px" in med else 0
+        mem = ("%.0f B" % memory[n]) if n in memory else "-"
+        print("| %s | %.0f | %.3f | %.3f | %s | %s |" % (n, med[n]["rps"], med[n]["p50"], med[n]["p99"], mem,
+                                                     "1.00" if n == "px" else "%.2f" % ratio))
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
