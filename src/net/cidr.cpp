@@ -12,6 +12,12 @@ static const uint8_t kV4Prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 bool IpAddr::is_v4() const { return std::memcmp(b.data(), kV4Prefix, 12) == 0; }
 
+size_t IpAddr::format(char* buf) const {
+  if (is_v4()) inet_ntop(AF_INET, b.data() + 12, buf, INET6_ADDRSTRLEN);
+  else inet_ntop(AF_INET6, b.data(), buf, INET6_ADDRSTRLEN);
+  return std::strlen(buf);
+}
+
 std::string IpAddr::str() const {
   char buf[INET6_ADDRSTRLEN];
   if (is_v4()) inet_ntop(AF_INET, b.data() + 12, buf, sizeof buf);

@@ -16,6 +16,7 @@ struct IpAddr {
   std::array<uint8_t, 16> b{};  // IPv4 as ::ffff:a.b.c.d
   bool is_v4() const;
   std::string str() const;
+  size_t format(char* buf) const;  // buf of at least 46 bytes (INET6_ADDRSTRLEN); returns the length
   static bool parse(std::string_view s, IpAddr* out);
   static IpAddr from_sockaddr(const sockaddr* sa);
 };

@@ -43,26 +43,18 @@ void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void on_session_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   static_cast<Session*>(s->data)->on_read(n, buf->base);
 }
-void on_session_timer(uv_timer_t* t) { static_cast<Session*>(t->data)->on_timeout(); }
-void on_session_closed(uv_handle_t* h) {
-  Session* s = static_cast<Session*>(h->data);
-  if (--s->pending_closes == 0) delete s;
-}
+void on_session_closed(uv_handle_t* h) { delete static_cast<Session*>(h->data); }
 }  // namespace
 
 void Session::start() {
   tcp.data = this;
-  uv_timer_init(w->loop(), &timer);
-  timer.data = this;
-  pending_closes = 2;
-  parser.init(HTTP_REQUEST, this, &w->req_limits);
-  arm_timer(w->cfg().client_header_timeout_ms);
+  set_timeout(Timeout::header);
   update_reading();
 }
 
-void Session::arm_timer(uint64_t ms) {
-  if (ms == 0) uv_timer_stop(&timer);
-  else uv_timer_start(&timer, on_session_timer, ms, 0);
+void Session::set_timeout(Timeout t) {
+  if (timeout != Timeout::none) w->timeout_unlink(this);
+  if (t != Timeout::none) w->timeout_link(this, t);
 }
 
 void Session::update_reading() {
@@ -76,16 +68,14 @@ void Session::update_reading() {
   }
 }
 
-void Session::on_timeout() {
+void Session::on_timeout(Timeout t) {
   if (closing) return;
-  if (stream && stream->tunnel) return;  // tunnels are timed by the upstream side
-  if (!stream || (!parser.started() && !stream->req_complete && stream->req.headers.empty() &&
-                  stream->req.url_len == 0 && leftover.empty())) {
-    // Idle keep-alive (or a connection that never sent a byte): just close.
+  if (t == Timeout::keepalive || !got_bytes) {
+    // Idle keep-alive, or a connection that never sent a byte: just close.
     close();
     return;
   }
-  if (!stream->req_complete && !stream->resp_head_sent) {
+  if (stream && !stream->req_complete && !stream->resp_head_sent) {
     // Slowloris: the head (or the body) did not arrive in time.
     PX_DEBUG("client %s: request timed out", peer_ip.str().c_str());
     if (stream->up) abort_upstream(stream);
@@ -110,11 +100,18 @@ void Session::on_read(ssize_t n, const char* data) {
       tunnel_client_eof(stream);
       return;
     }
+    if (n == UV_EOF && stream && stream->req_complete && !stream->resp_complete) {
+      // A half-close after a whole request: the response still goes out, then we close.
+      close_after = true;
+      return;
+    }
     // The client went away. Anything in flight for it is abandoned.
     close();
     return;
   }
   if (n == 0) return;
+  got_bytes = true;
+  if (timeout == Timeout::body) set_timeout(Timeout::body);  // the body timeout is between reads
   if (stream && stream->tunnel) {
     tunnel_from_client(stream, data, static_cast<size_t>(n));
     return;
@@ -136,10 +133,12 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
   if (!stream) {
     stream = w->get_stream();
     stream->session = this;
-    parser.attach(&stream->req);
-    arm_timer(w->cfg().client_header_timeout_ms);
+    stream->parser.init(HTTP_REQUEST, this, &w->req_limits);
+    stream->parser.attach(&stream->req);
+    set_timeout(Timeout::header);
   }
   Stream* st = stream;
+  http::Parser& parser = st->parser;
   in_parse = true;
   llhttp_errno_t err = parser.execute(data, len);
   in_parse = false;
@@ -191,7 +190,7 @@ int Session::on_head(http::Head& h) {
   if (h.chunked) st->req_body = BodyMode::chunked;
   else if (h.has_content_length && h.content_length > 0) st->req_body = BodyMode::length;
   if (!h.keep_alive || w->draining()) close_after = true;
-  arm_timer(st->req_body != BodyMode::none ? cfg.client_body_timeout_ms : 0);
+  set_timeout(st->req_body != BodyMode::none ? Timeout::body : Timeout::none);
 
   // Where is this request going? Host header, or the authority of an absolute-form target.
   std::string_view host = h.host_index >= 0 ? h.value(static_cast<size_t>(h.host_index)) : std::string_view();
@@ -377,7 +376,8 @@ void Session::build_upstream_head(Stream* st) {
     o.append(xff);
     o.append(", ");
   }
-  o.append(peer_ip.str());
+  char ipbuf[64];
+  o.append(ipbuf, peer_ip.format(ipbuf));
   o.append("\r\nX-Forwarded-Proto: ");
   o.append(xfproto.empty() ? std::string_view("http") : xfproto);
   o.append("\r\nX-Forwarded-Host: ");
@@ -412,21 +412,18 @@ int Session::on_body(const char* data, size_t len) {
 }
 
 int Session::parser_fail(int status, const char* reason) {
-  return parser.set_error(status, reason);
+  return stream->parser.set_error(status, reason);
 }
 
 int Session::on_complete() {
   Stream* st = stream;
   if (!st->local && !st->resp_complete && st->req_body == BodyMode::chunked) forward_body_end(st);
   st->req_complete = true;
-  arm_timer(0);
-  if (!st->upgrade) {
-    want_read = false;
-    return HPE_PAUSED;
-  }
+  set_timeout(Timeout::none);
+  // Reading goes on while the response is prepared (no epoll change per request):
+  // pipelined bytes wait in `leftover`, and a client closing is noticed.
   // Upgrade requests: llhttp stops with HPE_PAUSED_UPGRADE; what follows is tunnel data.
-  want_read = false;
-  return 0;
+  return st->upgrade ? 0 : HPE_PAUSED;
 }
 
 void Session::respond_local(int status, std::string_view body, bool close) {
@@ -490,9 +487,8 @@ void Session::finish_stream() {
     close_when_written();
     return;
   }
-  parser.resume();
   want_read = true;
-  arm_timer(leftover.empty() ? w->cfg().keepalive_timeout_ms : w->cfg().client_header_timeout_ms);
+  set_timeout(leftover.empty() ? Timeout::keepalive : Timeout::header);
 }
 
 void Session::close_when_written() {
@@ -525,8 +521,8 @@ void Session::close() {
     stream = nullptr;
     w->put_stream(st);
   }
+  set_timeout(Timeout::none);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_session_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_session_closed);
   w->session_closed(this);
 }
 

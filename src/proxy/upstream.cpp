@@ -196,7 +196,7 @@ void UpConn::on_read(ssize_t n, const char* data) {
       out.flush(reinterpret_cast<uv_stream_t*>(&tcp), this);
     }
     s->want_read = true;
-    s->arm_timer(0);
+    s->set_timeout(Timeout::none);
     s->update_reading();
     return;
   } else if (err != HPE_OK) {

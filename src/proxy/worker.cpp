@@ -46,6 +46,14 @@ void Worker::start(std::vector<int> fds) {
   loop_.data = this;
   uv_async_init(&loop_, &async_, [](uv_async_t* a) { static_cast<Worker*>(a->data)->on_async(); });
   async_.data = this;
+  tlists_[static_cast<int>(Timeout::header)].duration = cfg_.client_header_timeout_ms;
+  tlists_[static_cast<int>(Timeout::body)].duration = cfg_.client_body_timeout_ms;
+  tlists_[static_cast<int>(Timeout::keepalive)].duration = cfg_.keepalive_timeout_ms;
+  uint64_t shortest = std::min({cfg_.client_header_timeout_ms, cfg_.client_body_timeout_ms, cfg_.keepalive_timeout_ms});
+  uint64_t tick = std::clamp<uint64_t>(shortest / 8, 5, 100);
+  uv_timer_init(&loop_, &tick_);
+  tick_.data = this;
+  uv_timer_start(&tick_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->on_tick(); }, tick, tick);
   for (int fd : fds_) {
     auto* t = new uv_tcp_t;
     uv_tcp_init(&loop_, t);
@@ -208,7 +216,6 @@ void Worker::on_accept(uv_stream_t* server) {
   uv_tcp_init(&loop_, &s->tcp);
   s->tcp.data = s;
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&s->tcp)) != 0) {
-    s->pending_closes = 1;
     s->closing = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp), [](uv_handle_t* h) { delete static_cast<Session*>(h->data); });
     return;
@@ -224,7 +231,6 @@ void Worker::on_accept(uv_stream_t* server) {
         "Connection: close\r\n\r\ntoo many connections, retry\n";
     uv_buf_t b = uv_buf_init(const_cast<char*>(busy), sizeof busy - 1);
     uv_try_write(reinterpret_cast<uv_stream_t*>(&s->tcp), &b, 1);
-    s->pending_closes = 1;
     s->closing = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp), [](uv_handle_t* h) { delete static_cast<Session*>(h->data); });
     return;
@@ -234,6 +240,44 @@ void Worker::on_accept(uv_stream_t* server) {
   if (sessions_head_) sessions_head_->prev = s;
   sessions_head_ = s;
   s->start();
+}
+
+void Worker::timeout_link(Session* s, Timeout t) {
+  TimeoutList& l = tlists_[static_cast<int>(t)];
+  s->timeout = t;
+  s->deadline = now() + l.duration;
+  s->tnext = nullptr;
+  s->tprev = l.tail;
+  if (l.tail) l.tail->tnext = s;
+  else l.head = s;
+  l.tail = s;
+}
+
+void Worker::timeout_unlink(Session* s) {
+  TimeoutList& l = tlists_[static_cast<int>(s->timeout)];
+  if (s->tprev) s->tprev->tnext = s->tnext;
+  else l.head = s->tnext;
+  if (s->tnext) s->tnext->tprev = s->tprev;
+  else l.tail = s->tprev;
+  s->tprev = s->tnext = nullptr;
+  s->timeout = Timeout::none;
+}
+
+void Worker::on_tick() {
+  uint64_t t = now();
+  for (int k = 1; k < 4; k++) {
+    TimeoutList& l = tlists_[k];
+    while (l.head && l.head->deadline <= t) {
+      Session* s = l.head;
+      timeout_unlink(s);
+      if (k == static_cast<int>(Timeout::body) && s->bp_paused) {
+        // The upstream is slow to take the body, not the client to send it.
+        timeout_link(s, Timeout::body);
+        continue;
+      }
+      s->on_timeout(static_cast<Timeout>(k));
+    }
+  }
 }
 
 void Worker::session_closed(Session* s) {
@@ -411,6 +455,7 @@ void Worker::stop_everything() {
     p->probe = nullptr;
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
 }
 
 // ---- active health checks ----

@@ -81,9 +81,14 @@ struct SnapRef {
 
 enum class BodyMode : uint8_t { none, length, chunked, eof };
 
+// Client-side timeouts. Each kind has one duration, so a per-worker FIFO list
+// per kind stays sorted by deadline: arming is O(1), expiry walks only what expired.
+enum class Timeout : uint8_t { none, header, body, keepalive };
+
 struct Stream {
   Session* session = nullptr;
   Stream* next_free = nullptr;
+  http::Parser parser;      // the request parser: lives with the stream, not the idle session
   http::Head req;
   http::Head resp;
   Output out;               // towards the client
@@ -119,15 +124,17 @@ struct Stream {
 
 struct Session final : http::Sink, WriteOwner {
   uv_tcp_t tcp;
-  uv_timer_t timer;
   Worker* w = nullptr;
-  Session* prev = nullptr;
+  Session* prev = nullptr;   // the worker's list of sessions
   Session* next = nullptr;
+  Session* tprev = nullptr;  // the worker's list for `timeout`
+  Session* tnext = nullptr;
+  uint64_t deadline = 0;
   Stream* stream = nullptr;
-  http::Parser parser;
   std::string leftover;   // bytes read but not parsed yet (pipelining, tunnel data)
   net::IpAddr peer_ip;
-  uint8_t pending_closes = 0;
+  Timeout timeout = Timeout::none;
+  bool got_bytes = false;    // any byte ever arrived on this connection
   bool reading = false;
   bool want_read = true;     // false while a request waits for its response
   bool bp_paused = false;    // stopped because the upstream write queue is full
@@ -156,8 +163,8 @@ struct Session final : http::Sink, WriteOwner {
   void after_event();        // finish what finished, parse what waits, re-arm reading
   void close();
   void close_when_written();
-  void arm_timer(uint64_t ms);
-  void on_timeout();
+  void set_timeout(Timeout t);
+  void on_timeout(Timeout t);
   int parser_fail(int status, const char* reason);
   net::IpAddr real_client_ip(const http::Head& h) const;
   void build_upstream_head(Stream* st);
@@ -238,6 +245,9 @@ class Worker {
   void maybe_finish_drain();
   void health_probe(PeerState* p);
   void health_result(PeerState* p, bool ok);
+  // Client timeouts (see Timeout).
+  void timeout_link(Session* s, Timeout t);
+  void timeout_unlink(Session* s);
 
   std::function<void()> on_exit;  // runs on the worker thread as it ends
   http::Limits req_limits;
@@ -253,6 +263,7 @@ class Worker {
   void drain();
   void stop_everything();
   void sync_health_checks();
+  void on_tick();
 
   int id_;
   Config cfg_;
@@ -267,6 +278,12 @@ class Worker {
   Stream* free_streams_ = nullptr;
   size_t free_stream_count_ = 0;
   Session* sessions_head_ = nullptr;
+  struct TimeoutList {
+    Session* head = nullptr;
+    Session* tail = nullptr;
+    uint64_t duration = 0;
+  } tlists_[4];
+  uv_timer_t tick_;
   bool draining_ = false;
   bool stopping_ = false;
   std::atomic<bool> started_{false};

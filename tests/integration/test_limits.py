@@ -75,6 +75,18 @@ class LimitsTest(unittest.TestCase):
         self.assertEqual(r.status, 408)
         self.assertTrue(c.closed())
 
+    def test_body_timeout_is_between_reads_not_for_the_whole_body(self):
+        # 2.5 s of steady upload with a 1 s client_body_timeout: each gap is short, so it succeeds.
+        c = Client(self.px.port)
+        c.send("POST /upload HTTP/1.1\r\nHost: big.test\r\nContent-Length: 10\r\n\r\n")
+        for _ in range(10):
+            time.sleep(0.25)
+            c.send("x")
+        r = c.response()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()["body_len"], 10)
+        c.close()
+
     def test_idle_keep_alive_is_closed(self):
         c = Client(self.px.port)
         c.send("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")

@@ -91,6 +91,15 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(paths, ["/p%d" % i for i in range(5)])
         c.close()
 
+    def test_half_closed_client_still_gets_its_response(self):
+        c = Client(self.px.port)
+        c.send("GET /stall?ms=200 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.response()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("connection"), "close")
+        self.assertTrue(c.closed())
+
     def test_http10_client_close_and_keep_alive(self):
         c = Client(self.px.port)
         c.send("GET /old HTTP/1.0\r\nHost: a.test\r\n\r\n")
