@@ -258,18 +258,19 @@ def main():
             p.stop()
     finally:
         up.stop()
-    med = {}
-    for n in names:
-        rs = sorted(results[n], key=lambda x: x["rps"])
-        med[n] = rs[len(rs) // 2]
+    # Medians of each metric over the interleaved rounds, and the median of the
+    # per-round ratios (each round compares the proxies under the same conditions).
+    med = {n: {k: statistics.median(r[k] for r in results[n]) for k in ("rps", "p50", "p99")} for n in names}
     print()
-    print("| proxy | requests/s | p50 ms | p99 ms | RSS per idle conn | px ratio (req/s) |")
+    print("| proxy | requests/s | p50 ms | p99 ms | RSS per idle conn | px/this req/s (median of rounds) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for n in names:
-        ratio = med["px"]["rps"] / med[n]["rps"] if "px" in med else 0
+        if "px" in results and n != "px":
+            ratio = "%.2f" % statistics.median(a["rps"] / b["rps"] for a, b in zip(results["px"], results[n]))
+        else:
+            ratio = "1.00" if n == "px" else "-"
         mem = ("%.0f B" % memory[n]) if n in memory else "-"
-        print("| %s | %.0f | %.3f | %.3f | %s | %s |" % (n, med[n]["rps"], med[n]["p50"], med[n]["p99"], mem,
-                                                     "1.00" if n == "px" else "%.2f" % ratio))
+        print("| %s | %.0f | %.3f | %.3f | %s | %s |" % (n, med[n]["rps"], med[n]["p50"], med[n]["p99"], mem, ratio))
     shutil.rmtree(WORK, ignore_errors=True)
 
 

@@ -212,8 +212,13 @@ void Server::poll_store() {
       uv_fs_event_init(&loop_, &store_watch_);
       store_watch_.data = this;
       std::string file = cfg_.data_dir + "/data.mdb";
+      // inotify fires on the transaction's first page write, before its commit,
+      // and merges the commit's own event into that one: look again shortly after.
       if (uv_fs_event_start(&store_watch_, [](uv_fs_event_t* h, const char*, int, int) {
-            static_cast<Server*>(h->data)->poll_store();
+            auto* s = static_cast<Server*>(h->data);
+            s->poll_store();
+            uv_timer_start(&s->recheck_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->poll_store(); },
+                           1, 0);
           }, file.c_str(), 0) == 0)
         watch_started_ = true;
       else
@@ -309,7 +314,8 @@ int Server::run() {
   uv_timer_init(&loop_, &poll_timer_);
   uv_timer_init(&loop_, &grace_timer_);
   uv_timer_init(&loop_, &dns_timer_);
-  poll_timer_.data = grace_timer_.data = dns_timer_.data = this;
+  uv_timer_init(&loop_, &recheck_timer_);
+  poll_timer_.data = grace_timer_.data = dns_timer_.data = recheck_timer_.data = this;
 
   poll_store();  // the first snapshot, before any worker accepts
   for (size_t i = 0; i < workers_.size(); i++) workers_[i]->start(std::move(fds[i]));

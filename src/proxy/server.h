@@ -41,7 +41,7 @@ class Server {
   Config cfg_;
   uv_loop_t loop_;
   uv_signal_t sigterm_, sigint_, sighup_;
-  uv_timer_t poll_timer_, grace_timer_, dns_timer_;
+  uv_timer_t poll_timer_, grace_timer_, dns_timer_, recheck_timer_;
   uv_fs_event_t store_watch_;
   uv_async_t exit_async_;
   bool watch_started_ = false;

@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "core/log.h"
+#include "proxy/balancer.h"
 #include "proxy/upstream.h"
 
 namespace px::proxy {
@@ -293,70 +294,13 @@ void Worker::session_closed(Session* s) {
 
 PeerState* Worker::choose_peer(Stream* st) {
   PoolView& pv = *st->pool;
-  const route::Pool& pool = st->route->pool;
-  size_t n = pv.peers.size();
   uint64_t t = now();
-  auto avail = [&](size_t i) { return !(st->tried & (uint64_t(1) << i)) && pv.peers[i]->usable(t); };
-  long best = -1;
-  switch (pool.lb) {
-    case route::Balance::round_robin: {
-      // Smooth weighted round robin (as nginx): even spread, weights honoured.
-      int64_t total = 0;
-      for (size_t i = 0; i < n; i++) {
-        if (!avail(i)) continue;
-        int64_t wgt = pool.peers[i].weight;
-        pv.current[i] += wgt;
-        total += wgt;
-        if (best < 0 || pv.current[i] > pv.current[static_cast<size_t>(best)]) best = static_cast<long>(i);
-      }
-      if (best >= 0) pv.current[static_cast<size_t>(best)] -= total;
-      break;
-    }
-    case route::Balance::least_conn: {
-      // Fewest requests in flight per unit of weight; ties go round robin.
-      size_t start = n ? static_cast<size_t>(pv.current.empty() ? 0 : (pv.current[0]++ % static_cast<int64_t>(n))) : 0;
-      for (size_t k = 0; k < n; k++) {
-        size_t i = (start + k) % n;
-        if (!avail(i)) continue;
-        if (best < 0) {
-          best = static_cast<long>(i);
-          continue;
-        }
-        const PeerState* a = pv.peers[i];
-        const PeerState* b = pv.peers[static_cast<size_t>(best)];
-        if (uint64_t(a->active) * pool.peers[static_cast<size_t>(best)].weight <
-            uint64_t(b->active) * pool.peers[i].weight)
-          best = static_cast<long>(i);
-      }
-      break;
-    }
-    case route::Balance::ip_hash: {
-      if (pool.ring.empty()) break;
-      uint32_t h = route::hash_bytes(st->client_ip.b.data(), st->client_ip.b.size());
-      auto it = std::lower_bound(pool.ring.begin(), pool.ring.end(), std::make_pair(h, uint16_t(0)));
-      for (size_t k = 0; k < pool.ring.size(); k++, ++it) {
-        if (it == pool.ring.end()) it = pool.ring.begin();
-        if (avail(it->second)) {
-          best = it->second;
-          break;
-        }
-      }
-      break;
-    }
+  load_.resize(pv.peers.size());
+  for (size_t i = 0; i < pv.peers.size(); i++) {
+    const PeerState* p = pv.peers[i];
+    load_[i] = PeerLoad{p->usable(t), p->active, p->down_until, !p->resolved || p->hc_down};
   }
-  if (best < 0 && st->tried == 0) {
-    // Every peer is cooling down after failures: rather than fail outright, try
-    // the one whose cool-down ends first (a peer that is back serves at once).
-    uint64_t soonest = UINT64_MAX;
-    for (size_t i = 0; i < n; i++) {
-      const PeerState* p = pv.peers[i];
-      if (!p->resolved || p->hc_down) continue;
-      if (p->down_until < soonest) {
-        soonest = p->down_until;
-        best = static_cast<long>(i);
-      }
-    }
-  }
+  long best = pick_peer(st->route->pool, load_, pv.current, st->tried, st->client_ip, rotate_++);
   if (best < 0) return nullptr;
   st->tried |= uint64_t(1) << best;
   return pv.peers[static_cast<size_t>(best)];

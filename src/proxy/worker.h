@@ -34,6 +34,7 @@
 #include "core/config.h"
 #include "http/parser.h"
 #include "net/cidr.h"
+#include "proxy/balancer.h"
 #include "proxy/output.h"
 #include "route/snapshot.h"
 
@@ -278,6 +279,8 @@ class Worker {
   Stream* free_streams_ = nullptr;
   size_t free_stream_count_ = 0;
   Session* sessions_head_ = nullptr;
+  std::vector<PeerLoad> load_;  // scratch for choose_peer
+  uint64_t rotate_ = 0;
   struct TimeoutList {
     Session* head = nullptr;
     Session* tail = nullptr;

@@ -134,6 +134,23 @@ class LiveChangesTest(unittest.TestCase):
             a.stop()
             b.stop()
 
+    def test_in_flight_request_finishes_on_its_snapshot(self):
+        a = Upstream("a")
+        px = Pxd(workers=1, routes=[route("gone", ["gone.test"], [a])])
+        try:
+            c = Client(px.port)
+            c.send("GET /stall?ms=500 HTTP/1.1\r\nHost: gone.test\r\n\r\n")
+            a.wait_inflight()
+            px.rm_route("gone")
+            self.assertEqual(get(px.port, "/", host="gone.test").status, 404)
+            r = c.response()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.json()["id"], "a")
+            c.close()
+        finally:
+            px.stop()
+            a.stop()
+
     def test_route_becomes_servable_quickly(self):
         # Polls the real path a user takes (write, then request) until it answers.
         a = Upstream("a")

@@ -1,0 +1,99 @@
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+
+#include <map>
+#include <string>
+
+#include "proxy/balancer.h"
+
+using namespace px;
+using namespace px::proxy;
+
+static route::Pool pool_of(std::vector<uint32_t> weights, route::Balance lb) {
+  route::Pool p;
+  p.lb = lb;
+  for (size_t i = 0; i < weights.size(); i++) {
+    route::PeerAddr a;
+    a.key = "10.0.0." + std::to_string(i + 1) + ":80";
+    a.weight = weights[i];
+    p.peers.push_back(a);
+  }
+  if (lb == route::Balance::ip_hash) {
+    for (size_t i = 0; i < p.peers.size(); i++)
+      for (uint32_t v = 0; v < 64 * p.peers[i].weight; v++) {
+        std::string k = p.peers[i].key + "#" + std::to_string(v);
+        p.ring.emplace_back(route::hash_bytes(k.data(), k.size()), static_cast<uint16_t>(i));
+      }
+    std::sort(p.ring.begin(), p.ring.end());
+  }
+  return p;
+}
+
+static net::IpAddr ip(const char* s) {
+  net::IpAddr a;
+  net::IpAddr::parse(s, &a);
+  return a;
+}
+
+TEST_CASE("smooth weighted round robin interleaves like nginx") {
+  auto pool = pool_of({5, 1, 1}, route::Balance::round_robin);
+  std::vector<PeerLoad> load(3);
+  std::vector<int64_t> cur(3, 0);
+  std::string seq;
+  for (int i = 0; i < 7; i++) seq += char('a' + pick_peer(pool, load, cur, 0, ip("1.2.3.4"), 0));
+  CHECK(seq == "aabacaa");
+}
+
+TEST_CASE("round robin skips unusable and already tried peers") {
+  auto pool = pool_of({1, 1, 1}, route::Balance::round_robin);
+  std::vector<PeerLoad> load(3);
+  std::vector<int64_t> cur(3, 0);
+  load[1].usable = false;
+  for (int i = 0; i < 10; i++) CHECK(pick_peer(pool, load, cur, 0, ip("1.2.3.4"), 0) != 1);
+  CHECK(pick_peer(pool, load, cur, 0b101, ip("1.2.3.4"), 0) == -1);
+}
+
+TEST_CASE("when every peer is cooling down, the first to come back is tried") {
+  auto pool = pool_of({1, 1}, route::Balance::round_robin);
+  std::vector<PeerLoad> load(2);
+  std::vector<int64_t> cur(2, 0);
+  load[0] = PeerLoad{false, 0, 500, false};
+  load[1] = PeerLoad{false, 0, 300, false};
+  CHECK(pick_peer(pool, load, cur, 0, ip("1.2.3.4"), 0) == 1);
+  load[1].hard_down = true;  // failing health checks are never overridden
+  CHECK(pick_peer(pool, load, cur, 0, ip("1.2.3.4"), 0) == 0);
+  CHECK(pick_peer(pool, load, cur, 0b01, ip("1.2.3.4"), 0) == -1);
+}
+
+TEST_CASE("least connections per unit of weight") {
+  auto pool = pool_of({1, 2, 1}, route::Balance::least_conn);
+  std::vector<PeerLoad> load(3);
+  std::vector<int64_t> cur(3, 0);
+  load[0].active = 2;
+  load[1].active = 3;  // 1.5 per unit of weight
+  load[2].active = 1;
+  CHECK(pick_peer(pool, load, cur, 0, ip("1.2.3.4"), 0) == 2);
+  load[2].active = 2;
+  CHECK(pick_peer(pool, load, cur, 0, ip("1.2.3.4"), 0) == 1);
+}
+
+TEST_CASE("ip_hash: one client sticks to one peer, many clients spread, a down peer is skipped") {
+  auto pool = pool_of({1, 1, 1}, route::Balance::ip_hash);
+  std::vector<PeerLoad> load(3);
+  std::vector<int64_t> cur(3, 0);
+  std::map<long, int> counts;
+  for (int i = 0; i < 300; i++) {
+    std::string a = "198.51." + std::to_string(i / 250) + "." + std::to_string(i % 250);
+    long p = pick_peer(pool, load, cur, 0, ip(a.c_str()), 0);
+    CHECK(p == pick_peer(pool, load, cur, 0, ip(a.c_str()), 7));
+    counts[p]++;
+  }
+  CHECK(counts.size() == 3);
+  for (auto& kv : counts) CHECK(kv.second > 50);
+  long first = pick_peer(pool, load, cur, 0, ip("203.0.113.5"), 0);
+  load[static_cast<size_t>(first)].usable = false;
+  long second = pick_peer(pool, load, cur, 0, ip("203.0.113.5"), 0);
+  CHECK(second != first);
+  CHECK(second >= 0);
+}
