@@ -61,6 +61,13 @@ def rss_kb(pid):
     return 0
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid):
     try:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
@@ -181,7 +188,8 @@ def to_ms(v, unit):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port, seconds, conns):
+def wrk(port, seconds, conns, pid=None):
+    cpu0 = cpu_seconds(pid) if pid else 0
     out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
                           "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -189,9 +197,11 @@ def wrk(port, seconds, conns):
     for pct in ("50", "99"):
         m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % pct, out, re.M)
         lat[pct] = to_ms(m.group(1), m.group(2))
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu_us = (cpu_seconds(pid) - cpu0) * 1e6 / reqs if pid and reqs else 0
     errs = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": errs.group(1) if errs else "",
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "cpu_us": cpu_us, "errors": errs.group(1) if errs else "",
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
@@ -245,10 +255,10 @@ def main():
             wrk(procs[n].port, 1, args.connections)  # warm up
         for r in range(args.rounds):
             for n in names:
-                res = wrk(procs[n].port, args.seconds, args.connections)
+                res = wrk(procs[n].port, args.seconds, args.connections, procs[n].pid())
                 results[n].append(res)
-                print("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms %s" %
-                      (r + 1, n, res["rps"], res["p50"], res["p99"],
+                print("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  %.2f us CPU/req %s" %
+                      (r + 1, n, res["rps"], res["p50"], res["p99"], res["cpu_us"],
                        ("errors: " + res["errors"]) if res["errors"] else ""), flush=True)
         if args.idle:
             for n in names:
@@ -260,17 +270,20 @@ def main():
         up.stop()
     # Medians of each metric over the interleaved rounds, and the median of the
     # per-round ratios (each round compares the proxies under the same conditions).
-    med = {n: {k: statistics.median(r[k] for r in results[n]) for k in ("rps", "p50", "p99")} for n in names}
+    med = {n: {k: statistics.median(r[k] for r in results[n]) for k in ("rps", "p50", "p99", "cpu_us")}
+           for n in names}
     print()
-    print("| proxy | requests/s | p50 ms | p99 ms | RSS per idle conn | px/this req/s (median of rounds) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| proxy | requests/s | p50 ms | p99 ms | CPU per request | RSS per idle conn "
+          "| px/this req/s (median of rounds) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in names:
         if "px" in results and n != "px":
             ratio = "%.2f" % statistics.median(a["rps"] / b["rps"] for a, b in zip(results["px"], results[n]))
         else:
             ratio = "1.00" if n == "px" else "-"
         mem = ("%.0f B" % memory[n]) if n in memory else "-"
-        print("| %s | %.0f | %.3f | %.3f | %s | %s |" % (n, med[n]["rps"], med[n]["p50"], med[n]["p99"], mem, ratio))
+        print("| %s | %.0f | %.3f | %.3f | %.2f us | %s | %s |" % (n, med[n]["rps"], med[n]["p50"], med[n]["p99"],
+                                                              med[n]["cpu_us"], mem, ratio))
     shutil.rmtree(WORK, ignore_errors=True)
 
 

@@ -42,7 +42,7 @@ struct Config {
   uint64_t max_uri_length = 8 * 1024;            // request target (414)
   uint64_t max_body_size = 0;                    // default per route, 0 = unlimited (413)
   uint64_t max_connections = 10000;              // client connections per worker (503 past it)
-  uint64_t store_poll_ms = 10;                   // fallback poll of the store generation
+  uint64_t store_poll_ms = 50;                   // fallback poll of the store generation
   net::CidrSet trusted_proxies;
   std::string log_level = "info";
   std::string status_file;                        // where pxd publishes its applied generation

@@ -213,12 +213,17 @@ void Server::poll_store() {
       store_watch_.data = this;
       std::string file = cfg_.data_dir + "/data.mdb";
       // inotify fires on the transaction's first page write, before its commit,
-      // and merges the commit's own event into that one: look again shortly after.
+      // and may merge the commit's own event into that one: look again shortly after.
       if (uv_fs_event_start(&store_watch_, [](uv_fs_event_t* h, const char*, int, int) {
             auto* s = static_cast<Server*>(h->data);
             s->poll_store();
-            uv_timer_start(&s->recheck_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->poll_store(); },
-                           1, 0);
+            // The commit (its fsync, then the meta page) may come well after the first page write.
+            s->recheck_left_ = 10;
+            uv_timer_start(&s->recheck_timer_, [](uv_timer_t* t) {
+              auto* srv = static_cast<Server*>(t->data);
+              srv->poll_store();
+              if (--srv->recheck_left_ <= 0) uv_timer_stop(t);
+            }, 2, 2);
           }, file.c_str(), 0) == 0)
         watch_started_ = true;
       else

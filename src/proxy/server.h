@@ -61,6 +61,7 @@ class Server {
   };
   std::unordered_map<std::string, DnsEntry> dns_;
   int dns_pending_ = 0;
+  int recheck_left_ = 0;
   bool rebuild_wanted_ = false;
 };
 
