@@ -180,7 +180,7 @@ bool Store::Writer::del(std::string_view key, std::string* error) {
   return true;
 }
 
-bool Store::Writer::get(std::string_view key, std::string* value, bool* found, std::string* error) {
+bool Store::Txn::get(std::string_view key, std::string* value, bool* found, std::string* error) {
   MDB_val k = val(key), v;
   int rc = mdb_get(txn, dbi, &k, &v);
   *found = rc == 0;
@@ -190,6 +190,39 @@ bool Store::Writer::get(std::string_view key, std::string* value, bool* found, s
     return false;
   }
   return true;
+}
+
+bool Store::Txn::scan(std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn,
+                      std::string* error, std::string_view start) {
+  MDB_cursor* cur;
+  int rc = mdb_cursor_open(txn, dbi, &cur);
+  if (rc != 0) {
+    *error = "store read: " + lmdb_error(rc);
+    return false;
+  }
+  MDB_val k = val(start.empty() ? prefix : start), v;
+  rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  while (rc == 0) {
+    std::string_view key(static_cast<char*>(k.mv_data), k.mv_size);
+    if (key.substr(0, prefix.size()) != prefix) break;
+    if (!fn(key, std::string_view(static_cast<char*>(v.mv_data), v.mv_size))) break;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) {
+    *error = "store read: " + lmdb_error(rc);
+    return false;
+  }
+  return true;
+}
+
+bool Store::read(const std::function<bool(Txn&, std::string*)>& fn, std::string* error) {
+  MDB_txn* txn;
+  if (!begin_read(&txn, error)) return false;
+  Txn t{txn, dbi_};
+  bool ok = fn(t, error);
+  mdb_txn_abort(txn);
+  return ok;
 }
 
 bool Store::write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t* new_generation,
@@ -204,7 +237,7 @@ bool Store::write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t
     *error = "store write: " + lmdb_error(rc);
     return false;
   }
-  Writer w{txn, dbi_};
+  Writer w{{txn, dbi_}};
   if (!fn(w, error)) {
     mdb_txn_abort(txn);
     return false;

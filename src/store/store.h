@@ -54,15 +54,22 @@ class Store {
             const std::function<void(std::string_view, std::string_view)>& fn, std::string* error);
   bool get(std::string_view key, std::string* value, bool* found, std::string* error);
 
-  // A write transaction: fn gets put/del helpers; the generation bumps once.
-  struct Writer {
+  // A transaction's view: reads see one consistent state.
+  struct Txn {
     MDB_txn* txn;
     MDB_dbi dbi;
+    bool get(std::string_view key, std::string* value, bool* found, std::string* error);
+    // Calls fn(key, value) for keys with `prefix`, from `start` (or the prefix) on, while fn returns true.
+    bool scan(std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn,
+              std::string* error, std::string_view start = {});
+  };
+  // A write transaction: put/del besides the reads; the generation bumps once.
+  struct Writer : Txn {
     bool put(std::string_view key, std::string_view value, std::string* error);
     bool del(std::string_view key, std::string* error);  // missing key is not an error
-    bool get(std::string_view key, std::string* value, bool* found, std::string* error);
   };
   bool write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t* new_generation, std::string* error);
+  bool read(const std::function<bool(Txn&, std::string*)>& fn, std::string* error);
 
  private:
   bool begin_read(MDB_txn** txn, std::string* error);

@@ -1,0 +1,787 @@
+#include "admin/model.h"
+
+#include <crypt.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <signal.h>
+
+#include <ctime>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/strings.h"
+#include "net/cidr.h"
+#include "route/route.h"
+
+namespace px::admin {
+
+Result Result::error(int status, const std::string& field, const std::string& message, json extra) {
+  Result r;
+  r.status = status;
+  json e = {{"status", status}, {"message", message}};
+  if (!field.empty()) e["field"] = field;
+  if (!extra.is_null())
+    for (auto it = extra.begin(); it != extra.end(); ++it) e[it.key()] = it.value();
+  r.body = {{"error", e}};
+  return r;
+}
+
+namespace {
+
+std::string now_rfc3339() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  tm t;
+  gmtime_r(&ts.tv_sec, &t);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
+                t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000000);
+  return buf;
+}
+
+// "field: message" (as the validators report) → a 422 naming the field.
+Result invalid(const std::string& err) {
+  size_t colon = err.find(": ");
+  if (colon == std::string::npos) return Result::error(422, "", err);
+  return Result::error(422, err.substr(0, colon), err.substr(colon + 2));
+}
+
+bool valid_kind(const std::string& k) { return k == "route" || k == "acl"; }
+
+// Validates a resource body of `kind`; *out gets the normalised JSON (no version yet).
+bool validate(const std::string& kind, const json& body, json* out, std::string* error) {
+  if (kind == "route") {
+    route::RouteSpec r;
+    if (!route::parse_route_json(body.dump(), &r, error)) return false;
+    *out = json::parse(route::route_to_json(r));
+    return true;
+  }
+  return parse_acl_json(body, out, error);
+}
+
+// The conflict index key of a host and a path prefix, normalised as the router matches them.
+std::string hp_key(const std::string& host, const std::string& path) {
+  std::string p = "/";
+  std::string_view v = path;
+  bool first = true;
+  while (!v.empty()) {
+    if (v.front() == '/') {
+      v.remove_prefix(1);
+      continue;
+    }
+    size_t slash = v.find('/');
+    if (!first) p.push_back('/');
+    p.append(v.substr(0, slash));
+    first = false;
+    if (slash == std::string_view::npos) break;
+    v.remove_prefix(slash);
+  }
+  return "index:hp:" + host + " " + p;
+}
+
+std::vector<std::pair<std::string, std::string>> hp_keys(const json& route) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const auto& hosts = route["hosts"];
+  for (size_t i = 0; i < hosts.size(); i++)
+    out.emplace_back(hp_key(hosts[i].get<std::string>(), route.value("path", "/")), "hosts[" + std::to_string(i) + "]");
+  return out;
+}
+
+struct Tx {
+  store::Store::Writer& w;
+  std::string* err;
+  Result res;
+  bool failed = false;
+  bool fail(Result r) {
+    res = std::move(r);
+    failed = true;
+    return false;
+  }
+  bool load(const std::string& key, json* out, bool* found) {
+    std::string v;
+    if (!w.get(key, &v, found, err)) return false;
+    if (*found) *out = json::parse(v, nullptr, false);
+    return true;
+  }
+  bool audit(const std::string& who, const std::string& action, const std::string& resource, const json& before,
+             const json& after) {
+    std::string v;
+    bool found;
+    if (!w.get("meta:audit_seq", &v, &found, err)) return false;
+    uint64_t seq = 0;
+    if (found) parse_u64(v, &seq);
+    seq++;
+    char key[40];
+    std::snprintf(key, sizeof key, "audit:%020llu", static_cast<unsigned long long>(seq));
+    json rec = {{"seq", seq},         {"time", now_rfc3339()}, {"credential", who}, {"action", action},
+                {"resource", resource}, {"before", before},      {"after", after}};
+    return w.put(key, rec.dump(), err) && w.put("meta:audit_seq", std::to_string(seq), err);
+  }
+  // Index maintenance for routes: drop `old`'s claims, check and add `now`'s.
+  bool reindex(const std::string& name, const json* old, const json* now) {
+    if (old)
+      for (const auto& [k, field] : hp_keys(*old))
+        if (!w.del(k, err)) return false;
+    if (now)
+      for (const auto& [k, field] : hp_keys(*now)) {
+        std::string other;
+        bool found;
+        if (!w.get(k, &other, &found, err)) return false;
+        if (found && other != name) {
+          std::string hp = k.substr(9);
+          size_t sp = hp.find(' ');
+          return fail(Result::error(409, field,
+                                    "host " + hp.substr(0, sp) + " with path " + hp.substr(sp + 1) +
+                                        " is already served by route " + other,
+                                    {{"conflict", other}}));
+        }
+        if (!w.put(k, name, err)) return false;
+      }
+    return true;
+  }
+};
+
+// Runs fn in one write transaction. fn returns false to abort (with tx.res set, or a store error).
+Result in_txn(store::Store& st, const std::function<bool(Tx&)>& fn) {
+  Result out;
+  bool failed = false;
+  std::string err;
+  bool ok = st.write([&](store::Store::Writer& w, std::string* e) {
+    Tx tx{w, e, {}, false};
+    bool r = fn(tx);
+    if (!r && tx.failed) {
+      out = tx.res;
+      failed = true;
+    } else if (r) {
+      out = tx.res;
+    }
+    return r;
+  }, nullptr, &err);
+  if (ok) return out;
+  if (failed) return out;
+  return Result::error(500, "", err);
+}
+
+std::string to_hex(const uint8_t* p, size_t n) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; i++) {
+    s.push_back(d[p[i] >> 4]);
+    s.push_back(d[p[i] & 15]);
+  }
+  return s;
+}
+
+std::string sha256_hex(const std::string& s) {
+  uint8_t md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(s.data()), s.size(), md);
+  return to_hex(md, sizeof md);
+}
+
+}  // namespace
+
+// ---- access lists ----
+
+bool parse_acl_json(const json& j, json* out, std::string* error) {
+  auto fail = [&](const std::string& f, const std::string& m) {
+    *error = f + ": " + m;
+    return false;
+  };
+  if (!j.is_object()) return fail("acl", "expected a JSON object");
+  static const std::set<std::string> known = {"name", "rules", "default", "users", "satisfy",
+                                              "realm", "pass_authorization", "version"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!known.count(it.key())) return fail(it.key(), "unknown field");
+  json o;
+  if (!j.contains("name") || !j["name"].is_string() || !route::valid_route_name(j["name"].get<std::string>()))
+    return fail("name", "required: 1 to 64 characters of letters, digits, '.', '_', '-'");
+  o["name"] = j["name"];
+  o["rules"] = json::array();
+  if (j.contains("rules")) {
+    if (!j["rules"].is_array()) return fail("rules", "expected an array");
+    for (size_t i = 0; i < j["rules"].size(); i++) {
+      const json& r = j["rules"][i];
+      std::string f = "rules[" + std::to_string(i) + "]";
+      if (!r.is_object() || !r.contains("action") || !r.contains("cidr"))
+        return fail(f, "expected {\"action\": \"allow\"|\"deny\", \"cidr\": \"...\"}");
+      for (auto it = r.begin(); it != r.end(); ++it)
+        if (it.key() != "action" && it.key() != "cidr") return fail(f + "." + it.key(), "unknown field");
+      if (!r["action"].is_string() || (r["action"] != "allow" && r["action"] != "deny"))
+        return fail(f + ".action", "must be allow or deny");
+      net::Cidr c;
+      std::string e;
+      if (!r["cidr"].is_string() || !net::Cidr::parse(r["cidr"].get<std::string>(), &c, &e))
+        return fail(f + ".cidr", r["cidr"].is_string() ? e : "expected a string");
+      o["rules"].push_back({{"action", r["action"]}, {"cidr", r["cidr"]}});
+    }
+  }
+  std::string def = "deny";
+  if (j.contains("default")) {
+    if (!j["default"].is_string() || (j["default"] != "allow" && j["default"] != "deny"))
+      return fail("default", "must be allow or deny");
+    def = j["default"].get<std::string>();
+  }
+  o["default"] = def;
+  std::string satisfy = "any";
+  if (j.contains("satisfy")) {
+    if (!j["satisfy"].is_string() || (j["satisfy"] != "any" && j["satisfy"] != "all"))
+      return fail("satisfy", "must be any or all");
+    satisfy = j["satisfy"].get<std::string>();
+  }
+  o["satisfy"] = satisfy;
+  std::string realm = "px";
+  if (j.contains("realm")) {
+    if (!j["realm"].is_string()) return fail("realm", "expected a string");
+    realm = j["realm"].get<std::string>();
+    if (realm.empty() || realm.size() > 128) return fail("realm", "1 to 128 characters");
+    for (unsigned char c : realm)
+      if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') return fail("realm", "no quotes, backslashes or control characters");
+  }
+  o["realm"] = realm;
+  bool pass = false;
+  if (j.contains("pass_authorization")) {
+    if (!j["pass_authorization"].is_boolean()) return fail("pass_authorization", "expected true or false");
+    pass = j["pass_authorization"].get<bool>();
+  }
+  o["pass_authorization"] = pass;
+  o["users"] = json::array();
+  std::set<std::string> seen;
+  if (j.contains("users")) {
+    if (!j["users"].is_array()) return fail("users", "expected an array");
+    for (size_t i = 0; i < j["users"].size(); i++) {
+      const json& u = j["users"][i];
+      std::string f = "users[" + std::to_string(i) + "]";
+      if (!u.is_object()) return fail(f, "expected {\"username\": ..., \"hash\": ...}");
+      if (u.contains("password"))
+        return fail(f + ".password", "plaintext passwords are never stored: add users with 'pxctl acl user add'");
+      for (auto it = u.begin(); it != u.end(); ++it)
+        if (it.key() != "username" && it.key() != "hash") return fail(f + "." + it.key(), "unknown field");
+      if (!u.contains("username") || !u["username"].is_string()) return fail(f + ".username", "required, a string");
+      std::string name = u["username"].get<std::string>();
+      if (name.empty() || name.size() > 64) return fail(f + ".username", "1 to 64 characters");
+      for (unsigned char c : name)
+        if (c <= 0x20 || c == 0x7f || c == ':') return fail(f + ".username", "no spaces, colons or control characters");
+      if (!seen.insert(name).second) return fail(f + ".username", "duplicate user '" + name + "'");
+      if (!u.contains("hash") || !u["hash"].is_string()) return fail(f + ".hash", "required, a password hash");
+      std::string h = u["hash"].get<std::string>();
+      static const char* schemes[] = {"$y$", "$gy$", "$7$", "$2b$", "$2y$", "$6$", "$5$"};
+      bool ok = false;
+      for (auto* sch : schemes) ok = ok || h.rfind(sch, 0) == 0;
+      if (!ok || h.size() > 256) return fail(f + ".hash", "not a yescrypt ($y$) or bcrypt ($2b$) hash");
+      o["users"].push_back({{"username", name}, {"hash", h}});
+    }
+  }
+  *out = o;
+  return true;
+}
+
+bool hash_password(const std::string& password, std::string* out, std::string* error) {
+  if (password.empty() || password.size() > 1024) {
+    *error = "password: 1 to 1024 characters";
+    return false;
+  }
+  char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+  if (!crypt_gensalt_rn("$y$", 0, nullptr, 0, setting, sizeof setting)) {
+    *error = "password: cannot make a salt";
+    return false;
+  }
+  crypt_data cd{};
+  const char* h = crypt_r(password.c_str(), setting, &cd);
+  if (!h || h[0] == '*') {
+    *error = "password: hashing failed";
+    return false;
+  }
+  *out = h;
+  return true;
+}
+
+bool verify_password(const std::string& password, const std::string& hash) {
+  crypt_data cd{};
+  const char* h = crypt_r(password.c_str(), hash.c_str(), &cd);
+  return h && h[0] != '*' && std::strlen(h) == hash.size() && CRYPTO_memcmp(h, hash.data(), hash.size()) == 0;
+}
+
+// ---- generic resources ----
+
+Result Admin::list(const std::string& kind) {
+  Result r;
+  r.body = json::array();
+  std::string err;
+  std::string prefix = kind + ":";
+  bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
+    return t.scan(prefix, [&](std::string_view, std::string_view v) {
+      r.body.push_back(json::parse(v, nullptr, false));
+      return true;
+    }, e);
+  }, &err);
+  if (!ok) return Result::error(500, "", err);
+  return r;
+}
+
+Result Admin::get(const std::string& kind, const std::string& name) {
+  std::string v, err;
+  bool found;
+  if (!st_.get(kind + ":" + name, &v, &found, &err)) return Result::error(500, "", err);
+  if (!found) return Result::error(404, "", "no " + kind + " named '" + name + "'");
+  Result r;
+  r.body = json::parse(v, nullptr, false);
+  r.version = r.body.value("version", uint64_t(0));
+  return r;
+}
+
+Result Admin::create(const std::string& kind, const json& body, const std::string& who) {
+  if (!valid_kind(kind)) return Result::error(404, "", "unknown resource");
+  json v;
+  std::string err;
+  if (!validate(kind, body, &v, &err)) return invalid(err);
+  std::string name = v["name"].get<std::string>();
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load(kind + ":" + name, &old, &found)) return false;
+    if (found)
+      return tx.fail(Result::error(409, "name", kind + " '" + name + "' already exists", {{"conflict", name}}));
+    v["version"] = 1;
+    if (kind == "route" && !tx.reindex(name, nullptr, &v)) return false;
+    if (!tx.w.put(kind + ":" + name, v.dump(), tx.err)) return false;
+    if (!tx.audit(who, kind + ".create", kind + "/" + name, nullptr, v)) return false;
+    tx.res.status = 201;
+    tx.res.body = v;
+    tx.res.version = 1;
+    return true;
+  });
+}
+
+Result Admin::put(const std::string& kind, const std::string& name, const json& body, uint64_t if_match,
+                  const std::string& who) {
+  if (!valid_kind(kind)) return Result::error(404, "", "unknown resource");
+  json b = body;
+  if (!b.is_object()) return Result::error(422, kind, "expected a JSON object");
+  if (!b.contains("name")) b["name"] = name;
+  if (b["name"] != name) return Result::error(422, "name", "does not match the name in the URL ('" + name + "')");
+  b.erase("version");
+  json v;
+  std::string err;
+  if (!validate(kind, b, &v, &err)) return invalid(err);
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load(kind + ":" + name, &old, &found)) return false;
+    uint64_t have = found ? old.value("version", uint64_t(0)) : 0;
+    if (if_match && have != if_match)
+      return tx.fail(Result::error(412, "If-Match",
+                                   found ? "stale: the current version is " + std::to_string(have)
+                                         : "no " + kind + " named '" + name + "'",
+                                   {{"current_version", have}}));
+    v["version"] = have + 1;
+    if (kind == "route" && !tx.reindex(name, found ? &old : nullptr, &v)) return false;
+    if (!tx.w.put(kind + ":" + name, v.dump(), tx.err)) return false;
+    if (!tx.audit(who, kind + (found ? ".update" : ".create"), kind + "/" + name, found ? old : json(nullptr), v))
+      return false;
+    tx.res.status = found ? 200 : 201;
+    tx.res.body = v;
+    tx.res.version = have + 1;
+    return true;
+  });
+}
+
+Result Admin::patch(const std::string& kind, const std::string& name, const json& merge, uint64_t if_match,
+                    const std::string& who) {
+  if (!valid_kind(kind)) return Result::error(404, "", "unknown resource");
+  if (!merge.is_object()) return Result::error(422, kind, "a merge patch is a JSON object");
+  if (merge.contains("name") && merge["name"] != name) return Result::error(422, "name", "cannot be changed");
+  // Read-modify-write inside one transaction: concurrent patches cannot lose each other's fields.
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load(kind + ":" + name, &old, &found)) return false;
+    if (!found) return tx.fail(Result::error(404, "", "no " + kind + " named '" + name + "'"));
+    uint64_t have = old.value("version", uint64_t(0));
+    if (if_match && have != if_match)
+      return tx.fail(Result::error(412, "If-Match", "stale: the current version is " + std::to_string(have),
+                                   {{"current_version", have}}));
+    json b = old;
+    b.merge_patch(merge);
+    b.erase("version");
+    json v;
+    std::string err;
+    if (!validate(kind, b, &v, &err)) return tx.fail(invalid(err));
+    v["version"] = have + 1;
+    if (kind == "route" && !tx.reindex(name, &old, &v)) return false;
+    if (!tx.w.put(kind + ":" + name, v.dump(), tx.err)) return false;
+    if (!tx.audit(who, kind + ".update", kind + "/" + name, old, v)) return false;
+    tx.res.body = v;
+    tx.res.version = have + 1;
+    return true;
+  });
+}
+
+Result Admin::remove(const std::string& kind, const std::string& name, uint64_t if_match, const std::string& who) {
+  if (!valid_kind(kind)) return Result::error(404, "", "unknown resource");
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load(kind + ":" + name, &old, &found)) return false;
+    if (!found) return tx.fail(Result::error(404, "", "no " + kind + " named '" + name + "'"));
+    uint64_t have = old.value("version", uint64_t(0));
+    if (if_match && have != if_match)
+      return tx.fail(Result::error(412, "If-Match", "stale: the current version is " + std::to_string(have),
+                                   {{"current_version", have}}));
+    if (kind == "acl") {
+      // An access list in use by a route cannot go.
+      std::string user;
+      bool used = false;
+      if (!tx.w.scan("route:", [&](std::string_view, std::string_view v) {
+            json r = json::parse(v, nullptr, false);
+            for (const auto& f : r.value("filters", json::array()))
+              if (f.value("name", "") == "acl" && f.contains("config") && f["config"].value("list", "") == name) {
+                user = r.value("name", "");
+                used = true;
+                return false;
+              }
+            return true;
+          }, tx.err))
+        return false;
+      if (used)
+        return tx.fail(Result::error(409, "", "acl '" + name + "' is used by route '" + user + "'", {{"conflict", user}}));
+    }
+    if (kind == "route" && !tx.reindex(name, &old, nullptr)) return false;
+    if (!tx.w.del(kind + ":" + name, tx.err)) return false;
+    if (!tx.audit(who, kind + ".delete", kind + "/" + name, old, nullptr)) return false;
+    tx.res.status = 204;
+    tx.res.body = nullptr;
+    return true;
+  });
+}
+
+Result Admin::add_user(const std::string& acl, const json& body, const std::string& who) {
+  if (!body.is_object() || !body.contains("username") || !body["username"].is_string())
+    return Result::error(422, "username", "required, a string");
+  if (!body.contains("password") || !body["password"].is_string())
+    return Result::error(422, "password", "required, a string");
+  std::string hash, err;
+  if (!hash_password(body["password"].get<std::string>(), &hash, &err)) return invalid(err);
+  std::string user = body["username"].get<std::string>();
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load("acl:" + acl, &old, &found)) return false;
+    if (!found) return tx.fail(Result::error(404, "", "no acl named '" + acl + "'"));
+    json b = old;
+    b.erase("version");
+    json users = json::array();
+    for (const auto& u : b["users"])
+      if (u["username"] != user) users.push_back(u);
+    users.push_back({{"username", user}, {"hash", hash}});
+    b["users"] = users;
+    json v;
+    std::string e;
+    if (!parse_acl_json(b, &v, &e)) return tx.fail(invalid(e));
+    uint64_t have = old.value("version", uint64_t(0));
+    v["version"] = have + 1;
+    if (!tx.w.put("acl:" + acl, v.dump(), tx.err)) return false;
+    // The audit record names the user, never the hash.
+    if (!tx.audit(who, "acl.user.add", "acl/" + acl, nullptr, {{"username", user}})) return false;
+    tx.res.body = v;
+    tx.res.version = have + 1;
+    return true;
+  });
+}
+
+Result Admin::remove_user(const std::string& acl, const std::string& user, const std::string& who) {
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load("acl:" + acl, &old, &found)) return false;
+    if (!found) return tx.fail(Result::error(404, "", "no acl named '" + acl + "'"));
+    json users = json::array();
+    bool had = false;
+    for (const auto& u : old["users"]) {
+      if (u["username"] == user) had = true;
+      else users.push_back(u);
+    }
+    if (!had) return tx.fail(Result::error(404, "", "acl '" + acl + "' has no user '" + user + "'"));
+    json v = old;
+    v["users"] = users;
+    uint64_t have = old.value("version", uint64_t(0));
+    v["version"] = have + 1;
+    if (!tx.w.put("acl:" + acl, v.dump(), tx.err)) return false;
+    if (!tx.audit(who, "acl.user.remove", "acl/" + acl, {{"username", user}}, nullptr)) return false;
+    tx.res.body = v;
+    tx.res.version = have + 1;
+    return true;
+  });
+}
+
+// ---- export / import ----
+
+Result Admin::export_config() {
+  Result r;
+  json doc = {{"schema", store::kSchemaVersion}, {"routes", json::array()}, {"acls", json::array()}};
+  std::string err;
+  bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
+    std::string g;
+    bool found;
+    if (!t.get(store::kKeyGeneration, &g, &found, e)) return false;
+    uint64_t gen = 0;
+    if (found && g.size() == 8)
+      for (int i = 7; i >= 0; i--) gen = (gen << 8) | static_cast<uint8_t>(g[i]);
+    doc["generation"] = gen;
+    for (const char* kind : {"route", "acl"}) {
+      std::string key = std::string(kind) + "s";
+      if (!t.scan(std::string(kind) + ":", [&](std::string_view, std::string_view v) {
+            doc[key].push_back(json::parse(v, nullptr, false));
+            return true;
+          }, e))
+        return false;
+    }
+    return true;
+  }, &err);
+  if (!ok) return Result::error(500, "", err);
+  r.body = doc;
+  return r;
+}
+
+Result Admin::import_config(const json& doc, bool replace, bool dry_run, const std::string& who) {
+  if (!doc.is_object()) return Result::error(422, "config", "expected a JSON object");
+  for (auto it = doc.begin(); it != doc.end(); ++it)
+    if (it.key() != "routes" && it.key() != "acls" && it.key() != "schema" && it.key() != "generation")
+      return Result::error(422, it.key(), "unknown field");
+  if (doc.contains("schema") && doc["schema"] != store::kSchemaVersion)
+    return Result::error(422, "schema", "this pxadmind reads schema " + std::to_string(store::kSchemaVersion));
+  // Validate everything before touching the store.
+  std::map<std::string, json> incoming[2];  // routes, acls
+  const char* kinds[2] = {"route", "acl"};
+  for (int k = 0; k < 2; k++) {
+    std::string field = std::string(kinds[k]) + "s";
+    if (!doc.contains(field)) continue;
+    if (!doc[field].is_array()) return Result::error(422, field, "expected an array");
+    for (size_t i = 0; i < doc[field].size(); i++) {
+      json b = doc[field][i];
+      if (b.is_object()) b.erase("version");
+      json v;
+      std::string err;
+      if (!validate(kinds[k], b, &v, &err)) {
+        Result r = invalid(err);
+        std::string inner = r.body["error"].value("field", "");
+        r.body["error"]["field"] = field + "[" + std::to_string(i) + "]" + (inner.empty() ? "" : "." + inner);
+        return r;
+      }
+      std::string name = v["name"].get<std::string>();
+      if (incoming[k].count(name))
+        return Result::error(422, field + "[" + std::to_string(i) + "].name", "duplicate name '" + name + "'");
+      incoming[k][name] = v;
+    }
+  }
+  // Host + path conflicts inside the document.
+  std::map<std::string, std::string> claims;
+  for (const auto& [name, r] : incoming[0])
+    for (const auto& [key, f] : hp_keys(r)) {
+      auto [it, fresh] = claims.emplace(key, name);
+      if (!fresh)
+        return Result::error(409, "routes", "route " + name + " and route " + it->second + " both claim " + key.substr(9),
+                             {{"conflict", it->second}});
+    }
+  return in_txn(st_, [&](Tx& tx) {
+    json diff = {{"added", json::array()}, {"changed", json::array()}, {"removed", json::array()}, {"unchanged", 0}};
+    std::map<std::string, json> existing[2];
+    for (int k = 0; k < 2; k++)
+      if (!tx.w.scan(std::string(kinds[k]) + ":", [&](std::string_view key, std::string_view v) {
+            existing[k][std::string(key.substr(std::strlen(kinds[k]) + 1))] = json::parse(v, nullptr, false);
+            return true;
+          }, tx.err))
+        return false;
+    // The resulting routes must not conflict with routes the import keeps (merge mode).
+    if (!replace)
+      for (const auto& [name, r] : existing[0]) {
+        if (incoming[0].count(name)) continue;
+        for (const auto& [key, f] : hp_keys(r)) {
+          auto it = claims.find(key);
+          if (it != claims.end())
+            return tx.fail(Result::error(409, "routes", "route " + it->second + " claims " + key.substr(9) +
+                                                            ", already served by route " + name,
+                                         {{"conflict", name}}));
+        }
+      }
+    size_t writes = 0;
+    for (int k = 0; k < 2; k++) {
+      std::string prefix = std::string(kinds[k]) + ":";
+      for (auto& [name, v] : incoming[k]) {
+        auto it = existing[k].find(name);
+        json cur = it == existing[k].end() ? json(nullptr) : it->second;
+        uint64_t have = cur.is_null() ? 0 : cur.value("version", uint64_t(0));
+        json cmp = cur;
+        if (!cmp.is_null()) cmp.erase("version");
+        if (cmp == v) {
+          diff["unchanged"] = diff["unchanged"].get<int>() + 1;
+          continue;
+        }
+        diff[cur.is_null() ? "added" : "changed"].push_back(std::string(kinds[k]) + "/" + name);
+        if (dry_run) continue;
+        v["version"] = have + 1;
+        if (k == 0 && !cur.is_null())
+          for (const auto& [key, f] : hp_keys(cur))
+            if (!tx.w.del(key, tx.err)) return false;
+        if (!tx.w.put(prefix + name, v.dump(), tx.err)) return false;
+        writes++;
+      }
+      if (replace)
+        for (auto& [name, cur] : existing[k]) {
+          if (incoming[k].count(name)) continue;
+          diff["removed"].push_back(std::string(kinds[k]) + "/" + name);
+          if (dry_run) continue;
+          if (k == 0)
+            for (const auto& [key, f] : hp_keys(cur))
+              if (!tx.w.del(key, tx.err)) return false;
+          if (!tx.w.del(prefix + name, tx.err)) return false;
+          writes++;
+        }
+    }
+    if (dry_run) {
+      tx.res.body = {{"dry_run", true}, {"mode", replace ? "replace" : "merge"}, {"diff", diff}};
+      return tx.fail(tx.res);  // abort: a dry run changes nothing
+    }
+    // Index claims of every imported route (after all removals, so swaps between routes work).
+    for (const auto& [name, v] : incoming[0])
+      for (const auto& [key, f] : hp_keys(v)) {
+        std::string other;
+        bool found;
+        if (!tx.w.get(key, &other, &found, tx.err)) return false;
+        if (found && other != name && !incoming[0].count(other) && !replace)
+          return tx.fail(Result::error(409, "routes", "route " + name + " claims " + key.substr(9) +
+                                                          ", already served by route " + other,
+                                       {{"conflict", other}}));
+        if (!tx.w.put(key, name, tx.err)) return false;
+      }
+    json summary = {{"mode", replace ? "replace" : "merge"}, {"added", diff["added"].size()},
+                    {"changed", diff["changed"].size()}, {"removed", diff["removed"].size()}};
+    if (!tx.audit(who, "config.import", "config", nullptr, summary)) return false;
+    tx.res.body = {{"dry_run", false}, {"mode", replace ? "replace" : "merge"}, {"diff", diff}};
+    (void)writes;
+    return true;
+  });
+}
+
+// ---- audit ----
+
+Result Admin::audit(const AuditQuery& q) {
+  std::deque<json> out;
+  std::string err;
+  char start[40];
+  std::snprintf(start, sizeof start, "audit:%020llu", static_cast<unsigned long long>(q.since + 1));
+  bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
+    return t.scan("audit:", [&](std::string_view, std::string_view v) {
+      json rec = json::parse(v, nullptr, false);
+      if (!q.action.empty() && rec.value("action", "") != q.action) return true;
+      if (!q.credential.empty() && rec.value("credential", "") != q.credential) return true;
+      if (!q.resource.empty()) {
+        std::string res = rec.value("resource", "");
+        bool prefix = q.resource.back() == '/';
+        if (prefix ? res.rfind(q.resource, 0) != 0 : res != q.resource) return true;
+      }
+      out.push_back(std::move(rec));
+      if (out.size() > q.limit) out.pop_front();
+      return true;
+    }, e, start);
+  }, &err);
+  if (!ok) return Result::error(500, "", err);
+  Result r;
+  r.body = json::array();
+  for (auto& rec : out) r.body.push_back(std::move(rec));
+  return r;
+}
+
+// ---- tokens ----
+
+Result Admin::create_token(const json& body, const std::string& who) {
+  if (!body.is_object() || !body.contains("name") || !body["name"].is_string() ||
+      !route::valid_route_name(body["name"].get<std::string>()))
+    return Result::error(422, "name", "required: 1 to 64 characters of letters, digits, '.', '_', '-'");
+  std::string name = body["name"].get<std::string>();
+  uint8_t raw[24];
+  if (RAND_bytes(raw, sizeof raw) != 1) return Result::error(500, "", "no randomness for a token");
+  std::string secret = "pxt_" + to_hex(raw, sizeof raw);
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load("token:" + name, &old, &found)) return false;
+    if (found) return tx.fail(Result::error(409, "name", "token '" + name + "' already exists", {{"conflict", name}}));
+    json rec = {{"name", name}, {"sha256", sha256_hex(secret)}, {"created", now_rfc3339()}, {"created_by", who}};
+    if (!tx.w.put("token:" + name, rec.dump(), tx.err)) return false;
+    if (!tx.audit(who, "token.create", "token/" + name, nullptr, {{"name", name}})) return false;
+    tx.res.status = 201;
+    tx.res.body = {{"name", name}, {"token", secret}, {"created", rec["created"]}};
+    return true;
+  });
+}
+
+Result Admin::list_tokens() {
+  Result r = list("token");
+  for (auto& t : r.body) t.erase("sha256");
+  return r;
+}
+
+Result Admin::remove_token(const std::string& name, const std::string& who) {
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load("token:" + name, &old, &found)) return false;
+    if (!found) return tx.fail(Result::error(404, "", "no token named '" + name + "'"));
+    if (!tx.w.del("token:" + name, tx.err)) return false;
+    if (!tx.audit(who, "token.delete", "token/" + name, {{"name", name}}, nullptr)) return false;
+    tx.res.status = 204;
+    tx.res.body = nullptr;
+    return true;
+  });
+}
+
+std::string Admin::verify_token(const std::string& secret) {
+  if (secret.rfind("pxt_", 0) != 0) return "";
+  std::string want = sha256_hex(secret), name, err;
+  st_.read([&](store::Store::Txn& t, std::string* e) {
+    return t.scan("token:", [&](std::string_view, std::string_view v) {
+      json rec = json::parse(v, nullptr, false);
+      std::string h = rec.value("sha256", "");
+      if (h.size() == want.size() && CRYPTO_memcmp(h.data(), want.data(), h.size()) == 0) {
+        name = rec.value("name", "");
+        return false;
+      }
+      return true;
+    }, e);
+  }, &err);
+  return name;
+}
+
+// ---- status ----
+
+Result Admin::status(const std::vector<std::string>& files) {
+  uint64_t gen = 0;
+  std::string err;
+  if (!st_.generation(&gen, &err)) return Result::error(500, "", err);
+  json pxd = json::array();
+  for (const auto& f : files) {
+    json s = {{"status_file", f}, {"running", false}};
+    std::ifstream in(f);
+    if (in) {
+      std::stringstream ss;
+      ss << in.rdbuf();
+      json j = json::parse(ss.str(), nullptr, false);
+      if (j.is_object()) {
+        for (auto it = j.begin(); it != j.end(); ++it) s[it.key()] = it.value();
+        long pid = j.value("pid", 0L);
+        s["running"] = pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
+        s["in_sync"] = s["running"].get<bool>() && j.value("generation", uint64_t(0)) == gen;
+      }
+    }
+    pxd.push_back(s);
+  }
+  Result r;
+  r.body = {{"generation", gen}, {"schema", store::kSchemaVersion}, {"data_dir", st_.dir()}, {"pxd", pxd}};
+  return r;
+}
+
+}  // namespace px::admin

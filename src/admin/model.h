@@ -1,0 +1,82 @@
+// px::admin — the resources pxadmind serves, over the store. Start here.
+//
+// Every change is one store write transaction (so the generation bumps once
+// and pxd sees all of it or none), is validated before anything is written,
+// carries a version checked against If-Match, and leaves an audit record in
+// the same transaction.
+//
+// Keys this layer adds to the store (see store/store.h for the rest):
+//   acl:<name>                 JSON access list (CIDR rules, users with password hashes)
+//   token:<name>               JSON {name, sha256, created, created_by}: API tokens, stored only as hashes
+//   audit:<20-digit seq>       JSON {seq, time, credential, action, resource, before, after}
+//   meta:audit_seq             ASCII decimal, the last audit seq
+//   index:hp:<host> <path>     route name: which route serves a host + path prefix (conflict checks)
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+
+namespace px::admin {
+
+using json = nlohmann::json;
+
+// What an operation answers: an HTTP status, a JSON body, and the resource version for ETag.
+struct Result {
+  int status = 200;
+  json body;
+  uint64_t version = 0;
+  static Result error(int status, const std::string& field, const std::string& message, json extra = nullptr);
+};
+
+struct AuditQuery {
+  std::string resource;    // "route/shop", or a prefix like "route/"
+  std::string action;      // "route.update"
+  std::string credential;  // "uid:1000", "token:ci"
+  uint64_t since = 0;      // seq greater than this
+  size_t limit = 100;
+};
+
+class Admin {
+ public:
+  explicit Admin(store::Store& st) : st_(st) {}
+
+  // kind: "route" or "acl". if_match: 0 = no precondition.
+  Result list(const std::string& kind);
+  Result get(const std::string& kind, const std::string& name);
+  Result create(const std::string& kind, const json& body, const std::string& who);
+  Result put(const std::string& kind, const std::string& name, const json& body, uint64_t if_match,
+             const std::string& who);
+  Result patch(const std::string& kind, const std::string& name, const json& merge, uint64_t if_match,
+               const std::string& who);
+  Result remove(const std::string& kind, const std::string& name, uint64_t if_match, const std::string& who);
+
+  Result add_user(const std::string& acl, const json& body, const std::string& who);
+  Result remove_user(const std::string& acl, const std::string& user, const std::string& who);
+
+  Result export_config();
+  Result import_config(const json& doc, bool replace, bool dry_run, const std::string& who);
+
+  Result audit(const AuditQuery& q);
+
+  Result create_token(const json& body, const std::string& who);  // the secret is in the answer, once
+  Result list_tokens();
+  Result remove_token(const std::string& name, const std::string& who);
+  // Returns the token's name, or "" when no stored token matches.
+  std::string verify_token(const std::string& secret);
+
+  Result status(const std::vector<std::string>& pxd_status_files);
+
+ private:
+  store::Store& st_;
+};
+
+// Validates and normalises an access list; errors are "field: problem".
+bool parse_acl_json(const json& j, json* out, std::string* error);
+// yescrypt hash of a password (libxcrypt).
+bool hash_password(const std::string& password, std::string* out, std::string* error);
+bool verify_password(const std::string& password, const std::string& hash);
+
+}  // namespace px::admin

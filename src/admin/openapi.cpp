@@ -1,0 +1,139 @@
+// The OpenAPI 3.0 description of pxadmind's API, served at /v1/openapi.json.
+// tests/unit/test_admin.cpp checks that it lists exactly the operations of api.cpp.
+#include "admin/api.h"
+
+namespace px::admin {
+
+const char* openapi_document() {
+  return R"JSON({
+  "openapi": "3.0.3",
+  "info": {"title": "pxadmind", "version": "1",
+           "description": "The px control plane. Every change is validated, atomic (one store transaction), versioned (ETag / If-Match) and audited. Errors are {\"error\": {\"status\", \"message\", \"field\"}}."},
+  "servers": [{"url": "http://localhost"}],
+  "components": {
+    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+      "description": "Required on TCP listeners; the unix socket authenticates by peer uid."}},
+    "parameters": {
+      "name": {"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}},
+      "username": {"name": "username", "in": "path", "required": true, "schema": {"type": "string"}},
+      "ifMatch": {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"},
+                  "description": "The version (ETag) the change is based on; 412 when stale."}
+    },
+    "schemas": {
+      "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+        "status": {"type": "integer"}, "message": {"type": "string"}, "field": {"type": "string"},
+        "conflict": {"type": "string"}, "current_version": {"type": "integer"}}}}},
+      "Upstream": {"oneOf": [{"type": "string", "example": "http://10.0.0.5:8080"},
+        {"type": "object", "properties": {"url": {"type": "string"}, "weight": {"type": "integer", "minimum": 1, "maximum": 1000}}}]},
+      "Route": {"type": "object", "required": ["name", "hosts", "upstreams"], "properties": {
+        "name": {"type": "string"}, "hosts": {"type": "array", "items": {"type": "string"}},
+        "path": {"type": "string", "default": "/"}, "strip_path": {"type": "boolean"},
+        "upstreams": {"type": "array", "items": {"$ref": "#/components/schemas/Upstream"}},
+        "lb": {"type": "string", "enum": ["round_robin", "least_conn", "ip_hash"]},
+        "enabled": {"type": "boolean"}, "connect_timeout_ms": {"type": "integer"}, "read_timeout_ms": {"type": "integer"},
+        "max_body_size": {"type": "integer"},
+        "health_check": {"type": "object", "properties": {"path": {"type": "string"}, "interval_ms": {"type": "integer"},
+          "timeout_ms": {"type": "integer"}, "healthy": {"type": "integer"}, "unhealthy": {"type": "integer"}}},
+        "filters": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "config": {"type": "object"}}}},
+        "version": {"type": "integer", "readOnly": true}}},
+      "Acl": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string"},
+        "rules": {"type": "array", "items": {"type": "object", "properties": {
+          "action": {"type": "string", "enum": ["allow", "deny"]}, "cidr": {"type": "string"}}}},
+        "default": {"type": "string", "enum": ["allow", "deny"]},
+        "users": {"type": "array", "items": {"type": "object", "properties": {"username": {"type": "string"},
+          "hash": {"type": "string", "description": "yescrypt ($y$) or bcrypt ($2b$)"}}}},
+        "satisfy": {"type": "string", "enum": ["any", "all"]}, "realm": {"type": "string"},
+        "pass_authorization": {"type": "boolean"}, "version": {"type": "integer", "readOnly": true}}},
+      "Config": {"type": "object", "properties": {"schema": {"type": "integer"}, "generation": {"type": "integer"},
+        "routes": {"type": "array", "items": {"$ref": "#/components/schemas/Route"}},
+        "acls": {"type": "array", "items": {"$ref": "#/components/schemas/Acl"}}}}
+    },
+    "responses": {
+      "Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    }
+  },
+  "security": [{"bearer": []}],
+  "paths": {
+    "/v1/routes": {
+      "get": {"operationId": "listRoutes", "responses": {"200": {"description": "every route"}}},
+      "post": {"operationId": "createRoute", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Route"}}}},
+               "responses": {"201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/routes/{name}": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "get": {"operationId": "getRoute", "responses": {"200": {"description": "the route; ETag is its version"}, "404": {"$ref": "#/components/responses/Error"}}},
+      "put": {"operationId": "putRoute", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+              "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Route"}}}},
+              "responses": {"200": {"description": "replaced"}, "201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "patch": {"operationId": "patchRoute", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+                "requestBody": {"content": {"application/merge-patch+json": {"schema": {"type": "object"}}}},
+                "responses": {"200": {"description": "changed"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "delete": {"operationId": "deleteRoute", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+                 "responses": {"204": {"description": "removed"}, "404": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/acls": {
+      "get": {"operationId": "listAcls", "responses": {"200": {"description": "every access list"}}},
+      "post": {"operationId": "createAcl", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Acl"}}}},
+               "responses": {"201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/acls/{name}": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "get": {"operationId": "getAcl", "responses": {"200": {"description": "the access list"}, "404": {"$ref": "#/components/responses/Error"}}},
+      "put": {"operationId": "putAcl", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+              "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Acl"}}}},
+              "responses": {"200": {"description": "replaced"}, "201": {"description": "created"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "patch": {"operationId": "patchAcl", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+                "requestBody": {"content": {"application/merge-patch+json": {"schema": {"type": "object"}}}},
+                "responses": {"200": {"description": "changed"}, "404": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "delete": {"operationId": "deleteAcl", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+                 "responses": {"204": {"description": "removed"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/acls/{name}/users": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "post": {"operationId": "addAclUser", "requestBody": {"content": {"application/json": {"schema": {"type": "object",
+                 "properties": {"username": {"type": "string"}, "password": {"type": "string", "description": "hashed with yescrypt; never stored"}}}}}},
+               "responses": {"200": {"description": "the access list"}, "404": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/acls/{name}/users/{username}": {
+      "parameters": [{"$ref": "#/components/parameters/name"}, {"$ref": "#/components/parameters/username"}],
+      "delete": {"operationId": "removeAclUser", "responses": {"200": {"description": "the access list"}, "404": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/config": {
+      "get": {"operationId": "exportConfig", "responses": {"200": {"description": "the whole configuration",
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Config"}}}}}},
+      "post": {"operationId": "importConfig",
+               "parameters": [{"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["merge", "replace"]}},
+                              {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}}],
+               "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Config"}}}},
+               "responses": {"200": {"description": "the diff (applied unless dry_run)"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/audit": {
+      "get": {"operationId": "audit",
+              "parameters": [{"name": "resource", "in": "query", "schema": {"type": "string"}, "description": "route/shop, or a prefix ending in /"},
+                             {"name": "action", "in": "query", "schema": {"type": "string"}},
+                             {"name": "credential", "in": "query", "schema": {"type": "string"}},
+                             {"name": "since", "in": "query", "schema": {"type": "integer"}},
+                             {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100}}],
+              "responses": {"200": {"description": "audit records, oldest first"}}}
+    },
+    "/v1/status": {
+      "get": {"operationId": "status", "responses": {"200": {"description": "store generation and what each pxd applied"}}}
+    },
+    "/v1/tokens": {
+      "get": {"operationId": "listTokens", "responses": {"200": {"description": "token names (never secrets)"}}},
+      "post": {"operationId": "createToken", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}},
+               "responses": {"201": {"description": "the token, shown once"}, "409": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/tokens/{name}": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "delete": {"operationId": "deleteToken", "responses": {"204": {"description": "revoked"}, "404": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/openapi.json": {
+      "get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "this document"}}}
+    }
+  }
+})JSON";
+}
+
+}  // namespace px::admin

@@ -1,0 +1,43 @@
+// pxadmind — the px admin daemon, the only writer of the store. See pxadmind(8).
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "admin/server.h"
+#include "core/log.h"
+
+int main(int argc, char** argv) {
+  px::admin::ServerOptions opt;
+  std::string mode = "0660", level = "info";
+  std::vector<std::string> status_files;
+  CLI::App app{"pxadmind: the px admin daemon, the only writer of the px store"};
+  app.add_option("-d,--data-dir", opt.data_dir, "store directory (created if missing)")->capture_default_str();
+  app.add_option("-s,--socket", opt.socket_path, "unix socket for the API")->capture_default_str();
+  app.add_option("--socket-mode", mode, "permissions of the unix socket (octal)")->capture_default_str();
+  app.add_option("-l,--listen", opt.tcp_listen, "also serve the API on this TCP ADDRESS:PORT (bearer tokens required)");
+  app.add_option("--pxd-status", status_files, "pxd status_file(s) to report in /v1/status (default /run/px/pxd.status)");
+  app.add_option("--log-level", level, "error, warn, info or debug")->capture_default_str();
+  app.set_version_flag("-V,--version", std::string("pxadmind ") + PX_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  px::log::Level l;
+  if (!px::log::parse_level(level.c_str(), &l)) {
+    std::fprintf(stderr, "pxadmind: --log-level: expected error, warn, info or debug, got '%s'\n", level.c_str());
+    return 2;
+  }
+  px::log::set_level(l);
+  char* end = nullptr;
+  long m = std::strtol(mode.c_str(), &end, 8);
+  if (!end || *end || m < 0 || m > 0777) {
+    std::fprintf(stderr, "pxadmind: --socket-mode: '%s' is not an octal mode such as 0660\n", mode.c_str());
+    return 2;
+  }
+  opt.socket_mode = static_cast<int>(m);
+  if (!status_files.empty()) opt.pxd_status_files = status_files;
+  signal(SIGPIPE, SIG_IGN);
+  return px::admin::run_server(opt);
+}

@@ -1,0 +1,602 @@
+// pxctl — the px command line. See pxctl(1).
+//
+// Exit codes: 0 done, 1 pxadmind failed (5xx) or unexpected answer, 2 usage,
+// 3 not found, 4 refused (invalid, conflict, stale version), 5 cannot reach
+// pxadmind, 6 not authorised.
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "http/parser.h"
+
+using json = nlohmann::json;
+
+namespace {
+
+struct Global {
+  std::string socket = "/run/px/admin.sock";
+  std::string url;
+  std::string token;
+  bool as_json = false;
+} g;
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string etag;
+};
+
+[[noreturn]] void die(int code, const std::string& msg) {
+  std::fprintf(stderr, "pxctl: %s\n", msg.c_str());
+  std::exit(code);
+}
+
+struct Collect final : px::http::Sink {
+  px::http::Head head;
+  std::string body;
+  bool done = false;
+  int on_head(px::http::Head&) override { return 0; }
+  int on_body(const char* d, size_t n) override {
+    body.append(d, n);
+    return 0;
+  }
+  int on_complete() override {
+    done = true;
+    return HPE_PAUSED;
+  }
+};
+
+int connect_admin(std::string* where) {
+  if (!g.url.empty()) {
+    std::string u = g.url;
+    if (u.rfind("http://", 0) != 0) die(2, "--url: expected http://HOST:PORT, got '" + u + "'");
+    u = u.substr(7);
+    if (!u.empty() && u.back() == '/') u.pop_back();
+    std::string host = u, port = "80";
+    size_t colon = u.rfind(':'), bracket = u.find(']');
+    if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
+      host = u.substr(0, colon);
+      port = u.substr(colon + 1);
+    }
+    if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
+    *where = g.url;
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0) die(5, "cannot resolve " + host + ": " + gai_strerror(rc));
+    int fd = -1;
+    int err = 0;
+    for (addrinfo* a = res; a; a = a->ai_next) {
+      fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
+      err = errno;
+      if (fd >= 0) close(fd);
+      fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) die(5, "cannot reach pxadmind at " + g.url + ": " + std::strerror(err));
+    return fd;
+  }
+  *where = g.socket;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (g.socket.size() >= sizeof sa.sun_path) die(2, "--socket: path too long");
+  std::strcpy(sa.sun_path, g.socket.c_str());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    int e = errno;
+    if (e == ENOENT || e == ECONNREFUSED)
+      die(5, "pxadmind is not running at " + g.socket + " (" + std::strerror(e) +
+                 "): start it with 'systemctl start pxadmind' or 'pxadmind --socket " + g.socket + "'");
+    if (e == EACCES)
+      die(5, "cannot connect to " + g.socket + ": permission denied (run as a member of the socket's group, or root)");
+    die(5, "cannot connect to " + g.socket + ": " + std::strerror(e));
+  }
+  return fd;
+}
+
+Reply call(const std::string& method, const std::string& path, const json* body = nullptr,
+           const std::string& if_match = "") {
+  std::string where;
+  int fd = connect_admin(&where);
+  std::string payload = body ? body->dump() : "";
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: pxadmind\r\nUser-Agent: pxctl\r\nConnection: close\r\n";
+  if (!g.token.empty()) req += "Authorization: Bearer " + g.token + "\r\n";
+  if (!if_match.empty()) req += "If-Match: \"" + if_match + "\"\r\n";
+  if (body) req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(payload.size()) + "\r\n";
+  req += "\r\n" + payload;
+  size_t off = 0;
+  while (off < req.size()) {
+    ssize_t n = write(fd, req.data() + off, req.size() - off);
+    if (n <= 0) die(5, "lost the connection to pxadmind at " + where);
+    off += static_cast<size_t>(n);
+  }
+  Collect sink;
+  px::http::Limits limits;
+  limits.max_head = 64 * 1024;
+  px::http::Parser p;
+  p.init(HTTP_RESPONSE, &sink, &limits);
+  p.attach(&sink.head);
+  char buf[65536];
+  while (!sink.done) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0) die(5, "lost the connection to pxadmind at " + where);
+    if (n == 0) {
+      p.finish();
+      break;
+    }
+    llhttp_errno_t e = p.execute(buf, static_cast<size_t>(n));
+    if (e != HPE_OK && e != HPE_PAUSED) die(1, "bad answer from pxadmind: " + std::string(p.error_reason()));
+  }
+  close(fd);
+  if (!sink.done) die(1, "pxadmind closed the connection without a whole answer");
+  Reply r;
+  r.status = sink.head.status;
+  std::string_view et = sink.head.get("etag");
+  if (et.size() >= 2 && et.front() == '"') et = et.substr(1, et.size() - 2);
+  r.etag = std::string(et);
+  if (!sink.body.empty()) r.body = json::parse(sink.body, nullptr, false);
+  return r;
+}
+
+// Exits with the right code when the reply is an error.
+Reply check(Reply r) {
+  if (r.status < 400) return r;
+  std::string msg;
+  if (r.body.is_object() && r.body.contains("error")) {
+    const json& e = r.body["error"];
+    if (e.contains("field")) msg = e["field"].get<std::string>() + ": ";
+    msg += e.value("message", "");
+  } else {
+    msg = "HTTP " + std::to_string(r.status);
+  }
+  if (g.as_json) std::cout << r.body.dump(2) << "\n";
+  int code = r.status == 404 ? 3 : r.status == 401 || r.status == 403 ? 6 : r.status >= 500 ? 1 : 4;
+  die(code, msg + " (" + std::to_string(r.status) + ")");
+}
+
+std::string join(const json& arr, const char* sep = ",") {
+  std::string s;
+  for (const auto& x : arr) {
+    if (!s.empty()) s += sep;
+    s += x.is_string() ? x.get<std::string>() : x.is_object() && x.contains("url") ? x["url"].get<std::string>() : x.dump();
+  }
+  return s;
+}
+
+void table(const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> w(head.size());
+  for (size_t i = 0; i < head.size(); i++) w[i] = head[i].size();
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size(); i++) w[i] = std::max(w[i], r[i].size());
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string s;
+    for (size_t i = 0; i < r.size(); i++) {
+      s += r[i];
+      if (i + 1 < r.size()) s += std::string(w[i] - r[i].size() + 2, ' ');
+    }
+    std::cout << s << "\n";
+  };
+  line(head);
+  for (const auto& r : rows) line(r);
+}
+
+void print(const json& j) { std::cout << j.dump(2) << "\n"; }
+
+std::string url_escape(const std::string& s) {
+  std::string o;
+  char buf[4];
+  for (unsigned char c : s) {
+    if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') o.push_back(static_cast<char>(c));
+    else {
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      o += buf;
+    }
+  }
+  return o;
+}
+
+// ---- routes ----
+
+struct RouteOpts {
+  std::vector<std::string> hosts, upstreams, filters;
+  std::string path, lb, health_path;
+  bool strip = false, no_strip = false, disabled = false;
+  int64_t max_body = -2;
+  int64_t connect_ms = -1, read_ms = -1;
+};
+
+void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
+  c->add_option("--host", o.hosts, "hostname this route serves (repeat; *.example.com for wildcards)");
+  c->add_option("--upstream", o.upstreams, "upstream peer http://HOST:PORT[#WEIGHT] (repeat)");
+  c->add_option("--path", o.path, "path prefix (whole segments), default /");
+  c->add_flag("--strip-path", o.strip, "remove the path prefix before proxying");
+  if (for_set) c->add_flag("--no-strip-path", o.no_strip, "send the path as it came");
+  c->add_option("--lb", o.lb, "round_robin, least_conn or ip_hash")->check(CLI::IsMember({"round_robin", "least_conn", "ip_hash"}));
+  c->add_option("--filter", o.filters, "filter NAME or NAME=JSON config (repeat, in order)");
+  c->add_option("--max-body-size", o.max_body, "bytes; 0 = unlimited, -1 = pxd.conf default");
+  c->add_option("--connect-timeout", o.connect_ms, "upstream connect timeout, ms (0 = pxd.conf default)");
+  c->add_option("--read-timeout", o.read_ms, "upstream read timeout, ms (0 = pxd.conf default)");
+  c->add_option("--health-path", o.health_path, "enable active health checks on this path");
+  if (!for_set) c->add_flag("--disabled", o.disabled, "add it disabled");
+}
+
+json route_body(const RouteOpts& o, bool partial) {
+  json b = json::object();
+  if (!o.hosts.empty()) b["hosts"] = o.hosts;
+  if (!o.upstreams.empty()) {
+    json ups = json::array();
+    for (const auto& u : o.upstreams) {
+      size_t hash = u.find('#');
+      if (hash == std::string::npos) ups.push_back(u);
+      else {
+        char* end;
+        long w = std::strtol(u.c_str() + hash + 1, &end, 10);
+        if (*end || w < 1) die(2, "--upstream " + u + ": the weight after '#' must be a positive number");
+        ups.push_back({{"url", u.substr(0, hash)}, {"weight", w}});
+      }
+    }
+    b["upstreams"] = ups;
+  }
+  if (!o.path.empty()) b["path"] = o.path;
+  if (o.strip) b["strip_path"] = true;
+  if (o.no_strip) b["strip_path"] = false;
+  if (!o.lb.empty()) b["lb"] = o.lb;
+  if (!o.filters.empty()) {
+    json fl = json::array();
+    for (const auto& f : o.filters) {
+      size_t eq = f.find('=');
+      json item = {{"name", f.substr(0, eq)}};
+      if (eq != std::string::npos) {
+        json cfg = json::parse(f.substr(eq + 1), nullptr, false);
+        if (cfg.is_discarded() || !cfg.is_object())
+          die(2, "--filter " + f.substr(0, eq) + ": the config after '=' must be a JSON object");
+        item["config"] = cfg;
+      }
+      fl.push_back(item);
+    }
+    b["filters"] = fl;
+  }
+  if (o.max_body != -2) b["max_body_size"] = o.max_body;
+  if (o.connect_ms >= 0) b["connect_timeout_ms"] = o.connect_ms;
+  if (o.read_ms >= 0) b["read_timeout_ms"] = o.read_ms;
+  if (!o.health_path.empty()) b["health_check"] = {{"path", o.health_path}};
+  if (o.disabled) b["enabled"] = false;
+  (void)partial;
+  return b;
+}
+
+void show_routes(const json& list) {
+  if (g.as_json) return print(list);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : list)
+    rows.push_back({r.value("name", ""), join(r["hosts"]), r.value("path", "/"), join(r["upstreams"]),
+                    r.value("lb", ""), r.value("enabled", true) ? "yes" : "no", std::to_string(r.value("version", 0))});
+  table({"NAME", "HOSTS", "PATH", "UPSTREAMS", "LB", "ENABLED", "VERSION"}, rows);
+}
+
+void show_acls(const json& list) {
+  if (g.as_json) return print(list);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& a : list) {
+    std::string rules;
+    for (const auto& r : a["rules"]) rules += (rules.empty() ? "" : ",") + r["action"].get<std::string>() + " " + r["cidr"].get<std::string>();
+    std::string users;
+    for (const auto& u : a["users"]) users += (users.empty() ? "" : ",") + u["username"].get<std::string>();
+    rows.push_back({a.value("name", ""), rules.empty() ? "-" : rules, users.empty() ? "-" : users,
+                    a.value("default", ""), a.value("satisfy", ""), std::to_string(a.value("version", 0))});
+  }
+  table({"NAME", "RULES", "USERS", "DEFAULT", "SATISFY", "VERSION"}, rows);
+}
+
+std::string read_input(const std::string& file) {
+  std::stringstream ss;
+  if (file == "-") ss << std::cin.rdbuf();
+  else {
+    std::ifstream f(file);
+    if (!f) die(2, file + ": " + std::strerror(errno));
+    ss << f.rdbuf();
+  }
+  return ss.str();
+}
+
+const char* kCompletion = R"BASH(# bash completion for pxctl; install: pxctl completion bash > /etc/bash_completion.d/pxctl
+_pxctl() {
+  local cur prev words cword
+  _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
+  local top="route acl export import audit status token completion"
+  case "${words[1]}" in
+    route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
+           COMPREPLY=($(compgen -W "--host --upstream --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
+    acl) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm user" -- "$cur")); return; }
+         [ "${words[2]}" = user ] && [ "$cword" -eq 3 ] && { COMPREPLY=($(compgen -W "add rm" -- "$cur")); return; }
+         COMPREPLY=($(compgen -W "--rule --default --satisfy --realm --pass-authorization --password-stdin --if-match --json" -- "$cur")); return ;;
+    token) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "create list rm" -- "$cur")); return ;;
+    import) COMPREPLY=($(compgen -f -W "--dry-run --replace" -- "$cur")); return ;;
+    audit) COMPREPLY=($(compgen -W "--resource --action --credential --since --limit --json" -- "$cur")); return ;;
+    completion) COMPREPLY=($(compgen -W "bash" -- "$cur")); return ;;
+  esac
+  COMPREPLY=($(compgen -W "$top --socket --url --token --json --help --version" -- "$cur"))
+}
+complete -F _pxctl pxctl
+)BASH";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (const char* u = std::getenv("PX_ADMIN_URL")) g.url = u;
+  if (const char* t = std::getenv("PX_TOKEN")) g.token = t;
+  if (const char* s = std::getenv("PX_ADMIN_SOCKET")) g.socket = s;
+  CLI::App app{"pxctl: manage px routes, access lists and tokens through pxadmind"};
+  app.require_subcommand(1);
+  app.add_option("--socket", g.socket, "pxadmind's unix socket ($PX_ADMIN_SOCKET)")->capture_default_str();
+  app.add_option("--url", g.url, "pxadmind over TCP, http://HOST:PORT ($PX_ADMIN_URL)");
+  app.add_option("--token", g.token, "bearer token for --url ($PX_TOKEN)");
+  app.add_flag("--json", g.as_json, "print JSON instead of tables");
+  app.set_version_flag("-V,--version", std::string("pxctl ") + PX_VERSION);
+
+  // route
+  auto* route = app.add_subcommand("route", "add, list, show, change and remove routes");
+  route->require_subcommand(1);
+  std::string name, if_match;
+  RouteOpts ro;
+  auto* r_add = route->add_subcommand("add", "add a route");
+  r_add->add_option("name", name, "route name")->required();
+  add_route_options(r_add, ro, false);
+  r_add->callback([&] {
+    if (ro.hosts.empty()) die(2, "route add: at least one --host is required");
+    if (ro.upstreams.empty()) die(2, "route add: at least one --upstream is required");
+    json b = route_body(ro, false);
+    b["name"] = name;
+    Reply r = check(call("POST", "/v1/routes", &b));
+    if (g.as_json) print(r.body);
+    else std::cout << "route " << name << " added (version " << r.body.value("version", 0) << ")\n";
+  });
+  auto* r_list = route->add_subcommand("list", "list routes");
+  r_list->callback([&] { show_routes(check(call("GET", "/v1/routes")).body); });
+  auto* r_show = route->add_subcommand("show", "show one route");
+  r_show->add_option("name", name)->required();
+  r_show->callback([&] { print(check(call("GET", "/v1/routes/" + url_escape(name))).body); });
+  auto* r_set = route->add_subcommand("set", "change some fields of a route (the others stay)");
+  r_set->add_option("name", name)->required();
+  add_route_options(r_set, ro, true);
+  r_set->add_option("--if-match", if_match, "only if the route is still at this version");
+  r_set->callback([&] {
+    json b = route_body(ro, true);
+    if (b.empty()) die(2, "route set: nothing to change (see --help)");
+    Reply r = check(call("PATCH", "/v1/routes/" + url_escape(name), &b, if_match));
+    if (g.as_json) print(r.body);
+    else std::cout << "route " << name << " changed (version " << r.body.value("version", 0) << ")\n";
+  });
+  for (auto [verb, enabled] : {std::pair<const char*, bool>{"enable", true}, {"disable", false}}) {
+    auto* c = route->add_subcommand(verb, std::string(verb) + " a route");
+    c->add_option("name", name)->required();
+    c->callback([&, enabled, verb] {
+      json b = {{"enabled", enabled}};
+      Reply r = check(call("PATCH", "/v1/routes/" + url_escape(name), &b));
+      if (g.as_json) print(r.body);
+      else std::cout << "route " << name << " " << verb << "d\n";
+    });
+  }
+  auto* r_rm = route->add_subcommand("rm", "remove a route");
+  r_rm->add_option("name", name)->required();
+  r_rm->add_option("--if-match", if_match, "only if the route is still at this version");
+  r_rm->callback([&] {
+    check(call("DELETE", "/v1/routes/" + url_escape(name), nullptr, if_match));
+    if (!g.as_json) std::cout << "route " << name << " removed\n";
+  });
+
+  // acl
+  auto* acl = app.add_subcommand("acl", "access lists: CIDR rules and basic-auth users");
+  acl->require_subcommand(1);
+  std::vector<std::string> rules;
+  std::string def, satisfy, realm;
+  bool pass_auth = false;
+  auto acl_body = [&]() {
+    json b = json::object();
+    if (!rules.empty()) {
+      json rs = json::array();
+      for (const auto& r : rules) {
+        size_t eq = r.find('=');
+        if (eq == std::string::npos) die(2, "--rule " + r + ": expected allow=CIDR or deny=CIDR");
+        rs.push_back({{"action", r.substr(0, eq)}, {"cidr", r.substr(eq + 1)}});
+      }
+      b["rules"] = rs;
+    }
+    if (!def.empty()) b["default"] = def;
+    if (!satisfy.empty()) b["satisfy"] = satisfy;
+    if (!realm.empty()) b["realm"] = realm;
+    if (pass_auth) b["pass_authorization"] = true;
+    return b;
+  };
+  auto acl_opts = [&](CLI::App* c) {
+    c->add_option("--rule", rules, "allow=CIDR or deny=CIDR (repeat; the first match wins)");
+    c->add_option("--default", def, "allow or deny when no rule matches")->check(CLI::IsMember({"allow", "deny"}));
+    c->add_option("--satisfy", satisfy, "any or all (rules and users)")->check(CLI::IsMember({"any", "all"}));
+    c->add_option("--realm", realm, "basic-auth realm");
+    c->add_flag("--pass-authorization", pass_auth, "pass the Authorization header upstream");
+  };
+  auto* a_add = acl->add_subcommand("add", "add an access list");
+  a_add->add_option("name", name)->required();
+  acl_opts(a_add);
+  a_add->callback([&] {
+    json b = acl_body();
+    b["name"] = name;
+    Reply r = check(call("POST", "/v1/acls", &b));
+    if (g.as_json) print(r.body);
+    else std::cout << "acl " << name << " added\n";
+  });
+  acl->add_subcommand("list", "list access lists")->callback([&] { show_acls(check(call("GET", "/v1/acls")).body); });
+  auto* a_show = acl->add_subcommand("show", "show one access list");
+  a_show->add_option("name", name)->required();
+  a_show->callback([&] { print(check(call("GET", "/v1/acls/" + url_escape(name))).body); });
+  auto* a_set = acl->add_subcommand("set", "change an access list");
+  a_set->add_option("name", name)->required();
+  acl_opts(a_set);
+  a_set->add_option("--if-match", if_match);
+  a_set->callback([&] {
+    json b = acl_body();
+    if (b.empty()) die(2, "acl set: nothing to change (see --help)");
+    Reply r = check(call("PATCH", "/v1/acls/" + url_escape(name), &b, if_match));
+    if (g.as_json) print(r.body);
+    else std::cout << "acl " << name << " changed\n";
+  });
+  auto* a_rm = acl->add_subcommand("rm", "remove an access list");
+  a_rm->add_option("name", name)->required();
+  a_rm->add_option("--if-match", if_match);
+  a_rm->callback([&] {
+    check(call("DELETE", "/v1/acls/" + url_escape(name), nullptr, if_match));
+    if (!g.as_json) std::cout << "acl " << name << " removed\n";
+  });
+  auto* a_user = acl->add_subcommand("user", "basic-auth users of an access list");
+  a_user->require_subcommand(1);
+  std::string user, password;
+  bool pw_stdin = false;
+  auto* u_add = a_user->add_subcommand("add", "add (or reset) a user; the password is hashed with yescrypt");
+  u_add->add_option("acl", name)->required();
+  u_add->add_option("user", user)->required();
+  u_add->add_option("--password", password, "the password (visible in ps; prefer --password-stdin)");
+  u_add->add_flag("--password-stdin", pw_stdin, "read the password from standard input");
+  u_add->callback([&] {
+    if (pw_stdin) {
+      std::getline(std::cin, password);
+    }
+    if (password.empty()) die(2, "acl user add: give --password or --password-stdin");
+    json b = {{"username", user}, {"password", password}};
+    check(call("POST", "/v1/acls/" + url_escape(name) + "/users", &b));
+    if (!g.as_json) std::cout << "user " << user << " added to acl " << name << "\n";
+  });
+  auto* u_rm = a_user->add_subcommand("rm", "remove a user");
+  u_rm->add_option("acl", name)->required();
+  u_rm->add_option("user", user)->required();
+  u_rm->callback([&] {
+    check(call("DELETE", "/v1/acls/" + url_escape(name) + "/users/" + url_escape(user)));
+    if (!g.as_json) std::cout << "user " << user << " removed from acl " << name << "\n";
+  });
+
+  // export / import
+  std::string out_file;
+  auto* exp = app.add_subcommand("export", "print the whole configuration as one JSON document");
+  exp->add_option("-o,--output", out_file, "write to this file instead");
+  exp->callback([&] {
+    json doc = check(call("GET", "/v1/config")).body;
+    if (out_file.empty()) print(doc);
+    else {
+      std::ofstream f(out_file);
+      f << doc.dump(2) << "\n";
+      if (!f) die(1, out_file + ": cannot write");
+    }
+  });
+  std::string in_file;
+  bool dry = false, replace = false;
+  auto* imp = app.add_subcommand("import", "apply a configuration document in one transaction");
+  imp->add_option("file", in_file, "the JSON document, or - for standard input")->required();
+  imp->add_flag("--dry-run", dry, "print what would change, change nothing");
+  imp->add_flag("--replace", replace, "remove what the document does not name (default: merge)");
+  imp->callback([&] {
+    json doc = json::parse(read_input(in_file), nullptr, false);
+    if (doc.is_discarded()) die(2, in_file + ": not valid JSON");
+    std::string path = std::string("/v1/config?mode=") + (replace ? "replace" : "merge") + (dry ? "&dry_run=1" : "");
+    Reply r = check(call("POST", path, &doc));
+    if (g.as_json) return print(r.body);
+    const json& d = r.body["diff"];
+    auto list = [&](const char* sign, const char* key) {
+      for (const auto& x : d[key]) std::cout << sign << " " << x.get<std::string>() << "\n";
+    };
+    list("+", "added");
+    list("~", "changed");
+    list("-", "removed");
+    std::cout << (dry ? "dry run: nothing changed; " : "") << d["added"].size() << " added, " << d["changed"].size()
+              << " changed, " << d["removed"].size() << " removed, " << d["unchanged"].get<int>() << " unchanged\n";
+  });
+
+  // audit
+  std::string resource, action, credential;
+  uint64_t since = 0, limit = 100;
+  auto* aud = app.add_subcommand("audit", "who changed what, and when");
+  aud->add_option("--resource", resource, "route/NAME, acl/NAME, or a prefix such as route/");
+  aud->add_option("--action", action, "e.g. route.create, route.update, route.delete, config.import");
+  aud->add_option("--credential", credential, "uid:N or token:NAME");
+  aud->add_option("--since", since, "only records after this sequence number");
+  aud->add_option("--limit", limit, "at most this many (the most recent)")->capture_default_str();
+  aud->callback([&] {
+    std::string q = "/v1/audit?limit=" + std::to_string(limit);
+    if (since) q += "&since=" + std::to_string(since);
+    if (!resource.empty()) q += "&resource=" + url_escape(resource);
+    if (!action.empty()) q += "&action=" + url_escape(action);
+    if (!credential.empty()) q += "&credential=" + url_escape(credential);
+    json list = check(call("GET", q)).body;
+    if (g.as_json) return print(list);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& a : list)
+      rows.push_back({std::to_string(a.value("seq", 0)), a.value("time", ""), a.value("credential", ""),
+                      a.value("action", ""), a.value("resource", "")});
+    table({"SEQ", "TIME", "CREDENTIAL", "ACTION", "RESOURCE"}, rows);
+  });
+
+  // status
+  app.add_subcommand("status", "store generation and what each pxd serves")->callback([&] {
+    json s = check(call("GET", "/v1/status")).body;
+    if (g.as_json) return print(s);
+    std::cout << "store " << s.value("data_dir", "") << ": generation " << s.value("generation", 0) << ", schema "
+              << s.value("schema", 0) << "\n";
+    for (const auto& p : s["pxd"]) {
+      if (!p.value("running", false)) {
+        std::cout << "pxd (" << p.value("status_file", "") << "): not running\n";
+        continue;
+      }
+      std::cout << "pxd pid " << p.value("pid", 0) << ": " << p.value("workers", 0) << " workers, generation "
+                << p.value("generation", 0) << (p.value("in_sync", false) ? " (in sync)" : " (behind)") << "\n";
+    }
+  });
+
+  // tokens
+  auto* tok = app.add_subcommand("token", "API tokens for pxadmind's TCP listener");
+  tok->require_subcommand(1);
+  auto* t_create = tok->add_subcommand("create", "create a token; it is shown once");
+  t_create->add_option("name", name)->required();
+  t_create->callback([&] {
+    json b = {{"name", name}};
+    Reply r = check(call("POST", "/v1/tokens", &b));
+    if (g.as_json) print(r.body);
+    else std::cout << r.body.value("token", "") << "\n";
+  });
+  tok->add_subcommand("list", "list tokens (names only)")->callback([&] {
+    json list = check(call("GET", "/v1/tokens")).body;
+    if (g.as_json) return print(list);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& t : list) rows.push_back({t.value("name", ""), t.value("created", ""), t.value("created_by", "")});
+    table({"NAME", "CREATED", "CREATED_BY"}, rows);
+  });
+  auto* t_rm = tok->add_subcommand("rm", "revoke a token");
+  t_rm->add_option("name", name)->required();
+  t_rm->callback([&] {
+    check(call("DELETE", "/v1/tokens/" + url_escape(name)));
+    if (!g.as_json) std::cout << "token " << name << " revoked\n";
+  });
+
+  auto* comp = app.add_subcommand("completion", "print a shell completion script");
+  std::string shell;
+  comp->add_option("shell", shell)->required()->check(CLI::IsMember({"bash"}));
+  comp->callback([&] { std::cout << kCompletion; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  return 0;
+}
