@@ -15,6 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.environ.get("PX_BUILD", os.path.join(ROOT, "build"))
 PXD = os.path.join(BUILD, "src", "pxd")
 PXSTORE = os.path.join(BUILD, "src", "px-store")
+PXADMIND = os.path.join(BUILD, "src", "pxadmind")
+PXCTL = os.path.join(BUILD, "src", "pxctl")
 UPSTREAM = os.path.join(ROOT, "tests", "upstream.py")
 DEADLINE = float(os.environ.get("PX_TEST_DEADLINE", "30"))
 
@@ -316,3 +318,88 @@ def wrk(port, host, path="/", seconds=3, connections=8, threads=1):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     non2xx = int(m.group(1)) if m else 0
     return reqs, errors, non2xx, out
+
+
+class Admind:
+    """The real pxadmind on a temporary store, its unix socket, and a TCP listener on a run-time port."""
+
+    def __init__(self, data=None, pxd_status=None, tcp=True):
+        self.dir = tempfile.mkdtemp(prefix="pxadm-")
+        self.data = data or os.path.join(self.dir, "data")
+        self.socket = os.path.join(self.dir, "admin.sock")
+        self.logpath = os.path.join(self.dir, "pxadmind.log")
+        self.pxd_status = pxd_status or os.path.join(self.dir, "none.status")
+        self.tcp = tcp
+        self.start()
+
+    def start(self):
+        self.logf = open(self.logpath, "ab")
+        offset = os.path.getsize(self.logpath)
+        argv = [PXADMIND, "-d", self.data, "-s", self.socket, "--pxd-status", self.pxd_status]
+        if self.tcp:
+            argv += ["--listen", "127.0.0.1:0"]
+        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
+        wait_for(lambda: "pxadmind ready" in self.log()[offset:], what="pxadmind ready")
+        if self.tcp:
+            m = re.findall(r"listening on tcp:127\.0\.0\.1:(\d+)", self.log()[offset:])
+            self.port = int(m[-1])
+
+    def log(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def ctl(self, *args, input=None, env=None):
+        e = dict(os.environ, PX_ADMIN_SOCKET=self.socket)
+        e.pop("PX_ADMIN_URL", None)
+        e.pop("PX_TOKEN", None)
+        if env:
+            e.update(env)
+        r = subprocess.run([PXCTL] + list(args), input=input, capture_output=True, text=True, env=e)
+        return r
+
+    def api(self, method, path, body=None, headers=(), tcp=False, token=None):
+        """One request to the API; returns (status, headers dict, parsed JSON or None)."""
+        if tcp:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE)
+        else:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(DEADLINE)
+            sock.connect(self.socket)
+        c = Client.__new__(Client)
+        c.sock, c.buf = sock, b""
+        data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        req = "%s %s HTTP/1.1\r\nHost: pxadmind\r\nConnection: close\r\n" % (method, path)
+        if token:
+            req += "Authorization: Bearer %s\r\n" % token
+        for k, v in headers:
+            req += "%s: %s\r\n" % (k, v)
+        if body is not None:
+            req += "Content-Length: %d\r\n" % len(data)
+        c.send(req.encode() + b"\r\n" + data)
+        r = c.response()
+        sock.close()
+        hdrs = {k.lower(): v for k, v in r.headers}
+        return r.status, hdrs, (json.loads(r.body) if r.body else None)
+
+    def generation(self):
+        return self.api("GET", "/v1/status")[2]["generation"]
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.logf.close()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.logf.close()
+            log = self.log()
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                if marker in log:
+                    i = log.index(marker)
+                    raise AssertionError("pxadmind sanitizer report:\n" + log[max(0, i - 200):i + 3000])
