@@ -17,6 +17,7 @@
 
 #include "core/config.h"
 #include "proxy/worker.h"
+#include "route/route.h"
 #include "store/store.h"
 
 namespace px::proxy {
@@ -60,6 +61,13 @@ class Server {
     bool pending = false;
   };
   std::unordered_map<std::string, DnsEntry> dns_;
+  struct ParsedRoute {
+    std::string raw;  // the stored JSON this spec was parsed from
+    std::shared_ptr<const route::RouteSpec> spec;
+    uint64_t epoch = 0;  // the last build that saw it
+  };
+  std::unordered_map<std::string, ParsedRoute> parsed_;
+  uint64_t parse_epoch_ = 0;
   int dns_pending_ = 0;
   int recheck_left_ = 0;
   bool rebuild_wanted_ = false;

@@ -78,12 +78,26 @@ const Route* Snapshot::walk(const Node& root, std::string_view path) const {
 std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs,
                                                  const Config& cfg, const Resolver& resolve,
                                                  std::vector<std::string>* warnings) {
+  std::vector<std::shared_ptr<const RouteSpec>> shared;
+  shared.reserve(specs.size());
+  for (auto& sp : specs) shared.push_back(std::make_shared<const RouteSpec>(std::move(sp)));
+  return build(generation, std::move(shared), cfg, resolve, warnings);
+}
+
+std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
+                                                 std::vector<std::shared_ptr<const RouteSpec>> specs,
+                                                 const Config& cfg, const Resolver& resolve,
+                                                 std::vector<std::string>* warnings) {
   auto s = std::make_shared<Snapshot>();
   s->generation_ = generation;
-  std::sort(specs.begin(), specs.end(), [](const RouteSpec& a, const RouteSpec& b) { return a.name < b.name; });
-  for (auto& spec : specs) {
+  if (!std::is_sorted(specs.begin(), specs.end(), [](const auto& a, const auto& b) { return a->name < b->name; }))
+    std::sort(specs.begin(), specs.end(), [](const auto& a, const auto& b) { return a->name < b->name; });
+  s->routes_.reserve(specs.size());
+  s->exact_.reserve(specs.size());
+  for (auto& sp : specs) {
+    const RouteSpec& spec = *sp;
     if (!spec.enabled && spec.name != cfg.default_route) continue;
-    auto r = std::make_unique<Route>();
+    auto r = std::make_unique<Route>(std::move(sp));
     r->index = static_cast<uint32_t>(s->routes_.size());
     r->connect_timeout_ms = spec.connect_timeout_ms ? spec.connect_timeout_ms : cfg.upstream_connect_timeout_ms;
     r->read_timeout_ms = spec.read_timeout_ms ? spec.read_timeout_ms : cfg.upstream_read_timeout_ms;
@@ -113,7 +127,6 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector
       }
       std::sort(r->pool.ring.begin(), r->pool.ring.end());
     }
-    r->spec = std::move(spec);
     const Route* rp = r.get();
     s->routes_.push_back(std::move(r));
     if (rp->spec.name == cfg.default_route) s->default_route_ = rp;

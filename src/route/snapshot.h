@@ -40,7 +40,9 @@ struct Pool {
 };
 
 struct Route {
-  RouteSpec spec;
+  explicit Route(std::shared_ptr<const RouteSpec> s) : spec_ptr(std::move(s)), spec(*spec_ptr) {}
+  std::shared_ptr<const RouteSpec> spec_ptr;  // shared with pxd's parse cache and older snapshots
+  const RouteSpec& spec;
   Pool pool;
   uint32_t index = 0;
   uint64_t connect_timeout_ms = 0;  // effective values (route or pxd.conf)
@@ -57,9 +59,12 @@ class Snapshot {
  public:
   // Builds from route specs; disabled routes are left out. Conflicting routes
   // (same host and prefix) keep the first by name and log the others.
-  static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<RouteSpec> specs,
+  static std::shared_ptr<const Snapshot> build(uint64_t generation,
+                                               std::vector<std::shared_ptr<const RouteSpec>> specs,
                                                const Config& cfg, const Resolver& resolve,
                                                std::vector<std::string>* warnings);
+  static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
+                                               const Resolver& resolve, std::vector<std::string>* warnings);
 
   // host: as sent (any case, may carry a port); path: the request target's path (query allowed).
   const Route* match(std::string_view host, std::string_view path) const;

@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <vector>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -23,7 +25,8 @@ static int usage() {
                "  list                  print every route, one JSON per line\n"
                "  generation            print the store generation\n"
                "  bump [N]              N write transactions that only bump the generation\n"
-               "  flip N JSON_A JSON_B  N writes alternating between two versions of a route\n");
+               "  flip N JSON_A JSON_B  N writes alternating between two versions of a route\n"
+               "  put-many [FILE|-]     one route JSON per line, all in one write transaction\n");
   return 2;
 }
 
@@ -124,6 +127,42 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "px-store: %s\n", err.c_str());
         return 1;
       }
+    std::printf("%llu\n", static_cast<unsigned long long>(gen));
+    return 0;
+  }
+  if (cmd == "put-many") {
+    std::istream* in = &std::cin;
+    std::ifstream f;
+    if (i < argc && std::strcmp(argv[i], "-") != 0) {
+      f.open(argv[i]);
+      if (!f) {
+        std::fprintf(stderr, "px-store: %s: %s\n", argv[i], std::strerror(errno));
+        return 1;
+      }
+      in = &f;
+    }
+    std::vector<std::pair<std::string, std::string>> items;
+    std::string line;
+    int n = 0;
+    while (std::getline(*in, line)) {
+      n++;
+      if (line.empty()) continue;
+      px::route::RouteSpec r;
+      if (!px::route::parse_route_json(line, &r, &err)) {
+        std::fprintf(stderr, "px-store: line %d: invalid route: %s\n", n, err.c_str());
+        return 2;
+      }
+      items.emplace_back("route:" + r.name, px::route::route_to_json(r));
+    }
+    uint64_t gen;
+    if (!st.write([&](Store::Writer& w, std::string* e) {
+          for (const auto& [k, v] : items)
+            if (!w.put(k, v, e)) return false;
+          return true;
+        }, &gen, &err)) {
+      std::fprintf(stderr, "px-store: %s\n", err.c_str());
+      return 1;
+    }
     std::printf("%llu\n", static_cast<unsigned long long>(gen));
     return 0;
   }
