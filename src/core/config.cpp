@@ -96,12 +96,14 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
         {"upstream_keepalive_timeout", &c.upstream_keepalive_timeout_ms},
         {"fail_timeout", &c.fail_timeout_ms},
         {"store_poll_interval", &c.store_poll_ms},
+        {"lua_phase_budget", &c.lua_phase_budget_ms},
     };
     struct Sz { const char* name; uint64_t* p; bool size; } sizes[] = {
         {"max_header_size", &c.max_header_size, true}, {"max_uri_length", &c.max_uri_length, true},
         {"max_body_size", &c.max_body_size, true},     {"max_headers", &c.max_headers, false},
         {"max_connections", &c.max_connections, false}, {"upstream_keepalive", &c.upstream_keepalive, false},
         {"max_fails", &c.max_fails, false},
+        {"lua_memory_limit", &c.lua_memory_limit, true},
     };
     bool handled = false;
     for (auto& d : durs)
@@ -140,6 +142,15 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
     } else if (key == "data_dir") {
       if (!need_one()) return false;
       c.data_dir = std::string(w[1]);
+    } else if (key == "filters_dir") {
+      if (!need_one()) return false;
+      c.filters_dir = std::string(w[1]);
+    } else if (key == "global_filters") {
+      c.global_filters.clear();
+      for (size_t k = 1; k < w.size(); k++) {
+        if (w[k] == "none") continue;
+        c.global_filters.emplace_back(w[k]);
+      }
     } else if (key == "status_file") {
       if (!need_one()) return false;
       c.status_file = std::string(w[1]);

@@ -120,26 +120,46 @@ void Server::rebuild() {
   // again, and their specs are shared, not copied: with 10,000 routes that was
   // most of a build's cost.
   parse_epoch_++;
-  bool ok = store_.scan(store::kRoutePrefix, &gen,
-                        [&](std::string_view key, std::string_view value) {
-                          thread_local std::string k;
-                          k.assign(key);
-                          auto it = parsed_.find(k);
-                          if (it != parsed_.end() && it->second.raw == value) {
-                            it->second.epoch = parse_epoch_;
-                            specs.push_back(it->second.spec);
-                            return;
-                          }
-                          auto r = std::make_shared<route::RouteSpec>();
-                          std::string e;
-                          if (route::parse_route_json(value, r.get(), &e)) {
-                            specs.push_back(r);
-                            parsed_[k] = ParsedRoute{std::string(value), std::move(r), parse_epoch_};
-                          } else {
-                            bad.push_back(std::string(key) + ": " + e);
-                          }
-                        },
-                        &err);
+  route::SnapshotExtras extras;
+  bool ok = store_.read([&](store::Store::Txn& t, std::string* e) {
+    std::string_view g;
+    std::string gv;
+    bool found;
+    if (!t.get(store::kKeyGeneration, &gv, &found, e)) return false;
+    gen = 0;
+    if (found && gv.size() == 8)
+      for (int i = 7; i >= 0; i--) gen = (gen << 8) | static_cast<uint8_t>(gv[i]);
+    bool r1 = t.scan(store::kRoutePrefix, [&](std::string_view key, std::string_view value) {
+      thread_local std::string k;
+      k.assign(key);
+      auto it = parsed_.find(k);
+      if (it != parsed_.end() && it->second.raw == value) {
+        it->second.epoch = parse_epoch_;
+        specs.push_back(it->second.spec);
+        return true;
+      }
+      auto r = std::make_shared<route::RouteSpec>();
+      std::string pe;
+      if (route::parse_route_json(value, r.get(), &pe)) {
+        specs.push_back(r);
+        parsed_[k] = ParsedRoute{std::string(value), std::move(r), parse_epoch_};
+      } else {
+        bad.push_back(std::string(key) + ": " + pe);
+      }
+      return true;
+    }, e);
+    bool r2 = r1 && t.scan("acl:", [&](std::string_view key, std::string_view value) {
+      route::AclSpec a;
+      std::string pe;
+      if (route::parse_acl_spec(value, &a, &pe)) extras.acls.push_back(std::move(a));
+      else bad.push_back(std::string(key) + ": " + pe);
+      return true;
+    }, e);
+    return r2 && t.scan("acme:chal:", [&](std::string_view key, std::string_view value) {
+      extras.challenges.emplace_back(std::string(key.substr(10)), std::string(value));
+      return true;
+    }, e);
+  }, &err);
   std::erase_if(parsed_, [&](const auto& kv) { return kv.second.epoch != parse_epoch_; });
   if (!ok) {
     PX_ERR("%s", err.c_str());
@@ -202,7 +222,7 @@ void Server::rebuild() {
                                      [this](const std::string& h, uint16_t p, sockaddr_storage* ss, socklen_t* l) {
                                        return lookup(h, p, ss, l);
                                      },
-                                     &warnings);
+                                     &warnings, std::move(extras));
   for (const auto& w : warnings) PX_WARN("%s", w.c_str());
   snapshot_ = snap;
   built_gen_ = gen;

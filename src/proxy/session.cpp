@@ -33,6 +33,10 @@ void Stream::reset() {
   req_complete = resp_head_sent = resp_complete = local = head_request = body_bytes_sent = up_written = false;
   upgrade = tunnel = interim = false;
   abs_path = {};
+  host = {};
+  mask = 0;
+  filter_failed = false;
+  fs.reset();
 }
 
 namespace {
@@ -213,17 +217,44 @@ int Session::on_head(http::Head& h) {
       respond_local(400, "invalid Host", true);
       return 0;
     }
+  st->host = host;
+  st->client_ip = real_client_ip(h);
+  lua::Engine* eng = w->engine();
   SnapRef* snap = w->current_snap();
+  if (snap) {
+    st->snap = snap;
+    snap->refs++;
+  }
+  // Phase 1, early_request: the global filters (acme), before routing.
+  if (eng && (eng->early_mask() & (1 << lua::kEarly))) {
+    int rr = eng->run(lua::kEarly, -1, st);
+    if (rr != 0) {
+      answer_from_filter(st, rr);
+      return 0;
+    }
+  }
   const route::Route* r = snap ? snap->snap->match(host, path) : nullptr;
   if (!r) {
     if (st->req_body != BodyMode::none) close_after = true;
     respond_local(404, "no route for this host and path", false);
     return 0;
   }
-  st->snap = snap;
-  snap->refs++;
   st->route = r;
   st->pool = &snap->pools[r->index];
+  st->mask = snap->masks.empty() ? 0 : snap->masks[r->index];
+  if (st->mask & lua::kMissingFilter) {
+    PX_ERR("route %s: a filter it names is not loaded; answering 500", r->spec.name.c_str());
+    respond_local(500, "filter not available", st->req_body != BodyMode::none);
+    return 0;
+  }
+  // Phase 2, request: access control, redirects, answers.
+  if (st->mask & (1 << lua::kRequest)) {
+    int rr = eng->run(lua::kRequest, static_cast<int>(r->index), st);
+    if (rr != 0) {
+      answer_from_filter(st, rr);
+      return 0;
+    }
+  }
   st->max_body = r->max_body_size;
   if (st->max_body && h.has_content_length && h.content_length > st->max_body) {
     respond_local(413, "request body too large", true);
@@ -238,10 +269,26 @@ int Session::on_head(http::Head& h) {
     // px answers the expectation itself once the request passed routing and limits.
     if (h.minor == 1 && st->req_body != BodyMode::none) st->out.copy("HTTP/1.1 100 Continue\r\n\r\n");
   }
-  st->client_ip = real_client_ip(h);
+  // Phases 3 and 4, upstream_peer and upstream_request: which peer, and what it is sent.
+  for (lua::Phase p : {lua::kPeer, lua::kUpstreamRequest})
+    if (st->mask & (1 << p)) {
+      if (eng->run(p, static_cast<int>(r->index), st) != 0) {
+        respond_local(500, "filter error", st->req_body != BodyMode::none);
+        return 0;
+      }
+    }
   build_upstream_head(st);
   dispatch(st);
   return 0;
+}
+
+void Session::answer_from_filter(Stream* st, int rr) {
+  if (rr < 0) {
+    respond_local(500, "filter error", st->req_body != BodyMode::none);
+    return;
+  }
+  lua::FilterState& fs = *st->fs;
+  respond(fs.respond_status, &fs.respond_headers, fs.respond_body, st->req_body != BodyMode::none);
 }
 
 net::IpAddr Session::real_client_ip(const http::Head& h) const {
@@ -304,6 +351,23 @@ static bool has_extra_connection_tokens(const http::Head& h) {
   return false;
 }
 
+// Writes the request headers filters edited (their final values).
+static void append_edited(std::string& o, const http::Head& h, const std::vector<lua::HeaderEdit>& edits) {
+  std::vector<std::pair<std::string, std::string>> orig;
+  for (size_t i = 0; i < h.headers.size(); i++)
+    for (const auto& e : edits)
+      if (iequals(e.name, h.name(i))) {
+        orig.emplace_back(std::string(h.name(i)), std::string(h.value(i)));
+        break;
+      }
+  for (const auto& [n, v] : lua::apply_edits(orig, edits)) {
+    o.append(n);
+    o.append(": ");
+    o.append(v);
+    o.append("\r\n");
+  }
+}
+
 void Session::build_upstream_head(Stream* st) {
   const http::Head& h = st->req;
   std::string& o = st->up_head;
@@ -318,6 +382,13 @@ void Session::build_upstream_head(Stream* st) {
   o.append(" HTTP/1.1\r\n");
   bool conn_tokens = has_extra_connection_tokens(h);
   bool trusted = w->cfg().trusted_proxies.contains(peer_ip);
+  const std::vector<lua::HeaderEdit>* edits = st->fs && !st->fs->req_edits.empty() ? &st->fs->req_edits : nullptr;
+  auto edited = [&](std::string_view n) {
+    if (edits)
+      for (const auto& e : *edits)
+        if (iequals(e.name, n)) return true;
+    return false;
+  };
   std::string_view host;
   std::string xff;
   std::string_view xfproto, xfhost;
@@ -341,6 +412,7 @@ void Session::build_upstream_head(Stream* st) {
         continue;
       }
     }
+    if (edits && edited(n)) continue;  // replaced below by the filters' version
     if (static_cast<int>(i) == h.host_index) {
       host = h.value(i);
       if (st->abs_path.empty()) {
@@ -356,7 +428,10 @@ void Session::build_upstream_head(Stream* st) {
     o.append(h.value(i));
     o.append("\r\n");
   }
-  if (!st->abs_path.empty()) {
+  if (edits) append_edited(o, h, *edits);
+  if (edits && edited("host")) {
+    // A filter set the Host sent upstream.
+  } else if (!st->abs_path.empty()) {
     // Absolute-form target: its authority is the host (RFC 9112 3.2.2).
     std::string_view target = h.url();
     std::string_view rest = target.substr(target[4] == ':' ? 7 : 8);
@@ -427,11 +502,37 @@ int Session::on_complete() {
 }
 
 void Session::respond_local(int status, std::string_view body, bool close) {
+  std::string text(body);
+  if (!text.empty()) text.push_back('\n');
+  respond(status, nullptr, text, close);
+}
+
+void Session::respond(int status, const std::vector<std::pair<std::string, std::string>>* headers,
+                      std::string_view body, bool close) {
   Stream* st = stream;
   if (st->up) abort_upstream(st);
   st->local = true;
-  st->status = static_cast<uint16_t>(status);
   if (close) close_after = true;
+  std::vector<std::pair<std::string, std::string>> hdrs;
+  if (headers) hdrs = *headers;
+  std::string filter_body;
+  // Phase 5, response, also for answers px makes itself (a route's filters may add HSTS to a redirect).
+  if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine()) {
+    lua::set_response_view(nullptr, status);
+    int rr = w->engine()->run(lua::kResponse, static_cast<int>(st->route->index), st);
+    if (rr < 0) {
+      status = 500;
+      hdrs.clear();
+      filter_body = "filter error\n";
+      body = filter_body;
+    } else {
+      if (st->fs->new_status) status = st->fs->new_status;
+      if (!st->fs->resp_edits.empty()) hdrs = lua::apply_edits(hdrs, st->fs->resp_edits);
+    }
+  }
+  st->status = static_cast<uint16_t>(status);
+  bool has_type = false;
+  for (const auto& [n, v] : hdrs) has_type = has_type || iequals(n, "content-type");
   std::string& s = st->out.begin_scratch();
   s.append("HTTP/1.1 ");
   append_dec(s, static_cast<uint64_t>(status));
@@ -439,16 +540,33 @@ void Session::respond_local(int status, std::string_view body, bool close) {
   s.append(http::reason_phrase(status));
   s.append("\r\nServer: px\r\n");
   s.append(w->date());
-  s.append("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-  append_dec(s, body.size() + 1);
-  s.append(close_after ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
-  if (!st->head_request) {
-    s.append(body);
-    s.push_back('\n');
+  for (const auto& [n, v] : hdrs) {
+    if (iequals(n, "content-length") || iequals(n, "connection") || iequals(n, "transfer-encoding")) continue;
+    s.append(n);
+    s.append(": ");
+    s.append(v);
+    s.append("\r\n");
   }
+  if (!has_type && !body.empty()) s.append("Content-Type: text/plain; charset=utf-8\r\n");
+  s.append("Content-Length: ");
+  append_dec(s, body.size());
+  s.append(close_after ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+  if (!st->head_request) s.append(body);
   st->out.end_scratch();
   st->resp_head_sent = true;
   st->resp_complete = true;
+}
+
+void Session::end_filters(Stream* st) {
+  if (!st->fs) return;
+  lua::Engine* eng = w->engine();
+  if (!eng) return;
+  // Phase 6, logging: after the exchange, read-only.
+  if (st->route && (st->mask & (1 << lua::kLogging))) {
+    lua::set_response_view(st->local ? nullptr : &st->resp, st->status);
+    eng->run(lua::kLogging, static_cast<int>(st->route->index), st);
+  }
+  eng->done(st);
 }
 
 void Session::after_event() {
@@ -480,6 +598,7 @@ void Session::finish_stream() {
   if (!st->out.empty()) flush(st);
   if (closing) return;
   if (st->up) abort_upstream(st);
+  end_filters(st);
   if (st->snap) w->release_snap(st->snap);
   stream = nullptr;
   w->put_stream(st);
@@ -517,6 +636,7 @@ void Session::close() {
   if (stream) {
     Stream* st = stream;
     if (st->up) abort_upstream(st);
+    end_filters(st);
     if (st->snap) w->release_snap(st->snap);
     stream = nullptr;
     w->put_stream(st);

@@ -200,6 +200,18 @@ void UpConn::on_read(ssize_t n, const char* data) {
     s->update_reading();
     return;
   } else if (err != HPE_OK) {
+    if (st->filter_failed) {
+      // A response filter failed before the head left: the client gets a 500, the connection is dropped.
+      st->out.clear();
+      st->resp_head_sent = false;
+      detach(st);
+      close();
+      s->respond_local(500, "filter error", !st->req_complete);
+      st->req_complete = true;
+      s->flush(st);
+      s->after_event();
+      return;
+    }
     PX_WARN("upstream %s: bad response: %s", peer->key.c_str(), parser.error_reason());
     if (!head_was_sent) {
       // The head has not left yet: the client gets a clean 502 instead.
@@ -257,11 +269,23 @@ int UpConn::on_head(http::Head& h) {
   if (s->w->draining()) s->close_after = true;
   if (!client11 && !rq.keep_alive) s->close_after = true;
 
+  // Phase 5, response: filters may change the status and headers before the head leaves.
+  int status = h.status;
+  const std::vector<lua::HeaderEdit>* edits = nullptr;
+  if ((st->mask & (1 << lua::kResponse)) && h.status != 101) {
+    lua::set_response_view(&h, h.status);
+    if (s->w->engine()->run(lua::kResponse, static_cast<int>(st->route->index), st) < 0) {
+      st->filter_failed = true;
+      return parser.set_error(500, "a response filter failed");
+    }
+    if (st->fs->new_status) status = st->fs->new_status;
+    if (!st->fs->resp_edits.empty()) edits = &st->fs->resp_edits;
+  }
   std::string& o = st->out.begin_scratch();
   o.append("HTTP/1.1 ");
-  append_dec(o, h.status);
+  append_dec(o, static_cast<uint64_t>(status));
   o.push_back(' ');
-  o.append(http::reason_phrase(h.status));
+  o.append(http::reason_phrase(status));
   o.append("\r\n");
   bool extra_tokens = false;
   for (size_t i = 0; i < h.headers.size(); i++)
@@ -280,6 +304,11 @@ int UpConn::on_head(http::Head& h) {
       default: break;
     }
     if (drop) continue;
+    if (edits) {
+      bool touched = false;
+      for (const auto& e : *edits) touched = touched || iequals(e.name, n);
+      if (touched) continue;  // written below, as the filters left it
+    }
     if (extra_tokens) {
       bool listed = false;
       for (size_t k = 0; k < h.headers.size() && !listed; k++)
@@ -290,6 +319,21 @@ int UpConn::on_head(http::Head& h) {
     o.append(": ");
     o.append(h.value(i));
     o.append("\r\n");
+  }
+  if (edits) {
+    std::vector<std::pair<std::string, std::string>> orig;
+    for (size_t i = 0; i < h.headers.size(); i++)
+      for (const auto& e : *edits)
+        if (iequals(e.name, h.name(i))) {
+          orig.emplace_back(std::string(h.name(i)), std::string(h.value(i)));
+          break;
+        }
+    for (const auto& [n, v] : lua::apply_edits(orig, *edits)) {
+      o.append(n);
+      o.append(": ");
+      o.append(v);
+      o.append("\r\n");
+    }
   }
   if (st->resp_body == BodyMode::length) {
     o.append("Content-Length: ");
@@ -304,7 +348,7 @@ int UpConn::on_head(http::Head& h) {
   o.append("\r\n");
   st->out.end_scratch();
   st->resp_head_sent = true;
-  st->status = h.status;
+  st->status = static_cast<uint16_t>(status);
   return st->head_request ? 1 : 0;
 }
 
@@ -342,7 +386,16 @@ bool dispatch(Stream* st, bool answer_if_none) {
   Session* s = st->session;
   Worker* w = s->w;
   while (true) {
-    PeerState* p = w->choose_peer(st);
+    PeerState* p = nullptr;
+    if (st->fs && st->fs->peer >= 0 && st->attempts == 0) {
+      // upstream_peer chose one: use it if it can serve, else fall back to the balancer.
+      size_t i = static_cast<size_t>(st->fs->peer);
+      if (i < st->pool->peers.size() && st->pool->peers[i]->usable(w->now())) {
+        p = st->pool->peers[i];
+        st->tried |= uint64_t(1) << i;
+      }
+    }
+    if (!p) p = w->choose_peer(st);
     if (!p) {
       if (answer_if_none)
         s->respond_local(502, "no upstream peer available", st->req_body != BodyMode::none && !st->req_complete);

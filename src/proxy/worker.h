@@ -36,6 +36,7 @@
 #include "net/cidr.h"
 #include "proxy/balancer.h"
 #include "proxy/output.h"
+#include "lua/engine.h"
 #include "route/snapshot.h"
 
 namespace px::proxy {
@@ -76,6 +77,7 @@ struct PoolView {
 struct SnapRef {
   std::shared_ptr<const route::Snapshot> snap;
   std::vector<PoolView> pools;  // parallel to snap->routes()
+  std::vector<uint16_t> masks;  // per route: the filter phases its chain implements (lua::Engine)
   uint32_t refs = 0;
   bool retired = false;
 };
@@ -120,6 +122,10 @@ struct Stream {
   bool tunnel = false;           // 101 passed: bytes flow raw both ways
   bool interim = false;          // current upstream message is a 1xx
   std::string_view abs_path;     // path of an absolute-form target (into req.buf)
+  std::string_view host;         // Host (or the absolute-form authority), into req.buf
+  uint16_t mask = 0;             // filter phases of this stream's route
+  bool filter_failed = false;    // a response-phase filter failed: answer 500
+  std::unique_ptr<lua::FilterState> fs;  // only for routes with filters
   void reset();
 };
 
@@ -160,6 +166,10 @@ struct Session final : http::Sink, WriteOwner {
   void flush(Stream* st);    // writes what the stream queued, both directions
   void update_reading();
   void respond_local(int status, std::string_view body, bool close);
+  void respond(int status, const std::vector<std::pair<std::string, std::string>>* headers, std::string_view body,
+               bool close);
+  void answer_from_filter(Stream* st, int rr);
+  void end_filters(Stream* st);
   void finish_stream();
   void after_event();        // finish what finished, parse what waits, re-arm reading
   void close();
@@ -246,6 +256,10 @@ class Worker {
   void maybe_finish_drain();
   void health_probe(PeerState* p);
   void health_result(PeerState* p, bool ok);
+  lua::Engine* engine() { return engine_.get(); }
+  // Access list decision: 0 allow, 1 credentials needed (401), 2 denied (403).
+  int acl_decide(const route::AclSpec& acl, const net::IpAddr& ip, std::string_view authorization);
+  void post_filters(std::vector<std::pair<std::string, std::string>> files);
   // Client timeouts (see Timeout).
   void timeout_link(Session* s, Timeout t);
   void timeout_unlink(Session* s);
@@ -293,7 +307,11 @@ class Worker {
   uint64_t date_sec_ = 0;
   char date_buf_[40] = {};
 
+  std::unique_ptr<lua::Engine> engine_;
+  std::unordered_map<std::string, uint64_t> auth_cache_;  // verified Basic credentials -> expiry (ms)
   std::mutex mu_;  // guards the mailbox below; never taken on the request path
+  std::vector<std::pair<std::string, std::string>> mail_filters_;
+  bool mail_has_filters_ = false;
   std::shared_ptr<const route::Snapshot> mail_snap_;
   bool mail_drain_ = false;
   bool mail_stop_ = false;

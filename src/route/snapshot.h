@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "net/cidr.h"
 #include "route/route.h"
 
 namespace px::route {
@@ -51,6 +52,24 @@ struct Route {
   size_t prefix_len = 0;            // bytes of spec.path that strip_path removes ("/" → 0)
 };
 
+// An access list as pxd applies it (stored as acl:<name>; validated by pxadmind).
+struct AclSpec {
+  std::string name;
+  std::vector<std::pair<bool, net::Cidr>> rules;  // (allow?, range), first match wins
+  bool default_allow = false;
+  std::vector<std::pair<std::string, std::string>> users;  // (username, hash)
+  bool satisfy_all = false;
+  std::string realm = "px";
+  bool pass_authorization = false;
+};
+bool parse_acl_spec(std::string_view json, AclSpec* out, std::string* error);
+
+// What a snapshot carries besides routes.
+struct SnapshotExtras {
+  std::vector<AclSpec> acls;
+  std::vector<std::pair<std::string, std::string>> challenges;  // ACME token -> key authorization
+};
+
 // Resolves host:port to an address; false when it cannot (the peer stays
 // unresolved and counts as down).
 using Resolver = std::function<bool(const std::string& host, uint16_t port, sockaddr_storage*, socklen_t*)>;
@@ -62,9 +81,17 @@ class Snapshot {
   static std::shared_ptr<const Snapshot> build(uint64_t generation,
                                                std::vector<std::shared_ptr<const RouteSpec>> specs,
                                                const Config& cfg, const Resolver& resolve,
-                                               std::vector<std::string>* warnings);
+                                               std::vector<std::string>* warnings, SnapshotExtras extras = {});
   static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
                                                const Resolver& resolve, std::vector<std::string>* warnings);
+  const AclSpec* acl(std::string_view name) const {
+    auto it = acls_.find(std::string(name));
+    return it == acls_.end() ? nullptr : &it->second;
+  }
+  const std::string* challenge(std::string_view token) const {
+    auto it = challenges_.find(std::string(token));
+    return it == challenges_.end() ? nullptr : &it->second;
+  }
 
   // host: as sent (any case, may carry a port); path: the request target's path (query allowed).
   const Route* match(std::string_view host, std::string_view path) const;
@@ -88,6 +115,8 @@ class Snapshot {
   std::unordered_map<std::string, Node> exact_;
   std::unordered_map<std::string, Node> wildcard_;  // key: the suffix after "*."
   const Route* default_route_ = nullptr;
+  std::unordered_map<std::string, AclSpec> acls_;
+  std::unordered_map<std::string, std::string> challenges_;
 };
 
 uint32_t hash_bytes(const void* data, size_t len, uint32_t seed = 2166136261u);

@@ -1,0 +1,18 @@
+-- redirect: sends a route's requests to another URL.
+--   config: {"url": "https://new.example.com", "status": 301, "preserve_path": true}
+-- status: 301, 302, 307 or 308 (default 302). With preserve_path (the default)
+-- the request's path and query are appended to url.
+return {
+  request = function(req, conf)
+    local url = conf.url
+    if type(url) ~= "string" or url == "" then error("redirect: config needs {\"url\": \"...\"}") end
+    local status = conf.status or 302
+    if status ~= 301 and status ~= 302 and status ~= 307 and status ~= 308 then
+      error("redirect: status must be 301, 302, 307 or 308")
+    end
+    if conf.preserve_path ~= false then
+      url = url:gsub("/$", "") .. req:uri()
+    end
+    return px.redirect(url, status)
+  end,
+}

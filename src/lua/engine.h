@@ -1,0 +1,118 @@
+// px::lua — the filter engine: one LuaJIT state per worker. Start here, and
+// with lua/px.lua (the API filters see) and man/px-filters.7.
+//
+// A route's filters run in six phases (see Phase). The engine enters Lua only
+// for the phases some filter of the route implements (a bitmask per route,
+// computed when a snapshot is installed), so a route without filters costs a
+// branch. Lua is reached with one lua_pcall per phase; the FFI functions the
+// API calls act on the "current" request (a thread-local set around the call)
+// and check the phase, refusing with "px.CALL: not allowed in phase P".
+//
+// Safety: filter chunks run with the JIT off (so a count hook can always
+// interrupt them) under a wall-clock budget per phase; the state's allocator
+// enforces a memory limit. An error, a blown budget or memory exhaustion
+// answers 500 (if the head has not gone out), logs the traceback with the filter
+// and route, counts it, and the worker goes on.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+struct lua_State;
+
+namespace px {
+struct Config;
+}
+
+namespace px::http {
+struct Head;
+}
+
+namespace px::proxy {
+struct Stream;
+struct SnapRef;
+class Worker;
+}  // namespace px::proxy
+
+namespace px::lua {
+
+enum Phase : uint8_t { kEarly = 0, kRequest, kPeer, kUpstreamRequest, kResponse, kLogging, kPhases };
+const char* phase_name(int p);
+inline constexpr uint16_t kMissingFilter = 0x100;  // a route names a filter that is not loaded
+
+struct HeaderEdit {
+  uint8_t mode;  // 0 set, 1 add, 2 remove
+  std::string name, value;
+};
+
+// What filters did to one stream. Allocated only for routes with filters.
+struct FilterState {
+  uint64_t sid = 0;
+  std::vector<HeaderEdit> req_edits, resp_edits;
+  int new_status = 0;
+  int respond_status = 0;
+  std::string respond_body;
+  std::vector<std::pair<std::string, std::string>> respond_headers;
+  int peer = -1;  // 0-based, chosen in upstream_peer
+  bool ctx_made = false;
+};
+
+// A filter file as the engine loaded it (published in pxd's status file).
+struct FilterInfo {
+  std::string name, path;
+  bool ok = false;
+  std::string error;
+};
+
+class Engine {
+ public:
+  ~Engine();
+  // Creates the state, loads lua/px.lua and every filter.
+  bool init(const Config& cfg, proxy::Worker* w, std::string* error);
+  // Binds each route of a new snapshot to its filter chain; fills masks (per route index).
+  void install(proxy::SnapRef* snap, std::vector<uint16_t>* masks);
+  uint16_t early_mask() const { return early_mask_; }
+  // Runs a phase. Returns 0 to go on, 1 when a filter answered, -1 on error (answer 500).
+  int run(Phase p, int route_index, proxy::Stream* st);
+  void done(proxy::Stream* st);
+  // (Re)loads filter sources; a failing one keeps its previous version.
+  void load(const std::vector<std::pair<std::string, std::string>>& files);  // (path, source)
+  const std::vector<FilterInfo>& filters() const { return infos_; }
+  uint64_t errors() const { return errors_; }
+
+ private:
+  bool compile(const std::string& name, const std::string& path, const std::string& src, std::string* err);
+  lua_State* L_ = nullptr;
+  proxy::Worker* w_ = nullptr;
+  int run_ref_ = -1, done_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1,
+      early_ref_ = -1, clear_ref_ = -1;
+  uint16_t early_mask_ = 0;
+  uint64_t budget_ms_ = 50;
+  uint64_t errors_ = 0;
+  uint64_t next_sid_ = 1;
+  std::vector<FilterInfo> infos_;
+  std::vector<std::string> global_;
+  proxy::SnapRef* snap_ = nullptr;
+
+ public:
+  size_t mem_used = 0, mem_limit = 0;
+};
+
+// Header values after filter edits: the headers of `orig` whose names no edit
+// touches, then each edited name's final values (set/add/remove in order).
+std::vector<std::pair<std::string, std::string>> apply_edits(
+    const std::vector<std::pair<std::string, std::string>>& orig, const std::vector<HeaderEdit>& edits);
+// What the response and logging phases read (nullptr: a response px made itself).
+void set_response_view(const http::Head* resp, int status);
+
+// Loads the filter files of the built-in and configured directories (later
+// directories override earlier ones by name): (path, source) pairs.
+std::vector<std::pair<std::string, std::string>> read_filter_files(const Config& cfg);
+// Checks one filter file in a scratch state (pxctl filter check). Empty = fine.
+std::string check_filter(const std::string& path, const std::string& source, const std::string& lua_dir);
+std::string builtin_filters_dir();
+std::string lua_dir();
+
+}  // namespace px::lua
