@@ -64,6 +64,10 @@ const std::vector<Operation>& operations() {
     v.push_back({"POST", "/v1/tokens", [](Admin& a, Request& r) { return a.create_token(r.body, r.who); }});
     v.push_back({"DELETE", "/v1/tokens/{name}",
                  [](Admin& a, Request& r) { return a.remove_token(r.params["name"], r.who); }});
+    v.push_back({"PUT", "/v1/acme/challenges/{token}",
+                 [](Admin& a, Request& r) { return a.put_challenge(r.params["token"], r.body, r.who); }});
+    v.push_back({"DELETE", "/v1/acme/challenges/{token}",
+                 [](Admin& a, Request& r) { return a.remove_challenge(r.params["token"], r.who); }});
     v.push_back({"GET", "/v1/openapi.json", [](Admin&, Request&) {
                    Result res;
                    res.body = json::parse(openapi_document());

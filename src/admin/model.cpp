@@ -756,6 +756,46 @@ std::string Admin::verify_token(const std::string& secret) {
   return name;
 }
 
+// ---- ACME challenges ----
+
+static bool valid_token(const std::string& t) {
+  if (t.empty() || t.size() > 256) return false;
+  for (char c : t)
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
+  return true;
+}
+
+Result Admin::put_challenge(const std::string& token, const json& body, const std::string& who) {
+  if (!valid_token(token)) return Result::error(422, "token", "1 to 256 characters of the base64url alphabet");
+  if (!body.is_object() || !body.contains("key_authorization") || !body["key_authorization"].is_string())
+    return Result::error(422, "key_authorization", "required, a string");
+  std::string ka = body["key_authorization"].get<std::string>();
+  if (ka.empty() || ka.size() > 1024) return Result::error(422, "key_authorization", "1 to 1024 characters");
+  for (unsigned char c : ka)
+    if (c <= 0x20 || c >= 0x7f) return Result::error(422, "key_authorization", "printable ASCII only");
+  return in_txn(st_, [&](Tx& tx) {
+    if (!tx.w.put("acme:chal:" + token, ka, tx.err)) return false;
+    if (!tx.audit(who, "acme.challenge.put", "acme/" + token, nullptr, nullptr)) return false;
+    tx.res.status = 204;
+    tx.res.body = nullptr;
+    return true;
+  });
+}
+
+Result Admin::remove_challenge(const std::string& token, const std::string& who) {
+  return in_txn(st_, [&](Tx& tx) {
+    std::string v;
+    bool found;
+    if (!tx.w.get("acme:chal:" + token, &v, &found, tx.err)) return false;
+    if (!found) return tx.fail(Result::error(404, "", "no challenge for token '" + token + "'"));
+    if (!tx.w.del("acme:chal:" + token, tx.err)) return false;
+    if (!tx.audit(who, "acme.challenge.delete", "acme/" + token, nullptr, nullptr)) return false;
+    tx.res.status = 204;
+    tx.res.body = nullptr;
+    return true;
+  });
+}
+
 // ---- status ----
 
 Result Admin::status(const std::vector<std::string>& files) {

@@ -11,6 +11,7 @@
 //   audit:<20-digit seq>       JSON {seq, time, credential, action, resource, before, after}
 //   meta:audit_seq             ASCII decimal, the last audit seq
 //   index:hp:<host> <path>     route name: which route serves a host + path prefix (conflict checks)
+//   acme:chal:<token>          the key authorization to answer at /.well-known/acme-challenge/<token>
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -68,6 +69,10 @@ class Admin {
   std::string verify_token(const std::string& secret);
 
   Result status(const std::vector<std::string>& pxd_status_files);
+
+  // ACME HTTP-01 challenge records (acme:chal:<token>) the acme filter answers.
+  Result put_challenge(const std::string& token, const json& body, const std::string& who);
+  Result remove_challenge(const std::string& token, const std::string& who);
 
  private:
   store::Store& st_;

@@ -129,6 +129,13 @@ const char* openapi_document() {
       "parameters": [{"$ref": "#/components/parameters/name"}],
       "delete": {"operationId": "deleteToken", "responses": {"204": {"description": "revoked"}, "404": {"$ref": "#/components/responses/Error"}}}
     },
+    "/v1/acme/challenges/{token}": {
+      "parameters": [{"name": "token", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$"}}],
+      "put": {"operationId": "putAcmeChallenge", "description": "pxd's acme filter answers /.well-known/acme-challenge/{token} with it, for any host",
+              "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"key_authorization": {"type": "string"}}}}}},
+              "responses": {"204": {"description": "stored"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "delete": {"operationId": "deleteAcmeChallenge", "responses": {"204": {"description": "removed"}, "404": {"$ref": "#/components/responses/Error"}}}
+    },
     "/v1/openapi.json": {
       "get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "this document"}}}
     }

@@ -326,6 +326,7 @@ int Engine::run(Phase p, int route_index, proxy::Stream* st) {
   int out;
   if (rc != 0) {
     errors_++;
+    w_->filter_errors_.fetch_add(1, std::memory_order_relaxed);
     const char* route = st->route ? st->route->spec.name.c_str() : "(before routing)";
     const char* msg = lua_tostring(L_, -1);
     PX_ERR("filter error: route %s, phase %s: %s", route, phase_name(p), msg ? msg : "?");

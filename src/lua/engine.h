@@ -14,6 +14,7 @@
 // answers 500 (if the head has not gone out), logs the traceback with the filter
 // and route, counts it, and the worker goes on.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -80,7 +81,7 @@ class Engine {
   // (Re)loads filter sources; a failing one keeps its previous version.
   void load(const std::vector<std::pair<std::string, std::string>>& files);  // (path, source)
   const std::vector<FilterInfo>& filters() const { return infos_; }
-  uint64_t errors() const { return errors_; }
+  uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
 
  private:
   bool compile(const std::string& name, const std::string& path, const std::string& src, std::string* err);
@@ -90,7 +91,7 @@ class Engine {
       early_ref_ = -1, clear_ref_ = -1;
   uint16_t early_mask_ = 0;
   uint64_t budget_ms_ = 50;
-  uint64_t errors_ = 0;
+  std::atomic<uint64_t> errors_{0};  // read by the main thread for the status file
   uint64_t next_sid_ = 1;
   std::vector<FilterInfo> infos_;
   std::vector<std::string> global_;

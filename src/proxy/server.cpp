@@ -12,7 +12,10 @@
 #include <thread>
 
 #include "core/log.h"
+#include "lua/engine.h"
 #include "route/route.h"
+
+#include <nlohmann/json.hpp>
 
 namespace px::proxy {
 
@@ -286,17 +289,79 @@ void Server::refresh_dns() {
   poll_store();
 }
 
+void Server::watch_filters() {
+  std::vector<std::string> dirs = {lua::builtin_filters_dir()};
+  if (!cfg_.filters_dir.empty()) dirs.push_back(cfg_.filters_dir);
+  uv_timer_init(&loop_, &filter_timer_);
+  filter_timer_.data = this;
+  for (const auto& d : dirs) {
+    auto* ev = new uv_fs_event_t;
+    uv_fs_event_init(&loop_, ev);
+    ev->data = this;
+    int r = uv_fs_event_start(ev, [](uv_fs_event_t* h, const char*, int, int) {
+      auto* s = static_cast<Server*>(h->data);
+      // Editors write in steps (truncate, write, rename): settle for 50 ms, then look.
+      uv_timer_start(&s->filter_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->reload_filters(); }, 50, 0);
+    }, d.c_str(), 0);
+    if (r != 0) {
+      PX_WARN("filters: cannot watch %s: %s (edits need a restart)", d.c_str(), uv_strerror(r));
+      uv_close(reinterpret_cast<uv_handle_t*>(ev), [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+      continue;
+    }
+    filter_watches_.push_back(ev);
+  }
+  for (const auto& [path, src] : lua::read_filter_files(cfg_)) {
+    filter_sources_[path] = src;
+    filter_errors_[path] = lua::check_filter(path, src, lua::lua_dir());
+  }
+}
+
+void Server::reload_filters() {
+  std::vector<std::pair<std::string, std::string>> changed;
+  for (auto& [path, src] : lua::read_filter_files(cfg_)) {
+    auto it = filter_sources_.find(path);
+    if (it != filter_sources_.end() && it->second == src) continue;
+    std::string err = lua::check_filter(path, src, lua::lua_dir());
+    filter_errors_[path] = err;
+    if (err.empty()) PX_INFO("filters: %s changed, reloading it in every worker", path.c_str());
+    else PX_ERR("filters: %s: %s (the previous version keeps serving)", path.c_str(), err.c_str());
+    filter_sources_[path] = src;
+    changed.emplace_back(path, std::move(src));
+  }
+  status_dirty_ = true;
+  if (changed.empty()) {
+    publish_status();
+    return;
+  }
+  for (auto& w : workers_) w->post_filters(changed);
+  publish_status();
+}
+
 void Server::publish_status() {
   if (cfg_.status_file.empty() || !snapshot_) return;
-  uint64_t applied = UINT64_MAX;
-  for (auto& w : workers_) applied = std::min(applied, w->applied_generation());
-  if (applied == published_gen_) return;
+  uint64_t applied = UINT64_MAX, ferrors = 0;
+  for (auto& w : workers_) {
+    applied = std::min(applied, w->applied_generation());
+    ferrors += w->filter_errors();
+  }
+  if (applied == published_gen_ && !status_dirty_ && ferrors == published_errors_) return;
+  published_errors_ = ferrors;
   published_gen_ = applied;
+  status_dirty_ = false;
+  nlohmann::json filters = nlohmann::json::array();
+  for (const auto& [path, err] : filter_errors_) {
+    size_t slash = path.rfind('/');
+    std::string name = path.substr(slash + 1, path.size() - slash - 5);
+    nlohmann::json f = {{"name", name}, {"path", path}, {"ok", err.empty()}};
+    if (!err.empty()) f["error"] = err;
+    filters.push_back(f);
+  }
   std::string tmp = cfg_.status_file + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
-    f << "{\"pid\": " << getpid() << ", \"workers\": " << workers_.size() << ", \"generation\": " << applied
-      << ", \"store_generation\": " << built_gen_ << "}\n";
+    nlohmann::json st = {{"pid", getpid()}, {"workers", workers_.size()}, {"generation", applied},
+                         {"store_generation", built_gen_}, {"filters", filters}, {"filter_errors", ferrors}};
+    f << st.dump() << "\n";
   }
   if (rename(tmp.c_str(), cfg_.status_file.c_str()) != 0)
     PX_WARN("status_file %s: %s", cfg_.status_file.c_str(), strerror(errno));
@@ -361,6 +426,7 @@ int Server::run() {
   uv_timer_init(&loop_, &recheck_timer_);
   poll_timer_.data = grace_timer_.data = dns_timer_.data = recheck_timer_.data = this;
 
+  watch_filters();
   poll_store();  // the first snapshot, before any worker accepts
   for (size_t i = 0; i < workers_.size(); i++) workers_[i]->start(std::move(fds[i]));
   uv_timer_start(&poll_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->poll_store(); },
@@ -369,6 +435,9 @@ int Server::run() {
   PX_INFO("pxd ready: %d workers", n);
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
+  for (auto* ev : filter_watches_)
+    uv_close(reinterpret_cast<uv_handle_t*>(ev), [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+  filter_watches_.clear();
   uv_walk(&loop_, [](uv_handle_t* h, void*) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);

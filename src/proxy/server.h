@@ -10,6 +10,7 @@
 #pragma once
 #include <uv.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -38,6 +39,8 @@ class Server {
   void publish_status();
   bool lookup(const std::string& host, uint16_t port, sockaddr_storage* ss, socklen_t* len);
   void refresh_dns();
+  void watch_filters();
+  void reload_filters();
 
   Config cfg_;
   uv_loop_t loop_;
@@ -70,6 +73,13 @@ class Server {
   uint64_t parse_epoch_ = 0;
   int dns_pending_ = 0;
   int recheck_left_ = 0;
+  // Filter files: what was last sent to the workers, and what a check of each said.
+  std::map<std::string, std::string> filter_sources_;   // path -> source
+  std::map<std::string, std::string> filter_errors_;    // path -> "" or the error
+  std::vector<uv_fs_event_t*> filter_watches_;
+  uv_timer_t filter_timer_;
+  bool status_dirty_ = true;
+  uint64_t published_errors_ = 0;
   bool rebuild_wanted_ = false;
 };
 

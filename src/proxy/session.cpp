@@ -517,10 +517,11 @@ void Session::respond(int status, const std::vector<std::pair<std::string, std::
   if (headers) hdrs = *headers;
   std::string filter_body;
   // Phase 5, response, also for answers px makes itself (a route's filters may add HSTS to a redirect).
-  if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine()) {
+  if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine() && !st->filter_failed) {
     lua::set_response_view(nullptr, status);
     int rr = w->engine()->run(lua::kResponse, static_cast<int>(st->route->index), st);
     if (rr < 0) {
+      st->filter_failed = true;
       status = 500;
       hdrs.clear();
       filter_body = "filter error\n";

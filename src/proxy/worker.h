@@ -257,6 +257,8 @@ class Worker {
   void health_probe(PeerState* p);
   void health_result(PeerState* p, bool ok);
   lua::Engine* engine() { return engine_.get(); }
+  uint64_t filter_errors() const { return filter_errors_.load(std::memory_order_relaxed); }
+  std::atomic<uint64_t> filter_errors_{0};
   // Access list decision: 0 allow, 1 credentials needed (401), 2 denied (403).
   int acl_decide(const route::AclSpec& acl, const net::IpAddr& ip, std::string_view authorization);
   void post_filters(std::vector<std::pair<std::string, std::string>> files);

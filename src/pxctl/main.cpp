@@ -20,6 +20,7 @@
 #include <string>
 
 #include "http/parser.h"
+#include "lua/engine.h"
 
 using json = nlohmann::json;
 
@@ -316,7 +317,7 @@ const char* kCompletion = R"BASH(# bash completion for pxctl; install: pxctl com
 _pxctl() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
-  local top="route acl export import audit status token completion"
+  local top="route acl filter export import audit status token completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
            COMPREPLY=($(compgen -W "--host --upstream --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
@@ -324,6 +325,8 @@ _pxctl() {
          [ "${words[2]}" = user ] && [ "$cword" -eq 3 ] && { COMPREPLY=($(compgen -W "add rm" -- "$cur")); return; }
          COMPREPLY=($(compgen -W "--rule --default --satisfy --realm --pass-authorization --password-stdin --if-match --json" -- "$cur")); return ;;
     token) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "create list rm" -- "$cur")); return ;;
+    filter) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "list check" -- "$cur")); return; }
+            COMPREPLY=($(compgen -f -- "$cur")); return ;;
     import) COMPREPLY=($(compgen -f -W "--dry-run --replace" -- "$cur")); return ;;
     audit) COMPREPLY=($(compgen -W "--resource --action --credential --since --limit --json" -- "$cur")); return ;;
     completion) COMPREPLY=($(compgen -W "bash" -- "$cur")); return ;;
@@ -585,6 +588,34 @@ int main(int argc, char** argv) {
   t_rm->callback([&] {
     check(call("DELETE", "/v1/tokens/" + url_escape(name)));
     if (!g.as_json) std::cout << "token " << name << " revoked\n";
+  });
+
+  // filters
+  auto* fil = app.add_subcommand("filter", "Lua filters: what pxd loaded, and checking a file before it goes live");
+  fil->require_subcommand(1);
+  fil->add_subcommand("list", "filters pxd has loaded, and errors of files it refused")->callback([&] {
+    json s = check(call("GET", "/v1/status")).body;
+    json out = json::array();
+    for (const auto& p : s["pxd"])
+      if (p.value("running", false) && p.contains("filters")) {
+        out = p["filters"];
+        break;
+      }
+    if (g.as_json) return print(out);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& f : out)
+      rows.push_back({f.value("name", ""), f.value("ok", false) ? "ok" : "ERROR", f.value("path", ""),
+                      f.value("error", "")});
+    table({"NAME", "STATE", "FILE", "ERROR"}, rows);
+  });
+  std::string filter_file;
+  auto* fcheck = fil->add_subcommand("check", "compile a filter file as pxd would, without loading it");
+  fcheck->add_option("file", filter_file, "the .lua file")->required();
+  fcheck->callback([&] {
+    std::string src = read_input(filter_file);
+    std::string err = px::lua::check_filter(filter_file, src, px::lua::lua_dir());
+    if (!err.empty()) die(4, err);
+    std::cout << filter_file << ": ok\n";
   });
 
   auto* comp = app.add_subcommand("completion", "print a shell completion script");

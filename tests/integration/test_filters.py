@@ -1,0 +1,332 @@
+"""Lua filters through the real pxd: phases and what each API call may do in
+each, error isolation, runaway and memory limits, live reload, and every
+built-in filter."""
+import base64
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+from pxtest import PXCTL, ROOT, Admind, Client, Pxd, Upstream, get, route, wait_for
+
+PROBE = r'''
+local calls = {
+  method = function(req) return req:method() end,
+  set_header = function(req) req:set_header("X-P", "1") end,
+  set_resp_header = function(req) req:set_resp_header("X-Q", "1") end,
+  status = function(req) return req:status() end,
+  set_peer = function(req) px.set_peer(1) end,
+  respond = function(req) px.respond(299, nil, "") end,
+}
+local order = { "method", "set_header", "set_resp_header", "status", "set_peer", "respond" }
+local function probe(phase)
+  return function(req)
+    local out = {}
+    for _, name in ipairs(order) do
+      if not (name == "respond" and phase == "request") then
+        local ok, err = pcall(calls[name], req)
+        out[#out + 1] = name .. "=" .. (ok and "ok" or err:gsub("^[^:]*:%d+: ", ""))
+      end
+    end
+    req.ctx[phase] = table.concat(out, "|")
+    if phase == "response" then
+      for _, p in ipairs({ "request", "upstream_peer", "upstream_request", "response" }) do
+        req:set_resp_header("X-Probe-" .. p, req.ctx[p] or "none")
+      end
+    elseif phase == "logging" then
+      px.log("info", "probe logging " .. req.ctx.logging)
+    end
+  end
+end
+return {
+  request = probe("request"), upstream_peer = probe("upstream_peer"),
+  upstream_request = probe("upstream_request"), response = probe("response"), logging = probe("logging"),
+}
+'''
+
+FILTERS = {
+    "probe": PROBE,
+    "boom": 'return { request = function(req, conf) if conf.where == "request" then error("kaboom") end end,'
+            ' response = function(req, conf) if conf.where == "response" then error("late kaboom") end end }',
+    "spin": 'return { request = function(req, conf) if conf.jit then local x = 0 for i = 1, 1e15 do x = x + i end '
+            'return end while true do end end }',
+    "hog": 'return { request = function(req) local t = {} for i = 1, 1e6 do t[i] = string.rep("x", 1048576 + i) end end }',
+    "escape": 'return { request = function(req) os.execute("true") end }',
+    "ctx": 'return { request = function(req) req.ctx.seen = req:path() end,'
+           ' response = function(req) req:set_resp_header("X-Ctx", req.ctx.seen) end }',
+    "answer": 'return { request = function(req, conf) if conf.redirect then return px.redirect(conf.redirect, 307) end '
+              'return px.respond(418, {["X-Teapot"] = "yes"}, "short and stout\\n") end }',
+    "pick": 'return { upstream_peer = function(req, conf) px.set_peer(conf.peer) end }',
+    "counter": 'return { request = function(req) local n = px.shared.incr("hits", 1, 60) '
+               'if n > 3 then return px.respond(429, nil, "slow down\\n") end end }',
+    "nonsense": 'return { request = function(req) return 42 end }',
+}
+
+
+class FilterEngineTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="pxfilters-")
+        for name, src in FILTERS.items():
+            with open(os.path.join(cls.dir, name + ".lua"), "w") as f:
+                f.write(src)
+        cls.a, cls.b = Upstream("a"), Upstream("b")
+        F = lambda name, **conf: {"name": name, "config": conf}
+        cls.px = Pxd(extra="filters_dir %s\nlua_phase_budget 100ms\nlua_memory_limit 64m" % cls.dir, routes=[
+            route("plain", ["plain.test"], [cls.a]),
+            route("probe", ["probe.test"], [cls.a], filters=[F("probe")]),
+            route("boom", ["boom.test"], [cls.a], filters=[F("boom", where="request")]),
+            route("boom2", ["boom2.test"], [cls.a], filters=[F("boom", where="response")]),
+            route("spin", ["spin.test"], [cls.a], filters=[F("spin")]),
+            route("spinjit", ["spinjit.test"], [cls.a], filters=[F("spin", jit=True)]),
+            route("hog", ["hog.test"], [cls.a], filters=[F("hog")]),
+            route("escape", ["escape.test"], [cls.a], filters=[F("escape")]),
+            route("ctx", ["ctx.test"], [cls.a], filters=[F("ctx")]),
+            route("answer", ["answer.test"], [cls.a], filters=[F("answer")]),
+            route("redir", ["redir.test"], [cls.a], filters=[F("answer", redirect="https://x.test/y")]),
+            route("pick", ["pick.test"], [cls.a, cls.b], filters=[F("pick", peer=2)]),
+            route("counter", ["counter.test"], [cls.a], filters=[F("counter")]),
+            route("nonsense", ["nonsense.test"], [cls.a], filters=[F("nonsense")]),
+            route("missing", ["missing.test"], [cls.a], filters=[F("no_such_filter")]),
+        ])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.px.stop()
+        cls.a.stop()
+        cls.b.stop()
+
+    def test_each_call_is_allowed_or_refused_by_phase(self):
+        r = get(self.px.port, "/", host="probe.test")
+        self.assertEqual(r.status, 200)
+        got = {p: dict(kv.split("=", 1) for kv in r.header("X-Probe-" + p).split("|"))
+               for p in ("request", "upstream_peer", "upstream_request", "response")}
+        allowed = {
+            "request": {"method", "set_header"},
+            "upstream_peer": {"method", "set_header", "set_peer"},
+            "upstream_request": {"method", "set_header"},
+            "response": {"method", "set_resp_header", "status"},
+        }
+        for phase, results in got.items():
+            for call, outcome in results.items():
+                if call in allowed[phase]:
+                    self.assertEqual(outcome, "ok", (phase, call))
+                else:
+                    self.assertIn("not allowed in phase '%s'" % phase, outcome, (phase, call))
+        self.assertIn("px.set_peer: not allowed in phase 'request' (allowed in upstream_peer)",
+                      got["request"]["set_peer"])
+        wait_for(lambda: "probe logging" in self.px.log(), what="the logging phase")
+        line = [l for l in self.px.log().splitlines() if "probe logging" in l][-1]
+        self.assertIn("method=ok", line)
+        self.assertIn("status=ok", line)
+        self.assertIn("set_header=req:set_header: not allowed in phase 'logging'", line)
+        self.assertIn("respond=px.respond: not allowed in phase 'logging'", line)
+
+    def test_a_failing_filter_answers_500_and_the_worker_keeps_serving(self):
+        for host in ("boom.test", "boom2.test", "nonsense.test", "escape.test"):
+            r = get(self.px.port, "/", host=host)
+            self.assertEqual(r.status, 500, host)
+            self.assertEqual(get(self.px.port, "/", host="plain.test").status, 200)
+        log = self.px.log()
+        self.assertIn("filter error: route boom, phase request", log)
+        self.assertIn("kaboom", log)
+        self.assertIn("stack traceback", log)
+        self.assertIn("filter error: route boom2, phase response", log)
+        self.assertIn("returned 42", log)
+        self.assertEqual(log.count("filter error: route boom2, phase response"), 1)
+        wait_for(lambda: json.load(open(self.px.status_file)).get("filter_errors", 0) >= 4, what="errors counted")
+
+    def test_runaway_filters_are_stopped_interpreted_or_jit_friendly(self):
+        for host in ("spin.test", "spinjit.test"):
+            r = get(self.px.port, "/", host=host)
+            self.assertEqual(r.status, 500, host)
+            self.assertEqual(get(self.px.port, "/", host="plain.test").status, 200)
+        self.assertIn("time budget exceeded", self.px.log())
+
+    def test_memory_is_limited(self):
+        self.assertEqual(get(self.px.port, "/", host="hog.test").status, 500)
+        self.assertIn("not enough memory", self.px.log())
+        self.assertEqual(get(self.px.port, "/", host="plain.test").status, 200)
+
+    def test_ctx_is_shared_across_phases(self):
+        r = get(self.px.port, "/some/where", host="ctx.test")
+        self.assertEqual(r.header("X-Ctx"), "/some/where")
+
+    def test_respond_and_redirect(self):
+        r = get(self.px.port, "/", host="answer.test")
+        self.assertEqual((r.status, r.header("X-Teapot"), r.body), (418, "yes", b"short and stout\n"))
+        r = get(self.px.port, "/", host="redir.test")
+        self.assertEqual((r.status, r.header("Location")), (307, "https://x.test/y"))
+
+    def test_upstream_peer_choice(self):
+        ids = {get(self.px.port, "/", host="pick.test").json()["id"] for _ in range(6)}
+        self.assertEqual(ids, {"b"})
+
+    def test_shared_counters(self):
+        codes = [get(self.px.port, "/", host="counter.test").status for _ in range(5)]
+        self.assertEqual(codes, [200, 200, 200, 429, 429])
+
+    def test_a_missing_filter_fails_closed(self):
+        self.assertEqual(get(self.px.port, "/", host="missing.test").status, 500)
+
+
+class LiveReloadTest(unittest.TestCase):
+    def test_edits_apply_and_broken_edits_keep_the_old_version(self):
+        d = tempfile.mkdtemp(prefix="pxfilters-")
+        path = os.path.join(d, "tag.lua")
+
+        def write(v):
+            with open(path + ".tmp", "w") as f:
+                f.write(v)
+            os.rename(path + ".tmp", path)
+
+        write('return { response = function(req) req:set_resp_header("X-Tag", "v1") end }')
+        up = Upstream("u")
+        px = Pxd(extra="filters_dir " + d, routes=[route("app", ["a.test"], [up], filters=["tag"])])
+        try:
+            self.assertEqual(get(px.port, "/").header("X-Tag"), "v1")
+            write('return { response = function(req) req:set_resp_header("X-Tag", "v2") end }')
+            wait_for(lambda: get(px.port, "/").header("X-Tag") == "v2", what="the edit to apply")
+            write('return { response = function(req) req:set_resp_header("X-Tag", "v3") end')  # syntax error
+            wait_for(lambda: "tag.lua" in px.log() and "previous version keeps serving" in px.log(),
+                     what="the broken edit to be reported")
+            self.assertEqual(get(px.port, "/").header("X-Tag"), "v2")
+            status = json.load(open(px.status_file))
+            tag = [f for f in status["filters"] if f["name"] == "tag"][0]
+            self.assertFalse(tag["ok"])
+            self.assertIn("expected", tag["error"])
+            # pxctl reports it too, through pxadmind's status.
+            adm = Admind(data=px.data, pxd_status=px.status_file, tcp=False)
+            try:
+                out = adm.ctl("filter", "list").stdout
+                self.assertIn("tag", out)
+                self.assertIn("ERROR", out)
+            finally:
+                adm.stop()
+            r = subprocess.run([PXCTL, "filter", "check", path], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 4)
+            self.assertIn("tag.lua:1:", r.stderr)
+            r = subprocess.run([PXCTL, "filter", "check", os.path.join(ROOT, "filters", "acl.lua")],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            px.stop()
+            up.stop()
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+
+
+class BuiltinFiltersTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.up = Upstream("u")
+        cls.px = Pxd(extra="trusted_proxies 10.9.9.9/32", start=False)
+        cls.adm = Admind(data=cls.px.data, pxd_status=cls.px.status_file, tcp=False)
+        a = cls.adm
+        a.ctl("acl", "add", "lan", "--rule", "allow=127.0.0.0/8", "--rule", "deny=0.0.0.0/0")
+        a.ctl("acl", "add", "nobody", "--rule", "deny=0.0.0.0/0", "--rule", "deny=::/0")
+        a.ctl("acl", "add", "users", "--realm", "Staff Only")
+        a.ctl("acl", "user", "add", "users", "alice", "--password-stdin", input="wonderland\n")
+        a.ctl("acl", "add", "both", "--rule", "allow=127.0.0.0/8", "--satisfy", "all", "--pass-authorization")
+        a.ctl("acl", "user", "add", "both", "bob", "--password", "builder")
+        F = lambda name, conf: "--filter=%s=%s" % (name, json.dumps(conf))
+        u = cls.up.url
+        for name, host, filt in [
+            ("lan", "lan.test", F("acl", {"list": "lan"})),
+            ("nobody", "nobody.test", F("acl", {"list": "nobody"})),
+            ("users", "users.test", F("acl", {"list": "users"})),
+            ("both", "both.test", F("acl", {"list": "both"})),
+            ("moved", "moved.test", F("redirect", {"url": "https://new.test/", "status": 301})),
+            ("moved2", "moved2.test", F("redirect", {"url": "https://new.test/home", "preserve_path": False})),
+            ("secure", "secure.test", F("force_tls", {"hsts": {"max_age": 600, "include_subdomains": True}})),
+            ("hdrs", "hdrs.test", F("headers", {"request": {"set": {"X-Env": "prod"}, "add": {"X-Multi": "2"},
+                                                            "remove": ["X-Secret"]},
+                                                "response": {"set": {"X-Frame-Options": "DENY"},
+                                                             "remove": ["Server"]}})),
+        ]:
+            r = a.ctl("route", "add", name, "--host", host, "--upstream", u, filt)
+            assert r.returncode == 0, r.stderr
+        cls.px.start()
+        cls.px.wait_applied(a.generation())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.adm.stop()
+        cls.px.stop()
+        cls.up.stop()
+
+    def test_acme_answers_challenges_for_any_host(self):
+        st, _, _ = self.adm.api("PUT", "/v1/acme/challenges/tok_en-1", {"key_authorization": "tok_en-1.thumbprint"})
+        self.assertEqual(st, 204)
+        self.px.wait_applied(self.adm.generation())
+        for host in ("secure.test", "any.unknown.test"):
+            r = get(self.px.port, "/.well-known/acme-challenge/tok_en-1", host=host)
+            self.assertEqual((r.status, r.body), (200, b"tok_en-1.thumbprint"), host)
+        self.assertEqual(get(self.px.port, "/.well-known/acme-challenge/unknown", host="secure.test").status, 404)
+        self.assertEqual(get(self.px.port, "/.well-known/acme-challenge/../x", host="secure.test").status, 404)
+        self.assertEqual(self.adm.api("PUT", "/v1/acme/challenges/bad!token", {"key_authorization": "x"})[0], 422)
+
+    def test_acl_cidr_rules(self):
+        self.assertEqual(get(self.px.port, "/", host="lan.test").status, 200)
+        r = get(self.px.port, "/", host="nobody.test")
+        self.assertEqual(r.status, 403)
+
+    def test_acl_basic_auth(self):
+        r = get(self.px.port, "/", host="users.test")
+        self.assertEqual(r.status, 401)
+        self.assertEqual(r.header("WWW-Authenticate"), 'Basic realm="Staff Only", charset="UTF-8"')
+        self.assertEqual(get(self.px.port, "/", host="users.test",
+                             headers=[("Authorization", basic("alice", "wrong"))]).status, 401)
+        r = get(self.px.port, "/", host="users.test", headers=[("Authorization", basic("alice", "wonderland"))])
+        self.assertEqual(r.status, 200)
+        self.assertNotIn("authorization", {k.lower() for k, v in r.json()["headers"]})
+
+    def test_acl_satisfy_all_and_pass_authorization(self):
+        self.assertEqual(get(self.px.port, "/", host="both.test").status, 401)
+        r = get(self.px.port, "/", host="both.test", headers=[("Authorization", basic("bob", "builder"))])
+        self.assertEqual(r.status, 200)
+        self.assertIn("authorization", {k.lower() for k, v in r.json()["headers"]})
+
+    def test_redirect(self):
+        r = get(self.px.port, "/a/b?c=d", host="moved.test")
+        self.assertEqual((r.status, r.header("Location")), (301, "https://new.test/a/b?c=d"))
+        r = get(self.px.port, "/a/b?c=d", host="moved2.test")
+        self.assertEqual((r.status, r.header("Location")), (302, "https://new.test/home"))
+
+    def test_force_tls(self):
+        r = get(self.px.port, "/p?q=1", host="secure.test")
+        self.assertEqual((r.status, r.header("Location")), (301, "https://secure.test/p?q=1"))
+        r = get(self.px.port, "/p", host="secure.test", method="POST", body=b"x")
+        self.assertEqual(r.status, 308)
+        # X-Forwarded-Proto from an untrusted client does not count.
+        r = get(self.px.port, "/", host="secure.test", headers=[("X-Forwarded-Proto", "https")])
+        self.assertEqual(r.status, 301)
+
+    def test_force_tls_behind_a_trusted_proxy_adds_hsts(self):
+        px = Pxd(extra="trusted_proxies 127.0.0.1/32", routes=[
+            route("secure", ["secure.test"], [self.up],
+                  filters=[{"name": "force_tls", "config": {"hsts": {"max_age": 600, "include_subdomains": True}}}])])
+        try:
+            r = get(px.port, "/", host="secure.test", headers=[("X-Forwarded-Proto", "https")])
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.header("Strict-Transport-Security"), "max-age=600; includeSubDomains")
+        finally:
+            px.stop()
+
+    def test_headers(self):
+        r = get(self.px.port, "/", host="hdrs.test", headers=[("X-Secret", "1"), ("X-Multi", "1")])
+        self.assertEqual(r.status, 200)
+        sent = r.json()["headers"]
+        names = [k.lower() for k, v in sent]
+        self.assertIn(["X-Env", "prod"], sent)
+        self.assertNotIn("x-secret", names)
+        self.assertEqual([v for k, v in sent if k.lower() == "x-multi"], ["1", "2"])
+        self.assertEqual(r.header("X-Frame-Options"), "DENY")
+        self.assertIsNone(r.header("Server"))
+
+
+if __name__ == "__main__":
+    unittest.main()
