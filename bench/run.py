@@ -118,6 +118,7 @@ def start_px(up_port, routes=1):
     d = os.path.join(WORK, "px")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
+    # Trusted so that the --filters mode's X-Forwarded-Proto is passed on as it is by px-filtered.
     # Extra routes (other hosts) show that lookup cost does not grow with their number.
     if routes > 1:
         lines = "\n".join(json.dumps({"name": "r%d" % i, "hosts": ["h%d.bench.test" % i],
@@ -129,8 +130,69 @@ def start_px(up_port, routes=1):
                                 "upstreams": ["http://127.0.0.1:%d" % up_port]})], check=True, stdout=subprocess.DEVNULL)
     with open(d + "/pxd.conf", "w") as f:
         f.write("listen 127.0.0.1:%d\nworkers 1\ndata_dir %s/data\nlog_level warn\nmax_connections 40000\n"
-                "upstream_keepalive 64\n" % (port, d))
+                "upstream_keepalive 64\ntrusted_proxies 127.0.0.1/32\n" % (port, d))
     return Proc("px", [PXD, "-c", d + "/pxd.conf"], port, PROXY_CORE)
+
+
+def start_px_filtered(up_port):
+    """pxd with acl (CIDR allow) + force_tls (passing: a trusted X-Forwarded-Proto: https) + headers."""
+    port = free_port()
+    d = os.path.join(WORK, "pxf")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    subprocess.run([PXSTORE, "--data", d + "/data", "put-acl",
+                    json.dumps({"name": "lan", "rules": [{"action": "allow", "cidr": "127.0.0.0/8"}]})],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([PXSTORE, "--data", d + "/data", "put-json",
+                    json.dumps({"name": "bench", "hosts": ["127.0.0.1", "localhost"],
+                                "upstreams": ["http://127.0.0.1:%d" % up_port],
+                                "filters": [{"name": "acl", "config": {"list": "lan"}},
+                                            {"name": "force_tls", "config": {}},
+                                            {"name": "headers",
+                                             "config": {"response": {"set": {"X-Frame-Options": "DENY"}}}}]})],
+                   check=True, stdout=subprocess.DEVNULL)
+    with open(d + "/pxd.conf", "w") as f:
+        f.write("listen 127.0.0.1:%d\nworkers 1\ndata_dir %s/data\nlog_level warn\nmax_connections 40000\n"
+                "upstream_keepalive 64\ntrusted_proxies 127.0.0.1/32\n" % (port, d))
+    return Proc("px-filtered", [PXD, "-c", d + "/pxd.conf"], port, PROXY_CORE)
+
+
+def start_nginx_lua(up_port):
+    """nginx + lua-nginx-module doing what px-filtered does, in access_by_lua and header_filter_by_lua."""
+    port = free_port()
+    d = os.path.join(WORK, "nginx-lua")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write("""load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 1; daemon off; pid %(d)s/nginx.pid; error_log %(d)s/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 40000; }
+http { access_log off; keepalive_requests 1000000; lua_code_cache on;
+  init_by_lua_block {
+    -- the access list: CIDR allow 127.0.0.0/8, else deny
+    function px_allowed(ip) return ip:sub(1, 4) == "127." end
+  }
+  upstream up { server 127.0.0.1:%(up)d; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:%(port)d backlog=4096;
+    location / {
+      access_by_lua_block {
+        if not px_allowed(ngx.var.remote_addr) then return ngx.exit(403) end
+        local proto = ngx.var.http_x_forwarded_proto
+        if proto ~= "https" then
+          local status = (ngx.var.request_method == "GET" or ngx.var.request_method == "HEAD") and 301 or 308
+          return ngx.redirect("https://" .. ngx.var.host .. ngx.var.request_uri, status)
+        end
+      }
+      header_filter_by_lua_block { ngx.header["X-Frame-Options"] = "DENY" }
+      proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $http_x_forwarded_proto;
+      proxy_set_header X-Forwarded-Host $http_host; } } }
+""" % {"d": d, "port": port, "up": up_port})
+    return Proc("nginx-lua", ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, PROXY_CORE,
+                measure_child=True)
 
 
 def start_nginx(up_port):
@@ -188,10 +250,16 @@ def to_ms(v, unit):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+EXTRA_HEADERS = []
+
+
 def wrk(port, seconds, conns, pid=None):
     cpu0 = cpu_seconds(pid) if pid else 0
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
-                          "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
+    hdrs = []
+    for h in EXTRA_HEADERS:
+        hdrs += ["-H", h]
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency"]
+                         + hdrs + ["http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {}
     for pct in ("50", "99"):
@@ -236,7 +304,13 @@ def main():
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--routes", type=int, default=1, help="routes in px's store (other hosts)")
     ap.add_argument("--only", default="px,nginx,haproxy")
+    ap.add_argument("--filters", action="store_true",
+                    help="px unfiltered vs px with acl+force_tls+headers vs nginx+Lua doing the same")
     args = ap.parse_args()
+    if args.filters:
+        args.only = "px,px-filtered,nginx-lua"
+        # A request a TLS-terminating proxy in front forwarded: force_tls lets it through.
+        EXTRA_HEADERS.append("X-Forwarded-Proto: https")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard // 2 - 400 < args.idle:
@@ -244,7 +318,8 @@ def main():
         print("note: open-file limit %d: measuring %d idle connections" % (hard, args.idle))
     WORK = tempfile.mkdtemp(prefix="pxbench-")
     up = start_upstream()
-    starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy}
+    starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "px-filtered": start_px_filtered,
+                "nginx-lua": start_nginx_lua}
     names = [n for n in args.only.split(",") if n in starters]
     results = {n: [] for n in names}
     memory = {}
@@ -284,6 +359,12 @@ def main():
         mem = ("%.0f B" % memory[n]) if n in memory else "-"
         print("| %s | %.0f | %.3f | %.3f | %.2f us | %s | %s |" % (n, med[n]["rps"], med[n]["p50"], med[n]["p99"],
                                                               med[n]["cpu_us"], mem, ratio))
+    if args.filters and all(n in results for n in ("px", "px-filtered", "nginx-lua")):
+        keep = statistics.median(a["rps"] / b["rps"] for a, b in zip(results["px-filtered"], results["px"]))
+        vs = statistics.median(a["rps"] / b["rps"] for a, b in zip(results["px-filtered"], results["nginx-lua"]))
+        print()
+        print("px-filtered keeps %.2f of unfiltered px's requests/s and makes %.2fx nginx+Lua's (medians of rounds)"
+              % (keep, vs))
     shutil.rmtree(WORK, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "admin/model.h"
 #include "route/route.h"
 #include "store/store.h"
 
@@ -26,7 +27,8 @@ static int usage() {
                "  generation            print the store generation\n"
                "  bump [N]              N write transactions that only bump the generation\n"
                "  flip N JSON_A JSON_B  N writes alternating between two versions of a route\n"
-               "  put-many [FILE|-]     one route JSON per line, all in one write transaction\n");
+               "  put-many [FILE|-]     one route JSON per line, all in one write transaction\n"
+               "  put-acl JSON          add or replace an access list (validated as pxadmind does)\n");
   return 2;
 }
 
@@ -127,6 +129,23 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "px-store: %s\n", err.c_str());
         return 1;
       }
+    std::printf("%llu\n", static_cast<unsigned long long>(gen));
+    return 0;
+  }
+  if (cmd == "put-acl" && i < argc) {
+    nlohmann::json in = nlohmann::json::parse(argv[i], nullptr, false), out;
+    if (!px::admin::parse_acl_json(in, &out, &err)) {
+      std::fprintf(stderr, "px-store: invalid acl: %s\n", err.c_str());
+      return 2;
+    }
+    out["version"] = 1;
+    uint64_t gen;
+    if (!st.write([&](Store::Writer& w, std::string* e) {
+          return w.put("acl:" + out["name"].get<std::string>(), out.dump(), e);
+        }, &gen, &err)) {
+      std::fprintf(stderr, "px-store: %s\n", err.c_str());
+      return 1;
+    }
     std::printf("%llu\n", static_cast<unsigned long long>(gen));
     return 0;
   }
