@@ -40,6 +40,22 @@ int px_acme_lookup(const char* token, size_t tlen, const char** val, size_t* vle
 const char* px_error(void);
 ]]
 
+-- Cached function pointers: cheaper to call than a lookup in ffi.C each time.
+-- Outside pxd (pxctl filter check) the symbols do not exist: stubs stand in.
+local function sym(name)
+  local ok, f = pcall(function() return C[name] end)
+  if ok then return f end
+  return function() error("the px API is only available inside pxd", 2) end
+end
+local C_phase, C_req_field, C_req_header, C_req_header_edit =
+  sym("px_phase"), sym("px_req_field"), sym("px_req_header"), sym("px_req_header_edit")
+local C_resp_status, C_resp_set_status, C_resp_header, C_resp_header_edit =
+  sym("px_resp_status"), sym("px_resp_set_status"), sym("px_resp_header"), sym("px_resp_header_edit")
+local C_respond, C_respond_header, C_set_peer, C_peer_count =
+  sym("px_respond"), sym("px_respond_header"), sym("px_set_peer"), sym("px_peer_count")
+local C_is_tls, C_log, C_now, C_acl_check, C_acme_lookup, C_error =
+  sym("px_is_tls"), sym("px_log"), sym("px_now"), sym("px_acl_check"), sym("px_acme_lookup"), sym("px_error")
+
 local px = {}
 local sz = ffi.new("size_t[1]")
 local sz2 = ffi.new("size_t[1]")
@@ -50,13 +66,13 @@ local PHASES = { "early_request", "request", "upstream_peer", "upstream_request"
 px.phases = PHASES
 
 local function check(rc)
-  if rc < 0 then error(ffi.string(C.px_error()), 3) end
+  if rc < 0 then error(ffi.string(C_error()), 3) end
   return rc
 end
 
 local function field(which)
-  local p = C.px_req_field(which, sz)
-  if p == nil then error(ffi.string(C.px_error()), 3) end
+  local p = C_req_field(which, sz)
+  if p == nil then error(ffi.string(C_error()), 3) end
   return ffi.string(p, sz[0])
 end
 
@@ -74,35 +90,35 @@ function Req:sni() return field(5) end         -- "" without TLS
 function Req:route() return field(6) end       -- the route's name ("" before routing)
 function Req:uri() return field(7) end         -- path and query as sent
 function Req:scheme() return field(8) end      -- "https" when TLS or a trusted X-Forwarded-Proto says so
-function Req:is_tls() return check(C.px_is_tls()) == 1 end
+function Req:is_tls() return check(C_is_tls()) == 1 end
 
 function Req:header(name, index)
-  local rc = check(C.px_req_header(name, #name, index or 0, str, sz))
+  local rc = check(C_req_header(name, #name, index or 0, str, sz))
   if rc == 0 then return nil end
   return ffi.string(str[0], sz[0])
 end
-function Req:set_header(name, value) check(C.px_req_header_edit(0, name, #name, value, #value)) end
-function Req:add_header(name, value) check(C.px_req_header_edit(1, name, #name, value, #value)) end
-function Req:remove_header(name) check(C.px_req_header_edit(2, name, #name, nil, 0)) end
+function Req:set_header(name, value) check(C_req_header_edit(0, name, #name, value, #value)) end
+function Req:add_header(name, value) check(C_req_header_edit(1, name, #name, value, #value)) end
+function Req:remove_header(name) check(C_req_header_edit(2, name, #name, nil, 0)) end
 
-function Req:status() return check(C.px_resp_status()) end
-function Req:set_status(s) check(C.px_resp_set_status(s)) end
+function Req:status() return check(C_resp_status()) end
+function Req:set_status(s) check(C_resp_set_status(s)) end
 function Req:resp_header(name, index)
-  local rc = check(C.px_resp_header(name, #name, index or 0, str, sz))
+  local rc = check(C_resp_header(name, #name, index or 0, str, sz))
   if rc == 0 then return nil end
   return ffi.string(str[0], sz[0])
 end
-function Req:set_resp_header(name, value) check(C.px_resp_header_edit(0, name, #name, value, #value)) end
-function Req:add_resp_header(name, value) check(C.px_resp_header_edit(1, name, #name, value, #value)) end
-function Req:remove_resp_header(name) check(C.px_resp_header_edit(2, name, #name, nil, 0)) end
+function Req:set_resp_header(name, value) check(C_resp_header_edit(0, name, #name, value, #value)) end
+function Req:add_resp_header(name, value) check(C_resp_header_edit(1, name, #name, value, #value)) end
+function Req:remove_resp_header(name) check(C_resp_header_edit(2, name, #name, nil, 0)) end
 
 -- Answer the request from the filter (early_request, request).
 function px.respond(status, headers, body)
   body = body or ""
   if headers then
-    for k, v in pairs(headers) do check(C.px_respond_header(k, #k, tostring(v), #tostring(v))) end
+    for k, v in pairs(headers) do check(C_respond_header(k, #k, tostring(v), #tostring(v))) end
   end
-  check(C.px_respond(status, body, #body))
+  check(C_respond(status, body, #body))
   return px.DONE
 end
 
@@ -111,14 +127,14 @@ function px.redirect(url, status)
   if status ~= 301 and status ~= 302 and status ~= 303 and status ~= 307 and status ~= 308 then
     error("px.redirect: status must be 301, 302, 303, 307 or 308", 2)
   end
-  check(C.px_respond_header("Location", 8, url, #url))
-  check(C.px_respond(status, "", 0))
+  check(C_respond_header("Location", 8, url, #url))
+  check(C_respond(status, "", 0))
   return px.DONE
 end
 
 -- upstream_peer: choose the route's peer by its position (1-based).
-function px.set_peer(index) check(C.px_set_peer(index)) end
-function px.peer_count() return check(C.px_peer_count()) end
+function px.set_peer(index) check(C_set_peer(index)) end
+function px.peer_count() return check(C_peer_count()) end
 
 local LEVELS = { error = 0, warn = 1, info = 2, debug = 3 }
 function px.log(level, ...)
@@ -127,19 +143,19 @@ function px.log(level, ...)
   local parts = {}
   for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
   local msg = table.concat(parts, " ")
-  C.px_log(n, msg, #msg)
+  C_log(n, msg, #msg)
 end
 
-function px.now() return C.px_now() end   -- monotonic seconds
+function px.now() return C_now() end   -- monotonic seconds
 
 -- Built-in checks the acl and acme filters use.
 function px.acl_check(list, authorization)
   authorization = authorization or ""
-  local rc = check(C.px_acl_check(list, #list, authorization, #authorization, str, sz))
+  local rc = check(C_acl_check(list, #list, authorization, #authorization, str, sz))
   return rc, ffi.string(str[0], sz[0])  -- 0 allow, 1 needs credentials (401), 2 denied (403); realm
 end
 function px.acme_challenge(token)
-  local rc = check(C.px_acme_lookup(token, #token, str, sz))
+  local rc = check(C_acme_lookup(token, #token, str, sz))
   if rc == 0 then return nil end
   return ffi.string(str[0], sz[0])
 end
@@ -151,7 +167,7 @@ px.shared = {}
 function px.shared.get(key)
   local e = shared_data[key]
   if not e then return nil end
-  if e[2] and e[2] <= C.px_now() then shared_data[key] = nil; shared_count = shared_count - 1; return nil end
+  if e[2] and e[2] <= C_now() then shared_data[key] = nil; shared_count = shared_count - 1; return nil end
   return e[1]
 end
 function px.shared.set(key, value, ttl)
@@ -162,7 +178,7 @@ function px.shared.set(key, value, ttl)
   elseif value == nil then
     shared_count = shared_count - 1
   end
-  shared_data[key] = value ~= nil and { value, ttl and (C.px_now() + ttl) or nil } or nil
+  shared_data[key] = value ~= nil and { value, ttl and (C_now() + ttl) or nil } or nil
 end
 function px.shared.incr(key, by, ttl)
   local v = px.shared.get(key)
@@ -185,7 +201,6 @@ px._engine = engine
 local filters = {}       -- name -> module table
 local chains = {}        -- route index -> { {mod=, conf=, name=}, ... }
 local early_chain = {}   -- global filters' early_request hooks
-local ctxs = {}          -- stream id -> ctx table
 engine.filters = filters
 
 local SAFE = {
@@ -233,18 +248,31 @@ end
 
 function engine.install(name, mod) filters[name] = mod end
 
--- Builds the filter chain of a route from its (name, config) list.
-function engine.set_chain(index, list)
-  local chain = {}
-  for i, f in ipairs(list) do
-    chain[i] = { name = f[1], conf = f[2] }
+-- Builds the filter chain of a route from its (name, config) list: per phase,
+-- the functions to call, so a phase walks only the filters that implement it.
+local function build(list)
+  local chain = { list = list }
+  for i, p in ipairs(PHASES) do
+    local fns = {}
+    for _, f in ipairs(list) do
+      local mod = filters[f.name]
+      if mod and mod[p] then fns[#fns + 1] = { fn = mod[p], conf = f.conf, name = f.name } end
+    end
+    chain[i - 1] = fns
   end
-  chains[index] = chain
+  return chain
+end
+
+function engine.set_chain(index, list)
+  local l = {}
+  for i, f in ipairs(list) do l[i] = { name = f[1], conf = f[2] } end
+  chains[index] = build(l)
 end
 function engine.clear_chains() chains = {} end
 function engine.set_early(names)
-  early_chain = {}
-  for i, n in ipairs(names) do early_chain[i] = { name = n, conf = {} } end
+  local l = {}
+  for i, n in ipairs(names) do l[i] = { name = n, conf = {} } end
+  early_chain = build(l)
 end
 
 -- Which phases does a route's chain implement? (a bitmask; phases it does not are never entered)
@@ -252,7 +280,7 @@ function engine.mask(index)
   local chain = index < 0 and early_chain or chains[index]
   local m = 0
   if not chain then return 0 end
-  for _, f in ipairs(chain) do
+  for _, f in ipairs(chain.list) do
     local mod = filters[f.name]
     if mod then
       for i, p in ipairs(PHASES) do
@@ -265,27 +293,23 @@ function engine.mask(index)
   return m
 end
 
--- Runs one phase of a route's chain for the current request. Returns true when
--- a filter answered (px.respond / px.redirect).
-function engine.run(phase, index, sid)
-  local chain = index < 0 and early_chain or chains[index]
-  local ctx = ctxs[sid]
-  if not ctx then ctx = {}; ctxs[sid] = ctx end
-  local req = setmetatable({ ctx = ctx }, Req)
-  local pname = PHASES[phase + 1]
-  for _, f in ipairs(chain) do
-    local mod = filters[f.name]
-    if not mod then error("filter '" .. f.name .. "' is not loaded") end
-    local fn = mod[pname]
-    if fn then
-      local r = fn(req, f.conf)
+-- A request object, made once per request by the engine (C++ keeps it in the registry).
+function engine.new_req() return setmetatable({ ctx = {} }, Req) end
+
+-- Runs one phase of a route's chain for a request. Returns true when a filter
+-- answered (px.respond / px.redirect).
+function engine.run(phase, index, req)
+  local fns = (index < 0 and early_chain or chains[index])[phase]
+  for i = 1, #fns do
+    local f = fns[i]
+    local r = f.fn(req, f.conf)
+    if r ~= nil then
       if r == px.DONE then return true end
-      if r ~= nil then error("filter '" .. f.name .. "' " .. pname .. ": returned " .. tostring(r) .. " (return nothing, or px.respond(...))") end
+      error("filter '" .. f.name .. "' " .. PHASES[phase + 1] .. ": returned " .. tostring(r) ..
+            " (return nothing, or px.respond(...))")
     end
   end
   return false
 end
-
-function engine.done(sid) ctxs[sid] = nil end
 
 return px

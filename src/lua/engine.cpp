@@ -189,7 +189,7 @@ bool Engine::init(const Config& cfg, proxy::Worker* w, std::string* error) {
     return luaL_ref(L_, LUA_REGISTRYINDEX);
   };
   run_ref_ = ref("run");
-  done_ref_ = ref("done");
+  new_req_ref_ = ref("new_req");
   compile_ref_ = ref("compile");
   install_ref_ = ref("install");
   chain_ref_ = ref("set_chain");
@@ -301,28 +301,34 @@ void Engine::install(proxy::SnapRef* snap, std::vector<uint16_t>* masks) {
 
 int Engine::run(Phase p, int route_index, proxy::Stream* st) {
   if (!st->fs) {
-    st->fs = std::make_unique<FilterState>();
-    st->fs->sid = next_sid_++;
+    if (!free_states_.empty()) {
+      st->fs = std::move(free_states_.back());
+      free_states_.pop_back();
+    } else {
+      st->fs = std::make_unique<FilterState>();
+    }
+  }
+  FilterState& fs = *st->fs;
+  if (fs.req_ref == -2) {
+    lua_rawgeti(L_, LUA_REGISTRYINDEX, new_req_ref_);
+    lua_call(L_, 0, 1);
+    fs.req_ref = luaL_ref(L_, LUA_REGISTRYINDEX);
   }
   lua_pushcfunction(L_, traceback);
   int msgh = lua_gettop(L_);
   lua_rawgeti(L_, LUA_REGISTRYINDEX, run_ref_);
   lua_pushinteger(L_, p);
   lua_pushinteger(L_, route_index);
-  lua_pushnumber(L_, static_cast<lua_Number>(st->fs->sid));
-  const http::Head* resp = t_cur.resp;
-  int rs = t_cur.resp_status;
-  t_cur = Current{};
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, fs.req_ref);
   t_cur.st = st;
   t_cur.eng = this;
   t_cur.phase = p;
-  t_cur.resp = resp;
-  t_cur.resp_status = rs;
   t_cur.active = true;
   t_cur.deadline_ns = now_ns() + budget_ms_ * 1000000ull;
   int rc = lua_pcall(L_, 3, 1, msgh);
   t_cur.active = false;
   t_cur.resp = nullptr;
+  t_cur.st = nullptr;
   int out;
   if (rc != 0) {
     errors_++;
@@ -341,10 +347,10 @@ int Engine::run(Phase p, int route_index, proxy::Stream* st) {
 
 void Engine::done(proxy::Stream* st) {
   if (!st->fs) return;
-  lua_rawgeti(L_, LUA_REGISTRYINDEX, done_ref_);
-  lua_pushnumber(L_, static_cast<lua_Number>(st->fs->sid));
-  lua_pcall(L_, 1, 0, 0);
-  lua_settop(L_, 0);
+  if (st->fs->req_ref >= 0) luaL_unref(L_, LUA_REGISTRYINDEX, st->fs->req_ref);
+  st->fs->clear();
+  if (free_states_.size() < 256) free_states_.push_back(std::move(st->fs));
+  st->fs.reset();
 }
 
 void set_response_view(const http::Head* resp, int status) {

@@ -50,14 +50,22 @@ struct HeaderEdit {
 
 // What filters did to one stream. Allocated only for routes with filters.
 struct FilterState {
-  uint64_t sid = 0;
+  int req_ref = -2;  // the request's Lua object, in the registry (LUA_NOREF until made)
   std::vector<HeaderEdit> req_edits, resp_edits;
   int new_status = 0;
   int respond_status = 0;
   std::string respond_body;
   std::vector<std::pair<std::string, std::string>> respond_headers;
   int peer = -1;  // 0-based, chosen in upstream_peer
-  bool ctx_made = false;
+  void clear() {
+    req_ref = -2;
+    req_edits.clear();
+    resp_edits.clear();
+    new_status = respond_status = 0;
+    respond_body.clear();
+    respond_headers.clear();
+    peer = -1;
+  }
 };
 
 // A filter file as the engine loaded it (published in pxd's status file).
@@ -87,12 +95,12 @@ class Engine {
   bool compile(const std::string& name, const std::string& path, const std::string& src, std::string* err);
   lua_State* L_ = nullptr;
   proxy::Worker* w_ = nullptr;
-  int run_ref_ = -1, done_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1,
+  int run_ref_ = -1, new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1,
       early_ref_ = -1, clear_ref_ = -1;
   uint16_t early_mask_ = 0;
   uint64_t budget_ms_ = 50;
   std::atomic<uint64_t> errors_{0};  // read by the main thread for the status file
-  uint64_t next_sid_ = 1;
+  std::vector<std::unique_ptr<FilterState>> free_states_;
   std::vector<FilterInfo> infos_;
   std::vector<std::string> global_;
   proxy::SnapRef* snap_ = nullptr;
