@@ -15,7 +15,7 @@ return {
     if rc == 2 then
       return px.respond(403, { ["Content-Type"] = "text/plain" }, "forbidden\n")
     elseif rc == 1 then
-      return px.respond(401, { ["WWW-Authenticate"] = 'Basic realm="' .. realm .. '", charset="UTF-8"',
+      return px.respond(401, { ["WWW-Authenticate"] = 'Basic realm="' .. realm() .. '", charset="UTF-8"',
                                ["Content-Type"] = "text/plain" }, "authentication required\n")
     end
     if not pass then req:remove_header("Authorization") end

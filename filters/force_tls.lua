@@ -5,8 +5,9 @@
 --   config: {"hsts": {"max_age": 31536000, "include_subdomains": true, "preload": false},
 --            "port": 443}
 return {
+  phases = function(conf) return { "request", conf.hsts and "response" or nil } end,
   request = function(req, conf)
-    if req:scheme() == "https" then return end
+    if req:is_https() then return end
     local m = req:method()
     local status = (m == "GET" or m == "HEAD") and 301 or 308
     local host = req:host()
@@ -15,7 +16,7 @@ return {
   end,
   response = function(req, conf)
     local h = conf.hsts
-    if not h or req:scheme() ~= "https" then return end
+    if not h or not req:is_https() then return end
     local v = "max-age=" .. string.format("%d", h.max_age or 31536000)
     if h.include_subdomains then v = v .. "; includeSubDomains" end
     if h.preload then v = v .. "; preload" end

@@ -2,24 +2,20 @@
 -- upstream) and response headers (before the response goes to the client).
 --   config: {"request":  {"set": {"X-A": "1"}, "add": {"X-B": "2"}, "remove": ["X-C"]},
 --            "response": {"set": {"X-Frame-Options": "DENY"}, "remove": ["Server"]}}
-local function apply(conf, set, add, remove)
-  if not conf then return end
-  for _, name in ipairs(conf.remove or {}) do remove(name) end
-  for name, value in pairs(conf.set or {}) do set(name, tostring(value)) end
-  for name, value in pairs(conf.add or {}) do add(name, tostring(value)) end
+local function apply(req, conf, set, add, remove)
+  if conf.remove then for _, name in ipairs(conf.remove) do remove(req, name) end end
+  if conf.set then for name, value in pairs(conf.set) do set(req, name, tostring(value)) end end
+  if conf.add then for name, value in pairs(conf.add) do add(req, name, tostring(value)) end end
 end
 
 return {
+  phases = function(conf)
+    return { conf.request and "upstream_request" or nil, conf.response and "response" or nil }
+  end,
   upstream_request = function(req, conf)
-    apply(conf.request,
-      function(n, v) req:set_header(n, v) end,
-      function(n, v) req:add_header(n, v) end,
-      function(n) req:remove_header(n) end)
+    if conf.request then apply(req, conf.request, req.set_header, req.add_header, req.remove_header) end
   end,
   response = function(req, conf)
-    apply(conf.response,
-      function(n, v) req:set_resp_header(n, v) end,
-      function(n, v) req:add_resp_header(n, v) end,
-      function(n) req:remove_resp_header(n) end)
+    if conf.response then apply(req, conf.response, req.set_resp_header, req.add_resp_header, req.remove_resp_header) end
   end,
 }

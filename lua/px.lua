@@ -33,6 +33,7 @@ int px_respond_header(const char* name, size_t nlen, const char* val, size_t vle
 int px_set_peer(int index);
 int px_peer_count(void);
 int px_is_tls(void);
+int px_is_https(void);
 void px_log(int level, const char* msg, size_t len);
 double px_now(void);
 int px_acl_check(const char* name, size_t nlen, const char* auth, size_t alen, const char** realm, size_t* rlen);
@@ -53,8 +54,9 @@ local C_resp_status, C_resp_set_status, C_resp_header, C_resp_header_edit =
   sym("px_resp_status"), sym("px_resp_set_status"), sym("px_resp_header"), sym("px_resp_header_edit")
 local C_respond, C_respond_header, C_set_peer, C_peer_count =
   sym("px_respond"), sym("px_respond_header"), sym("px_set_peer"), sym("px_peer_count")
-local C_is_tls, C_log, C_now, C_acl_check, C_acme_lookup, C_error =
-  sym("px_is_tls"), sym("px_log"), sym("px_now"), sym("px_acl_check"), sym("px_acme_lookup"), sym("px_error")
+local C_is_tls, C_log, C_now, C_acl_check, C_acme_lookup, C_error, C_is_https =
+  sym("px_is_tls"), sym("px_log"), sym("px_now"), sym("px_acl_check"), sym("px_acme_lookup"), sym("px_error"),
+  sym("px_is_https")
 
 local px = {}
 local sz = ffi.new("size_t[1]")
@@ -91,6 +93,7 @@ function Req:route() return field(6) end       -- the route's name ("" before ro
 function Req:uri() return field(7) end         -- path and query as sent
 function Req:scheme() return field(8) end      -- "https" when TLS or a trusted X-Forwarded-Proto says so
 function Req:is_tls() return check(C_is_tls()) == 1 end
+function Req:is_https() return check(C_is_https()) == 1 end  -- scheme() == "https", without a string
 
 function Req:header(name, index)
   local rc = check(C_req_header(name, #name, index or 0, str, sz))
@@ -149,10 +152,12 @@ end
 function px.now() return C_now() end   -- monotonic seconds
 
 -- Built-in checks the acl and acme filters use.
+-- 0 allow, 1 needs credentials (401), 2 denied (403); plus 0x10 when the list passes Authorization on.
+-- The realm (a string) is made only when asked for.
 function px.acl_check(list, authorization)
   authorization = authorization or ""
   local rc = check(C_acl_check(list, #list, authorization, #authorization, str, sz))
-  return rc, ffi.string(str[0], sz[0])  -- 0 allow, 1 needs credentials (401), 2 denied (403); realm
+  return rc, function() return ffi.string(str[0], sz[0]) end
 end
 function px.acme_challenge(token)
   local rc = check(C_acme_lookup(token, #token, str, sz))
@@ -240,7 +245,9 @@ function engine.compile(name, source, chunkname)
   if not ok then return nil, tostring(mod) end
   if type(mod) ~= "table" then return nil, (chunkname or name) .. ": a filter must return a table of phase functions" end
   for k, v in pairs(mod) do
-    if not KNOWN[k] then return nil, (chunkname or name) .. ": unknown phase '" .. tostring(k) .. "' (phases: " .. table.concat(PHASES, ", ") .. ")" end
+    if k == "phases" then
+      if type(v) ~= "function" then return nil, (chunkname or name) .. ": 'phases' must be a function(conf) returning a list of phases" end
+    elseif not KNOWN[k] then return nil, (chunkname or name) .. ": unknown phase '" .. tostring(k) .. "' (phases: " .. table.concat(PHASES, ", ") .. ")" end
     if type(v) ~= "function" then return nil, (chunkname or name) .. ": phase '" .. k .. "' must be a function" end
   end
   return mod
@@ -250,13 +257,31 @@ function engine.install(name, mod) filters[name] = mod end
 
 -- Builds the filter chain of a route from its (name, config) list: per phase,
 -- the functions to call, so a phase walks only the filters that implement it.
+-- A filter may say which of its phases a given config needs (phases(conf)),
+-- so that a route never enters a phase where the filter would do nothing.
+local function wanted(mod, conf)
+  if not mod.phases then return nil end
+  local ok, list = pcall(mod.phases, conf)
+  if not ok or type(list) ~= "table" then return nil end
+  local set = {}
+  for _, p in pairs(list) do if p then set[p] = true end end
+  return set
+end
+
 local function build(list)
   local chain = { list = list }
+  local want = {}
+  for j, f in ipairs(list) do
+    local mod = filters[f.name]
+    want[j] = mod and wanted(mod, f.conf)
+  end
   for i, p in ipairs(PHASES) do
     local fns = {}
-    for _, f in ipairs(list) do
+    for j, f in ipairs(list) do
       local mod = filters[f.name]
-      if mod and mod[p] then fns[#fns + 1] = { fn = mod[p], conf = f.conf, name = f.name } end
+      if mod and mod[p] and (not want[j] or want[j][p]) then
+        fns[#fns + 1] = { fn = mod[p], conf = f.conf, name = f.name }
+      end
     end
     chain[i - 1] = fns
   end
@@ -281,14 +306,10 @@ function engine.mask(index)
   local m = 0
   if not chain then return 0 end
   for _, f in ipairs(chain.list) do
-    local mod = filters[f.name]
-    if mod then
-      for i, p in ipairs(PHASES) do
-        if mod[p] then m = bit.bor(m, bit.lshift(1, i - 1)) end
-      end
-    else
-      m = bit.bor(m, 0x100)  -- a missing filter: requests on this route fail closed (500)
-    end
+    if not filters[f.name] then m = bit.bor(m, 0x100) end  -- a missing filter: the route fails closed (500)
+  end
+  for i = 1, #PHASES do
+    if #chain[i - 1] > 0 then m = bit.bor(m, bit.lshift(1, i - 1)) end
   end
   return m
 end

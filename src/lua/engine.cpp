@@ -197,6 +197,8 @@ bool Engine::init(const Config& cfg, proxy::Worker* w, std::string* error) {
   early_ref_ = ref("set_early");
   clear_ref_ = ref("clear_chains");
   lua_pop(L_, 2);
+  lua_pushcfunction(L_, traceback);
+  traceback_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
   lua_sethook(L_, hook, LUA_MASKCOUNT, 1000);
   load(read_filter_files(cfg));
   return true;
@@ -314,7 +316,7 @@ int Engine::run(Phase p, int route_index, proxy::Stream* st) {
     lua_call(L_, 0, 1);
     fs.req_ref = luaL_ref(L_, LUA_REGISTRYINDEX);
   }
-  lua_pushcfunction(L_, traceback);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, traceback_ref_);
   int msgh = lua_gettop(L_);
   lua_rawgeti(L_, LUA_REGISTRYINDEX, run_ref_);
   lua_pushinteger(L_, p);
@@ -490,10 +492,17 @@ std::vector<std::pair<std::string_view, std::string_view>> headers_of(const px::
 
 #define PX_API extern "C" __attribute__((visibility("default"), used))
 
+PX_API const char* px_req_field(int which, size_t* len);
 PX_API int px_phase(void) { return t_cur.active ? t_cur.phase : -1; }
 PX_API const char* px_error(void) { return t_cur.err.c_str(); }
 PX_API double px_now(void) { return static_cast<double>(px::lua::now_ns()) / 1e9; }
 PX_API int px_is_tls(void) { return allowed(kAll, "req:is_tls") ? 0 : -1; }
+PX_API int px_is_https(void) {
+  if (!allowed(kAll, "req:is_https")) return -1;
+  size_t len;
+  const char* s = px_req_field(8, &len);
+  return len == 5 && std::memcmp(s, "https", 5) == 0 ? 1 : 0;
+}
 
 PX_API const char* px_req_field(int which, size_t* len) {
   static const char* calls[] = {"req:method", "req:path", "req:query", "req:host", "req:client_ip",

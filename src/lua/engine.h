@@ -95,6 +95,7 @@ class Engine {
   bool compile(const std::string& name, const std::string& path, const std::string& src, std::string* err);
   lua_State* L_ = nullptr;
   proxy::Worker* w_ = nullptr;
+  int traceback_ref_ = -1;
   int run_ref_ = -1, new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1,
       early_ref_ = -1, clear_ref_ = -1;
   uint16_t early_mask_ = 0;
