@@ -9,13 +9,13 @@ return {
   request = function(req, conf)
     local list = conf.list
     if type(list) ~= "string" then error("acl: config needs {\"list\": \"NAME\"}") end
-    local rc, realm = px.acl_check(list, req:header("Authorization"))
+    local rc = px.acl_check(list, req:header("Authorization"))
     local pass = bit.band(rc, 0x10) ~= 0
     rc = bit.band(rc, 0x0f)
     if rc == 2 then
       return px.respond(403, { ["Content-Type"] = "text/plain" }, "forbidden\n")
     elseif rc == 1 then
-      return px.respond(401, { ["WWW-Authenticate"] = 'Basic realm="' .. realm() .. '", charset="UTF-8"',
+      return px.respond(401, { ["WWW-Authenticate"] = 'Basic realm="' .. px.acl_realm(list) .. '", charset="UTF-8"',
                                ["Content-Type"] = "text/plain" }, "authentication required\n")
     end
     if not pass then req:remove_header("Authorization") end

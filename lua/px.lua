@@ -156,8 +156,11 @@ function px.now() return C_now() end   -- monotonic seconds
 -- The realm (a string) is made only when asked for.
 function px.acl_check(list, authorization)
   authorization = authorization or ""
-  local rc = check(C_acl_check(list, #list, authorization, #authorization, str, sz))
-  return rc, function() return ffi.string(str[0], sz[0]) end
+  return check(C_acl_check(list, #list, authorization, #authorization, str, sz))
+end
+function px.acl_realm(list)
+  check(C_acl_check(list, #list, "", 0, str, sz))
+  return ffi.string(str[0], sz[0])
 end
 function px.acme_challenge(token)
   local rc = check(C_acme_lookup(token, #token, str, sz))

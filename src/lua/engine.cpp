@@ -10,6 +10,7 @@ extern "C" {
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -391,6 +392,28 @@ std::vector<std::pair<std::string, std::string>> apply_edits(
   return out;
 }
 
+void emit_edited(const http::Head& h, const std::vector<HeaderEdit>& edits,
+                 const std::function<void(std::string_view, std::string_view)>& emit) {
+  thread_local std::vector<std::string_view> vals;
+  for (size_t k = 0; k < edits.size(); k++) {
+    const std::string& name = edits[k].name;
+    bool first = true;
+    for (size_t j = 0; j < k && first; j++) first = !iequals(edits[j].name, name);
+    if (!first) continue;  // this name was handled at its first edit
+    vals.clear();
+    for (size_t i = 0; i < h.headers.size(); i++)
+      if (iequals(h.name(i), name)) vals.push_back(h.value(i));
+    for (size_t j = k; j < edits.size(); j++) {
+      const HeaderEdit& e = edits[j];
+      if (!iequals(e.name, name)) continue;
+      if (e.mode == 0) vals.assign(1, e.value);
+      else if (e.mode == 1) vals.push_back(e.value);
+      else vals.clear();
+    }
+    for (std::string_view v : vals) emit(name, v);
+  }
+}
+
 std::string check_filter(const std::string& path, const std::string& source, const std::string& ldir) {
   lua_State* L = luaL_newstate();
   luaL_openlibs(L);
@@ -439,12 +462,16 @@ bool allowed(int mask, const char* call) {
   return true;
 }
 
+// RFC 9110 token characters.
 bool valid_name(const char* n, size_t len) {
+  static const auto table = [] {
+    std::array<bool, 256> t{};
+    for (int c = 33; c < 127; c++) t[static_cast<size_t>(c)] = !std::strchr("()<>@,;:\\\"/[]?={}", c);
+    return t;
+  }();
   if (!len) return false;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = static_cast<unsigned char>(n[i]);
-    if (c <= 32 || c >= 127 || std::strchr("()<>@,;:\\\"/[]?={}", c)) return false;
-  }
+  for (size_t i = 0; i < len; i++)
+    if (!table[static_cast<unsigned char>(n[i])]) return false;
   return true;
 }
 // Framing and connection headers belong to px: filters may not edit them.
@@ -553,6 +580,18 @@ PX_API const char* px_req_field(int which, size_t* len) {
 PX_API int px_req_header(const char* name, size_t nlen, int index, const char** val, size_t* vlen) {
   if (!allowed(kAll, "req:header")) return -1;
   auto* fs = t_cur.st->fs.get();
+  if (!fs || fs->req_edits.empty()) {
+    // The common case: no edits, read the head directly.
+    const px::http::Head& h = t_cur.st->req;
+    std::string_view n(name, nlen);
+    for (size_t i = 0; i < h.headers.size(); i++)
+      if (px::iequals(h.name(i), n) && index-- == 0) {
+        *val = h.value(i).data();
+        *vlen = h.value(i).size();
+        return 1;
+      }
+    return 0;
+  }
   return lookup(headers_of(t_cur.st->req), fs ? &fs->req_edits : nullptr, std::string_view(name, nlen), index, val,
                 vlen)
              ? 1

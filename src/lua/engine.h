@@ -16,6 +16,8 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <string_view>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -114,6 +116,10 @@ class Engine {
 // touches, then each edited name's final values (set/add/remove in order).
 std::vector<std::pair<std::string, std::string>> apply_edits(
     const std::vector<std::pair<std::string, std::string>>& orig, const std::vector<HeaderEdit>& edits);
+// The same for a parsed head, without allocating: calls emit(name, value) for the
+// final values of every edited name (the caller skips edited names itself).
+void emit_edited(const http::Head& h, const std::vector<HeaderEdit>& edits,
+                 const std::function<void(std::string_view, std::string_view)>& emit);
 // What the response and logging phases read (nullptr: a response px made itself).
 void set_response_view(const http::Head* resp, int status);
 

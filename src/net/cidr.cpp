@@ -13,8 +13,20 @@ static const uint8_t kV4Prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 bool IpAddr::is_v4() const { return std::memcmp(b.data(), kV4Prefix, 12) == 0; }
 
 size_t IpAddr::format(char* buf) const {
-  if (is_v4()) inet_ntop(AF_INET, b.data() + 12, buf, INET6_ADDRSTRLEN);
-  else inet_ntop(AF_INET6, b.data(), buf, INET6_ADDRSTRLEN);
+  if (is_v4()) {
+    // glibc's inet_ntop goes through sprintf: ~1,600 instructions, once per proxied request.
+    char* p = buf;
+    for (int i = 12; i < 16; i++) {
+      unsigned v = b[static_cast<size_t>(i)];
+      if (v >= 100) *p++ = static_cast<char>('0' + v / 100);
+      if (v >= 10) *p++ = static_cast<char>('0' + v / 10 % 10);
+      *p++ = static_cast<char>('0' + v % 10);
+      if (i < 15) *p++ = '.';
+    }
+    *p = 0;
+    return static_cast<size_t>(p - buf);
+  }
+  inet_ntop(AF_INET6, b.data(), buf, INET6_ADDRSTRLEN);
   return std::strlen(buf);
 }
 

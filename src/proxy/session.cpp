@@ -353,19 +353,12 @@ static bool has_extra_connection_tokens(const http::Head& h) {
 
 // Writes the request headers filters edited (their final values).
 static void append_edited(std::string& o, const http::Head& h, const std::vector<lua::HeaderEdit>& edits) {
-  std::vector<std::pair<std::string, std::string>> orig;
-  for (size_t i = 0; i < h.headers.size(); i++)
-    for (const auto& e : edits)
-      if (iequals(e.name, h.name(i))) {
-        orig.emplace_back(std::string(h.name(i)), std::string(h.value(i)));
-        break;
-      }
-  for (const auto& [n, v] : lua::apply_edits(orig, edits)) {
+  lua::emit_edited(h, edits, [&o](std::string_view n, std::string_view v) {
     o.append(n);
     o.append(": ");
     o.append(v);
     o.append("\r\n");
-  }
+  });
 }
 
 void Session::build_upstream_head(Stream* st) {

@@ -320,21 +320,13 @@ int UpConn::on_head(http::Head& h) {
     o.append(h.value(i));
     o.append("\r\n");
   }
-  if (edits) {
-    std::vector<std::pair<std::string, std::string>> orig;
-    for (size_t i = 0; i < h.headers.size(); i++)
-      for (const auto& e : *edits)
-        if (iequals(e.name, h.name(i))) {
-          orig.emplace_back(std::string(h.name(i)), std::string(h.value(i)));
-          break;
-        }
-    for (const auto& [n, v] : lua::apply_edits(orig, *edits)) {
+  if (edits)
+    lua::emit_edited(h, *edits, [&o](std::string_view n, std::string_view v) {
       o.append(n);
       o.append(": ");
       o.append(v);
       o.append("\r\n");
-    }
-  }
+    });
   if (st->resp_body == BodyMode::length) {
     o.append("Content-Length: ");
     append_dec(o, h.content_length);
