@@ -219,19 +219,17 @@ bool parse_acl_json(const json& j, json* out, std::string* error) {
       o["rules"].push_back({{"action", r["action"]}, {"cidr", r["cidr"]}});
     }
   }
-  std::string def = "deny";
-  if (j.contains("default")) {
-    if (!j["default"].is_string() || (j["default"] != "allow" && j["default"] != "deny"))
-      return fail("default", "must be allow or deny");
-    def = j["default"].get<std::string>();
-  }
+  // A string field that must be one of two words; *out keeps its default when absent.
+  auto choice = [&](const char* field, const char* a, const char* b, std::string* out) {
+    if (!j.contains(field)) return true;
+    if (!j[field].is_string() || (j[field] != a && j[field] != b))
+      return fail(field, std::string("must be ") + a + " or " + b);
+    *out = j[field].get<std::string>();
+    return true;
+  };
+  std::string def = "deny", satisfy = "any";
+  if (!choice("default", "allow", "deny", &def) || !choice("satisfy", "any", "all", &satisfy)) return false;
   o["default"] = def;
-  std::string satisfy = "any";
-  if (j.contains("satisfy")) {
-    if (!j["satisfy"].is_string() || (j["satisfy"] != "any" && j["satisfy"] != "all"))
-      return fail("satisfy", "must be any or all");
-    satisfy = j["satisfy"].get<std::string>();
-  }
   o["satisfy"] = satisfy;
   std::string realm = "px";
   if (j.contains("realm")) {

@@ -598,9 +598,11 @@ PX_API int px_req_header(const char* name, size_t nlen, int index, const char** 
              : 0;
 }
 
-PX_API int px_req_header_edit(int mode, const char* name, size_t nlen, const char* val, size_t vlen) {
-  static const char* calls[] = {"req:set_header", "req:add_header", "req:remove_header"};
-  if (mode < 0 || mode > 2 || !allowed(kEditReq, calls[mode])) return -1;
+// One header edit from a filter, checked: the call's phase, a token name, not a
+// framing header, a value without CR/LF/NUL.
+static int record_edit(const char* const calls[3], int mask, bool response, int mode, const char* name, size_t nlen,
+                       const char* val, size_t vlen) {
+  if (mode < 0 || mode > 2 || !allowed(mask, calls[mode])) return -1;
   if (!valid_name(name, nlen)) {
     t_cur.err = std::string(calls[mode]) + ": '" + std::string(name, nlen) + "' is not a valid header name";
     return -1;
@@ -613,9 +615,14 @@ PX_API int px_req_header_edit(int mode, const char* name, size_t nlen, const cha
     t_cur.err = std::string(calls[mode]) + ": a header value cannot hold CR, LF or NUL";
     return -1;
   }
-  t_cur.st->fs->req_edits.push_back({static_cast<uint8_t>(mode), std::string(name, nlen),
-                                     mode == 2 ? std::string() : std::string(val, vlen)});
+  auto& edits = response ? t_cur.st->fs->resp_edits : t_cur.st->fs->req_edits;
+  edits.push_back({static_cast<uint8_t>(mode), std::string(name, nlen), mode == 2 ? std::string() : std::string(val, vlen)});
   return 0;
+}
+
+PX_API int px_req_header_edit(int mode, const char* name, size_t nlen, const char* val, size_t vlen) {
+  static const char* const calls[] = {"req:set_header", "req:add_header", "req:remove_header"};
+  return record_edit(calls, kEditReq, false, mode, name, nlen, val, vlen);
 }
 
 PX_API int px_resp_status(void) {
@@ -644,23 +651,8 @@ PX_API int px_resp_header(const char* name, size_t nlen, int index, const char**
 }
 
 PX_API int px_resp_header_edit(int mode, const char* name, size_t nlen, const char* val, size_t vlen) {
-  static const char* calls[] = {"req:set_resp_header", "req:add_resp_header", "req:remove_resp_header"};
-  if (mode < 0 || mode > 2 || !allowed(kEditResp, calls[mode])) return -1;
-  if (!valid_name(name, nlen)) {
-    t_cur.err = std::string(calls[mode]) + ": '" + std::string(name, nlen) + "' is not a valid header name";
-    return -1;
-  }
-  if (framing(name, nlen)) {
-    t_cur.err = std::string(calls[mode]) + ": " + std::string(name, nlen) + " is a framing header px manages";
-    return -1;
-  }
-  if (mode != 2 && !valid_value(val, vlen)) {
-    t_cur.err = std::string(calls[mode]) + ": a header value cannot hold CR, LF or NUL";
-    return -1;
-  }
-  t_cur.st->fs->resp_edits.push_back({static_cast<uint8_t>(mode), std::string(name, nlen),
-                                      mode == 2 ? std::string() : std::string(val, vlen)});
-  return 0;
+  static const char* const calls[] = {"req:set_resp_header", "req:add_resp_header", "req:remove_resp_header"};
+  return record_edit(calls, kEditResp, true, mode, name, nlen, val, vlen);
 }
 
 PX_API int px_respond_header(const char* name, size_t nlen, const char* val, size_t vlen) {
