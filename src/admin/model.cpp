@@ -121,6 +121,18 @@ struct Tx {
                 {"resource", resource}, {"before", before},      {"after", after}};
     return w.put(key, rec.dump(), err) && w.put("meta:audit_seq", std::to_string(seq), err);
   }
+  // Loads the resource a change is based on: 404 when it does not exist, 412 when
+  // If-Match names another version.
+  bool load_current(const std::string& kind, const std::string& name, uint64_t if_match, json* old, uint64_t* have) {
+    bool found;
+    if (!load(kind + ":" + name, old, &found)) return false;
+    if (!found) return fail(Result::error(404, "", "no " + kind + " named '" + name + "'"));
+    *have = old->value("version", uint64_t(0));
+    if (if_match && *have != if_match)
+      return fail(Result::error(412, "If-Match", "stale: the current version is " + std::to_string(*have),
+                                {{"current_version", *have}}));
+    return true;
+  }
   // Index maintenance for routes: drop `old`'s claims, check and add `now`'s.
   bool reindex(const std::string& name, const json* old, const json* now) {
     if (old)
@@ -395,13 +407,8 @@ Result Admin::patch(const std::string& kind, const std::string& name, const json
   // Read-modify-write inside one transaction: concurrent patches cannot lose each other's fields.
   return in_txn(st_, [&](Tx& tx) {
     json old;
-    bool found;
-    if (!tx.load(kind + ":" + name, &old, &found)) return false;
-    if (!found) return tx.fail(Result::error(404, "", "no " + kind + " named '" + name + "'"));
-    uint64_t have = old.value("version", uint64_t(0));
-    if (if_match && have != if_match)
-      return tx.fail(Result::error(412, "If-Match", "stale: the current version is " + std::to_string(have),
-                                   {{"current_version", have}}));
+    uint64_t have;
+    if (!tx.load_current(kind, name, if_match, &old, &have)) return false;
     json b = old;
     b.merge_patch(merge);
     b.erase("version");
@@ -422,13 +429,8 @@ Result Admin::remove(const std::string& kind, const std::string& name, uint64_t 
   if (!valid_kind(kind)) return Result::error(404, "", "unknown resource");
   return in_txn(st_, [&](Tx& tx) {
     json old;
-    bool found;
-    if (!tx.load(kind + ":" + name, &old, &found)) return false;
-    if (!found) return tx.fail(Result::error(404, "", "no " + kind + " named '" + name + "'"));
-    uint64_t have = old.value("version", uint64_t(0));
-    if (if_match && have != if_match)
-      return tx.fail(Result::error(412, "If-Match", "stale: the current version is " + std::to_string(have),
-                                   {{"current_version", have}}));
+    uint64_t have;
+    if (!tx.load_current(kind, name, if_match, &old, &have)) return false;
     if (kind == "acl") {
       // An access list in use by a route cannot go.
       std::string user;
