@@ -109,25 +109,11 @@ const Operation* match(const std::string& method, const std::string& target, Req
       qs.remove_prefix(amp + 1);
     }
   }
-  auto split = [](std::string_view p) {
-    std::vector<std::string> segs;
-    while (!p.empty()) {
-      if (p.front() == '/') {
-        p.remove_prefix(1);
-        continue;
-      }
-      size_t s = p.find('/');
-      segs.emplace_back(p.substr(0, s));
-      if (s == std::string_view::npos) break;
-      p.remove_prefix(s);
-    }
-    return segs;
-  };
-  std::vector<std::string> segs = split(path);
+  std::vector<std::string> segs = path_segments(path);
   for (auto& s : segs) s = pct_decode(s);
   bool path_matched = false;
   for (const auto& op : operations()) {
-    std::vector<std::string> pat = split(op.pattern);
+    std::vector<std::string> pat = path_segments(op.pattern);
     if (pat.size() != segs.size()) continue;
     std::map<std::string, std::string> params;
     bool ok = true;

@@ -37,7 +37,7 @@ std::string now_rfc3339() {
   clock_gettime(CLOCK_REALTIME, &ts);
   tm t;
   gmtime_r(&ts.tv_sec, &t);
-  char buf[40];
+  char buf[96];  // roomy: the compiler cannot see that tm fields are small
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
                 t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000000);
   return buf;
@@ -65,22 +65,16 @@ bool validate(const std::string& kind, const json& body, json* out, std::string*
 
 // The conflict index key of a host and a path prefix, normalised as the router matches them.
 std::string hp_key(const std::string& host, const std::string& path) {
-  std::string p = "/";
-  std::string_view v = path;
-  bool first = true;
-  while (!v.empty()) {
-    if (v.front() == '/') {
-      v.remove_prefix(1);
-      continue;
-    }
-    size_t slash = v.find('/');
-    if (!first) p.push_back('/');
-    p.append(v.substr(0, slash));
-    first = false;
-    if (slash == std::string_view::npos) break;
-    v.remove_prefix(slash);
+  std::string key = "index:hp:";
+  key.append(host);
+  key.push_back(' ');
+  size_t base = key.size();
+  for (const auto& seg : path_segments(path)) {
+    key.push_back('/');
+    key.append(seg);
   }
-  return "index:hp:" + host + " " + p;
+  if (key.size() == base) key.push_back('/');
+  return key;
 }
 
 std::vector<std::pair<std::string, std::string>> hp_keys(const json& route) {

@@ -58,6 +58,21 @@ bool parse_size(std::string_view s, uint64_t* out) {
   return true;
 }
 
+std::vector<std::string> path_segments(std::string_view p) {
+  std::vector<std::string> out;
+  while (!p.empty()) {
+    if (p.front() == '/') {
+      p.remove_prefix(1);
+      continue;
+    }
+    size_t slash = p.find('/');
+    out.emplace_back(p.substr(0, slash));
+    if (slash == std::string_view::npos) break;
+    p.remove_prefix(slash);
+  }
+  return out;
+}
+
 void append_dec(std::string& out, uint64_t v) {
   char buf[24];
   int n = 0;

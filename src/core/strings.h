@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace px {
 
@@ -35,6 +36,10 @@ bool parse_duration_ms(std::string_view s, uint64_t* out_ms);
 // "16k", "1m", "2g" (binary units), bare number = bytes.
 bool parse_size(std::string_view s, uint64_t* out);
 bool parse_u64(std::string_view s, uint64_t* out);
+
+// "/api//v1/" -> {"api", "v1"}: the path segments routes match on. The router
+// and pxadmind's conflict index both use it, so they agree on what a prefix is.
+std::vector<std::string> path_segments(std::string_view path);
 
 // Appends the decimal / hex representation of v.
 void append_dec(std::string& out, uint64_t v);

@@ -187,7 +187,6 @@ void Session::flush(Stream* st) {
 
 int Session::on_head(http::Head& h) {
   Stream* st = stream;
-  const Config& cfg = w->cfg();
   st->start_ms = w->now();
   st->head_request = h.method == HTTP_HEAD;
   st->upgrade = h.upgrade;

@@ -43,25 +43,9 @@ uint32_t hash_bytes(const void* data, size_t len, uint32_t seed) {
   return h;
 }
 
-// Splits a prefix like "/api/v1/" into segments {"api","v1"}.
-static std::vector<std::string> segments(std::string_view p) {
-  std::vector<std::string> out;
-  while (!p.empty()) {
-    if (p.front() == '/') {
-      p.remove_prefix(1);
-      continue;
-    }
-    size_t slash = p.find('/');
-    out.emplace_back(p.substr(0, slash));
-    if (slash == std::string_view::npos) break;
-    p.remove_prefix(slash);
-  }
-  return out;
-}
-
 bool Snapshot::insert(Node& root, const Route* r, std::string* conflict) {
   Node* n = &root;
-  for (const auto& s : segments(r->spec.path)) {
+  for (const auto& s : path_segments(r->spec.path)) {
     auto& child = n->children[s];
     if (!child) child = std::make_unique<Node>();
     n = child.get();
