@@ -5,19 +5,22 @@
 -- Denied: 403. Credentials needed or wrong: 401 with WWW-Authenticate and the
 -- list's realm. The Authorization header is not passed upstream unless the
 -- list says pass_authorization.
+local TEXT = { ["Content-Type"] = "text/plain" }
+
 return {
+  -- Runs once per route: a config without a list name is refused there.
+  prepare = function(conf)
+    if type(conf.list) ~= "string" or conf.list == "" then error('acl: config needs {"list": "NAME"}', 0) end
+    return conf
+  end,
   request = function(req, conf)
-    local list = conf.list
-    if type(list) ~= "string" then error("acl: config needs {\"list\": \"NAME\"}") end
-    local rc = px.acl_check(list, req:header("Authorization"))
-    local pass = bit.band(rc, 0x10) ~= 0
-    rc = bit.band(rc, 0x0f)
-    if rc == 2 then
-      return px.respond(403, { ["Content-Type"] = "text/plain" }, "forbidden\n")
-    elseif rc == 1 then
-      return px.respond(401, { ["WWW-Authenticate"] = 'Basic realm="' .. px.acl_realm(list) .. '", charset="UTF-8"',
+    local verdict, pass_authorization = px.acl_check(conf.list)  -- reads the Authorization header itself
+    if verdict == 2 then
+      return px.respond(403, TEXT, "forbidden\n")
+    elseif verdict == 1 then
+      return px.respond(401, { ["WWW-Authenticate"] = 'Basic realm="' .. px.acl_realm(conf.list) .. '", charset="UTF-8"',
                                ["Content-Type"] = "text/plain" }, "authentication required\n")
     end
-    if not pass then req:remove_header("Authorization") end
+    if not pass_authorization then req:remove_header("Authorization") end
   end,
 }

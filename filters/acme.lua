@@ -5,6 +5,7 @@
 local PREFIX = "/.well-known/acme-challenge/"
 
 return {
+  path_prefix = PREFIX,  -- px enters this filter only for these paths (checked before Lua)
   early_request = function(req)
     local path = req:path()
     if path:sub(1, #PREFIX) ~= PREFIX then return end

@@ -5,21 +5,35 @@
 --   config: {"hsts": {"max_age": 31536000, "include_subdomains": true, "preload": false},
 --            "port": 443}
 return {
-  phases = function(conf) return { "request", conf.hsts and "response" or nil } end,
-  request = function(req, conf)
+  -- Once per route: check the config and build the strings a request needs.
+  prepare = function(conf)
+    local c = { port = "" }
+    if conf.port ~= nil then
+      if type(conf.port) ~= "number" or conf.port < 1 or conf.port > 65535 or conf.port % 1 ~= 0 then
+        error("force_tls: port must be a number from 1 to 65535", 0)
+      end
+      if conf.port ~= 443 then c.port = ":" .. string.format("%d", conf.port) end
+    end
+    local h = conf.hsts
+    if h then
+      if type(h) ~= "table" then error('force_tls: hsts must be an object, e.g. {"max_age": 31536000}', 0) end
+      local age = h.max_age or 31536000
+      if type(age) ~= "number" or age < 0 or age % 1 ~= 0 then
+        error("force_tls: hsts.max_age must be a whole number of seconds", 0)
+      end
+      c.hsts = "max-age=" .. string.format("%d", age) .. (h.include_subdomains and "; includeSubDomains" or "") ..
+               (h.preload and "; preload" or "")
+    end
+    return c
+  end,
+  phases = function(c) return { "request", c.hsts and "response" or nil } end,
+  request = function(req, c)
     if req:is_https() then return end
     local m = req:method()
     local status = (m == "GET" or m == "HEAD") and 301 or 308
-    local host = req:host()
-    if conf.port and conf.port ~= 443 then host = host .. ":" .. conf.port end
-    return px.redirect("https://" .. host .. req:uri(), status)
+    return px.redirect("https://" .. req:host() .. c.port .. req:uri(), status)
   end,
-  response = function(req, conf)
-    local h = conf.hsts
-    if not h or not req:is_https() then return end
-    local v = "max-age=" .. string.format("%d", h.max_age or 31536000)
-    if h.include_subdomains then v = v .. "; includeSubDomains" end
-    if h.preload then v = v .. "; preload" end
-    req:set_resp_header("Strict-Transport-Security", v)
+  response = function(req, c)
+    if req:is_https() then req:set_resp_header("Strict-Transport-Security", c.hsts) end
   end,
 }

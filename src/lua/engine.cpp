@@ -7,15 +7,20 @@ extern "C" {
 #include <lualib.h>
 }
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -81,20 +86,26 @@ static std::string name_of(const std::string& path) {
   return base;
 }
 
-// ---- the current request, for the FFI functions ----
+// The table of API functions lua/px.lua is loaded with (defined with them, below).
+void push_api(lua_State* L);
+std::vector<std::string_view>& edit_scratch();
+
+// ---- the current request, for the API functions ----
 
 namespace {
+// Plain data, so that reading it costs no thread-local initialisation check (and
+// the watchdog's signal handler may read it).
 struct Current {
-  proxy::Stream* st = nullptr;
-  Engine* eng = nullptr;
-  int phase = -1;
-  bool active = false;
-  uint64_t deadline_ns = 0;
-  const http::Head* resp = nullptr;  // upstream response head, in response/logging
-  int resp_status = 0;
-  std::string err, scratch;
+  proxy::Stream* st;
+  Engine* eng;
+  int phase;
+  bool active;
+  const http::Head* resp;  // upstream response head, in response/logging
+  int resp_status;
 };
-thread_local Current t_cur;
+constinit thread_local Current t_cur{};
+constinit thread_local char t_err[512];  // the message of a refused call
+constinit thread_local uint64_t t_check_deadline = 0;  // check_filter's budget
 
 uint64_t now_ns() {
   timespec ts;
@@ -116,8 +127,77 @@ void* lalloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   return p;
 }
 
-void hook(lua_State* L, lua_Debug*) {
-  if (t_cur.active && now_ns() > t_cur.deadline_ns) luaL_error(L, "time budget exceeded (runaway filter?)");
+// ---- the time budget ----
+// Filter code is interpreted (the JIT is off for it), so a hook stops it at its
+// next instruction wherever it loops. The hook is not set while filters run
+// normally (a count hook slows every instruction): a watchdog thread sees a
+// phase that has run past its budget and signals the worker, whose handler sets
+// a hook that fires at once (lua_sethook may be called asynchronously; LuaJIT's
+// own interpreter does it from a SIGINT handler). The hook checks that the same
+// phase is still running before it raises the error.
+
+int watchdog_signal() { return SIGRTMIN + 4; }
+
+void budget_hook(lua_State* L, lua_Debug*) {
+  lua_sethook(L, nullptr, 0, 0);
+  if (t_cur.active && t_cur.eng && t_cur.eng->overrun()) luaL_error(L, "time budget exceeded (runaway filter?)");
+}
+
+void on_watchdog_signal(int) {
+  int saved = errno;
+  if (t_cur.active && t_cur.eng) lua_sethook(t_cur.eng->state(), budget_hook, LUA_MASKCOUNT, 1);
+  errno = saved;
+}
+
+// check_filter's scratch state runs once, not per request: a plain count hook.
+constexpr uint64_t kCheckBudgetMs = 2000;
+void check_hook(lua_State* L, lua_Debug*) {
+  if (t_check_deadline && now_ns() > t_check_deadline) luaL_error(L, "time budget exceeded (runaway filter?)");
+}
+
+struct Watchdog {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Engine*> engines;
+  bool running = false;
+
+  void loop() {
+    std::unique_lock<std::mutex> lk(mu);
+    while (!engines.empty()) {
+      uint64_t tick = 20;
+      for (Engine* e : engines) tick = std::min(tick, std::max<uint64_t>(1, e->budget_ms() / 4));
+      cv.wait_for(lk, std::chrono::milliseconds(tick));
+      auto now = std::chrono::steady_clock::now();
+      for (Engine* e : engines) e->watch(now);
+    }
+    running = false;
+  }
+  void add(Engine* e) {
+    static std::once_flag once;
+    std::call_once(once, [] {
+      struct sigaction sa {};
+      sa.sa_handler = on_watchdog_signal;
+      sa.sa_flags = SA_RESTART;
+      sigemptyset(&sa.sa_mask);
+      sigaction(watchdog_signal(), &sa, nullptr);
+    });
+    std::lock_guard<std::mutex> lk(mu);
+    engines.push_back(e);
+    if (!running) {
+      running = true;
+      std::thread([this] { loop(); }).detach();
+    }
+    cv.notify_all();
+  }
+  void remove(Engine* e) {
+    std::lock_guard<std::mutex> lk(mu);
+    engines.erase(std::remove(engines.begin(), engines.end(), e), engines.end());
+    cv.notify_all();
+  }
+};
+Watchdog& watchdog() {
+  static auto* w = new Watchdog;  // never destroyed: its thread may outlive static destructors
+  return *w;
 }
 
 int traceback(lua_State* L) {
@@ -160,8 +240,31 @@ void push_json(lua_State* L, const json& j) {
 }  // namespace
 
 Engine::~Engine() {
+  if (watched_) watchdog().remove(this);
   if (L_) lua_close(L_);
 }
+
+void Engine::watch(std::chrono::steady_clock::time_point now) {
+  uint64_t s = wd_seq_.load(std::memory_order_acquire);
+  if (!s) {
+    wd_last_ = 0;
+    return;
+  }
+  if (s != wd_last_) {
+    wd_last_ = s;
+    wd_since_ = now;
+    return;
+  }
+  if (now - wd_since_ >= std::chrono::milliseconds(budget_ms())) {
+    // Signalled again on every tick until the phase ends, in case a signal
+    // arrived while the state could not take the hook.
+    wd_kill_.store(s, std::memory_order_relaxed);
+    pthread_kill(thread_, watchdog_signal());
+  }
+}
+
+// Stack slots the engine keeps in its state for the whole run.
+constexpr int kTracebackSlot = 1, kRunSlot = 2;
 
 bool Engine::init(const Config& cfg, proxy::Worker* w, std::string* error) {
   w_ = w;
@@ -174,8 +277,14 @@ bool Engine::init(const Config& cfg, proxy::Worker* w, std::string* error) {
     return false;
   }
   luaL_openlibs(L_);
+  lua_pushcfunction(L_, traceback);  // kTracebackSlot
   std::string dir = lua_dir();
-  if (luaL_loadfile(L_, (dir + "/px.lua").c_str()) != 0 || lua_pcall(L_, 0, 1, 0) != 0) {
+  if (luaL_loadfile(L_, (dir + "/px.lua").c_str()) != 0) {
+    *error = std::string("lua/px.lua: ") + lua_tostring(L_, -1);
+    return false;
+  }
+  push_api(L_);
+  if (lua_pcall(L_, 1, 1, 0) != 0) {
     *error = std::string("lua/px.lua: ") + lua_tostring(L_, -1);
     return false;
   }
@@ -189,7 +298,6 @@ bool Engine::init(const Config& cfg, proxy::Worker* w, std::string* error) {
     lua_getfield(L_, -1, f);
     return luaL_ref(L_, LUA_REGISTRYINDEX);
   };
-  run_ref_ = ref("run");
   new_req_ref_ = ref("new_req");
   compile_ref_ = ref("compile");
   install_ref_ = ref("install");
@@ -197,10 +305,13 @@ bool Engine::init(const Config& cfg, proxy::Worker* w, std::string* error) {
   mask_ref_ = ref("mask");
   early_ref_ = ref("set_early");
   clear_ref_ = ref("clear_chains");
-  lua_pop(L_, 2);
-  lua_pushcfunction(L_, traceback);
-  traceback_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
-  lua_sethook(L_, hook, LUA_MASKCOUNT, 1000);
+  early_prefixes_ref_ = ref("early_prefixes");
+  lua_getfield(L_, -1, "run");  // kRunSlot
+  lua_replace(L_, kRunSlot);
+  lua_settop(L_, kRunSlot);
+  thread_ = pthread_self();
+  watchdog().add(this);
+  watched_ = true;
   load(read_filter_files(cfg));
   return true;
 }
@@ -211,9 +322,11 @@ bool Engine::compile(const std::string& name, const std::string& path, const std
   lua_pushlstring(L_, src.data(), src.size());
   lua_pushlstring(L_, path.data(), path.size());
   t_cur = Current{};
+  t_cur.eng = this;
   t_cur.active = true;
-  t_cur.deadline_ns = now_ns() + budget_ms_ * 1000000ull * 4;  // loading may take a little longer
+  enter(budget_ms_ * 4);  // loading may take a little longer
   int rc = lua_pcall(L_, 3, 2, 0);
+  leave();
   t_cur.active = false;
   if (rc != 0) {
     *err = lua_tostring(L_, -1) ? lua_tostring(L_, -1) : "error";
@@ -260,11 +373,29 @@ void Engine::load(const std::vector<std::pair<std::string, std::string>>& files)
     lua_pushstring(L_, global_[i].c_str());
     lua_rawseti(L_, -2, static_cast<int>(i + 1));
   }
-  lua_call(L_, 1, 0);
+  bool ok = call_filter_code(1, "global filters");
   lua_rawgeti(L_, LUA_REGISTRYINDEX, mask_ref_);
   lua_pushinteger(L_, -1);
   lua_call(L_, 1, 1);
   early_mask_ = static_cast<uint16_t>(lua_tointeger(L_, -1)) & ((1 << kEarly) | kMissingFilter);
+  if (!ok) early_mask_ = kMissingFilter;
+  early_prefixes_.clear();
+  early_gated_ = false;
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, early_prefixes_ref_);
+  lua_call(L_, 0, 1);
+  if (lua_istable(L_, -1)) {
+    early_gated_ = true;
+    for (int i = 1;; i++) {
+      lua_rawgeti(L_, -1, i);
+      if (!lua_isstring(L_, -1)) {
+        lua_pop(L_, 1);
+        break;
+      }
+      early_prefixes_.emplace_back(lua_tostring(L_, -1));
+      lua_pop(L_, 1);
+    }
+  }
+  lua_pop(L_, 1);
   lua_pop(L_, 1);
   if (snap_) {
     std::vector<uint16_t> masks;
@@ -293,16 +424,33 @@ void Engine::install(proxy::SnapRef* snap, std::vector<uint16_t>* masks) {
       lua_rawseti(L_, -2, 2);
       lua_rawseti(L_, -2, static_cast<int>(k + 1));
     }
-    lua_call(L_, 2, 0);
+    lua_pushstring(L_, routes[i]->spec.name.c_str());
+    bool ok = call_filter_code(3, routes[i]->spec.name.c_str());
     lua_rawgeti(L_, LUA_REGISTRYINDEX, mask_ref_);
     lua_pushinteger(L_, static_cast<lua_Integer>(i));
     lua_call(L_, 1, 1);
-    (*masks)[i] = static_cast<uint16_t>(lua_tointeger(L_, -1));
+    (*masks)[i] = ok ? static_cast<uint16_t>(lua_tointeger(L_, -1)) : kMissingFilter;
     lua_pop(L_, 1);
   }
 }
 
+// Building a chain runs filter code (prepare, phases): under the budget, like a phase.
+bool Engine::call_filter_code(int nargs, const char* what) {
+  t_cur = Current{};
+  t_cur.eng = this;
+  t_cur.active = true;
+  enter(budget_ms_ * 4);
+  int rc = lua_pcall(L_, nargs, 0, 0);
+  leave();
+  t_cur.active = false;
+  if (rc == 0) return true;
+  PX_ERR("filters of %s: %s (failing closed: 500)", what, lua_tostring(L_, -1) ? lua_tostring(L_, -1) : "error");
+  lua_pop(L_, 1);
+  return false;
+}
+
 int Engine::run(Phase p, int route_index, proxy::Stream* st) {
+  bool fresh = false;
   if (!st->fs) {
     if (!free_states_.empty()) {
       st->fs = std::move(free_states_.back());
@@ -310,25 +458,30 @@ int Engine::run(Phase p, int route_index, proxy::Stream* st) {
     } else {
       st->fs = std::make_unique<FilterState>();
     }
+    fresh = true;
   }
   FilterState& fs = *st->fs;
+  lua_State* L = L_;
   if (fs.req_ref == -2) {
-    lua_rawgeti(L_, LUA_REGISTRYINDEX, new_req_ref_);
-    lua_call(L_, 0, 1);
-    fs.req_ref = luaL_ref(L_, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, new_req_ref_);
+    lua_call(L, 0, 1);
+    fs.req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    fresh = false;
   }
-  lua_rawgeti(L_, LUA_REGISTRYINDEX, traceback_ref_);
-  int msgh = lua_gettop(L_);
-  lua_rawgeti(L_, LUA_REGISTRYINDEX, run_ref_);
-  lua_pushinteger(L_, p);
-  lua_pushinteger(L_, route_index);
-  lua_rawgeti(L_, LUA_REGISTRYINDEX, fs.req_ref);
+  lua_pushvalue(L, kTracebackSlot);
+  int msgh = lua_gettop(L);
+  lua_pushvalue(L, kRunSlot);
+  lua_pushinteger(L, p);
+  lua_pushinteger(L, route_index);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, fs.req_ref);
+  lua_pushboolean(L, fresh);  // a pooled request object: engine.run clears what the last request left
   t_cur.st = st;
   t_cur.eng = this;
   t_cur.phase = p;
   t_cur.active = true;
-  t_cur.deadline_ns = now_ns() + budget_ms_ * 1000000ull;
-  int rc = lua_pcall(L_, 3, 1, msgh);
+  enter(budget_ms_);
+  int rc = lua_pcall(L, 4, 1, msgh);
+  leave();
   t_cur.active = false;
   t_cur.resp = nullptr;
   t_cur.st = nullptr;
@@ -337,23 +490,26 @@ int Engine::run(Phase p, int route_index, proxy::Stream* st) {
     errors_++;
     w_->filter_errors_.fetch_add(1, std::memory_order_relaxed);
     const char* route = st->route ? st->route->spec.name.c_str() : "(before routing)";
-    const char* msg = lua_tostring(L_, -1);
+    const char* msg = lua_tostring(L, -1);
     PX_ERR("filter error: route %s, phase %s: %s", route, phase_name(p), msg ? msg : "?");
-    if (rc == LUA_ERRMEM || mem_used > mem_limit / 2) lua_gc(L_, LUA_GCCOLLECT, 0);
+    if (rc == LUA_ERRMEM || mem_used > mem_limit / 2) lua_gc(L, LUA_GCCOLLECT, 0);
     out = -1;
   } else {
-    out = lua_toboolean(L_, -1) ? 1 : 0;
+    out = lua_toboolean(L, -1) ? 1 : 0;
   }
-  lua_settop(L_, msgh - 1);
+  lua_settop(L, msgh - 1);
   return out;
 }
 
 void Engine::done(proxy::Stream* st) {
   if (!st->fs) return;
-  if (st->fs->req_ref >= 0) luaL_unref(L_, LUA_REGISTRYINDEX, st->fs->req_ref);
   st->fs->clear();
-  if (free_states_.size() < 256) free_states_.push_back(std::move(st->fs));
-  st->fs.reset();
+  if (free_states_.size() < 256) {
+    free_states_.push_back(std::move(st->fs));
+  } else {
+    if (st->fs->req_ref >= 0) luaL_unref(L_, LUA_REGISTRYINDEX, st->fs->req_ref);
+    st->fs.reset();
+  }
 }
 
 void set_response_view(const http::Head* resp, int status) {
@@ -392,152 +548,153 @@ std::vector<std::pair<std::string, std::string>> apply_edits(
   return out;
 }
 
-void emit_edited(const http::Head& h, const std::vector<HeaderEdit>& edits,
-                 const std::function<void(std::string_view, std::string_view)>& emit) {
-  thread_local std::vector<std::string_view> vals;
+void append_edited(std::string& out, const http::Head& h, const std::vector<HeaderEdit>& edits) {
+  auto line = [&out](std::string_view n, std::string_view v) {
+    out.append(n);
+    out.append(": ");
+    out.append(v);
+    out.append("\r\n");
+  };
   for (size_t k = 0; k < edits.size(); k++) {
     const std::string& name = edits[k].name;
     bool first = true;
     for (size_t j = 0; j < k && first; j++) first = !iequals(edits[j].name, name);
     if (!first) continue;  // this name was handled at its first edit
-    vals.clear();
-    for (size_t i = 0; i < h.headers.size(); i++)
-      if (iequals(h.name(i), name)) vals.push_back(h.value(i));
-    for (size_t j = k; j < edits.size(); j++) {
-      const HeaderEdit& e = edits[j];
+    // The last set or remove of the name decides where its values start.
+    size_t base = edits.size();
+    for (size_t j = k; j < edits.size(); j++)
+      if (edits[j].mode != 1 && iequals(edits[j].name, name)) base = j;
+    size_t adds_from = k;
+    if (base == edits.size()) {
+      for (size_t i = 0; i < h.headers.size(); i++)
+        if (iequals(h.name(i), name)) line(name, h.value(i));
+    } else {
+      if (edits[base].mode == 0) line(name, edits[base].value);
+      adds_from = base + 1;
+    }
+    for (size_t j = adds_from; j < edits.size(); j++)
+      if (edits[j].mode == 1 && iequals(edits[j].name, name)) line(name, edits[j].value);
+  }
+}
+
+// ---- the API (lua/px.lua hands these to filters as req methods and px functions) ----
+//
+// Plain Lua C functions: from interpreted code (filter code always is) they cost
+// a fraction of an FFI call. Each acts on the request this worker is running
+// (t_cur) and checks the phase first.
+
+namespace {
+constexpr int kAll = 0x3f, kEditReq = 0x0f, kReadResp = 0x30, kEditResp = 0x10, kAnswer = 0x03, kPeerOnly = 0x04;
+
+// Raises t_err as a Lua error at the filter's line.
+int refuse(lua_State* L) {
+  luaL_where(L, 1);
+  lua_pushstring(L, t_err);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+template <class... A>
+int refuse(lua_State* L, const char* fmt, A... a) {
+  snprintf(t_err, sizeof t_err, fmt, a...);
+  return refuse(L);
+}
+
+bool allowed(int mask, const char* call) {
+  if (!t_cur.active || !t_cur.st) {
+    snprintf(t_err, sizeof t_err, "%s: not inside a request (call it from a phase function)", call);
+    return false;
+  }
+  if (!(mask & (1 << t_cur.phase))) {
+    int n = snprintf(t_err, sizeof t_err, "%s: not allowed in phase '%s' (allowed in ", call, phase_name(t_cur.phase));
+    const char* sep = "";
+    for (int p = 0; p < kPhases; p++)
+      if (mask & (1 << p)) {
+        n += snprintf(t_err + n, sizeof t_err - static_cast<size_t>(n), "%s%s", sep, phase_name(p));
+        sep = ", ";
+      }
+    snprintf(t_err + n, sizeof t_err - static_cast<size_t>(n), ")");
+    return false;
+  }
+  return true;
+}
+#define PX_ALLOWED(mask, call) \
+  if (!allowed(mask, call)) return refuse(L)
+
+// RFC 9110 token characters.
+constexpr std::array<bool, 256> kTokenChars = [] {
+  std::array<bool, 256> t{};
+  for (int c = 33; c < 127; c++) t[static_cast<size_t>(c)] = true;
+  for (char c : std::string_view("()<>@,;:\\\"/[]?={}")) t[static_cast<unsigned char>(c)] = false;
+  return t;
+}();
+bool valid_name(std::string_view n) {
+  if (n.empty()) return false;
+  for (char c : n)
+    if (!kTokenChars[static_cast<unsigned char>(c)]) return false;
+  return true;
+}
+// Framing and connection headers belong to px: filters may not edit them.
+bool framing(std::string_view v) {
+  switch (v.size()) {
+    case 2: return iequals(v, "te");
+    case 7: return iequals(v, "upgrade") || iequals(v, "trailer");
+    case 10: return iequals(v, "connection") || iequals(v, "keep-alive");
+    case 14: return iequals(v, "content-length");
+    case 16: return iequals(v, "proxy-connection");
+    case 17: return iequals(v, "transfer-encoding");
+    default: return false;
+  }
+}
+bool valid_value(std::string_view v) {
+  for (char c : v)
+    if (c == '\r' || c == '\n' || c == 0) return false;
+  return true;
+}
+
+std::string_view arg(lua_State* L, int i) {
+  size_t n;
+  const char* p = luaL_checklstring(L, i, &n);
+  return {p, n};
+}
+void push(lua_State* L, std::string_view v) { lua_pushlstring(L, v.data(), v.size()); }
+
+// The index-th value (0-based) of `name` after the edits: the original values,
+// then set/add/remove in order. Pushes it, or nil.
+template <class Each>
+int push_lookup(lua_State* L, Each&& each_orig, const std::vector<HeaderEdit>* edits, std::string_view name,
+                lua_Integer index) {
+  std::vector<std::string_view>& vals = edit_scratch();
+  vals.clear();
+  each_orig([&](std::string_view n, std::string_view v) {
+    if (iequals(n, name)) vals.push_back(v);
+  });
+  if (edits)
+    for (const auto& e : *edits) {
       if (!iequals(e.name, name)) continue;
       if (e.mode == 0) vals.assign(1, e.value);
       else if (e.mode == 1) vals.push_back(e.value);
       else vals.clear();
     }
-    for (std::string_view v : vals) emit(name, v);
-  }
+  if (index < 0 || static_cast<size_t>(index) >= vals.size()) lua_pushnil(L);
+  else push(L, vals[static_cast<size_t>(index)]);
+  return 1;
 }
 
-std::string check_filter(const std::string& path, const std::string& source, const std::string& ldir) {
-  lua_State* L = luaL_newstate();
-  luaL_openlibs(L);
-  std::string err;
-  if (luaL_loadfile(L, (ldir + "/px.lua").c_str()) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
-    err = std::string("lua/px.lua: ") + lua_tostring(L, -1);
-  } else {
-    lua_getfield(L, -1, "_engine");
-    lua_getfield(L, -1, "compile");
-    std::string name = name_of(path);
-    lua_pushstring(L, name.c_str());
-    lua_pushlstring(L, source.data(), source.size());
-    lua_pushstring(L, path.c_str());
-    if (lua_pcall(L, 3, 2, 0) != 0) err = lua_tostring(L, -1);
-    else if (lua_isnil(L, -2)) err = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error";
-  }
-  lua_close(L);
-  return err;
+bool is_https(const proxy::Stream* st) {
+  std::string_view xfp = st->req.get("x-forwarded-proto");
+  if (xfp.empty() || !st->session->w->cfg().trusted_proxies.contains(st->session->peer_ip)) return false;
+  return iequals(trim(xfp.substr(0, xfp.find(','))), "https");
 }
 
-}  // namespace px::lua
-
-// ---- the FFI API (lua/px.lua declares these) ----
-
-using px::lua::t_cur;
-namespace {
-constexpr int kAll = 0x3f, kEditReq = 0x0f, kReadResp = 0x30, kEditResp = 0x10, kAnswer = 0x03, kPeerOnly = 0x04;
-
-std::string allowed_list(int mask) {
-  std::string s;
-  for (int p = 0; p < px::lua::kPhases; p++)
-    if (mask & (1 << p)) s += std::string(s.empty() ? "" : ", ") + px::lua::phase_name(p);
-  return s;
-}
-
-bool allowed(int mask, const char* call) {
-  if (!t_cur.active || !t_cur.st) {
-    t_cur.err = std::string(call) + ": not inside a request (call it from a phase function)";
-    return false;
-  }
-  if (!(mask & (1 << t_cur.phase))) {
-    t_cur.err = std::string(call) + ": not allowed in phase '" + px::lua::phase_name(t_cur.phase) +
-                "' (allowed in " + allowed_list(mask) + ")";
-    return false;
-  }
-  return true;
-}
-
-// RFC 9110 token characters.
-bool valid_name(const char* n, size_t len) {
-  static const auto table = [] {
-    std::array<bool, 256> t{};
-    for (int c = 33; c < 127; c++) t[static_cast<size_t>(c)] = !std::strchr("()<>@,;:\\\"/[]?={}", c);
-    return t;
-  }();
-  if (!len) return false;
-  for (size_t i = 0; i < len; i++)
-    if (!table[static_cast<unsigned char>(n[i])]) return false;
-  return true;
-}
-// Framing and connection headers belong to px: filters may not edit them.
-bool framing(const char* n, size_t len) {
-  std::string_view v(n, len);
-  for (const char* f : {"content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer",
-                        "keep-alive", "proxy-connection"})
-    if (px::iequals(v, f)) return true;
-  return false;
-}
-
-bool valid_value(const char* v, size_t len) {
-  for (size_t i = 0; i < len; i++)
-    if (v[i] == '\r' || v[i] == '\n' || v[i] == 0) return false;
-  return true;
-}
-
-// The values of `name` after the edits: the original ones, then set/add/remove in order.
-bool lookup(const std::vector<std::pair<std::string_view, std::string_view>>& orig,
-            const std::vector<px::lua::HeaderEdit>* edits, std::string_view name, int index, const char** val,
-            size_t* len) {
-  std::vector<std::string_view> vals;
-  for (const auto& [n, v] : orig)
-    if (px::iequals(n, name)) vals.push_back(v);
-  if (edits)
-    for (const auto& e : *edits) {
-      if (!px::iequals(e.name, name)) continue;
-      if (e.mode == 0) vals.assign(1, e.value);
-      else if (e.mode == 1) vals.push_back(e.value);
-      else vals.clear();
-    }
-  if (index < 0 || static_cast<size_t>(index) >= vals.size()) return false;
-  *val = vals[static_cast<size_t>(index)].data();
-  *len = vals[static_cast<size_t>(index)].size();
-  return true;
-}
-
-std::vector<std::pair<std::string_view, std::string_view>> headers_of(const px::http::Head& h) {
-  std::vector<std::pair<std::string_view, std::string_view>> v;
-  v.reserve(h.headers.size());
-  for (size_t i = 0; i < h.headers.size(); i++) v.emplace_back(h.name(i), h.value(i));
-  return v;
-}
-}  // namespace
-
-#define PX_API extern "C" __attribute__((visibility("default"), used))
-
-PX_API const char* px_req_field(int which, size_t* len);
-PX_API int px_phase(void) { return t_cur.active ? t_cur.phase : -1; }
-PX_API const char* px_error(void) { return t_cur.err.c_str(); }
-PX_API double px_now(void) { return static_cast<double>(px::lua::now_ns()) / 1e9; }
-PX_API int px_is_tls(void) { return allowed(kAll, "req:is_tls") ? 0 : -1; }
-PX_API int px_is_https(void) {
-  if (!allowed(kAll, "req:is_https")) return -1;
-  size_t len;
-  const char* s = px_req_field(8, &len);
-  return len == 5 && std::memcmp(s, "https", 5) == 0 ? 1 : 0;
-}
-
-PX_API const char* px_req_field(int which, size_t* len) {
+// req:method() .. req:scheme(); the upvalue says which.
+int api_field(lua_State* L) {
   static const char* calls[] = {"req:method", "req:path", "req:query", "req:host", "req:client_ip",
                                 "req:sni", "req:route", "req:uri", "req:scheme"};
-  if (which < 0 || which > 8 || !allowed(kAll, calls[which])) return nullptr;
-  px::proxy::Stream* st = t_cur.st;
-  const px::http::Head& h = st->req;
-  std::string_view uri = st->abs_path.empty() ? h.url() : st->abs_path;
+  auto which = lua_tointeger(L, lua_upvalueindex(1));
+  PX_ALLOWED(kAll, calls[which]);
+  const proxy::Stream* st = t_cur.st;
+  const http::Head& h = st->req;
+  std::string_view uri = st->abs_path.empty() ? h.url() : std::string_view(st->abs_path);
   std::string_view out;
   switch (which) {
     case 0: out = h.method_name(); break;
@@ -556,171 +713,330 @@ PX_API const char* px_req_field(int which, size_t* len) {
     }
     case 4: {
       char buf[64];
-      t_cur.scratch.assign(buf, st->client_ip.format(buf));
-      out = t_cur.scratch;
-      break;
+      lua_pushlstring(L, buf, st->client_ip.format(buf));
+      return 1;
     }
     case 5: out = ""; break;
     case 6: out = st->route ? std::string_view(st->route->spec.name) : std::string_view(); break;
     case 7: out = uri; break;
-    case 8: {
-      out = "http";
-      std::string_view xfp = h.get("x-forwarded-proto");
-      if (!xfp.empty() && st->session->w->cfg().trusted_proxies.contains(st->session->peer_ip)) {
-        xfp = px::trim(xfp.substr(0, xfp.find(',')));
-        if (px::iequals(xfp, "https")) out = "https";
-      }
-      break;
-    }
+    case 8: out = is_https(st) ? "https" : "http"; break;
   }
-  *len = out.size();
-  return out.data() ? out.data() : "";
-}
-
-PX_API int px_req_header(const char* name, size_t nlen, int index, const char** val, size_t* vlen) {
-  if (!allowed(kAll, "req:header")) return -1;
-  auto* fs = t_cur.st->fs.get();
-  if (!fs || fs->req_edits.empty()) {
-    // The common case: no edits, read the head directly.
-    const px::http::Head& h = t_cur.st->req;
-    std::string_view n(name, nlen);
-    for (size_t i = 0; i < h.headers.size(); i++)
-      if (px::iequals(h.name(i), n) && index-- == 0) {
-        *val = h.value(i).data();
-        *vlen = h.value(i).size();
-        return 1;
-      }
-    return 0;
-  }
-  return lookup(headers_of(t_cur.st->req), fs ? &fs->req_edits : nullptr, std::string_view(name, nlen), index, val,
-                vlen)
-             ? 1
-             : 0;
-}
-
-// One header edit from a filter, checked: the call's phase, a token name, not a
-// framing header, a value without CR/LF/NUL.
-static int record_edit(const char* const calls[3], int mask, bool response, int mode, const char* name, size_t nlen,
-                       const char* val, size_t vlen) {
-  if (mode < 0 || mode > 2 || !allowed(mask, calls[mode])) return -1;
-  if (!valid_name(name, nlen)) {
-    t_cur.err = std::string(calls[mode]) + ": '" + std::string(name, nlen) + "' is not a valid header name";
-    return -1;
-  }
-  if (framing(name, nlen)) {
-    t_cur.err = std::string(calls[mode]) + ": " + std::string(name, nlen) + " is a framing header px manages";
-    return -1;
-  }
-  if (mode != 2 && !valid_value(val, vlen)) {
-    t_cur.err = std::string(calls[mode]) + ": a header value cannot hold CR, LF or NUL";
-    return -1;
-  }
-  auto& edits = response ? t_cur.st->fs->resp_edits : t_cur.st->fs->req_edits;
-  edits.push_back({static_cast<uint8_t>(mode), std::string(name, nlen), mode == 2 ? std::string() : std::string(val, vlen)});
-  return 0;
-}
-
-PX_API int px_req_header_edit(int mode, const char* name, size_t nlen, const char* val, size_t vlen) {
-  static const char* const calls[] = {"req:set_header", "req:add_header", "req:remove_header"};
-  return record_edit(calls, kEditReq, false, mode, name, nlen, val, vlen);
-}
-
-PX_API int px_resp_status(void) {
-  if (!allowed(kReadResp, "req:status")) return -1;
-  return t_cur.st->fs && t_cur.st->fs->new_status ? t_cur.st->fs->new_status : t_cur.resp_status;
-}
-
-PX_API int px_resp_set_status(int status) {
-  if (!allowed(kEditResp, "req:set_status")) return -1;
-  if (status < 200 || status > 599) {
-    t_cur.err = "req:set_status: " + std::to_string(status) + " is not a final status (200..599)";
-    return -1;
-  }
-  t_cur.st->fs->new_status = status;
-  return 0;
-}
-
-PX_API int px_resp_header(const char* name, size_t nlen, int index, const char** val, size_t* vlen) {
-  if (!allowed(kReadResp, "req:resp_header")) return -1;
-  std::vector<std::pair<std::string_view, std::string_view>> orig;
-  if (t_cur.resp) orig = headers_of(*t_cur.resp);
-  else if (t_cur.st->fs)
-    for (const auto& [n, v] : t_cur.st->fs->respond_headers) orig.emplace_back(n, v);
-  auto* fs = t_cur.st->fs.get();
-  return lookup(orig, fs ? &fs->resp_edits : nullptr, std::string_view(name, nlen), index, val, vlen) ? 1 : 0;
-}
-
-PX_API int px_resp_header_edit(int mode, const char* name, size_t nlen, const char* val, size_t vlen) {
-  static const char* const calls[] = {"req:set_resp_header", "req:add_resp_header", "req:remove_resp_header"};
-  return record_edit(calls, kEditResp, true, mode, name, nlen, val, vlen);
-}
-
-PX_API int px_respond_header(const char* name, size_t nlen, const char* val, size_t vlen) {
-  if (!allowed(kAnswer, "px.respond")) return -1;
-  if (!valid_name(name, nlen) || !valid_value(val, vlen)) {
-    t_cur.err = "px.respond: invalid header '" + std::string(name, nlen) + "'";
-    return -1;
-  }
-  t_cur.st->fs->respond_headers.emplace_back(std::string(name, nlen), std::string(val, vlen));
-  return 0;
-}
-
-PX_API int px_respond(int status, const char* body, size_t blen) {
-  if (!allowed(kAnswer, "px.respond")) return -1;
-  if (status < 200 || status > 599) {
-    t_cur.err = "px.respond: " + std::to_string(status) + " is not a final status (200..599)";
-    return -1;
-  }
-  t_cur.st->fs->respond_status = status;
-  t_cur.st->fs->respond_body.assign(body, blen);
-  return 0;
-}
-
-PX_API int px_peer_count(void) {
-  if (!allowed(kAll, "px.peer_count")) return -1;
-  return t_cur.st->route ? static_cast<int>(t_cur.st->route->pool.peers.size()) : 0;
-}
-
-PX_API int px_set_peer(int index) {
-  if (!allowed(kPeerOnly, "px.set_peer")) return -1;
-  int n = t_cur.st->route ? static_cast<int>(t_cur.st->route->pool.peers.size()) : 0;
-  if (index < 1 || index > n) {
-    t_cur.err = "px.set_peer: " + std::to_string(index) + " is not a peer of this route (1.." + std::to_string(n) + ")";
-    return -1;
-  }
-  t_cur.st->fs->peer = index - 1;
-  return 0;
-}
-
-PX_API void px_log(int level, const char* msg, size_t len) {
-  if (level < 0 || level > 3) level = 2;
-  const char* route = t_cur.st && t_cur.st->route ? t_cur.st->route->spec.name.c_str() : "-";
-  PX_LOG(static_cast<px::log::Level>(level), "filter (route %s, phase %s): %.*s", route,
-         px::lua::phase_name(t_cur.active ? t_cur.phase : -1), static_cast<int>(len), msg);
-}
-
-PX_API int px_acl_check(const char* name, size_t nlen, const char* auth, size_t alen, const char** realm,
-                        size_t* rlen) {
-  if (!allowed(kAnswer, "px.acl_check")) return -1;
-  px::proxy::Stream* st = t_cur.st;
-  const auto* acl = st->snap ? st->snap->snap->acl(std::string_view(name, nlen)) : nullptr;
-  if (!acl) {
-    t_cur.err = "px.acl_check: no access list named '" + std::string(name, nlen) + "'";
-    return -1;
-  }
-  *realm = acl->realm.c_str();
-  *rlen = acl->realm.size();
-  int decision = st->session->w->acl_decide(*acl, st->client_ip, std::string_view(auth, alen));
-  return decision | (acl->pass_authorization ? 0x10 : 0);
-}
-
-PX_API int px_acme_lookup(const char* token, size_t tlen, const char** val, size_t* vlen) {
-  if (!allowed(kAnswer, "px.acme_challenge")) return -1;
-  const auto* snap = t_cur.st->session->w->current_snap();
-  if (!snap) return 0;
-  const std::string* v = snap->snap->challenge(std::string_view(token, tlen));
-  if (!v) return 0;
-  *val = v->data();
-  *vlen = v->size();
+  push(L, out);
   return 1;
 }
+
+int api_is_tls(lua_State* L) {
+  PX_ALLOWED(kAll, "req:is_tls");
+  lua_pushboolean(L, 0);
+  return 1;
+}
+int api_is_https(lua_State* L) {
+  PX_ALLOWED(kAll, "req:is_https");
+  lua_pushboolean(L, is_https(t_cur.st));
+  return 1;
+}
+
+int api_header(lua_State* L) {
+  PX_ALLOWED(kAll, "req:header");
+  std::string_view name = arg(L, 2);
+  lua_Integer index = luaL_optinteger(L, 3, 0);
+  const FilterState* fs = t_cur.st->fs.get();
+  const http::Head& h = t_cur.st->req;
+  if (!fs || fs->req_edits.empty()) {  // the common case: read the head directly
+    for (size_t i = 0; i < h.headers.size(); i++)
+      if (iequals(h.name(i), name) && index-- == 0) {
+        push(L, h.value(i));
+        return 1;
+      }
+    lua_pushnil(L);
+    return 1;
+  }
+  return push_lookup(
+      L,
+      [&](auto&& f) {
+        for (size_t i = 0; i < h.headers.size(); i++) f(h.name(i), h.value(i));
+      },
+      &fs->req_edits, name, index);
+}
+
+// Does the request (or response) head have the header, or did a filter edit it?
+bool has_header(bool response, const std::vector<HeaderEdit>& edits, std::string_view name) {
+  for (const auto& e : edits)
+    if (iequals(e.name, name)) return true;
+  const http::Head* h = response ? t_cur.resp : &t_cur.st->req;
+  if (h) {
+    for (size_t i = 0; i < h->headers.size(); i++)
+      if (iequals(h->name(i), name)) return true;
+  } else {
+    for (const auto& hv : t_cur.st->fs->respond_headers)
+      if (iequals(hv.first, name)) return true;
+  }
+  return false;
+}
+
+// One header edit, checked: the call's phase, a token name, not a framing
+// header, a value without CR/LF/NUL. Upvalue 1: the mode (0 set, 1 add, 2 remove).
+int edit(lua_State* L, const char* const calls[3], int mask, bool response) {
+  int mode = static_cast<int>(lua_tointeger(L, lua_upvalueindex(1)));
+  PX_ALLOWED(mask, calls[mode]);
+  std::string_view name = arg(L, 2), value = mode == 2 ? std::string_view() : arg(L, 3);
+  if (!valid_name(name))
+    return refuse(L, "%s: '%.*s' is not a valid header name", calls[mode], static_cast<int>(name.size()), name.data());
+  if (framing(name))
+    return refuse(L, "%s: %.*s is a framing header px manages", calls[mode], static_cast<int>(name.size()),
+                  name.data());
+  if (!valid_value(value)) return refuse(L, "%s: a header value cannot hold CR, LF or NUL", calls[mode]);
+  auto& edits = response ? t_cur.st->fs->resp_edits : t_cur.st->fs->req_edits;
+  if (mode == 2 && !has_header(response, edits, name)) return 0;  // removing what is not there changes nothing
+  edits.push_back({static_cast<uint8_t>(mode), std::string(name), std::string(value)});
+  return 0;
+}
+int api_req_edit(lua_State* L) {
+  static const char* const calls[] = {"req:set_header", "req:add_header", "req:remove_header"};
+  return edit(L, calls, kEditReq, false);
+}
+int api_resp_edit(lua_State* L) {
+  static const char* const calls[] = {"req:set_resp_header", "req:add_resp_header", "req:remove_resp_header"};
+  return edit(L, calls, kEditResp, true);
+}
+
+int api_status(lua_State* L) {
+  PX_ALLOWED(kReadResp, "req:status");
+  const FilterState* fs = t_cur.st->fs.get();
+  lua_pushinteger(L, fs && fs->new_status ? fs->new_status : t_cur.resp_status);
+  return 1;
+}
+int api_set_status(lua_State* L) {
+  PX_ALLOWED(kEditResp, "req:set_status");
+  lua_Integer status = luaL_checkinteger(L, 2);
+  if (status < 200 || status > 599)
+    return refuse(L, "req:set_status: %lld is not a final status (200..599)", static_cast<long long>(status));
+  t_cur.st->fs->new_status = static_cast<int>(status);
+  return 0;
+}
+
+int api_resp_header(lua_State* L) {
+  PX_ALLOWED(kReadResp, "req:resp_header");
+  std::string_view name = arg(L, 2);
+  lua_Integer index = luaL_optinteger(L, 3, 0);
+  const FilterState* fs = t_cur.st->fs.get();
+  const http::Head* resp = t_cur.resp;
+  return push_lookup(
+      L,
+      [&](auto&& f) {
+        if (resp)
+          for (size_t i = 0; i < resp->headers.size(); i++) f(resp->name(i), resp->value(i));
+        else if (fs)
+          for (const auto& [n, v] : fs->respond_headers) f(n, v);
+      },
+      fs ? &fs->resp_edits : nullptr, name, index);
+}
+
+int respond_header(lua_State* L, std::string_view name, std::string_view value) {
+  if (!valid_name(name) || !valid_value(value))
+    return refuse(L, "px.respond: invalid header '%.*s'", static_cast<int>(name.size()), name.data());
+  t_cur.st->fs->respond_headers.emplace_back(std::string(name), std::string(value));
+  return 0;
+}
+
+// px.respond(status, headers, body): answers the request; returns px.DONE (upvalue 1).
+int api_respond(lua_State* L) {
+  PX_ALLOWED(kAnswer, "px.respond");
+  lua_Integer status = luaL_checkinteger(L, 1);
+  size_t blen = 0;
+  const char* body = luaL_optlstring(L, 3, "", &blen);
+  if (status < 200 || status > 599)
+    return refuse(L, "px.respond: %lld is not a final status (200..599)", static_cast<long long>(status));
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))  // isstring: a string or a number
+        return refuse(L, "px.respond: headers must map names to strings or numbers");
+      lua_pushvalue(L, -1);  // tolstring converts a number in place: not the key lua_next needs
+      size_t nl, vl;
+      const char* n = lua_tolstring(L, -3, &nl);
+      const char* v = lua_tolstring(L, -1, &vl);
+      respond_header(L, {n, nl}, {v, vl});
+      lua_pop(L, 2);
+    }
+  }
+  t_cur.st->fs->respond_status = static_cast<int>(status);
+  t_cur.st->fs->respond_body.assign(body, blen);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return 1;
+}
+
+// px.redirect(url, status): a redirect answer; returns px.DONE (upvalue 1).
+int api_redirect(lua_State* L) {
+  PX_ALLOWED(kAnswer, "px.redirect");
+  std::string_view url = arg(L, 1);
+  lua_Integer status = luaL_optinteger(L, 2, 302);
+  if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
+    return refuse(L, "px.redirect: status must be 301, 302, 303, 307 or 308");
+  respond_header(L, "Location", url);
+  t_cur.st->fs->respond_status = static_cast<int>(status);
+  t_cur.st->fs->respond_body.clear();
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return 1;
+}
+
+int peers(const proxy::Stream* st) { return st->route ? static_cast<int>(st->route->pool.peers.size()) : 0; }
+int api_peer_count(lua_State* L) {
+  PX_ALLOWED(kAll, "px.peer_count");
+  lua_pushinteger(L, peers(t_cur.st));
+  return 1;
+}
+int api_set_peer(lua_State* L) {
+  PX_ALLOWED(kPeerOnly, "px.set_peer");
+  lua_Integer index = luaL_checkinteger(L, 1);
+  int n = peers(t_cur.st);
+  if (index < 1 || index > n)
+    return refuse(L, "px.set_peer: %lld is not a peer of this route (1..%d)", static_cast<long long>(index), n);
+  t_cur.st->fs->peer = static_cast<int>(index - 1);
+  return 0;
+}
+
+// log(level 0..3, message): px.log in lua/px.lua builds the message.
+int api_log(lua_State* L) {
+  int level = static_cast<int>(luaL_checkinteger(L, 1));
+  std::string_view msg = arg(L, 2);
+  if (level < 0 || level > 3) level = 2;
+  const char* route = t_cur.st && t_cur.st->route ? t_cur.st->route->spec.name.c_str() : "-";
+  PX_LOG(static_cast<log::Level>(level), "filter (route %s, phase %s): %.*s", route,
+         phase_name(t_cur.active ? t_cur.phase : -1), static_cast<int>(msg.size()), msg.data());
+  return 0;
+}
+
+int api_now(lua_State* L) {
+  lua_pushnumber(L, static_cast<double>(now_ns()) / 1e9);
+  return 1;
+}
+
+const route::AclSpec* acl_named(lua_State* L, const char* call, std::string_view name) {
+  if (!allowed(kAnswer, call)) {
+    refuse(L);
+    return nullptr;
+  }
+  const proxy::Stream* st = t_cur.st;
+  const auto* acl = st->snap ? st->snap->snap->acl(name) : nullptr;
+  if (!acl) refuse(L, "%s: no access list named '%.*s'", call, static_cast<int>(name.size()), name.data());
+  return acl;
+}
+// px.acl_check(list [, authorization]): 0 allow, 1 needs credentials (401), 2
+// denied (403); and whether the list passes the Authorization header upstream.
+// Without an authorization argument, the request's Authorization header counts.
+int api_acl_check(lua_State* L) {
+  std::string_view name = arg(L, 1);
+  std::string_view auth;
+  if (lua_isnoneornil(L, 2)) {
+    if (t_cur.active && t_cur.st) auth = t_cur.st->req.get("authorization");
+  } else {
+    auth = arg(L, 2);
+  }
+  const auto* acl = acl_named(L, "px.acl_check", name);
+  lua_pushinteger(L, t_cur.st->session->w->acl_decide(*acl, t_cur.st->client_ip, auth));
+  lua_pushboolean(L, acl->pass_authorization);
+  return 2;
+}
+int api_acl_realm(lua_State* L) {
+  push(L, acl_named(L, "px.acl_realm", arg(L, 1))->realm);
+  return 1;
+}
+
+int api_acme_challenge(lua_State* L) {
+  PX_ALLOWED(kAnswer, "px.acme_challenge");
+  std::string_view token = arg(L, 1);
+  const auto* snap = t_cur.st->session->w->current_snap();
+  const std::string* v = snap ? snap->snap->challenge(token) : nullptr;
+  if (v) push(L, *v);
+  else lua_pushnil(L);
+  return 1;
+}
+
+int done_tostring(lua_State* L) {
+  lua_pushliteral(L, "px.DONE");
+  return 1;
+}
+}  // namespace
+
+std::vector<std::string_view>& edit_scratch() {
+  static thread_local std::vector<std::string_view> v;
+  return v;
+}
+
+void push_api(lua_State* L) {
+  lua_newtable(L);
+  lua_newtable(L);  // px.DONE: what respond and redirect return
+  lua_newtable(L);
+  lua_pushcfunction(L, done_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "DONE");
+  int done = lua_gettop(L);
+  auto fn = [&](const char* name, lua_CFunction f) {
+    lua_pushcfunction(L, f);
+    lua_setfield(L, -3, name);
+  };
+  auto with = [&](const char* name, lua_CFunction f, int up) {
+    lua_pushinteger(L, up);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -3, name);
+  };
+  const char* fields[] = {"method", "path", "query", "host", "client_ip", "sni", "route", "uri", "scheme"};
+  for (int i = 0; i < 9; i++) with(fields[i], api_field, i);
+  fn("is_tls", api_is_tls);
+  fn("is_https", api_is_https);
+  fn("header", api_header);
+  with("set_header", api_req_edit, 0);
+  with("add_header", api_req_edit, 1);
+  with("remove_header", api_req_edit, 2);
+  fn("status", api_status);
+  fn("set_status", api_set_status);
+  fn("resp_header", api_resp_header);
+  with("set_resp_header", api_resp_edit, 0);
+  with("add_resp_header", api_resp_edit, 1);
+  with("remove_resp_header", api_resp_edit, 2);
+  for (auto [name, f] : {std::pair<const char*, lua_CFunction>{"respond", api_respond}, {"redirect", api_redirect}}) {
+    lua_pushvalue(L, done);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -3, name);
+  }
+  fn("set_peer", api_set_peer);
+  fn("peer_count", api_peer_count);
+  fn("log", api_log);
+  fn("now", api_now);
+  fn("acl_check", api_acl_check);
+  fn("acl_realm", api_acl_realm);
+  fn("acme_challenge", api_acme_challenge);
+  lua_pop(L, 1);  // DONE
+}
+
+std::string check_filter(const std::string& path, const std::string& source, const std::string& ldir) {
+  lua_State* L = luaL_newstate();
+  luaL_openlibs(L);
+  std::string err;
+  bool loaded = luaL_loadfile(L, (ldir + "/px.lua").c_str()) == 0;
+  if (loaded) push_api(L);
+  if (!loaded || lua_pcall(L, 1, 1, 0) != 0) {
+    err = std::string("lua/px.lua: ") + lua_tostring(L, -1);
+  } else {
+    lua_getfield(L, -1, "_engine");
+    lua_getfield(L, -1, "compile");
+    std::string name = name_of(path);
+    lua_pushstring(L, name.c_str());
+    lua_pushlstring(L, source.data(), source.size());
+    lua_pushstring(L, path.c_str());
+    // Loading runs the file's top level: a loop there must not hang the checker.
+    t_check_deadline = now_ns() + kCheckBudgetMs * 1000000ull;
+    lua_sethook(L, check_hook, LUA_MASKCOUNT, 1000);
+    if (lua_pcall(L, 3, 2, 0) != 0) err = lua_tostring(L, -1);
+    else if (lua_isnil(L, -2)) err = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error";
+    t_check_deadline = 0;
+  }
+  lua_close(L);
+  return err;
+}
+
+}  // namespace px::lua

@@ -4,19 +4,24 @@
 // A route's filters run in six phases (see Phase). The engine enters Lua only
 // for the phases some filter of the route implements (a bitmask per route,
 // computed when a snapshot is installed), so a route without filters costs a
-// branch. Lua is reached with one lua_pcall per phase; the FFI functions the
-// API calls act on the "current" request (a thread-local set around the call)
-// and check the phase, refusing with "px.CALL: not allowed in phase P".
+// branch. Global filters may declare a path prefix, checked before Lua. Lua is
+// reached with one lua_pcall per phase; the API's C functions act on the
+// "current" request (a thread-local set around the call) and check the phase,
+// refusing with "px.CALL: not allowed in phase P". Request objects and filter
+// state are pooled per worker.
 //
-// Safety: filter chunks run with the JIT off (so a count hook can always
-// interrupt them) under a wall-clock budget per phase; the state's allocator
-// enforces a memory limit. An error, a blown budget or memory exhaustion
-// answers 500 (if the head has not gone out), logs the traceback with the filter
+// Safety: filter chunks run with the JIT off (so a hook can always interrupt
+// them) under a wall-clock budget per phase, enforced by a watchdog thread that
+// signals the worker to set the hook only when a phase overruns; the state's
+// allocator enforces a memory limit. An error, a blown budget or memory
+// exhaustion answers 500 (if the head has not gone out), logs the traceback with the filter
 // and route, counts it, and the worker goes on.
 #pragma once
+#include <pthread.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstdint>
-#include <functional>
 #include <string_view>
 #include <memory>
 #include <string>
@@ -52,7 +57,7 @@ struct HeaderEdit {
 
 // What filters did to one stream. Allocated only for routes with filters.
 struct FilterState {
-  int req_ref = -2;  // the request's Lua object, in the registry (LUA_NOREF until made)
+  int req_ref = -2;  // the request's Lua object, in the registry (made once, reused with the state)
   std::vector<HeaderEdit> req_edits, resp_edits;
   int new_status = 0;
   int respond_status = 0;
@@ -60,7 +65,6 @@ struct FilterState {
   std::vector<std::pair<std::string, std::string>> respond_headers;
   int peer = -1;  // 0-based, chosen in upstream_peer
   void clear() {
-    req_ref = -2;
     req_edits.clear();
     resp_edits.clear();
     new_status = respond_status = 0;
@@ -85,6 +89,14 @@ class Engine {
   // Binds each route of a new snapshot to its filter chain; fills masks (per route index).
   void install(proxy::SnapRef* snap, std::vector<uint16_t>* masks);
   uint16_t early_mask() const { return early_mask_; }
+  // Does a request for this target enter early_request? (global filters may
+  // declare path_prefix: px checks it here, before entering Lua at all)
+  bool early_wants(std::string_view target) const {
+    if (!early_gated_) return true;
+    for (const auto& p : early_prefixes_)
+      if (target.substr(0, p.size()) == p) return true;
+    return false;
+  }
   // Runs a phase. Returns 0 to go on, 1 when a filter answered, -1 on error (answer 500).
   int run(Phase p, int route_index, proxy::Stream* st);
   void done(proxy::Stream* st);
@@ -93,20 +105,43 @@ class Engine {
   const std::vector<FilterInfo>& filters() const { return infos_; }
   uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
 
+  // The budget watchdog (another thread): is this worker stuck in one phase?
+  lua_State* state() const { return L_; }
+  uint64_t budget_ms() const { return wd_budget_ms_.load(std::memory_order_relaxed); }
+  void watch(std::chrono::steady_clock::time_point now);
+  bool overrun() const {
+    uint64_t s = wd_seq_.load(std::memory_order_relaxed);
+    return s && wd_kill_.load(std::memory_order_relaxed) == s;
+  }
+
  private:
+  void enter(uint64_t budget_ms) {
+    wd_budget_ms_.store(budget_ms, std::memory_order_relaxed);
+    wd_seq_.store(++wd_count_, std::memory_order_release);
+  }
+  void leave() { wd_seq_.store(0, std::memory_order_relaxed); }
   bool compile(const std::string& name, const std::string& path, const std::string& src, std::string* err);
+  bool call_filter_code(int nargs, const char* what);
   lua_State* L_ = nullptr;
   proxy::Worker* w_ = nullptr;
-  int traceback_ref_ = -1;
-  int run_ref_ = -1, new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1,
-      early_ref_ = -1, clear_ref_ = -1;
+  int new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1,
+      early_ref_ = -1, clear_ref_ = -1, early_prefixes_ref_ = -1;
   uint16_t early_mask_ = 0;
+  bool early_gated_ = false;
+  std::vector<std::string> early_prefixes_;
   uint64_t budget_ms_ = 50;
   std::atomic<uint64_t> errors_{0};  // read by the main thread for the status file
   std::vector<std::unique_ptr<FilterState>> free_states_;
   std::vector<FilterInfo> infos_;
   std::vector<std::string> global_;
   proxy::SnapRef* snap_ = nullptr;
+  // Watchdog state: the phase running (a sequence number, 0 when none), the one
+  // it found overrunning, and what only the watchdog thread touches.
+  std::atomic<uint64_t> wd_seq_{0}, wd_kill_{0}, wd_budget_ms_{50};
+  uint64_t wd_count_ = 0, wd_last_ = 0;
+  std::chrono::steady_clock::time_point wd_since_;
+  pthread_t thread_{};
+  bool watched_ = false;
 
  public:
   size_t mem_used = 0, mem_limit = 0;
@@ -116,10 +151,9 @@ class Engine {
 // touches, then each edited name's final values (set/add/remove in order).
 std::vector<std::pair<std::string, std::string>> apply_edits(
     const std::vector<std::pair<std::string, std::string>>& orig, const std::vector<HeaderEdit>& edits);
-// The same for a parsed head, without allocating: calls emit(name, value) for the
-// final values of every edited name (the caller skips edited names itself).
-void emit_edited(const http::Head& h, const std::vector<HeaderEdit>& edits,
-                 const std::function<void(std::string_view, std::string_view)>& emit);
+// The same for a parsed head, without allocating: appends "name: value\r\n" for
+// the final values of every edited name (the caller skips edited names itself).
+void append_edited(std::string& out, const http::Head& h, const std::vector<HeaderEdit>& edits);
 // What the response and logging phases read (nullptr: a response px made itself).
 void set_response_view(const http::Head* resp, int status);
 

@@ -225,7 +225,7 @@ int Session::on_head(http::Head& h) {
     snap->refs++;
   }
   // Phase 1, early_request: the global filters (acme), before routing.
-  if (eng && (eng->early_mask() & (1 << lua::kEarly))) {
+  if (eng && (eng->early_mask() & (1 << lua::kEarly)) && eng->early_wants(path)) {
     int rr = eng->run(lua::kEarly, -1, st);
     if (rr != 0) {
       answer_from_filter(st, rr);
@@ -242,7 +242,7 @@ int Session::on_head(http::Head& h) {
   st->pool = &snap->pools[r->index];
   st->mask = snap->masks.empty() ? 0 : snap->masks[r->index];
   if (st->mask & lua::kMissingFilter) {
-    PX_ERR("route %s: a filter it names is not loaded; answering 500", r->spec.name.c_str());
+    PX_ERR("route %s: a filter it names is not loaded or refused its config; answering 500", r->spec.name.c_str());
     respond_local(500, "filter not available", st->req_body != BodyMode::none);
     return 0;
   }
@@ -350,16 +350,6 @@ static bool has_extra_connection_tokens(const http::Head& h) {
   return false;
 }
 
-// Writes the request headers filters edited (their final values).
-static void append_edited(std::string& o, const http::Head& h, const std::vector<lua::HeaderEdit>& edits) {
-  lua::emit_edited(h, edits, [&o](std::string_view n, std::string_view v) {
-    o.append(n);
-    o.append(": ");
-    o.append(v);
-    o.append("\r\n");
-  });
-}
-
 void Session::build_upstream_head(Stream* st) {
   const http::Head& h = st->req;
   std::string& o = st->up_head;
@@ -420,7 +410,7 @@ void Session::build_upstream_head(Stream* st) {
     o.append(h.value(i));
     o.append("\r\n");
   }
-  if (edits) append_edited(o, h, *edits);
+  if (edits) lua::append_edited(o, h, *edits);
   if (edits && edited("host")) {
     // A filter set the Host sent upstream.
   } else if (!st->abs_path.empty()) {

@@ -321,12 +321,7 @@ int UpConn::on_head(http::Head& h) {
     o.append("\r\n");
   }
   if (edits)
-    lua::emit_edited(h, *edits, [&o](std::string_view n, std::string_view v) {
-      o.append(n);
-      o.append(": ");
-      o.append(v);
-      o.append("\r\n");
-    });
+    lua::append_edited(o, h, *edits);
   if (st->resp_body == BodyMode::length) {
     o.append("Content-Length: ");
     append_dec(o, h.content_length);

@@ -61,6 +61,14 @@ FILTERS = {
     "counter": 'return { request = function(req) local n = px.shared.incr("hits", 1, 60) '
                'if n > 3 then return px.respond(429, nil, "slow down\\n") end end }',
     "nonsense": 'return { request = function(req) return 42 end }',
+    # Request objects are pooled: nothing one request leaves on req or req.ctx may reach the next.
+    "pooled": 'return { request = function(req) req.ctx.seen = tostring(req.ctx.mine) .. "," .. '
+              'tostring(rawget(req, "stash")); req.ctx.mine = req:path(); rawset(req, "stash", req:path()) end,'
+              ' response = function(req) req:set_resp_header("X-Seen", req.ctx.seen) end }',
+    "sortspin": 'return { request = function(req) table.sort({3, 2, 1}, function(a, b) while true do end end) end }',
+    "prepspin": 'return { prepare = function(conf) while true do end end, request = function(req) end }',
+    "picky": 'return { prepare = function(conf) if not conf.ok then error("picky: needs ok", 0) end return conf end,'
+             ' request = function(req) end }',
 }
 
 
@@ -89,6 +97,11 @@ class FilterEngineTest(unittest.TestCase):
             route("counter", ["counter.test"], [cls.a], filters=[F("counter")]),
             route("nonsense", ["nonsense.test"], [cls.a], filters=[F("nonsense")]),
             route("missing", ["missing.test"], [cls.a], filters=[F("no_such_filter")]),
+            route("pooled", ["pooled.test"], [cls.a], filters=[F("pooled")]),
+            route("sortspin", ["sortspin.test"], [cls.a], filters=[F("sortspin")]),
+            route("prepspin", ["prepspin.test"], [cls.a], filters=[F("prepspin")]),
+            route("picky", ["picky.test"], [cls.a], filters=[F("picky")]),
+            route("picky-ok", ["picky-ok.test"], [cls.a], filters=[F("picky", ok=True)]),
         ])
 
     @classmethod
@@ -143,6 +156,34 @@ class FilterEngineTest(unittest.TestCase):
             self.assertEqual(r.status, 500, host)
             self.assertEqual(get(self.px.port, "/", host="plain.test").status, 200)
         self.assertIn("time budget exceeded", self.px.log())
+
+    def test_a_loop_in_a_callback_from_c_is_stopped(self):
+        # table.sort calls the comparator from C: the hook still reaches interpreted code.
+        self.assertEqual(get(self.px.port, "/", host="sortspin.test").status, 500)
+        self.assertEqual(get(self.px.port, "/", host="plain.test").status, 200)
+
+    def test_prepare_runs_once_per_route_and_a_refused_config_fails_closed(self):
+        self.assertEqual(get(self.px.port, "/", host="picky-ok.test").status, 200)
+        self.assertEqual(get(self.px.port, "/", host="picky.test").status, 500)
+        # A runaway prepare is stopped by the budget, at install time: that route fails closed.
+        self.assertEqual(get(self.px.port, "/", host="prepspin.test").status, 500)
+        self.assertEqual(get(self.px.port, "/", host="plain.test").status, 200)
+        log = self.px.log()
+        self.assertIn("filter 'picky' on route 'picky': its config is refused: picky: needs ok", log)
+        self.assertIn("filter 'prepspin' on route 'prepspin': its config is refused: ", log)
+        self.assertIn("time budget exceeded", log)
+
+    def test_pooled_request_objects_start_clean(self):
+        c = Client(self.px.port)
+        try:
+            for i in range(6):
+                c.send(("GET /p%d HTTP/1.1\r\nHost: pooled.test\r\n\r\n" % i).encode())
+                r = c.response()
+                self.assertEqual((r.status, r.header("X-Seen")), (200, "nil,nil"), i)
+        finally:
+            c.close()
+        for i in range(4):
+            self.assertEqual(get(self.px.port, "/q%d" % i, host="pooled.test").header("X-Seen"), "nil,nil")
 
     def test_memory_is_limited(self):
         self.assertEqual(get(self.px.port, "/", host="hog.test").status, 500)
@@ -210,6 +251,18 @@ class LiveReloadTest(unittest.TestCase):
             r = subprocess.run([PXCTL, "filter", "check", os.path.join(ROOT, "filters", "acl.lua")],
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 0, r.stderr)
+            def check(name, source):
+                p = os.path.join(d, name)
+                with open(p, "w") as f:
+                    f.write(source)
+                return subprocess.run([PXCTL, "filter", "check", p], capture_output=True, text=True, timeout=60)
+            # A loop in a file's top level does not hang the check: it is stopped and reported.
+            r = check("spin.lua", "while true do end\nreturn {}\n")
+            self.assertEqual(r.returncode, 4)
+            self.assertIn("time budget exceeded", r.stderr)
+            r = check("badprefix.lua", 'return { path_prefix = "nope", early_request = function(req) end }\n')
+            self.assertEqual(r.returncode, 4)
+            self.assertIn("'path_prefix' must be a path starting with '/'", r.stderr)
         finally:
             px.stop()
             up.stop()
