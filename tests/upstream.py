@@ -12,11 +12,13 @@ upstream a proxy meets in production, on a loopback port chosen at run time:
   /closehead                  closes without answering
   /bad?kind=...               broken framing: cl_te, dup_cl, te_gzip, bad_chunk, space_colon, fold, nul, version
   /status?code=N              answers that status (204, 304, ... have no body)
+  /hop                        a 200 with hop-by-hop headers (Connection-listed, Keep-Alive, Proxy-*, ...)
   /nolength                   a body delimited by closing the connection
   /interim                    103 Early Hints, then 200
   /ws                         101 Switching Protocols, then echoes raw bytes
   /health                     200, or what /_health?status=N set
   /_inflight                  how many /stall requests are being answered now
+  /_open                      how many connections are open now, besides the one asking
 It prints "listening on 127.0.0.1:PORT" once ready.
 """
 import argparse
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit, parse_qs
 ARGS = None
 HEALTH = [200]
 INFLIGHT = [0]
+OPEN = [0]  # connections open now
 CONN_COUNTER = [0]
 LOCK = threading.Lock()
 REASONS = {100: "Continue", 101: "Switching Protocols", 103: "Early Hints", 200: "OK", 204: "No Content",
@@ -114,6 +117,8 @@ def respond(c, status, body=b"", headers=(), head_only=False, ctype="application
 def handle(sock, conn_no):
     c = Conn(sock)
     served = 0
+    with LOCK:
+        OPEN[0] += 1
     try:
         while True:
             head = c.read_until(b"\r\n\r\n").decode("latin-1")
@@ -154,6 +159,9 @@ def handle(sock, conn_no):
                             part = chunk[:left]
                             c.send(part)
                             left -= len(part)
+                continue
+            if path == "/_open":
+                respond(c, 200, json.dumps({"open": OPEN[0] - 1}).encode())
                 continue
             if path == "/_inflight":
                 respond(c, 200, json.dumps({"inflight": INFLIGHT[0]}).encode())
@@ -211,6 +219,13 @@ def handle(sock, conn_no):
             if path == "/health":
                 respond(c, HEALTH[0], json.dumps({"id": ARGS.id}).encode(), head_only=head_only)
                 continue
+            if path == "/hop":
+                # Connection-level headers a proxy must not pass on (RFC 9110 7.6.1), next to one it must.
+                respond(c, 200, b"{}", ["Connection: keep-alive, X-Up-Secret", "X-Up-Secret: 1",
+                                        "Keep-Alive: timeout=5", "Trailer: X-T", "Proxy-Connection: keep-alive",
+                                        "Proxy-Authenticate: Basic", "Upgrade: h2c", "X-Up-Kept: yes"],
+                        head_only=head_only)
+                continue
             if path == "/status":
                 code = int(q.get("code", "200"))
                 respond(c, code, json.dumps({"id": ARGS.id}).encode(), head_only=head_only)
@@ -227,6 +242,8 @@ def handle(sock, conn_no):
     except (Closed, ConnectionError, OSError, ValueError):
         pass
     finally:
+        with LOCK:
+            OPEN[0] -= 1
         try:
             sock.close()
         except OSError:

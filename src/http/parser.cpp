@@ -6,10 +6,70 @@
 
 namespace px::http {
 
+Hdr classify(std::string_view n) {
+  Hdr k = Hdr::other;
+  switch (n.size()) {
+    case 2: if (iequals_lower(n, "te")) k = Hdr::te; break;
+    case 4: if (iequals_lower(n, "host")) k = Hdr::host; break;
+    case 6: if (iequals_lower(n, "expect")) k = Hdr::expect; break;
+    case 7:
+      if (iequals_lower(n, "upgrade")) k = Hdr::upgrade;
+      else if (iequals_lower(n, "trailer")) k = Hdr::trailer;
+      break;
+    case 10:
+      if (iequals_lower(n, "connection")) k = Hdr::connection;
+      else if (iequals_lower(n, "keep-alive")) k = Hdr::keep_alive;
+      break;
+    case 13: if (iequals_lower(n, "authorization")) k = Hdr::authorization; break;
+    case 14: if (iequals_lower(n, "content-length")) k = Hdr::content_length; break;
+    case 15: if (iequals_lower(n, "x-forwarded-for")) k = Hdr::x_forwarded_for; break;
+    case 16:
+      if (iequals_lower(n, "x-forwarded-host")) k = Hdr::x_forwarded_host;
+      else if (iequals_lower(n, "proxy-connection")) k = Hdr::proxy_connection;
+      break;
+    case 17:
+      if (iequals_lower(n, "transfer-encoding")) k = Hdr::transfer_encoding;
+      else if (iequals_lower(n, "x-forwarded-proto")) k = Hdr::x_forwarded_proto;
+      break;
+    case 18: if (iequals_lower(n, "proxy-authenticate")) k = Hdr::proxy_authenticate; break;
+    default: break;
+  }
+  if (k == Hdr::other && n.size() > 6 && iequals_lower(n.substr(0, 6), "proxy-")) k = Hdr::proxy_other;
+  return k;
+}
+
+int Head::find(Hdr kind) const {
+  for (size_t i = 0; i < headers.size(); i++)
+    if (headers[i].kind == kind) return static_cast<int>(i);
+  return -1;
+}
+
 int Head::find(std::string_view n) const {
+  Hdr k = classify(n);
+  if (k != Hdr::other && k != Hdr::proxy_other) return find(k);
   for (size_t i = 0; i < headers.size(); i++)
     if (iequals(name(i), n)) return static_cast<int>(i);
   return -1;
+}
+
+bool Head::listed_in_connection(std::string_view n) const {
+  if (!connection_tokens) return false;
+  for (size_t i = 0; i < headers.size(); i++)
+    if (headers[i].kind == Hdr::connection && list_has_token(value(i), n)) return true;
+  return false;
+}
+
+// Does a Connection value name anything besides close, keep-alive and upgrade
+// (whose headers px drops or rewrites anyway)?
+static bool extra_connection_tokens(std::string_view v) {
+  while (!v.empty()) {
+    size_t comma = v.find(',');
+    std::string_view t = trim(v.substr(0, comma));
+    if (!t.empty() && !iequals(t, "close") && !iequals(t, "keep-alive") && !iequals(t, "upgrade")) return true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return false;
 }
 
 std::string_view Head::method_name() const { return llhttp_method_name(static_cast<llhttp_method_t>(method)); }
@@ -23,6 +83,7 @@ void Head::clear() {
   status = 0;
   has_content_length = chunked = has_transfer_encoding = upgrade = false;
   keep_alive = true;
+  connection_tokens = false;
   content_length = 0;
   host_index = -1;
 }
@@ -108,9 +169,8 @@ int Parser::cb_field(llhttp_t* p, const char* at, size_t len) {
     h->headers.push_back(HeaderRef{off, 0, off, 0});
   }
   // llhttp lets "Name : value" through as a name ending in a space; RFC 9112 5.1 says reject it.
-  for (size_t i = 0; i < len; i++)
-    if (at[i] == ' ' || at[i] == '\t')
-      return s->fail(s->is_request_ ? 400 : 502, "whitespace between a header name and the colon");
+  if (contains_any<' ', '\t'>({at, len}))
+    return s->fail(s->is_request_ ? 400 : 502, "whitespace between a header name and the colon");
   h->buf.append(at, len);
   h->headers.back().name_len += static_cast<uint32_t>(len);
   h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
@@ -121,11 +181,8 @@ int Parser::cb_value(llhttp_t* p, const char* at, size_t len) {
   Parser* s = self(p);
   Head* h = s->head_;
   if (!s->count(len)) return s->fail(s->is_request_ ? 431 : 502, "head too large");
-  for (size_t i = 0; i < len; i++) {
-    char c = at[i];
-    if (c == 0 || c == '\r' || c == '\n')
-      return s->fail(s->is_request_ ? 400 : 502, "invalid character or line folding in a header value");
-  }
+  if (contains_any<'\0', '\r', '\n'>({at, len}))
+    return s->fail(s->is_request_ ? 400 : 502, "invalid character or line folding in a header value");
   if (!s->in_value_) {
     s->in_value_ = true;
     h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
@@ -148,20 +205,26 @@ int Parser::cb_value_complete(llhttp_t* p) {
     h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
   }
   size_t i = h->headers.size() - 1;
-  std::string_view n = h->name(i);
   // Trailing whitespace is not part of a field value (RFC 9110 5.5).
   auto& ref = h->headers.back();
   while (ref.value_len && (h->buf[ref.value_off + ref.value_len - 1] == ' ' ||
                            h->buf[ref.value_off + ref.value_len - 1] == '\t'))
     ref.value_len--;
-  if (n.size() == 4 && iequals(n, "host")) {
-    if (h->host_index >= 0) return s->fail(400, "more than one Host header");
-    h->host_index = static_cast<int>(i);
-  } else if (n.size() == 17 && iequals(n, "transfer-encoding")) {
-    h->has_transfer_encoding = true;
-  } else if (n.size() == 14 && iequals(n, "content-length")) {
-    if (h->has_content_length) return s->fail(s->is_request_ ? 400 : 502, "duplicate Content-Length");
-    h->has_content_length = true;
+  ref.kind = classify(h->name(i));
+  switch (ref.kind) {
+    case Hdr::host:
+      if (h->host_index >= 0) return s->fail(400, "more than one Host header");
+      h->host_index = static_cast<int>(i);
+      break;
+    case Hdr::transfer_encoding: h->has_transfer_encoding = true; break;
+    case Hdr::content_length:
+      if (h->has_content_length) return s->fail(s->is_request_ ? 400 : 502, "duplicate Content-Length");
+      h->has_content_length = true;
+      break;
+    case Hdr::connection:
+      if (!h->connection_tokens) h->connection_tokens = extra_connection_tokens(h->value(i));
+      break;
+    default: break;
   }
   return 0;
 }
@@ -182,7 +245,7 @@ int Parser::cb_headers_complete(llhttp_t* p) {
   if (h->has_transfer_encoding && !h->chunked) return s->fail(bad, "Transfer-Encoding is not a final 'chunked'");
   if (h->has_transfer_encoding) {
     // Only "chunked" is accepted: a proxy that cannot decode gzip/deflate codings must not guess.
-    std::string_view te = h->get("transfer-encoding");
+    std::string_view te = h->value(static_cast<size_t>(h->find(Hdr::transfer_encoding)));
     if (!iequals(trim(te), "chunked")) return s->fail(bad, "Transfer-Encoding other than 'chunked'");
   }
   if (h->has_content_length) h->content_length = p->content_length;

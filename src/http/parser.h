@@ -21,8 +21,32 @@
 
 namespace px::http {
 
+// The header names px itself acts on, recognised once, when the head is parsed,
+// so that the proxy path tests a byte instead of comparing names again.
+enum class Hdr : uint8_t {
+  other,
+  host,
+  content_length,
+  transfer_encoding,
+  connection,
+  keep_alive,
+  te,
+  trailer,
+  upgrade,
+  expect,
+  proxy_connection,
+  proxy_authenticate,
+  proxy_other,  // any other Proxy-* name (a class, not one name)
+  x_forwarded_for,
+  x_forwarded_proto,
+  x_forwarded_host,
+  authorization,
+};
+Hdr classify(std::string_view name);  // case-insensitive
+
 struct HeaderRef {
   uint32_t name_off, name_len, value_off, value_len;
+  Hdr kind = Hdr::other;
 };
 
 struct Head {
@@ -37,6 +61,7 @@ struct Head {
   bool has_transfer_encoding = false;
   bool upgrade = false;     // request: Connection: upgrade + Upgrade; response: 101
   bool keep_alive = true;   // per llhttp_should_keep_alive
+  bool connection_tokens = false;  // a Connection header names something besides close, keep-alive, upgrade
   uint64_t content_length = 0;
   int host_index = -1;
 
@@ -44,6 +69,14 @@ struct Head {
   std::string_view name(size_t i) const { return {buf.data() + headers[i].name_off, headers[i].name_len}; }
   std::string_view value(size_t i) const { return {buf.data() + headers[i].value_off, headers[i].value_len}; }
   int find(std::string_view name) const;  // index or -1, case-insensitive
+  int find(Hdr kind) const;                // the first header of that kind, or -1
+  std::string_view get(Hdr kind) const {
+    int i = find(kind);
+    return i < 0 ? std::string_view() : value(static_cast<size_t>(i));
+  }
+  // Is `name` listed in a Connection header (so hop-by-hop, not to be forwarded)?
+  // Only names other than close / keep-alive / upgrade are looked up.
+  bool listed_in_connection(std::string_view name) const;
   std::string_view get(std::string_view name) const {
     int i = find(name);
     return i < 0 ? std::string_view() : value(static_cast<size_t>(i));

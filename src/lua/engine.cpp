@@ -599,7 +599,13 @@ int refuse(lua_State* L, const char* fmt, A... a) {
   return refuse(L);
 }
 
-bool allowed(int mask, const char* call) {
+bool refused_call(int mask, const char* call);
+// May `call` run now? Otherwise t_err says why (for refuse()).
+inline bool allowed(int mask, const char* call) {
+  if (t_cur.active && t_cur.st && (mask & (1 << t_cur.phase))) [[likely]] return true;
+  return refused_call(mask, call);
+}
+bool refused_call(int mask, const char* call) {
   if (!t_cur.active || !t_cur.st) {
     snprintf(t_err, sizeof t_err, "%s: not inside a request (call it from a phase function)", call);
     return false;
@@ -645,11 +651,7 @@ bool framing(std::string_view v) {
     default: return false;
   }
 }
-bool valid_value(std::string_view v) {
-  for (char c : v)
-    if (c == '\r' || c == '\n' || c == 0) return false;
-  return true;
-}
+bool valid_value(std::string_view v) { return !contains_any<'\r', '\n', '\0'>(v); }
 
 std::string_view arg(lua_State* L, int i) {
   size_t n;
@@ -681,9 +683,9 @@ int push_lookup(lua_State* L, Each&& each_orig, const std::vector<HeaderEdit>* e
 }
 
 bool is_https(const proxy::Stream* st) {
-  std::string_view xfp = st->req.get("x-forwarded-proto");
-  if (xfp.empty() || !st->session->w->cfg().trusted_proxies.contains(st->session->peer_ip)) return false;
-  return iequals(trim(xfp.substr(0, xfp.find(','))), "https");
+  if (!st->session->trusted_peer) return false;
+  std::string_view xfp = st->req.get(http::Hdr::x_forwarded_proto);
+  return !xfp.empty() && iequals(trim(xfp.substr(0, xfp.find(','))), "https");
 }
 
 // req:method() .. req:scheme(); the upvalue says which.
@@ -765,8 +767,7 @@ bool has_header(bool response, const std::vector<HeaderEdit>& edits, std::string
     if (iequals(e.name, name)) return true;
   const http::Head* h = response ? t_cur.resp : &t_cur.st->req;
   if (h) {
-    for (size_t i = 0; i < h->headers.size(); i++)
-      if (iequals(h->name(i), name)) return true;
+    return h->find(name) >= 0;
   } else {
     for (const auto& hv : t_cur.st->fs->respond_headers)
       if (iequals(hv.first, name)) return true;
@@ -930,7 +931,7 @@ int api_acl_check(lua_State* L) {
   std::string_view name = arg(L, 1);
   std::string_view auth;
   if (lua_isnoneornil(L, 2)) {
-    if (t_cur.active && t_cur.st) auth = t_cur.st->req.get("authorization");
+    if (t_cur.active && t_cur.st) auth = t_cur.st->req.get(http::Hdr::authorization);
   } else {
     auth = arg(L, 2);
   }

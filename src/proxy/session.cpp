@@ -259,7 +259,7 @@ int Session::on_head(http::Head& h) {
     respond_local(413, "request body too large", true);
     return 0;
   }
-  std::string_view expect = h.get("expect");
+  std::string_view expect = h.get(http::Hdr::expect);
   if (!expect.empty()) {
     if (!iequals(trim(expect), "100-continue")) {
       respond_local(417, "unsupported Expect", true);
@@ -291,12 +291,11 @@ void Session::answer_from_filter(Stream* st, int rr) {
 }
 
 net::IpAddr Session::real_client_ip(const http::Head& h) const {
-  const auto& trusted = w->cfg().trusted_proxies;
-  if (trusted.empty() || !trusted.contains(peer_ip)) return peer_ip;
+  if (!trusted_peer) return peer_ip;
   // Walk X-Forwarded-For from the right, skipping trusted proxies.
   net::IpAddr ip = peer_ip;
   for (size_t i = h.headers.size(); i-- > 0;) {
-    if (!iequals(h.name(i), "x-forwarded-for")) continue;
+    if (h.headers[i].kind != http::Hdr::x_forwarded_for) continue;
     std::string_view v = h.value(i);
     while (!v.empty()) {
       size_t comma = v.rfind(',');
@@ -304,7 +303,7 @@ net::IpAddr Session::real_client_ip(const http::Head& h) const {
       net::IpAddr cand;
       if (!net::IpAddr::parse(item, &cand)) return ip;
       ip = cand;
-      if (!trusted.contains(cand)) return ip;
+      if (!w->cfg().trusted_proxies.contains(cand)) return ip;
       if (comma == std::string_view::npos) break;
       v = v.substr(0, comma);
     }
@@ -313,41 +312,17 @@ net::IpAddr Session::real_client_ip(const http::Head& h) const {
 }
 
 // Headers a proxy never forwards as they are (RFC 9110 7.6.1), plus the framing
-// headers px sets itself.
-static bool hop_by_hop(std::string_view n) {
-  switch (n.size()) {
-    case 2: return iequals(n, "te");
-    case 6: return iequals(n, "expect");
-    case 7: return iequals(n, "trailer") || iequals(n, "upgrade");
-    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
-    case 14: return iequals(n, "content-length");
-    case 16: return iequals(n, "proxy-connection");
-    case 17: return iequals(n, "transfer-encoding");
-    default: return n.size() > 6 && iequals(n.substr(0, 6), "proxy-");
+// headers px sets itself (Content-Length and Upgrade are written again when they apply).
+static bool hop_by_hop(http::Hdr k) {
+  using http::Hdr;
+  switch (k) {
+    case Hdr::te: case Hdr::expect: case Hdr::trailer: case Hdr::upgrade: case Hdr::connection:
+    case Hdr::keep_alive: case Hdr::content_length: case Hdr::transfer_encoding: case Hdr::proxy_connection:
+    case Hdr::proxy_authenticate: case Hdr::proxy_other:
+      return true;
+    default:
+      return false;
   }
-}
-
-// Is header i named in a Connection header of h?
-static bool listed_in_connection(const http::Head& h, std::string_view name, bool any_connection_tokens) {
-  if (!any_connection_tokens) return false;
-  for (size_t i = 0; i < h.headers.size(); i++)
-    if (iequals(h.name(i), "connection") && list_has_token(h.value(i), name)) return true;
-  return false;
-}
-
-static bool has_extra_connection_tokens(const http::Head& h) {
-  for (size_t i = 0; i < h.headers.size(); i++) {
-    if (!iequals(h.name(i), "connection")) continue;
-    std::string_view v = h.value(i);
-    while (!v.empty()) {
-      size_t comma = v.find(',');
-      std::string_view t = trim(v.substr(0, comma));
-      if (!t.empty() && !iequals(t, "close") && !iequals(t, "keep-alive") && !iequals(t, "upgrade")) return true;
-      if (comma == std::string_view::npos) break;
-      v.remove_prefix(comma + 1);
-    }
-  }
-  return false;
 }
 
 void Session::build_upstream_head(Stream* st) {
@@ -362,8 +337,7 @@ void Session::build_upstream_head(Stream* st) {
   if (need_slash) o.push_back('/');
   o.append(sent);
   o.append(" HTTP/1.1\r\n");
-  bool conn_tokens = has_extra_connection_tokens(h);
-  bool trusted = w->cfg().trusted_proxies.contains(peer_ip);
+  bool trusted = trusted_peer;
   const std::vector<lua::HeaderEdit>* edits = st->fs && !st->fs->req_edits.empty() ? &st->fs->req_edits : nullptr;
   auto edited = [&](std::string_view n) {
     if (edits)
@@ -375,25 +349,24 @@ void Session::build_upstream_head(Stream* st) {
   std::string xff;
   std::string_view xfproto, xfhost;
   for (size_t i = 0; i < h.headers.size(); i++) {
-    std::string_view n = h.name(i);
-    if (hop_by_hop(n)) continue;
-    if (n.size() > 11 && (n[0] == 'x' || n[0] == 'X') && iequals(n.substr(0, 12), "x-forwarded-")) {
-      if (iequals(n, "x-forwarded-for")) {
+    http::Hdr kind = h.headers[i].kind;
+    if (hop_by_hop(kind)) continue;
+    switch (kind) {
+      case http::Hdr::x_forwarded_for:
         if (trusted) {
           if (!xff.empty()) xff.append(", ");
           xff.append(h.value(i));
         }
         continue;
-      }
-      if (iequals(n, "x-forwarded-proto")) {
+      case http::Hdr::x_forwarded_proto:
         if (trusted) xfproto = h.value(i);
         continue;
-      }
-      if (iequals(n, "x-forwarded-host")) {
+      case http::Hdr::x_forwarded_host:
         if (trusted) xfhost = h.value(i);
         continue;
-      }
+      default: break;
     }
+    std::string_view n = h.name(i);
     if (edits && edited(n)) continue;  // replaced below by the filters' version
     if (static_cast<int>(i) == h.host_index) {
       host = h.value(i);
@@ -404,7 +377,7 @@ void Session::build_upstream_head(Stream* st) {
       }
       continue;
     }
-    if (listed_in_connection(h, n, conn_tokens)) continue;
+    if (h.listed_in_connection(n)) continue;
     o.append(n);
     o.append(": ");
     o.append(h.value(i));
@@ -442,7 +415,7 @@ void Session::build_upstream_head(Stream* st) {
   o.append("\r\n");
   if (st->upgrade) {
     o.append("Connection: upgrade\r\nUpgrade: ");
-    o.append(h.get("upgrade"));
+    o.append(h.get(http::Hdr::upgrade));
     o.append("\r\n");
   }
   if (st->req_body == BodyMode::chunked) {

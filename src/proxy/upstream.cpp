@@ -15,7 +15,7 @@ void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 }
 void on_up_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) { static_cast<UpConn*>(s->data)->on_read(n, buf->base); }
 void on_up_connect(uv_connect_t* req, int status) { static_cast<UpConn*>(req->data)->on_connected(status); }
-void on_up_timer(uv_timer_t* t) { static_cast<UpConn*>(t->data)->on_timeout(); }
+void on_up_timer(uv_timer_t* t) { static_cast<UpConn*>(t->data)->on_timer(); }
 void on_up_closed(uv_handle_t* h) {
   UpConn* c = static_cast<UpConn*>(h->data);
   if (--c->pending_closes == 0) {
@@ -75,9 +75,32 @@ void UpConn::start_reading() {
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), on_alloc, on_up_read) == 0) reading = true;
 }
 
+// The timer is lazy: every request moves the deadline (later, as a rule), and
+// that is a store; the uv timer is re-armed only when it fires before the
+// deadline, or when the deadline moves earlier than it.
 void UpConn::arm_timer(uint64_t ms) {
-  if (ms == 0) uv_timer_stop(&timer);
-  else uv_timer_start(&timer, on_up_timer, ms, 0);
+  if (ms == 0) {
+    deadline = 0;
+    return;
+  }
+  deadline = uv_now(w->loop()) + ms;
+  if (armed_for == 0 || deadline < armed_for) {
+    uv_timer_start(&timer, on_up_timer, ms, 0);
+    armed_for = deadline;
+  }
+}
+
+void UpConn::on_timer() {
+  armed_for = 0;
+  if (deadline == 0 || state == State::closing) return;
+  uint64_t now = uv_now(w->loop());
+  if (now < deadline) {
+    uv_timer_start(&timer, on_up_timer, deadline - now, 0);
+    armed_for = deadline;
+    return;
+  }
+  deadline = 0;
+  on_timeout();
 }
 
 void UpConn::close() {
@@ -287,34 +310,26 @@ int UpConn::on_head(http::Head& h) {
   o.push_back(' ');
   o.append(http::reason_phrase(status));
   o.append("\r\n");
-  bool extra_tokens = false;
-  for (size_t i = 0; i < h.headers.size(); i++)
-    if (iequals(h.name(i), "connection")) extra_tokens = true;
   for (size_t i = 0; i < h.headers.size(); i++) {
-    std::string_view n = h.name(i);
+    using http::Hdr;
     bool drop = false;
-    switch (n.size()) {
-      case 2: drop = iequals(n, "te"); break;
-      case 7: drop = iequals(n, "trailer") || (iequals(n, "upgrade") && h.status != 101); break;
-      case 10: drop = iequals(n, "connection") || iequals(n, "keep-alive"); break;
-      case 14: drop = iequals(n, "content-length") && !(no_body && h.status != 101); break;
-      case 16: drop = iequals(n, "proxy-connection"); break;
-      case 17: drop = iequals(n, "transfer-encoding"); break;
-      case 18: drop = iequals(n, "proxy-authenticate"); break;
+    switch (h.headers[i].kind) {
+      case Hdr::te: case Hdr::trailer: case Hdr::connection: case Hdr::keep_alive: case Hdr::proxy_connection:
+      case Hdr::transfer_encoding: case Hdr::proxy_authenticate:
+        drop = true;
+        break;
+      case Hdr::upgrade: drop = h.status != 101; break;
+      case Hdr::content_length: drop = !(no_body && h.status != 101); break;  // kept for HEAD, 204, 304
       default: break;
     }
     if (drop) continue;
+    std::string_view n = h.name(i);
     if (edits) {
       bool touched = false;
       for (const auto& e : *edits) touched = touched || iequals(e.name, n);
       if (touched) continue;  // written below, as the filters left it
     }
-    if (extra_tokens) {
-      bool listed = false;
-      for (size_t k = 0; k < h.headers.size() && !listed; k++)
-        if (iequals(h.name(k), "connection") && list_has_token(h.value(k), n)) listed = true;
-      if (listed && !(h.status == 101 && iequals(n, "upgrade"))) continue;
-    }
+    if (h.listed_in_connection(n) && !(h.status == 101 && h.headers[i].kind == Hdr::upgrade)) continue;
     o.append(n);
     o.append(": ");
     o.append(h.value(i));

@@ -259,8 +259,10 @@ void Worker::on_accept(uv_stream_t* server) {
   uv_tcp_nodelay(&s->tcp, 1);
   sockaddr_storage ss;
   int len = sizeof ss;
-  if (uv_tcp_getpeername(&s->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+  if (uv_tcp_getpeername(&s->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
     s->peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+    s->trusted_peer = cfg_.trusted_proxies.contains(s->peer_ip);
+  }
   if (sessions >= cfg_.max_connections || draining_) {
     static const char busy[] =
         "HTTP/1.1 503 Service Unavailable\r\nServer: px\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
@@ -413,7 +415,7 @@ UpConn* Worker::take_idle(PeerState* p) {
   UpConn* c = p->idle;
   if (!c) return nullptr;
   unpark(c);
-  uv_timer_stop(&c->timer);
+  c->arm_timer(0);
   return c;
 }
 

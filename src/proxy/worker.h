@@ -150,6 +150,7 @@ struct Session final : http::Sink, WriteOwner {
   bool closing = false;
   bool eof = false;
   bool writes_done_close = false;  // close once the write queue drains
+  bool trusted_peer = false;  // peer_ip is in trusted_proxies (the worker's config is fixed for its life)
 
   // http::Sink (the request parser)
   int on_head(http::Head& h) override;
@@ -201,6 +202,8 @@ struct UpConn final : http::Sink, WriteOwner {
   bool bp_paused = false;
   bool eof = false;
   uint64_t requests = 0;
+  uint64_t deadline = 0;   // loop time (ms) of the current timeout; 0: none
+  uint64_t armed_for = 0;  // when the uv timer fires; 0: not armed
 
   int on_head(http::Head& h) override;
   int on_body(const char* data, size_t len) override;
@@ -211,7 +214,8 @@ struct UpConn final : http::Sink, WriteOwner {
   void on_read(ssize_t n, const char* data);
   void start_reading();
   void close();
-  void arm_timer(uint64_t ms);
+  void arm_timer(uint64_t ms);  // 0: no timeout
+  void on_timer();
   void on_timeout();
 };
 

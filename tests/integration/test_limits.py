@@ -103,6 +103,20 @@ class LimitsTest(unittest.TestCase):
         r = get(self.px.port, "/stall?ms=3000", host="slow.test")
         self.assertEqual(r.status, 504)
 
+    def test_read_timeout_on_a_reused_upstream_connection(self):
+        # The upstream connection's timer is lazy: a quick request leaves it armed for
+        # a deadline that the parked connection then moves later, and the stalled
+        # request on the same connection must still time out at its own deadline.
+        c = Client(self.px.port)
+        c.send("GET /echo HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        first = c.response()
+        self.assertEqual(first.status, 200)
+        c.send("GET /stall?ms=3000 HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        self.assertEqual(c.response().status, 504)
+        c.close()
+        r = get(self.px.port, "/echo", host="slow.test")
+        self.assertEqual(r.status, 200)
+
 
 class ConnectTimeoutTest(unittest.TestCase):
     def test_upstream_connect_timeout_is_504(self):

@@ -44,6 +44,15 @@ class ProxyTest(unittest.TestCase):
             self.assertNotIn(gone, names)
         self.assertIn("x-kept", names)
 
+    def test_hop_by_hop_response_headers_removed(self):
+        r = get(self.px.port, "/hop")
+        self.assertEqual(r.status, 200)
+        for gone in ("x-up-secret", "keep-alive", "trailer", "proxy-connection", "proxy-authenticate", "upgrade"):
+            self.assertIsNone(r.header(gone), gone)
+        self.assertEqual(r.header("x-up-kept"), "yes")
+        self.assertNotIn("x-up-secret", (r.header("connection") or "").lower())  # px writes its own
+        self.assertEqual(r.body, b"{}")
+
     def test_post_body_with_content_length(self):
         r = get(self.px.port, "/post", method="POST", body=b"hello world")
         self.assertEqual(r.status, 200)

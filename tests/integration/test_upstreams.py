@@ -16,6 +16,22 @@ class UpstreamTest(unittest.TestCase):
             px.stop()
             up.stop()
 
+    def test_idle_upstream_connections_close_after_their_timeout(self):
+        up = Upstream("idle")
+        px = Pxd(extra="upstream_keepalive_timeout 1s", routes=[route("app", ["a.test"], [up])])
+        open_now = lambda: get(up.port, "/_open", host="direct").json()["open"]
+        try:
+            first = get(px.port, "/").json()
+            second = get(px.port, "/").json()
+            self.assertEqual(second["conn"], first["conn"])  # kept alive, reused
+            self.assertEqual(second["req_in_conn"], 2)
+            self.assertEqual(open_now(), 1)
+            wait_for(lambda: open_now() == 0, what="pxd to close its idle upstream connection")
+            self.assertNotEqual(get(px.port, "/").json()["conn"], first["conn"])
+        finally:
+            px.stop()
+            up.stop()
+
     def test_ipv6_upstream(self):
         try:
             up = Upstream("v6", host="::1")

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <cctype>
+
 #include "core/config.h"
 #include "core/strings.h"
 #include "net/cidr.h"
@@ -35,6 +37,80 @@ TEST_CASE("token lists and case") {
   append_hex(s, 255);
   append_dec(s, 1234);
   CHECK(s == "ff1234");
+}
+
+// iequals works 8 (or 4) bytes at a time: check it against the byte-wise
+// definition for every length up to 24, every byte value at every position,
+// against both cases of a letter and a non-letter.
+TEST_CASE("iequals agrees with a byte-wise comparison") {
+  auto slow = [](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); i++)
+      if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    return true;
+  };
+  size_t checked = 0, equal = 0;
+  for (size_t n = 0; n <= 24; n++) {
+    std::string base;
+    for (size_t i = 0; i < n; i++) base.push_back("aZ-9q~_M"[i % 8]);
+    for (size_t pos = 0; pos < n; pos++) {
+      for (int c = 0; c < 256; c++) {
+        std::string a = base;
+        a[pos] = static_cast<char>(c);
+        for (std::string b : {base, to_lower(base)}) {
+          bool want = slow(a, b);
+          CHECK(iequals(a, b) == want);
+          CHECK(iequals(b, a) == want);
+          checked++;
+          equal += want;
+        }
+      }
+    }
+    CHECK(iequals(base, to_lower(base)));
+    if (n) CHECK_FALSE(iequals(base, base.substr(1)));
+  }
+  CHECK(checked > 10000);
+  CHECK(equal > 100);  // the matches are exercised too, not only mismatches
+
+  // iequals_lower: one side a lowercase literal (2, 4, 14 and 17 bytes: each code path).
+  auto each = [&](std::string_view lit, auto&& fast) {
+    for (size_t pos = 0; pos < lit.size(); pos++)
+      for (int c = 0; c < 256; c++) {
+        std::string a(lit);
+        a[pos] = static_cast<char>(c);
+        CHECK(fast(a) == slow(a, lit));
+      }
+    std::string upper(lit);
+    for (auto& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    CHECK(fast(upper));
+    CHECK_FALSE(fast(upper + "x"));
+  };
+  each("te", [](std::string_view a) { return iequals_lower(a, "te"); });
+  each("host", [](std::string_view a) { return iequals_lower(a, "host"); });
+  each("content-length", [](std::string_view a) { return iequals_lower(a, "content-length"); });
+  each("x-forwarded-proto", [](std::string_view a) { return iequals_lower(a, "x-forwarded-proto"); });
+}
+
+// contains_any works 8 bytes at a time: every length up to 20, every byte
+// value at every position, against the byte-wise answer.
+TEST_CASE("contains_any finds CR, LF and NUL anywhere") {
+  size_t found = 0, checked = 0;
+  for (size_t n = 0; n <= 20; n++) {
+    std::string base(n, 'x');
+    CHECK_FALSE(contains_any<'\0', '\r', '\n'>(base));
+    for (size_t pos = 0; pos < n; pos++)
+      for (int c = 0; c < 256; c++) {
+        std::string s = base;
+        s[pos] = static_cast<char>(c);
+        bool want = c == 0 || c == '\r' || c == '\n';
+        CHECK(contains_any<'\0', '\r', '\n'>(s) == want);
+        CHECK(contains_any<' ', '\t'>(s) == (c == ' ' || c == '\t'));
+        found += want;
+        checked++;
+      }
+  }
+  CHECK(checked > 5000);
+  CHECK(found == 3 * 210);  // 3 bytes at each of the 210 positions
 }
 
 TEST_CASE("cidr") {
