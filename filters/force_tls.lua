@@ -4,6 +4,9 @@
 -- X-Forwarded-Proto counts only from trusted proxies (pxd.conf trusted_proxies).
 --   config: {"hsts": {"max_age": 31536000, "include_subdomains": true, "preload": false},
 --            "port": 443}
+local R = px.req  -- request methods in locals: no metatable lookup per call
+local is_https, method, host, uri, set_resp_header = R.is_https, R.method, R.host, R.uri, R.set_resp_header
+
 return {
   -- Once per route: check the config and build the strings a request needs.
   prepare = function(conf)
@@ -28,12 +31,12 @@ return {
   end,
   phases = function(c) return { "request", c.hsts and "response" or nil } end,
   request = function(req, c)
-    if req:is_https() then return end
-    local m = req:method()
+    if is_https(req) then return end
+    local m = method(req)
     local status = (m == "GET" or m == "HEAD") and 301 or 308
-    return px.redirect("https://" .. req:host() .. c.port .. req:uri(), status)
+    return px.redirect("https://" .. host(req) .. c.port .. uri(req), status)
   end,
   response = function(req, c)
-    if req:is_https() then req:set_resp_header("Strict-Transport-Security", c.hsts) end
+    if is_https(req) then set_resp_header(req, "Strict-Transport-Security", c.hsts) end
   end,
 }

@@ -4,7 +4,7 @@
 --            "response": {"set": {"X-Frame-Options": "DENY"}, "remove": ["Server"]}}
 -- Removals apply first, then sets, then adds.
 -- Each section compiles, once per route, into a flat list of
--- (request method name, header name, value) triples.
+-- (request method, header name, value) triples.
 local METHODS = {
   request = { remove = "remove_header", set = "set_header", add = "add_header" },
   response = { remove = "remove_resp_header", set = "set_resp_header", add = "add_resp_header" },
@@ -22,7 +22,7 @@ local function compile(section, side)
     if kind ~= "remove" and type(value) ~= "string" and type(value) ~= "number" then
       error("headers: " .. side .. ": the value of " .. name .. " must be a string or a number", 0)
     end
-    ops[#ops + 1] = m[kind]; ops[#ops + 1] = name; ops[#ops + 1] = kind ~= "remove" and tostring(value) or false
+    ops[#ops + 1] = px.req[m[kind]]; ops[#ops + 1] = name; ops[#ops + 1] = kind ~= "remove" and tostring(value) or false
   end
   for _, name in ipairs(section.remove or {}) do op("remove", name) end
   for name, value in pairs(section.set or {}) do op("set", name, value) end
@@ -31,7 +31,7 @@ local function compile(section, side)
 end
 
 local function apply(req, ops)
-  for i = 1, #ops, 3 do req[ops[i]](req, ops[i + 1], ops[i + 2]) end
+  for i = 1, #ops, 3 do ops[i](req, ops[i + 1], ops[i + 2]) end
 end
 
 return {

@@ -55,6 +55,12 @@ Req.set_resp_header = C.set_resp_header
 Req.add_resp_header = C.add_resp_header
 Req.remove_resp_header = C.remove_resp_header
 
+-- The request methods, for a filter that keeps one in a local at load time
+-- (local is_https = px.req.is_https; ... is_https(req)): filter code is
+-- interpreted, and req:is_https() looks the method up through the metatable on
+-- every call.
+px.req = Req
+
 -- Answer the request from the filter (early_request, request); both return px.DONE.
 px.respond = C.respond         -- px.respond(status [, headers [, body]])
 px.redirect = C.redirect       -- px.redirect(url [, status]): 301, 302 (default), 303, 307 or 308
@@ -78,8 +84,9 @@ local C_path = C.path
 px.now = C_now   -- monotonic seconds
 
 -- Built-in checks the acl and acme filters use.
--- px.acl_check(list, authorization): 0 allow, 1 needs credentials (401),
--- 2 denied (403); plus 0x10 when the list passes Authorization on.
+-- px.acl_check(list [, authorization]): the verdict, 0 allow, 1 needs
+-- credentials (401), 2 denied (403); and whether the request's Authorization
+-- header may stay (the list passes it upstream, or the request has none).
 px.acl_check = C.acl_check
 px.acl_realm = C.acl_realm            -- px.acl_realm(list): the list's realm
 px.acme_challenge = C.acme_challenge  -- px.acme_challenge(token): the key authorization, or nil

@@ -925,19 +925,21 @@ const route::AclSpec* acl_named(lua_State* L, const char* call, std::string_view
   return acl;
 }
 // px.acl_check(list [, authorization]): 0 allow, 1 needs credentials (401), 2
-// denied (403); and whether the list passes the Authorization header upstream.
+// denied (403); and whether the request's Authorization header may stay (the
+// list passes it upstream, or there is none: nothing for the filter to remove).
 // Without an authorization argument, the request's Authorization header counts.
 int api_acl_check(lua_State* L) {
   std::string_view name = arg(L, 1);
+  const auto* acl = acl_named(L, "px.acl_check", name);  // refuses outside E and R
+  int own = t_cur.st->req.find(http::Hdr::authorization);
   std::string_view auth;
   if (lua_isnoneornil(L, 2)) {
-    if (t_cur.active && t_cur.st) auth = t_cur.st->req.get(http::Hdr::authorization);
+    if (own >= 0) auth = t_cur.st->req.value(static_cast<size_t>(own));
   } else {
     auth = arg(L, 2);
   }
-  const auto* acl = acl_named(L, "px.acl_check", name);
   lua_pushinteger(L, t_cur.st->session->w->acl_decide(*acl, t_cur.st->client_ip, auth));
-  lua_pushboolean(L, acl->pass_authorization);
+  lua_pushboolean(L, acl->pass_authorization || own < 0);
   return 2;
 }
 int api_acl_realm(lua_State* L) {

@@ -65,6 +65,12 @@ FILTERS = {
     "pooled": 'return { request = function(req) req.ctx.seen = tostring(req.ctx.mine) .. "," .. '
               'tostring(rawget(req, "stash")); req.ctx.mine = req:path(); rawset(req, "stash", req:path()) end,'
               ' response = function(req) req:set_resp_header("X-Seen", req.ctx.seen) end }',
+    # Request methods kept in locals at load time (px.req), called without the metatable.
+    "locals": 'local path, set_resp_header = px.req.path, px.req.set_resp_header\n'
+              'return { request = function(req) req.ctx.p = path(req) '
+              'req.ctx.refused = select(2, pcall(set_resp_header, req, "X-Early", "1")) end,'
+              ' response = function(req) set_resp_header(req, "X-Path", req.ctx.p) '
+              'set_resp_header(req, "X-Refused", req.ctx.refused) end }',
     "sortspin": 'return { request = function(req) table.sort({3, 2, 1}, function(a, b) while true do end end) end }',
     "prepspin": 'return { prepare = function(conf) while true do end end, request = function(req) end }',
     "picky": 'return { prepare = function(conf) if not conf.ok then error("picky: needs ok", 0) end return conf end,'
@@ -102,6 +108,7 @@ class FilterEngineTest(unittest.TestCase):
             route("prepspin", ["prepspin.test"], [cls.a], filters=[F("prepspin")]),
             route("picky", ["picky.test"], [cls.a], filters=[F("picky")]),
             route("picky-ok", ["picky-ok.test"], [cls.a], filters=[F("picky", ok=True)]),
+            route("locals", ["locals.test"], [cls.a], filters=[F("locals")]),
         ])
 
     @classmethod
@@ -135,6 +142,13 @@ class FilterEngineTest(unittest.TestCase):
         self.assertIn("status=ok", line)
         self.assertIn("set_header=req:set_header: not allowed in phase 'logging'", line)
         self.assertIn("respond=px.respond: not allowed in phase 'logging'", line)
+
+    def test_request_methods_kept_in_locals(self):
+        r = get(self.px.port, "/some/where?x=1", host="locals.test")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("X-Path"), "/some/where")
+        # The phase check holds however the method is called.
+        self.assertIn("req:set_resp_header: not allowed in phase 'request'", r.header("X-Refused"))
 
     def test_a_failing_filter_answers_500_and_the_worker_keeps_serving(self):
         for host in ("boom.test", "boom2.test", "nonsense.test", "escape.test"):
