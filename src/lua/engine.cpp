@@ -640,15 +640,16 @@ bool valid_name(std::string_view n) {
   return true;
 }
 // Framing and connection headers belong to px: filters may not edit them.
+// The parser's header kinds name them (Expect and other Proxy-* headers are
+// not framing: filters may set those).
 bool framing(std::string_view v) {
-  switch (v.size()) {
-    case 2: return iequals(v, "te");
-    case 7: return iequals(v, "upgrade") || iequals(v, "trailer");
-    case 10: return iequals(v, "connection") || iequals(v, "keep-alive");
-    case 14: return iequals(v, "content-length");
-    case 16: return iequals(v, "proxy-connection");
-    case 17: return iequals(v, "transfer-encoding");
-    default: return false;
+  using http::Hdr;
+  switch (http::classify(v)) {
+    case Hdr::te: case Hdr::upgrade: case Hdr::trailer: case Hdr::connection: case Hdr::keep_alive:
+    case Hdr::content_length: case Hdr::proxy_connection: case Hdr::transfer_encoding:
+      return true;
+    default:
+      return false;
   }
 }
 bool valid_value(std::string_view v) { return !contains_any<'\r', '\n', '\0'>(v); }

@@ -70,7 +70,9 @@ FILTERS = {
               'return { request = function(req) req.ctx.p = path(req) '
               'req.ctx.refused = select(2, pcall(set_resp_header, req, "X-Early", "1")) end,'
               ' response = function(req) set_resp_header(req, "X-Path", req.ctx.p) '
-              'set_resp_header(req, "X-Refused", req.ctx.refused) end }',
+              'set_resp_header(req, "X-Refused", req.ctx.refused) '
+              'set_resp_header(req, "X-Framing", select(2, pcall(set_resp_header, req, "transfer-ENCODING", "x"))) '
+              'end }',
     "sortspin": 'return { request = function(req) table.sort({3, 2, 1}, function(a, b) while true do end end) end }',
     "prepspin": 'return { prepare = function(conf) while true do end end, request = function(req) end }',
     "picky": 'return { prepare = function(conf) if not conf.ok then error("picky: needs ok", 0) end return conf end,'
@@ -149,6 +151,8 @@ class FilterEngineTest(unittest.TestCase):
         self.assertEqual(r.header("X-Path"), "/some/where")
         # The phase check holds however the method is called.
         self.assertIn("req:set_resp_header: not allowed in phase 'request'", r.header("X-Refused"))
+        # Framing headers belong to px, whatever their case.
+        self.assertIn("transfer-ENCODING is a framing header px manages", r.header("X-Framing"))
 
     def test_a_failing_filter_answers_500_and_the_worker_keeps_serving(self):
         for host in ("boom.test", "boom2.test", "nonsense.test", "escape.test"):
