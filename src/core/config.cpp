@@ -163,6 +163,11 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
       if (!log::parse_level(std::string(w[1]).c_str(), &l))
         return fail("log_level: expected error, warn, info or debug, got '" + std::string(w[1]) + "'");
       c.log_level = std::string(w[1]);
+    } else if (key == "underscores_in_headers") {
+      if (!need_one()) return false;
+      if (w[1] == "on") c.underscores_in_headers = true;
+      else if (w[1] == "off") c.underscores_in_headers = false;
+      else return fail("underscores_in_headers: expected 'on' or 'off', got '" + std::string(w[1]) + "'");
     } else if (key == "trusted_proxies") {
       if (w.size() < 2) return fail("trusted_proxies: expected one or more CIDR ranges");
       for (size_t k = 1; k < w.size(); k++) {

@@ -40,6 +40,7 @@ struct Config {
   uint64_t max_header_size = 16 * 1024;          // whole request head (431)
   uint64_t max_headers = 100;                    // header count (431)
   uint64_t max_uri_length = 8 * 1024;            // request target (414)
+  bool underscores_in_headers = false;           // off: request header names with "_" are dropped (as nginx)
   uint64_t max_body_size = 0;                    // default per route, 0 = unlimited (413)
   uint64_t max_connections = 10000;              // client connections per worker (503 past it)
   uint64_t store_poll_ms = 50;                   // fallback poll of the store generation

@@ -99,8 +99,6 @@ const llhttp_settings_t* Parser::settings() {
     st.on_header_value = cb_value;
     st.on_header_value_complete = cb_value_complete;
     st.on_headers_complete = cb_headers_complete;
-    st.on_body = cb_body;
-    st.on_message_complete = cb_message_complete;
     return st;
   }();
   return &s;
@@ -113,18 +111,216 @@ void Parser::init(llhttp_type_t type, Sink* sink, const Limits* limits) {
   limits_ = limits;
   is_request_ = type == HTTP_REQUEST;
   status_ = is_request_ ? 400 : 502;
+  reason_ = nullptr;
+  failed_ = false;
+  err_ = HPE_OK;
+  grammar_.set_limit(limits->max_head + limits->max_uri + 1024);
+  next_message();
+}
+
+void Parser::next_message() {
+  state_ = St::head;
+  if (is_request_) grammar_.start_request();
+  else grammar_.start_response();
+  eof_body_ = upgrade_ = false;
+}
+
+void Parser::resume() {
+  if (state_ == St::paused) next_message();
 }
 
 int Parser::fail(int status, const char* reason) {
   status_ = static_cast<uint16_t>(status);
   reason_ = reason;
-  llhttp_set_error_reason(&p_, reason);
+  failed_ = true;
   return HPE_USER;
+}
+
+llhttp_errno_t Parser::die(const char* at) {
+  state_ = St::dead;
+  if (err_ == HPE_OK) err_ = HPE_USER;
+  pos_ = at;
+  return err_;
+}
+
+llhttp_errno_t Parser::die(int status, const char* reason, const char* at) {
+  fail(status, reason);
+  return die(at);
 }
 
 bool Parser::count(size_t n) {
   head_bytes_ += static_cast<uint32_t>(n);
   return head_bytes_ <= limits_->max_head;
+}
+
+llhttp_errno_t Parser::execute(const char* data, size_t len) {
+  const char* p = data;
+  const char* end = data + len;
+  int bad = is_request_ ? 400 : 502;
+  while (true) {
+    switch (state_) {
+      case St::paused: pos_ = p; return HPE_PAUSED;
+      case St::upgraded: pos_ = p; return HPE_PAUSED_UPGRADE;
+      case St::dead: pos_ = p; return err_;
+      default: break;
+    }
+    if (p == end) {
+      pos_ = p;
+      return HPE_OK;
+    }
+    size_t avail = static_cast<size_t>(end - p);
+    switch (state_) {
+      case St::head: {
+        size_t used = 0;
+        HeadGrammar::Result r = grammar_.scan(p, avail, &used);
+        if (r == HeadGrammar::Result::bad) {
+          if (grammar_.too_large()) return die(is_request_ ? 431 : 502, "head too large", p);
+          return die(bad, grammar_.error(), p);
+        }
+        llhttp_errno_t e = llhttp_execute(&p_, p, used);
+        if (r == HeadGrammar::Result::more) {
+          if (e != HPE_OK) {
+            if (!failed_) fail(bad, llhttp_get_error_reason(&p_));
+            err_ = e;
+            return die(p);
+          }
+          p += used;
+          break;
+        }
+        // The grammar saw the end of the head: llhttp must have stopped exactly there.
+        if (e != HPE_PAUSED) {
+          if (!failed_) fail(bad, e == HPE_OK ? "malformed head" : llhttp_get_error_reason(&p_));
+          err_ = e == HPE_OK ? HPE_USER : e;
+          return die(p);
+        }
+        if (llhttp_get_error_pos(&p_) != p + used) return die(bad, "malformed head", p);
+        llhttp_reset(&p_);
+        p += used;
+        int hr = sink_->on_head(*head_);
+        if (hr < 0 || hr == HPE_USER) return die(p);
+        if (llhttp_errno_t stop = head_done(hr == 1, p); stop != HPE_OK) return stop;
+        break;
+      }
+      case St::length: {
+        size_t n = avail < remaining_ ? avail : static_cast<size_t>(remaining_);
+        remaining_ -= n;
+        if (sink_->on_body(p, n) != 0) return die(p);
+        p += n;
+        if (remaining_ == 0)
+          if (llhttp_errno_t stop = complete(p); stop != HPE_OK) return stop;
+        break;
+      }
+      case St::until_eof:
+        if (sink_->on_body(p, avail) != 0) return die(p);
+        p = end;
+        break;
+      case St::chunk_line: {
+        size_t used = 0;
+        ChunkLine::Result r = chunk_.scan(p, avail, &used);
+        if (r == ChunkLine::Result::bad) return die(bad, chunk_.error(), p);
+        p += used;
+        if (r == ChunkLine::Result::done) {
+          remaining_ = chunk_.size();
+          if (remaining_ == 0) {
+            state_ = St::trailers;
+            grammar_.start_trailers();
+          } else {
+            state_ = St::chunk_data;
+          }
+        }
+        break;
+      }
+      case St::chunk_data: {
+        size_t n = avail < remaining_ ? avail : static_cast<size_t>(remaining_);
+        remaining_ -= n;
+        if (sink_->on_body(p, n) != 0) return die(p);
+        p += n;
+        if (remaining_ == 0) {
+          state_ = St::chunk_crlf;
+          crlf_ = 0;
+        }
+        break;
+      }
+      case St::chunk_crlf:
+        if (*p != (crlf_ == 0 ? '\r' : '\n')) return die(bad, "chunk data not followed by CRLF", p);
+        p++;
+        if (++crlf_ == 2) {
+          state_ = St::chunk_line;
+          chunk_.start();
+        }
+        break;
+      case St::trailers: {
+        size_t used = 0;
+        HeadGrammar::Result r = grammar_.scan(p, avail, &used);
+        if (r == HeadGrammar::Result::bad) return die(bad, grammar_.too_large() ? "trailer section too large"
+                                                                                : grammar_.error(), p);
+        p += used;  // trailer fields are checked, then dropped
+        if (r == HeadGrammar::Result::done)
+          if (llhttp_errno_t stop = complete(p); stop != HPE_OK) return stop;
+        break;
+      }
+      default:
+        return die(p);
+    }
+  }
+}
+
+llhttp_errno_t Parser::head_done(bool no_body, const char*& p) {
+  Head& h = *head_;
+  uint16_t st = h.status;
+  eof_body_ = false;
+  if (is_request_) {
+    upgrade_ = h.upgrade;
+  } else {
+    upgrade_ = st == 101;
+    no_body = no_body || st < 200 || st == 204 || st == 304;
+  }
+  h.keep_alive = h.minor == 1 ? !conn_close_ : conn_keep_;
+  if (no_body) {
+    return complete(p);
+  }
+  if (h.chunked) {
+    state_ = St::chunk_line;
+    chunk_.start();
+  } else if (h.has_content_length) {
+    if (h.content_length == 0) return complete(p);
+    remaining_ = h.content_length;
+    state_ = St::length;
+  } else if (is_request_) {
+    return complete(p);
+  } else {
+    eof_body_ = true;
+    h.keep_alive = false;
+    state_ = St::until_eof;
+  }
+  return HPE_OK;
+}
+
+llhttp_errno_t Parser::complete(const char* p) {
+  int r = sink_->on_complete();
+  if (r == HPE_PAUSED) {
+    state_ = St::paused;
+    pos_ = p;
+    return HPE_PAUSED;
+  }
+  if (r != 0) return die(p);
+  if (upgrade_) {
+    state_ = St::upgraded;
+    pos_ = p;
+    return HPE_PAUSED_UPGRADE;
+  }
+  next_message();
+  return HPE_OK;
+}
+
+llhttp_errno_t Parser::finish() {
+  if (state_ == St::until_eof) {
+    eof_body_ = false;
+    return complete(pos_);
+  }
+  if (state_ == St::head && !grammar_.started()) return HPE_OK;
+  if (state_ == St::paused || state_ == St::upgraded) return HPE_OK;
+  return HPE_INVALID_EOF_STATE;
 }
 
 static Parser* self(llhttp_t* p) { return static_cast<Parser*>(p->data); }
@@ -133,11 +329,10 @@ int Parser::cb_message_begin(llhttp_t* p) {
   Parser* s = self(p);
   s->head_bytes_ = 0;
   s->in_value_ = false;
-  s->in_message_ = true;
-  s->started_ = true;
   s->reason_ = nullptr;
+  s->failed_ = false;
   s->status_ = s->is_request_ ? 400 : 502;
-  if (s->head_) s->head_->clear();
+  s->head_->clear();
   return 0;
 }
 
@@ -158,6 +353,8 @@ int Parser::cb_status(llhttp_t* p, const char*, size_t len) {
   return 0;  // the reason phrase is not kept: px writes its own
 }
 
+// The grammar has checked every byte already (no whitespace before the colon,
+// no obs-fold, no CR, LF or NUL in a value): these callbacks only collect.
 int Parser::cb_field(llhttp_t* p, const char* at, size_t len) {
   Parser* s = self(p);
   Head* h = s->head_;
@@ -168,9 +365,6 @@ int Parser::cb_field(llhttp_t* p, const char* at, size_t len) {
     auto off = static_cast<uint32_t>(h->buf.size());
     h->headers.push_back(HeaderRef{off, 0, off, 0});
   }
-  // llhttp lets "Name : value" through as a name ending in a space; RFC 9112 5.1 says reject it.
-  if (contains_any<' ', '\t'>({at, len}))
-    return s->fail(s->is_request_ ? 400 : 502, "whitespace between a header name and the colon");
   h->buf.append(at, len);
   h->headers.back().name_len += static_cast<uint32_t>(len);
   h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
@@ -181,17 +375,10 @@ int Parser::cb_value(llhttp_t* p, const char* at, size_t len) {
   Parser* s = self(p);
   Head* h = s->head_;
   if (!s->count(len)) return s->fail(s->is_request_ ? 431 : 502, "head too large");
-  if (contains_any<'\0', '\r', '\n'>({at, len}))
-    return s->fail(s->is_request_ ? 400 : 502, "invalid character or line folding in a header value");
   if (!s->in_value_) {
     s->in_value_ = true;
     h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
-  } else if (!(s->value_at_end_ && at == s->buf_begin_)) {
-    // llhttp reports a folded line as a second piece of the same value. A
-    // second piece that a read boundary does not explain is obs-fold.
-    return s->fail(s->is_request_ ? 400 : 502, "obsolete line folding");
   }
-  s->value_at_end_ = at + len == s->buf_end_;
   h->buf.append(at, len);
   h->headers.back().value_len += static_cast<uint32_t>(len);
   return 0;
@@ -210,7 +397,15 @@ int Parser::cb_value_complete(llhttp_t* p) {
   while (ref.value_len && (h->buf[ref.value_off + ref.value_len - 1] == ' ' ||
                            h->buf[ref.value_off + ref.value_len - 1] == '\t'))
     ref.value_len--;
-  ref.kind = classify(h->name(i));
+  std::string_view name = h->name(i);
+  if (s->is_request_ && !s->limits_->underscores && name.find('_') != std::string_view::npos) {
+    // CGI-style mappings turn "_" into "-": Content_Length would collide with Content-Length upstream.
+    h->buf.resize(ref.name_off);
+    h->headers.pop_back();
+    s->in_value_ = true;  // the next name starts a new header
+    return 0;
+  }
+  ref.kind = classify(name);
   switch (ref.kind) {
     case Hdr::host:
       if (h->host_index >= 0) return s->fail(400, "more than one Host header");
@@ -229,6 +424,21 @@ int Parser::cb_value_complete(llhttp_t* p) {
   return 0;
 }
 
+// The request target: origin-form ("/..."), absolute-form ("http://authority/..."),
+// or "*" for OPTIONS. CONNECT's authority-form is refused before this (405).
+static bool valid_target(const Head& h) {
+  std::string_view t = h.url();
+  if (!t.empty() && t[0] == '/') return true;
+  if (t == "*") return h.method == HTTP_OPTIONS;
+  size_t scheme = 0;
+  if (t.size() > 7 && iequals(t.substr(0, 7), "http://")) scheme = 7;
+  else if (t.size() > 8 && iequals(t.substr(0, 8), "https://")) scheme = 8;
+  if (!scheme) return false;
+  std::string_view rest = t.substr(scheme);
+  std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+  return !authority.empty() && valid_host(authority);
+}
+
 int Parser::cb_headers_complete(llhttp_t* p) {
   Parser* s = self(p);
   Head* h = s->head_;
@@ -242,35 +452,29 @@ int Parser::cb_headers_complete(llhttp_t* p) {
   if (h->has_transfer_encoding && h->has_content_length)
     return s->fail(bad, "both Content-Length and Transfer-Encoding");
   h->chunked = (p->flags & F_CHUNKED) != 0;
-  if (h->has_transfer_encoding && !h->chunked) return s->fail(bad, "Transfer-Encoding is not a final 'chunked'");
   if (h->has_transfer_encoding) {
     // Only "chunked" is accepted: a proxy that cannot decode gzip/deflate codings must not guess.
     std::string_view te = h->value(static_cast<size_t>(h->find(Hdr::transfer_encoding)));
-    if (!iequals(trim(te), "chunked")) return s->fail(bad, "Transfer-Encoding other than 'chunked'");
+    if (!h->chunked || !iequals(trim(te), "chunked")) return s->fail(bad, "Transfer-Encoding other than 'chunked'");
+    // RFC 9112 6.1: in HTTP/1.0 the framing is faulty.
+    if (h->minor == 0) return s->fail(bad, "Transfer-Encoding in an HTTP/1.0 message");
   }
   if (h->has_content_length) h->content_length = p->content_length;
-  h->keep_alive = llhttp_should_keep_alive(p) != 0;
+  s->conn_close_ = (p->flags & F_CONNECTION_CLOSE) != 0;
+  s->conn_keep_ = (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
   if (s->is_request_) {
     h->method = p->method;
     if (h->minor == 1 && h->host_index < 0) return s->fail(400, "HTTP/1.1 request without Host");
     if (p->method == HTTP_CONNECT) return s->fail(405, "CONNECT is not supported");
+    if (h->host_index >= 0 && !valid_host(h->value(static_cast<size_t>(h->host_index))))
+      return s->fail(400, "invalid Host");
+    if (!valid_target(*h)) return s->fail(400, "invalid request target");
     h->upgrade = p->upgrade != 0;
   } else {
     h->status = static_cast<uint16_t>(p->status_code);
     h->upgrade = p->status_code == 101;
   }
-  int r = s->sink_->on_head(*h);
-  if (r < 0) return -1;
-  return r;
-}
-
-int Parser::cb_body(llhttp_t* p, const char* at, size_t len) { return self(p)->sink_->on_body(at, len); }
-
-int Parser::cb_message_complete(llhttp_t* p) {
-  Parser* s = self(p);
-  s->in_message_ = false;
-  s->started_ = false;
-  return s->sink_->on_complete();
+  return HPE_PAUSED;  // the head ends here; px frames the body itself (see execute)
 }
 
 const char* reason_phrase(int status) {

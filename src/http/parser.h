@@ -5,12 +5,16 @@
 // request/response exchange. A *head* is a request or status line plus headers.
 //
 // The parser is strict on purpose, because a proxy is where request smuggling
-// happens. Besides llhttp's own checks it rejects: Content-Length together with
-// Transfer-Encoding, any Transfer-Encoding that is not a final `chunked`,
-// duplicate Content-Length, whitespace before a colon, obsolete line folding,
-// NUL / CR / LF inside a header value, more than one Host, an HTTP/1.1 request
-// without Host, versions other than 1.0 and 1.1. The same rules hold for
-// upstream responses (answered 502 instead of 400).
+// happens. Every head byte follows RFC 9112's grammar (http/grammar.h: no bare
+// CR, no empty or non-token names, no obs-fold, no whitespace before a colon,
+// no controls in values) and bodies are framed by px itself (strict chunk lines
+// and terminators, bounded chunk lines). Besides that it rejects: Content-Length
+// together with Transfer-Encoding, any Transfer-Encoding other than `chunked`,
+// Transfer-Encoding in an HTTP/1.0 message, duplicate Content-Length, more than
+// one Host, an invalid Host or request target, an HTTP/1.1 request without
+// Host, versions other than 1.0 and 1.1. Request header names with "_" are
+// dropped unless Limits::underscores. The same rules hold for upstream
+// responses (answered 502 instead of 400).
 #pragma once
 #include <llhttp.h>
 
@@ -18,6 +22,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "http/grammar.h"
 
 namespace px::http {
 
@@ -89,11 +95,14 @@ struct Limits {
   uint64_t max_head = 16 * 1024;
   uint64_t max_headers = 100;
   uint64_t max_uri = 8 * 1024;
+  bool underscores = false;  // keep request header names with "_" (nginx's underscores_in_headers)
 };
 
-// What a parser reports to its owner. Return values as llhttp documents them:
+// What a parser reports to its owner.
 // on_head: 0 = continue, 1 = no body follows (response to HEAD), -1 = error.
-// on_body: 0 or -1. on_complete: 0, or HPE_PAUSED to stop after this message.
+// on_body: 0 or -1. on_complete: HPE_PAUSED to stop after this message, 0 to
+// go on (to the next message; after an upgrade, the parser stops with
+// HPE_PAUSED_UPGRADE). A callback may fail with set_error(status, reason).
 class Sink {
  public:
   virtual int on_head(Head& head) = 0;
@@ -104,30 +113,31 @@ class Sink {
   ~Sink() = default;
 };
 
+// One direction of HTTP/1 messages on a connection (requests, or responses).
+// Heads: every byte is checked against RFC 9112's grammar (http/grammar.h),
+// then llhttp splits the head into its parts. Bodies: px frames them itself
+// (Content-Length, strict chunked, or until the connection closes).
 class Parser {
  public:
   void init(llhttp_type_t type, Sink* sink, const Limits* limits);
   void attach(Head* head) { head_ = head; }  // where the next message's head goes
-  // Feeds bytes. Returns llhttp's code; on error, error_status() says what to answer.
-  llhttp_errno_t execute(const char* data, size_t len) {
-    buf_begin_ = data;
-    buf_end_ = data + len;
-    return llhttp_execute(&p_, data, len);
-  }
-  const char* error_pos() const { return llhttp_get_error_pos(&p_); }
-  const char* error_reason() const { return reason_ ? reason_ : llhttp_get_error_reason(&p_); }
+  // Feeds bytes. Returns HPE_OK (all taken), HPE_PAUSED (a message ended and the
+  // sink asked to stop: error_pos() is where the next byte would be),
+  // HPE_PAUSED_UPGRADE (what follows error_pos() is not HTTP), or an error:
+  // error_status() and error_reason() say what to answer.
+  llhttp_errno_t execute(const char* data, size_t len);
+  const char* error_pos() const { return pos_; }
+  const char* error_reason() const { return reason_ ? reason_ : "invalid HTTP message"; }
   int error_status() const { return status_; }
-  void resume() { llhttp_resume(&p_); }
-  void reset() { llhttp_reset(&p_); }
-  llhttp_errno_t finish() { return llhttp_finish(&p_); }  // at EOF: ends a read-until-close body
-  bool in_message() const { return in_message_; }
-  bool started() const { return started_; }
+  void resume();  // after HPE_PAUSED: go on with the next message
+  llhttp_errno_t finish();  // at EOF: ends a read-until-close body
+  bool in_message() const { return state_ != St::head || grammar_.started(); }
   // From a Sink callback: stop with this status (e.g. 413) and reason.
   int set_error(int status, const char* reason) { return fail(status, reason); }
-  bool needs_eof() const { return llhttp_message_needs_eof(&p_) != 0; }
-  llhttp_t* raw() { return &p_; }
+  bool needs_eof() const { return eof_body_; }
 
  private:
+  enum class St : uint8_t { head, length, chunk_line, chunk_data, chunk_crlf, trailers, until_eof, paused, upgraded, dead };
   static int cb_message_begin(llhttp_t*);
   static int cb_url(llhttp_t*, const char*, size_t);
   static int cb_status(llhttp_t*, const char*, size_t);
@@ -135,10 +145,13 @@ class Parser {
   static int cb_value(llhttp_t*, const char*, size_t);
   static int cb_value_complete(llhttp_t*);
   static int cb_headers_complete(llhttp_t*);
-  static int cb_body(llhttp_t*, const char*, size_t);
-  static int cb_message_complete(llhttp_t*);
   static const llhttp_settings_t* settings();
   int fail(int status, const char* reason);
+  llhttp_errno_t die(const char* at);                          // stop for good with status_/reason_
+  llhttp_errno_t die(int status, const char* reason, const char* at);
+  llhttp_errno_t head_done(bool no_body, const char*& p);      // after on_head
+  llhttp_errno_t complete(const char* p);                     // the message ended
+  void next_message();
   bool count(size_t n);
 
   llhttp_t p_;
@@ -146,16 +159,21 @@ class Parser {
   Head* head_ = nullptr;
   const Limits* limits_ = nullptr;
   const char* reason_ = nullptr;
+  const char* pos_ = nullptr;
+  HeadGrammar grammar_;
+  ChunkLine chunk_;
+  uint64_t remaining_ = 0;  // of a Content-Length body or of a chunk
   uint32_t head_bytes_ = 0;
   uint16_t status_ = 400;
+  St state_ = St::head;
+  uint8_t crlf_ = 0;        // chunk_crlf: 0 expects CR, 1 expects LF
+  llhttp_errno_t err_ = HPE_OK;
   bool in_value_ = false;
-  bool value_at_end_ = false;  // the last value piece ended where its buffer ended
-  const char* buf_begin_ = nullptr;
-  const char* buf_end_ = nullptr;
-  bool in_message_ = false;  // between message begin and complete
-  bool started_ = false;     // some byte of a message seen
+  bool failed_ = false;     // fail() ran: status_ and reason_ say why
   bool is_request_ = true;
-  bool skip_ = false;        // head_ was null (no sink interest)
+  bool eof_body_ = false;   // this message's body ends when the connection does
+  bool upgrade_ = false;    // this message hands the connection over when it ends
+  bool conn_close_ = false, conn_keep_ = false;
 };
 
 // Status line reason phrases for the statuses px sends itself.

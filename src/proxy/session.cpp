@@ -205,17 +205,8 @@ int Session::on_head(http::Head& h) {
     host = rest.substr(0, slash);
     path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
     st->abs_path = path;
-  } else if (target.empty() || target[0] != '/') {
-    if (!(target == "*" && h.method == HTTP_OPTIONS)) {
-      respond_local(400, "invalid request target", true);
-      return 0;
-    }
   }
-  for (char c : host)
-    if (c == ' ' || c == '\t' || c == ',' || c == '/' || c == '\\' || c == '@') {
-      respond_local(400, "invalid Host", true);
-      return 0;
-    }
+  // The codec has checked the target's form and the Host's grammar (http/grammar.h).
   st->host = host;
   st->client_ip = real_client_ip(h);
   lua::Engine* eng = w->engine();

@@ -37,6 +37,7 @@ Worker::Worker(int id, const Config& cfg) : id_(id), cfg_(cfg), read_buf_(new ch
   req_limits.max_head = cfg.max_header_size;
   req_limits.max_headers = cfg.max_headers;
   req_limits.max_uri = cfg.max_uri_length;
+  req_limits.underscores = cfg.underscores_in_headers;
   resp_limits.max_head = 64 * 1024;
   resp_limits.max_headers = 256;
   resp_limits.max_uri = 0;

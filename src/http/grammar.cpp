@@ -1,0 +1,292 @@
+#include "http/grammar.h"
+
+#include <array>
+
+namespace px::http {
+
+namespace {
+constexpr std::array<uint8_t, 256> make_classes() {
+  std::array<uint8_t, 256> t{};
+  auto alnum = [](int c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  for (int c = 0; c < 256; c++) {
+    uint8_t k = 0;
+    bool tspecial_ok = false;
+    for (char s : std::string_view("!#$%&'*+-.^_`|~"))
+      if (c == static_cast<unsigned char>(s)) tspecial_ok = true;
+    if (alnum(c) || tspecial_ok) k |= kTchar;
+    if (c == ' ' || c == '\t' || (c >= 0x21 && c <= 0x7e) || c >= 0x80) k |= kFieldChar;
+    if (c >= 0x21 && c <= 0x7e && c != '#') k |= kTarget;
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) k |= kHexDig;
+    if (c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e) || c >= 0x80)
+      k |= kQdtext;
+    bool sub = false;
+    for (char s : std::string_view("-._~!$&'()*+;="))
+      if (c == static_cast<unsigned char>(s)) sub = true;
+    if (alnum(c) || sub) k |= kRegName;
+    t[static_cast<size_t>(c)] = k;
+  }
+  return t;
+}
+constexpr std::array<uint8_t, 256> kTable = make_classes();
+}  // namespace
+
+const uint8_t kCharClass[256] = {
+#define R(i) kTable[i], kTable[i + 1], kTable[i + 2], kTable[i + 3], kTable[i + 4], kTable[i + 5], kTable[i + 6], \
+             kTable[i + 7]
+#define R64(i) R(i), R(i + 8), R(i + 16), R(i + 24), R(i + 32), R(i + 40), R(i + 48), R(i + 56)
+    R64(0), R64(64), R64(128), R64(192)
+#undef R64
+#undef R
+};
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+bool valid_host(std::string_view v) {
+  size_t i = 0;
+  if (!v.empty() && v[0] == '[') {
+    // IP-literal: an IPv6 address (hex digits, colons, a dotted tail). IPvFuture is not accepted.
+    size_t close = v.find(']');
+    if (close == std::string_view::npos || close < 3) return false;
+    bool colon = false;
+    for (size_t k = 1; k < close; k++) {
+      unsigned char c = static_cast<unsigned char>(v[k]);
+      if (c == ':') colon = true;
+      else if (!has_class(c, kHexDig) && c != '.') return false;
+    }
+    if (!colon) return false;
+    i = close + 1;
+  } else {
+    while (i < v.size() && v[i] != ':') {
+      unsigned char c = static_cast<unsigned char>(v[i]);
+      if (c == '%') {
+        if (i + 2 >= v.size() || !has_class(static_cast<unsigned char>(v[i + 1]), kHexDig) ||
+            !has_class(static_cast<unsigned char>(v[i + 2]), kHexDig))
+          return false;
+        i += 3;
+        continue;
+      }
+      if (!has_class(c, kRegName)) return false;
+      i++;
+    }
+  }
+  if (i == v.size()) return true;
+  if (v[i] != ':') return false;
+  std::string_view port = v.substr(i + 1);
+  if (port.size() > 5) return false;
+  unsigned value = 0;
+  for (char c : port) {
+    if (!is_digit(c)) return false;
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  return value <= 65535;
+}
+
+HeadGrammar::Result HeadGrammar::scan(const char* p, size_t len, size_t* used) {
+  const auto* s = reinterpret_cast<const unsigned char*>(p);
+  size_t i = 0;
+  while (i < len) {
+    if (n_ + i >= limit_) {
+      too_large_ = true;
+      return fail("head too large");
+    }
+    unsigned char c = s[i];
+    switch (st_) {
+      case kLead:
+        if (c == '\r') st_ = kLeadLf;
+        else if (has_class(c, kTchar)) st_ = kMethod;
+        else return fail("invalid request line");
+        i++;
+        break;
+      case kLeadLf:
+        if (c != '\n') return fail("bare CR in the request line");
+        st_ = kLead;
+        i++;
+        break;
+      case kMethod:
+        while (i < len && has_class(s[i], kTchar)) i++;
+        if (i == len) break;
+        if (s[i] != ' ') return fail("invalid method");
+        st_ = kTargetStart;
+        i++;
+        break;
+      case kTargetStart:
+        if (!has_class(c, kTarget)) return fail("invalid request target");
+        st_ = kTargetRest;
+        i++;
+        break;
+      case kTargetRest:
+        while (i < len && has_class(s[i], kTarget)) i++;
+        if (i == len) break;
+        if (s[i] != ' ') return fail("invalid character in the request target");
+        st_ = kVersion;
+        idx_ = 0;
+        i++;
+        break;
+      case kVersion:
+      case kRVersion: {
+        // "HTTP/" DIGIT "." DIGIT
+        static constexpr char kShape[] = "HTTP/0.0";
+        bool ok = idx_ == 5 || idx_ == 7 ? is_digit(static_cast<char>(c)) : c == static_cast<unsigned char>(kShape[idx_]);
+        if (!ok) return fail("invalid HTTP version");
+        i++;
+        if (++idx_ == 8) {
+          st_ = st_ == kVersion ? kLineLf : kStatus;  // kLineLf: idx_ 0 expects CR, 1 expects LF
+          idx_ = 0;
+        }
+        break;
+      }
+      case kStatus:
+        // SP 3DIGIT
+        if (idx_ == 0 ? c != ' ' : !is_digit(static_cast<char>(c))) return fail("invalid status line");
+        i++;
+        if (++idx_ == 4) st_ = kReasonStart;
+        break;
+      case kReasonStart:
+        if (c == ' ') st_ = kReason;
+        else if (c == '\r') st_ = kLineLf, idx_ = 1;
+        else return fail("invalid status line");
+        i++;
+        break;
+      case kReason:
+        while (i < len && has_class(s[i], kFieldChar)) i++;
+        if (i == len) break;
+        if (s[i] != '\r') return fail("invalid character in the reason phrase");
+        st_ = kLineLf;
+        idx_ = 1;
+        i++;
+        break;
+      case kLineLf:
+        if (idx_ == 0) {
+          if (c != '\r') return fail("invalid request line");
+          idx_ = 1;
+        } else {
+          if (c != '\n') return fail("bare CR in the start line");
+          st_ = kFieldStart;
+        }
+        i++;
+        break;
+      case kFieldStart:
+        if (c == '\r') st_ = kEndLf;
+        else if (has_class(c, kTchar)) st_ = kName;
+        else if (c == ' ' || c == '\t') return fail("obsolete line folding");
+        else if (c == ':') return fail("empty header name");
+        else return fail("invalid character in a header name");
+        i++;
+        break;
+      case kName:
+        while (i < len && has_class(s[i], kTchar)) i++;
+        if (i == len) break;
+        if (s[i] == ':') st_ = kValue;
+        else if (s[i] == ' ' || s[i] == '\t') return fail("whitespace between a header name and the colon");
+        else return fail("invalid character in a header name");
+        i++;
+        break;
+      case kValue:
+        while (i < len && has_class(s[i], kFieldChar)) i++;
+        if (i == len) break;
+        if (s[i] != '\r') return fail("invalid character in a header value");
+        st_ = kValueLf;
+        i++;
+        break;
+      case kValueLf:
+        if (c != '\n') return fail("bare CR in a header line");
+        st_ = kFieldStart;
+        i++;
+        break;
+      case kEndLf:
+        if (c != '\n') return fail("bare CR at the end of the head");
+        i++;
+        n_ += i;
+        *used = i;
+        return Result::done;
+    }
+  }
+  n_ += len;
+  *used = len;
+  return Result::more;
+}
+
+ChunkLine::Result ChunkLine::scan(const char* p, size_t len, size_t* used) {
+  const auto* s = reinterpret_cast<const unsigned char*>(p);
+  for (size_t i = 0; i < len; i++) {
+    if (++n_ > kMaxChunkLine) return fail("chunk line too long");
+    unsigned char c = s[i];
+    switch (st_) {
+      case kSize:
+      case kSizeMore:
+        if (has_class(c, kHexDig)) {
+          if (size_ >> 56) return fail("chunk size too large");
+          unsigned d = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+          size_ = size_ * 16 + d;
+          st_ = kSizeMore;
+        } else if (st_ == kSize) {
+          return fail("invalid chunk size");
+        } else if (c == '\r') {
+          st_ = kLf;
+        } else if (c == ';') {
+          st_ = kExtPreName;
+        } else if (c == ' ' || c == '\t') {
+          st_ = kSizeBws;
+        } else {
+          return fail("invalid chunk size");
+        }
+        break;
+      case kSizeBws:  // BWS is only allowed before a ";"
+        if (c == ';') st_ = kExtPreName;
+        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        break;
+      case kExtPreName:
+        if (has_class(c, kTchar)) st_ = kExtName;
+        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        break;
+      case kExtName:
+        if (has_class(c, kTchar)) break;
+        if (c == '\r') st_ = kLf;
+        else if (c == ';') st_ = kExtPreName;
+        else if (c == '=') st_ = kExtPreVal;
+        else if (c == ' ' || c == '\t') st_ = kExtNameBws;
+        else return fail("invalid chunk extension");
+        break;
+      case kExtNameBws:
+        if (c == ';') st_ = kExtPreName;
+        else if (c == '=') st_ = kExtPreVal;
+        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        break;
+      case kExtPreVal:
+        if (has_class(c, kTchar)) st_ = kExtTok;
+        else if (c == '"') st_ = kExtQuoted;
+        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        break;
+      case kExtTok:
+        if (has_class(c, kTchar)) break;
+        if (c == '\r') st_ = kLf;
+        else if (c == ';') st_ = kExtPreName;
+        else if (c == ' ' || c == '\t') st_ = kSizeBws;
+        else return fail("invalid chunk extension");
+        break;
+      case kExtQuoted:
+        if (c == '"') st_ = kExtValBws;
+        else if (c == '\\') st_ = kExtQpair;
+        else if (!has_class(c, kQdtext)) return fail("invalid chunk extension");
+        break;
+      case kExtQpair:
+        if (!(c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f))) return fail("invalid chunk extension");
+        st_ = kExtQuoted;
+        break;
+      case kExtValBws:  // after a value: CR, ";" or BWS before a ";"
+        if (c == '\r') st_ = kLf;
+        else if (c == ';') st_ = kExtPreName;
+        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        else st_ = kSizeBws;
+        break;
+      case kLf:
+        if (c != '\n') return fail("bare CR in a chunk line");
+        *used = i + 1;
+        return Result::done;
+    }
+  }
+  *used = len;
+  return Result::more;
+}
+
+}  // namespace px::http
