@@ -84,6 +84,13 @@ bool valid_host(std::string_view v) {
 HeadGrammar::Result HeadGrammar::scan(const char* p, size_t len, size_t* used) {
   const auto* s = reinterpret_cast<const unsigned char*>(p);
   size_t i = 0;
+  Result r = scan_(s, len, &i);
+  *used = i;
+  return r;
+}
+
+HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_t* pos) {
+  size_t& i = *pos;
   while (i < len) {
     if (n_ + i >= limit_) {
       too_large_ = true;
@@ -197,18 +204,17 @@ HeadGrammar::Result HeadGrammar::scan(const char* p, size_t len, size_t* used) {
         if (c != '\n') return fail("bare CR at the end of the head");
         i++;
         n_ += i;
-        *used = i;
         return Result::done;
     }
   }
   n_ += len;
-  *used = len;
   return Result::more;
 }
 
 ChunkLine::Result ChunkLine::scan(const char* p, size_t len, size_t* used) {
   const auto* s = reinterpret_cast<const unsigned char*>(p);
   for (size_t i = 0; i < len; i++) {
+    *used = i;
     if (++n_ > kMaxChunkLine) return fail("chunk line too long");
     unsigned char c = s[i];
     switch (st_) {

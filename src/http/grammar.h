@@ -56,7 +56,8 @@ class HeadGrammar {
   void start_trailers() { st_ = kFieldStart, n_ = 0; }
   void set_limit(size_t max_bytes) { limit_ = max_bytes; }
   // Scans p[0..len). done: *used is the number of bytes up to and including the
-  // final LF; more: all bytes are part of the head; bad: see error().
+  // final LF; more: all bytes are part of the head; bad: see error(), and *used
+  // is where the offending byte is.
   Result scan(const char* p, size_t len, size_t* used);
   const char* error() const { return error_; }
   bool too_large() const { return too_large_; }
@@ -68,6 +69,7 @@ class HeadGrammar {
     kRVersion, kStatus, kReasonStart, kReason,
     kFieldStart, kName, kValue, kValueLf, kEndLf,
   };
+  Result scan_(const unsigned char* s, size_t len, size_t* pos);
   Result fail(const char* why) {
     error_ = why;
     return Result::bad;
@@ -86,7 +88,7 @@ class ChunkLine {
  public:
   enum class Result : uint8_t { more, done, bad };
   void start() { st_ = kSize, n_ = 0, size_ = 0; }
-  Result scan(const char* p, size_t len, size_t* used);
+  Result scan(const char* p, size_t len, size_t* used);  // bad: *used is where the offending byte is
   uint64_t size() const { return size_; }
   const char* error() const { return error_; }
 

@@ -174,6 +174,11 @@ llhttp_errno_t Parser::execute(const char* data, size_t len) {
         size_t used = 0;
         HeadGrammar::Result r = grammar_.scan(p, avail, &used);
         if (r == HeadGrammar::Result::bad) {
+          // The first error in byte order wins: llhttp may find one (a second Host) before this byte.
+          if (used > 0 && llhttp_execute(&p_, p, used) != HPE_OK) {
+            if (!failed_) fail(bad, llhttp_get_error_reason(&p_));
+            return die(p);
+          }
           if (grammar_.too_large()) return die(is_request_ ? 431 : 502, "head too large", p);
           return die(bad, grammar_.error(), p);
         }
@@ -408,6 +413,7 @@ int Parser::cb_value_complete(llhttp_t* p) {
   ref.kind = classify(name);
   switch (ref.kind) {
     case Hdr::host:
+      if (!s->is_request_) break;  // a response's Host means nothing to px
       if (h->host_index >= 0) return s->fail(400, "more than one Host header");
       h->host_index = static_cast<int>(i);
       break;

@@ -34,6 +34,26 @@ BAD_REQUESTS = {
     "space_in_target": "GET /a b HTTP/1.1\r\nHost: a.test\r\n\r\n",
     "content_length_not_a_number": "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5x\r\n\r\nhello",
     "negative_content_length": "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: -1\r\n\r\n",
+    # Vectors llhttp 8.1 alone lets through (RFC 9112's grammar, byte for byte).
+    "bare_cr_in_chunk_size": "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "3\rX\r\nabc\r\n0\r\n\r\n",
+    "bare_cr_in_chunk_extension": "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  "3;a\rb\r\nabc\r\n0\r\n\r\n",
+    "chunk_data_without_crlf": "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "3\r\nabcXX0\r\n\r\n",
+    "last_chunk_bare_lf": "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\r\nabc\r\n0\r\n\n",
+    "chunk_extension_unbounded": "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 "3;" + "a" * 8000 + "\r\nabc\r\n0\r\n\r\n",
+    "empty_header_name": "GET / HTTP/1.1\r\nHost: a.test\r\n: x\r\n\r\n",
+    "bare_cr_line_start": "GET / HTTP/1.1\r\nHost: a.test\r\n\rX: x\r\n\r\n",
+    "non_token_header_name": "GET / HTTP/1.1\r\nHost: a.test\r\nX(y): x\r\n\r\n",
+    "double_space_request_line": "GET  / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    "fragment_in_target": "GET /a#b HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    "host_with_userinfo": "GET / HTTP/1.1\r\nHost: evil@a.test\r\n\r\n",
+    "host_with_bad_port": "GET / HTTP/1.1\r\nHost: a.test:80x\r\n\r\n",
+    "transfer_encoding_in_http10": "POST / HTTP/1.0\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   "0\r\n\r\n",
 }
 
 
@@ -69,6 +89,25 @@ class FramingTest(unittest.TestCase):
         c = Client(self.px.port)
         c.send("CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n")
         self.assertEqual(c.response().status, 405)
+        c.close()
+
+    def test_header_names_with_underscore_are_dropped(self):
+        c = Client(self.px.port)
+        c.send("GET /echo HTTP/1.1\r\nHost: a.test\r\nX_Smuggle: 1\r\nX-Kept: 2\r\n\r\n")
+        r = c.response()
+        self.assertEqual(r.status, 200)
+        seen = {k.lower(): v for k, v in r.json()["headers"]}
+        self.assertEqual(seen.get("x-kept"), "2")
+        self.assertNotIn("x_smuggle", seen)
+        c.close()
+
+    def test_chunked_body_with_extensions_and_trailers_passes(self):
+        c = Client(self.px.port)
+        c.send("POST /echo HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "3 ; a = \"q\"\r\nabc\r\n2;b\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
+        r = c.response()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()["body"], "abcde")
         c.close()
 
     def test_upstream_bad_framing_is_502(self):
