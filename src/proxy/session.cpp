@@ -30,6 +30,7 @@ void Stream::reset() {
   req_body = resp_body = BodyMode::none;
   status = 0;
   attempts = 0;
+  fresh_retry_used = false;
   req_complete = resp_head_sent = resp_complete = local = head_request = body_bytes_sent = up_written = false;
   upgrade = tunnel = interim = false;
   abs_path = {};

@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "proxy/retry.h"
 #include "proxy/worker.h"
 
 namespace px::proxy {
@@ -37,8 +38,6 @@ bool idempotent(uint8_t method) {
       return false;
   }
 }
-
-enum class Fail { connect, connect_timeout, closed, read_timeout, bad_response };
 
 void detach(Stream* st) {
   UpConn* c = st->up;
@@ -384,12 +383,12 @@ int UpConn::on_complete() {
 
 // ---- stream helpers ----
 
-bool dispatch(Stream* st, bool answer_if_none) {
+bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
   Session* s = st->session;
   Worker* w = s->w;
   while (true) {
-    PeerState* p = nullptr;
-    if (st->fs && st->fs->peer >= 0 && st->attempts == 0) {
+    PeerState* p = fresh;
+    if (!p && st->fs && st->fs->peer >= 0 && st->attempts == 0) {
       // upstream_peer chose one: use it if it can serve, else fall back to the balancer.
       size_t i = static_cast<size_t>(st->fs->peer);
       if (i < st->pool->peers.size() && st->pool->peers[i]->usable(w->now())) {
@@ -405,7 +404,7 @@ bool dispatch(Stream* st, bool answer_if_none) {
     }
     st->peer = p;
     st->attempts++;
-    UpConn* c = w->take_idle(p);
+    UpConn* c = fresh ? nullptr : w->take_idle(p);
     if (c) {
       c->stream = st;
       st->up = c;
@@ -433,6 +432,7 @@ bool dispatch(Stream* st, bool answer_if_none) {
       c->state = UpConn::State::active;
       c->close();
       w->peer_failed(p);
+      fresh = nullptr;  // from here the balancer decides, among the peers not tried yet
       continue;
     }
     c->stream = st;
@@ -448,26 +448,29 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
   Session* s = st->session;
   Worker* w = s->w;
   PeerState* p = c->peer;
-  bool reused = c->reused;
-  bool got = c->got_bytes;
+  RetryFacts f;
+  f.why = why;
+  f.reused = c->reused;
+  f.got_bytes = c->got_bytes;
+  f.head_sent = st->resp_head_sent;
+  f.request_sent = st->up_written;
+  f.idempotent = idempotent(st->req.method);
+  f.has_body = st->req_body != BodyMode::none || st->body_bytes_sent;
+  f.fresh_retry_used = st->fresh_retry_used;
+  f.untried_left = w->has_untried(st);
   detach(st);
   c->close();
   // A stale keep-alive connection says nothing about the peer's health.
-  if (!(reused && why == Fail::closed && !got)) w->peer_failed(p);
-  bool nothing_sent = !st->up_written;
-  // An idempotent request without a body that got no byte of answer can be
-  // sent again (RFC 9110 9.2.2), whether the connection was fresh or reused.
-  bool replayable = (why == Fail::closed || why == Fail::read_timeout) && !got && idempotent(st->req.method) &&
-                    !st->body_bytes_sent && st->req_body == BodyMode::none;
-  if (why == Fail::read_timeout) replayable = false;  // a slow peer is not retried: it would double the wait
-  if (replayable && reused) {
-    // Let the same peer be tried again on a fresh connection.
-    for (size_t i = 0; i < st->pool->peers.size(); i++)
-      if (st->pool->peers[i] == p) st->tried &= ~(uint64_t(1) << i);
-  }
-  if (!st->resp_head_sent && (nothing_sent || replayable) && st->attempts <= st->pool->peers.size() + 1) {
+  if (!(f.reused && why == Fail::closed && !f.got_bytes)) w->peer_failed(p);
+  Retry r = retry_policy(f);
+  if (r != Retry::no && st->attempts <= st->pool->peers.size() + 1) {
     st->up_written = false;
-    if (dispatch(st, false)) {
+    PeerState* fresh = nullptr;
+    if (r == Retry::same_peer_fresh) {
+      st->fresh_retry_used = true;
+      fresh = p;
+    }
+    if (dispatch(st, false, fresh)) {
       s->flush(st);
       s->after_event();
       return;

@@ -7,13 +7,14 @@
 namespace px::proxy {
 
 struct Stream;
+struct PeerState;
 
 inline constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
 inline constexpr size_t kLowWater = 64 * 1024;    // ... and resume below this
 
-// Picks a peer and starts the exchange. With no usable peer left: answers 502
-// when answer_if_none, and returns false.
-bool dispatch(Stream* st, bool answer_if_none = true);
+// Picks a peer (or uses `fresh`, on a new connection) and starts the exchange.
+// With no usable peer left: answers 502 when answer_if_none, and returns false.
+bool dispatch(Stream* st, bool answer_if_none = true, PeerState* fresh = nullptr);
 void forward_body(Stream* st, const char* data, size_t len);
 void forward_body_end(Stream* st);            // the last chunk of a chunked body
 void flush_upstream(Stream* st);

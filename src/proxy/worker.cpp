@@ -395,6 +395,14 @@ PeerState* Worker::choose_peer(Stream* st) {
   return pv.peers[static_cast<size_t>(best)];
 }
 
+bool Worker::has_untried(const Stream* st) {
+  const PoolView& pv = *st->pool;
+  uint64_t t = now();
+  for (size_t i = 0; i < pv.peers.size() && i < 64; i++)
+    if (!(st->tried >> i & 1) && pv.peers[i]->usable(t)) return true;
+  return false;
+}
+
 void Worker::peer_failed(PeerState* p) {
   if (++p->fails >= cfg_.max_fails && cfg_.max_fails > 0) {
     if (now() >= p->down_until)

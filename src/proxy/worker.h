@@ -111,6 +111,7 @@ struct Stream {
   BodyMode resp_body = BodyMode::none;
   uint16_t status = 0;      // status sent to the client
   uint8_t attempts = 0;
+  bool fresh_retry_used = false;  // the same peer was retried once on a new connection (retry.h)
   bool req_complete = false;
   bool resp_head_sent = false;
   bool resp_complete = false;
@@ -250,6 +251,7 @@ class Worker {
   PeerState* peer_for(const route::PeerAddr& a);
   // Picks a usable peer of the stream's pool, skipping the ones it tried. nullptr: none left.
   PeerState* choose_peer(Stream* st);
+  bool has_untried(const Stream* st);  // a usable peer this stream has not tried yet?
   UpConn* take_idle(PeerState* p);
   void park_idle(UpConn* c);
   void unpark(UpConn* c);

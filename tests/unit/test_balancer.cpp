@@ -97,3 +97,67 @@ TEST_CASE("ip_hash: one client sticks to one peer, many clients spread, a down p
   CHECK(second != first);
   CHECK(second >= 0);
 }
+
+#include "proxy/retry.h"
+
+TEST_CASE("retry policy: where a failed attempt may go next") {
+  using px::proxy::Fail;
+  using px::proxy::Retry;
+  using px::proxy::RetryFacts;
+  using px::proxy::retry_policy;
+  RetryFacts refused;  // connect refused: the request never left
+  refused.why = Fail::connect;
+  refused.untried_left = true;
+  CHECK(retry_policy(refused) == Retry::other_peer);
+  refused.untried_left = false;
+  CHECK(retry_policy(refused) == Retry::no);  // never the same peer again for a refused connect
+  refused.untried_left = true;
+  refused.idempotent = false;
+  refused.has_body = true;  // a POST that never left may go elsewhere too
+  CHECK(retry_policy(refused) == Retry::other_peer);
+
+  RetryFacts stale;  // a reused keep-alive connection the peer had closed
+  stale.why = Fail::closed;
+  stale.reused = true;
+  stale.request_sent = true;
+  stale.idempotent = true;
+  stale.untried_left = true;
+  CHECK(retry_policy(stale) == Retry::other_peer);  // an untried peer first
+  stale.untried_left = false;
+  CHECK(retry_policy(stale) == Retry::same_peer_fresh);
+  stale.fresh_retry_used = true;
+  CHECK(retry_policy(stale) == Retry::no);  // only once
+  stale.fresh_retry_used = false;
+  stale.got_bytes = true;
+  CHECK(retry_policy(stale) == Retry::no);  // some answer arrived
+  stale.got_bytes = false;
+  stale.idempotent = false;
+  CHECK(retry_policy(stale) == Retry::no);  // a POST that may have been processed
+  stale.idempotent = true;
+  stale.has_body = true;
+  CHECK(retry_policy(stale) == Retry::no);  // its body cannot be replayed
+  stale.has_body = false;
+  stale.head_sent = true;
+  stale.untried_left = true;
+  CHECK(retry_policy(stale) == Retry::no);  // the client has the head already
+
+  RetryFacts fresh_closed = stale;  // a new connection closed without answering
+  fresh_closed.head_sent = false;
+  fresh_closed.reused = false;
+  CHECK(retry_policy(fresh_closed) == Retry::other_peer);
+  fresh_closed.untried_left = false;
+  CHECK(retry_policy(fresh_closed) == Retry::no);
+
+  RetryFacts slow = stale;
+  slow.head_sent = false;
+  slow.why = Fail::read_timeout;
+  CHECK(retry_policy(slow) == Retry::no);  // never doubles the wait
+  RetryFacts timeout_connect = refused;
+  timeout_connect.why = Fail::connect_timeout;
+  CHECK(retry_policy(timeout_connect) == Retry::other_peer);
+  RetryFacts bad = stale;
+  bad.head_sent = false;
+  bad.why = Fail::bad_response;
+  bad.got_bytes = true;
+  CHECK(retry_policy(bad) == Retry::no);
+}
