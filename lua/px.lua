@@ -137,7 +137,25 @@ local SAFE = {
   "unpack", "xpcall", "rawequal", "rawget", "rawset", "rawlen", "setmetatable", "getmetatable",
 }
 
+-- A read-only view of a table: reads go through, writes fail, and the view's
+-- metatable cannot be reached or replaced. `rawset` on a view only changes
+-- that view, and every filter has its own.
+local function readonly(t, name)
+  return setmetatable({}, {
+    __index = t,
+    __newindex = function(_, k) error(name .. " is read-only (assigning '" .. tostring(k) .. "')", 2) end,
+    __metatable = name,
+  })
+end
+
+-- Strings share one metatable whose __index is the real string table, which
+-- px's own code uses: hide it, so that getmetatable("").__index cannot be
+-- changed by a filter.
+getmetatable("").__metatable = "string"
+
 -- The environment a filter runs in: no io, os, load, require, jit, ffi or debug.
+-- Nothing in it is shared with another filter or with px itself, except
+-- through read-only views (px, px.req, px.phases).
 function engine.sandbox()
   local env = {}
   for _, k in ipairs(SAFE) do env[k] = _G[k] end
@@ -148,9 +166,14 @@ function engine.sandbox()
   env.table = { concat = table.concat, insert = table.insert, remove = table.remove, sort = table.sort }
   env.math = {}
   for k, v in pairs(math) do env.math[k] = v end
-  env.bit = bit
+  env.bit = {}
+  for k, v in pairs(bit) do env.bit[k] = v end
   env.os = { time = os.time, date = os.date, clock = os.clock }
-  env.px = px
+  local api = {}
+  for k, v in pairs(px) do api[k] = v end
+  api.req = readonly(Req, "px.req")
+  api.phases = readonly(PHASES, "px.phases")
+  env.px = readonly(api, "px")
   env.print = function(...) px.log("info", ...) end
   env._G = env
   return env

@@ -75,6 +75,19 @@ FILTERS = {
               'end }',
     "sortspin": 'return { request = function(req) table.sort({3, 2, 1}, function(a, b) while true do end end) end }',
     "prepspin": 'return { prepare = function(conf) while true do end end, request = function(req) end }',
+    # A filter trying to change the world of the others: px, px.req, px.phases, the string metatable.
+    "hostile": 'local seen = {}\n'
+               'local function try(name, f) seen[#seen + 1] = name .. "=" .. (pcall(f) and "changed" or "refused") end\n'
+               'return { request = function(req)\n'
+               '  seen = {}\n'
+               '  try("respond", function() px.respond = nil end)\n'
+               '  try("req", function() px.req.method = nil end)\n'
+               '  try("phases", function() px.phases[1] = "x" end)\n'
+               '  try("strmeta", function() getmetatable("").__index.upper = function() return "pwned" end end)\n'
+               '  try("setmeta", function() setmetatable(px, {}) end)\n'
+               '  rawset(px, "redirect", false)  -- its own view only\n'
+               '  return px.respond(200, {["X-Hostile"] = table.concat(seen, ",")}, "") end }',
+    "upper": 'return { response = function(req) req:set_resp_header("X-Upper", ("abc"):upper()) end }',
     "picky": 'return { prepare = function(conf) if not conf.ok then error("picky: needs ok", 0) end return conf end,'
              ' request = function(req) end }',
 }
@@ -111,6 +124,8 @@ class FilterEngineTest(unittest.TestCase):
             route("picky", ["picky.test"], [cls.a], filters=[F("picky")]),
             route("picky-ok", ["picky-ok.test"], [cls.a], filters=[F("picky", ok=True)]),
             route("locals", ["locals.test"], [cls.a], filters=[F("locals")]),
+            route("hostile", ["hostile.test"], [cls.a], filters=[F("hostile")]),
+            route("upper", ["upper.test"], [cls.a], filters=[F("upper")]),
         ])
 
     @classmethod
@@ -144,6 +159,20 @@ class FilterEngineTest(unittest.TestCase):
         self.assertIn("status=ok", line)
         self.assertIn("set_header=req:set_header: not allowed in phase 'logging'", line)
         self.assertIn("respond=px.respond: not allowed in phase 'logging'", line)
+
+    def test_a_hostile_filter_cannot_change_the_other_filters_world(self):
+        for _ in range(2):
+            r = get(self.px.port, "/", host="hostile.test")
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.header("x-hostile"),
+                             "respond=refused,req=refused,phases=refused,strmeta=refused,setmeta=refused")
+        # Every other filter on this worker still has px.respond, px.redirect, request methods and strings.
+        self.assertEqual(get(self.px.port, "/", host="answer.test").status, 418)
+        r = get(self.px.port, "/", host="redir.test")
+        self.assertEqual((r.status, r.header("location")), (307, "https://x.test/y"))
+        self.assertEqual(get(self.px.port, "/x", host="ctx.test").header("x-ctx"), "/x")
+        self.assertEqual(get(self.px.port, "/", host="upper.test").header("x-upper"), "ABC")
+        self.assertEqual(get(self.px.port, "/p", host="locals.test").header("x-path"), "/p")
 
     def test_request_methods_kept_in_locals(self):
         r = get(self.px.port, "/some/where?x=1", host="locals.test")
