@@ -40,19 +40,8 @@ void Stream::reset() {
   fs.reset();
 }
 
-namespace {
-void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  Worker* w = static_cast<Worker*>(h->loop->data);
-  *buf = uv_buf_init(w->read_buf(), Worker::kReadBuf);
-}
-void on_session_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-  static_cast<Session*>(s->data)->on_read(n, buf->base);
-}
-void on_session_closed(uv_handle_t* h) { delete static_cast<Session*>(h->data); }
-}  // namespace
-
 void Session::start() {
-  tcp.data = this;
+  tr->set_user(this);
   set_timeout(Timeout::header);
   update_reading();
 }
@@ -65,12 +54,8 @@ void Session::set_timeout(Timeout t) {
 void Session::update_reading() {
   if (closing) return;
   bool want = want_read && !bp_paused && !eof;
-  if (want && !reading) {
-    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), on_alloc, on_session_read) == 0) reading = true;
-  } else if (!want && reading) {
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
-    reading = false;
-  }
+  if (want) tr->read_start();
+  else tr->read_stop();
 }
 
 void Session::on_timeout(Timeout t) {
@@ -93,44 +78,46 @@ void Session::on_timeout(Timeout t) {
   close();
 }
 
-void Session::on_read(ssize_t n, const char* data) {
+void Session::on_eof() {
   if (closing) return;
-  if (n < 0) {
-    eof = true;
-    if (reading) {
-      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
-      reading = false;
-    }
-    if (stream && stream->tunnel) {
-      tunnel_client_eof(stream);
-      return;
-    }
-    if (n == UV_EOF && stream && stream->req_complete && !stream->resp_complete) {
-      // A half-close after a whole request: the response still goes out, then we close.
-      close_after = true;
-      return;
-    }
-    // The client went away. Anything in flight for it is abandoned.
-    close();
+  eof = true;
+  if (stream && stream->tunnel) {
+    tunnel_client_eof(stream);
     return;
   }
-  if (n == 0) return;
+  if (stream && stream->req_complete && !stream->resp_complete) {
+    // A half-close after a whole request: the response still goes out, then we close.
+    close_after = true;
+    return;
+  }
+  // The client went away. Anything in flight for it is abandoned.
+  close();
+}
+
+void Session::on_error(int) {
+  if (closing) return;
+  eof = true;
+  close();
+}
+
+void Session::on_data(const char* data, size_t n) {
+  if (closing) return;
   got_bytes = true;
   if (timeout == Timeout::body) set_timeout(Timeout::body);  // the body timeout is between reads
   if (stream && stream->tunnel) {
-    tunnel_from_client(stream, data, static_cast<size_t>(n));
+    tunnel_from_client(stream, data, n);
     return;
   }
   if (stream && stream->req_complete) {
     // Pipelined bytes that arrived while a response is pending: keep them for later.
-    leftover.append(data, static_cast<size_t>(n));
-    if (leftover.size() > w->cfg().max_header_size + Worker::kReadBuf) {
+    leftover.append(data, n);
+    if (leftover.size() > w->cfg().max_header_size + net::UvTransport::kReadBuf) {
       want_read = false;
       update_reading();
     }
     return;
   }
-  parse(data, static_cast<size_t>(n), false);
+  parse(data, n, false);
   after_event();
 }
 
@@ -176,13 +163,13 @@ void Session::flush(Stream* st) {
   if (st->up) flush_upstream(st);
   if (closing || !st->out.empty()) {
     if (closing) return;
-    int r = st->out.flush(reinterpret_cast<uv_stream_t*>(&tcp), this);
+    int r = tr->write(st->out);
     if (r != 0) {
       close();
       return;
     }
     // Backpressure: a slow client stops the upstream from being read.
-    if (st->up && tcp.write_queue_size > kHighWater) pause_upstream(st);
+    if (st->up && tr->congested()) pause_upstream(st);
   }
 }
 
@@ -561,22 +548,20 @@ void Session::finish_stream() {
 void Session::close_when_written() {
   want_read = false;
   update_reading();
-  if (tcp.write_queue_size == 0) close();
+  if (tr->queued() == 0) close();
   else writes_done_close = true;
 }
 
-void Session::on_write_done(int status) {
+void Session::on_drained() {
   if (closing) return;
-  if (status < 0) {
+  if (writes_done_close && tr->queued() == 0) {
     close();
     return;
   }
-  if (writes_done_close && tcp.write_queue_size == 0) {
-    close();
-    return;
-  }
-  if (stream && stream->up && tcp.write_queue_size < kLowWater) resume_upstream(stream);
+  if (stream && stream->up) resume_upstream(stream);
 }
+
+void Session::on_closed() { delete this; }
 
 void Session::close() {
   if (closing) return;
@@ -590,8 +575,8 @@ void Session::close() {
     w->put_stream(st);
   }
   set_timeout(Timeout::none);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_session_closed);
-  w->session_closed(this);
+  tr->close();  // on_closed() frees the session, on a later loop iteration
+  if (counted) w->session_closed(this);
 }
 
 }  // namespace px::proxy

@@ -10,20 +10,8 @@
 namespace px::proxy {
 
 namespace {
-void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  Worker* w = static_cast<Worker*>(h->loop->data);
-  *buf = uv_buf_init(w->read_buf(), Worker::kReadBuf);
-}
-void on_up_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) { static_cast<UpConn*>(s->data)->on_read(n, buf->base); }
-void on_up_connect(uv_connect_t* req, int status) { static_cast<UpConn*>(req->data)->on_connected(status); }
 void on_up_timer(uv_timer_t* t) { static_cast<UpConn*>(t->data)->on_timer(); }
-void on_up_closed(uv_handle_t* h) {
-  UpConn* c = static_cast<UpConn*>(h->data);
-  if (--c->pending_closes == 0) {
-    c->w->upconns--;
-    delete c;
-  }
-}
+void on_timer_closed(uv_handle_t* h) { static_cast<UpConn*>(h->data)->on_closed(); }
 
 bool idempotent(uint8_t method) {
   switch (method) {
@@ -54,7 +42,7 @@ void send_request(Stream* st, UpConn* c) {
     st->body_bytes_sent = true;
   }
   st->up_written = true;
-  int r = c->out.flush(reinterpret_cast<uv_stream_t*>(&c->tcp), c);
+  int r = c->tr->write(c->out);
   st->pending_body.clear();
   if (r != 0) {
     // Will surface as a read error / EOF; nothing more to do here.
@@ -70,8 +58,15 @@ void upstream_failed(Stream* st, UpConn* c, Fail why);
 // ---- UpConn ----
 
 void UpConn::start_reading() {
-  if (reading || eof || state == State::closing) return;
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), on_alloc, on_up_read) == 0) reading = true;
+  if (eof || state == State::closing) return;
+  tr->read_start();
+}
+
+void UpConn::on_closed() {
+  if (--pending_closes == 0) {
+    w->upconns--;
+    delete this;
+  }
 }
 
 // The timer is lazy: every request moves the deadline (later, as a rule), and
@@ -107,8 +102,8 @@ void UpConn::close() {
   if (state == State::idle) w->unpark(this);
   state = State::closing;
   if (stream) detach(stream);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_up_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_up_closed);
+  tr->close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_timer_closed);
 }
 
 void UpConn::on_timeout() {
@@ -129,19 +124,10 @@ void UpConn::on_timeout() {
   upstream_failed(st, this, state == State::connecting ? Fail::connect_timeout : Fail::read_timeout);
 }
 
-void UpConn::on_connected(int status) {
+void UpConn::on_connected() {
   if (state == State::closing) return;
   Stream* st = stream;
-  if (status < 0) {
-    if (st) {
-      PX_DEBUG("upstream %s: connect failed: %s", peer->key.c_str(), uv_strerror(status));
-      upstream_failed(st, this, Fail::connect);
-    } else {
-      close();
-    }
-    return;
-  }
-  uv_tcp_nodelay(&tcp, 1);
+  tcp.nodelay();
   state = State::active;
   if (!st) {
     // The client left while we were connecting: keep the connection for the next one.
@@ -151,48 +137,71 @@ void UpConn::on_connected(int status) {
   send_request(st, this);
 }
 
-void UpConn::on_write_done(int status) {
+void UpConn::on_error(int err) {
   if (state == State::closing) return;
-  if (status < 0) return;  // the read side reports the failure
+  if (state == State::connecting) {
+    if (stream) {
+      PX_DEBUG("upstream %s: connect failed: %s", peer->key.c_str(), uv_strerror(err));
+      upstream_failed(stream, this, Fail::connect);
+    } else {
+      close();
+    }
+    return;
+  }
+  ended(true);
+}
+
+void UpConn::on_eof() { ended(false); }
+
+void UpConn::on_drained() {
+  if (state == State::closing) return;
   Stream* st = stream;
-  if (st && tcp.write_queue_size < kLowWater && st->session->bp_paused) {
+  if (st && st->session->bp_paused) {
     st->session->bp_paused = false;
     st->session->update_reading();
   }
 }
 
-void UpConn::on_read(ssize_t n, const char* data) {
+void UpConn::ended(bool) {
   if (state == State::closing) return;
   if (state == State::idle || !stream) {
-    // An idle keep-alive connection closed by the peer, or sent junk: drop it.
+    // An idle keep-alive connection closed by the peer: drop it.
     close();
     return;
   }
   Stream* st = stream;
   Session* s = st->session;
-  if (n < 0) {
-    eof = true;
-    if (st->tunnel) {
-      // The upstream ended the tunnel: pass the close on once the client has everything.
-      s->close_when_written();
-      close();
-      return;
-    }
-    if (parser.needs_eof() && st->resp_head_sent && !st->resp_complete) {
-      // A body delimited by the end of the connection.
-      parser.finish();
-      s->flush(st);
-      if (st->up == this) {
-        detach(st);
-        close();
-      }
-      s->after_event();
-      return;
-    }
-    upstream_failed(st, this, Fail::closed);
+  eof = true;
+  if (st->tunnel) {
+    // The upstream ended the tunnel: pass the close on once the client has everything.
+    s->close_when_written();
+    close();
     return;
   }
-  if (n == 0) return;
+  if (parser.needs_eof() && st->resp_head_sent && !st->resp_complete) {
+    // A body delimited by the end of the connection.
+    parser.finish();
+    s->flush(st);
+    if (st->up == this) {
+      detach(st);
+      close();
+    }
+    s->after_event();
+    return;
+  }
+  upstream_failed(st, this, Fail::closed);
+}
+
+void UpConn::on_data(const char* data, size_t len) {
+  if (state == State::closing) return;
+  if (state == State::idle || !stream) {
+    // An idle keep-alive connection that sent junk: drop it.
+    close();
+    return;
+  }
+  Stream* st = stream;
+  Session* s = st->session;
+  auto n = static_cast<ssize_t>(len);
   got_bytes = true;
   arm_timer(st->route->read_timeout_ms);
   if (st->tunnel) {
@@ -215,7 +224,7 @@ void UpConn::on_read(ssize_t n, const char* data) {
     if (!s->leftover.empty()) {
       out.copy(s->leftover);
       s->leftover.clear();
-      out.flush(reinterpret_cast<uv_stream_t*>(&tcp), this);
+      tr->write(out);
     }
     s->want_read = true;
     s->set_timeout(Timeout::none);
@@ -420,13 +429,14 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     c->w = w;
     c->peer = p;
     w->upconns++;
-    uv_tcp_init(w->loop(), &c->tcp);
+    c->tcp.init_tcp(w->loop());
+    c->tcp.set_user(c);
     uv_timer_init(w->loop(), &c->timer);
-    c->tcp.data = c->timer.data = c->connect_req.data = c;
+    c->timer.data = c;
     c->pending_closes = 2;
     c->parser.init(HTTP_RESPONSE, c, &w->resp_limits);
     c->parser.attach(&st->resp);
-    int r = uv_tcp_connect(&c->connect_req, &c->tcp, reinterpret_cast<const sockaddr*>(&p->addr), on_up_connect);
+    int r = c->tcp.connect(reinterpret_cast<const sockaddr*>(&p->addr));
     if (r != 0) {
       PX_DEBUG("upstream %s: connect: %s", p->key.c_str(), uv_strerror(r));
       c->state = UpConn::State::active;
@@ -522,7 +532,7 @@ void forward_body(Stream* st, const char* data, size_t len) {
   }
   if (direct) st->body_bytes_sent = true;
   Session* s = st->session;
-  if ((!direct && st->pending_body.size() > kHighWater) || (c && c->tcp.write_queue_size > kHighWater)) {
+  if ((!direct && st->pending_body.size() > net::kHighWater) || (c && c->tr->congested())) {
     s->bp_paused = true;
   }
 }
@@ -536,9 +546,9 @@ void forward_body_end(Stream* st) {
 void flush_upstream(Stream* st) {
   UpConn* c = st->up;
   if (!c || c->out.empty() || c->state != UpConn::State::active) return;
-  int r = c->out.flush(reinterpret_cast<uv_stream_t*>(&c->tcp), c);
+  int r = c->tr->write(c->out);
   if (r != 0) PX_DEBUG("upstream %s: write failed: %s", c->peer->key.c_str(), uv_strerror(r));
-  if (c->tcp.write_queue_size > kHighWater) st->session->bp_paused = true;
+  if (c->tr->congested()) st->session->bp_paused = true;
 }
 
 void abort_upstream(Stream* st) {
@@ -550,9 +560,8 @@ void abort_upstream(Stream* st) {
 
 void pause_upstream(Stream* st) {
   UpConn* c = st->up;
-  if (!c || !c->reading) return;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
-  c->reading = false;
+  if (!c || !c->tr->reading()) return;
+  c->tr->read_stop();
   c->bp_paused = true;
 }
 
@@ -570,17 +579,13 @@ void tunnel_from_client(Stream* st, const char* data, size_t len) {
     return;
   }
   c->out.ref(data, len);
-  c->out.flush(reinterpret_cast<uv_stream_t*>(&c->tcp), c);
+  c->tr->write(c->out);
   c->arm_timer(st->route->read_timeout_ms);
-  if (c->tcp.write_queue_size > kHighWater) {
+  if (c->tr->congested()) {
     st->session->bp_paused = true;
     st->session->update_reading();
   }
 }
-
-namespace {
-void on_shutdown(uv_shutdown_t* req, int) { delete req; }
-}  // namespace
 
 void tunnel_client_eof(Stream* st) {
   UpConn* c = st->up;
@@ -589,11 +594,7 @@ void tunnel_client_eof(Stream* st) {
     return;
   }
   // Half-close towards the upstream once what the client sent is written.
-  auto* req = new uv_shutdown_t;
-  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&c->tcp), on_shutdown) != 0) {
-    delete req;
-    st->session->close();
-  }
+  c->tr->shutdown();
 }
 
 }  // namespace px::proxy

@@ -9,9 +9,6 @@ namespace px::proxy {
 struct Stream;
 struct PeerState;
 
-inline constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
-inline constexpr size_t kLowWater = 64 * 1024;    // ... and resume below this
-
 // Picks a peer (or uses `fresh`, on a new connection) and starts the exchange.
 // With no usable peer left: answers 502 when answer_if_none, and returns false.
 bool dispatch(Stream* st, bool answer_if_none = true, PeerState* fresh = nullptr);

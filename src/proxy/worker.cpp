@@ -13,27 +13,13 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/h1.h"
 #include "proxy/balancer.h"
 #include "proxy/upstream.h"
 
 namespace px::proxy {
 
-struct HealthProbe;
-static void probe_abandon(HealthProbe* hp);
-
-struct HealthProbe {
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uv_connect_t req;
-  Worker* w;
-  PeerState* peer;  // null once the peer stopped caring
-  std::string buf;
-  std::string request;
-  int closes = 0;
-  bool done = false;
-};
-
-Worker::Worker(int id, const Config& cfg) : id_(id), cfg_(cfg), read_buf_(new char[kReadBuf]) {
+Worker::Worker(int id, const Config& cfg) : id_(id), cfg_(cfg) {
   req_limits.max_head = cfg.max_header_size;
   req_limits.max_headers = cfg.max_headers;
   req_limits.max_uri = cfg.max_uri_length;
@@ -100,7 +86,7 @@ void Worker::run() {
     free_streams_ = s->next_free;
     delete s;
   }
-  release_write_cache();
+  net::release_thread_buffers();
   engine_.reset();
   if (on_exit) on_exit();
 }
@@ -250,31 +236,26 @@ std::string_view Worker::date() {
 void Worker::on_accept(uv_stream_t* server) {
   auto* s = new Session();
   s->w = this;
-  uv_tcp_init(&loop_, &s->tcp);
-  s->tcp.data = s;
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&s->tcp)) != 0) {
+  s->tcp.init_tcp(&loop_);
+  s->tcp.set_user(s);
+  if (s->tcp.accept(server) != 0) {
     s->closing = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp), [](uv_handle_t* h) { delete static_cast<Session*>(h->data); });
+    s->tcp.close();
     return;
   }
-  uv_tcp_nodelay(&s->tcp, 1);
-  sockaddr_storage ss;
-  int len = sizeof ss;
-  if (uv_tcp_getpeername(&s->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-    s->peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
-    s->trusted_peer = cfg_.trusted_proxies.contains(s->peer_ip);
-  }
+  s->tcp.nodelay();
+  s->peer_ip = s->tcp.peer_ip();
+  s->trusted_peer = cfg_.trusted_proxies.contains(s->peer_ip);
   if (sessions >= cfg_.max_connections || draining_) {
-    static const char busy[] =
-        "HTTP/1.1 503 Service Unavailable\r\nServer: px\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
-        "Connection: close\r\n\r\ntoo many connections, retry\n";
-    uv_buf_t b = uv_buf_init(const_cast<char*>(busy), sizeof busy - 1);
-    uv_try_write(reinterpret_cast<uv_stream_t*>(&s->tcp), &b, 1);
+    net::Output o;
+    http::write_busy(o);
+    s->tcp.write(o);
     s->closing = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp), [](uv_handle_t* h) { delete static_cast<Session*>(h->data); });
+    s->tcp.close();
     return;
   }
   sessions++;
+  s->counted = true;
   s->next = sessions_head_;
   if (sessions_head_) sessions_head_->prev = s;
   sessions_head_ = s;
@@ -497,145 +478,6 @@ void Worker::stop_everything() {
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
-}
-
-// ---- active health checks ----
-
-void Worker::sync_health_checks() {
-  for (auto& kv : peers_) kv.second->hc_enabled = false;
-  for (const PoolView& pv : current_->pools) {
-    const route::HealthCheckSpec& hc = pv.route->pool.health;
-    if (!hc.enabled) continue;
-    for (size_t i = 0; i < pv.peers.size(); i++) {
-      PeerState* p = pv.peers[i];
-      if (p->hc_enabled) continue;
-      p->hc_enabled = true;
-      p->hc = hc;
-      p->hc_host = pv.route->pool.peers[i].key;
-    }
-  }
-  for (auto& kv : peers_) {
-    PeerState* p = kv.second.get();
-    if (p->hc_enabled && !p->hc_timer) {
-      p->hc_timer = new uv_timer_t;
-      uv_timer_init(&loop_, p->hc_timer);
-      p->hc_timer->data = p;
-      struct Ctx {
-        static void tick(uv_timer_t* t) {
-          PeerState* p = static_cast<PeerState*>(t->data);
-          static_cast<Worker*>(t->loop->data)->health_probe(p);
-        }
-      };
-      uv_timer_start(p->hc_timer, Ctx::tick, 0, p->hc.interval_ms);
-    } else if (p->hc_enabled && p->hc_timer) {
-      uv_timer_set_repeat(p->hc_timer, p->hc.interval_ms);
-    } else if (!p->hc_enabled && p->hc_timer) {
-      uv_close(reinterpret_cast<uv_handle_t*>(p->hc_timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-      p->hc_timer = nullptr;
-      p->hc_down = false;
-      p->hc_ok = p->hc_bad = 0;
-      if (p->probe) {
-        p->probe->peer = nullptr;
-        p->probe = nullptr;
-      }
-    }
-  }
-}
-
-namespace {
-void probe_close(HealthProbe* hp) {
-  if (hp->closes) return;
-  hp->closes = 2;
-  auto cb = [](uv_handle_t* h) {
-    auto* hp = static_cast<HealthProbe*>(h->data);
-    if (--hp->closes == 0) delete hp;
-  };
-  uv_close(reinterpret_cast<uv_handle_t*>(&hp->tcp), cb);
-  uv_close(reinterpret_cast<uv_handle_t*>(&hp->timer), cb);
-}
-
-void probe_done(HealthProbe* hp, bool ok) {
-  if (hp->done) return;
-  hp->done = true;
-  if (hp->peer) {
-    hp->peer->probe = nullptr;
-    hp->w->health_result(hp->peer, ok);
-  }
-  probe_close(hp);
-}
-
-void probe_check(HealthProbe* hp) {
-  // "HTTP/1.x NNN" is all a probe needs.
-  if (hp->buf.size() < 12) return;
-  bool ok = hp->buf.compare(0, 7, "HTTP/1.") == 0 && hp->buf[9] >= '2' && hp->buf[9] <= '3';
-  probe_done(hp, ok);
-}
-}  // namespace
-
-static void probe_abandon(HealthProbe* hp) {
-  hp->peer = nullptr;
-  probe_done(hp, false);
-}
-
-void Worker::health_probe(PeerState* p) {
-  if (p->probe || !p->resolved || stopping_) return;
-  auto* hp = new HealthProbe();
-  hp->w = this;
-  hp->peer = p;
-  p->probe = hp;
-  uv_tcp_init(&loop_, &hp->tcp);
-  uv_timer_init(&loop_, &hp->timer);
-  hp->tcp.data = hp->timer.data = hp->req.data = hp;
-  hp->request = "GET " + p->hc.path + " HTTP/1.1\r\nHost: " + p->hc_host +
-                "\r\nUser-Agent: px-health-check\r\nConnection: close\r\n\r\n";
-  uv_timer_start(&hp->timer, [](uv_timer_t* t) { probe_done(static_cast<HealthProbe*>(t->data), false); },
-                 p->hc.timeout_ms, 0);
-  int r = uv_tcp_connect(&hp->req, &hp->tcp, reinterpret_cast<const sockaddr*>(&p->addr), [](uv_connect_t* req, int status) {
-    auto* hp = static_cast<HealthProbe*>(req->data);
-    if (hp->done) return;
-    if (status < 0) {
-      probe_done(hp, false);
-      return;
-    }
-    uv_buf_t b = uv_buf_init(hp->request.data(), static_cast<unsigned>(hp->request.size()));
-    uv_try_write(reinterpret_cast<uv_stream_t*>(&hp->tcp), &b, 1);
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&hp->tcp),
-                  [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-                    Worker* w = static_cast<Worker*>(h->loop->data);
-                    *buf = uv_buf_init(w->read_buf(), 4096);
-                  },
-                  [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-                    auto* hp = static_cast<HealthProbe*>(s->data);
-                    if (hp->done) return;
-                    if (n < 0) {
-                      probe_check(hp);
-                      probe_done(hp, false);
-                      return;
-                    }
-                    hp->buf.append(buf->base, static_cast<size_t>(n));
-                    probe_check(hp);
-                  });
-  });
-  if (r != 0) probe_done(hp, false);
-}
-
-void Worker::health_result(PeerState* p, bool ok) {
-  if (ok) {
-    p->hc_bad = 0;
-    if (p->hc_down && ++p->hc_ok >= p->hc.healthy) {
-      p->hc_down = false;
-      p->hc_ok = 0;
-      PX_INFO("upstream %s: health check passing, back in service", p->key.c_str());
-    }
-  } else {
-    p->hc_ok = 0;
-    if (!p->hc_down && ++p->hc_bad >= p->hc.unhealthy) {
-      p->hc_down = true;
-      p->hc_bad = 0;
-      PX_WARN("upstream %s: health check failing, out of service", p->key.c_str());
-      while (p->idle) p->idle->close();
-    }
-  }
 }
 
 }  // namespace px::proxy

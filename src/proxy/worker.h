@@ -35,7 +35,8 @@
 #include "http/parser.h"
 #include "net/cidr.h"
 #include "proxy/balancer.h"
-#include "proxy/output.h"
+#include "net/output.h"
+#include "net/uv_transport.h"
 #include "lua/engine.h"
 #include "route/snapshot.h"
 
@@ -46,6 +47,7 @@ struct Session;
 struct Stream;
 struct UpConn;
 struct HealthProbe;
+void probe_abandon(HealthProbe* hp);  // the peer no longer wants this probe's result (health.cpp)
 
 struct PeerState {
   std::string key;
@@ -94,7 +96,7 @@ struct Stream {
   http::Parser parser;      // the request parser: lives with the stream, not the idle session
   http::Head req;
   http::Head resp;
-  Output out;               // towards the client
+  net::Output out;          // towards the client
   std::string up_head;      // request head towards the upstream (kept for a retry)
   std::string pending_body; // request body that arrived before the upstream was ready
   SnapRef* snap = nullptr;
@@ -130,8 +132,9 @@ struct Stream {
   void reset();
 };
 
-struct Session final : http::Sink, WriteOwner {
-  uv_tcp_t tcp;
+struct Session final : http::Sink, net::TransportUser {
+  net::UvTransport tcp;      // the accepted connection (unused when `tr` is another transport)
+  net::Transport* tr = &tcp; // what the session reads from and writes to
   Worker* w = nullptr;
   Session* prev = nullptr;   // the worker's list of sessions
   Session* next = nullptr;
@@ -143,7 +146,6 @@ struct Session final : http::Sink, WriteOwner {
   net::IpAddr peer_ip;
   Timeout timeout = Timeout::none;
   bool got_bytes = false;    // any byte ever arrived on this connection
-  bool reading = false;
   bool want_read = true;     // false while a request waits for its response
   bool bp_paused = false;    // stopped because the upstream write queue is full
   bool in_parse = false;
@@ -152,18 +154,24 @@ struct Session final : http::Sink, WriteOwner {
   bool eof = false;
   bool writes_done_close = false;  // close once the write queue drains
   bool trusted_peer = false;  // peer_ip is in trusted_proxies (the worker's config is fixed for its life)
+  bool counted = false;       // in the worker's list of sessions
+
+  // net::TransportUser (the client connection)
+  void on_data(const char* data, size_t len) override;
+  void on_eof() override;
+  void on_error(int err) override;
+  void on_drained() override;
+  void on_closed() override;
 
   // http::Sink (the request parser)
   int on_head(http::Head& h) override;
   int on_body(const char* data, size_t len) override;
   int on_complete() override;
-  void on_write_done(int status) override;
 
   bool advancing_ = false;
   bool again_ = false;
 
   void start();
-  void on_read(ssize_t n, const char* data);
   void parse(const char* data, size_t len, bool from_leftover);
   void flush(Stream* st);    // writes what the stream queued, both directions
   void update_reading();
@@ -184,22 +192,21 @@ struct Session final : http::Sink, WriteOwner {
   bool idle() const { return stream == nullptr && leftover.empty(); }
 };
 
-struct UpConn final : http::Sink, WriteOwner {
-  uv_tcp_t tcp;
+struct UpConn final : http::Sink, net::TransportUser {
+  net::UvTransport tcp;
+  net::Transport* tr = &tcp;
   uv_timer_t timer;
-  uv_connect_t connect_req;
   Worker* w = nullptr;
   PeerState* peer = nullptr;
   Stream* stream = nullptr;
   UpConn* prev = nullptr;  // in the peer's idle list
   UpConn* next = nullptr;
   http::Parser parser;
-  Output out;
+  net::Output out;
   uint8_t pending_closes = 0;
   enum class State : uint8_t { connecting, active, idle, closing } state = State::connecting;
   bool reused = false;
   bool got_bytes = false;   // some response byte arrived
-  bool reading = false;
   bool bp_paused = false;
   bool eof = false;
   uint64_t requests = 0;
@@ -209,10 +216,16 @@ struct UpConn final : http::Sink, WriteOwner {
   int on_head(http::Head& h) override;
   int on_body(const char* data, size_t len) override;
   int on_complete() override;
-  void on_write_done(int status) override;
 
-  void on_connected(int status);
-  void on_read(ssize_t n, const char* data);
+  // net::TransportUser (the upstream connection)
+  void on_data(const char* data, size_t len) override;
+  void on_eof() override;
+  void on_error(int err) override;
+  void on_drained() override;
+  void on_connected() override;
+  void on_closed() override;
+
+  void ended(bool error);  // the upstream stopped sending (EOF or an error)
   void start_reading();
   void close();
   void arm_timer(uint64_t ms);  // 0: no timeout
@@ -240,8 +253,6 @@ class Worker {
   uv_loop_t* loop() { return &loop_; }
   const Config& cfg() const { return cfg_; }
   uint64_t now() { return uv_now(&loop_); }
-  char* read_buf() { return read_buf_.get(); }
-  static constexpr size_t kReadBuf = 64 * 1024;
   std::string_view date();
 
   Stream* get_stream();
@@ -295,7 +306,6 @@ class Worker {
   std::thread thread_;
   std::vector<uv_tcp_t*> listeners_;
   std::vector<int> fds_;
-  std::unique_ptr<char[]> read_buf_;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;

@@ -1,31 +1,24 @@
-// px::proxy::Output — bytes on their way to one socket, batched so that a
-// response head and its body leave in one writev.
+// px::net::Output — a chain of buffers on its way to a transport, batched so
+// that a response head and its body leave in one writev.
 //
-// Pieces either point at memory the caller keeps valid until flush() (the
-// worker's read buffer, during one read callback) or are copied into scratch.
-// flush() first tries uv_try_write on all pieces at once; only what the kernel
-// did not take is copied into a write request and queued with uv_write.
+// Pieces either point at memory the caller keeps valid until the transport's
+// write() (the read buffer, during one read callback) or are copied into
+// scratch. Transport::write takes them all and clears the chain.
 #pragma once
-#include <uv.h>
-
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace px::proxy {
-
-class WriteOwner {
- public:
-  // A queued write finished (status < 0: failed or cancelled by close).
-  virtual void on_write_done(int status) = 0;
-
- protected:
-  ~WriteOwner() = default;
-};
+namespace px::net {
 
 class Output {
  public:
+  struct Piece {
+    const char* ptr;  // nullptr: in scratch at `off`
+    uint32_t len;
+    uint32_t off;
+  };
   void ref(const char* p, size_t n) {
     if (n) pieces_.push_back(Piece{p, static_cast<uint32_t>(n), 0});
   }
@@ -49,15 +42,12 @@ class Output {
     pieces_.clear();
     scratch_.clear();
   }
-  // Writes everything (or queues the rest). Returns 0 or a libuv error code.
-  int flush(uv_stream_t* s, WriteOwner* owner);
+  // For transports: the pieces and where each one's bytes are.
+  size_t count() const { return pieces_.size(); }
+  const char* data(size_t i) const { return pieces_[i].ptr ? pieces_[i].ptr : scratch_.data() + pieces_[i].off; }
+  size_t len(size_t i) const { return pieces_[i].len; }
 
  private:
-  struct Piece {
-    const char* ptr;  // nullptr: in scratch at `off`
-    uint32_t len;
-    uint32_t off;
-  };
   void add_scratch(size_t off, size_t n) {
     if (!n) return;
     if (!pieces_.empty() && pieces_.back().ptr == nullptr && pieces_.back().off + pieces_.back().len == off)
@@ -70,7 +60,4 @@ class Output {
   size_t mark_ = 0;
 };
 
-// Frees this thread's cache of write requests (a worker calls it as it ends).
-void release_write_cache();
-
-}  // namespace px::proxy
+}  // namespace px::net

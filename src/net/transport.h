@@ -1,0 +1,69 @@
+// px::net::Transport — a byte stream, knowing nothing of HTTP. Start here for
+// the bottom layer (src/README.md draws all of them).
+//
+//   UvTransport      a TCP connection or a unix socket (libuv stream)
+//   MemoryTransport  one end of an in-memory pair, for unit tests without sockets
+//   (next: TLS, a transport that wraps another one)
+//
+// The layer above (an HTTP session, an upstream connection, a health probe,
+// pxadmind's connections) implements TransportUser and holds a Transport.
+// Watermarks live here: congested() says "stop feeding me", and on_drained()
+// comes when the queue fell below the low watermark.
+//
+// Lifecycle (libuv's rule): after close(), on_closed() is the last event; the
+// user may free the memory holding the transport only then.
+#pragma once
+#include <cstddef>
+
+#include "net/output.h"
+
+namespace px::net {
+
+inline constexpr size_t kHighWater = 256 * 1024;  // stop reading the other side above this
+inline constexpr size_t kLowWater = 64 * 1024;    // ... and resume below this
+
+class TransportUser {
+ public:
+  // Bytes arrived; `data` is valid during the call only.
+  virtual void on_data(const char* data, size_t len) = 0;
+  // The peer will send nothing more (it half-closed, or the connection ended).
+  virtual void on_eof() = 0;
+  // Reading, writing or connecting failed (a libuv error code). Close next.
+  virtual void on_error(int err) = 0;
+  // A queued write completed and fewer than kLowWater bytes wait.
+  virtual void on_drained() = 0;
+  // A client transport finished connecting (a failure comes as on_error).
+  virtual void on_connected() {}
+  // The transport released everything; the last event.
+  virtual void on_closed() = 0;
+
+ protected:
+  ~TransportUser() = default;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  void set_user(TransportUser* u) { user_ = u; }
+  virtual void read_start() = 0;
+  virtual void read_stop() = 0;
+  bool reading() const { return reading_; }
+  // Sends out's bytes (what the kernel does not take at once is queued) and
+  // clears `out`. Returns 0 or a libuv error code.
+  virtual int write(Output& out) = 0;
+  // Bytes accepted by write() and not yet handed to the kernel.
+  virtual size_t queued() const = 0;
+  bool congested() const { return queued() > kHighWater; }
+  // Half-close once the queued bytes are out.
+  virtual void shutdown() = 0;
+  // Close now (queued bytes are dropped); on_closed() follows.
+  virtual void close() = 0;
+  bool closing() const { return closing_; }
+
+ protected:
+  TransportUser* user_ = nullptr;
+  bool reading_ = false;
+  bool closing_ = false;
+};
+
+}  // namespace px::net
