@@ -363,8 +363,10 @@ int Parser::cb_status(llhttp_t* p, const char*, size_t len) {
 int Parser::cb_field(llhttp_t* p, const char* at, size_t len) {
   Parser* s = self(p);
   Head* h = s->head_;
-  if (!s->count(len + 4)) return s->fail(s->is_request_ ? 431 : 502, "head too large");
-  if (s->in_value_ || h->headers.empty()) {
+  // ": " and CRLF count once per header, however the name arrives in pieces.
+  bool starts = s->in_value_ || h->headers.empty();
+  if (!s->count(len + (starts ? 4 : 0))) return s->fail(s->is_request_ ? 431 : 502, "head too large");
+  if (starts) {
     if (h->headers.size() >= s->limits_->max_headers) return s->fail(s->is_request_ ? 431 : 502, "too many headers");
     s->in_value_ = false;
     auto off = static_cast<uint32_t>(h->buf.size());
