@@ -1,6 +1,91 @@
 #include "http/h1.h"
 
+#include "core/strings.h"
+
 namespace px::http {
+
+bool hop_by_hop(Hdr k) {
+  switch (k) {
+    case Hdr::te: case Hdr::expect: case Hdr::trailer: case Hdr::upgrade: case Hdr::connection:
+    case Hdr::keep_alive: case Hdr::content_length: case Hdr::transfer_encoding: case Hdr::proxy_connection:
+    case Hdr::proxy_authenticate: case Hdr::proxy_other:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool keep_response_field(Hdr k, uint16_t status, bool no_body) {
+  switch (k) {
+    case Hdr::upgrade: return status == 101;
+    case Hdr::content_length: return no_body && status != 101;  // kept for HEAD, 204, 304
+    case Hdr::expect: case Hdr::proxy_other: return true;        // meaningless in a response: passed on
+    default: return !hop_by_hop(k);
+  }
+}
+
+void HeadWriter::request_line(std::string_view method, std::string_view target, bool add_slash) {
+  o_.append(method);
+  o_.push_back(' ');
+  if (add_slash) o_.push_back('/');
+  o_.append(target);
+  o_.append(" HTTP/1.1\r\n");
+}
+
+void HeadWriter::status_line(int status) {
+  o_.append("HTTP/1.1 ");
+  append_dec(o_, static_cast<uint64_t>(status));
+  o_.push_back(' ');
+  o_.append(reason_phrase(status));
+  o_.append("\r\n");
+}
+
+void HeadWriter::field_dec(std::string_view name, uint64_t value) {
+  o_.append(name);
+  o_.append(": ");
+  append_dec(o_, value);
+  o_.append("\r\n");
+}
+
+void HeadWriter::end_request(Framing body, uint64_t length, std::string_view upgrade) {
+  if (!upgrade.empty()) {
+    o_.append("Connection: upgrade\r\nUpgrade: ");
+    o_.append(upgrade);
+    o_.append("\r\n");
+  }
+  if (body == Framing::chunked) o_.append("Transfer-Encoding: chunked\r\n");
+  else if (body == Framing::length) field_dec("Content-Length", length);
+  o_.append("\r\n");
+}
+
+void HeadWriter::end_response(Framing body, uint64_t length, bool upgrade, bool close, bool http10_keep) {
+  if (body == Framing::length) field_dec("Content-Length", length);
+  else if (body == Framing::chunked) o_.append("Transfer-Encoding: chunked\r\n");
+  if (upgrade) o_.append("Connection: upgrade\r\n");
+  else if (close) o_.append("Connection: close\r\n");
+  else if (http10_keep) o_.append("Connection: keep-alive\r\n");
+  o_.append("\r\n");
+}
+
+void append_chunk(std::string& o, const char* data, size_t len) {
+  append_hex(o, len);
+  o.append("\r\n");
+  o.append(data, len);
+  o.append("\r\n");
+}
+
+void write_chunk(net::Output& out, const char* data, size_t len) {
+  std::string& o = out.begin_scratch();
+  append_hex(o, len);
+  o.append("\r\n");
+  out.end_scratch();
+  out.ref(data, len);
+  out.copy("\r\n", 2);
+}
+
+void write_last_chunk(net::Output& out) { out.copy(kLastChunk); }
+
+void write_continue(net::Output& out) { out.copy("HTTP/1.1 100 Continue\r\n\r\n"); }
 
 void write_busy(net::Output& out) {
   static constexpr std::string_view kBusy =
@@ -11,11 +96,12 @@ void write_busy(net::Output& out) {
 
 void write_probe_request(net::Output& out, std::string_view path, std::string_view host) {
   std::string& s = out.begin_scratch();
-  s.append("GET ");
-  s.append(path);
-  s.append(" HTTP/1.1\r\nHost: ");
-  s.append(host);
-  s.append("\r\nUser-Agent: px-health-check\r\nConnection: close\r\n\r\n");
+  HeadWriter w(s);
+  w.request_line("GET", path, false);
+  w.field("Host", host);
+  w.field("User-Agent", "px-health-check");
+  w.field("Connection", "close");
+  s.append("\r\n");
   out.end_scratch();
 }
 

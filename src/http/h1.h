@@ -1,12 +1,65 @@
 // px::http h1 — writing HTTP/1.1 text. With http::Parser (reading), this is
-// the only place in px that knows what HTTP/1 looks like on the wire.
+// the only place in px that knows what HTTP/1 looks like on the wire: the
+// proxy decides which fields a head carries, this file writes them, and adds
+// the framing (Content-Length, Transfer-Encoding, Connection, Upgrade) itself.
 #pragma once
+#include <cstdint>
+#include <string>
 #include <string_view>
 
+#include "http/parser.h"
 #include "net/output.h"
 
 namespace px::http {
 
+// How a message's body is delimited on the wire.
+enum class Framing : uint8_t { none, length, chunked, eof };
+
+// Headers a proxy never forwards as they are (RFC 9110 7.6.1): connection
+// options, Proxy-*, and the framing headers the codec writes itself.
+// Upgrade is passed on only with a 101; Content-Length only where it has no
+// body to frame (responses to HEAD, 204, 304), see keep_response_field.
+bool hop_by_hop(Hdr k);
+// For a response head: keep this field (of kind k) when relaying it?
+bool keep_response_field(Hdr k, uint16_t status, bool no_body);
+
+class HeadWriter {
+ public:
+  explicit HeadWriter(std::string& out) : o_(out) {}
+  // "METHOD [/]target HTTP/1.1": add_slash puts a "/" before a target that lost it.
+  void request_line(std::string_view method, std::string_view target, bool add_slash);
+  void status_line(int status);  // with px's own reason phrase
+  void field(std::string_view name, std::string_view value) {
+    o_.append(name);
+    o_.append(": ");
+    o_.append(value);
+    o_.append("\r\n");
+  }
+  void field_dec(std::string_view name, uint64_t value);
+  // The framing fields and the end of a request head sent upstream.
+  void end_request(Framing body, uint64_t length, std::string_view upgrade);
+  // The framing fields and the end of a response head sent to a client:
+  // `close` says Connection: close, `http10_keep` Connection: keep-alive.
+  void end_response(Framing body, uint64_t length, bool upgrade, bool close, bool http10_keep);
+  // Raw access for callers that append a value in pieces (X-Forwarded-For).
+  void begin_field(std::string_view name) {
+    o_.append(name);
+    o_.append(": ");
+  }
+  void append(std::string_view s) { o_.append(s); }
+  void end_field() { o_.append("\r\n"); }
+
+ private:
+  std::string& o_;
+};
+
+// Body framing towards a peer.
+void write_chunk(net::Output& out, const char* data, size_t len);  // size line, data (by reference), CRLF
+void append_chunk(std::string& out, const char* data, size_t len); // the same, copied
+void write_last_chunk(net::Output& out);
+inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
+// "100 Continue", which px sends itself once a request passed routing and limits.
+void write_continue(net::Output& out);
 // The 503 a worker answers before closing a connection it cannot take.
 void write_busy(net::Output& out);
 // An active health check's request.

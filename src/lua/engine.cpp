@@ -25,6 +25,7 @@ extern "C" {
 #include "core/config.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/h1.h"
 #include "proxy/worker.h"
 
 namespace px::lua {
@@ -548,13 +549,8 @@ std::vector<std::pair<std::string, std::string>> apply_edits(
   return out;
 }
 
-void append_edited(std::string& out, const http::Head& h, const std::vector<HeaderEdit>& edits) {
-  auto line = [&out](std::string_view n, std::string_view v) {
-    out.append(n);
-    out.append(": ");
-    out.append(v);
-    out.append("\r\n");
-  };
+void append_edited(http::HeadWriter& out, const http::Head& h, const std::vector<HeaderEdit>& edits) {
+  auto line = [&out](std::string_view n, std::string_view v) { out.field(n, v); };
   for (size_t k = 0; k < edits.size(); k++) {
     const std::string& name = edits[k].name;
     bool first = true;

@@ -36,6 +36,7 @@ struct Config;
 
 namespace px::http {
 struct Head;
+class HeadWriter;
 }
 
 namespace px::proxy {
@@ -151,9 +152,9 @@ class Engine {
 // touches, then each edited name's final values (set/add/remove in order).
 std::vector<std::pair<std::string, std::string>> apply_edits(
     const std::vector<std::pair<std::string, std::string>>& orig, const std::vector<HeaderEdit>& edits);
-// The same for a parsed head, without allocating: appends "name: value\r\n" for
-// the final values of every edited name (the caller skips edited names itself).
-void append_edited(std::string& out, const http::Head& h, const std::vector<HeaderEdit>& edits);
+// The same for a parsed head, without allocating: writes a field for the final
+// values of every edited name (the caller skips edited names itself).
+void append_edited(http::HeadWriter& out, const http::Head& h, const std::vector<HeaderEdit>& edits);
 // What the response and logging phases read (nullptr: a response px made itself).
 void set_response_view(const http::Head* resp, int status);
 

@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/h1.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
@@ -245,7 +246,7 @@ int Session::on_head(http::Head& h) {
       return 0;
     }
     // px answers the expectation itself once the request passed routing and limits.
-    if (h.minor == 1 && st->req_body != BodyMode::none) st->out.copy("HTTP/1.1 100 Continue\r\n\r\n");
+    if (h.minor == 1 && st->req_body != BodyMode::none) http::write_continue(st->out);
   }
   // Phases 3 and 4, upstream_peer and upstream_request: which peer, and what it is sent.
   for (lua::Phase p : {lua::kPeer, lua::kUpstreamRequest})
@@ -290,32 +291,15 @@ net::IpAddr Session::real_client_ip(const http::Head& h) const {
   return ip;
 }
 
-// Headers a proxy never forwards as they are (RFC 9110 7.6.1), plus the framing
-// headers px sets itself (Content-Length and Upgrade are written again when they apply).
-static bool hop_by_hop(http::Hdr k) {
-  using http::Hdr;
-  switch (k) {
-    case Hdr::te: case Hdr::expect: case Hdr::trailer: case Hdr::upgrade: case Hdr::connection:
-    case Hdr::keep_alive: case Hdr::content_length: case Hdr::transfer_encoding: case Hdr::proxy_connection:
-    case Hdr::proxy_authenticate: case Hdr::proxy_other:
-      return true;
-    default:
-      return false;
-  }
-}
-
 void Session::build_upstream_head(Stream* st) {
   const http::Head& h = st->req;
   std::string& o = st->up_head;
   o.clear();
+  http::HeadWriter wr(o);
   std::string_view path = st->abs_path.empty() ? h.url() : st->abs_path;
   bool need_slash;
   std::string_view sent = route::Snapshot::strip(*st->route, path, &need_slash);
-  o.append(h.method_name());
-  o.push_back(' ');
-  if (need_slash) o.push_back('/');
-  o.append(sent);
-  o.append(" HTTP/1.1\r\n");
+  wr.request_line(h.method_name(), sent, need_slash);
   bool trusted = trusted_peer;
   const std::vector<lua::HeaderEdit>* edits = st->fs && !st->fs->req_edits.empty() ? &st->fs->req_edits : nullptr;
   auto edited = [&](std::string_view n) {
@@ -329,7 +313,7 @@ void Session::build_upstream_head(Stream* st) {
   std::string_view xfproto, xfhost;
   for (size_t i = 0; i < h.headers.size(); i++) {
     http::Hdr kind = h.headers[i].kind;
-    if (hop_by_hop(kind)) continue;
+    if (http::hop_by_hop(kind)) continue;
     switch (kind) {
       case http::Hdr::x_forwarded_for:
         if (trusted) {
@@ -349,20 +333,13 @@ void Session::build_upstream_head(Stream* st) {
     if (edits && edited(n)) continue;  // replaced below by the filters' version
     if (static_cast<int>(i) == h.host_index) {
       host = h.value(i);
-      if (st->abs_path.empty()) {
-        o.append("Host: ");
-        o.append(host);
-        o.append("\r\n");
-      }
+      if (st->abs_path.empty()) wr.field("Host", host);
       continue;
     }
     if (h.listed_in_connection(n)) continue;
-    o.append(n);
-    o.append(": ");
-    o.append(h.value(i));
-    o.append("\r\n");
+    wr.field(n, h.value(i));
   }
-  if (edits) lua::append_edited(o, h, *edits);
+  if (edits) lua::append_edited(wr, h, *edits);
   if (edits && edited("host")) {
     // A filter set the Host sent upstream.
   } else if (!st->abs_path.empty()) {
@@ -370,41 +347,26 @@ void Session::build_upstream_head(Stream* st) {
     std::string_view target = h.url();
     std::string_view rest = target.substr(target[4] == ':' ? 7 : 8);
     host = rest.substr(0, rest.find_first_of("/?"));
-    o.append("Host: ");
-    o.append(host);
-    o.append("\r\n");
+    wr.field("Host", host);
   } else if (host.empty()) {
     // HTTP/1.0 without Host: name the peer.
-    o.append("Host: ");
-    o.append(st->route->pool.peers.empty() ? std::string_view("localhost")
-                                           : std::string_view(st->route->pool.peers[0].key));
-    o.append("\r\n");
+    wr.field("Host", st->route->pool.peers.empty() ? std::string_view("localhost")
+                                                    : std::string_view(st->route->pool.peers[0].key));
   }
-  o.append("X-Forwarded-For: ");
+  wr.begin_field("X-Forwarded-For");
   if (!xff.empty()) {
-    o.append(xff);
-    o.append(", ");
+    wr.append(xff);
+    wr.append(", ");
   }
   char ipbuf[64];
-  o.append(ipbuf, peer_ip.format(ipbuf));
-  o.append("\r\nX-Forwarded-Proto: ");
-  o.append(xfproto.empty() ? std::string_view("http") : xfproto);
-  o.append("\r\nX-Forwarded-Host: ");
-  o.append(xfhost.empty() ? host : xfhost);
-  o.append("\r\n");
-  if (st->upgrade) {
-    o.append("Connection: upgrade\r\nUpgrade: ");
-    o.append(h.get(http::Hdr::upgrade));
-    o.append("\r\n");
-  }
-  if (st->req_body == BodyMode::chunked) {
-    o.append("Transfer-Encoding: chunked\r\n");
-  } else if (h.has_content_length) {
-    o.append("Content-Length: ");
-    append_dec(o, h.content_length);
-    o.append("\r\n");
-  }
-  o.append("\r\n");
+  wr.append(std::string_view(ipbuf, peer_ip.format(ipbuf)));
+  wr.end_field();
+  wr.field("X-Forwarded-Proto", xfproto.empty() ? std::string_view("http") : xfproto);
+  wr.field("X-Forwarded-Host", xfhost.empty() ? host : xfhost);
+  http::Framing framing = st->req_body == BodyMode::chunked ? http::Framing::chunked
+                          : h.has_content_length         ? http::Framing::length
+                                                         : http::Framing::none;
+  wr.end_request(framing, h.content_length, st->upgrade ? h.get(http::Hdr::upgrade) : std::string_view());
 }
 
 int Session::on_body(const char* data, size_t len) {
@@ -469,23 +431,16 @@ void Session::respond(int status, const std::vector<std::pair<std::string, std::
   bool has_type = false;
   for (const auto& [n, v] : hdrs) has_type = has_type || iequals(n, "content-type");
   std::string& s = st->out.begin_scratch();
-  s.append("HTTP/1.1 ");
-  append_dec(s, static_cast<uint64_t>(status));
-  s.push_back(' ');
-  s.append(http::reason_phrase(status));
-  s.append("\r\nServer: px\r\n");
-  s.append(w->date());
+  http::HeadWriter wr(s);
+  wr.status_line(status);
+  wr.field("Server", "px");
+  wr.field("Date", w->date());
   for (const auto& [n, v] : hdrs) {
     if (iequals(n, "content-length") || iequals(n, "connection") || iequals(n, "transfer-encoding")) continue;
-    s.append(n);
-    s.append(": ");
-    s.append(v);
-    s.append("\r\n");
+    wr.field(n, v);
   }
-  if (!has_type && !body.empty()) s.append("Content-Type: text/plain; charset=utf-8\r\n");
-  s.append("Content-Length: ");
-  append_dec(s, body.size());
-  s.append(close_after ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+  if (!has_type && !body.empty()) wr.field("Content-Type", "text/plain; charset=utf-8");
+  wr.end_response(http::Framing::length, body.size(), false, close_after, false);
   if (!st->head_request) s.append(body);
   st->out.end_scratch();
   st->resp_head_sent = true;

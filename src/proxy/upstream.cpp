@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/h1.h"
 #include "proxy/retry.h"
 #include "proxy/worker.h"
 
@@ -313,49 +314,24 @@ int UpConn::on_head(http::Head& h) {
     if (!st->fs->resp_edits.empty()) edits = &st->fs->resp_edits;
   }
   std::string& o = st->out.begin_scratch();
-  o.append("HTTP/1.1 ");
-  append_dec(o, static_cast<uint64_t>(status));
-  o.push_back(' ');
-  o.append(http::reason_phrase(status));
-  o.append("\r\n");
+  http::HeadWriter wr(o);
+  wr.status_line(status);
   for (size_t i = 0; i < h.headers.size(); i++) {
-    using http::Hdr;
-    bool drop = false;
-    switch (h.headers[i].kind) {
-      case Hdr::te: case Hdr::trailer: case Hdr::connection: case Hdr::keep_alive: case Hdr::proxy_connection:
-      case Hdr::transfer_encoding: case Hdr::proxy_authenticate:
-        drop = true;
-        break;
-      case Hdr::upgrade: drop = h.status != 101; break;
-      case Hdr::content_length: drop = !(no_body && h.status != 101); break;  // kept for HEAD, 204, 304
-      default: break;
-    }
-    if (drop) continue;
+    if (!http::keep_response_field(h.headers[i].kind, h.status, no_body)) continue;
     std::string_view n = h.name(i);
     if (edits) {
       bool touched = false;
       for (const auto& e : *edits) touched = touched || iequals(e.name, n);
       if (touched) continue;  // written below, as the filters left it
     }
-    if (h.listed_in_connection(n) && !(h.status == 101 && h.headers[i].kind == Hdr::upgrade)) continue;
-    o.append(n);
-    o.append(": ");
-    o.append(h.value(i));
-    o.append("\r\n");
+    if (h.listed_in_connection(n) && !(h.status == 101 && h.headers[i].kind == http::Hdr::upgrade)) continue;
+    wr.field(n, h.value(i));
   }
-  if (edits)
-    lua::append_edited(o, h, *edits);
-  if (st->resp_body == BodyMode::length) {
-    o.append("Content-Length: ");
-    append_dec(o, h.content_length);
-    o.append("\r\n");
-  } else if (st->resp_body == BodyMode::chunked) {
-    o.append("Transfer-Encoding: chunked\r\n");
-  }
-  if (h.status == 101) o.append("Connection: upgrade\r\n");
-  else if (s->close_after) o.append("Connection: close\r\n");
-  else if (!client11) o.append("Connection: keep-alive\r\n");
-  o.append("\r\n");
+  if (edits) lua::append_edited(wr, h, *edits);
+  http::Framing framing = st->resp_body == BodyMode::length    ? http::Framing::length
+                          : st->resp_body == BodyMode::chunked ? http::Framing::chunked
+                                                               : http::Framing::none;
+  wr.end_response(framing, h.content_length, h.status == 101, s->close_after, !client11);
   st->out.end_scratch();
   st->resp_head_sent = true;
   st->status = static_cast<uint16_t>(status);
@@ -365,16 +341,8 @@ int UpConn::on_head(http::Head& h) {
 int UpConn::on_body(const char* data, size_t len) {
   Stream* st = stream;
   if (st->interim) return 0;
-  if (st->resp_body == BodyMode::chunked) {
-    std::string& o = st->out.begin_scratch();
-    append_hex(o, len);
-    o.append("\r\n");
-    st->out.end_scratch();
-    st->out.ref(data, len);
-    st->out.copy("\r\n", 2);
-  } else {
-    st->out.ref(data, len);
-  }
+  if (st->resp_body == BodyMode::chunked) http::write_chunk(st->out, data, len);
+  else st->out.ref(data, len);
   return 0;
 }
 
@@ -384,7 +352,7 @@ int UpConn::on_complete() {
     st->interim = false;
     return 0;  // keep parsing: the final response follows
   }
-  if (st->resp_body == BodyMode::chunked) st->out.copy("0\r\n\r\n", 5);
+  if (st->resp_body == BodyMode::chunked) http::write_last_chunk(st->out);
   st->resp_complete = true;
   if (st->status == 101) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
   return HPE_PAUSED;
@@ -511,20 +479,8 @@ void forward_body(Stream* st, const char* data, size_t len) {
   UpConn* c = st->up;
   bool direct = c && st->up_written;
   if (st->req_body == BodyMode::chunked) {
-    char hdr[24];
-    std::string tmp;
-    append_hex(tmp, len);
-    tmp.append("\r\n");
-    std::memcpy(hdr, tmp.data(), tmp.size());
-    if (direct) {
-      c->out.copy(hdr, tmp.size());
-      c->out.ref(data, len);
-      c->out.copy("\r\n", 2);
-    } else {
-      st->pending_body.append(hdr, tmp.size());
-      st->pending_body.append(data, len);
-      st->pending_body.append("\r\n");
-    }
+    if (direct) http::write_chunk(c->out, data, len);
+    else http::append_chunk(st->pending_body, data, len);
   } else if (direct) {
     c->out.ref(data, len);
   } else {
@@ -539,8 +495,8 @@ void forward_body(Stream* st, const char* data, size_t len) {
 
 void forward_body_end(Stream* st) {
   UpConn* c = st->up;
-  if (c && st->up_written) c->out.copy("0\r\n\r\n", 5);
-  else st->pending_body.append("0\r\n\r\n");
+  if (c && st->up_written) http::write_last_chunk(c->out);
+  else st->pending_body.append(http::kLastChunk);
 }
 
 void flush_upstream(Stream* st) {

@@ -226,7 +226,7 @@ std::string_view Worker::date() {
     time_t t = static_cast<time_t>(sec);
     tm g;
     gmtime_r(&t, &g);
-    strftime(date_buf_, sizeof date_buf_, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &g);
+    strftime(date_buf_, sizeof date_buf_, "%a, %d %b %Y %H:%M:%S GMT", &g);
   }
   return date_buf_;
 }

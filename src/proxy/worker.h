@@ -253,7 +253,7 @@ class Worker {
   uv_loop_t* loop() { return &loop_; }
   const Config& cfg() const { return cfg_; }
   uint64_t now() { return uv_now(&loop_); }
-  std::string_view date();
+  std::string_view date();  // now, as an HTTP date (IMF-fixdate), cached per second
 
   Stream* get_stream();
   void put_stream(Stream* s);
