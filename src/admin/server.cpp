@@ -13,7 +13,9 @@
 #include "admin/api.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/h1.h"
 #include "http/parser.h"
+#include "net/uv_transport.h"
 
 namespace px::admin {
 
@@ -32,11 +34,8 @@ struct Srv {
   std::set<struct Conn*> conns;
 };
 
-struct Conn final : http::Sink {
-  union {
-    uv_pipe_t pipe;
-    uv_tcp_t tcp;
-  } h;
+struct Conn final : http::Sink, net::TransportUser {
+  net::UvTransport t;  // a unix socket or a TCP connection
   Srv* srv;
   bool is_unix;
   std::string who;  // unix: "uid:N"
@@ -48,7 +47,14 @@ struct Conn final : http::Sink {
   bool closing = false;
   bool keep_alive = true;
 
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&h); }
+  void on_data(const char* data, size_t len) override;
+  void on_eof() override;
+  void on_error(int) override { on_eof(); }
+  void on_drained() override {}
+  void on_closed() override {
+    srv->conns.erase(this);
+    delete this;
+  }
 
   int on_head(http::Head& hd) override {
     if (hd.has_content_length && hd.content_length > kMaxBody) too_big = true;
@@ -65,33 +71,28 @@ struct Conn final : http::Sink {
   int on_complete() override { return HPE_PAUSED; }
 };
 
-void send(Conn* c, int status, const json& body, uint64_t version, const char* extra_headers = "") {
+void send(Conn* c, int status, const json& body, uint64_t version, std::string_view extra_name = {},
+          std::string_view extra_value = {}) {
   std::string text = body.is_null() ? std::string() : body.dump(2) + "\n";
-  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + http::reason_phrase(status) +
-                    "\r\nServer: pxadmind\r\nCache-Control: no-store\r\n";
-  if (!text.empty()) out += "Content-Type: application/json\r\n";
-  if (version) out += "ETag: \"" + std::to_string(version) + "\"\r\n";
-  out += extra_headers;
-  out += "Content-Length: " + std::to_string(text.size()) + "\r\n";
-  if (!c->keep_alive) out += "Connection: close\r\n";
-  out += "\r\n";
+  net::Output o;
+  std::string& out = o.begin_scratch();
+  http::HeadWriter w(out);
+  w.status_line(status);
+  w.field("Server", "pxadmind");
+  w.field("Cache-Control", "no-store");
+  if (!text.empty()) w.field("Content-Type", "application/json");
+  if (version) w.field("ETag", "\"" + std::to_string(version) + "\"");
+  if (!extra_name.empty()) w.field(extra_name, extra_value);
+  w.end_response(http::Framing::length, text.size(), false, !c->keep_alive, false);
   if (status != 204 && status != 304) out += text;
-  struct W {
-    uv_write_t req;
-    std::string data;
-  };
-  auto* w = new W{{}, std::move(out)};
-  uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-  w->req.data = w;
-  if (uv_write(&w->req, c->stream(), &b, 1, [](uv_write_t* r, int) { delete static_cast<W*>(r->data); }) != 0)
-    delete w;
+  o.end_scratch();
+  c->t.write(o);
 }
 
 void close_conn(Conn* c) {
   if (c->closing) return;
   c->closing = true;
-  c->srv->conns.erase(c);
-  uv_close(reinterpret_cast<uv_handle_t*>(&c->h), [](uv_handle_t* hd) { delete static_cast<Conn*>(hd->data); });
+  c->t.close();
 }
 
 void handle(Conn* c) {
@@ -109,7 +110,7 @@ void handle(Conn* c) {
     if (auth.size() > 7 && iequals(auth.substr(0, 7), "bearer ")) name = c->srv->admin->verify_token(std::string(trim(auth.substr(7))));
     if (name.empty()) {
       Result r = Result::error(401, "Authorization", auth.empty() ? "a bearer token is required" : "invalid token");
-      send(c, 401, r.body, 0, "WWW-Authenticate: Bearer realm=\"pxadmind\"\r\n");
+      send(c, 401, r.body, 0, "WWW-Authenticate", "Bearer realm=\"pxadmind\"");
       return;
     }
     req.who = "token:" + name;
@@ -153,15 +154,11 @@ void handle(Conn* c) {
   send(c, r.status, r.body, r.version);
 }
 
-void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-  Conn* c = static_cast<Conn*>(s->data);
-  if (n < 0) {
-    free(buf->base);
-    close_conn(c);
-    return;
-  }
-  c->leftover.append(buf->base, static_cast<size_t>(n));
-  free(buf->base);
+void Conn::on_eof() { close_conn(this); }
+
+void Conn::on_data(const char* data, size_t n) {
+  Conn* c = this;
+  c->leftover.append(data, n);
   while (!c->closing && !c->leftover.empty()) {
     llhttp_errno_t e = c->parser.execute(c->leftover.data(), c->leftover.size());
     if (e == HPE_PAUSED) {
@@ -171,16 +168,10 @@ void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
       c->body.clear();
       c->too_big = false;
       if (!c->keep_alive) {
-        uv_read_stop(s);
-        uv_shutdown_t* sh = new uv_shutdown_t;
-        sh->data = c;
-        if (uv_shutdown(sh, s, [](uv_shutdown_t* r, int) {
-              close_conn(static_cast<Conn*>(r->data));
-              delete r;
-            }) != 0) {
-          delete sh;
-          close_conn(c);
-        }
+        // Close once the answer is out.
+        c->closing = true;
+        c->t.read_stop();
+        c->t.shutdown(true);
         return;
       }
       c->parser.resume();
@@ -189,8 +180,9 @@ void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     if (e != HPE_OK) {
       c->keep_alive = false;
       send(c, c->parser.error_status(), Result::error(c->parser.error_status(), "", c->parser.error_reason()).body, 0);
-      uv_read_stop(s);
-      close_conn(c);
+      c->closing = true;
+      c->t.read_stop();
+      c->t.shutdown(true);
       return;
     }
     c->leftover.clear();
@@ -199,11 +191,9 @@ void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 }
 
 void start_conn(Conn* c) {
-  c->srv->conns.insert(c);
-  c->h.pipe.data = c;
   c->parser.init(HTTP_REQUEST, c, &c->srv->limits);
   c->parser.attach(&c->head);
-  uv_read_start(c->stream(), [](uv_handle_t*, size_t sz, uv_buf_t* b) { *b = uv_buf_init(static_cast<char*>(malloc(sz)), static_cast<unsigned>(sz)); }, on_read);
+  c->t.read_start();
 }
 
 }  // namespace
@@ -239,16 +229,17 @@ int run_server(const ServerOptions& opt) {
     auto* c = new Conn();
     c->srv = s;
     c->is_unix = true;
-    uv_pipe_init(s->loop, &c->h.pipe, 0);
-    c->h.pipe.data = c;
-    if (uv_accept(l, c->stream()) != 0) {
+    s->conns.insert(c);
+    c->t.init_pipe(s->loop);
+    c->t.set_user(c);
+    if (c->t.accept(l) != 0) {
       close_conn(c);
       return;
     }
     uv_os_fd_t fd;
     ucred cred{};
     socklen_t len = sizeof cred;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->h), &fd) == 0 &&
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(c->t.stream()), &fd) == 0 &&
         getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
       c->who = "uid:" + std::to_string(cred.uid);
     else
@@ -281,9 +272,10 @@ int run_server(const ServerOptions& opt) {
       auto* c = new Conn();
       c->srv = s;
       c->is_unix = false;
-      uv_tcp_init(s->loop, &c->h.tcp);
-      c->h.tcp.data = c;
-      if (uv_accept(l, c->stream()) != 0) {
+      s->conns.insert(c);
+      c->t.init_tcp(s->loop);
+      c->t.set_user(c);
+      if (c->t.accept(l) != 0) {
         close_conn(c);
         return;
       }
@@ -317,7 +309,7 @@ int run_server(const ServerOptions& opt) {
   PX_INFO("pxadmind ready: store %s", opt.data_dir.c_str());
   uv_run(&loop, UV_RUN_DEFAULT);
   ::unlink(opt.socket_path.c_str());
-  while (!srv.conns.empty()) close_conn(*srv.conns.begin());
+  for (Conn* c : std::set<Conn*>(srv.conns)) close_conn(c);
   uv_walk(&loop, [](uv_handle_t* h, void*) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);

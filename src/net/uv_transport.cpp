@@ -192,10 +192,19 @@ void UvTransport::written(int status) {
   else if (queued() < kLowWater) user_->on_drained();
 }
 
-void UvTransport::shutdown() {
+void UvTransport::shutdown(bool then_close) {
   if (closing_) return;
   auto* req = new uv_shutdown_t;
-  if (uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
+  req->data = then_close ? this : nullptr;
+  int r = uv_shutdown(req, stream(), [](uv_shutdown_t* sr, int) {
+    auto* t = static_cast<UvTransport*>(sr->data);
+    delete sr;
+    if (t && !t->closing_) t->close();
+  });
+  if (r != 0) {
+    delete req;
+    if (then_close) close();
+  }
 }
 
 void UvTransport::on_close(uv_handle_t* h) {

@@ -31,7 +31,7 @@ class UvTransport final : public Transport {
   void read_stop() override;
   int write(Output& out) override;
   size_t queued() const override { return h_.tcp.write_queue_size; }
-  void shutdown() override;
+  void shutdown(bool then_close = false) override;
   void close() override;
 
   static constexpr size_t kReadBuf = 64 * 1024;

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <string>
 
+#include "http/h1.h"
 #include "http/parser.h"
 #include "lua/engine.h"
 
@@ -113,11 +114,17 @@ Reply call(const std::string& method, const std::string& path, const json* body 
   std::string where;
   int fd = connect_admin(&where);
   std::string payload = body ? body->dump() : "";
-  std::string req = method + " " + path + " HTTP/1.1\r\nHost: pxadmind\r\nUser-Agent: pxctl\r\nConnection: close\r\n";
-  if (!g.token.empty()) req += "Authorization: Bearer " + g.token + "\r\n";
-  if (!if_match.empty()) req += "If-Match: \"" + if_match + "\"\r\n";
-  if (body) req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(payload.size()) + "\r\n";
-  req += "\r\n" + payload;
+  std::string req;
+  px::http::HeadWriter w(req);
+  w.request_line(method, path, false);
+  w.field("Host", "pxadmind");
+  w.field("User-Agent", "pxctl");
+  w.field("Connection", "close");
+  if (!g.token.empty()) w.field("Authorization", "Bearer " + g.token);
+  if (!if_match.empty()) w.field("If-Match", "\"" + if_match + "\"");
+  if (body) w.field("Content-Type", "application/json");
+  w.end_request(body ? px::http::Framing::length : px::http::Framing::none, payload.size(), {});
+  req += payload;
   size_t off = 0;
   while (off < req.size()) {
     ssize_t n = write(fd, req.data() + off, req.size() - off);
