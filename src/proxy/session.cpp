@@ -38,7 +38,18 @@ void Stream::reset() {
   host = {};
   mask = 0;
   filter_failed = false;
+  term_set = false;
+  term = Termination::ok;
+  bytes_in = bytes_out = 0;
+  for (auto& us : phase_us) us = 0;
   fs.reset();
+}
+
+int run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st) {
+  uint64_t t0 = uv_hrtime();
+  int r = eng->run(p, route_index, st);
+  st->phase_us[p] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
+  return r;
 }
 
 void Session::start() {
@@ -69,6 +80,7 @@ void Session::on_timeout(Timeout t) {
   if (stream && !stream->req_complete && !stream->resp_head_sent) {
     // Slowloris: the head (or the body) did not arrive in time.
     PX_DEBUG("client %s: request timed out", peer_ip.str().c_str());
+    stream->end_as(Termination::client_timeout);
     if (stream->up) abort_upstream(stream);
     respond_local(408, "request timed out", true);
     stream->req_complete = true;
@@ -106,6 +118,7 @@ void Session::on_data(const char* data, size_t n) {
   got_bytes = true;
   if (timeout == Timeout::body) set_timeout(Timeout::body);  // the body timeout is between reads
   if (stream && stream->tunnel) {
+    stream->bytes_in += n;
     tunnel_from_client(stream, data, n);
     return;
   }
@@ -141,6 +154,7 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
   } else if (err != HPE_OK) {
     int status = parser.error_status();
     PX_DEBUG("client %s: bad request (%d): %s", peer_ip.str().c_str(), status, parser.error_reason());
+    st->end_as(status == 413 ? Termination::local : Termination::bad_request);
     if (st->up) abort_upstream(st);
     if (!st->resp_head_sent) respond_local(status, parser.error_reason(), true);
     else close_after = true;
@@ -153,6 +167,7 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
     }
     close_after = true;
   }
+  st->bytes_in += consumed;
   flush(st);
   if (closing) return;
   if (from_leftover) leftover.erase(0, consumed);
@@ -164,6 +179,7 @@ void Session::flush(Stream* st) {
   if (st->up) flush_upstream(st);
   if (closing || !st->out.empty()) {
     if (closing) return;
+    st->bytes_out += st->out.size();
     int r = tr->write(st->out);
     if (r != 0) {
       close();
@@ -206,7 +222,7 @@ int Session::on_head(http::Head& h) {
   }
   // Phase 1, early_request: the global filters (acme), before routing.
   if (eng && (eng->early_mask() & (1 << lua::kEarly)) && eng->early_wants(path)) {
-    int rr = eng->run(lua::kEarly, -1, st);
+    int rr = run_phase(eng, lua::kEarly, -1, st);
     if (rr != 0) {
       answer_from_filter(st, rr);
       return 0;
@@ -223,12 +239,13 @@ int Session::on_head(http::Head& h) {
   st->mask = snap->masks.empty() ? 0 : snap->masks[r->index];
   if (st->mask & lua::kMissingFilter) {
     PX_ERR("route %s: a filter it names is not loaded or refused its config; answering 500", r->spec.name.c_str());
+    st->end_as(Termination::filter_error);
     respond_local(500, "filter not available", st->req_body != BodyMode::none);
     return 0;
   }
   // Phase 2, request: access control, redirects, answers.
   if (st->mask & (1 << lua::kRequest)) {
-    int rr = eng->run(lua::kRequest, static_cast<int>(r->index), st);
+    int rr = run_phase(eng, lua::kRequest, static_cast<int>(r->index), st);
     if (rr != 0) {
       answer_from_filter(st, rr);
       return 0;
@@ -251,7 +268,8 @@ int Session::on_head(http::Head& h) {
   // Phases 3 and 4, upstream_peer and upstream_request: which peer, and what it is sent.
   for (lua::Phase p : {lua::kPeer, lua::kUpstreamRequest})
     if (st->mask & (1 << p)) {
-      if (eng->run(p, static_cast<int>(r->index), st) != 0) {
+      if (run_phase(eng, p, static_cast<int>(r->index), st) != 0) {
+        st->end_as(Termination::filter_error);
         respond_local(500, "filter error", st->req_body != BodyMode::none);
         return 0;
       }
@@ -263,6 +281,7 @@ int Session::on_head(http::Head& h) {
 
 void Session::answer_from_filter(Stream* st, int rr) {
   if (rr < 0) {
+    st->end_as(Termination::filter_error);
     respond_local(500, "filter error", st->req_body != BodyMode::none);
     return;
   }
@@ -415,8 +434,9 @@ void Session::respond(int status, const std::vector<std::pair<std::string, std::
   // Phase 5, response, also for answers px makes itself (a route's filters may add HSTS to a redirect).
   if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine() && !st->filter_failed) {
     lua::set_response_view(nullptr, status);
-    int rr = w->engine()->run(lua::kResponse, static_cast<int>(st->route->index), st);
+    int rr = run_phase(w->engine(), lua::kResponse, static_cast<int>(st->route->index), st);
     if (rr < 0) {
+      st->end_as(Termination::filter_error);
       st->filter_failed = true;
       status = 500;
       hdrs.clear();
@@ -447,16 +467,44 @@ void Session::respond(int status, const std::vector<std::pair<std::string, std::
   st->resp_complete = true;
 }
 
-void Session::end_filters(Stream* st) {
-  if (!st->fs) return;
-  lua::Engine* eng = w->engine();
-  if (!eng) return;
-  // Phase 6, logging: after the exchange, read-only.
-  if (st->route && (st->mask & (1 << lua::kLogging))) {
-    lua::set_response_view(st->local ? nullptr : &st->resp, st->status);
-    eng->run(lua::kLogging, static_cast<int>(st->route->index), st);
+void Session::end_stream() {
+  Stream* st = stream;
+  if (st->up) abort_upstream(st);
+  if (!st->term_set) {
+    if (closing && !st->tunnel && !(st->req_complete && st->resp_complete))
+      st->end_as(w->stopping() ? Termination::shutdown : Termination::client_closed);
+    else st->end_as(st->local ? Termination::local : Termination::ok);
   }
-  eng->done(st);
+  EndRecord r;
+  r.route = st->route ? std::string_view(st->route->spec.name) : std::string_view();
+  r.peer = st->peer ? std::string_view(st->peer->key) : std::string_view();
+  r.method = st->req.method_name();
+  r.host = st->host;
+  r.target = st->req.url();
+  r.client = st->client_ip;
+  r.status = st->status;
+  r.upstream_status = st->local ? 0 : st->resp.status;
+  r.attempts = st->attempts;
+  r.reason = st->term;
+  r.bytes_in = st->bytes_in;
+  r.bytes_out = st->bytes_out;
+  r.start_ms = st->start_ms;
+  r.duration_ms = st->start_ms ? w->now() - st->start_ms : 0;
+  r.stream = st;
+  lua::Engine* eng = w->engine();
+  // The first observer: phase 6, logging (after the exchange, read-only).
+  if (st->fs && eng && st->route && (st->mask & (1 << lua::kLogging))) {
+    lua::set_response_view(st->local ? nullptr : &st->resp, st->status);
+    uint64_t t0 = uv_hrtime();
+    eng->run(lua::kLogging, static_cast<int>(st->route->index), st);
+    r.phase_us[lua::kLogging] = static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
+  }
+  for (int p = 0; p < lua::kLogging; p++) r.phase_us[p] = st->phase_us[p];
+  for (EndObserver* o : w->observers()) o->on_stream_end(r);
+  if (st->fs && eng) eng->done(st);
+  if (st->snap) w->release_snap(st->snap);
+  stream = nullptr;
+  w->put_stream(st);
 }
 
 void Session::after_event() {
@@ -487,11 +535,7 @@ void Session::finish_stream() {
   Stream* st = stream;
   if (!st->out.empty()) flush(st);
   if (closing) return;
-  if (st->up) abort_upstream(st);
-  end_filters(st);
-  if (st->snap) w->release_snap(st->snap);
-  stream = nullptr;
-  w->put_stream(st);
+  end_stream();
   if (close_after || w->draining()) {
     close_when_written();
     return;
@@ -521,14 +565,7 @@ void Session::on_closed() { delete this; }
 void Session::close() {
   if (closing) return;
   closing = true;
-  if (stream) {
-    Stream* st = stream;
-    if (st->up) abort_upstream(st);
-    end_filters(st);
-    if (st->snap) w->release_snap(st->snap);
-    stream = nullptr;
-    w->put_stream(st);
-  }
+  if (stream) end_stream();
   set_timeout(Timeout::none);
   tr->close();  // on_closed() frees the session, on a later loop iteration
   if (counted) w->session_closed(this);

@@ -252,6 +252,7 @@ void UpConn::on_data(const char* data, size_t len) {
       st->resp_body = BodyMode::none;
       upstream_failed(st, this, Fail::bad_response);
     } else {
+      st->end_as(Termination::upstream_bad_response);
       s->flush(st);
       s->close();
     }
@@ -306,8 +307,9 @@ int UpConn::on_head(http::Head& h) {
   const std::vector<lua::HeaderEdit>* edits = nullptr;
   if ((st->mask & (1 << lua::kResponse)) && h.status != 101) {
     lua::set_response_view(&h, h.status);
-    if (s->w->engine()->run(lua::kResponse, static_cast<int>(st->route->index), st) < 0) {
+    if (run_phase(s->w->engine(), lua::kResponse, static_cast<int>(st->route->index), st) < 0) {
       st->filter_failed = true;
+      st->end_as(Termination::filter_error);
       return parser.set_error(500, "a response filter failed");
     }
     if (st->fs->new_status) status = st->fs->new_status;
@@ -375,6 +377,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     }
     if (!p) p = w->choose_peer(st);
     if (!p) {
+      if (answer_if_none) st->end_as(Termination::no_upstream);
       if (answer_if_none)
         s->respond_local(502, "no upstream peer available", st->req_body != BodyMode::none && !st->req_complete);
       return false;
@@ -454,6 +457,13 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
       return;
     }
     // No other peer to try: answer with what went wrong on this one.
+  }
+  switch (why) {
+    case Fail::connect: st->end_as(Termination::upstream_refused); break;
+    case Fail::connect_timeout: st->end_as(Termination::upstream_connect_timeout); break;
+    case Fail::read_timeout: st->end_as(Termination::upstream_timeout); break;
+    case Fail::bad_response: st->end_as(Termination::upstream_bad_response); break;
+    case Fail::closed: st->end_as(Termination::upstream_closed); break;
   }
   if (!st->resp_head_sent) {
     int status = (why == Fail::connect_timeout || why == Fail::read_timeout) ? 504 : 502;

@@ -62,7 +62,27 @@ void Worker::start(std::vector<int> fds) {
   thread_ = std::thread([this] { run(); });
 }
 
+namespace {
+// An end-record observer: one debug line per stream (log_level debug).
+struct DebugStreamLog final : EndObserver {
+  void on_stream_end(const EndRecord& r) override {
+    char ip[64];
+    size_t n = r.client.format(ip);
+    PX_DEBUG("stream end: client=%.*s method=%.*s host=%.*s target=%.*s route=%.*s peer=%.*s status=%u "
+             "upstream_status=%u attempts=%u in=%llu out=%llu ms=%llu reason=%s",
+             static_cast<int>(n), ip, static_cast<int>(r.method.size()), r.method.data(),
+             static_cast<int>(r.host.size()), r.host.data(), static_cast<int>(r.target.size()), r.target.data(),
+             static_cast<int>(r.route.size()), r.route.data(), static_cast<int>(r.peer.size()), r.peer.data(),
+             r.status, r.upstream_status, r.attempts, static_cast<unsigned long long>(r.bytes_in),
+             static_cast<unsigned long long>(r.bytes_out), static_cast<unsigned long long>(r.duration_ms),
+             termination_name(r.reason));
+  }
+};
+DebugStreamLog g_debug_stream_log;
+}  // namespace
+
 void Worker::run() {
+  if (log::level() == log::Level::debug) add_observer(&g_debug_stream_log);
   engine_ = std::make_unique<lua::Engine>();
   std::string err;
   if (!engine_->init(cfg_, this, &err)) {

@@ -35,6 +35,7 @@
 #include "http/parser.h"
 #include "net/cidr.h"
 #include "proxy/balancer.h"
+#include "proxy/end_record.h"
 #include "net/output.h"
 #include "net/uv_transport.h"
 #include "lua/engine.h"
@@ -128,7 +129,15 @@ struct Stream {
   std::string_view host;         // Host (or the absolute-form authority), into req.buf
   uint16_t mask = 0;             // filter phases of this stream's route
   bool filter_failed = false;    // a response-phase filter failed: answer 500
+  bool term_set = false;
+  Termination term = Termination::ok;  // why it ended (the first cause recorded)
+  uint64_t bytes_in = 0;         // request bytes read from the client
+  uint64_t bytes_out = 0;        // bytes written to the client
+  uint32_t phase_us[lua::kPhases] = {};
   std::unique_ptr<lua::FilterState> fs;  // only for routes with filters
+  void end_as(Termination t) {
+    if (!term_set) term = t, term_set = true;
+  }
   void reset();
 };
 
@@ -179,7 +188,7 @@ struct Session final : http::Sink, net::TransportUser {
   void respond(int status, const std::vector<std::pair<std::string, std::string>>* headers, std::string_view body,
                bool close);
   void answer_from_filter(Stream* st, int rr);
-  void end_filters(Stream* st);
+  void end_stream();        // the one place a stream ends: its end record, observers, then reuse
   void finish_stream();
   void after_event();        // finish what finished, parse what waits, re-arm reading
   void close();
@@ -233,6 +242,9 @@ struct UpConn final : http::Sink, net::TransportUser {
   void on_timeout();
 };
 
+// Runs one filter phase for a stream, timing it into the stream's end record.
+int run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st);
+
 class Worker {
  public:
   Worker(int id, const Config& cfg);
@@ -284,6 +296,10 @@ class Worker {
   void timeout_unlink(Session* s);
 
   std::function<void()> on_exit;  // runs on the worker thread as it ends
+  // End records (end_record.h): observers are called in order for every stream.
+  void add_observer(EndObserver* o) { observers_.push_back(o); }
+  const std::vector<EndObserver*>& observers() const { return observers_; }
+  bool stopping() const { return stopping_; }
   http::Limits req_limits;
   http::Limits resp_limits;
   uint64_t sessions = 0;
@@ -326,6 +342,7 @@ class Worker {
   char date_buf_[40] = {};
 
   std::unique_ptr<lua::Engine> engine_;
+  std::vector<EndObserver*> observers_;
   std::unordered_map<std::string, uint64_t> auth_cache_;  // verified Basic credentials -> expiry (ms)
   std::mutex mu_;  // guards the mailbox below; never taken on the request path
   std::vector<std::pair<std::string, std::string>> mail_filters_;

@@ -1,0 +1,60 @@
+// px::proxy end records — every stream (one request/response exchange) ends in
+// exactly one place, Session::end_stream(), which fills one EndRecord and hands
+// it to the worker's observers: the Lua logging phase first, then whatever
+// subscribed (the debug stream log now; metrics and access logs next).
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include "net/cidr.h"
+
+namespace px::proxy {
+
+struct Stream;
+
+// Why a stream ended, in the spirit of HAProxy's termination flags: who ended
+// it and at which point. One value per stream; the first cause recorded wins.
+enum class Termination : uint8_t {
+  ok,                        // the exchange completed (upstream answer relayed)
+  local,                     // px answered itself (no route, limits, a filter's answer)
+  bad_request,               // the client sent something that is not valid HTTP/1
+  client_timeout,            // the head or body did not arrive in time (408)
+  client_closed,             // the client went away before the exchange completed
+  no_upstream,               // no usable peer (502)
+  upstream_refused,          // every connect attempt failed (502)
+  upstream_connect_timeout,  // (504)
+  upstream_timeout,          // no answer within the read timeout (504)
+  upstream_closed,           // the upstream closed before a whole answer (502, or a cut response)
+  upstream_bad_response,     // the upstream's answer was not valid HTTP/1 (502)
+  filter_error,              // a filter failed (500)
+  shutdown,                  // pxd stopped while the stream was in flight
+};
+const char* termination_name(Termination t);
+
+struct EndRecord {
+  std::string_view route;      // "" before routing
+  std::string_view peer;       // the last upstream peer tried, "" for none
+  std::string_view method, host, target;
+  net::IpAddr client;
+  uint16_t status = 0;         // sent to the client (0: nothing was sent)
+  uint16_t upstream_status = 0;
+  uint8_t attempts = 0;        // upstream attempts (retries included)
+  Termination reason = Termination::ok;
+  uint64_t bytes_in = 0;       // bytes of this request read from the client (head and body)
+  uint64_t bytes_out = 0;      // bytes written to the client for this stream
+  uint64_t start_ms = 0;       // loop time of the first byte of the head
+  uint64_t duration_ms = 0;
+  uint32_t phase_us[6] = {};   // time spent in each filter phase (lua::Phase order)
+  const Stream* stream = nullptr;  // for in-process observers; valid during the call only
+};
+
+class EndObserver {
+ public:
+  // Called once per stream, on the worker's thread, after the exchange ended.
+  virtual void on_stream_end(const EndRecord& r) = 0;
+
+ protected:
+  ~EndObserver() = default;
+};
+
+}  // namespace px::proxy
