@@ -13,6 +13,7 @@
 //   index:hp:<host> <path>     route name: which route serves a host + path prefix (conflict checks)
 //   acme:chal:<token>          the key authorization to answer at /.well-known/acme-challenge/<token>
 #pragma once
+#include "core/password.h"
 #include <nlohmann/json.hpp>
 
 #include <string>
@@ -80,8 +81,5 @@ class Admin {
 
 // Validates and normalises an access list; errors are "field: problem".
 bool parse_acl_json(const json& j, json* out, std::string* error);
-// yescrypt hash of a password (libxcrypt).
-bool hash_password(const std::string& password, std::string* out, std::string* error);
-bool verify_password(const std::string& password, const std::string& hash);
 
 }  // namespace px::admin

@@ -26,7 +26,8 @@ extern "C" {
 #include "core/log.h"
 #include "core/strings.h"
 #include "http/h1.h"
-#include "proxy/worker.h"
+#include "route/acl.h"
+#include "route/snapshot.h"
 
 namespace px::lua {
 
@@ -97,12 +98,10 @@ namespace {
 // Plain data, so that reading it costs no thread-local initialisation check (and
 // the watchdog's signal handler may read it).
 struct Current {
-  proxy::Stream* st;
+  RequestView* v;  // the request being processed, nullptr outside one
   Engine* eng;
   int phase;
   bool active;
-  const http::Head* resp;  // upstream response head, in response/logging
-  int resp_status;
 };
 constinit thread_local Current t_cur{};
 constinit thread_local char t_err[512];  // the message of a refused call
@@ -267,8 +266,8 @@ void Engine::watch(std::chrono::steady_clock::time_point now) {
 // Stack slots the engine keeps in its state for the whole run.
 constexpr int kTracebackSlot = 1, kRunSlot = 2;
 
-bool Engine::init(const Config& cfg, proxy::Worker* w, std::string* error) {
-  w_ = w;
+bool Engine::init(const Config& cfg, std::atomic<uint64_t>* error_counter, std::string* error) {
+  error_counter_ = error_counter;
   budget_ms_ = cfg.lua_phase_budget_ms;
   mem_limit = cfg.lua_memory_limit;
   global_ = cfg.global_filters;
@@ -398,16 +397,13 @@ void Engine::load(const std::vector<std::pair<std::string, std::string>>& files)
   }
   lua_pop(L_, 1);
   lua_pop(L_, 1);
-  if (snap_) {
-    std::vector<uint16_t> masks;
-    install(snap_, &masks);
-    snap_->masks = std::move(masks);
-  }
+  if (snap_) install(*snap_, masks_);
 }
 
-void Engine::install(proxy::SnapRef* snap, std::vector<uint16_t>* masks) {
-  snap_ = snap;
-  const auto& routes = snap->snap->routes();
+void Engine::install(const route::Snapshot& snap, std::vector<uint16_t>* masks) {
+  snap_ = &snap;
+  masks_ = masks;
+  const auto& routes = snap.routes();
   masks->assign(routes.size(), 0);
   lua_rawgeti(L_, LUA_REGISTRYINDEX, clear_ref_);
   lua_call(L_, 0, 0);
@@ -450,18 +446,18 @@ bool Engine::call_filter_code(int nargs, const char* what) {
   return false;
 }
 
-int Engine::run(Phase p, int route_index, proxy::Stream* st) {
+Verdict Engine::run(Phase p, int route_index, RequestView& v) {
   bool fresh = false;
-  if (!st->fs) {
+  if (!v.fs) {
     if (!free_states_.empty()) {
-      st->fs = std::move(free_states_.back());
+      v.fs = std::move(free_states_.back());
       free_states_.pop_back();
     } else {
-      st->fs = std::make_unique<FilterState>();
+      v.fs = std::make_unique<FilterState>();
     }
     fresh = true;
   }
-  FilterState& fs = *st->fs;
+  FilterState& fs = *v.fs;
   lua_State* L = L_;
   if (fs.req_ref == -2) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, new_req_ref_);
@@ -476,7 +472,7 @@ int Engine::run(Phase p, int route_index, proxy::Stream* st) {
   lua_pushinteger(L, route_index);
   lua_rawgeti(L, LUA_REGISTRYINDEX, fs.req_ref);
   lua_pushboolean(L, fresh);  // a pooled request object: engine.run clears what the last request left
-  t_cur.st = st;
+  t_cur.v = &v;
   t_cur.eng = this;
   t_cur.phase = p;
   t_cur.active = true;
@@ -484,39 +480,34 @@ int Engine::run(Phase p, int route_index, proxy::Stream* st) {
   int rc = lua_pcall(L, 4, 1, msgh);
   leave();
   t_cur.active = false;
-  t_cur.resp = nullptr;
-  t_cur.st = nullptr;
-  int out;
+  t_cur.v = nullptr;
+  Verdict out;
   if (rc != 0) {
     errors_++;
-    w_->filter_errors_.fetch_add(1, std::memory_order_relaxed);
-    const char* route = st->route ? st->route->spec.name.c_str() : "(before routing)";
+    if (error_counter_) error_counter_->fetch_add(1, std::memory_order_relaxed);
+    const char* route = v.route ? v.route->spec.name.c_str() : "(before routing)";
     const char* msg = lua_tostring(L, -1);
     PX_ERR("filter error: route %s, phase %s: %s", route, phase_name(p), msg ? msg : "?");
     if (rc == LUA_ERRMEM || mem_used > mem_limit / 2) lua_gc(L, LUA_GCCOLLECT, 0);
-    out = -1;
+    out = Verdict::failed;
   } else {
-    out = lua_toboolean(L, -1) ? 1 : 0;
+    out = lua_toboolean(L, -1) ? Verdict::answered : Verdict::next;
   }
   lua_settop(L, msgh - 1);
   return out;
 }
 
-void Engine::done(proxy::Stream* st) {
-  if (!st->fs) return;
-  st->fs->clear();
+void Engine::done(RequestView& v) {
+  if (!v.fs) return;
+  v.fs->clear();
   if (free_states_.size() < 256) {
-    free_states_.push_back(std::move(st->fs));
+    free_states_.push_back(std::move(v.fs));
   } else {
-    if (st->fs->req_ref >= 0) luaL_unref(L_, LUA_REGISTRYINDEX, st->fs->req_ref);
-    st->fs.reset();
+    if (v.fs->req_ref >= 0) luaL_unref(L_, LUA_REGISTRYINDEX, v.fs->req_ref);
+    v.fs.reset();
   }
 }
 
-void set_response_view(const http::Head* resp, int status) {
-  t_cur.resp = resp;
-  t_cur.resp_status = status;
-}
 
 std::vector<std::pair<std::string, std::string>> apply_edits(
     const std::vector<std::pair<std::string, std::string>>& orig, const std::vector<HeaderEdit>& edits) {
@@ -598,11 +589,11 @@ int refuse(lua_State* L, const char* fmt, A... a) {
 bool refused_call(int mask, const char* call);
 // May `call` run now? Otherwise t_err says why (for refuse()).
 inline bool allowed(int mask, const char* call) {
-  if (t_cur.active && t_cur.st && (mask & (1 << t_cur.phase))) [[likely]] return true;
+  if (t_cur.active && t_cur.v && (mask & (1 << t_cur.phase))) [[likely]] return true;
   return refused_call(mask, call);
 }
 bool refused_call(int mask, const char* call) {
-  if (!t_cur.active || !t_cur.st) {
+  if (!t_cur.active || !t_cur.v) {
     snprintf(t_err, sizeof t_err, "%s: not inside a request (call it from a phase function)", call);
     return false;
   }
@@ -679,9 +670,10 @@ int push_lookup(lua_State* L, Each&& each_orig, const std::vector<HeaderEdit>* e
   return 1;
 }
 
-bool is_https(const proxy::Stream* st) {
-  if (!st->session->trusted_peer) return false;
-  std::string_view xfp = st->req.get(http::Hdr::x_forwarded_proto);
+bool is_https(const RequestView* v) {
+  if (v->tls) return true;
+  if (!v->trusted_peer) return false;
+  std::string_view xfp = v->req->get(http::Hdr::x_forwarded_proto);
   return !xfp.empty() && iequals(trim(xfp.substr(0, xfp.find(','))), "https");
 }
 
@@ -691,9 +683,9 @@ int api_field(lua_State* L) {
                                 "req:sni", "req:route", "req:uri", "req:scheme"};
   auto which = lua_tointeger(L, lua_upvalueindex(1));
   PX_ALLOWED(kAll, calls[which]);
-  const proxy::Stream* st = t_cur.st;
-  const http::Head& h = st->req;
-  std::string_view uri = st->abs_path.empty() ? h.url() : std::string_view(st->abs_path);
+  const RequestView* v = t_cur.v;
+  const http::Head& h = *v->req;
+  std::string_view uri = v->uri;
   std::string_view out;
   switch (which) {
     case 0: out = h.method_name(); break;
@@ -704,7 +696,7 @@ int api_field(lua_State* L) {
       break;
     }
     case 3: {
-      std::string_view host = st->host;
+      std::string_view host = v->host;
       if (!host.empty() && host.front() == '[') host = host.substr(0, host.find(']') + 1);
       else host = host.substr(0, host.rfind(':') == std::string_view::npos ? host.size() : host.rfind(':'));
       out = host;
@@ -712,13 +704,13 @@ int api_field(lua_State* L) {
     }
     case 4: {
       char buf[64];
-      lua_pushlstring(L, buf, st->client_ip.format(buf));
+      lua_pushlstring(L, buf, v->client_ip.format(buf));
       return 1;
     }
-    case 5: out = ""; break;
-    case 6: out = st->route ? std::string_view(st->route->spec.name) : std::string_view(); break;
+    case 5: out = v->sni; break;
+    case 6: out = v->route ? std::string_view(v->route->spec.name) : std::string_view(); break;
     case 7: out = uri; break;
-    case 8: out = is_https(st) ? "https" : "http"; break;
+    case 8: out = is_https(v) ? "https" : "http"; break;
   }
   push(L, out);
   return 1;
@@ -726,12 +718,12 @@ int api_field(lua_State* L) {
 
 int api_is_tls(lua_State* L) {
   PX_ALLOWED(kAll, "req:is_tls");
-  lua_pushboolean(L, 0);
+  lua_pushboolean(L, t_cur.v->tls);
   return 1;
 }
 int api_is_https(lua_State* L) {
   PX_ALLOWED(kAll, "req:is_https");
-  lua_pushboolean(L, is_https(t_cur.st));
+  lua_pushboolean(L, is_https(t_cur.v));
   return 1;
 }
 
@@ -739,8 +731,8 @@ int api_header(lua_State* L) {
   PX_ALLOWED(kAll, "req:header");
   std::string_view name = arg(L, 2);
   lua_Integer index = luaL_optinteger(L, 3, 0);
-  const FilterState* fs = t_cur.st->fs.get();
-  const http::Head& h = t_cur.st->req;
+  const FilterState* fs = t_cur.v->fs.get();
+  const http::Head& h = *t_cur.v->req;
   if (!fs || fs->req_edits.empty()) {  // the common case: read the head directly
     for (size_t i = 0; i < h.headers.size(); i++)
       if (iequals(h.name(i), name) && index-- == 0) {
@@ -762,11 +754,11 @@ int api_header(lua_State* L) {
 bool has_header(bool response, const std::vector<HeaderEdit>& edits, std::string_view name) {
   for (const auto& e : edits)
     if (iequals(e.name, name)) return true;
-  const http::Head* h = response ? t_cur.resp : &t_cur.st->req;
+  const http::Head* h = response ? t_cur.v->resp : t_cur.v->req;
   if (h) {
     return h->find(name) >= 0;
   } else {
-    for (const auto& hv : t_cur.st->fs->respond_headers)
+    for (const auto& hv : t_cur.v->fs->respond_headers)
       if (iequals(hv.first, name)) return true;
   }
   return false;
@@ -784,7 +776,7 @@ int edit(lua_State* L, const char* const calls[3], int mask, bool response) {
     return refuse(L, "%s: %.*s is a framing header px manages", calls[mode], static_cast<int>(name.size()),
                   name.data());
   if (!valid_value(value)) return refuse(L, "%s: a header value cannot hold CR, LF or NUL", calls[mode]);
-  auto& edits = response ? t_cur.st->fs->resp_edits : t_cur.st->fs->req_edits;
+  auto& edits = response ? t_cur.v->fs->resp_edits : t_cur.v->fs->req_edits;
   if (mode == 2 && !has_header(response, edits, name)) return 0;  // removing what is not there changes nothing
   edits.push_back({static_cast<uint8_t>(mode), std::string(name), std::string(value)});
   return 0;
@@ -800,8 +792,8 @@ int api_resp_edit(lua_State* L) {
 
 int api_status(lua_State* L) {
   PX_ALLOWED(kReadResp, "req:status");
-  const FilterState* fs = t_cur.st->fs.get();
-  lua_pushinteger(L, fs && fs->new_status ? fs->new_status : t_cur.resp_status);
+  const FilterState* fs = t_cur.v->fs.get();
+  lua_pushinteger(L, fs && fs->new_status ? fs->new_status : t_cur.v->status);
   return 1;
 }
 int api_set_status(lua_State* L) {
@@ -809,7 +801,7 @@ int api_set_status(lua_State* L) {
   lua_Integer status = luaL_checkinteger(L, 2);
   if (status < 200 || status > 599)
     return refuse(L, "req:set_status: %lld is not a final status (200..599)", static_cast<long long>(status));
-  t_cur.st->fs->new_status = static_cast<int>(status);
+  t_cur.v->fs->new_status = static_cast<int>(status);
   return 0;
 }
 
@@ -817,8 +809,8 @@ int api_resp_header(lua_State* L) {
   PX_ALLOWED(kReadResp, "req:resp_header");
   std::string_view name = arg(L, 2);
   lua_Integer index = luaL_optinteger(L, 3, 0);
-  const FilterState* fs = t_cur.st->fs.get();
-  const http::Head* resp = t_cur.resp;
+  const FilterState* fs = t_cur.v->fs.get();
+  const http::Head* resp = t_cur.v->resp;
   return push_lookup(
       L,
       [&](auto&& f) {
@@ -833,7 +825,7 @@ int api_resp_header(lua_State* L) {
 int respond_header(lua_State* L, std::string_view name, std::string_view value) {
   if (!valid_name(name) || !valid_value(value))
     return refuse(L, "px.respond: invalid header '%.*s'", static_cast<int>(name.size()), name.data());
-  t_cur.st->fs->respond_headers.emplace_back(std::string(name), std::string(value));
+  t_cur.v->fs->respond_headers.emplace_back(std::string(name), std::string(value));
   return 0;
 }
 
@@ -859,8 +851,8 @@ int api_respond(lua_State* L) {
       lua_pop(L, 2);
     }
   }
-  t_cur.st->fs->respond_status = static_cast<int>(status);
-  t_cur.st->fs->respond_body.assign(body, blen);
+  t_cur.v->fs->respond_status = static_cast<int>(status);
+  t_cur.v->fs->respond_body.assign(body, blen);
   lua_pushvalue(L, lua_upvalueindex(1));
   return 1;
 }
@@ -873,25 +865,25 @@ int api_redirect(lua_State* L) {
   if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
     return refuse(L, "px.redirect: status must be 301, 302, 303, 307 or 308");
   respond_header(L, "Location", url);
-  t_cur.st->fs->respond_status = static_cast<int>(status);
-  t_cur.st->fs->respond_body.clear();
+  t_cur.v->fs->respond_status = static_cast<int>(status);
+  t_cur.v->fs->respond_body.clear();
   lua_pushvalue(L, lua_upvalueindex(1));
   return 1;
 }
 
-int peers(const proxy::Stream* st) { return st->route ? static_cast<int>(st->route->pool.peers.size()) : 0; }
+int peers(const RequestView* v) { return v->route ? static_cast<int>(v->route->pool.peers.size()) : 0; }
 int api_peer_count(lua_State* L) {
   PX_ALLOWED(kAll, "px.peer_count");
-  lua_pushinteger(L, peers(t_cur.st));
+  lua_pushinteger(L, peers(t_cur.v));
   return 1;
 }
 int api_set_peer(lua_State* L) {
   PX_ALLOWED(kPeerOnly, "px.set_peer");
   lua_Integer index = luaL_checkinteger(L, 1);
-  int n = peers(t_cur.st);
+  int n = peers(t_cur.v);
   if (index < 1 || index > n)
     return refuse(L, "px.set_peer: %lld is not a peer of this route (1..%d)", static_cast<long long>(index), n);
-  t_cur.st->fs->peer = static_cast<int>(index - 1);
+  t_cur.v->fs->peer = static_cast<int>(index - 1);
   return 0;
 }
 
@@ -900,7 +892,7 @@ int api_log(lua_State* L) {
   int level = static_cast<int>(luaL_checkinteger(L, 1));
   std::string_view msg = arg(L, 2);
   if (level < 0 || level > 3) level = 2;
-  const char* route = t_cur.st && t_cur.st->route ? t_cur.st->route->spec.name.c_str() : "-";
+  const char* route = t_cur.v && t_cur.v->route ? t_cur.v->route->spec.name.c_str() : "-";
   PX_LOG(static_cast<log::Level>(level), "filter (route %s, phase %s): %.*s", route,
          phase_name(t_cur.active ? t_cur.phase : -1), static_cast<int>(msg.size()), msg.data());
   return 0;
@@ -916,8 +908,8 @@ const route::AclSpec* acl_named(lua_State* L, const char* call, std::string_view
     refuse(L);
     return nullptr;
   }
-  const proxy::Stream* st = t_cur.st;
-  const auto* acl = st->snap ? st->snap->snap->acl(name) : nullptr;
+  const RequestView* v = t_cur.v;
+  const auto* acl = v->snap ? v->snap->acl(name) : nullptr;
   if (!acl) refuse(L, "%s: no access list named '%.*s'", call, static_cast<int>(name.size()), name.data());
   return acl;
 }
@@ -928,14 +920,15 @@ const route::AclSpec* acl_named(lua_State* L, const char* call, std::string_view
 int api_acl_check(lua_State* L) {
   std::string_view name = arg(L, 1);
   const auto* acl = acl_named(L, "px.acl_check", name);  // refuses outside E and R
-  int own = t_cur.st->req.find(http::Hdr::authorization);
+  const RequestView* v = t_cur.v;
+  int own = v->req->find(http::Hdr::authorization);
   std::string_view auth;
   if (lua_isnoneornil(L, 2)) {
-    if (own >= 0) auth = t_cur.st->req.value(static_cast<size_t>(own));
+    if (own >= 0) auth = v->req->value(static_cast<size_t>(own));
   } else {
     auth = arg(L, 2);
   }
-  lua_pushinteger(L, t_cur.st->session->w->acl_decide(*acl, t_cur.st->client_ip, auth));
+  lua_pushinteger(L, static_cast<int>(route::acl_decide(*acl, v->client_ip, auth, *v->auth_cache, v->now_ms)));
   lua_pushboolean(L, acl->pass_authorization || own < 0);
   return 2;
 }
@@ -947,8 +940,8 @@ int api_acl_realm(lua_State* L) {
 int api_acme_challenge(lua_State* L) {
   PX_ALLOWED(kAnswer, "px.acme_challenge");
   std::string_view token = arg(L, 1);
-  const auto* snap = t_cur.st->session->w->current_snap();
-  const std::string* v = snap ? snap->snap->challenge(token) : nullptr;
+  const route::Snapshot* snap = t_cur.v->snap;
+  const std::string* v = snap ? snap->challenge(token) : nullptr;
   if (v) push(L, *v);
   else lua_pushnil(L);
   return 1;

@@ -28,6 +28,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lua/request_view.h"
+
 struct lua_State;
 
 namespace px {
@@ -39,41 +41,30 @@ struct Head;
 class HeadWriter;
 }
 
-namespace px::proxy {
-struct Stream;
-struct SnapRef;
-class Worker;
-}  // namespace px::proxy
+namespace px::route {
+class Snapshot;
+}
 
 namespace px::lua {
 
 enum Phase : uint8_t { kEarly = 0, kRequest, kPeer, kUpstreamRequest, kResponse, kLogging, kPhases };
+
+// What running a phase's filters came to.
+enum class Verdict : int8_t {
+  // Every filter returned normally: px goes on with the request. Changes they
+  // made (header edits, a status, a peer) are in RequestView::fs.
+  next = 0,
+  // A filter answered the request itself (px.respond, px.redirect: early_request
+  // and request only): fs->respond_* hold the answer; px sends it and does not
+  // go upstream.
+  answered = 1,
+  // A filter failed (an error, a blown budget, memory exhausted, a nonsense
+  // return value): logged with the traceback and counted; px answers 500 if the
+  // response head has not gone out, and the worker goes on.
+  failed = -1,
+};
 const char* phase_name(int p);
 inline constexpr uint16_t kMissingFilter = 0x100;  // a route names a filter that is not loaded
-
-struct HeaderEdit {
-  uint8_t mode;  // 0 set, 1 add, 2 remove
-  std::string name, value;
-};
-
-// What filters did to one stream. Allocated only for routes with filters.
-struct FilterState {
-  int req_ref = -2;  // the request's Lua object, in the registry (made once, reused with the state)
-  std::vector<HeaderEdit> req_edits, resp_edits;
-  int new_status = 0;
-  int respond_status = 0;
-  std::string respond_body;
-  std::vector<std::pair<std::string, std::string>> respond_headers;
-  int peer = -1;  // 0-based, chosen in upstream_peer
-  void clear() {
-    req_edits.clear();
-    resp_edits.clear();
-    new_status = respond_status = 0;
-    respond_body.clear();
-    respond_headers.clear();
-    peer = -1;
-  }
-};
 
 // A filter file as the engine loaded it (published in pxd's status file).
 struct FilterInfo {
@@ -85,10 +76,13 @@ struct FilterInfo {
 class Engine {
  public:
   ~Engine();
-  // Creates the state, loads lua/px.lua and every filter.
-  bool init(const Config& cfg, proxy::Worker* w, std::string* error);
-  // Binds each route of a new snapshot to its filter chain; fills masks (per route index).
-  void install(proxy::SnapRef* snap, std::vector<uint16_t>* masks);
+  // Creates the state, loads lua/px.lua and every filter. Filter errors are
+  // also counted in *error_counter (read by another thread).
+  bool init(const Config& cfg, std::atomic<uint64_t>* error_counter, std::string* error);
+  // Binds each route of a new snapshot to its filter chain; fills masks (per
+  // route index). Both must outlive the next install(): a reload of the
+  // filters binds them again and refreshes the masks.
+  void install(const route::Snapshot& snap, std::vector<uint16_t>* masks);
   uint16_t early_mask() const { return early_mask_; }
   // Does a request for this target enter early_request? (global filters may
   // declare path_prefix: px checks it here, before entering Lua at all)
@@ -98,9 +92,10 @@ class Engine {
       if (target.substr(0, p.size()) == p) return true;
     return false;
   }
-  // Runs a phase. Returns 0 to go on, 1 when a filter answered, -1 on error (answer 500).
-  int run(Phase p, int route_index, proxy::Stream* st);
-  void done(proxy::Stream* st);
+  // Runs a phase over a request. The verdict: see Verdict.
+  Verdict run(Phase p, int route_index, RequestView& v);
+  // The stream ended: its filter state goes back to the pool.
+  void done(RequestView& v);
   // (Re)loads filter sources; a failing one keeps its previous version.
   void load(const std::vector<std::pair<std::string, std::string>>& files);  // (path, source)
   const std::vector<FilterInfo>& filters() const { return infos_; }
@@ -124,7 +119,7 @@ class Engine {
   bool compile(const std::string& name, const std::string& path, const std::string& src, std::string* err);
   bool call_filter_code(int nargs, const char* what);
   lua_State* L_ = nullptr;
-  proxy::Worker* w_ = nullptr;
+  std::atomic<uint64_t>* error_counter_ = nullptr;
   int new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1,
       early_ref_ = -1, clear_ref_ = -1, early_prefixes_ref_ = -1;
   uint16_t early_mask_ = 0;
@@ -135,7 +130,8 @@ class Engine {
   std::vector<std::unique_ptr<FilterState>> free_states_;
   std::vector<FilterInfo> infos_;
   std::vector<std::string> global_;
-  proxy::SnapRef* snap_ = nullptr;
+  const route::Snapshot* snap_ = nullptr;
+  std::vector<uint16_t>* masks_ = nullptr;
   // Watchdog state: the phase running (a sequence number, 0 when none), the one
   // it found overrunning, and what only the watchdog thread touches.
   std::atomic<uint64_t> wd_seq_{0}, wd_kill_{0}, wd_budget_ms_{50};
@@ -155,8 +151,6 @@ std::vector<std::pair<std::string, std::string>> apply_edits(
 // The same for a parsed head, without allocating: writes a field for the final
 // values of every edited name (the caller skips edited names itself).
 void append_edited(http::HeadWriter& out, const http::Head& h, const std::vector<HeaderEdit>& edits);
-// What the response and logging phases read (nullptr: a response px made itself).
-void set_response_view(const http::Head* resp, int status);
 
 // Loads the filter files of the built-in and configured directories (later
 // directories override earlier ones by name): (path, source) pairs.

@@ -42,12 +42,27 @@ void Stream::reset() {
   term = Termination::ok;
   bytes_in = bytes_out = 0;
   for (auto& us : phase_us) us = 0;
-  fs.reset();
+  view.fs.reset();
 }
 
-int run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st) {
+lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st, const http::Head* resp,
+                       int status) {
+  // What filters see of this stream (lua/request_view.h), filled just before they run.
+  lua::RequestView& v = st->view;
+  Session* s = st->session;
+  v.req = &st->req;
+  v.uri = st->abs_path.empty() ? st->req.url() : st->abs_path;
+  v.host = st->host;
+  v.client_ip = st->client_ip;
+  v.trusted_peer = s->trusted_peer;
+  v.route = st->route;
+  v.snap = st->snap ? st->snap->snap.get() : nullptr;
+  v.auth_cache = &s->w->auth_cache();
+  v.now_ms = s->w->now();
+  v.resp = resp;
+  v.status = status;
   uint64_t t0 = uv_hrtime();
-  int r = eng->run(p, route_index, st);
+  lua::Verdict r = eng->run(p, route_index, v);
   st->phase_us[p] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
   return r;
 }
@@ -222,8 +237,8 @@ int Session::on_head(http::Head& h) {
   }
   // Phase 1, early_request: the global filters (acme), before routing.
   if (eng && (eng->early_mask() & (1 << lua::kEarly)) && eng->early_wants(path)) {
-    int rr = run_phase(eng, lua::kEarly, -1, st);
-    if (rr != 0) {
+    lua::Verdict rr = run_phase(eng, lua::kEarly, -1, st);
+    if (rr != lua::Verdict::next) {
       answer_from_filter(st, rr);
       return 0;
     }
@@ -245,8 +260,8 @@ int Session::on_head(http::Head& h) {
   }
   // Phase 2, request: access control, redirects, answers.
   if (st->mask & (1 << lua::kRequest)) {
-    int rr = run_phase(eng, lua::kRequest, static_cast<int>(r->index), st);
-    if (rr != 0) {
+    lua::Verdict rr = run_phase(eng, lua::kRequest, static_cast<int>(r->index), st);
+    if (rr != lua::Verdict::next) {
       answer_from_filter(st, rr);
       return 0;
     }
@@ -268,7 +283,7 @@ int Session::on_head(http::Head& h) {
   // Phases 3 and 4, upstream_peer and upstream_request: which peer, and what it is sent.
   for (lua::Phase p : {lua::kPeer, lua::kUpstreamRequest})
     if (st->mask & (1 << p)) {
-      if (run_phase(eng, p, static_cast<int>(r->index), st) != 0) {
+      if (run_phase(eng, p, static_cast<int>(r->index), st) != lua::Verdict::next) {
         st->end_as(Termination::filter_error);
         respond_local(500, "filter error", st->req_body != BodyMode::none);
         return 0;
@@ -279,13 +294,13 @@ int Session::on_head(http::Head& h) {
   return 0;
 }
 
-void Session::answer_from_filter(Stream* st, int rr) {
-  if (rr < 0) {
+void Session::answer_from_filter(Stream* st, lua::Verdict rr) {
+  if (rr == lua::Verdict::failed) {
     st->end_as(Termination::filter_error);
     respond_local(500, "filter error", st->req_body != BodyMode::none);
     return;
   }
-  lua::FilterState& fs = *st->fs;
+  lua::FilterState& fs = *st->view.fs;
   respond(fs.respond_status, &fs.respond_headers, fs.respond_body, st->req_body != BodyMode::none);
 }
 
@@ -320,7 +335,7 @@ void Session::build_upstream_head(Stream* st) {
   std::string_view sent = route::Snapshot::strip(*st->route, path, &need_slash);
   wr.request_line(h.method_name(), sent, need_slash);
   bool trusted = trusted_peer;
-  const std::vector<lua::HeaderEdit>* edits = st->fs && !st->fs->req_edits.empty() ? &st->fs->req_edits : nullptr;
+  const std::vector<lua::HeaderEdit>* edits = st->view.fs && !st->view.fs->req_edits.empty() ? &st->view.fs->req_edits : nullptr;
   auto edited = [&](std::string_view n) {
     if (edits)
       for (const auto& e : *edits)
@@ -433,9 +448,8 @@ void Session::respond(int status, const std::vector<std::pair<std::string, std::
   std::string filter_body;
   // Phase 5, response, also for answers px makes itself (a route's filters may add HSTS to a redirect).
   if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine() && !st->filter_failed) {
-    lua::set_response_view(nullptr, status);
-    int rr = run_phase(w->engine(), lua::kResponse, static_cast<int>(st->route->index), st);
-    if (rr < 0) {
+    lua::Verdict rr = run_phase(w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, nullptr, status);
+    if (rr == lua::Verdict::failed) {
       st->end_as(Termination::filter_error);
       st->filter_failed = true;
       status = 500;
@@ -443,8 +457,8 @@ void Session::respond(int status, const std::vector<std::pair<std::string, std::
       filter_body = "filter error\n";
       body = filter_body;
     } else {
-      if (st->fs->new_status) status = st->fs->new_status;
-      if (!st->fs->resp_edits.empty()) hdrs = lua::apply_edits(hdrs, st->fs->resp_edits);
+      if (st->view.fs->new_status) status = st->view.fs->new_status;
+      if (!st->view.fs->resp_edits.empty()) hdrs = lua::apply_edits(hdrs, st->view.fs->resp_edits);
     }
   }
   st->status = static_cast<uint16_t>(status);
@@ -493,15 +507,12 @@ void Session::end_stream() {
   r.stream = st;
   lua::Engine* eng = w->engine();
   // The first observer: phase 6, logging (after the exchange, read-only).
-  if (st->fs && eng && st->route && (st->mask & (1 << lua::kLogging))) {
-    lua::set_response_view(st->local ? nullptr : &st->resp, st->status);
-    uint64_t t0 = uv_hrtime();
-    eng->run(lua::kLogging, static_cast<int>(st->route->index), st);
-    r.phase_us[lua::kLogging] = static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
-  }
-  for (int p = 0; p < lua::kLogging; p++) r.phase_us[p] = st->phase_us[p];
+  if (st->view.fs && eng && st->route && (st->mask & (1 << lua::kLogging)))
+    run_phase(eng, lua::kLogging, static_cast<int>(st->route->index), st, st->local ? nullptr : &st->resp,
+              st->status);
+  for (int p = 0; p < lua::kPhases; p++) r.phase_us[p] = st->phase_us[p];
   for (EndObserver* o : w->observers()) o->on_stream_end(r);
-  if (st->fs && eng) eng->done(st);
+  if (st->view.fs && eng) eng->done(st->view);
   if (st->snap) w->release_snap(st->snap);
   stream = nullptr;
   w->put_stream(st);

@@ -306,14 +306,14 @@ int UpConn::on_head(http::Head& h) {
   int status = h.status;
   const std::vector<lua::HeaderEdit>* edits = nullptr;
   if ((st->mask & (1 << lua::kResponse)) && h.status != 101) {
-    lua::set_response_view(&h, h.status);
-    if (run_phase(s->w->engine(), lua::kResponse, static_cast<int>(st->route->index), st) < 0) {
+    if (run_phase(s->w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, &h, h.status) ==
+        lua::Verdict::failed) {
       st->filter_failed = true;
       st->end_as(Termination::filter_error);
       return parser.set_error(500, "a response filter failed");
     }
-    if (st->fs->new_status) status = st->fs->new_status;
-    if (!st->fs->resp_edits.empty()) edits = &st->fs->resp_edits;
+    if (st->view.fs->new_status) status = st->view.fs->new_status;
+    if (!st->view.fs->resp_edits.empty()) edits = &st->view.fs->resp_edits;
   }
   std::string& o = st->out.begin_scratch();
   http::HeadWriter wr(o);
@@ -367,9 +367,9 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
   Worker* w = s->w;
   while (true) {
     PeerState* p = fresh;
-    if (!p && st->fs && st->fs->peer >= 0 && st->attempts == 0) {
+    if (!p && st->view.fs && st->view.fs->peer >= 0 && st->attempts == 0) {
       // upstream_peer chose one: use it if it can serve, else fall back to the balancer.
-      size_t i = static_cast<size_t>(st->fs->peer);
+      size_t i = static_cast<size_t>(st->view.fs->peer);
       if (i < st->pool->peers.size() && st->pool->peers[i]->usable(w->now())) {
         p = st->pool->peers[i];
         st->tried |= uint64_t(1) << i;

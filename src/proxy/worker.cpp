@@ -3,10 +3,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <crypt.h>
-#include <openssl/base64.h>
-#include <openssl/crypto.h>
-
 #include <algorithm>
 #include <cstring>
 #include <ctime>
@@ -85,7 +81,7 @@ void Worker::run() {
   if (log::level() == log::Level::debug) add_observer(&g_debug_stream_log);
   engine_ = std::make_unique<lua::Engine>();
   std::string err;
-  if (!engine_->init(cfg_, this, &err)) {
+  if (!engine_->init(cfg_, &filter_errors_, &err)) {
     // Routes with filters then answer 500: a filter that cannot run must not be skipped.
     PX_ERR("worker %d: Lua filters unavailable: %s", id_, err.c_str());
     engine_.reset();
@@ -197,7 +193,7 @@ void Worker::install(std::shared_ptr<const route::Snapshot> s) {
     pv.current.assign(pv.peers.size(), 0);
   }
   if (engine_) {
-    engine_->install(r, &r->masks);
+    engine_->install(*r->snap, &r->masks);
   } else {
     r->masks.assign(routes.size(), 0);
     for (size_t i = 0; i < routes.size(); i++)
@@ -327,57 +323,6 @@ void Worker::session_closed(Session* s) {
   s->prev = s->next = nullptr;
   sessions--;
   if (draining_) maybe_finish_drain();
-}
-
-// ---- access lists ----
-
-int Worker::acl_decide(const route::AclSpec& acl, const net::IpAddr& ip, std::string_view authorization) {
-  int ip_dec = -1;  // -1 no rule, 0 deny, 1 allow
-  for (const auto& [allow, cidr] : acl.rules)
-    if (cidr.contains(ip)) {
-      ip_dec = allow ? 1 : 0;
-      break;
-    }
-  bool has_users = !acl.users.empty();
-  if (ip_dec < 0 && (!acl.rules.empty() || !has_users)) ip_dec = acl.default_allow ? 1 : 0;
-  auto auth_ok = [&]() {
-    std::string_view a = trim(authorization);
-    if (a.size() < 7 || !iequals(a.substr(0, 6), "basic ")) return false;
-    std::string_view b64 = trim(a.substr(6));
-    std::string decoded(b64.size(), '\0');
-    size_t n = 0;
-    if (!EVP_DecodeBase64(reinterpret_cast<uint8_t*>(decoded.data()), &n, decoded.size(),
-                          reinterpret_cast<const uint8_t*>(b64.data()), b64.size()))
-      return false;
-    decoded.resize(n);
-    size_t colon = decoded.find(':');
-    if (colon == std::string::npos) return false;
-    std::string user = decoded.substr(0, colon), pass = decoded.substr(colon + 1);
-    for (const auto& [u, hash] : acl.users) {
-      if (u != user) continue;
-      // yescrypt is slow on purpose: remember a verified credential for a while (per worker).
-      std::string key = acl.name + '\n' + hash + '\n' + decoded;
-      auto it = auth_cache_.find(key);
-      if (it != auth_cache_.end() && it->second > now()) return true;
-      crypt_data cd{};
-      const char* h = crypt_r(pass.c_str(), hash.c_str(), &cd);
-      bool ok = h && h[0] != '*' && std::strlen(h) == hash.size() && CRYPTO_memcmp(h, hash.data(), hash.size()) == 0;
-      if (ok) {
-        if (auth_cache_.size() > 10000) auth_cache_.clear();
-        auth_cache_[key] = now() + 300000;
-      }
-      return ok;
-    }
-    return false;
-  };
-  if (!acl.satisfy_all) {
-    if (ip_dec == 1) return 0;
-    if (has_users) return auth_ok() ? 0 : 1;
-    return 2;
-  }
-  if (ip_dec == 0) return 2;
-  if (has_users && !auth_ok()) return 1;
-  return 0;
 }
 
 // ---- balancing ----

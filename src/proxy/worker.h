@@ -39,6 +39,7 @@
 #include "net/output.h"
 #include "net/uv_transport.h"
 #include "lua/engine.h"
+#include "route/acl.h"
 #include "route/snapshot.h"
 
 namespace px::proxy {
@@ -134,7 +135,7 @@ struct Stream {
   uint64_t bytes_in = 0;         // request bytes read from the client
   uint64_t bytes_out = 0;        // bytes written to the client
   uint32_t phase_us[lua::kPhases] = {};
-  std::unique_ptr<lua::FilterState> fs;  // only for routes with filters
+  lua::RequestView view;         // what filters see, and their state (only for routes with filters)
   void end_as(Termination t) {
     if (!term_set) term = t, term_set = true;
   }
@@ -187,7 +188,7 @@ struct Session final : http::Sink, net::TransportUser {
   void respond_local(int status, std::string_view body, bool close);
   void respond(int status, const std::vector<std::pair<std::string, std::string>>* headers, std::string_view body,
                bool close);
-  void answer_from_filter(Stream* st, int rr);
+  void answer_from_filter(Stream* st, lua::Verdict rr);
   void end_stream();        // the one place a stream ends: its end record, observers, then reuse
   void finish_stream();
   void after_event();        // finish what finished, parse what waits, re-arm reading
@@ -243,7 +244,8 @@ struct UpConn final : http::Sink, net::TransportUser {
 };
 
 // Runs one filter phase for a stream, timing it into the stream's end record.
-int run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st);
+lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st,
+                       const http::Head* resp = nullptr, int status = 0);
 
 class Worker {
  public:
@@ -288,8 +290,7 @@ class Worker {
   lua::Engine* engine() { return engine_.get(); }
   uint64_t filter_errors() const { return filter_errors_.load(std::memory_order_relaxed); }
   std::atomic<uint64_t> filter_errors_{0};
-  // Access list decision: 0 allow, 1 credentials needed (401), 2 denied (403).
-  int acl_decide(const route::AclSpec& acl, const net::IpAddr& ip, std::string_view authorization);
+  route::AuthCache& auth_cache() { return auth_cache_; }
   void post_filters(std::vector<std::pair<std::string, std::string>> files);
   // Client timeouts (see Timeout).
   void timeout_link(Session* s, Timeout t);
@@ -343,7 +344,7 @@ class Worker {
 
   std::unique_ptr<lua::Engine> engine_;
   std::vector<EndObserver*> observers_;
-  std::unordered_map<std::string, uint64_t> auth_cache_;  // verified Basic credentials -> expiry (ms)
+  route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)
   std::mutex mu_;  // guards the mailbox below; never taken on the request path
   std::vector<std::pair<std::string, std::string>> mail_filters_;
   bool mail_has_filters_ = false;

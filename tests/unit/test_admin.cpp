@@ -102,10 +102,10 @@ TEST_CASE("a failed change writes nothing, not even the generation") {
 
 TEST_CASE("passwords are hashed with yescrypt and verified") {
   std::string h, err;
-  REQUIRE(hash_password("s3cret", &h, &err));
+  REQUIRE(px::hash_password("s3cret", &h, &err));
   CHECK(h.rfind("$y$", 0) == 0);
-  CHECK(verify_password("s3cret", h));
-  CHECK_FALSE(verify_password("S3cret", h));
+  CHECK(px::verify_password("s3cret", h));
+  CHECK_FALSE(px::verify_password("S3cret", h));
   json out;
   CHECK_FALSE(parse_acl_json({{"name", "a"}, {"users", {{{"username", "bob"}, {"password", "x"}}}}}, &out, &err));
   CHECK(err.rfind("users[0].password:", 0) == 0);

@@ -1,0 +1,70 @@
+// px::lua::RequestView — all a filter can see of one request, and what the
+// filters leave for px. The proxy fills it before each phase (proxy::run_phase);
+// the engine and the px API read only this, never proxy internals.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "net/cidr.h"
+
+namespace px::http {
+struct Head;
+}
+namespace px::route {
+struct Route;
+class Snapshot;
+struct AuthCache;
+}  // namespace px::route
+
+namespace px::lua {
+
+struct HeaderEdit {
+  uint8_t mode;  // 0 set, 1 add, 2 remove
+  std::string name, value;
+};
+
+// What filters did to one stream. Allocated only for routes with filters.
+struct FilterState {
+  int req_ref = -2;  // the request's Lua object, in the registry (made once, reused with the state)
+  std::vector<HeaderEdit> req_edits, resp_edits;
+  int new_status = 0;
+  int respond_status = 0;
+  std::string respond_body;
+  std::vector<std::pair<std::string, std::string>> respond_headers;
+  int peer = -1;  // 0-based, chosen in upstream_peer
+  void clear() {
+    req_edits.clear();
+    resp_edits.clear();
+    new_status = respond_status = 0;
+    respond_body.clear();
+    respond_headers.clear();
+    peer = -1;
+  }
+};
+
+struct RequestView {
+  // The request.
+  const http::Head* req = nullptr;
+  std::string_view uri;         // path and query as sent (from an absolute-form target: its path)
+  std::string_view host;        // Host, or the authority of an absolute-form target
+  net::IpAddr client_ip;        // the real client (behind trusted proxies)
+  bool trusted_peer = false;    // the connection comes from trusted_proxies: X-Forwarded-Proto counts
+  bool tls = false;             // the client connection is TLS
+  std::string_view sni;
+  // Routing.
+  const route::Route* route = nullptr;    // nullptr before routing (early_request)
+  const route::Snapshot* snap = nullptr;  // access lists and ACME challenges
+  route::AuthCache* auth_cache = nullptr; // per worker: verified Basic credentials
+  uint64_t now_ms = 0;
+  // The response (response and logging phases): the upstream's head, or nullptr when px answered.
+  const http::Head* resp = nullptr;
+  int status = 0;
+  // What the filters did (the engine allocates it, pooled).
+  std::unique_ptr<FilterState> fs;
+};
+
+}  // namespace px::lua
