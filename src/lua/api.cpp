@@ -1,0 +1,449 @@
+#include <array>
+#include <cstring>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "http/grammar.h"
+#include "http/parser.h"
+#include "lua/internal.h"
+#include "route/acl.h"
+#include "route/snapshot.h"
+
+namespace px::lua {
+
+// ---- the API (lua/px.lua hands these to filters as req methods and px functions) ----
+//
+// Plain Lua C functions: from interpreted code (filter code always is) they cost
+// a fraction of an FFI call. Each acts on the request this worker is running
+// (t_cur) and checks the phase first.
+
+namespace {
+constexpr int kAll = 0x3f, kEditReq = 0x0f, kReadResp = 0x30, kEditResp = 0x10, kAnswer = 0x03, kPeerOnly = 0x04;
+
+// Raises t_err as a Lua error at the filter's line.
+int refuse(lua_State* L) {
+  luaL_where(L, 1);
+  lua_pushstring(L, t_err);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+template <class... A>
+int refuse(lua_State* L, const char* fmt, A... a) {
+  snprintf(t_err, sizeof t_err, fmt, a...);
+  return refuse(L);
+}
+
+bool refused_call(int mask, const char* call);
+// May `call` run now? Otherwise t_err says why (for refuse()).
+inline bool allowed(int mask, const char* call) {
+  if (t_cur.active && t_cur.v && (mask & (1 << t_cur.phase))) [[likely]] return true;
+  return refused_call(mask, call);
+}
+bool refused_call(int mask, const char* call) {
+  if (!t_cur.active || !t_cur.v) {
+    snprintf(t_err, sizeof t_err, "%s: not inside a request (call it from a phase function)", call);
+    return false;
+  }
+  if (!(mask & (1 << t_cur.phase))) {
+    int n = snprintf(t_err, sizeof t_err, "%s: not allowed in phase '%s' (allowed in ", call, phase_name(t_cur.phase));
+    const char* sep = "";
+    for (int p = 0; p < kPhases; p++)
+      if (mask & (1 << p)) {
+        n += snprintf(t_err + n, sizeof t_err - static_cast<size_t>(n), "%s%s", sep, phase_name(p));
+        sep = ", ";
+      }
+    snprintf(t_err + n, sizeof t_err - static_cast<size_t>(n), ")");
+    return false;
+  }
+  return true;
+}
+#define PX_ALLOWED(mask, call) \
+  if (!allowed(mask, call)) return refuse(L)
+
+bool valid_name(std::string_view n) {
+  if (n.empty()) return false;
+  for (char c : n)
+    if (!http::has_class(static_cast<unsigned char>(c), http::kTchar)) return false;
+  return true;
+}
+// Framing and connection headers belong to px: filters may not edit them.
+// The parser's header kinds name them (Expect and other Proxy-* headers are
+// not framing: filters may set those).
+bool framing(std::string_view v) {
+  using http::Hdr;
+  switch (http::classify(v)) {
+    case Hdr::te: case Hdr::upgrade: case Hdr::trailer: case Hdr::connection: case Hdr::keep_alive:
+    case Hdr::content_length: case Hdr::proxy_connection: case Hdr::transfer_encoding:
+      return true;
+    default:
+      return false;
+  }
+}
+bool valid_value(std::string_view v) { return !contains_any<'\r', '\n', '\0'>(v); }
+
+std::string_view arg(lua_State* L, int i) {
+  size_t n;
+  const char* p = luaL_checklstring(L, i, &n);
+  return {p, n};
+}
+void push(lua_State* L, std::string_view v) { lua_pushlstring(L, v.data(), v.size()); }
+
+// The index-th value (0-based) of `name` after the edits: the original values,
+// then set/add/remove in order. Pushes it, or nil.
+template <class Each>
+int push_lookup(lua_State* L, Each&& each_orig, const std::vector<HeaderEdit>* edits, std::string_view name,
+                lua_Integer index) {
+  std::vector<std::string_view>& vals = edit_scratch();
+  vals.clear();
+  each_orig([&](std::string_view n, std::string_view v) {
+    if (iequals(n, name)) vals.push_back(v);
+  });
+  if (edits)
+    for (const auto& e : *edits) {
+      if (!iequals(e.name, name)) continue;
+      if (e.mode == 0) vals.assign(1, e.value);
+      else if (e.mode == 1) vals.push_back(e.value);
+      else vals.clear();
+    }
+  if (index < 0 || static_cast<size_t>(index) >= vals.size()) lua_pushnil(L);
+  else push(L, vals[static_cast<size_t>(index)]);
+  return 1;
+}
+
+bool is_https(const RequestView* v) {
+  if (v->tls) return true;
+  if (!v->trusted_peer) return false;
+  std::string_view xfp = v->req->get(http::Hdr::x_forwarded_proto);
+  return !xfp.empty() && iequals(trim(xfp.substr(0, xfp.find(','))), "https");
+}
+
+// req:method() .. req:scheme(); the upvalue says which.
+int api_field(lua_State* L) {
+  static const char* calls[] = {"req:method", "req:path", "req:query", "req:host", "req:client_ip",
+                                "req:sni", "req:route", "req:uri", "req:scheme"};
+  auto which = lua_tointeger(L, lua_upvalueindex(1));
+  PX_ALLOWED(kAll, calls[which]);
+  const RequestView* v = t_cur.v;
+  const http::Head& h = *v->req;
+  std::string_view uri = v->uri;
+  std::string_view out;
+  switch (which) {
+    case 0: out = h.method_name(); break;
+    case 1: out = uri.substr(0, uri.find('?')); break;
+    case 2: {
+      size_t q = uri.find('?');
+      out = q == std::string_view::npos ? std::string_view() : uri.substr(q + 1);
+      break;
+    }
+    case 3: {
+      std::string_view host = v->host;
+      if (!host.empty() && host.front() == '[') host = host.substr(0, host.find(']') + 1);
+      else host = host.substr(0, host.rfind(':') == std::string_view::npos ? host.size() : host.rfind(':'));
+      out = host;
+      break;
+    }
+    case 4: {
+      char buf[64];
+      lua_pushlstring(L, buf, v->client_ip.format(buf));
+      return 1;
+    }
+    case 5: out = v->sni; break;
+    case 6: out = v->route ? std::string_view(v->route->spec.name) : std::string_view(); break;
+    case 7: out = uri; break;
+    case 8: out = is_https(v) ? "https" : "http"; break;
+  }
+  push(L, out);
+  return 1;
+}
+
+int api_is_tls(lua_State* L) {
+  PX_ALLOWED(kAll, "req:is_tls");
+  lua_pushboolean(L, t_cur.v->tls);
+  return 1;
+}
+int api_is_https(lua_State* L) {
+  PX_ALLOWED(kAll, "req:is_https");
+  lua_pushboolean(L, is_https(t_cur.v));
+  return 1;
+}
+
+int api_header(lua_State* L) {
+  PX_ALLOWED(kAll, "req:header");
+  std::string_view name = arg(L, 2);
+  lua_Integer index = luaL_optinteger(L, 3, 0);
+  const FilterState* fs = t_cur.v->fs.get();
+  const http::Head& h = *t_cur.v->req;
+  if (!fs || fs->req_edits.empty()) {  // the common case: read the head directly
+    for (size_t i = 0; i < h.headers.size(); i++)
+      if (iequals(h.name(i), name) && index-- == 0) {
+        push(L, h.value(i));
+        return 1;
+      }
+    lua_pushnil(L);
+    return 1;
+  }
+  return push_lookup(
+      L,
+      [&](auto&& f) {
+        for (size_t i = 0; i < h.headers.size(); i++) f(h.name(i), h.value(i));
+      },
+      &fs->req_edits, name, index);
+}
+
+// Does the request (or response) head have the header, or did a filter edit it?
+bool has_header(bool response, const std::vector<HeaderEdit>& edits, std::string_view name) {
+  for (const auto& e : edits)
+    if (iequals(e.name, name)) return true;
+  const http::Head* h = response ? t_cur.v->resp : t_cur.v->req;
+  if (h) {
+    return h->find(name) >= 0;
+  } else {
+    for (const auto& hv : t_cur.v->fs->respond_headers)
+      if (iequals(hv.first, name)) return true;
+  }
+  return false;
+}
+
+// One header edit, checked: the call's phase, a token name, not a framing
+// header, a value without CR/LF/NUL. Upvalue 1: the mode (0 set, 1 add, 2 remove).
+int edit(lua_State* L, const char* const calls[3], int mask, bool response) {
+  int mode = static_cast<int>(lua_tointeger(L, lua_upvalueindex(1)));
+  PX_ALLOWED(mask, calls[mode]);
+  std::string_view name = arg(L, 2), value = mode == 2 ? std::string_view() : arg(L, 3);
+  if (!valid_name(name))
+    return refuse(L, "%s: '%.*s' is not a valid header name", calls[mode], static_cast<int>(name.size()), name.data());
+  if (framing(name))
+    return refuse(L, "%s: %.*s is a framing header px manages", calls[mode], static_cast<int>(name.size()),
+                  name.data());
+  if (!valid_value(value)) return refuse(L, "%s: a header value cannot hold CR, LF or NUL", calls[mode]);
+  auto& edits = response ? t_cur.v->fs->resp_edits : t_cur.v->fs->req_edits;
+  if (mode == 2 && !has_header(response, edits, name)) return 0;  // removing what is not there changes nothing
+  edits.push_back({static_cast<uint8_t>(mode), std::string(name), std::string(value)});
+  return 0;
+}
+int api_req_edit(lua_State* L) {
+  static const char* const calls[] = {"req:set_header", "req:add_header", "req:remove_header"};
+  return edit(L, calls, kEditReq, false);
+}
+int api_resp_edit(lua_State* L) {
+  static const char* const calls[] = {"req:set_resp_header", "req:add_resp_header", "req:remove_resp_header"};
+  return edit(L, calls, kEditResp, true);
+}
+
+int api_status(lua_State* L) {
+  PX_ALLOWED(kReadResp, "req:status");
+  const FilterState* fs = t_cur.v->fs.get();
+  lua_pushinteger(L, fs && fs->new_status ? fs->new_status : t_cur.v->status);
+  return 1;
+}
+int api_set_status(lua_State* L) {
+  PX_ALLOWED(kEditResp, "req:set_status");
+  lua_Integer status = luaL_checkinteger(L, 2);
+  if (status < 200 || status > 599)
+    return refuse(L, "req:set_status: %lld is not a final status (200..599)", static_cast<long long>(status));
+  t_cur.v->fs->new_status = static_cast<int>(status);
+  return 0;
+}
+
+int api_resp_header(lua_State* L) {
+  PX_ALLOWED(kReadResp, "req:resp_header");
+  std::string_view name = arg(L, 2);
+  lua_Integer index = luaL_optinteger(L, 3, 0);
+  const FilterState* fs = t_cur.v->fs.get();
+  const http::Head* resp = t_cur.v->resp;
+  return push_lookup(
+      L,
+      [&](auto&& f) {
+        if (resp)
+          for (size_t i = 0; i < resp->headers.size(); i++) f(resp->name(i), resp->value(i));
+        else if (fs)
+          for (const auto& [n, v] : fs->respond_headers) f(n, v);
+      },
+      fs ? &fs->resp_edits : nullptr, name, index);
+}
+
+int respond_header(lua_State* L, std::string_view name, std::string_view value) {
+  if (!valid_name(name) || !valid_value(value))
+    return refuse(L, "px.respond: invalid header '%.*s'", static_cast<int>(name.size()), name.data());
+  t_cur.v->fs->respond_headers.emplace_back(std::string(name), std::string(value));
+  return 0;
+}
+
+// px.respond(status, headers, body): answers the request; returns px.DONE (upvalue 1).
+int api_respond(lua_State* L) {
+  PX_ALLOWED(kAnswer, "px.respond");
+  lua_Integer status = luaL_checkinteger(L, 1);
+  size_t blen = 0;
+  const char* body = luaL_optlstring(L, 3, "", &blen);
+  if (status < 200 || status > 599)
+    return refuse(L, "px.respond: %lld is not a final status (200..599)", static_cast<long long>(status));
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))  // isstring: a string or a number
+        return refuse(L, "px.respond: headers must map names to strings or numbers");
+      lua_pushvalue(L, -1);  // tolstring converts a number in place: not the key lua_next needs
+      size_t nl, vl;
+      const char* n = lua_tolstring(L, -3, &nl);
+      const char* v = lua_tolstring(L, -1, &vl);
+      respond_header(L, {n, nl}, {v, vl});
+      lua_pop(L, 2);
+    }
+  }
+  t_cur.v->fs->respond_status = static_cast<int>(status);
+  t_cur.v->fs->respond_body.assign(body, blen);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return 1;
+}
+
+// px.redirect(url, status): a redirect answer; returns px.DONE (upvalue 1).
+int api_redirect(lua_State* L) {
+  PX_ALLOWED(kAnswer, "px.redirect");
+  std::string_view url = arg(L, 1);
+  lua_Integer status = luaL_optinteger(L, 2, 302);
+  if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
+    return refuse(L, "px.redirect: status must be 301, 302, 303, 307 or 308");
+  respond_header(L, "Location", url);
+  t_cur.v->fs->respond_status = static_cast<int>(status);
+  t_cur.v->fs->respond_body.clear();
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return 1;
+}
+
+int peers(const RequestView* v) { return v->route ? static_cast<int>(v->route->pool.peers.size()) : 0; }
+int api_peer_count(lua_State* L) {
+  PX_ALLOWED(kAll, "px.peer_count");
+  lua_pushinteger(L, peers(t_cur.v));
+  return 1;
+}
+int api_set_peer(lua_State* L) {
+  PX_ALLOWED(kPeerOnly, "px.set_peer");
+  lua_Integer index = luaL_checkinteger(L, 1);
+  int n = peers(t_cur.v);
+  if (index < 1 || index > n)
+    return refuse(L, "px.set_peer: %lld is not a peer of this route (1..%d)", static_cast<long long>(index), n);
+  t_cur.v->fs->peer = static_cast<int>(index - 1);
+  return 0;
+}
+
+// log(level 0..3, message): px.log in lua/px.lua builds the message.
+int api_log(lua_State* L) {
+  int level = static_cast<int>(luaL_checkinteger(L, 1));
+  std::string_view msg = arg(L, 2);
+  if (level < 0 || level > 3) level = 2;
+  const char* route = t_cur.v && t_cur.v->route ? t_cur.v->route->spec.name.c_str() : "-";
+  PX_LOG(static_cast<log::Level>(level), "filter (route %s, phase %s): %.*s", route,
+         phase_name(t_cur.active ? t_cur.phase : -1), static_cast<int>(msg.size()), msg.data());
+  return 0;
+}
+
+int api_now(lua_State* L) {
+  lua_pushnumber(L, static_cast<double>(now_ns()) / 1e9);
+  return 1;
+}
+
+const route::AclSpec* acl_named(lua_State* L, const char* call, std::string_view name) {
+  if (!allowed(kAnswer, call)) {
+    refuse(L);
+    return nullptr;
+  }
+  const RequestView* v = t_cur.v;
+  const auto* acl = v->snap ? v->snap->acl(name) : nullptr;
+  if (!acl) refuse(L, "%s: no access list named '%.*s'", call, static_cast<int>(name.size()), name.data());
+  return acl;
+}
+// px.acl_check(list [, authorization]): 0 allow, 1 needs credentials (401), 2
+// denied (403); and whether the request's Authorization header may stay (the
+// list passes it upstream, or there is none: nothing for the filter to remove).
+// Without an authorization argument, the request's Authorization header counts.
+int api_acl_check(lua_State* L) {
+  std::string_view name = arg(L, 1);
+  const auto* acl = acl_named(L, "px.acl_check", name);  // refuses outside E and R
+  const RequestView* v = t_cur.v;
+  int own = v->req->find(http::Hdr::authorization);
+  std::string_view auth;
+  if (lua_isnoneornil(L, 2)) {
+    if (own >= 0) auth = v->req->value(static_cast<size_t>(own));
+  } else {
+    auth = arg(L, 2);
+  }
+  lua_pushinteger(L, static_cast<int>(route::acl_decide(*acl, v->client_ip, auth, *v->auth_cache, v->now_ms)));
+  lua_pushboolean(L, acl->pass_authorization || own < 0);
+  return 2;
+}
+int api_acl_realm(lua_State* L) {
+  push(L, acl_named(L, "px.acl_realm", arg(L, 1))->realm);
+  return 1;
+}
+
+int api_acme_challenge(lua_State* L) {
+  PX_ALLOWED(kAnswer, "px.acme_challenge");
+  std::string_view token = arg(L, 1);
+  const route::Snapshot* snap = t_cur.v->snap;
+  const std::string* v = snap ? snap->challenge(token) : nullptr;
+  if (v) push(L, *v);
+  else lua_pushnil(L);
+  return 1;
+}
+
+int done_tostring(lua_State* L) {
+  lua_pushliteral(L, "px.DONE");
+  return 1;
+}
+}  // namespace
+
+std::vector<std::string_view>& edit_scratch() {
+  static thread_local std::vector<std::string_view> v;
+  return v;
+}
+
+void push_api(lua_State* L) {
+  lua_newtable(L);
+  lua_newtable(L);  // px.DONE: what respond and redirect return
+  lua_newtable(L);
+  lua_pushcfunction(L, done_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "DONE");
+  int done = lua_gettop(L);
+  auto fn = [&](const char* name, lua_CFunction f) {
+    lua_pushcfunction(L, f);
+    lua_setfield(L, -3, name);
+  };
+  auto with = [&](const char* name, lua_CFunction f, int up) {
+    lua_pushinteger(L, up);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -3, name);
+  };
+  const char* fields[] = {"method", "path", "query", "host", "client_ip", "sni", "route", "uri", "scheme"};
+  for (int i = 0; i < 9; i++) with(fields[i], api_field, i);
+  fn("is_tls", api_is_tls);
+  fn("is_https", api_is_https);
+  fn("header", api_header);
+  with("set_header", api_req_edit, 0);
+  with("add_header", api_req_edit, 1);
+  with("remove_header", api_req_edit, 2);
+  fn("status", api_status);
+  fn("set_status", api_set_status);
+  fn("resp_header", api_resp_header);
+  with("set_resp_header", api_resp_edit, 0);
+  with("add_resp_header", api_resp_edit, 1);
+  with("remove_resp_header", api_resp_edit, 2);
+  for (auto [name, f] : {std::pair<const char*, lua_CFunction>{"respond", api_respond}, {"redirect", api_redirect}}) {
+    lua_pushvalue(L, done);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -3, name);
+  }
+  fn("set_peer", api_set_peer);
+  fn("peer_count", api_peer_count);
+  fn("log", api_log);
+  fn("now", api_now);
+  fn("acl_check", api_acl_check);
+  fn("acl_realm", api_acl_realm);
+  fn("acme_challenge", api_acme_challenge);
+  lua_pop(L, 1);  // DONE
+}
+
+}  // namespace px::lua

@@ -1,0 +1,52 @@
+// What the Lua engine's files share (src/lua only): the request being run, the
+// refusal message, the budget's pieces, and the API table.
+//
+//   engine.cpp    the state: creating it, binding routes to chains, running a phase
+//   loader.cpp    filter files: finding, compiling, live reload, pxctl filter check
+//   watchdog.cpp  the time budget: the watchdog thread and its hooks
+//   api.cpp       the px API filters call (req methods and px functions)
+//   edits.cpp     header edits (set/add/remove) applied to a head
+#pragma once
+extern "C" {
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+}
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lua/engine.h"
+
+namespace px::lua {
+
+// The request being run. Plain data, so that reading it costs no thread-local
+// initialisation check (and the watchdog's signal handler may read it).
+struct Current {
+  RequestView* v;  // the request being processed, nullptr outside one
+  Engine* eng;
+  int phase;
+  bool active;
+};
+extern constinit thread_local Current t_cur;
+extern constinit thread_local char t_err[512];            // the message of a refused call
+extern constinit thread_local uint64_t t_check_deadline;  // check_filter's budget
+
+// Stack slots the engine keeps in its state for the whole run.
+inline constexpr int kTracebackSlot = 1, kRunSlot = 2;
+// check_filter's scratch state runs once, not per request: a plain count hook.
+inline constexpr uint64_t kCheckBudgetMs = 2000;
+
+uint64_t now_ns();
+void check_hook(lua_State* L, lua_Debug*);
+void watchdog_add(Engine* e);
+void watchdog_remove(Engine* e);
+// The table of API functions lua/px.lua is loaded with.
+void push_api(lua_State* L);
+std::vector<std::string_view>& edit_scratch();
+std::string name_of(const std::string& path);  // a filter's name: its file name without ".lua"
+
+}  // namespace px::lua
