@@ -1,6 +1,5 @@
 #include "admin/model.h"
 
-#include <crypt.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -15,6 +14,7 @@
 
 #include "core/strings.h"
 #include "net/cidr.h"
+#include "route/acl.h"
 #include "route/route.h"
 
 namespace px::admin {
@@ -193,93 +193,9 @@ std::string sha256_hex(const std::string& s) {
 // ---- access lists ----
 
 bool parse_acl_json(const json& j, json* out, std::string* error) {
-  auto fail = [&](const std::string& f, const std::string& m) {
-    *error = f + ": " + m;
-    return false;
-  };
-  if (!j.is_object()) return fail("acl", "expected a JSON object");
-  static const std::set<std::string> known = {"name", "rules", "default", "users", "satisfy",
-                                              "realm", "pass_authorization", "version"};
-  for (auto it = j.begin(); it != j.end(); ++it)
-    if (!known.count(it.key())) return fail(it.key(), "unknown field");
-  json o;
-  if (!j.contains("name") || !j["name"].is_string() || !route::valid_route_name(j["name"].get<std::string>()))
-    return fail("name", "required: 1 to 64 characters of letters, digits, '.', '_', '-'");
-  o["name"] = j["name"];
-  o["rules"] = json::array();
-  if (j.contains("rules")) {
-    if (!j["rules"].is_array()) return fail("rules", "expected an array");
-    for (size_t i = 0; i < j["rules"].size(); i++) {
-      const json& r = j["rules"][i];
-      std::string f = "rules[" + std::to_string(i) + "]";
-      if (!r.is_object() || !r.contains("action") || !r.contains("cidr"))
-        return fail(f, "expected {\"action\": \"allow\"|\"deny\", \"cidr\": \"...\"}");
-      for (auto it = r.begin(); it != r.end(); ++it)
-        if (it.key() != "action" && it.key() != "cidr") return fail(f + "." + it.key(), "unknown field");
-      if (!r["action"].is_string() || (r["action"] != "allow" && r["action"] != "deny"))
-        return fail(f + ".action", "must be allow or deny");
-      net::Cidr c;
-      std::string e;
-      if (!r["cidr"].is_string() || !net::Cidr::parse(r["cidr"].get<std::string>(), &c, &e))
-        return fail(f + ".cidr", r["cidr"].is_string() ? e : "expected a string");
-      o["rules"].push_back({{"action", r["action"]}, {"cidr", r["cidr"]}});
-    }
-  }
-  // A string field that must be one of two words; *out keeps its default when absent.
-  auto choice = [&](const char* field, const char* a, const char* b, std::string* out) {
-    if (!j.contains(field)) return true;
-    if (!j[field].is_string() || (j[field] != a && j[field] != b))
-      return fail(field, std::string("must be ") + a + " or " + b);
-    *out = j[field].get<std::string>();
-    return true;
-  };
-  std::string def = "deny", satisfy = "any";
-  if (!choice("default", "allow", "deny", &def) || !choice("satisfy", "any", "all", &satisfy)) return false;
-  o["default"] = def;
-  o["satisfy"] = satisfy;
-  std::string realm = "px";
-  if (j.contains("realm")) {
-    if (!j["realm"].is_string()) return fail("realm", "expected a string");
-    realm = j["realm"].get<std::string>();
-    if (realm.empty() || realm.size() > 128) return fail("realm", "1 to 128 characters");
-    for (unsigned char c : realm)
-      if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') return fail("realm", "no quotes, backslashes or control characters");
-  }
-  o["realm"] = realm;
-  bool pass = false;
-  if (j.contains("pass_authorization")) {
-    if (!j["pass_authorization"].is_boolean()) return fail("pass_authorization", "expected true or false");
-    pass = j["pass_authorization"].get<bool>();
-  }
-  o["pass_authorization"] = pass;
-  o["users"] = json::array();
-  std::set<std::string> seen;
-  if (j.contains("users")) {
-    if (!j["users"].is_array()) return fail("users", "expected an array");
-    for (size_t i = 0; i < j["users"].size(); i++) {
-      const json& u = j["users"][i];
-      std::string f = "users[" + std::to_string(i) + "]";
-      if (!u.is_object()) return fail(f, "expected {\"username\": ..., \"hash\": ...}");
-      if (u.contains("password"))
-        return fail(f + ".password", "plaintext passwords are never stored: add users with 'pxctl acl user add'");
-      for (auto it = u.begin(); it != u.end(); ++it)
-        if (it.key() != "username" && it.key() != "hash") return fail(f + "." + it.key(), "unknown field");
-      if (!u.contains("username") || !u["username"].is_string()) return fail(f + ".username", "required, a string");
-      std::string name = u["username"].get<std::string>();
-      if (name.empty() || name.size() > 64) return fail(f + ".username", "1 to 64 characters");
-      for (unsigned char c : name)
-        if (c <= 0x20 || c == 0x7f || c == ':') return fail(f + ".username", "no spaces, colons or control characters");
-      if (!seen.insert(name).second) return fail(f + ".username", "duplicate user '" + name + "'");
-      if (!u.contains("hash") || !u["hash"].is_string()) return fail(f + ".hash", "required, a password hash");
-      std::string h = u["hash"].get<std::string>();
-      static const char* schemes[] = {"$y$", "$gy$", "$7$", "$2b$", "$2y$", "$6$", "$5$"};
-      bool ok = false;
-      for (auto* sch : schemes) ok = ok || h.rfind(sch, 0) == 0;
-      if (!ok || h.size() > 256) return fail(f + ".hash", "not a yescrypt ($y$) or bcrypt ($2b$) hash");
-      o["users"].push_back({{"username", name}, {"hash", h}});
-    }
-  }
-  *out = o;
+  route::AclSpec a;
+  if (!route::acl_from_json(j, &a, error)) return false;
+  *out = route::acl_to_json(a);
   return true;
 }
 

@@ -1,17 +1,42 @@
-// px::route access lists: the decision for one request, a pure function of the
-// list, the client address, the Authorization header and a cache of verified
-// credentials (tested without sockets). The list itself is parsed by
-// parse_acl_spec (route/snapshot.h), the one parser pxd and pxadmind share.
+// px::route access lists: what one is (stored as acl:<name>), the one parser
+// pxadmind and pxd share (errors name the field), and the decision for one
+// request, a pure function of the list, the client address, the Authorization
+// header and a cache of verified credentials (tested without sockets).
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "net/cidr.h"
-#include "route/snapshot.h"
 
 namespace px::route {
+
+struct AclRule {
+  bool allow = false;
+  net::Cidr cidr;
+  std::string text;  // as written ("10.0.0.0/8")
+};
+
+struct AclSpec {
+  std::string name;
+  std::vector<AclRule> rules;  // first match wins
+  bool default_allow = false;
+  std::vector<std::pair<std::string, std::string>> users;  // (username, password hash)
+  bool satisfy_all = false;
+  std::string realm = "px";
+  bool pass_authorization = false;
+};
+
+// The access list in `j` (pxadmind's API, an import, the store). Unknown fields,
+// bad ranges, plaintext passwords, unknown hash schemes: false, and *error is
+// "field: problem". A "version" field is allowed and ignored.
+bool acl_from_json(const nlohmann::json& j, AclSpec* out, std::string* error);
+bool parse_acl_spec(std::string_view json_text, AclSpec* out, std::string* error);
+// The canonical JSON of a list (what the store keeps, without "version").
+nlohmann::json acl_to_json(const AclSpec& a);
 
 enum class AclVerdict : uint8_t { allow = 0, credentials = 1, deny = 2 };  // 1: answer 401, 2: 403
 

@@ -7,29 +7,6 @@
 
 namespace px::route {
 
-bool parse_acl_spec(std::string_view text, AclSpec* out, std::string* error) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) {
-    *error = "not an access list";
-    return false;
-  }
-  AclSpec a;
-  a.name = j["name"].get<std::string>();
-  for (const auto& r : j.value("rules", nlohmann::json::array())) {
-    net::Cidr c;
-    if (!r.is_object() || !net::Cidr::parse(r.value("cidr", ""), &c, error)) return false;
-    a.rules.emplace_back(r.value("action", "") == "allow", c);
-  }
-  a.default_allow = j.value("default", "deny") == "allow";
-  for (const auto& u : j.value("users", nlohmann::json::array()))
-    a.users.emplace_back(u.value("username", ""), u.value("hash", ""));
-  a.satisfy_all = j.value("satisfy", "any") == "all";
-  a.realm = j.value("realm", "px");
-  a.pass_authorization = j.value("pass_authorization", false);
-  *out = std::move(a);
-  return true;
-}
-
 uint32_t hash_bytes(const void* data, size_t len, uint32_t seed) {
   // FNV-1a with a final avalanche (murmur3 fmix32).
   uint32_t h = seed;

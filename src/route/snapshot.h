@@ -19,6 +19,7 @@
 
 #include "core/config.h"
 #include "net/cidr.h"
+#include "route/acl.h"
 #include "route/route.h"
 
 namespace px::route {
@@ -51,18 +52,6 @@ struct Route {
   uint64_t max_body_size = 0;       // 0 = unlimited
   size_t prefix_len = 0;            // bytes of spec.path that strip_path removes ("/" → 0)
 };
-
-// An access list as pxd applies it (stored as acl:<name>; validated by pxadmind).
-struct AclSpec {
-  std::string name;
-  std::vector<std::pair<bool, net::Cidr>> rules;  // (allow?, range), first match wins
-  bool default_allow = false;
-  std::vector<std::pair<std::string, std::string>> users;  // (username, hash)
-  bool satisfy_all = false;
-  std::string realm = "px";
-  bool pass_authorization = false;
-};
-bool parse_acl_spec(std::string_view json, AclSpec* out, std::string* error);
 
 // What a snapshot carries besides routes.
 struct SnapshotExtras {
