@@ -65,9 +65,7 @@ bool validate(const std::string& kind, const json& body, json* out, std::string*
 
 // The conflict index key of a host and a path prefix, normalised as the router matches them.
 std::string hp_key(const std::string& host, const std::string& path) {
-  std::string key = "index:hp:";
-  key.append(host);
-  key.push_back(' ');
+  std::string key = store::keys::host_path(host, "");
   size_t base = key.size();
   for (const auto& seg : path_segments(path)) {
     key.push_back('/');
@@ -105,21 +103,20 @@ struct Tx {
              const json& after) {
     std::string v;
     bool found;
-    if (!w.get("meta:audit_seq", &v, &found, err)) return false;
+    if (!w.get(store::keys::kAuditSeq, &v, &found, err)) return false;
     uint64_t seq = 0;
     if (found) parse_u64(v, &seq);
     seq++;
-    char key[40];
-    std::snprintf(key, sizeof key, "audit:%020llu", static_cast<unsigned long long>(seq));
+    std::string key = store::keys::audit(seq);
     json rec = {{"seq", seq},         {"time", now_rfc3339()}, {"credential", who}, {"action", action},
                 {"resource", resource}, {"before", before},      {"after", after}};
-    return w.put(key, rec.dump(), err) && w.put("meta:audit_seq", std::to_string(seq), err);
+    return w.put(key, rec.dump(), err) && w.put(store::keys::kAuditSeq, std::to_string(seq), err);
   }
   // Loads the resource a change is based on: 404 when it does not exist, 412 when
   // If-Match names another version.
   bool load_current(const std::string& kind, const std::string& name, uint64_t if_match, json* old, uint64_t* have) {
     bool found;
-    if (!load(kind + ":" + name, old, &found)) return false;
+    if (!load(store::keys::resource(kind, name), old, &found)) return false;
     if (!found) return fail(Result::error(404, "", "no " + kind + " named '" + name + "'"));
     *have = old->value("version", uint64_t(0));
     if (if_match && *have != if_match)
@@ -205,7 +202,7 @@ Result Admin::list(const std::string& kind) {
   Result r;
   r.body = json::array();
   std::string err;
-  std::string prefix = kind + ":";
+  std::string prefix = store::keys::resource_prefix(kind);
   bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
     return t.scan(prefix, [&](std::string_view, std::string_view v) {
       r.body.push_back(json::parse(v, nullptr, false));
@@ -219,7 +216,7 @@ Result Admin::list(const std::string& kind) {
 Result Admin::get(const std::string& kind, const std::string& name) {
   std::string v, err;
   bool found;
-  if (!st_.get(kind + ":" + name, &v, &found, &err)) return Result::error(500, "", err);
+  if (!st_.get(store::keys::resource(kind, name), &v, &found, &err)) return Result::error(500, "", err);
   if (!found) return Result::error(404, "", "no " + kind + " named '" + name + "'");
   Result r;
   r.body = json::parse(v, nullptr, false);
@@ -236,12 +233,12 @@ Result Admin::create(const std::string& kind, const json& body, const std::strin
   return in_txn(st_, [&](Tx& tx) {
     json old;
     bool found;
-    if (!tx.load(kind + ":" + name, &old, &found)) return false;
+    if (!tx.load(store::keys::resource(kind, name), &old, &found)) return false;
     if (found)
       return tx.fail(Result::error(409, "name", kind + " '" + name + "' already exists", {{"conflict", name}}));
     v["version"] = 1;
     if (kind == "route" && !tx.reindex(name, nullptr, &v)) return false;
-    if (!tx.w.put(kind + ":" + name, v.dump(), tx.err)) return false;
+    if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".create", kind + "/" + name, nullptr, v)) return false;
     tx.res.status = 201;
     tx.res.body = v;
@@ -264,7 +261,7 @@ Result Admin::put(const std::string& kind, const std::string& name, const json& 
   return in_txn(st_, [&](Tx& tx) {
     json old;
     bool found;
-    if (!tx.load(kind + ":" + name, &old, &found)) return false;
+    if (!tx.load(store::keys::resource(kind, name), &old, &found)) return false;
     uint64_t have = found ? old.value("version", uint64_t(0)) : 0;
     if (if_match && have != if_match)
       return tx.fail(Result::error(412, "If-Match",
@@ -273,7 +270,7 @@ Result Admin::put(const std::string& kind, const std::string& name, const json& 
                                    {{"current_version", have}}));
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, found ? &old : nullptr, &v)) return false;
-    if (!tx.w.put(kind + ":" + name, v.dump(), tx.err)) return false;
+    if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + (found ? ".update" : ".create"), kind + "/" + name, found ? old : json(nullptr), v))
       return false;
     tx.res.status = found ? 200 : 201;
@@ -301,7 +298,7 @@ Result Admin::patch(const std::string& kind, const std::string& name, const json
     if (!validate(kind, b, &v, &err)) return tx.fail(invalid(err));
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, &old, &v)) return false;
-    if (!tx.w.put(kind + ":" + name, v.dump(), tx.err)) return false;
+    if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".update", kind + "/" + name, old, v)) return false;
     tx.res.body = v;
     tx.res.version = have + 1;
@@ -319,7 +316,7 @@ Result Admin::remove(const std::string& kind, const std::string& name, uint64_t 
       // An access list in use by a route cannot go.
       std::string user;
       bool used = false;
-      if (!tx.w.scan("route:", [&](std::string_view, std::string_view v) {
+      if (!tx.w.scan(store::keys::kRoute, [&](std::string_view, std::string_view v) {
             json r = json::parse(v, nullptr, false);
             for (const auto& f : r.value("filters", json::array()))
               if (f.value("name", "") == "acl" && f.contains("config") && f["config"].value("list", "") == name) {
@@ -334,7 +331,7 @@ Result Admin::remove(const std::string& kind, const std::string& name, uint64_t 
         return tx.fail(Result::error(409, "", "acl '" + name + "' is used by route '" + user + "'", {{"conflict", user}}));
     }
     if (kind == "route" && !tx.reindex(name, &old, nullptr)) return false;
-    if (!tx.w.del(kind + ":" + name, tx.err)) return false;
+    if (!tx.w.del(store::keys::resource(kind, name), tx.err)) return false;
     if (!tx.audit(who, kind + ".delete", kind + "/" + name, old, nullptr)) return false;
     tx.res.status = 204;
     tx.res.body = nullptr;
@@ -353,7 +350,7 @@ Result Admin::add_user(const std::string& acl, const json& body, const std::stri
   return in_txn(st_, [&](Tx& tx) {
     json old;
     bool found;
-    if (!tx.load("acl:" + acl, &old, &found)) return false;
+    if (!tx.load(store::keys::acl(acl), &old, &found)) return false;
     if (!found) return tx.fail(Result::error(404, "", "no acl named '" + acl + "'"));
     json b = old;
     b.erase("version");
@@ -367,7 +364,7 @@ Result Admin::add_user(const std::string& acl, const json& body, const std::stri
     if (!parse_acl_json(b, &v, &e)) return tx.fail(invalid(e));
     uint64_t have = old.value("version", uint64_t(0));
     v["version"] = have + 1;
-    if (!tx.w.put("acl:" + acl, v.dump(), tx.err)) return false;
+    if (!tx.w.put(store::keys::acl(acl), v.dump(), tx.err)) return false;
     // The audit record names the user, never the hash.
     if (!tx.audit(who, "acl.user.add", "acl/" + acl, nullptr, {{"username", user}})) return false;
     tx.res.body = v;
@@ -380,7 +377,7 @@ Result Admin::remove_user(const std::string& acl, const std::string& user, const
   return in_txn(st_, [&](Tx& tx) {
     json old;
     bool found;
-    if (!tx.load("acl:" + acl, &old, &found)) return false;
+    if (!tx.load(store::keys::acl(acl), &old, &found)) return false;
     if (!found) return tx.fail(Result::error(404, "", "no acl named '" + acl + "'"));
     json users = json::array();
     bool had = false;
@@ -393,7 +390,7 @@ Result Admin::remove_user(const std::string& acl, const std::string& user, const
     v["users"] = users;
     uint64_t have = old.value("version", uint64_t(0));
     v["version"] = have + 1;
-    if (!tx.w.put("acl:" + acl, v.dump(), tx.err)) return false;
+    if (!tx.w.put(store::keys::acl(acl), v.dump(), tx.err)) return false;
     if (!tx.audit(who, "acl.user.remove", "acl/" + acl, {{"username", user}}, nullptr)) return false;
     tx.res.body = v;
     tx.res.version = have + 1;
@@ -405,19 +402,16 @@ Result Admin::remove_user(const std::string& acl, const std::string& user, const
 
 Result Admin::export_config() {
   Result r;
-  json doc = {{"schema", store::kSchemaVersion}, {"routes", json::array()}, {"acls", json::array()}};
+  json doc = {{"schema", store::keys::kSchemaVersion}, {"routes", json::array()}, {"acls", json::array()}};
   std::string err;
   bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
     std::string g;
     bool found;
-    if (!t.get(store::kKeyGeneration, &g, &found, e)) return false;
-    uint64_t gen = 0;
-    if (found && g.size() == 8)
-      for (int i = 7; i >= 0; i--) gen = (gen << 8) | static_cast<uint8_t>(g[i]);
-    doc["generation"] = gen;
+    if (!t.get(store::keys::kGeneration, &g, &found, e)) return false;
+    doc["generation"] = found ? store::keys::decode_generation(g) : 0;
     for (const char* kind : {"route", "acl"}) {
       std::string key = std::string(kind) + "s";
-      if (!t.scan(std::string(kind) + ":", [&](std::string_view, std::string_view v) {
+      if (!t.scan(store::keys::resource_prefix(kind), [&](std::string_view, std::string_view v) {
             doc[key].push_back(json::parse(v, nullptr, false));
             return true;
           }, e))
@@ -435,8 +429,8 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
   for (auto it = doc.begin(); it != doc.end(); ++it)
     if (it.key() != "routes" && it.key() != "acls" && it.key() != "schema" && it.key() != "generation")
       return Result::error(422, it.key(), "unknown field");
-  if (doc.contains("schema") && doc["schema"] != store::kSchemaVersion)
-    return Result::error(422, "schema", "this pxadmind reads schema " + std::to_string(store::kSchemaVersion));
+  if (doc.contains("schema") && doc["schema"] != store::keys::kSchemaVersion)
+    return Result::error(422, "schema", "this pxadmind reads schema " + std::to_string(store::keys::kSchemaVersion));
   // Validate everything before touching the store.
   std::map<std::string, json> incoming[2];  // routes, acls
   const char* kinds[2] = {"route", "acl"};
@@ -555,10 +549,9 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
 Result Admin::audit(const AuditQuery& q) {
   std::deque<json> out;
   std::string err;
-  char start[40];
-  std::snprintf(start, sizeof start, "audit:%020llu", static_cast<unsigned long long>(q.since + 1));
+  std::string start = store::keys::audit(q.since + 1);
   bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
-    return t.scan("audit:", [&](std::string_view, std::string_view v) {
+    return t.scan(store::keys::kAudit, [&](std::string_view, std::string_view v) {
       json rec = json::parse(v, nullptr, false);
       if (!q.action.empty() && rec.value("action", "") != q.action) return true;
       if (!q.credential.empty() && rec.value("credential", "") != q.credential) return true;
@@ -592,10 +585,10 @@ Result Admin::create_token(const json& body, const std::string& who) {
   return in_txn(st_, [&](Tx& tx) {
     json old;
     bool found;
-    if (!tx.load("token:" + name, &old, &found)) return false;
+    if (!tx.load(store::keys::token(name), &old, &found)) return false;
     if (found) return tx.fail(Result::error(409, "name", "token '" + name + "' already exists", {{"conflict", name}}));
     json rec = {{"name", name}, {"sha256", sha256_hex(secret)}, {"created", now_rfc3339()}, {"created_by", who}};
-    if (!tx.w.put("token:" + name, rec.dump(), tx.err)) return false;
+    if (!tx.w.put(store::keys::token(name), rec.dump(), tx.err)) return false;
     if (!tx.audit(who, "token.create", "token/" + name, nullptr, {{"name", name}})) return false;
     tx.res.status = 201;
     tx.res.body = {{"name", name}, {"token", secret}, {"created", rec["created"]}};
@@ -613,9 +606,9 @@ Result Admin::remove_token(const std::string& name, const std::string& who) {
   return in_txn(st_, [&](Tx& tx) {
     json old;
     bool found;
-    if (!tx.load("token:" + name, &old, &found)) return false;
+    if (!tx.load(store::keys::token(name), &old, &found)) return false;
     if (!found) return tx.fail(Result::error(404, "", "no token named '" + name + "'"));
-    if (!tx.w.del("token:" + name, tx.err)) return false;
+    if (!tx.w.del(store::keys::token(name), tx.err)) return false;
     if (!tx.audit(who, "token.delete", "token/" + name, {{"name", name}}, nullptr)) return false;
     tx.res.status = 204;
     tx.res.body = nullptr;
@@ -627,7 +620,7 @@ std::string Admin::verify_token(const std::string& secret) {
   if (secret.rfind("pxt_", 0) != 0) return "";
   std::string want = sha256_hex(secret), name, err;
   st_.read([&](store::Store::Txn& t, std::string* e) {
-    return t.scan("token:", [&](std::string_view, std::string_view v) {
+    return t.scan(store::keys::kToken, [&](std::string_view, std::string_view v) {
       json rec = json::parse(v, nullptr, false);
       std::string h = rec.value("sha256", "");
       if (h.size() == want.size() && CRYPTO_memcmp(h.data(), want.data(), h.size()) == 0) {
@@ -658,7 +651,7 @@ Result Admin::put_challenge(const std::string& token, const json& body, const st
   for (unsigned char c : ka)
     if (c <= 0x20 || c >= 0x7f) return Result::error(422, "key_authorization", "printable ASCII only");
   return in_txn(st_, [&](Tx& tx) {
-    if (!tx.w.put("acme:chal:" + token, ka, tx.err)) return false;
+    if (!tx.w.put(store::keys::challenge(token), ka, tx.err)) return false;
     if (!tx.audit(who, "acme.challenge.put", "acme/" + token, nullptr, nullptr)) return false;
     tx.res.status = 204;
     tx.res.body = nullptr;
@@ -670,9 +663,9 @@ Result Admin::remove_challenge(const std::string& token, const std::string& who)
   return in_txn(st_, [&](Tx& tx) {
     std::string v;
     bool found;
-    if (!tx.w.get("acme:chal:" + token, &v, &found, tx.err)) return false;
+    if (!tx.w.get(store::keys::challenge(token), &v, &found, tx.err)) return false;
     if (!found) return tx.fail(Result::error(404, "", "no challenge for token '" + token + "'"));
-    if (!tx.w.del("acme:chal:" + token, tx.err)) return false;
+    if (!tx.w.del(store::keys::challenge(token), tx.err)) return false;
     if (!tx.audit(who, "acme.challenge.delete", "acme/" + token, nullptr, nullptr)) return false;
     tx.res.status = 204;
     tx.res.body = nullptr;
@@ -704,7 +697,7 @@ Result Admin::status(const std::vector<std::string>& files) {
     pxd.push_back(s);
   }
   Result r;
-  r.body = {{"generation", gen}, {"schema", store::kSchemaVersion}, {"data_dir", st_.dir()}, {"pxd", pxd}};
+  r.body = {{"generation", gen}, {"schema", store::keys::kSchemaVersion}, {"data_dir", st_.dir()}, {"pxd", pxd}};
   return r;
 }
 

@@ -5,13 +5,7 @@
 // carries a version checked against If-Match, and leaves an audit record in
 // the same transaction.
 //
-// Keys this layer adds to the store (see store/store.h for the rest):
-//   acl:<name>                 JSON access list (CIDR rules, users with password hashes)
-//   token:<name>               JSON {name, sha256, created, created_by}: API tokens, stored only as hashes
-//   audit:<20-digit seq>       JSON {seq, time, credential, action, resource, before, after}
-//   meta:audit_seq             ASCII decimal, the last audit seq
-//   index:hp:<host> <path>     route name: which route serves a host + path prefix (conflict checks)
-//   acme:chal:<token>          the key authorization to answer at /.well-known/acme-challenge/<token>
+// The keys it reads and writes are named in store/keys.h.
 #pragma once
 #include "core/password.h"
 #include <nlohmann/json.hpp>

@@ -125,14 +125,11 @@ void Server::rebuild() {
   parse_epoch_++;
   route::SnapshotExtras extras;
   bool ok = store_.read([&](store::Store::Txn& t, std::string* e) {
-    std::string_view g;
     std::string gv;
     bool found;
-    if (!t.get(store::kKeyGeneration, &gv, &found, e)) return false;
-    gen = 0;
-    if (found && gv.size() == 8)
-      for (int i = 7; i >= 0; i--) gen = (gen << 8) | static_cast<uint8_t>(gv[i]);
-    bool r1 = t.scan(store::kRoutePrefix, [&](std::string_view key, std::string_view value) {
+    if (!t.get(store::keys::kGeneration, &gv, &found, e)) return false;
+    gen = found ? store::keys::decode_generation(gv) : 0;
+    bool r1 = t.scan(store::keys::kRoute, [&](std::string_view key, std::string_view value) {
       thread_local std::string k;
       k.assign(key);
       auto it = parsed_.find(k);
@@ -151,14 +148,14 @@ void Server::rebuild() {
       }
       return true;
     }, e);
-    bool r2 = r1 && t.scan("acl:", [&](std::string_view key, std::string_view value) {
+    bool r2 = r1 && t.scan(store::keys::kAcl, [&](std::string_view key, std::string_view value) {
       route::AclSpec a;
       std::string pe;
       if (route::parse_acl_spec(value, &a, &pe)) extras.acls.push_back(std::move(a));
       else bad.push_back(std::string(key) + ": " + pe);
       return true;
     }, e);
-    return r2 && t.scan("acme:chal:", [&](std::string_view key, std::string_view value) {
+    return r2 && t.scan(store::keys::kChallenge, [&](std::string_view key, std::string_view value) {
       extras.challenges.emplace_back(std::string(key.substr(10)), std::string(value));
       return true;
     }, e);

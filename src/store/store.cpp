@@ -51,18 +51,18 @@ bool Store::open(const std::string& dir, bool read_only, std::string* error) {
   rc = mdb_txn_begin(env_, nullptr, read_only ? MDB_RDONLY : 0, &txn);
   if (rc == 0) rc = mdb_dbi_open(txn, nullptr, 0, &dbi_);
   if (rc == 0 && !read_only) {
-    MDB_val k = val(kKeySchema), v;
+    MDB_val k = val(keys::kSchema), v;
     int g = mdb_get(txn, dbi_, &k, &v);
     if (g == MDB_NOTFOUND) {
-      std::string s = std::to_string(kSchemaVersion);
+      std::string s = std::to_string(keys::kSchemaVersion);
       MDB_val sv = val(s);
       rc = mdb_put(txn, dbi_, &k, &sv, 0);
     } else if (g == 0) {
       std::string have(static_cast<char*>(v.mv_data), v.mv_size);
-      if (have != std::to_string(kSchemaVersion)) {
+      if (have != std::to_string(keys::kSchemaVersion)) {
         mdb_txn_abort(txn);
         *error = "store " + dir + ": schema version " + have + ", this px understands " +
-                 std::to_string(kSchemaVersion);
+                 std::to_string(keys::kSchemaVersion);
         mdb_env_close(env_);
         env_ = nullptr;
         return false;
@@ -97,16 +97,13 @@ bool Store::begin_read(MDB_txn** txn, std::string* error) {
 }
 
 static uint64_t decode_gen(const MDB_val& v) {
-  uint64_t g = 0;
-  if (v.mv_size == 8)
-    for (int i = 7; i >= 0; i--) g = (g << 8) | static_cast<const uint8_t*>(v.mv_data)[i];
-  return g;
+  return keys::decode_generation({static_cast<const char*>(v.mv_data), v.mv_size});
 }
 
 bool Store::generation(uint64_t* out, std::string* error) {
   MDB_txn* txn;
   if (!begin_read(&txn, error)) return false;
-  MDB_val k = val(kKeyGeneration), v;
+  MDB_val k = val(keys::kGeneration), v;
   int rc = mdb_get(txn, dbi_, &k, &v);
   *out = rc == 0 ? decode_gen(v) : 0;
   mdb_txn_abort(txn);
@@ -136,7 +133,7 @@ bool Store::scan(std::string_view prefix, uint64_t* generation,
                  const std::function<void(std::string_view, std::string_view)>& fn, std::string* error) {
   MDB_txn* txn;
   if (!begin_read(&txn, error)) return false;
-  MDB_val k = val(kKeyGeneration), v;
+  MDB_val k = val(keys::kGeneration), v;
   int rc = mdb_get(txn, dbi_, &k, &v);
   if (generation) *generation = rc == 0 ? decode_gen(v) : 0;
   MDB_cursor* cur;
@@ -242,12 +239,11 @@ bool Store::write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t
     mdb_txn_abort(txn);
     return false;
   }
-  MDB_val k = val(kKeyGeneration), v;
+  MDB_val k = val(keys::kGeneration), v;
   rc = mdb_get(txn, dbi_, &k, &v);
   uint64_t g = rc == 0 ? decode_gen(v) + 1 : 1;
-  uint8_t buf[8];
-  for (int i = 0; i < 8; i++) buf[i] = static_cast<uint8_t>(g >> (8 * i));
-  MDB_val nv{8, buf};
+  std::string enc = keys::encode_generation(g);
+  MDB_val nv = val(enc);
   rc = mdb_put(txn, dbi_, &k, &nv, 0);
   if (rc == 0) rc = mdb_txn_commit(txn);
   else mdb_txn_abort(txn);

@@ -6,15 +6,8 @@
 // transaction and bumps `meta:generation` in that same transaction, so a
 // reader sees a whole change or none of it.
 //
-// Key space (one unnamed database), schema version 1:
-//
-//   key                    value
-//   meta:schema            ASCII decimal schema version, "1"
-//   meta:generation        8 bytes, unsigned 64-bit little-endian, +1 per write txn
-//   route:<name>           JSON route object (see route/route.h, px-store(5) in man/pxd.conf.5)
-//
-// Reserved for later issues: acl:<name>, cert:<name>, acme:<...>, audit:<...>,
-// token:<name>, status:<...>. Keys are ASCII; names are [A-Za-z0-9._-]{1,64}.
+// The key space (what is stored under which key, and the schema version) is
+// owned by store/keys.h.
 #pragma once
 #include <lmdb.h>
 
@@ -23,12 +16,9 @@
 #include <string>
 #include <string_view>
 
-namespace px::store {
+#include "store/keys.h"
 
-inline constexpr uint32_t kSchemaVersion = 1;
-inline constexpr std::string_view kKeySchema = "meta:schema";
-inline constexpr std::string_view kKeyGeneration = "meta:generation";
-inline constexpr std::string_view kRoutePrefix = "route:";
+namespace px::store {
 
 // The one place LMDB's error codes become text.
 std::string lmdb_error(int rc);

@@ -41,7 +41,7 @@ static int put(Store& st, const std::string& text) {
   }
   std::string value = px::route::route_to_json(r);
   uint64_t gen;
-  if (!st.write([&](Store::Writer& w, std::string* e) { return w.put("route:" + r.name, value, e); }, &gen, &err)) {
+  if (!st.write([&](Store::Writer& w, std::string* e) { return w.put(px::store::keys::route(r.name), value, e); }, &gen, &err)) {
     std::fprintf(stderr, "px-store: %s\n", err.c_str());
     return 1;
   }
@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "put-json" && i < argc) return put(st, argv[i]);
   if (cmd == "rm" && i < argc) {
-    std::string key = std::string("route:") + argv[i];
+    std::string key = px::store::keys::route(argv[i]);
     bool found = false;
     uint64_t gen;
     if (!st.write([&](Store::Writer& w, std::string* e) {
@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "list") {
     uint64_t gen;
-    if (!st.scan("route:", &gen, [](std::string_view, std::string_view v) {
+    if (!st.scan(px::store::keys::kRoute, &gen, [](std::string_view, std::string_view v) {
           std::fwrite(v.data(), 1, v.size(), stdout);
           std::fputc('\n', stdout);
         }, &err)) {
@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
     out["version"] = 1;
     uint64_t gen;
     if (!st.write([&](Store::Writer& w, std::string* e) {
-          return w.put("acl:" + out["name"].get<std::string>(), out.dump(), e);
+          return w.put(px::store::keys::acl(out["name"].get<std::string>()), out.dump(), e);
         }, &gen, &err)) {
       std::fprintf(stderr, "px-store: %s\n", err.c_str());
       return 1;
@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "px-store: line %d: invalid route: %s\n", n, err.c_str());
         return 2;
       }
-      items.emplace_back("route:" + r.name, px::route::route_to_json(r));
+      items.emplace_back(px::store::keys::route(r.name), px::route::route_to_json(r));
     }
     uint64_t gen;
     if (!st.write([&](Store::Writer& w, std::string* e) {
@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
     px::route::parse_route_json(values[0], &a, &err);
     uint64_t gen = 0;
     for (long k = 0; k < n; k++)
-      if (!st.write([&](Store::Writer& w, std::string* e) { return w.put("route:" + a.name, values[k % 2], e); },
+      if (!st.write([&](Store::Writer& w, std::string* e) { return w.put(px::store::keys::route(a.name), values[k % 2], e); },
                     &gen, &err)) {
         std::fprintf(stderr, "px-store: %s\n", err.c_str());
         return 1;

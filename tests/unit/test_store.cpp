@@ -58,3 +58,23 @@ TEST_CASE("a missing store is reported, not created, by a reader") {
   CHECK_FALSE(r.open("/tmp/px-definitely-missing-dir", true, &err));
   CHECK(err.find("/tmp/px-definitely-missing-dir") != std::string::npos);
 }
+
+#include "store/keys.h"
+
+TEST_CASE("the key space: builders, the generation's encoding, audit keys in seq order") {
+  using namespace px::store;
+  CHECK(keys::route("shop") == "route:shop");
+  CHECK(keys::acl("office") == "acl:office");
+  CHECK(keys::resource("acl", "office") == keys::acl("office"));
+  CHECK(keys::challenge("t0k") == "acme:chal:t0k");
+  CHECK(keys::host_path("a.test", "/x") == "index:hp:a.test /x");
+  for (uint64_t g : {uint64_t(0), uint64_t(1), uint64_t(255), uint64_t(256), uint64_t(1) << 40, ~uint64_t(0)}) {
+    std::string v = keys::encode_generation(g);
+    CHECK(v.size() == 8);
+    CHECK(keys::decode_generation(v) == g);
+  }
+  CHECK(static_cast<uint8_t>(keys::encode_generation(1)[0]) == 1);  // little-endian
+  CHECK(keys::decode_generation("short") == 0);
+  CHECK(keys::audit(9) < keys::audit(10));
+  CHECK(keys::audit(99999) < keys::audit(100000));
+}
