@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/config.h"
+#include "proxy/config.h"
 #include "core/log.h"
 #include "lua/internal.h"
 #include "route/snapshot.h"

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/config.h"
+#include "proxy/config.h"
 #include "core/log.h"
 #include "lua/internal.h"
 

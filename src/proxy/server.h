@@ -16,7 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/config.h"
+#include "proxy/config.h"
 #include "proxy/worker.h"
 #include "route/route.h"
 #include "store/store.h"

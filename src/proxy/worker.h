@@ -31,7 +31,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/config.h"
+#include "proxy/config.h"
 #include "http/parser.h"
 #include "net/cidr.h"
 #include "proxy/balancer.h"

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "core/config.h"
+#include "proxy/config.h"
 #include "core/log.h"
 #include "proxy/server.h"
 

@@ -17,7 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/config.h"
+#include "proxy/config.h"
 #include "net/cidr.h"
 #include "route/acl.h"
 #include "route/route.h"

@@ -2,7 +2,7 @@
 
 #include <cctype>
 
-#include "core/config.h"
+#include "proxy/config.h"
 #include "core/strings.h"
 #include "net/cidr.h"
 

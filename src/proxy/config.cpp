@@ -1,4 +1,4 @@
-#include "core/config.h"
+#include "proxy/config.h"
 
 #include <cstring>
 #include <fstream>
