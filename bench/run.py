@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """px benchmark harness: px against nginx and HAProxy, in one run, same machine.
 
-  bench/run [--seconds N] [--rounds N] [--connections N] [--idle N] [--routes N]
+  bench/run [--seconds N] [--rounds N] [--connections N] [--idle N] [--burst N] [--routes N]
 
 Topology (2 cores): the proxy under test is pinned to core 0; the load
 generator (wrk) and the upstream (nginx serving a 12-byte body directly) are
 pinned to core 1. Each proxy adds X-Forwarded-For/-Proto/-Host and keeps
 upstream connections alive. Rounds are interleaved (px, nginx, haproxy, px, ...)
 and the median round is reported, with ratios. Then each proxy holds N idle
-keep-alive client connections and its RSS growth per connection is reported.
+keep-alive client connections and its RSS growth per connection is reported;
+then the same after a burst (N requests in flight at once, then idle for 3 s).
 Timing lives here, never in the tests.
 """
 import argparse
@@ -295,6 +296,33 @@ def idle_memory(proc, n):
     return (after - before) * 1024.0 / n
 
 
+def burst_memory(proc, n, settle=3.0):
+    """RSS growth of the proxy per connection after n requests were in flight at
+    once (sent on n connections before any answer is read), once they are all
+    answered and the connections sit idle for `settle` seconds."""
+    pid = proc.pid()
+    before = rss_kb(pid)
+    socks = []
+    req = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    for i in range(n):
+        socks.append(socket.create_connection(("127.0.0.1", proc.port)))
+    for s in socks:
+        s.sendall(req)
+    for s in socks:
+        s.settimeout(30)
+        got = b""
+        while b"hello world" not in got:
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+    time.sleep(settle)
+    after = rss_kb(pid)
+    for s in socks:
+        s.close()
+    return (after - before) * 1024.0 / n
+
+
 def main():
     global WORK
     ap = argparse.ArgumentParser()
@@ -302,6 +330,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--burst", type=int, default=5000, help="requests in flight at once, then idle (memory after a spike)")
     ap.add_argument("--routes", type=int, default=1, help="routes in px's store (other hosts)")
     ap.add_argument("--only", default="px,nginx,haproxy")
     ap.add_argument("--filters", action="store_true",
@@ -316,6 +345,9 @@ def main():
     if hard // 2 - 400 < args.idle:
         args.idle = max(0, hard // 2 - 400)
         print("note: open-file limit %d: measuring %d idle connections" % (hard, args.idle))
+    if hard // 3 - 400 < args.burst:
+        args.burst = max(0, hard // 3 - 400)
+        print("note: open-file limit %d: a burst of %d connections" % (hard, args.burst))
     WORK = tempfile.mkdtemp(prefix="pxbench-")
     up = start_upstream()
     starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "px-filtered": start_px_filtered,
@@ -323,6 +355,7 @@ def main():
     names = [n for n in args.only.split(",") if n in starters]
     results = {n: [] for n in names}
     memory = {}
+    burst = {}
     try:
         procs = {}
         for n in names:
@@ -339,6 +372,11 @@ def main():
             for n in names:
                 memory[n] = idle_memory(procs[n], args.idle)
                 print("idle    %-8s %7.0f bytes of RSS per idle keep-alive connection" % (n, memory[n]), flush=True)
+        if args.burst:
+            for n in names:
+                burst[n] = burst_memory(procs[n], args.burst)
+                print("burst   %-8s %7.0f bytes of RSS per connection, %d requests in flight at once, then idle"
+                      % (n, burst[n], args.burst), flush=True)
         for p in procs.values():
             p.stop()
     finally:
@@ -359,17 +397,24 @@ def main():
         return statistics.median(y["cpu_us"] / x["cpu_us"] for x, y in zip(results[a], results[b]) if x["cpu_us"])
 
     print("| proxy | requests/s | p50 ms | p99 ms | CPU per request | proxy core busy | RSS per idle conn "
-          "| px/this req/s | px/this req per CPU-s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| RSS per conn after a burst | px/this req/s | px/this req per CPU-s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in names:
         if "px" in results and n != "px":
             ratio, cratio = "%.2f" % rps_ratio("px", n), "%.2f" % cpu_ratio("px", n)
         else:
             ratio = cratio = "1.00" if n == "px" else "-"
         mem = ("%.0f B" % memory[n]) if n in memory else "-"
+        bmem = ("%.0f B" % burst[n]) if n in burst else "-"
         busy = statistics.median(r["rps"] * r["cpu_us"] / 1e6 for r in results[n])
-        print("| %s | %.0f | %.3f | %.3f | %.2f us | %.0f%% | %s | %s | %s |" % (
-            n, med[n]["rps"], med[n]["p50"], med[n]["p99"], med[n]["cpu_us"], busy * 100, mem, ratio, cratio))
+        print("| %s | %.0f | %.3f | %.3f | %.2f us | %.0f%% | %s | %s | %s | %s |" % (
+            n, med[n]["rps"], med[n]["p50"], med[n]["p99"], med[n]["cpu_us"], busy * 100, mem, bmem, ratio, cratio))
+    if memory and "px" in memory:
+        print()
+        for n in names:
+            if n != "px" and n in memory and memory[n] > 0:
+                print("memory: px/%s %.2f per idle connection, %.2f after a burst" % (
+                    n, memory["px"] / memory[n], burst.get("px", 0) / burst[n] if burst.get(n) else float("nan")))
     if args.filters and all(n in results for n in ("px", "px-filtered", "nginx-lua")):
         print()
         print("px-filtered keeps %.2f of unfiltered px's requests/s (%.2f per CPU-second) and makes %.2fx "

@@ -41,6 +41,53 @@ const uint8_t kCharClass[256] = {
 
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+// Word-at-a-time scans (8 bytes per step; exact as booleans, see "Bit Twiddling
+// Hacks": hasless, haszero): they skip the long runs of ordinary bytes, and
+// the per-byte table decides wherever a word holds anything else.
+namespace {
+constexpr uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+inline uint64_t load8(const unsigned char* p) {
+  uint64_t x;
+  __builtin_memcpy(&x, p, 8);
+  return x;
+}
+inline uint64_t has_less(uint64_t x, uint8_t n) { return (x - kOnes * n) & ~x & kHighs; }
+inline uint64_t has_byte(uint64_t x, uint8_t b) { return has_less(x ^ (kOnes * b), 1); }
+
+// The first index from i on whose byte is not a field-value byte (SP, HTAB, VCHAR, obs-text).
+inline size_t skip_field_chars(const unsigned char* s, size_t i, size_t len) {
+  while (true) {
+    while (i + 8 <= len) {
+      uint64_t x = load8(s + i);
+      if (has_less(x, 0x20) | has_byte(x, 0x7f)) break;  // a control (HTAB, CR, ...) or DEL in this word
+      i += 8;
+    }
+    size_t stop = i + 8 < len ? i + 8 : len;
+    while (i < stop && has_class(s[i], kFieldChar)) i++;
+    if (i < stop || i == len) return i;
+  }
+}
+
+// The same for request-target bytes (VCHAR except "#").
+inline size_t skip_target_chars(const unsigned char* s, size_t i, size_t len) {
+  while (true) {
+    while (i + 8 <= len) {
+      uint64_t x = load8(s + i);
+      if (has_less(x, 0x21) | (x & kHighs) | has_byte(x, 0x7f) | has_byte(x, '#')) break;
+      i += 8;
+    }
+    size_t stop = i + 8 < len ? i + 8 : len;
+    while (i < stop && has_class(s[i], kTarget)) i++;
+    if (i < stop || i == len) return i;
+  }
+}
+
+inline size_t skip_tchars(const unsigned char* s, size_t i, size_t len) {
+  while (i < len && has_class(s[i], kTchar)) i++;
+  return i;
+}
+}  // namespace
+
 bool valid_host(std::string_view v) {
   size_t i = 0;
   if (!v.empty() && v[0] == '[') {
@@ -110,7 +157,7 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
         i++;
         break;
       case kMethod:
-        while (i < len && has_class(s[i], kTchar)) i++;
+        i = skip_tchars(s, i, len);
         if (i == len) break;
         if (s[i] != ' ') return fail("invalid method");
         st_ = kTargetStart;
@@ -122,7 +169,7 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
         i++;
         break;
       case kTargetRest:
-        while (i < len && has_class(s[i], kTarget)) i++;
+        i = skip_target_chars(s, i, len);
         if (i == len) break;
         if (s[i] != ' ') return fail("invalid character in the request target");
         st_ = kVersion;
@@ -155,7 +202,7 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
         i++;
         break;
       case kReason:
-        while (i < len && has_class(s[i], kFieldChar)) i++;
+        i = skip_field_chars(s, i, len);
         if (i == len) break;
         if (s[i] != '\r') return fail("invalid character in the reason phrase");
         st_ = kLineLf;
@@ -173,15 +220,28 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
         i++;
         break;
       case kFieldStart:
+        if (has_class(c, kTchar)) {
+          // The common case, a whole field line in this buffer, in one step.
+          size_t j = skip_tchars(s, i + 1, len);
+          if (j < len && s[j] == ':') {
+            size_t e = skip_field_chars(s, j + 1, len);
+            if (e + 1 < len && s[e] == '\r' && s[e + 1] == '\n' && n_ + e < limit_) {
+              i = e + 2;
+              break;
+            }
+          }
+          st_ = kName;  // otherwise byte by byte, for the precise error or the next buffer
+          i++;
+          break;
+        }
         if (c == '\r') st_ = kEndLf;
-        else if (has_class(c, kTchar)) st_ = kName;
         else if (c == ' ' || c == '\t') return fail("obsolete line folding");
         else if (c == ':') return fail("empty header name");
         else return fail("invalid character in a header name");
         i++;
         break;
       case kName:
-        while (i < len && has_class(s[i], kTchar)) i++;
+        i = skip_tchars(s, i, len);
         if (i == len) break;
         if (s[i] == ':') st_ = kValue;
         else if (s[i] == ' ' || s[i] == '\t') return fail("whitespace between a header name and the colon");
@@ -189,7 +249,7 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
         i++;
         break;
       case kValue:
-        while (i < len && has_class(s[i], kFieldChar)) i++;
+        i = skip_field_chars(s, i, len);
         if (i == len) break;
         if (s[i] != '\r') return fail("invalid character in a header value");
         st_ = kValueLf;

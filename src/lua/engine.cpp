@@ -228,4 +228,12 @@ void Engine::done(RequestView& v) {
   }
 }
 
+void Engine::collect_garbage() {
+  while (free_states_.size() > 16) {
+    if (free_states_.back()->req_ref >= 0) luaL_unref(L_, LUA_REGISTRYINDEX, free_states_.back()->req_ref);
+    free_states_.pop_back();
+  }
+  lua_gc(L_, LUA_GCCOLLECT, 0);
+}
+
 }  // namespace px::lua

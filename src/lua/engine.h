@@ -99,6 +99,8 @@ class Engine {
   // (Re)loads filter sources; a failing one keeps its previous version.
   void load(const std::vector<std::pair<std::string, std::string>>& files);  // (path, source)
   const std::vector<FilterInfo>& filters() const { return infos_; }
+  // After a spike: a full collection, and fewer pooled filter states.
+  void collect_garbage();
   uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
 
   // The budget watchdog (another thread): is this worker stuck in one phase?

@@ -57,6 +57,15 @@ void release_thread_buffers() {
   t_read_buf = nullptr;
 }
 
+void trim_thread_buffers() {
+  while (t_free_count > 16) {
+    WriteReq* r = t_free;
+    t_free = r->next_free;
+    t_free_count--;
+    delete r;
+  }
+}
+
 size_t Output::size() const {
   size_t n = 0;
   for (const auto& p : pieces_) n += p.len;

@@ -52,5 +52,7 @@ class UvTransport final : public Transport {
 
 // Frees this thread's read buffer and write-request cache (a loop's thread calls it as it ends).
 void release_thread_buffers();
+// After a spike: keeps only a few cached write requests.
+void trim_thread_buffers();
 
 }  // namespace px::net

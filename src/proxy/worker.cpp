@@ -1,5 +1,6 @@
 #include "proxy/worker.h"
 
+#include <malloc.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -215,6 +216,7 @@ void Worker::release_snap(SnapRef* r) {
 }
 
 Stream* Worker::get_stream() {
+  if (++streams_in_use_ > streams_peak_) streams_peak_ = streams_in_use_;
   if (Stream* s = free_streams_) {
     free_streams_ = s->next_free;
     free_stream_count_--;
@@ -225,8 +227,9 @@ Stream* Worker::get_stream() {
 }
 
 void Worker::put_stream(Stream* s) {
+  streams_in_use_--;
   s->reset();
-  if (free_stream_count_ >= 256) {
+  if (free_stream_count_ >= kMaxFreeStreams) {
     delete s;
     return;
   }
@@ -299,8 +302,40 @@ void Worker::timeout_unlink(Session* s) {
   s->timeout = Timeout::none;
 }
 
+// After a spike, give memory back: the pools keep only what the last window
+// needed, and when a spike has passed the allocator returns free pages to the
+// system (glibc keeps them otherwise). Runs from the tick, once a window.
+void Worker::trim() {
+  size_t keep = std::clamp<size_t>(streams_peak_, 8, kMaxFreeStreams);
+  size_t freed = 0;
+  while (free_stream_count_ > keep) {
+    Stream* s = free_streams_;
+    free_streams_ = s->next_free;
+    free_stream_count_--;
+    delete s;
+    freed++;
+  }
+  bool spike_over = (streams_peak_ >= 64 && streams_in_use_ * 4 < streams_peak_) || freed >= 64 ||
+                    upconns_peak_ > upconns + 64;
+  if (spike_over) {
+    net::trim_thread_buffers();
+    if (engine_) engine_->collect_garbage();
+    if (now() - last_malloc_trim_ >= kTrimWindowMs) {
+      malloc_trim(0);
+      last_malloc_trim_ = now();
+    }
+  }
+  streams_peak_ = streams_in_use_;
+  upconns_peak_ = upconns;
+}
+
 void Worker::on_tick() {
   uint64_t t = now();
+  if (upconns > upconns_peak_) upconns_peak_ = upconns;
+  if (t - last_trim_ >= kTrimWindowMs) {
+    last_trim_ = t;
+    trim();
+  }
   for (int k = 1; k < 4; k++) {
     TimeoutList& l = tlists_[k];
     while (l.head && l.head->deadline <= t) {

@@ -315,6 +315,7 @@ class Worker {
   void stop_everything();
   void sync_health_checks();
   void on_tick();
+  void trim();
 
   int id_;
   Config cfg_;
@@ -327,6 +328,11 @@ class Worker {
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;
   size_t free_stream_count_ = 0;
+  static constexpr size_t kMaxFreeStreams = 256;  // the pool's ceiling
+  static constexpr uint64_t kTrimWindowMs = 1000;
+  size_t streams_in_use_ = 0, streams_peak_ = 0;  // the peak within the current trim window
+  uint64_t upconns_peak_ = 0;
+  uint64_t last_trim_ = 0, last_malloc_trim_ = 0;
   Session* sessions_head_ = nullptr;
   std::vector<PeerLoad> load_;  // scratch for choose_peer
   uint64_t rotate_ = 0;
