@@ -35,7 +35,9 @@ struct Srv {
 };
 
 struct Conn final : http::Sink, net::TransportUser {
-  net::UvTransport t;  // a unix socket or a TCP connection
+  // A unix socket or a TCP connection (pxadmind is not on the request path: one more allocation is fine).
+  std::unique_ptr<net::Transport> owned;
+  net::Transport& t() { return *owned; }
   Srv* srv;
   bool is_unix;
   std::string who;  // unix: "uid:N"
@@ -86,13 +88,13 @@ void send(Conn* c, int status, const json& body, uint64_t version, std::string_v
   w.end_response(http::Framing::length, text.size(), false, !c->keep_alive, false);
   if (status != 204 && status != 304) out += text;
   o.end_scratch();
-  c->t.write(o);
+  c->t().write(o);
 }
 
 void close_conn(Conn* c) {
   if (c->closing) return;
   c->closing = true;
-  c->t.close();
+  c->t().close();
 }
 
 void handle(Conn* c) {
@@ -170,8 +172,8 @@ void Conn::on_data(const char* data, size_t n) {
       if (!c->keep_alive) {
         // Close once the answer is out.
         c->closing = true;
-        c->t.read_stop();
-        c->t.shutdown(true);
+        c->t().read_stop();
+        c->t().shutdown(true);
         return;
       }
       c->parser.resume();
@@ -181,8 +183,8 @@ void Conn::on_data(const char* data, size_t n) {
       c->keep_alive = false;
       send(c, c->parser.error_status(), Result::error(c->parser.error_status(), "", c->parser.error_reason()).body, 0);
       c->closing = true;
-      c->t.read_stop();
-      c->t.shutdown(true);
+      c->t().read_stop();
+      c->t().shutdown(true);
       return;
     }
     c->leftover.clear();
@@ -193,7 +195,7 @@ void Conn::on_data(const char* data, size_t n) {
 void start_conn(Conn* c) {
   c->parser.init(HTTP_REQUEST, c, &c->srv->limits);
   c->parser.attach(&c->head);
-  c->t.read_start();
+  c->t().read_start();
 }
 
 }  // namespace
@@ -230,16 +232,18 @@ int run_server(const ServerOptions& opt) {
     c->srv = s;
     c->is_unix = true;
     s->conns.insert(c);
-    c->t.init_pipe(s->loop);
-    c->t.set_user(c);
-    if (c->t.accept(l) != 0) {
+    auto* pipe = new net::UvPipeTransport();
+    c->owned.reset(pipe);
+    pipe->init(s->loop);
+    pipe->set_user(c);
+    if (pipe->accept(l) != 0) {
       close_conn(c);
       return;
     }
     uv_os_fd_t fd;
     ucred cred{};
     socklen_t len = sizeof cred;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(c->t.stream()), &fd) == 0 &&
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe->stream()), &fd) == 0 &&
         getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
       c->who = "uid:" + std::to_string(cred.uid);
     else
@@ -273,9 +277,11 @@ int run_server(const ServerOptions& opt) {
       c->srv = s;
       c->is_unix = false;
       s->conns.insert(c);
-      c->t.init_tcp(s->loop);
-      c->t.set_user(c);
-      if (c->t.accept(l) != 0) {
+      auto* tcp = new net::UvTransport();
+      c->owned.reset(tcp);
+      tcp->init(s->loop);
+      tcp->set_user(c);
+      if (tcp->accept(l) != 0) {
         close_conn(c);
         return;
       }

@@ -8,7 +8,7 @@ namespace px::net {
 namespace {
 struct WriteReq {
   uv_write_t req;
-  UvTransport* owner;
+  void* owner;  // the UvTransportT that queued it
   WriteReq* next_free;
   std::string data;
 };
@@ -40,11 +40,33 @@ void put_req(WriteReq* r) {
 }
 }  // namespace
 
-void on_written(uv_write_t* req, int status) {
-  WriteReq* r = reinterpret_cast<WriteReq*>(req);
-  UvTransport* t = r->owner;
-  put_req(r);
-  t->written(status);
+template <class H>
+struct Cb {
+  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+    static_cast<UvTransportT<H>*>(s->data)->read(n, buf);
+  }
+  static void on_connect(uv_connect_t* req, int status) {
+    auto* t = static_cast<UvTransportT<H>*>(req->data);
+    delete req;
+    t->connected(status);
+  }
+  static void on_close(uv_handle_t* h) { static_cast<UvTransportT<H>*>(h->data)->closed(); }
+  static void on_written(uv_write_t* req, int status) {
+    WriteReq* r = reinterpret_cast<WriteReq*>(req);
+    auto* t = static_cast<UvTransportT<H>*>(r->owner);
+    put_req(r);
+    t->written(status);
+  }
+};
+
+static void alloc_read_buffer(uv_buf_t* buf) {
+  if (!t_read_buf) t_read_buf = new char[kReadBuf];
+  *buf = uv_buf_init(t_read_buf, kReadBuf);
+}
+template <class H>
+void Cb<H>::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+  alloc_read_buffer(buf);
 }
 
 void release_thread_buffers() {
@@ -72,74 +94,81 @@ size_t Output::size() const {
   return n;
 }
 
-void UvTransport::init_tcp(uv_loop_t* loop) {
-  uv_tcp_init(loop, &h_.tcp);
-  h_.tcp.data = this;
+template <>
+void UvTransportT<uv_tcp_t>::init(uv_loop_t* loop) {
+  uv_tcp_init(loop, &h_);
+  h_.data = this;
 }
 
-void UvTransport::init_pipe(uv_loop_t* loop) {
-  uv_pipe_init(loop, &h_.pipe, 0);
-  h_.pipe.data = this;
+template <>
+void UvTransportT<uv_pipe_t>::init(uv_loop_t* loop) {
+  uv_pipe_init(loop, &h_, 0);
+  h_.data = this;
 }
 
-int UvTransport::accept(uv_stream_t* server) { return uv_accept(server, stream()); }
-
-void UvTransport::on_connect(uv_connect_t* req, int status) {
-  auto* t = static_cast<UvTransport*>(req->data);
-  delete req;
-  if (t->closing_) return;
-  if (status < 0) t->user_->on_error(status);
-  else t->user_->on_connected();
+template <class H>
+int UvTransportT<H>::accept(uv_stream_t* server) {
+  return uv_accept(server, stream());
 }
 
-int UvTransport::connect(const sockaddr* addr) {
+template <class H>
+void UvTransportT<H>::connected(int status) {
+  if (closing_) return;
+  if (status < 0) user_->on_error(status);
+  else user_->on_connected();
+}
+
+template <>
+int UvTransportT<uv_tcp_t>::connect(const sockaddr* addr) {
   auto* req = new uv_connect_t;
   req->data = this;
-  int r = uv_tcp_connect(req, &h_.tcp, addr, on_connect);
+  int r = uv_tcp_connect(req, &h_, addr, Cb<uv_tcp_t>::on_connect);
   if (r != 0) delete req;
   return r;
 }
 
-void UvTransport::nodelay() { uv_tcp_nodelay(&h_.tcp, 1); }
+template <>
+void UvTransportT<uv_tcp_t>::nodelay() {
+  uv_tcp_nodelay(&h_, 1);
+}
 
-IpAddr UvTransport::peer_ip() {
+template <>
+IpAddr UvTransportT<uv_tcp_t>::peer_ip() {
   sockaddr_storage ss;
   int len = sizeof ss;
-  if (uv_tcp_getpeername(&h_.tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return IpAddr();
+  if (uv_tcp_getpeername(&h_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return IpAddr();
   return IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
 }
 
-void UvTransport::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
-  if (!t_read_buf) t_read_buf = new char[kReadBuf];
-  *buf = uv_buf_init(t_read_buf, kReadBuf);
-}
-
-void UvTransport::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-  auto* t = static_cast<UvTransport*>(s->data);
-  if (t->closing_) return;
+template <class H>
+void UvTransportT<H>::read(ssize_t n, const uv_buf_t* buf) {
+  if (closing_) return;
   if (n > 0) {
-    t->user_->on_data(buf->base, static_cast<size_t>(n));
+    user_->on_data(buf->base, static_cast<size_t>(n));
   } else if (n == UV_EOF) {
-    t->read_stop();
-    t->user_->on_eof();
+    read_stop();
+    user_->on_eof();
   } else if (n < 0) {
-    t->read_stop();
-    t->user_->on_error(static_cast<int>(n));
+    read_stop();
+    user_->on_error(static_cast<int>(n));
   }
 }
 
-void UvTransport::read_start() {
+template <class H>
+void UvTransportT<H>::read_start() {
   if (reading_ || closing_) return;
-  if (uv_read_start(stream(), on_alloc, on_read) == 0) reading_ = true;
+  if (uv_read_start(stream(), Cb<H>::on_alloc, Cb<H>::on_read) == 0) reading_ = true;
 }
 
-void UvTransport::read_stop() {
+template <class H>
+void UvTransportT<H>::read_stop() {
   if (!reading_) return;
   uv_read_stop(stream());
   reading_ = false;
 }
 
-int UvTransport::write(Output& out) {
+template <class H>
+int UvTransportT<H>::write(Output& out) {
   if (out.empty()) return 0;
   if (closing_) {
     out.clear();
@@ -187,7 +216,7 @@ int UvTransport::write(Output& out) {
   }
   out.clear();
   uv_buf_t b = uv_buf_init(wr->data.data(), static_cast<unsigned>(wr->data.size()));
-  int r = uv_write(&wr->req, stream(), &b, 1, on_written);
+  int r = uv_write(&wr->req, stream(), &b, 1, Cb<H>::on_written);
   if (r != 0) {
     put_req(wr);
     return r;
@@ -195,20 +224,22 @@ int UvTransport::write(Output& out) {
   return 0;
 }
 
-void UvTransport::written(int status) {
+template <class H>
+void UvTransportT<H>::written(int status) {
   if (closing_) return;
   if (status < 0) user_->on_error(status);
   else if (queued() < kLowWater) user_->on_drained();
 }
 
-void UvTransport::shutdown(bool then_close) {
+template <class H>
+void UvTransportT<H>::shutdown(bool then_close) {
   if (closing_) return;
   auto* req = new uv_shutdown_t;
   req->data = then_close ? this : nullptr;
   int r = uv_shutdown(req, stream(), [](uv_shutdown_t* sr, int) {
-    auto* t = static_cast<UvTransport*>(sr->data);
+    auto* t = static_cast<UvTransportT<H>*>(sr->data);
     delete sr;
-    if (t && !t->closing_) t->close();
+    if (t && !t->closing()) t->close();
   });
   if (r != 0) {
     delete req;
@@ -216,16 +247,15 @@ void UvTransport::shutdown(bool then_close) {
   }
 }
 
-void UvTransport::on_close(uv_handle_t* h) {
-  auto* t = static_cast<UvTransport*>(h->data);
-  t->user_->on_closed();
-}
-
-void UvTransport::close() {
+template <class H>
+void UvTransportT<H>::close() {
   if (closing_) return;
   closing_ = true;
   reading_ = false;
-  uv_close(reinterpret_cast<uv_handle_t*>(&h_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&h_), Cb<H>::on_close);
 }
+
+template class UvTransportT<uv_tcp_t>;
+template class UvTransportT<uv_pipe_t>;
 
 }  // namespace px::net

@@ -12,43 +12,51 @@
 
 namespace px::net {
 
-class UvTransport final : public Transport {
+// H is uv_tcp_t (UvTransport) or uv_pipe_t (UvPipeTransport): the handle lives
+// inside the transport, so a connection costs one allocation.
+template <class H>
+class UvTransportT final : public Transport {
  public:
-  UvTransport() = default;
-  UvTransport(const UvTransport&) = delete;
-  UvTransport& operator=(const UvTransport&) = delete;
+  UvTransportT() = default;
+  UvTransportT(const UvTransportT&) = delete;
+  UvTransportT& operator=(const UvTransportT&) = delete;
 
-  void init_tcp(uv_loop_t* loop);
-  void init_pipe(uv_loop_t* loop);
+  void init(uv_loop_t* loop);
   int accept(uv_stream_t* server);
   int connect(const sockaddr* addr);  // TCP: on_connected() or on_error() follows
-  void nodelay();
+  void nodelay();                      // TCP
   IpAddr peer_ip();                    // TCP: the peer's address
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&h_); }
-  uv_loop_t* loop() { return h_.tcp.loop; }
+  uv_loop_t* loop() { return h_.loop; }
 
   void read_start() override;
   void read_stop() override;
   int write(Output& out) override;
-  size_t queued() const override { return h_.tcp.write_queue_size; }
+  size_t queued() const override { return h_.write_queue_size; }
   void shutdown(bool then_close = false) override;
   void close() override;
 
-  static constexpr size_t kReadBuf = 64 * 1024;
+  // Called by the libuv callbacks (uv_transport.cpp).
+  void written(int status);
+  void connected(int status);
+  void closed() { user_->on_closed(); }
+  void read(ssize_t n, const uv_buf_t* buf);
 
  private:
-  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
-  static void on_connect(uv_connect_t* req, int status);
-  static void on_close(uv_handle_t* h);
-  friend void on_written(uv_write_t* req, int status);
-  void written(int status);
-
-  union {
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h_;
+  H h_;
 };
+
+using UvTransport = UvTransportT<uv_tcp_t>;
+using UvPipeTransport = UvTransportT<uv_pipe_t>;
+template <> void UvTransportT<uv_tcp_t>::init(uv_loop_t* loop);
+template <> void UvTransportT<uv_pipe_t>::init(uv_loop_t* loop);
+template <> int UvTransportT<uv_tcp_t>::connect(const sockaddr* addr);
+template <> void UvTransportT<uv_tcp_t>::nodelay();
+template <> IpAddr UvTransportT<uv_tcp_t>::peer_ip();
+extern template class UvTransportT<uv_tcp_t>;
+extern template class UvTransportT<uv_pipe_t>;
+
+inline constexpr size_t kReadBuf = 64 * 1024;  // the per-thread read buffer
 
 // Frees this thread's read buffer and write-request cache (a loop's thread calls it as it ends).
 void release_thread_buffers();

@@ -125,7 +125,7 @@ void Worker::health_probe(PeerState* p) {
   hp->limits.max_headers = 256;
   hp->parser.init(HTTP_RESPONSE, hp, &hp->limits);
   hp->parser.attach(&hp->head);
-  hp->tcp.init_tcp(&loop_);
+  hp->tcp.init(&loop_);
   hp->tcp.set_user(hp);
   uv_timer_init(&loop_, &hp->timer);
   hp->timer.data = hp;

@@ -140,7 +140,7 @@ void Session::on_data(const char* data, size_t n) {
   if (stream && stream->req_complete) {
     // Pipelined bytes that arrived while a response is pending: keep them for later.
     leftover.append(data, n);
-    if (leftover.size() > w->cfg().max_header_size + net::UvTransport::kReadBuf) {
+    if (leftover.size() > w->cfg().max_header_size + net::kReadBuf) {
       want_read = false;
       update_reading();
     }
@@ -185,7 +185,7 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
   st->bytes_in += consumed;
   flush(st);
   if (closing) return;
-  if (from_leftover) leftover.erase(0, consumed);
+  if (from_leftover) leftover.erase_front(consumed);
   else if (consumed < len) leftover.append(data + consumed, len - consumed);
 }
 
@@ -552,7 +552,12 @@ void Session::finish_stream() {
     return;
   }
   want_read = true;
-  set_timeout(leftover.empty() ? Timeout::keepalive : Timeout::header);
+  if (leftover.empty()) {
+    leftover.clear();  // an idle connection keeps no buffer
+    set_timeout(Timeout::keepalive);
+  } else {
+    set_timeout(Timeout::header);
+  }
 }
 
 void Session::close_when_written() {

@@ -223,7 +223,7 @@ void UpConn::on_data(const char* data, size_t len) {
     s->flush(st);
     if (s->closing) return;
     if (!s->leftover.empty()) {
-      out.copy(s->leftover);
+      out.copy(s->leftover.view());
       s->leftover.clear();
       tr->write(out);
     }
@@ -400,7 +400,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     c->w = w;
     c->peer = p;
     w->upconns++;
-    c->tcp.init_tcp(w->loop());
+    c->tcp.init(w->loop());
     c->tcp.set_user(c);
     uv_timer_init(w->loop(), &c->timer);
     c->timer.data = c;

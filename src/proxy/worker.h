@@ -142,6 +142,26 @@ struct Stream {
   void reset();
 };
 
+// Bytes a session read but has not parsed yet (pipelined requests, tunnel data
+// that arrived early). Usually there are none: the buffer exists only while
+// needed, so an idle connection pays one pointer for it.
+class Pending {
+ public:
+  bool empty() const { return !s_ || s_->empty(); }
+  size_t size() const { return s_ ? s_->size() : 0; }
+  const char* data() const { return s_->data(); }
+  void append(const char* p, size_t n) {
+    if (!s_) s_ = std::make_unique<std::string>();
+    s_->append(p, n);
+  }
+  void erase_front(size_t n) { s_->erase(0, n); }
+  void clear() { s_.reset(); }  // and free the buffer
+  std::string_view view() const { return s_ ? std::string_view(*s_) : std::string_view(); }
+
+ private:
+  std::unique_ptr<std::string> s_;
+};
+
 struct Session final : http::Sink, net::TransportUser {
   net::UvTransport tcp;      // the accepted connection (unused when `tr` is another transport)
   net::Transport* tr = &tcp; // what the session reads from and writes to
@@ -152,7 +172,7 @@ struct Session final : http::Sink, net::TransportUser {
   Session* tnext = nullptr;
   uint64_t deadline = 0;
   Stream* stream = nullptr;
-  std::string leftover;   // bytes read but not parsed yet (pipelining, tunnel data)
+  Pending leftover;       // bytes read but not parsed yet (pipelining, tunnel data)
   net::IpAddr peer_ip;
   Timeout timeout = Timeout::none;
   bool got_bytes = false;    // any byte ever arrived on this connection
