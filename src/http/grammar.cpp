@@ -55,31 +55,33 @@ inline uint64_t has_less(uint64_t x, uint8_t n) { return (x - kOnes * n) & ~x & 
 inline uint64_t has_byte(uint64_t x, uint8_t b) { return has_less(x ^ (kOnes * b), 1); }
 
 // The first index from i on whose byte is not a field-value byte (SP, HTAB, VCHAR, obs-text).
+// In a word, the lowest flagged byte is exact (a false flag can only follow a true one).
 inline size_t skip_field_chars(const unsigned char* s, size_t i, size_t len) {
-  while (true) {
-    while (i + 8 <= len) {
-      uint64_t x = load8(s + i);
-      if (has_less(x, 0x20) | has_byte(x, 0x7f)) break;  // a control (HTAB, CR, ...) or DEL in this word
+  while (i + 8 <= len) {
+    uint64_t x = load8(s + i);
+    uint64_t m = has_less(x, 0x20) | has_byte(x, 0x7f);
+    if (!m) {
       i += 8;
+      continue;
     }
-    size_t stop = i + 8 < len ? i + 8 : len;
-    while (i < stop && has_class(s[i], kFieldChar)) i++;
-    if (i < stop || i == len) return i;
+    i += static_cast<size_t>(__builtin_ctzll(m)) >> 3;
+    if (s[i] != '\t') return i;
+    i++;  // HTAB is a field byte
   }
+  while (i < len && has_class(s[i], kFieldChar)) i++;
+  return i;
 }
 
 // The same for request-target bytes (VCHAR except "#").
 inline size_t skip_target_chars(const unsigned char* s, size_t i, size_t len) {
-  while (true) {
-    while (i + 8 <= len) {
-      uint64_t x = load8(s + i);
-      if (has_less(x, 0x21) | (x & kHighs) | has_byte(x, 0x7f) | has_byte(x, '#')) break;
-      i += 8;
-    }
-    size_t stop = i + 8 < len ? i + 8 : len;
-    while (i < stop && has_class(s[i], kTarget)) i++;
-    if (i < stop || i == len) return i;
+  while (i + 8 <= len) {
+    uint64_t x = load8(s + i);
+    uint64_t m = has_less(x, 0x21) | (x & kHighs) | has_byte(x, 0x7f) | has_byte(x, '#');
+    if (m) return i + (static_cast<size_t>(__builtin_ctzll(m)) >> 3);
+    i += 8;
   }
+  while (i < len && has_class(s[i], kTarget)) i++;
+  return i;
 }
 
 inline size_t skip_tchars(const unsigned char* s, size_t i, size_t len) {
@@ -128,8 +130,56 @@ bool valid_host(std::string_view v) {
   return value <= 65535;
 }
 
+namespace {
+inline bool crlf(const unsigned char* s, size_t i, size_t len) { return i + 1 < len && s[i] == '\r' && s[i + 1] == '\n'; }
+inline bool version_at(const unsigned char* s, size_t i, size_t len) {
+  if (i + 8 > len) return false;
+  uint64_t x = load8(s + i);
+  unsigned major = static_cast<unsigned>(x >> 40 & 0xff) - '0', minor = static_cast<unsigned>(x >> 56) - '0';
+  return (x & 0x00ff00ffffffffffull) == 0x002e002f50545448ull && major <= 9 && minor <= 9;
+}
+
+// A whole, ordinary head in one buffer, in one tight pass: returns its length,
+// or 0 when anything is unusual or missing (the state machine then goes over
+// it from the start, and finds the exact error or waits for more bytes).
+size_t fast_head(const unsigned char* s, size_t len, bool request) {
+  size_t i = 0;
+  if (request) {
+    size_t m = skip_tchars(s, 0, len);
+    if (m == 0 || m >= len || s[m] != ' ') return 0;
+    size_t t = skip_target_chars(s, m + 1, len);
+    if (t == m + 1 || t >= len || s[t] != ' ' || !version_at(s, t + 1, len)) return 0;
+    i = t + 9;
+  } else {
+    if (!version_at(s, 0, len) || len < 13 || s[8] != ' ' || static_cast<unsigned>(s[9] - '0') > 9 ||
+        static_cast<unsigned>(s[10] - '0') > 9 || static_cast<unsigned>(s[11] - '0') > 9)
+      return 0;
+    i = 12;
+    if (s[i] == ' ') i = skip_field_chars(s, i + 1, len);
+  }
+  if (!crlf(s, i, len)) return 0;
+  i += 2;
+  while (true) {
+    if (i < len && s[i] == '\r') return crlf(s, i, len) ? i + 2 : 0;
+    size_t n = skip_tchars(s, i, len);
+    if (n == i || n >= len || s[n] != ':') return 0;
+    size_t e = skip_field_chars(s, n + 1, len);
+    if (!crlf(s, e, len)) return 0;
+    i = e + 2;
+  }
+}
+}  // namespace
+
 HeadGrammar::Result HeadGrammar::scan(const char* p, size_t len, size_t* used) {
   const auto* s = reinterpret_cast<const unsigned char*>(p);
+  if (n_ == 0 && (st_ == kLead || st_ == kRVersion)) {
+    size_t n = fast_head(s, len, st_ == kLead);
+    if (n && n < limit_) {
+      n_ = n;
+      *used = n;
+      return Result::done;
+    }
+  }
   size_t i = 0;
   Result r = scan_(s, len, &i);
   *used = i;
@@ -178,6 +228,17 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
         break;
       case kVersion:
       case kRVersion: {
+        if (idx_ == 0 && i + 8 <= len) {
+          // "HTTP/d.d" in one compare, the usual case.
+          uint64_t x = load8(s + i);
+          unsigned major = static_cast<unsigned>(x >> 40 & 0xff) - '0', minor = static_cast<unsigned>(x >> 56) - '0';
+          if ((x & 0x00ff00ffffffffffull) == 0x002e002f50545448ull && major <= 9 && minor <= 9) {
+            i += 8;
+            st_ = st_ == kVersion ? kLineLf : kStatus;
+            idx_ = 0;
+            break;
+          }
+        }
         // "HTTP/" DIGIT "." DIGIT
         static constexpr char kShape[] = "HTTP/0.0";
         bool ok = idx_ == 5 || idx_ == 7 ? is_digit(static_cast<char>(c)) : c == static_cast<unsigned char>(kShape[idx_]);

@@ -29,7 +29,7 @@ class HeadWriter {
   // "METHOD [/]target HTTP/1.1": add_slash puts a "/" before a target that lost it.
   void request_line(std::string_view method, std::string_view target, bool add_slash);
   void status_line(int status);  // with px's own reason phrase
-  void field(std::string_view name, std::string_view value) {
+  [[gnu::always_inline]] void field(std::string_view name, std::string_view value) {
     o_.append(name);
     o_.append(": ");
     o_.append(value);
