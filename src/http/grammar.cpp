@@ -1,5 +1,6 @@
 #include "http/grammar.h"
 
+#include <algorithm>
 #include <array>
 
 namespace px::http {
@@ -85,6 +86,8 @@ inline size_t skip_target_chars(const unsigned char* s, size_t i, size_t len) {
 }
 
 inline size_t skip_tchars(const unsigned char* s, size_t i, size_t len) {
+  while (i + 4 <= len && (kCharClass[s[i]] & kCharClass[s[i + 1]] & kCharClass[s[i + 2]] & kCharClass[s[i + 3]] & kTchar))
+    i += 4;
   while (i < len && has_class(s[i], kTchar)) i++;
   return i;
 }
@@ -172,27 +175,30 @@ size_t fast_head(const unsigned char* s, size_t len, bool request) {
 
 HeadGrammar::Result HeadGrammar::scan(const char* p, size_t len, size_t* used) {
   const auto* s = reinterpret_cast<const unsigned char*>(p);
+  // Only the bytes up to the limit are looked at: an error before it is
+  // reported as such, and reaching it is "too large", however the bytes arrive.
+  size_t cap = limit_ > n_ ? std::min(len, limit_ - n_) : 0;
   if (n_ == 0 && (st_ == kLead || st_ == kRVersion)) {
-    size_t n = fast_head(s, len, st_ == kLead);
-    if (n && n < limit_) {
+    size_t n = fast_head(s, cap, st_ == kLead);
+    if (n) {
       n_ = n;
       *used = n;
       return Result::done;
     }
   }
   size_t i = 0;
-  Result r = scan_(s, len, &i);
+  Result r = scan_(s, cap, &i);
   *used = i;
+  if (r == Result::more && cap < len) {
+    too_large_ = true;
+    return fail("head too large");
+  }
   return r;
 }
 
 HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_t* pos) {
   size_t& i = *pos;
   while (i < len) {
-    if (n_ + i >= limit_) {
-      too_large_ = true;
-      return fail("head too large");
-    }
     unsigned char c = s[i];
     switch (st_) {
       case kLead:
@@ -286,7 +292,7 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
           size_t j = skip_tchars(s, i + 1, len);
           if (j < len && s[j] == ':') {
             size_t e = skip_field_chars(s, j + 1, len);
-            if (e + 1 < len && s[e] == '\r' && s[e + 1] == '\n' && n_ + e < limit_) {
+            if (e + 1 < len && s[e] == '\r' && s[e + 1] == '\n') {
               i = e + 2;
               break;
             }

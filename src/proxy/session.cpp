@@ -489,29 +489,31 @@ void Session::end_stream() {
       st->end_as(w->stopping() ? Termination::shutdown : Termination::client_closed);
     else st->end_as(st->local ? Termination::local : Termination::ok);
   }
-  EndRecord r;
-  r.route = st->route ? std::string_view(st->route->spec.name) : std::string_view();
-  r.peer = st->peer ? std::string_view(st->peer->key) : std::string_view();
-  r.method = st->req.method_name();
-  r.host = st->host;
-  r.target = st->req.url();
-  r.client = st->client_ip;
-  r.status = st->status;
-  r.upstream_status = st->local ? 0 : st->resp.status;
-  r.attempts = st->attempts;
-  r.reason = st->term;
-  r.bytes_in = st->bytes_in;
-  r.bytes_out = st->bytes_out;
-  r.start_ms = st->start_ms;
-  r.duration_ms = st->start_ms ? w->now() - st->start_ms : 0;
-  r.stream = st;
   lua::Engine* eng = w->engine();
   // The first observer: phase 6, logging (after the exchange, read-only).
   if (st->view.fs && eng && st->route && (st->mask & (1 << lua::kLogging)))
     run_phase(eng, lua::kLogging, static_cast<int>(st->route->index), st, st->local ? nullptr : &st->resp,
               st->status);
-  for (int p = 0; p < lua::kPhases; p++) r.phase_us[p] = st->phase_us[p];
-  for (EndObserver* o : w->observers()) o->on_stream_end(r);
+  if (!w->observers().empty()) {  // the record is made only when someone reads it
+    EndRecord r;
+    r.route = st->route ? std::string_view(st->route->spec.name) : std::string_view();
+    r.peer = st->peer ? std::string_view(st->peer->key) : std::string_view();
+    r.method = st->req.method_name();
+    r.host = st->host;
+    r.target = st->req.url();
+    r.client = st->client_ip;
+    r.status = st->status;
+    r.upstream_status = st->local ? 0 : st->resp.status;
+    r.attempts = st->attempts;
+    r.reason = st->term;
+    r.bytes_in = st->bytes_in;
+    r.bytes_out = st->bytes_out;
+    r.start_ms = st->start_ms;
+    r.duration_ms = st->start_ms ? w->now() - st->start_ms : 0;
+    r.stream = st;
+    for (int p = 0; p < lua::kPhases; p++) r.phase_us[p] = st->phase_us[p];
+    for (EndObserver* o : w->observers()) o->on_stream_end(r);
+  }
   if (st->view.fs && eng) eng->done(st->view);
   if (st->snap) w->release_snap(st->snap);
   stream = nullptr;
