@@ -280,7 +280,6 @@ llhttp_errno_t Parser::head_done(bool no_body, const char*& p) {
     upgrade_ = st == 101;
     no_body = no_body || st < 200 || st == 204 || st == 304;
   }
-  h.keep_alive = h.minor == 1 ? !conn_close_ : conn_keep_;
   if (no_body) {
     return complete(p);
   }
@@ -470,6 +469,8 @@ int Parser::cb_headers_complete(llhttp_t* p) {
   if (h->has_content_length) h->content_length = p->content_length;
   s->conn_close_ = (p->flags & F_CONNECTION_CLOSE) != 0;
   s->conn_keep_ = (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
+  // Known before the sink sees the head (a response delimited by EOF is not kept: head_done).
+  h->keep_alive = h->minor == 1 ? !s->conn_close_ : s->conn_keep_;
   if (s->is_request_) {
     h->method = p->method;
     if (h->minor == 1 && h->host_index < 0) return s->fail(400, "HTTP/1.1 request without Host");

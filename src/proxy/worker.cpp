@@ -56,7 +56,48 @@ void Worker::start(std::vector<int> fds) {
     listeners_.push_back(t);
   }
   started_ = true;
+  if (inline_) return;  // start_inline(): the caller runs the loop on its own thread
   thread_ = std::thread([this] { run(); });
+}
+
+void Worker::start_inline() {
+  inline_ = true;
+  start({});
+  on_async();
+}
+
+Session* Worker::adopt(net::Transport* t, const net::IpAddr& peer) {
+  auto* s = new Session();
+  s->w = this;
+  s->tr = t;
+  t->set_user(s);
+  s->peer_ip = peer;
+  s->trusted_peer = cfg_.trusted_proxies.contains(peer);
+  sessions++;
+  s->counted = true;
+  s->next = sessions_head_;
+  if (sessions_head_) sessions_head_->prev = s;
+  sessions_head_ = s;
+  s->start();
+  return s;
+}
+
+void Worker::finish_inline() {
+  on_async();
+  stop_everything();
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop_) != 0) PX_ERR("worker %d: loop closed with handles still open", id_);
+  if (current_) {
+    current_->retired = true;
+    if (current_->refs == 0) delete current_;
+    current_ = nullptr;
+  }
+  while (free_streams_) {
+    Stream* s = free_streams_;
+    free_streams_ = s->next_free;
+    delete s;
+  }
+  net::release_thread_buffers();
 }
 
 namespace {

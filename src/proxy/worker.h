@@ -280,6 +280,12 @@ class Worker {
   void post_drain();
   void post_stop();
   void join();
+  // For unit tests: the loop runs on the caller's thread (uv_run(loop(), ...)),
+  // without Lua filters; adopt() makes a session over any transport (an
+  // in-memory one: net/memory_transport.h); finish_inline() closes everything.
+  void start_inline();
+  Session* adopt(net::Transport* t, const net::IpAddr& peer);
+  void finish_inline();
   uint64_t applied_generation() const { return applied_gen_.load(std::memory_order_acquire); }
   int id() const { return id_; }
 
@@ -364,6 +370,7 @@ class Worker {
   uv_timer_t tick_;
   bool draining_ = false;
   bool stopping_ = false;
+  bool inline_ = false;
   std::atomic<bool> started_{false};
   uint64_t date_sec_ = 0;
   char date_buf_[40] = {};

@@ -91,6 +91,20 @@ class FramingTest(unittest.TestCase):
         self.assertEqual(c.response().status, 405)
         c.close()
 
+    def test_http10_without_keep_alive_is_closed_and_with_it_kept(self):
+        c = Client(self.px.port)
+        c.send("GET /echo HTTP/1.0\r\nHost: a.test\r\n\r\n")
+        r = c.response()
+        self.assertEqual((r.status, r.header("connection")), (200, "close"))
+        self.assertTrue(c.closed())
+        c.close()
+        c = Client(self.px.port)
+        for _ in range(2):
+            c.send("GET /echo HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n")
+            r = c.response()
+            self.assertEqual((r.status, r.header("connection")), (200, "keep-alive"))
+        c.close()
+
     def test_header_names_with_underscore_are_dropped(self):
         c = Client(self.px.port)
         c.send("GET /echo HTTP/1.1\r\nHost: a.test\r\nX_Smuggle: 1\r\nX-Kept: 2\r\n\r\n")
