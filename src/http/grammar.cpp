@@ -95,6 +95,7 @@ inline size_t skip_tchars(const unsigned char* s, size_t i, size_t len) {
 
 bool valid_host(std::string_view v) {
   size_t i = 0;
+  const auto* s = reinterpret_cast<const unsigned char*>(v.data());
   if (!v.empty() && v[0] == '[') {
     // IP-literal: an IPv6 address (hex digits, colons, a dotted tail). IPvFuture is not accepted.
     size_t close = v.find(']');
@@ -108,17 +109,11 @@ bool valid_host(std::string_view v) {
     if (!colon) return false;
     i = close + 1;
   } else {
-    while (i < v.size() && v[i] != ':') {
-      unsigned char c = static_cast<unsigned char>(v[i]);
-      if (c == '%') {
-        if (i + 2 >= v.size() || !has_class(static_cast<unsigned char>(v[i + 1]), kHexDig) ||
-            !has_class(static_cast<unsigned char>(v[i + 2]), kHexDig))
-          return false;
-        i += 3;
-        continue;
-      }
-      if (!has_class(c, kRegName)) return false;
-      i++;
+    while (true) {
+      while (i < v.size() && has_class(s[i], kRegName)) i++;  // ':' and '%' are not reg-name bytes
+      if (i == v.size() || s[i] != '%') break;
+      if (i + 2 >= v.size() || !has_class(s[i + 1], kHexDig) || !has_class(s[i + 2], kHexDig)) return false;
+      i += 3;
     }
   }
   if (i == v.size()) return true;

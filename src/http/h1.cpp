@@ -24,15 +24,11 @@ bool keep_response_field(Hdr k, uint16_t status, bool no_body) {
   }
 }
 
-void HeadWriter::request_line(std::string_view method, std::string_view target, bool add_slash) {
-  o_.append(method);
-  o_.push_back(' ');
-  if (add_slash) o_.push_back('/');
-  o_.append(target);
-  o_.append(" HTTP/1.1\r\n");
-}
-
 void HeadWriter::status_line(int status) {
+  if (status == 200) {  // the usual one, without formatting
+    o_.append("HTTP/1.1 200 OK\r\n");
+    return;
+  }
   o_.append("HTTP/1.1 ");
   append_dec(o_, static_cast<uint64_t>(status));
   o_.push_back(' ');

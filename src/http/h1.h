@@ -27,7 +27,13 @@ class HeadWriter {
  public:
   explicit HeadWriter(std::string& out) : o_(out) {}
   // "METHOD [/]target HTTP/1.1": add_slash puts a "/" before a target that lost it.
-  void request_line(std::string_view method, std::string_view target, bool add_slash);
+  [[gnu::always_inline]] void request_line(std::string_view method, std::string_view target, bool add_slash) {
+    o_.append(method);
+    o_.push_back(' ');
+    if (add_slash) o_.push_back('/');
+    o_.append(target);
+    o_.append(" HTTP/1.1\r\n");
+  }
   void status_line(int status);  // with px's own reason phrase
   [[gnu::always_inline]] void field(std::string_view name, std::string_view value) {
     o_.append(name);

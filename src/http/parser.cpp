@@ -362,10 +362,7 @@ int Parser::cb_status(llhttp_t* p, const char*, size_t len) {
 int Parser::cb_field(llhttp_t* p, const char* at, size_t len) {
   Parser* s = self(p);
   Head* h = s->head_;
-  // ": " and CRLF count once per header, however the name arrives in pieces.
-  bool starts = s->in_value_ || h->headers.empty();
-  if (!s->count(len + (starts ? 4 : 0))) return s->fail(s->is_request_ ? 431 : 502, "head too large");
-  if (starts) {
+  if (s->in_value_ || h->headers.empty()) {
     if (h->headers.size() >= s->limits_->max_headers) return s->fail(s->is_request_ ? 431 : 502, "too many headers");
     s->in_value_ = false;
     auto off = static_cast<uint32_t>(h->buf.size());
@@ -380,7 +377,6 @@ int Parser::cb_field(llhttp_t* p, const char* at, size_t len) {
 int Parser::cb_value(llhttp_t* p, const char* at, size_t len) {
   Parser* s = self(p);
   Head* h = s->head_;
-  if (!s->count(len)) return s->fail(s->is_request_ ? 431 : 502, "head too large");
   if (!s->in_value_) {
     s->in_value_ = true;
     h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
@@ -398,8 +394,11 @@ int Parser::cb_value_complete(llhttp_t* p) {
     h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
   }
   size_t i = h->headers.size() - 1;
-  // Trailing whitespace is not part of a field value (RFC 9110 5.5).
   auto& ref = h->headers.back();
+  // The head's size counts each field once it is whole (": " and CRLF included),
+  // so the limit trips at the same field however the bytes arrive.
+  if (!s->count(ref.name_len + ref.value_len + 4)) return s->fail(s->is_request_ ? 431 : 502, "head too large");
+  // Trailing whitespace is not part of a field value (RFC 9110 5.5).
   while (ref.value_len && (h->buf[ref.value_off + ref.value_len - 1] == ' ' ||
                            h->buf[ref.value_off + ref.value_len - 1] == '\t'))
     ref.value_len--;
