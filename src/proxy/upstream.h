@@ -3,6 +3,7 @@
 // on another peer when that is safe, and tunnelling after a 101.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace px::proxy {
 
@@ -20,5 +21,13 @@ void pause_upstream(Stream* st);              // backpressure from a slow client
 void resume_upstream(Stream* st);
 void tunnel_from_client(Stream* st, const char* data, size_t len);
 void tunnel_client_eof(Stream* st);
+
+// Between the stream's upstream side and its connection (upstream.cpp, upconn.cpp).
+struct UpConn;
+enum class Fail : uint8_t;
+bool idempotent(uint8_t method);
+void detach(Stream* st);                        // the stream and its UpConn part
+void send_request(Stream* st, UpConn* c);       // the head (and any body so far) goes out
+void upstream_failed(Stream* st, UpConn* c, Fail why);  // retry (retry.h) or answer 502/504
 
 }  // namespace px::proxy
