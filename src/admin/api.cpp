@@ -20,15 +20,13 @@ const std::vector<Operation>& operations() {
       v.push_back({"GET", list, [kind](Admin& a, Request&) { return a.list(kind); }});
       v.push_back({"POST", list, [kind](Admin& a, Request& r) { return a.create(kind, r.body, r.who); }});
       v.push_back({"GET", one, [kind](Admin& a, Request& r) { return a.get(kind, r.params["name"]); }});
-      v.push_back({"PUT", one, [kind](Admin& a, Request& r) {
-                     return a.put(kind, r.params["name"], r.body, r.if_match, r.who);
-                   }});
+      v.push_back({"PUT", one,
+                   [kind](Admin& a, Request& r) { return a.put(kind, r.params["name"], r.body, r.if_match, r.who); }});
       v.push_back({"PATCH", one, [kind](Admin& a, Request& r) {
                      return a.patch(kind, r.params["name"], r.body, r.if_match, r.who);
                    }});
-      v.push_back({"DELETE", one, [kind](Admin& a, Request& r) {
-                     return a.remove(kind, r.params["name"], r.if_match, r.who);
-                   }});
+      v.push_back({"DELETE", one,
+                   [kind](Admin& a, Request& r) { return a.remove(kind, r.params["name"], r.if_match, r.who); }});
     }
     v.push_back({"POST", "/v1/acls/{name}/users",
                  [](Admin& a, Request& r) { return a.add_user(r.params["name"], r.body, r.who); }});
@@ -62,8 +60,8 @@ const std::vector<Operation>& operations() {
     v.push_back({"GET", "/v1/status", [](Admin& a, Request&) { return a.status(g_pxd_status_files); }});
     v.push_back({"GET", "/v1/tokens", [](Admin& a, Request&) { return a.list_tokens(); }});
     v.push_back({"POST", "/v1/tokens", [](Admin& a, Request& r) { return a.create_token(r.body, r.who); }});
-    v.push_back({"DELETE", "/v1/tokens/{name}",
-                 [](Admin& a, Request& r) { return a.remove_token(r.params["name"], r.who); }});
+    v.push_back(
+        {"DELETE", "/v1/tokens/{name}", [](Admin& a, Request& r) { return a.remove_token(r.params["name"], r.who); }});
     v.push_back({"PUT", "/v1/acme/challenges/{token}",
                  [](Admin& a, Request& r) { return a.put_challenge(r.params["token"], r.body, r.who); }});
     v.push_back({"DELETE", "/v1/acme/challenges/{token}",
@@ -118,8 +116,10 @@ const Operation* match(const std::string& method, const std::string& target, Req
     std::map<std::string, std::string> params;
     bool ok = true;
     for (size_t i = 0; i < pat.size() && ok; i++) {
-      if (pat[i].front() == '{') params[pat[i].substr(1, pat[i].size() - 2)] = segs[i];
-      else ok = pat[i] == segs[i];
+      if (pat[i].front() == '{')
+        params[pat[i].substr(1, pat[i].size() - 2)] = segs[i];
+      else
+        ok = pat[i] == segs[i];
     }
     if (!ok) continue;
     path_matched = true;

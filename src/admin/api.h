@@ -15,9 +15,9 @@ struct Request {
   std::string method;
   std::map<std::string, std::string> params;  // from {name} segments
   std::map<std::string, std::string> query;
-  json body;                                   // null when there was none
+  json body;  // null when there was none
   uint64_t if_match = 0;
-  std::string who;                             // "uid:1000" or "token:ci"
+  std::string who;  // "uid:1000" or "token:ci"
 };
 
 struct Operation {

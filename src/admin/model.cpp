@@ -108,7 +108,7 @@ struct Tx {
     if (found) parse_u64(v, &seq);
     seq++;
     std::string key = store::keys::audit(seq);
-    json rec = {{"seq", seq},         {"time", now_rfc3339()}, {"credential", who}, {"action", action},
+    json rec = {{"seq", seq},           {"time", now_rfc3339()}, {"credential", who}, {"action", action},
                 {"resource", resource}, {"before", before},      {"after", after}};
     return w.put(key, rec.dump(), err) && w.put(store::keys::kAuditSeq, std::to_string(seq), err);
   }
@@ -137,10 +137,10 @@ struct Tx {
         if (found && other != name) {
           std::string hp = k.substr(9);
           size_t sp = hp.find(' ');
-          return fail(Result::error(409, field,
-                                    "host " + hp.substr(0, sp) + " with path " + hp.substr(sp + 1) +
-                                        " is already served by route " + other,
-                                    {{"conflict", other}}));
+          return fail(Result::error(
+              409, field,
+              "host " + hp.substr(0, sp) + " with path " + hp.substr(sp + 1) + " is already served by route " + other,
+              {{"conflict", other}}));
         }
         if (!w.put(k, name, err)) return false;
       }
@@ -153,17 +153,19 @@ Result in_txn(store::Store& st, const std::function<bool(Tx&)>& fn) {
   Result out;
   bool failed = false;
   std::string err;
-  bool ok = st.write([&](store::Store::Writer& w, std::string* e) {
-    Tx tx{w, e, {}, false};
-    bool r = fn(tx);
-    if (!r && tx.failed) {
-      out = tx.res;
-      failed = true;
-    } else if (r) {
-      out = tx.res;
-    }
-    return r;
-  }, nullptr, &err);
+  bool ok = st.write(
+      [&](store::Store::Writer& w, std::string* e) {
+        Tx tx{w, e, {}, false};
+        bool r = fn(tx);
+        if (!r && tx.failed) {
+          out = tx.res;
+          failed = true;
+        } else if (r) {
+          out = tx.res;
+        }
+        return r;
+      },
+      nullptr, &err);
   if (ok) return out;
   if (failed) return out;
   return Result::error(500, "", err);
@@ -203,12 +205,17 @@ Result Admin::list(const std::string& kind) {
   r.body = json::array();
   std::string err;
   std::string prefix = store::keys::resource_prefix(kind);
-  bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
-    return t.scan(prefix, [&](std::string_view, std::string_view v) {
-      r.body.push_back(json::parse(v, nullptr, false));
-      return true;
-    }, e);
-  }, &err);
+  bool ok = st_.read(
+      [&](store::Store::Txn& t, std::string* e) {
+        return t.scan(
+            prefix,
+            [&](std::string_view, std::string_view v) {
+              r.body.push_back(json::parse(v, nullptr, false));
+              return true;
+            },
+            e);
+      },
+      &err);
   if (!ok) return Result::error(500, "", err);
   return r;
 }
@@ -264,10 +271,10 @@ Result Admin::put(const std::string& kind, const std::string& name, const json& 
     if (!tx.load(store::keys::resource(kind, name), &old, &found)) return false;
     uint64_t have = found ? old.value("version", uint64_t(0)) : 0;
     if (if_match && have != if_match)
-      return tx.fail(Result::error(412, "If-Match",
-                                   found ? "stale: the current version is " + std::to_string(have)
-                                         : "no " + kind + " named '" + name + "'",
-                                   {{"current_version", have}}));
+      return tx.fail(Result::error(
+          412, "If-Match",
+          found ? "stale: the current version is " + std::to_string(have) : "no " + kind + " named '" + name + "'",
+          {{"current_version", have}}));
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, found ? &old : nullptr, &v)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
@@ -316,19 +323,23 @@ Result Admin::remove(const std::string& kind, const std::string& name, uint64_t 
       // An access list in use by a route cannot go.
       std::string user;
       bool used = false;
-      if (!tx.w.scan(store::keys::kRoute, [&](std::string_view, std::string_view v) {
-            json r = json::parse(v, nullptr, false);
-            for (const auto& f : r.value("filters", json::array()))
-              if (f.value("name", "") == "acl" && f.contains("config") && f["config"].value("list", "") == name) {
-                user = r.value("name", "");
-                used = true;
-                return false;
-              }
-            return true;
-          }, tx.err))
+      if (!tx.w.scan(
+              store::keys::kRoute,
+              [&](std::string_view, std::string_view v) {
+                json r = json::parse(v, nullptr, false);
+                for (const auto& f : r.value("filters", json::array()))
+                  if (f.value("name", "") == "acl" && f.contains("config") && f["config"].value("list", "") == name) {
+                    user = r.value("name", "");
+                    used = true;
+                    return false;
+                  }
+                return true;
+              },
+              tx.err))
         return false;
       if (used)
-        return tx.fail(Result::error(409, "", "acl '" + name + "' is used by route '" + user + "'", {{"conflict", user}}));
+        return tx.fail(
+            Result::error(409, "", "acl '" + name + "' is used by route '" + user + "'", {{"conflict", user}}));
     }
     if (kind == "route" && !tx.reindex(name, &old, nullptr)) return false;
     if (!tx.w.del(store::keys::resource(kind, name), tx.err)) return false;
@@ -382,8 +393,10 @@ Result Admin::remove_user(const std::string& acl, const std::string& user, const
     json users = json::array();
     bool had = false;
     for (const auto& u : old["users"]) {
-      if (u["username"] == user) had = true;
-      else users.push_back(u);
+      if (u["username"] == user)
+        had = true;
+      else
+        users.push_back(u);
     }
     if (!had) return tx.fail(Result::error(404, "", "acl '" + acl + "' has no user '" + user + "'"));
     json v = old;
@@ -404,21 +417,26 @@ Result Admin::export_config() {
   Result r;
   json doc = {{"schema", store::keys::kSchemaVersion}, {"routes", json::array()}, {"acls", json::array()}};
   std::string err;
-  bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
-    std::string g;
-    bool found;
-    if (!t.get(store::keys::kGeneration, &g, &found, e)) return false;
-    doc["generation"] = found ? store::keys::decode_generation(g) : 0;
-    for (const char* kind : {"route", "acl"}) {
-      std::string key = std::string(kind) + "s";
-      if (!t.scan(store::keys::resource_prefix(kind), [&](std::string_view, std::string_view v) {
-            doc[key].push_back(json::parse(v, nullptr, false));
-            return true;
-          }, e))
-        return false;
-    }
-    return true;
-  }, &err);
+  bool ok = st_.read(
+      [&](store::Store::Txn& t, std::string* e) {
+        std::string g;
+        bool found;
+        if (!t.get(store::keys::kGeneration, &g, &found, e)) return false;
+        doc["generation"] = found ? store::keys::decode_generation(g) : 0;
+        for (const char* kind : {"route", "acl"}) {
+          std::string key = std::string(kind) + "s";
+          if (!t.scan(
+                  store::keys::resource_prefix(kind),
+                  [&](std::string_view, std::string_view v) {
+                    doc[key].push_back(json::parse(v, nullptr, false));
+                    return true;
+                  },
+                  e))
+            return false;
+        }
+        return true;
+      },
+      &err);
   if (!ok) return Result::error(500, "", err);
   r.body = doc;
   return r;
@@ -461,17 +479,21 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
     for (const auto& [key, f] : hp_keys(r)) {
       auto [it, fresh] = claims.emplace(key, name);
       if (!fresh)
-        return Result::error(409, "routes", "route " + name + " and route " + it->second + " both claim " + key.substr(9),
+        return Result::error(409, "routes",
+                             "route " + name + " and route " + it->second + " both claim " + key.substr(9),
                              {{"conflict", it->second}});
     }
   return in_txn(st_, [&](Tx& tx) {
     json diff = {{"added", json::array()}, {"changed", json::array()}, {"removed", json::array()}, {"unchanged", 0}};
     std::map<std::string, json> existing[2];
     for (int k = 0; k < 2; k++)
-      if (!tx.w.scan(std::string(kinds[k]) + ":", [&](std::string_view key, std::string_view v) {
-            existing[k][std::string(key.substr(std::strlen(kinds[k]) + 1))] = json::parse(v, nullptr, false);
-            return true;
-          }, tx.err))
+      if (!tx.w.scan(
+              std::string(kinds[k]) + ":",
+              [&](std::string_view key, std::string_view v) {
+                existing[k][std::string(key.substr(std::strlen(kinds[k]) + 1))] = json::parse(v, nullptr, false);
+                return true;
+              },
+              tx.err))
         return false;
     // The resulting routes must not conflict with routes the import keeps (merge mode).
     if (!replace)
@@ -480,9 +502,9 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
         for (const auto& [key, f] : hp_keys(r)) {
           auto it = claims.find(key);
           if (it != claims.end())
-            return tx.fail(Result::error(409, "routes", "route " + it->second + " claims " + key.substr(9) +
-                                                            ", already served by route " + name,
-                                         {{"conflict", name}}));
+            return tx.fail(Result::error(
+                409, "routes", "route " + it->second + " claims " + key.substr(9) + ", already served by route " + name,
+                {{"conflict", name}}));
         }
       }
     size_t writes = 0;
@@ -530,13 +552,15 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
         bool found;
         if (!tx.w.get(key, &other, &found, tx.err)) return false;
         if (found && other != name && !incoming[0].count(other) && !replace)
-          return tx.fail(Result::error(409, "routes", "route " + name + " claims " + key.substr(9) +
-                                                          ", already served by route " + other,
-                                       {{"conflict", other}}));
+          return tx.fail(Result::error(
+              409, "routes", "route " + name + " claims " + key.substr(9) + ", already served by route " + other,
+              {{"conflict", other}}));
         if (!tx.w.put(key, name, tx.err)) return false;
       }
-    json summary = {{"mode", replace ? "replace" : "merge"}, {"added", diff["added"].size()},
-                    {"changed", diff["changed"].size()}, {"removed", diff["removed"].size()}};
+    json summary = {{"mode", replace ? "replace" : "merge"},
+                    {"added", diff["added"].size()},
+                    {"changed", diff["changed"].size()},
+                    {"removed", diff["removed"].size()}};
     if (!tx.audit(who, "config.import", "config", nullptr, summary)) return false;
     tx.res.body = {{"dry_run", false}, {"mode", replace ? "replace" : "merge"}, {"diff", diff}};
     (void)writes;
@@ -550,21 +574,26 @@ Result Admin::audit(const AuditQuery& q) {
   std::deque<json> out;
   std::string err;
   std::string start = store::keys::audit(q.since + 1);
-  bool ok = st_.read([&](store::Store::Txn& t, std::string* e) {
-    return t.scan(store::keys::kAudit, [&](std::string_view, std::string_view v) {
-      json rec = json::parse(v, nullptr, false);
-      if (!q.action.empty() && rec.value("action", "") != q.action) return true;
-      if (!q.credential.empty() && rec.value("credential", "") != q.credential) return true;
-      if (!q.resource.empty()) {
-        std::string res = rec.value("resource", "");
-        bool prefix = q.resource.back() == '/';
-        if (prefix ? res.rfind(q.resource, 0) != 0 : res != q.resource) return true;
-      }
-      out.push_back(std::move(rec));
-      if (out.size() > q.limit) out.pop_front();
-      return true;
-    }, e, start);
-  }, &err);
+  bool ok = st_.read(
+      [&](store::Store::Txn& t, std::string* e) {
+        return t.scan(
+            store::keys::kAudit,
+            [&](std::string_view, std::string_view v) {
+              json rec = json::parse(v, nullptr, false);
+              if (!q.action.empty() && rec.value("action", "") != q.action) return true;
+              if (!q.credential.empty() && rec.value("credential", "") != q.credential) return true;
+              if (!q.resource.empty()) {
+                std::string res = rec.value("resource", "");
+                bool prefix = q.resource.back() == '/';
+                if (prefix ? res.rfind(q.resource, 0) != 0 : res != q.resource) return true;
+              }
+              out.push_back(std::move(rec));
+              if (out.size() > q.limit) out.pop_front();
+              return true;
+            },
+            e, start);
+      },
+      &err);
   if (!ok) return Result::error(500, "", err);
   Result r;
   r.body = json::array();
@@ -619,17 +648,22 @@ Result Admin::remove_token(const std::string& name, const std::string& who) {
 std::string Admin::verify_token(const std::string& secret) {
   if (secret.rfind("pxt_", 0) != 0) return "";
   std::string want = sha256_hex(secret), name, err;
-  st_.read([&](store::Store::Txn& t, std::string* e) {
-    return t.scan(store::keys::kToken, [&](std::string_view, std::string_view v) {
-      json rec = json::parse(v, nullptr, false);
-      std::string h = rec.value("sha256", "");
-      if (h.size() == want.size() && CRYPTO_memcmp(h.data(), want.data(), h.size()) == 0) {
-        name = rec.value("name", "");
-        return false;
-      }
-      return true;
-    }, e);
-  }, &err);
+  st_.read(
+      [&](store::Store::Txn& t, std::string* e) {
+        return t.scan(
+            store::keys::kToken,
+            [&](std::string_view, std::string_view v) {
+              json rec = json::parse(v, nullptr, false);
+              std::string h = rec.value("sha256", "");
+              if (h.size() == want.size() && CRYPTO_memcmp(h.data(), want.data(), h.size()) == 0) {
+                name = rec.value("name", "");
+                return false;
+              }
+              return true;
+            },
+            e);
+      },
+      &err);
   return name;
 }
 

@@ -7,8 +7,8 @@
 //
 // The keys it reads and writes are named in store/keys.h.
 #pragma once
-#include "core/password.h"
 #include <nlohmann/json.hpp>
+#include "core/password.h"
 
 #include <string>
 #include <vector>

@@ -1,10 +1,10 @@
 #include "admin/server.h"
 
 #include <arpa/inet.h>
-#include <uv.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <cerrno>
 #include <cstring>
@@ -109,7 +109,8 @@ void handle(Conn* c) {
   } else if (target.rfind("/v1/openapi.json", 0) != 0) {
     std::string_view auth = hd.get("authorization");
     std::string name;
-    if (auth.size() > 7 && iequals(auth.substr(0, 7), "bearer ")) name = c->srv->admin->verify_token(std::string(trim(auth.substr(7))));
+    if (auth.size() > 7 && iequals(auth.substr(0, 7), "bearer "))
+      name = c->srv->admin->verify_token(std::string(trim(auth.substr(7))));
     if (name.empty()) {
       Result r = Result::error(401, "Authorization", auth.empty() ? "a bearer token is required" : "invalid token");
       send(c, 401, r.body, 0, "WWW-Authenticate", "Bearer realm=\"pxadmind\"");
@@ -151,8 +152,10 @@ void handle(Conn* c) {
     }
   }
   Result r = op->handler(*c->srv->admin, req);
-  if (r.status >= 500) PX_ERR("%s %s: %s", req.method.c_str(), target.c_str(), r.body.dump().c_str());
-  else if (req.method != "GET") PX_INFO("%s %s %s -> %d", req.who.c_str(), req.method.c_str(), target.c_str(), r.status);
+  if (r.status >= 500)
+    PX_ERR("%s %s: %s", req.method.c_str(), target.c_str(), r.body.dump().c_str());
+  else if (req.method != "GET")
+    PX_INFO("%s %s %s -> %d", req.who.c_str(), req.method.c_str(), target.c_str(), r.status);
   send(c, r.status, r.body, r.version);
 }
 
@@ -225,31 +228,32 @@ int run_server(const ServerOptions& opt) {
   srv.unix_listener.data = &srv;
   int r = uv_pipe_bind(&srv.unix_listener, opt.socket_path.c_str());
   if (r == 0) r = ::chmod(opt.socket_path.c_str(), static_cast<mode_t>(opt.socket_mode)) == 0 ? 0 : -errno;
-  if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(&srv.unix_listener), 128, [](uv_stream_t* l, int st) {
-    if (st != 0) return;
-    Srv* s = static_cast<Srv*>(l->data);
-    auto* c = new Conn();
-    c->srv = s;
-    c->is_unix = true;
-    s->conns.insert(c);
-    auto* pipe = new net::UvPipeTransport();
-    c->owned.reset(pipe);
-    pipe->init(s->loop);
-    pipe->set_user(c);
-    if (pipe->accept(l) != 0) {
-      close_conn(c);
-      return;
-    }
-    uv_os_fd_t fd;
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe->stream()), &fd) == 0 &&
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-      c->who = "uid:" + std::to_string(cred.uid);
-    else
-      c->who = "uid:?";
-    start_conn(c);
-  });
+  if (r == 0)
+    r = uv_listen(reinterpret_cast<uv_stream_t*>(&srv.unix_listener), 128, [](uv_stream_t* l, int st) {
+      if (st != 0) return;
+      Srv* s = static_cast<Srv*>(l->data);
+      auto* c = new Conn();
+      c->srv = s;
+      c->is_unix = true;
+      s->conns.insert(c);
+      auto* pipe = new net::UvPipeTransport();
+      c->owned.reset(pipe);
+      pipe->init(s->loop);
+      pipe->set_user(c);
+      if (pipe->accept(l) != 0) {
+        close_conn(c);
+        return;
+      }
+      uv_os_fd_t fd;
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe->stream()), &fd) == 0 &&
+          getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+        c->who = "uid:" + std::to_string(cred.uid);
+      else
+        c->who = "uid:?";
+      start_conn(c);
+    });
   if (r != 0) {
     PX_ERR("unix socket %s: %s", opt.socket_path.c_str(), r < -1000 ? strerror(-r) : uv_strerror(r));
     return 1;
@@ -270,23 +274,24 @@ int run_server(const ServerOptions& opt) {
     uv_tcp_init(&loop, &srv.tcp_listener);
     srv.tcp_listener.data = &srv;
     r = uv_tcp_bind(&srv.tcp_listener, reinterpret_cast<sockaddr*>(&ss), 0);
-    if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(&srv.tcp_listener), 128, [](uv_stream_t* l, int st) {
-      if (st != 0) return;
-      Srv* s = static_cast<Srv*>(l->data);
-      auto* c = new Conn();
-      c->srv = s;
-      c->is_unix = false;
-      s->conns.insert(c);
-      auto* tcp = new net::UvTransport();
-      c->owned.reset(tcp);
-      tcp->init(s->loop);
-      tcp->set_user(c);
-      if (tcp->accept(l) != 0) {
-        close_conn(c);
-        return;
-      }
-      start_conn(c);
-    });
+    if (r == 0)
+      r = uv_listen(reinterpret_cast<uv_stream_t*>(&srv.tcp_listener), 128, [](uv_stream_t* l, int st) {
+        if (st != 0) return;
+        Srv* s = static_cast<Srv*>(l->data);
+        auto* c = new Conn();
+        c->srv = s;
+        c->is_unix = false;
+        s->conns.insert(c);
+        auto* tcp = new net::UvTransport();
+        c->owned.reset(tcp);
+        tcp->init(s->loop);
+        tcp->set_user(c);
+        if (tcp->accept(l) != 0) {
+          close_conn(c);
+          return;
+        }
+        start_conn(c);
+      });
     if (r != 0) {
       PX_ERR("--listen %s: %s", opt.tcp_listen.c_str(), uv_strerror(r));
       return 1;
@@ -316,9 +321,12 @@ int run_server(const ServerOptions& opt) {
   uv_run(&loop, UV_RUN_DEFAULT);
   ::unlink(opt.socket_path.c_str());
   for (Conn* c : std::set<Conn*>(srv.conns)) close_conn(c);
-  uv_walk(&loop, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }, nullptr);
+  uv_walk(
+      &loop,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   PX_INFO("pxadmind stopped");

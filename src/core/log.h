@@ -15,10 +15,9 @@ void write(Level l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace px::log
 
-#define PX_LOG(lvl, ...)                                                    \
-  do {                                                                      \
-    if (static_cast<int>(lvl) <= static_cast<int>(::px::log::level()))      \
-      ::px::log::write(lvl, __VA_ARGS__);                                   \
+#define PX_LOG(lvl, ...)                                                                                   \
+  do {                                                                                                     \
+    if (static_cast<int>(lvl) <= static_cast<int>(::px::log::level())) ::px::log::write(lvl, __VA_ARGS__); \
   } while (0)
 #define PX_ERR(...) PX_LOG(::px::log::Level::error, __VA_ARGS__)
 #define PX_WARN(...) PX_LOG(::px::log::Level::warn, __VA_ARGS__)

@@ -31,11 +31,16 @@ bool parse_duration_ms(std::string_view s, uint64_t* out_ms) {
   if (!parse_u64(s.substr(0, i), &v)) return false;
   std::string_view unit = s.substr(i);
   uint64_t mul;
-  if (unit.empty() || unit == "s") mul = 1000;
-  else if (unit == "ms") mul = 1;
-  else if (unit == "m") mul = 60000;
-  else if (unit == "h") mul = 3600000;
-  else return false;
+  if (unit.empty() || unit == "s")
+    mul = 1000;
+  else if (unit == "ms")
+    mul = 1;
+  else if (unit == "m")
+    mul = 60000;
+  else if (unit == "h")
+    mul = 3600000;
+  else
+    return false;
   if (v > UINT64_MAX / mul) return false;
   *out_ms = v * mul;
   return true;
@@ -48,11 +53,16 @@ bool parse_size(std::string_view s, uint64_t* out) {
   if (!parse_u64(s.substr(0, i), &v)) return false;
   std::string_view unit = s.substr(i);
   uint64_t mul;
-  if (unit.empty()) mul = 1;
-  else if (unit == "k" || unit == "K") mul = 1024;
-  else if (unit == "m" || unit == "M") mul = 1024 * 1024;
-  else if (unit == "g" || unit == "G") mul = 1024ull * 1024 * 1024;
-  else return false;
+  if (unit.empty())
+    mul = 1;
+  else if (unit == "k" || unit == "K")
+    mul = 1024;
+  else if (unit == "m" || unit == "M")
+    mul = 1024 * 1024;
+  else if (unit == "g" || unit == "G")
+    mul = 1024ull * 1024 * 1024;
+  else
+    return false;
   if (v > UINT64_MAX / mul) return false;
   *out = v * mul;
   return true;

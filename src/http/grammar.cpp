@@ -32,8 +32,8 @@ constexpr std::array<uint8_t, 256> kTable = make_classes();
 }  // namespace
 
 const uint8_t kCharClass[256] = {
-#define R(i) kTable[i], kTable[i + 1], kTable[i + 2], kTable[i + 3], kTable[i + 4], kTable[i + 5], kTable[i + 6], \
-             kTable[i + 7]
+#define R(i) \
+  kTable[i], kTable[i + 1], kTable[i + 2], kTable[i + 3], kTable[i + 4], kTable[i + 5], kTable[i + 6], kTable[i + 7]
 #define R64(i) R(i), R(i + 8), R(i + 16), R(i + 24), R(i + 32), R(i + 40), R(i + 48), R(i + 56)
     R64(0), R64(64), R64(128), R64(192)
 #undef R64
@@ -86,7 +86,8 @@ inline size_t skip_target_chars(const unsigned char* s, size_t i, size_t len) {
 }
 
 inline size_t skip_tchars(const unsigned char* s, size_t i, size_t len) {
-  while (i + 4 <= len && (kCharClass[s[i]] & kCharClass[s[i + 1]] & kCharClass[s[i + 2]] & kCharClass[s[i + 3]] & kTchar))
+  while (i + 4 <= len &&
+         (kCharClass[s[i]] & kCharClass[s[i + 1]] & kCharClass[s[i + 2]] & kCharClass[s[i + 3]] & kTchar))
     i += 4;
   while (i < len && has_class(s[i], kTchar)) i++;
   return i;
@@ -103,8 +104,10 @@ bool valid_host(std::string_view v) {
     bool colon = false;
     for (size_t k = 1; k < close; k++) {
       unsigned char c = static_cast<unsigned char>(v[k]);
-      if (c == ':') colon = true;
-      else if (!has_class(c, kHexDig) && c != '.') return false;
+      if (c == ':')
+        colon = true;
+      else if (!has_class(c, kHexDig) && c != '.')
+        return false;
     }
     if (!colon) return false;
     i = close + 1;
@@ -129,7 +132,9 @@ bool valid_host(std::string_view v) {
 }
 
 namespace {
-inline bool crlf(const unsigned char* s, size_t i, size_t len) { return i + 1 < len && s[i] == '\r' && s[i + 1] == '\n'; }
+inline bool crlf(const unsigned char* s, size_t i, size_t len) {
+  return i + 1 < len && s[i] == '\r' && s[i + 1] == '\n';
+}
 inline bool version_at(const unsigned char* s, size_t i, size_t len) {
   if (i + 8 > len) return false;
   uint64_t x = load8(s + i);
@@ -197,9 +202,12 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
     unsigned char c = s[i];
     switch (st_) {
       case kLead:
-        if (c == '\r') st_ = kLeadLf;
-        else if (has_class(c, kTchar)) st_ = kMethod;
-        else return fail("invalid request line");
+        if (c == '\r')
+          st_ = kLeadLf;
+        else if (has_class(c, kTchar))
+          st_ = kMethod;
+        else
+          return fail("invalid request line");
         i++;
         break;
       case kLeadLf:
@@ -242,7 +250,8 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
         }
         // "HTTP/" DIGIT "." DIGIT
         static constexpr char kShape[] = "HTTP/0.0";
-        bool ok = idx_ == 5 || idx_ == 7 ? is_digit(static_cast<char>(c)) : c == static_cast<unsigned char>(kShape[idx_]);
+        bool ok =
+            idx_ == 5 || idx_ == 7 ? is_digit(static_cast<char>(c)) : c == static_cast<unsigned char>(kShape[idx_]);
         if (!ok) return fail("invalid HTTP version");
         i++;
         if (++idx_ == 8) {
@@ -258,9 +267,12 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
         if (++idx_ == 4) st_ = kReasonStart;
         break;
       case kReasonStart:
-        if (c == ' ') st_ = kReason;
-        else if (c == '\r') st_ = kLineLf, idx_ = 1;
-        else return fail("invalid status line");
+        if (c == ' ')
+          st_ = kReason;
+        else if (c == '\r')
+          st_ = kLineLf, idx_ = 1;
+        else
+          return fail("invalid status line");
         i++;
         break;
       case kReason:
@@ -296,18 +308,25 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
           i++;
           break;
         }
-        if (c == '\r') st_ = kEndLf;
-        else if (c == ' ' || c == '\t') return fail("obsolete line folding");
-        else if (c == ':') return fail("empty header name");
-        else return fail("invalid character in a header name");
+        if (c == '\r')
+          st_ = kEndLf;
+        else if (c == ' ' || c == '\t')
+          return fail("obsolete line folding");
+        else if (c == ':')
+          return fail("empty header name");
+        else
+          return fail("invalid character in a header name");
         i++;
         break;
       case kName:
         i = skip_tchars(s, i, len);
         if (i == len) break;
-        if (s[i] == ':') st_ = kValue;
-        else if (s[i] == ' ' || s[i] == '\t') return fail("whitespace between a header name and the colon");
-        else return fail("invalid character in a header name");
+        if (s[i] == ':')
+          st_ = kValue;
+        else if (s[i] == ' ' || s[i] == '\t')
+          return fail("whitespace between a header name and the colon");
+        else
+          return fail("invalid character in a header name");
         i++;
         break;
       case kValue:
@@ -360,52 +379,78 @@ ChunkLine::Result ChunkLine::scan(const char* p, size_t len, size_t* used) {
         }
         break;
       case kSizeBws:  // BWS is only allowed before a ";"
-        if (c == ';') st_ = kExtPreName;
-        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        if (c == ';')
+          st_ = kExtPreName;
+        else if (c != ' ' && c != '\t')
+          return fail("invalid chunk extension");
         break;
       case kExtPreName:
-        if (has_class(c, kTchar)) st_ = kExtName;
-        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        if (has_class(c, kTchar))
+          st_ = kExtName;
+        else if (c != ' ' && c != '\t')
+          return fail("invalid chunk extension");
         break;
       case kExtName:
         if (has_class(c, kTchar)) break;
-        if (c == '\r') st_ = kLf;
-        else if (c == ';') st_ = kExtPreName;
-        else if (c == '=') st_ = kExtPreVal;
-        else if (c == ' ' || c == '\t') st_ = kExtNameBws;
-        else return fail("invalid chunk extension");
+        if (c == '\r')
+          st_ = kLf;
+        else if (c == ';')
+          st_ = kExtPreName;
+        else if (c == '=')
+          st_ = kExtPreVal;
+        else if (c == ' ' || c == '\t')
+          st_ = kExtNameBws;
+        else
+          return fail("invalid chunk extension");
         break;
       case kExtNameBws:
-        if (c == ';') st_ = kExtPreName;
-        else if (c == '=') st_ = kExtPreVal;
-        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        if (c == ';')
+          st_ = kExtPreName;
+        else if (c == '=')
+          st_ = kExtPreVal;
+        else if (c != ' ' && c != '\t')
+          return fail("invalid chunk extension");
         break;
       case kExtPreVal:
-        if (has_class(c, kTchar)) st_ = kExtTok;
-        else if (c == '"') st_ = kExtQuoted;
-        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
+        if (has_class(c, kTchar))
+          st_ = kExtTok;
+        else if (c == '"')
+          st_ = kExtQuoted;
+        else if (c != ' ' && c != '\t')
+          return fail("invalid chunk extension");
         break;
       case kExtTok:
         if (has_class(c, kTchar)) break;
-        if (c == '\r') st_ = kLf;
-        else if (c == ';') st_ = kExtPreName;
-        else if (c == ' ' || c == '\t') st_ = kSizeBws;
-        else return fail("invalid chunk extension");
+        if (c == '\r')
+          st_ = kLf;
+        else if (c == ';')
+          st_ = kExtPreName;
+        else if (c == ' ' || c == '\t')
+          st_ = kSizeBws;
+        else
+          return fail("invalid chunk extension");
         break;
       case kExtQuoted:
-        if (c == '"') st_ = kExtValBws;
-        else if (c == '\\') st_ = kExtQpair;
-        else if (!has_class(c, kQdtext)) return fail("invalid chunk extension");
+        if (c == '"')
+          st_ = kExtValBws;
+        else if (c == '\\')
+          st_ = kExtQpair;
+        else if (!has_class(c, kQdtext))
+          return fail("invalid chunk extension");
         break;
       case kExtQpair:
         if (!(c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f))) return fail("invalid chunk extension");
         st_ = kExtQuoted;
         break;
       case kExtValBws:  // after a value: CR, ";" or BWS before a ";"
-        if (c == '\r') st_ = kLf;
-        else if (c == ';') st_ = kExtPreName;
-        else if (c != ' ' && c != '\t') return fail("invalid chunk extension");
-        else st_ = kSizeBws;
+        if (c == '\r')
+          st_ = kLf;
+        else if (c == ';')
+          st_ = kExtPreName;
+        else if (c != ' ' && c != '\t')
+          return fail("invalid chunk extension");
+        else
+          st_ = kSizeBws;
         break;
       case kLf:
         if (c != '\n') return fail("bare CR in a chunk line");

@@ -35,8 +35,8 @@ enum CharClass : uint8_t {
   kFieldChar = 2,  // field-vchar / SP / HTAB (obs-text included)
   kTarget = 4,     // request-target byte
   kHexDig = 8,
-  kQdtext = 16,    // quoted-string text (RFC 9110 5.6.4)
-  kRegName = 32,   // unreserved / sub-delims (RFC 3986), without ","
+  kQdtext = 16,   // quoted-string text (RFC 9110 5.6.4)
+  kRegName = 32,  // unreserved / sub-delims (RFC 3986), without ","
 };
 extern const uint8_t kCharClass[256];
 inline bool has_class(unsigned char c, CharClass k) { return (kCharClass[c] & k) != 0; }
@@ -65,9 +65,22 @@ class HeadGrammar {
 
  private:
   enum State : uint8_t {
-    kLead, kLeadLf, kMethod, kTargetStart, kTargetRest, kVersion, kLineLf,
-    kRVersion, kStatus, kReasonStart, kReason,
-    kFieldStart, kName, kValue, kValueLf, kEndLf,
+    kLead,
+    kLeadLf,
+    kMethod,
+    kTargetStart,
+    kTargetRest,
+    kVersion,
+    kLineLf,
+    kRVersion,
+    kStatus,
+    kReasonStart,
+    kReason,
+    kFieldStart,
+    kName,
+    kValue,
+    kValueLf,
+    kEndLf,
   };
   Result scan_(const unsigned char* s, size_t len, size_t* pos);
   Result fail(const char* why) {
@@ -75,9 +88,9 @@ class HeadGrammar {
     return Result::bad;
   }
   uint8_t st_ = kLead;
-  uint8_t idx_ = 0;   // position within a fixed part (version, status)
+  uint8_t idx_ = 0;  // position within a fixed part (version, status)
   bool too_large_ = false;
-  size_t n_ = 0;      // bytes of this head so far
+  size_t n_ = 0;  // bytes of this head so far
   size_t limit_ = 64 * 1024;
   const char* error_ = nullptr;
 };
@@ -94,8 +107,18 @@ class ChunkLine {
 
  private:
   enum State : uint8_t {
-    kSize, kSizeMore, kSizeBws, kExtPreName, kExtName, kExtNameBws, kExtPreVal, kExtTok, kExtQuoted, kExtQpair,
-    kExtValBws, kLf,
+    kSize,
+    kSizeMore,
+    kSizeBws,
+    kExtPreName,
+    kExtName,
+    kExtNameBws,
+    kExtPreVal,
+    kExtTok,
+    kExtQuoted,
+    kExtQpair,
+    kExtValBws,
+    kLf,
   };
   Result fail(const char* why) {
     error_ = why;

@@ -6,12 +6,18 @@ namespace px::http {
 
 bool hop_by_hop(Hdr k) {
   switch (k) {
-    case Hdr::te: case Hdr::expect: case Hdr::trailer: case Hdr::upgrade: case Hdr::connection:
-    case Hdr::keep_alive: case Hdr::content_length: case Hdr::transfer_encoding: case Hdr::proxy_connection:
-    case Hdr::proxy_authenticate: case Hdr::proxy_other:
-      return true;
-    default:
-      return false;
+    case Hdr::te:
+    case Hdr::expect:
+    case Hdr::trailer:
+    case Hdr::upgrade:
+    case Hdr::connection:
+    case Hdr::keep_alive:
+    case Hdr::content_length:
+    case Hdr::transfer_encoding:
+    case Hdr::proxy_connection:
+    case Hdr::proxy_authenticate:
+    case Hdr::proxy_other: return true;
+    default: return false;
   }
 }
 
@@ -19,7 +25,8 @@ bool keep_response_field(Hdr k, uint16_t status, bool no_body) {
   switch (k) {
     case Hdr::upgrade: return status == 101;
     case Hdr::content_length: return no_body && status != 101;  // kept for HEAD, 204, 304
-    case Hdr::expect: case Hdr::proxy_other: return true;        // meaningless in a response: passed on
+    case Hdr::expect:
+    case Hdr::proxy_other: return true;  // meaningless in a response: passed on
     default: return !hop_by_hop(k);
   }
 }
@@ -49,17 +56,24 @@ void HeadWriter::end_request(Framing body, uint64_t length, std::string_view upg
     o_.append(upgrade);
     o_.append("\r\n");
   }
-  if (body == Framing::chunked) o_.append("Transfer-Encoding: chunked\r\n");
-  else if (body == Framing::length) field_dec("Content-Length", length);
+  if (body == Framing::chunked)
+    o_.append("Transfer-Encoding: chunked\r\n");
+  else if (body == Framing::length)
+    field_dec("Content-Length", length);
   o_.append("\r\n");
 }
 
 void HeadWriter::end_response(Framing body, uint64_t length, bool upgrade, bool close, bool http10_keep) {
-  if (body == Framing::length) field_dec("Content-Length", length);
-  else if (body == Framing::chunked) o_.append("Transfer-Encoding: chunked\r\n");
-  if (upgrade) o_.append("Connection: upgrade\r\n");
-  else if (close) o_.append("Connection: close\r\n");
-  else if (http10_keep) o_.append("Connection: keep-alive\r\n");
+  if (body == Framing::length)
+    field_dec("Content-Length", length);
+  else if (body == Framing::chunked)
+    o_.append("Transfer-Encoding: chunked\r\n");
+  if (upgrade)
+    o_.append("Connection: upgrade\r\n");
+  else if (close)
+    o_.append("Connection: close\r\n");
+  else if (http10_keep)
+    o_.append("Connection: keep-alive\r\n");
   o_.append("\r\n");
 }
 

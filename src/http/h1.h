@@ -60,8 +60,8 @@ class HeadWriter {
 };
 
 // Body framing towards a peer.
-void write_chunk(net::Output& out, const char* data, size_t len);  // size line, data (by reference), CRLF
-void append_chunk(std::string& out, const char* data, size_t len); // the same, copied
+void write_chunk(net::Output& out, const char* data, size_t len);   // size line, data (by reference), CRLF
+void append_chunk(std::string& out, const char* data, size_t len);  // the same, copied
 void write_last_chunk(net::Output& out);
 inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
 // "100 Continue", which px sends itself once a request passed routing and limits.

@@ -9,29 +9,51 @@ namespace px::http {
 Hdr classify(std::string_view n) {
   Hdr k = Hdr::other;
   switch (n.size()) {
-    case 2: if (iequals_lower(n, "te")) k = Hdr::te; break;
-    case 4: if (iequals_lower(n, "host")) k = Hdr::host; break;
-    case 6: if (iequals_lower(n, "expect")) k = Hdr::expect; break;
+    case 2:
+      if (iequals_lower(n, "te")) k = Hdr::te;
+      break;
+    case 4:
+      if (iequals_lower(n, "host")) k = Hdr::host;
+      break;
+    case 6:
+      if (iequals_lower(n, "expect")) k = Hdr::expect;
+      break;
     case 7:
-      if (iequals_lower(n, "upgrade")) k = Hdr::upgrade;
-      else if (iequals_lower(n, "trailer")) k = Hdr::trailer;
+      if (iequals_lower(n, "upgrade"))
+        k = Hdr::upgrade;
+      else if (iequals_lower(n, "trailer"))
+        k = Hdr::trailer;
       break;
     case 10:
-      if (iequals_lower(n, "connection")) k = Hdr::connection;
-      else if (iequals_lower(n, "keep-alive")) k = Hdr::keep_alive;
+      if (iequals_lower(n, "connection"))
+        k = Hdr::connection;
+      else if (iequals_lower(n, "keep-alive"))
+        k = Hdr::keep_alive;
       break;
-    case 13: if (iequals_lower(n, "authorization")) k = Hdr::authorization; break;
-    case 14: if (iequals_lower(n, "content-length")) k = Hdr::content_length; break;
-    case 15: if (iequals_lower(n, "x-forwarded-for")) k = Hdr::x_forwarded_for; break;
+    case 13:
+      if (iequals_lower(n, "authorization")) k = Hdr::authorization;
+      break;
+    case 14:
+      if (iequals_lower(n, "content-length")) k = Hdr::content_length;
+      break;
+    case 15:
+      if (iequals_lower(n, "x-forwarded-for")) k = Hdr::x_forwarded_for;
+      break;
     case 16:
-      if (iequals_lower(n, "x-forwarded-host")) k = Hdr::x_forwarded_host;
-      else if (iequals_lower(n, "proxy-connection")) k = Hdr::proxy_connection;
+      if (iequals_lower(n, "x-forwarded-host"))
+        k = Hdr::x_forwarded_host;
+      else if (iequals_lower(n, "proxy-connection"))
+        k = Hdr::proxy_connection;
       break;
     case 17:
-      if (iequals_lower(n, "transfer-encoding")) k = Hdr::transfer_encoding;
-      else if (iequals_lower(n, "x-forwarded-proto")) k = Hdr::x_forwarded_proto;
+      if (iequals_lower(n, "transfer-encoding"))
+        k = Hdr::transfer_encoding;
+      else if (iequals_lower(n, "x-forwarded-proto"))
+        k = Hdr::x_forwarded_proto;
       break;
-    case 18: if (iequals_lower(n, "proxy-authenticate")) k = Hdr::proxy_authenticate; break;
+    case 18:
+      if (iequals_lower(n, "proxy-authenticate")) k = Hdr::proxy_authenticate;
+      break;
     default: break;
   }
   if (k == Hdr::other && n.size() > 6 && iequals_lower(n.substr(0, 6), "proxy-")) k = Hdr::proxy_other;
@@ -120,8 +142,10 @@ void Parser::init(llhttp_type_t type, Sink* sink, const Limits* limits) {
 
 void Parser::next_message() {
   state_ = St::head;
-  if (is_request_) grammar_.start_request();
-  else grammar_.start_response();
+  if (is_request_)
+    grammar_.start_request();
+  else
+    grammar_.start_response();
   eof_body_ = upgrade_ = false;
 }
 
@@ -257,15 +281,14 @@ llhttp_errno_t Parser::execute(const char* data, size_t len) {
       case St::trailers: {
         size_t used = 0;
         HeadGrammar::Result r = grammar_.scan(p, avail, &used);
-        if (r == HeadGrammar::Result::bad) return die(bad, grammar_.too_large() ? "trailer section too large"
-                                                                                : grammar_.error(), p);
+        if (r == HeadGrammar::Result::bad)
+          return die(bad, grammar_.too_large() ? "trailer section too large" : grammar_.error(), p);
         p += used;  // trailer fields are checked, then dropped
         if (r == HeadGrammar::Result::done)
           if (llhttp_errno_t stop = complete(p); stop != HPE_OK) return stop;
         break;
       }
-      default:
-        return die(p);
+      default: return die(p);
     }
   }
 }
@@ -399,8 +422,8 @@ int Parser::cb_value_complete(llhttp_t* p) {
   // so the limit trips at the same field however the bytes arrive.
   if (!s->count(ref.name_len + ref.value_len + 4)) return s->fail(s->is_request_ ? 431 : 502, "head too large");
   // Trailing whitespace is not part of a field value (RFC 9110 5.5).
-  while (ref.value_len && (h->buf[ref.value_off + ref.value_len - 1] == ' ' ||
-                           h->buf[ref.value_off + ref.value_len - 1] == '\t'))
+  while (ref.value_len &&
+         (h->buf[ref.value_off + ref.value_len - 1] == ' ' || h->buf[ref.value_off + ref.value_len - 1] == '\t'))
     ref.value_len--;
   std::string_view name = h->name(i);
   if (s->is_request_ && !s->limits_->underscores && name.find('_') != std::string_view::npos) {
@@ -437,8 +460,10 @@ static bool valid_target(const Head& h) {
   if (!t.empty() && t[0] == '/') return true;
   if (t == "*") return h.method == HTTP_OPTIONS;
   size_t scheme = 0;
-  if (t.size() > 7 && iequals(t.substr(0, 7), "http://")) scheme = 7;
-  else if (t.size() > 8 && iequals(t.substr(0, 8), "https://")) scheme = 8;
+  if (t.size() > 7 && iequals(t.substr(0, 7), "http://"))
+    scheme = 7;
+  else if (t.size() > 8 && iequals(t.substr(0, 8), "https://"))
+    scheme = 8;
   if (!scheme) return false;
   std::string_view rest = t.substr(scheme);
   std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
@@ -520,8 +545,12 @@ const char* reason_phrase(int status) {
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
-    default: return status < 200 ? "Informational" : status < 300 ? "OK" : status < 400 ? "Redirect"
-                    : status < 500 ? "Client Error" : "Server Error";
+    default:
+      return status < 200   ? "Informational"
+             : status < 300 ? "OK"
+             : status < 400 ? "Redirect"
+             : status < 500 ? "Client Error"
+                            : "Server Error";
   }
 }
 

@@ -65,8 +65,8 @@ struct Head {
   bool has_content_length = false;
   bool chunked = false;
   bool has_transfer_encoding = false;
-  bool upgrade = false;     // request: Connection: upgrade + Upgrade; response: 101
-  bool keep_alive = true;   // per llhttp_should_keep_alive
+  bool upgrade = false;            // request: Connection: upgrade + Upgrade; response: 101
+  bool keep_alive = true;          // per llhttp_should_keep_alive
   bool connection_tokens = false;  // a Connection header names something besides close, keep-alive, upgrade
   uint64_t content_length = 0;
   int host_index = -1;
@@ -75,7 +75,7 @@ struct Head {
   std::string_view name(size_t i) const { return {buf.data() + headers[i].name_off, headers[i].name_len}; }
   std::string_view value(size_t i) const { return {buf.data() + headers[i].value_off, headers[i].value_len}; }
   int find(std::string_view name) const;  // index or -1, case-insensitive
-  int find(Hdr kind) const;                // the first header of that kind, or -1
+  int find(Hdr kind) const;               // the first header of that kind, or -1
   std::string_view get(Hdr kind) const {
     int i = find(kind);
     return i < 0 ? std::string_view() : value(static_cast<size_t>(i));
@@ -129,7 +129,7 @@ class Parser {
   const char* error_pos() const { return pos_; }
   const char* error_reason() const { return reason_ ? reason_ : "invalid HTTP message"; }
   int error_status() const { return status_; }
-  void resume();  // after HPE_PAUSED: go on with the next message
+  void resume();            // after HPE_PAUSED: go on with the next message
   llhttp_errno_t finish();  // at EOF: ends a read-until-close body
   bool in_message() const { return state_ != St::head || grammar_.started(); }
   // From a Sink callback: stop with this status (e.g. 413) and reason.
@@ -137,7 +137,18 @@ class Parser {
   bool needs_eof() const { return eof_body_; }
 
  private:
-  enum class St : uint8_t { head, length, chunk_line, chunk_data, chunk_crlf, trailers, until_eof, paused, upgraded, dead };
+  enum class St : uint8_t {
+    head,
+    length,
+    chunk_line,
+    chunk_data,
+    chunk_crlf,
+    trailers,
+    until_eof,
+    paused,
+    upgraded,
+    dead
+  };
   static int cb_message_begin(llhttp_t*);
   static int cb_url(llhttp_t*, const char*, size_t);
   static int cb_status(llhttp_t*, const char*, size_t);
@@ -147,10 +158,10 @@ class Parser {
   static int cb_headers_complete(llhttp_t*);
   static const llhttp_settings_t* settings();
   int fail(int status, const char* reason);
-  llhttp_errno_t die(const char* at);                          // stop for good with status_/reason_
+  llhttp_errno_t die(const char* at);  // stop for good with status_/reason_
   llhttp_errno_t die(int status, const char* reason, const char* at);
-  llhttp_errno_t head_done(bool no_body, const char*& p);      // after on_head
-  llhttp_errno_t complete(const char* p);                     // the message ended
+  llhttp_errno_t head_done(bool no_body, const char*& p);  // after on_head
+  llhttp_errno_t complete(const char* p);                  // the message ended
   void next_message();
   bool count(size_t n);
 
@@ -166,13 +177,13 @@ class Parser {
   uint32_t head_bytes_ = 0;
   uint16_t status_ = 400;
   St state_ = St::head;
-  uint8_t crlf_ = 0;        // chunk_crlf: 0 expects CR, 1 expects LF
+  uint8_t crlf_ = 0;  // chunk_crlf: 0 expects CR, 1 expects LF
   llhttp_errno_t err_ = HPE_OK;
   bool in_value_ = false;
-  bool failed_ = false;     // fail() ran: status_ and reason_ say why
+  bool failed_ = false;  // fail() ran: status_ and reason_ say why
   bool is_request_ = true;
-  bool eof_body_ = false;   // this message's body ends when the connection does
-  bool upgrade_ = false;    // this message hands the connection over when it ends
+  bool eof_body_ = false;  // this message's body ends when the connection does
+  bool upgrade_ = false;   // this message hands the connection over when it ends
   bool conn_close_ = false, conn_keep_ = false;
 };
 

@@ -36,7 +36,8 @@ int refuse(lua_State* L, const char* fmt, A... a) {
 bool refused_call(int mask, const char* call);
 // May `call` run now? Otherwise t_err says why (for refuse()).
 inline bool allowed(int mask, const char* call) {
-  if (t_cur.active && t_cur.v && (mask & (1 << t_cur.phase))) [[likely]] return true;
+  if (t_cur.active && t_cur.v && (mask & (1 << t_cur.phase))) [[likely]]
+    return true;
   return refused_call(mask, call);
 }
 bool refused_call(int mask, const char* call) {
@@ -72,11 +73,15 @@ bool valid_name(std::string_view n) {
 bool framing(std::string_view v) {
   using http::Hdr;
   switch (http::classify(v)) {
-    case Hdr::te: case Hdr::upgrade: case Hdr::trailer: case Hdr::connection: case Hdr::keep_alive:
-    case Hdr::content_length: case Hdr::proxy_connection: case Hdr::transfer_encoding:
-      return true;
-    default:
-      return false;
+    case Hdr::te:
+    case Hdr::upgrade:
+    case Hdr::trailer:
+    case Hdr::connection:
+    case Hdr::keep_alive:
+    case Hdr::content_length:
+    case Hdr::proxy_connection:
+    case Hdr::transfer_encoding: return true;
+    default: return false;
   }
 }
 bool valid_value(std::string_view v) { return !contains_any<'\r', '\n', '\0'>(v); }
@@ -101,12 +106,17 @@ int push_lookup(lua_State* L, Each&& each_orig, const std::vector<HeaderEdit>* e
   if (edits)
     for (const auto& e : *edits) {
       if (!iequals(e.name, name)) continue;
-      if (e.mode == 0) vals.assign(1, e.value);
-      else if (e.mode == 1) vals.push_back(e.value);
-      else vals.clear();
+      if (e.mode == 0)
+        vals.assign(1, e.value);
+      else if (e.mode == 1)
+        vals.push_back(e.value);
+      else
+        vals.clear();
     }
-  if (index < 0 || static_cast<size_t>(index) >= vals.size()) lua_pushnil(L);
-  else push(L, vals[static_cast<size_t>(index)]);
+  if (index < 0 || static_cast<size_t>(index) >= vals.size())
+    lua_pushnil(L);
+  else
+    push(L, vals[static_cast<size_t>(index)]);
   return 1;
 }
 
@@ -119,8 +129,8 @@ bool is_https(const RequestView* v) {
 
 // req:method() .. req:scheme(); the upvalue says which.
 int api_field(lua_State* L) {
-  static const char* calls[] = {"req:method", "req:path", "req:query", "req:host", "req:client_ip",
-                                "req:sni", "req:route", "req:uri", "req:scheme"};
+  static const char* calls[] = {"req:method", "req:path",  "req:query", "req:host",  "req:client_ip",
+                                "req:sni",    "req:route", "req:uri",   "req:scheme"};
   auto which = lua_tointeger(L, lua_upvalueindex(1));
   PX_ALLOWED(kAll, calls[which]);
   const RequestView* v = t_cur.v;
@@ -137,8 +147,10 @@ int api_field(lua_State* L) {
     }
     case 3: {
       std::string_view host = v->host;
-      if (!host.empty() && host.front() == '[') host = host.substr(0, host.find(']') + 1);
-      else host = host.substr(0, host.rfind(':') == std::string_view::npos ? host.size() : host.rfind(':'));
+      if (!host.empty() && host.front() == '[')
+        host = host.substr(0, host.find(']') + 1);
+      else
+        host = host.substr(0, host.rfind(':') == std::string_view::npos ? host.size() : host.rfind(':'));
       out = host;
       break;
     }
@@ -382,8 +394,10 @@ int api_acme_challenge(lua_State* L) {
   std::string_view token = arg(L, 1);
   const route::Snapshot* snap = t_cur.v->snap;
   const std::string* v = snap ? snap->challenge(token) : nullptr;
-  if (v) push(L, *v);
-  else lua_pushnil(L);
+  if (v)
+    push(L, *v);
+  else
+    lua_pushnil(L);
   return 1;
 }
 

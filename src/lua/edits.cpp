@@ -28,9 +28,12 @@ std::vector<std::pair<std::string, std::string>> apply_edits(
       if (iequals(h.first, name)) vals.push_back(h.second);
     for (const auto& e : edits) {
       if (!iequals(e.name, name)) continue;
-      if (e.mode == 0) vals.assign(1, e.value);
-      else if (e.mode == 1) vals.push_back(e.value);
-      else vals.clear();
+      if (e.mode == 0)
+        vals.assign(1, e.value);
+      else if (e.mode == 1)
+        vals.push_back(e.value);
+      else
+        vals.clear();
     }
     for (auto& v : vals) out.emplace_back(name, std::move(v));
   }

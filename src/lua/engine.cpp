@@ -2,9 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "proxy/config.h"
 #include "core/log.h"
 #include "lua/internal.h"
+#include "proxy/config.h"
 #include "route/snapshot.h"
 
 namespace px::lua {

@@ -22,9 +22,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <string_view>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -39,7 +39,7 @@ struct Config;
 namespace px::http {
 struct Head;
 class HeadWriter;
-}
+}  // namespace px::http
 
 namespace px::route {
 class Snapshot;
@@ -122,8 +122,8 @@ class Engine {
   bool call_filter_code(int nargs, const char* what);
   lua_State* L_ = nullptr;
   std::atomic<uint64_t>* error_counter_ = nullptr;
-  int new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1,
-      early_ref_ = -1, clear_ref_ = -1, early_prefixes_ref_ = -1;
+  int new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1, early_ref_ = -1,
+      clear_ref_ = -1, early_prefixes_ref_ = -1;
   uint16_t early_mask_ = 0;
   bool early_gated_ = false;
   std::vector<std::string> early_prefixes_;

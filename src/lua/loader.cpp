@@ -5,13 +5,13 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <map>
 #include <fstream>
+#include <map>
 #include <sstream>
 
-#include "proxy/config.h"
 #include "core/log.h"
 #include "lua/internal.h"
+#include "proxy/config.h"
 
 namespace px::lua {
 
@@ -69,7 +69,6 @@ std::string name_of(const std::string& path) {
   if (base.size() > 4 && base.compare(base.size() - 4, 4, ".lua") == 0) base.resize(base.size() - 4);
   return base;
 }
-
 
 bool Engine::compile(const std::string& name, const std::string& path, const std::string& src, std::string* err) {
   lua_rawgeti(L_, LUA_REGISTRYINDEX, compile_ref_);
@@ -173,8 +172,10 @@ std::string check_filter(const std::string& path, const std::string& source, con
     // Loading runs the file's top level: a loop there must not hang the checker.
     t_check_deadline = now_ns() + kCheckBudgetMs * 1000000ull;
     lua_sethook(L, check_hook, LUA_MASKCOUNT, 1000);
-    if (lua_pcall(L, 3, 2, 0) != 0) err = lua_tostring(L, -1);
-    else if (lua_isnil(L, -2)) err = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error";
+    if (lua_pcall(L, 3, 2, 0) != 0)
+      err = lua_tostring(L, -1);
+    else if (lua_isnil(L, -2))
+      err = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error";
     t_check_deadline = 0;
   }
   lua_close(L);

@@ -49,16 +49,16 @@ struct FilterState {
 struct RequestView {
   // The request.
   const http::Head* req = nullptr;
-  std::string_view uri;         // path and query as sent (from an absolute-form target: its path)
-  std::string_view host;        // Host, or the authority of an absolute-form target
-  net::IpAddr client_ip;        // the real client (behind trusted proxies)
-  bool trusted_peer = false;    // the connection comes from trusted_proxies: X-Forwarded-Proto counts
-  bool tls = false;             // the client connection is TLS
+  std::string_view uri;       // path and query as sent (from an absolute-form target: its path)
+  std::string_view host;      // Host, or the authority of an absolute-form target
+  net::IpAddr client_ip;      // the real client (behind trusted proxies)
+  bool trusted_peer = false;  // the connection comes from trusted_proxies: X-Forwarded-Proto counts
+  bool tls = false;           // the client connection is TLS
   std::string_view sni;
   // Routing.
-  const route::Route* route = nullptr;    // nullptr before routing (early_request)
-  const route::Snapshot* snap = nullptr;  // access lists and ACME challenges
-  route::AuthCache* auth_cache = nullptr; // per worker: verified Basic credentials
+  const route::Route* route = nullptr;     // nullptr before routing (early_request)
+  const route::Snapshot* snap = nullptr;   // access lists and ACME challenges
+  route::AuthCache* auth_cache = nullptr;  // per worker: verified Basic credentials
   uint64_t now_ms = 0;
   // The response (response and logging phases): the upstream's head, or nullptr when px answered.
   const http::Head* resp = nullptr;

@@ -32,8 +32,10 @@ size_t IpAddr::format(char* buf) const {
 
 std::string IpAddr::str() const {
   char buf[INET6_ADDRSTRLEN];
-  if (is_v4()) inet_ntop(AF_INET, b.data() + 12, buf, sizeof buf);
-  else inet_ntop(AF_INET6, b.data(), buf, sizeof buf);
+  if (is_v4())
+    inet_ntop(AF_INET, b.data() + 12, buf, sizeof buf);
+  else
+    inet_ntop(AF_INET6, b.data(), buf, sizeof buf);
   return buf;
 }
 

@@ -15,7 +15,8 @@ void MemoryTransport::pair(uv_loop_t* loop, MemoryTransport& a, MemoryTransport&
 
 void MemoryTransport::schedule() {
   if (closing_ || uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_))) return;
-  uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<MemoryTransport*>(t->data)->deliver(); }, 0, 0);
+  uv_timer_start(
+      &timer_, [](uv_timer_t* t) { static_cast<MemoryTransport*>(t->data)->deliver(); }, 0, 0);
 }
 
 void MemoryTransport::deliver() {

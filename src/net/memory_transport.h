@@ -35,7 +35,7 @@ class MemoryTransport final : public Transport {
   void deliver();
   uv_timer_t timer_;
   MemoryTransport* peer_ = nullptr;
-  std::string inbox_;       // written by the peer, not read yet
+  std::string inbox_;  // written by the peer, not read yet
   bool eof_pending_ = false;
   bool eof_sent_ = false;
 };

@@ -114,8 +114,10 @@ int UvTransportT<H>::accept(uv_stream_t* server) {
 template <class H>
 void UvTransportT<H>::connected(int status) {
   if (closing_) return;
-  if (status < 0) user_->on_error(status);
-  else user_->on_connected();
+  if (status < 0)
+    user_->on_error(status);
+  else
+    user_->on_connected();
 }
 
 template <>
@@ -191,7 +193,8 @@ int UvTransportT<H>::write(Output& out) {
   if (stream()->write_queue_size == 0) {
     // uv_try_write takes at most IOV_MAX buffers; more than 64 is rare, send them in the queue.
     int r = uv_try_write(stream(), bufs, static_cast<unsigned>(n > 64 ? 64 : n));
-    if (r >= 0) done = static_cast<size_t>(r);
+    if (r >= 0)
+      done = static_cast<size_t>(r);
     else if (r != UV_EAGAIN) {
       out.clear();
       return r;
@@ -227,8 +230,10 @@ int UvTransportT<H>::write(Output& out) {
 template <class H>
 void UvTransportT<H>::written(int status) {
   if (closing_) return;
-  if (status < 0) user_->on_error(status);
-  else if (queued() < kLowWater) user_->on_drained();
+  if (status < 0)
+    user_->on_error(status);
+  else if (queued() < kLowWater)
+    user_->on_drained();
 }
 
 template <class H>

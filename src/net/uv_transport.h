@@ -24,8 +24,8 @@ class UvTransportT final : public Transport {
   void init(uv_loop_t* loop);
   int accept(uv_stream_t* server);
   int connect(const sockaddr* addr);  // TCP: on_connected() or on_error() follows
-  void nodelay();                      // TCP
-  IpAddr peer_ip();                    // TCP: the peer's address
+  void nodelay();                     // TCP
+  IpAddr peer_ip();                   // TCP: the peer's address
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&h_); }
   uv_loop_t* loop() { return h_.loop; }
 
@@ -48,11 +48,16 @@ class UvTransportT final : public Transport {
 
 using UvTransport = UvTransportT<uv_tcp_t>;
 using UvPipeTransport = UvTransportT<uv_pipe_t>;
-template <> void UvTransportT<uv_tcp_t>::init(uv_loop_t* loop);
-template <> void UvTransportT<uv_pipe_t>::init(uv_loop_t* loop);
-template <> int UvTransportT<uv_tcp_t>::connect(const sockaddr* addr);
-template <> void UvTransportT<uv_tcp_t>::nodelay();
-template <> IpAddr UvTransportT<uv_tcp_t>::peer_ip();
+template <>
+void UvTransportT<uv_tcp_t>::init(uv_loop_t* loop);
+template <>
+void UvTransportT<uv_pipe_t>::init(uv_loop_t* loop);
+template <>
+int UvTransportT<uv_tcp_t>::connect(const sockaddr* addr);
+template <>
+void UvTransportT<uv_tcp_t>::nodelay();
+template <>
+IpAddr UvTransportT<uv_tcp_t>::peer_ip();
 extern template class UvTransportT<uv_tcp_t>;
 extern template class UvTransportT<uv_pipe_t>;
 

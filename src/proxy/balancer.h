@@ -11,10 +11,10 @@
 namespace px::proxy {
 
 struct PeerLoad {
-  bool usable = true;     // resolved, not down (health)
-  uint32_t active = 0;    // requests in flight (least_conn)
+  bool usable = true;   // resolved, not down (health)
+  uint32_t active = 0;  // requests in flight (least_conn)
   uint64_t down_until = 0;
-  bool hard_down = false; // unresolved or failing active checks: never chosen
+  bool hard_down = false;  // unresolved or failing active checks: never chosen
 };
 
 // Returns the chosen peer index or -1. `current` is the smooth weighted round

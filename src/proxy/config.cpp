@@ -85,7 +85,10 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
       }
       return true;
     };
-    struct Dur { const char* name; uint64_t* p; } durs[] = {
+    struct Dur {
+      const char* name;
+      uint64_t* p;
+    } durs[] = {
         {"grace_period", &c.grace_period_ms},
         {"client_header_timeout", &c.client_header_timeout_ms},
         {"client_body_timeout", &c.client_body_timeout_ms},
@@ -98,10 +101,17 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
         {"store_poll_interval", &c.store_poll_ms},
         {"lua_phase_budget", &c.lua_phase_budget_ms},
     };
-    struct Sz { const char* name; uint64_t* p; bool size; } sizes[] = {
-        {"max_header_size", &c.max_header_size, true}, {"max_uri_length", &c.max_uri_length, true},
-        {"max_body_size", &c.max_body_size, true},     {"max_headers", &c.max_headers, false},
-        {"max_connections", &c.max_connections, false}, {"upstream_keepalive", &c.upstream_keepalive, false},
+    struct Sz {
+      const char* name;
+      uint64_t* p;
+      bool size;
+    } sizes[] = {
+        {"max_header_size", &c.max_header_size, true},
+        {"max_uri_length", &c.max_uri_length, true},
+        {"max_body_size", &c.max_body_size, true},
+        {"max_headers", &c.max_headers, false},
+        {"max_connections", &c.max_connections, false},
+        {"upstream_keepalive", &c.upstream_keepalive, false},
         {"max_fails", &c.max_fails, false},
         {"lua_memory_limit", &c.lua_memory_limit, true},
     };
@@ -136,9 +146,12 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
     } else if (key == "workers") {
       if (!need_one()) return false;
       uint64_t n;
-      if (w[1] == "auto") c.workers = 0;
-      else if (parse_u64(w[1], &n) && n >= 1 && n <= 1024) c.workers = static_cast<int>(n);
-      else return fail("workers: expected 'auto' or a number from 1 to 1024, got '" + std::string(w[1]) + "'");
+      if (w[1] == "auto")
+        c.workers = 0;
+      else if (parse_u64(w[1], &n) && n >= 1 && n <= 1024)
+        c.workers = static_cast<int>(n);
+      else
+        return fail("workers: expected 'auto' or a number from 1 to 1024, got '" + std::string(w[1]) + "'");
     } else if (key == "data_dir") {
       if (!need_one()) return false;
       c.data_dir = std::string(w[1]);
@@ -165,9 +178,12 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
       c.log_level = std::string(w[1]);
     } else if (key == "underscores_in_headers") {
       if (!need_one()) return false;
-      if (w[1] == "on") c.underscores_in_headers = true;
-      else if (w[1] == "off") c.underscores_in_headers = false;
-      else return fail("underscores_in_headers: expected 'on' or 'off', got '" + std::string(w[1]) + "'");
+      if (w[1] == "on")
+        c.underscores_in_headers = true;
+      else if (w[1] == "off")
+        c.underscores_in_headers = false;
+      else
+        return fail("underscores_in_headers: expected 'on' or 'off', got '" + std::string(w[1]) + "'");
     } else if (key == "trusted_proxies") {
       if (w.size() < 2) return fail("trusted_proxies: expected one or more CIDR ranges");
       for (size_t k = 1; k < w.size(); k++) {

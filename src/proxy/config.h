@@ -15,8 +15,8 @@
 namespace px {
 
 struct ListenAddr {
-  std::string host;  // numeric IPv4/IPv6 address
-  uint16_t port = 0; // 0 = choose at run time (every worker shares the chosen port)
+  std::string host;   // numeric IPv4/IPv6 address
+  uint16_t port = 0;  // 0 = choose at run time (every worker shares the chosen port)
   std::string str() const;
 };
 
@@ -25,7 +25,7 @@ struct Config {
   std::vector<ListenAddr> listen;
   int workers = 0;  // 0 = one per core
   std::string data_dir = "/var/lib/px";
-  std::string default_route;     // route name that answers when no route matches
+  std::string default_route;  // route name that answers when no route matches
   uint64_t grace_period_ms = 30000;
   uint64_t client_header_timeout_ms = 10000;
   uint64_t client_body_timeout_ms = 60000;
@@ -33,24 +33,24 @@ struct Config {
   uint64_t send_timeout_ms = 60000;
   uint64_t upstream_connect_timeout_ms = 5000;
   uint64_t upstream_read_timeout_ms = 60000;
-  uint64_t upstream_keepalive = 64;              // max idle connections per peer per worker
+  uint64_t upstream_keepalive = 64;  // max idle connections per peer per worker
   uint64_t upstream_keepalive_timeout_ms = 60000;
-  uint64_t max_fails = 3;                        // passive health: consecutive failures
-  uint64_t fail_timeout_ms = 10000;              // ... take a peer out for this long
-  uint64_t max_header_size = 16 * 1024;          // whole request head (431)
-  uint64_t max_headers = 100;                    // header count (431)
-  uint64_t max_uri_length = 8 * 1024;            // request target (414)
-  bool underscores_in_headers = false;           // off: request header names with "_" are dropped (as nginx)
-  uint64_t max_body_size = 0;                    // default per route, 0 = unlimited (413)
-  uint64_t max_connections = 10000;              // client connections per worker (503 past it)
-  uint64_t store_poll_ms = 50;                   // fallback poll of the store generation
+  uint64_t max_fails = 3;                // passive health: consecutive failures
+  uint64_t fail_timeout_ms = 10000;      // ... take a peer out for this long
+  uint64_t max_header_size = 16 * 1024;  // whole request head (431)
+  uint64_t max_headers = 100;            // header count (431)
+  uint64_t max_uri_length = 8 * 1024;    // request target (414)
+  bool underscores_in_headers = false;   // off: request header names with "_" are dropped (as nginx)
+  uint64_t max_body_size = 0;            // default per route, 0 = unlimited (413)
+  uint64_t max_connections = 10000;      // client connections per worker (503 past it)
+  uint64_t store_poll_ms = 50;           // fallback poll of the store generation
   net::CidrSet trusted_proxies;
   std::string log_level = "info";
-  std::string status_file;                        // where pxd publishes its applied generation
-  std::string filters_dir;                        // operator's filters (override built-ins by name)
+  std::string status_file;                             // where pxd publishes its applied generation
+  std::string filters_dir;                             // operator's filters (override built-ins by name)
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request
-  uint64_t lua_phase_budget_ms = 50;              // wall-clock budget of one phase's filters
-  uint64_t lua_memory_limit = 256ull * 1024 * 1024;  // per worker's Lua state
+  uint64_t lua_phase_budget_ms = 50;                   // wall-clock budget of one phase's filters
+  uint64_t lua_memory_limit = 256ull * 1024 * 1024;    // per worker's Lua state
 };
 
 // Parses `text` (named `source` in errors). On failure returns false and sets

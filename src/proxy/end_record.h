@@ -32,19 +32,19 @@ enum class Termination : uint8_t {
 const char* termination_name(Termination t);
 
 struct EndRecord {
-  std::string_view route;      // "" before routing
-  std::string_view peer;       // the last upstream peer tried, "" for none
+  std::string_view route;  // "" before routing
+  std::string_view peer;   // the last upstream peer tried, "" for none
   std::string_view method, host, target;
   net::IpAddr client;
-  uint16_t status = 0;         // sent to the client (0: nothing was sent)
+  uint16_t status = 0;  // sent to the client (0: nothing was sent)
   uint16_t upstream_status = 0;
-  uint8_t attempts = 0;        // upstream attempts (retries included)
+  uint8_t attempts = 0;  // upstream attempts (retries included)
   Termination reason = Termination::ok;
-  uint64_t bytes_in = 0;       // bytes of this request read from the client (head and body)
-  uint64_t bytes_out = 0;      // bytes written to the client for this stream
-  uint64_t start_ms = 0;       // loop time of the first byte of the head
+  uint64_t bytes_in = 0;   // bytes of this request read from the client (head and body)
+  uint64_t bytes_out = 0;  // bytes written to the client for this stream
+  uint64_t start_ms = 0;   // loop time of the first byte of the head
   uint64_t duration_ms = 0;
-  uint32_t phase_us[6] = {};   // time spent in each filter phase (lua::Phase order)
+  uint32_t phase_us[6] = {};       // time spent in each filter phase (lua::Phase order)
   const Stream* stream = nullptr;  // for in-process observers; valid during the call only
 };
 

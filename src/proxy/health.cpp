@@ -31,9 +31,8 @@ struct HealthProbe final : net::TransportUser, http::Sink {
     }
     closes = 2;
     tcp.close();
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer), [](uv_handle_t* h) {
-      static_cast<HealthProbe*>(h->data)->on_closed();
-    });
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer),
+             [](uv_handle_t* h) { static_cast<HealthProbe*>(h->data)->on_closed(); });
   }
   // net::TransportUser
   void on_connected() override {
@@ -103,7 +102,8 @@ void Worker::sync_health_checks() {
     } else if (p->hc_enabled && p->hc_timer) {
       uv_timer_set_repeat(p->hc_timer, p->hc.interval_ms);
     } else if (!p->hc_enabled && p->hc_timer) {
-      uv_close(reinterpret_cast<uv_handle_t*>(p->hc_timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+      uv_close(reinterpret_cast<uv_handle_t*>(p->hc_timer),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
       p->hc_timer = nullptr;
       p->hc_down = false;
       p->hc_ok = p->hc_bad = 0;
@@ -129,8 +129,8 @@ void Worker::health_probe(PeerState* p) {
   hp->tcp.set_user(hp);
   uv_timer_init(&loop_, &hp->timer);
   hp->timer.data = hp;
-  uv_timer_start(&hp->timer, [](uv_timer_t* t) { static_cast<HealthProbe*>(t->data)->finish(false); },
-                 p->hc.timeout_ms, 0);
+  uv_timer_start(
+      &hp->timer, [](uv_timer_t* t) { static_cast<HealthProbe*>(t->data)->finish(false); }, p->hc.timeout_ms, 0);
   if (hp->tcp.connect(reinterpret_cast<const sockaddr*>(&p->addr)) != 0) hp->finish(false);
 }
 

@@ -4,8 +4,7 @@ namespace px::proxy {
 
 Retry retry_policy(const RetryFacts& f) {
   if (f.head_sent || f.why == Fail::read_timeout) return Retry::no;
-  bool replayable =
-      !f.request_sent || (f.why == Fail::closed && !f.got_bytes && f.idempotent && !f.has_body);
+  bool replayable = !f.request_sent || (f.why == Fail::closed && !f.got_bytes && f.idempotent && !f.has_body);
   if (!replayable) return Retry::no;
   bool stale = f.reused && f.why == Fail::closed && !f.got_bytes;
   if (f.untried_left) return Retry::other_peer;

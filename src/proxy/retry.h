@@ -21,14 +21,14 @@ enum class Fail : uint8_t { connect, connect_timeout, closed, read_timeout, bad_
 
 struct RetryFacts {
   Fail why = Fail::connect;
-  bool reused = false;           // the failed connection came from the keep-alive pool
-  bool got_bytes = false;        // some byte of the answer arrived
-  bool head_sent = false;        // the response head already went to the client
-  bool request_sent = false;     // the request head went to the upstream
-  bool idempotent = false;       // RFC 9110 9.2.2
-  bool has_body = false;         // the request has a body
-  bool fresh_retry_used = false; // the one fresh-connection retry of a stale one was spent
-  bool untried_left = false;     // a usable peer this request has not tried exists
+  bool reused = false;            // the failed connection came from the keep-alive pool
+  bool got_bytes = false;         // some byte of the answer arrived
+  bool head_sent = false;         // the response head already went to the client
+  bool request_sent = false;      // the request head went to the upstream
+  bool idempotent = false;        // RFC 9110 9.2.2
+  bool has_body = false;          // the request has a body
+  bool fresh_retry_used = false;  // the one fresh-connection retry of a stale one was spent
+  bool untried_left = false;      // a usable peer this request has not tried exists
 };
 
 enum class Retry : uint8_t {

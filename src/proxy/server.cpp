@@ -100,8 +100,10 @@ bool Server::lookup(const std::string& host, uint16_t port, sockaddr_storage* ss
   if (it == dns_.end() || !it->second.ok) return false;
   *ss = it->second.addr;
   *len = it->second.len;
-  if (ss->ss_family == AF_INET) a4->sin_port = htons(port);
-  else a6->sin6_port = htons(port);
+  if (ss->ss_family == AF_INET)
+    a4->sin_port = htons(port);
+  else
+    a6->sin6_port = htons(port);
   return true;
 }
 
@@ -124,42 +126,55 @@ void Server::rebuild() {
   // most of a build's cost.
   parse_epoch_++;
   route::SnapshotExtras extras;
-  bool ok = store_.read([&](store::Store::Txn& t, std::string* e) {
-    std::string gv;
-    bool found;
-    if (!t.get(store::keys::kGeneration, &gv, &found, e)) return false;
-    gen = found ? store::keys::decode_generation(gv) : 0;
-    bool r1 = t.scan(store::keys::kRoute, [&](std::string_view key, std::string_view value) {
-      thread_local std::string k;
-      k.assign(key);
-      auto it = parsed_.find(k);
-      if (it != parsed_.end() && it->second.raw == value) {
-        it->second.epoch = parse_epoch_;
-        specs.push_back(it->second.spec);
-        return true;
-      }
-      auto r = std::make_shared<route::RouteSpec>();
-      std::string pe;
-      if (route::parse_route_json(value, r.get(), &pe)) {
-        specs.push_back(r);
-        parsed_[k] = ParsedRoute{std::string(value), std::move(r), parse_epoch_};
-      } else {
-        bad.push_back(std::string(key) + ": " + pe);
-      }
-      return true;
-    }, e);
-    bool r2 = r1 && t.scan(store::keys::kAcl, [&](std::string_view key, std::string_view value) {
-      route::AclSpec a;
-      std::string pe;
-      if (route::parse_acl_spec(value, &a, &pe)) extras.acls.push_back(std::move(a));
-      else bad.push_back(std::string(key) + ": " + pe);
-      return true;
-    }, e);
-    return r2 && t.scan(store::keys::kChallenge, [&](std::string_view key, std::string_view value) {
-      extras.challenges.emplace_back(std::string(key.substr(10)), std::string(value));
-      return true;
-    }, e);
-  }, &err);
+  bool ok = store_.read(
+      [&](store::Store::Txn& t, std::string* e) {
+        std::string gv;
+        bool found;
+        if (!t.get(store::keys::kGeneration, &gv, &found, e)) return false;
+        gen = found ? store::keys::decode_generation(gv) : 0;
+        bool r1 = t.scan(
+            store::keys::kRoute,
+            [&](std::string_view key, std::string_view value) {
+              thread_local std::string k;
+              k.assign(key);
+              auto it = parsed_.find(k);
+              if (it != parsed_.end() && it->second.raw == value) {
+                it->second.epoch = parse_epoch_;
+                specs.push_back(it->second.spec);
+                return true;
+              }
+              auto r = std::make_shared<route::RouteSpec>();
+              std::string pe;
+              if (route::parse_route_json(value, r.get(), &pe)) {
+                specs.push_back(r);
+                parsed_[k] = ParsedRoute{std::string(value), std::move(r), parse_epoch_};
+              } else {
+                bad.push_back(std::string(key) + ": " + pe);
+              }
+              return true;
+            },
+            e);
+        bool r2 = r1 && t.scan(
+                            store::keys::kAcl,
+                            [&](std::string_view key, std::string_view value) {
+                              route::AclSpec a;
+                              std::string pe;
+                              if (route::parse_acl_spec(value, &a, &pe))
+                                extras.acls.push_back(std::move(a));
+                              else
+                                bad.push_back(std::string(key) + ": " + pe);
+                              return true;
+                            },
+                            e);
+        return r2 && t.scan(
+                         store::keys::kChallenge,
+                         [&](std::string_view key, std::string_view value) {
+                           extras.challenges.emplace_back(std::string(key.substr(10)), std::string(value));
+                           return true;
+                         },
+                         e);
+      },
+      &err);
   std::erase_if(parsed_, [&](const auto& kv) { return kv.second.epoch != parse_epoch_; });
   if (!ok) {
     PX_ERR("%s", err.c_str());
@@ -187,28 +202,31 @@ void Server::rebuild() {
       addrinfo hints{};
       hints.ai_family = AF_UNSPEC;
       hints.ai_socktype = SOCK_STREAM;
-      int rc = uv_getaddrinfo(&loop_, &dr->req, [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
-        auto* dr = static_cast<DnsReq*>(req->data);
-        Server* s = dr->server;
-        auto& e = s->dns_[dr->host];
-        e.pending = false;
-        e.len = 1;  // marks "answered"
-        e.ok = false;
-        if (status == 0 && res) {
-          std::memcpy(&e.addr, res->ai_addr, res->ai_addrlen);
-          e.len = res->ai_addrlen;
-          e.ok = true;
-        } else {
-          PX_WARN("cannot resolve upstream host %s: %s", dr->host.c_str(), uv_strerror(status));
-        }
-        if (res) uv_freeaddrinfo(res);
-        s->dns_pending_--;
-        delete dr;
-        if (s->dns_pending_ == 0) {
-          s->built_gen_ = UINT64_MAX;
-          s->poll_store();
-        }
-      }, u.host.c_str(), nullptr, &hints);
+      int rc = uv_getaddrinfo(
+          &loop_, &dr->req,
+          [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+            auto* dr = static_cast<DnsReq*>(req->data);
+            Server* s = dr->server;
+            auto& e = s->dns_[dr->host];
+            e.pending = false;
+            e.len = 1;  // marks "answered"
+            e.ok = false;
+            if (status == 0 && res) {
+              std::memcpy(&e.addr, res->ai_addr, res->ai_addrlen);
+              e.len = res->ai_addrlen;
+              e.ok = true;
+            } else {
+              PX_WARN("cannot resolve upstream host %s: %s", dr->host.c_str(), uv_strerror(status));
+            }
+            if (res) uv_freeaddrinfo(res);
+            s->dns_pending_--;
+            delete dr;
+            if (s->dns_pending_ == 0) {
+              s->built_gen_ = UINT64_MAX;
+              s->poll_store();
+            }
+          },
+          u.host.c_str(), nullptr, &hints);
       if (rc != 0) {
         e.pending = false;
         e.len = 1;
@@ -218,17 +236,16 @@ void Server::rebuild() {
     }
   if (waiting) return;
   std::vector<std::string> warnings;
-  auto snap = route::Snapshot::build(gen, std::move(specs), cfg_,
-                                     [this](const std::string& h, uint16_t p, sockaddr_storage* ss, socklen_t* l) {
-                                       return lookup(h, p, ss, l);
-                                     },
-                                     &warnings, std::move(extras));
+  auto snap = route::Snapshot::build(
+      gen, std::move(specs), cfg_,
+      [this](const std::string& h, uint16_t p, sockaddr_storage* ss, socklen_t* l) { return lookup(h, p, ss, l); },
+      &warnings, std::move(extras));
   for (const auto& w : warnings) PX_WARN("%s", w.c_str());
   snapshot_ = snap;
   built_gen_ = gen;
   for (auto& w : workers_) w->post_snapshot(snap);
-  PX_INFO("generation %llu: %zu routes (built in %.1f ms)", static_cast<unsigned long long>(gen),
-          snap->routes().size(), static_cast<double>(uv_hrtime() - t0) / 1e6);
+  PX_INFO("generation %llu: %zu routes (built in %.1f ms)", static_cast<unsigned long long>(gen), snap->routes().size(),
+          static_cast<double>(uv_hrtime() - t0) / 1e6);
 }
 
 void Server::poll_store() {
@@ -239,7 +256,8 @@ void Server::poll_store() {
       if (!store_missing_logged_) PX_WARN("%s; waiting for it (no routes until then)", err.c_str());
       store_missing_logged_ = true;
       if (!snapshot_) {
-        snapshot_ = route::Snapshot::build(0, std::vector<std::shared_ptr<const route::RouteSpec>>{}, cfg_, nullptr, nullptr);
+        snapshot_ =
+            route::Snapshot::build(0, std::vector<std::shared_ptr<const route::RouteSpec>>{}, cfg_, nullptr, nullptr);
         built_gen_ = 0;
         for (auto& w : workers_) w->post_snapshot(snapshot_);
       }
@@ -253,17 +271,23 @@ void Server::poll_store() {
       std::string file = cfg_.data_dir + "/data.mdb";
       // inotify fires on the transaction's first page write, before its commit,
       // and may merge the commit's own event into that one: look again shortly after.
-      if (uv_fs_event_start(&store_watch_, [](uv_fs_event_t* h, const char*, int, int) {
-            auto* s = static_cast<Server*>(h->data);
-            s->poll_store();
-            // The commit (its fsync, then the meta page) may come well after the first page write.
-            s->recheck_left_ = 10;
-            uv_timer_start(&s->recheck_timer_, [](uv_timer_t* t) {
-              auto* srv = static_cast<Server*>(t->data);
-              srv->poll_store();
-              if (--srv->recheck_left_ <= 0) uv_timer_stop(t);
-            }, 2, 2);
-          }, file.c_str(), 0) == 0)
+      if (uv_fs_event_start(
+              &store_watch_,
+              [](uv_fs_event_t* h, const char*, int, int) {
+                auto* s = static_cast<Server*>(h->data);
+                s->poll_store();
+                // The commit (its fsync, then the meta page) may come well after the first page write.
+                s->recheck_left_ = 10;
+                uv_timer_start(
+                    &s->recheck_timer_,
+                    [](uv_timer_t* t) {
+                      auto* srv = static_cast<Server*>(t->data);
+                      srv->poll_store();
+                      if (--srv->recheck_left_ <= 0) uv_timer_stop(t);
+                    },
+                    2, 2);
+              },
+              file.c_str(), 0) == 0)
         watch_started_ = true;
       else
         uv_close(reinterpret_cast<uv_handle_t*>(&store_watch_), nullptr);
@@ -295,11 +319,15 @@ void Server::watch_filters() {
     auto* ev = new uv_fs_event_t;
     uv_fs_event_init(&loop_, ev);
     ev->data = this;
-    int r = uv_fs_event_start(ev, [](uv_fs_event_t* h, const char*, int, int) {
-      auto* s = static_cast<Server*>(h->data);
-      // Editors write in steps (truncate, write, rename): settle for 50 ms, then look.
-      uv_timer_start(&s->filter_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->reload_filters(); }, 50, 0);
-    }, d.c_str(), 0);
+    int r = uv_fs_event_start(
+        ev,
+        [](uv_fs_event_t* h, const char*, int, int) {
+          auto* s = static_cast<Server*>(h->data);
+          // Editors write in steps (truncate, write, rename): settle for 50 ms, then look.
+          uv_timer_start(
+              &s->filter_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->reload_filters(); }, 50, 0);
+        },
+        d.c_str(), 0);
     if (r != 0) {
       PX_WARN("filters: cannot watch %s: %s (edits need a restart)", d.c_str(), uv_strerror(r));
       uv_close(reinterpret_cast<uv_handle_t*>(ev), [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
@@ -320,8 +348,10 @@ void Server::reload_filters() {
     if (it != filter_sources_.end() && it->second == src) continue;
     std::string err = lua::check_filter(path, src, lua::lua_dir());
     filter_errors_[path] = err;
-    if (err.empty()) PX_INFO("filters: %s changed, reloading it in every worker", path.c_str());
-    else PX_ERR("filters: %s: %s (the previous version keeps serving)", path.c_str(), err.c_str());
+    if (err.empty())
+      PX_INFO("filters: %s changed, reloading it in every worker", path.c_str());
+    else
+      PX_ERR("filters: %s: %s (the previous version keeps serving)", path.c_str(), err.c_str());
     filter_sources_[path] = src;
     changed.emplace_back(path, std::move(src));
   }
@@ -356,8 +386,9 @@ void Server::publish_status() {
   std::string tmp = cfg_.status_file + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
-    nlohmann::json st = {{"pid", getpid()}, {"workers", workers_.size()}, {"generation", applied},
-                         {"store_generation", built_gen_}, {"filters", filters}, {"filter_errors", ferrors}};
+    nlohmann::json st = {{"pid", getpid()},       {"workers", workers_.size()},
+                         {"generation", applied}, {"store_generation", built_gen_},
+                         {"filters", filters},    {"filter_errors", ferrors}};
     f << st.dump() << "\n";
   }
   if (rename(tmp.c_str(), cfg_.status_file.c_str()) != 0)
@@ -376,11 +407,14 @@ void Server::on_signal(int signum) {
     draining_ = true;
     PX_INFO("SIGTERM: draining (grace period %llums)", static_cast<unsigned long long>(cfg_.grace_period_ms));
     for (auto& w : workers_) w->post_drain();
-    uv_timer_start(&grace_timer_, [](uv_timer_t* t) {
-      auto* s = static_cast<Server*>(t->data);
-      PX_WARN("grace period over: closing the remaining connections");
-      for (auto& w : s->workers_) w->post_stop();
-    }, cfg_.grace_period_ms, 0);
+    uv_timer_start(
+        &grace_timer_,
+        [](uv_timer_t* t) {
+          auto* s = static_cast<Server*>(t->data);
+          PX_WARN("grace period over: closing the remaining connections");
+          for (auto& w : s->workers_) w->post_stop();
+        },
+        cfg_.grace_period_ms, 0);
   }
 }
 
@@ -416,7 +450,8 @@ int Server::run() {
   auto sig = [](uv_signal_t* s, int signum) { static_cast<Server*>(s->data)->on_signal(signum); };
   uv_signal_start(&sigterm_, sig, SIGTERM);
   uv_signal_start(&sigint_, sig, SIGINT);
-  uv_signal_start(&sighup_, [](uv_signal_t*, int) { PX_INFO("SIGHUP ignored: routes reload by themselves"); }, SIGHUP);
+  uv_signal_start(
+      &sighup_, [](uv_signal_t*, int) { PX_INFO("SIGHUP ignored: routes reload by themselves"); }, SIGHUP);
   uv_timer_init(&loop_, &poll_timer_);
   uv_timer_init(&loop_, &grace_timer_);
   uv_timer_init(&loop_, &dns_timer_);
@@ -426,18 +461,23 @@ int Server::run() {
   watch_filters();
   poll_store();  // the first snapshot, before any worker accepts
   for (size_t i = 0; i < workers_.size(); i++) workers_[i]->start(std::move(fds[i]));
-  uv_timer_start(&poll_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->poll_store(); },
-                 cfg_.store_poll_ms, cfg_.store_poll_ms);
-  uv_timer_start(&dns_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->refresh_dns(); }, 30000, 30000);
+  uv_timer_start(
+      &poll_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->poll_store(); }, cfg_.store_poll_ms,
+      cfg_.store_poll_ms);
+  uv_timer_start(
+      &dns_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->refresh_dns(); }, 30000, 30000);
   PX_INFO("pxd ready: %d workers", n);
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
   for (auto* ev : filter_watches_)
     uv_close(reinterpret_cast<uv_handle_t*>(ev), [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
   filter_watches_.clear();
-  uv_walk(&loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }, nullptr);
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
   PX_INFO("pxd stopped");

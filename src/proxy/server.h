@@ -74,8 +74,8 @@ class Server {
   int dns_pending_ = 0;
   int recheck_left_ = 0;
   // Filter files: what was last sent to the workers, and what a check of each said.
-  std::map<std::string, std::string> filter_sources_;   // path -> source
-  std::map<std::string, std::string> filter_errors_;    // path -> "" or the error
+  std::map<std::string, std::string> filter_sources_;  // path -> source
+  std::map<std::string, std::string> filter_errors_;   // path -> "" or the error
   std::vector<uv_fs_event_t*> filter_watches_;
   uv_timer_t filter_timer_;
   bool status_dirty_ = true;

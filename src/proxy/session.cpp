@@ -24,8 +24,10 @@ void Session::set_timeout(Timeout t) {
 void Session::update_reading() {
   if (closing) return;
   bool want = want_read && !bp_paused && !eof;
-  if (want) tr->read_start();
-  else tr->read_stop();
+  if (want)
+    tr->read_start();
+  else
+    tr->read_stop();
 }
 
 void Session::on_timeout(Timeout t) {
@@ -114,8 +116,10 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
     PX_DEBUG("client %s: bad request (%d): %s", peer_ip.str().c_str(), status, parser.error_reason());
     st->end_as(status == 413 ? Termination::local : Termination::bad_request);
     if (st->up) abort_upstream(st);
-    if (!st->resp_head_sent) respond_local(status, parser.error_reason(), true);
-    else close_after = true;
+    if (!st->resp_head_sent)
+      respond_local(status, parser.error_reason(), true);
+    else
+      close_after = true;
     st->req_complete = true;
     if (!st->resp_complete) {
       // A response is already streaming: it cannot be completed cleanly.
@@ -128,8 +132,10 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
   st->bytes_in += consumed;
   flush(st);
   if (closing) return;
-  if (from_leftover) leftover.erase_front(consumed);
-  else if (consumed < len) leftover.append(data + consumed, len - consumed);
+  if (from_leftover)
+    leftover.erase_front(consumed);
+  else if (consumed < len)
+    leftover.append(data + consumed, len - consumed);
 }
 
 void Session::flush(Stream* st) {
@@ -161,9 +167,7 @@ int Session::on_body(const char* data, size_t len) {
   return 0;
 }
 
-int Session::parser_fail(int status, const char* reason) {
-  return stream->parser.set_error(status, reason);
-}
+int Session::parser_fail(int status, const char* reason) { return stream->parser.set_error(status, reason); }
 
 int Session::on_complete() {
   Stream* st = stream;
@@ -221,8 +225,10 @@ void Session::finish_stream() {
 void Session::close_when_written() {
   want_read = false;
   update_reading();
-  if (tr->queued() == 0) close();
-  else writes_done_close = true;
+  if (tr->queued() == 0)
+    close();
+  else
+    writes_done_close = true;
 }
 
 void Session::on_drained() {

@@ -76,8 +76,10 @@ int Session::on_head(http::Head& h) {
   st->start_ms = w->now();
   st->head_request = h.method == HTTP_HEAD;
   st->upgrade = h.upgrade;
-  if (h.chunked) st->req_body = BodyMode::chunked;
-  else if (h.has_content_length && h.content_length > 0) st->req_body = BodyMode::length;
+  if (h.chunked)
+    st->req_body = BodyMode::chunked;
+  else if (h.has_content_length && h.content_length > 0)
+    st->req_body = BodyMode::length;
   if (!h.keep_alive || w->draining()) close_after = true;
   set_timeout(st->req_body != BodyMode::none ? Timeout::body : Timeout::none);
 
@@ -201,7 +203,8 @@ void Session::build_upstream_head(Stream* st) {
   std::string_view sent = route::Snapshot::strip(*st->route, path, &need_slash);
   wr.request_line(h.method_name(), sent, need_slash);
   bool trusted = trusted_peer;
-  const std::vector<lua::HeaderEdit>* edits = st->view.fs && !st->view.fs->req_edits.empty() ? &st->view.fs->req_edits : nullptr;
+  const std::vector<lua::HeaderEdit>* edits =
+      st->view.fs && !st->view.fs->req_edits.empty() ? &st->view.fs->req_edits : nullptr;
   auto edited = [&](std::string_view n) {
     if (edits)
       for (const auto& e : *edits)
@@ -251,7 +254,7 @@ void Session::build_upstream_head(Stream* st) {
   } else if (host.empty()) {
     // HTTP/1.0 without Host: name the peer.
     wr.field("Host", st->route->pool.peers.empty() ? std::string_view("localhost")
-                                                    : std::string_view(st->route->pool.peers[0].key));
+                                                   : std::string_view(st->route->pool.peers[0].key));
   }
   wr.begin_field("X-Forwarded-For");
   if (!xff.empty()) {
@@ -264,8 +267,8 @@ void Session::build_upstream_head(Stream* st) {
   wr.field("X-Forwarded-Proto", xfproto.empty() ? std::string_view("http") : xfproto);
   wr.field("X-Forwarded-Host", xfhost.empty() ? host : xfhost);
   http::Framing framing = st->req_body == BodyMode::chunked ? http::Framing::chunked
-                          : h.has_content_length         ? http::Framing::length
-                                                         : http::Framing::none;
+                          : h.has_content_length            ? http::Framing::length
+                                                            : http::Framing::none;
   wr.end_request(framing, h.content_length, st->upgrade ? h.get(http::Hdr::upgrade) : std::string_view());
 }
 
@@ -325,13 +328,13 @@ void Session::end_stream() {
   if (!st->term_set) {
     if (closing && !st->tunnel && !(st->req_complete && st->resp_complete))
       st->end_as(w->stopping() ? Termination::shutdown : Termination::client_closed);
-    else st->end_as(st->local ? Termination::local : Termination::ok);
+    else
+      st->end_as(st->local ? Termination::local : Termination::ok);
   }
   lua::Engine* eng = w->engine();
   // The first observer: phase 6, logging (after the exchange, read-only).
   if (st->view.fs && eng && st->route && (st->mask & (1 << lua::kLogging)))
-    run_phase(eng, lua::kLogging, static_cast<int>(st->route->index), st, st->local ? nullptr : &st->resp,
-              st->status);
+    run_phase(eng, lua::kLogging, static_cast<int>(st->route->index), st, st->local ? nullptr : &st->resp, st->status);
   if (!w->observers().empty()) {  // the record is made only when someone reads it
     EndRecord r;
     r.route = st->route ? std::string_view(st->route->spec.name) : std::string_view();

@@ -220,8 +220,8 @@ void UpConn::on_data(const char* data, size_t len) {
   if (st->resp_complete) {
     w->peer_ok(peer);
     requests++;
-    bool keep = reusable && st->resp.keep_alive && st->req_complete && !parser.needs_eof() && !w->draining() &&
-                !st->upgrade;
+    bool keep =
+        reusable && st->resp.keep_alive && st->req_complete && !parser.needs_eof() && !w->draining() && !st->upgrade;
     detach(st);
     if (keep) {
       parser.resume();
@@ -251,10 +251,14 @@ int UpConn::on_head(http::Head& h) {
   const http::Head& rq = st->req;
   bool client11 = rq.minor == 1;
   bool no_body = st->head_request || h.status == 204 || h.status == 304 || h.status == 101;
-  if (no_body) st->resp_body = BodyMode::none;
-  else if (h.chunked) st->resp_body = client11 ? BodyMode::chunked : BodyMode::eof;
-  else if (h.has_content_length) st->resp_body = BodyMode::length;
-  else st->resp_body = client11 ? BodyMode::chunked : BodyMode::eof;
+  if (no_body)
+    st->resp_body = BodyMode::none;
+  else if (h.chunked)
+    st->resp_body = client11 ? BodyMode::chunked : BodyMode::eof;
+  else if (h.has_content_length)
+    st->resp_body = BodyMode::length;
+  else
+    st->resp_body = client11 ? BodyMode::chunked : BodyMode::eof;
   if (st->resp_body == BodyMode::eof) s->close_after = true;
   if (s->w->draining()) s->close_after = true;
   if (!client11 && !rq.keep_alive) s->close_after = true;
@@ -300,8 +304,10 @@ int UpConn::on_head(http::Head& h) {
 int UpConn::on_body(const char* data, size_t len) {
   Stream* st = stream;
   if (st->interim) return 0;
-  if (st->resp_body == BodyMode::chunked) http::write_chunk(st->out, data, len);
-  else st->out.ref(data, len);
+  if (st->resp_body == BodyMode::chunked)
+    http::write_chunk(st->out, data, len);
+  else
+    st->out.ref(data, len);
   return 0;
 }
 

@@ -20,10 +20,8 @@ bool idempotent(uint8_t method) {
     case HTTP_OPTIONS:
     case HTTP_PUT:
     case HTTP_DELETE:
-    case HTTP_TRACE:
-      return true;
-    default:
-      return false;
+    case HTTP_TRACE: return true;
+    default: return false;
   }
 }
 
@@ -181,8 +179,10 @@ void forward_body(Stream* st, const char* data, size_t len) {
   UpConn* c = st->up;
   bool direct = c && st->up_written;
   if (st->req_body == BodyMode::chunked) {
-    if (direct) http::write_chunk(c->out, data, len);
-    else http::append_chunk(st->pending_body, data, len);
+    if (direct)
+      http::write_chunk(c->out, data, len);
+    else
+      http::append_chunk(st->pending_body, data, len);
   } else if (direct) {
     c->out.ref(data, len);
   } else {
@@ -197,8 +197,10 @@ void forward_body(Stream* st, const char* data, size_t len) {
 
 void forward_body_end(Stream* st) {
   UpConn* c = st->up;
-  if (c && st->up_written) http::write_last_chunk(c->out);
-  else st->pending_body.append(http::kLastChunk);
+  if (c && st->up_written)
+    http::write_last_chunk(c->out);
+  else
+    st->pending_body.append(http::kLastChunk);
 }
 
 void flush_upstream(Stream* st) {

@@ -14,10 +14,10 @@ struct PeerState;
 // With no usable peer left: answers 502 when answer_if_none, and returns false.
 bool dispatch(Stream* st, bool answer_if_none = true, PeerState* fresh = nullptr);
 void forward_body(Stream* st, const char* data, size_t len);
-void forward_body_end(Stream* st);            // the last chunk of a chunked body
+void forward_body_end(Stream* st);  // the last chunk of a chunked body
 void flush_upstream(Stream* st);
-void abort_upstream(Stream* st);              // drop the upstream connection (never reused)
-void pause_upstream(Stream* st);              // backpressure from a slow client
+void abort_upstream(Stream* st);  // drop the upstream connection (never reused)
+void pause_upstream(Stream* st);  // backpressure from a slow client
 void resume_upstream(Stream* st);
 void tunnel_from_client(Stream* st, const char* data, size_t len);
 void tunnel_client_eof(Stream* st);
@@ -26,8 +26,8 @@ void tunnel_client_eof(Stream* st);
 struct UpConn;
 enum class Fail : uint8_t;
 bool idempotent(uint8_t method);
-void detach(Stream* st);                        // the stream and its UpConn part
-void send_request(Stream* st, UpConn* c);       // the head (and any body so far) goes out
+void detach(Stream* st);                                // the stream and its UpConn part
+void send_request(Stream* st, UpConn* c);               // the head (and any body so far) goes out
 void upstream_failed(Stream* st, UpConn* c, Fail why);  // retry (retry.h) or answer 502/504
 
 }  // namespace px::proxy

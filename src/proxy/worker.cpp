@@ -43,15 +43,17 @@ void Worker::start(std::vector<int> fds) {
   uint64_t tick = std::clamp<uint64_t>(shortest / 8, 5, 100);
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
-  uv_timer_start(&tick_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->on_tick(); }, tick, tick);
+  uv_timer_start(
+      &tick_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->on_tick(); }, tick, tick);
   for (int fd : fds_) {
     auto* t = new uv_tcp_t;
     uv_tcp_init(&loop_, t);
     t->data = this;
     int r = uv_tcp_open(t, fd);
-    if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(t), 4096, [](uv_stream_t* s, int status) {
-      if (status == 0) static_cast<Worker*>(s->data)->on_accept(s);
-    });
+    if (r == 0)
+      r = uv_listen(reinterpret_cast<uv_stream_t*>(t), 4096, [](uv_stream_t* s, int status) {
+        if (status == 0) static_cast<Worker*>(s->data)->on_accept(s);
+      });
     if (r != 0) PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
     listeners_.push_back(t);
   }
@@ -106,14 +108,14 @@ struct DebugStreamLog final : EndObserver {
   void on_stream_end(const EndRecord& r) override {
     char ip[64];
     size_t n = r.client.format(ip);
-    PX_DEBUG("stream end: client=%.*s method=%.*s host=%.*s target=%.*s route=%.*s peer=%.*s status=%u "
-             "upstream_status=%u attempts=%u in=%llu out=%llu ms=%llu reason=%s",
-             static_cast<int>(n), ip, static_cast<int>(r.method.size()), r.method.data(),
-             static_cast<int>(r.host.size()), r.host.data(), static_cast<int>(r.target.size()), r.target.data(),
-             static_cast<int>(r.route.size()), r.route.data(), static_cast<int>(r.peer.size()), r.peer.data(),
-             r.status, r.upstream_status, r.attempts, static_cast<unsigned long long>(r.bytes_in),
-             static_cast<unsigned long long>(r.bytes_out), static_cast<unsigned long long>(r.duration_ms),
-             termination_name(r.reason));
+    PX_DEBUG(
+        "stream end: client=%.*s method=%.*s host=%.*s target=%.*s route=%.*s peer=%.*s status=%u "
+        "upstream_status=%u attempts=%u in=%llu out=%llu ms=%llu reason=%s",
+        static_cast<int>(n), ip, static_cast<int>(r.method.size()), r.method.data(), static_cast<int>(r.host.size()),
+        r.host.data(), static_cast<int>(r.target.size()), r.target.data(), static_cast<int>(r.route.size()),
+        r.route.data(), static_cast<int>(r.peer.size()), r.peer.data(), r.status, r.upstream_status, r.attempts,
+        static_cast<unsigned long long>(r.bytes_in), static_cast<unsigned long long>(r.bytes_out),
+        static_cast<unsigned long long>(r.duration_ms), termination_name(r.reason));
   }
 };
 DebugStreamLog g_debug_stream_log;
@@ -205,8 +207,10 @@ void Worker::on_async() {
   if (stopping_) return;
   if (reload && engine_) engine_->load(files);
   if (snap) install(std::move(snap));
-  if (stop_now) stop_everything();
-  else if (drain_now) drain();
+  if (stop_now)
+    stop_everything();
+  else if (drain_now)
+    drain();
 }
 
 PeerState* Worker::peer_for(const route::PeerAddr& a) {
@@ -328,17 +332,23 @@ void Worker::timeout_link(Session* s, Timeout t) {
   s->deadline = now() + l.duration;
   s->tnext = nullptr;
   s->tprev = l.tail;
-  if (l.tail) l.tail->tnext = s;
-  else l.head = s;
+  if (l.tail)
+    l.tail->tnext = s;
+  else
+    l.head = s;
   l.tail = s;
 }
 
 void Worker::timeout_unlink(Session* s) {
   TimeoutList& l = tlists_[static_cast<int>(s->timeout)];
-  if (s->tprev) s->tprev->tnext = s->tnext;
-  else l.head = s->tnext;
-  if (s->tnext) s->tnext->tprev = s->tprev;
-  else l.tail = s->tprev;
+  if (s->tprev)
+    s->tprev->tnext = s->tnext;
+  else
+    l.head = s->tnext;
+  if (s->tnext)
+    s->tnext->tprev = s->tprev;
+  else
+    l.tail = s->tprev;
   s->tprev = s->tnext = nullptr;
   s->timeout = Timeout::none;
 }
@@ -356,8 +366,8 @@ void Worker::trim() {
     delete s;
     freed++;
   }
-  bool spike_over = (streams_peak_ >= 64 && streams_in_use_ * 4 < streams_peak_) || freed >= 64 ||
-                    upconns_peak_ > upconns + 64;
+  bool spike_over =
+      (streams_peak_ >= 64 && streams_in_use_ * 4 < streams_peak_) || freed >= 64 || upconns_peak_ > upconns + 64;
   if (spike_over) {
     net::trim_thread_buffers();
     if (engine_) engine_->collect_garbage();
@@ -393,8 +403,10 @@ void Worker::on_tick() {
 }
 
 void Worker::session_closed(Session* s) {
-  if (s->prev) s->prev->next = s->next;
-  else sessions_head_ = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    sessions_head_ = s->next;
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = nullptr;
   sessions--;
@@ -468,8 +480,10 @@ void Worker::park_idle(UpConn* c) {
 
 void Worker::unpark(UpConn* c) {
   PeerState* p = c->peer;
-  if (c->prev) c->prev->next = c->next;
-  else p->idle = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    p->idle = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = nullptr;
   p->idle_count--;
@@ -481,14 +495,15 @@ void Worker::unpark(UpConn* c) {
 void Worker::drain() {
   if (draining_) return;
   draining_ = true;
-  for (auto* t : listeners_) uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
-    delete reinterpret_cast<uv_tcp_t*>(h);
-  });
+  for (auto* t : listeners_)
+    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
   listeners_.clear();
   for (Session* s = sessions_head_; s;) {
     Session* next = s->next;
-    if (s->idle()) s->close();
-    else s->close_after = true;
+    if (s->idle())
+      s->close();
+    else
+      s->close_after = true;
     s = next;
   }
   maybe_finish_drain();
@@ -502,16 +517,16 @@ void Worker::stop_everything() {
   if (stopping_) return;
   stopping_ = true;
   draining_ = true;
-  for (auto* t : listeners_) uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
-    delete reinterpret_cast<uv_tcp_t*>(h);
-  });
+  for (auto* t : listeners_)
+    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
   listeners_.clear();
   while (sessions_head_) sessions_head_->close();
   for (auto& kv : peers_) {
     PeerState* p = kv.second.get();
     while (p->idle) p->idle->close();
     if (p->hc_timer) {
-      uv_close(reinterpret_cast<uv_handle_t*>(p->hc_timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+      uv_close(reinterpret_cast<uv_handle_t*>(p->hc_timer),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
       p->hc_timer = nullptr;
     }
     if (p->probe) probe_abandon(p->probe);

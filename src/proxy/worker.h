@@ -21,24 +21,24 @@
 #pragma once
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <atomic>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
-#include "proxy/config.h"
 #include "http/parser.h"
+#include "lua/engine.h"
 #include "net/cidr.h"
-#include "proxy/balancer.h"
-#include "proxy/end_record.h"
 #include "net/output.h"
 #include "net/uv_transport.h"
-#include "lua/engine.h"
+#include "proxy/balancer.h"
+#include "proxy/config.h"
+#include "proxy/end_record.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
 
@@ -58,9 +58,9 @@ struct PeerState {
   bool resolved = false;
   UpConn* idle = nullptr;  // keep-alive pool (intrusive list)
   uint32_t idle_count = 0;
-  uint32_t active = 0;     // streams using this peer now (least_conn)
-  uint32_t fails = 0;      // consecutive failures (passive health)
-  uint64_t down_until = 0; // uv_now() ms; passive health cool-down
+  uint32_t active = 0;      // streams using this peer now (least_conn)
+  uint32_t fails = 0;       // consecutive failures (passive health)
+  uint64_t down_until = 0;  // uv_now() ms; passive health cool-down
   // Active health checks (when a route's pool asks for them).
   bool hc_enabled = false;
   bool hc_down = false;
@@ -95,31 +95,31 @@ enum class Timeout : uint8_t { none, header, body, keepalive };
 struct Stream {
   Session* session = nullptr;
   Stream* next_free = nullptr;
-  http::Parser parser;      // the request parser: lives with the stream, not the idle session
+  http::Parser parser;  // the request parser: lives with the stream, not the idle session
   http::Head req;
   http::Head resp;
-  net::Output out;          // towards the client
-  std::string up_head;      // request head towards the upstream (kept for a retry)
-  std::string pending_body; // request body that arrived before the upstream was ready
+  net::Output out;           // towards the client
+  std::string up_head;       // request head towards the upstream (kept for a retry)
+  std::string pending_body;  // request body that arrived before the upstream was ready
   SnapRef* snap = nullptr;
   const route::Route* route = nullptr;
   PoolView* pool = nullptr;
   UpConn* up = nullptr;
   PeerState* peer = nullptr;
-  net::IpAddr client_ip;    // real client (behind trusted proxies)
-  uint64_t tried = 0;       // bitmask of peers tried
+  net::IpAddr client_ip;  // real client (behind trusted proxies)
+  uint64_t tried = 0;     // bitmask of peers tried
   uint64_t body_received = 0;
   uint64_t max_body = 0;
   uint64_t start_ms = 0;
   BodyMode req_body = BodyMode::none;
   BodyMode resp_body = BodyMode::none;
-  uint16_t status = 0;      // status sent to the client
+  uint16_t status = 0;  // status sent to the client
   uint8_t attempts = 0;
   bool fresh_retry_used = false;  // the same peer was retried once on a new connection (retry.h)
   bool req_complete = false;
   bool resp_head_sent = false;
   bool resp_complete = false;
-  bool local = false;          // answered by px itself, the request body is discarded
+  bool local = false;  // answered by px itself, the request body is discarded
   bool head_request = false;
   bool body_bytes_sent = false;  // some request body byte went to the upstream
   bool up_written = false;       // the request head went to the upstream
@@ -132,10 +132,10 @@ struct Stream {
   bool filter_failed = false;    // a response-phase filter failed: answer 500
   bool term_set = false;
   Termination term = Termination::ok;  // why it ended (the first cause recorded)
-  uint64_t bytes_in = 0;         // request bytes read from the client
-  uint64_t bytes_out = 0;        // bytes written to the client
+  uint64_t bytes_in = 0;               // request bytes read from the client
+  uint64_t bytes_out = 0;              // bytes written to the client
   uint32_t phase_us[lua::kPhases] = {};
-  lua::RequestView view;         // what filters see, and their state (only for routes with filters)
+  lua::RequestView view;  // what filters see, and their state (only for routes with filters)
   void end_as(Termination t) {
     if (!term_set) term = t, term_set = true;
   }
@@ -163,28 +163,28 @@ class Pending {
 };
 
 struct Session final : http::Sink, net::TransportUser {
-  net::UvTransport tcp;      // the accepted connection (unused when `tr` is another transport)
-  net::Transport* tr = &tcp; // what the session reads from and writes to
+  net::UvTransport tcp;       // the accepted connection (unused when `tr` is another transport)
+  net::Transport* tr = &tcp;  // what the session reads from and writes to
   Worker* w = nullptr;
-  Session* prev = nullptr;   // the worker's list of sessions
+  Session* prev = nullptr;  // the worker's list of sessions
   Session* next = nullptr;
   Session* tprev = nullptr;  // the worker's list for `timeout`
   Session* tnext = nullptr;
   uint64_t deadline = 0;
   Stream* stream = nullptr;
-  Pending leftover;       // bytes read but not parsed yet (pipelining, tunnel data)
+  Pending leftover;  // bytes read but not parsed yet (pipelining, tunnel data)
   net::IpAddr peer_ip;
   Timeout timeout = Timeout::none;
-  bool got_bytes = false;    // any byte ever arrived on this connection
-  bool want_read = true;     // false while a request waits for its response
-  bool bp_paused = false;    // stopped because the upstream write queue is full
+  bool got_bytes = false;  // any byte ever arrived on this connection
+  bool want_read = true;   // false while a request waits for its response
+  bool bp_paused = false;  // stopped because the upstream write queue is full
   bool in_parse = false;
   bool close_after = false;  // close when the current response is out
   bool closing = false;
   bool eof = false;
   bool writes_done_close = false;  // close once the write queue drains
-  bool trusted_peer = false;  // peer_ip is in trusted_proxies (the worker's config is fixed for its life)
-  bool counted = false;       // in the worker's list of sessions
+  bool trusted_peer = false;       // peer_ip is in trusted_proxies (the worker's config is fixed for its life)
+  bool counted = false;            // in the worker's list of sessions
 
   // net::TransportUser (the client connection)
   void on_data(const char* data, size_t len) override;
@@ -203,15 +203,15 @@ struct Session final : http::Sink, net::TransportUser {
 
   void start();
   void parse(const char* data, size_t len, bool from_leftover);
-  void flush(Stream* st);    // writes what the stream queued, both directions
+  void flush(Stream* st);  // writes what the stream queued, both directions
   void update_reading();
   void respond_local(int status, std::string_view body, bool close);
   void respond(int status, const std::vector<std::pair<std::string, std::string>>* headers, std::string_view body,
                bool close);
   void answer_from_filter(Stream* st, lua::Verdict rr);
-  void end_stream();        // the one place a stream ends: its end record, observers, then reuse
+  void end_stream();  // the one place a stream ends: its end record, observers, then reuse
   void finish_stream();
-  void after_event();        // finish what finished, parse what waits, re-arm reading
+  void after_event();  // finish what finished, parse what waits, re-arm reading
   void close();
   void close_when_written();
   void set_timeout(Timeout t);
@@ -236,7 +236,7 @@ struct UpConn final : http::Sink, net::TransportUser {
   uint8_t pending_closes = 0;
   enum class State : uint8_t { connecting, active, idle, closing } state = State::connecting;
   bool reused = false;
-  bool got_bytes = false;   // some response byte arrived
+  bool got_bytes = false;  // some response byte arrived
   bool bp_paused = false;
   bool eof = false;
   uint64_t requests = 0;
@@ -264,8 +264,8 @@ struct UpConn final : http::Sink, net::TransportUser {
 };
 
 // Runs one filter phase for a stream, timing it into the stream's end record.
-lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st,
-                       const http::Head* resp = nullptr, int status = 0);
+lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st, const http::Head* resp = nullptr,
+                       int status = 0);
 
 class Worker {
  public:
@@ -378,7 +378,7 @@ class Worker {
   std::unique_ptr<lua::Engine> engine_;
   std::vector<EndObserver*> observers_;
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)
-  std::mutex mu_;  // guards the mailbox below; never taken on the request path
+  std::mutex mu_;                // guards the mailbox below; never taken on the request path
   std::vector<std::pair<std::string, std::string>> mail_filters_;
   bool mail_has_filters_ = false;
   std::shared_ptr<const route::Snapshot> mail_snap_;

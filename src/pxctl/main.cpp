@@ -179,7 +179,9 @@ std::string join(const json& arr, const char* sep = ",") {
   std::string s;
   for (const auto& x : arr) {
     if (!s.empty()) s += sep;
-    s += x.is_string() ? x.get<std::string>() : x.is_object() && x.contains("url") ? x["url"].get<std::string>() : x.dump();
+    s += x.is_string()                        ? x.get<std::string>()
+         : x.is_object() && x.contains("url") ? x["url"].get<std::string>()
+                                              : x.dump();
   }
   return s;
 }
@@ -207,7 +209,8 @@ std::string url_escape(const std::string& s) {
   std::string o;
   char buf[4];
   for (unsigned char c : s) {
-    if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') o.push_back(static_cast<char>(c));
+    if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/')
+      o.push_back(static_cast<char>(c));
     else {
       std::snprintf(buf, sizeof buf, "%%%02X", c);
       o += buf;
@@ -232,7 +235,8 @@ void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
   c->add_option("--path", o.path, "path prefix (whole segments), default /");
   c->add_flag("--strip-path", o.strip, "remove the path prefix before proxying");
   if (for_set) c->add_flag("--no-strip-path", o.no_strip, "send the path as it came");
-  c->add_option("--lb", o.lb, "round_robin, least_conn or ip_hash")->check(CLI::IsMember({"round_robin", "least_conn", "ip_hash"}));
+  c->add_option("--lb", o.lb, "round_robin, least_conn or ip_hash")
+      ->check(CLI::IsMember({"round_robin", "least_conn", "ip_hash"}));
   c->add_option("--filter", o.filters, "filter NAME or NAME=JSON config (repeat, in order)");
   c->add_option("--max-body-size", o.max_body, "bytes; 0 = unlimited, -1 = pxd.conf default");
   c->add_option("--connect-timeout", o.connect_ms, "upstream connect timeout, ms (0 = pxd.conf default)");
@@ -248,7 +252,8 @@ json route_body(const RouteOpts& o, bool partial) {
     json ups = json::array();
     for (const auto& u : o.upstreams) {
       size_t hash = u.find('#');
-      if (hash == std::string::npos) ups.push_back(u);
+      if (hash == std::string::npos)
+        ups.push_back(u);
       else {
         char* end;
         long w = std::strtol(u.c_str() + hash + 1, &end, 10);
@@ -300,7 +305,8 @@ void show_acls(const json& list) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& a : list) {
     std::string rules;
-    for (const auto& r : a["rules"]) rules += (rules.empty() ? "" : ",") + r["action"].get<std::string>() + " " + r["cidr"].get<std::string>();
+    for (const auto& r : a["rules"])
+      rules += (rules.empty() ? "" : ",") + r["action"].get<std::string>() + " " + r["cidr"].get<std::string>();
     std::string users;
     for (const auto& u : a["users"]) users += (users.empty() ? "" : ",") + u["username"].get<std::string>();
     rows.push_back({a.value("name", ""), rules.empty() ? "-" : rules, users.empty() ? "-" : users,
@@ -311,7 +317,8 @@ void show_acls(const json& list) {
 
 std::string read_input(const std::string& file) {
   std::stringstream ss;
-  if (file == "-") ss << std::cin.rdbuf();
+  if (file == "-")
+    ss << std::cin.rdbuf();
   else {
     std::ifstream f(file);
     if (!f) die(2, file + ": " + std::strerror(errno));
@@ -320,7 +327,8 @@ std::string read_input(const std::string& file) {
   return ss.str();
 }
 
-const char* kCompletion = R"BASH(# bash completion for pxctl; install: pxctl completion bash > /etc/bash_completion.d/pxctl
+const char* kCompletion =
+    R"BASH(# bash completion for pxctl; install: pxctl completion bash > /etc/bash_completion.d/pxctl
 _pxctl() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
@@ -371,8 +379,10 @@ int main(int argc, char** argv) {
     json b = route_body(ro, false);
     b["name"] = name;
     Reply r = check(call("POST", "/v1/routes", &b));
-    if (g.as_json) print(r.body);
-    else std::cout << "route " << name << " added (version " << r.body.value("version", 0) << ")\n";
+    if (g.as_json)
+      print(r.body);
+    else
+      std::cout << "route " << name << " added (version " << r.body.value("version", 0) << ")\n";
   });
   auto* r_list = route->add_subcommand("list", "list routes");
   r_list->callback([&] { show_routes(check(call("GET", "/v1/routes")).body); });
@@ -387,8 +397,10 @@ int main(int argc, char** argv) {
     json b = route_body(ro, true);
     if (b.empty()) die(2, "route set: nothing to change (see --help)");
     Reply r = check(call("PATCH", "/v1/routes/" + url_escape(name), &b, if_match));
-    if (g.as_json) print(r.body);
-    else std::cout << "route " << name << " changed (version " << r.body.value("version", 0) << ")\n";
+    if (g.as_json)
+      print(r.body);
+    else
+      std::cout << "route " << name << " changed (version " << r.body.value("version", 0) << ")\n";
   });
   for (auto [verb, enabled] : {std::pair<const char*, bool>{"enable", true}, {"disable", false}}) {
     auto* c = route->add_subcommand(verb, std::string(verb) + " a route");
@@ -396,8 +408,10 @@ int main(int argc, char** argv) {
     c->callback([&, enabled, verb] {
       json b = {{"enabled", enabled}};
       Reply r = check(call("PATCH", "/v1/routes/" + url_escape(name), &b));
-      if (g.as_json) print(r.body);
-      else std::cout << "route " << name << " " << verb << "d\n";
+      if (g.as_json)
+        print(r.body);
+      else
+        std::cout << "route " << name << " " << verb << "d\n";
     });
   }
   auto* r_rm = route->add_subcommand("rm", "remove a route");
@@ -445,8 +459,10 @@ int main(int argc, char** argv) {
     json b = acl_body();
     b["name"] = name;
     Reply r = check(call("POST", "/v1/acls", &b));
-    if (g.as_json) print(r.body);
-    else std::cout << "acl " << name << " added\n";
+    if (g.as_json)
+      print(r.body);
+    else
+      std::cout << "acl " << name << " added\n";
   });
   acl->add_subcommand("list", "list access lists")->callback([&] { show_acls(check(call("GET", "/v1/acls")).body); });
   auto* a_show = acl->add_subcommand("show", "show one access list");
@@ -460,8 +476,10 @@ int main(int argc, char** argv) {
     json b = acl_body();
     if (b.empty()) die(2, "acl set: nothing to change (see --help)");
     Reply r = check(call("PATCH", "/v1/acls/" + url_escape(name), &b, if_match));
-    if (g.as_json) print(r.body);
-    else std::cout << "acl " << name << " changed\n";
+    if (g.as_json)
+      print(r.body);
+    else
+      std::cout << "acl " << name << " changed\n";
   });
   auto* a_rm = acl->add_subcommand("rm", "remove an access list");
   a_rm->add_option("name", name)->required();
@@ -502,7 +520,8 @@ int main(int argc, char** argv) {
   exp->add_option("-o,--output", out_file, "write to this file instead");
   exp->callback([&] {
     json doc = check(call("GET", "/v1/config")).body;
-    if (out_file.empty()) print(doc);
+    if (out_file.empty())
+      print(doc);
     else {
       std::ofstream f(out_file);
       f << doc.dump(2) << "\n";
@@ -580,8 +599,10 @@ int main(int argc, char** argv) {
   t_create->callback([&] {
     json b = {{"name", name}};
     Reply r = check(call("POST", "/v1/tokens", &b));
-    if (g.as_json) print(r.body);
-    else std::cout << r.body.value("token", "") << "\n";
+    if (g.as_json)
+      print(r.body);
+    else
+      std::cout << r.body.value("token", "") << "\n";
   });
   tok->add_subcommand("list", "list tokens (names only)")->callback([&] {
     json list = check(call("GET", "/v1/tokens")).body;
@@ -611,8 +632,8 @@ int main(int argc, char** argv) {
     if (g.as_json) return print(out);
     std::vector<std::vector<std::string>> rows;
     for (const auto& f : out)
-      rows.push_back({f.value("name", ""), f.value("ok", false) ? "ok" : "ERROR", f.value("path", ""),
-                      f.value("error", "")});
+      rows.push_back(
+          {f.value("name", ""), f.value("ok", false) ? "ok" : "ERROR", f.value("path", ""), f.value("error", "")});
     table({"NAME", "STATE", "FILE", "ERROR"}, rows);
   });
   std::string filter_file;

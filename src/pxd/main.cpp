@@ -5,8 +5,8 @@
 #include <cstring>
 #include <string>
 
-#include "proxy/config.h"
 #include "core/log.h"
+#include "proxy/config.h"
 #include "proxy/server.h"
 
 static void usage(FILE* f) {
@@ -22,8 +22,10 @@ int main(int argc, char** argv) {
   bool check = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    if ((a == "-c" || a == "--config") && i + 1 < argc) path = argv[++i];
-    else if (a == "-t" || a == "--check-config") check = true;
+    if ((a == "-c" || a == "--config") && i + 1 < argc)
+      path = argv[++i];
+    else if (a == "-t" || a == "--check-config")
+      check = true;
     else if (a == "-V" || a == "--version") {
       std::printf("pxd %s\n", PX_VERSION);
       return 0;

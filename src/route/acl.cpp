@@ -18,8 +18,8 @@ bool acl_from_json(const json& j, AclSpec* out, std::string* error) {
     return false;
   };
   if (!j.is_object()) return fail("acl", "expected a JSON object");
-  static const std::set<std::string> known = {"name", "rules", "default", "users", "satisfy",
-                                              "realm", "pass_authorization", "version"};
+  static const std::set<std::string> known = {
+      "name", "rules", "default", "users", "satisfy", "realm", "pass_authorization", "version"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!known.count(it.key())) return fail(it.key(), "unknown field");
   AclSpec o;
@@ -62,7 +62,8 @@ bool acl_from_json(const json& j, AclSpec* out, std::string* error) {
     realm = j["realm"].get<std::string>();
     if (realm.empty() || realm.size() > 128) return fail("realm", "1 to 128 characters");
     for (unsigned char c : realm)
-      if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') return fail("realm", "no quotes, backslashes or control characters");
+      if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
+        return fail("realm", "no quotes, backslashes or control characters");
   }
   o.realm = realm;
   bool pass = false;
@@ -166,7 +167,8 @@ AclVerdict acl_decide(const AclSpec& acl, const net::IpAddr& ip, std::string_vie
   if (ip_dec < 0 && (!acl.rules.empty() || !has_users)) ip_dec = acl.default_allow ? 1 : 0;
   if (!acl.satisfy_all) {
     if (ip_dec == 1) return AclVerdict::allow;
-    if (has_users) return basic_auth_ok(acl, authorization, cache, now_ms) ? AclVerdict::allow : AclVerdict::credentials;
+    if (has_users)
+      return basic_auth_ok(acl, authorization, cache, now_ms) ? AclVerdict::allow : AclVerdict::credentials;
     return AclVerdict::deny;
   }
   if (ip_dec == 0) return AclVerdict::deny;

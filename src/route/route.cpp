@@ -151,9 +151,19 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return c.fail("route", "not valid JSON");
   if (!j.is_object()) return c.fail("route", "expected a JSON object");
-  static const char* known[] = {"name",    "hosts",           "path",         "strip_path",  "upstreams",
-                                "lb",      "enabled",         "connect_timeout_ms", "read_timeout_ms",
-                                "max_body_size", "health_check", "filters", "version"};
+  static const char* known[] = {"name",
+                                "hosts",
+                                "path",
+                                "strip_path",
+                                "upstreams",
+                                "lb",
+                                "enabled",
+                                "connect_timeout_ms",
+                                "read_timeout_ms",
+                                "max_body_size",
+                                "health_check",
+                                "filters",
+                                "version"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
     for (auto* k : known) ok = ok || it.key() == k;
@@ -197,9 +207,12 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
     std::string field = "upstreams[" + std::to_string(i) + "]";
     UpstreamSpec us;
     std::string url;
-    if (u.is_string()) url = u.get<std::string>();
-    else if (u.is_object() && u.contains("url") && u["url"].is_string()) url = u["url"].get<std::string>();
-    else return c.fail(field, "expected a URL string or {\"url\": ..., \"weight\": ...}");
+    if (u.is_string())
+      url = u.get<std::string>();
+    else if (u.is_object() && u.contains("url") && u["url"].is_string())
+      url = u["url"].get<std::string>();
+    else
+      return c.fail(field, "expected a URL string or {\"url\": ..., \"weight\": ...}");
     std::string err;
     if (!parse_upstream_url(url, &us, &err)) return c.fail(field + ".url", err);
     if (u.is_object()) {
@@ -215,10 +228,14 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
   if (j.contains("lb")) {
     if (!j["lb"].is_string()) return c.fail("lb", "expected a string");
     std::string lb = j["lb"].get<std::string>();
-    if (lb == "round_robin") r.lb = Balance::round_robin;
-    else if (lb == "least_conn") r.lb = Balance::least_conn;
-    else if (lb == "ip_hash") r.lb = Balance::ip_hash;
-    else return c.fail("lb", "'" + lb + "' is not one of round_robin, least_conn, ip_hash");
+    if (lb == "round_robin")
+      r.lb = Balance::round_robin;
+    else if (lb == "least_conn")
+      r.lb = Balance::least_conn;
+    else if (lb == "ip_hash")
+      r.lb = Balance::ip_hash;
+    else
+      return c.fail("lb", "'" + lb + "' is not one of round_robin, least_conn, ip_hash");
   }
   const uint64_t day = 86400000;
   if (!get_uint(j, "connect_timeout_ms", &r.connect_timeout_ms, day, c)) return false;
@@ -272,11 +289,13 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       const json& f = j["filters"][i];
       std::string field = "filters[" + std::to_string(i) + "]";
       FilterSpec fs;
-      if (f.is_string()) fs.name = f.get<std::string>();
+      if (f.is_string())
+        fs.name = f.get<std::string>();
       else if (f.is_object() && f.contains("name") && f["name"].is_string()) {
         fs.name = f["name"].get<std::string>();
         if (f.contains("config")) fs.config_json = f["config"].dump();
-      } else return c.fail(field, "expected a filter name or {\"name\": ..., \"config\": {...}}");
+      } else
+        return c.fail(field, "expected a filter name or {\"name\": ..., \"config\": {...}}");
       if (!valid_route_name(fs.name)) return c.fail(field + ".name", "not a valid filter name");
       r.filters.push_back(fs);
     }
@@ -300,8 +319,10 @@ std::string route_to_json(const RouteSpec& r) {
   j["read_timeout_ms"] = r.read_timeout_ms;
   j["max_body_size"] = r.max_body_size;
   if (r.health.enabled)
-    j["health_check"] = {{"path", r.health.path},       {"interval_ms", r.health.interval_ms},
-                         {"timeout_ms", r.health.timeout_ms}, {"healthy", r.health.healthy},
+    j["health_check"] = {{"path", r.health.path},
+                         {"interval_ms", r.health.interval_ms},
+                         {"timeout_ms", r.health.timeout_ms},
+                         {"healthy", r.health.healthy},
                          {"unhealthy", r.health.unhealthy}};
   json fl = json::array();
   for (const auto& f : r.filters) fl.push_back({{"name", f.name}, {"config", json::parse(f.config_json)}});

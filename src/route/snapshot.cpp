@@ -60,9 +60,8 @@ const Route* Snapshot::walk(const Node& root, std::string_view path) const {
   return best;
 }
 
-std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs,
-                                                 const Config& cfg, const Resolver& resolve,
-                                                 std::vector<std::string>* warnings) {
+std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
+                                                const Resolver& resolve, std::vector<std::string>* warnings) {
   std::vector<std::shared_ptr<const RouteSpec>> shared;
   shared.reserve(specs.size());
   for (auto& sp : specs) shared.push_back(std::make_shared<const RouteSpec>(std::move(sp)));
@@ -70,9 +69,9 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector
 }
 
 std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
-                                                 std::vector<std::shared_ptr<const RouteSpec>> specs,
-                                                 const Config& cfg, const Resolver& resolve,
-                                                 std::vector<std::string>* warnings, SnapshotExtras extras) {
+                                                std::vector<std::shared_ptr<const RouteSpec>> specs, const Config& cfg,
+                                                const Resolver& resolve, std::vector<std::string>* warnings,
+                                                SnapshotExtras extras) {
   auto s = std::make_shared<Snapshot>();
   s->generation_ = generation;
   for (auto& a : extras.acls) s->acls_.emplace(a.name, std::move(a));

@@ -17,8 +17,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "proxy/config.h"
 #include "net/cidr.h"
+#include "proxy/config.h"
 #include "route/acl.h"
 #include "route/route.h"
 
@@ -49,8 +49,8 @@ struct Route {
   uint32_t index = 0;
   uint64_t connect_timeout_ms = 0;  // effective values (route or pxd.conf)
   uint64_t read_timeout_ms = 0;
-  uint64_t max_body_size = 0;       // 0 = unlimited
-  size_t prefix_len = 0;            // bytes of spec.path that strip_path removes ("/" → 0)
+  uint64_t max_body_size = 0;  // 0 = unlimited
+  size_t prefix_len = 0;       // bytes of spec.path that strip_path removes ("/" → 0)
 };
 
 // What a snapshot carries besides routes.
@@ -67,8 +67,7 @@ class Snapshot {
  public:
   // Builds from route specs; disabled routes are left out. Conflicting routes
   // (same host and prefix) keep the first by name and log the others.
-  static std::shared_ptr<const Snapshot> build(uint64_t generation,
-                                               std::vector<std::shared_ptr<const RouteSpec>> specs,
+  static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<std::shared_ptr<const RouteSpec>> specs,
                                                const Config& cfg, const Resolver& resolve,
                                                std::vector<std::string>* warnings, SnapshotExtras extras = {});
   static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,

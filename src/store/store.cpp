@@ -71,8 +71,10 @@ bool Store::open(const std::string& dir, bool read_only, std::string* error) {
       rc = g;
     }
   }
-  if (rc == 0) rc = read_only ? (mdb_txn_abort(txn), 0) : mdb_txn_commit(txn);
-  else mdb_txn_abort(txn);
+  if (rc == 0)
+    rc = read_only ? (mdb_txn_abort(txn), 0) : mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
   if (rc != 0) {
     *error = "store " + dir + ": " + lmdb_error(rc);
     mdb_env_close(env_);
@@ -222,8 +224,7 @@ bool Store::read(const std::function<bool(Txn&, std::string*)>& fn, std::string*
   return ok;
 }
 
-bool Store::write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t* new_generation,
-                  std::string* error) {
+bool Store::write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t* new_generation, std::string* error) {
   if (read_only_) {
     *error = "store opened read-only";
     return false;
@@ -245,8 +246,10 @@ bool Store::write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t
   std::string enc = keys::encode_generation(g);
   MDB_val nv = val(enc);
   rc = mdb_put(txn, dbi_, &k, &nv, 0);
-  if (rc == 0) rc = mdb_txn_commit(txn);
-  else mdb_txn_abort(txn);
+  if (rc == 0)
+    rc = mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
   if (rc != 0) {
     *error = "store commit: " + lmdb_error(rc);
     return false;

@@ -6,10 +6,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <vector>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "admin/model.h"
 #include "route/route.h"
@@ -41,7 +41,8 @@ static int put(Store& st, const std::string& text) {
   }
   std::string value = px::route::route_to_json(r);
   uint64_t gen;
-  if (!st.write([&](Store::Writer& w, std::string* e) { return w.put(px::store::keys::route(r.name), value, e); }, &gen, &err)) {
+  if (!st.write([&](Store::Writer& w, std::string* e) { return w.put(px::store::keys::route(r.name), value, e); }, &gen,
+                &err)) {
     std::fprintf(stderr, "px-store: %s\n", err.c_str());
     return 1;
   }
@@ -86,15 +87,17 @@ int main(int argc, char** argv) {
     std::string key = px::store::keys::route(argv[i]);
     bool found = false;
     uint64_t gen;
-    if (!st.write([&](Store::Writer& w, std::string* e) {
-          std::string v;
-          if (!w.get(key, &v, &found, e)) return false;
-          if (!found) {
-            *e = std::string("no route named '") + argv[i] + "'";
-            return false;
-          }
-          return w.del(key, e);
-        }, &gen, &err)) {
+    if (!st.write(
+            [&](Store::Writer& w, std::string* e) {
+              std::string v;
+              if (!w.get(key, &v, &found, e)) return false;
+              if (!found) {
+                *e = std::string("no route named '") + argv[i] + "'";
+                return false;
+              }
+              return w.del(key, e);
+            },
+            &gen, &err)) {
       std::fprintf(stderr, "px-store: %s\n", err.c_str());
       return found ? 1 : 3;
     }
@@ -103,10 +106,13 @@ int main(int argc, char** argv) {
   }
   if (cmd == "list") {
     uint64_t gen;
-    if (!st.scan(px::store::keys::kRoute, &gen, [](std::string_view, std::string_view v) {
-          std::fwrite(v.data(), 1, v.size(), stdout);
-          std::fputc('\n', stdout);
-        }, &err)) {
+    if (!st.scan(
+            px::store::keys::kRoute, &gen,
+            [](std::string_view, std::string_view v) {
+              std::fwrite(v.data(), 1, v.size(), stdout);
+              std::fputc('\n', stdout);
+            },
+            &err)) {
       std::fprintf(stderr, "px-store: %s\n", err.c_str());
       return 1;
     }
@@ -140,9 +146,11 @@ int main(int argc, char** argv) {
     }
     out["version"] = 1;
     uint64_t gen;
-    if (!st.write([&](Store::Writer& w, std::string* e) {
-          return w.put(px::store::keys::acl(out["name"].get<std::string>()), out.dump(), e);
-        }, &gen, &err)) {
+    if (!st.write(
+            [&](Store::Writer& w, std::string* e) {
+              return w.put(px::store::keys::acl(out["name"].get<std::string>()), out.dump(), e);
+            },
+            &gen, &err)) {
       std::fprintf(stderr, "px-store: %s\n", err.c_str());
       return 1;
     }
@@ -174,11 +182,13 @@ int main(int argc, char** argv) {
       items.emplace_back(px::store::keys::route(r.name), px::route::route_to_json(r));
     }
     uint64_t gen;
-    if (!st.write([&](Store::Writer& w, std::string* e) {
-          for (const auto& [k, v] : items)
-            if (!w.put(k, v, e)) return false;
-          return true;
-        }, &gen, &err)) {
+    if (!st.write(
+            [&](Store::Writer& w, std::string* e) {
+              for (const auto& [k, v] : items)
+                if (!w.put(k, v, e)) return false;
+              return true;
+            },
+            &gen, &err)) {
       std::fprintf(stderr, "px-store: %s\n", err.c_str());
       return 1;
     }
@@ -200,8 +210,9 @@ int main(int argc, char** argv) {
     px::route::parse_route_json(values[0], &a, &err);
     uint64_t gen = 0;
     for (long k = 0; k < n; k++)
-      if (!st.write([&](Store::Writer& w, std::string* e) { return w.put(px::store::keys::route(a.name), values[k % 2], e); },
-                    &gen, &err)) {
+      if (!st.write(
+              [&](Store::Writer& w, std::string* e) { return w.put(px::store::keys::route(a.name), values[k % 2], e); },
+              &gen, &err)) {
         std::fprintf(stderr, "px-store: %s\n", err.c_str());
         return 1;
       }

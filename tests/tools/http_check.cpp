@@ -9,8 +9,8 @@
 //                     is "<offset after the message>:<body as hex>"
 // A split seed other than 0 feeds the bytes in pseudo-random pieces: the
 // answer must not depend on how the bytes arrive.
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>

@@ -22,8 +22,8 @@ net::Cidr cidr(const char* s) {
   REQUIRE(net::Cidr::parse(s, &c, &err));
   return c;
 }
-const char* kBobOk = "Basic Ym9iOnMzY3JldA==";    // bob:s3cret
-const char* kBobBad = "Basic Ym9iOndyb25n";       // bob:wrong
+const char* kBobOk = "Basic Ym9iOnMzY3JldA==";  // bob:s3cret
+const char* kBobBad = "Basic Ym9iOndyb25n";     // bob:wrong
 }  // namespace
 
 TEST_CASE("access lists: CIDR rules, first match wins, then the default") {

@@ -90,8 +90,9 @@ TEST_CASE("a failed change writes nothing, not even the generation") {
   uint64_t g0, g1;
   REQUIRE(st.generation(&g0, &err));
   CHECK(a.create("route", {{"name", "x"}, {"hosts", {"a..b"}}, {"upstreams", {"http://h:1"}}}, "uid:1").status == 422);
-  json doc = {{"routes", {{{"name", "a"}, {"hosts", {"a.test"}}, {"upstreams", {"http://h:1"}}},
-                          {{"name", "b"}, {"hosts", {"b.test"}}, {"upstreams", {"ftp://h:1"}}}}}};
+  json doc = {{"routes",
+               {{{"name", "a"}, {"hosts", {"a.test"}}, {"upstreams", {"http://h:1"}}},
+                {{"name", "b"}, {"hosts", {"b.test"}}, {"upstreams", {"ftp://h:1"}}}}}};
   Result r = a.import_config(doc, false, false, "uid:1");
   CHECK(r.status == 422);
   CHECK(r.body["error"]["field"] == "routes[1].upstreams[0].url");

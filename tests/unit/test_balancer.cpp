@@ -103,8 +103,8 @@ TEST_CASE("ip_hash: one client sticks to one peer, many clients spread, a down p
 TEST_CASE("retry policy: where a failed attempt may go next") {
   using px::proxy::Fail;
   using px::proxy::Retry;
-  using px::proxy::RetryFacts;
   using px::proxy::retry_policy;
+  using px::proxy::RetryFacts;
   RetryFacts refused;  // connect refused: the request never left
   refused.why = Fail::connect;
   refused.untried_left = true;

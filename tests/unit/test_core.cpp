@@ -2,9 +2,9 @@
 
 #include <cctype>
 
-#include "proxy/config.h"
 #include "core/strings.h"
 #include "net/cidr.h"
+#include "proxy/config.h"
 
 using namespace px;
 
@@ -139,10 +139,11 @@ TEST_CASE("cidr") {
 TEST_CASE("config parses every directive") {
   Config c;
   std::string err;
-  REQUIRE(parse_config("listen 127.0.0.1:0 [::1]:8080\nworkers 3\ndata_dir /tmp/x\n"
-                       "client_header_timeout 2s # comment\nmax_header_size 8k\nmax_headers 50\n"
-                       "trusted_proxies 10.0.0.0/8 ::1\ndefault_route fallback\nlog_level debug\n",
-                       "t.conf", &c, &err));
+  REQUIRE(
+      parse_config("listen 127.0.0.1:0 [::1]:8080\nworkers 3\ndata_dir /tmp/x\n"
+                   "client_header_timeout 2s # comment\nmax_header_size 8k\nmax_headers 50\n"
+                   "trusted_proxies 10.0.0.0/8 ::1\ndefault_route fallback\nlog_level debug\n",
+                   "t.conf", &c, &err));
   CHECK(c.listen.size() == 2);
   CHECK(c.listen[1].host == "::1");
   CHECK(c.listen[1].port == 8080);

@@ -70,19 +70,19 @@ const std::string kChunked = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: c
 
 TEST_CASE("hostile request framing is refused, whole or byte by byte") {
   const std::vector<std::string> bad = {
-      kChunked + "3\rX\r\nabc\r\n0\r\n\r\n",          // bare CR in a chunk-size line
+      kChunked + "3\rX\r\nabc\r\n0\r\n\r\n",  // bare CR in a chunk-size line
       kChunked + "3\r\r\nabc\r\n0\r\n\r\n",
-      kChunked + "3;a\rb\r\nabc\r\n0\r\n\r\n",        // ... in a chunk extension
+      kChunked + "3;a\rb\r\nabc\r\n0\r\n\r\n",  // ... in a chunk extension
       kChunked + "3;a\nb\r\nabc\r\n0\r\n\r\n",
-      kChunked + "3\nabc\r\n0\r\n\r\n",               // bare LF ends a chunk line
-      kChunked + "3\r\nabcXX0\r\n\r\n",               // chunk data not followed by CRLF
+      kChunked + "3\nabc\r\n0\r\n\r\n",  // bare LF ends a chunk line
+      kChunked + "3\r\nabcXX0\r\n\r\n",  // chunk data not followed by CRLF
       kChunked + "3\r\nabc\n0\r\n\r\n",
-      kChunked + "3\r\nabc\r\n0\r\n\n",               // last-chunk's terminator
-      kChunked + "3 \r\nabc\r\n0\r\n\r\n",            // BWS not followed by ";"
+      kChunked + "3\r\nabc\r\n0\r\n\n",     // last-chunk's terminator
+      kChunked + "3 \r\nabc\r\n0\r\n\r\n",  // BWS not followed by ";"
       kChunked + " 3\r\nabc\r\n0\r\n\r\n",
       kChunked + "0x3\r\nabc\r\n0\r\n\r\n",
-      kChunked + "3;=x\r\nabc\r\n0\r\n\r\n",          // empty extension name
-      kChunked + "3;a=\"x\r\nabc\r\n0\r\n\r\n",      // unterminated quoted value
+      kChunked + "3;=x\r\nabc\r\n0\r\n\r\n",                              // empty extension name
+      kChunked + "3;a=\"x\r\nabc\r\n0\r\n\r\n",                           // unterminated quoted value
       kChunked + "3;" + std::string(5000, 'a') + "\r\nabc\r\n0\r\n\r\n",  // unbounded chunk line
       kChunked + "fffffffffffffffff1\r\nabc\r\n0\r\n\r\n",
       kChunked + "3\r\nabc\r\n0\r\nX: a\rb\r\n\r\n",  // bare CR in a trailer
@@ -92,12 +92,14 @@ TEST_CASE("hostile request framing is refused, whole or byte by byte") {
       "GET / HTTP/1.1\r\nHost: a\r\n\r\r\n",
       "GET / HTTP/1.1\r\nHost: a\r\nX(y): x\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\r\nX\xc3\xa9: x\r\n\r\n",
-      "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01" "b\r\n\r\n",
-      "GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f" "b\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01"
+      "b\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f"
+      "b\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\r\nX: a\nb\r\n\r\n",
       "GET / HTTP/1.1\nHost: a\r\n\r\n",
       "GET / HTTP/1.1\rHost: a\r\n\r\n",
-      "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",           // two spaces
+      "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",  // two spaces
       "GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
       "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
       "GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -135,7 +137,7 @@ TEST_CASE("what RFC 9112 allows is accepted, whole or byte by byte") {
       {kChunked + "3 ; a = b\r\nabc\r\n0\r\n\r\n", "abc"},
       {kChunked + "3;a=\"x \\\" y\"\r\nabc\r\n00\r\n\r\n", "abc"},
       {kChunked + "A\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n", "0123456789"},
-      {"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", ""},  // an empty line first (RFC 9112 2.2)
+      {"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", ""},            // an empty line first (RFC 9112 2.2)
       {"GET / HTTP/1.1\r\nHost: a\r\nX: a\xff b\r\n\r\n", ""},  // obs-text in a value
       {"GET / HTTP/1.1\r\nHost: \r\n\r\n", ""},
       {"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", ""},

@@ -64,8 +64,7 @@ TEST_CASE("a request head is parsed into names and values") {
 
 TEST_CASE("chunked bodies are decoded") {
   Run r;
-  r.feed("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
-         true);
+  r.feed("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", true);
   CHECK(r.err == HPE_PAUSED);
   CHECK(r.sink.head.chunked);
   CHECK(r.sink.body == "abcde");

@@ -66,8 +66,9 @@ size_t count(const std::string& hay, const std::string& needle) {
 
 TEST_CASE("session over an in-memory transport: pipelined answers in order, then a 400 closes") {
   Harness h;
-  h.send("GET /a HTTP/1.1\r\nHost: nowhere.test\r\n\r\nGET /b HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"
-         "GET /c HTTP/1.1\r\nHost: x\r\n: empty name\r\n\r\nGET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+  h.send(
+      "GET /a HTTP/1.1\r\nHost: nowhere.test\r\n\r\nGET /b HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"
+      "GET /c HTTP/1.1\r\nHost: x\r\n: empty name\r\n\r\nGET /never HTTP/1.1\r\nHost: x\r\n\r\n");
   REQUIRE(run_until(h.w.loop(), [&] { return h.client.eof; }));
   const std::string& got = h.client.got;
   CHECK(count(got, "HTTP/1.1 404 Not Found\r\n") == 2);
@@ -85,8 +86,9 @@ TEST_CASE("session over an in-memory transport: a request split byte by byte, ke
     h.send(std::string(1, c));
     uv_run(h.w.loop(), UV_RUN_NOWAIT);
   }
-  REQUIRE(run_until(h.w.loop(), [&] { return h.client.got.find("\r\n\r\n") != std::string::npos &&
-                                             h.client.got.find("no route") != std::string::npos; }));
+  REQUIRE(run_until(h.w.loop(), [&] {
+    return h.client.got.find("\r\n\r\n") != std::string::npos && h.client.got.find("no route") != std::string::npos;
+  }));
   CHECK(h.client.got.rfind("HTTP/1.1 404 Not Found\r\n", 0) == 0);
   CHECK(!h.client.eof);  // kept alive
   h.send("GET /y HTTP/1.0\r\n\r\n");

@@ -25,25 +25,30 @@ TEST_CASE("every write bumps the generation once, atomically") {
   REQUIRE(r.generation(&g, &err));
   CHECK(g == 0);
   uint64_t ng;
-  REQUIRE(w.write([](Store::Writer& wr, std::string* e) {
-    return wr.put("route:a", "1", e) && wr.put("route:b", "2", e);
-  }, &ng, &err));
+  REQUIRE(
+      w.write([](Store::Writer& wr, std::string* e) { return wr.put("route:a", "1", e) && wr.put("route:b", "2", e); },
+              &ng, &err));
   CHECK(ng == 1);
   // A failed change leaves nothing behind, and no generation bump.
-  CHECK_FALSE(w.write([](Store::Writer& wr, std::string* e) {
-    wr.put("route:c", "3", e);
-    *e = "validation failed";
-    return false;
-  }, &ng, &err));
+  CHECK_FALSE(w.write(
+      [](Store::Writer& wr, std::string* e) {
+        wr.put("route:c", "3", e);
+        *e = "validation failed";
+        return false;
+      },
+      &ng, &err));
   CHECK(err == "validation failed");
   REQUIRE(r.generation(&g, &err));
   CHECK(g == 1);
   int n = 0;
-  REQUIRE(r.scan("route:", &g, [&](std::string_view k, std::string_view v) {
-    n++;
-    CHECK(k.substr(0, 6) == "route:");
-    CHECK(!v.empty());
-  }, &err));
+  REQUIRE(r.scan(
+      "route:", &g,
+      [&](std::string_view k, std::string_view v) {
+        n++;
+        CHECK(k.substr(0, 6) == "route:");
+        CHECK(!v.empty());
+      },
+      &err));
   CHECK(n == 2);
   bool found;
   std::string v;
