@@ -145,13 +145,14 @@ inline bool version_at(const unsigned char* s, size_t i, size_t len) {
 // A whole, ordinary head in one buffer, in one tight pass: returns its length,
 // or 0 when anything is unusual or missing (the state machine then goes over
 // it from the start, and finds the exact error or waits for more bytes).
-size_t fast_head(const unsigned char* s, size_t len, bool request) {
+size_t fast_head(const unsigned char* s, size_t len, bool request, size_t max_target) {
   size_t i = 0;
   if (request) {
     size_t m = skip_tchars(s, 0, len);
     if (m == 0 || m >= len || s[m] != ' ') return 0;
     size_t t = skip_target_chars(s, m + 1, len);
     if (t == m + 1 || t >= len || s[t] != ' ' || !version_at(s, t + 1, len)) return 0;
+    if (max_target && t - (m + 1) > max_target) return 0;
     i = t + 9;
   } else {
     if (!version_at(s, 0, len) || len < 13 || s[8] != ' ' || static_cast<unsigned>(s[9] - '0') > 9 ||
@@ -179,7 +180,7 @@ HeadGrammar::Result HeadGrammar::scan(const char* p, size_t len, size_t* used) {
   // reported as such, and reaching it is "too large", however the bytes arrive.
   size_t cap = limit_ > n_ ? std::min(len, limit_ - n_) : 0;
   if (n_ == 0 && (st_ == kLead || st_ == kRVersion)) {
-    size_t n = fast_head(s, cap, st_ == kLead);
+    size_t n = fast_head(s, cap, st_ == kLead, max_target_);
     if (n) {
       n_ = n;
       *used = n;
@@ -225,16 +226,24 @@ HeadGrammar::Result HeadGrammar::scan_(const unsigned char* s, size_t len, size_
       case kTargetStart:
         if (!has_class(c, kTarget)) return fail("invalid request target");
         st_ = kTargetRest;
-        i++;
-        break;
-      case kTargetRest:
+        target_len_ = 0;
+        [[fallthrough]];
+      case kTargetRest: {
+        size_t start = i;
         i = skip_target_chars(s, i, len);
+        target_len_ += i - start;
+        if (max_target_ && target_len_ > max_target_) {
+          i -= target_len_ - max_target_;  // the first byte past the limit
+          target_too_long_ = true;
+          return fail("request target too long");
+        }
         if (i == len) break;
         if (s[i] != ' ') return fail("invalid character in the request target");
         st_ = kVersion;
         idx_ = 0;
         i++;
         break;
+      }
       case kVersion:
       case kRVersion: {
         if (idx_ == 0 && i + 8 <= len) {

@@ -51,16 +51,18 @@ bool valid_host(std::string_view v);
 class HeadGrammar {
  public:
   enum class Result : uint8_t { more, done, bad };
-  void start_request() { st_ = kLead, n_ = 0; }
+  void start_request() { st_ = kLead, n_ = 0, target_len_ = 0; }
   void start_response() { st_ = kRVersion, n_ = 0, idx_ = 0; }
   void start_trailers() { st_ = kFieldStart, n_ = 0; }
   void set_limit(size_t max_bytes) { limit_ = max_bytes; }
+  void set_max_target(size_t max_bytes) { max_target_ = max_bytes; }  // 0: no limit
   // Scans p[0..len). done: *used is the number of bytes up to and including the
   // final LF; more: all bytes are part of the head; bad: see error(), and *used
   // is where the offending byte is.
   Result scan(const char* p, size_t len, size_t* used);
   const char* error() const { return error_; }
   bool too_large() const { return too_large_; }
+  bool target_too_long() const { return target_too_long_; }
   bool started() const { return st_ != kLead || n_ != 0; }
 
  private:
@@ -92,6 +94,9 @@ class HeadGrammar {
   bool too_large_ = false;
   size_t n_ = 0;  // bytes of this head so far
   size_t limit_ = 64 * 1024;
+  size_t max_target_ = 0;  // request target bytes allowed (414 past them); 0: no limit
+  size_t target_len_ = 0;
+  bool target_too_long_ = false;
   const char* error_ = nullptr;
 };
 

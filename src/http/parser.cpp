@@ -137,6 +137,7 @@ void Parser::init(llhttp_type_t type, Sink* sink, const Limits* limits) {
   failed_ = false;
   err_ = HPE_OK;
   grammar_.set_limit(limits->max_head + limits->max_uri + 1024);
+  if (is_request_) grammar_.set_max_target(limits->max_uri);
   next_message();
 }
 
@@ -204,6 +205,7 @@ llhttp_errno_t Parser::execute(const char* data, size_t len) {
             return die(p);
           }
           if (grammar_.too_large()) return die(is_request_ ? 431 : 502, "head too large", p);
+          if (grammar_.target_too_long()) return die(414, "request target too long", p);
           return die(bad, grammar_.error(), p);
         }
         llhttp_errno_t e = llhttp_execute(&p_, p, used);
