@@ -59,6 +59,17 @@ class HeadWriter {
   std::string& o_;
 };
 
+// How a relayed response is framed towards the client: its own framing when the
+// client can take it, else chunked (HTTP/1.1) or until close (HTTP/1.0);
+// none for HEAD, 1xx, 204 and 304.
+Framing relay_framing(const Head& req, const Head& resp, bool head_request);
+// Whether the client connection must close after this response.
+bool close_after_relay(const Head& req, const Head& resp, Framing framing);
+
+// The request's Expect: none, "100-continue", or something px cannot meet (417).
+enum class Expect : uint8_t { none, continue_100, unsupported };
+Expect expectation(const Head& req);
+
 // Body framing towards a peer.
 void write_chunk(net::Output& out, const char* data, size_t len);   // size line, data (by reference), CRLF
 void append_chunk(std::string& out, const char* data, size_t len);  // the same, copied

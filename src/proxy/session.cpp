@@ -171,7 +171,7 @@ int Session::parser_fail(int status, const char* reason) { return stream->parser
 
 int Session::on_complete() {
   Stream* st = stream;
-  if (!st->local && !st->resp_complete && st->req_body == BodyMode::chunked) forward_body_end(st);
+  if (!st->local && !st->resp_complete && st->req_body == http::Framing::chunked) forward_body_end(st);
   st->req_complete = true;
   set_timeout(Timeout::none);
   // Reading goes on while the response is prepared (no epoll change per request):

@@ -32,7 +32,7 @@ void Stream::reset() {
   client_ip = net::IpAddr();
   tried = 0;
   body_received = max_body = start_ms = 0;
-  req_body = resp_body = BodyMode::none;
+  req_body = resp_body = http::Framing::none;
   status = 0;
   attempts = 0;
   fresh_retry_used = false;
@@ -77,11 +77,11 @@ int Session::on_head(http::Head& h) {
   st->head_request = h.method == HTTP_HEAD;
   st->upgrade = h.upgrade;
   if (h.chunked)
-    st->req_body = BodyMode::chunked;
+    st->req_body = http::Framing::chunked;
   else if (h.has_content_length && h.content_length > 0)
-    st->req_body = BodyMode::length;
+    st->req_body = http::Framing::length;
   if (!h.keep_alive || w->draining()) close_after = true;
-  set_timeout(st->req_body != BodyMode::none ? Timeout::body : Timeout::none);
+  set_timeout(st->req_body != http::Framing::none ? Timeout::body : Timeout::none);
 
   // Where is this request going? Host header, or the authority of an absolute-form target.
   std::string_view host = h.host_index >= 0 ? h.value(static_cast<size_t>(h.host_index)) : std::string_view();
@@ -113,7 +113,7 @@ int Session::on_head(http::Head& h) {
   }
   const route::Route* r = snap ? snap->snap->match(host, path) : nullptr;
   if (!r) {
-    if (st->req_body != BodyMode::none) close_after = true;
+    if (st->req_body != http::Framing::none) close_after = true;
     respond_local(404, "no route for this host and path", false);
     return 0;
   }
@@ -123,7 +123,7 @@ int Session::on_head(http::Head& h) {
   if (st->mask & lua::kMissingFilter) {
     PX_ERR("route %s: a filter it names is not loaded or refused its config; answering 500", r->spec.name.c_str());
     st->end_as(Termination::filter_error);
-    respond_local(500, "filter not available", st->req_body != BodyMode::none);
+    respond_local(500, "filter not available", st->req_body != http::Framing::none);
     return 0;
   }
   // Phase 2, request: access control, redirects, answers.
@@ -139,21 +139,20 @@ int Session::on_head(http::Head& h) {
     respond_local(413, "request body too large", true);
     return 0;
   }
-  std::string_view expect = h.get(http::Hdr::expect);
-  if (!expect.empty()) {
-    if (!iequals(trim(expect), "100-continue")) {
-      respond_local(417, "unsupported Expect", true);
-      return 0;
-    }
-    // px answers the expectation itself once the request passed routing and limits.
-    if (h.minor == 1 && st->req_body != BodyMode::none) http::write_continue(st->out);
+  switch (http::expectation(h)) {
+    case http::Expect::unsupported: respond_local(417, "unsupported Expect", true); return 0;
+    case http::Expect::continue_100:
+      // px answers the expectation itself once the request passed routing and limits.
+      if (h.minor == 1 && st->req_body != http::Framing::none) http::write_continue(st->out);
+      break;
+    case http::Expect::none: break;
   }
   // Phases 3 and 4, upstream_peer and upstream_request: which peer, and what it is sent.
   for (lua::Phase p : {lua::kPeer, lua::kUpstreamRequest})
     if (st->mask & (1 << p)) {
       if (run_phase(eng, p, static_cast<int>(r->index), st) != lua::Verdict::next) {
         st->end_as(Termination::filter_error);
-        respond_local(500, "filter error", st->req_body != BodyMode::none);
+        respond_local(500, "filter error", st->req_body != http::Framing::none);
         return 0;
       }
     }
@@ -165,11 +164,11 @@ int Session::on_head(http::Head& h) {
 void Session::answer_from_filter(Stream* st, lua::Verdict rr) {
   if (rr == lua::Verdict::failed) {
     st->end_as(Termination::filter_error);
-    respond_local(500, "filter error", st->req_body != BodyMode::none);
+    respond_local(500, "filter error", st->req_body != http::Framing::none);
     return;
   }
   lua::FilterState& fs = *st->view.fs;
-  respond(fs.respond_status, &fs.respond_headers, fs.respond_body, st->req_body != BodyMode::none);
+  respond(fs.respond_status, &fs.respond_headers, fs.respond_body, st->req_body != http::Framing::none);
 }
 
 net::IpAddr Session::real_client_ip(const http::Head& h) const {
@@ -266,9 +265,9 @@ void Session::build_upstream_head(Stream* st) {
   wr.end_field();
   wr.field("X-Forwarded-Proto", xfproto.empty() ? std::string_view("http") : xfproto);
   wr.field("X-Forwarded-Host", xfhost.empty() ? host : xfhost);
-  http::Framing framing = st->req_body == BodyMode::chunked ? http::Framing::chunked
-                          : h.has_content_length            ? http::Framing::length
-                                                            : http::Framing::none;
+  http::Framing framing = st->req_body == http::Framing::chunked ? http::Framing::chunked
+                          : h.has_content_length                 ? http::Framing::length
+                                                                 : http::Framing::none;
   wr.end_request(framing, h.content_length, st->upgrade ? h.get(http::Hdr::upgrade) : std::string_view());
 }
 

@@ -206,7 +206,7 @@ void UpConn::on_data(const char* data, size_t len) {
       // The head has not left yet: the client gets a clean 502 instead.
       st->out.clear();
       st->resp_head_sent = false;
-      st->resp_body = BodyMode::none;
+      st->resp_body = http::Framing::none;
       upstream_failed(st, this, Fail::bad_response);
     } else {
       st->end_as(Termination::upstream_bad_response);
@@ -247,21 +247,11 @@ int UpConn::on_head(http::Head& h) {
   }
   st->interim = false;
   if (h.status == 101 && !st->upgrade) return parser.set_error(502, "101 without an Upgrade request");
-  if (h.status != 101 && st->upgrade) s->close_after = true;  // the parser stays in upgrade mode: no reuse
   const http::Head& rq = st->req;
   bool client11 = rq.minor == 1;
   bool no_body = st->head_request || h.status == 204 || h.status == 304 || h.status == 101;
-  if (no_body)
-    st->resp_body = BodyMode::none;
-  else if (h.chunked)
-    st->resp_body = client11 ? BodyMode::chunked : BodyMode::eof;
-  else if (h.has_content_length)
-    st->resp_body = BodyMode::length;
-  else
-    st->resp_body = client11 ? BodyMode::chunked : BodyMode::eof;
-  if (st->resp_body == BodyMode::eof) s->close_after = true;
-  if (s->w->draining()) s->close_after = true;
-  if (!client11 && !rq.keep_alive) s->close_after = true;
+  st->resp_body = http::relay_framing(rq, h, st->head_request);
+  if (http::close_after_relay(rq, h, st->resp_body) || s->w->draining()) s->close_after = true;
 
   // Phase 5, response: filters may change the status and headers before the head leaves.
   int status = h.status;
@@ -291,10 +281,7 @@ int UpConn::on_head(http::Head& h) {
     wr.field(n, h.value(i));
   }
   if (edits) lua::append_edited(wr, h, *edits);
-  http::Framing framing = st->resp_body == BodyMode::length    ? http::Framing::length
-                          : st->resp_body == BodyMode::chunked ? http::Framing::chunked
-                                                               : http::Framing::none;
-  wr.end_response(framing, h.content_length, h.status == 101, s->close_after, !client11);
+  wr.end_response(st->resp_body, h.content_length, h.status == 101, s->close_after, !client11);
   st->out.end_scratch();
   st->resp_head_sent = true;
   st->status = static_cast<uint16_t>(status);
@@ -304,7 +291,7 @@ int UpConn::on_head(http::Head& h) {
 int UpConn::on_body(const char* data, size_t len) {
   Stream* st = stream;
   if (st->interim) return 0;
-  if (st->resp_body == BodyMode::chunked)
+  if (st->resp_body == http::Framing::chunked)
     http::write_chunk(st->out, data, len);
   else
     st->out.ref(data, len);
@@ -317,7 +304,7 @@ int UpConn::on_complete() {
     st->interim = false;
     return 0;  // keep parsing: the final response follows
   }
-  if (st->resp_body == BodyMode::chunked) http::write_last_chunk(st->out);
+  if (st->resp_body == http::Framing::chunked) http::write_last_chunk(st->out);
   st->resp_complete = true;
   if (st->status == 101) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
   return HPE_PAUSED;

@@ -71,7 +71,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     if (!p) {
       if (answer_if_none) st->end_as(Termination::no_upstream);
       if (answer_if_none)
-        s->respond_local(502, "no upstream peer available", st->req_body != BodyMode::none && !st->req_complete);
+        s->respond_local(502, "no upstream peer available", st->req_body != http::Framing::none && !st->req_complete);
       return false;
     }
     st->peer = p;
@@ -127,7 +127,7 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
   f.head_sent = st->resp_head_sent;
   f.request_sent = st->up_written;
   f.idempotent = idempotent(st->req.method);
-  f.has_body = st->req_body != BodyMode::none || st->body_bytes_sent;
+  f.has_body = st->req_body != http::Framing::none || st->body_bytes_sent;
   f.fresh_retry_used = st->fresh_retry_used;
   f.untried_left = w->has_untried(st);
   detach(st);
@@ -178,7 +178,7 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
 void forward_body(Stream* st, const char* data, size_t len) {
   UpConn* c = st->up;
   bool direct = c && st->up_written;
-  if (st->req_body == BodyMode::chunked) {
+  if (st->req_body == http::Framing::chunked) {
     if (direct)
       http::write_chunk(c->out, data, len);
     else

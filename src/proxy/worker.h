@@ -31,6 +31,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "http/h1.h"
 #include "http/parser.h"
 #include "lua/engine.h"
 #include "net/cidr.h"
@@ -86,8 +87,6 @@ struct SnapRef {
   bool retired = false;
 };
 
-enum class BodyMode : uint8_t { none, length, chunked, eof };
-
 // Client-side timeouts. Each kind has one duration, so a per-worker FIFO list
 // per kind stays sorted by deadline: arming is O(1), expiry walks only what expired.
 enum class Timeout : uint8_t { none, header, body, keepalive };
@@ -111,8 +110,8 @@ struct Stream {
   uint64_t body_received = 0;
   uint64_t max_body = 0;
   uint64_t start_ms = 0;
-  BodyMode req_body = BodyMode::none;
-  BodyMode resp_body = BodyMode::none;
+  http::Framing req_body = http::Framing::none;
+  http::Framing resp_body = http::Framing::none;
   uint16_t status = 0;  // status sent to the client
   uint8_t attempts = 0;
   bool fresh_retry_used = false;  // the same peer was retried once on a new connection (retry.h)

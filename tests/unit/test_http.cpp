@@ -119,3 +119,41 @@ TEST_CASE("pipelined requests stop after each message") {
   CHECK(r.sink.head.url() == "/2");
   CHECK(r.sink.completes == 2);
 }
+
+#include "http/h1.h"
+
+TEST_CASE("the codec's relay decisions: framing towards the client, closing, Expect") {
+  auto head = [](const std::string& raw, llhttp_type_t t) {
+    Run r(t);
+    r.feed(raw);
+    return r.sink.head;
+  };
+  Head req11 = head("GET / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_REQUEST);
+  Head req10 = head("GET / HTTP/1.0\r\n\r\n", HTTP_REQUEST);
+  Head req10ka = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", HTTP_REQUEST);
+  Head up = head("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", HTTP_REQUEST);
+  Head cl = head("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", HTTP_RESPONSE);
+  Head ch = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", HTTP_RESPONSE);
+  Head eof = head("HTTP/1.1 200 OK\r\n\r\n", HTTP_RESPONSE);
+  Head nc = head("HTTP/1.1 304 Not Modified\r\n\r\n", HTTP_RESPONSE);
+  Head sw =
+      head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", HTTP_RESPONSE);
+  CHECK(relay_framing(req11, cl, false) == Framing::length);
+  CHECK(relay_framing(req11, ch, false) == Framing::chunked);
+  CHECK(relay_framing(req10, ch, false) == Framing::eof);  // an HTTP/1.0 client cannot take chunks
+  CHECK(relay_framing(req11, eof, false) == Framing::chunked);
+  CHECK(relay_framing(req10, eof, false) == Framing::eof);
+  CHECK(relay_framing(req11, cl, true) == Framing::none);  // HEAD
+  CHECK(relay_framing(req11, nc, false) == Framing::none);
+  CHECK(relay_framing(up, sw, false) == Framing::none);
+  CHECK(close_after_relay(req10, ch, Framing::eof));
+  CHECK_FALSE(close_after_relay(req11, cl, Framing::length));
+  CHECK(close_after_relay(req10, cl, Framing::length));
+  CHECK_FALSE(close_after_relay(req10ka, cl, Framing::length));
+  CHECK(close_after_relay(up, cl, Framing::length));  // the upgrade was refused
+  CHECK_FALSE(close_after_relay(up, sw, Framing::none));
+  CHECK(expectation(req11) == Expect::none);
+  CHECK(expectation(head("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue \r\nContent-Length: 1\r\n\r\nx",
+                         HTTP_REQUEST)) == Expect::continue_100);
+  CHECK(expectation(head("PUT / HTTP/1.1\r\nHost: a\r\nExpect: lunch\r\n\r\n", HTTP_REQUEST)) == Expect::unsupported);
+}
