@@ -380,7 +380,17 @@ int api_acl_check(lua_State* L) {
   } else {
     auth = arg(L, 2);
   }
-  lua_pushinteger(L, static_cast<int>(route::acl_decide(*acl, v->client_ip, auth, *v->auth_cache, v->now_ms)));
+  route::AclVerdict verdict;
+  if (acl->users.empty()) {
+    verdict = route::acl_decide(*acl, v->client_ip, auth, *v->auth_cache, v->now_ms);
+  } else {
+    Engine* eng = t_cur.eng;
+    uint64_t t0 = now_ns();
+    eng->slow_call_begin();
+    verdict = route::acl_decide(*acl, v->client_ip, auth, *v->auth_cache, v->now_ms);
+    eng->slow_call_end((now_ns() - t0) / 1000000 + 1);
+  }
+  lua_pushinteger(L, static_cast<int>(verdict));
   lua_pushboolean(L, acl->pass_authorization || own < 0);
   return 2;
 }

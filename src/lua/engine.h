@@ -105,7 +105,24 @@ class Engine {
 
   // The budget watchdog (another thread): is this worker stuck in one phase?
   lua_State* state() const { return L_; }
-  uint64_t budget_ms() const { return wd_budget_ms_.load(std::memory_order_relaxed); }
+  uint64_t budget_ms() const {
+    return wd_budget_ms_.load(std::memory_order_relaxed) + wd_credit_ms_.load(std::memory_order_relaxed);
+  }
+  // Around px's own slow work inside a phase (verifying a password: yescrypt is
+  // slow on purpose): that time is not the filter's, up to kMaxCreditMs per
+  // phase, so a busy machine does not turn a good password into a 500 and a
+  // filter calling it in a loop is still stopped.
+  static constexpr uint64_t kMaxCreditMs = 1000;
+  void slow_call_begin() {
+    if (wd_credit_ms_.load(std::memory_order_relaxed) < kMaxCreditMs) wd_slow_.store(true, std::memory_order_relaxed);
+  }
+  void slow_call_end(uint64_t spent_ms) {
+    uint64_t c = wd_credit_ms_.load(std::memory_order_relaxed) + spent_ms;
+    wd_credit_ms_.store(c < kMaxCreditMs ? c : kMaxCreditMs, std::memory_order_relaxed);
+    wd_kill_.store(0, std::memory_order_relaxed);  // a kill decided during the call is reconsidered
+    wd_slow_.store(false, std::memory_order_release);
+  }
+  bool in_slow_call() const { return wd_slow_.load(std::memory_order_acquire); }
   void watch(std::chrono::steady_clock::time_point now);
   bool overrun() const {
     uint64_t s = wd_seq_.load(std::memory_order_relaxed);
@@ -115,6 +132,7 @@ class Engine {
  private:
   void enter(uint64_t budget_ms) {
     wd_budget_ms_.store(budget_ms, std::memory_order_relaxed);
+    wd_credit_ms_.store(0, std::memory_order_relaxed);
     wd_seq_.store(++wd_count_, std::memory_order_release);
   }
   void leave() { wd_seq_.store(0, std::memory_order_relaxed); }
@@ -136,7 +154,8 @@ class Engine {
   std::vector<uint16_t>* masks_ = nullptr;
   // Watchdog state: the phase running (a sequence number, 0 when none), the one
   // it found overrunning, and what only the watchdog thread touches.
-  std::atomic<uint64_t> wd_seq_{0}, wd_kill_{0}, wd_budget_ms_{50};
+  std::atomic<uint64_t> wd_seq_{0}, wd_kill_{0}, wd_budget_ms_{50}, wd_credit_ms_{0};
+  std::atomic<bool> wd_slow_{false};
   uint64_t wd_count_ = 0, wd_last_ = 0;
   std::chrono::steady_clock::time_point wd_since_;
   pthread_t thread_{};

@@ -111,6 +111,7 @@ void Engine::watch(std::chrono::steady_clock::time_point now) {
     wd_since_ = now;
     return;
   }
+  if (in_slow_call()) return;  // px's own work (slow_call_begin): judged when it ends
   if (now - wd_since_ >= std::chrono::milliseconds(budget_ms())) {
     // Signalled again on every tick until the phase ends, in case a signal
     // arrived while the state could not take the hook.
