@@ -104,15 +104,8 @@ int push_lookup(lua_State* L, Each&& each_orig, const std::vector<HeaderEdit>* e
     if (iequals(n, name)) vals.push_back(v);
   });
   if (edits)
-    for (const auto& e : *edits) {
-      if (!iequals(e.name, name)) continue;
-      if (e.mode == 0)
-        vals.assign(1, e.value);
-      else if (e.mode == 1)
-        vals.push_back(e.value);
-      else
-        vals.clear();
-    }
+    for (const auto& e : *edits)
+      if (iequals(e.name, name)) apply_edit(vals, e);
   if (index < 0 || static_cast<size_t>(index) >= vals.size())
     lua_pushnil(L);
   else

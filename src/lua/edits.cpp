@@ -26,15 +26,8 @@ std::vector<std::pair<std::string, std::string>> apply_edits(
     std::vector<std::string> vals;
     for (const auto& h : orig)
       if (iequals(h.first, name)) vals.push_back(h.second);
-    for (const auto& e : edits) {
-      if (!iequals(e.name, name)) continue;
-      if (e.mode == 0)
-        vals.assign(1, e.value);
-      else if (e.mode == 1)
-        vals.push_back(e.value);
-      else
-        vals.clear();
-    }
+    for (const auto& e : edits)
+      if (iequals(e.name, name)) apply_edit(vals, e);
     for (auto& v : vals) out.emplace_back(name, std::move(v));
   }
   return out;

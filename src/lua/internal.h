@@ -47,6 +47,17 @@ void watchdog_remove(Engine* e);
 // The table of API functions lua/px.lua is loaded with.
 void push_api(lua_State* L);
 std::vector<std::string_view>& edit_scratch();
-std::string name_of(const std::string& path);  // a filter's name: its file name without ".lua"
+std::string name_of(const std::string& path);
+
+// One header edit applied to the values of its name (set replaces them, add appends, remove clears).
+template <class Values>
+void apply_edit(Values& vals, const HeaderEdit& e) {
+  if (e.mode == 0)
+    vals.assign(1, e.value);
+  else if (e.mode == 1)
+    vals.push_back(e.value);
+  else
+    vals.clear();
+}  // a filter's name: its file name without ".lua"
 
 }  // namespace px::lua

@@ -88,6 +88,11 @@ void Worker::finish_inline() {
   on_async();
   stop_everything();
   uv_run(&loop_, UV_RUN_DEFAULT);
+  teardown();
+}
+
+// After the loop ran dry: prove nothing leaked, and free what the worker kept.
+void Worker::teardown() {
   if (uv_loop_close(&loop_) != 0) PX_ERR("worker %d: loop closed with handles still open", id_);
   if (current_) {
     current_->retired = true;
@@ -134,19 +139,7 @@ void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Everything is closed; let the close callbacks run, then prove nothing leaked.
   uv_run(&loop_, UV_RUN_DEFAULT);
-  int r = uv_loop_close(&loop_);
-  if (r != 0) PX_ERR("worker %d: loop closed with handles still open", id_);
-  if (current_) {
-    current_->retired = true;
-    if (current_->refs == 0) delete current_;
-    current_ = nullptr;
-  }
-  while (free_streams_) {
-    Stream* s = free_streams_;
-    free_streams_ = s->next_free;
-    delete s;
-  }
-  net::release_thread_buffers();
+  teardown();
   engine_.reset();
   if (on_exit) on_exit();
 }

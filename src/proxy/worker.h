@@ -341,6 +341,7 @@ class Worker {
   void sync_health_checks();
   void on_tick();
   void trim();
+  void teardown();
 
   int id_;
   Config cfg_;
