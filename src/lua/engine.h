@@ -117,9 +117,10 @@ class Engine {
     if (wd_credit_ms_.load(std::memory_order_relaxed) < kMaxCreditMs) wd_slow_.store(true, std::memory_order_relaxed);
   }
   void slow_call_end(uint64_t spent_ms) {
+    if (!wd_slow_.load(std::memory_order_relaxed)) return;  // past the cap: the time counted
     uint64_t c = wd_credit_ms_.load(std::memory_order_relaxed) + spent_ms;
     wd_credit_ms_.store(c < kMaxCreditMs ? c : kMaxCreditMs, std::memory_order_relaxed);
-    wd_kill_.store(0, std::memory_order_relaxed);  // a kill decided during the call is reconsidered
+    wd_kill_.store(0, std::memory_order_relaxed);  // a kill decided just before the call is reconsidered
     wd_slow_.store(false, std::memory_order_release);
   }
   bool in_slow_call() const { return wd_slow_.load(std::memory_order_acquire); }
