@@ -77,27 +77,6 @@ void HeadWriter::end_response(Framing body, uint64_t length, bool upgrade, bool 
   o_.append("\r\n");
 }
 
-Framing relay_framing(const Head& req, const Head& resp, bool head_request) {
-  bool client11 = req.minor == 1;
-  uint16_t st = resp.status;
-  if (head_request || st == 204 || st == 304 || st == 101 || st < 200) return Framing::none;
-  if (resp.chunked) return client11 ? Framing::chunked : Framing::eof;
-  if (resp.has_content_length) return Framing::length;
-  return client11 ? Framing::chunked : Framing::eof;
-}
-
-bool close_after_relay(const Head& req, const Head& resp, Framing framing) {
-  if (framing == Framing::eof) return true;            // the end of the body is the end of the connection
-  if (resp.status != 101 && req.upgrade) return true;  // an upgrade that was refused: no reuse
-  return req.minor == 0 && !req.keep_alive;
-}
-
-Expect expectation(const Head& req) {
-  std::string_view e = req.get(Hdr::expect);
-  if (e.empty()) return Expect::none;
-  return iequals(trim(e), "100-continue") ? Expect::continue_100 : Expect::unsupported;
-}
-
 void append_chunk(std::string& o, const char* data, size_t len) {
   append_hex(o, len);
   o.append("\r\n");

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/strings.h"
 #include "http/parser.h"
 #include "net/output.h"
 
@@ -62,13 +63,13 @@ class HeadWriter {
 // How a relayed response is framed towards the client: its own framing when the
 // client can take it, else chunked (HTTP/1.1) or until close (HTTP/1.0);
 // none for HEAD, 1xx, 204 and 304.
-Framing relay_framing(const Head& req, const Head& resp, bool head_request);
+inline Framing relay_framing(const Head& req, const Head& resp, bool head_request);
 // Whether the client connection must close after this response.
-bool close_after_relay(const Head& req, const Head& resp, Framing framing);
+inline bool close_after_relay(const Head& req, const Head& resp, Framing framing);
 
 // The request's Expect: none, "100-continue", or something px cannot meet (417).
 enum class Expect : uint8_t { none, continue_100, unsupported };
-Expect expectation(const Head& req);
+inline Expect expectation(const Head& req);
 
 // Body framing towards a peer.
 void write_chunk(net::Output& out, const char* data, size_t len);   // size line, data (by reference), CRLF
@@ -81,5 +82,28 @@ void write_continue(net::Output& out);
 void write_busy(net::Output& out);
 // An active health check's request.
 void write_probe_request(net::Output& out, std::string_view path, std::string_view host);
+
+// ---- inline definitions (on every request) ----
+
+inline Framing relay_framing(const Head& req, const Head& resp, bool head_request) {
+  bool client11 = req.minor == 1;
+  uint16_t st = resp.status;
+  if (head_request || st == 204 || st == 304 || st == 101 || st < 200) return Framing::none;
+  if (resp.chunked) return client11 ? Framing::chunked : Framing::eof;
+  if (resp.has_content_length) return Framing::length;
+  return client11 ? Framing::chunked : Framing::eof;
+}
+
+inline bool close_after_relay(const Head& req, const Head& resp, Framing framing) {
+  if (framing == Framing::eof) return true;            // the end of the body is the end of the connection
+  if (resp.status != 101 && req.upgrade) return true;  // an upgrade that was refused: no reuse
+  return req.minor == 0 && !req.keep_alive;
+}
+
+inline Expect expectation(const Head& req) {
+  std::string_view e = req.get(Hdr::expect);
+  if (e.empty()) return Expect::none;
+  return iequals(trim(e), "100-continue") ? Expect::continue_100 : Expect::unsupported;
+}
 
 }  // namespace px::http
