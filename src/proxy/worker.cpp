@@ -75,13 +75,18 @@ Session* Worker::adopt(net::Transport* t, const net::IpAddr& peer) {
   t->set_user(s);
   s->peer_ip = peer;
   s->trusted_peer = cfg_.trusted_proxies.contains(peer);
+  begin_session(s);
+  return s;
+}
+
+// A session the worker takes: counted, in the list drain and stop walk, started.
+void Worker::begin_session(Session* s) {
   sessions++;
   s->counted = true;
   s->next = sessions_head_;
   if (sessions_head_) sessions_head_->prev = s;
   sessions_head_ = s;
   s->start();
-  return s;
 }
 
 void Worker::finish_inline() {
@@ -311,12 +316,7 @@ void Worker::on_accept(uv_stream_t* server) {
     s->tcp.close();
     return;
   }
-  sessions++;
-  s->counted = true;
-  s->next = sessions_head_;
-  if (sessions_head_) sessions_head_->prev = s;
-  sessions_head_ = s;
-  s->start();
+  begin_session(s);
 }
 
 void Worker::timeout_link(Session* s, Timeout t) {

@@ -342,6 +342,7 @@ class Worker {
   void on_tick();
   void trim();
   void teardown();
+  void begin_session(Session* s);
 
   int id_;
   Config cfg_;
