@@ -168,4 +168,8 @@ TEST_CASE("config errors name the line and the problem") {
   CHECK(err.find("not a numeric IPv4 or IPv6") != std::string::npos);
   CHECK_FALSE(parse_config("", "p.conf", &c, &err));
   CHECK(err.find("no listen address") != std::string::npos);
+  CHECK_FALSE(parse_config("listen 127.0.0.1:80\nunderscores_in_headers yes\n", "p.conf", &c, &err));
+  CHECK(err == "p.conf:2: underscores_in_headers: expected 'on' or 'off', got 'yes'");
+  REQUIRE(parse_config("listen 127.0.0.1:80\nunderscores_in_headers on\n", "p.conf", &c, &err));
+  CHECK(c.underscores_in_headers);
 }
