@@ -1,5 +1,5 @@
 // px::proxy end records — every stream (one request/response exchange) ends in
-// exactly one place, Session::end_stream(), which fills one EndRecord and hands
+// exactly one place, end_stream() (stream.cpp), which fills one EndRecord and hands
 // it to the worker's observers: the Lua logging phase first, then whatever
 // subscribed (the debug stream log now; metrics and access logs next).
 #pragma once

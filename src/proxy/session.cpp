@@ -1,10 +1,13 @@
-// A session: one client connection. It reads requests through the HTTP/1
-// parser, hands each to a stream (stream.cpp), writes the answers back in
-// order, and handles keep-alive, pipelining, half-close, timeouts and closing.
+// A session: the HTTP/1 server side of one client connection. It reads
+// requests through the HTTP/1 parser, hands each to a stream (stream.cpp), is
+// that stream's Downstream (downstream.h): it frames the answers and writes
+// them back in order, and handles keep-alive, pipelining, Expect, the upgrade
+// hand-off, half-close, timeouts and closing.
 #include <cstring>
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/h1.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
@@ -40,12 +43,11 @@ void Session::on_timeout(Timeout t) {
   if (stream && !stream->req_complete && !stream->resp_head_sent) {
     // Slowloris: the head (or the body) did not arrive in time.
     PX_DEBUG("client %s: request timed out", peer_ip.str().c_str());
-    stream->end_as(Termination::client_timeout);
-    if (stream->up) abort_upstream(stream);
-    respond_local(408, "request timed out", true);
-    stream->req_complete = true;
-    flush(stream);
-    after_event();
+    Stream* st = stream;
+    st->end_as(Termination::client_timeout);
+    reply_text(st, 408, "request timed out", true);
+    st->req_complete = true;
+    progress(st);
     return;
   }
   close();
@@ -98,7 +100,9 @@ void Session::on_data(const char* data, size_t n) {
 void Session::parse(const char* data, size_t len, bool from_leftover) {
   if (!stream) {
     stream = w->get_stream();
-    stream->session = this;
+    stream->down = this;
+    head_left = false;
+    resp_framing = http::Framing::none;
     stream->parser.init(HTTP_REQUEST, this, &w->req_limits);
     stream->parser.attach(&stream->req);
     set_timeout(Timeout::header);
@@ -117,7 +121,7 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
     st->end_as(status == 413 ? Termination::local : Termination::bad_request);
     if (st->up) abort_upstream(st);
     if (!st->resp_head_sent)
-      respond_local(status, parser.error_reason(), true);
+      reply_text(st, status, parser.error_reason(), true);
     else
       close_after = true;
     st->req_complete = true;
@@ -138,41 +142,55 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
     leftover.append(data + consumed, len - consumed);
 }
 
-void Session::flush(Stream* st) {
-  if (closing) return;
+bool Session::flush(Stream* st) {
+  if (closing) return false;
   if (st->up) flush_upstream(st);
-  if (closing || !st->out.empty()) {
-    if (closing) return;
+  if (closing) return false;
+  if (!st->out.empty()) {
     st->bytes_out += st->out.size();
     int r = tr->write(st->out);
     if (r != 0) {
       close();
-      return;
+      return false;
     }
+    if (st->resp_head_sent) head_left = true;
     // Backpressure: a slow client stops the upstream from being read.
     if (st->up && tr->congested()) pause_upstream(st);
   }
+  return true;
 }
 
 int Session::on_body(const char* data, size_t len) {
-  Stream* st = stream;
-  st->body_received += len;
-  if (st->local || st->resp_complete) {
-    // Answered already: the rest of the body is read and dropped, up to a point.
-    if (st->body_received > 1024 * 1024) return parser_fail(413, "request body dropped");
-    return 0;
+  switch (stream_body(stream, data, len)) {
+    case BodyTake::taken: return 0;
+    case BodyTake::unwanted:
+      // Answered already: the rest of the body is read and dropped, up to a point.
+      if (stream->body_received > 1024 * 1024) return parser_fail(413, "request body dropped");
+      return 0;
+    case BodyTake::too_large: return parser_fail(413, "request body too large");
   }
-  if (st->max_body && st->body_received > st->max_body) return parser_fail(413, "request body too large");
-  forward_body(st, data, len);
   return 0;
 }
 
 int Session::parser_fail(int status, const char* reason) { return stream->parser.set_error(status, reason); }
 
+int Session::on_head(http::Head& h) {
+  Stream* st = stream;
+  st->head_request = h.method == HTTP_HEAD;
+  st->upgrade = h.upgrade;
+  if (h.chunked)
+    st->req_body = http::Framing::chunked;
+  else if (h.has_content_length && h.content_length > 0)
+    st->req_body = http::Framing::length;
+  if (!h.keep_alive || w->draining()) close_after = true;
+  set_timeout(st->req_body != http::Framing::none ? Timeout::body : Timeout::none);
+  stream_begin(st);
+  return 0;
+}
+
 int Session::on_complete() {
   Stream* st = stream;
-  if (!st->local && !st->resp_complete && st->req_body == http::Framing::chunked) forward_body_end(st);
-  st->req_complete = true;
+  stream_body_end(st);
   set_timeout(Timeout::none);
   // Reading goes on while the response is prepared (no epoll change per request):
   // pipelined bytes wait in `leftover`, and a client closing is noticed.
@@ -208,7 +226,8 @@ void Session::finish_stream() {
   Stream* st = stream;
   if (!st->out.empty()) flush(st);
   if (closing) return;
-  end_stream();
+  end_stream(st, false);
+  stream = nullptr;
   if (close_after || w->draining()) {
     close_when_written();
     return;
@@ -242,10 +261,129 @@ void Session::on_drained() {
 
 void Session::on_closed() { delete this; }
 
+// ---- Downstream: the stream's answers, as HTTP/1 ----
+
+void Session::send_head(Stream* st, const ResponseHead& rh) {
+  const http::Head& h = *rh.from;
+  const http::Head& rq = st->req;
+  bool no_body = st->head_request || h.status == 204 || h.status == 304 || h.status == 101;
+  resp_framing = http::relay_framing(rq, h, st->head_request);
+  if (http::close_after_relay(rq, h, resp_framing) || w->draining()) close_after = true;
+  std::string& o = st->out.begin_scratch();
+  http::HeadWriter wr(o);
+  wr.status_line(rh.status);
+  for (size_t i = 0; i < h.headers.size(); i++) {
+    if (!http::keep_response_field(h.headers[i].kind, h.status, no_body)) continue;
+    std::string_view n = h.name(i);
+    if (rh.edits) {
+      bool touched = false;
+      for (const auto& e : *rh.edits) touched = touched || iequals(e.name, n);
+      if (touched) continue;  // written below, as the filters left it
+    }
+    if (h.listed_in_connection(n) && !(h.status == 101 && h.headers[i].kind == http::Hdr::upgrade)) continue;
+    wr.field(n, h.value(i));
+  }
+  if (rh.edits) lua::append_edited(wr, h, *rh.edits);
+  wr.end_response(resp_framing, h.content_length, h.status == 101, close_after, rq.minor == 0);
+  st->out.end_scratch();
+}
+
+void Session::send_body(Stream* st, const char* data, size_t len) {
+  if (resp_framing == http::Framing::chunked)
+    http::write_chunk(st->out, data, len);
+  else
+    st->out.ref(data, len);
+}
+
+void Session::send_end(Stream* st) {
+  if (st->tunnel) {
+    // The upstream ended the tunnel: pass the close on once the client has everything.
+    close_when_written();
+    return;
+  }
+  if (resp_framing == http::Framing::chunked) http::write_last_chunk(st->out);
+}
+
+void Session::send_reply(Stream* st, int status, const Fields* fields, std::string_view body) {
+  bool has_type = false;
+  std::string& s = st->out.begin_scratch();
+  http::HeadWriter wr(s);
+  wr.status_line(status);
+  wr.field("Server", "px");
+  wr.field("Date", w->date());
+  if (fields)
+    for (const auto& [n, v] : *fields) {
+      if (iequals(n, "content-length") || iequals(n, "connection") || iequals(n, "transfer-encoding")) continue;
+      has_type = has_type || iequals(n, "content-type");
+      wr.field(n, v);
+    }
+  if (!has_type && !body.empty()) wr.field("Content-Type", "text/plain; charset=utf-8");
+  wr.end_response(http::Framing::length, body.size(), false, close_after, false);
+  if (!st->head_request) s.append(body);
+  st->out.end_scratch();
+}
+
+bool Session::continue_request(Stream* st) {
+  switch (http::expectation(st->req)) {
+    case http::Expect::unsupported: return false;
+    case http::Expect::continue_100:
+      // px answers the expectation itself once the request passed routing and limits.
+      if (st->req.minor == 1 && st->req_body != http::Framing::none) http::write_continue(st->out);
+      return true;
+    case http::Expect::none: return true;
+  }
+  return true;
+}
+
+void Session::progress(Stream* st) {
+  if (flush(st)) after_event();
+}
+
+void Session::reset(Stream* st) {
+  if (flush(st)) close();
+}
+
+bool Session::retract(Stream* st) {
+  if (head_left) return false;
+  st->out.clear();
+  st->resp_head_sent = false;
+  resp_framing = http::Framing::none;
+  return true;
+}
+
+void Session::pause_request(Stream*) {
+  bp_paused = true;
+  if (!in_parse) update_reading();
+}
+
+void Session::resume_request(Stream*) {
+  if (!bp_paused) return;
+  bp_paused = false;
+  update_reading();
+}
+
+void Session::open_tunnel(Stream* st, const char* early, size_t len) {
+  st->out.ref(early, len);
+  if (!flush(st)) return;
+  if (!leftover.empty()) {
+    // What the client sent after its upgrade request belongs to the tunnel.
+    tunnel_from_client(st, leftover.data(), leftover.size());
+    if (closing) return;
+    leftover.clear();
+  }
+  want_read = true;
+  set_timeout(Timeout::none);
+  update_reading();
+}
+
 void Session::close() {
   if (closing) return;
   closing = true;
-  if (stream) end_stream();
+  if (stream) {
+    Stream* st = stream;
+    stream = nullptr;
+    end_stream(st, true);
+  }
   set_timeout(Timeout::none);
   tr->close();  // on_closed() frees the session, on a later loop iteration
   if (counted) w->session_closed(this);

@@ -1,21 +1,21 @@
 // A stream: one request/response exchange, from the parsed head to its end
-// record. Routing, the filter phases, the head sent upstream, px's own answers,
-// and end_stream(), the one place a stream ends. The connection it arrives on
-// is session.cpp; the upstream side is upstream.cpp and upconn.cpp.
+// record, knowing no wire format. Routing, the filter phases, px's own answers,
+// and end_stream(), the one place a stream ends. It talks to the client
+// through its Downstream (downstream.h; HTTP/1: session.cpp); the upstream
+// side is upstream.cpp, over the HTTP/1 client side in upconn.cpp.
 #include <uv.h>
 
 #include <cstring>
 
 #include "core/log.h"
 #include "core/strings.h"
-#include "http/h1.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
 namespace px::proxy {
 
 void Stream::reset() {
-  session = nullptr;
+  down = nullptr;
   if (req.buf.capacity() > 64 * 1024) http::Head().buf.swap(req.buf);
   if (resp.buf.capacity() > 64 * 1024) http::Head().buf.swap(resp.buf);
   req.clear();
@@ -32,7 +32,7 @@ void Stream::reset() {
   client_ip = net::IpAddr();
   tried = 0;
   body_received = max_body = start_ms = 0;
-  req_body = resp_body = http::Framing::none;
+  req_body = http::Framing::none;
   status = 0;
   attempts = 0;
   fresh_retry_used = false;
@@ -53,16 +53,16 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
                        int status) {
   // What filters see of this stream (lua/request_view.h), filled just before they run.
   lua::RequestView& v = st->view;
-  Session* s = st->session;
   v.req = &st->req;
   v.uri = st->abs_path.empty() ? st->req.url() : st->abs_path;
   v.host = st->host;
   v.client_ip = st->client_ip;
-  v.trusted_peer = s->trusted_peer;
+  v.trusted_peer = st->down->trusted_peer;
+  v.tls = st->down->tls;
   v.route = st->route;
   v.snap = st->snap ? st->snap->snap.get() : nullptr;
-  v.auth_cache = &s->w->auth_cache();
-  v.now_ms = s->w->now();
+  v.auth_cache = &st->w->auth_cache();
+  v.now_ms = st->w->now();
   v.resp = resp;
   v.status = status;
   uint64_t t0 = uv_hrtime();
@@ -71,17 +71,16 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
   return r;
 }
 
-int Session::on_head(http::Head& h) {
-  Stream* st = stream;
+namespace {
+net::IpAddr real_client_ip(const Stream* st);
+void answer_from_filter(Stream* st, lua::Verdict rr);
+}  // namespace
+
+void stream_begin(Stream* st) {
+  Worker* w = st->w;
+  const http::Head& h = st->req;
   st->start_ms = w->now();
-  st->head_request = h.method == HTTP_HEAD;
-  st->upgrade = h.upgrade;
-  if (h.chunked)
-    st->req_body = http::Framing::chunked;
-  else if (h.has_content_length && h.content_length > 0)
-    st->req_body = http::Framing::length;
-  if (!h.keep_alive || w->draining()) close_after = true;
-  set_timeout(st->req_body != http::Framing::none ? Timeout::body : Timeout::none);
+  bool has_body = st->req_body != http::Framing::none;
 
   // Where is this request going? Host header, or the authority of an absolute-form target.
   std::string_view host = h.host_index >= 0 ? h.value(static_cast<size_t>(h.host_index)) : std::string_view();
@@ -96,7 +95,7 @@ int Session::on_head(http::Head& h) {
   }
   // The codec has checked the target's form and the Host's grammar (http/grammar.h).
   st->host = host;
-  st->client_ip = real_client_ip(h);
+  st->client_ip = real_client_ip(st);
   lua::Engine* eng = w->engine();
   SnapRef* snap = w->current_snap();
   if (snap) {
@@ -108,14 +107,13 @@ int Session::on_head(http::Head& h) {
     lua::Verdict rr = run_phase(eng, lua::kEarly, -1, st);
     if (rr != lua::Verdict::next) {
       answer_from_filter(st, rr);
-      return 0;
+      return;
     }
   }
   const route::Route* r = snap ? snap->snap->match(host, path) : nullptr;
   if (!r) {
-    if (st->req_body != http::Framing::none) close_after = true;
-    respond_local(404, "no route for this host and path", false);
-    return 0;
+    reply_text(st, 404, "no route for this host and path", has_body);
+    return;
   }
   st->route = r;
   st->pool = &snap->pools[r->index];
@@ -123,58 +121,70 @@ int Session::on_head(http::Head& h) {
   if (st->mask & lua::kMissingFilter) {
     PX_ERR("route %s: a filter it names is not loaded or refused its config; answering 500", r->spec.name.c_str());
     st->end_as(Termination::filter_error);
-    respond_local(500, "filter not available", st->req_body != http::Framing::none);
-    return 0;
+    reply_text(st, 500, "filter not available", has_body);
+    return;
   }
   // Phase 2, request: access control, redirects, answers.
   if (st->mask & (1 << lua::kRequest)) {
     lua::Verdict rr = run_phase(eng, lua::kRequest, static_cast<int>(r->index), st);
     if (rr != lua::Verdict::next) {
       answer_from_filter(st, rr);
-      return 0;
+      return;
     }
   }
   st->max_body = r->max_body_size;
   if (st->max_body && h.has_content_length && h.content_length > st->max_body) {
-    respond_local(413, "request body too large", true);
-    return 0;
+    reply_text(st, 413, "request body too large", true);
+    return;
   }
-  switch (http::expectation(h)) {
-    case http::Expect::unsupported: respond_local(417, "unsupported Expect", true); return 0;
-    case http::Expect::continue_100:
-      // px answers the expectation itself once the request passed routing and limits.
-      if (h.minor == 1 && st->req_body != http::Framing::none) http::write_continue(st->out);
-      break;
-    case http::Expect::none: break;
+  if (!st->down->continue_request(st)) {
+    reply_text(st, 417, "unsupported Expect", true);
+    return;
   }
   // Phases 3 and 4, upstream_peer and upstream_request: which peer, and what it is sent.
   for (lua::Phase p : {lua::kPeer, lua::kUpstreamRequest})
     if (st->mask & (1 << p)) {
       if (run_phase(eng, p, static_cast<int>(r->index), st) != lua::Verdict::next) {
         st->end_as(Termination::filter_error);
-        respond_local(500, "filter error", st->req_body != http::Framing::none);
-        return 0;
+        reply_text(st, 500, "filter error", has_body);
+        return;
       }
     }
-  build_upstream_head(st);
+  write_request_head(st);
   dispatch(st);
-  return 0;
 }
 
-void Session::answer_from_filter(Stream* st, lua::Verdict rr) {
+BodyTake stream_body(Stream* st, const char* data, size_t len) {
+  st->body_received += len;
+  if (st->local || st->resp_complete) return BodyTake::unwanted;
+  if (st->max_body && st->body_received > st->max_body) return BodyTake::too_large;
+  forward_body(st, data, len);
+  return BodyTake::taken;
+}
+
+void stream_body_end(Stream* st) {
+  if (!st->local && !st->resp_complete && st->req_body == http::Framing::chunked) forward_body_end(st);
+  st->req_complete = true;
+}
+
+namespace {
+void answer_from_filter(Stream* st, lua::Verdict rr) {
+  bool has_body = st->req_body != http::Framing::none;
   if (rr == lua::Verdict::failed) {
     st->end_as(Termination::filter_error);
-    respond_local(500, "filter error", st->req_body != http::Framing::none);
+    reply_text(st, 500, "filter error", has_body);
     return;
   }
   lua::FilterState& fs = *st->view.fs;
-  respond(fs.respond_status, &fs.respond_headers, fs.respond_body, st->req_body != http::Framing::none);
+  reply(st, fs.respond_status, &fs.respond_headers, fs.respond_body, has_body);
 }
 
-net::IpAddr Session::real_client_ip(const http::Head& h) const {
-  if (!trusted_peer) return peer_ip;
+net::IpAddr real_client_ip(const Stream* st) {
+  const Downstream* d = st->down;
+  if (!d->trusted_peer) return d->peer_ip;
   // Walk X-Forwarded-For from the right, skipping trusted proxies.
-  net::IpAddr ip = peer_ip;
+  const http::Head& h = st->req;
+  net::IpAddr ip = d->peer_ip;
   for (size_t i = h.headers.size(); i-- > 0;) {
     if (h.headers[i].kind != http::Hdr::x_forwarded_for) continue;
     std::string_view v = h.value(i);
@@ -184,7 +194,7 @@ net::IpAddr Session::real_client_ip(const http::Head& h) const {
       net::IpAddr cand;
       if (!net::IpAddr::parse(item, &cand)) return ip;
       ip = cand;
-      if (!w->cfg().trusted_proxies.contains(cand)) return ip;
+      if (!st->w->cfg().trusted_proxies.contains(cand)) return ip;
       if (comma == std::string_view::npos) break;
       v = v.substr(0, comma);
     }
@@ -192,99 +202,20 @@ net::IpAddr Session::real_client_ip(const http::Head& h) const {
   return ip;
 }
 
-void Session::build_upstream_head(Stream* st) {
-  const http::Head& h = st->req;
-  std::string& o = st->up_head;
-  o.clear();
-  http::HeadWriter wr(o);
-  std::string_view path = st->abs_path.empty() ? h.url() : st->abs_path;
-  bool need_slash;
-  std::string_view sent = route::Snapshot::strip(*st->route, path, &need_slash);
-  wr.request_line(h.method_name(), sent, need_slash);
-  bool trusted = trusted_peer;
-  const std::vector<lua::HeaderEdit>* edits =
-      st->view.fs && !st->view.fs->req_edits.empty() ? &st->view.fs->req_edits : nullptr;
-  auto edited = [&](std::string_view n) {
-    if (edits)
-      for (const auto& e : *edits)
-        if (iequals(e.name, n)) return true;
-    return false;
-  };
-  std::string_view host;
-  std::string xff;
-  std::string_view xfproto, xfhost;
-  for (size_t i = 0; i < h.headers.size(); i++) {
-    http::Hdr kind = h.headers[i].kind;
-    if (http::hop_by_hop(kind)) continue;
-    switch (kind) {
-      case http::Hdr::x_forwarded_for:
-        if (trusted) {
-          if (!xff.empty()) xff.append(", ");
-          xff.append(h.value(i));
-        }
-        continue;
-      case http::Hdr::x_forwarded_proto:
-        if (trusted) xfproto = h.value(i);
-        continue;
-      case http::Hdr::x_forwarded_host:
-        if (trusted) xfhost = h.value(i);
-        continue;
-      default: break;
-    }
-    std::string_view n = h.name(i);
-    if (edits && edited(n)) continue;  // replaced below by the filters' version
-    if (static_cast<int>(i) == h.host_index) {
-      host = h.value(i);
-      if (st->abs_path.empty()) wr.field("Host", host);
-      continue;
-    }
-    if (h.listed_in_connection(n)) continue;
-    wr.field(n, h.value(i));
-  }
-  if (edits) lua::append_edited(wr, h, *edits);
-  if (edits && edited("host")) {
-    // A filter set the Host sent upstream.
-  } else if (!st->abs_path.empty()) {
-    // Absolute-form target: its authority is the host (RFC 9112 3.2.2).
-    std::string_view target = h.url();
-    std::string_view rest = target.substr(target[4] == ':' ? 7 : 8);
-    host = rest.substr(0, rest.find_first_of("/?"));
-    wr.field("Host", host);
-  } else if (host.empty()) {
-    // HTTP/1.0 without Host: name the peer.
-    wr.field("Host", st->route->pool.peers.empty() ? std::string_view("localhost")
-                                                   : std::string_view(st->route->pool.peers[0].key));
-  }
-  wr.begin_field("X-Forwarded-For");
-  if (!xff.empty()) {
-    wr.append(xff);
-    wr.append(", ");
-  }
-  char ipbuf[64];
-  wr.append(std::string_view(ipbuf, peer_ip.format(ipbuf)));
-  wr.end_field();
-  wr.field("X-Forwarded-Proto", xfproto.empty() ? std::string_view("http") : xfproto);
-  wr.field("X-Forwarded-Host", xfhost.empty() ? host : xfhost);
-  http::Framing framing = st->req_body == http::Framing::chunked ? http::Framing::chunked
-                          : h.has_content_length                 ? http::Framing::length
-                                                                 : http::Framing::none;
-  wr.end_request(framing, h.content_length, st->upgrade ? h.get(http::Hdr::upgrade) : std::string_view());
+}  // namespace
+
+void reply_text(Stream* st, int status, std::string_view text, bool drop_body) {
+  std::string body(text);
+  if (!body.empty()) body.push_back('\n');
+  reply(st, status, nullptr, body, drop_body);
 }
 
-void Session::respond_local(int status, std::string_view body, bool close) {
-  std::string text(body);
-  if (!text.empty()) text.push_back('\n');
-  respond(status, nullptr, text, close);
-}
-
-void Session::respond(int status, const std::vector<std::pair<std::string, std::string>>* headers,
-                      std::string_view body, bool close) {
-  Stream* st = stream;
+void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body) {
+  Worker* w = st->w;
   if (st->up) abort_upstream(st);
   st->local = true;
-  if (close) close_after = true;
-  std::vector<std::pair<std::string, std::string>> hdrs;
-  if (headers) hdrs = *headers;
+  if (drop_body) st->down->abandon_request(st);
+  Fields edited;
   std::string filter_body;
   // Phase 5, response, also for answers px makes itself (a route's filters may add HSTS to a redirect).
   if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine() && !st->filter_failed) {
@@ -293,39 +224,28 @@ void Session::respond(int status, const std::vector<std::pair<std::string, std::
       st->end_as(Termination::filter_error);
       st->filter_failed = true;
       status = 500;
-      hdrs.clear();
+      fields = nullptr;
       filter_body = "filter error\n";
       body = filter_body;
     } else {
       if (st->view.fs->new_status) status = st->view.fs->new_status;
-      if (!st->view.fs->resp_edits.empty()) hdrs = lua::apply_edits(hdrs, st->view.fs->resp_edits);
+      if (!st->view.fs->resp_edits.empty()) {
+        edited = lua::apply_edits(fields ? *fields : Fields(), st->view.fs->resp_edits);
+        fields = &edited;
+      }
     }
   }
   st->status = static_cast<uint16_t>(status);
-  bool has_type = false;
-  for (const auto& [n, v] : hdrs) has_type = has_type || iequals(n, "content-type");
-  std::string& s = st->out.begin_scratch();
-  http::HeadWriter wr(s);
-  wr.status_line(status);
-  wr.field("Server", "px");
-  wr.field("Date", w->date());
-  for (const auto& [n, v] : hdrs) {
-    if (iequals(n, "content-length") || iequals(n, "connection") || iequals(n, "transfer-encoding")) continue;
-    wr.field(n, v);
-  }
-  if (!has_type && !body.empty()) wr.field("Content-Type", "text/plain; charset=utf-8");
-  wr.end_response(http::Framing::length, body.size(), false, close_after, false);
-  if (!st->head_request) s.append(body);
-  st->out.end_scratch();
+  st->down->send_reply(st, status, fields, body);
   st->resp_head_sent = true;
   st->resp_complete = true;
 }
 
-void Session::end_stream() {
-  Stream* st = stream;
+void end_stream(Stream* st, bool cut) {
+  Worker* w = st->w;
   if (st->up) abort_upstream(st);
   if (!st->term_set) {
-    if (closing && !st->tunnel && !(st->req_complete && st->resp_complete))
+    if (cut && !st->tunnel && !(st->req_complete && st->resp_complete))
       st->end_as(w->stopping() ? Termination::shutdown : Termination::client_closed);
     else
       st->end_as(st->local ? Termination::local : Termination::ok);
@@ -356,7 +276,6 @@ void Session::end_stream() {
   }
   if (st->view.fs && eng) eng->done(st->view);
   if (st->snap) w->release_snap(st->snap);
-  stream = nullptr;
   w->put_stream(st);
 }
 

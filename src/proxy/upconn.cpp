@@ -1,6 +1,7 @@
-// An upstream connection (UpConn): connecting, its timer, reading the
-// response through the HTTP/1 parser and relaying it to the client's stream,
-// keep-alive reuse, and tunnelling after a 101.
+// An upstream connection (UpConn): the HTTP/1 client side. Connecting, its
+// timer, the request head and body framing, reading the response through the
+// HTTP/1 parser and handing it to the stream's Downstream, keep-alive reuse,
+// and tunnelling after a 101.
 #include "core/log.h"
 #include "core/strings.h"
 #include "http/h1.h"
@@ -76,7 +77,7 @@ void UpConn::on_timeout() {
   }
   if (st->tunnel) {
     // An idle tunnel: end it.
-    st->session->close();
+    st->down->reset(st);
     return;
   }
   upstream_failed(st, this, state == State::connecting ? Fail::connect_timeout : Fail::read_timeout);
@@ -113,11 +114,7 @@ void UpConn::on_eof() { ended(false); }
 
 void UpConn::on_drained() {
   if (state == State::closing) return;
-  Stream* st = stream;
-  if (st && st->session->bp_paused) {
-    st->session->bp_paused = false;
-    st->session->update_reading();
-  }
+  if (stream) stream->down->resume_request(stream);
 }
 
 void UpConn::ended(bool) {
@@ -128,23 +125,22 @@ void UpConn::ended(bool) {
     return;
   }
   Stream* st = stream;
-  Session* s = st->session;
+  Downstream* d = st->down;
   eof = true;
   if (st->tunnel) {
-    // The upstream ended the tunnel: pass the close on once the client has everything.
-    s->close_when_written();
+    d->send_end(st);  // the upstream ended the tunnel
     close();
     return;
   }
   if (parser.needs_eof() && st->resp_head_sent && !st->resp_complete) {
     // A body delimited by the end of the connection.
     parser.finish();
-    s->flush(st);
+    if (!d->flush(st)) return;
     if (st->up == this) {
       detach(st);
       close();
     }
-    s->after_event();
+    d->progress(st);
     return;
   }
   upstream_failed(st, this, Fail::closed);
@@ -158,65 +154,46 @@ void UpConn::on_data(const char* data, size_t len) {
     return;
   }
   Stream* st = stream;
-  Session* s = st->session;
-  auto n = static_cast<ssize_t>(len);
+  Downstream* d = st->down;
   got_bytes = true;
   arm_timer(st->route->read_timeout_ms);
   if (st->tunnel) {
-    st->out.ref(data, static_cast<size_t>(n));
-    s->flush(st);
+    d->send_body(st, data, len);
+    d->flush(st);
     return;
   }
-  bool head_was_sent = st->resp_head_sent;
-  llhttp_errno_t err = parser.execute(data, static_cast<size_t>(n));
+  llhttp_errno_t err = parser.execute(data, len);
   bool reusable = true;
   if (err == HPE_PAUSED) {
-    if (parser.error_pos() != data + n) reusable = false;  // bytes after the response: do not trust this connection
+    if (parser.error_pos() != data + len) reusable = false;  // bytes after the response: do not trust this connection
   } else if (err == HPE_PAUSED_UPGRADE) {
     // 101 Switching Protocols: what follows belongs to the tunnel.
     const char* pos = parser.error_pos();
     st->tunnel = true;
-    st->out.ref(pos, static_cast<size_t>(data + n - pos));
-    s->flush(st);
-    if (s->closing) return;
-    if (!s->leftover.empty()) {
-      out.copy(s->leftover.view());
-      s->leftover.clear();
-      tr->write(out);
-    }
-    s->want_read = true;
-    s->set_timeout(Timeout::none);
-    s->update_reading();
+    d->open_tunnel(st, pos, static_cast<size_t>(data + len - pos));
     return;
   } else if (err != HPE_OK) {
     if (st->filter_failed) {
       // A response filter failed before the head left: the client gets a 500, the connection is dropped.
-      st->out.clear();
-      st->resp_head_sent = false;
+      d->retract(st);
       detach(st);
       close();
-      s->respond_local(500, "filter error", !st->req_complete);
+      reply_text(st, 500, "filter error", !st->req_complete);
       st->req_complete = true;
-      s->flush(st);
-      s->after_event();
+      d->progress(st);
       return;
     }
     PX_WARN("upstream %s: bad response: %s", peer->key.c_str(), parser.error_reason());
-    if (!head_was_sent) {
-      // The head has not left yet: the client gets a clean 502 instead.
-      st->out.clear();
-      st->resp_head_sent = false;
-      st->resp_body = http::Framing::none;
+    if (d->retract(st)) {
+      // Nothing of the response has left yet: the client gets a clean 502 instead.
       upstream_failed(st, this, Fail::bad_response);
     } else {
       st->end_as(Termination::upstream_bad_response);
-      s->flush(st);
-      s->close();
+      d->reset(st);
     }
     return;
   }
-  s->flush(st);
-  if (s->closing) return;
+  if (!d->flush(st)) return;
   if (st->resp_complete) {
     w->peer_ok(peer);
     requests++;
@@ -231,70 +208,45 @@ void UpConn::on_data(const char* data, size_t len) {
     }
     if (!st->req_complete) {
       // The upstream answered before the request body was all here: stop there.
-      s->close_after = true;
+      d->abandon_request(st);
       st->req_complete = true;
     }
-    s->after_event();
+    d->progress(st);
   }
 }
 
 int UpConn::on_head(http::Head& h) {
   Stream* st = stream;
-  Session* s = st->session;
   if (h.status < 200 && h.status != 101) {
     st->interim = true;  // 1xx: dropped; px answered Expect itself
     return 0;
   }
   st->interim = false;
   if (h.status == 101 && !st->upgrade) return parser.set_error(502, "101 without an Upgrade request");
-  const http::Head& rq = st->req;
-  bool client11 = rq.minor == 1;
-  bool no_body = st->head_request || h.status == 204 || h.status == 304 || h.status == 101;
-  st->resp_body = http::relay_framing(rq, h, st->head_request);
-  if (http::close_after_relay(rq, h, st->resp_body) || s->w->draining()) s->close_after = true;
-
   // Phase 5, response: filters may change the status and headers before the head leaves.
-  int status = h.status;
-  const std::vector<lua::HeaderEdit>* edits = nullptr;
+  ResponseHead rh;
+  rh.status = h.status;
+  rh.from = &h;
   if ((st->mask & (1 << lua::kResponse)) && h.status != 101) {
-    if (run_phase(s->w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, &h, h.status) ==
+    if (run_phase(w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, &h, h.status) ==
         lua::Verdict::failed) {
       st->filter_failed = true;
       st->end_as(Termination::filter_error);
       return parser.set_error(500, "a response filter failed");
     }
-    if (st->view.fs->new_status) status = st->view.fs->new_status;
-    if (!st->view.fs->resp_edits.empty()) edits = &st->view.fs->resp_edits;
+    if (st->view.fs->new_status) rh.status = st->view.fs->new_status;
+    if (!st->view.fs->resp_edits.empty()) rh.edits = &st->view.fs->resp_edits;
   }
-  std::string& o = st->out.begin_scratch();
-  http::HeadWriter wr(o);
-  wr.status_line(status);
-  for (size_t i = 0; i < h.headers.size(); i++) {
-    if (!http::keep_response_field(h.headers[i].kind, h.status, no_body)) continue;
-    std::string_view n = h.name(i);
-    if (edits) {
-      bool touched = false;
-      for (const auto& e : *edits) touched = touched || iequals(e.name, n);
-      if (touched) continue;  // written below, as the filters left it
-    }
-    if (h.listed_in_connection(n) && !(h.status == 101 && h.headers[i].kind == http::Hdr::upgrade)) continue;
-    wr.field(n, h.value(i));
-  }
-  if (edits) lua::append_edited(wr, h, *edits);
-  wr.end_response(st->resp_body, h.content_length, h.status == 101, s->close_after, !client11);
-  st->out.end_scratch();
+  st->down->send_head(st, rh);
   st->resp_head_sent = true;
-  st->status = static_cast<uint16_t>(status);
+  st->status = static_cast<uint16_t>(rh.status);
   return st->head_request ? 1 : 0;
 }
 
 int UpConn::on_body(const char* data, size_t len) {
   Stream* st = stream;
   if (st->interim) return 0;
-  if (st->resp_body == http::Framing::chunked)
-    http::write_chunk(st->out, data, len);
-  else
-    st->out.ref(data, len);
+  st->down->send_body(st, data, len);
   return 0;
 }
 
@@ -304,10 +256,119 @@ int UpConn::on_complete() {
     st->interim = false;
     return 0;  // keep parsing: the final response follows
   }
-  if (st->resp_body == http::Framing::chunked) http::write_last_chunk(st->out);
   st->resp_complete = true;
   if (st->status == 101) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
+  st->down->send_end(st);
   return HPE_PAUSED;
+}
+
+// ---- the request, as HTTP/1 ----
+
+void write_request_head(Stream* st) {
+  const http::Head& h = st->req;
+  std::string& o = st->up_head;
+  o.clear();
+  http::HeadWriter wr(o);
+  std::string_view path = st->abs_path.empty() ? h.url() : st->abs_path;
+  bool need_slash;
+  std::string_view sent = route::Snapshot::strip(*st->route, path, &need_slash);
+  wr.request_line(h.method_name(), sent, need_slash);
+  const Downstream* d = st->down;
+  bool trusted = d->trusted_peer;
+  const std::vector<lua::HeaderEdit>* edits =
+      st->view.fs && !st->view.fs->req_edits.empty() ? &st->view.fs->req_edits : nullptr;
+  auto edited = [&](std::string_view n) {
+    if (edits)
+      for (const auto& e : *edits)
+        if (iequals(e.name, n)) return true;
+    return false;
+  };
+  std::string_view host;
+  std::string xff;
+  std::string_view xfproto, xfhost;
+  for (size_t i = 0; i < h.headers.size(); i++) {
+    http::Hdr kind = h.headers[i].kind;
+    if (http::hop_by_hop(kind)) continue;
+    switch (kind) {
+      case http::Hdr::x_forwarded_for:
+        if (trusted) {
+          if (!xff.empty()) xff.append(", ");
+          xff.append(h.value(i));
+        }
+        continue;
+      case http::Hdr::x_forwarded_proto:
+        if (trusted) xfproto = h.value(i);
+        continue;
+      case http::Hdr::x_forwarded_host:
+        if (trusted) xfhost = h.value(i);
+        continue;
+      default: break;
+    }
+    std::string_view n = h.name(i);
+    if (edits && edited(n)) continue;  // replaced below by the filters' version
+    if (static_cast<int>(i) == h.host_index) {
+      host = h.value(i);
+      if (st->abs_path.empty()) wr.field("Host", host);
+      continue;
+    }
+    if (h.listed_in_connection(n)) continue;
+    wr.field(n, h.value(i));
+  }
+  if (edits) lua::append_edited(wr, h, *edits);
+  if (edits && edited("host")) {
+    // A filter set the Host sent upstream.
+  } else if (!st->abs_path.empty()) {
+    // Absolute-form target: its authority is the host (RFC 9112 3.2.2).
+    std::string_view target = h.url();
+    std::string_view rest = target.substr(target[4] == ':' ? 7 : 8);
+    host = rest.substr(0, rest.find_first_of("/?"));
+    wr.field("Host", host);
+  } else if (host.empty()) {
+    // HTTP/1.0 without Host: name the peer.
+    wr.field("Host", st->route->pool.peers.empty() ? std::string_view("localhost")
+                                                   : std::string_view(st->route->pool.peers[0].key));
+  }
+  wr.begin_field("X-Forwarded-For");
+  if (!xff.empty()) {
+    wr.append(xff);
+    wr.append(", ");
+  }
+  char ipbuf[64];
+  wr.append(std::string_view(ipbuf, d->peer_ip.format(ipbuf)));
+  wr.end_field();
+  wr.field("X-Forwarded-Proto", !xfproto.empty() ? xfproto
+                                : d->tls         ? std::string_view("https")
+                                                 : std::string_view("http"));
+  wr.field("X-Forwarded-Host", xfhost.empty() ? host : xfhost);
+  http::Framing framing = st->req_body == http::Framing::chunked ? http::Framing::chunked
+                          : h.has_content_length                 ? http::Framing::length
+                                                                 : http::Framing::none;
+  wr.end_request(framing, h.content_length, st->upgrade ? h.get(http::Hdr::upgrade) : std::string_view());
+}
+
+void forward_body(Stream* st, const char* data, size_t len) {
+  UpConn* c = st->up;
+  bool direct = c && st->up_written;
+  if (st->req_body == http::Framing::chunked) {
+    if (direct)
+      http::write_chunk(c->out, data, len);
+    else
+      http::append_chunk(st->pending_body, data, len);
+  } else if (direct) {
+    c->out.ref(data, len);
+  } else {
+    st->pending_body.append(data, len);
+  }
+  if (direct) st->body_bytes_sent = true;
+  if ((!direct && st->pending_body.size() > net::kHighWater) || (c && c->tr->congested())) st->down->pause_request(st);
+}
+
+void forward_body_end(Stream* st) {
+  UpConn* c = st->up;
+  if (c && st->up_written)
+    http::write_last_chunk(c->out);
+  else
+    st->pending_body.append(http::kLastChunk);
 }
 
 }  // namespace px::proxy

@@ -7,7 +7,6 @@
 
 #include "core/log.h"
 #include "core/strings.h"
-#include "http/h1.h"
 #include "proxy/retry.h"
 #include "proxy/worker.h"
 
@@ -59,8 +58,7 @@ void send_request(Stream* st, UpConn* c) { send_request_now(st, c); }
 // ---- stream helpers ----
 
 bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
-  Session* s = st->session;
-  Worker* w = s->w;
+  Worker* w = st->w;
   while (true) {
     PeerState* p = fresh;
     if (!p && st->view.fs && st->view.fs->peer >= 0 && st->attempts == 0) {
@@ -75,7 +73,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     if (!p) {
       if (answer_if_none) st->end_as(Termination::no_upstream);
       if (answer_if_none)
-        s->respond_local(502, "no upstream peer available", st->req_body != http::Framing::none && !st->req_complete);
+        reply_text(st, 502, "no upstream peer available", st->req_body != http::Framing::none && !st->req_complete);
       return false;
     }
     st->peer = p;
@@ -121,8 +119,8 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
 }
 
 void upstream_failed(Stream* st, UpConn* c, Fail why) {
-  Session* s = st->session;
-  Worker* w = s->w;
+  Worker* w = st->w;
+  Downstream* d = st->down;
   PeerState* p = c->peer;
   RetryFacts f;
   f.why = why;
@@ -147,8 +145,7 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
       fresh = p;
     }
     if (dispatch(st, false, fresh)) {
-      s->flush(st);
-      s->after_event();
+      d->progress(st);
       return;
     }
     // No other peer to try: answer with what went wrong on this one.
@@ -168,43 +165,13 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
                       : why == Fail::connect         ? "upstream refused the connection"
                                                      : "upstream closed the connection";
     PX_INFO("route %s: %s (%s)", st->route->spec.name.c_str(), msg, p->key.c_str());
-    s->respond_local(status, msg, !st->req_complete);
+    reply_text(st, status, msg, !st->req_complete);
     if (!st->req_complete) st->req_complete = true;
-    s->flush(st);
-    s->after_event();
+    d->progress(st);
     return;
   }
-  // Mid-response: the client cannot be told more than that the connection ended.
-  s->flush(st);
-  s->close();
-}
-
-void forward_body(Stream* st, const char* data, size_t len) {
-  UpConn* c = st->up;
-  bool direct = c && st->up_written;
-  if (st->req_body == http::Framing::chunked) {
-    if (direct)
-      http::write_chunk(c->out, data, len);
-    else
-      http::append_chunk(st->pending_body, data, len);
-  } else if (direct) {
-    c->out.ref(data, len);
-  } else {
-    st->pending_body.append(data, len);
-  }
-  if (direct) st->body_bytes_sent = true;
-  Session* s = st->session;
-  if ((!direct && st->pending_body.size() > net::kHighWater) || (c && c->tr->congested())) {
-    s->bp_paused = true;
-  }
-}
-
-void forward_body_end(Stream* st) {
-  UpConn* c = st->up;
-  if (c && st->up_written)
-    http::write_last_chunk(c->out);
-  else
-    st->pending_body.append(http::kLastChunk);
+  // Mid-response: the client cannot be told more than that the exchange ended.
+  d->reset(st);
 }
 
 void flush_upstream(Stream* st) {
@@ -212,7 +179,7 @@ void flush_upstream(Stream* st) {
   if (!c || c->out.empty() || c->state != UpConn::State::active) return;
   int r = c->tr->write(c->out);
   if (r != 0) PX_DEBUG("upstream %s: write failed: %s", c->peer->key.c_str(), uv_strerror(r));
-  if (c->tr->congested()) st->session->bp_paused = true;
+  if (c->tr->congested()) st->down->pause_request(st);
 }
 
 void abort_upstream(Stream* st) {
@@ -239,22 +206,19 @@ void resume_upstream(Stream* st) {
 void tunnel_from_client(Stream* st, const char* data, size_t len) {
   UpConn* c = st->up;
   if (!c) {
-    st->session->close();
+    st->down->reset(st);
     return;
   }
   c->out.ref(data, len);
   c->tr->write(c->out);
   c->arm_timer(st->route->read_timeout_ms);
-  if (c->tr->congested()) {
-    st->session->bp_paused = true;
-    st->session->update_reading();
-  }
+  if (c->tr->congested()) st->down->pause_request(st);
 }
 
 void tunnel_client_eof(Stream* st) {
   UpConn* c = st->up;
   if (!c) {
-    st->session->close();
+    st->down->reset(st);
     return;
   }
   // Half-close towards the upstream once what the client sent is written.

@@ -13,6 +13,9 @@ struct PeerState;
 // Picks a peer (or uses `fresh`, on a new connection) and starts the exchange.
 // With no usable peer left: answers 502 when answer_if_none, and returns false.
 bool dispatch(Stream* st, bool answer_if_none = true, PeerState* fresh = nullptr);
+// The HTTP/1 client side (upconn.cpp): the head sent upstream (into st->up_head,
+// kept for a retry), and the request body, framed.
+void write_request_head(Stream* st);
 void forward_body(Stream* st, const char* data, size_t len);
 void forward_body_end(Stream* st);  // the last chunk of a chunked body
 void flush_upstream(Stream* st);

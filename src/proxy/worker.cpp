@@ -266,7 +266,9 @@ Stream* Worker::get_stream() {
     s->next_free = nullptr;
     return s;
   }
-  return new Stream();
+  auto* s = new Stream();
+  s->w = this;
+  return s;
 }
 
 void Worker::put_stream(Stream* s) {

@@ -5,7 +5,8 @@
 //             its own upstream pools and peer state. Nothing on the request
 //             path is shared between workers; the routing Snapshot is shared
 //             read-only.
-//   Session   one client connection's lifetime (keep-alive spans many streams).
+//   Session   one client connection's lifetime (keep-alive spans many streams):
+//             the HTTP/1 server side, each stream's Downstream (downstream.h).
 //   Stream    one request/response exchange: client head → route → upstream
 //             peer → response → back to keep-alive. Pooled per worker.
 //   UpConn    one connection to an upstream peer; idle ones wait in the
@@ -39,6 +40,7 @@
 #include "net/uv_transport.h"
 #include "proxy/balancer.h"
 #include "proxy/config.h"
+#include "proxy/downstream.h"
 #include "proxy/end_record.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
@@ -92,12 +94,13 @@ struct SnapRef {
 enum class Timeout : uint8_t { none, header, body, keepalive };
 
 struct Stream {
-  Session* session = nullptr;
+  Worker* w = nullptr;         // the worker whose pool holds this stream (set once)
+  Downstream* down = nullptr;  // the client side (downstream.h)
   Stream* next_free = nullptr;
   http::Parser parser;  // the request parser: lives with the stream, not the idle session
   http::Head req;
   http::Head resp;
-  net::Output out;           // towards the client
+  net::Output out;           // towards the client: the downstream's buffer while the stream is its current one
   std::string up_head;       // request head towards the upstream (kept for a retry)
   std::string pending_body;  // request body that arrived before the upstream was ready
   SnapRef* snap = nullptr;
@@ -110,9 +113,8 @@ struct Stream {
   uint64_t body_received = 0;
   uint64_t max_body = 0;
   uint64_t start_ms = 0;
-  http::Framing req_body = http::Framing::none;
-  http::Framing resp_body = http::Framing::none;
-  uint16_t status = 0;  // status sent to the client
+  http::Framing req_body = http::Framing::none;  // none, a known length, or not known (chunked)
+  uint16_t status = 0;                           // status sent to the client
   uint8_t attempts = 0;
   bool fresh_retry_used = false;  // the same peer was retried once on a new connection (retry.h)
   bool req_complete = false;
@@ -161,7 +163,10 @@ class Pending {
   std::unique_ptr<std::string> s_;
 };
 
-struct Session final : http::Sink, net::TransportUser {
+// The HTTP/1 server side of one client connection: it reads requests through
+// the parser, gives each to a stream, and is that stream's Downstream (keep-alive,
+// pipelining, Expect, framing of responses, the upgrade hand-off, timeouts).
+struct Session final : http::Sink, net::TransportUser, Downstream {
   net::UvTransport tcp;       // the accepted connection (unused when `tr` is another transport)
   net::Transport* tr = &tcp;  // what the session reads from and writes to
   Worker* w = nullptr;
@@ -172,17 +177,17 @@ struct Session final : http::Sink, net::TransportUser {
   uint64_t deadline = 0;
   Stream* stream = nullptr;
   Pending leftover;  // bytes read but not parsed yet (pipelining, tunnel data)
-  net::IpAddr peer_ip;
   Timeout timeout = Timeout::none;
-  bool got_bytes = false;  // any byte ever arrived on this connection
-  bool want_read = true;   // false while a request waits for its response
-  bool bp_paused = false;  // stopped because the upstream write queue is full
+  http::Framing resp_framing = http::Framing::none;  // of the response being relayed
+  bool got_bytes = false;                            // any byte ever arrived on this connection
+  bool want_read = true;                             // false while a request waits for its response
+  bool bp_paused = false;                            // stopped because the upstream write queue is full
   bool in_parse = false;
   bool close_after = false;  // close when the current response is out
+  bool head_left = false;    // the current response's head was written to the transport
   bool closing = false;
   bool eof = false;
   bool writes_done_close = false;  // close once the write queue drains
-  bool trusted_peer = false;       // peer_ip is in trusted_proxies (the worker's config is fixed for its life)
   bool counted = false;            // in the worker's list of sessions
 
   // net::TransportUser (the client connection)
@@ -197,18 +202,28 @@ struct Session final : http::Sink, net::TransportUser {
   int on_body(const char* data, size_t len) override;
   int on_complete() override;
 
+  // Downstream (the stream's client side)
+  void send_head(Stream* st, const ResponseHead& h) override;
+  void send_body(Stream* st, const char* data, size_t len) override;
+  void send_end(Stream* st) override;
+  void send_reply(Stream* st, int status, const Fields* fields, std::string_view body) override;
+  bool continue_request(Stream* st) override;
+  void abandon_request(Stream*) override { close_after = true; }
+  bool flush(Stream* st) override;
+  void progress(Stream* st) override;
+  void reset(Stream* st) override;
+  bool retract(Stream* st) override;
+  void pause_request(Stream*) override;
+  void resume_request(Stream*) override;
+  void open_tunnel(Stream* st, const char* early, size_t len) override;
+  bool congested() const override { return tr->congested(); }
+
   bool advancing_ = false;
   bool again_ = false;
 
   void start();
   void parse(const char* data, size_t len, bool from_leftover);
-  void flush(Stream* st);  // writes what the stream queued, both directions
   void update_reading();
-  void respond_local(int status, std::string_view body, bool close);
-  void respond(int status, const std::vector<std::pair<std::string, std::string>>* headers, std::string_view body,
-               bool close);
-  void answer_from_filter(Stream* st, lua::Verdict rr);
-  void end_stream();  // the one place a stream ends: its end record, observers, then reuse
   void finish_stream();
   void after_event();  // finish what finished, parse what waits, re-arm reading
   void close();
@@ -216,8 +231,6 @@ struct Session final : http::Sink, net::TransportUser {
   void set_timeout(Timeout t);
   void on_timeout(Timeout t);
   int parser_fail(int status, const char* reason);
-  net::IpAddr real_client_ip(const http::Head& h) const;
-  void build_upstream_head(Stream* st);
   bool idle() const { return stream == nullptr && leftover.empty(); }
 };
 
@@ -261,6 +274,24 @@ struct UpConn final : http::Sink, net::TransportUser {
   void on_timer();
   void on_timeout();
 };
+
+// ---- the stream (stream.cpp): one exchange, knowing no wire format ----
+
+// The request head arrived (the downstream filled st->req, req_body, head_request,
+// upgrade): the phases, routing, limits, and the upstream exchange.
+void stream_begin(Stream* st);
+// A piece of the request body. unwanted: px answered already (the downstream may
+// drop it); too_large: over the route's limit (413).
+enum class BodyTake : uint8_t { taken, unwanted, too_large };
+BodyTake stream_body(Stream* st, const char* data, size_t len);
+void stream_body_end(Stream* st);  // the request is complete
+// px's own answer (running the response phase first). drop_body: the rest of
+// the request body will not be read.
+void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body);
+void reply_text(Stream* st, int status, std::string_view text, bool drop_body);
+// The one place a stream ends: its end record, the logging phase and the
+// observers, then the stream goes back to the pool. cut: its connection is closing.
+void end_stream(Stream* st, bool cut);
 
 // Runs one filter phase for a stream, timing it into the stream's end record.
 lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st, const http::Head* resp = nullptr,
