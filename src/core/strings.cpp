@@ -85,23 +85,23 @@ std::vector<std::string> path_segments(std::string_view p) {
 
 void append_dec(std::string& out, uint64_t v) {
   char buf[24];
-  int n = 0;
+  char* p = buf + sizeof buf;
   do {
-    buf[n++] = static_cast<char>('0' + v % 10);
+    *--p = static_cast<char>('0' + v % 10);
     v /= 10;
   } while (v);
-  while (n) out.push_back(buf[--n]);
+  out.append(p, static_cast<size_t>(buf + sizeof buf - p));
 }
 
 void append_hex(std::string& out, uint64_t v) {
   static const char digits[] = "0123456789abcdef";
   char buf[20];
-  int n = 0;
+  char* p = buf + sizeof buf;
   do {
-    buf[n++] = digits[v & 15];
+    *--p = digits[v & 15];
     v >>= 4;
   } while (v);
-  while (n) out.push_back(buf[--n]);
+  out.append(p, static_cast<size_t>(buf + sizeof buf - p));
 }
 
 }  // namespace px

@@ -33,61 +33,61 @@ bool keep_response_field(Hdr k, uint16_t status, bool no_body) {
 
 void HeadWriter::status_line(int status) {
   if (status == 200) {  // the usual one, without formatting
-    o_.append("HTTP/1.1 200 OK\r\n");
+    o_.append("HTTP/1.1 200 OK\r\n"sv);
     return;
   }
-  o_.append("HTTP/1.1 ");
+  o_.append("HTTP/1.1 "sv);
   append_dec(o_, static_cast<uint64_t>(status));
   o_.push_back(' ');
   o_.append(reason_phrase(status));
-  o_.append("\r\n");
+  o_.append("\r\n"sv);
 }
 
 void HeadWriter::field_dec(std::string_view name, uint64_t value) {
   o_.append(name);
-  o_.append(": ");
+  o_.append(": "sv);
   append_dec(o_, value);
-  o_.append("\r\n");
+  o_.append("\r\n"sv);
 }
 
 void HeadWriter::end_request(Framing body, uint64_t length, std::string_view upgrade) {
   if (!upgrade.empty()) {
-    o_.append("Connection: upgrade\r\nUpgrade: ");
+    o_.append("Connection: upgrade\r\nUpgrade: "sv);
     o_.append(upgrade);
-    o_.append("\r\n");
+    o_.append("\r\n"sv);
   }
   if (body == Framing::chunked)
-    o_.append("Transfer-Encoding: chunked\r\n");
+    o_.append("Transfer-Encoding: chunked\r\n"sv);
   else if (body == Framing::length)
     field_dec("Content-Length", length);
-  o_.append("\r\n");
+  o_.append("\r\n"sv);
 }
 
 void HeadWriter::end_response(Framing body, uint64_t length, bool upgrade, bool close, bool http10_keep) {
   if (body == Framing::length)
     field_dec("Content-Length", length);
   else if (body == Framing::chunked)
-    o_.append("Transfer-Encoding: chunked\r\n");
+    o_.append("Transfer-Encoding: chunked\r\n"sv);
   if (upgrade)
-    o_.append("Connection: upgrade\r\n");
+    o_.append("Connection: upgrade\r\n"sv);
   else if (close)
-    o_.append("Connection: close\r\n");
+    o_.append("Connection: close\r\n"sv);
   else if (http10_keep)
-    o_.append("Connection: keep-alive\r\n");
-  o_.append("\r\n");
+    o_.append("Connection: keep-alive\r\n"sv);
+  o_.append("\r\n"sv);
 }
 
 void append_chunk(std::string& o, const char* data, size_t len) {
   append_hex(o, len);
-  o.append("\r\n");
+  o.append("\r\n"sv);
   o.append(data, len);
-  o.append("\r\n");
+  o.append("\r\n"sv);
 }
 
 void write_chunk(net::Output& out, const char* data, size_t len) {
   std::string& o = out.begin_scratch();
   append_hex(o, len);
-  o.append("\r\n");
+  o.append("\r\n"sv);
   out.end_scratch();
   out.ref(data, len);
   out.copy("\r\n", 2);
@@ -111,7 +111,7 @@ void write_probe_request(net::Output& out, std::string_view path, std::string_vi
   w.field("Host", host);
   w.field("User-Agent", "px-health-check");
   w.field("Connection", "close");
-  s.append("\r\n");
+  s.append("\r\n"sv);
   out.end_scratch();
 }
 

@@ -13,6 +13,8 @@
 
 namespace px::http {
 
+using namespace std::string_view_literals;
+
 // How a message's body is delimited on the wire.
 enum class Framing : uint8_t { none, length, chunked, eof };
 
@@ -33,14 +35,14 @@ class HeadWriter {
     o_.push_back(' ');
     if (add_slash) o_.push_back('/');
     o_.append(target);
-    o_.append(" HTTP/1.1\r\n");
+    o_.append(" HTTP/1.1\r\n"sv);
   }
   void status_line(int status);  // with px's own reason phrase
   [[gnu::always_inline]] void field(std::string_view name, std::string_view value) {
     o_.append(name);
-    o_.append(": ");
+    o_.append(": "sv);
     o_.append(value);
-    o_.append("\r\n");
+    o_.append("\r\n"sv);
   }
   void field_dec(std::string_view name, uint64_t value);
   // The framing fields and the end of a request head sent upstream.
@@ -51,10 +53,10 @@ class HeadWriter {
   // Raw access for callers that append a value in pieces (X-Forwarded-For).
   void begin_field(std::string_view name) {
     o_.append(name);
-    o_.append(": ");
+    o_.append(": "sv);
   }
   void append(std::string_view s) { o_.append(s); }
-  void end_field() { o_.append("\r\n"); }
+  void end_field() { o_.append("\r\n"sv); }
 
  private:
   std::string& o_;

@@ -193,26 +193,28 @@ void UpConn::on_data(const char* data, size_t len) {
     }
     return;
   }
-  if (!d->flush(st)) return;
-  if (st->resp_complete) {
-    w->peer_ok(peer);
-    requests++;
-    bool keep =
-        reusable && st->resp.keep_alive && st->req_complete && !parser.needs_eof() && !w->draining() && !st->upgrade;
-    detach(st);
-    if (keep) {
-      parser.resume();
-      w->park_idle(this);
-    } else {
-      close();
-    }
-    if (!st->req_complete) {
-      // The upstream answered before the request body was all here: stop there.
-      d->abandon_request(st);
-      st->req_complete = true;
-    }
-    d->progress(st);
+  if (!st->resp_complete) {
+    d->flush(st);
+    return;
   }
+  // The response is complete: the connection goes back to the pool first, then the client gets it.
+  w->peer_ok(peer);
+  requests++;
+  bool keep =
+      reusable && st->resp.keep_alive && st->req_complete && !parser.needs_eof() && !w->draining() && !st->upgrade;
+  detach(st);
+  if (keep) {
+    parser.resume();
+    w->park_idle(this);
+  } else {
+    close();
+  }
+  if (!st->req_complete) {
+    // The upstream answered before the request body was all here: stop there.
+    d->abandon_request(st);
+    st->req_complete = true;
+  }
+  d->progress(st);
 }
 
 int UpConn::on_head(http::Head& h) {
@@ -333,8 +335,12 @@ void write_request_head(Stream* st) {
     wr.append(xff);
     wr.append(", ");
   }
-  char ipbuf[64];
-  wr.append(std::string_view(ipbuf, d->peer_ip.format(ipbuf)));
+  if (st->peer_text_len == 0 || st->peer_text_of.b != d->peer_ip.b) {
+    // Formatted once per client address (a keep-alive connection's streams share it).
+    st->peer_text_of = d->peer_ip;
+    st->peer_text_len = static_cast<uint8_t>(d->peer_ip.format(st->peer_text));
+  }
+  wr.append(std::string_view(st->peer_text, st->peer_text_len));
   wr.end_field();
   wr.field("X-Forwarded-Proto", !xfproto.empty() ? xfproto
                                 : d->tls         ? std::string_view("https")

@@ -136,7 +136,10 @@ struct Stream {
   uint64_t bytes_in = 0;               // request bytes read from the client
   uint64_t bytes_out = 0;              // bytes written to the client
   uint32_t phase_us[lua::kPhases] = {};
-  lua::RequestView view;  // what filters see, and their state (only for routes with filters)
+  lua::RequestView view;     // what filters see, and their state (only for routes with filters)
+  net::IpAddr peer_text_of;  // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
+  char peer_text[46];
+  uint8_t peer_text_len = 0;
   void end_as(Termination t) {
     if (!term_set) term = t, term_set = true;
   }
@@ -166,7 +169,7 @@ class Pending {
 // The HTTP/1 server side of one client connection: it reads requests through
 // the parser, gives each to a stream, and is that stream's Downstream (keep-alive,
 // pipelining, Expect, framing of responses, the upgrade hand-off, timeouts).
-struct Session final : http::Sink, net::TransportUser, Downstream {
+struct Session final : Downstream, http::Sink, net::TransportUser {  // Downstream first: its calls need no thunk
   net::UvTransport tcp;       // the accepted connection (unused when `tr` is another transport)
   net::Transport* tr = &tcp;  // what the session reads from and writes to
   Worker* w = nullptr;
