@@ -100,6 +100,7 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
         {"fail_timeout", &c.fail_timeout_ms},
         {"store_poll_interval", &c.store_poll_ms},
         {"lua_phase_budget", &c.lua_phase_budget_ms},
+        {"tls_handshake_timeout", &c.tls_handshake_timeout_ms},
     };
     struct Sz {
       const char* name;
@@ -137,10 +138,15 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
       if (w.size() < 2) return fail("listen: expected ADDRESS:PORT");
       if (!listen_seen) c.listen.clear();
       listen_seen = true;
-      for (size_t k = 1; k < w.size(); k++) {
+      // `listen ADDRESS:PORT... [tls]`: the flag applies to the line's addresses.
+      bool tls = w.back() == "tls";
+      size_t end = tls ? w.size() - 1 : w.size();
+      if (end < 2) return fail("listen: expected ADDRESS:PORT before 'tls'");
+      for (size_t k = 1; k < end; k++) {
         ListenAddr la;
         std::string err;
         if (!parse_listen(w[k], &la, &err)) return fail(err);
+        la.tls = tls;
         c.listen.push_back(la);
       }
     } else if (key == "workers") {
@@ -184,6 +190,36 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
         c.underscores_in_headers = false;
       else
         return fail("underscores_in_headers: expected 'on' or 'off', got '" + std::string(w[1]) + "'");
+    } else if (key == "tls_protocols") {
+      if (w.size() < 2) return fail("tls_protocols: expected TLSv1.2 and/or TLSv1.3");
+      uint16_t lo = 0xffff, hi = 0;
+      for (size_t k = 1; k < w.size(); k++) {
+        uint16_t v = w[k] == "TLSv1.2" ? 0x0303 : w[k] == "TLSv1.3" ? 0x0304 : 0;
+        if (!v)
+          return fail("tls_protocols: '" + std::string(w[k]) +
+                      "' is not TLSv1.2 or TLSv1.3 (older ones are not offered)");
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+      }
+      c.tls_min_version = lo;
+      c.tls_max_version = hi;
+    } else if (key == "tls_ciphers") {
+      if (!need_one()) return false;
+      c.tls_ciphers = std::string(w[1]);
+    } else if (key == "tls_curves") {
+      if (!need_one()) return false;
+      c.tls_curves = std::string(w[1]);
+    } else if (key == "tls_default_certificate") {
+      if (!need_one()) return false;
+      c.tls_default_certificate = std::string(w[1]);
+    } else if (key == "tls_unknown_name") {
+      if (!need_one()) return false;
+      if (w[1] == "default")
+        c.tls_reject_unknown_name = false;
+      else if (w[1] == "reject")
+        c.tls_reject_unknown_name = true;
+      else
+        return fail("tls_unknown_name: expected 'default' or 'reject', got '" + std::string(w[1]) + "'");
     } else if (key == "trusted_proxies") {
       if (w.size() < 2) return fail("trusted_proxies: expected one or more CIDR ranges");
       for (size_t k = 1; k < w.size(); k++) {

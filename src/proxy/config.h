@@ -17,6 +17,7 @@ namespace px {
 struct ListenAddr {
   std::string host;   // numeric IPv4/IPv6 address
   uint16_t port = 0;  // 0 = choose at run time (every worker shares the chosen port)
+  bool tls = false;   // `listen ADDRESS:PORT tls`: TLS terminates here
   std::string str() const;
 };
 
@@ -51,6 +52,18 @@ struct Config {
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request
   uint64_t lua_phase_budget_ms = 50;                   // wall-clock budget of one phase's filters
   uint64_t lua_memory_limit = 256ull * 1024 * 1024;    // per worker's Lua state
+  // TLS listeners (listen ... tls). Versions are 0x0303 (TLSv1.2) and 0x0304 (TLSv1.3).
+  uint16_t tls_min_version = 0x0303, tls_max_version = 0x0304;
+  std::string tls_ciphers;               // TLS 1.2 suites; "" = Mozilla intermediate (tls/context.h)
+  std::string tls_curves;                // "" = X25519:P-256:P-384
+  std::string tls_default_certificate;   // serves handshakes whose name matches no certificate
+  bool tls_reject_unknown_name = false;  // ... or refuse them with unrecognized_name
+  uint64_t tls_handshake_timeout_ms = 10000;
+  bool has_tls() const {
+    for (const auto& l : listen)
+      if (l.tls) return true;
+    return false;
+  }
 };
 
 // Parses `text` (named `source` in errors). On failure returns false and sets

@@ -48,6 +48,7 @@ class Downstream {
   net::IpAddr peer_ip;        // the connection's peer
   bool trusted_peer = false;  // peer_ip is in trusted_proxies
   bool tls = false;           // the connection is TLS
+  std::string_view sni;       // the server name the TLS client asked for (valid for the connection's life)
 
   // The response. Body bytes are taken by reference: valid until flush().
   virtual void send_head(Stream* st, const ResponseHead& h) = 0;

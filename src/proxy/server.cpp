@@ -75,7 +75,7 @@ bool Server::open_listeners(std::vector<std::vector<int>>* per_worker, std::stri
     ListenAddr actual = la;
     actual.port = port;
     // Tests and scripts wait for this line to learn a port chosen at run time.
-    PX_INFO("listening on %s", actual.str().c_str());
+    PX_INFO("listening on %s%s", actual.str().c_str(), la.tls ? " (tls)" : "");
   }
   return true;
 }
@@ -126,6 +126,8 @@ void Server::rebuild() {
   // most of a build's cost.
   parse_epoch_++;
   route::SnapshotExtras extras;
+  auto certs = std::make_shared<tls::CertTable>();
+  certs->set_default(cfg_.tls_default_certificate);
   bool ok = store_.read(
       [&](store::Store::Txn& t, std::string* e) {
         std::string gv;
@@ -166,16 +168,26 @@ void Server::rebuild() {
                               return true;
                             },
                             e);
-        return r2 && t.scan(
-                         store::keys::kChallenge,
+        bool r3 = r2 && t.scan(
+                            store::keys::kChallenge,
+                            [&](std::string_view key, std::string_view value) {
+                              extras.challenges.emplace_back(std::string(key.substr(store::keys::kChallenge.size())),
+                                                             std::string(value));
+                              return true;
+                            },
+                            e);
+        return r3 && t.scan(
+                         store::keys::kCert,
                          [&](std::string_view key, std::string_view value) {
-                           extras.challenges.emplace_back(std::string(key.substr(10)), std::string(value));
+                           add_cert(key, value, certs.get());
                            return true;
                          },
                          e);
       },
       &err);
   std::erase_if(parsed_, [&](const auto& kv) { return kv.second.epoch != parse_epoch_; });
+  std::erase_if(certs_, [&](const auto& kv) { return kv.second.epoch != parse_epoch_; });
+  extras.certs = std::move(certs);
   if (!ok) {
     PX_ERR("%s", err.c_str());
     return;
@@ -246,6 +258,25 @@ void Server::rebuild() {
   for (auto& w : workers_) w->post_snapshot(snap);
   PX_INFO("generation %llu: %zu routes (built in %.1f ms)", static_cast<unsigned long long>(gen), snap->routes().size(),
           static_cast<double>(uv_hrtime() - t0) / 1e6);
+}
+
+// One stored certificate into the table being built: parsed only when its bytes changed.
+void Server::add_cert(std::string_view key, std::string_view value, tls::CertTable* table) {
+  std::string k(key);
+  auto it = certs_.find(k);
+  if (it == certs_.end() || it->second.raw != value) {
+    auto c = std::make_shared<tls::Cert>();
+    std::string err;
+    std::string_view name = key.substr(store::keys::kCert.size());
+    ParsedCert pc{std::string(value), nullptr, parse_epoch_};
+    if (tls::cert_from_record(name, value, c.get(), &err))
+      pc.cert = std::move(c);
+    else
+      PX_ERR("store: skipping invalid %.*s: %s", static_cast<int>(key.size()), key.data(), err.c_str());
+    it = certs_.insert_or_assign(k, std::move(pc)).first;
+  }
+  it->second.epoch = parse_epoch_;
+  if (it->second.cert) table->add(it->second.cert);
 }
 
 void Server::poll_store() {
@@ -426,7 +457,23 @@ void Server::on_worker_exit() {
 int Server::run() {
   int n = cfg_.workers > 0 ? cfg_.workers : static_cast<int>(std::thread::hardware_concurrency());
   if (n < 1) n = 1;
-  for (int i = 0; i < n; i++) workers_.push_back(std::make_unique<Worker>(i, cfg_));
+  if (cfg_.has_tls()) {
+    tls::ServerOptions o;
+    o.min_version = cfg_.tls_min_version;
+    o.max_version = cfg_.tls_max_version;
+    if (!cfg_.tls_ciphers.empty()) o.ciphers = cfg_.tls_ciphers;
+    if (!cfg_.tls_curves.empty()) o.curves = cfg_.tls_curves;
+    std::string terr;
+    tls_ctx_ = tls::make_server_ctx(o, &terr);
+    if (!tls_ctx_) {
+      PX_ERR("%s: %s", cfg_.source.c_str(), terr.c_str());
+      return 1;
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    workers_.push_back(std::make_unique<Worker>(i, cfg_));
+    workers_.back()->set_tls(tls_ctx_.get());
+  }
   std::vector<std::vector<int>> fds;
   std::string err;
   if (!open_listeners(&fds, &err)) {

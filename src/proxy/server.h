@@ -20,6 +20,8 @@
 #include "proxy/worker.h"
 #include "route/route.h"
 #include "store/store.h"
+#include "tls/cert.h"
+#include "tls/context.h"
 
 namespace px::proxy {
 
@@ -41,6 +43,7 @@ class Server {
   void refresh_dns();
   void watch_filters();
   void reload_filters();
+  void add_cert(std::string_view key, std::string_view value, tls::CertTable* table);
 
   Config cfg_;
   uv_loop_t loop_;
@@ -70,6 +73,14 @@ class Server {
     uint64_t epoch = 0;  // the last build that saw it
   };
   std::unordered_map<std::string, ParsedRoute> parsed_;
+  // TLS: the listeners' context, and certificates parsed once per stored value.
+  bssl::UniquePtr<SSL_CTX> tls_ctx_;
+  struct ParsedCert {
+    std::string raw;
+    std::shared_ptr<const tls::Cert> cert;  // nullptr: the record is invalid
+    uint64_t epoch = 0;
+  };
+  std::unordered_map<std::string, ParsedCert> certs_;
   uint64_t parse_epoch_ = 0;
   int dns_pending_ = 0;
   int recheck_left_ = 0;

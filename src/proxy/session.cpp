@@ -10,13 +10,22 @@
 #include "http/h1.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
+#include "tls/transport.h"
 
 namespace px::proxy {
 
 void Session::start() {
   tr->set_user(this);
-  set_timeout(Timeout::header);
+  set_timeout(tls ? Timeout::handshake : Timeout::header);
   update_reading();
+}
+
+void Session::on_connected() {
+  // TLS: the handshake is done; the request head has its own timeout from here.
+  auto* t = static_cast<tls::TlsTransport*>(wrap.get());
+  sni = t->sni();
+  w->tls_handshakes++;
+  set_timeout(Timeout::header);
 }
 
 void Session::set_timeout(Timeout t) {
@@ -35,6 +44,12 @@ void Session::update_reading() {
 
 void Session::on_timeout(Timeout t) {
   if (closing) return;
+  if (t == Timeout::handshake) {
+    PX_DEBUG("client %s: TLS handshake timed out", peer_ip.str().c_str());
+    w->tls_handshake_timeouts++;
+    close();
+    return;
+  }
   if (t == Timeout::keepalive || !got_bytes) {
     // Idle keep-alive, or a connection that never sent a byte: just close.
     close();
@@ -71,6 +86,7 @@ void Session::on_eof() {
 
 void Session::on_error(int) {
   if (closing) return;
+  if (tls && !static_cast<tls::TlsTransport*>(wrap.get())->established()) w->tls_handshake_failures++;
   eof = true;
   close();
 }

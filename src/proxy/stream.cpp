@@ -59,6 +59,7 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
   v.client_ip = st->client_ip;
   v.trusted_peer = st->down->trusted_peer;
   v.tls = st->down->tls;
+  v.sni = st->down->sni;
   v.route = st->route;
   v.snap = st->snap ? st->snap->snap.get() : nullptr;
   v.auth_cache = &st->w->auth_cache();

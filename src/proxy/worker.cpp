@@ -13,6 +13,7 @@
 #include "http/h1.h"
 #include "proxy/balancer.h"
 #include "proxy/upstream.h"
+#include "tls/transport.h"
 
 namespace px::proxy {
 
@@ -39,13 +40,18 @@ void Worker::start(std::vector<int> fds) {
   tlists_[static_cast<int>(Timeout::header)].duration = cfg_.client_header_timeout_ms;
   tlists_[static_cast<int>(Timeout::body)].duration = cfg_.client_body_timeout_ms;
   tlists_[static_cast<int>(Timeout::keepalive)].duration = cfg_.keepalive_timeout_ms;
-  uint64_t shortest = std::min({cfg_.client_header_timeout_ms, cfg_.client_body_timeout_ms, cfg_.keepalive_timeout_ms});
+  tlists_[static_cast<int>(Timeout::handshake)].duration = cfg_.tls_handshake_timeout_ms;
+  cert_source_.reject_unknown_name = cfg_.tls_reject_unknown_name;
+  uint64_t shortest = std::min({cfg_.client_header_timeout_ms, cfg_.client_body_timeout_ms, cfg_.keepalive_timeout_ms,
+                                cfg_.tls_handshake_timeout_ms});
   uint64_t tick = std::clamp<uint64_t>(shortest / 8, 5, 100);
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
   uv_timer_start(
       &tick_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->on_tick(); }, tick, tick);
-  for (int fd : fds_) {
+  for (size_t i = 0; i < fds_.size(); i++) {
+    int fd = fds_[i];
+    listener_tls_.push_back(i < cfg_.listen.size() && cfg_.listen[i].tls);
     auto* t = new uv_tcp_t;
     uv_tcp_init(&loop_, t);
     t->data = this;
@@ -248,6 +254,7 @@ void Worker::install(std::shared_ptr<const route::Snapshot> s) {
     if (current_->refs == 0) delete current_;
   }
   current_ = r;
+  cert_source_.certs = r->snap->certs();  // the next handshakes use these; open connections keep theirs
   sync_health_checks();
   applied_gen_.store(r->snap->generation(), std::memory_order_release);
   PX_DEBUG("worker %d: generation %llu applied (%zu routes)", id_,
@@ -310,13 +317,30 @@ void Worker::on_accept(uv_stream_t* server) {
   s->tcp.nodelay();
   s->peer_ip = s->tcp.peer_ip();
   s->trusted_peer = cfg_.trusted_proxies.contains(s->peer_ip);
+  bool tls = false;
+  for (size_t i = 0; i < listeners_.size(); i++)
+    if (reinterpret_cast<uv_stream_t*>(listeners_[i]) == server) tls = listener_tls_[i];
   if (sessions >= cfg_.max_connections || draining_) {
-    net::Output o;
-    http::write_busy(o);
-    s->tcp.write(o);
+    if (!tls) {  // a TLS client could not read a plain 503: it is just closed
+      net::Output o;
+      http::write_busy(o);
+      s->tcp.write(o);
+    }
     s->closing = true;
     s->tcp.close();
     return;
+  }
+  if (tls) {
+    SSL* ssl = tls_ctx_ ? tls::new_server_ssl(tls_ctx_, &cert_source_) : nullptr;
+    if (!ssl) {
+      s->closing = true;
+      s->tcp.close();
+      return;
+    }
+    auto* t = new tls::TlsTransport(ssl, &s->tcp);
+    s->wrap.reset(t);
+    s->tr = t;
+    s->tls = true;
   }
   begin_session(s);
 }
@@ -382,7 +406,7 @@ void Worker::on_tick() {
     last_trim_ = t;
     trim();
   }
-  for (int k = 1; k < 4; k++) {
+  for (int k = 1; k < 5; k++) {
     TimeoutList& l = tlists_[k];
     while (l.head && l.head->deadline <= t) {
       Session* s = l.head;

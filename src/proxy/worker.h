@@ -44,6 +44,7 @@
 #include "proxy/end_record.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
+#include "tls/context.h"
 
 namespace px::proxy {
 
@@ -91,7 +92,7 @@ struct SnapRef {
 
 // Client-side timeouts. Each kind has one duration, so a per-worker FIFO list
 // per kind stays sorted by deadline: arming is O(1), expiry walks only what expired.
-enum class Timeout : uint8_t { none, header, body, keepalive };
+enum class Timeout : uint8_t { none, header, body, keepalive, handshake };
 
 struct Stream {
   Worker* w = nullptr;         // the worker whose pool holds this stream (set once)
@@ -170,8 +171,9 @@ class Pending {
 // the parser, gives each to a stream, and is that stream's Downstream (keep-alive,
 // pipelining, Expect, framing of responses, the upgrade hand-off, timeouts).
 struct Session final : Downstream, http::Sink, net::TransportUser {  // Downstream first: its calls need no thunk
-  net::UvTransport tcp;       // the accepted connection (unused when `tr` is another transport)
-  net::Transport* tr = &tcp;  // what the session reads from and writes to
+  net::UvTransport tcp;                  // the accepted connection (unused when `tr` is another transport)
+  net::Transport* tr = &tcp;             // what the session reads from and writes to
+  std::unique_ptr<net::Transport> wrap;  // TLS over tcp, on a TLS listener (tr points at it)
   Worker* w = nullptr;
   Session* prev = nullptr;  // the worker's list of sessions
   Session* next = nullptr;
@@ -198,6 +200,7 @@ struct Session final : Downstream, http::Sink, net::TransportUser {  // Downstre
   void on_eof() override;
   void on_error(int err) override;
   void on_drained() override;
+  void on_connected() override;  // TLS: the handshake is done
   void on_closed() override;
 
   // http::Sink (the request parser)
@@ -317,6 +320,8 @@ class Worker {
   // without Lua filters; adopt() makes a session over any transport (an
   // in-memory one: net/memory_transport.h); finish_inline() closes everything.
   void start_inline();
+  // TLS listeners: the context every worker shares (tls/context.h). Before start().
+  void set_tls(SSL_CTX* ctx) { tls_ctx_ = ctx; }
   Session* adopt(net::Transport* t, const net::IpAddr& peer);
   void finish_inline();
   uint64_t applied_generation() const { return applied_gen_.load(std::memory_order_acquire); }
@@ -364,6 +369,7 @@ class Worker {
   http::Limits resp_limits;
   uint64_t sessions = 0;
   uint64_t upconns = 0;
+  uint64_t tls_handshakes = 0, tls_handshake_failures = 0, tls_handshake_timeouts = 0;
 
  private:
   void run();
@@ -401,7 +407,7 @@ class Worker {
     Session* head = nullptr;
     Session* tail = nullptr;
     uint64_t duration = 0;
-  } tlists_[4];
+  } tlists_[5];
   uv_timer_t tick_;
   bool draining_ = false;
   bool stopping_ = false;
@@ -410,6 +416,9 @@ class Worker {
   uint64_t date_sec_ = 0;
   char date_buf_[40] = {};
 
+  SSL_CTX* tls_ctx_ = nullptr;
+  tls::CertSource cert_source_;     // the certificates of the current snapshot, for handshakes
+  std::vector<bool> listener_tls_;  // parallel to listeners_
   std::unique_ptr<lua::Engine> engine_;
   std::vector<EndObserver*> observers_;
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)

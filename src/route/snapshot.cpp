@@ -76,6 +76,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
   s->generation_ = generation;
   for (auto& a : extras.acls) s->acls_.emplace(a.name, std::move(a));
   for (auto& c : extras.challenges) s->challenges_.emplace(std::move(c.first), std::move(c.second));
+  s->certs_ = std::move(extras.certs);
   if (!std::is_sorted(specs.begin(), specs.end(), [](const auto& a, const auto& b) { return a->name < b->name; }))
     std::sort(specs.begin(), specs.end(), [](const auto& a, const auto& b) { return a->name < b->name; });
   s->routes_.reserve(specs.size());

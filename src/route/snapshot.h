@@ -22,6 +22,10 @@
 #include "route/acl.h"
 #include "route/route.h"
 
+namespace px::tls {
+class CertTable;
+}
+
 namespace px::route {
 
 struct PeerAddr {
@@ -57,6 +61,7 @@ struct Route {
 struct SnapshotExtras {
   std::vector<AclSpec> acls;
   std::vector<std::pair<std::string, std::string>> challenges;  // ACME token -> key authorization
+  std::shared_ptr<const tls::CertTable> certs;                  // the certificates TLS listeners serve
 };
 
 // Resolves host:port to an address; false when it cannot (the peer stays
@@ -85,6 +90,7 @@ class Snapshot {
   const Route* match(std::string_view host, std::string_view path) const;
 
   uint64_t generation() const { return generation_; }
+  const std::shared_ptr<const tls::CertTable>& certs() const { return certs_; }
   const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }
 
   // Path sent upstream for `path` on `r` (strip_path applied).
@@ -105,6 +111,7 @@ class Snapshot {
   const Route* default_route_ = nullptr;
   std::unordered_map<std::string, AclSpec> acls_;
   std::unordered_map<std::string, std::string> challenges_;
+  std::shared_ptr<const tls::CertTable> certs_;
 };
 
 uint32_t hash_bytes(const void* data, size_t len, uint32_t seed = 2166136261u);

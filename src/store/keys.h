@@ -15,8 +15,11 @@
 //   audit:<20-digit seq>       JSON {seq, time, credential, action, resource, before, after}
 //   index:hp:<host> <path>     route name: which route serves a host and path prefix (conflict checks)
 //   acme:chal:<token>          the key authorization answered at /.well-known/acme-challenge/<token>
+//   cert:<name>                JSON {name, cert (PEM chain, leaf first), key (PEM private key), source
+//                              ("custom" or "acme"), names, issuer, not_after, ...}: what TLS listeners serve.
+//                              The key never leaves pxadmind's API, logs or exports (unless --include-keys).
 //
-// Reserved for later: cert:<name>, acme:<...> (accounts, orders), stream:<name>, user:<name>.
+// Reserved for later: acme:<...> (accounts, orders), stream:<name>, user:<name>.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -37,6 +40,7 @@ inline constexpr std::string_view kToken = "token:";
 inline constexpr std::string_view kAudit = "audit:";
 inline constexpr std::string_view kHostPathIndex = "index:hp:";
 inline constexpr std::string_view kChallenge = "acme:chal:";
+inline constexpr std::string_view kCert = "cert:";
 
 inline std::string join(std::string_view prefix, std::string_view name) {
   std::string k;
@@ -49,6 +53,7 @@ inline std::string route(std::string_view name) { return join(kRoute, name); }
 inline std::string acl(std::string_view name) { return join(kAcl, name); }
 inline std::string token(std::string_view name) { return join(kToken, name); }
 inline std::string challenge(std::string_view token) { return join(kChallenge, token); }
+inline std::string cert(std::string_view name) { return join(kCert, name); }
 // "route" or "acl" (pxadmind's generic resources) and a name.
 inline std::string resource(std::string_view kind, std::string_view name) {
   std::string k = join(kind, ":");

@@ -14,6 +14,7 @@
 #include "admin/model.h"
 #include "route/route.h"
 #include "store/store.h"
+#include "tls/cert.h"
 
 using px::store::Store;
 
@@ -28,7 +29,9 @@ static int usage() {
                "  bump [N]              N write transactions that only bump the generation\n"
                "  flip N JSON_A JSON_B  N writes alternating between two versions of a route\n"
                "  put-many [FILE|-]     one route JSON per line, all in one write transaction\n"
-               "  put-acl JSON          add or replace an access list (validated as pxadmind does)\n");
+               "  put-acl JSON          add or replace an access list (validated as pxadmind does)\n"
+               "  put-cert NAME CERT KEY  add or replace a certificate (PEM files, checked as pxadmind does)\n"
+               "  rm-cert NAME          remove a certificate\n");
   return 2;
 }
 
@@ -187,6 +190,42 @@ int main(int argc, char** argv) {
               for (const auto& [k, v] : items)
                 if (!w.put(k, v, e)) return false;
               return true;
+            },
+            &gen, &err)) {
+      std::fprintf(stderr, "px-store: %s\n", err.c_str());
+      return 1;
+    }
+    std::printf("%llu\n", static_cast<unsigned long long>(gen));
+    return 0;
+  }
+  if ((cmd == "put-cert" && i + 2 < argc) || (cmd == "rm-cert" && i < argc)) {
+    std::string name = argv[i];
+    std::string value;
+    if (cmd == "put-cert") {
+      std::string pem[2];
+      for (int k = 0; k < 2; k++) {
+        std::ifstream f(argv[i + 1 + k], std::ios::binary);
+        if (!f) {
+          std::fprintf(stderr, "px-store: %s: %s\n", argv[i + 1 + k], std::strerror(errno));
+          return 1;
+        }
+        std::stringstream ss;
+        ss << f.rdbuf();
+        pem[k] = ss.str();
+      }
+      px::tls::Cert c;
+      c.name = name;
+      if (!px::tls::parse_cert(pem[0], pem[1], static_cast<int64_t>(time(nullptr)), &c, &err)) {
+        std::fprintf(stderr, "px-store: %s\n", err.c_str());
+        return 2;
+      }
+      value = px::tls::cert_record(c, pem[0], pem[1], "custom");
+    }
+    uint64_t gen = 0;
+    if (!st.write(
+            [&](Store::Writer& w, std::string* e) {
+              return value.empty() ? w.del(px::store::keys::cert(name), e)
+                                   : w.put(px::store::keys::cert(name), value, e);
             },
             &gen, &err)) {
       std::fprintf(stderr, "px-store: %s\n", err.c_str());

@@ -1,0 +1,133 @@
+#include "tls/context.h"
+
+#include <openssl/bytestring.h>
+#include <openssl/err.h>
+
+#include <cstring>
+
+namespace px::tls {
+
+namespace {
+int source_index() {
+  static int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return idx;
+}
+int reject_index() {
+  static int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return idx;
+}
+
+// The host_name entry of the server_name extension (RFC 6066 3), or "".
+std::string_view client_sni(const SSL_CLIENT_HELLO* hello) {
+  const uint8_t* data;
+  size_t len;
+  if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_server_name, &data, &len)) return {};
+  CBS ext, list;
+  CBS_init(&ext, data, len);
+  if (!CBS_get_u16_length_prefixed(&ext, &list)) return {};
+  while (CBS_len(&list) > 0) {
+    uint8_t type;
+    CBS name;
+    if (!CBS_get_u8(&list, &type) || !CBS_get_u16_length_prefixed(&list, &name)) return {};
+    if (type == TLSEXT_NAMETYPE_host_name)
+      return std::string_view(reinterpret_cast<const char*>(CBS_data(&name)), CBS_len(&name));
+  }
+  return {};
+}
+
+// Before the handshake goes on: the certificate for the name the client asked for.
+ssl_select_cert_result_t select_certificate(const SSL_CLIENT_HELLO* hello) {
+  SSL* ssl = hello->ssl;
+  auto* src = static_cast<CertSource*>(SSL_get_ex_data(ssl, source_index()));
+  std::string_view sni = client_sni(hello);
+  bool matched = false;
+  const Cert* c = src && src->certs ? src->certs->select(sni, client_takes_ecdsa(hello), &matched) : nullptr;
+  if (!sni.empty() && !matched && src && src->reject_unknown_name) {
+    // Refused in the server_name callback, which can choose the alert.
+    SSL_set_ex_data(ssl, reject_index(), reinterpret_cast<void*>(1));
+    return ssl_select_cert_success;
+  }
+  if (!c) {
+    if (src) src->no_certificate++;
+    if (!sni.empty()) {
+      SSL_set_ex_data(ssl, reject_index(), reinterpret_cast<void*>(1));
+      return ssl_select_cert_success;
+    }
+    return ssl_select_cert_error;
+  }
+  CRYPTO_BUFFER* bufs[16];
+  size_t n = c->chain.size() < 16 ? c->chain.size() : 16;
+  for (size_t i = 0; i < n; i++) bufs[i] = c->chain[i].get();
+  if (!SSL_set_chain_and_key(ssl, bufs, n, c->key.get(), nullptr)) return ssl_select_cert_error;
+  return ssl_select_cert_success;
+}
+
+int on_server_name(SSL* ssl, int* alert, void*) {
+  if (SSL_get_ex_data(ssl, reject_index())) {
+    auto* src = static_cast<CertSource*>(SSL_get_ex_data(ssl, source_index()));
+    if (src) src->no_certificate++;
+    *alert = SSL_AD_UNRECOGNIZED_NAME;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+// ALPN: http/1.1 when the client offers it (h2 comes with the HTTP/2 codec).
+int select_alpn(SSL*, const uint8_t** out, uint8_t* out_len, const uint8_t* in, unsigned in_len, void*) {
+  static const uint8_t kH1[] = {'h', 't', 't', 'p', '/', '1', '.', '1'};
+  CBS list;
+  CBS_init(&list, in, in_len);
+  while (CBS_len(&list) > 0) {
+    CBS proto;
+    if (!CBS_get_u8_length_prefixed(&list, &proto)) return SSL_TLSEXT_ERR_NOACK;
+    if (CBS_len(&proto) == sizeof kH1 && memcmp(CBS_data(&proto), kH1, sizeof kH1) == 0) {
+      *out = CBS_data(&proto);
+      *out_len = static_cast<uint8_t>(CBS_len(&proto));
+      return SSL_TLSEXT_ERR_OK;
+    }
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+}  // namespace
+
+uint16_t parse_version(const std::string& s) {
+  if (s == "TLSv1.2") return TLS1_2_VERSION;
+  if (s == "TLSv1.3") return TLS1_3_VERSION;
+  return 0;
+}
+
+bssl::UniquePtr<SSL_CTX> make_server_ctx(const ServerOptions& o, std::string* error) {
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  if (!ctx) {
+    *error = "cannot create a TLS context";
+    return nullptr;
+  }
+  SSL_CTX_set_min_proto_version(ctx.get(), o.min_version);
+  SSL_CTX_set_max_proto_version(ctx.get(), o.max_version);
+  if (!SSL_CTX_set_strict_cipher_list(ctx.get(), o.ciphers.c_str())) {
+    ERR_clear_error();
+    *error = "tls_ciphers: BoringSSL refuses the list '" + o.ciphers + "'";
+    return nullptr;
+  }
+  if (!SSL_CTX_set1_curves_list(ctx.get(), o.curves.c_str())) {
+    ERR_clear_error();
+    *error = "tls_curves: BoringSSL refuses the list '" + o.curves + "'";
+    return nullptr;
+  }
+  // Tickets only: no stateful cache (it would be one locked table shared by the workers).
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+  SSL_CTX_set_select_certificate_cb(ctx.get(), select_certificate);
+  SSL_CTX_set_tlsext_servername_callback(ctx.get(), on_server_name);
+  SSL_CTX_set_alpn_select_cb(ctx.get(), select_alpn, nullptr);
+  return ctx;
+}
+
+SSL* new_server_ssl(SSL_CTX* ctx, CertSource* src) {
+  SSL* ssl = SSL_new(ctx);
+  if (!ssl) return nullptr;
+  SSL_set_ex_data(ssl, source_index(), src);
+  SSL_set_accept_state(ssl);
+  return ssl;
+}
+
+}  // namespace px::tls

@@ -1,0 +1,301 @@
+"""TLS termination in pxd: SNI selection, ECDSA and RSA, resumption across
+workers, hot swap of certificates, handshake timeouts and garbage, what the
+upstream and filters see. Peers: Python's ssl (OpenSSL), curl, openssl s_client.
+Certificates are made at run time (python3-cryptography)."""
+import datetime
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import unittest
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from pxtest import Pxd, Upstream, route, wait_for, DEADLINE
+
+NOW = datetime.datetime.utcnow()
+
+
+def make_key(kind):
+    return ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+
+
+def make_cert(names, key, issuer_key=None, issuer_name=None, days=30, start=-1, ca=False, cn=None):
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or (names[0] if names else "px test"))])
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name or subject)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(NOW + datetime.timedelta(days=start))
+         .not_valid_after(NOW + datetime.timedelta(days=days)))
+    if names:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    return b.sign(issuer_key or key, hashes.SHA256())
+
+
+def pem_cert(c):
+    return c.public_bytes(serialization.Encoding.PEM)
+
+
+def pem_key(k):
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                           serialization.NoEncryption())
+
+
+class Certs:
+    """A private CA and leaf certificates it signs, as PEM files in a temporary folder."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="pxtls-")
+        self.ca_key = make_key("ec")
+        self.ca = make_cert([], self.ca_key, ca=True, cn="px test CA", days=365)
+        self.ca_file = self.write("ca.pem", pem_cert(self.ca))
+
+    def write(self, name, data):
+        p = os.path.join(self.dir, name)
+        with open(p, "wb") as f:
+            f.write(data)
+        return p
+
+    def leaf(self, name, names, kind="ec", days=30, start=-1):
+        key = make_key(kind)
+        c = make_cert(names, key, self.ca_key, self.ca.subject, days=days, start=start)
+        return (self.write(name + ".crt", pem_cert(c) + pem_cert(self.ca)), self.write(name + ".key", pem_key(key)),
+                c)
+
+
+def tls_port(px):
+    m = wait_for(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+) \(tls\)", px.log()), what="the TLS listener")
+    return int(m.group(1))
+
+
+def client_ctx(certs, **kw):
+    ctx = ssl.create_default_context(cafile=certs.ca_file)
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def handshake(port, sni, ctx):
+    """The server's leaf certificate for this SNI (DER), the negotiated version, and the socket."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    s = ctx.wrap_socket(raw, server_hostname=sni)
+    return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)), s
+
+
+def request(s, host, path="/echo"):
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, host)).encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        if not d:
+            raise AssertionError("connection closed before a response")
+        buf += d
+    head, body = buf.split(b"\r\n\r\n", 1)
+    n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < n:
+        body += s.recv(65536)
+    return int(head.split(b" ")[1]), body
+
+
+class TlsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = Certs()
+        cls.up = Upstream("tls-up")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.stop()
+
+    def start(self, extra="", workers=1):
+        px = Pxd(workers=workers, extra="listen 127.0.0.1:0 tls\n" + extra,
+                 routes=[route("shop", ["shop.test", "a.wild.test"], [self.up])])
+        self.addCleanup(px.stop)
+        return px, tls_port(px)
+
+    def put_cert(self, px, name, crt, key, expect_ok=True):
+        r = px.store("put-cert", name, crt, key)
+        if expect_ok:
+            self.assertEqual(r.returncode, 0, r.stderr)
+            px.gen = int(r.stdout.strip())
+            px.wait_applied(px.gen)
+        return r
+
+    def test_sni_selects_exact_then_wildcard_then_default(self):
+        px, port = self.start("tls_default_certificate fallback\n")
+        c = self.certs
+        exact_crt, exact_key, exact = c.leaf("exact", ["shop.test"])
+        wild_crt, wild_key, wild = c.leaf("wild", ["*.wild.test"])
+        fb_crt, fb_key, fb = c.leaf("fallback", ["fallback.test"])
+        for n, crt, key in (("exact", exact_crt, exact_key), ("wild", wild_crt, wild_key),
+                            ("fallback", fb_crt, fb_key)):
+            self.put_cert(px, n, crt, key)
+        ctx = client_ctx(c)
+        got, s = handshake(port, "shop.test", ctx)
+        self.assertEqual(got.serial_number, exact.serial_number)
+        status, body = request(s, "shop.test")
+        self.assertEqual(status, 200)
+        headers = {k.lower(): v for k, v in json.loads(body)["headers"]}
+        self.assertEqual(headers.get("x-forwarded-proto"), "https")
+        s.close()
+        got, s = handshake(port, "a.wild.test", ctx)
+        self.assertEqual(got.serial_number, wild.serial_number)
+        s.close()
+        # A name no certificate has, and no name at all: the default certificate.
+        nocheck = client_ctx(c, check_hostname=False)
+        got, s = handshake(port, "other.test", nocheck)
+        self.assertEqual(got.serial_number, fb.serial_number)
+        s.close()
+        got, s = handshake(port, None, nocheck)
+        self.assertEqual(got.serial_number, fb.serial_number)
+        s.close()
+        # A wildcard covers one label only.
+        got, s = handshake(port, "x.y.wild.test", nocheck)
+        self.assertEqual(got.serial_number, fb.serial_number)
+        s.close()
+
+    def test_unknown_name_gets_the_unrecognized_name_alert(self):
+        px, port = self.start("tls_default_certificate fallback\ntls_unknown_name reject\n")
+        crt, key, _ = self.certs.leaf("fallback", ["fallback.test"])
+        self.put_cert(px, "fallback", crt, key)
+        with self.assertRaises(ssl.SSLError) as e:
+            handshake(port, "nobody.test", client_ctx(self.certs, check_hostname=False))
+        self.assertIn("UNRECOGNIZED_NAME", str(e.exception).upper())
+        # openssl s_client names the alert too.
+        r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-servername", "nobody.test"],
+                           input="", capture_output=True, text=True, timeout=DEADLINE)
+        self.assertIn("unrecognized name", r.stdout + r.stderr)
+        # The worker keeps serving the names it has.
+        got, s = handshake(port, "fallback.test", client_ctx(self.certs))
+        s.close()
+
+    def test_ecdsa_for_clients_that_take_it_rsa_for_the_others(self):
+        px, port = self.start()
+        ec_crt, ec_key, ecc = self.certs.leaf("shop-ec", ["shop.test"], "ec")
+        rsa_crt, rsa_key, rsac = self.certs.leaf("shop-rsa", ["shop.test"], "rsa")
+        self.put_cert(px, "shop-ec", ec_crt, ec_key)
+        self.put_cert(px, "shop-rsa", rsa_crt, rsa_key)
+        got, s = handshake(port, "shop.test", client_ctx(self.certs))
+        self.assertEqual(got.serial_number, ecc.serial_number)
+        s.close()
+        ctx = client_ctx(self.certs, maximum_version=ssl.TLSVersion.TLSv1_2)
+        ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+        got, s = handshake(port, "shop.test", ctx)
+        self.assertEqual(got.serial_number, rsac.serial_number)
+        self.assertEqual(request(s, "shop.test")[0], 200)
+        s.close()
+        # curl, the same two ways.
+        base = ["curl", "-sS", "--cacert", self.certs.ca_file, "--resolve", "shop.test:%d:127.0.0.1" % port,
+                "-o", "/dev/null", "-w", "%{http_code}", "https://shop.test:%d/echo" % port]
+        self.assertEqual(subprocess.run(base, capture_output=True, text=True, timeout=DEADLINE).stdout, "200")
+        r = subprocess.run(base[:1] + ["--tls-max", "1.2", "--ciphers", "ECDHE-RSA-AES256-GCM-SHA384"] + base[1:],
+                           capture_output=True, text=True, timeout=DEADLINE)
+        self.assertEqual(r.stdout, "200", r.stderr)
+
+    def test_sessions_resume_on_every_worker(self):
+        px, port = self.start(workers=2)
+        crt, key, _ = self.certs.leaf("shop", ["shop.test"])
+        self.put_cert(px, "shop", crt, key)
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = client_ctx(self.certs, maximum_version=version, minimum_version=version)
+            raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+            s = ctx.wrap_socket(raw, server_hostname="shop.test")
+            self.assertEqual(request(s, "shop.test")[0], 200)  # TLS 1.3 tickets arrive after the handshake
+            session = s.session
+            s.close()
+            # Many connections: SO_REUSEPORT spreads them over both workers; every one resumes.
+            for i in range(12):
+                raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+                s = ctx.wrap_socket(raw, server_hostname="shop.test", session=session)
+                self.assertEqual(request(s, "shop.test")[0], 200)
+                self.assertTrue(s.session_reused, "connection %d (%s) did not resume" % (i, version))
+                s.close()
+
+    def test_handshake_timeout_and_garbage_close_the_connection_and_the_worker_goes_on(self):
+        px, port = self.start("tls_handshake_timeout 200ms\n")
+        crt, key, _ = self.certs.leaf("shop", ["shop.test"])
+        self.put_cert(px, "shop", crt, key)
+        # Silent after connecting: closed by the handshake timeout.
+        quiet = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.assertEqual(quiet.recv(100), b"")
+        # Half a ClientHello, then nothing.
+        half = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        self.assertEqual(half.recv(100), b"")
+        # Garbage records and plain HTTP on the TLS port: an alert at most, then the end.
+        for junk in (b"\x17\x03\x03\x00\x05hello" * 3, b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n",
+                     b"\x16\x03\x01\xff\xff" + b"\x00" * 100, os.urandom(3000)):
+            g = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+            g.sendall(junk)
+            data = b""
+            while True:
+                d = g.recv(4096)
+                if not d:
+                    break
+                data += d
+            self.assertTrue(data == b"" or data[0] == 0x15, "expected an alert or nothing, got %r" % data[:20])
+            g.close()
+        got, s = handshake(port, "shop.test", client_ctx(self.certs))
+        self.assertEqual(request(s, "shop.test")[0], 200)
+        s.close()
+
+    def test_a_new_certificate_serves_new_handshakes_and_open_connections_keep_theirs(self):
+        px, port = self.start(workers=2)
+        crt, key, first = self.certs.leaf("shop1", ["shop.test"])
+        self.put_cert(px, "shop", crt, key)
+        ctx = client_ctx(self.certs)
+        got, old = handshake(port, "shop.test", ctx)
+        self.assertEqual(got.serial_number, first.serial_number)
+        crt2, key2, second = self.certs.leaf("shop2", ["shop.test"])
+        r = px.store("put-cert", "shop", crt2, key2)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        px.wait_applied(int(r.stdout.strip()))
+
+        def serial():
+            got, s = handshake(port, "shop.test", ctx)
+            s.close()
+            return got.serial_number
+
+        # Every worker applied the generation: each new handshake sees the new certificate.
+        for _ in range(8):
+            self.assertEqual(serial(), second.serial_number)
+        self.assertEqual(request(old, "shop.test")[0], 200)  # the open connection goes on
+        old.close()
+
+    def test_uploads_are_checked_and_the_error_names_the_problem(self):
+        px, port = self.start()
+        c = self.certs
+        crt, key, _ = c.leaf("good", ["shop.test"])
+        _, other_key, _ = c.leaf("other", ["shop.test"])
+        old_crt, old_key, _ = c.leaf("old", ["shop.test"], days=-1, start=-10)
+        garbage = c.write("garbage.pem", b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+        noname_key = make_key("ec")
+        noname = c.write("noname.crt", pem_cert(make_cert([], noname_key, c.ca_key, c.ca.subject)))
+        noname_k = c.write("noname.key", pem_key(noname_key))
+        leaf_only = open(crt, "rb").read().split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
+        swapped = c.write("swapped.crt", open(c.ca_file, "rb").read() + leaf_only)
+        cases = [
+            (crt, other_key, "key: does not match the certificate"),
+            (old_crt, old_key, "cert: the certificate expired on"),
+            (garbage, key, "cert: certificate 1 of 1 is not valid"),
+            (key, key, "cert: holds a 'PRIVATE KEY' block"),
+            (crt, crt, "key: holds 2 PEM blocks"),
+            (noname, noname_k, "cert: the certificate names no DNS name"),
+            (swapped, key, "cert: the chain is out of order"),
+        ]
+        for cf, kf, want in cases:
+            r = self.put_cert(px, "bad", cf, kf, expect_ok=False)
+            self.assertNotEqual(r.returncode, 0, "accepted: " + want)
+            self.assertIn(want, r.stderr)
+        self.assertEqual(px.store("generation").stdout.strip(), str(px.gen))  # nothing was written
+
+
+if __name__ == "__main__":
+    unittest.main()
