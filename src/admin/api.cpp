@@ -32,7 +32,13 @@ const std::vector<Operation>& operations() {
                  [](Admin& a, Request& r) { return a.add_user(r.params["name"], r.body, r.who); }});
     v.push_back({"DELETE", "/v1/acls/{name}/users/{username}",
                  [](Admin& a, Request& r) { return a.remove_user(r.params["name"], r.params["username"], r.who); }});
-    v.push_back({"GET", "/v1/config", [](Admin& a, Request&) { return a.export_config(); }});
+    v.push_back({"GET", "/v1/config", [](Admin& a, Request& r) { return a.export_config(flag(r, "include_keys")); }});
+    v.push_back({"GET", "/v1/certs", [](Admin& a, Request&) { return a.list_certs(); }});
+    v.push_back({"GET", "/v1/certs/{name}", [](Admin& a, Request& r) { return a.get_cert(r.params["name"]); }});
+    v.push_back(
+        {"PUT", "/v1/certs/{name}", [](Admin& a, Request& r) { return a.put_cert(r.params["name"], r.body, r.who); }});
+    v.push_back(
+        {"DELETE", "/v1/certs/{name}", [](Admin& a, Request& r) { return a.remove_cert(r.params["name"], r.who); }});
     v.push_back({"POST", "/v1/config", [](Admin& a, Request& r) {
                    auto it = r.query.find("mode");
                    std::string mode = it == r.query.end() ? "merge" : it->second;

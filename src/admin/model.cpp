@@ -16,6 +16,7 @@
 #include "net/cidr.h"
 #include "route/acl.h"
 #include "route/route.h"
+#include "tls/cert.h"
 
 namespace px::admin {
 
@@ -413,9 +414,12 @@ Result Admin::remove_user(const std::string& acl, const std::string& user, const
 
 // ---- export / import ----
 
-Result Admin::export_config() {
+Result Admin::export_config(bool include_keys) {
   Result r;
-  json doc = {{"schema", store::keys::kSchemaVersion}, {"routes", json::array()}, {"acls", json::array()}};
+  json doc = {{"schema", store::keys::kSchemaVersion},
+              {"routes", json::array()},
+              {"acls", json::array()},
+              {"certs", json::array()}};
   std::string err;
   bool ok = st_.read(
       [&](store::Store::Txn& t, std::string* e) {
@@ -434,7 +438,16 @@ Result Admin::export_config() {
                   e))
             return false;
         }
-        return true;
+        // Certificates: private keys only when asked for (pxctl export --include-keys).
+        return t.scan(
+            store::keys::kCert,
+            [&](std::string_view, std::string_view v) {
+              json c = json::parse(v, nullptr, false);
+              if (!include_keys && c.is_object()) c.erase("key");
+              doc["certs"].push_back(c);
+              return true;
+            },
+            e);
       },
       &err);
   if (!ok) return Result::error(500, "", err);
@@ -445,7 +458,8 @@ Result Admin::export_config() {
 Result Admin::import_config(const json& doc, bool replace, bool dry_run, const std::string& who) {
   if (!doc.is_object()) return Result::error(422, "config", "expected a JSON object");
   for (auto it = doc.begin(); it != doc.end(); ++it)
-    if (it.key() != "routes" && it.key() != "acls" && it.key() != "schema" && it.key() != "generation")
+    if (it.key() != "routes" && it.key() != "acls" && it.key() != "schema" && it.key() != "generation" &&
+        it.key() != "certs")
       return Result::error(422, it.key(), "unknown field");
   if (doc.contains("schema") && doc["schema"] != store::keys::kSchemaVersion)
     return Result::error(422, "schema", "this pxadmind reads schema " + std::to_string(store::keys::kSchemaVersion));
@@ -471,6 +485,37 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
       if (incoming[k].count(name))
         return Result::error(422, field + "[" + std::to_string(i) + "].name", "duplicate name '" + name + "'");
       incoming[k][name] = v;
+    }
+  }
+  // Certificates: checked like uploads. One without its key (an export made without
+  // --include-keys) keeps the stored key of the same name, which must exist.
+  std::map<std::string, std::string> in_certs;  // name -> record ("" = keep the stored one)
+  bool has_certs = doc.contains("certs");
+  if (has_certs) {
+    if (!doc["certs"].is_array()) return Result::error(422, "certs", "expected an array");
+    for (size_t i = 0; i < doc["certs"].size(); i++) {
+      const json& c = doc["certs"][i];
+      std::string at = "certs[" + std::to_string(i) + "]";
+      if (!c.is_object() || !c.contains("name") || !c["name"].is_string() ||
+          !route::valid_route_name(c["name"].get<std::string>()))
+        return Result::error(422, at + ".name", "required, 1 to 64 of A-Z a-z 0-9 . _ -");
+      std::string name = c["name"].get<std::string>();
+      if (in_certs.count(name)) return Result::error(422, at + ".name", "duplicate name '" + name + "'");
+      if (!c.contains("key")) {
+        in_certs[name] = "";
+        continue;
+      }
+      if (!c.contains("cert") || !c["cert"].is_string() || !c["key"].is_string())
+        return Result::error(422, at + ".cert", "required, a PEM string");
+      tls::Cert tc;
+      tc.name = name;
+      std::string err;
+      if (!tls::parse_cert(c["cert"].get<std::string>(), c["key"].get<std::string>(), 0, &tc, &err)) {
+        size_t colon = err.find(": ");
+        return Result::error(422, at + "." + err.substr(0, colon), err.substr(colon + 2));
+      }
+      in_certs[name] = tls::cert_record(tc, c["cert"].get<std::string>(), c["key"].get<std::string>(),
+                                        c.value("source", std::string("custom")));
     }
   }
   // Host + path conflicts inside the document.
@@ -539,6 +584,39 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
               if (!tx.w.del(key, tx.err)) return false;
           if (!tx.w.del(prefix + name, tx.err)) return false;
           writes++;
+        }
+    }
+    if (has_certs) {
+      std::map<std::string, std::string> stored;
+      if (!tx.w.scan(
+              store::keys::kCert,
+              [&](std::string_view key, std::string_view v) {
+                stored[std::string(key.substr(store::keys::kCert.size()))] = std::string(v);
+                return true;
+              },
+              tx.err))
+        return false;
+      for (const auto& [name, rec] : in_certs) {
+        auto it = stored.find(name);
+        if (rec.empty()) {
+          if (it == stored.end())
+            return tx.fail(Result::error(
+                422, "certs", "certificate " + name + " has no key and none is stored (export with --include-keys)"));
+          diff["unchanged"] = diff["unchanged"].get<int>() + 1;
+          continue;
+        }
+        if (it != stored.end() && it->second == rec) {
+          diff["unchanged"] = diff["unchanged"].get<int>() + 1;
+          continue;
+        }
+        diff[it == stored.end() ? "added" : "changed"].push_back("cert/" + name);
+        if (!dry_run && !tx.w.put(store::keys::cert(name), rec, tx.err)) return false;
+      }
+      if (replace)
+        for (const auto& [name, rec] : stored) {
+          if (in_certs.count(name)) continue;
+          diff["removed"].push_back("cert/" + name);
+          if (!dry_run && !tx.w.del(store::keys::cert(name), tx.err)) return false;
         }
     }
     if (dry_run) {
@@ -701,6 +779,99 @@ Result Admin::remove_challenge(const std::string& token, const std::string& who)
     if (!found) return tx.fail(Result::error(404, "", "no challenge for token '" + token + "'"));
     if (!tx.w.del(store::keys::challenge(token), tx.err)) return false;
     if (!tx.audit(who, "acme.challenge.delete", "acme/" + token, nullptr, nullptr)) return false;
+    tx.res.status = 204;
+    tx.res.body = nullptr;
+    return true;
+  });
+}
+
+// ---- certificates ----
+
+namespace {
+// What the API shows of a stored certificate: everything but the key.
+json cert_view(const json& rec, bool with_pem) {
+  json v = json::object();
+  for (const char* k : {"name", "source", "names", "issuer", "serial", "key_type", "not_before", "not_after",
+                        "last_attempt", "last_error", "next_attempt"})
+    if (rec.contains(k)) v[k] = rec[k];
+  int64_t after = rec.value("not_after", int64_t(0));
+  v["not_after_text"] = tls::format_time(after);
+  v["days_left"] = (after - static_cast<int64_t>(time(nullptr))) / 86400;
+  if (with_pem && rec.contains("cert")) v["cert"] = rec["cert"];
+  return v;
+}
+}  // namespace
+
+Result Admin::list_certs() {
+  Result r;
+  r.body = json::array();
+  std::string err;
+  bool ok = st_.read(
+      [&](store::Store::Txn& t, std::string* e) {
+        return t.scan(
+            store::keys::kCert,
+            [&](std::string_view, std::string_view v) {
+              json rec = json::parse(v, nullptr, false);
+              if (rec.is_object()) r.body.push_back(cert_view(rec, false));
+              return true;
+            },
+            e);
+      },
+      &err);
+  if (!ok) return Result::error(500, "", err);
+  return r;
+}
+
+Result Admin::get_cert(const std::string& name) {
+  Result r;
+  std::string v, err;
+  bool found = false;
+  bool ok = st_.read(
+      [&](store::Store::Txn& t, std::string* e) { return t.get(store::keys::cert(name), &v, &found, e); }, &err);
+  if (!ok) return Result::error(500, "", err);
+  if (!found) return Result::error(404, "", "no certificate named '" + name + "'");
+  r.body = cert_view(json::parse(v, nullptr, false), true);
+  return r;
+}
+
+Result Admin::put_cert(const std::string& name, const json& body, const std::string& who) {
+  if (!route::valid_route_name(name)) return Result::error(422, "name", "1 to 64 of A-Z a-z 0-9 . _ -");
+  if (!body.is_object()) return Result::error(422, "", "expected a JSON object with cert and key");
+  for (const char* f : {"cert", "key"})
+    if (!body.contains(f) || !body[f].is_string()) return Result::error(422, f, "required, a PEM string");
+  std::string cert_pem = body["cert"].get<std::string>(), key_pem = body["key"].get<std::string>();
+  tls::Cert c;
+  c.name = name;
+  std::string err;
+  if (!tls::parse_cert(cert_pem, key_pem, static_cast<int64_t>(time(nullptr)), &c, &err)) {
+    size_t colon = err.find(": ");
+    return Result::error(422, colon == std::string::npos ? "" : err.substr(0, colon),
+                         colon == std::string::npos ? err : err.substr(colon + 2));
+  }
+  std::string rec = tls::cert_record(c, cert_pem, key_pem, body.value("source", std::string("custom")));
+  json view = cert_view(json::parse(rec), false);
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load(store::keys::cert(name), &old, &found)) return false;
+    if (!tx.w.put(store::keys::cert(name), rec, tx.err)) return false;
+    if (!tx.audit(who, found ? "cert.update" : "cert.create", "cert/" + name,
+                  found ? cert_view(old, false) : json(nullptr), view))
+      return false;
+    tx.res.status = found ? 200 : 201;
+    tx.res.body = view;
+    return true;
+  });
+}
+
+Result Admin::remove_cert(const std::string& name, const std::string& who) {
+  return in_txn(st_, [&](Tx& tx) {
+    json old;
+    bool found;
+    if (!tx.load(store::keys::cert(name), &old, &found)) return false;
+    if (!found) return tx.fail(Result::error(404, "", "no certificate named '" + name + "'"));
+    if (!tx.w.del(store::keys::cert(name), tx.err)) return false;
+    if (!tx.audit(who, "cert.delete", "cert/" + name, cert_view(old, false), nullptr)) return false;
     tx.res.status = 204;
     tx.res.body = nullptr;
     return true;

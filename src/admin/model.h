@@ -52,7 +52,7 @@ class Admin {
   Result add_user(const std::string& acl, const json& body, const std::string& who);
   Result remove_user(const std::string& acl, const std::string& user, const std::string& who);
 
-  Result export_config();
+  Result export_config(bool include_keys = false);
   Result import_config(const json& doc, bool replace, bool dry_run, const std::string& who);
 
   Result audit(const AuditQuery& q);
@@ -64,6 +64,12 @@ class Admin {
   std::string verify_token(const std::string& secret);
 
   Result status(const std::vector<std::string>& pxd_status_files);
+
+  // Certificates (cert:<name>): checked on upload; private keys never leave through these.
+  Result list_certs();
+  Result get_cert(const std::string& name);
+  Result put_cert(const std::string& name, const json& body, const std::string& who);
+  Result remove_cert(const std::string& name, const std::string& who);
 
   // ACME HTTP-01 challenge records (acme:chal:<token>) the acme filter answers.
   Result put_challenge(const std::string& token, const json& body, const std::string& who);

@@ -9,9 +9,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdio>
+
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -315,6 +317,17 @@ void show_acls(const json& list) {
   table({"NAME", "RULES", "USERS", "DEFAULT", "SATISFY", "VERSION"}, rows);
 }
 
+void show_certs(const json& list) {
+  if (g.as_json) return print(list);
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& c : list)
+    rows.push_back(
+        {c.value("name", ""), join(c["names"]), c.value("issuer", ""), c.value("not_after_text", ""),
+         std::to_string(c.value("days_left", 0)), c.value("source", ""), c.value("key_type", ""),
+         c.contains("last_error") && c["last_error"].is_string() ? c["last_error"].get<std::string>() : "-"});
+  table({"NAME", "NAMES", "ISSUER", "NOT AFTER", "DAYS LEFT", "SOURCE", "KEY", "LAST ERROR"}, rows);
+}
+
 std::string read_input(const std::string& file) {
   std::stringstream ss;
   if (file == "-")
@@ -332,7 +345,7 @@ const char* kCompletion =
 _pxctl() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
-  local top="route acl filter export import audit status token completion"
+  local top="route acl cert filter export import audit status token completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
            COMPREPLY=($(compgen -W "--host --upstream --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
@@ -340,6 +353,9 @@ _pxctl() {
          [ "${words[2]}" = user ] && [ "$cword" -eq 3 ] && { COMPREPLY=($(compgen -W "add rm" -- "$cur")); return; }
          COMPREPLY=($(compgen -W "--rule --default --satisfy --realm --pass-authorization --password-stdin --if-match --json" -- "$cur")); return ;;
     token) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "create list rm" -- "$cur")); return ;;
+    cert) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show rm" -- "$cur")); return; }
+          COMPREPLY=($(compgen -f -W "--cert --key --json" -- "$cur")); return ;;
+    export) COMPREPLY=($(compgen -f -W "--output --include-keys" -- "$cur")); return ;;
     filter) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "list check" -- "$cur")); return; }
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
     import) COMPREPLY=($(compgen -f -W "--dry-run --replace" -- "$cur")); return ;;
@@ -514,16 +530,47 @@ int main(int argc, char** argv) {
     if (!g.as_json) std::cout << "user " << user << " removed from acl " << name << "\n";
   });
 
+  // cert
+  auto* cert = app.add_subcommand("cert", "TLS certificates: what pxd's TLS listeners serve, chosen by SNI");
+  cert->require_subcommand(1);
+  std::string cert_file, key_file;
+  auto* c_add = cert->add_subcommand("add", "add or replace a certificate (checked: key, chain order, expiry, names)");
+  c_add->add_option("name", name)->required();
+  c_add->add_option("--cert", cert_file, "PEM: the certificate, then its intermediates (fullchain.pem)")->required();
+  c_add->add_option("--key", key_file, "PEM: its private key (ECDSA or RSA, unencrypted)")->required();
+  c_add->callback([&] {
+    json b = {{"cert", read_input(cert_file)}, {"key", read_input(key_file)}};
+    Reply r = check(call("PUT", "/v1/certs/" + url_escape(name), &b));
+    if (g.as_json) return print(r.body);
+    std::cout << "cert " << name << (r.status == 201 ? " added" : " replaced") << ": " << join(r.body["names"])
+              << ", not after " << r.body.value("not_after_text", "") << "\n";
+  });
+  cert->add_subcommand("list", "list certificates (names, issuer, expiry, source, last error)")->callback([&] {
+    show_certs(check(call("GET", "/v1/certs")).body);
+  });
+  auto* c_show = cert->add_subcommand("show", "show one certificate (never its key)");
+  c_show->add_option("name", name)->required();
+  c_show->callback([&] { print(check(call("GET", "/v1/certs/" + url_escape(name))).body); });
+  auto* c_rm = cert->add_subcommand("rm", "remove a certificate");
+  c_rm->add_option("name", name)->required();
+  c_rm->callback([&] {
+    check(call("DELETE", "/v1/certs/" + url_escape(name)));
+    if (!g.as_json) std::cout << "cert " << name << " removed\n";
+  });
+
   // export / import
   std::string out_file;
+  bool include_keys = false;
   auto* exp = app.add_subcommand("export", "print the whole configuration as one JSON document");
   exp->add_option("-o,--output", out_file, "write to this file instead");
+  exp->add_flag("--include-keys", include_keys, "include certificates' private keys (keep the file secret)");
   exp->callback([&] {
-    json doc = check(call("GET", "/v1/config")).body;
+    json doc = check(call("GET", include_keys ? "/v1/config?include_keys=1" : "/v1/config")).body;
     if (out_file.empty())
       print(doc);
     else {
       std::ofstream f(out_file);
+      if (include_keys) ::chmod(out_file.c_str(), 0600);  // private keys: readable by the owner only
       f << doc.dump(2) << "\n";
       if (!f) die(1, out_file + ": cannot write");
     }

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from pxtest import Pxd, Upstream, route, wait_for, DEADLINE
+from pxtest import Admind, Pxd, Upstream, route, wait_for, DEADLINE
 
 NOW = datetime.datetime.utcnow()
 
@@ -295,6 +295,76 @@ class TlsTest(unittest.TestCase):
             self.assertNotEqual(r.returncode, 0, "accepted: " + want)
             self.assertIn(want, r.stderr)
         self.assertEqual(px.store("generation").stdout.strip(), str(px.gen))  # nothing was written
+
+
+
+class CertApiTest(unittest.TestCase):
+    """pxctl cert and pxadmind's /v1/certs, with the real pxd serving what they store."""
+
+    def test_pxctl_cert_add_serves_it_and_keys_never_leave(self):
+        certs = Certs()
+        up = Upstream("cert-api")
+        self.addCleanup(up.stop)
+        adm = Admind(tcp=False)
+        self.addCleanup(adm.stop)
+        px = Pxd(extra="listen 127.0.0.1:0 tls\ndata_dir %s\n" % adm.data, start=False)
+        r = adm.ctl("route", "add", "shop", "--host", "shop.test", "--upstream", up.url)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        px.start()
+        self.addCleanup(px.stop)
+        port = tls_port(px)
+        crt, key, leaf = certs.leaf("shop", ["shop.test", "www.shop.test"])
+        r = adm.ctl("cert", "add", "shop", "--cert", crt, "--key", key)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("cert shop added: shop.test,www.shop.test", r.stdout)
+        wait_for(lambda: px.applied() >= adm.generation(), what="pxd to apply the certificate")
+        got, s = handshake(port, "www.shop.test", client_ctx(certs))
+        self.assertEqual(got.serial_number, leaf.serial_number)
+        self.assertEqual(request(s, "shop.test")[0], 200)
+        s.close()
+        r = adm.ctl("--json", "cert", "list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lst = json.loads(r.stdout)
+        self.assertEqual([c["name"] for c in lst], ["shop"])
+        self.assertEqual(lst[0]["source"], "custom")
+        self.assertEqual(lst[0]["key_type"], "ecdsa")
+        self.assertIn(lst[0]["days_left"], (29, 30))
+        key_pem = open(key).read().strip().splitlines()[1]  # a line of the key's base64
+        # The key is in no answer, no export, no audit record and no log line.
+        shown = adm.ctl("cert", "show", "shop").stdout
+        self.assertIn("BEGIN CERTIFICATE", shown)
+        exported = adm.ctl("export").stdout
+        self.assertIn('"certs"', exported)
+        audit = adm.ctl("--json", "audit", "--resource", "cert/").stdout
+        self.assertIn("cert.create", audit)
+        for text in (shown, exported, audit, adm.log(), px.log(), r.stdout):
+            self.assertNotIn(key_pem, text)
+        with_keys = adm.ctl("export", "--include-keys").stdout
+        self.assertIn(key_pem, json.loads(with_keys)["certs"][0]["key"])
+        # An export without keys imports again: the stored key is kept.
+        path = certs.write("export.json", exported.encode())
+        r = adm.ctl("import", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # Bad uploads: 422, the field named, nothing stored.
+        gen = adm.generation()
+        _, other_key, _ = certs.leaf("other", ["shop.test"])
+        status, _, body = adm.api("PUT", "/v1/certs/shop",
+                                  {"cert": open(crt).read(), "key": open(other_key).read()})
+        self.assertEqual(status, 422)
+        self.assertEqual(body["error"]["field"], "key")
+        self.assertIn("does not match", body["error"]["message"])
+        status, _, body = adm.api("PUT", "/v1/certs/shop", {"cert": "junk", "key": open(key).read()})
+        self.assertEqual((status, body["error"]["field"]), (422, "cert"))
+        r = adm.ctl("cert", "add", "x", "--cert", key, "--key", key)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("only certificates belong here", r.stderr)
+        self.assertEqual(adm.generation(), gen)
+        got, s = handshake(port, "shop.test", client_ctx(certs))  # the stored one keeps serving
+        self.assertEqual(got.serial_number, leaf.serial_number)
+        s.close()
+        r = adm.ctl("cert", "rm", "shop")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(adm.ctl("--json", "cert", "list").stdout.strip(), "[]")
 
 
 if __name__ == "__main__":
