@@ -100,7 +100,9 @@ const char* openapi_document() {
       "delete": {"operationId": "removeAclUser", "responses": {"200": {"description": "the access list"}, "404": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/config": {
-      "get": {"operationId": "exportConfig", "responses": {"200": {"description": "the whole configuration",
+      "get": {"operationId": "exportConfig",
+              "parameters": [{"name": "include_keys", "in": "query", "schema": {"type": "boolean"}, "description": "include certificates' private keys"}],
+              "responses": {"200": {"description": "the whole configuration",
                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Config"}}}}}},
       "post": {"operationId": "importConfig",
                "parameters": [{"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["merge", "replace"]}},
@@ -128,6 +130,17 @@ const char* openapi_document() {
     "/v1/tokens/{name}": {
       "parameters": [{"$ref": "#/components/parameters/name"}],
       "delete": {"operationId": "deleteToken", "responses": {"204": {"description": "revoked"}, "404": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/certs": {
+      "get": {"operationId": "listCerts", "responses": {"200": {"description": "certificates: names, issuer, not_after, days_left, source, key_type (never keys)"}}}
+    },
+    "/v1/certs/{name}": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "get": {"operationId": "getCert", "responses": {"200": {"description": "one certificate with its PEM chain (never the key)"}, "404": {"$ref": "#/components/responses/Error"}}},
+      "put": {"operationId": "putCert", "description": "checked: certificates only in cert (leaf first, then each issuer), a private key matching the leaf in key, not expired, DNS names in subjectAltName",
+              "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["cert", "key"], "properties": {"cert": {"type": "string"}, "key": {"type": "string"}}}}}},
+              "responses": {"200": {"description": "replaced"}, "201": {"description": "added"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "delete": {"operationId": "deleteCert", "responses": {"204": {"description": "removed"}, "404": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/acme/challenges/{token}": {
       "parameters": [{"name": "token", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$"}}],
