@@ -48,11 +48,11 @@ ssl_select_cert_result_t select_certificate(const SSL_CLIENT_HELLO* hello) {
     return ssl_select_cert_success;
   }
   if (!c) {
-    if (src) src->no_certificate++;
-    if (!sni.empty()) {
+    if (!sni.empty()) {  // counted there
       SSL_set_ex_data(ssl, reject_index(), reinterpret_cast<void*>(1));
       return ssl_select_cert_success;
     }
+    if (src) src->no_certificate++;
     return ssl_select_cert_error;
   }
   CRYPTO_BUFFER* bufs[16];
