@@ -269,6 +269,38 @@ class TlsTest(unittest.TestCase):
         self.assertEqual(request(old, "shop.test")[0], 200)  # the open connection goes on
         old.close()
 
+    def test_force_tls_and_hsts_see_the_real_connection_and_filters_see_sni(self):
+        """Plain HTTP is redirected; over TLS the request passes, with HSTS; a filter reads req:sni()."""
+        fdir = tempfile.mkdtemp(prefix="pxtls-filters-")
+        with open(os.path.join(fdir, "sni_echo.lua"), "w") as f:
+            f.write('return { phases = function() return {"response"} end,\n'
+                    '  response = function(req) px.req.set_resp_header(req, "X-SNI", px.req.sni(req)) '
+                    'px.req.set_resp_header(req, "X-TLS", tostring(px.req.is_tls(req))) end }\n')
+        px = Pxd(extra="listen 127.0.0.1:0 tls\nfilters_dir %s\n" % fdir,
+                 routes=[route("shop", ["shop.test"], [self.up],
+                               filters=[{"name": "force_tls", "config": {"hsts": {"max_age": 600}}},
+                                        {"name": "sni_echo", "config": {}}])])
+        self.addCleanup(px.stop)
+        port = tls_port(px)
+        crt, key, _ = self.certs.leaf("shop", ["shop.test"])
+        self.put_cert(px, "shop", crt, key)
+        from pxtest import get
+        r = get(px.port, "/x?y=1", host="shop.test")
+        self.assertEqual(r.status, 301)
+        self.assertEqual(r.header("Location"), "https://shop.test/x?y=1")
+        self.assertIsNone(r.header("Strict-Transport-Security"))
+        got, s = handshake(port, "shop.test", client_ctx(self.certs))
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head = buf.split(b"\r\n\r\n")[0].decode()
+        self.assertIn(" 200 ", head.splitlines()[0])
+        self.assertIn("Strict-Transport-Security: max-age=600", head)
+        self.assertIn("X-SNI: shop.test", head)
+        self.assertIn("X-TLS: true", head)
+        s.close()
+
     def test_uploads_are_checked_and_the_error_names_the_problem(self):
         px, port = self.start()
         c = self.certs
