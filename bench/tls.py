@@ -7,7 +7,7 @@ same ECDSA P-256 certificate, same machine, same run, pinned as bench/run.py.
 Measures, per proxy (medians of interleaved rounds; CPU is the proxy process's
 utime+stime over the run, divided by what it did):
   full      new connection per request (wrk, Connection: close): CPU per full TLS 1.3 handshake (X25519)
-  resumed   openssl s_time -reuse: CPU per resumed handshake (TLS 1.3 tickets)
+  resumed   Python ssl clients resuming with the last ticket: CPU per resumed TLS 1.3 handshake
   keepalive wrk over HTTPS keep-alive (12-byte body): requests/s and CPU per request
   1mib      wrk over HTTPS keep-alive, 1 MiB responses: MiB/s and CPU per MiB
   idle      RSS growth per idle TLS keep-alive connection (Python ssl clients, one request each)
@@ -49,6 +49,10 @@ def start_upstream(d):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "big"), "wb") as f:
         f.write(b"x" * (1 << 20))
+    # nginx's worker (not root) must reach the file: mkdtemp made the work folder 0700.
+    for p in (pb.WORK, d):
+        os.chmod(p, 0o755)
+    os.chmod(os.path.join(d, "big"), 0o644)
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write("""worker_processes 1; daemon off; pid %(d)s/nginx.pid; error_log %(d)s/error.log warn;
 events { worker_connections 20000; }
@@ -141,17 +145,47 @@ def wrk(port, seconds, conns, pid, path="/", close=False):
     mib = float(m.group(1)) * {"B": 1 / 1048576, "KB": 1 / 1024, "MB": 1, "GB": 1024}[m.group(2)]
     cpu = pb.cpu_seconds(pid) - cpu0
     errs = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError("%s answered %s non-2xx responses: not measuring that" % (path, non2xx.group(1)))
     return {"rps": reqs / secs, "cpu_us": cpu * 1e6 / reqs if reqs else 0, "mib_s": mib,
             "cpu_per_mib_ms": cpu * 1e3 / (mib * secs) if mib else 0, "errors": errs.group(1) if errs else ""}
 
 
-def s_time_reuse(port, seconds, pid):
+def resumed(port, seconds, pid):
+    """Resumed TLS 1.3 handshakes (a ticket from the previous connection), one request each.
+    The client is Python on the load core: slower than the proxy, but CPU per handshake is
+    the proxy's own, whatever the rate."""
+    os.sched_setaffinity(0, {int(pb.LOAD_CORE)})
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    req = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+    def one(session):
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost",
+                            session=session)
+        s.sendall(req)
+        while s.recv(65536):
+            pass
+        out = s.session, s.session_reused
+        s.close()
+        return out
+
+    session, _ = one(None)
     cpu0 = pb.cpu_seconds(pid)
-    out = subprocess.run(["taskset", "-c", pb.LOAD_CORE, "openssl", "s_time", "-connect", "127.0.0.1:%d" % port,
-                          "-reuse", "-time", str(seconds)], capture_output=True, text=True).stdout
-    m = re.findall(r"(\d+) connections in ([\d.]+)s", out)
-    n, secs = int(m[-1][0]), float(m[-1][1])
+    n = reused = 0
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        session, r = one(session)
+        n += 1
+        reused += r
+    secs = time.time() - t0
     cpu = pb.cpu_seconds(pid) - cpu0
+    os.sched_setaffinity(0, set(range(os.cpu_count())))
+    if reused < n:
+        raise RuntimeError("only %d of %d handshakes resumed" % (reused, n))
     return {"rps": n / secs, "cpu_us": cpu * 1e6 / n if n else 0}
 
 
@@ -202,7 +236,7 @@ def main():
             for n in names:
                 p, pid = procs[n], procs[n].pid()
                 res[n]["full"].append(wrk(p.port, args.seconds, 16, pid, close=True))
-                res[n]["resumed"].append(s_time_reuse(p.port, args.seconds, pid))
+                res[n]["resumed"].append(resumed(p.port, args.seconds, pid))
                 res[n]["keepalive"].append(wrk(p.port, args.seconds, args.connections, pid))
                 res[n]["1mib"].append(wrk(p.port, args.seconds, 8, pid, path="/big"))
                 print("round %d %-8s full %7.0f/s %6.1f us  resumed %7.0f/s %6.1f us  keep-alive %7.0f/s %5.2f us  "

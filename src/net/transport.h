@@ -59,6 +59,8 @@ class Transport {
   // Close now (queued bytes are dropped); on_closed() follows.
   virtual void close() = 0;
   bool closing() const { return closing_; }
+  // Acknowledge what was read now, not after the delayed-ACK timer (TCP: TCP_QUICKACK).
+  virtual void ack_now() {}
 
  protected:
   TransportUser* user_ = nullptr;

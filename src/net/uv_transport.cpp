@@ -1,5 +1,8 @@
 #include "net/uv_transport.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <cstring>
 #include <memory>
 
@@ -258,6 +261,14 @@ void UvTransportT<H>::close() {
   closing_ = true;
   reading_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&h_), Cb<H>::on_close);
+}
+
+template <class H>
+void UvTransportT<H>::ack_now() {
+  uv_os_fd_t fd;
+  int one = 1;
+  if (!closing_ && uv_fileno(reinterpret_cast<uv_handle_t*>(&h_), &fd) == 0)
+    setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);  // a unix socket says no: harmless
 }
 
 template class UvTransportT<uv_tcp_t>;

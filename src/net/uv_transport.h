@@ -35,6 +35,7 @@ class UvTransportT final : public Transport {
   size_t queued() const override { return h_.write_queue_size; }
   void shutdown(bool then_close = false) override;
   void close() override;
+  void ack_now() override;
 
   // Called by the libuv callbacks (uv_transport.cpp).
   void written(int status);

@@ -134,6 +134,7 @@ void TlsTransport::advance() {
   while (reading_ && !closing_ && !dead_) {
     int n = SSL_read(ssl_, t_plain.get(), kPlain);
     if (n > 0) {
+      delivered_ += static_cast<uint64_t>(n);
       user_->on_data(t_plain.get(), static_cast<size_t>(n));
       continue;
     }
@@ -164,7 +165,15 @@ void TlsTransport::on_data(const char* data, size_t len) {
   if (dead_ || closing_) return;
   in_ = data;
   in_len_ = len;
+  uint64_t before = delivered_;
   advance();
+  if (established_ && !acked_ && !dead_ && !closing_) {
+    // The read that ended the handshake. TLS 1.3: BoringSSL sent its tickets with its own
+    // Finished, so the client's Finished gets no answer to carry the ACK, and a client with
+    // Nagle on holds its request until the delayed ACK (40 ms). Acknowledge it at once.
+    acked_ = true;
+    if (delivered_ == before) inner_->ack_now();
+  }
   if (in_len_ > 0 && !dead_ && !closing_) {
     // The user stopped reading: keep the rest until it reads again.
     stash_.append(in_, in_len_);

@@ -79,7 +79,9 @@ class TlsTransport final : public net::Transport, public net::TransportUser {
   bool eof_ = false;       // the inner transport ended
   bool eof_told_ = false;  // ... and the user was told
   bool in_advance_ = false;
-  bool dead_ = false;  // an error was reported: nothing more goes through
+  bool dead_ = false;       // an error was reported: nothing more goes through
+  bool acked_ = false;      // the first read after the handshake was acknowledged at once
+  uint64_t delivered_ = 0;  // plaintext bytes handed to the user
 };
 
 }  // namespace px::tls
