@@ -119,6 +119,8 @@ bssl::UniquePtr<SSL_CTX> make_server_ctx(const ServerOptions& o, std::string* er
   // One TLS 1.3 ticket per handshake (BoringSSL sends two by default): each costs an encryption and a
   // record, and a resumed handshake brings a fresh one. Go's and Caddy's servers send one too.
   SSL_CTX_set_num_tickets(ctx.get(), 1);
+  // TLS 1.2: the server's order of tls_ciphers decides (AES-GCM with forward secrecy first).
+  SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_select_certificate_cb(ctx.get(), select_certificate);
   SSL_CTX_set_tlsext_servername_callback(ctx.get(), on_server_name);
   SSL_CTX_set_alpn_select_cb(ctx.get(), select_alpn, nullptr);
