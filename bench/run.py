@@ -217,7 +217,8 @@ http { access_log off; keepalive_requests 1000000;
                 measure_child=True)
 
 
-def start_haproxy(up_port):
+def start_haproxy(up_port, bind_opts="", proto="http"):
+    """bind_opts: e.g. "ssl crt combined.pem" (bench/tls.py); proto: the X-Forwarded-Proto it sets."""
     # HAProxy reserves two descriptors per connection of maxconn: size it to the open-file limit.
     maxconn = min(40000, resource.getrlimit(resource.RLIMIT_NOFILE)[1] // 2 - 200)
     port = free_port()
@@ -236,14 +237,14 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:%(port)d
+  bind 127.0.0.1:%(port)d %(bind)s
   option forwardfor
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto %(proto)s
   http-request set-header X-Forwarded-Host %%[req.hdr(host)]
   default_backend be
 backend be
   server s1 127.0.0.1:%(up)d
-""" % {"port": port, "up": up_port, "maxconn": maxconn})
+""" % {"port": port, "up": up_port, "maxconn": maxconn, "bind": bind_opts, "proto": proto})
     return Proc("haproxy", ["haproxy", "-db", "-f", d + "/haproxy.cfg"], port, PROXY_CORE)
 
 

@@ -104,33 +104,7 @@ http { access_log off; keepalive_requests 1000000;
 
 
 def start_haproxy(up, crt, key):
-    maxconn = min(40000, resource.getrlimit(resource.RLIMIT_NOFILE)[1] // 2 - 200)
-    port = pb.free_port()
-    d = os.path.join(pb.WORK, "haproxy")
-    os.makedirs(d)
-    with open(os.path.join(d, "haproxy.cfg"), "w") as f:
-        f.write("""global
-  nbthread 1
-  maxconn %(maxconn)d
-  ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 60s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:%(port)d ssl crt %(pem)s
-  option forwardfor
-  http-request set-header X-Forwarded-Proto https
-  http-request set-header X-Forwarded-Host %%[req.hdr(host)]
-  default_backend be
-backend be
-  server s1 127.0.0.1:%(up)d
-""" % {"port": port, "up": up.port, "maxconn": maxconn, "pem": os.path.join(os.path.dirname(crt), "combined.pem")})
-    return pb.Proc("haproxy", ["haproxy", "-db", "-f", d + "/haproxy.cfg"], port, pb.PROXY_CORE)
+    return pb.start_haproxy(up.port, "ssl crt " + os.path.join(os.path.dirname(crt), "combined.pem"), "https")
 
 
 def wrk(port, seconds, conns, pid, path="/", close=False):
