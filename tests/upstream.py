@@ -19,12 +19,14 @@ upstream a proxy meets in production, on a loopback port chosen at run time:
   /health                     200, or what /_health?status=N set
   /_inflight                  how many /stall requests are being answered now
   /_open                      how many connections are open now, besides the one asking
+  /_tls                       with --tls CERT KEY: each TLS connection (number, resumed?, version), SNIs seen
 It prints "listening on 127.0.0.1:PORT" once ready.
 """
 import argparse
 import json
 import socket
 import sys
+import ssl
 import threading
 import time
 from urllib.parse import urlsplit, parse_qs
@@ -35,6 +37,9 @@ INFLIGHT = [0]
 OPEN = [0]  # connections open now
 CONN_COUNTER = [0]
 LOCK = threading.Lock()
+TLS_CTX = [None]  # --tls: the server context
+TLS_INFO = []     # per TLS connection: its number, whether it resumed a session, the version
+SNIS = []         # the server names TLS clients asked for
 REASONS = {100: "Continue", 101: "Switching Protocols", 103: "Early Hints", 200: "OK", 204: "No Content",
            304: "Not Modified", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
            503: "Service Unavailable"}
@@ -115,6 +120,14 @@ def respond(c, status, body=b"", headers=(), head_only=False, ctype="application
 
 
 def handle(sock, conn_no):
+    if TLS_CTX[0]:
+        try:
+            sock = TLS_CTX[0].wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            sock.close()
+            return
+        with LOCK:
+            TLS_INFO.append({"conn": conn_no, "resumed": sock.session_reused, "version": sock.version()})
     c = Conn(sock)
     served = 0
     with LOCK:
@@ -159,6 +172,10 @@ def handle(sock, conn_no):
                             part = chunk[:left]
                             c.send(part)
                             left -= len(part)
+                continue
+            if path == "/_tls":
+                with LOCK:
+                    respond(c, 200, json.dumps({"connections": TLS_INFO, "sni": SNIS}).encode())
                 continue
             if path == "/_open":
                 respond(c, 200, json.dumps({"open": OPEN[0] - 1}).encode())
@@ -256,7 +273,13 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--id", default="u1")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with this certificate")
     ARGS = ap.parse_args()
+    if ARGS.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.tls[0], ARGS.tls[1])
+        ctx.sni_callback = lambda sslobj, name, c: SNIS.append(name)
+        TLS_CTX[0] = ctx
     srv = socket.socket(socket.AF_INET6 if ":" in ARGS.host else socket.AF_INET)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((ARGS.host, ARGS.port))

@@ -17,7 +17,7 @@
 
 namespace px::proxy {
 
-enum class Fail : uint8_t { connect, connect_timeout, closed, read_timeout, bad_response };
+enum class Fail : uint8_t { connect, connect_timeout, closed, read_timeout, bad_response, tls };
 
 struct RetryFacts {
   Fail why = Fail::connect;

@@ -8,6 +8,9 @@
 #include "proxy/retry.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
+#include "tls/transport.h"
+
+#include <openssl/x509.h>
 
 namespace px::proxy {
 
@@ -99,6 +102,20 @@ void UpConn::on_connected() {
 void UpConn::on_error(int err) {
   if (state == State::closing) return;
   if (state == State::connecting) {
+    auto* t = static_cast<tls::TlsTransport*>(wrap.get());
+    if (t && t->failure()) {
+      // The TCP connection was made; TLS was not.
+      long v = SSL_get_verify_result(t->ssl());
+      PX_WARN("upstream %s: TLS handshake failed: %s", peer->key.c_str(),
+              v != X509_V_OK ? (std::string("certificate verification: ") + X509_verify_cert_error_string(v)).c_str()
+                             : t->failure());
+      if (stream) {
+        upstream_failed(stream, this, Fail::tls);
+        return;
+      }
+      close();
+      return;
+    }
     if (stream) {
       PX_DEBUG("upstream %s: connect failed: %s", peer->key.c_str(), uv_strerror(err));
       upstream_failed(stream, this, Fail::connect);

@@ -9,6 +9,7 @@
 #include "core/strings.h"
 #include "proxy/retry.h"
 #include "proxy/worker.h"
+#include "tls/transport.h"
 
 namespace px::proxy {
 
@@ -96,6 +97,20 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     w->upconns++;
     c->tcp.init(w->loop());
     c->tcp.set_user(c);
+    if (p->tls) {
+      SSL* ssl = w->new_upstream_ssl(p);
+      if (!ssl) {
+        c->state = UpConn::State::active;
+        c->close();
+        if (answer_if_none) st->end_as(Termination::upstream_refused);
+        if (answer_if_none) reply_text(st, 502, "upstream TLS is not available", st->req_body != http::Framing::none);
+        return false;
+      }
+      c->tcp.nodelay();
+      c->wrap.reset(new tls::TlsTransport(ssl, &c->tcp));  // the TLS layer is the tcp's user now
+      c->tr = c->wrap.get();
+      c->tr->set_user(c);
+    }
     uv_timer_init(w->loop(), &c->timer);
     c->timer.data = c;
     c->pending_closes = 2;
@@ -151,7 +166,8 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
     // No other peer to try: answer with what went wrong on this one.
   }
   switch (why) {
-    case Fail::connect: st->end_as(Termination::upstream_refused); break;
+    case Fail::connect:
+    case Fail::tls: st->end_as(Termination::upstream_refused); break;
     case Fail::connect_timeout: st->end_as(Termination::upstream_connect_timeout); break;
     case Fail::read_timeout: st->end_as(Termination::upstream_timeout); break;
     case Fail::bad_response: st->end_as(Termination::upstream_bad_response); break;
@@ -163,6 +179,7 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
                       : why == Fail::connect_timeout ? "upstream connect timed out"
                       : why == Fail::bad_response    ? "upstream sent an invalid response"
                       : why == Fail::connect         ? "upstream refused the connection"
+                      : why == Fail::tls             ? "upstream TLS handshake failed"
                                                      : "upstream closed the connection";
     PX_INFO("route %s: %s (%s)", st->route->spec.name.c_str(), msg, p->key.c_str());
     reply_text(st, status, msg, !st->req_complete);

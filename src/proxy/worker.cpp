@@ -15,6 +15,9 @@
 #include "proxy/upstream.h"
 #include "tls/transport.h"
 
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
 namespace px::proxy {
 
 Worker::Worker(int id, const Config& cfg) : id_(id), cfg_(cfg) {
@@ -224,11 +227,61 @@ PeerState* Worker::peer_for(const route::PeerAddr& a) {
     p->key = a.key;
   }
   p->resolved = a.resolved;
+  p->tls = a.tls;
+  p->tls_spec = a.tls_spec;
+  p->host = a.host;
   if (a.resolved) {
     p->addr = a.addr;
     p->addr_len = a.addr_len;
   }
   return p.get();
+}
+
+SSL* Worker::new_upstream_ssl(PeerState* p) {
+  const route::UpstreamTlsSpec& t = p->tls_spec;
+  std::string key = (t.verify ? "v:" : "n:") + t.ca_file;
+  auto& ctx = client_ctx_[key];
+  if (!ctx) {
+    ctx.reset(SSL_CTX_new(TLS_method()));
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+    // Sessions (TLS 1.3: tickets, which arrive after the handshake) are kept per peer, to resume with.
+    SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(ctx.get(), [](SSL* ssl, SSL_SESSION* sess) {
+      static_cast<PeerState*>(SSL_get_app_data(ssl))->session.reset(sess);
+      return 1;  // the peer holds the reference now
+    });
+    if (t.verify) {
+      const char* bundle = t.ca_file.empty() ? "/etc/ssl/certs/ca-certificates.crt" : t.ca_file.c_str();
+      if (!SSL_CTX_load_verify_locations(ctx.get(), bundle, nullptr)) {
+        ERR_clear_error();
+        PX_ERR("upstream %s: cannot load the CA bundle %s", p->key.c_str(), bundle);
+        ctx.reset();
+        return nullptr;
+      }
+      SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    } else {
+      SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+    }
+  }
+  SSL* ssl = SSL_new(ctx.get());
+  if (!ssl) return nullptr;
+  SSL_set_connect_state(ssl);
+  const std::string& name = t.sni.empty() ? p->host : t.sni;
+  net::IpAddr ip;
+  bool is_ip = net::IpAddr::parse(name, &ip);
+  if (!is_ip) SSL_set_tlsext_host_name(ssl, name.c_str());
+  if (t.verify) {
+    X509_VERIFY_PARAM* vp = SSL_get0_param(ssl);
+    if (is_ip)
+      X509_VERIFY_PARAM_set1_ip_asc(vp, name.c_str());
+    else
+      X509_VERIFY_PARAM_set1_host(vp, name.data(), name.size());
+  }
+  static const uint8_t kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  SSL_set_alpn_protos(ssl, kAlpn, sizeof kAlpn);
+  SSL_set_app_data(ssl, p);  // PeerStates live as long as the worker
+  if (p->session) SSL_set_session(ssl, p->session.get());
+  return ssl;
 }
 
 void Worker::install(std::shared_ptr<const route::Snapshot> s) {

@@ -61,6 +61,10 @@ struct PeerState {
   socklen_t addr_len = 0;
   bool resolved = false;
   UpConn* idle = nullptr;  // keep-alive pool (intrusive list)
+  bool tls = false;        // https://
+  route::UpstreamTlsSpec tls_spec;
+  std::string host;                      // for SNI and the certificate check
+  bssl::UniquePtr<SSL_SESSION> session;  // the last TLS session, to resume with
   uint32_t idle_count = 0;
   uint32_t active = 0;      // streams using this peer now (least_conn)
   uint32_t fails = 0;       // consecutive failures (passive health)
@@ -243,6 +247,7 @@ struct Session final : Downstream, http::Sink, net::TransportUser {  // Downstre
 struct UpConn final : http::Sink, net::TransportUser {
   net::UvTransport tcp;
   net::Transport* tr = &tcp;
+  std::unique_ptr<net::Transport> wrap;  // TLS over tcp, for https:// peers (tr points at it)
   uv_timer_t timer;
   Worker* w = nullptr;
   PeerState* peer = nullptr;
@@ -338,6 +343,8 @@ class Worker {
   void release_snap(SnapRef* r);
   SnapRef* current_snap() { return current_; }
   PeerState* peer_for(const route::PeerAddr& a);
+  // A client-side SSL for a connection to an https:// peer: verification, SNI, a session to resume.
+  SSL* new_upstream_ssl(PeerState* p);
   // Picks a usable peer of the stream's pool, skipping the ones it tried. nullptr: none left.
   PeerState* choose_peer(Stream* st);
   bool has_untried(const Stream* st);  // a usable peer this stream has not tried yet?
@@ -417,6 +424,7 @@ class Worker {
   char date_buf_[40] = {};
 
   SSL_CTX* tls_ctx_ = nullptr;
+  std::unordered_map<std::string, bssl::UniquePtr<SSL_CTX>> client_ctx_;  // per (verify, ca_file)
   tls::CertSource cert_source_;     // the certificates of the current snapshot, for handshakes
   std::vector<bool> listener_tls_;  // parallel to listeners_
   std::unique_ptr<lua::Engine> engine_;

@@ -62,15 +62,16 @@ bool normalize_hostname(std::string_view in, std::string* out, std::string* erro
 
 bool parse_upstream_url(std::string_view url, UpstreamSpec* out, std::string* error) {
   std::string_view u = url;
-  if (u.substr(0, 7) != "http://") {
-    *error = "'" + std::string(url) + "': the scheme must be http://";
+  bool tls = u.substr(0, 8) == "https://";
+  if (u.substr(0, 7) != "http://" && !tls) {
+    *error = "'" + std::string(url) + "': the scheme must be http:// or https://";
     return false;
   }
-  u.remove_prefix(7);
+  u.remove_prefix(tls ? 8 : 7);
   if (!u.empty() && u.back() == '/') u.remove_suffix(1);
   if (u.find('/') != std::string_view::npos || u.find('?') != std::string_view::npos ||
       u.find('@') != std::string_view::npos) {
-    *error = "'" + std::string(url) + "': expected http://HOST[:PORT] with no path, query or user";
+    *error = "'" + std::string(url) + "': expected http(s)://HOST[:PORT] with no path, query or user";
     return false;
   }
   std::string_view host = u, port;
@@ -111,7 +112,7 @@ bool parse_upstream_url(std::string_view url, UpstreamSpec* out, std::string* er
       return false;
     }
   }
-  uint64_t p = 80;
+  uint64_t p = tls ? 443 : 80;
   if (!port.empty() || (u.size() && u.back() == ':')) {
     if (!parse_u64(port, &p) || p < 1 || p > 65535) {
       *error = "'" + std::string(url) + "': port must be 1..65535";
@@ -121,7 +122,9 @@ bool parse_upstream_url(std::string_view url, UpstreamSpec* out, std::string* er
   out->host = to_lower(host);
   out->port = static_cast<uint16_t>(p);
   bool v6 = out->host.find(':') != std::string::npos;
-  out->url = "http://" + (v6 ? "[" + out->host + "]" : out->host) + ":" + std::to_string(p);
+  out->tls = tls;
+  out->url =
+      std::string(tls ? "https://" : "http://") + (v6 ? "[" + out->host + "]" : out->host) + ":" + std::to_string(p);
   return true;
 }
 
@@ -163,6 +166,7 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
                                 "max_body_size",
                                 "health_check",
                                 "filters",
+                                "upstream_tls",
                                 "version"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
@@ -247,6 +251,31 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       return c.fail("max_body_size", "expected a number of bytes (0 = unlimited, -1 = the pxd.conf default)");
     r.max_body_size = v.get<int64_t>();
   }
+  if (j.contains("upstream_tls")) {
+    const json& t = j["upstream_tls"];
+    if (!t.is_object()) return c.fail("upstream_tls", "expected an object");
+    for (auto it = t.begin(); it != t.end(); ++it) {
+      const std::string& k = it.key();
+      if (k == "verify") {
+        if (!it->is_boolean()) return c.fail("upstream_tls.verify", "expected true or false");
+        r.upstream_tls.verify = it->get<bool>();
+      } else if (k == "ca_file" || k == "sni") {
+        if (!it->is_string()) return c.fail("upstream_tls." + k, "expected a string");
+        std::string v = it->get<std::string>();
+        if (k == "ca_file" && (v.empty() || v[0] != '/'))
+          return c.fail("upstream_tls.ca_file", "expected an absolute path");
+        if (k == "sni") {
+          std::string norm, err;
+          if (!normalize_hostname(v, &norm, &err) || norm.find('*') != std::string::npos)
+            return c.fail("upstream_tls.sni", "'" + v + "' is not a hostname");
+          v = norm;
+        }
+        (k == "sni" ? r.upstream_tls.sni : r.upstream_tls.ca_file) = v;
+      } else {
+        return c.fail("upstream_tls." + k, "unknown field");
+      }
+    }
+  }
   if (j.contains("health_check")) {
     const json& h = j["health_check"];
     if (!h.is_object()) return c.fail("health_check", "expected an object");
@@ -300,6 +329,12 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       r.filters.push_back(fs);
     }
   }
+  bool any_tls = false;
+  for (const auto& u : r.upstreams) any_tls = any_tls || u.tls;
+  if (any_tls && r.health.enabled)
+    return c.fail("health_check",
+                  "active health checks of https:// upstreams are not supported yet (passive "
+                  "health still applies)");
   *out = std::move(r);
   return true;
 }
@@ -327,6 +362,14 @@ std::string route_to_json(const RouteSpec& r) {
   json fl = json::array();
   for (const auto& f : r.filters) fl.push_back({{"name", f.name}, {"config", json::parse(f.config_json)}});
   j["filters"] = fl;
+  bool any_tls = false;
+  for (const auto& u : r.upstreams) any_tls = any_tls || u.tls;
+  if (any_tls || !(r.upstream_tls == UpstreamTlsSpec())) {
+    json t = {{"verify", r.upstream_tls.verify}};
+    if (!r.upstream_tls.ca_file.empty()) t["ca_file"] = r.upstream_tls.ca_file;
+    if (!r.upstream_tls.sni.empty()) t["sni"] = r.upstream_tls.sni;
+    j["upstream_tls"] = t;
+  }
   j["version"] = r.version;
   return j.dump();
 }

@@ -13,6 +13,8 @@
 //    "health_check": {"path": "/healthz", "interval_ms": 5000, "timeout_ms": 2000,
 //                     "healthy": 2, "unhealthy": 3},
 //    "filters": [{"name": "acl", "config": {...}}],
+//    "upstream_tls": {"verify": true, "ca_file": "/etc/ssl/my-ca.pem", "sni": "api.internal"},
+//                                                      // for https:// upstreams
 //    "version": 1}
 //
 // Hostnames match case-insensitively and ignore a port. `*.example.com`
@@ -31,7 +33,8 @@ enum class Balance : uint8_t { round_robin, least_conn, ip_hash };
 const char* balance_name(Balance b);
 
 struct UpstreamSpec {
-  std::string url;   // as given, normalised to http://host:port
+  std::string url;   // as given, normalised to http://host:port or https://host:port
+  bool tls = false;  // https://
   std::string host;  // DNS name or numeric address (no brackets)
   uint16_t port = 80;
   uint32_t weight = 1;
@@ -44,6 +47,14 @@ struct HealthCheckSpec {
   uint64_t timeout_ms = 2000;
   uint32_t healthy = 2;    // consecutive successes to mark a peer up
   uint32_t unhealthy = 3;  // consecutive failures to mark it down
+};
+
+// How px talks TLS to a route's https:// upstreams.
+struct UpstreamTlsSpec {
+  bool verify = true;   // the peer's certificate must chain to ca_file (or the system's CAs) and name the host
+  std::string ca_file;  // PEM bundle; "" = the system's (/etc/ssl/certs/ca-certificates.crt)
+  std::string sni;      // server name sent and verified; "" = the upstream's host (none for an IP address)
+  bool operator==(const UpstreamTlsSpec&) const = default;
 };
 
 struct FilterSpec {
@@ -64,6 +75,7 @@ struct RouteSpec {
   int64_t max_body_size = -1;
   HealthCheckSpec health;
   std::vector<FilterSpec> filters;
+  UpstreamTlsSpec upstream_tls;
   uint64_t version = 0;
 };
 

@@ -96,12 +96,26 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
     r->pool.health = spec.health;
     for (const auto& u : spec.upstreams) {
       PeerAddr pa;
-      pa.key = u.url.substr(7);
+      pa.tls = u.tls;
+      if (u.tls) {
+        // Routes that reach the same peer with other TLS settings get their own pools.
+        pa.tls_spec = spec.upstream_tls;
+        pa.key = u.url;
+        const auto& t = spec.upstream_tls;
+        if (!t.verify || !t.ca_file.empty() || !t.sni.empty())
+          pa.key += " (" + std::string(t.verify ? "verify" : "verify off") +
+                    (t.ca_file.empty() ? "" : " ca " + t.ca_file) + (t.sni.empty() ? "" : " sni " + t.sni) + ")";
+      } else {
+        pa.key = u.url.substr(7);
+      }
       pa.host = u.host;
       pa.port = u.port;
       pa.weight = u.weight;
       pa.resolved = resolve(u.host, u.port, &pa.addr, &pa.addr_len);
       if (!pa.resolved && warnings) warnings->push_back("route " + spec.name + ": cannot resolve " + u.host);
+      if (u.tls && !spec.upstream_tls.verify && warnings)
+        warnings->push_back("route " + spec.name + ": TLS to " + u.url +
+                            " is not verified (upstream_tls.verify is off): anyone on the path can impersonate it");
       r->pool.peers.push_back(std::move(pa));
     }
     if (spec.lb == Balance::ip_hash) {

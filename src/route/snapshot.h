@@ -29,7 +29,9 @@ class CertTable;
 namespace px::route {
 
 struct PeerAddr {
-  std::string key;  // "host:port" as configured; names the peer in logs and pools
+  std::string key;  // "host:port" (https: "https://host:port", and its TLS settings when not the defaults)
+  bool tls = false;
+  UpstreamTlsSpec tls_spec;  // the route's upstream_tls, for https:// peers
   std::string host;
   uint16_t port = 0;
   uint32_t weight = 1;

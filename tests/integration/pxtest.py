@@ -33,9 +33,12 @@ def wait_for(cond, timeout=DEADLINE, interval=0.01, what="condition"):
 
 
 class Upstream:
-    def __init__(self, id="u1", host="127.0.0.1", port=0):
+    def __init__(self, id="u1", host="127.0.0.1", port=0, tls=None):
+        """tls: (cert file, key file) to serve HTTPS."""
         self.id = id
-        self.proc = subprocess.Popen([sys.executable, UPSTREAM, "--id", id, "--host", host, "--port", str(port)],
+        self.tls = tls
+        extra = ["--tls", tls[0], tls[1]] if tls else []
+        self.proc = subprocess.Popen([sys.executable, UPSTREAM, "--id", id, "--host", host, "--port", str(port)] + extra,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         m = re.search(r"listening on (.*):(\d+)", line)
@@ -55,7 +58,7 @@ class Upstream:
     @property
     def url(self):
         h = "[%s]" % self.host if ":" in self.host else self.host
-        return "http://%s:%d" % (h, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", h, self.port)
 
     def inflight(self):
         return get(self.port, "/_inflight", host="direct").json()["inflight"]

@@ -399,5 +399,96 @@ class CertApiTest(unittest.TestCase):
         self.assertEqual(adm.ctl("--json", "cert", "list").stdout.strip(), "[]")
 
 
+
+class UpstreamTlsTest(unittest.TestCase):
+    """https:// upstreams: verified against a CA file, by the name sent as SNI; failures answer 502."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = Certs()
+        crt, key, _ = cls.certs.leaf("backend", ["backend.test"])
+        cls.up = Upstream("tls-backend", tls=(crt, key))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.stop()
+
+    def px(self, **tls):
+        px = Pxd(routes=[route("shop", ["shop.test"], [self.up], upstream_tls=tls)])
+        self.addCleanup(px.stop)
+        # The upstream's connection count so far, over an https request of the test's own.
+        ctx = ssl.create_default_context(cafile=self.certs.ca_file)
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.up.port), timeout=DEADLINE),
+                            server_hostname="backend.test")
+        self.first_conn = max([c["conn"] for c in json.loads(request(s, "x", "/_tls")[1])["connections"]] + [0])
+        s.close()
+        return px
+
+    def test_verified_upstream_keeps_its_connections_and_resumes_sessions(self):
+        from pxtest import get, Client
+        px = self.px(ca_file=self.certs.ca_file, sni="backend.test")
+        for i in range(3):  # one client connection each: the upstream connection is pooled and reused
+            r = get(px.port, "/echo", host="shop.test")
+            self.assertEqual(r.status, 200, r.body)
+        # Two at once: a second upstream connection, which resumes the first one's session.
+        slow = Client(px.port)
+        slow.send(b"GET /stall?ms=800 HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        wait_for(lambda: any(c for c in json.loads(get(px.port, "/_tls", host="shop.test").body)["connections"]),
+                 what="a TLS connection")
+        r = get(px.port, "/echo", host="shop.test")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(slow.response().status, 200)
+        info = json.loads(get(px.port, "/_tls", host="shop.test").body)
+        # This pxd's connections only (the upstream serves the class's other tests too).
+        conns = [c for c in info["connections"] if c["conn"] > self.first_conn]
+        self.assertEqual(len(conns), 2, conns)  # 6 requests, 2 upstream connections
+        self.assertFalse(conns[0]["resumed"])
+        self.assertTrue(conns[1]["resumed"], conns)
+        self.assertEqual(info["sni"][-2:], ["backend.test", "backend.test"])
+
+    def test_verification_failures_answer_502_and_say_why(self):
+        from pxtest import get
+        for tls, why in (({"sni": "backend.test"}, "certificate verification"),  # the system CAs do not know it
+                         ({"ca_file": self.certs.ca_file, "sni": "other.test"}, "certificate verification")):
+            px = self.px(**tls)
+            r = get(px.port, "/echo", host="shop.test")
+            self.assertEqual(r.status, 502)
+            self.assertIn(b"upstream TLS handshake failed", r.body)
+            wait_for(lambda: "TLS handshake failed: " + why in px.log(), what="the log line")
+
+    def test_verify_off_works_and_is_logged(self):
+        from pxtest import get
+        px = self.px(verify=False)
+        self.assertEqual(get(px.port, "/echo", host="shop.test").status, 200)
+        self.assertIn("is not verified (upstream_tls.verify is off)", px.log())
+
+    def test_pxctl_route_add_with_an_https_upstream(self):
+        from pxtest import get
+        adm = Admind(tcp=False)
+        self.addCleanup(adm.stop)
+        r = adm.ctl("route", "add", "api", "--host", "api.test", "--upstream", self.up.url,
+                    "--upstream-ca", self.certs.ca_file, "--upstream-sni", "backend.test")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = json.loads(adm.ctl("--json", "route", "show", "api").stdout)
+        self.assertEqual(shown["upstream_tls"], {"verify": True, "ca_file": self.certs.ca_file, "sni": "backend.test"})
+        px = Pxd(extra="data_dir %s\n" % adm.data)
+        self.addCleanup(px.stop)
+        self.assertEqual(get(px.port, "/echo", host="api.test").status, 200)
+        r = adm.ctl("route", "set", "api", "--upstream-verify", "off")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(json.loads(adm.ctl("--json", "route", "show", "api").stdout)["upstream_tls"]["verify"])
+        wait_for(lambda: "is not verified" in px.log(), what="the warning for verify off")
+
+    def test_route_validation_names_the_field(self):
+        px = Pxd(start=False)
+        for bad, field in (({"ca_file": "relative.pem"}, "upstream_tls.ca_file"), ({"verify": "no"}, "upstream_tls.verify"),
+                           ({"sni": "a b"}, "upstream_tls.sni"), ({"bogus": 1}, "upstream_tls.bogus")):
+            r = px.store("put-json", json.dumps(route("x", ["x.test"], [self.up], upstream_tls=bad)))
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(field, r.stderr)
+        r = px.store("put-json", json.dumps(route("x", ["x.test"], [self.up], health_check={"path": "/h"})))
+        self.assertIn("health_check: active health checks of https:// upstreams are not supported yet", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
