@@ -274,11 +274,15 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--id", default="u1")
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with this certificate")
+    ap.add_argument("--client-ca", help="with --tls: require a client certificate issued by this CA")
     ARGS = ap.parse_args()
     if ARGS.tls:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(ARGS.tls[0], ARGS.tls[1])
         ctx.sni_callback = lambda sslobj, name, c: SNIS.append(name)
+        if ARGS.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(ARGS.client_ca)
         TLS_CTX[0] = ctx
     srv = socket.socket(socket.AF_INET6 if ":" in ARGS.host else socket.AF_INET)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

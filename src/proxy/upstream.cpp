@@ -91,21 +91,22 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
       send_request_now(st, c);
       return true;
     }
+    SSL* ssl = nullptr;
+    if (p->tls && !(ssl = w->new_upstream_ssl(p))) {
+      // No TLS context for this peer (its CA file or client certificate is missing): logged there.
+      if (answer_if_none) {
+        st->end_as(Termination::upstream_refused);
+        reply_text(st, 502, "upstream TLS is not available", st->req_body != http::Framing::none && !st->req_complete);
+      }
+      return false;
+    }
     c = new UpConn();
     c->w = w;
     c->peer = p;
     w->upconns++;
     c->tcp.init(w->loop());
     c->tcp.set_user(c);
-    if (p->tls) {
-      SSL* ssl = w->new_upstream_ssl(p);
-      if (!ssl) {
-        c->state = UpConn::State::active;
-        c->close();
-        if (answer_if_none) st->end_as(Termination::upstream_refused);
-        if (answer_if_none) reply_text(st, 502, "upstream TLS is not available", st->req_body != http::Framing::none);
-        return false;
-      }
+    if (ssl) {
       c->tcp.nodelay();
       c->wrap.reset(new tls::TlsTransport(ssl, &c->tcp));  // the TLS layer is the tcp's user now
       c->tr = c->wrap.get();

@@ -279,6 +279,20 @@ SSL* Worker::new_upstream_ssl(PeerState* p) {
   }
   static const uint8_t kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
   SSL_set_alpn_protos(ssl, kAlpn, sizeof kAlpn);
+  if (!t.client_cert.empty()) {
+    // mTLS: the stored certificate of that name, as the current generation has it.
+    const tls::Cert* c =
+        current_ && current_->snap->certs() ? current_->snap->certs()->by_name(t.client_cert) : nullptr;
+    if (!c) {
+      PX_ERR("upstream %s: client certificate '%s' is not in the store", p->key.c_str(), t.client_cert.c_str());
+      SSL_free(ssl);
+      return nullptr;
+    }
+    CRYPTO_BUFFER* bufs[16];
+    size_t n = c->chain.size() < 16 ? c->chain.size() : 16;
+    for (size_t i = 0; i < n; i++) bufs[i] = c->chain[i].get();
+    SSL_set_chain_and_key(ssl, bufs, n, c->key.get(), nullptr);
+  }
   SSL_set_app_data(ssl, p);  // PeerStates live as long as the worker
   if (p->session) SSL_set_session(ssl, p->session.get());
   return ssl;

@@ -229,7 +229,7 @@ struct RouteOpts {
   bool strip = false, no_strip = false, disabled = false;
   int64_t max_body = -2;
   int64_t connect_ms = -1, read_ms = -1;
-  std::string upstream_ca, upstream_sni, upstream_verify;
+  std::string upstream_ca, upstream_sni, upstream_verify, upstream_cert;
 };
 
 void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
@@ -237,6 +237,7 @@ void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
   c->add_option("--upstream", o.upstreams, "upstream peer http(s)://HOST:PORT[#WEIGHT] (repeat)");
   c->add_option("--upstream-ca", o.upstream_ca, "https upstreams: verify against this PEM CA bundle (absolute path)");
   c->add_option("--upstream-sni", o.upstream_sni, "https upstreams: the name sent as SNI and verified");
+  c->add_option("--upstream-client-cert", o.upstream_cert, "https upstreams: present this stored certificate (mTLS)");
   c->add_option("--upstream-verify", o.upstream_verify, "https upstreams: on (default) or off (logged as a warning)")
       ->check(CLI::IsMember({"on", "off"}));
   c->add_option("--path", o.path, "path prefix (whole segments), default /");
@@ -293,11 +294,12 @@ json route_body(const RouteOpts& o, bool partial) {
   if (o.connect_ms >= 0) b["connect_timeout_ms"] = o.connect_ms;
   if (o.read_ms >= 0) b["read_timeout_ms"] = o.read_ms;
   if (!o.health_path.empty()) b["health_check"] = {{"path", o.health_path}};
-  if (!o.upstream_ca.empty() || !o.upstream_sni.empty() || !o.upstream_verify.empty()) {
+  if (!o.upstream_ca.empty() || !o.upstream_sni.empty() || !o.upstream_verify.empty() || !o.upstream_cert.empty()) {
     json t = json::object();
     if (!o.upstream_ca.empty()) t["ca_file"] = o.upstream_ca;
     if (!o.upstream_sni.empty()) t["sni"] = o.upstream_sni;
     if (!o.upstream_verify.empty()) t["verify"] = o.upstream_verify == "on";
+    if (!o.upstream_cert.empty()) t["client_cert"] = o.upstream_cert;
     b["upstream_tls"] = t;
   }
   if (o.disabled) b["enabled"] = false;
@@ -360,7 +362,7 @@ _pxctl() {
   local top="route acl cert filter export import audit status token completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
-           COMPREPLY=($(compgen -W "--host --upstream --upstream-ca --upstream-sni --upstream-verify --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
+           COMPREPLY=($(compgen -W "--host --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
     acl) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm user" -- "$cur")); return; }
          [ "${words[2]}" = user ] && [ "$cword" -eq 3 ] && { COMPREPLY=($(compgen -W "add rm" -- "$cur")); return; }
          COMPREPLY=($(compgen -W "--rule --default --satisfy --realm --pass-authorization --password-stdin --if-match --json" -- "$cur")); return ;;

@@ -259,6 +259,10 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       if (k == "verify") {
         if (!it->is_boolean()) return c.fail("upstream_tls.verify", "expected true or false");
         r.upstream_tls.verify = it->get<bool>();
+      } else if (k == "client_cert") {
+        if (!it->is_string() || !valid_route_name(it->get<std::string>()))
+          return c.fail("upstream_tls.client_cert", "expected the name of a stored certificate");
+        r.upstream_tls.client_cert = it->get<std::string>();
       } else if (k == "ca_file" || k == "sni") {
         if (!it->is_string()) return c.fail("upstream_tls." + k, "expected a string");
         std::string v = it->get<std::string>();
@@ -368,6 +372,7 @@ std::string route_to_json(const RouteSpec& r) {
     json t = {{"verify", r.upstream_tls.verify}};
     if (!r.upstream_tls.ca_file.empty()) t["ca_file"] = r.upstream_tls.ca_file;
     if (!r.upstream_tls.sni.empty()) t["sni"] = r.upstream_tls.sni;
+    if (!r.upstream_tls.client_cert.empty()) t["client_cert"] = r.upstream_tls.client_cert;
     j["upstream_tls"] = t;
   }
   j["version"] = r.version;

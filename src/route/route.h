@@ -13,7 +13,8 @@
 //    "health_check": {"path": "/healthz", "interval_ms": 5000, "timeout_ms": 2000,
 //                     "healthy": 2, "unhealthy": 3},
 //    "filters": [{"name": "acl", "config": {...}}],
-//    "upstream_tls": {"verify": true, "ca_file": "/etc/ssl/my-ca.pem", "sni": "api.internal"},
+//    "upstream_tls": {"verify": true, "ca_file": "/etc/ssl/my-ca.pem", "sni": "api.internal",
+//                     "client_cert": "px-client"},
 //                                                      // for https:// upstreams
 //    "version": 1}
 //
@@ -51,9 +52,10 @@ struct HealthCheckSpec {
 
 // How px talks TLS to a route's https:// upstreams.
 struct UpstreamTlsSpec {
-  bool verify = true;   // the peer's certificate must chain to ca_file (or the system's CAs) and name the host
-  std::string ca_file;  // PEM bundle; "" = the system's (/etc/ssl/certs/ca-certificates.crt)
-  std::string sni;      // server name sent and verified; "" = the upstream's host (none for an IP address)
+  bool verify = true;       // the peer's certificate must chain to ca_file (or the system's CAs) and name the host
+  std::string ca_file;      // PEM bundle; "" = the system's (/etc/ssl/certs/ca-certificates.crt)
+  std::string sni;          // server name sent and verified; "" = the upstream's host (none for an IP address)
+  std::string client_cert;  // mTLS: a stored certificate (cert:<name>) px presents; "" = none
   bool operator==(const UpstreamTlsSpec&) const = default;
 };
 

@@ -57,6 +57,11 @@ class CertTable {
   // *matched says whether the name matched (false: the default was used).
   const Cert* select(std::string_view sni, bool ecdsa_ok, bool* matched) const;
   size_t size() const { return all_.size(); }
+  const Cert* by_name(std::string_view name) const {
+    for (const auto& c : all_)
+      if (c->name == name) return c.get();
+    return nullptr;
+  }
   const std::vector<std::shared_ptr<const Cert>>& all() const { return all_; }
 
  private:

@@ -33,11 +33,13 @@ def wait_for(cond, timeout=DEADLINE, interval=0.01, what="condition"):
 
 
 class Upstream:
-    def __init__(self, id="u1", host="127.0.0.1", port=0, tls=None):
-        """tls: (cert file, key file) to serve HTTPS."""
+    def __init__(self, id="u1", host="127.0.0.1", port=0, tls=None, client_ca=None):
+        """tls: (cert file, key file) to serve HTTPS; client_ca: require client certificates it issued."""
         self.id = id
         self.tls = tls
         extra = ["--tls", tls[0], tls[1]] if tls else []
+        if client_ca:
+            extra += ["--client-ca", client_ca]
         self.proc = subprocess.Popen([sys.executable, UPSTREAM, "--id", id, "--host", host, "--port", str(port)] + extra,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()

@@ -479,6 +479,28 @@ class UpstreamTlsTest(unittest.TestCase):
         self.assertFalse(json.loads(adm.ctl("--json", "route", "show", "api").stdout)["upstream_tls"]["verify"])
         wait_for(lambda: "is not verified" in px.log(), what="the warning for verify off")
 
+    def test_mtls_presents_the_stored_client_certificate(self):
+        from pxtest import get
+        crt, key, _ = self.certs.leaf("mtls-backend", ["backend.test"])
+        strict = Upstream("mtls", tls=(crt, key), client_ca=self.certs.ca_file)
+        self.addCleanup(strict.stop)
+        px = Pxd(routes=[route("shop", ["shop.test"], [strict], upstream_tls={
+            "ca_file": self.certs.ca_file, "sni": "backend.test", "client_cert": "px-client"})])
+        self.addCleanup(px.stop)
+        # Not stored yet: no connection can be made, and the log says which certificate is missing.
+        self.assertEqual(get(px.port, "/echo", host="shop.test").status, 502)
+        wait_for(lambda: "client certificate 'px-client' is not in the store" in px.log(), what="the log line")
+        ccrt, ckey, _ = self.certs.leaf("px-client", ["px.client.test"])
+        r = px.store("put-cert", "px-client", ccrt, ckey)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        px.wait_applied(int(r.stdout.strip()))
+        self.assertEqual(get(px.port, "/echo", host="shop.test").status, 200)
+        # Without it, the upstream refuses the handshake.
+        px2 = Pxd(routes=[route("shop", ["shop.test"], [strict], upstream_tls={
+            "ca_file": self.certs.ca_file, "sni": "backend.test"})])
+        self.addCleanup(px2.stop)
+        self.assertEqual(get(px2.port, "/echo", host="shop.test").status, 502)
+
     def test_route_validation_names_the_field(self):
         px = Pxd(start=False)
         for bad, field in (({"ca_file": "relative.pem"}, "upstream_tls.ca_file"), ({"verify": "no"}, "upstream_tls.verify"),
