@@ -3,7 +3,7 @@
 //
 //   UvTransport      a TCP connection or a unix socket (libuv stream)
 //   MemoryTransport  one end of an in-memory pair, for unit tests without sockets
-//   (next: TLS, a transport that wraps another one)
+//   TlsTransport     TLS over another transport (tls/transport.h)
 //
 // The layer above (an HTTP session, an upstream connection, a health probe,
 // pxadmind's connections) implements TransportUser and holds a Transport.
