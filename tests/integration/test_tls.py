@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -300,6 +301,28 @@ class TlsTest(unittest.TestCase):
         self.assertIn("X-SNI: shop.test", head)
         self.assertIn("X-TLS: true", head)
         s.close()
+
+    def test_certificates_change_100_times_under_load_and_no_request_fails(self):
+        """wrk over https, a new connection (a full handshake) per request, while the certificate
+        is replaced 100 times: every request succeeds."""
+        px, port = self.start("tls_default_certificate shop\n", workers=2)
+        pairs = [self.certs.leaf("swap%d" % i, ["shop.test", "127.0.0.1"]) for i in range(2)]
+        self.put_cert(px, "shop", pairs[0][0], pairs[0][1])
+        wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d60s", "--timeout", "30s", "-H", "Host: shop.test", "-H", "Connection: close",
+                                "https://127.0.0.1:%d/echo" % port], stdout=subprocess.PIPE, text=True)
+        try:
+            for i in range(100):
+                crt, key, _ = pairs[(i + 1) % 2]
+                r = px.store("put-cert", "shop", crt, key)
+                self.assertEqual(r.returncode, 0, r.stderr)
+            px.wait_applied(int(r.stdout.strip()))
+        finally:
+            wrk.send_signal(signal.SIGINT)  # wrk prints its summary on SIGINT
+            out = wrk.communicate(timeout=DEADLINE)[0]
+        n = int(re.search(r"(\d+) requests in", out).group(1))
+        self.assertGreater(n, 0, out)
+        self.assertNotIn("Socket errors", out)
+        self.assertNotIn("Non-2xx", out)
 
     def test_uploads_are_checked_and_the_error_names_the_problem(self):
         px, port = self.start()
