@@ -288,10 +288,7 @@ SSL* Worker::new_upstream_ssl(PeerState* p) {
       SSL_free(ssl);
       return nullptr;
     }
-    CRYPTO_BUFFER* bufs[16];
-    size_t n = c->chain.size() < 16 ? c->chain.size() : 16;
-    for (size_t i = 0; i < n; i++) bufs[i] = c->chain[i].get();
-    SSL_set_chain_and_key(ssl, bufs, n, c->key.get(), nullptr);
+    tls::use_cert(ssl, *c);
   }
   SSL_set_app_data(ssl, p);  // PeerStates live as long as the worker
   if (p->session) SSL_set_session(ssl, p->session.get());

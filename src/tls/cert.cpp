@@ -172,6 +172,13 @@ std::string cert_record(const Cert& c, std::string_view cert_pem, std::string_vi
   return j.dump();
 }
 
+bool use_cert(SSL* ssl, const Cert& c) {
+  CRYPTO_BUFFER* bufs[16];
+  size_t n = c.chain.size() < 16 ? c.chain.size() : 16;
+  for (size_t i = 0; i < n; i++) bufs[i] = c.chain[i].get();
+  return SSL_set_chain_and_key(ssl, bufs, n, c.key.get(), nullptr) == 1;
+}
+
 void CertTable::add(std::shared_ptr<const Cert> c) {
   for (const auto& n : c->names) {
     if (n.size() > 2 && n[0] == '*' && n[1] == '.')

@@ -47,6 +47,9 @@ std::string cert_record(const Cert& c, std::string_view cert_pem, std::string_vi
 // "2026-11-24 07:00:00 UTC"
 std::string format_time(int64_t unix_seconds);
 
+// Presents `c` (chain and key) on one connection, server or client side (mTLS). false: refused.
+bool use_cert(SSL* ssl, const Cert& c);
+
 // The certificates pxd serves, immutable once built (shared by every worker).
 class CertTable {
  public:

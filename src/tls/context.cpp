@@ -55,11 +55,7 @@ ssl_select_cert_result_t select_certificate(const SSL_CLIENT_HELLO* hello) {
     if (src) src->no_certificate++;
     return ssl_select_cert_error;
   }
-  CRYPTO_BUFFER* bufs[16];
-  size_t n = c->chain.size() < 16 ? c->chain.size() : 16;
-  for (size_t i = 0; i < n; i++) bufs[i] = c->chain[i].get();
-  if (!SSL_set_chain_and_key(ssl, bufs, n, c->key.get(), nullptr)) return ssl_select_cert_error;
-  return ssl_select_cert_success;
+  return use_cert(ssl, *c) ? ssl_select_cert_success : ssl_select_cert_error;
 }
 
 int on_server_name(SSL* ssl, int* alert, void*) {
