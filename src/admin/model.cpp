@@ -17,6 +17,7 @@
 #include "route/acl.h"
 #include "route/route.h"
 #include "tls/cert.h"
+#include "admin/txn.h"
 
 namespace px::admin {
 
@@ -32,24 +33,6 @@ Result Result::error(int status, const std::string& field, const std::string& me
 }
 
 namespace {
-
-std::string now_rfc3339() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  tm t;
-  gmtime_r(&ts.tv_sec, &t);
-  char buf[96];  // roomy: the compiler cannot see that tm fields are small
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
-                t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000000);
-  return buf;
-}
-
-// "field: message" (as the validators report) → a 422 naming the field.
-Result invalid(const std::string& err) {
-  size_t colon = err.find(": ");
-  if (colon == std::string::npos) return Result::error(422, "", err);
-  return Result::error(422, err.substr(0, colon), err.substr(colon + 2));
-}
 
 bool valid_kind(const std::string& k) { return k == "route" || k == "acl"; }
 
@@ -84,72 +67,37 @@ std::vector<std::pair<std::string, std::string>> hp_keys(const json& route) {
   return out;
 }
 
-struct Tx {
-  store::Store::Writer& w;
-  std::string* err;
-  Result res;
-  bool failed = false;
-  bool fail(Result r) {
-    res = std::move(r);
-    failed = true;
-    return false;
+std::string to_hex(const uint8_t* p, size_t n) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; i++) {
+    s.push_back(d[p[i] >> 4]);
+    s.push_back(d[p[i] & 15]);
   }
-  bool load(const std::string& key, json* out, bool* found) {
-    std::string v;
-    if (!w.get(key, &v, found, err)) return false;
-    if (*found) *out = json::parse(v, nullptr, false);
-    return true;
-  }
-  bool audit(const std::string& who, const std::string& action, const std::string& resource, const json& before,
-             const json& after) {
-    std::string v;
-    bool found;
-    if (!w.get(store::keys::kAuditSeq, &v, &found, err)) return false;
-    uint64_t seq = 0;
-    if (found) parse_u64(v, &seq);
-    seq++;
-    std::string key = store::keys::audit(seq);
-    json rec = {{"seq", seq},           {"time", now_rfc3339()}, {"credential", who}, {"action", action},
-                {"resource", resource}, {"before", before},      {"after", after}};
-    return w.put(key, rec.dump(), err) && w.put(store::keys::kAuditSeq, std::to_string(seq), err);
-  }
-  // Loads the resource a change is based on: 404 when it does not exist, 412 when
-  // If-Match names another version.
-  bool load_current(const std::string& kind, const std::string& name, uint64_t if_match, json* old, uint64_t* have) {
-    bool found;
-    if (!load(store::keys::resource(kind, name), old, &found)) return false;
-    if (!found) return fail(Result::error(404, "", "no " + kind + " named '" + name + "'"));
-    *have = old->value("version", uint64_t(0));
-    if (if_match && *have != if_match)
-      return fail(Result::error(412, "If-Match", "stale: the current version is " + std::to_string(*have),
-                                {{"current_version", *have}}));
-    return true;
-  }
-  // Index maintenance for routes: drop `old`'s claims, check and add `now`'s.
-  bool reindex(const std::string& name, const json* old, const json* now) {
-    if (old)
-      for (const auto& [k, field] : hp_keys(*old))
-        if (!w.del(k, err)) return false;
-    if (now)
-      for (const auto& [k, field] : hp_keys(*now)) {
-        std::string other;
-        bool found;
-        if (!w.get(k, &other, &found, err)) return false;
-        if (found && other != name) {
-          std::string hp = k.substr(9);
-          size_t sp = hp.find(' ');
-          return fail(Result::error(
-              409, field,
-              "host " + hp.substr(0, sp) + " with path " + hp.substr(sp + 1) + " is already served by route " + other,
-              {{"conflict", other}}));
-        }
-        if (!w.put(k, name, err)) return false;
-      }
-    return true;
-  }
-};
+  return s;
+}
 
-// Runs fn in one write transaction. fn returns false to abort (with tx.res set, or a store error).
+std::string sha256_hex(const std::string& s) {
+  uint8_t md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(s.data()), s.size(), md);
+  return to_hex(md, sizeof md);
+}
+
+}  // namespace
+
+// ---- transactions (admin/txn.h) ----
+
+std::string now_rfc3339() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  tm t;
+  gmtime_r(&ts.tv_sec, &t);
+  char buf[96];  // roomy: the compiler cannot see that tm fields are small
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
+                t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000000);
+  return buf;
+}
+
 Result in_txn(store::Store& st, const std::function<bool(Tx&)>& fn) {
   Result out;
   bool failed = false;
@@ -172,23 +120,57 @@ Result in_txn(store::Store& st, const std::function<bool(Tx&)>& fn) {
   return Result::error(500, "", err);
 }
 
-std::string to_hex(const uint8_t* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; i++) {
-    s.push_back(d[p[i] >> 4]);
-    s.push_back(d[p[i] & 15]);
+
+Result invalid(const std::string& err) {
+  size_t colon = err.find(": ");
+  if (colon == std::string::npos) return Result::error(422, "", err);
+  return Result::error(422, err.substr(0, colon), err.substr(colon + 2));
+}
+
+
+bool Tx::reindex(const std::string& name, const json* old, const json* now) {
+  if (old)
+    for (const auto& [k, field] : hp_keys(*old))
+      if (!w.del(k, err)) return false;
+  if (now)
+    for (const auto& [k, field] : hp_keys(*now)) {
+      std::string other;
+      bool found;
+      if (!w.get(k, &other, &found, err)) return false;
+      if (found && other != name) {
+        std::string hp = k.substr(9);
+        size_t sp = hp.find(' ');
+        return fail(Result::error(
+            409, field,
+            "host " + hp.substr(0, sp) + " with path " + hp.substr(sp + 1) + " is already served by route " + other,
+            {{"conflict", other}}));
+      }
+      if (!w.put(k, name, err)) return false;
+    }
+  return true;
+}
+
+
+bool Tx::check_route_tls(const json& route, bool dns_hook) {
+  std::string tls = route.value("tls", std::string("off"));
+  if (tls == "off") return true;
+  if (tls == "auto") {
+    if (dns_hook) return true;
+    for (const auto& h : route["hosts"])
+      if (h.get<std::string>().rfind("*.", 0) == 0)
+        return fail(Result::error(422, "tls",
+                                  "auto on the wildcard host " + h.get<std::string>() +
+                                      " needs a DNS-01 challenge, and pxadmind has no --dns-hook (see pxadmind(8))"));
+    return true;
   }
-  return s;
+  json c;
+  bool found;
+  if (!load(store::keys::cert(tls), &c, &found)) return false;
+  if (!found)
+    return fail(Result::error(422, "tls", "no certificate named '" + tls + "' (add it first: pxctl cert add " + tls +
+                                              " --cert FILE --key FILE)"));
+  return true;
 }
-
-std::string sha256_hex(const std::string& s) {
-  uint8_t md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(s.data()), s.size(), md);
-  return to_hex(md, sizeof md);
-}
-
-}  // namespace
 
 // ---- access lists ----
 
@@ -246,6 +228,7 @@ Result Admin::create(const std::string& kind, const json& body, const std::strin
       return tx.fail(Result::error(409, "name", kind + " '" + name + "' already exists", {{"conflict", name}}));
     v["version"] = 1;
     if (kind == "route" && !tx.reindex(name, nullptr, &v)) return false;
+    if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".create", kind + "/" + name, nullptr, v)) return false;
     tx.res.status = 201;
@@ -278,6 +261,7 @@ Result Admin::put(const std::string& kind, const std::string& name, const json& 
           {{"current_version", have}}));
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, found ? &old : nullptr, &v)) return false;
+    if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + (found ? ".update" : ".create"), kind + "/" + name, found ? old : json(nullptr), v))
       return false;
@@ -306,6 +290,7 @@ Result Admin::patch(const std::string& kind, const std::string& name, const json
     if (!validate(kind, b, &v, &err)) return tx.fail(invalid(err));
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, &old, &v)) return false;
+    if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".update", kind + "/" + name, old, v)) return false;
     tx.res.body = v;
@@ -743,139 +728,6 @@ std::string Admin::verify_token(const std::string& secret) {
       },
       &err);
   return name;
-}
-
-// ---- ACME challenges ----
-
-static bool valid_token(const std::string& t) {
-  if (t.empty() || t.size() > 256) return false;
-  for (char c : t)
-    if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
-  return true;
-}
-
-Result Admin::put_challenge(const std::string& token, const json& body, const std::string& who) {
-  if (!valid_token(token)) return Result::error(422, "token", "1 to 256 characters of the base64url alphabet");
-  if (!body.is_object() || !body.contains("key_authorization") || !body["key_authorization"].is_string())
-    return Result::error(422, "key_authorization", "required, a string");
-  std::string ka = body["key_authorization"].get<std::string>();
-  if (ka.empty() || ka.size() > 1024) return Result::error(422, "key_authorization", "1 to 1024 characters");
-  for (unsigned char c : ka)
-    if (c <= 0x20 || c >= 0x7f) return Result::error(422, "key_authorization", "printable ASCII only");
-  return in_txn(st_, [&](Tx& tx) {
-    if (!tx.w.put(store::keys::challenge(token), ka, tx.err)) return false;
-    if (!tx.audit(who, "acme.challenge.put", "acme/" + token, nullptr, nullptr)) return false;
-    tx.res.status = 204;
-    tx.res.body = nullptr;
-    return true;
-  });
-}
-
-Result Admin::remove_challenge(const std::string& token, const std::string& who) {
-  return in_txn(st_, [&](Tx& tx) {
-    std::string v;
-    bool found;
-    if (!tx.w.get(store::keys::challenge(token), &v, &found, tx.err)) return false;
-    if (!found) return tx.fail(Result::error(404, "", "no challenge for token '" + token + "'"));
-    if (!tx.w.del(store::keys::challenge(token), tx.err)) return false;
-    if (!tx.audit(who, "acme.challenge.delete", "acme/" + token, nullptr, nullptr)) return false;
-    tx.res.status = 204;
-    tx.res.body = nullptr;
-    return true;
-  });
-}
-
-// ---- certificates ----
-
-namespace {
-// What the API shows of a stored certificate: everything but the key.
-json cert_view(const json& rec, bool with_pem) {
-  json v = json::object();
-  for (const char* k : {"name", "source", "names", "issuer", "serial", "key_type", "not_before", "not_after",
-                        "last_attempt", "last_error", "next_attempt"})
-    if (rec.contains(k)) v[k] = rec[k];
-  int64_t after = rec.value("not_after", int64_t(0));
-  v["not_after_text"] = tls::format_time(after);
-  v["days_left"] = (after - static_cast<int64_t>(time(nullptr))) / 86400;
-  if (with_pem && rec.contains("cert")) v["cert"] = rec["cert"];
-  return v;
-}
-}  // namespace
-
-Result Admin::list_certs() {
-  Result r;
-  r.body = json::array();
-  std::string err;
-  bool ok = st_.read(
-      [&](store::Store::Txn& t, std::string* e) {
-        return t.scan(
-            store::keys::kCert,
-            [&](std::string_view, std::string_view v) {
-              json rec = json::parse(v, nullptr, false);
-              if (rec.is_object()) r.body.push_back(cert_view(rec, false));
-              return true;
-            },
-            e);
-      },
-      &err);
-  if (!ok) return Result::error(500, "", err);
-  return r;
-}
-
-Result Admin::get_cert(const std::string& name) {
-  Result r;
-  std::string v, err;
-  bool found = false;
-  bool ok = st_.read(
-      [&](store::Store::Txn& t, std::string* e) { return t.get(store::keys::cert(name), &v, &found, e); }, &err);
-  if (!ok) return Result::error(500, "", err);
-  if (!found) return Result::error(404, "", "no certificate named '" + name + "'");
-  r.body = cert_view(json::parse(v, nullptr, false), true);
-  return r;
-}
-
-Result Admin::put_cert(const std::string& name, const json& body, const std::string& who) {
-  if (!route::valid_route_name(name)) return Result::error(422, "name", "1 to 64 of A-Z a-z 0-9 . _ -");
-  if (!body.is_object()) return Result::error(422, "", "expected a JSON object with cert and key");
-  for (const char* f : {"cert", "key"})
-    if (!body.contains(f) || !body[f].is_string()) return Result::error(422, f, "required, a PEM string");
-  std::string cert_pem = body["cert"].get<std::string>(), key_pem = body["key"].get<std::string>();
-  tls::Cert c;
-  c.name = name;
-  std::string err;
-  if (!tls::parse_cert(cert_pem, key_pem, static_cast<int64_t>(time(nullptr)), &c, &err)) {
-    size_t colon = err.find(": ");
-    return Result::error(422, colon == std::string::npos ? "" : err.substr(0, colon),
-                         colon == std::string::npos ? err : err.substr(colon + 2));
-  }
-  std::string rec = tls::cert_record(c, cert_pem, key_pem, body.value("source", std::string("custom")));
-  json view = cert_view(json::parse(rec), false);
-  return in_txn(st_, [&](Tx& tx) {
-    json old;
-    bool found;
-    if (!tx.load(store::keys::cert(name), &old, &found)) return false;
-    if (!tx.w.put(store::keys::cert(name), rec, tx.err)) return false;
-    if (!tx.audit(who, found ? "cert.update" : "cert.create", "cert/" + name,
-                  found ? cert_view(old, false) : json(nullptr), view))
-      return false;
-    tx.res.status = found ? 200 : 201;
-    tx.res.body = view;
-    return true;
-  });
-}
-
-Result Admin::remove_cert(const std::string& name, const std::string& who) {
-  return in_txn(st_, [&](Tx& tx) {
-    json old;
-    bool found;
-    if (!tx.load(store::keys::cert(name), &old, &found)) return false;
-    if (!found) return tx.fail(Result::error(404, "", "no certificate named '" + name + "'"));
-    if (!tx.w.del(store::keys::cert(name), tx.err)) return false;
-    if (!tx.audit(who, "cert.delete", "cert/" + name, cert_view(old, false), nullptr)) return false;
-    tx.res.status = 204;
-    tx.res.body = nullptr;
-    return true;
-  });
 }
 
 // ---- status ----

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include "core/password.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,21 @@ class Admin {
   Result get_cert(const std::string& name);
   Result put_cert(const std::string& name, const json& body, const std::string& who);
   Result remove_cert(const std::string& name, const std::string& who);
+  // Asks the ACME manager to renew a certificate it keeps, now (202).
+  Result renew_cert(const std::string& name, const std::string& who);
+
+  // ACME bookkeeping (admin/acme_manager.h; records in store/keys.h).
+  // The certificates routes ask for with "tls": "auto": certificate name → DNS names.
+  std::map<std::string, std::vector<std::string>> acme_wanted();
+  json acme_state(const std::string& name);  // null when none
+  // Writes a state record (null: removes it); with an action, also an audit record whose "after" is audit_after.
+  bool save_acme_state(const std::string& name, const json& state, const std::string& action = "",
+                       const json& audit_after = nullptr);
+  json acme_account(const std::string& id);  // null when none
+  bool save_acme_account(const std::string& id, const json& rec);
+  uint64_t generation();
+  // Whether DNS-01 is available (pxadmind --dns-hook): "tls": "auto" on a wildcard host needs it.
+  void set_dns_hook(bool configured) { dns_hook_ = configured; }
 
   // ACME HTTP-01 challenge records (acme:chal:<token>) the acme filter answers.
   Result put_challenge(const std::string& token, const json& body, const std::string& who);
@@ -77,7 +93,12 @@ class Admin {
 
  private:
   store::Store& st_;
+  bool dns_hook_ = false;
 };
+
+// The certificate name "tls": "auto" uses for a route's hosts: the first host
+// ("*.example.com" → "wildcard.example.com"), or "route-<name>" when that is no valid name.
+std::string auto_cert_name(const std::string& route_name, const std::string& first_host);
 
 // Validates and normalises an access list; errors are "field: problem".
 bool parse_acl_json(const json& j, json* out, std::string* error);

@@ -132,7 +132,12 @@ const char* openapi_document() {
       "delete": {"operationId": "deleteToken", "responses": {"204": {"description": "revoked"}, "404": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/certs": {
-      "get": {"operationId": "listCerts", "responses": {"200": {"description": "certificates: names, issuer, not_after, days_left, source, key_type (never keys)"}}}
+      "get": {"operationId": "listCerts", "responses": {"200": {"description": "certificates: names, issuer, not_after, days_left, source, key_type (never keys); for those ACME keeps (managed: acme): status, last_attempt, last_error (the CA's problem document), next_attempt, failures, renewal_window"}}}
+    },
+    "/v1/certs/{name}/renew": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "post": {"operationId": "renewCert", "description": "asks pxadmind's ACME manager to renew a certificate it keeps (a route has tls auto for it) now, within the CA's limits; poll GET /v1/certs/{name} for the outcome",
+               "responses": {"202": {"description": "renewal requested"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/certs/{name}": {
       "parameters": [{"$ref": "#/components/parameters/name"}],

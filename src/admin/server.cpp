@@ -311,6 +311,14 @@ int run_server(const ServerOptions& opt) {
     PX_INFO("listening on tcp:%s:%d (bearer tokens required)", ip, aport);
     srv.has_tcp = true;
   }
+  AcmeOptions acme = opt.acme;
+  acme.pxd_status_files = opt.pxd_status_files;
+  admin.set_dns_hook(!acme.dns_hook.empty());
+  AcmeManager acme_manager(&loop, admin, acme);
+  if (!acme_manager.start(&err)) {
+    PX_ERR("%s", err.c_str());
+    return 2;
+  }
   uv_signal_t sigterm, sigint;
   uv_signal_init(&loop, &sigterm);
   uv_signal_init(&loop, &sigint);

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "admin/acme_manager.h"
+
 namespace px::admin {
 
 struct ServerOptions {
@@ -13,6 +15,7 @@ struct ServerOptions {
   int socket_mode = 0660;
   std::string tcp_listen;  // "127.0.0.1:9180"; empty = none
   std::vector<std::string> pxd_status_files = {"/run/px/pxd.status"};
+  AcmeOptions acme;
 };
 
 int run_server(const ServerOptions& opt);

@@ -1,5 +1,6 @@
 // pxadmind — the px admin daemon, the only writer of the store. See pxadmind(8).
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <string>
@@ -18,6 +19,23 @@ int main(int argc, char** argv) {
   app.add_option("-l,--listen", opt.tcp_listen, "also serve the API on this TCP ADDRESS:PORT (bearer tokens required)");
   app.add_option("--pxd-status", status_files,
                  "pxd status_file(s) to report in /v1/status (default /run/px/pxd.status)");
+  auto& a = opt.acme;
+  app.add_option("--acme-directory", a.directory,
+                 "ACME CA: a directory URL, letsencrypt or letsencrypt-staging")
+      ->capture_default_str();
+  app.add_option("--acme-email", a.email, "the ACME account's contact address");
+  app.add_option("--acme-ca", a.ca_file, "PEM CAs to verify the ACME server with (default: the system's)");
+  app.add_option("--dns-hook", a.dns_hook,
+                 "DNS-01: a command run as HOOK add|del FQDN VALUE (wildcard names need it)");
+  app.add_option("--dns-resolver", a.dns_resolver,
+                 "DNS-01: ADDRESS:PORT asked whether the TXT record is visible (default: /etc/resolv.conf's first)");
+  app.add_flag("--acme-prefer-dns", a.prefer_dns, "DNS-01 for every name, not only wildcards");
+  app.add_option("--acme-retry-min", a.retry_min_s, "seconds before the first retry after a failure (doubles)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
+  app.add_option("--dns-timeout", a.dns_timeout_s, "seconds a TXT record may take to become visible")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   app.add_option("--log-level", level, "error, warn, info or debug")->capture_default_str();
   app.set_version_flag("-V,--version", std::string("pxadmind ") + PX_VERSION);
   try {
@@ -38,6 +56,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   opt.socket_mode = static_cast<int>(m);
+  if (!a.dns_hook.empty() && access(a.dns_hook.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "pxadmind: --dns-hook: %s is not an executable file\n", a.dns_hook.c_str());
+    return 2;
+  }
   if (!status_files.empty()) opt.pxd_status_files = status_files;
   signal(SIGPIPE, SIG_IGN);
   return px::admin::run_server(opt);

@@ -230,6 +230,7 @@ struct RouteOpts {
   int64_t max_body = -2;
   int64_t connect_ms = -1, read_ms = -1;
   std::string upstream_ca, upstream_sni, upstream_verify, upstream_cert;
+  std::string tls;
 };
 
 void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
@@ -240,6 +241,8 @@ void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
   c->add_option("--upstream-client-cert", o.upstream_cert, "https upstreams: present this stored certificate (mTLS)");
   c->add_option("--upstream-verify", o.upstream_verify, "https upstreams: on (default) or off (logged as a warning)")
       ->check(CLI::IsMember({"on", "off"}));
+  c->add_option("--tls", o.tls,
+                "HTTPS for the hosts: auto (a certificate from the ACME CA, renewed), off, or a stored certificate's name");
   c->add_option("--path", o.path, "path prefix (whole segments), default /");
   c->add_flag("--strip-path", o.strip, "remove the path prefix before proxying");
   if (for_set) c->add_flag("--no-strip-path", o.no_strip, "send the path as it came");
@@ -302,6 +305,7 @@ json route_body(const RouteOpts& o, bool partial) {
     if (!o.upstream_cert.empty()) t["client_cert"] = o.upstream_cert;
     b["upstream_tls"] = t;
   }
+  if (!o.tls.empty()) b["tls"] = o.tls;
   if (o.disabled) b["enabled"] = false;
   (void)partial;
   return b;
@@ -331,15 +335,37 @@ void show_acls(const json& list) {
   table({"NAME", "RULES", "USERS", "DEFAULT", "SATISFY", "VERSION"}, rows);
 }
 
+std::string when(const json& c, const char* key) {
+  if (!c.contains(key) || !c[key].is_number_integer()) return "-";
+  time_t t = c[key].get<int64_t>();
+  tm g;
+  gmtime_r(&t, &g);
+  char b[64];
+  std::strftime(b, sizeof b, "%Y-%m-%d %H:%M", &g);
+  return b;
+}
+
+std::string problem_line(const json& p) {
+  if (!p.is_object()) return "-";
+  std::string s = p.value("detail", p.value("type", std::string("error")));
+  if (p.contains("authorizations") && p["authorizations"].is_array())
+    for (const auto& a : p["authorizations"])
+      if (a.contains("error") && a["error"].is_object())
+        s += " (" + a.value("identifier", std::string()) + ": " + a["error"].value("detail", std::string()) + ")";
+  return s;
+}
+
 void show_certs(const json& list) {
   if (g.as_json) return print(list);
   std::vector<std::vector<std::string>> rows;
   for (const auto& c : list)
-    rows.push_back(
-        {c.value("name", ""), join(c["names"]), c.value("issuer", ""), c.value("not_after_text", ""),
-         std::to_string(c.value("days_left", 0)), c.value("source", ""), c.value("key_type", ""),
-         c.contains("last_error") && c["last_error"].is_string() ? c["last_error"].get<std::string>() : "-"});
-  table({"NAME", "NAMES", "ISSUER", "NOT AFTER", "DAYS LEFT", "SOURCE", "KEY", "LAST ERROR"}, rows);
+    rows.push_back({c.value("name", ""), join(c["names"]), c.value("issuer", "-"), c.value("not_after_text", "-"),
+                    c.contains("days_left") ? std::to_string(c.value("days_left", 0)) : "-", c.value("source", ""),
+                    c.value("status", "-"), when(c, "last_attempt"), when(c, "next_attempt"),
+                    c.contains("last_error") ? problem_line(c["last_error"]) : "-"});
+  table({"NAME", "NAMES", "ISSUER", "NOT AFTER", "DAYS LEFT", "SOURCE", "STATUS", "LAST ATTEMPT", "NEXT ATTEMPT",
+         "LAST ERROR"},
+        rows);
 }
 
 std::string read_input(const std::string& file) {
@@ -362,12 +388,12 @@ _pxctl() {
   local top="route acl cert filter export import audit status token completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
-           COMPREPLY=($(compgen -W "--host --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
+           COMPREPLY=($(compgen -W "--host --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --tls --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
     acl) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm user" -- "$cur")); return; }
          [ "${words[2]}" = user ] && [ "$cword" -eq 3 ] && { COMPREPLY=($(compgen -W "add rm" -- "$cur")); return; }
          COMPREPLY=($(compgen -W "--rule --default --satisfy --realm --pass-authorization --password-stdin --if-match --json" -- "$cur")); return ;;
     token) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "create list rm" -- "$cur")); return ;;
-    cert) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show rm" -- "$cur")); return; }
+    cert) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show renew rm" -- "$cur")); return; }
           COMPREPLY=($(compgen -f -W "--cert --key --json" -- "$cur")); return ;;
     export) COMPREPLY=($(compgen -f -W "--output --include-keys" -- "$cur")); return ;;
     filter) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "list check" -- "$cur")); return; }
@@ -389,6 +415,7 @@ int main(int argc, char** argv) {
   if (const char* s = std::getenv("PX_ADMIN_SOCKET")) g.socket = s;
   CLI::App app{"pxctl: manage px routes, access lists and tokens through pxadmind"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options may also follow the subcommand: pxctl cert list --json
   app.add_option("--socket", g.socket, "pxadmind's unix socket ($PX_ADMIN_SOCKET)")->capture_default_str();
   app.add_option("--url", g.url, "pxadmind over TCP, http://HOST:PORT ($PX_ADMIN_URL)");
   app.add_option("--token", g.token, "bearer token for --url ($PX_TOKEN)");
@@ -565,6 +592,37 @@ int main(int argc, char** argv) {
   auto* c_show = cert->add_subcommand("show", "show one certificate (never its key)");
   c_show->add_option("name", name)->required();
   c_show->callback([&] { print(check(call("GET", "/v1/certs/" + url_escape(name))).body); });
+  auto* c_renew = cert->add_subcommand("renew", "renew a certificate ACME keeps, now, and wait for the outcome");
+  c_renew->add_option("name", name)->required();
+  bool no_wait = false;
+  int wait_s = 300;
+  c_renew->add_flag("--no-wait", no_wait, "only ask; pxctl cert list shows the outcome");
+  c_renew->add_option("--wait", wait_s, "seconds to wait for the outcome")->capture_default_str();
+  c_renew->callback([&] {
+    Reply old = call("GET", "/v1/certs/" + url_escape(name));
+    std::string serial = old.status == 200 ? old.body.value("serial", std::string()) : "";
+    json empty = json::object();
+    Reply r = check(call("POST", "/v1/certs/" + url_escape(name) + "/renew", &empty));
+    if (no_wait) {
+      if (g.as_json) return print(r.body);
+      std::cout << "cert " << name << ": renewal requested\n";
+      return;
+    }
+    for (int i = 0; i < wait_s * 10; i++) {
+      usleep(100000);
+      json c = check(call("GET", "/v1/certs/" + url_escape(name))).body;
+      if (c.value("forced", false) || c.value("status", std::string()) == "ordering") continue;
+      if (g.as_json) return print(c);
+      if (c.value("status", std::string()) == "valid" && c.value("serial", std::string()) != serial) {
+        std::cout << "cert " << name << " renewed: " << join(c["names"]) << ", not after "
+                  << c.value("not_after_text", "") << "\n";
+        return;
+      }
+      die(1, "cert " + name + " was not renewed: " + problem_line(c.value("last_error", json())) +
+                 (c.contains("next_attempt") ? "; next attempt " + when(c, "next_attempt") + " UTC" : ""));
+    }
+    die(1, "cert " + name + ": no outcome within " + std::to_string(wait_s) + " s (pxctl cert list shows it later)");
+  });
   auto* c_rm = cert->add_subcommand("rm", "remove a certificate");
   c_rm->add_option("name", name)->required();
   c_rm->callback([&] {

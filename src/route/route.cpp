@@ -167,6 +167,7 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
                                 "health_check",
                                 "filters",
                                 "upstream_tls",
+                                "tls",
                                 "version"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
@@ -250,6 +251,14 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
     if (!v.is_number_integer() || v.get<int64_t>() < -1)
       return c.fail("max_body_size", "expected a number of bytes (0 = unlimited, -1 = the pxd.conf default)");
     r.max_body_size = v.get<int64_t>();
+  }
+  if (j.contains("tls")) {
+    const json& t = j["tls"];
+    if (!t.is_string()) return c.fail("tls", "expected \"auto\", \"off\" or the name of a stored certificate");
+    std::string v = t.get<std::string>();
+    if (v != "auto" && v != "off" && !valid_route_name(v))
+      return c.fail("tls", "expected \"auto\", \"off\" or the name of a stored certificate");
+    r.tls = v;
   }
   if (j.contains("upstream_tls")) {
     const json& t = j["upstream_tls"];
@@ -354,6 +363,7 @@ std::string route_to_json(const RouteSpec& r) {
   j["upstreams"] = ups;
   j["lb"] = balance_name(r.lb);
   j["enabled"] = r.enabled;
+  if (r.tls != "off") j["tls"] = r.tls;
   j["connect_timeout_ms"] = r.connect_timeout_ms;
   j["read_timeout_ms"] = r.read_timeout_ms;
   j["max_body_size"] = r.max_body_size;

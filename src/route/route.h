@@ -16,6 +16,7 @@
 //    "upstream_tls": {"verify": true, "ca_file": "/etc/ssl/my-ca.pem", "sni": "api.internal",
 //                     "client_cert": "px-client"},
 //                                                      // for https:// upstreams
+//    "tls": "auto" | "off" | "<certificate name>",      // HTTPS (pxadmind: ACME for "auto")
 //    "version": 1}
 //
 // Hostnames match case-insensitively and ignore a port. `*.example.com`
@@ -78,6 +79,9 @@ struct RouteSpec {
   HealthCheckSpec health;
   std::vector<FilterSpec> filters;
   UpstreamTlsSpec upstream_tls;
+  // HTTPS for the route's hosts: "off" (none managed), "auto" (pxadmind gets and
+  // renews a certificate from the ACME CA) or the name of a stored certificate.
+  std::string tls = "off";
   uint64_t version = 0;
 };
 

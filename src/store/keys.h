@@ -18,8 +18,13 @@
 //   cert:<name>                JSON {name, cert (PEM chain, leaf first), key (PEM private key), source
 //                              ("custom" or "acme"), names, issuer, not_after, ...}: what TLS listeners serve.
 //                              The key never leaves pxadmind's API, logs or exports (unless --include-keys).
+//   acme:account:<id>          JSON {directory, key (PEM), kid, email, created}: pxadmind's ACME account at one
+//                              CA; id = the first 16 hex digits of sha256(directory URL). Never exported.
+//   acme:state:<cert name>     JSON {name, names, status, forced, last_attempt, last_error (the problem
+//                              document), next_attempt, failures, orders[], failed[], issued[], ari{...}}:
+//                              what pxadmind's ACME manager knows of a certificate it keeps (tls auto).
 //
-// Reserved for later: acme:<...> (accounts, orders), stream:<name>, user:<name>.
+// Reserved for later: stream:<name>, user:<name>.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -41,6 +46,8 @@ inline constexpr std::string_view kAudit = "audit:";
 inline constexpr std::string_view kHostPathIndex = "index:hp:";
 inline constexpr std::string_view kChallenge = "acme:chal:";
 inline constexpr std::string_view kCert = "cert:";
+inline constexpr std::string_view kAcmeAccount = "acme:account:";
+inline constexpr std::string_view kAcmeState = "acme:state:";
 
 inline std::string join(std::string_view prefix, std::string_view name) {
   std::string k;
@@ -54,6 +61,8 @@ inline std::string acl(std::string_view name) { return join(kAcl, name); }
 inline std::string token(std::string_view name) { return join(kToken, name); }
 inline std::string challenge(std::string_view token) { return join(kChallenge, token); }
 inline std::string cert(std::string_view name) { return join(kCert, name); }
+inline std::string acme_account(std::string_view id) { return join(kAcmeAccount, id); }
+inline std::string acme_state(std::string_view cert_name) { return join(kAcmeState, cert_name); }
 // "route" or "acl" (pxadmind's generic resources) and a name.
 inline std::string resource(std::string_view kind, std::string_view name) {
   std::string k = join(kind, ":");

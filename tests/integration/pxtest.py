@@ -328,13 +328,14 @@ def wrk(port, host, path="/", seconds=3, connections=8, threads=1):
 class Admind:
     """The real pxadmind on a temporary store, its unix socket, and a TCP listener on a run-time port."""
 
-    def __init__(self, data=None, pxd_status=None, tcp=True):
+    def __init__(self, data=None, pxd_status=None, tcp=True, args=()):
         self.dir = tempfile.mkdtemp(prefix="pxadm-")
         self.data = data or os.path.join(self.dir, "data")
         self.socket = os.path.join(self.dir, "admin.sock")
         self.logpath = os.path.join(self.dir, "pxadmind.log")
         self.pxd_status = pxd_status or os.path.join(self.dir, "none.status")
         self.tcp = tcp
+        self.args = list(args)
         self.start()
 
     def start(self):
@@ -343,6 +344,7 @@ class Admind:
         argv = [PXADMIND, "-d", self.data, "-s", self.socket, "--pxd-status", self.pxd_status]
         if self.tcp:
             argv += ["--listen", "127.0.0.1:0"]
+        argv += self.args
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
         wait_for(lambda: "pxadmind ready" in self.log()[offset:], what="pxadmind ready")
         if self.tcp:

@@ -1,0 +1,319 @@
+#include "acme/http_client.h"
+
+#include <openssl/x509.h>
+
+#include <cstring>
+#include <memory>
+
+#include "core/strings.h"
+#include "http/h1.h"
+#include "http/parser.h"
+#include "net/uv_transport.h"
+#include "tls/transport.h"
+
+namespace px::acme {
+
+std::string HttpResponse::header(std::string_view name) const {
+  for (const auto& [n, v] : headers)
+    if (n == name) return v;
+  return "";
+}
+
+std::vector<std::string> HttpResponse::links(std::string_view rel) const {
+  std::vector<std::string> out;
+  for (const auto& [n, v] : headers) {
+    if (n != "link") continue;
+    // Each value may hold several links: <url>; rel="x", <url2>; rel=y
+    size_t i = 0;
+    while (i < v.size()) {
+      size_t lt = v.find('<', i), gt = v.find('>', lt == std::string::npos ? i : lt);
+      if (lt == std::string::npos || gt == std::string::npos) break;
+      std::string url = v.substr(lt + 1, gt - lt - 1);
+      size_t next = v.find('<', gt);
+      std::string params = v.substr(gt + 1, next == std::string::npos ? std::string::npos : next - gt - 1);
+      size_t r = params.find("rel=");
+      if (r != std::string::npos) {
+        std::string val = params.substr(r + 4);
+        size_t end = val.find_first_of(";,");
+        val = std::string(trim(val.substr(0, end)));
+        if (val.size() >= 2 && val.front() == '"') val = val.substr(1, val.size() - 2);
+        if (val == rel) out.push_back(url);
+      }
+      i = next == std::string::npos ? v.size() : next;
+    }
+  }
+  return out;
+}
+
+bool split_url(std::string_view url, bool* tls, std::string* host, uint16_t* port, std::string* target) {
+  if (url.rfind("https://", 0) == 0) {
+    *tls = true;
+    url.remove_prefix(8);
+    *port = 443;
+  } else if (url.rfind("http://", 0) == 0) {
+    *tls = false;
+    url.remove_prefix(7);
+    *port = 80;
+  } else {
+    return false;
+  }
+  size_t slash = url.find_first_of("/?");
+  std::string_view authority = url.substr(0, slash);
+  *target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
+  if (!target->empty() && target->front() == '?') target->insert(0, "/");
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return false;
+  std::string_view hostpart = authority, portpart;
+  if (authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return false;
+    hostpart = authority.substr(1, close - 1);
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') return false;
+      portpart = authority.substr(close + 2);
+    }
+  } else {
+    size_t colon = authority.rfind(':');
+    if (colon != std::string_view::npos) {
+      hostpart = authority.substr(0, colon);
+      portpart = authority.substr(colon + 1);
+    }
+  }
+  if (hostpart.empty()) return false;
+  if (!portpart.empty()) {
+    uint64_t p;
+    if (!parse_u64(portpart, &p) || p == 0 || p > 65535) return false;
+    *port = static_cast<uint16_t>(p);
+  }
+  *host = std::string(hostpart);
+  return true;
+}
+
+struct HttpClient::Call final : net::TransportUser, http::Sink {
+  HttpClient* client;
+  HttpRequest req;
+  std::function<void(HttpResponse)> done;
+  HttpResponse resp;
+  bool tls = false;
+  std::string host, target;
+  uint16_t port = 0;
+  uv_getaddrinfo_t gai{};
+  uv_timer_t timer{};
+  net::UvTransport tcp;
+  std::unique_ptr<tls::TlsTransport> wrap;
+  http::Parser parser;
+  http::Head head;
+  http::Limits limits;
+  bool finished = false;
+  bool resolving = false;
+  bool tcp_open = false;
+  int closes = 0;
+  std::function<void(HttpResponse)> pending_cb;
+  HttpResponse pending;
+
+  net::Transport& t() { return wrap ? static_cast<net::Transport&>(*wrap) : tcp; }
+  std::string where() const { return host + ":" + std::to_string(port); }
+
+  void fail(std::string why) {
+    resp = HttpResponse();
+    resp.error = std::move(why);
+    finish();
+  }
+  // Delivers the answer (later, from the loop) and releases everything.
+  void finish() {
+    if (finished) return;
+    finished = true;
+    client->calls_.erase(this);
+    auto cb = std::move(done);
+    HttpResponse r = std::move(resp);
+    uv_timer_stop(&timer);
+    closes = 1 + (tcp_open ? 1 : 0);
+    if (tcp_open) t().close();
+    // The timer's close callback runs on a later loop turn: the answer goes from there.
+    pending_cb = std::move(cb);
+    pending = std::move(r);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), [](uv_handle_t* h) {
+      Call* c = static_cast<Call*>(h->data);
+      if (c->pending_cb) c->pending_cb(std::move(c->pending));
+      c->pending_cb = nullptr;
+      c->released();
+    });
+  }
+  void released() {
+    if (--closes == 0 && !resolving) delete this;
+  }
+
+  void resolved(int status, addrinfo* res) {
+    resolving = false;
+    if (finished) {
+      if (res) uv_freeaddrinfo(res);
+      if (closes == 0) delete this;
+      return;
+    }
+    if (status != 0 || !res) {
+      fail("resolve " + host + ": " + uv_strerror(status));
+      return;
+    }
+    tcp.init(client->loop_);
+    tcp.set_user(this);
+    tcp_open = true;
+    if (tls) {
+      SSL* ssl = SSL_new(client->ctx_.get());
+      SSL_set_connect_state(ssl);
+      sockaddr_storage tmp;
+      bool is_ip = uv_ip4_addr(host.c_str(), 0, reinterpret_cast<sockaddr_in*>(&tmp)) == 0 ||
+                   uv_ip6_addr(host.c_str(), 0, reinterpret_cast<sockaddr_in6*>(&tmp)) == 0;
+      X509_VERIFY_PARAM* vp = SSL_get0_param(ssl);
+      if (is_ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(vp, host.c_str());
+      } else {
+        SSL_set_tlsext_host_name(ssl, host.c_str());
+        X509_VERIFY_PARAM_set1_host(vp, host.data(), host.size());
+      }
+      static const uint8_t kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+      SSL_set_alpn_protos(ssl, kAlpn, sizeof kAlpn);
+      wrap.reset(new tls::TlsTransport(ssl, &tcp));
+      wrap->set_user(this);
+    }
+    int r = tcp.connect(res->ai_addr);
+    uv_freeaddrinfo(res);
+    if (r != 0) fail("connect to " + where() + ": " + uv_strerror(r));
+  }
+
+  // net::TransportUser
+  void on_connected() override {
+    if (finished) return;
+    net::Output o;
+    std::string& out = o.begin_scratch();
+    http::HeadWriter w(out);
+    w.request_line(req.method, target, false);
+    bool default_port = port == (tls ? 443 : 80);
+    bool v6 = host.find(':') != std::string::npos;
+    w.field("Host", (v6 ? "[" + host + "]" : host) + (default_port ? "" : ":" + std::to_string(port)));
+    w.field("User-Agent", "px-acme/" PX_VERSION);
+    w.field("Accept", "*/*");
+    w.field("Connection", "close");
+    if (!req.content_type.empty()) w.field("Content-Type", req.content_type);
+    bool body = !req.body.empty() || req.method == "POST" || req.method == "PUT";
+    w.end_request(body ? http::Framing::length : http::Framing::none, req.body.size(), "");
+    out += req.body;
+    o.end_scratch();
+    t().write(o);
+    t().read_start();
+  }
+  void on_data(const char* data, size_t len) override {
+    if (finished) return;
+    llhttp_errno_t e = parser.execute(data, len);
+    if (finished) return;
+    if (e != HPE_OK && e != HPE_PAUSED) fail(where() + ": invalid HTTP response (" + parser.error_reason() + ")");
+  }
+  void on_eof() override {
+    if (finished) return;
+    if (parser.needs_eof() && parser.finish() == HPE_PAUSED) return;
+    if (!finished) fail(where() + ": the connection closed before the response was complete");
+  }
+  void on_error(int err) override {
+    if (finished) return;
+    if (wrap && wrap->failure()) {
+      long v = SSL_get_verify_result(wrap->ssl());
+      fail("TLS with " + where() + ": " +
+           (v != X509_V_OK ? std::string("certificate verification: ") + X509_verify_cert_error_string(v)
+                           : std::string(wrap->failure())));
+      return;
+    }
+    fail((resp.status ? "read from " : "connect to ") + where() + ": " + uv_strerror(err));
+  }
+  void on_drained() override {}
+  void on_closed() override { released(); }
+
+  // http::Sink
+  int on_head(http::Head& h) override {
+    resp.status = h.status;
+    for (size_t i = 0; i < h.headers.size(); i++) {
+      std::string n(h.name(i));
+      for (char& c : n) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+      resp.headers.emplace_back(std::move(n), std::string(h.value(i)));
+    }
+    return 0;
+  }
+  int on_body(const char* d, size_t n) override {
+    if (resp.body.size() + n > client->max_body) return parser.set_error(502, "response body too large");
+    resp.body.append(d, n);
+    return 0;
+  }
+  int on_complete() override {
+    if (resp.status >= 100 && resp.status < 200) {  // 1xx: the real answer follows
+      resp.headers.clear();
+      resp.status = 0;
+      return 0;
+    }
+    finish();
+    return HPE_PAUSED;
+  }
+};
+
+HttpClient::~HttpClient() {
+  for (Call* c : std::set<Call*>(calls_)) {
+    c->done = nullptr;
+    c->finish();
+  }
+}
+
+bool HttpClient::set_ca_file(const std::string& ca_file, std::string* error) {
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  const char* bundle = ca_file.empty() ? "/etc/ssl/certs/ca-certificates.crt" : ca_file.c_str();
+  if (!SSL_CTX_load_verify_locations(ctx.get(), bundle, nullptr)) {
+    *error = std::string(bundle) + ": no CA certificates could be read";
+    return false;
+  }
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  ctx_ = std::move(ctx);
+  return true;
+}
+
+void HttpClient::fetch(HttpRequest req, std::function<void(HttpResponse)> done) {
+  auto* c = new Call();
+  c->client = this;
+  c->req = std::move(req);
+  c->done = std::move(done);
+  calls_.insert(c);
+  c->limits.max_head = 64 * 1024;
+  c->limits.max_headers = 200;
+  c->parser.init(HTTP_RESPONSE, c, &c->limits);
+  c->parser.attach(&c->head);
+  uv_timer_init(loop_, &c->timer);
+  c->timer.data = c;
+  if (!split_url(c->req.url, &c->tls, &c->host, &c->port, &c->target)) {
+    c->fail("'" + c->req.url + "' is not an http or https URL");
+    return;
+  }
+  if (c->tls && !ctx_) {
+    std::string err;
+    if (!set_ca_file("", &err)) {
+      c->fail(err);
+      return;
+    }
+  }
+  uv_timer_start(
+      &c->timer,
+      [](uv_timer_t* t) {
+        Call* c = static_cast<Call*>(t->data);
+        c->fail(c->where() + ": no answer within " + std::to_string(c->client->timeout_ms / 1000) + " s");
+      },
+      timeout_ms, 0);
+  c->gai.data = c;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  c->resolving = true;
+  int r = uv_getaddrinfo(
+      loop_, &c->gai,
+      [](uv_getaddrinfo_t* g, int status, addrinfo* res) { static_cast<Call*>(g->data)->resolved(status, res); },
+      c->host.c_str(), std::to_string(c->port).c_str(), &hints);
+  if (r != 0) {
+    c->resolving = false;
+    c->fail("resolve " + c->host + ": " + uv_strerror(r));
+  }
+}
+
+}  // namespace px::acme

@@ -1,0 +1,53 @@
+// pxadmind's ACME manager: keeps a certificate for every route with
+// "tls": "auto", from the configured CA, in-process (acme/client.h).
+//
+//   routes ("tls": "auto") ─┐
+//   acme:state:<name> ──────┼─ tick (1 s, and on every store change) ─ one order at a time ─ cert:<name>
+//   cert:<name> ────────────┘                                           (pxd serves it on its next handshake)
+//
+// When: no certificate yet, its names changed, a renewal was asked for
+// (pxctl cert renew), or the renewal time came: inside the CA's suggested
+// window (RFC 9773 renewal information) when the CA offers one, else at two
+// thirds of the lifetime. Failures back off exponentially (jittered, or as the
+// CA's Retry-After says), and the CA's published limits are never exceeded.
+// Every attempt's outcome is in acme:state:<name> (pxctl cert list), the
+// audit log and pxadmind's log; a failure leaves the serving certificate alone.
+#pragma once
+#include <uv.h>
+
+#include <memory>
+#include <string>
+
+#include "admin/model.h"
+
+namespace px::admin {
+
+struct AcmeOptions {
+  std::string directory = "https://acme-v02.api.letsencrypt.org/directory";
+  std::string email;            // the account's contact ("" = none)
+  std::string ca_file;          // CAs to verify the directory's server against ("" = the system's)
+  std::string dns_hook;         // DNS-01 hook command ("" = HTTP-01 only)
+  std::string dns_resolver;     // where to look for TXT records ("" = /etc/resolv.conf's first)
+  bool prefer_dns = false;      // DNS-01 for every name, not only wildcards
+  uint64_t retry_min_s = 60;    // the first retry after a failure; doubles up to retry_max_s
+  uint64_t retry_max_s = 86400;
+  uint64_t dns_timeout_s = 300;  // how long a TXT record may take to become visible
+  std::vector<std::string> pxd_status_files;  // HTTP-01: wait until these pxd processes serve the answer
+};
+
+class AcmeManager {
+ public:
+  AcmeManager(uv_loop_t* loop, Admin& admin, AcmeOptions opt);
+  ~AcmeManager();
+  bool start(std::string* error);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// The directory URL for a name: "letsencrypt" and "letsencrypt-staging" are known; anything else is a URL.
+std::string acme_directory_url(const std::string& name_or_url);
+
+}  // namespace px::admin
