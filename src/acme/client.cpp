@@ -1,6 +1,7 @@
 #include "acme/client.h"
 
 #include <memory>
+#include <set>
 
 #include "core/log.h"
 #include "core/strings.h"
@@ -63,23 +64,38 @@ void Client::set_account(std::string key_pem, std::string kid) {
   kid_ = std::move(kid);
 }
 
+namespace {
+struct After {
+  uv_timer_t t;
+  std::function<void()> fn;
+};
+std::set<After*>& pending_afters() {
+  static std::set<After*> s;  // pxadmind's one loop thread
+  return s;
+}
+}  // namespace
+
 void after(uv_loop_t* loop, uint64_t ms, std::function<void()> fn) {
-  struct T {
-    uv_timer_t t;
-    std::function<void()> fn;
-  };
-  auto* t = new T{{}, std::move(fn)};
+  auto* t = new After{{}, std::move(fn)};
+  pending_afters().insert(t);
   uv_timer_init(loop, &t->t);
   t->t.data = t;
   uv_timer_start(
       &t->t,
       [](uv_timer_t* h) {
-        auto* t = static_cast<T*>(h->data);
+        auto* t = static_cast<After*>(h->data);
+        pending_afters().erase(t);
         auto fn = std::move(t->fn);
-        uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { delete static_cast<T*>(h->data); });
+        uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { delete static_cast<After*>(h->data); });
         fn();
       },
       ms, 0);
+}
+
+void cancel_afters() {
+  for (After* t : pending_afters())
+    uv_close(reinterpret_cast<uv_handle_t*>(&t->t), [](uv_handle_t* h) { delete static_cast<After*>(h->data); });
+  pending_afters().clear();
 }
 
 void Client::with_directory(std::function<void(std::string)> then) {

@@ -25,6 +25,8 @@ using Done = std::function<void(std::string error)>;  // "" = done
 
 // Runs fn once, ms from now, on the loop.
 void after(uv_loop_t* loop, uint64_t ms, std::function<void()> fn);
+// Drops every pending after() (at shutdown: their functions never run).
+void cancel_afters();
 
 struct Hooks {
   // HTTP-01: make /.well-known/acme-challenge/<token> answer `key_auth` (and take it back).

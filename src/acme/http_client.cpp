@@ -251,7 +251,9 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
   }
 };
 
-HttpClient::~HttpClient() {
+HttpClient::~HttpClient() { cancel_all(); }
+
+void HttpClient::cancel_all() {
   for (Call* c : std::set<Call*>(calls_)) {
     c->done = nullptr;
     c->finish();

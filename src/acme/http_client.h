@@ -41,6 +41,8 @@ class HttpClient {
  public:
   explicit HttpClient(uv_loop_t* loop) : loop_(loop) {}
   ~HttpClient();
+  // Abandons every call in flight: their callbacks never run (at shutdown, while the loop still runs).
+  void cancel_all();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 

@@ -7,12 +7,14 @@
 #include <algorithm>
 #include <ctime>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "acme/client.h"
 #include "acme/dns.h"
 #include "core/log.h"
 #include "tls/cert.h"
+#include "tls/ocsp.h"
 
 namespace px::admin {
 
@@ -180,6 +182,54 @@ struct AcmeManager::Impl {
         admin.save_acme_state(c["name"].get<std::string>(), nullptr);
     for (const auto& [name, names] : wanted)
       if (consider(name, names)) return;  // one piece of work at a time
+    for (const auto& c : all.body)
+      if (c.contains("serial") && refresh_ocsp(c["name"].get<std::string>())) return;
+  }
+
+  // OCSP stapling: a response for every stored certificate that names a responder, fetched again halfway
+  // to its nextUpdate; pxd staples it while it is current. Failures are retried hourly and logged.
+  std::map<std::string, int64_t> ocsp_retry;  // name + serial → not before
+  bool refresh_ocsp(const std::string& name) {
+    Result c = admin.get_cert(name);
+    if (c.status != 200) return false;
+    std::string pem = c.body.value("cert", std::string()), serial = c.body.value("serial", std::string());
+    std::string url = tls::ocsp_url(pem);
+    if (url.empty()) return false;
+    int64_t t = now_s();
+    int64_t tu = c.body.value("ocsp_this_update", int64_t(0)), nu = c.body.value("ocsp_next_update", int64_t(0));
+    int64_t due = !c.body.contains("ocsp_this_update") ? t : nu ? tu + (nu - tu) / 2 : tu + 12 * 3600;
+    std::string key = name + "/" + serial;
+    due = std::max(due, ocsp_retry.count(key) ? ocsp_retry[key] : int64_t(0));
+    if (due > t) {
+      next_wake = std::min(next_wake, due);
+      return false;
+    }
+    std::string der, err;
+    if (!tls::ocsp_request(pem, &der, &err)) {
+      ocsp_retry[key] = t + 86400;
+      PX_WARN("ocsp: certificate %s: %s", name.c_str(), err.c_str());
+      return false;
+    }
+    working = true;
+    http.fetch({"POST", url, "application/ocsp-request", der}, [this, name, serial, pem, key, url](
+                                                                   acme::HttpResponse r) {
+      tls::OcspStatus st;
+      std::string err;
+      int64_t t = now_s();
+      if (r.status != 200)
+        err = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status);
+      else if (tls::ocsp_check(r.body, pem, t, &st, &err) &&
+               admin.set_cert_ocsp(name, serial, r.body, st.this_update, st.next_update))
+        PX_INFO("ocsp: certificate %s: a good response until %s is stapled", name.c_str(),
+                st.next_update ? tls::format_time(st.next_update).c_str() : "its next refresh");
+      if (!err.empty()) {
+        ocsp_retry[key] = t + 3600;
+        PX_WARN("ocsp: certificate %s: %s: %s; retrying in an hour", name.c_str(), url.c_str(), err.c_str());
+      }
+      working = false;
+      seen_gen = UINT64_MAX;
+    });
+    return true;
   }
 
   void save_if_changed(const std::string& name, const json& before, const json& after) {
@@ -370,5 +420,14 @@ AcmeManager::AcmeManager(uv_loop_t* loop, Admin& admin, AcmeOptions opt)
     : impl_(std::make_unique<Impl>(loop, admin, std::move(opt))) {}
 AcmeManager::~AcmeManager() = default;
 bool AcmeManager::start(std::string* error) { return impl_->start(error); }
+void AcmeManager::stop() {
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&impl_->timer)) || impl_->timer.data) {
+    uv_timer_stop(&impl_->timer);
+    uv_close(reinterpret_cast<uv_handle_t*>(&impl_->timer), nullptr);
+    impl_->timer.data = nullptr;
+  }
+  impl_->http.cancel_all();
+  acme::cancel_afters();
+}
 
 }  // namespace px::admin

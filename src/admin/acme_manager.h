@@ -40,6 +40,8 @@ class AcmeManager {
   AcmeManager(uv_loop_t* loop, Admin& admin, AcmeOptions opt);
   ~AcmeManager();
   bool start(std::string* error);
+  // Before the loop closes: stops the timer and abandons work in flight (the store keeps the state).
+  void stop();
 
   struct Impl;
 

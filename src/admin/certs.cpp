@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <ctime>
 
+#include <openssl/base64.h>
+
 #include "admin/model.h"
 #include "admin/txn.h"
 #include "route/route.h"
@@ -59,7 +61,7 @@ namespace {
 json cert_view(const json& rec, bool with_pem) {
   json v = json::object();
   for (const char* k : {"name", "source", "names", "issuer", "serial", "key_type", "not_before", "not_after",
-                        "last_attempt", "last_error", "next_attempt"})
+                        "last_attempt", "last_error", "next_attempt", "ocsp_this_update", "ocsp_next_update"})
     if (rec.contains(k)) v[k] = rec[k];
   int64_t after = rec.value("not_after", int64_t(0));
   v["not_after_text"] = tls::format_time(after);
@@ -253,6 +255,27 @@ bool Admin::save_acme_state(const std::string& name, const json& state, const st
 
 bool Admin::save_acme_account(const std::string& id, const json& rec) {
   Result r = in_txn(st_, [&](Tx& tx) { return tx.w.put(store::keys::acme_account(id), rec.dump(), tx.err); });
+  return r.status < 300;
+}
+
+bool Admin::set_cert_ocsp(const std::string& name, const std::string& serial, const std::string& der,
+                          int64_t this_update, int64_t next_update) {
+  size_t n = 0;
+  EVP_EncodedLength(&n, der.size());
+  std::string b64(n, '\0');
+  b64.resize(EVP_EncodeBlock(reinterpret_cast<uint8_t*>(b64.data()), reinterpret_cast<const uint8_t*>(der.data()),
+                             der.size()));
+  Result r = in_txn(st_, [&](Tx& tx) {
+    json rec;
+    bool found;
+    if (!tx.load(store::keys::cert(name), &rec, &found)) return false;
+    if (!found || !rec.is_object() || rec.value("serial", std::string()) != serial)
+      return tx.fail(Result::error(409, "", "the certificate changed"));
+    rec["ocsp"] = b64;
+    rec["ocsp_this_update"] = this_update;
+    rec["ocsp_next_update"] = next_update;
+    return tx.w.put(store::keys::cert(name), rec.dump(), tx.err);
+  });
   return r.status < 300;
 }
 

@@ -84,6 +84,9 @@ class Admin {
   json acme_account(const std::string& id);  // null when none
   bool save_acme_account(const std::string& id, const json& rec);
   uint64_t generation();
+  // OCSP stapling: keeps a checked response with the certificate whose serial is `serial` (false: it changed).
+  bool set_cert_ocsp(const std::string& name, const std::string& serial, const std::string& der, int64_t this_update,
+                     int64_t next_update);
   // Whether DNS-01 is available (pxadmind --dns-hook): "tls": "auto" on a wildcard host needs it.
   void set_dns_hook(bool configured) { dns_hook_ = configured; }
 

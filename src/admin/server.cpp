@@ -327,6 +327,7 @@ int run_server(const ServerOptions& opt) {
   uv_signal_start(&sigint, stop, SIGINT);
   PX_INFO("pxadmind ready: store %s", opt.data_dir.c_str());
   uv_run(&loop, UV_RUN_DEFAULT);
+  acme_manager.stop();
   ::unlink(opt.socket_path.c_str());
   for (Conn* c : std::set<Conn*>(srv.conns)) close_conn(c);
   uv_walk(

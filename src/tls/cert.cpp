@@ -1,5 +1,7 @@
 #include "tls/cert.h"
 
+#include <openssl/base64.h>
+
 #include <openssl/bytestring.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -154,7 +156,23 @@ bool cert_from_record(std::string_view name, std::string_view json, Cert* out, s
   if (cert == j.end() || !cert->is_string()) return fail(error, "cert: missing");
   if (key == j.end() || !key->is_string()) return fail(error, "key: missing");
   out->name = std::string(name);
-  return parse_cert(cert->get<std::string>(), key->get<std::string>(), 0, out, error);
+  if (!parse_cert(cert->get<std::string>(), key->get<std::string>(), 0, out, error)) return false;
+  // A stapled OCSP response pxadmind fetched (base64 DER), while current.
+  auto ocsp = j.find("ocsp");
+  if (ocsp != j.end() && ocsp->is_string()) {
+    const std::string& b64 = ocsp->get_ref<const std::string&>();
+    size_t n = 0;
+    if (EVP_DecodedLength(&n, b64.size())) {
+      out->ocsp.resize(n);
+      if (EVP_DecodeBase64(reinterpret_cast<uint8_t*>(out->ocsp.data()), &n, n,
+                           reinterpret_cast<const uint8_t*>(b64.data()), b64.size()))
+        out->ocsp.resize(n);
+      else
+        out->ocsp.clear();
+    }
+    out->ocsp_next_update = j.value("ocsp_next_update", int64_t(0));
+  }
+  return true;
 }
 
 std::string cert_record(const Cert& c, std::string_view cert_pem, std::string_view key_pem, std::string_view source) {
@@ -176,7 +194,11 @@ bool use_cert(SSL* ssl, const Cert& c) {
   CRYPTO_BUFFER* bufs[16];
   size_t n = c.chain.size() < 16 ? c.chain.size() : 16;
   for (size_t i = 0; i < n; i++) bufs[i] = c.chain[i].get();
-  return SSL_set_chain_and_key(ssl, bufs, n, c.key.get(), nullptr) == 1;
+  if (SSL_set_chain_and_key(ssl, bufs, n, c.key.get(), nullptr) != 1) return false;
+  // OCSP stapling: BoringSSL sends it only to clients that asked (status_request).
+  if (!c.ocsp.empty() && SSL_is_server(ssl) && (c.ocsp_next_update == 0 || time(nullptr) < c.ocsp_next_update))
+    SSL_set_ocsp_response(ssl, reinterpret_cast<const uint8_t*>(c.ocsp.data()), c.ocsp.size());
+  return true;
 }
 
 void CertTable::add(std::shared_ptr<const Cert> c) {

@@ -406,7 +406,7 @@ class Admind:
                 self.proc.wait()
             self.logf.close()
             log = self.log()
-            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "Assertion `"):
                 if marker in log:
                     i = log.index(marker)
                     raise AssertionError("pxadmind sanitizer report:\n" + log[max(0, i - 200):i + 3000])
