@@ -8,9 +8,7 @@
 
 namespace px::acme {
 
-json local_problem(const std::string& type, const std::string& detail) {
-  return {{"type", type}, {"detail", detail}};
-}
+json local_problem(const std::string& type, const std::string& detail) { return {{"type", type}, {"detail", detail}}; }
 
 std::string problem_summary(const json& p) {
   if (!p.is_object()) return "unknown problem";
@@ -278,8 +276,8 @@ struct Client::Order : std::enable_shared_from_this<Order> {
   }
   static bool req_replaces_refused(const json& b) {
     std::string t = b.value("type", std::string());
-    return t == "urn:ietf:params:acme:error:alreadyReplaced" || b.value("detail", std::string()).find("replaces") !=
-                                                                      std::string::npos;
+    return t == "urn:ietf:params:acme:error:alreadyReplaced" ||
+           b.value("detail", std::string()).find("replaces") != std::string::npos;
   }
   static std::string join_names(const std::vector<std::string>& v) {
     std::string s;
@@ -375,9 +373,9 @@ struct Client::Order : std::enable_shared_from_this<Order> {
         entry["error"] = ch["error"];
       }
     failed_authz.push_back(entry);
-    json p = local_problem("urn:ietf:params:acme:error:unauthorized",
-                           "authorization for " + entry["identifier"].get<std::string>() + " is " +
-                               entry["status"].get<std::string>());
+    json p = local_problem(
+        "urn:ietf:params:acme:error:unauthorized",
+        "authorization for " + entry["identifier"].get<std::string>() + " is " + entry["status"].get<std::string>());
     if (entry.contains("error") && entry["error"].is_object()) {
       p["type"] = entry["error"].value("type", p["type"].get<std::string>());
       p["detail"] = entry["error"].value("detail", p["detail"].get<std::string>());
@@ -392,8 +390,9 @@ struct Client::Order : std::enable_shared_from_this<Order> {
       if (r.status != 200 || !b.is_object()) return self->fail(problem_of(r, b, "order"), retry_after_of(r));
       std::string status = b.value("status", std::string());
       if (status == "invalid") {
-        json p = b.contains("error") ? b["error"] : local_problem("urn:ietf:params:acme:error:orderNotReady",
-                                                                   "the order became invalid");
+        json p = b.contains("error")
+                     ? b["error"]
+                     : local_problem("urn:ietf:params:acme:error:orderNotReady", "the order became invalid");
         return self->fail(p);
       }
       if (want == "ready" && status == "ready") return self->send_csr();

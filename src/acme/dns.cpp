@@ -56,8 +56,7 @@ void run_hook(uv_loop_t* loop, const std::string& hook, const std::vector<std::s
       r->error = "dns_hook exited with status " + std::to_string(status);
     uv_timer_stop(&r->timer);
     uv_close(reinterpret_cast<uv_handle_t*>(p), [](uv_handle_t* h) { static_cast<Run*>(h->data)->release(); });
-    uv_close(reinterpret_cast<uv_handle_t*>(&r->timer),
-             [](uv_handle_t* h) { static_cast<Run*>(h->data)->release(); });
+    uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), [](uv_handle_t* h) { static_cast<Run*>(h->data)->release(); });
   };
   r->proc.data = r;
   r->timer.data = r;
@@ -67,8 +66,7 @@ void run_hook(uv_loop_t* loop, const std::string& hook, const std::vector<std::s
     r->error = "dns_hook " + hook + ": " + uv_strerror(e);
     r->closes = 2;
     uv_close(reinterpret_cast<uv_handle_t*>(&r->proc), [](uv_handle_t* h) { static_cast<Run*>(h->data)->release(); });
-    uv_close(reinterpret_cast<uv_handle_t*>(&r->timer),
-             [](uv_handle_t* h) { static_cast<Run*>(h->data)->release(); });
+    uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), [](uv_handle_t* h) { static_cast<Run*>(h->data)->release(); });
     return;
   }
   uv_timer_start(

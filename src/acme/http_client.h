@@ -25,8 +25,8 @@ struct HttpRequest {
 };
 
 struct HttpResponse {
-  int status = 0;     // 0: no response; `error` says why
-  std::string error;  // "connect to 127.0.0.1:14000: connection refused"
+  int status = 0;                                            // 0: no response; `error` says why
+  std::string error;                                         // "connect to 127.0.0.1:14000: connection refused"
   std::vector<std::pair<std::string, std::string>> headers;  // names lower case, in order
   std::string body;
   std::string header(std::string_view lower_name) const;

@@ -19,8 +19,8 @@ std::string b64url(std::string_view in) {
   size_t n = 0;
   EVP_EncodedLength(&n, in.size());
   std::string out(n, '\0');
-  size_t w = EVP_EncodeBlock(reinterpret_cast<uint8_t*>(out.data()), reinterpret_cast<const uint8_t*>(in.data()),
-                             in.size());
+  size_t w =
+      EVP_EncodeBlock(reinterpret_cast<uint8_t*>(out.data()), reinterpret_cast<const uint8_t*>(in.data()), in.size());
   out.resize(w);
   while (!out.empty() && out.back() == '=') out.pop_back();
   for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
@@ -128,8 +128,8 @@ std::string AccountKey::sign(std::string_view url, std::string_view nonce, std::
   prot += ",\"url\":" + jstr(url) + "}";
   std::string p64 = b64url(prot), pl64 = b64url(payload);
   std::string digest = sha256(p64 + "." + pl64);
-  bssl::UniquePtr<ECDSA_SIG> sig(ECDSA_do_sign(reinterpret_cast<const uint8_t*>(digest.data()), digest.size(),
-                                               EVP_PKEY_get0_EC_KEY(key_.get())));
+  bssl::UniquePtr<ECDSA_SIG> sig(
+      ECDSA_do_sign(reinterpret_cast<const uint8_t*>(digest.data()), digest.size(), EVP_PKEY_get0_EC_KEY(key_.get())));
   uint8_t rs[64];
   BN_bn2bin_padded(rs, 32, sig->r);
   BN_bn2bin_padded(rs + 32, 32, sig->s);
@@ -207,8 +207,8 @@ std::string ari_cert_id(std::string_view leaf_pem) {
 
 bool parse_rfc3339(std::string_view s, int64_t* out) {
   int Y, M, D, h, m, sec;
-  if (s.size() < 20 || std::sscanf(std::string(s.substr(0, 19)).c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &Y, &M, &D, &h,
-                                   &m, &sec) != 6)
+  if (s.size() < 20 ||
+      std::sscanf(std::string(s.substr(0, 19)).c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &Y, &M, &D, &h, &m, &sec) != 6)
     return false;
   if (s[10] != 'T' && s[10] != 't' && s[10] != ' ') return false;
   size_t i = 19;

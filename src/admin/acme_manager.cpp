@@ -57,9 +57,9 @@ std::vector<std::string> sorted(std::vector<std::string> v) {
 }
 
 // The CA's published limits we stay under (Let's Encrypt's, the strictest common ones).
-constexpr int kOrdersPer3h = 300;          // new orders per account per 3 hours
-constexpr int kFailedPerHour = 5;          // failed validations per account and name set per hour
-constexpr int kDuplicatesPerWeek = 5;      // certificates for the same names per 7 days
+constexpr int kOrdersPer3h = 300;      // new orders per account per 3 hours
+constexpr int kFailedPerHour = 5;      // failed validations per account and name set per hour
+constexpr int kDuplicatesPerWeek = 5;  // certificates for the same names per 7 days
 constexpr int64_t kAriDefaultRecheck = 6 * 3600;
 
 }  // namespace
@@ -96,7 +96,10 @@ struct AcmeManager::Impl {
     }
     json acct = admin.acme_account(account_id);
     if (!acct.is_object() || !acct.contains("key")) {
-      acct = {{"directory", opt.directory}, {"key", acme::new_key_pem()}, {"kid", ""}, {"email", opt.email},
+      acct = {{"directory", opt.directory},
+              {"key", acme::new_key_pem()},
+              {"kid", ""},
+              {"email", opt.email},
               {"created", now_s()}};
       if (!admin.save_acme_account(account_id, acct)) {
         *error = "the ACME account key could not be stored";
@@ -163,7 +166,8 @@ struct AcmeManager::Impl {
                       if (now_s() >= deadline)
                         return done("the TXT record at " + fqdn + " did not become visible at " + opt.dns_resolver +
                                     (err.empty() ? "" : " (" + err + ")"));
-                      acme::after(loop, 1000, [this, fqdn, value, deadline, done] { wait_txt(fqdn, value, deadline, done); });
+                      acme::after(loop, 1000,
+                                  [this, fqdn, value, deadline, done] { wait_txt(fqdn, value, deadline, done); });
                     });
   }
 
@@ -211,24 +215,24 @@ struct AcmeManager::Impl {
       return false;
     }
     working = true;
-    http.fetch({"POST", url, "application/ocsp-request", der}, [this, name, serial, pem, key, url](
-                                                                   acme::HttpResponse r) {
-      tls::OcspStatus st;
-      std::string err;
-      int64_t t = now_s();
-      if (r.status != 200)
-        err = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status);
-      else if (tls::ocsp_check(r.body, pem, t, &st, &err) &&
-               admin.set_cert_ocsp(name, serial, r.body, st.this_update, st.next_update))
-        PX_INFO("ocsp: certificate %s: a good response until %s is stapled", name.c_str(),
-                st.next_update ? tls::format_time(st.next_update).c_str() : "its next refresh");
-      if (!err.empty()) {
-        ocsp_retry[key] = t + 3600;
-        PX_WARN("ocsp: certificate %s: %s: %s; retrying in an hour", name.c_str(), url.c_str(), err.c_str());
-      }
-      working = false;
-      seen_gen = UINT64_MAX;
-    });
+    http.fetch({"POST", url, "application/ocsp-request", der},
+               [this, name, serial, pem, key, url](acme::HttpResponse r) {
+                 tls::OcspStatus st;
+                 std::string err;
+                 int64_t t = now_s();
+                 if (r.status != 200)
+                   err = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status);
+                 else if (tls::ocsp_check(r.body, pem, t, &st, &err) &&
+                          admin.set_cert_ocsp(name, serial, r.body, st.this_update, st.next_update))
+                   PX_INFO("ocsp: certificate %s: a good response until %s is stapled", name.c_str(),
+                           st.next_update ? tls::format_time(st.next_update).c_str() : "its next refresh");
+                 if (!err.empty()) {
+                   ocsp_retry[key] = t + 3600;
+                   PX_WARN("ocsp: certificate %s: %s: %s; retrying in an hour", name.c_str(), url.c_str(), err.c_str());
+                 }
+                 working = false;
+                 seen_gen = UINT64_MAX;
+               });
     return true;
   }
 
@@ -311,9 +315,8 @@ struct AcmeManager::Impl {
     if (due > t) {
       if (forced && !limit.empty()) {
         st["forced"] = false;
-        st["last_error"] = acme::local_problem(
-            "px:rateLimited", "not renewed now: the CA allows at most " + limit + "; next attempt at " +
-                                  tls::format_time(due));
+        st["last_error"] = acme::local_problem("px:rateLimited", "not renewed now: the CA allows at most " + limit +
+                                                                     "; next attempt at " + tls::format_time(due));
       }
       st["next_attempt"] = due;
       if (st.value("status", std::string()) == "ordering") st["status"] = have ? "valid" : "failed";
@@ -369,9 +372,8 @@ struct AcmeManager::Impl {
         Result r = admin.put_cert(name, {{"cert", o.chain_pem}, {"key", o.key_pem}, {"source", "acme"}}, "acme");
         if (r.status >= 300) {
           o.ok = false;
-          o.problem = acme::local_problem(
-              "px:badCertificate",
-              "the CA's certificate was refused: " + r.body["error"].value("message", std::string()));
+          o.problem = acme::local_problem("px:badCertificate", "the CA's certificate was refused: " +
+                                                                   r.body["error"].value("message", std::string()));
         } else {
           st["status"] = "valid";
           st["failures"] = 0;

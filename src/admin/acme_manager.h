@@ -24,14 +24,14 @@ namespace px::admin {
 
 struct AcmeOptions {
   std::string directory = "https://acme-v02.api.letsencrypt.org/directory";
-  std::string email;            // the account's contact ("" = none)
-  std::string ca_file;          // CAs to verify the directory's server against ("" = the system's)
-  std::string dns_hook;         // DNS-01 hook command ("" = HTTP-01 only)
-  std::string dns_resolver;     // where to look for TXT records ("" = /etc/resolv.conf's first)
-  bool prefer_dns = false;      // DNS-01 for every name, not only wildcards
-  uint64_t retry_min_s = 60;    // the first retry after a failure; doubles up to retry_max_s
+  std::string email;          // the account's contact ("" = none)
+  std::string ca_file;        // CAs to verify the directory's server against ("" = the system's)
+  std::string dns_hook;       // DNS-01 hook command ("" = HTTP-01 only)
+  std::string dns_resolver;   // where to look for TXT records ("" = /etc/resolv.conf's first)
+  bool prefer_dns = false;    // DNS-01 for every name, not only wildcards
+  uint64_t retry_min_s = 60;  // the first retry after a failure; doubles up to retry_max_s
   uint64_t retry_max_s = 86400;
-  uint64_t dns_timeout_s = 300;  // how long a TXT record may take to become visible
+  uint64_t dns_timeout_s = 300;               // how long a TXT record may take to become visible
   std::vector<std::string> pxd_status_files;  // HTTP-01: wait until these pxd processes serve the answer
 };
 

@@ -39,8 +39,8 @@ const std::vector<Operation>& operations() {
         {"PUT", "/v1/certs/{name}", [](Admin& a, Request& r) { return a.put_cert(r.params["name"], r.body, r.who); }});
     v.push_back(
         {"DELETE", "/v1/certs/{name}", [](Admin& a, Request& r) { return a.remove_cert(r.params["name"], r.who); }});
-    v.push_back({"POST", "/v1/certs/{name}/renew",
-                 [](Admin& a, Request& r) { return a.renew_cert(r.params["name"], r.who); }});
+    v.push_back(
+        {"POST", "/v1/certs/{name}/renew", [](Admin& a, Request& r) { return a.renew_cert(r.params["name"], r.who); }});
     v.push_back({"POST", "/v1/config", [](Admin& a, Request& r) {
                    auto it = r.query.find("mode");
                    std::string mode = it == r.query.end() ? "merge" : it->second;

@@ -116,8 +116,9 @@ Result Admin::list_certs() {
     json v = {{"name", name}, {"source", "acme"}, {"names", st.value("names", json::array())}};
     r.body.push_back(with_state(v, st));
   }
-  std::sort(r.body.begin(), r.body.end(),
-            [](const json& a, const json& b) { return a.value("name", std::string()) < b.value("name", std::string()); });
+  std::sort(r.body.begin(), r.body.end(), [](const json& a, const json& b) {
+    return a.value("name", std::string()) < b.value("name", std::string());
+  });
   return r;
 }
 

@@ -12,12 +12,12 @@
 #include <set>
 #include <sstream>
 
+#include "admin/txn.h"
 #include "core/strings.h"
 #include "net/cidr.h"
 #include "route/acl.h"
 #include "route/route.h"
 #include "tls/cert.h"
-#include "admin/txn.h"
 
 namespace px::admin {
 
@@ -120,13 +120,11 @@ Result in_txn(store::Store& st, const std::function<bool(Tx&)>& fn) {
   return Result::error(500, "", err);
 }
 
-
 Result invalid(const std::string& err) {
   size_t colon = err.find(": ");
   if (colon == std::string::npos) return Result::error(422, "", err);
   return Result::error(422, err.substr(0, colon), err.substr(colon + 2));
 }
-
 
 bool Tx::reindex(const std::string& name, const json* old, const json* now) {
   if (old)
@@ -150,7 +148,6 @@ bool Tx::reindex(const std::string& name, const json* old, const json* now) {
   return true;
 }
 
-
 bool Tx::check_route_tls(const json& route, bool dns_hook) {
   std::string tls = route.value("tls", std::string("off"));
   if (tls == "off") return true;
@@ -167,8 +164,9 @@ bool Tx::check_route_tls(const json& route, bool dns_hook) {
   bool found;
   if (!load(store::keys::cert(tls), &c, &found)) return false;
   if (!found)
-    return fail(Result::error(422, "tls", "no certificate named '" + tls + "' (add it first: pxctl cert add " + tls +
-                                              " --cert FILE --key FILE)"));
+    return fail(Result::error(
+        422, "tls",
+        "no certificate named '" + tls + "' (add it first: pxctl cert add " + tls + " --cert FILE --key FILE)"));
   return true;
 }
 

@@ -20,13 +20,11 @@ int main(int argc, char** argv) {
   app.add_option("--pxd-status", status_files,
                  "pxd status_file(s) to report in /v1/status (default /run/px/pxd.status)");
   auto& a = opt.acme;
-  app.add_option("--acme-directory", a.directory,
-                 "ACME CA: a directory URL, letsencrypt or letsencrypt-staging")
+  app.add_option("--acme-directory", a.directory, "ACME CA: a directory URL, letsencrypt or letsencrypt-staging")
       ->capture_default_str();
   app.add_option("--acme-email", a.email, "the ACME account's contact address");
   app.add_option("--acme-ca", a.ca_file, "PEM CAs to verify the ACME server with (default: the system's)");
-  app.add_option("--dns-hook", a.dns_hook,
-                 "DNS-01: a command run as HOOK add|del FQDN VALUE (wildcard names need it)");
+  app.add_option("--dns-hook", a.dns_hook, "DNS-01: a command run as HOOK add|del FQDN VALUE (wildcard names need it)");
   app.add_option("--dns-resolver", a.dns_resolver,
                  "DNS-01: ADDRESS:PORT asked whether the TXT record is visible (default: /etc/resolv.conf's first)");
   app.add_flag("--acme-prefer-dns", a.prefer_dns, "DNS-01 for every name, not only wildcards");

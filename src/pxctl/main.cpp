@@ -241,8 +241,9 @@ void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
   c->add_option("--upstream-client-cert", o.upstream_cert, "https upstreams: present this stored certificate (mTLS)");
   c->add_option("--upstream-verify", o.upstream_verify, "https upstreams: on (default) or off (logged as a warning)")
       ->check(CLI::IsMember({"on", "off"}));
-  c->add_option("--tls", o.tls,
-                "HTTPS for the hosts: auto (a certificate from the ACME CA, renewed), off, or a stored certificate's name");
+  c->add_option(
+      "--tls", o.tls,
+      "HTTPS for the hosts: auto (a certificate from the ACME CA, renewed), off, or a stored certificate's name");
   c->add_option("--path", o.path, "path prefix (whole segments), default /");
   c->add_flag("--strip-path", o.strip, "remove the path prefix before proxying");
   if (for_set) c->add_flag("--no-strip-path", o.no_strip, "send the path as it came");

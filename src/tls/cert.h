@@ -25,8 +25,8 @@ struct Cert {
   bool ecdsa = false;                     // the key type: ECDSA, else RSA
   bssl::UniquePtr<EVP_PKEY> key;
   std::vector<bssl::UniquePtr<CRYPTO_BUFFER>> chain;  // DER, the leaf first
-  std::string ocsp;               // a DER OCSP response to staple ("" = none), from the store record
-  int64_t ocsp_next_update = 0;   // ... stapled until then (0 = no nextUpdate given)
+  std::string ocsp;              // a DER OCSP response to staple ("" = none), from the store record
+  int64_t ocsp_next_update = 0;  // ... stapled until then (0 = no nextUpdate given)
 };
 
 // Parses `cert_pem` (the leaf, then its intermediates) and `key_pem`, and checks

@@ -131,8 +131,8 @@ bool ocsp_check(std::string_view response_der, std::string_view chain_pem, int64
   }
   code = CBS_data(&status)[0];
   if (code != 0) {
-    static const char* names[] = {"successful", "malformedRequest", "internalError", "tryLater", "4", "sigRequired",
-                                  "unauthorized"};
+    static const char* names[] = {"successful", "malformedRequest", "internalError", "tryLater",
+                                  "4",          "sigRequired",      "unauthorized"};
     *error = std::string("the responder answered ") + (code < 7 ? names[code] : "an unknown status");
     return false;
   }

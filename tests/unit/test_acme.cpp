@@ -153,7 +153,8 @@ TEST_CASE("acme: URLs and Link headers") {
   CHECK_FALSE(split_url("https://user@a/", &tls, &host, &port, &target));
   CHECK_FALSE(split_url("https://a:99999/", &tls, &host, &port, &target));
   HttpResponse r;
-  r.headers = {{"link", "<https://ca/dir>;rel=\"index\""}, {"link", "<https://ca/alt/1>; rel=\"alternate\", <x>;rel=up"}};
+  r.headers = {{"link", "<https://ca/dir>;rel=\"index\""},
+               {"link", "<https://ca/alt/1>; rel=\"alternate\", <x>;rel=up"}};
   CHECK(r.links("index") == std::vector<std::string>{"https://ca/dir"});
   CHECK(r.links("alternate") == std::vector<std::string>{"https://ca/alt/1"});
   CHECK(r.links("up") == std::vector<std::string>{"x"});
