@@ -292,52 +292,67 @@ struct Client::Order : std::enable_shared_from_this<Order> {
       polled_ms = 0;
       return wait_order("ready");
     }
+    look(authzs[next_authz], false);
+  }
+
+  // Fetches an authorization: valid → on to the next; pending → answer a challenge (first look), or look
+  // again later (once answered, while the CA validates).
+  void look(const std::string& az, bool answered) {
     auto self = shared_from_this();
-    std::string az = authzs[next_authz];
-    c->post(az, "", false, [self, az](HttpResponse& r, json& b) {
+    c->post(az, "", false, [self, az, answered](HttpResponse& r, json& b) {
       if (r.status != 200 || !b.is_object()) return self->fail(problem_of(r, b, "authorization"), retry_after_of(r));
       std::string status = b.value("status", std::string());
       if (status == "valid") {
         self->next_authz++;
         return self->authorize();
       }
-      if (status != "pending") return self->authz_failed(b);
-      bool wildcard = b.value("wildcard", false);
-      std::string domain = b.contains("identifier") ? b["identifier"].value("value", std::string()) : "";
-      bool dns = self->hooks->dns01 && (wildcard || self->hooks->prefer_dns);
-      std::string want = dns ? "dns-01" : "http-01";
-      json ch;
-      for (const auto& x : b.value("challenges", json::array()))
-        if (x.value("type", std::string()) == want) ch = x;
-      if (!ch.is_object()) {
-        std::string why = wildcard && !self->hooks->dns01
-                              ? "*." + domain + " needs a DNS-01 challenge and no dns_hook is configured"
-                              : "the CA offers no " + want + " challenge for " + domain;
-        return self->fail(local_problem("px:noChallenge", why));
+      if (status != "pending" && !(answered && status == "processing")) return self->authz_failed(b);
+      if (answered) {
+        if (self->polled_ms >= self->c->poll_limit_ms)
+          return self->fail(local_problem("px:timeout", "the CA did not validate " + az + " in time"));
+        return self->c->after(self->next_poll(r), [self, az] { self->look(az, true); });
       }
-      std::string token = ch.value("token", std::string());
-      std::string ka = key_authorization(token, self->c->key_);
-      std::string ch_url = ch.value("url", std::string());
-      auto respond = [self, ch_url, az](std::string err) {
-        if (!err.empty()) return self->fail(local_problem("px:challengeSetup", err));
-        // RFC 8555 7.5.1: an empty object says "validate now".
-        self->c->post(ch_url, "{}", false, [self, az](HttpResponse& r, json& b) {
-          if (r.status != 200) return self->fail(problem_of(r, b, "challenge"), retry_after_of(r));
-          self->poll_ms = 0;
-          self->polled_ms = 0;
-          self->wait_authz(az);
-        });
-      };
-      if (dns) {
-        std::string fqdn = "_acme-challenge." + domain;
-        std::string value = dns01_value(ka);
-        self->txt_records.emplace_back(fqdn, value);
-        self->hooks->dns01(true, fqdn, value, respond);
-      } else {
-        self->http_tokens.push_back(token);
-        self->hooks->http01_put(token, ka, respond);
-      }
+      self->answer(az, b);
     });
+  }
+
+  void answer(const std::string& az, const json& b) {
+    auto self = shared_from_this();
+    bool wildcard = b.value("wildcard", false);
+    std::string domain = b.contains("identifier") ? b["identifier"].value("value", std::string()) : "";
+    bool dns = hooks->dns01 && (wildcard || hooks->prefer_dns);
+    std::string want = dns ? "dns-01" : "http-01";
+    json ch;
+    for (const auto& x : b.value("challenges", json::array()))
+      if (x.value("type", std::string()) == want) ch = x;
+    if (!ch.is_object()) {
+      std::string why = wildcard && !hooks->dns01
+                            ? "*." + domain + " needs a DNS-01 challenge and no dns_hook is configured"
+                            : "the CA offers no " + want + " challenge for " + domain;
+      return fail(local_problem("px:noChallenge", why));
+    }
+    std::string token = ch.value("token", std::string());
+    std::string ka = key_authorization(token, c->key_);
+    std::string ch_url = ch.value("url", std::string());
+    auto respond = [self, ch_url, az](std::string err) {
+      if (!err.empty()) return self->fail(local_problem("px:challengeSetup", err));
+      // RFC 8555 7.5.1: an empty object says "validate now".
+      self->c->post(ch_url, "{}", false, [self, az](HttpResponse& r, json& b) {
+        if (r.status != 200) return self->fail(problem_of(r, b, "challenge"), retry_after_of(r));
+        self->poll_ms = 0;
+        self->polled_ms = 0;
+        self->look(az, true);
+      });
+    };
+    if (dns) {
+      std::string fqdn = "_acme-challenge." + domain;
+      std::string value = dns01_value(ka);
+      txt_records.emplace_back(fqdn, value);
+      hooks->dns01(true, fqdn, value, respond);
+    } else {
+      http_tokens.push_back(token);
+      hooks->http01_put(token, ka, respond);
+    }
   }
 
   uint64_t next_poll(const HttpResponse& r) {
@@ -346,22 +361,6 @@ struct Client::Order : std::enable_shared_from_this<Order> {
     uint64_t wait = ra > 0 ? std::min<uint64_t>(static_cast<uint64_t>(ra) * 1000, c->poll_max_ms) : poll_ms;
     polled_ms += wait;
     return wait;
-  }
-
-  void wait_authz(const std::string& az) {
-    auto self = shared_from_this();
-    c->post(az, "", false, [self, az](HttpResponse& r, json& b) {
-      if (r.status != 200 || !b.is_object()) return self->fail(problem_of(r, b, "authorization"), retry_after_of(r));
-      std::string status = b.value("status", std::string());
-      if (status == "valid") {
-        self->next_authz++;
-        return self->authorize();
-      }
-      if (status != "pending" && status != "processing") return self->authz_failed(b);
-      if (self->polled_ms >= self->c->poll_limit_ms)
-        return self->fail(local_problem("px:timeout", "the CA did not validate " + az + " in time"));
-      self->c->after(self->next_poll(r), [self, az] { self->wait_authz(az); });
-    });
   }
 
   void authz_failed(const json& b) {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -48,6 +49,10 @@ static int make_listener(const ListenAddr& la, uint16_t port, std::string* error
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  // TLS: the client speaks first (its ClientHello), so the kernel hands over a connection only once that
+  // arrived: one wakeup and one empty read less per handshake. A client that sends nothing is handed
+  // over after the kernel's SYN-ACK retransmission, and the handshake timeout applies from there.
+  if (la.tls) setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 4096) != 0) {
     *error = "listen " + la.str() + ": " + strerror(errno);
     close(fd);
