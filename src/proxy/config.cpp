@@ -15,6 +15,8 @@ std::string ListenAddr::str() const {
   return host + ":" + std::to_string(port);
 }
 
+std::string listen_key(const ListenAddr& la) { return la.str() + (la.tls ? " tls" : ""); }
+
 static bool parse_listen(std::string_view v, ListenAddr* out, std::string* err) {
   std::string_view host, port;
   if (!v.empty() && v.front() == '[') {

@@ -20,6 +20,8 @@ struct ListenAddr {
   bool tls = false;   // `listen ADDRESS:PORT tls`: TLS terminates here
   std::string str() const;
 };
+// What identifies a listener across reloads: the configured address (port 0 included) and tls.
+std::string listen_key(const ListenAddr& la);
 
 struct Config {
   std::string source = "<defaults>";

@@ -454,6 +454,105 @@ void Server::on_signal(int signum) {
   }
 }
 
+void Server::reload() {
+  if (draining_) return;
+  Config next;
+  std::string err;
+  if (!load_config_file(cfg_.source, &next, &err)) {
+    PX_ERR("reload refused: %s; the running configuration stays", err.c_str());
+    return;
+  }
+  // What only a restart can change: kept, and said.
+  auto keep = [&](const char* name, auto Config::*field) {
+    if (next.*field != cfg_.*field) {
+      PX_WARN("reload: %s changes at the next restart", name);
+      next.*field = cfg_.*field;
+    }
+  };
+  keep("workers", &Config::workers);
+  keep("data_dir", &Config::data_dir);
+  keep("status_file", &Config::status_file);
+  keep("filters_dir", &Config::filters_dir);
+  keep("global_filters", &Config::global_filters);
+  keep("lua_memory_limit", &Config::lua_memory_limit);
+  keep("store_poll_ms", &Config::store_poll_ms);
+  // TLS: a new context when its settings change (or the first TLS listener comes).
+  bssl::UniquePtr<SSL_CTX> new_ctx;
+  bool tls_changed = next.tls_min_version != cfg_.tls_min_version || next.tls_max_version != cfg_.tls_max_version ||
+                     next.tls_ciphers != cfg_.tls_ciphers || next.tls_curves != cfg_.tls_curves;
+  if (next.has_tls() && (!tls_ctx_ || tls_changed)) {
+    tls::ServerOptions o;
+    o.min_version = next.tls_min_version;
+    o.max_version = next.tls_max_version;
+    if (!next.tls_ciphers.empty()) o.ciphers = next.tls_ciphers;
+    if (!next.tls_curves.empty()) o.curves = next.tls_curves;
+    new_ctx = tls::make_server_ctx(o, &err);
+    if (!new_ctx) {
+      PX_ERR("reload refused: %s: %s; the running configuration stays", next.source.c_str(), err.c_str());
+      return;
+    }
+  }
+  // Listeners: open the new ones (every worker's) before anything changes; close the gone ones.
+  std::vector<std::string> old_keys, new_keys;
+  for (const auto& la : cfg_.listen) old_keys.push_back(listen_key(la));
+  for (const auto& la : next.listen) new_keys.push_back(listen_key(la));
+  std::vector<Worker::Reconfig> rc(workers_.size());
+  std::vector<std::string> opened;
+  auto undo = [&] {
+    for (auto& r : rc)
+      for (auto& a : r.add) ::close(a.second);
+  };
+  for (const auto& la : next.listen) {
+    std::string key = listen_key(la);
+    if (std::find(old_keys.begin(), old_keys.end(), key) != old_keys.end()) continue;
+    uint16_t port = la.port;
+    for (size_t w = 0; w < workers_.size(); w++) {
+      int fd = make_listener(la, port, &err);
+      if (fd < 0) {
+        undo();
+        PX_ERR("reload refused: %s: %s; the running configuration stays", next.source.c_str(), err.c_str());
+        return;
+      }
+      if (port == 0) {
+        sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+        port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+      }
+      rc[w].add.emplace_back(key, fd);
+    }
+    ListenAddr actual = la;
+    actual.port = port;
+    opened.push_back(actual.str() + (la.tls ? " (tls)" : ""));
+  }
+  std::vector<std::string> removed;
+  for (const auto& k : old_keys)
+    if (std::find(new_keys.begin(), new_keys.end(), k) == new_keys.end()) removed.push_back(k);
+  if (new_ctx) {
+    if (tls_ctx_) old_tls_ctxs_.push_back(std::move(tls_ctx_));
+    tls_ctx_ = std::move(new_ctx);
+  }
+  log::Level lvl;
+  if (log::parse_level(next.log_level.c_str(), &lvl)) log::set_level(lvl);
+  for (size_t w = 0; w < workers_.size(); w++) {
+    rc[w].cfg = next;
+    rc[w].remove = removed;
+    rc[w].tls_ctx = tls_ctx_.get();
+    workers_[w]->post_config(std::move(rc[w]));
+  }
+  bool routing_changed = next.default_route != cfg_.default_route;
+  cfg_ = std::move(next);
+  for (const auto& o : opened) PX_INFO("listening on %s", o.c_str());
+  for (const auto& k : removed) PX_INFO("no longer listening on %s", k.c_str());
+  PX_INFO("reloaded %s: %zu listeners opened, %zu closed; new connections get the new settings", cfg_.source.c_str(),
+          opened.size(), removed.size());
+  if (routing_changed) {
+    built_gen_ = UINT64_MAX;  // the default route is part of the routing build
+    poll_store();
+  }
+}
+
 void Server::on_worker_exit() {
   if (exited_.load() < static_cast<int>(workers_.size())) return;
   uv_stop(&loop_);
@@ -503,7 +602,7 @@ int Server::run() {
   uv_signal_start(&sigterm_, sig, SIGTERM);
   uv_signal_start(&sigint_, sig, SIGINT);
   uv_signal_start(
-      &sighup_, [](uv_signal_t*, int) { PX_INFO("SIGHUP ignored: routes reload by themselves"); }, SIGHUP);
+      &sighup_, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->reload(); }, SIGHUP);
   uv_timer_init(&loop_, &poll_timer_);
   uv_timer_init(&loop_, &grace_timer_);
   uv_timer_init(&loop_, &dns_timer_);

@@ -37,6 +37,8 @@ class Server {
   void poll_store();
   void rebuild();
   void on_signal(int signum);
+  // SIGHUP: pxd.conf again. A file that does not parse changes nothing (the log says where it is wrong).
+  void reload();
   void on_worker_exit();
   void publish_status();
   bool lookup(const std::string& host, uint16_t port, sockaddr_storage* ss, socklen_t* len);
@@ -46,6 +48,7 @@ class Server {
   void add_cert(std::string_view key, std::string_view value, tls::CertTable* table);
 
   Config cfg_;
+  std::vector<bssl::UniquePtr<SSL_CTX>> old_tls_ctxs_;  // replaced by reloads; workers may still be using them
   uv_loop_t loop_;
   uv_signal_t sigterm_, sigint_, sighup_;
   uv_timer_t poll_timer_, grace_timer_, dns_timer_, recheck_timer_;

@@ -40,31 +40,12 @@ void Worker::start(std::vector<int> fds) {
   loop_.data = this;
   uv_async_init(&loop_, &async_, [](uv_async_t* a) { static_cast<Worker*>(a->data)->on_async(); });
   async_.data = this;
-  tlists_[static_cast<int>(Timeout::header)].duration = cfg_.client_header_timeout_ms;
-  tlists_[static_cast<int>(Timeout::body)].duration = cfg_.client_body_timeout_ms;
-  tlists_[static_cast<int>(Timeout::keepalive)].duration = cfg_.keepalive_timeout_ms;
-  tlists_[static_cast<int>(Timeout::handshake)].duration = cfg_.tls_handshake_timeout_ms;
-  cert_source_.reject_unknown_name = cfg_.tls_reject_unknown_name;
-  uint64_t shortest = std::min({cfg_.client_header_timeout_ms, cfg_.client_body_timeout_ms, cfg_.keepalive_timeout_ms,
-                                cfg_.tls_handshake_timeout_ms});
-  uint64_t tick = std::clamp<uint64_t>(shortest / 8, 5, 100);
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
-  uv_timer_start(
-      &tick_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->on_tick(); }, tick, tick);
+  apply_timeouts();
   for (size_t i = 0; i < fds_.size(); i++) {
-    int fd = fds_[i];
-    listener_tls_.push_back(i < cfg_.listen.size() && cfg_.listen[i].tls);
-    auto* t = new uv_tcp_t;
-    uv_tcp_init(&loop_, t);
-    t->data = this;
-    int r = uv_tcp_open(t, fd);
-    if (r == 0)
-      r = uv_listen(reinterpret_cast<uv_stream_t*>(t), 4096, [](uv_stream_t* s, int status) {
-        if (status == 0) static_cast<Worker*>(s->data)->on_accept(s);
-      });
-    if (r != 0) PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
-    listeners_.push_back(t);
+    bool tls = i < cfg_.listen.size() && cfg_.listen[i].tls;
+    add_listener(fds_[i], i < cfg_.listen.size() ? listen_key(cfg_.listen[i]) : "", tls);
   }
   started_ = true;
   if (inline_) return;  // start_inline(): the caller runs the loop on its own thread
@@ -158,6 +139,73 @@ void Worker::run() {
   if (on_exit) on_exit();
 }
 
+// The client timeouts and the tick that checks them (an eighth of the shortest, 5 to 100 ms).
+void Worker::apply_timeouts() {
+  tlists_[static_cast<int>(Timeout::header)].duration = cfg_.client_header_timeout_ms;
+  tlists_[static_cast<int>(Timeout::body)].duration = cfg_.client_body_timeout_ms;
+  tlists_[static_cast<int>(Timeout::keepalive)].duration = cfg_.keepalive_timeout_ms;
+  tlists_[static_cast<int>(Timeout::handshake)].duration = cfg_.tls_handshake_timeout_ms;
+  cert_source_.reject_unknown_name = cfg_.tls_reject_unknown_name;
+  uint64_t shortest = std::min({cfg_.client_header_timeout_ms, cfg_.client_body_timeout_ms, cfg_.keepalive_timeout_ms,
+                                cfg_.tls_handshake_timeout_ms});
+  uint64_t tick = std::clamp<uint64_t>(shortest / 8, 5, 100);
+  uv_timer_start(
+      &tick_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->on_tick(); }, tick, tick);
+}
+
+void Worker::add_listener(int fd, const std::string& key, bool tls) {
+  auto* t = new uv_tcp_t;
+  uv_tcp_init(&loop_, t);
+  t->data = this;
+  int r = uv_tcp_open(t, fd);
+  if (r == 0)
+    r = uv_listen(reinterpret_cast<uv_stream_t*>(t), 4096, [](uv_stream_t* s, int status) {
+      if (status == 0) static_cast<Worker*>(s->data)->on_accept(s);
+    });
+  if (r != 0) PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
+  listeners_.push_back(t);
+  listener_tls_.push_back(tls);
+  listener_keys_.push_back(key);
+}
+
+void Worker::post_config(Reconfig r) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (mail_config_) {
+      // Two reloads before this worker looked: the second's listeners build on the first's.
+      for (auto& a : mail_config_->add)
+        if (std::find(r.remove.begin(), r.remove.end(), a.first) == r.remove.end())
+          r.add.insert(r.add.begin(), a);
+        else
+          ::close(a.second);
+      for (auto& k : mail_config_->remove) r.remove.push_back(k);
+    }
+    mail_config_ = std::make_unique<Reconfig>(std::move(r));
+  }
+  if (started_) uv_async_send(&async_);
+}
+
+// New connections get the new settings; open ones finish under what they started with (their
+// timeouts excepted: those are the worker's). A removed listener stops accepting; its connections stay.
+void Worker::apply_config(Reconfig r) {
+  cfg_ = std::move(r.cfg);
+  req_limits.max_head = cfg_.max_header_size;
+  req_limits.max_headers = cfg_.max_headers;
+  req_limits.max_uri = cfg_.max_uri_length;
+  req_limits.underscores = cfg_.underscores_in_headers;
+  tls_ctx_ = r.tls_ctx;
+  apply_timeouts();
+  for (size_t i = listeners_.size(); i-- > 0;) {
+    if (std::find(r.remove.begin(), r.remove.end(), listener_keys_[i]) == r.remove.end()) continue;
+    uv_close(reinterpret_cast<uv_handle_t*>(listeners_[i]),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    listeners_.erase(listeners_.begin() + static_cast<long>(i));
+    listener_tls_.erase(listener_tls_.begin() + static_cast<long>(i));
+    listener_keys_.erase(listener_keys_.begin() + static_cast<long>(i));
+  }
+  for (auto& [key, fd] : r.add) add_listener(fd, key, key.size() > 4 && key.compare(key.size() - 4, 4, " tls") == 0);
+}
+
 void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
@@ -200,8 +248,10 @@ void Worker::on_async() {
   bool drain_now, stop_now;
   std::vector<std::pair<std::string, std::string>> files;
   bool reload = false;
+  std::unique_ptr<Reconfig> config;
   {
     std::lock_guard<std::mutex> g(mu_);
+    config = std::move(mail_config_);
     files = std::move(mail_filters_);
     reload = mail_has_filters_;
     mail_has_filters_ = false;
@@ -211,7 +261,15 @@ void Worker::on_async() {
     stop_now = mail_stop_;
     mail_drain_ = mail_stop_ = false;
   }
-  if (stopping_) return;
+  if (stopping_) {
+    if (config)
+      for (auto& a : config->add) ::close(a.second);
+    return;
+  }
+  if (config && draining_)
+    for (auto& a : config->add) ::close(a.second);
+  else if (config)
+    apply_config(std::move(*config));
   if (reload && engine_) engine_->load(files);
   if (snap) install(std::move(snap));
   if (stop_now)
@@ -581,6 +639,8 @@ void Worker::drain() {
   for (auto* t : listeners_)
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
   listeners_.clear();
+  listener_tls_.clear();
+  listener_keys_.clear();
   for (Session* s = sessions_head_; s;) {
     Session* next = s->next;
     if (s->idle())
@@ -603,6 +663,8 @@ void Worker::stop_everything() {
   for (auto* t : listeners_)
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
   listeners_.clear();
+  listener_tls_.clear();
+  listener_keys_.clear();
   while (sessions_head_) sessions_head_->close();
   for (auto& kv : peers_) {
     PeerState* p = kv.second.get();

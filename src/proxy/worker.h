@@ -318,6 +318,15 @@ class Worker {
   // Main thread side. Listening fds are owned by the worker from here on.
   void start(std::vector<int> listen_fds);
   void post_snapshot(std::shared_ptr<const route::Snapshot> s);
+  // A reloaded pxd.conf (SIGHUP): the new settings for new connections, listeners to open (their fds,
+  // owned by the worker from here on) and to close (by listen_key), and the TLS context to use.
+  struct Reconfig {
+    Config cfg;
+    std::vector<std::pair<std::string, int>> add;  // listen_key, fd
+    std::vector<std::string> remove;
+    SSL_CTX* tls_ctx = nullptr;
+  };
+  void post_config(Reconfig r);
   void post_drain();
   void post_stop();
   void join();
@@ -390,6 +399,9 @@ class Worker {
   void trim();
   void teardown();
   void begin_session(Session* s);
+  void apply_config(Reconfig r);
+  void apply_timeouts();
+  void add_listener(int fd, const std::string& key, bool tls);
 
   int id_;
   Config cfg_;
@@ -425,8 +437,9 @@ class Worker {
 
   SSL_CTX* tls_ctx_ = nullptr;
   std::unordered_map<std::string, bssl::UniquePtr<SSL_CTX>> client_ctx_;  // per (verify, ca_file)
-  tls::CertSource cert_source_;     // the certificates of the current snapshot, for handshakes
-  std::vector<bool> listener_tls_;  // parallel to listeners_
+  tls::CertSource cert_source_;             // the certificates of the current snapshot, for handshakes
+  std::vector<bool> listener_tls_;          // parallel to listeners_
+  std::vector<std::string> listener_keys_;  // parallel to listeners_: listen_key() of each
   std::unique_ptr<lua::Engine> engine_;
   std::vector<EndObserver*> observers_;
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)
@@ -436,6 +449,7 @@ class Worker {
   std::shared_ptr<const route::Snapshot> mail_snap_;
   bool mail_drain_ = false;
   bool mail_stop_ = false;
+  std::unique_ptr<Reconfig> mail_config_;
   std::atomic<uint64_t> applied_gen_{0};
 
   friend struct Session;
