@@ -6,12 +6,14 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <set>
 
 #include "admin/api.h"
 #include "core/log.h"
+#include "core/notify.h"
 #include "core/strings.h"
 #include "http/h1.h"
 #include "http/parser.h"
@@ -322,10 +324,21 @@ int run_server(const ServerOptions& opt) {
   uv_signal_t sigterm, sigint;
   uv_signal_init(&loop, &sigterm);
   uv_signal_init(&loop, &sigint);
-  auto stop = [](uv_signal_t* s, int) { uv_stop(s->loop); };
+  auto stop = [](uv_signal_t* s, int) {
+    notify::send("STOPPING=1");
+    uv_stop(s->loop);
+  };
   uv_signal_start(&sigterm, stop, SIGTERM);
   uv_signal_start(&sigint, stop, SIGINT);
   PX_INFO("pxadmind ready: store %s", opt.data_dir.c_str());
+  notify::send("READY=1\nMAINPID=" + std::to_string(getpid()) + "\nSTATUS=serving the API on " + opt.socket_path);
+  uv_timer_t watchdog;
+  uv_timer_init(&loop, &watchdog);
+  if (uint64_t us = notify::watchdog_usec()) {
+    uint64_t every = std::max<uint64_t>(us / 2000, 1);
+    uv_timer_start(
+        &watchdog, [](uv_timer_t*) { notify::send("WATCHDOG=1"); }, every, every);
+  }
   uv_run(&loop, UV_RUN_DEFAULT);
   acme_manager.stop();
   ::unlink(opt.socket_path.c_str());

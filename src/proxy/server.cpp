@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/log.h"
+#include "core/notify.h"
 #include "lua/engine.h"
 #include "route/route.h"
 
@@ -401,6 +402,12 @@ void Server::reload_filters() {
 }
 
 void Server::publish_status() {
+  uint64_t now_applied = UINT64_MAX;
+  for (auto& w : workers_) now_applied = std::min(now_applied, w->applied_generation());
+  if (snapshot_ && now_applied != notified_gen_) {
+    notified_gen_ = now_applied;
+    notify::send("STATUS=" + status_line());
+  }
   if (cfg_.status_file.empty() || !snapshot_) return;
   uint64_t applied = UINT64_MAX, ferrors = 0;
   for (auto& w : workers_) {
@@ -431,7 +438,31 @@ void Server::publish_status() {
     PX_WARN("status_file %s: %s", cfg_.status_file.c_str(), strerror(errno));
 }
 
+std::string Server::status_line() const {
+  uint64_t applied = UINT64_MAX;
+  for (const auto& w : workers_) applied = std::min(applied, w->applied_generation());
+  if (draining_) return "draining";
+  return "serving generation " + std::to_string(applied == UINT64_MAX ? 0 : applied) + ", " +
+         std::to_string(workers_.size()) + " workers";
+}
+
+// Pings only while every worker's loop has turned within the interval: a stuck worker stops the
+// pings, and the service manager restarts pxd.
+void Server::watchdog() {
+  uint64_t now = uv_hrtime() / 1000000u;
+  for (const auto& w : workers_) {
+    uint64_t hb = w->heartbeat_ms.load(std::memory_order_relaxed);
+    if (hb && now - hb > watchdog_ms_) {
+      PX_ERR("worker %d has not turned its loop for %llu ms: no watchdog ping", w->id(),
+             static_cast<unsigned long long>(now - hb));
+      return;
+    }
+  }
+  notify::send("WATCHDOG=1");
+}
+
 void Server::on_signal(int signum) {
+  notify::send("STOPPING=1");
   if (signum == SIGINT) {
     PX_INFO("SIGINT: stopping now");
     draining_ = true;
@@ -602,7 +633,14 @@ int Server::run() {
   uv_signal_start(&sigterm_, sig, SIGTERM);
   uv_signal_start(&sigint_, sig, SIGINT);
   uv_signal_start(
-      &sighup_, [](uv_signal_t* s, int) { static_cast<Server*>(s->data)->reload(); }, SIGHUP);
+      &sighup_,
+      [](uv_signal_t* h, int) {
+        auto* s = static_cast<Server*>(h->data);
+        notify::reloading();
+        s->reload();
+        notify::send("READY=1\nSTATUS=" + s->status_line());
+      },
+      SIGHUP);
   uv_timer_init(&loop_, &poll_timer_);
   uv_timer_init(&loop_, &grace_timer_);
   uv_timer_init(&loop_, &dns_timer_);
@@ -618,6 +656,15 @@ int Server::run() {
   uv_timer_start(
       &dns_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->refresh_dns(); }, 30000, 30000);
   PX_INFO("pxd ready: %d workers", n);
+  notify::send("READY=1\nMAINPID=" + std::to_string(getpid()) + "\nSTATUS=" + status_line());
+  uv_timer_init(&loop_, &watchdog_timer_);
+  watchdog_timer_.data = this;
+  if (uint64_t us = notify::watchdog_usec()) {
+    watchdog_ms_ = us / 1000;
+    uint64_t every = std::max<uint64_t>(watchdog_ms_ / 2, 1);
+    uv_timer_start(
+        &watchdog_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->watchdog(); }, every, every);
+  }
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
   for (auto* ev : filter_watches_)

@@ -39,6 +39,8 @@ class Server {
   void on_signal(int signum);
   // SIGHUP: pxd.conf again. A file that does not parse changes nothing (the log says where it is wrong).
   void reload();
+  std::string status_line() const;  // "serving generation 42, 2 workers"
+  void watchdog();                  // WATCHDOG=1 while every worker's loop turns
   void on_worker_exit();
   void publish_status();
   bool lookup(const std::string& host, uint16_t port, sockaddr_storage* ss, socklen_t* len);
@@ -51,7 +53,9 @@ class Server {
   std::vector<bssl::UniquePtr<SSL_CTX>> old_tls_ctxs_;  // replaced by reloads; workers may still be using them
   uv_loop_t loop_;
   uv_signal_t sigterm_, sigint_, sighup_;
-  uv_timer_t poll_timer_, grace_timer_, dns_timer_, recheck_timer_;
+  uv_timer_t poll_timer_, grace_timer_, dns_timer_, recheck_timer_, watchdog_timer_;
+  uint64_t watchdog_ms_ = 0;
+  uint64_t notified_gen_ = UINT64_MAX;  // the generation the service manager's STATUS last said
   uv_fs_event_t store_watch_;
   uv_async_t exit_async_;
   bool watch_started_ = false;

@@ -522,6 +522,7 @@ void Worker::trim() {
 }
 
 void Worker::on_tick() {
+  heartbeat_ms.store(uv_hrtime() / 1000000u, std::memory_order_relaxed);
   uint64_t t = now();
   if (upconns > upconns_peak_) upconns_peak_ = upconns;
   if (t - last_trim_ >= kTrimWindowMs) {

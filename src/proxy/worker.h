@@ -370,6 +370,8 @@ class Worker {
   lua::Engine* engine() { return engine_.get(); }
   uint64_t filter_errors() const { return filter_errors_.load(std::memory_order_relaxed); }
   std::atomic<uint64_t> filter_errors_{0};
+  // The worker's loop last turned (uv_hrtime ms), for the service manager's watchdog (read by the main thread).
+  std::atomic<uint64_t> heartbeat_ms{0};
   route::AuthCache& auth_cache() { return auth_cache_; }
   void post_filters(std::vector<std::pair<std::string, std::string>> files);
   // Client timeouts (see Timeout).

@@ -77,7 +77,7 @@ class Upstream:
 
 
 class Pxd:
-    def __init__(self, workers=1, extra="", routes=(), start=True):
+    def __init__(self, workers=1, extra="", routes=(), start=True, env=None):
         self.dir = tempfile.mkdtemp(prefix="pxtest-")
         self.data = os.path.join(self.dir, "data")
         self.status_file = os.path.join(self.dir, "status.json")
@@ -87,6 +87,7 @@ class Pxd:
             f.write("listen 127.0.0.1:0\nworkers %d\ndata_dir %s\nstatus_file %s\nlog_level info\n%s\n"
                     % (workers, self.data, self.status_file, extra))
         self.proc = None
+        self.env = env
         self.gen = 0
         for r in routes:
             self.put_route(r)
@@ -95,7 +96,8 @@ class Pxd:
 
     def start(self):
         self.logf = open(self.logpath, "wb")
-        self.proc = subprocess.Popen([PXD, "-c", self.conf], stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([PXD, "-c", self.conf], stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **self.env) if self.env else None)
         m = wait_for(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log()), what="pxd to listen")
         self.port = int(m.group(1))
         wait_for(lambda: "pxd ready" in self.log(), what="pxd ready")
@@ -328,7 +330,7 @@ def wrk(port, host, path="/", seconds=3, connections=8, threads=1):
 class Admind:
     """The real pxadmind on a temporary store, its unix socket, and a TCP listener on a run-time port."""
 
-    def __init__(self, data=None, pxd_status=None, tcp=True, args=()):
+    def __init__(self, data=None, pxd_status=None, tcp=True, args=(), env=None):
         self.dir = tempfile.mkdtemp(prefix="pxadm-")
         self.data = data or os.path.join(self.dir, "data")
         self.socket = os.path.join(self.dir, "admin.sock")
@@ -336,6 +338,7 @@ class Admind:
         self.pxd_status = pxd_status or os.path.join(self.dir, "none.status")
         self.tcp = tcp
         self.args = list(args)
+        self.env = env
         self.start()
 
     def start(self):
@@ -345,7 +348,8 @@ class Admind:
         if self.tcp:
             argv += ["--listen", "127.0.0.1:0"]
         argv += self.args
-        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **self.env) if self.env else None)
         wait_for(lambda: "pxadmind ready" in self.log()[offset:], what="pxadmind ready")
         if self.tcp:
             m = re.findall(r"listening on tcp:127\.0\.0\.1:(\d+)", self.log()[offset:])
