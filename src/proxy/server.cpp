@@ -19,6 +19,8 @@
 
 #include <nlohmann/json.hpp>
 
+extern char** environ;
+
 namespace px::proxy {
 
 Server::Server(Config cfg) : cfg_(std::move(cfg)) {}
@@ -62,27 +64,103 @@ static int make_listener(const ListenAddr& la, uint16_t port, std::string* error
   return fd;
 }
 
-bool Server::open_listeners(std::vector<std::vector<int>>* per_worker, std::string* error) {
+// Sockets handed over at start: by the pxd this one replaces (PX_INHERIT_FDS sockets from fd 3, their
+// listen keys in PX_LISTEN_KEYS, one per line), or by systemd's socket activation (LISTEN_PID,
+// LISTEN_FDS), matched to listen lines by address.
+static std::vector<std::pair<std::string, int>> inherited_sockets() {
+  std::vector<std::pair<std::string, int>> out;
+  const char* n = getenv("PX_INHERIT_FDS");
+  if (n) {
+    std::string keys = getenv("PX_LISTEN_KEYS") ? getenv("PX_LISTEN_KEYS") : "";
+    int count = atoi(n);
+    size_t pos = 0;
+    for (int i = 0; i < count; i++) {
+      size_t nl = keys.find('\n', pos);
+      out.emplace_back(keys.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos), 3 + i);
+      pos = nl == std::string::npos ? keys.size() : nl + 1;
+    }
+  } else if (getenv("LISTEN_PID") && atol(getenv("LISTEN_PID")) == getpid() && getenv("LISTEN_FDS")) {
+    int count = atoi(getenv("LISTEN_FDS"));
+    for (int i = 0; i < count; i++) out.emplace_back("", 3 + i);
+  }
+  for (const char* v : {"PX_INHERIT_FDS", "PX_LISTEN_KEYS", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}) unsetenv(v);
+  for (auto& [key, fd] : out) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return out;
+}
+
+static bool same_address(int fd, const ListenAddr& la) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+  char host[INET6_ADDRSTRLEN] = "";
+  uint16_t port;
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+  }
+  char want[INET6_ADDRSTRLEN] = "";
+  in6_addr a6;
+  in_addr a4;
+  if (inet_pton(AF_INET6, la.host.c_str(), &a6) == 1)
+    inet_ntop(AF_INET6, &a6, want, sizeof want);
+  else if (inet_pton(AF_INET, la.host.c_str(), &a4) == 1)
+    inet_ntop(AF_INET, &a4, want, sizeof want);
+  return la.port != 0 && port == la.port && strcmp(host, want) == 0;
+}
+
+static uint16_t bound_port(int fd) {
+  sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+bool Server::open_listeners(std::vector<std::vector<std::pair<std::string, int>>>* per_worker, std::string* error) {
   per_worker->assign(workers_.size(), {});
+  auto inherited = inherited_sockets();
   for (const auto& la : cfg_.listen) {
-    uint16_t port = la.port;
-    for (size_t w = 0; w < workers_.size(); w++) {
-      int fd = make_listener(la, port, error);
-      if (fd < 0) return false;
-      if (port == 0) {
-        sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-        port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                                              : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    std::string key = listen_key(la);
+    // Inherited sockets for this line: every one is used (their accept queues hold connections).
+    std::vector<int> mine;
+    for (auto& [k, fd] : inherited)
+      if (fd >= 0 && (k.empty() ? same_address(fd, la) : k == key)) {
+        mine.push_back(fd);
+        fd = -1;
       }
-      (*per_worker)[w].push_back(fd);
+    uint16_t port = la.port;
+    if (!mine.empty()) {
+      port = bound_port(mine[0]);
+      for (size_t i = 0; i < std::max(mine.size(), workers_.size()); i++) {
+        int fd = i < mine.size() ? mine[i] : dup(mine[i % mine.size()]);
+        (*per_worker)[i % workers_.size()].emplace_back(key, fd);
+      }
+    } else {
+      for (size_t w = 0; w < workers_.size(); w++) {
+        int fd = make_listener(la, port, error);
+        if (fd < 0) return false;
+        if (port == 0) port = bound_port(fd);
+        (*per_worker)[w].emplace_back(key, fd);
+      }
     }
     ListenAddr actual = la;
     actual.port = port;
     // Tests and scripts wait for this line to learn a port chosen at run time.
-    PX_INFO("listening on %s%s", actual.str().c_str(), la.tls ? " (tls)" : "");
+    PX_INFO("listening on %s%s%s", actual.str().c_str(), la.tls ? " (tls)" : "", mine.empty() ? "" : " (inherited)");
   }
+  for (auto& [k, fd] : inherited)
+    if (fd >= 0) {
+      PX_WARN("an inherited socket (fd %d) matches no listen line: closed", fd);
+      close(fd);
+    }
+  // A copy of every listening socket, for the pxd that replaces this one (SIGUSR2).
+  for (auto& w : *per_worker)
+    for (auto& [k, fd] : w) handover_.emplace_back(k, fcntl(fd, F_DUPFD_CLOEXEC, 3));
   return true;
 }
 
@@ -462,7 +540,8 @@ void Server::watchdog() {
 }
 
 void Server::on_signal(int signum) {
-  notify::send("STOPPING=1");
+  // Draining for the pxd that replaces this one is no stop of the service: that one told it MAINPID.
+  if (!successor_) notify::send("STOPPING=1");
   if (signum == SIGINT) {
     PX_INFO("SIGINT: stopping now");
     draining_ = true;
@@ -560,6 +639,16 @@ void Server::reload() {
   std::vector<std::string> removed;
   for (const auto& k : old_keys)
     if (std::find(new_keys.begin(), new_keys.end(), k) == new_keys.end()) removed.push_back(k);
+  for (auto& r : rc)
+    for (auto& [k, fd] : r.add) handover_.emplace_back(k, fcntl(fd, F_DUPFD_CLOEXEC, 3));
+  for (auto it = handover_.begin(); it != handover_.end();) {
+    if (std::find(removed.begin(), removed.end(), it->first) != removed.end()) {
+      close(it->second);
+      it = handover_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   if (new_ctx) {
     if (tls_ctx_) old_tls_ctxs_.push_back(std::move(tls_ctx_));
     tls_ctx_ = std::move(new_ctx);
@@ -582,6 +671,66 @@ void Server::reload() {
     built_gen_ = UINT64_MAX;  // the default route is part of the routing build
     poll_store();
   }
+}
+
+void Server::upgrade() {
+  if (draining_ || successor_) {
+    PX_WARN("upgrade: refused (%s)", successor_ ? "one is under way" : "this pxd is draining");
+    return;
+  }
+  if (exe_.empty()) {
+    PX_ERR("upgrade: the program's path is unknown");
+    return;
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; *e; e++) {
+    std::string_view v(*e);
+    if (v.rfind("PX_INHERIT_FDS=", 0) == 0 || v.rfind("PX_LISTEN_KEYS=", 0) == 0 || v.rfind("LISTEN_", 0) == 0 ||
+        v.rfind("PX_UPGRADE_PARENT=", 0) == 0)
+      continue;
+    env.emplace_back(v);
+  }
+  std::string keys;
+  for (const auto& h : handover_) keys += h.first + "\n";
+  env.push_back("PX_INHERIT_FDS=" + std::to_string(handover_.size()));
+  env.push_back("PX_LISTEN_KEYS=" + keys);
+  env.push_back("PX_UPGRADE_PARENT=" + std::to_string(getpid()));
+  std::vector<char*> envp, args;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  for (auto& a : argv_) args.push_back(a.data());
+  args.push_back(nullptr);
+  std::vector<uv_stdio_container_t> stdio(3 + handover_.size());
+  for (size_t i = 0; i < stdio.size(); i++) {
+    stdio[i].flags = UV_INHERIT_FD;
+    stdio[i].data.fd = i < 3 ? static_cast<int>(i) : handover_[i - 3].second;
+  }
+  uv_process_options_t opt{};
+  opt.file = exe_.c_str();
+  opt.args = args.data();
+  opt.env = envp.data();
+  opt.stdio = stdio.data();
+  opt.stdio_count = static_cast<int>(stdio.size());
+  opt.exit_cb = [](uv_process_t* p, int64_t status, int sig) {
+    auto* s = static_cast<Server*>(p->data);
+    if (!s->draining_)
+      PX_ERR("upgrade failed: the new pxd ended (status %lld, signal %d) before it served; this one keeps serving",
+             static_cast<long long>(status), sig);
+    s->successor_ = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(p), [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
+  };
+  successor_ = new uv_process_t{};
+  successor_->data = this;
+  int r = uv_spawn(&loop_, successor_, &opt);
+  if (r != 0) {
+    PX_ERR("upgrade: cannot start %s: %s; this pxd keeps serving", exe_.c_str(), uv_strerror(r));
+    uv_close(reinterpret_cast<uv_handle_t*>(successor_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
+    successor_ = nullptr;
+    return;
+  }
+  PX_INFO("upgrade: started %s (pid %d) with %zu listening sockets; this pxd drains once it serves", exe_.c_str(),
+          successor_->pid, handover_.size());
 }
 
 void Server::on_worker_exit() {
@@ -609,7 +758,7 @@ int Server::run() {
     workers_.push_back(std::make_unique<Worker>(i, cfg_));
     workers_.back()->set_tls(tls_ctx_.get());
   }
-  std::vector<std::vector<int>> fds;
+  std::vector<std::vector<std::pair<std::string, int>>> fds;
   std::string err;
   if (!open_listeners(&fds, &err)) {
     PX_ERR("%s", err.c_str());
@@ -657,6 +806,19 @@ int Server::run() {
       &dns_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->refresh_dns(); }, 30000, 30000);
   PX_INFO("pxd ready: %d workers", n);
   notify::send("READY=1\nMAINPID=" + std::to_string(getpid()) + "\nSTATUS=" + status_line());
+  if (const char* p = getenv("PX_UPGRADE_PARENT")) {
+    // This pxd replaces its parent: now that it serves, the parent drains.
+    pid_t parent = static_cast<pid_t>(atol(p));
+    unsetenv("PX_UPGRADE_PARENT");
+    if (parent > 1 && parent == getppid()) {
+      kill(parent, SIGTERM);
+      PX_INFO("upgrade: serving; pxd %d drains", static_cast<int>(parent));
+    }
+  }
+  uv_signal_init(&loop_, &sigusr2_);
+  sigusr2_.data = this;
+  uv_signal_start(
+      &sigusr2_, [](uv_signal_t* h, int) { static_cast<Server*>(h->data)->upgrade(); }, SIGUSR2);
   uv_timer_init(&loop_, &watchdog_timer_);
   watchdog_timer_.data = this;
   if (uint64_t us = notify::watchdog_usec()) {
@@ -678,6 +840,8 @@ int Server::run() {
       nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
+  for (auto& h : handover_) close(h.second);
+  handover_.clear();
   PX_INFO("pxd stopped");
   return 0;
 }

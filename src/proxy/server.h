@@ -28,12 +28,20 @@ namespace px::proxy {
 class Server {
  public:
   explicit Server(Config cfg);
+  // How this pxd was started (for an upgrade: the same program and arguments again).
+  void set_command(std::string exe, std::vector<std::string> argv) {
+    exe_ = std::move(exe);
+    argv_ = std::move(argv);
+  }
   ~Server();
   // Runs until stopped; returns the process exit code.
   int run();
 
  private:
-  bool open_listeners(std::vector<std::vector<int>>* per_worker, std::string* error);
+  bool open_listeners(std::vector<std::vector<std::pair<std::string, int>>>* per_worker, std::string* error);
+  // SIGUSR2: starts the pxd binary again with this one's listening sockets; once it serves, it
+  // tells this one to drain (SIGTERM). A new pxd that fails to start changes nothing.
+  void upgrade();
   void poll_store();
   void rebuild();
   void on_signal(int signum);
@@ -50,12 +58,17 @@ class Server {
   void add_cert(std::string_view key, std::string_view value, tls::CertTable* table);
 
   Config cfg_;
+  std::string exe_;
+  std::vector<std::string> argv_;
   std::vector<bssl::UniquePtr<SSL_CTX>> old_tls_ctxs_;  // replaced by reloads; workers may still be using them
   uv_loop_t loop_;
   uv_signal_t sigterm_, sigint_, sighup_;
   uv_timer_t poll_timer_, grace_timer_, dns_timer_, recheck_timer_, watchdog_timer_;
   uint64_t watchdog_ms_ = 0;
-  uint64_t notified_gen_ = UINT64_MAX;  // the generation the service manager's STATUS last said
+  uint64_t notified_gen_ = UINT64_MAX;
+  std::vector<std::pair<std::string, int>> handover_;  // listen key, a dup of each listening socket
+  uv_signal_t sigusr2_;
+  uv_process_t* successor_ = nullptr;  // the generation the service manager's STATUS last said
   uv_fs_event_t store_watch_;
   uv_async_t exit_async_;
   bool watch_started_ = false;

@@ -34,7 +34,9 @@ Worker::~Worker() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Worker::start(std::vector<int> fds) {
+static bool key_is_tls(const std::string& key) { return key.size() > 4 && key.compare(key.size() - 4, 4, " tls") == 0; }
+
+void Worker::start(std::vector<std::pair<std::string, int>> fds) {
   fds_ = std::move(fds);
   uv_loop_init(&loop_);
   loop_.data = this;
@@ -43,10 +45,7 @@ void Worker::start(std::vector<int> fds) {
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
   apply_timeouts();
-  for (size_t i = 0; i < fds_.size(); i++) {
-    bool tls = i < cfg_.listen.size() && cfg_.listen[i].tls;
-    add_listener(fds_[i], i < cfg_.listen.size() ? listen_key(cfg_.listen[i]) : "", tls);
-  }
+  for (auto& [key, fd] : fds_) add_listener(fd, key, key_is_tls(key));
   started_ = true;
   if (inline_) return;  // start_inline(): the caller runs the loop on its own thread
   thread_ = std::thread([this] { run(); });
@@ -203,7 +202,7 @@ void Worker::apply_config(Reconfig r) {
     listener_tls_.erase(listener_tls_.begin() + static_cast<long>(i));
     listener_keys_.erase(listener_keys_.begin() + static_cast<long>(i));
   }
-  for (auto& [key, fd] : r.add) add_listener(fd, key, key.size() > 4 && key.compare(key.size() - 4, 4, " tls") == 0);
+  for (auto& [key, fd] : r.add) add_listener(fd, key, key_is_tls(key));
 }
 
 void Worker::join() {
@@ -642,13 +641,19 @@ void Worker::drain() {
   listeners_.clear();
   listener_tls_.clear();
   listener_keys_.clear();
-  for (Session* s = sessions_head_; s;) {
-    Session* next = s->next;
-    if (s->idle())
-      s->close();
-    else
-      s->close_after = true;
-    s = next;
+  // Idle keep-alive connections are closed once idle for kDrainIdleMs: a client that sends its next
+  // request meanwhile (a load generator always does) gets its answer with Connection: close instead
+  // of a connection closed under a request in flight.
+  TimeoutList& ka = tlists_[static_cast<int>(Timeout::keepalive)];
+  ka.duration = std::min<uint64_t>(ka.duration, kDrainIdleMs);
+  std::vector<Session*> idle;
+  for (Session* s = sessions_head_; s; s = s->next) {
+    s->close_after = true;
+    if (s->idle()) idle.push_back(s);
+  }
+  for (Session* s : idle) {
+    timeout_unlink(s);
+    timeout_link(s, Timeout::keepalive);
   }
   maybe_finish_drain();
 }

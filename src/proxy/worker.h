@@ -316,7 +316,8 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   // Main thread side. Listening fds are owned by the worker from here on.
-  void start(std::vector<int> listen_fds);
+  // listen_fds: (listen_key, fd) pairs; one key may come with several sockets.
+  void start(std::vector<std::pair<std::string, int>> listen_fds);
   void post_snapshot(std::shared_ptr<const route::Snapshot> s);
   // A reloaded pxd.conf (SIGHUP): the new settings for new connections, listeners to open (their fds,
   // owned by the worker from here on) and to close (by listen_key), and the TLS context to use.
@@ -411,13 +412,14 @@ class Worker {
   uv_async_t async_;
   std::thread thread_;
   std::vector<uv_tcp_t*> listeners_;
-  std::vector<int> fds_;
+  std::vector<std::pair<std::string, int>> fds_;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;
   size_t free_stream_count_ = 0;
   static constexpr size_t kMaxFreeStreams = 256;  // the pool's ceiling
   static constexpr uint64_t kTrimWindowMs = 1000;
+  static constexpr uint64_t kDrainIdleMs = 250;   // draining: idle keep-alive connections close after this
   size_t streams_in_use_ = 0, streams_peak_ = 0;  // the peak within the current trim window
   uint64_t upconns_peak_ = 0;
   uint64_t last_trim_ = 0, last_malloc_trim_ = 0;

@@ -1,9 +1,11 @@
 // pxd — the px data plane. See pxd(8).
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/log.h"
 #include "proxy/config.h"
@@ -52,5 +54,10 @@ int main(int argc, char** argv) {
   if (px::log::parse_level(cfg.log_level.c_str(), &lvl)) px::log::set_level(lvl);
   signal(SIGPIPE, SIG_IGN);
   px::proxy::Server server(std::move(cfg));
+  // For an upgrade (SIGUSR2): the program as it was found at start, and the same arguments.
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  server.set_command(n > 0 ? std::string(exe, static_cast<size_t>(n)) : std::string(argv[0]),
+                     std::vector<std::string>(argv, argv + argc));
   return server.run();
 }
