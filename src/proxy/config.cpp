@@ -172,6 +172,23 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
         if (w[k] == "none") continue;
         c.global_filters.emplace_back(w[k]);
       }
+    } else if (key == "access_log") {
+      // access_log PATH [json|combined] | off
+      if (w.size() < 2 || w.size() > 3) return fail("access_log: expected PATH [json|combined], or off");
+      if (w[1] == "off") {
+        if (w.size() != 2) return fail("access_log: off takes nothing more");
+        c.access_log.clear();
+      } else {
+        if (w[1].empty() || w[1][0] != '/') return fail("access_log: expected an absolute path, or off");
+        c.access_log = std::string(w[1]);
+        c.access_log_combined = false;
+        if (w.size() == 3) {
+          if (w[2] == "combined")
+            c.access_log_combined = true;
+          else if (w[2] != "json")
+            return fail("access_log: the format is json or combined, not '" + std::string(w[2]) + "'");
+        }
+      }
     } else if (key == "status_file") {
       if (!need_one()) return false;
       c.status_file = std::string(w[1]);

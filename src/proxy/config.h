@@ -50,6 +50,8 @@ struct Config {
   net::CidrSet trusted_proxies;
   std::string log_level = "info";
   std::string status_file;                             // where pxd publishes its applied generation
+  std::string access_log;                              // "" = off
+  bool access_log_combined = false;                    // else JSON lines
   std::string filters_dir;                             // operator's filters (override built-ins by name)
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request
   uint64_t lua_phase_budget_ms = 50;                   // wall-clock budget of one phase's filters

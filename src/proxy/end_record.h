@@ -35,6 +35,11 @@ struct EndRecord {
   std::string_view route;  // "" before routing
   std::string_view peer;   // the last upstream peer tried, "" for none
   std::string_view method, host, target;
+  std::string_view referer, user_agent;  // the request's fields ("" when absent)
+  std::string_view sni;                  // TLS: the name the client asked for
+  uint8_t http_major = 1, http_minor = 1;
+  bool tls = false;
+  bool quiet = false;  // the route turned access logging off
   net::IpAddr client;
   uint16_t status = 0;  // sent to the client (0: nothing was sent)
   uint16_t upstream_status = 0;
@@ -52,6 +57,8 @@ class EndObserver {
  public:
   // Called once per stream, on the worker's thread, after the exchange ended.
   virtual void on_stream_end(const EndRecord& r) = 0;
+  // Called on every worker tick (≤ 100 ms) and as the worker ends: hand over what is buffered.
+  virtual void flush() {}
 
  protected:
   ~EndObserver() = default;

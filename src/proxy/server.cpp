@@ -586,6 +586,8 @@ void Server::reload() {
   keep("global_filters", &Config::global_filters);
   keep("lua_memory_limit", &Config::lua_memory_limit);
   keep("store_poll_ms", &Config::store_poll_ms);
+  keep("access_log", &Config::access_log);
+  keep("access_log format", &Config::access_log_combined);
   // TLS: a new context when its settings change (or the first TLS listener comes).
   bssl::UniquePtr<SSL_CTX> new_ctx;
   bool tls_changed = next.tls_min_version != cfg_.tls_min_version || next.tls_max_version != cfg_.tls_max_version ||
@@ -758,6 +760,18 @@ int Server::run() {
     workers_.push_back(std::make_unique<Worker>(i, cfg_));
     workers_.back()->set_tls(tls_ctx_.get());
   }
+  if (!cfg_.access_log.empty()) {
+    access_log_ = std::make_unique<AccessLog>();
+    std::string aerr;
+    if (!access_log_->open(cfg_.access_log,
+                           cfg_.access_log_combined ? AccessLogFormat::combined : AccessLogFormat::json, &aerr)) {
+      PX_ERR("%s: %s", cfg_.source.c_str(), aerr.c_str());
+      return 1;
+    }
+    for (auto& w : workers_)
+      w->set_access_log(std::make_unique<AccessLogObserver>(access_log_.get(), access_log_->add_slot()));
+    access_log_->start();
+  }
   std::vector<std::vector<std::pair<std::string, int>>> fds;
   std::string err;
   if (!open_listeners(&fds, &err)) {
@@ -815,6 +829,18 @@ int Server::run() {
       PX_INFO("upgrade: serving; pxd %d drains", static_cast<int>(parent));
     }
   }
+  uv_signal_init(&loop_, &sigusr1_);
+  sigusr1_.data = this;
+  uv_signal_start(
+      &sigusr1_,
+      [](uv_signal_t* h, int) {
+        auto* s = static_cast<Server*>(h->data);
+        if (s->access_log_) {
+          s->access_log_->reopen();
+          PX_INFO("SIGUSR1: reopening the access log");
+        }
+      },
+      SIGUSR1);
   uv_signal_init(&loop_, &sigusr2_);
   sigusr2_.data = this;
   uv_signal_start(
@@ -829,6 +855,11 @@ int Server::run() {
   }
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
+  if (access_log_) {
+    access_log_->stop();
+    if (uint64_t d = access_log_->dropped())
+      PX_WARN("access log: %llu lines dropped (the disk fell behind)", static_cast<unsigned long long>(d));
+  }
   for (auto* ev : filter_watches_)
     uv_close(reinterpret_cast<uv_handle_t*>(ev), [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
   filter_watches_.clear();

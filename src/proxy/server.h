@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/worker.h"
 #include "route/route.h"
@@ -67,7 +68,8 @@ class Server {
   uint64_t watchdog_ms_ = 0;
   uint64_t notified_gen_ = UINT64_MAX;
   std::vector<std::pair<std::string, int>> handover_;  // listen key, a dup of each listening socket
-  uv_signal_t sigusr2_;
+  uv_signal_t sigusr2_, sigusr1_;
+  std::unique_ptr<AccessLog> access_log_;
   uv_process_t* successor_ = nullptr;  // the generation the service manager's STATUS last said
   uv_fs_event_t store_watch_;
   uv_async_t exit_async_;

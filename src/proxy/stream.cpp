@@ -262,6 +262,13 @@ void end_stream(Stream* st, bool cut) {
     r.method = st->req.method_name();
     r.host = st->host;
     r.target = st->req.url();
+    r.referer = st->req.get("referer");
+    r.user_agent = st->req.get("user-agent");
+    r.http_major = st->req.major;
+    r.http_minor = st->req.minor;
+    r.tls = st->down->tls;
+    r.sni = st->down->sni;
+    r.quiet = st->route && !st->route->spec.access_log;
     r.client = st->client_ip;
     r.status = st->status;
     r.upstream_status = st->local ? 0 : st->resp.status;

@@ -133,6 +133,7 @@ void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Everything is closed; let the close callbacks run, then prove nothing leaked.
   uv_run(&loop_, UV_RUN_DEFAULT);
+  for (EndObserver* o : observers_) o->flush();
   teardown();
   engine_.reset();
   if (on_exit) on_exit();
@@ -522,6 +523,7 @@ void Worker::trim() {
 
 void Worker::on_tick() {
   heartbeat_ms.store(uv_hrtime() / 1000000u, std::memory_order_relaxed);
+  for (EndObserver* o : observers_) o->flush();
   uint64_t t = now();
   if (upconns > upconns_peak_) upconns_peak_ = upconns;
   if (t - last_trim_ >= kTrimWindowMs) {

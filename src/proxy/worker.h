@@ -38,6 +38,7 @@
 #include "net/cidr.h"
 #include "net/output.h"
 #include "net/uv_transport.h"
+#include "proxy/access_log.h"
 #include "proxy/balancer.h"
 #include "proxy/config.h"
 #include "proxy/downstream.h"
@@ -382,6 +383,11 @@ class Worker {
   std::function<void()> on_exit;  // runs on the worker thread as it ends
   // End records (end_record.h): observers are called in order for every stream.
   void add_observer(EndObserver* o) { observers_.push_back(o); }
+  // The access log's observer for this worker (before start()).
+  void set_access_log(std::unique_ptr<AccessLogObserver> o) {
+    access_observer_ = std::move(o);
+    add_observer(access_observer_.get());
+  }
   const std::vector<EndObserver*>& observers() const { return observers_; }
   bool stopping() const { return stopping_; }
   http::Limits req_limits;
@@ -413,6 +419,7 @@ class Worker {
   std::thread thread_;
   std::vector<uv_tcp_t*> listeners_;
   std::vector<std::pair<std::string, int>> fds_;
+  std::unique_ptr<AccessLogObserver> access_observer_;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;

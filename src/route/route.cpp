@@ -168,6 +168,7 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
                                 "filters",
                                 "upstream_tls",
                                 "tls",
+                                "access_log",
                                 "version"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
@@ -251,6 +252,10 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
     if (!v.is_number_integer() || v.get<int64_t>() < -1)
       return c.fail("max_body_size", "expected a number of bytes (0 = unlimited, -1 = the pxd.conf default)");
     r.max_body_size = v.get<int64_t>();
+  }
+  if (j.contains("access_log")) {
+    if (!j["access_log"].is_boolean()) return c.fail("access_log", "expected true or false");
+    r.access_log = j["access_log"].get<bool>();
   }
   if (j.contains("tls")) {
     const json& t = j["tls"];
@@ -364,6 +369,7 @@ std::string route_to_json(const RouteSpec& r) {
   j["lb"] = balance_name(r.lb);
   j["enabled"] = r.enabled;
   if (r.tls != "off") j["tls"] = r.tls;
+  if (!r.access_log) j["access_log"] = false;
   j["connect_timeout_ms"] = r.connect_timeout_ms;
   j["read_timeout_ms"] = r.read_timeout_ms;
   j["max_body_size"] = r.max_body_size;

@@ -17,6 +17,7 @@
 //                     "client_cert": "px-client"},
 //                                                      // for https:// upstreams
 //    "tls": "auto" | "off" | "<certificate name>",      // HTTPS (pxadmind: ACME for "auto")
+//    "access_log": true,                               // false: not in pxd's access log
 //    "version": 1}
 //
 // Hostnames match case-insensitively and ignore a port. `*.example.com`
@@ -82,6 +83,7 @@ struct RouteSpec {
   // HTTPS for the route's hosts: "off" (none managed), "auto" (pxadmind gets and
   // renews a certificate from the ACME CA) or the name of a stored certificate.
   std::string tls = "off";
+  bool access_log = true;  // pxd's access_log writes this route's requests
   uint64_t version = 0;
 };
 
