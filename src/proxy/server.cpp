@@ -625,13 +625,7 @@ void Server::reload() {
         PX_ERR("reload refused: %s: %s; the running configuration stays", next.source.c_str(), err.c_str());
         return;
       }
-      if (port == 0) {
-        sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-        port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                                              : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-      }
+      if (port == 0) port = bound_port(fd);
       rc[w].add.emplace_back(key, fd);
     }
     ListenAddr actual = la;
