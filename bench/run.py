@@ -114,9 +114,9 @@ http { access_log off; keepalive_requests 1000000;
     return Proc("upstream", ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, LOAD_CORE)
 
 
-def start_px(up_port, routes=1):
+def start_px(up_port, routes=1, extra="", name="px"):
     port = free_port()
-    d = os.path.join(WORK, "px")
+    d = os.path.join(WORK, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     # Trusted so that the --filters mode's X-Forwarded-Proto is passed on as it is by px-filtered.
@@ -131,8 +131,18 @@ def start_px(up_port, routes=1):
                                 "upstreams": ["http://127.0.0.1:%d" % up_port]})], check=True, stdout=subprocess.DEVNULL)
     with open(d + "/pxd.conf", "w") as f:
         f.write("listen 127.0.0.1:%d\nworkers 1\ndata_dir %s/data\nlog_level warn\nmax_connections 40000\n"
-                "upstream_keepalive 64\ntrusted_proxies 127.0.0.1/32\n" % (port, d))
-    return Proc("px", [PXD, "-c", d + "/pxd.conf"], port, PROXY_CORE)
+                "upstream_keepalive 64\ntrusted_proxies 127.0.0.1/32\n%s" % (port, d, extra.replace("@DIR@", d)))
+    return Proc(name, [PXD, "-c", d + "/pxd.conf"], port, PROXY_CORE)
+
+
+def start_px_metrics(up_port):
+    """px with Prometheus metrics on (per-worker counters, nothing scraping)."""
+    return start_px(up_port, extra="metrics_listen 127.0.0.1:0\n", name="px-metrics")
+
+
+def start_px_logs(up_port):
+    """px writing a JSON access log line per request."""
+    return start_px(up_port, extra="access_log @DIR@/access.log\n", name="px-logs")
 
 
 def start_px_filtered(up_port):
@@ -334,9 +344,13 @@ def main():
     ap.add_argument("--burst", type=int, default=5000, help="requests in flight at once, then idle (memory after a spike)")
     ap.add_argument("--routes", type=int, default=1, help="routes in px's store (other hosts)")
     ap.add_argument("--only", default="px,nginx,haproxy")
+    ap.add_argument("--observability", action="store_true",
+                    help="px against px with metrics on and px with a JSON access log")
     ap.add_argument("--filters", action="store_true",
                     help="px unfiltered vs px with acl+force_tls+headers vs nginx+Lua doing the same")
     args = ap.parse_args()
+    if args.observability:
+        args.only = "px,px-metrics,px-logs"
     if args.filters:
         args.only = "px,px-filtered,nginx-lua"
         # A request a TLS-terminating proxy in front forwarded: force_tls lets it through.
@@ -352,7 +366,7 @@ def main():
     WORK = tempfile.mkdtemp(prefix="pxbench-")
     up = start_upstream()
     starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "px-filtered": start_px_filtered,
-                "nginx-lua": start_nginx_lua}
+                "nginx-lua": start_nginx_lua, "px-metrics": start_px_metrics, "px-logs": start_px_logs}
     names = [n for n in args.only.split(",") if n in starters]
     results = {n: [] for n in names}
     memory = {}
@@ -422,6 +436,11 @@ def main():
               "nginx+Lua's requests/s (%.2fx per CPU-second); medians of per-round ratios"
               % (rps_ratio("px-filtered", "px"), cpu_ratio("px-filtered", "px"),
                  rps_ratio("px-filtered", "nginx-lua"), cpu_ratio("px-filtered", "nginx-lua")))
+    if args.observability and all(n in results for n in ("px", "px-metrics", "px-logs")):
+        print()
+        print("with metrics on: %.2f of px's requests/s (%.2f per CPU-second); with a JSON access log: %.2f (%.2f); "
+              "medians of per-round ratios" % (rps_ratio("px-metrics", "px"), cpu_ratio("px-metrics", "px"),
+                                               rps_ratio("px-logs", "px"), cpu_ratio("px-logs", "px")))
     shutil.rmtree(WORK, ignore_errors=True)
 
 

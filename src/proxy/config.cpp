@@ -51,6 +51,8 @@ static bool parse_listen(std::string_view v, ListenAddr* out, std::string* err) 
   return true;
 }
 
+bool parse_listen_addr(std::string_view v, ListenAddr* out, std::string* error) { return parse_listen(v, out, error); }
+
 bool parse_config(std::string_view text, const std::string& source, Config* out, std::string* error) {
   Config c;
   c.source = source;
@@ -189,6 +191,12 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
             return fail("access_log: the format is json or combined, not '" + std::string(w[2]) + "'");
         }
       }
+    } else if (key == "metrics_listen") {
+      if (!need_one()) return false;
+      ListenAddr la;
+      std::string err;
+      if (w[1] != "off" && !parse_listen(w[1], &la, &err)) return fail("metrics_listen: " + err);
+      c.metrics_listen = w[1] == "off" ? "" : std::string(w[1]);
     } else if (key == "status_file") {
       if (!need_one()) return false;
       c.status_file = std::string(w[1]);

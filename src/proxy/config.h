@@ -20,6 +20,8 @@ struct ListenAddr {
   bool tls = false;   // `listen ADDRESS:PORT tls`: TLS terminates here
   std::string str() const;
 };
+// "ADDRESS:PORT" (IPv6 in brackets) → host and port.
+bool parse_listen_addr(std::string_view v, ListenAddr* out, std::string* error);
 // What identifies a listener across reloads: the configured address (port 0 included) and tls.
 std::string listen_key(const ListenAddr& la);
 
@@ -51,6 +53,7 @@ struct Config {
   std::string log_level = "info";
   std::string status_file;                             // where pxd publishes its applied generation
   std::string access_log;                              // "" = off
+  std::string metrics_listen;                          // "127.0.0.1:9145": Prometheus /metrics; "" = off
   bool access_log_combined = false;                    // else JSON lines
   std::string filters_dir;                             // operator's filters (override built-ins by name)
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request

@@ -39,7 +39,8 @@ struct EndRecord {
   std::string_view sni;                  // TLS: the name the client asked for
   uint8_t http_major = 1, http_minor = 1;
   bool tls = false;
-  bool quiet = false;  // the route turned access logging off
+  bool quiet = false;         // the route turned access logging off
+  uint16_t metrics_slot = 0;  // the route's metrics slot (metrics.h)
   net::IpAddr client;
   uint16_t status = 0;  // sent to the client (0: nothing was sent)
   uint16_t upstream_status = 0;

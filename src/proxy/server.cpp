@@ -14,6 +14,7 @@
 
 #include "core/log.h"
 #include "core/notify.h"
+#include "http/h1.h"
 #include "lua/engine.h"
 #include "route/route.h"
 
@@ -337,7 +338,9 @@ void Server::rebuild() {
       [this](const std::string& h, uint16_t p, sockaddr_storage* ss, socklen_t* l) { return lookup(h, p, ss, l); },
       &warnings, std::move(extras));
   for (const auto& w : warnings) PX_WARN("%s", w.c_str());
+  for (const auto& r : snap->routes()) r->metrics_slot = route_slots_.slot(r->spec.name);
   snapshot_ = snap;
+  snapshot_time_ms_ = uv_hrtime() / 1000000u;
   built_gen_ = gen;
   for (auto& w : workers_) w->post_snapshot(snap);
   PX_INFO("generation %llu: %zu routes (built in %.1f ms)", static_cast<unsigned long long>(gen), snap->routes().size(),
@@ -588,6 +591,7 @@ void Server::reload() {
   keep("store_poll_ms", &Config::store_poll_ms);
   keep("access_log", &Config::access_log);
   keep("access_log format", &Config::access_log_combined);
+  keep("metrics_listen", &Config::metrics_listen);
   // TLS: a new context when its settings change (or the first TLS listener comes).
   bssl::UniquePtr<SSL_CTX> new_ctx;
   bool tls_changed = next.tls_min_version != cfg_.tls_min_version || next.tls_max_version != cfg_.tls_max_version ||
@@ -667,6 +671,97 @@ void Server::reload() {
     built_gen_ = UINT64_MAX;  // the default route is part of the routing build
     poll_store();
   }
+}
+
+std::string Server::metrics_text() {
+  std::vector<Worker*> ws;
+  std::vector<WorkerMetrics*> ms;
+  for (auto& w : workers_) {
+    ws.push_back(w.get());
+    ms.push_back(w->metrics());
+  }
+  ScrapeInputs in;
+  in.workers = &ws;
+  in.metrics = &ms;
+  in.slots = &route_slots_;
+  uint64_t applied = UINT64_MAX;
+  for (auto& w : workers_) applied = std::min(applied, w->applied_generation());
+  in.generation = applied == UINT64_MAX ? 0 : applied;
+  in.generation_age_s = static_cast<double>(uv_hrtime() / 1000000u - snapshot_time_ms_) / 1000.0;
+  in.access_log_dropped = access_log_ ? access_log_->dropped() : 0;
+  if (snapshot_ && snapshot_->certs())
+    for (const auto& c : snapshot_->certs()->all()) in.cert_not_after.emplace_back(c->name, c->not_after);
+  return scrape(in);
+}
+
+// /metrics on its own listener, served by the main thread (never by a worker): one request per
+// connection, GET /metrics only.
+bool Server::start_metrics(std::string* error) {
+  ListenAddr la;
+  if (!parse_listen_addr(cfg_.metrics_listen, &la, error)) return false;
+  int fd = make_listener(la, la.port, error);
+  if (fd < 0) return false;
+  uv_tcp_init(&loop_, &metrics_listener_);
+  metrics_listener_.data = this;
+  int r = uv_tcp_open(&metrics_listener_, fd);
+  if (r == 0)
+    r = uv_listen(reinterpret_cast<uv_stream_t*>(&metrics_listener_), 64, [](uv_stream_t* l, int status) {
+      if (status != 0) return;
+      struct Conn {
+        uv_tcp_t h;
+        uv_write_t wr;
+        std::string in, out;
+        Server* s;
+      };
+      auto* c = new Conn();
+      c->s = static_cast<Server*>(l->data);
+      uv_tcp_init(l->loop, &c->h);
+      c->h.data = c;
+      auto done = [](Conn* c) {
+        uv_close(reinterpret_cast<uv_handle_t*>(&c->h), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+      };
+      if (uv_accept(l, reinterpret_cast<uv_stream_t*>(&c->h)) != 0) return done(c);
+      uv_read_start(
+          reinterpret_cast<uv_stream_t*>(&c->h),
+          [](uv_handle_t*, size_t, uv_buf_t* b) {
+            static char buf[4096];
+            *b = uv_buf_init(buf, sizeof buf);
+          },
+          [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
+            auto* c = static_cast<Conn*>(st->data);
+            auto close = [](Conn* c) {
+              uv_close(reinterpret_cast<uv_handle_t*>(&c->h),
+                       [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+            };
+            if (n < 0) return close(c);
+            c->in.append(b->base, static_cast<size_t>(n));
+            if (c->in.find("\r\n\r\n") == std::string::npos && c->in.size() < 8192) return;
+            uv_read_stop(st);
+            bool ok = c->in.rfind("GET /metrics ", 0) == 0 || c->in.rfind("GET /metrics?", 0) == 0;
+            std::string body = ok ? c->s->metrics_text() : "try GET /metrics\n";
+            http::HeadWriter w(c->out);
+            w.status_line(ok ? 200 : 404);
+            w.field("Content-Type", ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain");
+            w.end_response(http::Framing::length, body.size(), false, true, false);
+            c->out += body;
+            uv_buf_t ob = uv_buf_init(c->out.data(), static_cast<unsigned>(c->out.size()));
+            c->wr.data = c;
+            uv_write(&c->wr, st, &ob, 1, [](uv_write_t* wr, int) {
+              auto* c = static_cast<Conn*>(wr->data);
+              uv_close(reinterpret_cast<uv_handle_t*>(&c->h),
+                       [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+            });
+          });
+    });
+  if (r != 0) {
+    *error = uv_strerror(r);
+    return false;
+  }
+  ListenAddr actual = la;
+  actual.port = bound_port(fd);
+  PX_INFO("metrics on http://%s/metrics", actual.str().c_str());
+  metrics_on_ = true;
+  return true;
 }
 
 void Server::upgrade() {
@@ -766,6 +861,8 @@ int Server::run() {
       w->set_access_log(std::make_unique<AccessLogObserver>(access_log_.get(), access_log_->add_slot()));
     access_log_->start();
   }
+  if (!cfg_.metrics_listen.empty())
+    for (auto& w : workers_) w->set_metrics(std::make_unique<WorkerMetrics>());
   std::vector<std::vector<std::pair<std::string, int>>> fds;
   std::string err;
   if (!open_listeners(&fds, &err)) {
@@ -804,6 +901,11 @@ int Server::run() {
   uv_timer_init(&loop_, &recheck_timer_);
   poll_timer_.data = grace_timer_.data = dns_timer_.data = recheck_timer_.data = this;
 
+  if (!cfg_.metrics_listen.empty() && !start_metrics(&err)) {
+    PX_ERR("%s: metrics_listen %s: %s", cfg_.source.c_str(), cfg_.metrics_listen.c_str(), err.c_str());
+    for (auto& w : workers_) w->post_stop();
+    return 1;
+  }
   watch_filters();
   poll_store();  // the first snapshot, before any worker accepts
   for (size_t i = 0; i < workers_.size(); i++) workers_[i]->start(std::move(fds[i]));

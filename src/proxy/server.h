@@ -43,6 +43,8 @@ class Server {
   // SIGUSR2: starts the pxd binary again with this one's listening sockets; once it serves, it
   // tells this one to drain (SIGTERM). A new pxd that fails to start changes nothing.
   void upgrade();
+  bool start_metrics(std::string* error);
+  std::string metrics_text();
   void poll_store();
   void rebuild();
   void on_signal(int signum);
@@ -70,6 +72,10 @@ class Server {
   std::vector<std::pair<std::string, int>> handover_;  // listen key, a dup of each listening socket
   uv_signal_t sigusr2_, sigusr1_;
   std::unique_ptr<AccessLog> access_log_;
+  RouteSlots route_slots_;
+  uv_tcp_t metrics_listener_;
+  bool metrics_on_ = false;
+  uint64_t snapshot_time_ms_ = 0;      // uv_hrtime ms of the last install
   uv_process_t* successor_ = nullptr;  // the generation the service manager's STATUS last said
   uv_fs_event_t store_watch_;
   uv_async_t exit_async_;

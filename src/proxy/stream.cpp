@@ -9,6 +9,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "proxy/metrics.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
@@ -269,6 +270,7 @@ void end_stream(Stream* st, bool cut) {
     r.tls = st->down->tls;
     r.sni = st->down->sni;
     r.quiet = st->route && !st->route->spec.access_log;
+    r.metrics_slot = st->route ? st->route->metrics_slot : static_cast<uint16_t>(kSlotNone);
     r.client = st->client_ip;
     r.status = st->status;
     r.upstream_status = st->local ? 0 : st->resp.status;

@@ -524,6 +524,13 @@ void Worker::trim() {
 void Worker::on_tick() {
   heartbeat_ms.store(uv_hrtime() / 1000000u, std::memory_order_relaxed);
   for (EndObserver* o : observers_) o->flush();
+  if (metrics_) {
+    m_sessions.v.store(sessions, std::memory_order_relaxed);
+    m_upconns.v.store(upconns, std::memory_order_relaxed);
+    m_tls_handshakes.v.store(tls_handshakes, std::memory_order_relaxed);
+    m_tls_failures.v.store(tls_handshake_failures, std::memory_order_relaxed);
+    m_tls_timeouts.v.store(tls_handshake_timeouts, std::memory_order_relaxed);
+  }
   uint64_t t = now();
   if (upconns > upconns_peak_) upconns_peak_ = upconns;
   if (t - last_trim_ >= kTrimWindowMs) {

@@ -43,6 +43,7 @@
 #include "proxy/config.h"
 #include "proxy/downstream.h"
 #include "proxy/end_record.h"
+#include "proxy/metrics.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
 #include "tls/context.h"
@@ -384,6 +385,14 @@ class Worker {
   // End records (end_record.h): observers are called in order for every stream.
   void add_observer(EndObserver* o) { observers_.push_back(o); }
   // The access log's observer for this worker (before start()).
+  // Metrics (before start()): this worker's counters, read by the main thread's scrapes.
+  void set_metrics(std::unique_ptr<WorkerMetrics> m) {
+    metrics_ = std::move(m);
+    add_observer(metrics_.get());
+  }
+  WorkerMetrics* metrics() { return metrics_.get(); }
+  // Gauges and counters the worker keeps as plain fields, published every tick for scrapes.
+  MetricCounter m_sessions, m_upconns, m_tls_handshakes, m_tls_failures, m_tls_timeouts;
   void set_access_log(std::unique_ptr<AccessLogObserver> o) {
     access_observer_ = std::move(o);
     add_observer(access_observer_.get());
@@ -420,6 +429,7 @@ class Worker {
   std::vector<uv_tcp_t*> listeners_;
   std::vector<std::pair<std::string, int>> fds_;
   std::unique_ptr<AccessLogObserver> access_observer_;
+  std::unique_ptr<WorkerMetrics> metrics_;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;

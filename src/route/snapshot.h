@@ -57,6 +57,8 @@ struct Route {
   uint64_t read_timeout_ms = 0;
   uint64_t max_body_size = 0;  // 0 = unlimited
   size_t prefix_len = 0;       // bytes of spec.path that strip_path removes ("/" → 0)
+  // pxd's metrics label slot (proxy/metrics.h), set on the main thread before the snapshot is published.
+  mutable uint16_t metrics_slot = 0;
 };
 
 // What a snapshot carries besides routes.
