@@ -64,6 +64,21 @@ class MetricsTest(unittest.TestCase):
             urllib.request.urlopen("http://127.0.0.1:%d/other" % self.mport, timeout=DEADLINE)
         self.assertEqual(e.exception.code, 404)
 
+    def test_grafana_dashboard_uses_real_series(self):
+        import json
+        import os
+        from pxtest import ROOT
+        get(self.pxd.port, host="a.test")
+        text = scrape(self.mport)
+        families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        dash = json.load(open(os.path.join(ROOT, "conf/grafana/px-dashboard.json")))
+        exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+        self.assertGreaterEqual(len(exprs), 10)
+        for e in exprs:
+            for name in re.findall(r"\bpx_[a-z_]+", e):
+                base = re.sub(r"_(bucket|sum|count)$", "", name)
+                self.assertIn(base, families, "%s in %r is not a series pxd exports" % (name, e))
+
     def test_connections_gauge(self):
         from pxtest import Client
         c = Client(self.pxd.port)
