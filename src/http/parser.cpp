@@ -30,6 +30,9 @@ Hdr classify(std::string_view n) {
       else if (iequals_lower(n, "keep-alive"))
         k = Hdr::keep_alive;
       break;
+    case 12:
+      if (iequals_lower(n, "x-request-id")) k = Hdr::x_request_id;
+      break;
     case 13:
       if (iequals_lower(n, "authorization")) k = Hdr::authorization;
       break;

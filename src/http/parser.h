@@ -47,6 +47,7 @@ enum class Hdr : uint8_t {
   x_forwarded_proto,
   x_forwarded_host,
   authorization,
+  x_request_id,
 };
 Hdr classify(std::string_view name);  // case-insensitive
 

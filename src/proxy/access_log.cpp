@@ -137,7 +137,9 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
     o->append("\":");
     num(o, r.phase_us[p]);
   }
-  o->append("},\"user_agent\":");
+  o->append("},\"request_id\":");
+  json_str(o, r.request_id);
+  o->append(",\"user_agent\":");
   json_str(o, r.user_agent);
   o->append("}\n");
 }

@@ -37,6 +37,7 @@ struct EndRecord {
   std::string_view method, host, target;
   std::string_view referer, user_agent;  // the request's fields ("" when absent)
   std::string_view sni;                  // TLS: the name the client asked for
+  std::string_view request_id;           // X-Request-ID sent upstream ("" when px answered itself)
   uint8_t http_major = 1, http_minor = 1;
   bool tls = false;
   bool quiet = false;         // the route turned access logging off

@@ -959,6 +959,11 @@ int Server::run() {
   for (auto* ev : filter_watches_)
     uv_close(reinterpret_cast<uv_handle_t*>(ev), [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
   filter_watches_.clear();
+  if (successor_) {  // the pxd that replaces this one runs on; only our handle on it goes
+    uv_close(reinterpret_cast<uv_handle_t*>(successor_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
+    successor_ = nullptr;
+  }
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {

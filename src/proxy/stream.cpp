@@ -17,6 +17,7 @@ namespace px::proxy {
 
 void Stream::reset() {
   down = nullptr;
+  request_id_len = 0;
   if (req.buf.capacity() > 64 * 1024) http::Head().buf.swap(req.buf);
   if (resp.buf.capacity() > 64 * 1024) http::Head().buf.swap(resp.buf);
   req.clear();
@@ -270,6 +271,7 @@ void end_stream(Stream* st, bool cut) {
     r.tls = st->down->tls;
     r.sni = st->down->sni;
     r.quiet = st->route && !st->route->spec.access_log;
+    r.request_id = std::string_view(st->request_id, st->request_id_len);
     r.metrics_slot = st->route ? st->route->metrics_slot : static_cast<uint16_t>(kSlotNone);
     r.client = st->client_ip;
     r.status = st->status;

@@ -321,6 +321,18 @@ void write_request_head(Stream* st) {
       case http::Hdr::x_forwarded_host:
         if (trusted) xfhost = h.value(i);
         continue;
+      case http::Hdr::x_request_id:
+        // A trusted proxy's ID is kept when it is 1 to 64 of [A-Za-z0-9._-]; any other is replaced below.
+        if (trusted && st->request_id_len == 0) {
+          std::string_view v = h.value(i);
+          bool ok = !v.empty() && v.size() <= sizeof st->request_id;
+          for (char c : v) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+          if (ok) {
+            memcpy(st->request_id, v.data(), v.size());
+            st->request_id_len = static_cast<uint8_t>(v.size());
+          }
+        }
+        continue;
       default: break;
     }
     std::string_view n = h.name(i);
@@ -347,6 +359,11 @@ void write_request_head(Stream* st) {
     wr.field("Host", st->route->pool.peers.empty() ? std::string_view("localhost")
                                                    : std::string_view(st->route->pool.peers[0].key));
   }
+  if (st->request_id_len == 0) {
+    st->w->new_request_id(st->request_id);
+    st->request_id_len = 32;
+  }
+  wr.field("X-Request-ID", std::string_view(st->request_id, st->request_id_len));
   wr.begin_field("X-Forwarded-For");
   if (!xff.empty()) {
     wr.append(xff);

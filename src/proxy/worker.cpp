@@ -16,6 +16,7 @@
 #include "tls/transport.h"
 
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 namespace px::proxy {
@@ -410,6 +411,21 @@ void Worker::put_stream(Stream* s) {
   s->next_free = free_streams_;
   free_streams_ = s;
   free_stream_count_++;
+}
+
+void Worker::new_request_id(char out[32]) {
+  static const char* hex = "0123456789abcdef";
+  if (!rid_prefix_[0]) {  // once per worker: 16 random hex digits
+    uint8_t r[8];
+    RAND_bytes(r, sizeof r);
+    for (int i = 0; i < 8; i++) {
+      rid_prefix_[2 * i] = hex[r[i] >> 4];
+      rid_prefix_[2 * i + 1] = hex[r[i] & 15];
+    }
+  }
+  memcpy(out, rid_prefix_, 16);
+  uint64_t b = ++rid_counter_;
+  for (int i = 31; i >= 16; i--, b >>= 4) out[i] = hex[b & 15];
 }
 
 std::string_view Worker::date() {

@@ -123,6 +123,8 @@ struct Stream {
   http::Framing req_body = http::Framing::none;  // none, a known length, or not known (chunked)
   uint16_t status = 0;                           // status sent to the client
   uint8_t attempts = 0;
+  uint8_t request_id_len = 0;  // X-Request-ID sent upstream (kept from a trusted proxy, or made here)
+  char request_id[64];
   bool fresh_retry_used = false;  // the same peer was retried once on a new connection (retry.h)
   bool req_complete = false;
   bool resp_head_sent = false;
@@ -349,6 +351,9 @@ class Worker {
   const Config& cfg() const { return cfg_; }
   uint64_t now() { return uv_now(&loop_); }
   std::string_view date();  // now, as an HTTP date (IMF-fixdate), cached per second
+  // A new request ID: 32 hex digits, a random per-worker prefix and a counter (unique, unguessable enough
+  // to correlate logs, not a secret).
+  void new_request_id(char out[32]);
 
   Stream* get_stream();
   void put_stream(Stream* s);
@@ -430,6 +435,8 @@ class Worker {
   std::vector<std::pair<std::string, int>> fds_;
   std::unique_ptr<AccessLogObserver> access_observer_;
   std::unique_ptr<WorkerMetrics> metrics_;
+  char rid_prefix_[16] = {};
+  uint64_t rid_counter_ = 0;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;

@@ -56,6 +56,7 @@ class AccessLogTest(unittest.TestCase):
         self.assertEqual(a["client"], "127.0.0.1")
         self.assertEqual(a["termination"], "ok")
         self.assertEqual(a["user_agent"], 'ua "q"')
+        self.assertRegex(a["request_id"], r"^[0-9a-f]{32}$")  # as sent upstream
         self.assertFalse(a["tls"])
         self.assertRegex(a["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
         self.assertGreater(a["bytes_out"], 0)

@@ -34,6 +34,17 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(hdrs["x-forwarded-proto"], "http")
         self.assertEqual(hdrs["x-forwarded-host"], "a.test")
 
+    def test_request_id_made_here_and_an_untrusted_one_replaced(self):
+        ids = set()
+        for sent in ([], [("X-Request-ID", "client-chosen")]):
+            hdrs = {}
+            for k, v in get(self.px.port, "/", headers=sent).json()["headers"]:
+                self.assertNotIn(k.lower(), hdrs, "one X-Request-ID only")
+                hdrs[k.lower()] = v
+            self.assertRegex(hdrs["x-request-id"], r"^[0-9a-f]{32}$")
+            ids.add(hdrs["x-request-id"])
+        self.assertEqual(len(ids), 2)
+
     def test_hop_by_hop_headers_removed(self):
         r = get(self.px.port, "/", headers=[("Connection", "keep-alive, X-Secret"), ("X-Secret", "1"),
                                             ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
@@ -226,6 +237,11 @@ class TrustedProxyTest(unittest.TestCase):
             self.assertEqual(hdrs["x-forwarded-for"], "203.0.113.9, 127.0.0.1")
             self.assertEqual(hdrs["x-forwarded-proto"], "https")
             self.assertEqual(hdrs["x-forwarded-host"], "shop.test")
+            # A trusted proxy's request ID is kept; a malformed one is replaced.
+            r = get(px.port, "/", headers=[("X-Request-ID", "edge-42.a_b")])
+            self.assertEqual({k.lower(): v for k, v in r.json()["headers"]}["x-request-id"], "edge-42.a_b")
+            r = get(px.port, "/", headers=[("X-Request-ID", "bad id;")])
+            self.assertRegex({k.lower(): v for k, v in r.json()["headers"]}["x-request-id"], r"^[0-9a-f]{32}$")
         finally:
             px.stop()
             up.stop()
