@@ -359,11 +359,13 @@ void write_request_head(Stream* st) {
     wr.field("Host", st->route->pool.peers.empty() ? std::string_view("localhost")
                                                    : std::string_view(st->route->pool.peers[0].key));
   }
-  if (st->request_id_len == 0) {
-    st->w->new_request_id(st->request_id);
-    st->request_id_len = 32;
+  if (!(edits && edited("x-request-id"))) {  // a filter that set one has the last word
+    if (st->request_id_len == 0) {
+      st->w->new_request_id(st->request_id);
+      st->request_id_len = 32;
+    }
+    wr.field("X-Request-ID", std::string_view(st->request_id, st->request_id_len));
   }
-  wr.field("X-Request-ID", std::string_view(st->request_id, st->request_id_len));
   wr.begin_field("X-Forwarded-For");
   if (!xff.empty()) {
     wr.append(xff);

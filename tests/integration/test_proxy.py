@@ -44,6 +44,11 @@ class ProxyTest(unittest.TestCase):
             self.assertRegex(hdrs["x-request-id"], r"^[0-9a-f]{32}$")
             ids.add(hdrs["x-request-id"])
         self.assertEqual(len(ids), 2)
+        # A filter that sets X-Request-ID has the last word: one header, its value.
+        self.px.put_route(route("rid", ["rid.test"], [self.up],
+                                filters=[{"name": "headers", "config": {"request": {"set": {"X-Request-ID": "f-1"}}}}]))
+        got = [v for k, v in get(self.px.port, "/", host="rid.test").json()["headers"] if k.lower() == "x-request-id"]
+        self.assertEqual(got, ["f-1"])
 
     def test_hop_by_hop_headers_removed(self):
         r = get(self.px.port, "/", headers=[("Connection", "keep-alive, X-Secret"), ("X-Secret", "1"),
