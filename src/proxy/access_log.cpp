@@ -15,18 +15,25 @@ namespace {
 
 void json_str(std::string* o, std::string_view s) {
   o->push_back('"');
-  for (unsigned char c : s) {
+  size_t run = 0;  // safe bytes not yet copied
+  for (size_t i = 0; i < s.size(); i++) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      run++;
+      continue;
+    }
+    o->append(s.data() + i - run, run);
+    run = 0;
     if (c == '"' || c == '\\') {
       o->push_back('\\');
       o->push_back(static_cast<char>(c));
-    } else if (c < 0x20 || c >= 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      o->append(b);
     } else {
-      o->push_back(static_cast<char>(c));
+      static const char* hex = "0123456789abcdef";
+      char b[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+      o->append(b, 6);
     }
   }
+  o->append(s.data() + s.size() - run, run);
   o->push_back('"');
 }
 
@@ -88,11 +95,11 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
     o->append("\"\n");
     return;
   }
-  char ms[8];
-  std::snprintf(ms, sizeof ms, "%03dZ", millis);
+  char ms[4] = {static_cast<char>('0' + millis / 100), static_cast<char>('0' + millis / 10 % 10),
+                static_cast<char>('0' + millis % 10), 'Z'};
   o->append("{\"time\":\"");
   o->append(iso_prefix);
-  o->append(ms);
+  o->append(ms, 4);
   o->append("\",\"client\":\"");
   o->append(ip);
   o->append("\",\"host\":");
