@@ -222,6 +222,34 @@ local function wanted(mod, conf)
   return set
 end
 
+-- Per filter and phase: { calls, seconds, errors }, kept by engine.run_timed (pxd's metrics read
+-- them through engine.stats on the worker's tick). `current` is the entry running now, so that an
+-- error is counted against its filter (engine.failed). A traced request (pxctl trace) gets each
+-- filter's { name, seconds, verdict } in trace_log, taken after the phase (engine.take_trace).
+local stats = {}
+local current
+local tracing, trace_log = false, {}
+local function stat_for(name, phase)
+  local s = stats[name]
+  if not s then s = {}; stats[name] = s end
+  local t = s[phase]
+  if not t then t = { 0, 0, 0 }; s[phase] = t end
+  return t
+end
+function engine.stats() return stats end
+function engine.failed()
+  if current then
+    current.stat[3] = current.stat[3] + 1
+    if tracing then trace_log[#trace_log + 1] = { current.name, 0, "error" } end
+  end
+  current = nil
+end
+function engine.take_trace()
+  local t = trace_log
+  trace_log = {}
+  return t
+end
+
 local function build(list, route)
   local chain = { list = list }
   local want = {}
@@ -244,7 +272,8 @@ local function build(list, route)
     for j, f in ipairs(list) do
       local mod = filters[f.name]
       if mod and mod[p] and not f.failed and (not want[j] or want[j][p]) then
-        fns[#fns + 1] = { fn = mod[p], conf = f.conf, name = f.name, prefix = mod.path_prefix }
+        fns[#fns + 1] = { fn = mod[p], conf = f.conf, name = f.name, prefix = mod.path_prefix,
+                          stat = stat_for(f.name, i - 1) }
       end
     end
     chain[i - 1] = fns
@@ -294,8 +323,24 @@ end
 -- `fresh` says a new request starts, and whatever the last one left goes.
 function engine.new_req() return setmetatable({ ctx = {} }, Req) end
 
+-- A pooled request object: `fresh` says a new request starts, and whatever the last one left goes
+-- (engine.run has the same inline).
+local function renew(req)
+  local k = next(req)
+  if k ~= "ctx" or next(req, k) ~= nil or next(req.ctx) ~= nil then
+    for key in pairs(req) do rawset(req, key, nil) end
+    rawset(req, "ctx", {})
+  end
+end
+
+local function bad_return(f, phase, r)
+  error("filter '" .. f.name .. "' " .. PHASES[phase + 1] .. ": returned " .. tostring(r) ..
+        " (return nothing, or px.respond(...))")
+end
+
 -- Runs one phase of a route's chain for a request. Returns true when a filter
--- answered (px.respond / px.redirect).
+-- answered (px.respond / px.redirect). The path every request takes: nothing
+-- but the calls (run_timed is the one for metrics and traces).
 function engine.run(phase, index, req, fresh)
   if fresh then
     local k = next(req)
@@ -316,6 +361,44 @@ function engine.run(phase, index, req, fresh)
             " (return nothing, or px.respond(...))")
     end
   end
+  return false
+end
+
+-- The same, timing each filter: for pxd's metrics (counts per filter and phase), or for a traced
+-- request (each filter's verdict and time).
+function engine.run_timed(phase, index, req, fresh, trace)
+  if fresh then renew(req) end
+  local fns = (index < 0 and early_chain or chains[index])[phase]
+  current = nil
+  tracing = trace
+  for i = 1, #fns do
+    local f = fns[i]
+    local prefix = f.prefix
+    local r
+    if not prefix or C_path(req):sub(1, #prefix) == prefix then
+      current = f
+      local t0 = C_now()
+      r = f.fn(req, f.conf)
+      local dt = C_now() - t0
+      if trace then
+        trace_log[#trace_log + 1] = { f.name, dt, r == px.DONE and "answered" or "next" }
+      else
+        local st = f.stat
+        st[1] = st[1] + 1
+        st[2] = st[2] + dt
+      end
+    elseif trace then
+      trace_log[#trace_log + 1] = { f.name, 0, "skipped (path_prefix " .. prefix .. ")" }
+    end
+    if r ~= nil then
+      if r == px.DONE then
+        current = nil
+        return true
+      end
+      bad_return(f, phase, r)
+    end
+  end
+  current = nil
   return false
 end
 

@@ -169,6 +169,7 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
         SSL_set_tlsext_host_name(ssl, host.c_str());
         X509_VERIFY_PARAM_set1_host(vp, host.data(), host.size());
       }
+      if (client->insecure_) SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
       static const uint8_t kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
       SSL_set_alpn_protos(ssl, kAlpn, sizeof kAlpn);
       wrap.reset(new tls::TlsTransport(ssl, &tcp));
@@ -189,10 +190,11 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
     bool default_port = port == (tls ? 443 : 80);
     bool v6 = host.find(':') != std::string::npos;
     w.field("Host", (v6 ? "[" + host + "]" : host) + (default_port ? "" : ":" + std::to_string(port)));
-    w.field("User-Agent", "px-acme/" PX_VERSION);
+    w.field("User-Agent", req.user_agent);
     w.field("Accept", "*/*");
     w.field("Connection", "close");
     if (!req.content_type.empty()) w.field("Content-Type", req.content_type);
+    for (const auto& [n, v] : req.headers) w.field(n, v);
     bool body = !req.body.empty() || req.method == "POST" || req.method == "PUT";
     w.end_request(body ? http::Framing::length : http::Framing::none, req.body.size(), "");
     out += req.body;
@@ -303,6 +305,17 @@ void HttpClient::fetch(HttpRequest req, std::function<void(HttpResponse)> done) 
         c->fail(c->where() + ": no answer within " + std::to_string(c->client->timeout_ms / 1000) + " s");
       },
       timeout_ms, 0);
+  std::string dial_host = c->host, dial_port = std::to_string(c->port);
+  if (!c->req.connect_to.empty()) {
+    size_t colon = c->req.connect_to.rfind(':');
+    if (colon == std::string::npos) {
+      c->fail("connect to '" + c->req.connect_to + "': expected ADDRESS:PORT");
+      return;
+    }
+    dial_host = c->req.connect_to.substr(0, colon);
+    if (!dial_host.empty() && dial_host.front() == '[') dial_host = dial_host.substr(1, dial_host.size() - 2);
+    dial_port = c->req.connect_to.substr(colon + 1);
+  }
   c->gai.data = c;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -311,7 +324,7 @@ void HttpClient::fetch(HttpRequest req, std::function<void(HttpResponse)> done) 
   int r = uv_getaddrinfo(
       loop_, &c->gai,
       [](uv_getaddrinfo_t* g, int status, addrinfo* res) { static_cast<Call*>(g->data)->resolved(status, res); },
-      c->host.c_str(), std::to_string(c->port).c_str(), &hints);
+      dial_host.c_str(), dial_port.c_str(), &hints);
   if (r != 0) {
     c->resolving = false;
     c->fail("resolve " + c->host + ": " + uv_strerror(r));

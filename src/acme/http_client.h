@@ -22,6 +22,9 @@ struct HttpRequest {
   std::string url;
   std::string content_type;  // with a body
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // more fields (pxctl trace: -H)
+  std::string connect_to;                                    // "ADDRESS:PORT" instead of the URL's (Host and SNI stay)
+  std::string user_agent = "px-acme/" PX_VERSION;
 };
 
 struct HttpResponse {
@@ -48,6 +51,8 @@ class HttpClient {
 
   // The CAs servers are verified against: a PEM file, or "" for the system's bundle.
   bool set_ca_file(const std::string& ca_file, std::string* error);
+  // No verification of the server's certificate (pxctl trace -k). Before the first fetch.
+  void set_insecure() { insecure_ = true; }
   // `done` is called exactly once, from the loop (never from inside fetch()),
   // unless the client is destroyed first.
   void fetch(HttpRequest req, std::function<void(HttpResponse)> done);
@@ -61,6 +66,7 @@ class HttpClient {
   uv_loop_t* loop_;
   bssl::UniquePtr<SSL_CTX> ctx_;
   std::set<Call*> calls_;
+  bool insecure_ = false;
 };
 
 }  // namespace px::acme

@@ -141,15 +141,8 @@ struct AcmeManager::Impl {
   void wait_pxd(uint64_t gen, int64_t deadline, acme::Done done) {
     bool behind = false;
     for (const auto& f : opt.pxd_status_files) {
-      std::ifstream in(f);
-      if (!in) continue;
-      std::stringstream ss;
-      ss << in.rdbuf();
-      json j = json::parse(ss.str(), nullptr, false);
-      if (!j.is_object()) continue;
-      long pid = j.value("pid", 0L);
-      if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) != 0) continue;
-      if (j.value("generation", uint64_t(0)) < gen) behind = true;
+      json s = pxd_status(f);
+      if (s["running"].get<bool>() && s.value("generation", uint64_t(0)) < gen) behind = true;
     }
     if (!behind) return done("");
     if (now_s() > deadline) {
@@ -416,6 +409,7 @@ struct AcmeManager::Impl {
                serving ? "the current certificate keeps serving" : "nothing is served for these names yet",
                static_cast<long long>(wait));
       }
+      if (opt.on_order) opt.on_order(o.ok, o.ok ? std::string() : o.problem.value("type", std::string()));
       working = false;
       seen_gen = UINT64_MAX;
     });

@@ -15,6 +15,7 @@
 #pragma once
 #include <uv.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -33,6 +34,8 @@ struct AcmeOptions {
   uint64_t retry_max_s = 86400;
   uint64_t dns_timeout_s = 300;               // how long a TXT record may take to become visible
   std::vector<std::string> pxd_status_files;  // HTTP-01: wait until these pxd processes serve the answer
+  // Every order's end: issued, or failed with the problem document's type (metrics).
+  std::function<void(bool issued, const std::string& problem_type)> on_order;
 };
 
 class AcmeManager {

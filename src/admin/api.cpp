@@ -66,6 +66,9 @@ const std::vector<Operation>& operations() {
                    return a.audit(q);
                  }});
     v.push_back({"GET", "/v1/status", [](Admin& a, Request&) { return a.status(g_pxd_status_files); }});
+    v.push_back({"POST", "/v1/traces", [](Admin&, Request& r) { return create_trace(g_pxd_status_files, r.who); }});
+    v.push_back(
+        {"GET", "/v1/traces/{id}", [](Admin&, Request& r) { return take_trace(g_pxd_status_files, r.params["id"]); }});
     v.push_back({"GET", "/v1/tokens", [](Admin& a, Request&) { return a.list_tokens(); }});
     v.push_back({"POST", "/v1/tokens", [](Admin& a, Request& r) { return a.create_token(r.body, r.who); }});
     v.push_back(

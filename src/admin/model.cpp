@@ -730,25 +730,28 @@ std::string Admin::verify_token(const std::string& secret) {
 
 // ---- status ----
 
+json pxd_status(const std::string& file) {
+  json s = {{"status_file", file}, {"running", false}};
+  std::ifstream in(file);
+  if (!in) return s;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, false);
+  if (!j.is_object()) return s;
+  for (auto it = j.begin(); it != j.end(); ++it) s[it.key()] = it.value();
+  long pid = j.value("pid", 0L);
+  s["running"] = pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
+  return s;
+}
+
 Result Admin::status(const std::vector<std::string>& files) {
   uint64_t gen = 0;
   std::string err;
   if (!st_.generation(&gen, &err)) return Result::error(500, "", err);
   json pxd = json::array();
   for (const auto& f : files) {
-    json s = {{"status_file", f}, {"running", false}};
-    std::ifstream in(f);
-    if (in) {
-      std::stringstream ss;
-      ss << in.rdbuf();
-      json j = json::parse(ss.str(), nullptr, false);
-      if (j.is_object()) {
-        for (auto it = j.begin(); it != j.end(); ++it) s[it.key()] = it.value();
-        long pid = j.value("pid", 0L);
-        s["running"] = pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
-        s["in_sync"] = s["running"].get<bool>() && j.value("generation", uint64_t(0)) == gen;
-      }
-    }
+    json s = pxd_status(f);
+    if (s.contains("generation")) s["in_sync"] = s["running"].get<bool>() && s.value("generation", uint64_t(0)) == gen;
     pxd.push_back(s);
   }
   Result r;

@@ -36,6 +36,13 @@ struct AuditQuery {
   size_t limit = 100;
 };
 
+// A pxd's status file (pxd.conf status_file): its fields, and whether that pxd runs ("running").
+json pxd_status(const std::string& file);
+
+// pxctl trace (proxy/trace.h): a token for each running pxd (201), and a traced request's record (taken once).
+Result create_trace(const std::vector<std::string>& pxd_status_files, const std::string& who);
+Result take_trace(const std::vector<std::string>& pxd_status_files, const std::string& id);
+
 class Admin {
  public:
   explicit Admin(store::Store& st) : st_(st) {}

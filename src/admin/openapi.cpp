@@ -131,6 +131,15 @@ const char* openapi_document() {
       "parameters": [{"$ref": "#/components/parameters/name"}],
       "delete": {"operationId": "deleteToken", "responses": {"204": {"description": "revoked"}, "404": {"$ref": "#/components/responses/Error"}}}
     },
+    "/v1/traces": {
+      "post": {"operationId": "createTrace", "description": "pxctl trace: an id and a token (valid 60 s) for the X-Px-Trace header; pxd records the path of a request that carries it",
+               "responses": {"201": {"description": "id, header, token, expires"}, "409": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/traces/{id}": {
+      "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+      "get": {"operationId": "takeTrace", "description": "the traced request's record, once it ended (then removed): route and why, filters per phase with verdict and time, peers and attempts, upstream status, time per phase",
+              "responses": {"200": {"description": "the record"}, "404": {"$ref": "#/components/responses/Error"}}}
+    },
     "/v1/certs": {
       "get": {"operationId": "listCerts", "responses": {"200": {"description": "certificates: names, issuer, not_after, days_left, source, key_type (never keys); for those ACME keeps (managed: acme): status, last_attempt, last_error (the CA's problem document), next_attempt, failures, renewal_window"}}}
     },

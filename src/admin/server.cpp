@@ -12,11 +12,13 @@
 #include <set>
 
 #include "admin/api.h"
+#include "admin/metrics.h"
 #include "core/log.h"
 #include "core/notify.h"
 #include "core/strings.h"
 #include "http/h1.h"
 #include "http/parser.h"
+#include "http/side_server.h"
 #include "net/uv_transport.h"
 
 namespace px::admin {
@@ -27,6 +29,7 @@ constexpr size_t kMaxBody = 64 * 1024 * 1024;
 
 struct Srv {
   uv_loop_t* loop;
+  AdminMetrics metrics;
   store::Store store;
   Admin* admin;
   http::Limits limits;
@@ -91,6 +94,7 @@ void send(Conn* c, int status, const json& body, uint64_t version, std::string_v
   if (status != 204 && status != 304) out += text;
   o.end_scratch();
   c->t().write(o);
+  c->srv->metrics.api_request(c->head.method_name(), status);
 }
 
 void close_conn(Conn* c) {
@@ -138,7 +142,7 @@ void handle(Conn* c) {
       return;
     }
   } else if (req.method == "POST" || req.method == "PUT" || req.method == "PATCH") {
-    if (!(req.method == "POST" && (target.rfind("/v1/tokens", 0) == 0))) {
+    if (!(req.method == "POST" && (target.rfind("/v1/tokens", 0) == 0 || target == "/v1/traces"))) {
       send(c, 400, Result::error(400, "body", "a JSON body is required").body, 0);
       return;
     }
@@ -203,6 +207,20 @@ void start_conn(Conn* c) {
   c->t().read_start();
 }
 
+// ADDRESS:PORT ([v6]:port) with a numeric address.
+bool parse_addr(const std::string& hostport, sockaddr_storage* ss) {
+  size_t colon = hostport.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = hostport.substr(0, colon);
+  if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
+  uint64_t port = 0;
+  if (!parse_u64(std::string_view(hostport).substr(colon + 1), &port) || port > 65535) return false;
+  *ss = {};
+  int p = static_cast<int>(port);
+  return uv_ip4_addr(host.c_str(), p, reinterpret_cast<sockaddr_in*>(ss)) == 0 ||
+         uv_ip6_addr(host.c_str(), p, reinterpret_cast<sockaddr_in6*>(ss)) == 0;
+}
+
 }  // namespace
 
 int run_server(const ServerOptions& opt) {
@@ -262,14 +280,8 @@ int run_server(const ServerOptions& opt) {
   }
   PX_INFO("listening on unix:%s", opt.socket_path.c_str());
   if (!opt.tcp_listen.empty()) {
-    std::string hostport = opt.tcp_listen;
-    size_t colon = hostport.rfind(':');
-    std::string host = hostport.substr(0, colon);
-    if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
-    int port = colon == std::string::npos ? 0 : std::atoi(hostport.c_str() + colon + 1);
     sockaddr_storage ss{};
-    if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&ss)) != 0 &&
-        uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&ss)) != 0) {
+    if (!parse_addr(opt.tcp_listen, &ss)) {
       PX_ERR("--listen %s: expected a numeric ADDRESS:PORT", opt.tcp_listen.c_str());
       return 2;
     }
@@ -313,8 +325,36 @@ int run_server(const ServerOptions& opt) {
     PX_INFO("listening on tcp:%s:%d (bearer tokens required)", ip, aport);
     srv.has_tcp = true;
   }
+  std::unique_ptr<http::SideServer> metrics;
+  if (!opt.metrics_listen.empty()) {
+    sockaddr_storage ss{};
+    if (!parse_addr(opt.metrics_listen, &ss)) {
+      PX_ERR("--metrics %s: expected a numeric ADDRESS:PORT", opt.metrics_listen.c_str());
+      return 2;
+    }
+    metrics = std::make_unique<http::SideServer>(&loop, [&srv, &opt](const http::Head& h) {
+      http::SideReply r;
+      if (h.url().substr(0, h.url().find('?')) != "/metrics") {
+        r.status = 404;
+        r.body = "try GET /metrics\n";
+      } else if (h.method != HTTP_GET && h.method != HTTP_HEAD) {
+        r.status = 405;
+        r.body = "GET or HEAD only\n";
+      } else {
+        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = srv.metrics.text(*srv.admin, opt.pxd_status_files);
+      }
+      return r;
+    });
+    if (int e = metrics->open_addr(reinterpret_cast<sockaddr*>(&ss))) {
+      PX_ERR("--metrics %s: %s", opt.metrics_listen.c_str(), uv_strerror(e));
+      return 1;
+    }
+    PX_INFO("metrics on http://%s/metrics (port %d)", opt.metrics_listen.c_str(), metrics->port());
+  }
   AcmeOptions acme = opt.acme;
   acme.pxd_status_files = opt.pxd_status_files;
+  acme.on_order = [&srv](bool issued, const std::string& type) { srv.metrics.acme_order(issued, type); };
   admin.set_dns_hook(!acme.dns_hook.empty());
   AcmeManager acme_manager(&loop, admin, acme);
   if (!acme_manager.start(&err)) {
@@ -341,6 +381,7 @@ int run_server(const ServerOptions& opt) {
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   acme_manager.stop();
+  if (metrics) metrics->close();
   ::unlink(opt.socket_path.c_str());
   for (Conn* c : std::set<Conn*>(srv.conns)) close_conn(c);
   uv_walk(

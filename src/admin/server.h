@@ -13,7 +13,8 @@ struct ServerOptions {
   std::string data_dir = "/var/lib/px";
   std::string socket_path = "/run/px/admin.sock";
   int socket_mode = 0660;
-  std::string tcp_listen;  // "127.0.0.1:9180"; empty = none
+  std::string tcp_listen;      // "127.0.0.1:9180"; empty = none
+  std::string metrics_listen;  // Prometheus /metrics, no authentication ("127.0.0.1:9146"); empty = none
   std::vector<std::string> pxd_status_files = {"/run/px/pxd.status"};
   AcmeOptions acme;
 };

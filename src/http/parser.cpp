@@ -29,6 +29,8 @@ Hdr classify(std::string_view n) {
         k = Hdr::connection;
       else if (iequals_lower(n, "keep-alive"))
         k = Hdr::keep_alive;
+      else if (iequals_lower(n, "x-px-trace"))
+        k = Hdr::x_px_trace;
       break;
     case 12:
       if (iequals_lower(n, "x-request-id")) k = Hdr::x_request_id;
@@ -111,6 +113,7 @@ void Head::clear() {
   connection_tokens = false;
   content_length = 0;
   host_index = -1;
+  trace = false;
 }
 
 const llhttp_settings_t* Parser::settings() {
@@ -446,6 +449,7 @@ int Parser::cb_value_complete(llhttp_t* p) {
       h->host_index = static_cast<int>(i);
       break;
     case Hdr::transfer_encoding: h->has_transfer_encoding = true; break;
+    case Hdr::x_px_trace: h->trace = s->is_request_; break;
     case Hdr::content_length:
       if (h->has_content_length) return s->fail(s->is_request_ ? 400 : 502, "duplicate Content-Length");
       h->has_content_length = true;

@@ -48,6 +48,7 @@ enum class Hdr : uint8_t {
   x_forwarded_host,
   authorization,
   x_request_id,
+  x_px_trace,  // pxctl trace's token: never forwarded
 };
 Hdr classify(std::string_view name);  // case-insensitive
 
@@ -71,6 +72,7 @@ struct Head {
   bool connection_tokens = false;  // a Connection header names something besides close, keep-alive, upgrade
   uint64_t content_length = 0;
   int host_index = -1;
+  bool trace = false;  // an X-Px-Trace field is present (checked and stripped by the proxy)
 
   std::string_view url() const { return {buf.data() + url_off, url_len}; }
   std::string_view name(size_t i) const { return {buf.data() + headers[i].name_off, headers[i].name_len}; }

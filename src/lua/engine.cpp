@@ -110,6 +110,10 @@ bool Engine::init(const Config& cfg, std::atomic<uint64_t>* error_counter, std::
   early_ref_ = ref("set_early");
   clear_ref_ = ref("clear_chains");
   early_prefixes_ref_ = ref("early_prefixes");
+  failed_ref_ = ref("failed");
+  stats_ref_ = ref("stats");
+  run_timed_ref_ = ref("run_timed");
+  take_trace_ref_ = ref("take_trace");
   lua_getfield(L_, -1, "run");  // kRunSlot
   lua_replace(L_, kRunSlot);
   lua_settop(L_, kRunSlot);
@@ -187,17 +191,22 @@ Verdict Engine::run(Phase p, int route_index, RequestView& v) {
   }
   lua_pushvalue(L, kTracebackSlot);
   int msgh = lua_gettop(L);
-  lua_pushvalue(L, kRunSlot);
+  bool timed = timing_ || v.trace;  // engine.run_timed: each filter timed (metrics, pxctl trace)
+  if (timed)
+    lua_rawgeti(L, LUA_REGISTRYINDEX, run_timed_ref_);
+  else
+    lua_pushvalue(L, kRunSlot);
   lua_pushinteger(L, p);
   lua_pushinteger(L, route_index);
   lua_rawgeti(L, LUA_REGISTRYINDEX, fs.req_ref);
   lua_pushboolean(L, fresh);  // a pooled request object: engine.run clears what the last request left
+  if (timed) lua_pushboolean(L, v.trace);
   t_cur.v = &v;
   t_cur.eng = this;
   t_cur.phase = p;
   t_cur.active = true;
   enter(budget_ms_);
-  int rc = lua_pcall(L, 4, 1, msgh);
+  int rc = lua_pcall(L, timed ? 5 : 4, 1, msgh);
   leave();
   t_cur.active = false;
   t_cur.v = nullptr;
@@ -208,6 +217,8 @@ Verdict Engine::run(Phase p, int route_index, RequestView& v) {
     const char* route = v.route ? v.route->spec.name.c_str() : "(before routing)";
     const char* msg = lua_tostring(L, -1);
     PX_ERR("filter error: route %s, phase %s: %s", route, phase_name(p), msg ? msg : "?");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, failed_ref_);  // counted against the filter that was running
+    if (lua_pcall(L, 0, 0, 0) != 0) lua_pop(L, 1);
     if (rc == LUA_ERRMEM || mem_used > mem_limit / 2) lua_gc(L, LUA_GCCOLLECT, 0);
     out = Verdict::failed;
   } else {
@@ -215,6 +226,56 @@ Verdict Engine::run(Phase p, int route_index, RequestView& v) {
   }
   lua_settop(L, msgh - 1);
   return out;
+}
+
+void Engine::filter_stats(FilterStats* out) {
+  out->clear();
+  int top = lua_gettop(L_);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, stats_ref_);
+  lua_call(L_, 0, 1);  // name -> { [phase] = { calls, seconds, errors } }
+  lua_pushnil(L_);
+  while (lua_next(L_, -2)) {
+    if (lua_type(L_, -2) == LUA_TSTRING && lua_istable(L_, -1)) {
+      auto& e = out->emplace_back(lua_tostring(L_, -2), std::array<FilterStat, kPhases>{});
+      for (int p = 0; p < kPhases; p++) {
+        lua_rawgeti(L_, -1, p);
+        if (lua_istable(L_, -1)) {
+          lua_rawgeti(L_, -1, 1);
+          lua_rawgeti(L_, -2, 2);
+          lua_rawgeti(L_, -3, 3);
+          FilterStat& s = e.second[static_cast<size_t>(p)];
+          s.calls = static_cast<uint64_t>(lua_tonumber(L_, -3));
+          s.seconds = lua_tonumber(L_, -2);
+          s.errors = static_cast<uint64_t>(lua_tonumber(L_, -1));
+          lua_pop(L_, 3);
+        }
+        lua_pop(L_, 1);
+      }
+    }
+    lua_pop(L_, 1);
+  }
+  lua_settop(L_, top);
+}
+
+void Engine::take_trace(Phase p, std::vector<FilterTrace>* out) {
+  int top = lua_gettop(L_);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, take_trace_ref_);
+  lua_call(L_, 0, 1);  // { { name, seconds, verdict }, ... }
+  int n = static_cast<int>(lua_objlen(L_, -1));
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L_, -1, i);
+    lua_rawgeti(L_, -1, 1);
+    lua_rawgeti(L_, -2, 2);
+    lua_rawgeti(L_, -3, 3);
+    FilterTrace t;
+    t.filter = lua_isstring(L_, -3) ? lua_tostring(L_, -3) : "?";
+    t.phase = p;
+    t.ms = lua_tonumber(L_, -2) * 1000.0;
+    t.verdict = lua_isstring(L_, -1) ? lua_tostring(L_, -1) : "?";
+    out->push_back(std::move(t));
+    lua_pop(L_, 4);
+  }
+  lua_settop(L_, top);
 }
 
 void Engine::done(RequestView& v) {

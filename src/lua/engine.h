@@ -19,6 +19,7 @@
 #pragma once
 #include <pthread.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -66,6 +67,21 @@ enum class Verdict : int8_t {
 const char* phase_name(int p);
 inline constexpr uint16_t kMissingFilter = 0x100;  // a route names a filter that is not loaded
 
+// One filter's count in one phase (kept only while timing is on: pxd's metrics).
+struct FilterStat {
+  uint64_t calls = 0, errors = 0;
+  double seconds = 0;
+};
+using FilterStats = std::vector<std::pair<std::string, std::array<FilterStat, kPhases>>>;
+
+// A traced request (RequestView::trace): one filter phase function's run.
+struct FilterTrace {
+  std::string filter;
+  uint8_t phase = 0;
+  std::string verdict;  // next, answered, error
+  double ms = 0;
+};
+
 // A filter file as the engine loaded it (published in pxd's status file).
 struct FilterInfo {
   std::string name, path;
@@ -102,6 +118,12 @@ class Engine {
   // After a spike: a full collection, and fewer pooled filter states.
   void collect_garbage();
   uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
+  // Time every filter phase function (two clock reads each) and count calls and errors per filter.
+  void set_timing(bool on) { timing_ = on; }
+  // The counts so far (since the engine started), per filter name.
+  void filter_stats(FilterStats* out);
+  // After run() for a traced request: what each filter of the phase did (appended to *out).
+  void take_trace(Phase p, std::vector<FilterTrace>* out);
 
   // The budget watchdog (another thread): is this worker stuck in one phase?
   lua_State* state() const { return L_; }
@@ -142,8 +164,10 @@ class Engine {
   lua_State* L_ = nullptr;
   std::atomic<uint64_t>* error_counter_ = nullptr;
   int new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1, early_ref_ = -1,
-      clear_ref_ = -1, early_prefixes_ref_ = -1;
+      clear_ref_ = -1, early_prefixes_ref_ = -1, failed_ref_ = -1, stats_ref_ = -1, run_timed_ref_ = -1,
+      take_trace_ref_ = -1;
   uint16_t early_mask_ = 0;
+  bool timing_ = false;
   bool early_gated_ = false;
   std::vector<std::string> early_prefixes_;
   uint64_t budget_ms_ = 50;

@@ -63,6 +63,7 @@ struct RequestView {
   // The response (response and logging phases): the upstream's head, or nullptr when px answered.
   const http::Head* resp = nullptr;
   int status = 0;
+  bool trace = false;  // pxctl trace: record each filter's verdict and time (Engine::take_trace)
   // What the filters did (the engine allocates it, pooled).
   std::unique_ptr<FilterState> fs;
 };

@@ -67,10 +67,11 @@ void num(std::string* o, uint64_t v) {
 
 }  // namespace
 
-void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, const char* iso_prefix, int millis,
-                        const char* clf_time) {
-  char ipbuf[64];
-  std::string_view ip(ipbuf, r.client.format(ipbuf));
+void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, const LineTexts& t) {
+  std::string_view ip = t.client;
+  const char* clf_time = t.clf_time;
+  const char* iso_prefix = t.iso_prefix;
+  int millis = t.millis;
   if (f == AccessLogFormat::combined) {
     // host - - [time] "METHOD target HTTP/x.y" status bytes "referer" "user-agent"
     o->append(ip);
@@ -162,7 +163,12 @@ void AccessLogObserver::on_stream_end(const EndRecord& r) {
     std::strftime(iso_, sizeof iso_, "%Y-%m-%dT%H:%M:%S.", &t);
     std::strftime(clf_, sizeof clf_, "%d/%b/%Y:%H:%M:%S +0000", &t);
   }
-  format_access_line(&buf_, r, log_->format(), iso_, static_cast<int>(ts.tv_nsec / 1000000), clf_);
+  if (ip_len_ == 0 || ip_.b != r.client.b) {
+    ip_ = r.client;
+    ip_len_ = static_cast<uint8_t>(r.client.format(ip_text_));
+  }
+  format_access_line(&buf_, r, log_->format(),
+                     {iso_, static_cast<int>(ts.tv_nsec / 1000000), clf_, std::string_view(ip_text_, ip_len_)});
   lines_++;
   if (buf_.size() >= 32 * 1024) flush();
 }

@@ -69,10 +69,20 @@ class AccessLogObserver final : public EndObserver {
   int64_t sec_ = -1;   // the second the cached time texts are for
   char iso_[32] = {};  // "2026-11-24T11:50:00."
   char clf_[40] = {};  // "24/Nov/2026:11:50:00 +0000"
+  net::IpAddr ip_;     // the client the cached text is for (a keep-alive connection's lines share it)
+  char ip_text_[46] = {};
+  uint8_t ip_len_ = 0;
 };
 
 // One line, as written (exposed for the unit tests).
-void format_access_line(std::string* out, const EndRecord& r, AccessLogFormat f, const char* iso_prefix, int millis,
-                        const char* clf_time);
+// What a line needs besides the record, kept by the observer across lines: the time texts (per second)
+// and the client's address text (per address).
+struct LineTexts {
+  const char* iso_prefix;  // "2026-11-24T11:50:00."
+  int millis;
+  const char* clf_time;     // "24/Nov/2026:11:50:00 +0000"
+  std::string_view client;  // r.client as text
+};
+void format_access_line(std::string* out, const EndRecord& r, AccessLogFormat f, const LineTexts& t);
 
 }  // namespace px::proxy

@@ -42,6 +42,10 @@ struct EndRecord {
   bool tls = false;
   bool quiet = false;         // the route turned access logging off
   uint16_t metrics_slot = 0;  // the route's metrics slot (metrics.h)
+  uint16_t peer_slot = 0;     // the peer's (metrics.h)
+  // Measured only while metrics are on (µs; -1: not measured, or no new connection was made).
+  int32_t connect_us = -1;  // a new upstream connection's connect time (TLS included)
+  int32_t ttfb_us = -1;     // request sent → first byte of the upstream's answer
   net::IpAddr client;
   uint16_t status = 0;  // sent to the client (0: nothing was sent)
   uint16_t upstream_status = 0;

@@ -3,6 +3,8 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <cassert>
+#include <map>
 #include <sstream>
 
 #include "proxy/worker.h"
@@ -27,20 +29,21 @@ void WorkerMetrics::on_stream_end(const EndRecord& r) {
   RouteCounters& rc = routes[slot < kRouteSlots + 2 ? slot : kSlotOther];
   int sc = r.status >= 100 && r.status < 600 ? r.status / 100 - 1 : 5;
   rc.requests[method_class(r.method)][sc].add(1);
-  double secs = static_cast<double>(r.duration_ms) / 1000.0;
-  int b = 0;
-  while (b < kBuckets && secs > kDurationBuckets[b]) b++;
-  rc.duration[b].add(1);
-  rc.duration_sum_us.add(r.duration_ms * 1000);
+  rc.duration.observe_us(r.duration_ms * 1000, kDurationBuckets);
+  if (r.peer_slot < kPeerSlotNone) {
+    PeerCounters& pc = peers[r.peer_slot];
+    if (r.connect_us >= 0) pc.connect.observe_us(static_cast<uint64_t>(r.connect_us), kUpstreamBuckets);
+    if (r.ttfb_us >= 0) pc.ttfb.observe_us(static_cast<uint64_t>(r.ttfb_us), kUpstreamBuckets);
+  }
   bytes_in.add(r.bytes_in);
   bytes_out.add(r.bytes_out);
   terminations[static_cast<int>(r.reason) < kTerminations ? static_cast<int>(r.reason) : 0].add(1);
 }
 
-uint16_t RouteSlots::slot(const std::string& name) {
+uint16_t NameSlots::slot(const std::string& name) {
   auto it = by_name_.find(name);
   if (it != by_name_.end()) return it->second;
-  if (names_.size() >= kRouteSlots) return static_cast<uint16_t>(kSlotOther);
+  if (names_.size() >= cap_) return static_cast<uint16_t>(cap_);
   auto s = static_cast<uint16_t>(names_.size());
   names_.push_back(name);
   by_name_[name] = s;
@@ -52,7 +55,9 @@ std::string scrape(const ScrapeInputs& in) {
   using prometheus::MetricFamily;
   using prometheus::MetricType;
   std::vector<MetricFamily> fams;
+  fams.reserve(64);  // family() hands out references: no reallocation
   auto family = [&](const char* name, const char* help, MetricType t) -> MetricFamily& {
+    assert(fams.size() < fams.capacity());
     fams.push_back(MetricFamily{name, help, t, {}});
     return fams.back();
   };
@@ -92,29 +97,99 @@ std::string scrape(const ScrapeInputs& in) {
                     static_cast<double>(n));
         }
   }
+  // One histogram series: the workers' buckets summed (nothing when empty).
+  auto histogram = [](MetricFamily& f, std::vector<ClientMetric::Label> labels, const auto& bounds, auto&& of) {
+    constexpr int N = static_cast<int>(std::size(std::remove_reference_t<decltype(bounds)>{}));
+    uint64_t per[N + 1] = {}, sum_us = 0, count = 0;
+    of([&](const WorkerHistogram<N>& h) {
+      for (int b = 0; b <= N; b++) per[b] += h.per[b].get();
+      sum_us += h.sum_us.get();
+    });
+    for (int b = 0; b <= N; b++) count += per[b];
+    if (!count) return;
+    ClientMetric m;
+    m.label = std::move(labels);
+    m.histogram.sample_count = count;
+    m.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
+    uint64_t cum = 0;
+    for (int b = 0; b < N; b++) {
+      cum += per[b];
+      m.histogram.bucket.push_back({cum, bounds[b]});
+    }
+    m.histogram.bucket.push_back({count, std::numeric_limits<double>::infinity()});
+    f.metric.push_back(std::move(m));
+  };
   {
     MetricFamily& f = family("px_request_duration_seconds", "Time from the request's first byte to the stream's end",
                              MetricType::Histogram);
-    for (size_t s : used) {
-      uint64_t per[kBuckets + 1] = {}, sum_us = 0, count = 0;
+    for (size_t s : used)
+      histogram(f, {{"route", route_name(s)}}, kDurationBuckets, [&](auto&& add) {
+        for (auto* w : ws) add(w->routes[s].duration);
+      });
+  }
+  {
+    MetricFamily& cf =
+        family("px_upstream_connect_seconds",
+               "Time to open a new upstream connection (TLS handshake included), by peer", MetricType::Histogram);
+    MetricFamily& tf =
+        family("px_upstream_first_byte_seconds", "Time from sending the request to the upstream's first byte, by peer",
+               MetricType::Histogram);
+    MetricFamily& ff = family("px_upstream_failures_total",
+                              "Upstream attempts that failed (passive health: refused, timed out, cut, bad answer)",
+                              MetricType::Counter);
+    MetricFamily& uf =
+        family("px_upstream_up", "1 while the peer is usable, 0 while a failure count or a health check keeps it out",
+               MetricType::Gauge);
+    std::vector<size_t> peers;
+    for (size_t s = 0; s < in.peer_slots->names().size(); s++) peers.push_back(s);
+    peers.push_back(kPeerSlotOther);
+    for (size_t s : peers) {
+      std::string name = s == kPeerSlotOther ? "other" : in.peer_slots->names()[s];
+      histogram(cf, {{"peer", name}}, kUpstreamBuckets, [&](auto&& add) {
+        for (auto* w : ws) add(w->peers[s].connect);
+      });
+      histogram(tf, {{"peer", name}}, kUpstreamBuckets, [&](auto&& add) {
+        for (auto* w : ws) add(w->peers[s].ttfb);
+      });
+      uint64_t fails = 0, seen = 0, out = 0;
       for (auto* w : ws) {
-        for (int b = 0; b <= kBuckets; b++) per[b] += w->routes[s].duration[b].get();
-        sum_us += w->routes[s].duration_sum_us.get();
+        fails += w->peers[s].failures.get();
+        uint64_t h = w->peers[s].health.get();
+        seen += h != 0;
+        out += h == 2;
       }
-      for (int b = 0; b <= kBuckets; b++) count += per[b];
-      if (!count) continue;
-      ClientMetric m;
-      m.label = {{"route", route_name(s)}};
-      m.histogram.sample_count = count;
-      m.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
-      uint64_t cum = 0;
-      for (int b = 0; b < kBuckets; b++) {
-        cum += per[b];
-        m.histogram.bucket.push_back({cum, kDurationBuckets[b]});
-      }
-      m.histogram.bucket.push_back({count, std::numeric_limits<double>::infinity()});
-      f.metric.push_back(std::move(m));
+      if (s == kPeerSlotOther) continue;
+      counter(ff, {{"peer", name}}, static_cast<double>(fails));
+      if (seen) gauge(uf, {{"peer", name}}, out ? 0 : 1);
     }
+  }
+  {
+    MetricFamily& calls =
+        family("px_filter_calls_total", "Filter phase functions run, by filter and phase", MetricType::Counter);
+    MetricFamily& secs =
+        family("px_filter_seconds_total", "Time in filter phase functions, by filter and phase", MetricType::Counter);
+    MetricFamily& errs = family("px_filter_errors_total", "Filter phase functions that failed, by filter and phase",
+                                MetricType::Counter);
+    std::map<std::string, std::array<lua::FilterStat, lua::kPhases>> sum;
+    for (auto* w : ws) {
+      std::lock_guard<std::mutex> g(w->filters.mu);
+      for (const auto& [name, per] : w->filters.by_filter)
+        for (int p = 0; p < 6; p++) {
+          lua::FilterStat& t = sum[name][static_cast<size_t>(p)];
+          t.calls += per[static_cast<size_t>(p)].calls;
+          t.errors += per[static_cast<size_t>(p)].errors;
+          t.seconds += per[static_cast<size_t>(p)].seconds;
+        }
+    }
+    for (const auto& [name, per] : sum)
+      for (int p = 0; p < 6; p++) {
+        const lua::FilterStat& t = per[static_cast<size_t>(p)];
+        if (!t.calls && !t.errors) continue;
+        std::vector<ClientMetric::Label> l = {{"filter", name}, {"phase", lua::phase_name(p)}};
+        counter(calls, l, static_cast<double>(t.calls));
+        counter(secs, l, t.seconds);
+        counter(errs, l, static_cast<double>(t.errors));
+      }
   }
   {
     uint64_t in_b = 0, out_b = 0;
@@ -138,20 +213,24 @@ std::string scrape(const ScrapeInputs& in) {
   {
     MetricFamily& cc = family("px_client_connections", "Open client connections", MetricType::Gauge);
     MetricFamily& uc = family("px_upstream_connections", "Open upstream connections", MetricType::Gauge);
-    MetricFamily& hs = family("px_tls_handshakes_total", "TLS handshakes by outcome", MetricType::Counter);
-    double c = 0, u = 0, ok = 0, failed = 0, timeout = 0;
+    MetricFamily& hs = family("px_tls_handshakes_total", "TLS handshakes completed", MetricType::Counter);
+    MetricFamily& hf =
+        family("px_tls_handshake_failures_total", "TLS handshakes that failed, by reason", MetricType::Counter);
+    double c = 0, u = 0, ok = 0, timeout = 0, failed[tls::kHandshakeFailures] = {};
     for (auto* w : *in.workers) {
-      c += static_cast<double>(w->m_sessions.get());
-      u += static_cast<double>(w->m_upconns.get());
-      ok += static_cast<double>(w->m_tls_handshakes.get());
-      failed += static_cast<double>(w->m_tls_failures.get());
-      timeout += static_cast<double>(w->m_tls_timeouts.get());
+      c += static_cast<double>(w->sessions.get());
+      u += static_cast<double>(w->upconns.get());
+      ok += static_cast<double>(w->tls_handshakes.get());
+      timeout += static_cast<double>(w->tls_handshake_timeouts.get());
+      for (int f = 0; f < tls::kHandshakeFailures; f++)
+        failed[f] += static_cast<double>(w->tls_handshake_failures[f].get());
     }
     gauge(cc, {}, c);
     gauge(uc, {}, u);
-    counter(hs, {{"result", "started"}}, ok);
-    counter(hs, {{"result", "failed"}}, failed);
-    counter(hs, {{"result", "timeout"}}, timeout);
+    counter(hs, {}, ok);
+    counter(hf, {{"reason", "timeout"}}, timeout);
+    for (int f = 1; f < tls::kHandshakeFailures; f++)
+      counter(hf, {{"reason", tls::handshake_failure_name(static_cast<tls::HandshakeFailure>(f))}}, failed[f]);
   }
   gauge(family("px_config_generation", "The store generation every worker serves", MetricType::Gauge), {},
         static_cast<double>(in.generation));

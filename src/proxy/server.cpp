@@ -122,7 +122,7 @@ static uint16_t bound_port(int fd) {
                                         : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
 }
 
-bool Server::open_listeners(std::vector<std::vector<std::pair<std::string, int>>>* per_worker, std::string* error) {
+bool Server::open_listeners(std::vector<std::vector<ListenFd>>* per_worker, std::string* error) {
   per_worker->assign(workers_.size(), {});
   auto inherited = inherited_sockets();
   for (const auto& la : cfg_.listen) {
@@ -139,14 +139,14 @@ bool Server::open_listeners(std::vector<std::vector<std::pair<std::string, int>>
       port = bound_port(mine[0]);
       for (size_t i = 0; i < std::max(mine.size(), workers_.size()); i++) {
         int fd = i < mine.size() ? mine[i] : dup(mine[i % mine.size()]);
-        (*per_worker)[i % workers_.size()].emplace_back(key, fd);
+        (*per_worker)[i % workers_.size()].push_back({key, fd, la.tls});
       }
     } else {
       for (size_t w = 0; w < workers_.size(); w++) {
         int fd = make_listener(la, port, error);
         if (fd < 0) return false;
         if (port == 0) port = bound_port(fd);
-        (*per_worker)[w].emplace_back(key, fd);
+        (*per_worker)[w].push_back({key, fd, la.tls});
       }
     }
     ListenAddr actual = la;
@@ -161,7 +161,7 @@ bool Server::open_listeners(std::vector<std::vector<std::pair<std::string, int>>
     }
   // A copy of every listening socket, for the pxd that replaces this one (SIGUSR2).
   for (auto& w : *per_worker)
-    for (auto& [k, fd] : w) handover_.emplace_back(k, fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    for (auto& l : w) handover_.emplace_back(l.key, fcntl(l.fd, F_DUPFD_CLOEXEC, 3));
   return true;
 }
 
@@ -338,7 +338,10 @@ void Server::rebuild() {
       [this](const std::string& h, uint16_t p, sockaddr_storage* ss, socklen_t* l) { return lookup(h, p, ss, l); },
       &warnings, std::move(extras));
   for (const auto& w : warnings) PX_WARN("%s", w.c_str());
-  for (const auto& r : snap->routes()) r->metrics_slot = route_slots_.slot(r->spec.name);
+  for (const auto& r : snap->routes()) {
+    r->metrics_slot = route_slots_.slot(r->spec.name);
+    for (const auto& p : r->pool.peers) p.metrics_slot = peer_slots_.slot(p.key);
+  }
   snapshot_ = snap;
   snapshot_time_ms_ = uv_hrtime() / 1000000u;
   built_gen_ = gen;
@@ -554,6 +557,7 @@ void Server::on_signal(int signum) {
   if (signum == SIGTERM) {
     if (draining_) return;
     draining_ = true;
+    if (metrics_) metrics_->close();  // scrapes go to a successor, if there is one
     PX_INFO("SIGTERM: draining (grace period %llums)", static_cast<unsigned long long>(cfg_.grace_period_ms));
     for (auto& w : workers_) w->post_drain();
     uv_timer_start(
@@ -616,7 +620,7 @@ void Server::reload() {
   std::vector<std::string> opened;
   auto undo = [&] {
     for (auto& r : rc)
-      for (auto& a : r.add) ::close(a.second);
+      for (auto& a : r.add) ::close(a.fd);
   };
   for (const auto& la : next.listen) {
     std::string key = listen_key(la);
@@ -630,7 +634,7 @@ void Server::reload() {
         return;
       }
       if (port == 0) port = bound_port(fd);
-      rc[w].add.emplace_back(key, fd);
+      rc[w].add.push_back({key, fd, la.tls});
     }
     ListenAddr actual = la;
     actual.port = port;
@@ -640,7 +644,7 @@ void Server::reload() {
   for (const auto& k : old_keys)
     if (std::find(new_keys.begin(), new_keys.end(), k) == new_keys.end()) removed.push_back(k);
   for (auto& r : rc)
-    for (auto& [k, fd] : r.add) handover_.emplace_back(k, fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    for (auto& l : r.add) handover_.emplace_back(l.key, fcntl(l.fd, F_DUPFD_CLOEXEC, 3));
   for (auto it = handover_.begin(); it != handover_.end();) {
     if (std::find(removed.begin(), removed.end(), it->first) != removed.end()) {
       close(it->second);
@@ -684,6 +688,7 @@ std::string Server::metrics_text() {
   in.workers = &ws;
   in.metrics = &ms;
   in.slots = &route_slots_;
+  in.peer_slots = &peer_slots_;
   uint64_t applied = UINT64_MAX;
   for (auto& w : workers_) applied = std::min(applied, w->applied_generation());
   in.generation = applied == UINT64_MAX ? 0 : applied;
@@ -694,73 +699,34 @@ std::string Server::metrics_text() {
   return scrape(in);
 }
 
-// /metrics on its own listener, served by the main thread (never by a worker): one request per
-// connection, GET /metrics only.
+// /metrics on its own listener, served by the main thread (never by a worker).
 bool Server::start_metrics(std::string* error) {
   ListenAddr la;
   if (!parse_listen_addr(cfg_.metrics_listen, &la, error)) return false;
   int fd = make_listener(la, la.port, error);
   if (fd < 0) return false;
-  uv_tcp_init(&loop_, &metrics_listener_);
-  metrics_listener_.data = this;
-  int r = uv_tcp_open(&metrics_listener_, fd);
-  if (r == 0)
-    r = uv_listen(reinterpret_cast<uv_stream_t*>(&metrics_listener_), 64, [](uv_stream_t* l, int status) {
-      if (status != 0) return;
-      struct Conn {
-        uv_tcp_t h;
-        uv_write_t wr;
-        std::string in, out;
-        Server* s;
-      };
-      auto* c = new Conn();
-      c->s = static_cast<Server*>(l->data);
-      uv_tcp_init(l->loop, &c->h);
-      c->h.data = c;
-      auto done = [](Conn* c) {
-        uv_close(reinterpret_cast<uv_handle_t*>(&c->h), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
-      };
-      if (uv_accept(l, reinterpret_cast<uv_stream_t*>(&c->h)) != 0) return done(c);
-      uv_read_start(
-          reinterpret_cast<uv_stream_t*>(&c->h),
-          [](uv_handle_t*, size_t, uv_buf_t* b) {
-            static char buf[4096];
-            *b = uv_buf_init(buf, sizeof buf);
-          },
-          [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
-            auto* c = static_cast<Conn*>(st->data);
-            auto close = [](Conn* c) {
-              uv_close(reinterpret_cast<uv_handle_t*>(&c->h),
-                       [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
-            };
-            if (n < 0) return close(c);
-            c->in.append(b->base, static_cast<size_t>(n));
-            if (c->in.find("\r\n\r\n") == std::string::npos && c->in.size() < 8192) return;
-            uv_read_stop(st);
-            bool ok = c->in.rfind("GET /metrics ", 0) == 0 || c->in.rfind("GET /metrics?", 0) == 0;
-            std::string body = ok ? c->s->metrics_text() : "try GET /metrics\n";
-            http::HeadWriter w(c->out);
-            w.status_line(ok ? 200 : 404);
-            w.field("Content-Type", ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain");
-            w.end_response(http::Framing::length, body.size(), false, true, false);
-            c->out += body;
-            uv_buf_t ob = uv_buf_init(c->out.data(), static_cast<unsigned>(c->out.size()));
-            c->wr.data = c;
-            uv_write(&c->wr, st, &ob, 1, [](uv_write_t* wr, int) {
-              auto* c = static_cast<Conn*>(wr->data);
-              uv_close(reinterpret_cast<uv_handle_t*>(&c->h),
-                       [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
-            });
-          });
-    });
-  if (r != 0) {
+  metrics_ = std::make_unique<http::SideServer>(&loop_, [this](const http::Head& h) {
+    http::SideReply r;
+    std::string_view path = h.url().substr(0, h.url().find('?'));
+    if (path != "/metrics") {
+      r.status = 404;
+      r.body = "try GET /metrics\n";
+    } else if (h.method != HTTP_GET && h.method != HTTP_HEAD) {
+      r.status = 405;
+      r.body = "GET or HEAD only\n";
+    } else {
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = metrics_text();
+    }
+    return r;
+  });
+  if (int r = metrics_->open_fd(fd)) {
     *error = uv_strerror(r);
     return false;
   }
   ListenAddr actual = la;
-  actual.port = bound_port(fd);
+  actual.port = static_cast<uint16_t>(metrics_->port());
   PX_INFO("metrics on http://%s/metrics", actual.str().c_str());
-  metrics_on_ = true;
   return true;
 }
 
@@ -863,7 +829,18 @@ int Server::run() {
   }
   if (!cfg_.metrics_listen.empty())
     for (auto& w : workers_) w->set_metrics(std::make_unique<WorkerMetrics>());
-  std::vector<std::vector<std::pair<std::string, int>>> fds;
+  if (!cfg_.status_file.empty()) {
+    // pxctl trace: a key for pxadmind's tokens, and where traced requests' records go.
+    std::string dir = cfg_.status_file + ".traces", err;
+    TraceKey key;
+    if ((::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) &&
+        trace_key_file(cfg_.status_file + ".trace-key", true, &key, &err)) {
+      for (auto& w : workers_) w->set_trace(key, dir);
+    } else {
+      PX_WARN("pxctl trace is off: %s", err.empty() ? (dir + ": " + strerror(errno)).c_str() : err.c_str());
+    }
+  }
+  std::vector<std::vector<ListenFd>> fds;
   std::string err;
   if (!open_listeners(&fds, &err)) {
     PX_ERR("%s", err.c_str());
@@ -959,6 +936,7 @@ int Server::run() {
   for (auto* ev : filter_watches_)
     uv_close(reinterpret_cast<uv_handle_t*>(ev), [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
   filter_watches_.clear();
+  if (metrics_) metrics_->close();
   if (successor_) {  // the pxd that replaces this one runs on; only our handle on it goes
     uv_close(reinterpret_cast<uv_handle_t*>(successor_),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "http/side_server.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/worker.h"
@@ -39,7 +40,7 @@ class Server {
   int run();
 
  private:
-  bool open_listeners(std::vector<std::vector<std::pair<std::string, int>>>* per_worker, std::string* error);
+  bool open_listeners(std::vector<std::vector<ListenFd>>* per_worker, std::string* error);
   // SIGUSR2: starts the pxd binary again with this one's listening sockets; once it serves, it
   // tells this one to drain (SIGTERM). A new pxd that fails to start changes nothing.
   void upgrade();
@@ -72,9 +73,9 @@ class Server {
   std::vector<std::pair<std::string, int>> handover_;  // listen key, a dup of each listening socket
   uv_signal_t sigusr2_, sigusr1_;
   std::unique_ptr<AccessLog> access_log_;
-  RouteSlots route_slots_;
-  uv_tcp_t metrics_listener_;
-  bool metrics_on_ = false;
+  NameSlots route_slots_{kRouteSlots};
+  NameSlots peer_slots_{kPeerSlots};
+  std::unique_ptr<http::SideServer> metrics_;
   uint64_t snapshot_time_ms_ = 0;      // uv_hrtime ms of the last install
   uv_process_t* successor_ = nullptr;  // the generation the service manager's STATUS last said
   uv_fs_event_t store_watch_;

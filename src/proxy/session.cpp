@@ -24,7 +24,7 @@ void Session::on_connected() {
   // TLS: the handshake is done; the request head has its own timeout from here.
   auto* t = static_cast<tls::TlsTransport*>(wrap.get());
   sni = t->sni();
-  w->tls_handshakes++;
+  w->tls_handshakes.inc();
   set_timeout(Timeout::header);
 }
 
@@ -46,7 +46,7 @@ void Session::on_timeout(Timeout t) {
   if (closing) return;
   if (t == Timeout::handshake) {
     PX_DEBUG("client %s: TLS handshake timed out", peer_ip.str().c_str());
-    w->tls_handshake_timeouts++;
+    w->tls_handshake_timeouts.inc();
     close();
     return;
   }
@@ -86,7 +86,10 @@ void Session::on_eof() {
 
 void Session::on_error(int) {
   if (closing) return;
-  if (tls && !static_cast<tls::TlsTransport*>(wrap.get())->established()) w->tls_handshake_failures++;
+  if (tls) {
+    auto* t = static_cast<tls::TlsTransport*>(wrap.get());
+    if (!t->established()) w->tls_handshake_failures[static_cast<int>(t->failure_class())].inc();
+  }
   eof = true;
   close();
 }

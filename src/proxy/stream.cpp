@@ -33,7 +33,8 @@ void Stream::reset() {
   peer = nullptr;
   client_ip = net::IpAddr();
   tried = 0;
-  body_received = max_body = start_ms = 0;
+  body_received = max_body = start_ms = up_sent_us = 0;
+  connect_us = ttfb_us = -1;
   req_body = http::Framing::none;
   status = 0;
   attempts = 0;
@@ -49,6 +50,8 @@ void Stream::reset() {
   bytes_in = bytes_out = 0;
   for (auto& us : phase_us) us = 0;
   view.fs.reset();
+  view.trace = false;
+  trace.reset();
 }
 
 lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st, const http::Head* resp,
@@ -71,6 +74,8 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
   uint64_t t0 = uv_hrtime();
   lua::Verdict r = eng->run(p, route_index, v);
   st->phase_us[p] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
+  if (st->trace) [[unlikely]]
+    eng->take_trace(p, &st->trace->filters);
   return r;
 }
 
@@ -99,6 +104,8 @@ void stream_begin(Stream* st) {
   // The codec has checked the target's form and the Host's grammar (http/grammar.h).
   st->host = host;
   st->client_ip = real_client_ip(st);
+  if (h.trace) [[unlikely]]
+    trace_begin(st);
   lua::Engine* eng = w->engine();
   SnapRef* snap = w->current_snap();
   if (snap) {
@@ -120,6 +127,8 @@ void stream_begin(Stream* st) {
   }
   st->route = r;
   st->pool = &snap->pools[r->index];
+  if (st->trace) [[unlikely]]
+    trace_route(st);
   st->mask = snap->masks.empty() ? 0 : snap->masks[r->index];
   if (st->mask & lua::kMissingFilter) {
     PX_ERR("route %s: a filter it names is not loaded or refused its config; answering 500", r->spec.name.c_str());
@@ -257,10 +266,13 @@ void end_stream(Stream* st, bool cut) {
   // The first observer: phase 6, logging (after the exchange, read-only).
   if (st->view.fs && eng && st->route && (st->mask & (1 << lua::kLogging)))
     run_phase(eng, lua::kLogging, static_cast<int>(st->route->index), st, st->local ? nullptr : &st->resp, st->status);
-  if (!w->observers().empty()) {  // the record is made only when someone reads it
+  if (!w->observers().empty() || st->trace) {  // the record is made only when someone reads it
     EndRecord r;
     r.route = st->route ? std::string_view(st->route->spec.name) : std::string_view();
     r.peer = st->peer ? std::string_view(st->peer->key) : std::string_view();
+    r.peer_slot = st->peer ? st->peer->metrics_slot : static_cast<uint16_t>(kPeerSlotNone);
+    r.connect_us = st->connect_us;
+    r.ttfb_us = st->ttfb_us;
     r.method = st->req.method_name();
     r.host = st->host;
     r.target = st->req.url();
@@ -285,6 +297,8 @@ void end_stream(Stream* st, bool cut) {
     r.stream = st;
     for (int p = 0; p < lua::kPhases; p++) r.phase_us[p] = st->phase_us[p];
     for (EndObserver* o : w->observers()) o->on_stream_end(r);
+    if (st->trace) [[unlikely]]
+      trace_write(w->trace_dir(), *st->trace, r);
   }
   if (st->view.fs && eng) eng->done(st->view);
   if (st->snap) w->release_snap(st->snap);

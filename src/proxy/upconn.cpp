@@ -26,7 +26,7 @@ void UpConn::start_reading() {
 
 void UpConn::on_closed() {
   if (--pending_closes == 0) {
-    w->upconns--;
+    w->upconns.dec();
     delete this;
   }
 }
@@ -96,6 +96,7 @@ void UpConn::on_connected() {
     w->park_idle(this);
     return;
   }
+  if (connect_start_us) st->connect_us = static_cast<int32_t>(Worker::clock_us() - connect_start_us);
   send_request(st, this);
 }
 
@@ -172,6 +173,7 @@ void UpConn::on_data(const char* data, size_t len) {
   }
   Stream* st = stream;
   Downstream* d = st->down;
+  if (st->ttfb_us < 0 && st->up_sent_us) st->ttfb_us = static_cast<int32_t>(Worker::clock_us() - st->up_sent_us);
   got_bytes = true;
   arm_timer(st->route->read_timeout_ms);
   if (st->tunnel) {
@@ -321,6 +323,7 @@ void write_request_head(Stream* st) {
       case http::Hdr::x_forwarded_host:
         if (trusted) xfhost = h.value(i);
         continue;
+      case http::Hdr::x_px_trace: continue;  // pxctl trace's token stays here
       case http::Hdr::x_request_id:
         // A trusted proxy's ID is kept when it is 1 to 64 of [A-Za-z0-9._-]; any other is replaced below.
         if (trusted && st->request_id_len == 0) {

@@ -43,6 +43,7 @@ namespace {
     st->body_bytes_sent = true;
   }
   st->up_written = true;
+  if (c->w->timing() || st->trace) st->up_sent_us = Worker::clock_us();
   int r = c->tr->write(c->out);
   st->pending_body.clear();
   if (r != 0) {
@@ -70,6 +71,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
         st->tried |= uint64_t(1) << i;
       }
     }
+    bool by_filter = p && !fresh;
     if (!p) p = w->choose_peer(st);
     if (!p) {
       if (answer_if_none) st->end_as(Termination::no_upstream);
@@ -80,6 +82,8 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     st->peer = p;
     st->attempts++;
     UpConn* c = fresh ? nullptr : w->take_idle(p);
+    if (st->trace) [[unlikely]]
+      trace_pick(st, p, fresh, by_filter, c != nullptr);
     if (c) {
       c->stream = st;
       st->up = c;
@@ -103,7 +107,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     c = new UpConn();
     c->w = w;
     c->peer = p;
-    w->upconns++;
+    w->upconns.inc();
     c->tcp.init(w->loop());
     c->tcp.set_user(c);
     if (ssl) {
@@ -129,6 +133,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     c->stream = st;
     st->up = c;
     p->active++;
+    if (w->timing() || st->trace) c->connect_start_us = Worker::clock_us();
     c->arm_timer(st->route->connect_timeout_ms);
     return true;
   }
@@ -150,6 +155,13 @@ void upstream_failed(Stream* st, UpConn* c, Fail why) {
   f.untried_left = w->has_untried(st);
   detach(st);
   c->close();
+  if (st->trace) [[unlikely]]
+    trace_attempt_failed(st, why == Fail::connect           ? "connection refused"
+                             : why == Fail::connect_timeout ? "connect timed out"
+                             : why == Fail::closed          ? "closed before a whole answer"
+                             : why == Fail::read_timeout    ? "no answer in time"
+                             : why == Fail::bad_response    ? "invalid HTTP answer"
+                                                            : "TLS handshake failed");
   // A stale keep-alive connection says nothing about the peer's health.
   if (!(f.reused && why == Fail::closed && !f.got_bytes)) w->peer_failed(p);
   Retry r = retry_policy(f);

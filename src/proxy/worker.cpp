@@ -35,9 +35,7 @@ Worker::~Worker() {
   if (thread_.joinable()) thread_.join();
 }
 
-static bool key_is_tls(const std::string& key) { return key.size() > 4 && key.compare(key.size() - 4, 4, " tls") == 0; }
-
-void Worker::start(std::vector<std::pair<std::string, int>> fds) {
+void Worker::start(std::vector<ListenFd> fds) {
   fds_ = std::move(fds);
   uv_loop_init(&loop_);
   loop_.data = this;
@@ -46,7 +44,7 @@ void Worker::start(std::vector<std::pair<std::string, int>> fds) {
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
   apply_timeouts();
-  for (auto& [key, fd] : fds_) add_listener(fd, key, key_is_tls(key));
+  for (auto& l : fds_) add_listener(l.fd, l.key, l.tls);
   started_ = true;
   if (inline_) return;  // start_inline(): the caller runs the loop on its own thread
   thread_ = std::thread([this] { run(); });
@@ -71,7 +69,7 @@ Session* Worker::adopt(net::Transport* t, const net::IpAddr& peer) {
 
 // A session the worker takes: counted, in the list drain and stop walk, started.
 void Worker::begin_session(Session* s) {
-  sessions++;
+  sessions.inc();
   s->counted = true;
   s->next = sessions_head_;
   if (sessions_head_) sessions_head_->prev = s;
@@ -130,6 +128,7 @@ void Worker::run() {
     PX_ERR("worker %d: Lua filters unavailable: %s", id_, err.c_str());
     engine_.reset();
   }
+  if (engine_ && metrics_) engine_->set_timing(true);
   on_async();  // a snapshot may be waiting already
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Everything is closed; let the close callbacks run, then prove nothing leaked.
@@ -175,15 +174,15 @@ void Worker::post_config(Reconfig r) {
     if (mail_config_) {
       // Two reloads before this worker looked: the second's listeners build on the first's.
       for (auto& a : mail_config_->add)
-        if (std::find(r.remove.begin(), r.remove.end(), a.first) == r.remove.end())
+        if (std::find(r.remove.begin(), r.remove.end(), a.key) == r.remove.end())
           r.add.insert(r.add.begin(), a);
         else
-          ::close(a.second);
+          ::close(a.fd);
       for (auto& k : mail_config_->remove) r.remove.push_back(k);
     }
     mail_config_ = std::make_unique<Reconfig>(std::move(r));
+    wake_locked();
   }
-  if (started_) uv_async_send(&async_);
 }
 
 // New connections get the new settings; open ones finish under what they started with (their
@@ -204,19 +203,25 @@ void Worker::apply_config(Reconfig r) {
     listener_tls_.erase(listener_tls_.begin() + static_cast<long>(i));
     listener_keys_.erase(listener_keys_.begin() + static_cast<long>(i));
   }
-  for (auto& [key, fd] : r.add) add_listener(fd, key, key_is_tls(key));
+  for (auto& l : r.add) add_listener(l.fd, l.key, l.tls);
 }
 
 void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
+// Under mu_: the worker's loop looks at its mailbox soon (unless it has not started, or has ended: a
+// worker that drained and exited must not be woken, its async handle is closed).
+void Worker::wake_locked() {
+  if (started_ && !ended_) uv_async_send(&async_);
+}
+
 void Worker::post_snapshot(std::shared_ptr<const route::Snapshot> s) {
   {
     std::lock_guard<std::mutex> g(mu_);
     mail_snap_ = std::move(s);
+    wake_locked();
   }
-  if (started_) uv_async_send(&async_);
 }
 
 void Worker::post_filters(std::vector<std::pair<std::string, std::string>> files) {
@@ -224,24 +229,24 @@ void Worker::post_filters(std::vector<std::pair<std::string, std::string>> files
     std::lock_guard<std::mutex> g(mu_);
     mail_filters_ = std::move(files);
     mail_has_filters_ = true;
+    wake_locked();
   }
-  if (started_) uv_async_send(&async_);
 }
 
 void Worker::post_drain() {
   {
     std::lock_guard<std::mutex> g(mu_);
     mail_drain_ = true;
+    wake_locked();
   }
-  if (started_) uv_async_send(&async_);
 }
 
 void Worker::post_stop() {
   {
     std::lock_guard<std::mutex> g(mu_);
     mail_stop_ = true;
+    wake_locked();
   }
-  if (started_) uv_async_send(&async_);
 }
 
 void Worker::on_async() {
@@ -264,11 +269,11 @@ void Worker::on_async() {
   }
   if (stopping_) {
     if (config)
-      for (auto& a : config->add) ::close(a.second);
+      for (auto& a : config->add) ::close(a.fd);
     return;
   }
   if (config && draining_)
-    for (auto& a : config->add) ::close(a.second);
+    for (auto& a : config->add) ::close(a.fd);
   else if (config)
     apply_config(std::move(*config));
   if (reload && engine_) engine_->load(files);
@@ -285,6 +290,7 @@ PeerState* Worker::peer_for(const route::PeerAddr& a) {
     p = std::make_unique<PeerState>();
     p->key = a.key;
   }
+  p->metrics_slot = a.metrics_slot;
   p->resolved = a.resolved;
   p->tls = a.tls;
   p->tls_spec = a.tls_spec;
@@ -458,7 +464,7 @@ void Worker::on_accept(uv_stream_t* server) {
   bool tls = false;
   for (size_t i = 0; i < listeners_.size(); i++)
     if (reinterpret_cast<uv_stream_t*>(listeners_[i]) == server) tls = listener_tls_[i];
-  if (sessions >= cfg_.max_connections || draining_) {
+  if (sessions.get() >= cfg_.max_connections || draining_) {
     if (!tls) {  // a TLS client could not read a plain 503: it is just closed
       net::Output o;
       http::write_busy(o);
@@ -524,7 +530,7 @@ void Worker::trim() {
     freed++;
   }
   bool spike_over =
-      (streams_peak_ >= 64 && streams_in_use_ * 4 < streams_peak_) || freed >= 64 || upconns_peak_ > upconns + 64;
+      (streams_peak_ >= 64 && streams_in_use_ * 4 < streams_peak_) || freed >= 64 || upconns_peak_ > upconns.get() + 64;
   if (spike_over) {
     net::trim_thread_buffers();
     if (engine_) engine_->collect_garbage();
@@ -534,21 +540,15 @@ void Worker::trim() {
     }
   }
   streams_peak_ = streams_in_use_;
-  upconns_peak_ = upconns;
+  upconns_peak_ = upconns.get();
 }
 
 void Worker::on_tick() {
   heartbeat_ms.store(uv_hrtime() / 1000000u, std::memory_order_relaxed);
   for (EndObserver* o : observers_) o->flush();
-  if (metrics_) {
-    m_sessions.v.store(sessions, std::memory_order_relaxed);
-    m_upconns.v.store(upconns, std::memory_order_relaxed);
-    m_tls_handshakes.v.store(tls_handshakes, std::memory_order_relaxed);
-    m_tls_failures.v.store(tls_handshake_failures, std::memory_order_relaxed);
-    m_tls_timeouts.v.store(tls_handshake_timeouts, std::memory_order_relaxed);
-  }
   uint64_t t = now();
-  if (upconns > upconns_peak_) upconns_peak_ = upconns;
+  if (metrics_) publish_metrics(t);
+  if (upconns.get() > upconns_peak_) upconns_peak_ = upconns.get();
   if (t - last_trim_ >= kTrimWindowMs) {
     last_trim_ = t;
     trim();
@@ -568,6 +568,18 @@ void Worker::on_tick() {
   }
 }
 
+// What scrapes read that the request path does not count itself: each peer's health, and (once a
+// second) the filter engine's counts.
+void Worker::publish_metrics(uint64_t t) {
+  for (auto& [key, p] : peers_) metrics_->peers[p->metrics_slot].health.v.store(p->usable(t) ? 1 : 2);
+  if (engine_ && t - last_filter_stats_ >= 1000) {
+    last_filter_stats_ = t;
+    engine_->filter_stats(&filter_scratch_);
+    std::lock_guard<std::mutex> g(metrics_->filters.mu);
+    metrics_->filters.by_filter.swap(filter_scratch_);
+  }
+}
+
 void Worker::session_closed(Session* s) {
   if (s->prev)
     s->prev->next = s->next;
@@ -575,7 +587,7 @@ void Worker::session_closed(Session* s) {
     sessions_head_ = s->next;
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = nullptr;
-  sessions--;
+  sessions.dec();
   if (draining_) maybe_finish_drain();
 }
 
@@ -604,6 +616,7 @@ bool Worker::has_untried(const Stream* st) {
 }
 
 void Worker::peer_failed(PeerState* p) {
+  if (metrics_) metrics_->peers[p->metrics_slot].failures.inc();
   if (++p->fails >= cfg_.max_fails && cfg_.max_fails > 0) {
     if (now() >= p->down_until)
       PX_WARN("upstream %s: %u consecutive failures, out for %llums", p->key.c_str(), p->fails,
@@ -684,7 +697,7 @@ void Worker::drain() {
 }
 
 void Worker::maybe_finish_drain() {
-  if (draining_ && sessions == 0 && !stopping_) stop_everything();
+  if (draining_ && sessions.get() == 0 && !stopping_) stop_everything();
 }
 
 void Worker::stop_everything() {
@@ -707,6 +720,10 @@ void Worker::stop_everything() {
     }
     if (p->probe) probe_abandon(p->probe);
     p->probe = nullptr;
+  }
+  {
+    std::lock_guard<std::mutex> g(mu_);  // no post_*() wakes this loop from here on
+    ended_ = true;
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);

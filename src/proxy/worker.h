@@ -44,9 +44,11 @@
 #include "proxy/downstream.h"
 #include "proxy/end_record.h"
 #include "proxy/metrics.h"
+#include "proxy/trace.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
 #include "tls/context.h"
+#include "tls/transport.h"
 
 namespace px::proxy {
 
@@ -56,6 +58,13 @@ struct Stream;
 struct UpConn;
 struct HealthProbe;
 void probe_abandon(HealthProbe* hp);  // the peer no longer wants this probe's result (health.cpp)
+
+// A listening socket handed to a worker: which listen line it serves (listen_key()), and whether TLS.
+struct ListenFd {
+  std::string key;
+  int fd = -1;
+  bool tls = false;
+};
 
 struct PeerState {
   std::string key;
@@ -79,6 +88,7 @@ struct PeerState {
   std::string hc_host;
   uv_timer_t* hc_timer = nullptr;
   HealthProbe* probe = nullptr;
+  uint16_t metrics_slot = 0;  // proxy/metrics.h
   bool usable(uint64_t now) const { return resolved && !hc_down && now >= down_until; }
 };
 
@@ -120,6 +130,10 @@ struct Stream {
   uint64_t body_received = 0;
   uint64_t max_body = 0;
   uint64_t start_ms = 0;
+  // Upstream timing, kept only while metrics are on (Worker::timing()): µs, -1 for none.
+  uint64_t up_sent_us = 0;                       // when the request head went to the upstream
+  int32_t connect_us = -1;                       // this stream's new upstream connection took this long (TLS included)
+  int32_t ttfb_us = -1;                          // request sent → the upstream's first byte
   http::Framing req_body = http::Framing::none;  // none, a known length, or not known (chunked)
   uint16_t status = 0;                           // status sent to the client
   uint8_t attempts = 0;
@@ -145,8 +159,9 @@ struct Stream {
   uint64_t bytes_in = 0;               // request bytes read from the client
   uint64_t bytes_out = 0;              // bytes written to the client
   uint32_t phase_us[lua::kPhases] = {};
-  lua::RequestView view;     // what filters see, and their state (only for routes with filters)
-  net::IpAddr peer_text_of;  // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
+  lua::RequestView view;         // what filters see, and their state (only for routes with filters)
+  std::unique_ptr<Trace> trace;  // pxctl trace (trace.h): only for a request with a valid token
+  net::IpAddr peer_text_of;      // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
   char peer_text[46];
   uint8_t peer_text_len = 0;
   void end_as(Termination t) {
@@ -266,6 +281,7 @@ struct UpConn final : http::Sink, net::TransportUser {
   bool got_bytes = false;  // some response byte arrived
   bool bp_paused = false;
   bool eof = false;
+  uint64_t connect_start_us = 0;  // when the connect began (only while metrics are on)
   uint64_t requests = 0;
   uint64_t deadline = 0;   // loop time (ms) of the current timeout; 0: none
   uint64_t armed_for = 0;  // when the uv timer fires; 0: not armed
@@ -320,14 +336,14 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   // Main thread side. Listening fds are owned by the worker from here on.
-  // listen_fds: (listen_key, fd) pairs; one key may come with several sockets.
-  void start(std::vector<std::pair<std::string, int>> listen_fds);
+  // listen_fds: one key (listen_key(): an opaque identity) may come with several sockets.
+  void start(std::vector<ListenFd> listen_fds);
   void post_snapshot(std::shared_ptr<const route::Snapshot> s);
   // A reloaded pxd.conf (SIGHUP): the new settings for new connections, listeners to open (their fds,
   // owned by the worker from here on) and to close (by listen_key), and the TLS context to use.
   struct Reconfig {
     Config cfg;
-    std::vector<std::pair<std::string, int>> add;  // listen_key, fd
+    std::vector<ListenFd> add;
     std::vector<std::string> remove;
     SSL_CTX* tls_ctx = nullptr;
   };
@@ -396,8 +412,17 @@ class Worker {
     add_observer(metrics_.get());
   }
   WorkerMetrics* metrics() { return metrics_.get(); }
-  // Gauges and counters the worker keeps as plain fields, published every tick for scrapes.
-  MetricCounter m_sessions, m_upconns, m_tls_handshakes, m_tls_failures, m_tls_timeouts;
+  // Upstream connect and first-byte times are measured (a clock read each) only for metrics.
+  bool timing() const { return metrics_ != nullptr; }
+  // pxctl trace (trace.h): the key tokens are checked with, and where records go. Before start().
+  void set_trace(const TraceKey& key, std::string dir) {
+    trace_key_ = key;
+    trace_dir_ = std::move(dir);
+  }
+  bool trace_enabled() const { return !trace_dir_.empty(); }
+  const TraceKey& trace_key() const { return trace_key_; }
+  const std::string& trace_dir() const { return trace_dir_; }
+  static uint64_t clock_us() { return uv_hrtime() / 1000; }
   void set_access_log(std::unique_ptr<AccessLogObserver> o) {
     access_observer_ = std::move(o);
     add_observer(access_observer_.get());
@@ -406,19 +431,22 @@ class Worker {
   bool stopping() const { return stopping_; }
   http::Limits req_limits;
   http::Limits resp_limits;
-  uint64_t sessions = 0;
-  uint64_t upconns = 0;
-  uint64_t tls_handshakes = 0, tls_handshake_failures = 0, tls_handshake_timeouts = 0;
+  // Open connections and handshake counts: written by this worker only, read by scrapes.
+  MetricCounter sessions, upconns;
+  MetricCounter tls_handshakes, tls_handshake_timeouts;
+  MetricCounter tls_handshake_failures[tls::kHandshakeFailures];  // by tls::HandshakeFailure
 
  private:
   void run();
   void on_async();
+  void wake_locked();
   void install(std::shared_ptr<const route::Snapshot> s);
   void on_accept(uv_stream_t* server);
   void drain();
   void stop_everything();
   void sync_health_checks();
   void on_tick();
+  void publish_metrics(uint64_t now);
   void trim();
   void teardown();
   void begin_session(Session* s);
@@ -432,9 +460,13 @@ class Worker {
   uv_async_t async_;
   std::thread thread_;
   std::vector<uv_tcp_t*> listeners_;
-  std::vector<std::pair<std::string, int>> fds_;
+  std::vector<ListenFd> fds_;
   std::unique_ptr<AccessLogObserver> access_observer_;
   std::unique_ptr<WorkerMetrics> metrics_;
+  uint64_t last_filter_stats_ = 0;
+  TraceKey trace_key_{};
+  std::string trace_dir_;
+  lua::FilterStats filter_scratch_;
   char rid_prefix_[16] = {};
   uint64_t rid_counter_ = 0;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
@@ -478,6 +510,7 @@ class Worker {
   bool mail_drain_ = false;
   bool mail_stop_ = false;
   std::unique_ptr<Reconfig> mail_config_;
+  bool ended_ = false;  // the loop closed its async handle (guarded by mu_)
   std::atomic<uint64_t> applied_gen_{0};
 
   friend struct Session;

@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   app.add_option("-s,--socket", opt.socket_path, "unix socket for the API")->capture_default_str();
   app.add_option("--socket-mode", mode, "permissions of the unix socket (octal)")->capture_default_str();
   app.add_option("-l,--listen", opt.tcp_listen, "also serve the API on this TCP ADDRESS:PORT (bearer tokens required)");
+  app.add_option("--metrics", opt.metrics_listen,
+                 "serve Prometheus metrics on http://ADDRESS:PORT/metrics (no authentication: keep it on loopback)");
   app.add_option("--pxd-status", status_files,
                  "pxd status_file(s) to report in /v1/status (default /run/px/pxd.status)");
   auto& a = opt.acme;

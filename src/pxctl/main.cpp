@@ -21,6 +21,7 @@
 #include <sstream>
 #include <string>
 
+#include "acme/http_client.h"
 #include "http/h1.h"
 #include "http/parser.h"
 #include "lua/engine.h"
@@ -410,6 +411,50 @@ complete -F _pxctl pxctl
 
 }  // namespace
 
+// pxctl trace: the record pxd wrote for a traced request, for people.
+void show_trace(const json& t, const std::string& method, const std::string& url) {
+  auto num = [](const json& v) {
+    char b[32];
+    snprintf(b, sizeof b, "%.3f", v.is_number() ? v.get<double>() : 0.0);
+    return std::string(b);
+  };
+  std::cout << method << " " << url << "\n";
+  std::cout << "  status     " << t.value("status", 0) << " (" << t.value("termination", "") << ") in "
+            << t.value("duration_ms", 0) << " ms";
+  const json& rq = t["request"];
+  if (!rq.value("request_id", std::string()).empty()) std::cout << ", request id " << rq.value("request_id", "");
+  std::cout << "\n";
+  if (t["route"].is_object())
+    std::cout << "  route      " << t["route"].value("name", "") << ": " << t["route"].value("why", "") << "\n";
+  else
+    std::cout << "  route      none matched\n";
+  bool first = true;
+  for (const auto& f : t["filters"]) {
+    std::cout << (first ? "  filters    " : "             ") << f.value("phase", "") << "  " << f.value("filter", "")
+              << "  " << f.value("verdict", "") << "  " << num(f["ms"]) << " ms\n";
+    first = false;
+  }
+  if (first) std::cout << "  filters    none ran\n";
+  const json& up = t["upstream"];
+  if (!up.value("balancer", std::string()).empty()) {
+    std::cout << "  balancer   " << up.value("balancer", "") << "\n";
+    for (const auto& p : up["peers"]) std::cout << "             " << p.get<std::string>() << "\n";
+  }
+  int n = 0;
+  for (const auto& a : up["attempts"])
+    std::cout << "  attempt " << ++n << "  " << a.value("peer", "") << ": " << a.value("why", "") << " -> "
+              << a.value("outcome", "") << "\n";
+  if (up.value("status", 0))
+    std::cout << "  upstream   status " << up.value("status", 0) << ", connect "
+              << (up["connect_ms"].is_null() ? std::string("(kept-alive connection)") : num(up["connect_ms"]) + " ms")
+              << ", first byte "
+              << (up["first_byte_ms"].is_null() ? std::string("-") : num(up["first_byte_ms"]) + " ms") << "\n";
+  std::cout << "  phases    ";
+  for (const char* k : {"early_request", "request", "upstream_peer", "upstream_request", "response", "logging"})
+    if (t["phases_ms"].contains(k)) std::cout << " " << k << " " << num(t["phases_ms"][k]) << " ms";
+  std::cout << "\n  bytes      " << t.value("bytes_in", 0) << " in, " << t.value("bytes_out", 0) << " out\n";
+}
+
 int main(int argc, char** argv) {
   if (const char* u = std::getenv("PX_ADMIN_URL")) g.url = u;
   if (const char* t = std::getenv("PX_TOKEN")) g.token = t;
@@ -764,6 +809,71 @@ int main(int argc, char** argv) {
     std::string err = px::lua::check_filter(filter_file, src, px::lua::lua_dir());
     if (!err.empty()) die(4, err);
     std::cout << filter_file << ": ok\n";
+  });
+
+  auto* trace =
+      app.add_subcommand("trace", "send one request through pxd and show its path: route, filters, peer, times");
+  std::string t_url, t_method = "GET", t_data, t_connect, t_ca;
+  std::vector<std::string> t_headers;
+  bool t_insecure = false, t_body = false;
+  int t_timeout = 30;
+  trace->add_option("url", t_url, "http(s)://HOST[:PORT]/PATH as a client would ask for it")->required();
+  trace->add_option("-X,--request", t_method, "the method")->capture_default_str();
+  trace->add_option("-H,--header", t_headers, "a header field, 'Name: value' (repeatable)");
+  trace->add_option("-d,--data", t_data, "a request body");
+  trace->add_option("--connect", t_connect,
+                    "connect to this ADDRESS:PORT instead of the URL's (Host and SNI stay the URL's)");
+  trace->add_flag("-k,--insecure", t_insecure, "do not verify pxd's certificate");
+  trace->add_option("--cacert", t_ca, "PEM CAs to verify pxd's certificate with");
+  trace->add_flag("--body", t_body, "print the response body too");
+  trace->add_option("--timeout", t_timeout, "seconds to wait for the answer")->capture_default_str();
+  trace->callback([&] {
+    json empty = json::object();
+    json tk = check(call("POST", "/v1/traces", &empty)).body;
+    px::acme::HttpRequest rq;
+    rq.method = t_method;
+    rq.url = t_url;
+    rq.body = t_data;
+    rq.connect_to = t_connect;
+    rq.user_agent = std::string("pxctl-trace/") + PX_VERSION;
+    for (const auto& h : t_headers) {
+      size_t colon = h.find(':');
+      if (colon == std::string::npos || colon == 0) die(2, "-H '" + h + "': expected 'Name: value'");
+      std::string v = h.substr(colon + 1);
+      v.erase(0, v.find_first_not_of(" \t"));
+      rq.headers.emplace_back(h.substr(0, colon), v);
+    }
+    rq.headers.emplace_back(tk.value("header", "X-Px-Trace"), tk.value("token", ""));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    px::acme::HttpResponse resp;
+    {
+      px::acme::HttpClient client(&loop);
+      client.timeout_ms = static_cast<uint64_t>(t_timeout) * 1000;
+      client.max_body = 64 * 1024 * 1024;
+      std::string err;
+      if (!t_ca.empty() && !client.set_ca_file(t_ca, &err)) die(2, "--cacert: " + err);
+      if (t_insecure) client.set_insecure();
+      client.fetch(rq, [&](px::acme::HttpResponse r) { resp = std::move(r); });
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&loop);
+    if (resp.status == 0) die(1, t_url + ": " + resp.error);
+    // pxd writes the record as the stream ends, just after the last byte went out.
+    std::string id = tk.value("id", "");
+    Reply rec;
+    for (int i = 0; i < 100; i++) {
+      rec = call("GET", "/v1/traces/" + id);
+      if (rec.status != 404) break;
+      usleep(50000);
+    }
+    if (rec.status == 404)
+      die(1, "pxd kept no record of the request (did it reach this host's pxd? pxd with a status_file? " +
+                 std::string("the answer was HTTP ") + std::to_string(resp.status) + ")");
+    check(rec);
+    if (g.as_json) return print(rec.body);
+    show_trace(rec.body, t_method, t_url);
+    if (t_body) std::cout << "\n" << resp.body;
   });
 
   auto* comp = app.add_subcommand("completion", "print a shell completion script");

@@ -38,6 +38,7 @@ struct PeerAddr {
   bool resolved = false;
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
+  mutable uint16_t metrics_slot = 0;  // pxd's metrics: this peer's slot (proxy/metrics.h)
 };
 
 struct Pool {

@@ -89,11 +89,39 @@ bool TlsTransport::flush_ciphertext() {
   return r == 0;
 }
 
+const char* handshake_failure_name(HandshakeFailure f) {
+  static const char* names[kHandshakeFailures] = {
+      "none",           "closed",     "plain_http",   "protocol_version", "no_shared_cipher",
+      "no_certificate", "peer_alert", "bad_handshake"};
+  return names[static_cast<int>(f)];
+}
+
+namespace {
+HandshakeFailure classify(uint32_t e, bool eof) {
+  if (eof) return HandshakeFailure::closed;
+  if (!e || ERR_GET_LIB(e) != ERR_LIB_SSL) return HandshakeFailure::bad_handshake;
+  int r = ERR_GET_REASON(e);
+  if (r >= SSL_AD_REASON_OFFSET) return HandshakeFailure::peer_alert;
+  switch (r) {
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST: return HandshakeFailure::plain_http;
+    case SSL_R_UNSUPPORTED_PROTOCOL: return HandshakeFailure::protocol_version;
+    case SSL_R_NO_SHARED_CIPHER:
+    case SSL_R_NO_SHARED_GROUP: return HandshakeFailure::no_shared_cipher;
+    case SSL_R_CONNECTION_REJECTED:
+    case SSL_R_CERT_CB_ERROR:
+    case SSL_R_NO_CERTIFICATE_SET: return HandshakeFailure::no_certificate;
+    default: return HandshakeFailure::bad_handshake;
+  }
+}
+}  // namespace
+
 void TlsTransport::fail(const char* why) {
   if (dead_) return;
   dead_ = true;
   failure_ = why;
   uint32_t e = ERR_peek_error();
+  if (!established_) failure_class_ = classify(e, eof_ || (!e && strcmp(why, "write failed") == 0));
   if (e) {
     char buf[256];
     ERR_error_string_n(e, buf, sizeof buf);

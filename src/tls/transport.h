@@ -24,6 +24,20 @@
 
 namespace px::tls {
 
+// Why a handshake failed, in classes an operator can act on (metrics: px_tls_handshake_failures_total).
+enum class HandshakeFailure : uint8_t {
+  none,
+  closed,            // the peer went away mid-handshake
+  plain_http,        // an HTTP request on a TLS port
+  protocol_version,  // no TLS version in common
+  no_shared_cipher,  // no cipher suite or group in common
+  no_certificate,    // no certificate for the name asked for
+  peer_alert,        // the peer refused (an alert: it did not trust our certificate, ...)
+  bad_handshake,     // anything else: garbage, a malformed ClientHello
+};
+inline constexpr int kHandshakeFailures = 8;
+const char* handshake_failure_name(HandshakeFailure f);
+
 class TlsTransport final : public net::Transport, public net::TransportUser {
  public:
   // Owns `ssl` (the caller made it in accept or connect state); becomes
@@ -50,6 +64,7 @@ class TlsTransport final : public net::Transport, public net::TransportUser {
   std::string_view version() const;  // "TLSv1.3", after the handshake
   // Why the handshake failed (for logs and counts), or nullptr.
   const char* failure() const { return failure_; }
+  HandshakeFailure failure_class() const { return failure_class_; }
 
   // net::TransportUser (the inner transport: ciphertext)
   void on_data(const char* data, size_t len) override;
@@ -75,6 +90,7 @@ class TlsTransport final : public net::Transport, public net::TransportUser {
   size_t stash_off_ = 0;
   std::string early_;  // plaintext written before the handshake ended
   const char* failure_ = nullptr;
+  HandshakeFailure failure_class_ = HandshakeFailure::none;
   bool established_ = false;
   bool eof_ = false;       // the inner transport ended
   bool eof_told_ = false;  // ... and the user was told

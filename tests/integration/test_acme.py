@@ -154,7 +154,7 @@ class AcmeTest(unittest.TestCase):
         os.chmod(cls.hook, stat.S_IRWXU)
         cls.adm = Admind(data=cls.pxd.data, pxd_status=cls.pxd.status_file,
                          args=["--acme-directory", cls.ca.directory, "--acme-ca", cls.ca.cert,
-                               "--acme-email", "ops@example.com", "--acme-retry-min", "1",
+                               "--acme-email", "ops@example.com", "--acme-retry-min", "1", "--metrics", "127.0.0.1:0",
                                "--dns-hook", cls.hook, "--dns-resolver", "127.0.0.1:%d" % cls.ca.dns_port])
 
     @classmethod
@@ -307,6 +307,36 @@ class AcmeTest(unittest.TestCase):
         second = self.wait_issued("down.test", other_than=first["serial"])
         self.wait_served("down.test", second["serial"])
         self.assertEqual(self.cert("down.test")["failures"], 0)
+
+    def test_7_admin_metrics(self):
+        """pxadmind's /metrics: ACME orders and failures by type, certificates, pxd in sync; promtool-clean."""
+        import re
+        import subprocess
+        import urllib.request
+        port = int(re.search(r"metrics on http://127\.0\.0\.1:0/metrics \(port (\d+)\)", self.adm.log()).group(1))
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+        def sample(metric, **labels):
+            want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+            for line in text.splitlines():
+                m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+                if m and m.group(1) == metric and ",".join(sorted((m.group(2) or "").split(","))) == want:
+                    return float(m.group(3))
+            return None
+        issued = len([c for c in json.loads(self.ctl("cert", "list", "--json")) if c.get("serial")])
+        self.assertGreaterEqual(sample("px_acme_orders_total", result="issued"), issued)
+        self.assertGreaterEqual(sample("px_acme_orders_total", result="failed"), 2)   # tests 4 and 5
+        self.assertGreaterEqual(sample("px_acme_failures_total", type="px:network"), 1)
+        self.assertGreaterEqual(sample("px_acme_failures_total", type="unauthorized") or
+                                sample("px_acme_failures_total", type="connection") or 0, 1)
+        not_after = self.cert("shop.test")["not_after"]
+        self.assertEqual(sample("px_certificate_not_after_seconds", name="shop.test"), not_after)
+        self.assertEqual(sample("px_acme_certificate_failing", name="shop.test"), 0)
+        self.assertEqual(sample("px_pxd_in_sync", status_file=self.pxd.status_file) is not None, True)
+        self.assertGreater(sample("px_admin_api_requests_total", method="GET", code="2xx"), 0)
+        self.assertGreater(sample("px_admin_store_generation"), 0)
 
     def test_6_validation(self):
         # A wildcard with tls auto needs the DNS hook: a pxadmind without one refuses it, saying why.

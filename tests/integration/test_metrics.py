@@ -63,6 +63,23 @@ class MetricsTest(unittest.TestCase):
         with self.assertRaises(urllib.error.HTTPError) as e:
             urllib.request.urlopen("http://127.0.0.1:%d/other" % self.mport, timeout=DEADLINE)
         self.assertEqual(e.exception.code, 404)
+        # The listener speaks HTTP/1.1 through px's codec: keep-alive, 405, 413, 400.
+        from pxtest import Client
+        c = Client(self.mport)
+        for _ in range(2):
+            c.send(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+            r = c.response()
+            self.assertEqual(r.status, 200)
+            self.assertIn(b"px_build_info", r.body)
+        c.send(b"POST /metrics HTTP/1.1\r\nHost: m\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(c.response().status, 405)
+        c.send(b"POST /metrics HTTP/1.1\r\nHost: m\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertEqual(c.response().status, 413)
+        self.assertTrue(c.closed())
+        c = Client(self.mport)
+        c.send(b"GET /metrics HTTP/1.1\r\nHo st: m\r\n\r\n")
+        self.assertEqual(c.response().status, 400)
+        self.assertTrue(c.closed())
 
     def test_grafana_dashboard_uses_real_series(self):
         import json
@@ -79,6 +96,57 @@ class MetricsTest(unittest.TestCase):
                 base = re.sub(r"_(bucket|sum|count)$", "", name)
                 self.assertIn(base, families, "%s in %r is not a series pxd exports" % (name, e))
 
+    def test_peer_series(self):
+        """Connect time and time to first byte by peer; a dead peer's failures and its up gauge."""
+        import socket
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))
+        dead_port = dead.getsockname()[1]
+        dead.close()  # nothing listens there: connects are refused
+        dead_url = "http://127.0.0.1:%d" % dead_port
+        self.pxd.put_route(route("two", "b.test", [self.up, dead_url]))
+        # Round robin tries the dead peer every other request: max_fails (3) takes it out.
+        for _ in range(10):
+            self.assertEqual(get(self.pxd.port, host="b.test", headers=[("Connection", "close")]).status, 200)
+        live = self.up.url.replace("http://", "")
+        dead_key = dead_url.replace("http://", "")
+        text = wait_for(lambda: (lambda t: t if value(t, "px_upstream_first_byte_seconds_count", peer=live) >= 10 and
+                                 value(t, "px_upstream_failures_total", peer=dead_key) >= 1 and
+                                 value(t, "px_upstream_up", peer=dead_key) == 0 and
+                                 value(t, "px_upstream_up", peer=live) == 1 else None)(scrape(self.mport)),
+                        what="peer series")
+        # Every request here opened a new connection to the live peer (Connection: close to px does not
+        # close the upstream one, so at least the first did).
+        self.assertGreaterEqual(value(text, "px_upstream_connect_seconds_count", peer=live), 1)
+        self.assertEqual(value(text, "px_upstream_connect_seconds_count", peer=dead_key), 0)
+        self.assertGreaterEqual(value(text, "px_upstream_failures_total", peer=dead_key), 3)
+        self.assertGreater(value(text, "px_upstream_first_byte_seconds_sum", peer=live), 0)
+        self.assertEqual(value(text, "px_upstream_failures_total", peer=live), 0)
+        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_scrapes_under_load_do_not_stall_workers(self):
+        """Requests keep completing while /metrics is scraped over and over."""
+        import threading
+        done = []
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                done.append(get(self.pxd.port, host="a.test").status)
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            for _ in range(20):
+                before = len(done)
+                scrape(self.mport)
+                wait_for(lambda: len(done) > before + 2, what="requests completing between scrapes")
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(set(done), {200})
+
     def test_connections_gauge(self):
         from pxtest import Client
         c = Client(self.pxd.port)
@@ -87,6 +155,50 @@ class MetricsTest(unittest.TestCase):
         wait_for(lambda: value(scrape(self.mport), "px_client_connections") >= 1, what="the open connection counted")
         c.close()
         wait_for(lambda: value(scrape(self.mport), "px_client_connections") == 0, what="the connection gone")
+
+
+class FilterAndTlsMetricsTest(unittest.TestCase):
+    def setUp(self):
+        import os
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="pxmetrics-")
+        with open(os.path.join(self.dir, "tag.lua"), "w") as f:
+            f.write('return { request = function(req) req:set_header("X-Tag", "1") end,'
+                    ' response = function(req) if req:path() == "/boom" then error("boom") end end }')
+        self.up = Upstream()
+        self.pxd = Pxd(workers=2, extra="metrics_listen 127.0.0.1:0\nfilters_dir %s\nlisten 127.0.0.1:0 tls\n"
+                       % self.dir, routes=[route("tagged", "t.test", [self.up],
+                                                 filters=[{"name": "tag", "config": {}}])])
+        self.mport = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", self.pxd.log()).group(1))
+
+    def tearDown(self):
+        self.pxd.stop()
+        self.up.kill()
+
+    def test_filter_calls_time_and_errors(self):
+        for _ in range(4):
+            self.assertEqual(get(self.pxd.port, host="t.test").status, 200)
+        self.assertEqual(get(self.pxd.port, host="t.test", path="/boom").status, 500)
+        text = wait_for(lambda: (lambda t: t if value(t, "px_filter_calls_total", filter="tag", phase="request") == 5
+                                 and value(t, "px_filter_errors_total", filter="tag", phase="response") == 1
+                                 else None)(scrape(self.mport)), what="filter counts published")
+        self.assertEqual(value(text, "px_filter_errors_total", filter="tag", phase="request"), 0)
+        self.assertGreater(value(text, "px_filter_seconds_total", filter="tag", phase="request"), 0)
+        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_tls_handshake_failures_by_reason(self):
+        from pxtest import Client
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(tls\)", self.pxd.log()).group(1))
+        for payload in (b"GET / HTTP/1.1\r\nHost: t.test\r\n\r\n", b"\x16\x03\x01\x00\x05garbage-not-tls"):
+            c = Client(port)
+            c.send(payload)
+            self.assertTrue(c.closed())
+            c.close()
+        text = wait_for(lambda: (lambda t: t if value(t, "px_tls_handshake_failures_total", reason="plain_http") == 1
+                                 and value(t, "px_tls_handshake_failures_total", reason="bad_handshake") == 1
+                                 else None)(scrape(self.mport)), what="handshake failures counted")
+        self.assertEqual(value(text, "px_tls_handshakes_total"), 0)
 
 
 if __name__ == "__main__":

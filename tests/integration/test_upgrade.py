@@ -71,6 +71,40 @@ class UpgradeTest(unittest.TestCase):
         self.assertIn("upgrade: serving; pxd %d drains" % self.pxd.proc.pid, log)
         self.assertTrue(alive(self.new))
 
+    def test_websocket_tunnel_stays_up_until_the_grace_period(self):
+        from pxtest import Client
+        self.pxd.stop()
+        self.pxd = Pxd(workers=2, extra="grace_period 3s\n", routes=[route("r", "a.test", [self.up])])
+        c = Client(self.pxd.port)
+        c.send("GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        self.assertEqual(c.response(allow_interim=True).status, 101)
+
+        def echo(msg):
+            c.send(msg)
+            got = b""
+            while len(got) < len(msg):
+                d = c.sock.recv(65536)
+                if not d:
+                    break
+                got += d
+            return got
+        self.assertEqual(echo(b"before"), b"before")
+        self.pxd.signal(signal.SIGUSR2)
+        self.new = wait_for(lambda: successor_pid(self.pxd.log()), what="the new pxd to start")
+        wait_for(lambda: "upgrade: serving; pxd %d drains" % self.pxd.proc.pid in self.pxd.log(),
+                 what="the new pxd serving")
+        # The old pxd drains: the tunnel it holds still carries messages both ways, new requests go to the new one.
+        self.assertEqual(echo(b"during the drain"), b"during the drain")
+        self.assertIsNone(self.pxd.proc.poll())
+        self.assertEqual(get(self.pxd.port, host="a.test").status, 200)
+        self.assertEqual(echo(b"x" * 50000), b"x" * 50000)
+        # At the end of the grace period the old pxd closes it and exits.
+        self.assertTrue(c.closed())
+        self.assertEqual(self.pxd.wait_exit(timeout=DEADLINE), 0)
+        self.assertIn("grace period over", self.pxd.log())
+        self.assertTrue(alive(self.new))
+
     def test_failed_successor_leaves_the_old_one_serving(self):
         # A configuration the new pxd refuses: it exits, the old one goes on.
         with open(self.pxd.conf, "a") as f:
