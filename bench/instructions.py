@@ -9,6 +9,9 @@ keep-alive requests through one connection) and reports the difference / 5,000,
 which cancels start-up. Cases: a route without filters, and one with acl +
 force_tls + headers (as bench/run --filters). The upstream is nginx answering
 directly, started from bench/run.py's configuration.
+
+  bench/instructions.py --metrics      the same two cases with metrics_listen on
+  bench/instructions.py --access-log   ... with a JSON access log
 """
 import os, re, signal, socket, subprocess, sys, time, json, tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,6 +25,8 @@ pxbench.WORK = tempfile.mkdtemp(prefix="pxinsn-")
 upstream = pxbench.start_upstream()
 UP = "http://127.0.0.1:%d" % upstream.port
 WORK = pxbench.WORK
+EXTRA = ("metrics_listen 127.0.0.1:0\n" if "--metrics" in sys.argv else "") + \
+        ("access_log %s/access.log\n" % WORK if "--access-log" in sys.argv else "")
 def measure(filtered, n):
     d = os.path.join(WORK, "d%d%d" % (filtered, n))
     subprocess.run(["rm", "-rf", d]); os.makedirs(d)
@@ -32,7 +37,7 @@ def measure(filtered, n):
                         {"name": "headers", "config": {"response": {"set": {"X-Frame-Options": "DENY"}}}}]
     subprocess.run([PXSTORE, "--data", d + "/data", "put-json", json.dumps(r)], check=True, capture_output=True)
     with open(d + "/px.conf", "w") as f:
-        f.write("listen 127.0.0.1:0\nworkers 1\ndata_dir %s/data\nlog_level info\ntrusted_proxies 127.0.0.1/32\n" % d)
+        f.write("listen 127.0.0.1:0\nworkers 1\ndata_dir %s/data\nlog_level info\ntrusted_proxies 127.0.0.1/32\n%s" % (d, EXTRA))
     log = open(d + "/log", "w")
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.out" % d, PXD, "-c", d + "/px.conf"], stdout=log, stderr=subprocess.STDOUT)
     m = wait_for(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", open(d + "/log").read()), timeout=120)
@@ -51,5 +56,5 @@ def measure(filtered, n):
     return int(re.search(r"^summary: (\d+)", txt, re.M).group(1))
 for filtered in (0, 1):
     a, b = measure(filtered, 1000), measure(filtered, 6000)
-    print("filtered" if filtered else "unfiltered", "instructions per request: %.0f" % ((b - a) / 5000.0), flush=True)
+    print("filtered" if filtered else "unfiltered", "(%s)" % EXTRA.strip().replace("\n", ", ") if EXTRA else "", "instructions per request: %.0f" % ((b - a) / 5000.0), flush=True)
 upstream.stop()

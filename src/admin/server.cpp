@@ -332,20 +332,8 @@ int run_server(const ServerOptions& opt) {
       PX_ERR("--metrics %s: expected a numeric ADDRESS:PORT", opt.metrics_listen.c_str());
       return 2;
     }
-    metrics = std::make_unique<http::SideServer>(&loop, [&srv, &opt](const http::Head& h) {
-      http::SideReply r;
-      if (h.url().substr(0, h.url().find('?')) != "/metrics") {
-        r.status = 404;
-        r.body = "try GET /metrics\n";
-      } else if (h.method != HTTP_GET && h.method != HTTP_HEAD) {
-        r.status = 405;
-        r.body = "GET or HEAD only\n";
-      } else {
-        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = srv.metrics.text(*srv.admin, opt.pxd_status_files);
-      }
-      return r;
-    });
+    metrics = std::make_unique<http::SideServer>(
+        &loop, http::SideServer::metrics([&srv, &opt] { return srv.metrics.text(*srv.admin, opt.pxd_status_files); }));
     if (int e = metrics->open_addr(reinterpret_cast<sockaddr*>(&ss))) {
       PX_ERR("--metrics %s: %s", opt.metrics_listen.c_str(), uv_strerror(e));
       return 1;

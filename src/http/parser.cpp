@@ -23,6 +23,8 @@ Hdr classify(std::string_view n) {
         k = Hdr::upgrade;
       else if (iequals_lower(n, "trailer"))
         k = Hdr::trailer;
+      else if (iequals_lower(n, "referer"))
+        k = Hdr::referer;
       break;
     case 10:
       if (iequals_lower(n, "connection"))
@@ -31,6 +33,8 @@ Hdr classify(std::string_view n) {
         k = Hdr::keep_alive;
       else if (iequals_lower(n, "x-px-trace"))
         k = Hdr::x_px_trace;
+      else if (iequals_lower(n, "user-agent"))
+        k = Hdr::user_agent;
       break;
     case 12:
       if (iequals_lower(n, "x-request-id")) k = Hdr::x_request_id;

@@ -49,6 +49,8 @@ enum class Hdr : uint8_t {
   authorization,
   x_request_id,
   x_px_trace,  // pxctl trace's token: never forwarded
+  referer,     // (for the end record: found without comparing names)
+  user_agent,
 };
 Hdr classify(std::string_view name);  // case-insensitive
 

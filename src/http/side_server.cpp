@@ -80,6 +80,23 @@ struct SideConn final : Sink, net::TransportUser {
 
 }  // namespace
 
+SideServer::Handler SideServer::metrics(std::function<std::string()> text) {
+  return [text = std::move(text)](const Head& h) {
+    SideReply r;
+    if (h.url().substr(0, h.url().find('?')) != "/metrics") {
+      r.status = 404;
+      r.body = "try GET /metrics\n";
+    } else if (h.method != HTTP_GET && h.method != HTTP_HEAD) {
+      r.status = 405;
+      r.body = "GET or HEAD only\n";
+    } else {
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = text();
+    }
+    return r;
+  };
+}
+
 SideServer::~SideServer() { close(); }
 
 int SideServer::open_fd(int fd) {

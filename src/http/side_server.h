@@ -22,6 +22,8 @@ struct SideReply {
 class SideServer {
  public:
   using Handler = std::function<SideReply(const Head&)>;
+  // Prometheus' /metrics: GET or HEAD of that path (any query), 404 elsewhere, 405 for other methods.
+  static Handler metrics(std::function<std::string()> text);
   SideServer(uv_loop_t* loop, Handler h) : loop_(loop), handler_(std::move(h)) {}
   ~SideServer();
   SideServer(const SideServer&) = delete;

@@ -1,5 +1,7 @@
 #include "proxy/access_log.h"
 
+#include "lua/engine.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -98,58 +100,76 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
   }
   char ms[4] = {static_cast<char>('0' + millis / 100), static_cast<char>('0' + millis / 10 % 10),
                 static_cast<char>('0' + millis % 10), 'Z'};
-  o->append("{\"time\":\"");
-  o->append(iso_prefix);
-  o->append(ms, 4);
-  o->append("\",\"client\":\"");
-  o->append(ip);
-  o->append("\",\"host\":");
-  json_str(o, r.host);
-  o->append(",\"method\":");
-  json_str(o, r.method);
-  o->append(",\"path\":");
-  json_str(o, r.target);
-  o->append(",\"status\":");
-  num(o, r.status);
-  o->append(",\"bytes_in\":");
-  num(o, r.bytes_in);
-  o->append(",\"bytes_out\":");
-  num(o, r.bytes_out);
-  o->append(",\"duration_ms\":");
-  num(o, r.duration_ms);
-  o->append(",\"route\":");
-  json_str(o, r.route);
-  o->append(",\"peer\":");
-  json_str(o, r.peer);
-  o->append(",\"upstream_status\":");
-  num(o, r.upstream_status);
-  o->append(",\"attempts\":");
-  num(o, r.attempts);
-  o->append(",\"termination\":\"");
-  o->append(termination_name(r.reason));
-  o->append("\",\"tls\":");
-  o->append(r.tls ? "true" : "false");
-  if (r.tls) {
-    o->append(",\"sni\":");
-    json_str(o, r.sni);
-  }
-  static const char* kPhase[] = {"early_request", "request", "upstream", "response", "body", "logging"};
-  o->append(",\"phases_us\":{");
+  // Each field when access_log_fields keeps it, in kAccessLogFields order.
+  uint32_t want = t.fields;
   bool first = true;
-  for (int p = 0; p < 6; p++) {
-    if (!r.phase_us[p]) continue;
-    if (!first) o->push_back(',');
+  auto key = [&](int bit) {
+    if (!(want & (1u << bit))) return false;
+    o->append(first ? "{\"" : ",\"");
     first = false;
-    o->push_back('"');
-    o->append(kPhase[p]);
+    o->append(kAccessLogFields[bit]);
     o->append("\":");
-    num(o, r.phase_us[p]);
+    return true;
+  };
+  int b = 0;
+  if (key(b++)) {
+    o->push_back('"');
+    o->append(iso_prefix);
+    o->append(ms, 4);
+    o->push_back('"');
   }
-  o->append("},\"request_id\":");
-  json_str(o, r.request_id);
-  o->append(",\"user_agent\":");
-  json_str(o, r.user_agent);
-  o->append("}\n");
+  if (key(b++)) {
+    o->push_back('"');
+    o->append(ip);
+    o->push_back('"');
+  }
+  if (key(b++)) json_str(o, r.host);
+  if (key(b++)) json_str(o, r.method);
+  if (key(b++)) json_str(o, r.target);
+  if (key(b++)) num(o, r.status);
+  if (key(b++)) num(o, r.bytes_in);
+  if (key(b++)) num(o, r.bytes_out);
+  if (key(b++)) num(o, r.duration_ms);
+  if (key(b++)) json_str(o, r.route);
+  if (key(b++)) num(o, r.upstream_status);
+  if (key(b++)) num(o, r.attempts);
+  if (key(b++)) {
+    o->push_back('"');
+    o->append(termination_name(r.reason));
+    o->push_back('"');
+  }
+  if (key(b++)) json_str(o, r.peer);
+  if (key(b++)) {
+    o->append(r.tls ? "true" : "false");
+    if (r.tls) {
+      o->append(",\"sni\":");
+      json_str(o, r.sni);
+    }
+  }
+  if (key(b++)) {
+    o->push_back('{');
+    bool one = true;
+    for (int p = 0; p < lua::kPhases; p++) {
+      if (!r.phase_us[p]) continue;
+      if (!one) o->push_back(',');
+      one = false;
+      o->push_back('"');
+      o->append(lua::phase_name(p));
+      o->append("\":");
+      num(o, r.phase_us[p]);
+    }
+    o->push_back('}');
+  }
+  if (key(b++)) json_str(o, r.request_id);
+  if (key(b++)) json_str(o, r.user_agent);
+  if (key(b++)) json_str(o, r.referer);
+  o->append(first ? "{}\n" : "}\n");
+}
+
+uint32_t access_log_field(std::string_view name) {
+  for (int i = 0; i < kAccessLogFieldCount; i++)
+    if (name == kAccessLogFields[i]) return 1u << i;
+  return 0;
 }
 
 void AccessLogObserver::on_stream_end(const EndRecord& r) {
@@ -167,8 +187,9 @@ void AccessLogObserver::on_stream_end(const EndRecord& r) {
     ip_ = r.client;
     ip_len_ = static_cast<uint8_t>(r.client.format(ip_text_));
   }
-  format_access_line(&buf_, r, log_->format(),
-                     {iso_, static_cast<int>(ts.tv_nsec / 1000000), clf_, std::string_view(ip_text_, ip_len_)});
+  format_access_line(
+      &buf_, r, log_->format(),
+      {iso_, static_cast<int>(ts.tv_nsec / 1000000), clf_, std::string_view(ip_text_, ip_len_), log_->fields()});
   lines_++;
   if (buf_.size() >= 32 * 1024) flush();
 }

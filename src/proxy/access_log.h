@@ -24,6 +24,16 @@ namespace px::proxy {
 
 enum class AccessLogFormat : uint8_t { json, combined };
 
+// The JSON format's fields, in the order they are written (access_log_fields in pxd.conf picks some).
+inline constexpr const char* kAccessLogFields[] = {
+    "time",      "client",      "host",       "method",          "path",     "status",      "bytes_in",
+    "bytes_out", "duration_ms", "route",      "upstream_status", "attempts", "termination", "peer",
+    "tls",       "phases_us",   "request_id", "user_agent",      "referer"};
+inline constexpr int kAccessLogFieldCount = sizeof kAccessLogFields / sizeof kAccessLogFields[0];
+inline constexpr uint32_t kAccessLogAllFields = (1u << kAccessLogFieldCount) - 1;
+// The bit of a field name, or 0 when there is no such field.
+uint32_t access_log_field(std::string_view name);
+
 class AccessLog {
  public:
   struct Slot {
@@ -34,6 +44,8 @@ class AccessLog {
   };
   ~AccessLog();
   bool open(const std::string& path, AccessLogFormat f, std::string* error);
+  void set_fields(uint32_t fields) { fields_ = fields ? fields : kAccessLogAllFields; }
+  uint32_t fields() const { return fields_; }
   Slot* add_slot();  // before start(), one per worker
   void start();
   void reopen();  // from any thread: the writer reopens the file at its next turn
@@ -46,6 +58,7 @@ class AccessLog {
   void run();
   std::string path_;
   AccessLogFormat format_ = AccessLogFormat::json;
+  uint32_t fields_ = kAccessLogAllFields;
   int fd_ = -1;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::thread thread_;
@@ -80,8 +93,9 @@ class AccessLogObserver final : public EndObserver {
 struct LineTexts {
   const char* iso_prefix;  // "2026-11-24T11:50:00."
   int millis;
-  const char* clf_time;     // "24/Nov/2026:11:50:00 +0000"
-  std::string_view client;  // r.client as text
+  const char* clf_time;                   // "24/Nov/2026:11:50:00 +0000"
+  std::string_view client;                // r.client as text
+  uint32_t fields = kAccessLogAllFields;  // JSON: which fields (bits in kAccessLogFields order)
 };
 void format_access_line(std::string* out, const EndRecord& r, AccessLogFormat f, const LineTexts& t);
 

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "proxy/access_log.h"
 
 namespace px {
 
@@ -190,6 +191,20 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
           else if (w[2] != "json")
             return fail("access_log: the format is json or combined, not '" + std::string(w[2]) + "'");
         }
+      }
+    } else if (key == "access_log_fields") {
+      // access_log_fields NAME... | all
+      if (w.size() < 2) return fail("access_log_fields: expected field names, or all");
+      c.access_log_fields = 0;
+      for (size_t k = 1; k < w.size(); k++) {
+        if (w[k] == "all" && w.size() == 2) break;
+        uint32_t bit = proxy::access_log_field(w[k]);
+        if (!bit) {
+          std::string known;
+          for (const char* f : proxy::kAccessLogFields) known += std::string(known.empty() ? "" : " ") + f;
+          return fail("access_log_fields: no field '" + std::string(w[k]) + "' (fields: " + known + ")");
+        }
+        c.access_log_fields |= bit;
       }
     } else if (key == "metrics_listen") {
       if (!need_one()) return false;

@@ -55,6 +55,7 @@ struct Config {
   std::string access_log;                              // "" = off
   std::string metrics_listen;                          // "127.0.0.1:9145": Prometheus /metrics; "" = off
   bool access_log_combined = false;                    // else JSON lines
+  uint32_t access_log_fields = 0;                      // JSON fields (access_log.h); 0 = all
   std::string filters_dir;                             // operator's filters (override built-ins by name)
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request
   uint64_t lua_phase_budget_ms = 50;                   // wall-clock budget of one phase's filters

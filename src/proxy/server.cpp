@@ -595,6 +595,7 @@ void Server::reload() {
   keep("store_poll_ms", &Config::store_poll_ms);
   keep("access_log", &Config::access_log);
   keep("access_log format", &Config::access_log_combined);
+  keep("access_log_fields", &Config::access_log_fields);
   keep("metrics_listen", &Config::metrics_listen);
   // TLS: a new context when its settings change (or the first TLS listener comes).
   bssl::UniquePtr<SSL_CTX> new_ctx;
@@ -705,21 +706,7 @@ bool Server::start_metrics(std::string* error) {
   if (!parse_listen_addr(cfg_.metrics_listen, &la, error)) return false;
   int fd = make_listener(la, la.port, error);
   if (fd < 0) return false;
-  metrics_ = std::make_unique<http::SideServer>(&loop_, [this](const http::Head& h) {
-    http::SideReply r;
-    std::string_view path = h.url().substr(0, h.url().find('?'));
-    if (path != "/metrics") {
-      r.status = 404;
-      r.body = "try GET /metrics\n";
-    } else if (h.method != HTTP_GET && h.method != HTTP_HEAD) {
-      r.status = 405;
-      r.body = "GET or HEAD only\n";
-    } else {
-      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-      r.body = metrics_text();
-    }
-    return r;
-  });
+  metrics_ = std::make_unique<http::SideServer>(&loop_, http::SideServer::metrics([this] { return metrics_text(); }));
   if (int r = metrics_->open_fd(fd)) {
     *error = uv_strerror(r);
     return false;
@@ -823,6 +810,7 @@ int Server::run() {
       PX_ERR("%s: %s", cfg_.source.c_str(), aerr.c_str());
       return 1;
     }
+    access_log_->set_fields(cfg_.access_log_fields);
     for (auto& w : workers_)
       w->set_access_log(std::make_unique<AccessLogObserver>(access_log_.get(), access_log_->add_slot()));
     access_log_->start();

@@ -276,8 +276,8 @@ void end_stream(Stream* st, bool cut) {
     r.method = st->req.method_name();
     r.host = st->host;
     r.target = st->req.url();
-    r.referer = st->req.get("referer");
-    r.user_agent = st->req.get("user-agent");
+    r.referer = st->req.get(http::Hdr::referer);
+    r.user_agent = st->req.get(http::Hdr::user_agent);
     r.http_major = st->req.major;
     r.http_minor = st->req.minor;
     r.tls = st->down->tls;

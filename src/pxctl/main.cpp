@@ -862,7 +862,7 @@ int main(int argc, char** argv) {
     // pxd writes the record as the stream ends, just after the last byte went out.
     std::string id = tk.value("id", "");
     Reply rec;
-    for (int i = 0; i < 100; i++) {
+    for (int i = 0; i < 600; i++) {  // up to 30 s: a busy machine
       rec = call("GET", "/v1/traces/" + id);
       if (rec.status != 404) break;
       usleep(50000);

@@ -23,11 +23,11 @@ def lines(path):
 
 
 class AccessLogTest(unittest.TestCase):
-    def start(self, fmt):
+    def start(self, fmt, extra=""):
         self.up = Upstream()
         self.dir = tempfile.mkdtemp(prefix="pxlog-")
         self.path = os.path.join(self.dir, "access.log")
-        self.pxd = Pxd(workers=2, extra="access_log %s %s\n" % (self.path, fmt), routes=[
+        self.pxd = Pxd(workers=2, extra="access_log %s %s\n%s" % (self.path, fmt, extra), routes=[
             route("r", "a.test", [self.up]),
             route("quiet", "q.test", [self.up], access_log=False),
             route("denied", "d.test", [self.up], filters=[ACL])], start=False)
@@ -36,8 +36,10 @@ class AccessLogTest(unittest.TestCase):
         self.pxd.start()
 
     def tearDown(self):
-        self.pxd.stop()
-        self.up.kill()
+        if self.pxd:
+            self.pxd.stop()
+        if self.up:
+            self.up.kill()
 
     def test_json_lines(self):
         self.start("json")
@@ -65,6 +67,29 @@ class AccessLogTest(unittest.TestCase):
         d = [r for r in recs if r["host"] == "d.test"][0]
         self.assertEqual(d["status"], 403)
         self.assertIn("request", d["phases_us"])
+
+    def test_chosen_fields(self):
+        self.start("json", "access_log_fields time status path referer phases_us\n")
+        self.assertEqual(get(self.pxd.port, "/p", host="a.test", headers=[("Referer", "https://x.test/")]).status, 200)
+        self.assertEqual(get(self.pxd.port, host="d.test").status, 403)
+        recs = [json.loads(l) for l in wait_for(lambda: (lambda l: l if len(l) >= 2 else None)(lines(self.path)),
+                                                what="two lines")]
+        self.assertEqual([list(r) for r in recs], [["time", "path", "status", "phases_us", "referer"]] * 2)
+        a = [r for r in recs if r["path"] == "/p"][0]
+        self.assertEqual((a["status"], a["referer"]), (200, "https://x.test/"))
+        d = [r for r in recs if r["status"] == 403][0]
+        self.assertIn("request", d["phases_us"])  # phases by their filter API names
+
+    def test_unknown_field_is_refused_naming_it(self):
+        self.pxd, self.up = None, None
+        conf = os.path.join(tempfile.mkdtemp(prefix="pxlog-"), "pxd.conf")
+        with open(conf, "w") as f:
+            f.write("listen 127.0.0.1:0\naccess_log_fields time stauts\n")
+        from pxtest import PXD
+        r = subprocess.run([PXD, "-t", "-c", conf], capture_output=True, text=True)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("access_log_fields: no field 'stauts'", r.stdout + r.stderr)
+        self.assertIn(":2:", r.stdout + r.stderr)
 
     def test_reopen_on_sigusr1(self):
         self.start("json")

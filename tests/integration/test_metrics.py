@@ -105,16 +105,20 @@ class MetricsTest(unittest.TestCase):
         dead.close()  # nothing listens there: connects are refused
         dead_url = "http://127.0.0.1:%d" % dead_port
         self.pxd.put_route(route("two", "b.test", [self.up, dead_url]))
-        # Round robin tries the dead peer every other request: max_fails (3) takes it out.
-        for _ in range(10):
-            self.assertEqual(get(self.pxd.port, host="b.test", headers=[("Connection", "close")]).status, 200)
+        # Round robin tries the dead peer every other request; once a worker has seen max_fails (3) refusals
+        # it holds the peer out, and px_upstream_up says 0. Each worker counts its own: keep asking until then.
         live = self.up.url.replace("http://", "")
         dead_key = dead_url.replace("http://", "")
-        text = wait_for(lambda: (lambda t: t if value(t, "px_upstream_first_byte_seconds_count", peer=live) >= 10 and
-                                 value(t, "px_upstream_failures_total", peer=dead_key) >= 1 and
-                                 value(t, "px_upstream_up", peer=dead_key) == 0 and
-                                 value(t, "px_upstream_up", peer=live) == 1 else None)(scrape(self.mport)),
-                        what="peer series")
+        sent = [0]
+
+        def one_more_then_scrape():
+            self.assertEqual(get(self.pxd.port, host="b.test", headers=[("Connection", "close")]).status, 200)
+            sent[0] += 1
+            t = scrape(self.mport)
+            ok = (value(t, "px_upstream_first_byte_seconds_count", peer=live) >= min(sent[0], 10) and
+                  value(t, "px_upstream_up", peer=dead_key) == 0 and value(t, "px_upstream_up", peer=live) == 1)
+            return t if ok and sent[0] >= 10 else None
+        text = wait_for(one_more_then_scrape, what="peer series")
         # Every request here opened a new connection to the live peer (Connection: close to px does not
         # close the upstream one, so at least the first did).
         self.assertGreaterEqual(value(text, "px_upstream_connect_seconds_count", peer=live), 1)
