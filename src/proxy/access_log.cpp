@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -15,29 +16,69 @@ namespace px::proxy {
 
 namespace {
 
-void json_str(std::string* o, std::string_view s) {
-  o->push_back('"');
-  size_t run = 0;  // safe bytes not yet copied
-  for (size_t i = 0; i < s.size(); i++) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-      run++;
-      continue;
-    }
-    o->append(s.data() + i - run, run);
-    run = 0;
+// Bytes a JSON string may hold as they are.
+constexpr std::array<bool, 256> kJsonSafe = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x7f; c++) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
+  return t;
+}();
+
+// A JSON string at p (room for 2 + 6 * s.size() bytes); returns the end.
+char* json_str_raw(char* p, std::string_view s) {
+  *p++ = '"';
+  const char* d = s.data();
+  size_t n = s.size(), i = 0;
+  while (i < n) {
+    size_t run = i;
+    while (run < n && kJsonSafe[static_cast<unsigned char>(d[run])]) run++;
+    memcpy(p, d + i, run - i);
+    p += run - i;
+    if (run == n) break;
+    unsigned char c = static_cast<unsigned char>(d[run]);
+    *p++ = '\\';
     if (c == '"' || c == '\\') {
-      o->push_back('\\');
-      o->push_back(static_cast<char>(c));
+      *p++ = static_cast<char>(c);
     } else {
       static const char* hex = "0123456789abcdef";
-      char b[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-      o->append(b, 6);
+      *p++ = 'u';
+      *p++ = '0';
+      *p++ = '0';
+      *p++ = hex[c >> 4];
+      *p++ = hex[c & 15];
     }
+    i = run + 1;
   }
-  o->append(s.data() + s.size() - run, run);
-  o->push_back('"');
+  *p++ = '"';
+  return p;
 }
+
+char* dec_raw(char* p, uint64_t v) {
+  char b[24];
+  char* e = b + sizeof b;
+  char* q = e;
+  do {
+    *--q = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  memcpy(p, q, static_cast<size_t>(e - q));
+  return p + (e - q);
+}
+
+// ,"name": for each of kAccessLogFields, made once, each in 24 bytes so that a key is copied with one
+// fixed-size (inlined) copy and the pointer advanced by its length.
+struct KeyText {
+  char text[24];
+  uint8_t len;
+};
+const std::array<KeyText, kAccessLogFieldCount> kKeys = [] {
+  std::array<KeyText, kAccessLogFieldCount> k{};
+  for (int i = 0; i < kAccessLogFieldCount; i++) {
+    std::string t = std::string(",\"") + kAccessLogFields[i] + "\":";
+    memcpy(k[static_cast<size_t>(i)].text, t.data(), t.size());
+    k[static_cast<size_t>(i)].len = static_cast<uint8_t>(t.size());
+  }
+  return k;
+}();
 
 // Combined log format quoting: the value as is, but " and \ and controls escaped (as nginx does).
 void clf_str(std::string* o, std::string_view s) {
@@ -98,72 +139,93 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
     o->append("\"\n");
     return;
   }
-  char ms[4] = {static_cast<char>('0' + millis / 100), static_cast<char>('0' + millis / 10 % 10),
-                static_cast<char>('0' + millis % 10), 'Z'};
-  // Each field when access_log_fields keeps it, in kAccessLogFields order.
+  // JSON: written through a raw pointer into room made for the worst case (every string byte escaped
+  // as \u00XX), then trimmed: no per-piece capacity checks.
+  size_t strings = r.host.size() + r.method.size() + r.target.size() + r.route.size() + r.peer.size() + r.sni.size() +
+                   r.request_id.size() + r.user_agent.size() + r.referer.size();
+  size_t old = o->size();
+  o->resize(old + 1024 + ip.size() + 6 * strings);  // fixed parts: about 620 bytes at most
+  char* p = o->data() + old;
   uint32_t want = t.fields;
   bool first = true;
   auto key = [&](int bit) {
     if (!(want & (1u << bit))) return false;
-    o->append(first ? "{\"" : ",\"");
+    const KeyText& k = kKeys[static_cast<size_t>(bit)];  // ,"name":
+    memcpy(p, k.text, sizeof k.text);                    // room: see resize above
+    if (first) *p = '{';
     first = false;
-    o->append(kAccessLogFields[bit]);
-    o->append("\":");
+    p += k.len;
     return true;
   };
+  auto lit = [&](std::string_view v) {
+    memcpy(p, v.data(), v.size());
+    p += v.size();
+  };
+  auto str = [&](std::string_view v) { p = json_str_raw(p, v); };
+  auto quoted = [&](std::string_view v) {  // text px made or validated: nothing to escape
+    *p++ = '"';
+    lit(v);
+    *p++ = '"';
+  };
+  auto dec = [&](uint64_t v) { p = dec_raw(p, v); };
   int b = 0;
   if (key(b++)) {
-    o->push_back('"');
-    o->append(iso_prefix);
-    o->append(ms, 4);
-    o->push_back('"');
+    *p++ = '"';
+    lit(iso_prefix);
+    *p++ = static_cast<char>('0' + millis / 100);
+    *p++ = static_cast<char>('0' + millis / 10 % 10);
+    *p++ = static_cast<char>('0' + millis % 10);
+    lit("Z\"");
   }
   if (key(b++)) {
-    o->push_back('"');
-    o->append(ip);
-    o->push_back('"');
+    *p++ = '"';
+    lit(ip);
+    *p++ = '"';
   }
-  if (key(b++)) json_str(o, r.host);
-  if (key(b++)) json_str(o, r.method);
-  if (key(b++)) json_str(o, r.target);
-  if (key(b++)) num(o, r.status);
-  if (key(b++)) num(o, r.bytes_in);
-  if (key(b++)) num(o, r.bytes_out);
-  if (key(b++)) num(o, r.duration_ms);
-  if (key(b++)) json_str(o, r.route);
-  if (key(b++)) num(o, r.upstream_status);
-  if (key(b++)) num(o, r.attempts);
+  if (key(b++)) str(r.host);
+  if (key(b++)) quoted(r.method);  // a method name from the codec's table
+  if (key(b++)) str(r.target);
+  if (key(b++)) dec(r.status);
+  if (key(b++)) dec(r.bytes_in);
+  if (key(b++)) dec(r.bytes_out);
+  if (key(b++)) dec(r.duration_ms);
+  if (key(b++)) quoted(r.route);  // route names are [A-Za-z0-9._-]
+  if (key(b++)) dec(r.upstream_status);
+  if (key(b++)) dec(r.attempts);
   if (key(b++)) {
-    o->push_back('"');
-    o->append(termination_name(r.reason));
-    o->push_back('"');
+    *p++ = '"';
+    lit(termination_name(r.reason));
+    *p++ = '"';
   }
-  if (key(b++)) json_str(o, r.peer);
+  if (key(b++)) str(r.peer);  // may name a CA file path
   if (key(b++)) {
-    o->append(r.tls ? "true" : "false");
     if (r.tls) {
-      o->append(",\"sni\":");
-      json_str(o, r.sni);
+      lit("true,\"sni\":");
+      str(r.sni);
+    } else {
+      lit("false");
     }
   }
   if (key(b++)) {
-    o->push_back('{');
+    *p++ = '{';
     bool one = true;
-    for (int p = 0; p < lua::kPhases; p++) {
-      if (!r.phase_us[p]) continue;
-      if (!one) o->push_back(',');
+    for (int ph = 0; ph < lua::kPhases; ph++) {
+      if (!r.phase_us[ph]) continue;
+      if (!one) *p++ = ',';
       one = false;
-      o->push_back('"');
-      o->append(lua::phase_name(p));
-      o->append("\":");
-      num(o, r.phase_us[p]);
+      *p++ = '"';
+      lit(lua::phase_name(ph));
+      lit("\":");
+      dec(r.phase_us[ph]);
     }
-    o->push_back('}');
+    *p++ = '}';
   }
-  if (key(b++)) json_str(o, r.request_id);
-  if (key(b++)) json_str(o, r.user_agent);
-  if (key(b++)) json_str(o, r.referer);
-  o->append(first ? "{}\n" : "}\n");
+  if (key(b++)) quoted(r.request_id);  // hex, or a trusted proxy's [A-Za-z0-9._-]
+  if (key(b++)) str(r.user_agent);
+  if (key(b++)) str(r.referer);
+  if (first) *p++ = '{';
+  lit("}\n");
+  o->resize(static_cast<size_t>(p - o->data()));
 }
 
 uint32_t access_log_field(std::string_view name) {
