@@ -14,7 +14,7 @@ static bool flag(const Request& r, const char* name) {
 const std::vector<Operation>& operations() {
   static const std::vector<Operation> ops = [] {
     std::vector<Operation> v;
-    for (std::string kind : {"route", "acl"}) {
+    for (std::string kind : {"route", "acl", "stream"}) {
       std::string list = "/v1/" + kind + "s";
       std::string one = list + "/{name}";
       v.push_back({"GET", list, [kind](Admin& a, Request&) { return a.list(kind); }});

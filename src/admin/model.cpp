@@ -12,11 +12,13 @@
 #include <set>
 #include <sstream>
 
+#include "admin/api.h"
 #include "admin/txn.h"
 #include "core/strings.h"
 #include "net/cidr.h"
 #include "route/acl.h"
 #include "route/route.h"
+#include "route/stream.h"
 #include "tls/cert.h"
 
 namespace px::admin {
@@ -34,7 +36,7 @@ Result Result::error(int status, const std::string& field, const std::string& me
 
 namespace {
 
-bool valid_kind(const std::string& k) { return k == "route" || k == "acl"; }
+bool valid_kind(const std::string& k) { return k == "route" || k == "acl" || k == "stream"; }
 
 // Validates a resource body of `kind`; *out gets the normalised JSON (no version yet).
 bool validate(const std::string& kind, const json& body, json* out, std::string* error) {
@@ -42,6 +44,12 @@ bool validate(const std::string& kind, const json& body, json* out, std::string*
     route::RouteSpec r;
     if (!route::parse_route_json(body.dump(), &r, error)) return false;
     *out = json::parse(route::route_to_json(r));
+    return true;
+  }
+  if (kind == "stream") {
+    route::StreamSpec s;
+    if (!route::parse_stream_json(body.dump(), &s, error)) return false;
+    *out = json::parse(route::stream_to_json(s));
     return true;
   }
   return parse_acl_json(body, out, error);
@@ -170,6 +178,64 @@ bool Tx::check_route_tls(const json& route, bool dns_hook) {
   return true;
 }
 
+// ---- streams ----
+
+bool Tx::check_stream(const std::string& name, const json& stream) {
+  route::StreamListen mine;
+  std::string e;
+  route::parse_stream_listen(
+      stream["listen"].get<std::string>() + (stream.value("protocol", "") == "udp" ? "/udp" : ""), &mine, &e);
+  // Another stream on the same address, protocol and port (or one that covers it: 0.0.0.0, [::]).
+  std::string other;
+  if (!w.scan(
+          store::keys::kStream,
+          [&](std::string_view key, std::string_view v) {
+            if (key.substr(store::keys::kStream.size()) == name) return true;
+            json s = json::parse(v, nullptr, false);
+            route::StreamListen l;
+            std::string le;
+            if (s.is_object() &&
+                route::parse_stream_listen(s.value("listen", "") + (s.value("protocol", "") == "udp" ? "/udp" : ""), &l,
+                                           &le) &&
+                l.overlaps(mine)) {
+              other = s.value("name", "");
+              return false;
+            }
+            return true;
+          },
+          err))
+    return false;
+  if (!other.empty())
+    return fail(Result::error(409, "listen",
+                              "stream '" + other + "' already listens on " + mine.str() + (mine.udp ? "/udp" : ""),
+                              {{"conflict", other}}));
+  // pxd.conf's own listeners, as each running pxd reports them.
+  if (!mine.udp)
+    for (const auto& f : g_pxd_status_files) {
+      json st = pxd_status(f);
+      if (!st["running"].get<bool>()) continue;
+      for (const auto& a : st.value("listen", json::array())) {
+        route::StreamListen l;
+        if (a.is_string() && route::parse_stream_listen(a.get<std::string>(), &l, &e) && l.overlaps(mine))
+          return fail(
+              Result::error(409, "listen", "pxd.conf already listens on " + a.get<std::string>() + " (" + f + ")"));
+      }
+      if (mine.port < st.value("low_port_limit", 0) && !st.value("can_bind_low_ports", true))
+        return fail(Result::error(422, "listen",
+                                  "port " + std::to_string(mine.port) + " is below " +
+                                      std::to_string(st.value("low_port_limit", 0)) +
+                                      " and pxd lacks CAP_NET_BIND_SERVICE (" + f + ")"));
+    }
+  std::string acl = stream.value("acl", "");
+  if (!acl.empty()) {
+    json a;
+    bool found;
+    if (!load(store::keys::acl(acl), &a, &found)) return false;
+    if (!found) return fail(Result::error(422, "acl", "no access list named '" + acl + "'"));
+  }
+  return check_route_tls(stream, false);
+}
+
 // ---- access lists ----
 
 bool parse_acl_json(const json& j, json* out, std::string* error) {
@@ -227,6 +293,7 @@ Result Admin::create(const std::string& kind, const json& body, const std::strin
     v["version"] = 1;
     if (kind == "route" && !tx.reindex(name, nullptr, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
+    if (kind == "stream" && !tx.check_stream(name, v)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".create", kind + "/" + name, nullptr, v)) return false;
     tx.res.status = 201;
@@ -260,6 +327,7 @@ Result Admin::put(const std::string& kind, const std::string& name, const json& 
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, found ? &old : nullptr, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
+    if (kind == "stream" && !tx.check_stream(name, v)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + (found ? ".update" : ".create"), kind + "/" + name, found ? old : json(nullptr), v))
       return false;
@@ -289,6 +357,7 @@ Result Admin::patch(const std::string& kind, const std::string& name, const json
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, &old, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
+    if (kind == "stream" && !tx.check_stream(name, v)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".update", kind + "/" + name, old, v)) return false;
     tx.res.body = v;
@@ -304,7 +373,7 @@ Result Admin::remove(const std::string& kind, const std::string& name, uint64_t 
     uint64_t have;
     if (!tx.load_current(kind, name, if_match, &old, &have)) return false;
     if (kind == "acl") {
-      // An access list in use by a route cannot go.
+      // An access list in use by a route or a stream cannot go.
       std::string user;
       bool used = false;
       if (!tx.w.scan(
@@ -321,9 +390,24 @@ Result Admin::remove(const std::string& kind, const std::string& name, uint64_t 
               },
               tx.err))
         return false;
+      std::string what = "route";
+      if (!used && !tx.w.scan(
+                       store::keys::kStream,
+                       [&](std::string_view, std::string_view v) {
+                         json st = json::parse(v, nullptr, false);
+                         if (st.is_object() && st.value("acl", "") == name) {
+                           user = st.value("name", "");
+                           what = "stream";
+                           used = true;
+                           return false;
+                         }
+                         return true;
+                       },
+                       tx.err))
+        return false;
       if (used)
         return tx.fail(
-            Result::error(409, "", "acl '" + name + "' is used by route '" + user + "'", {{"conflict", user}}));
+            Result::error(409, "", "acl '" + name + "' is used by " + what + " '" + user + "'", {{"conflict", user}}));
     }
     if (kind == "route" && !tx.reindex(name, &old, nullptr)) return false;
     if (!tx.w.del(store::keys::resource(kind, name), tx.err)) return false;
@@ -402,6 +486,7 @@ Result Admin::export_config(bool include_keys) {
   json doc = {{"schema", store::keys::kSchemaVersion},
               {"routes", json::array()},
               {"acls", json::array()},
+              {"streams", json::array()},
               {"certs", json::array()}};
   std::string err;
   bool ok = st_.read(
@@ -410,7 +495,7 @@ Result Admin::export_config(bool include_keys) {
         bool found;
         if (!t.get(store::keys::kGeneration, &g, &found, e)) return false;
         doc["generation"] = found ? store::keys::decode_generation(g) : 0;
-        for (const char* kind : {"route", "acl"}) {
+        for (const char* kind : {"route", "acl", "stream"}) {
           std::string key = std::string(kind) + "s";
           if (!t.scan(
                   store::keys::resource_prefix(kind),
@@ -441,15 +526,16 @@ Result Admin::export_config(bool include_keys) {
 Result Admin::import_config(const json& doc, bool replace, bool dry_run, const std::string& who) {
   if (!doc.is_object()) return Result::error(422, "config", "expected a JSON object");
   for (auto it = doc.begin(); it != doc.end(); ++it)
-    if (it.key() != "routes" && it.key() != "acls" && it.key() != "schema" && it.key() != "generation" &&
-        it.key() != "certs")
+    if (it.key() != "routes" && it.key() != "acls" && it.key() != "streams" && it.key() != "schema" &&
+        it.key() != "generation" && it.key() != "certs")
       return Result::error(422, it.key(), "unknown field");
   if (doc.contains("schema") && doc["schema"] != store::keys::kSchemaVersion)
     return Result::error(422, "schema", "this pxadmind reads schema " + std::to_string(store::keys::kSchemaVersion));
   // Validate everything before touching the store.
-  std::map<std::string, json> incoming[2];  // routes, acls
-  const char* kinds[2] = {"route", "acl"};
-  for (int k = 0; k < 2; k++) {
+  constexpr int kKinds = 3;
+  std::map<std::string, json> incoming[kKinds];  // routes, acls, streams
+  const char* kinds[kKinds] = {"route", "acl", "stream"};
+  for (int k = 0; k < kKinds; k++) {
     std::string field = std::string(kinds[k]) + "s";
     if (!doc.contains(field)) continue;
     if (!doc[field].is_array()) return Result::error(422, field, "expected an array");
@@ -513,8 +599,8 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
     }
   return in_txn(st_, [&](Tx& tx) {
     json diff = {{"added", json::array()}, {"changed", json::array()}, {"removed", json::array()}, {"unchanged", 0}};
-    std::map<std::string, json> existing[2];
-    for (int k = 0; k < 2; k++)
+    std::map<std::string, json> existing[kKinds];
+    for (int k = 0; k < kKinds; k++)
       if (!tx.w.scan(
               std::string(kinds[k]) + ":",
               [&](std::string_view key, std::string_view v) {
@@ -535,8 +621,31 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
                 {{"conflict", name}}));
         }
       }
+    // The resulting streams: no two on one address, and every access list they name there.
+    {
+      std::map<std::string, json> streams = replace ? std::map<std::string, json>() : existing[2];
+      for (const auto& [name, v] : incoming[2]) streams[name] = v;
+      std::map<std::string, json> acls = replace ? std::map<std::string, json>() : existing[1];
+      for (const auto& [name, v] : incoming[1]) acls[name] = v;
+      std::vector<std::pair<std::string, route::StreamListen>> seen;
+      for (const auto& [name, v] : streams) {
+        route::StreamListen l;
+        std::string e;
+        route::parse_stream_listen(v.value("listen", "") + (v.value("protocol", "") == "udp" ? "/udp" : ""), &l, &e);
+        for (const auto& [other, ol] : seen)
+          if (ol.overlaps(l))
+            return tx.fail(Result::error(409, "streams",
+                                         "stream " + name + " and stream " + other + " both listen on " + l.str(),
+                                         {{"conflict", other}}));
+        seen.emplace_back(name, l);
+        std::string acl = v.value("acl", "");
+        if (!acl.empty() && !acls.count(acl))
+          return tx.fail(Result::error(
+              422, "streams", "stream " + name + " names access list '" + acl + "', which the result would not have"));
+      }
+    }
     size_t writes = 0;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < kKinds; k++) {
       std::string prefix = std::string(kinds[k]) + ":";
       for (auto& [name, v] : incoming[k]) {
         auto it = existing[k].find(name);

@@ -36,6 +36,16 @@ const char* openapi_document() {
           "timeout_ms": {"type": "integer"}, "healthy": {"type": "integer"}, "unhealthy": {"type": "integer"}}},
         "filters": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "config": {"type": "object"}}}},
         "version": {"type": "integer", "readOnly": true}}},
+      "Stream": {"type": "object", "required": ["name", "listen", "upstreams"], "description": "TCP or UDP proxying; pxd.conf(5) STREAMS has every field", "properties": {
+        "name": {"type": "string"}, "listen": {"type": "string", "description": "ADDRESS:PORT, optionally /udp"},
+        "protocol": {"type": "string", "enum": ["tcp", "udp"]},
+        "upstreams": {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "object", "properties": {"url": {"type": "string"}, "weight": {"type": "integer"}}}]}},
+        "lb": {"type": "string", "enum": ["round_robin", "least_conn", "hash"]}, "enabled": {"type": "boolean"},
+        "connect_timeout_ms": {"type": "integer"}, "idle_timeout_ms": {"type": "integer"}, "max_lifetime_ms": {"type": "integer"},
+        "max_connections": {"type": "integer"}, "rate_bytes_per_s": {"type": "integer"}, "acl": {"type": "string"},
+        "proxy_protocol": {"type": "string", "enum": ["off", "v1", "v2"]}, "tls": {"type": "string"},
+        "hosts": {"type": "array", "items": {"type": "string"}}, "health_check": {"type": "object"},
+        "access_log": {"type": "boolean"}, "version": {"type": "integer"}}},
       "Acl": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string"},
         "rules": {"type": "array", "items": {"type": "object", "properties": {
@@ -88,6 +98,23 @@ const char* openapi_document() {
                 "responses": {"200": {"description": "changed"}, "404": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
       "delete": {"operationId": "deleteAcl", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
                  "responses": {"204": {"description": "removed"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/streams": {
+      "get": {"operationId": "listStreams", "responses": {"200": {"description": "every stream (TCP and UDP proxying)"}}},
+      "post": {"operationId": "createStream", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stream"}}}},
+               "responses": {"201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/streams/{name}": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "get": {"operationId": "getStream", "responses": {"200": {"description": "the stream"}, "404": {"$ref": "#/components/responses/Error"}}},
+      "put": {"operationId": "putStream", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+              "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stream"}}}},
+              "responses": {"200": {"description": "replaced"}, "201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "patch": {"operationId": "patchStream", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+                "requestBody": {"content": {"application/merge-patch+json": {"schema": {"type": "object"}}}},
+                "responses": {"200": {"description": "changed"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
+      "delete": {"operationId": "deleteStream", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
+                 "responses": {"204": {"description": "removed"}, "404": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/acls/{name}/users": {
       "parameters": [{"$ref": "#/components/parameters/name"}],

@@ -516,10 +516,37 @@ void Server::publish_status() {
     nlohmann::json st = {{"pid", getpid()},       {"workers", workers_.size()},
                          {"generation", applied}, {"store_generation", built_gen_},
                          {"filters", filters},    {"filter_errors", ferrors}};
+    // What pxadmind checks a stream's listen address against: pxd.conf's listeners, and whether this
+    // pxd may bind ports below the kernel's unprivileged start.
+    nlohmann::json listen = nlohmann::json::array();
+    for (const auto& la : cfg_.listen)
+      if (la.port) listen.push_back(la.str());
+    st["listen"] = listen;
+    st["low_port_limit"] = low_port_limit();
+    st["can_bind_low_ports"] = can_bind_low_ports();
     f << st.dump() << "\n";
   }
   if (rename(tmp.c_str(), cfg_.status_file.c_str()) != 0)
     PX_WARN("status_file %s: %s", cfg_.status_file.c_str(), strerror(errno));
+}
+
+int Server::low_port_limit() {
+  std::ifstream f("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+  int v = 1024;
+  if (!(f >> v)) v = 1024;
+  return v;
+}
+
+bool Server::can_bind_low_ports() {
+  if (geteuid() == 0) return true;
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("CapEff:", 0) == 0) {
+      uint64_t caps = std::strtoull(line.c_str() + 7, nullptr, 16);
+      return caps & (uint64_t(1) << 10);  // CAP_NET_BIND_SERVICE
+    }
+  return false;
 }
 
 std::string Server::status_line() const {

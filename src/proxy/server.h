@@ -51,8 +51,10 @@ class Server {
   void on_signal(int signum);
   // SIGHUP: pxd.conf again. A file that does not parse changes nothing (the log says where it is wrong).
   void reload();
-  std::string status_line() const;  // "serving generation 42, 2 workers"
-  void watchdog();                  // WATCHDOG=1 while every worker's loop turns
+  std::string status_line() const;
+  static int low_port_limit();
+  static bool can_bind_low_ports();  // "serving generation 42, 2 workers"
+  void watchdog();                   // WATCHDOG=1 while every worker's loop turns
   void on_worker_exit();
   void publish_status();
   bool lookup(const std::string& host, uint16_t port, sockaddr_storage* ss, socklen_t* len);

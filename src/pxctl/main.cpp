@@ -525,6 +525,120 @@ int main(int argc, char** argv) {
     if (!g.as_json) std::cout << "route " << name << " removed\n";
   });
 
+  // stream
+  auto* stream = app.add_subcommand("stream", "TCP and UDP proxying: add, list, show, change and remove streams");
+  stream->require_subcommand(1);
+  struct {
+    std::string listen, lb, acl, proxy_protocol, tls;
+    std::vector<std::string> upstreams, hosts;
+    int64_t connect_ms = -1, idle_ms = -1, lifetime_ms = -1, max_conns = -1, rate = -1;
+    bool disabled = false;
+  } so;
+  auto stream_options = [&](CLI::App* c, bool for_set) {
+    c->add_option("--listen", so.listen, "ADDRESS:PORT[/udp] to listen on (0.0.0.0:5432, [::]:53/udp)");
+    c->add_option("--upstream", so.upstreams, "peer tcp://HOST:PORT or udp://HOST:PORT[#WEIGHT] (repeat)");
+    c->add_option("--lb", so.lb, "round_robin, least_conn or hash (on the client address)")
+        ->check(CLI::IsMember({"round_robin", "least_conn", "hash"}));
+    c->add_option("--acl", so.acl, "an access list whose CIDR rules admit clients");
+    c->add_option("--proxy-protocol", so.proxy_protocol, "PROXY protocol to the upstream: off, v1 or v2")
+        ->check(CLI::IsMember({"off", "v1", "v2"}));
+    c->add_option("--tls", so.tls, "terminate TLS: auto (ACME for --host), off, or a stored certificate's name");
+    c->add_option("--host", so.hosts, "a name --tls auto certifies (repeat)");
+    c->add_option("--connect-timeout", so.connect_ms, "ms (0 = pxd.conf's upstream_connect_timeout)");
+    c->add_option("--idle-timeout", so.idle_ms, "ms (0 = 10 min for TCP, 30 s for UDP sessions)");
+    c->add_option("--max-lifetime", so.lifetime_ms, "ms a connection may last (0 = no limit)");
+    c->add_option("--max-connections", so.max_conns, "connections or UDP sessions at once (0 = pxd.conf's)");
+    c->add_option("--rate", so.rate, "bytes per second per connection, each way (0 = unlimited)");
+    if (!for_set) c->add_flag("--disabled", so.disabled, "add it disabled");
+  };
+  auto stream_body = [&]() {
+    json b = json::object();
+    if (!so.listen.empty()) b["listen"] = so.listen;
+    if (!so.upstreams.empty()) {
+      json ups = json::array();
+      for (const auto& u : so.upstreams) {
+        size_t hash = u.find('#');
+        if (hash == std::string::npos) {
+          ups.push_back(u);
+          continue;
+        }
+        char* end;
+        long w = std::strtol(u.c_str() + hash + 1, &end, 10);
+        if (*end || w < 1) die(2, "--upstream " + u + ": the weight after '#' must be a positive number");
+        ups.push_back({{"url", u.substr(0, hash)}, {"weight", w}});
+      }
+      b["upstreams"] = ups;
+    }
+    if (!so.lb.empty()) b["lb"] = so.lb;
+    if (!so.acl.empty()) b["acl"] = so.acl;
+    if (!so.proxy_protocol.empty()) b["proxy_protocol"] = so.proxy_protocol;
+    if (!so.tls.empty()) b["tls"] = so.tls;
+    if (!so.hosts.empty()) b["hosts"] = so.hosts;
+    if (so.connect_ms >= 0) b["connect_timeout_ms"] = so.connect_ms;
+    if (so.idle_ms >= 0) b["idle_timeout_ms"] = so.idle_ms;
+    if (so.lifetime_ms >= 0) b["max_lifetime_ms"] = so.lifetime_ms;
+    if (so.max_conns >= 0) b["max_connections"] = so.max_conns;
+    if (so.rate >= 0) b["rate_bytes_per_s"] = so.rate;
+    if (so.disabled) b["enabled"] = false;
+    return b;
+  };
+  auto* s_add = stream->add_subcommand("add", "add a stream");
+  s_add->add_option("name", name, "stream name")->required();
+  stream_options(s_add, false);
+  s_add->callback([&] {
+    if (so.listen.empty()) die(2, "stream add: --listen is required");
+    if (so.upstreams.empty()) die(2, "stream add: at least one --upstream is required");
+    json b = stream_body();
+    b["name"] = name;
+    Reply r = check(call("POST", "/v1/streams", &b));
+    if (g.as_json) return print(r.body);
+    std::cout << "stream " << name << " added (version " << r.body.value("version", 0) << ")\n";
+  });
+  stream->add_subcommand("list", "list streams")->callback([&] {
+    json list = check(call("GET", "/v1/streams")).body;
+    if (g.as_json) return print(list);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& st : list) {
+      std::string ups;
+      for (const auto& u : st["upstreams"]) ups += (ups.empty() ? "" : ",") + u.value("url", "");
+      rows.push_back({st.value("name", ""), st.value("listen", "") + "/" + st.value("protocol", ""), ups,
+                      st.value("lb", ""), st.value("acl", "-"), st.value("tls", "off"),
+                      st.value("enabled", true) ? "yes" : "no", std::to_string(st.value("version", 0))});
+    }
+    table({"NAME", "LISTEN", "UPSTREAMS", "LB", "ACL", "TLS", "ENABLED", "VERSION"}, rows);
+  });
+  auto* s_show = stream->add_subcommand("show", "show one stream");
+  s_show->add_option("name", name)->required();
+  s_show->callback([&] { print(check(call("GET", "/v1/streams/" + url_escape(name))).body); });
+  auto* s_set = stream->add_subcommand("set", "change some fields of a stream (the others stay)");
+  s_set->add_option("name", name)->required();
+  stream_options(s_set, true);
+  s_set->add_option("--if-match", if_match, "only if the stream is still at this version");
+  s_set->callback([&] {
+    json b = stream_body();
+    if (b.empty()) die(2, "stream set: nothing to change (see --help)");
+    Reply r = check(call("PATCH", "/v1/streams/" + url_escape(name), &b, if_match));
+    if (g.as_json) return print(r.body);
+    std::cout << "stream " << name << " changed (version " << r.body.value("version", 0) << ")\n";
+  });
+  for (auto [verb, enabled] : {std::pair<const char*, bool>{"enable", true}, {"disable", false}}) {
+    auto* c = stream->add_subcommand(verb, std::string(verb) + " a stream");
+    c->add_option("name", name)->required();
+    c->callback([&, enabled, verb] {
+      json b = {{"enabled", enabled}};
+      Reply r = check(call("PATCH", "/v1/streams/" + url_escape(name), &b));
+      if (g.as_json) return print(r.body);
+      std::cout << "stream " << name << " " << verb << "d\n";
+    });
+  }
+  auto* s_rm = stream->add_subcommand("rm", "remove a stream");
+  s_rm->add_option("name", name)->required();
+  s_rm->add_option("--if-match", if_match, "only if the stream is still at this version");
+  s_rm->callback([&] {
+    check(call("DELETE", "/v1/streams/" + url_escape(name), nullptr, if_match));
+    if (!g.as_json) std::cout << "stream " << name << " removed\n";
+  });
+
   // acl
   auto* acl = app.add_subcommand("acl", "access lists: CIDR rules and basic-auth users");
   acl->require_subcommand(1);

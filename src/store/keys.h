@@ -41,6 +41,7 @@ inline constexpr std::string_view kAuditSeq = "meta:audit_seq";
 
 inline constexpr std::string_view kRoute = "route:";
 inline constexpr std::string_view kAcl = "acl:";
+inline constexpr std::string_view kStream = "stream:";
 inline constexpr std::string_view kToken = "token:";
 inline constexpr std::string_view kAudit = "audit:";
 inline constexpr std::string_view kHostPathIndex = "index:hp:";
