@@ -11,6 +11,7 @@
 #include <ctime>
 
 #include "core/log.h"
+#include "core/strings.h"
 
 namespace px::proxy {
 
@@ -97,17 +98,6 @@ void clf_str(std::string* o, std::string_view s) {
   }
 }
 
-void num(std::string* o, uint64_t v) {
-  char b[24];
-  char* e = b + sizeof b;
-  char* p = e;
-  do {
-    *--p = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v);
-  o->append(p, static_cast<size_t>(e - p));
-}
-
 }  // namespace
 
 void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, const LineTexts& t) {
@@ -125,13 +115,13 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
     o->push_back(' ');
     clf_str(o, r.target);
     o->append(" HTTP/");
-    num(o, r.http_major);
+    append_dec(*o, r.http_major);
     o->push_back('.');
-    num(o, r.http_minor);
+    append_dec(*o, r.http_minor);
     o->append("\" ");
-    num(o, r.status);
+    append_dec(*o, r.status);
     o->push_back(' ');
-    num(o, r.bytes_out);
+    append_dec(*o, r.bytes_out);
     o->append(" \"");
     clf_str(o, r.referer);
     o->append("\" \"");

@@ -4,6 +4,7 @@
 
 #include "core/strings.h"
 #include "net/cidr.h"
+#include "route/json_fields.h"
 
 namespace px::route {
 
@@ -128,24 +129,90 @@ bool parse_upstream_url(std::string_view url, UpstreamSpec* out, std::string* er
   return true;
 }
 
-namespace {
-struct Ctx {
-  std::string* error;
-  bool fail(const std::string& field, const std::string& msg) {
-    *error = field + ": " + msg;
-    return false;
-  }
-};
+namespace fields {
 
-bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, Ctx& c, const std::string& prefix = "") {
+bool fail(std::string* error, const std::string& field, const std::string& msg) {
+  *error = field + ": " + msg;
+  return false;
+}
+
+bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, std::string* error,
+              const std::string& prefix) {
   if (!j.contains(key)) return true;
   const json& v = j[key];
   if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
-    return c.fail(prefix + key, "expected a non-negative whole number");
+    return fail(error, prefix + key, "expected a non-negative whole number");
   uint64_t x = v.get<uint64_t>();
-  if (x > max) return c.fail(prefix + key, "must be at most " + std::to_string(max));
+  if (x > max) return fail(error, prefix + key, "must be at most " + std::to_string(max));
   *out = x;
   return true;
+}
+
+bool upstream_weight(const json& u, const std::string& field, uint32_t* weight, std::string* error) {
+  for (auto it = u.begin(); it != u.end(); ++it)
+    if (it.key() != "url" && it.key() != "weight") return fail(error, field + "." + it.key(), "unknown field");
+  uint64_t w = 1;
+  if (!get_uint(u, "weight", &w, 1000, error, field + ".")) return false;
+  if (w < 1) return fail(error, field + ".weight", "must be 1..1000");
+  *weight = static_cast<uint32_t>(w);
+  return true;
+}
+
+bool health_check(const json& h, bool with_path, HealthCheckSpec* out, std::string* error) {
+  if (!h.is_object()) return fail(error, "health_check", "expected an object");
+  for (auto it = h.begin(); it != h.end(); ++it) {
+    static const char* hk[] = {"path", "interval_ms", "timeout_ms", "healthy", "unhealthy"};
+    bool ok = false;
+    for (auto* k : hk) ok = ok || (it.key() == k && (with_path || it.key() != "path"));
+    if (!ok) return fail(error, "health_check." + it.key(), "unknown field");
+  }
+  HealthCheckSpec r = *out;
+  r.enabled = true;
+  if (h.contains("path")) {
+    if (!h["path"].is_string() || h["path"].get<std::string>().empty() || h["path"].get<std::string>()[0] != '/')
+      return fail(error, "health_check.path", "expected a path starting with '/'");
+    r.path = h["path"].get<std::string>();
+    for (char ch : r.path)
+      if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f)
+        return fail(error, "health_check.path", "must not contain spaces or control characters");
+  }
+  const uint64_t day = 86400000;
+  struct {
+    const char* key;
+    uint64_t min, max;
+  } nums[] = {{"interval_ms", 10, day}, {"timeout_ms", 1, day}, {"healthy", 1, 100}, {"unhealthy", 1, 100}};
+  uint64_t v[4] = {r.interval_ms, r.timeout_ms, r.healthy, r.unhealthy};
+  for (int i = 0; i < 4; i++) {
+    if (!get_uint(h, nums[i].key, &v[i], nums[i].max, error, "health_check.")) return false;
+    if (v[i] < nums[i].min)
+      return fail(error, std::string("health_check.") + nums[i].key,
+                  nums[i].max == 100 ? "must be 1..100" : "must be at least " + std::to_string(nums[i].min));
+  }
+  r.interval_ms = v[0];
+  r.timeout_ms = v[1];
+  r.healthy = static_cast<uint32_t>(v[2]);
+  r.unhealthy = static_cast<uint32_t>(v[3]);
+  *out = r;
+  return true;
+}
+
+json health_check_json(const HealthCheckSpec& h, bool with_path) {
+  json j = {
+      {"interval_ms", h.interval_ms}, {"timeout_ms", h.timeout_ms}, {"healthy", h.healthy}, {"unhealthy", h.unhealthy}};
+  if (with_path) j["path"] = h.path;
+  return j;
+}
+
+}  // namespace fields
+
+namespace {
+struct Ctx {
+  std::string* error;
+  bool fail(const std::string& field, const std::string& msg) { return fields::fail(error, field, msg); }
+};
+
+bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, Ctx& c, const std::string& prefix = "") {
+  return fields::get_uint(j, key, out, max, c.error, prefix);
 }
 }  // namespace
 
@@ -221,14 +288,7 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       return c.fail(field, "expected a URL string or {\"url\": ..., \"weight\": ...}");
     std::string err;
     if (!parse_upstream_url(url, &us, &err)) return c.fail(field + ".url", err);
-    if (u.is_object()) {
-      for (auto it = u.begin(); it != u.end(); ++it)
-        if (it.key() != "url" && it.key() != "weight") return c.fail(field + "." + it.key(), "unknown field");
-      uint64_t w = 1;
-      if (!get_uint(u, "weight", &w, 1000, c, field + ".")) return false;
-      if (w < 1) return c.fail(field + ".weight", "must be 1..1000");
-      us.weight = static_cast<uint32_t>(w);
-    }
+    if (u.is_object() && !fields::upstream_weight(u, field, &us.weight, error)) return false;
     r.upstreams.push_back(us);
   }
   if (j.contains("lb")) {
@@ -294,42 +354,7 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       }
     }
   }
-  if (j.contains("health_check")) {
-    const json& h = j["health_check"];
-    if (!h.is_object()) return c.fail("health_check", "expected an object");
-    for (auto it = h.begin(); it != h.end(); ++it) {
-      static const char* hk[] = {"path", "interval_ms", "timeout_ms", "healthy", "unhealthy"};
-      bool ok = false;
-      for (auto* k : hk) ok = ok || it.key() == k;
-      if (!ok) return c.fail("health_check." + it.key(), "unknown field");
-    }
-    r.health.enabled = true;
-    if (h.contains("path")) {
-      if (!h["path"].is_string() || h["path"].get<std::string>().empty() || h["path"].get<std::string>()[0] != '/')
-        return c.fail("health_check.path", "expected a path starting with '/'");
-      r.health.path = h["path"].get<std::string>();
-      for (char ch : r.health.path)
-        if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f)
-          return c.fail("health_check.path", "must not contain spaces or control characters");
-    }
-    uint64_t v;
-    v = r.health.interval_ms;
-    if (!get_uint(h, "interval_ms", &v, day, c, "health_check.")) return false;
-    if (v < 10) return c.fail("health_check.interval_ms", "must be at least 10");
-    r.health.interval_ms = v;
-    v = r.health.timeout_ms;
-    if (!get_uint(h, "timeout_ms", &v, day, c, "health_check.")) return false;
-    if (v < 1) return c.fail("health_check.timeout_ms", "must be at least 1");
-    r.health.timeout_ms = v;
-    v = r.health.healthy;
-    if (!get_uint(h, "healthy", &v, 100, c, "health_check.")) return false;
-    if (v < 1) return c.fail("health_check.healthy", "must be 1..100");
-    r.health.healthy = static_cast<uint32_t>(v);
-    v = r.health.unhealthy;
-    if (!get_uint(h, "unhealthy", &v, 100, c, "health_check.")) return false;
-    if (v < 1) return c.fail("health_check.unhealthy", "must be 1..100");
-    r.health.unhealthy = static_cast<uint32_t>(v);
-  }
+  if (j.contains("health_check") && !fields::health_check(j["health_check"], true, &r.health, error)) return false;
   if (j.contains("filters")) {
     if (!j["filters"].is_array()) return c.fail("filters", "expected an array");
     for (size_t i = 0; i < j["filters"].size(); i++) {
@@ -373,12 +398,7 @@ std::string route_to_json(const RouteSpec& r) {
   j["connect_timeout_ms"] = r.connect_timeout_ms;
   j["read_timeout_ms"] = r.read_timeout_ms;
   j["max_body_size"] = r.max_body_size;
-  if (r.health.enabled)
-    j["health_check"] = {{"path", r.health.path},
-                         {"interval_ms", r.health.interval_ms},
-                         {"timeout_ms", r.health.timeout_ms},
-                         {"healthy", r.health.healthy},
-                         {"unhealthy", r.health.unhealthy}};
+  if (r.health.enabled) j["health_check"] = fields::health_check_json(r.health, true);
   json fl = json::array();
   for (const auto& f : r.filters) fl.push_back({{"name", f.name}, {"config", json::parse(f.config_json)}});
   j["filters"] = fl;

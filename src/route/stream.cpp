@@ -4,6 +4,7 @@
 
 #include "core/strings.h"
 #include "net/cidr.h"
+#include "route/json_fields.h"
 
 namespace px::route {
 
@@ -11,22 +12,8 @@ using json = nlohmann::json;
 
 namespace {
 
-bool fail(std::string* error, const std::string& field, const std::string& msg) {
-  *error = field + ": " + msg;
-  return false;
-}
-
-bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, std::string* error,
-              const std::string& prefix = "") {
-  if (!j.contains(key)) return true;
-  const json& v = j[key];
-  if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
-    return fail(error, prefix + key, "expected a non-negative whole number");
-  uint64_t x = v.get<uint64_t>();
-  if (x > max) return fail(error, prefix + key, "must be at most " + std::to_string(max));
-  *out = x;
-  return true;
-}
+using fields::fail;
+using fields::get_uint;
 
 bool is_any(const std::string& h) { return h == "0.0.0.0" || h == "::"; }
 
@@ -159,14 +146,7 @@ bool parse_stream_json(std::string_view text, StreamSpec* out, std::string* erro
     su.port = hs.port;
     su.url = scheme + (hs.host.find(':') != std::string::npos ? "[" + hs.host + "]" : hs.host) + ":" +
              std::to_string(hs.port);
-    if (u.is_object()) {
-      for (auto it = u.begin(); it != u.end(); ++it)
-        if (it.key() != "url" && it.key() != "weight") return fail(error, field + "." + it.key(), "unknown field");
-      uint64_t w = 1;
-      if (!get_uint(u, "weight", &w, 1000, error, field + ".")) return false;
-      if (w < 1) return fail(error, field + ".weight", "must be 1..1000");
-      su.weight = static_cast<uint32_t>(w);
-    }
+    if (u.is_object() && !fields::upstream_weight(u, field, &su.weight, error)) return false;
     s.upstreams.push_back(su);
   }
   if (j.contains("lb")) {
@@ -231,29 +211,8 @@ bool parse_stream_json(std::string_view text, StreamSpec* out, std::string* erro
     s.tls = v;
   }
   if (j.contains("health_check")) {
-    const json& h = j["health_check"];
-    if (!h.is_object()) return fail(error, "health_check", "expected an object");
-    for (auto it = h.begin(); it != h.end(); ++it)
-      if (it.key() != "interval_ms" && it.key() != "timeout_ms" && it.key() != "healthy" && it.key() != "unhealthy")
-        return fail(error, "health_check." + it.key(), "unknown field");
     if (s.listen.udp) return fail(error, "health_check", "active checks are TCP connects: not for UDP streams");
-    s.health.enabled = true;
-    uint64_t v = s.health.interval_ms;
-    if (!get_uint(h, "interval_ms", &v, day, error, "health_check.")) return false;
-    if (v < 10) return fail(error, "health_check.interval_ms", "must be at least 10");
-    s.health.interval_ms = v;
-    v = s.health.timeout_ms;
-    if (!get_uint(h, "timeout_ms", &v, day, error, "health_check.")) return false;
-    if (v < 1) return fail(error, "health_check.timeout_ms", "must be at least 1");
-    s.health.timeout_ms = v;
-    v = s.health.healthy;
-    if (!get_uint(h, "healthy", &v, 100, error, "health_check.")) return false;
-    if (v < 1) return fail(error, "health_check.healthy", "must be 1..100");
-    s.health.healthy = static_cast<uint32_t>(v);
-    v = s.health.unhealthy;
-    if (!get_uint(h, "unhealthy", &v, 100, error, "health_check.")) return false;
-    if (v < 1) return fail(error, "health_check.unhealthy", "must be 1..100");
-    s.health.unhealthy = static_cast<uint32_t>(v);
+    if (!fields::health_check(j["health_check"], false, &s.health, error)) return false;
   }
   *out = std::move(s);
   return true;
@@ -280,11 +239,7 @@ std::string stream_to_json(const StreamSpec& s) {
   j["proxy_protocol"] = pps[static_cast<int>(s.proxy_protocol)];
   if (s.tls != "off") j["tls"] = s.tls;
   if (!s.hosts.empty()) j["hosts"] = s.hosts;
-  if (s.health.enabled)
-    j["health_check"] = {{"interval_ms", s.health.interval_ms},
-                         {"timeout_ms", s.health.timeout_ms},
-                         {"healthy", s.health.healthy},
-                         {"unhealthy", s.health.unhealthy}};
+  if (s.health.enabled) j["health_check"] = fields::health_check_json(s.health, false);
   if (!s.access_log) j["access_log"] = false;
   j["version"] = s.version;
   return j.dump();

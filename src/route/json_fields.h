@@ -1,0 +1,23 @@
+// Field readers shared by the route and stream validators (route.cpp, stream.cpp):
+// every failure is "field: problem".
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "route/route.h"
+
+namespace px::route::fields {
+
+using json = nlohmann::json;
+
+bool fail(std::string* error, const std::string& field, const std::string& msg);
+// j[key] as a whole number ≤ max, when present.
+bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, std::string* error,
+              const std::string& prefix = "");
+// An upstream given as {"url": ..., "weight": ...}: only those keys, a weight of 1..1000.
+bool upstream_weight(const json& u, const std::string& field, uint32_t* weight, std::string* error);
+// "health_check": interval_ms, timeout_ms, healthy, unhealthy (and path when with_path).
+bool health_check(const json& h, bool with_path, HealthCheckSpec* out, std::string* error);
+json health_check_json(const HealthCheckSpec& h, bool with_path);
+
+}  // namespace px::route::fields
