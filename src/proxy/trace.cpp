@@ -129,9 +129,13 @@ void trace_begin(Stream* st) {
 
 void trace_route(Stream* st) {
   const route::Route* r = st->route;
-  std::string host(st->host.substr(0, st->host.rfind(':') == std::string_view::npos || st->host.front() == '['
-                                          ? st->host.size()
-                                          : st->host.rfind(':')));
+  std::string_view hv = st->host;
+  size_t colon = hv.rfind(':');
+  if (!hv.empty() && hv.front() == '[')
+    hv = hv.substr(0, hv.find(']') == std::string_view::npos ? hv.size() : hv.find(']') + 1);
+  else if (colon != std::string_view::npos)
+    hv = hv.substr(0, colon);
+  std::string host(hv);
   for (auto& c : host) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
   if (!host.empty() && host.back() == '.') host.pop_back();
   std::string why;
