@@ -148,6 +148,7 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
     return true;
   };
   auto lit = [&](std::string_view v) {
+    if (v.empty()) return;  // an empty view may have no data pointer: memcpy must not see it
     memcpy(p, v.data(), v.size());
     p += v.size();
   };
