@@ -75,16 +75,6 @@ std::vector<std::pair<std::string, std::string>> hp_keys(const json& route) {
   return out;
 }
 
-std::string to_hex(const uint8_t* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; i++) {
-    s.push_back(d[p[i] >> 4]);
-    s.push_back(d[p[i] & 15]);
-  }
-  return s;
-}
-
 std::string sha256_hex(const std::string& s) {
   uint8_t md[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const uint8_t*>(s.data()), s.size(), md);
@@ -180,11 +170,19 @@ bool Tx::check_route_tls(const json& route, bool dns_hook) {
 
 // ---- streams ----
 
+namespace {
+// A stored stream's listen address (validated on the way in: "listen" and "protocol").
+bool stored_listen(const json& s, route::StreamListen* out) {
+  std::string e;
+  return s.is_object() &&
+         route::parse_stream_listen(s.value("listen", "") + (s.value("protocol", "") == "udp" ? "/udp" : ""), out, &e);
+}
+}  // namespace
+
 bool Tx::check_stream(const std::string& name, const json& stream) {
   route::StreamListen mine;
+  stored_listen(stream, &mine);
   std::string e;
-  route::parse_stream_listen(
-      stream["listen"].get<std::string>() + (stream.value("protocol", "") == "udp" ? "/udp" : ""), &mine, &e);
   // Another stream on the same address, protocol and port (or one that covers it: 0.0.0.0, [::]).
   std::string other;
   if (!w.scan(
@@ -193,11 +191,7 @@ bool Tx::check_stream(const std::string& name, const json& stream) {
             if (key.substr(store::keys::kStream.size()) == name) return true;
             json s = json::parse(v, nullptr, false);
             route::StreamListen l;
-            std::string le;
-            if (s.is_object() &&
-                route::parse_stream_listen(s.value("listen", "") + (s.value("protocol", "") == "udp" ? "/udp" : ""), &l,
-                                           &le) &&
-                l.overlaps(mine)) {
+            if (stored_listen(s, &l) && l.overlaps(mine)) {
               other = s.value("name", "");
               return false;
             }
@@ -630,8 +624,7 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
       std::vector<std::pair<std::string, route::StreamListen>> seen;
       for (const auto& [name, v] : streams) {
         route::StreamListen l;
-        std::string e;
-        route::parse_stream_listen(v.value("listen", "") + (v.value("protocol", "") == "udp" ? "/udp" : ""), &l, &e);
+        stored_listen(v, &l);
         for (const auto& [other, ol] : seen)
           if (ol.overlaps(l))
             return tx.fail(Result::error(409, "streams",

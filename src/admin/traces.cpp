@@ -9,6 +9,7 @@
 
 #include "admin/model.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "proxy/trace.h"
 
 namespace px::admin {
@@ -16,8 +17,7 @@ namespace px::admin {
 Result create_trace(const std::vector<std::string>& status_files, const std::string& who) {
   uint8_t raw[16];
   RAND_bytes(raw, sizeof raw);
-  char id[33];
-  for (int i = 0; i < 16; i++) snprintf(id + 2 * i, 3, "%02x", raw[i]);
+  std::string id = to_hex(raw, sizeof raw);
   int64_t expires = time(nullptr) + 60;
   std::string token, err;
   for (const auto& f : status_files) {
@@ -29,7 +29,7 @@ Result create_trace(const std::vector<std::string>& status_files, const std::str
   }
   if (token.empty())
     return Result::error(409, "", "no running pxd to trace through" + (err.empty() ? std::string() : ": " + err));
-  PX_INFO("%s: trace %s issued", who.c_str(), id);
+  PX_INFO("%s: trace %s issued", who.c_str(), id.c_str());
   Result r;
   r.status = 201;
   r.body = {{"id", id}, {"header", "X-Px-Trace"}, {"token", token}, {"expires", expires}};

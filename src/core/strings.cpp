@@ -83,6 +83,16 @@ std::vector<std::string> path_segments(std::string_view p) {
   return out;
 }
 
+std::string to_hex(const uint8_t* p, size_t n) {
+  static const char* d = "0123456789abcdef";
+  std::string s(n * 2, '0');
+  for (size_t i = 0; i < n; i++) {
+    s[2 * i] = d[p[i] >> 4];
+    s[2 * i + 1] = d[p[i] & 15];
+  }
+  return s;
+}
+
 void append_dec(std::string& out, uint64_t v) {
   char buf[24];
   char* p = buf + sizeof buf;

@@ -118,6 +118,8 @@ std::vector<std::string> path_segments(std::string_view path);
 
 // Appends the decimal / hex representation of v.
 void append_dec(std::string& out, uint64_t v);
+// Lower-case hexadecimal of n bytes.
+std::string to_hex(const uint8_t* p, size_t n);
 void append_hex(std::string& out, uint64_t v);
 
 }  // namespace px

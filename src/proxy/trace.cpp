@@ -39,22 +39,12 @@ namespace {
 
 constexpr int64_t kMaxAheadS = 300;
 
-std::string hex(const uint8_t* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s(n * 2, '0');
-  for (size_t i = 0; i < n; i++) {
-    s[2 * i] = d[p[i] >> 4];
-    s[2 * i + 1] = d[p[i] & 15];
-  }
-  return s;
-}
-
 std::string mac(const TraceKey& key, std::string_view id, std::string_view expires) {
   std::string msg = "px-trace:" + std::string(id) + "." + std::string(expires);
   uint8_t out[EVP_MAX_MD_SIZE];
   unsigned len = 0;
   HMAC(EVP_sha256(), key.data(), key.size(), reinterpret_cast<const uint8_t*>(msg.data()), msg.size(), out, &len);
-  return hex(out, len);
+  return to_hex(out, len);
 }
 
 bool valid_id(std::string_view id) {
@@ -93,7 +83,7 @@ std::string trace_check(std::string_view value, const TraceKey& key, int64_t now
 bool trace_key_file(const std::string& path, bool make, TraceKey* key, std::string* error) {
   if (make) {
     RAND_bytes(key->data(), key->size());
-    *error = write_private(path, hex(key->data(), key->size()) + "\n", true);
+    *error = write_private(path, to_hex(key->data(), key->size()) + "\n", true);
     return error->empty();
   }
   std::ifstream in(path);

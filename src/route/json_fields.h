@@ -1,6 +1,7 @@
 // Field readers shared by the route and stream validators (route.cpp, stream.cpp):
 // every failure is "field: problem".
 #pragma once
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -11,6 +12,8 @@ namespace px::route::fields {
 using json = nlohmann::json;
 
 bool fail(std::string* error, const std::string& field, const std::string& msg);
+// Every key of j is one of known (else "KEY: unknown field").
+bool only_known(const json& j, std::initializer_list<const char*> known, std::string* error);
 // j[key] as a whole number ≤ max, when present.
 bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, std::string* error,
               const std::string& prefix = "");

@@ -136,6 +136,15 @@ bool fail(std::string* error, const std::string& field, const std::string& msg) 
   return false;
 }
 
+bool only_known(const json& j, std::initializer_list<const char*> known, std::string* error) {
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool ok = false;
+    for (auto* k : known) ok = ok || it.key() == k;
+    if (!ok) return fail(error, it.key(), "unknown field");
+  }
+  return true;
+}
+
 bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, std::string* error,
               const std::string& prefix) {
   if (!j.contains(key)) return true;
@@ -160,12 +169,10 @@ bool upstream_weight(const json& u, const std::string& field, uint32_t* weight, 
 
 bool health_check(const json& h, bool with_path, HealthCheckSpec* out, std::string* error) {
   if (!h.is_object()) return fail(error, "health_check", "expected an object");
-  for (auto it = h.begin(); it != h.end(); ++it) {
-    static const char* hk[] = {"path", "interval_ms", "timeout_ms", "healthy", "unhealthy"};
-    bool ok = false;
-    for (auto* k : hk) ok = ok || (it.key() == k && (with_path || it.key() != "path"));
-    if (!ok) return fail(error, "health_check." + it.key(), "unknown field");
-  }
+  std::string e;
+  if (!(with_path ? only_known(h, {"path", "interval_ms", "timeout_ms", "healthy", "unhealthy"}, &e)
+                  : only_known(h, {"interval_ms", "timeout_ms", "healthy", "unhealthy"}, &e)))
+    return fail(error, "health_check." + e.substr(0, e.find(':')), "unknown field");
   HealthCheckSpec r = *out;
   r.enabled = true;
   if (h.contains("path")) {
@@ -221,27 +228,12 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return c.fail("route", "not valid JSON");
   if (!j.is_object()) return c.fail("route", "expected a JSON object");
-  static const char* known[] = {"name",
-                                "hosts",
-                                "path",
-                                "strip_path",
-                                "upstreams",
-                                "lb",
-                                "enabled",
-                                "connect_timeout_ms",
-                                "read_timeout_ms",
-                                "max_body_size",
-                                "health_check",
-                                "filters",
-                                "upstream_tls",
-                                "tls",
-                                "access_log",
-                                "version"};
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    bool ok = false;
-    for (auto* k : known) ok = ok || it.key() == k;
-    if (!ok) return c.fail(it.key(), "unknown field");
-  }
+  if (!fields::only_known(
+          j,
+          {"name", "hosts", "path", "strip_path", "upstreams", "lb", "enabled", "connect_timeout_ms", "read_timeout_ms",
+           "max_body_size", "health_check", "filters", "upstream_tls", "tls", "access_log", "version"},
+          error))
+    return false;
   RouteSpec r;
   if (!j.contains("name") || !j["name"].is_string()) return c.fail("name", "required, a string");
   r.name = j["name"].get<std::string>();

@@ -75,29 +75,12 @@ bool parse_stream_json(std::string_view text, StreamSpec* out, std::string* erro
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return fail(error, "stream", "not valid JSON");
   if (!j.is_object()) return fail(error, "stream", "expected a JSON object");
-  static const char* known[] = {"name",
-                                "listen",
-                                "protocol",
-                                "upstreams",
-                                "lb",
-                                "enabled",
-                                "connect_timeout_ms",
-                                "idle_timeout_ms",
-                                "max_lifetime_ms",
-                                "max_connections",
-                                "rate_bytes_per_s",
-                                "acl",
-                                "proxy_protocol",
-                                "tls",
-                                "hosts",
-                                "health_check",
-                                "access_log",
-                                "version"};
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    bool ok = false;
-    for (auto* k : known) ok = ok || it.key() == k;
-    if (!ok) return fail(error, it.key(), "unknown field");
-  }
+  if (!fields::only_known(j,
+                          {"name", "listen", "protocol", "upstreams", "lb", "enabled", "connect_timeout_ms",
+                           "idle_timeout_ms", "max_lifetime_ms", "max_connections", "rate_bytes_per_s", "acl",
+                           "proxy_protocol", "tls", "hosts", "health_check", "access_log", "version"},
+                          error))
+    return false;
   StreamSpec s;
   if (!j.contains("name") || !j["name"].is_string()) return fail(error, "name", "required, a string");
   s.name = j["name"].get<std::string>();

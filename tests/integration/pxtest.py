@@ -21,6 +21,15 @@ UPSTREAM = os.path.join(ROOT, "tests", "upstream.py")
 DEADLINE = float(os.environ.get("PX_TEST_DEADLINE", "30"))
 
 
+def free_port():
+    """A loopback TCP port nothing listens on (just now): for a peer that refuses, or a fixed listen line."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def wait_for(cond, timeout=DEADLINE, interval=0.01, what="condition"):
     end = time.monotonic() + timeout
     while True:

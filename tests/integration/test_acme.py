@@ -15,18 +15,10 @@ import urllib.request
 
 from cryptography import x509
 
-from pxtest import Admind, Pxd, Upstream, wait_for, DEADLINE
+from pxtest import Admind, Pxd, Upstream, free_port, wait_for, DEADLINE
 
 # Issuance involves several round trips and, for DNS-01, a hook and lookups: be generous on a busy machine.
 ACME_DEADLINE = max(DEADLINE, 120)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_port(port, proc, what):

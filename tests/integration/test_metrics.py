@@ -98,12 +98,8 @@ class MetricsTest(unittest.TestCase):
 
     def test_peer_series(self):
         """Connect time and time to first byte by peer; a dead peer's failures and its up gauge."""
-        import socket
-        dead = socket.socket()
-        dead.bind(("127.0.0.1", 0))
-        dead_port = dead.getsockname()[1]
-        dead.close()  # nothing listens there: connects are refused
-        dead_url = "http://127.0.0.1:%d" % dead_port
+        from pxtest import free_port
+        dead_url = "http://127.0.0.1:%d" % free_port()  # nothing listens there: connects are refused
         self.pxd.put_route(route("two", "b.test", [self.up, dead_url]))
         # Round robin tries the dead peer every other request; once a worker has seen max_fails (3) refusals
         # it holds the peer out, and px_upstream_up says 0. Each worker counts its own: keep asking until then.

@@ -3,18 +3,9 @@ remove them; they are validated field by field, conflict-checked (another
 stream's address, pxd.conf's listeners, an access list that does not exist),
 audited, exported and imported, and a pxd reading the store keeps serving."""
 import json
-import socket
 import unittest
 
-from pxtest import Admind, Pxd, Upstream, get, route
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from pxtest import Admind, Pxd, Upstream, free_port, get, route
 
 
 class StreamStoreTest(unittest.TestCase):

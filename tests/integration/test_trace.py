@@ -5,12 +5,11 @@ forged, expired or replayed-elsewhere token gets an ordinary untraced answer,
 and the token never reaches the upstream."""
 import json
 import os
-import socket
 import tempfile
 import time
 import unittest
 
-from pxtest import Admind, Pxd, Upstream, get, route, wait_for
+from pxtest import Admind, Pxd, Upstream, free_port, get, route, wait_for
 
 TAG = 'return { request = function(req) req:set_header("X-Tag", "1") end,' \
       ' response = function(req) req:set_resp_header("X-Seen", "1") end }'
@@ -25,10 +24,7 @@ class TraceTest(unittest.TestCase):
             with open(os.path.join(cls.dir, name + ".lua"), "w") as f:
                 f.write(src)
         cls.up = Upstream()
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        cls.dead = "http://127.0.0.1:%d" % s.getsockname()[1]
-        s.close()  # nothing listens: refused
+        cls.dead = "http://127.0.0.1:%d" % free_port()  # nothing listens: refused
         cls.pxd = Pxd(workers=2, extra="filters_dir %s\n" % cls.dir)
         cls.adm = Admind(data=cls.pxd.data, pxd_status=cls.pxd.status_file)
         for args in (["route", "add", "shop", "--host", "shop.test", "--upstream", cls.up.url,
