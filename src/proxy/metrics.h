@@ -56,8 +56,8 @@ struct WorkerHistogram {
     double secs = static_cast<double>(us) / 1e6;
     int b = 0;
     while (b < N && secs > bounds[b]) b++;
+    sum_us.add(us);  // before the count, so a scrape that sees the count (x86, in order) sees its sum
     per[b].inc();
-    sum_us.add(us);
   }
 };
 

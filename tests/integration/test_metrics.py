@@ -43,10 +43,15 @@ class MetricsTest(unittest.TestCase):
         for _ in range(3):
             self.assertEqual(get(self.pxd.port, host="nowhere.test").status, 404)
         self.assertEqual(get(self.pxd.port, host="a.test", method="POST", body=b"x").status, 200)
-        # Counted as each stream ends (just after its last byte left): wait for the ninth.
-        text = wait_for(lambda: (lambda t: t if value(t, "px_request_duration_seconds_count", route="shop") == 6 and
-                                 value(t, "px_requests_total", route="", method="get_head", code="4xx") == 3
-                                 else None)(scrape(self.mport)), what="nine requests counted")
+        # Counted as each stream ends (just after its last byte left), and a scrape reads one family after
+        # another while workers write: wait for one scrape in which every count below has arrived.
+        want = [("px_requests_total", dict(route="shop", method="get_head", code="2xx"), 5),
+                ("px_requests_total", dict(route="", method="get_head", code="4xx"), 3),
+                ("px_requests_total", dict(route="shop", method="post", code="2xx"), 1),
+                ("px_request_duration_seconds_count", dict(route="shop"), 6),
+                ("px_stream_terminations_total", dict(reason="local"), 3)]
+        text = wait_for(lambda: (lambda t: t if all(value(t, n, **l) >= v for n, l, v in want) else None)(
+            scrape(self.mport)), what="nine requests counted")
         self.assertEqual(value(text, "px_requests_total", route="shop", method="get_head", code="2xx"), 5)
         self.assertEqual(value(text, "px_requests_total", route="", method="get_head", code="4xx"), 3)
         self.assertEqual(value(text, "px_requests_total", route="shop", method="post", code="2xx"), 1)
