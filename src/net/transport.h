@@ -34,6 +34,8 @@ class TransportUser {
   virtual void on_drained() = 0;
   // A client transport finished connecting (a failure comes as on_error).
   virtual void on_connected() {}
+  // A shutdown(false) completed: everything written before it reached the kernel and the FIN followed.
+  virtual void on_shutdown() {}
   // The transport released everything; the last event.
   virtual void on_closed() = 0;
 

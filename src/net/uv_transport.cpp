@@ -246,12 +246,19 @@ void UvTransportT<H>::shutdown(bool then_close) {
   req->data = then_close ? this : nullptr;
   int r = uv_shutdown(req, stream(), [](uv_shutdown_t* sr, int) {
     auto* t = static_cast<UvTransportT<H>*>(sr->data);
+    auto* owner = static_cast<UvTransportT<H>*>(sr->handle->data);
     delete sr;
-    if (t && !t->closing()) t->close();
+    if (t && !t->closing())
+      t->close();
+    else if (!t && !owner->closing())
+      owner->shut();
   });
   if (r != 0) {
     delete req;
-    if (then_close) close();
+    if (then_close)
+      close();
+    else
+      shut();  // not connected any more: nothing can be sent, so the shutdown is "done"
   }
 }
 

@@ -41,6 +41,7 @@ class UvTransportT final : public Transport {
   void written(int status);
   void connected(int status);
   void closed() { user_->on_closed(); }
+  void shut() { user_->on_shutdown(); }
   void read(ssize_t n, const uv_buf_t* buf);
 
  private:

@@ -17,6 +17,10 @@ const char* termination_name(Termination t) {
     case Termination::upstream_bad_response: return "upstream_bad_response";
     case Termination::filter_error: return "filter_error";
     case Termination::shutdown: return "shutdown";
+    case Termination::denied: return "denied";
+    case Termination::limit: return "limit";
+    case Termination::idle_timeout: return "idle_timeout";
+    case Termination::max_lifetime: return "max_lifetime";
   }
   return "?";
 }

@@ -28,10 +28,16 @@ enum class Termination : uint8_t {
   upstream_bad_response,     // the upstream's answer was not valid HTTP/1 (502)
   filter_error,              // a filter failed (500)
   shutdown,                  // pxd stopped while the stream was in flight
+  // L4 streams (l4.h) only:
+  denied,        // the stream's access list refused the client
+  limit,         // the stream's max_connections (or pxd's) was reached
+  idle_timeout,  // nothing moved either way for idle_timeout_ms (a UDP session's normal end)
+  max_lifetime,  // the connection reached max_lifetime_ms
 };
 const char* termination_name(Termination t);
 
 struct EndRecord {
+  bool l4 = false;  // an L4 stream's connection or UDP session (l4.h): route is the stream, method TCP or UDP
   std::string_view route;  // "" before routing
   std::string_view peer;   // the last upstream peer tried, "" for none
   std::string_view method, host, target;

@@ -37,6 +37,7 @@ struct HealthProbe final : net::TransportUser, http::Sink {
   // net::TransportUser
   void on_connected() override {
     if (done) return;
+    if (peer && peer->hc_tcp) return finish(true);  // an L4 stream's peer: accepting is all it can show
     net::Output o;
     http::write_probe_request(o, peer ? peer->hc.path : "/", peer ? peer->hc_host : "localhost");
     tcp.write(o);
@@ -84,6 +85,17 @@ void Worker::sync_health_checks() {
       p->hc_enabled = true;
       p->hc = hc;
       p->hc_host = pv.route->pool.peers[i].key;
+    }
+  }
+  const auto& streams = current_->snap->streams();
+  for (size_t s = 0; s < streams.size(); s++) {
+    const route::HealthCheckSpec& hc = streams[s]->pool.health;
+    if (!hc.enabled || streams[s]->spec.listen.udp) continue;
+    for (PeerState* p : current_->l4_pools[s].peers) {
+      if (p->hc_enabled) continue;
+      p->hc_enabled = true;
+      p->hc_tcp = true;
+      p->hc = hc;
     }
   }
   for (auto& kv : peers_) {

@@ -25,6 +25,14 @@ const char* kStatusNames[kStatusClasses] = {"1xx", "2xx", "3xx", "4xx", "5xx", "
 }  // namespace
 
 void WorkerMetrics::on_stream_end(const EndRecord& r) {
+  int reason = static_cast<int>(r.reason) < kTerminations ? static_cast<int>(r.reason) : 0;
+  if (r.l4) {
+    L4Counters& c = l4[r.metrics_slot < kStreamSlots ? r.metrics_slot : kStreamSlots];
+    c.ended[reason].inc();
+    c.bytes_in.add(r.bytes_in);
+    c.bytes_out.add(r.bytes_out);
+    return;
+  }
   size_t slot = r.metrics_slot;
   RouteCounters& rc = routes[slot < kRouteSlots + 2 ? slot : kSlotOther];
   int sc = r.status >= 100 && r.status < 600 ? r.status / 100 - 1 : 5;
@@ -37,7 +45,7 @@ void WorkerMetrics::on_stream_end(const EndRecord& r) {
   }
   bytes_in.add(r.bytes_in);
   bytes_out.add(r.bytes_out);
-  terminations[static_cast<int>(r.reason) < kTerminations ? static_cast<int>(r.reason) : 0].add(1);
+  terminations[reason].add(1);
 }
 
 uint16_t NameSlots::slot(const std::string& name) {
@@ -210,15 +218,44 @@ std::string scrape(const ScrapeInputs& in) {
       counter(f, {{"reason", termination_name(static_cast<Termination>(t))}}, static_cast<double>(n));
     }
   }
+  if (in.stream_slots) {
+    MetricFamily& ended = family("px_l4_connections_total",
+                                 "L4 stream connections (TCP) and sessions (UDP) that ended, by why", MetricType::Counter);
+    MetricFamily& rx = family("px_l4_received_bytes_total", "Bytes L4 streams read from clients", MetricType::Counter);
+    MetricFamily& tx = family("px_l4_sent_bytes_total", "Bytes L4 streams sent to clients", MetricType::Counter);
+    size_t named = in.stream_slots->names().size();
+    for (size_t s = 0; s <= named; s++) {
+      size_t slot = s < named ? s : kStreamSlots;
+      std::string name = s < named ? in.stream_slots->names()[s] : "other";
+      uint64_t in_b = 0, out_b = 0, any = 0;
+      for (int t = 0; t < kTerminations; t++) {
+        uint64_t n = 0;
+        for (auto* w : ws) n += w->l4[slot].ended[t].get();
+        any += n;
+        if (n)
+          counter(ended, {{"stream", name}, {"termination", termination_name(static_cast<Termination>(t))}},
+                  static_cast<double>(n));
+      }
+      for (auto* w : ws) {
+        in_b += w->l4[slot].bytes_in.get();
+        out_b += w->l4[slot].bytes_out.get();
+      }
+      if (!any && s == named) continue;
+      counter(rx, {{"stream", name}}, static_cast<double>(in_b));
+      counter(tx, {{"stream", name}}, static_cast<double>(out_b));
+    }
+  }
   {
     MetricFamily& cc = family("px_client_connections", "Open client connections", MetricType::Gauge);
+    MetricFamily& lc = family("px_l4_connections", "Open L4 stream connections (TCP)", MetricType::Gauge);
     MetricFamily& uc = family("px_upstream_connections", "Open upstream connections", MetricType::Gauge);
     MetricFamily& hs = family("px_tls_handshakes_total", "TLS handshakes completed", MetricType::Counter);
     MetricFamily& hf =
         family("px_tls_handshake_failures_total", "TLS handshakes that failed, by reason", MetricType::Counter);
-    double c = 0, u = 0, ok = 0, timeout = 0, failed[tls::kHandshakeFailures] = {};
+    double c = 0, l4c = 0, u = 0, ok = 0, timeout = 0, failed[tls::kHandshakeFailures] = {};
     for (auto* w : *in.workers) {
       c += static_cast<double>(w->sessions.get());
+      l4c += static_cast<double>(w->l4_open.get());
       u += static_cast<double>(w->upconns.get());
       ok += static_cast<double>(w->tls_handshakes.get());
       timeout += static_cast<double>(w->tls_handshake_timeouts.get());
@@ -226,6 +263,7 @@ std::string scrape(const ScrapeInputs& in) {
         failed[f] += static_cast<double>(w->tls_handshake_failures[f].get());
     }
     gauge(cc, {}, c);
+    gauge(lc, {}, l4c);
     gauge(uc, {}, u);
     counter(hs, {}, ok);
     counter(hf, {{"reason", "timeout"}}, timeout);

@@ -40,7 +40,7 @@ inline constexpr int kMethodClasses = 4;              // GET/HEAD, POST, PUT/PAT
 inline constexpr int kStatusClasses = 6;              // 1xx..5xx, and none sent
 inline constexpr double kDurationBuckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 inline constexpr int kBuckets = sizeof kDurationBuckets / sizeof kDurationBuckets[0];
-inline constexpr int kTerminations = 13;
+inline constexpr int kTerminations = 17;
 inline constexpr size_t kPeerSlots = 200;  // named peers; then "other"
 inline constexpr size_t kPeerSlotOther = kPeerSlots;
 inline constexpr size_t kPeerSlotNone = kPeerSlots + 1;  // no peer was tried
@@ -68,6 +68,13 @@ struct PeerCounters {
   MetricCounter health;                 // 0: not used by this worker, 1: usable, 2: out (passive or active)
 };
 
+inline constexpr size_t kStreamSlots = 100;  // named L4 streams; then "other"
+
+struct L4Counters {
+  MetricCounter ended[kTerminations];  // connections (TCP) or sessions (UDP), by why they ended
+  MetricCounter bytes_in, bytes_out;   // from clients, to clients
+};
+
 struct RouteCounters {
   MetricCounter requests[kMethodClasses][kStatusClasses];
   WorkerHistogram<kBuckets> duration;
@@ -89,6 +96,7 @@ class WorkerMetrics final : public EndObserver {
   MetricCounter bytes_in, bytes_out;
   FilterCounts filters;
   MetricCounter terminations[kTerminations];
+  L4Counters l4[kStreamSlots + 1];
 };
 
 // Which slot a route or a peer has (main thread only); names past the cap share `other`.
@@ -109,6 +117,7 @@ struct ScrapeInputs {
   const std::vector<WorkerMetrics*>* metrics = nullptr;
   const NameSlots* slots = nullptr;
   const NameSlots* peer_slots = nullptr;
+  const NameSlots* stream_slots = nullptr;
   uint64_t generation = 0;
   double generation_age_s = 0;
   uint64_t access_log_dropped = 0;

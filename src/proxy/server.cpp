@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "core/log.h"
@@ -27,7 +28,7 @@ namespace px::proxy {
 Server::Server(Config cfg) : cfg_(std::move(cfg)) {}
 Server::~Server() = default;
 
-static int make_listener(const ListenAddr& la, uint16_t port, std::string* error) {
+static int make_listener(const ListenAddr& la, uint16_t port, std::string* error, bool udp = false) {
   sockaddr_storage ss{};
   socklen_t len;
   bool v6 = la.host.find(':') != std::string::npos;
@@ -44,7 +45,7 @@ static int make_listener(const ListenAddr& la, uint16_t port, std::string* error
     inet_pton(AF_INET, la.host.c_str(), &a->sin_addr);
     len = sizeof *a;
   }
-  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(v6 ? AF_INET6 : AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *error = std::string("socket: ") + strerror(errno);
     return -1;
@@ -57,8 +58,8 @@ static int make_listener(const ListenAddr& la, uint16_t port, std::string* error
   // arrived: one wakeup and one empty read less per handshake. A client that sends nothing is handed
   // over after the kernel's SYN-ACK retransmission, and the handshake timeout applies from there.
   if (la.tls) setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 4096) != 0) {
-    *error = "listen " + la.str() + ": " + strerror(errno);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || (!udp && listen(fd, 4096) != 0)) {
+    *error = "listen " + la.str() + (udp ? "/udp" : "") + ": " + strerror(errno);
     close(fd);
     return -1;
   }
@@ -154,6 +155,11 @@ bool Server::open_listeners(std::vector<std::vector<ListenFd>>* per_worker, std:
     // Tests and scripts wait for this line to learn a port chosen at run time.
     PX_INFO("listening on %s%s%s", actual.str().c_str(), la.tls ? " (tls)" : "", mine.empty() ? "" : " (inherited)");
   }
+  for (auto& [k, fd] : inherited)
+    if (fd >= 0 && k.rfind("stream ", 0) == 0) {
+      inherited_l4_.emplace_back(k, fd);  // for the first build that has the stream
+      fd = -1;
+    }
   for (auto& [k, fd] : inherited)
     if (fd >= 0) {
       PX_WARN("an inherited socket (fd %d) matches no listen line: closed", fd);
@@ -261,7 +267,19 @@ void Server::rebuild() {
                               return true;
                             },
                             e);
-        return r3 && t.scan(
+        bool r4 = r3 && t.scan(
+                            store::keys::kStream,
+                            [&](std::string_view key, std::string_view value) {
+                              auto sp = std::make_shared<route::StreamSpec>();
+                              std::string pe;
+                              if (route::parse_stream_json(value, sp.get(), &pe))
+                                extras.streams.push_back(std::move(sp));
+                              else
+                                bad.push_back(std::string(key) + ": " + pe);
+                              return true;
+                            },
+                            e);
+        return r4 && t.scan(
                          store::keys::kCert,
                          [&](std::string_view key, std::string_view value) {
                            add_cert(key, value, certs.get());
@@ -280,12 +298,17 @@ void Server::rebuild() {
   for (const auto& b : bad) PX_ERR("store: skipping invalid %s", b.c_str());
   // Names not yet resolved: resolve them (off the loop, in libuv's pool) and build when all answered.
   bool waiting = false;
+  std::vector<std::pair<const std::string*, uint16_t>> names;
   for (const auto& r : specs)
-    for (const auto& u : r->upstreams) {
+    for (const auto& u : r->upstreams) names.emplace_back(&u.host, u.port);
+  for (const auto& s : extras.streams)
+    for (const auto& u : s->upstreams) names.emplace_back(&u.host, u.port);
+  for (const auto& [host_ptr, port] : names) {
+      const std::string& host = *host_ptr;
       sockaddr_storage ss;
       socklen_t len;
-      if (lookup(u.host, u.port, &ss, &len)) continue;
-      auto& e = dns_[u.host];
+      if (lookup(host, port, &ss, &len)) continue;
+      auto& e = dns_[host];
       if (e.pending) {
         waiting = true;
         continue;
@@ -294,7 +317,7 @@ void Server::rebuild() {
       e.pending = true;
       waiting = true;
       dns_pending_++;
-      auto* dr = new DnsReq{{}, this, u.host};
+      auto* dr = new DnsReq{{}, this, host};
       dr->req.data = dr;
       addrinfo hints{};
       hints.ai_family = AF_UNSPEC;
@@ -323,7 +346,7 @@ void Server::rebuild() {
               s->poll_store();
             }
           },
-          u.host.c_str(), nullptr, &hints);
+          host.c_str(), nullptr, &hints);
       if (rc != 0) {
         e.pending = false;
         e.len = 1;
@@ -342,12 +365,82 @@ void Server::rebuild() {
     r->metrics_slot = route_slots_.slot(r->spec.name);
     for (const auto& p : r->pool.peers) p.metrics_slot = peer_slots_.slot(p.key);
   }
+  for (const auto& st : snap->streams()) {
+    st->metrics_slot = stream_slots_.slot(st->spec.name);
+    auto& live = l4_live_[st->spec.name];
+    if (!live) live = std::make_shared<std::atomic<int64_t>>(0);
+    st->live = live;
+    for (const auto& p : st->pool.peers) p.metrics_slot = peer_slots_.slot(p.key);
+  }
+  std::vector<L4Change> l4 = sync_l4_listeners(*snap);
   snapshot_ = snap;
   snapshot_time_ms_ = uv_hrtime() / 1000000u;
   built_gen_ = gen;
-  for (auto& w : workers_) w->post_snapshot(snap);
+  for (size_t i = 0; i < workers_.size(); i++) workers_[i]->post_snapshot(snap, std::move(l4[i]));
   PX_INFO("generation %llu: %zu routes (built in %.1f ms)", static_cast<unsigned long long>(gen), snap->routes().size(),
           static_cast<double>(uv_hrtime() - t0) / 1e6);
+}
+
+// Stream listening sockets follow the store: the ones a snapshot's streams need are opened here (one
+// per worker, SO_REUSEPORT, so that a port is shared the way pxd.conf's are), a copy of each is kept
+// for an upgrade, and the ones no stream needs any more are closed. A socket that cannot be opened is
+// logged and tried again at the next build; the stream serves nothing meanwhile.
+std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
+  std::vector<L4Change> ch(workers_.size());
+  std::set<std::string> want;
+  for (const auto& st : snap.streams()) want.insert(st->key);
+  for (auto it = l4_keys_.begin(); it != l4_keys_.end();) {
+    if (want.count(*it)) {
+      ++it;
+      continue;
+    }
+    for (auto& c : ch) c.remove.push_back(*it);
+    std::erase_if(handover_, [&](const auto& h) { return h.first == *it && (close(h.second), true); });
+    PX_INFO("%s: closed", it->c_str());
+    it = l4_keys_.erase(it);
+  }
+  for (const auto& st : snap.streams()) {
+    if (l4_keys_.count(st->key)) continue;
+    bool udp = st->spec.listen.udp;
+    std::vector<int> fds;
+    for (auto& [k, fd] : inherited_l4_)
+      if (fd >= 0 && k == st->key) {
+        fds.push_back(fd);
+        fd = -1;
+      }
+    bool inherited = !fds.empty();
+    if (!inherited) {
+      ListenAddr la;
+      la.host = st->spec.listen.host;
+      la.port = st->spec.listen.port;
+      std::string err;
+      for (size_t i = 0; i < workers_.size(); i++) {
+        int fd = make_listener(la, la.port, &err, udp);
+        if (fd < 0) break;
+        fds.push_back(fd);
+      }
+      if (fds.size() < workers_.size()) {
+        for (int fd : fds) close(fd);
+        PX_ERR("stream %s: %s", st->spec.name.c_str(), err.c_str());
+        continue;
+      }
+    }
+    for (size_t i = 0; i < std::max(fds.size(), workers_.size()); i++) {
+      int fd = i < fds.size() ? fds[i] : dup(fds[i % fds.size()]);
+      ch[i % workers_.size()].add.push_back({st->key, fd, false, udp});
+      handover_.emplace_back(st->key, fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    }
+    l4_keys_.insert(st->key);
+    // Tests and scripts wait for this line.
+    PX_INFO("stream %s: listening on %s%s", st->spec.name.c_str(), st->key.c_str(), inherited ? " (inherited)" : "");
+  }
+  for (auto& [k, fd] : inherited_l4_)
+    if (fd >= 0) {
+      PX_WARN("an inherited socket for %s matches no stream: closed", k.c_str());
+      close(fd);
+    }
+  inherited_l4_.clear();
+  return ch;
 }
 
 // One stored certificate into the table being built: parsed only when its bytes changed.
@@ -717,6 +810,7 @@ std::string Server::metrics_text() {
   in.metrics = &ms;
   in.slots = &route_slots_;
   in.peer_slots = &peer_slots_;
+  in.stream_slots = &stream_slots_;
   uint64_t applied = UINT64_MAX;
   for (auto& w : workers_) applied = std::min(applied, w->applied_generation());
   in.generation = applied == UINT64_MAX ? 0 : applied;

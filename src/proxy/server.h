@@ -12,6 +12,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -62,6 +63,7 @@ class Server {
   void watch_filters();
   void reload_filters();
   void add_cert(std::string_view key, std::string_view value, tls::CertTable* table);
+  std::vector<L4Change> sync_l4_listeners(const route::Snapshot& snap);
 
   Config cfg_;
   std::string exe_;
@@ -77,6 +79,10 @@ class Server {
   std::unique_ptr<AccessLog> access_log_;
   NameSlots route_slots_{kRouteSlots};
   NameSlots peer_slots_{kPeerSlots};
+  NameSlots stream_slots_{kStreamSlots};
+  std::set<std::string> l4_keys_;                                // stream listeners open now
+  std::vector<std::pair<std::string, int>> inherited_l4_;         // from the pxd this one replaces
+  std::unordered_map<std::string, std::shared_ptr<std::atomic<int64_t>>> l4_live_;  // by stream name
   std::unique_ptr<http::SideServer> metrics_;
   uint64_t snapshot_time_ms_ = 0;      // uv_hrtime ms of the last install
   uv_process_t* successor_ = nullptr;  // the generation the service manager's STATUS last said

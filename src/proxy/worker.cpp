@@ -206,6 +206,19 @@ void Worker::apply_config(Reconfig r) {
   for (auto& l : r.add) add_listener(l.fd, l.key, l.tls);
 }
 
+// Stream listeners come and go with the store: open what was added, close what was removed (open
+// connections stay; UDP sessions end with their socket).
+void Worker::apply_l4(L4Change& ch) {
+  for (const auto& key : ch.remove)
+    for (size_t i = l4_listeners_.size(); i-- > 0;)
+      if (l4_listeners_[i]->key == key) {
+        l4_close_listener(l4_listeners_[i]);
+        l4_listeners_.erase(l4_listeners_.begin() + static_cast<long>(i));
+      }
+  for (auto& a : ch.add) l4_listeners_.push_back(l4_listen(this, a.fd, a.key, a.udp));
+  ch.add.clear();
+}
+
 void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
@@ -216,10 +229,11 @@ void Worker::wake_locked() {
   if (started_ && !ended_) uv_async_send(&async_);
 }
 
-void Worker::post_snapshot(std::shared_ptr<const route::Snapshot> s) {
+void Worker::post_snapshot(std::shared_ptr<const route::Snapshot> s, L4Change l4) {
   {
     std::lock_guard<std::mutex> g(mu_);
     mail_snap_ = std::move(s);
+    if (!l4.add.empty() || !l4.remove.empty()) mail_l4_.push_back(std::move(l4));
     wake_locked();
   }
 }
@@ -255,8 +269,10 @@ void Worker::on_async() {
   std::vector<std::pair<std::string, std::string>> files;
   bool reload = false;
   std::unique_ptr<Reconfig> config;
+  std::vector<L4Change> l4;
   {
     std::lock_guard<std::mutex> g(mu_);
+    l4.swap(mail_l4_);
     config = std::move(mail_config_);
     files = std::move(mail_filters_);
     reload = mail_has_filters_;
@@ -267,6 +283,9 @@ void Worker::on_async() {
     stop_now = mail_stop_;
     mail_drain_ = mail_stop_ = false;
   }
+  if (stopping_ || draining_)
+    for (auto& ch : l4)
+      for (auto& a : ch.add) ::close(a.fd);
   if (stopping_) {
     if (config)
       for (auto& a : config->add) ::close(a.fd);
@@ -278,6 +297,8 @@ void Worker::on_async() {
     apply_config(std::move(*config));
   if (reload && engine_) engine_->load(files);
   if (snap) install(std::move(snap));
+  if (!draining_)
+    for (auto& ch : l4) apply_l4(ch);  // after the snapshot: a new listener's first accept finds its stream
   if (stop_now)
     stop_everything();
   else if (drain_now)
@@ -377,6 +398,12 @@ void Worker::install(std::shared_ptr<const route::Snapshot> s) {
     r->masks.assign(routes.size(), 0);
     for (size_t i = 0; i < routes.size(); i++)
       if (!routes[i]->spec.filters.empty()) r->masks[i] = lua::kMissingFilter;
+  }
+  const auto& streams = r->snap->streams();
+  r->l4_pools.resize(streams.size());
+  for (size_t i = 0; i < streams.size(); i++) {
+    for (const auto& pa : streams[i]->pool.peers) r->l4_pools[i].peers.push_back(peer_for(pa));
+    r->l4_pools[i].current.assign(streams[i]->pool.peers.size(), 0);
   }
   if (current_) {
     current_->retired = true;
@@ -553,6 +580,8 @@ void Worker::on_tick() {
     last_trim_ = t;
     trim();
   }
+  for (L4Listener* l : l4_listeners_)
+    if (l->udp) l4_tick(l, t);
   for (int k = 1; k < 5; k++) {
     TimeoutList& l = tlists_[k];
     while (l.head && l.head->deadline <= t) {
@@ -679,6 +708,8 @@ void Worker::drain() {
   listeners_.clear();
   listener_tls_.clear();
   listener_keys_.clear();
+  for (L4Listener* l : l4_listeners_) l4_close_listener(l);
+  l4_listeners_.clear();
   // Idle keep-alive connections are closed once idle for kDrainIdleMs: a client that sends its next
   // request meanwhile (a load generator always does) gets its answer with Connection: close instead
   // of a connection closed under a request in flight.
@@ -697,7 +728,7 @@ void Worker::drain() {
 }
 
 void Worker::maybe_finish_drain() {
-  if (draining_ && sessions.get() == 0 && !stopping_) stop_everything();
+  if (draining_ && sessions.get() == 0 && l4_open.get() == 0 && !stopping_) stop_everything();
 }
 
 void Worker::stop_everything() {
@@ -710,6 +741,9 @@ void Worker::stop_everything() {
   listener_tls_.clear();
   listener_keys_.clear();
   while (sessions_head_) sessions_head_->close();
+  for (L4Listener* l : l4_listeners_) l4_close_listener(l);
+  l4_listeners_.clear();
+  while (l4_head_) l4_close_conn(l4_head_);
   for (auto& kv : peers_) {
     PeerState* p = kv.second.get();
     while (p->idle) p->idle->close();

@@ -43,6 +43,7 @@
 #include "proxy/config.h"
 #include "proxy/downstream.h"
 #include "proxy/end_record.h"
+#include "proxy/l4.h"
 #include "proxy/metrics.h"
 #include "proxy/trace.h"
 #include "route/acl.h"
@@ -64,6 +65,13 @@ struct ListenFd {
   std::string key;
   int fd = -1;
   bool tls = false;
+  bool udp = false;  // an L4 stream's UDP socket
+};
+// L4 stream listeners to open (their fds, owned by the worker from then on) and to close (by key),
+// posted with the snapshot that has their streams.
+struct L4Change {
+  std::vector<ListenFd> add;
+  std::vector<std::string> remove;
 };
 
 struct PeerState {
@@ -82,6 +90,7 @@ struct PeerState {
   uint64_t down_until = 0;  // uv_now() ms; passive health cool-down
   // Active health checks (when a route's pool asks for them).
   bool hc_enabled = false;
+  bool hc_tcp = false;  // an L4 stream's peer: a probe is a TCP connect
   bool hc_down = false;
   uint32_t hc_ok = 0, hc_bad = 0;
   route::HealthCheckSpec hc;
@@ -102,6 +111,7 @@ struct SnapRef {
   std::shared_ptr<const route::Snapshot> snap;
   std::vector<PoolView> pools;  // parallel to snap->routes()
   std::vector<uint16_t> masks;  // per route: the filter phases its chain implements (lua::Engine)
+  std::vector<L4Pool> l4_pools;  // parallel to snap->streams()
   uint32_t refs = 0;
   bool retired = false;
 };
@@ -338,7 +348,7 @@ class Worker {
   // Main thread side. Listening fds are owned by the worker from here on.
   // listen_fds: one key (listen_key(): an opaque identity) may come with several sockets.
   void start(std::vector<ListenFd> listen_fds);
-  void post_snapshot(std::shared_ptr<const route::Snapshot> s);
+  void post_snapshot(std::shared_ptr<const route::Snapshot> s, L4Change l4 = {});
   // A reloaded pxd.conf (SIGHUP): the new settings for new connections, listeners to open (their fds,
   // owned by the worker from here on) and to close (by listen_key), and the TLS context to use.
   struct Reconfig {
@@ -387,6 +397,10 @@ class Worker {
   void peer_failed(PeerState* p);
   void peer_ok(PeerState* p);
   void session_closed(Session* s);
+  // L4 connections (l4.h): the worker's list, for draining and stopping.
+  void l4_link(L4Conn* c);
+  void l4_unlink(L4Conn* c);
+  uint64_t l4_conns() const { return l4_open.get(); }
   bool draining() const { return draining_; }
   void maybe_finish_drain();
   void health_probe(PeerState* p);
@@ -432,7 +446,7 @@ class Worker {
   http::Limits req_limits;
   http::Limits resp_limits;
   // Open connections and handshake counts: written by this worker only, read by scrapes.
-  MetricCounter sessions, upconns;
+  MetricCounter sessions, upconns, l4_open;
   MetricCounter tls_handshakes, tls_handshake_timeouts;
   MetricCounter tls_handshake_failures[tls::kHandshakeFailures];  // by tls::HandshakeFailure
 
@@ -460,6 +474,10 @@ class Worker {
   uv_async_t async_;
   std::thread thread_;
   std::vector<uv_tcp_t*> listeners_;
+  std::vector<L4Listener*> l4_listeners_;
+  L4Conn* l4_head_ = nullptr;
+  std::vector<L4Change> mail_l4_;
+  void apply_l4(L4Change& ch);
   std::vector<ListenFd> fds_;
   std::unique_ptr<AccessLogObserver> access_observer_;
   std::unique_ptr<WorkerMetrics> metrics_;

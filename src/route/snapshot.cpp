@@ -60,6 +60,22 @@ const Route* Snapshot::walk(const Node& root, std::string_view path) const {
   return best;
 }
 
+namespace {
+// ip_hash: 64 points per unit of weight on a ring, so a peer's removal moves only its own clients.
+void build_ring(Pool* pool) {
+  for (size_t i = 0; i < pool->peers.size(); i++) {
+    const auto& peer = pool->peers[i];
+    for (uint32_t v = 0; v < 64 * peer.weight; v++) {
+      std::string k = peer.key + "#" + std::to_string(v);
+      pool->ring.emplace_back(hash_bytes(k.data(), k.size()), static_cast<uint16_t>(i));
+    }
+  }
+  std::sort(pool->ring.begin(), pool->ring.end());
+}
+}  // namespace
+
+std::string l4_listen_key(const StreamListen& l) { return std::string(l.udp ? "stream udp " : "stream tcp ") + l.str(); }
+
 std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
                                                 const Resolver& resolve, std::vector<std::string>* warnings) {
   std::vector<std::shared_ptr<const RouteSpec>> shared;
@@ -118,16 +134,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
                             " is not verified (upstream_tls.verify is off): anyone on the path can impersonate it");
       r->pool.peers.push_back(std::move(pa));
     }
-    if (spec.lb == Balance::ip_hash) {
-      for (size_t i = 0; i < r->pool.peers.size(); i++) {
-        const auto& peer = r->pool.peers[i];
-        for (uint32_t v = 0; v < 64 * peer.weight; v++) {
-          std::string k = peer.key + "#" + std::to_string(v);
-          r->pool.ring.emplace_back(hash_bytes(k.data(), k.size()), static_cast<uint16_t>(i));
-        }
-      }
-      std::sort(r->pool.ring.begin(), r->pool.ring.end());
-    }
+    if (spec.lb == Balance::ip_hash) build_ring(&r->pool);
     const Route* rp = r.get();
     s->routes_.push_back(std::move(r));
     if (rp->spec.name == cfg.default_route) s->default_route_ = rp;
@@ -140,6 +147,43 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
         warnings->push_back("route " + rp->spec.name + ": host " + h + " path " + rp->spec.path +
                             " is already served by route " + other + "; ignored");
     }
+  }
+  // Streams: enabled ones, by name; a listen address taken by an earlier one is a conflict (pxadmind
+  // refuses those, so only a hand-made store gets here).
+  std::sort(extras.streams.begin(), extras.streams.end(), [](const auto& a, const auto& b) { return a->name < b->name; });
+  for (auto& sp : extras.streams) {
+    const StreamSpec& spec = *sp;
+    if (!spec.enabled) continue;
+    const L4Stream* clash = nullptr;
+    for (const auto& o : s->streams_)
+      if (o->spec.listen.overlaps(spec.listen)) clash = o.get();
+    if (clash) {
+      if (warnings)
+        warnings->push_back("stream " + spec.name + ": listen " + spec.listen.str() + " is taken by stream " +
+                            clash->spec.name + "; ignored");
+      continue;
+    }
+    auto l = std::make_unique<L4Stream>(std::move(sp));
+    l->index = static_cast<uint32_t>(s->streams_.size());
+    l->key = l4_listen_key(spec.listen);
+    l->connect_timeout_ms = spec.connect_timeout_ms ? spec.connect_timeout_ms : cfg.upstream_connect_timeout_ms;
+    l->idle_timeout_ms = spec.idle_timeout_ms ? spec.idle_timeout_ms : spec.listen.udp ? 30000 : 600000;
+    l->pool.lb = spec.lb == StreamBalance::least_conn ? Balance::least_conn
+                 : spec.lb == StreamBalance::hash     ? Balance::ip_hash
+                                                      : Balance::round_robin;
+    l->pool.health = spec.health;
+    for (const auto& u : spec.upstreams) {
+      PeerAddr pa;
+      pa.key = u.url;
+      pa.host = u.host;
+      pa.port = u.port;
+      pa.weight = u.weight;
+      pa.resolved = resolve && resolve(u.host, u.port, &pa.addr, &pa.addr_len);
+      if (!pa.resolved && warnings) warnings->push_back("stream " + spec.name + ": cannot resolve " + u.host);
+      l->pool.peers.push_back(std::move(pa));
+    }
+    if (l->pool.lb == Balance::ip_hash) build_ring(&l->pool);
+    s->streams_.push_back(std::move(l));
   }
   return s;
 }

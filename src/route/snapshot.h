@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,6 +22,7 @@
 #include "proxy/config.h"
 #include "route/acl.h"
 #include "route/route.h"
+#include "route/stream.h"
 
 namespace px::tls {
 class CertTable;
@@ -62,8 +64,27 @@ struct Route {
   mutable uint16_t metrics_slot = 0;
 };
 
+// One enabled L4 stream (route/stream.h), as pxd serves it.
+struct L4Stream {
+  explicit L4Stream(std::shared_ptr<const StreamSpec> s) : spec_ptr(std::move(s)), spec(*spec_ptr) {}
+  std::shared_ptr<const StreamSpec> spec_ptr;
+  const StreamSpec& spec;
+  std::string key;  // its listening socket's identity: l4_listen_key()
+  Pool pool;        // peer keys "tcp://host:port" or "udp://host:port"
+  uint64_t connect_timeout_ms = 0, idle_timeout_ms = 0;  // effective values
+  uint32_t index = 0;
+  mutable uint16_t metrics_slot = 0;  // pxd's metrics label slot (proxy/metrics.h)
+  // Connections (TCP) or sessions (UDP) open now in every worker, for max_connections: pxd's main
+  // thread keeps one counter per stream name across snapshots. The only state workers share, touched
+  // once per connection, never per byte.
+  mutable std::shared_ptr<std::atomic<int64_t>> live;
+};
+// "stream tcp 0.0.0.0:5432" / "stream udp [::]:53": distinct from pxd.conf's listen keys.
+std::string l4_listen_key(const StreamListen& l);
+
 // What a snapshot carries besides routes.
 struct SnapshotExtras {
+  std::vector<std::shared_ptr<const StreamSpec>> streams;
   std::vector<AclSpec> acls;
   std::vector<std::pair<std::string, std::string>> challenges;  // ACME token -> key authorization
   std::shared_ptr<const tls::CertTable> certs;                  // the certificates TLS listeners serve
@@ -97,6 +118,12 @@ class Snapshot {
   uint64_t generation() const { return generation_; }
   const std::shared_ptr<const tls::CertTable>& certs() const { return certs_; }
   const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }
+  const std::vector<std::unique_ptr<L4Stream>>& streams() const { return streams_; }
+  const L4Stream* stream_by_key(std::string_view key) const {
+    for (const auto& s : streams_)
+      if (s->key == key) return s.get();
+    return nullptr;
+  }
 
   // Path sent upstream for `path` on `r` (strip_path applied).
   static std::string_view strip(const Route& r, std::string_view path, bool* need_slash);
@@ -111,6 +138,7 @@ class Snapshot {
 
   uint64_t generation_ = 0;
   std::vector<std::unique_ptr<Route>> routes_;
+  std::vector<std::unique_ptr<L4Stream>> streams_;
   std::unordered_map<std::string, Node> exact_;
   std::unordered_map<std::string, Node> wildcard_;  // key: the suffix after "*."
   const Route* default_route_ = nullptr;
