@@ -203,23 +203,23 @@ bool Tx::check_stream(const std::string& name, const json& stream) {
     return fail(Result::error(409, "listen",
                               "stream '" + other + "' already listens on " + mine.str() + (mine.udp ? "/udp" : ""),
                               {{"conflict", other}}));
-  // pxd.conf's own listeners, as each running pxd reports them.
-  if (!mine.udp)
-    for (const auto& f : g_pxd_status_files) {
-      json st = pxd_status(f);
-      if (!st["running"].get<bool>()) continue;
+  // pxd.conf's own listeners (TCP), as each running pxd reports them, and its right to low ports.
+  for (const auto& f : g_pxd_status_files) {
+    json st = pxd_status(f);
+    if (!st["running"].get<bool>()) continue;
+    if (!mine.udp)
       for (const auto& a : st.value("listen", json::array())) {
         route::StreamListen l;
         if (a.is_string() && route::parse_stream_listen(a.get<std::string>(), &l, &e) && l.overlaps(mine))
           return fail(
               Result::error(409, "listen", "pxd.conf already listens on " + a.get<std::string>() + " (" + f + ")"));
       }
-      if (mine.port < st.value("low_port_limit", 0) && !st.value("can_bind_low_ports", true))
-        return fail(Result::error(422, "listen",
-                                  "port " + std::to_string(mine.port) + " is below " +
-                                      std::to_string(st.value("low_port_limit", 0)) +
-                                      " and pxd lacks CAP_NET_BIND_SERVICE (" + f + ")"));
-    }
+    if (mine.port < st.value("low_port_limit", 0) && !st.value("can_bind_low_ports", true))
+      return fail(Result::error(422, "listen",
+                                "port " + std::to_string(mine.port) + " is below " +
+                                    std::to_string(st.value("low_port_limit", 0)) +
+                                    " and pxd lacks CAP_NET_BIND_SERVICE (" + f + ")"));
+  }
   std::string acl = stream.value("acl", "");
   if (!acl.empty()) {
     json a;
@@ -227,7 +227,14 @@ bool Tx::check_stream(const std::string& name, const json& stream) {
     if (!load(store::keys::acl(acl), &a, &found)) return false;
     if (!found) return fail(Result::error(422, "acl", "no access list named '" + acl + "'"));
   }
-  return check_route_tls(stream, false);
+  if (!check_route_tls(stream, false)) return false;
+  // pxd relays streams as bytes: it does not terminate TLS on them yet, and accepting the setting would
+  // serve in clear what the user meant to encrypt.
+  if (stream.value("tls", "off") != "off")
+    return fail(Result::error(422, "tls",
+                              "TLS termination on streams is not available in this pxd yet; relay to a TLS "
+                              "upstream as TCP, or use an HTTPS route"));
+  return true;
 }
 
 // ---- access lists ----

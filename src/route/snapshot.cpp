@@ -74,7 +74,9 @@ void build_ring(Pool* pool) {
 }
 }  // namespace
 
-std::string l4_listen_key(const StreamListen& l) { return std::string(l.udp ? "stream udp " : "stream tcp ") + l.str(); }
+std::string l4_listen_key(const StreamListen& l) {
+  return std::string(l.udp ? "stream udp " : "stream tcp ") + l.str();
+}
 
 std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
                                                 const Resolver& resolve, std::vector<std::string>* warnings) {
@@ -150,10 +152,15 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
   }
   // Streams: enabled ones, by name; a listen address taken by an earlier one is a conflict (pxadmind
   // refuses those, so only a hand-made store gets here).
-  std::sort(extras.streams.begin(), extras.streams.end(), [](const auto& a, const auto& b) { return a->name < b->name; });
+  std::sort(extras.streams.begin(), extras.streams.end(),
+            [](const auto& a, const auto& b) { return a->name < b->name; });
   for (auto& sp : extras.streams) {
     const StreamSpec& spec = *sp;
     if (!spec.enabled) continue;
+    if (spec.tls != "off") {  // not terminated by this pxd (pxadmind refuses it): never relay it in clear
+      if (warnings) warnings->push_back("stream " + spec.name + ": TLS termination is not available; not served");
+      continue;
+    }
     const L4Stream* clash = nullptr;
     for (const auto& o : s->streams_)
       if (o->spec.listen.overlaps(spec.listen)) clash = o.get();

@@ -13,6 +13,7 @@
 
 #include "admin/model.h"
 #include "route/route.h"
+#include "route/stream.h"
 #include "store/store.h"
 #include "tls/cert.h"
 
@@ -30,6 +31,7 @@ static int usage() {
                "  flip N JSON_A JSON_B  N writes alternating between two versions of a route\n"
                "  put-many [FILE|-]     one route JSON per line, all in one write transaction\n"
                "  put-acl JSON          add or replace an access list (validated as pxadmind does)\n"
+               "  put-stream JSON       add or replace an L4 stream (its own checks only: no conflicts)\n"
                "  put-cert NAME CERT KEY  add or replace a certificate (PEM files, checked as pxadmind does)\n"
                "  rm-cert NAME          remove a certificate\n");
   return 2;
@@ -152,6 +154,24 @@ int main(int argc, char** argv) {
     if (!st.write(
             [&](Store::Writer& w, std::string* e) {
               return w.put(px::store::keys::acl(out["name"].get<std::string>()), out.dump(), e);
+            },
+            &gen, &err)) {
+      std::fprintf(stderr, "px-store: %s\n", err.c_str());
+      return 1;
+    }
+    std::printf("%llu\n", static_cast<unsigned long long>(gen));
+    return 0;
+  }
+  if (cmd == "put-stream" && i < argc) {
+    px::route::StreamSpec sp;
+    if (!px::route::parse_stream_json(argv[i], &sp, &err)) {
+      std::fprintf(stderr, "px-store: invalid stream: %s\n", err.c_str());
+      return 2;
+    }
+    uint64_t gen;
+    if (!st.write(
+            [&](Store::Writer& w, std::string* e) {
+              return w.put(std::string(px::store::keys::kStream) + sp.name, px::route::stream_to_json(sp), e);
             },
             &gen, &err)) {
       std::fprintf(stderr, "px-store: %s\n", err.c_str());

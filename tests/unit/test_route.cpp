@@ -135,3 +135,75 @@ TEST_CASE("ip_hash ring spreads and is stable") {
   CHECK(p.ring.size() == 64 * 4);
   CHECK(std::is_sorted(p.ring.begin(), p.ring.end()));
 }
+
+#include <arpa/inet.h>
+
+#include "proxy/l4.h"
+
+TEST_CASE("PROXY protocol headers, v1 and v2, IPv4 and IPv6") {
+  sockaddr_in s{}, d{};
+  s.sin_family = d.sin_family = AF_INET;
+  inet_pton(AF_INET, "192.0.2.10", &s.sin_addr);
+  inet_pton(AF_INET, "198.51.100.1", &d.sin_addr);
+  s.sin_port = htons(51000);
+  d.sin_port = htons(5432);
+  std::string v1;
+  px::proxy::proxy_v1(&v1, reinterpret_cast<sockaddr*>(&s), reinterpret_cast<sockaddr*>(&d));
+  CHECK(v1 == "PROXY TCP4 192.0.2.10 198.51.100.1 51000 5432\r\n");
+  std::string v2;
+  px::proxy::proxy_v2(&v2, reinterpret_cast<sockaddr*>(&s), reinterpret_cast<sockaddr*>(&d), false);
+  const char want[] = "\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x0a\xc6\x33\x64\x01\xc7\x38\x15\x38";
+  CHECK(v2 == std::string(want, sizeof want - 1));
+  v2.clear();
+  px::proxy::proxy_v2(&v2, reinterpret_cast<sockaddr*>(&s), reinterpret_cast<sockaddr*>(&d), true);
+  CHECK(v2[13] == '\x12');  // UDP over IPv4
+  sockaddr_in6 s6{}, d6{};
+  s6.sin6_family = d6.sin6_family = AF_INET6;
+  inet_pton(AF_INET6, "2001:db8::1", &s6.sin6_addr);
+  inet_pton(AF_INET6, "2001:db8::2", &d6.sin6_addr);
+  s6.sin6_port = htons(1);
+  d6.sin6_port = htons(2);
+  v1.clear();
+  px::proxy::proxy_v1(&v1, reinterpret_cast<sockaddr*>(&s6), reinterpret_cast<sockaddr*>(&d6));
+  CHECK(v1 == "PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n");
+  v2.clear();
+  px::proxy::proxy_v2(&v2, reinterpret_cast<sockaddr*>(&s6), reinterpret_cast<sockaddr*>(&d6), false);
+  CHECK(v2.size() == 16 + 36);
+  CHECK(v2.substr(13, 3) == std::string("\x21\x00\x24", 3));
+  // Mixed families cannot be described: v1 says UNKNOWN, v2 UNSPEC (the receiver uses the connection's).
+  v1.clear();
+  px::proxy::proxy_v1(&v1, reinterpret_cast<sockaddr*>(&s), reinterpret_cast<sockaddr*>(&d6));
+  CHECK(v1 == "PROXY UNKNOWN\r\n");
+  v2.clear();
+  px::proxy::proxy_v2(&v2, reinterpret_cast<sockaddr*>(&s), reinterpret_cast<sockaddr*>(&d6), false);
+  CHECK(v2.size() == 16);
+}
+
+TEST_CASE("snapshot: streams, their listen keys, and a second stream on a taken address") {
+  px::Config cfg;
+  auto spec = [](const char* json) {
+    auto s = std::make_shared<px::route::StreamSpec>();
+    std::string e;
+    REQUIRE_MESSAGE(px::route::parse_stream_json(json, s.get(), &e), e);
+    return std::shared_ptr<const px::route::StreamSpec>(s);
+  };
+  px::route::SnapshotExtras x;
+  x.streams.push_back(spec(R"({"name":"b","listen":"0.0.0.0:5432","upstreams":[{"url":"tcp://10.0.0.1:5432"}]})"));
+  x.streams.push_back(spec(R"({"name":"a","listen":"127.0.0.1:5432","upstreams":[{"url":"tcp://10.0.0.2:5432"}]})"));
+  x.streams.push_back(spec(R"({"name":"c","listen":"[::]:53/udp","lb":"hash",
+                               "upstreams":[{"url":"udp://10.0.0.3:53"},{"url":"udp://10.0.0.4:53"}]})"));
+  std::vector<std::string> warnings;
+  auto resolve = [](const std::string&, uint16_t, sockaddr_storage*, socklen_t*) { return false; };
+  auto snap = px::route::Snapshot::build(1, std::vector<std::shared_ptr<const px::route::RouteSpec>>{}, cfg, resolve,
+                                         &warnings, std::move(x));
+  REQUIRE(snap->streams().size() == 2);  // "a" took port 5432 first (by name); "b" overlaps it
+  CHECK(snap->streams()[0]->spec.name == "a");
+  CHECK(snap->streams()[0]->key == "stream tcp 127.0.0.1:5432");
+  CHECK(snap->streams()[1]->key == "stream udp [::]:53");
+  CHECK(snap->streams()[1]->pool.ring.size() == 128);
+  CHECK(snap->streams()[1]->idle_timeout_ms == 30000);
+  CHECK(snap->stream_by_key("stream udp [::]:53") == snap->streams()[1].get());
+  bool warned = false;
+  for (const auto& w : warnings) warned |= w.find("stream b: listen 0.0.0.0:5432 is taken by stream a") == 0;
+  CHECK(warned);
+}
