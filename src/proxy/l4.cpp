@@ -438,7 +438,7 @@ void on_tcp_accept(L4Listener* l) {
   }
   c->client = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&c->src));
   w->l4_link(c);
-  Termination t = admit(w, st, c->client, w->sessions.get() + w->l4_conns());
+  Termination t = admit(w, st, c->client, w->sessions.get() + w->l4_conns() - 1);  // not counting this one
   if (t == Termination::ok && st->live) {
     st->live->fetch_add(1, std::memory_order_relaxed);
     c->counted = true;
@@ -530,8 +530,8 @@ bool udp_connect(UdpSession* s) {
     s->attempts++;
     auto* u = new UdpUp();
     u->s = s;
-    u->h.data = u;
     uv_udp_init(w->loop(), &u->h);
+    u->h.data = u;
     int r = uv_udp_connect(&u->h, reinterpret_cast<const sockaddr*>(&s->peer->addr));
     if (r == 0) r = uv_udp_recv_start(&u->h, udp_alloc, on_upstream_dgram);
     s->up = u;

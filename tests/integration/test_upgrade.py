@@ -71,6 +71,39 @@ class UpgradeTest(unittest.TestCase):
         self.assertIn("upgrade: serving; pxd %d drains" % self.pxd.proc.pid, log)
         self.assertTrue(alive(self.new))
 
+    def test_stream_listeners_are_handed_over_and_open_connections_finish(self):
+        from l4peers import TcpPeer
+        from pxtest import free_port
+        peer = TcpPeer()
+        self.addCleanup(peer.close)
+        port = free_port()
+        r = self.pxd.store("put-stream", json.dumps({"name": "s", "listen": "127.0.0.1:%d" % port,
+                                                     "upstreams": [{"url": peer.url}]}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.pxd.wait_applied(int(r.stdout))
+        wait_for(lambda: "stream s: listening on stream tcp 127.0.0.1:%d" % port in self.pxd.log(), what="stream")
+        held = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        held.sendall(b"ECHO\nbefore")
+        self.assertEqual(held.recv(6), b"before")
+        self.pxd.signal(signal.SIGUSR2)
+        self.new = wait_for(lambda: successor_pid(self.pxd.log()), what="the new pxd to start")
+        wait_for(lambda: "stream s: listening on stream tcp 127.0.0.1:%d (inherited)" % port in self.pxd.log(),
+                 what="the new pxd to take the stream's sockets")
+        wait_for(lambda: "upgrade: serving" in self.pxd.log(), what="the old pxd told to drain")
+        # New connections reach the new pxd; the old one keeps relaying the connection it holds.
+        c = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        c.sendall(b"ECHO\nnew")
+        c.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.recv(100), b"newbye:3")
+        c.close()
+        held.sendall(b"after")
+        self.assertEqual(held.recv(5), b"after")
+        self.assertTrue(self.pxd.proc.poll() is None)  # still draining: it waits for that connection
+        held.shutdown(socket.SHUT_WR)
+        held.recv(100)
+        held.close()
+        self.assertEqual(self.pxd.wait_exit(timeout=DEADLINE), 0)
+
     def test_websocket_tunnel_stays_up_until_the_grace_period(self):
         from pxtest import Client
         self.pxd.stop()
