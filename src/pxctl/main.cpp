@@ -531,7 +531,7 @@ int main(int argc, char** argv) {
   struct {
     std::string listen, lb, acl, proxy_protocol, tls;
     std::vector<std::string> upstreams, hosts;
-    int64_t connect_ms = -1, idle_ms = -1, lifetime_ms = -1, max_conns = -1, rate = -1;
+    int64_t connect_ms = -1, idle_ms = -1, lifetime_ms = -1, max_conns = -1, rate = -1, health_ms = -1;
     bool disabled = false;
   } so;
   auto stream_options = [&](CLI::App* c, bool for_set) {
@@ -549,6 +549,7 @@ int main(int argc, char** argv) {
     c->add_option("--max-lifetime", so.lifetime_ms, "ms a connection may last (0 = no limit)");
     c->add_option("--max-connections", so.max_conns, "connections or UDP sessions at once (0 = pxd.conf's)");
     c->add_option("--rate", so.rate, "bytes per second per connection, each way (0 = unlimited)");
+    c->add_option("--health-interval", so.health_ms, "active health checks (TCP connects) every MS (TCP streams)");
     if (!for_set) c->add_flag("--disabled", so.disabled, "add it disabled");
   };
   auto stream_body = [&]() {
@@ -579,6 +580,7 @@ int main(int argc, char** argv) {
     if (so.lifetime_ms >= 0) b["max_lifetime_ms"] = so.lifetime_ms;
     if (so.max_conns >= 0) b["max_connections"] = so.max_conns;
     if (so.rate >= 0) b["rate_bytes_per_s"] = so.rate;
+    if (so.health_ms >= 0) b["health_check"] = {{"interval_ms", so.health_ms}};
     if (so.disabled) b["enabled"] = false;
     return b;
   };

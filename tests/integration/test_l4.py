@@ -147,6 +147,26 @@ class L4Test(unittest.TestCase):
             c.close()
         self.assertEqual(up.accepted, 8)
 
+    def test_active_health_check_takes_a_dead_peer_out_without_traffic(self):
+        a, b = TcpPeer(), TcpPeer()
+        self.addCleanup(a.close)
+        port = self.add("hc", "--upstream", a.url, "--upstream", b.url, "--health-interval", "100")
+
+        def up(peer):
+            m = re.search(r'^px_upstream_up\{peer="%s"\} (\S+)$' % re.escape(peer.url), self.scrape(), re.M)
+            return m and float(m.group(1))
+        wait_for(lambda: up(a) == 1 and up(b) == 1, what="both peers checked and up")
+        b.close()  # its port refuses from now on
+        wait_for(lambda: up(b) == 0, what="the dead peer out, by the checks alone")
+        before = a.accepted
+        for i in range(4):
+            c = self.connect(port)
+            c.sendall(b"ECHO\nh")
+            c.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_all(c), b"hbye:1")
+            c.close()
+        self.assertGreaterEqual(a.accepted - before, 4)
+
     def test_acl_denies_then_allows(self):
         up = TcpPeer()
         self.addCleanup(up.close)
