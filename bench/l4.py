@@ -40,7 +40,8 @@ class Upstreams:
         self.echo = pb.free_port()
         self.udp = pb.free_port()
         core = ["taskset", "-c", pb.LOAD_CORE]
-        self.procs = [subprocess.Popen(core + ["iperf3", "-s", "-p", str(self.iperf)], stdout=subprocess.DEVNULL),
+        self.procs = [subprocess.Popen(core + ["iperf3", "-s", "-p", str(self.iperf)], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL),
                       subprocess.Popen(core + [LOAD, "tcp-server", str(self.echo)]),
                       subprocess.Popen(core + [LOAD, "udp-server", str(self.udp)])]
         pb.wait_port(self.iperf)

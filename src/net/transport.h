@@ -56,7 +56,8 @@ class Transport {
   // Bytes accepted by write() and not yet handed to the kernel.
   virtual size_t queued() const = 0;
   bool congested() const { return queued() > kHighWater; }
-  // Half-close once the queued bytes are out; then_close: and close after that.
+  // Half-close once the queued bytes are out; then_close: and close after that. Without then_close,
+  // on_shutdown() follows, or comes during this call when nothing was queued.
   virtual void shutdown(bool then_close = false) = 0;
   // Close now (queued bytes are dropped); on_closed() follows.
   virtual void close() = 0;

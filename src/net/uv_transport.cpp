@@ -242,6 +242,13 @@ void UvTransportT<H>::written(int status) {
 template <class H>
 void UvTransportT<H>::shutdown(bool then_close) {
   if (closing_) return;
+  uv_os_fd_t fd;
+  if (!then_close && h_.write_queue_size == 0 && uv_fileno(reinterpret_cast<uv_handle_t*>(&h_), &fd) == 0 &&
+      ::shutdown(fd, SHUT_WR) == 0) {
+    // Nothing queued: the FIN goes now, not after a turn of the loop waiting for "writable".
+    shut();
+    return;
+  }
   auto* req = new uv_shutdown_t;
   req->data = then_close ? this : nullptr;
   int r = uv_shutdown(req, stream(), [](uv_shutdown_t* sr, int) {

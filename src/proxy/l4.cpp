@@ -174,10 +174,14 @@ struct L4Conn final : net::TransportUser {
 
   // the client side
   void on_data(const char* d, size_t n) override;
-  void on_eof() override {
-    down_eof = true;
-    if (up) up_shutdown();
-    maybe_done();
+  void on_eof() override;
+  // A FIN arrived from one side: pass it to `to`. When `to` already sent its own and nothing waits for
+  // it, both directions are over and the close that follows sends the FIN (one system call less).
+  void pass_fin(net::Transport* to, bool to_eof, bool* to_fin) {
+    if (to_eof && to->queued() == 0)
+      *to_fin = true;
+    else
+      to->shutdown();
   }
   void on_error(int) override {
     end_as(Termination::client_closed);
@@ -189,7 +193,6 @@ struct L4Conn final : net::TransportUser {
     maybe_done();
   }
   void on_closed() override { handle_closed(); }
-  void up_shutdown();
 };
 
 struct L4Up final : net::TransportUser {
@@ -204,7 +207,7 @@ struct L4Up final : net::TransportUser {
   void on_eof() override {
     if (!c) return;
     c->up_eof = true;
-    c->down.shutdown();
+    c->pass_fin(&c->down, c->down_eof, &c->down_fin);
     c->maybe_done();
   }
   void on_error(int) override {
@@ -227,10 +230,6 @@ struct L4Up final : net::TransportUser {
   }
 };
 
-void L4Conn::up_shutdown() {
-  if (connected) up->t.shutdown();
-}
-
 void L4Conn::try_connect() {
   peer = choose(w, st, pool, &tried, client);
   if (!peer) {
@@ -250,6 +249,12 @@ void L4Conn::try_connect() {
 }
 
 // This attempt failed: passive health hears of it, and the next untried peer gets a turn.
+void L4Conn::on_eof() {
+  down_eof = true;
+  if (up) pass_fin(&up->t, up_eof, &up_fin);
+  maybe_done();
+}
+
 void L4Conn::up_failed(Termination why) {
   w->peer_failed(peer);
   L4Up* u = up;
@@ -434,7 +439,8 @@ void on_tcp_accept(L4Listener* l) {
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(c->down.stream()), &fd) == 0) {
     getpeername(fd, reinterpret_cast<sockaddr*>(&c->src), &len);
     len = sizeof c->dst;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&c->dst), &len);
+    if (st->spec.proxy_protocol != route::ProxyProtocol::off)  // only the PROXY header needs it
+      getsockname(fd, reinterpret_cast<sockaddr*>(&c->dst), &len);
   }
   c->client = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&c->src));
   w->l4_link(c);
@@ -503,8 +509,7 @@ void lru_push(L4Listener* l, UdpSession* s) {
 void drop_up(UdpSession* s) {
   if (!s->up) return;
   s->up->s = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(&s->up->h),
-           [](uv_handle_t* h) { delete static_cast<UdpUp*>(h->data); });
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->up->h), [](uv_handle_t* h) { delete static_cast<UdpUp*>(h->data); });
   s->up = nullptr;
 }
 
@@ -661,8 +666,10 @@ L4Listener* l4_listen(Worker* w, int fd, const std::string& key, bool udp) {
     l->udph.data = l;
     r = uv_udp_open(&l->udph, fd);
     if (r == 0)
-      r = uv_udp_recv_start(&l->udph, udp_alloc, [](uv_udp_t* h, ssize_t n, const uv_buf_t* b, const sockaddr* a,
-                                                     unsigned) { on_client_dgram(static_cast<L4Listener*>(h->data), n, b, a); });
+      r = uv_udp_recv_start(&l->udph, udp_alloc,
+                            [](uv_udp_t* h, ssize_t n, const uv_buf_t* b, const sockaddr* a, unsigned) {
+                              on_client_dgram(static_cast<L4Listener*>(h->data), n, b, a);
+                            });
   } else {
     uv_tcp_init(w->loop(), &l->tcp);
     l->tcp.data = l;

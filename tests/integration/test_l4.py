@@ -175,7 +175,10 @@ class L4Test(unittest.TestCase):
         port = self.add("guarded", "--upstream", up.url, "--acl", "office")
         c = self.connect(port)
         c.sendall(b"ECHO\nsecret")
-        self.assertEqual(recv_all(c), b"")  # closed, nothing relayed
+        try:
+            self.assertEqual(recv_all(c), b"")  # closed, nothing relayed
+        except ConnectionResetError:
+            pass  # closed with the bytes unread: a reset, as the kernel does
         c.close()
         self.assertEqual(up.accepted, 0)
         self.ctl("acl", "set", "office", "--rule", "allow=127.0.0.0/8", "--default", "deny")
@@ -230,7 +233,7 @@ class L4Test(unittest.TestCase):
         first.sendall(b"WAIT\n")
         wait_for(lambda: up.accepted == 1, what="the first connection upstream")
         second = self.connect(port)
-        self.assertEqual(second.recv(10), b"")  # over the limit: closed
+        self.assertEqual(second.recv(10), b"")  # over the limit: closed (it sent nothing: a clean FIN)
         second.close()
         first.close()
         # Once the first ended, a new one gets through.
