@@ -433,7 +433,7 @@ void on_tcp_accept(L4Listener* l) {
   ref->refs++;
   c->st = st;
   c->pool = &ref->l4_pools[st->index];
-  c->down.nodelay();
+  // TCP_NODELAY comes from the listening socket (Server's make_listener).
   uv_os_fd_t fd;
   socklen_t len = sizeof c->src;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(c->down.stream()), &fd) == 0) {

@@ -485,7 +485,7 @@ void Worker::on_accept(uv_stream_t* server) {
     s->tcp.close();
     return;
   }
-  s->tcp.nodelay();
+  // TCP_NODELAY comes from the listening socket (Server's make_listener).
   s->peer_ip = s->tcp.peer_ip();
   s->trusted_peer = cfg_.trusted_proxies.contains(s->peer_ip);
   bool tls = false;
