@@ -37,7 +37,7 @@ enum class Termination : uint8_t {
 const char* termination_name(Termination t);
 
 struct EndRecord {
-  bool l4 = false;  // an L4 stream's connection or UDP session (l4.h): route is the stream, method TCP or UDP
+  bool l4 = false;         // an L4 stream's connection or UDP session (l4.h): route is the stream, method TCP or UDP
   std::string_view route;  // "" before routing
   std::string_view peer;   // the last upstream peer tried, "" for none
   std::string_view method, host, target;

@@ -148,6 +148,7 @@ struct L4Conn final : net::TransportUser {
   uint8_t attempts = 0;
   net::IpAddr client;
   sockaddr_storage src{}, dst{};
+  net::Output out;  // reused: write() empties it and keeps its capacity
   uint64_t start_ms = 0, last_ms = 0, connect_deadline = 0;
   uint64_t bytes_in = 0, bytes_out = 0;
   uint64_t resume_down_at = 0, resume_up_at = 0;  // rate limit: a paused side reads again then
@@ -248,13 +249,13 @@ void L4Conn::try_connect() {
   if (up->t.connect(reinterpret_cast<const sockaddr*>(&peer->addr)) != 0) up_failed(Termination::upstream_refused);
 }
 
-// This attempt failed: passive health hears of it, and the next untried peer gets a turn.
 void L4Conn::on_eof() {
   down_eof = true;
   if (up) pass_fin(&up->t, up_eof, &up_fin);
   maybe_done();
 }
 
+// This attempt failed: passive health hears of it, and the next untried peer gets a turn.
 void L4Conn::up_failed(Termination why) {
   w->peer_failed(peer);
   L4Up* u = up;
@@ -297,9 +298,8 @@ void L4Conn::relay(net::Transport* to, net::Transport* from, const char* d, size
                    uint64_t* resume_at) {
   *count += n;
   last_ms = w->now();
-  net::Output o;
-  o.ref(d, n);
-  if (to->write(o) != 0) {
+  out.ref(d, n);
+  if (to->write(out) != 0) {
     end_as(to == &down ? Termination::client_closed : Termination::upstream_closed);
     finish();
     return;

@@ -219,8 +219,9 @@ std::string scrape(const ScrapeInputs& in) {
     }
   }
   if (in.stream_slots) {
-    MetricFamily& ended = family("px_l4_connections_total",
-                                 "L4 stream connections (TCP) and sessions (UDP) that ended, by why", MetricType::Counter);
+    MetricFamily& ended =
+        family("px_l4_connections_total", "L4 stream connections (TCP) and sessions (UDP) that ended, by why",
+               MetricType::Counter);
     MetricFamily& rx = family("px_l4_received_bytes_total", "Bytes L4 streams read from clients", MetricType::Counter);
     MetricFamily& tx = family("px_l4_sent_bytes_total", "Bytes L4 streams sent to clients", MetricType::Counter);
     size_t named = in.stream_slots->names().size();

@@ -109,8 +109,8 @@ struct PoolView {
 
 struct SnapRef {
   std::shared_ptr<const route::Snapshot> snap;
-  std::vector<PoolView> pools;  // parallel to snap->routes()
-  std::vector<uint16_t> masks;  // per route: the filter phases its chain implements (lua::Engine)
+  std::vector<PoolView> pools;   // parallel to snap->routes()
+  std::vector<uint16_t> masks;   // per route: the filter phases its chain implements (lua::Engine)
   std::vector<L4Pool> l4_pools;  // parallel to snap->streams()
   uint32_t refs = 0;
   bool retired = false;

@@ -69,8 +69,8 @@ struct L4Stream {
   explicit L4Stream(std::shared_ptr<const StreamSpec> s) : spec_ptr(std::move(s)), spec(*spec_ptr) {}
   std::shared_ptr<const StreamSpec> spec_ptr;
   const StreamSpec& spec;
-  std::string key;  // its listening socket's identity: l4_listen_key()
-  Pool pool;        // peer keys "tcp://host:port" or "udp://host:port"
+  std::string key;                                       // its listening socket's identity: l4_listen_key()
+  Pool pool;                                             // peer keys "tcp://host:port" or "udp://host:port"
   uint64_t connect_timeout_ms = 0, idle_timeout_ms = 0;  // effective values
   uint32_t index = 0;
   mutable uint16_t metrics_slot = 0;  // pxd's metrics label slot (proxy/metrics.h)
