@@ -84,7 +84,10 @@ class UpgradeTest(unittest.TestCase):
         wait_for(lambda: "stream s: listening on stream tcp 127.0.0.1:%d" % port in self.pxd.log(), what="stream")
         held = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
         held.sendall(b"ECHO\nbefore")
-        self.assertEqual(held.recv(6), b"before")
+        got = b""
+        while len(got) < 6:
+            got += held.recv(6 - len(got))
+        self.assertEqual(got, b"before")
         self.pxd.signal(signal.SIGUSR2)
         self.new = wait_for(lambda: successor_pid(self.pxd.log()), what="the new pxd to start")
         wait_for(lambda: "stream s: listening on stream tcp 127.0.0.1:%d (inherited)" % port in self.pxd.log(),
@@ -94,10 +97,21 @@ class UpgradeTest(unittest.TestCase):
         c = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
         c.sendall(b"ECHO\nnew")
         c.shutdown(socket.SHUT_WR)
-        self.assertEqual(c.recv(100), b"newbye:3")
+        got = b""
+        while True:  # until the upstream's FIN: the answer may come in pieces
+            d = c.recv(100)
+            if not d:
+                break
+            got += d
+        self.assertEqual(got, b"newbye:3")
         c.close()
         held.sendall(b"after")
-        self.assertEqual(held.recv(5), b"after")
+        got = b""
+        while len(got) < 5:
+            d = held.recv(5 - len(got))
+            self.assertTrue(d, "the held connection closed")
+            got += d
+        self.assertEqual(got, b"after")
         self.assertTrue(self.pxd.proc.poll() is None)  # still draining: it waits for that connection
         held.shutdown(socket.SHUT_WR)
         held.recv(100)
