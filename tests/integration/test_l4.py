@@ -89,11 +89,25 @@ class L4Test(unittest.TestCase):
     def connect(self, port):
         return socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
 
+    def peer(self, **kw):
+        p = TcpPeer(**kw)
+        self.addCleanup(p.close)
+        return p
+
+    def echo(self, port, data):
+        """One connection: ECHO data, half-close, everything the upstream sent back (via px) until its FIN."""
+        c = self.connect(port)
+        try:
+            c.sendall(b"ECHO\n" + data)
+            c.shutdown(socket.SHUT_WR)
+            return recv_all(c)
+        finally:
+            c.close()
+
     # ---- TCP ----
 
     def test_echo_and_half_close_both_ways(self):
-        up = TcpPeer()
-        self.addCleanup(up.close)
+        up = self.peer()
         port = self.add("echo", "--upstream", up.url)
         # The client half-closes: the upstream sees EOF, and its answer still reaches the client.
         c = self.connect(port)
@@ -118,8 +132,7 @@ class L4Test(unittest.TestCase):
         wait_for(lambda: up.after_fin == [b"still here"], what="the bytes sent after the upstream's FIN")
 
     def test_1gib_each_way_in_bounded_memory(self):
-        up = TcpPeer()
-        self.addCleanup(up.close)
+        up = self.peer()
         port = self.add("bulk", "--upstream", up.url)
         pid = self.pxd.proc.pid
         base = hwm_kb(pid)["VmRSS"]
@@ -145,16 +158,11 @@ class L4Test(unittest.TestCase):
         self.assertLess(peak - base, RSS_LIMIT_KB, "pxd's peak RSS grew by %d KiB" % (peak - base))
 
     def test_failover_to_the_next_peer_when_one_is_down(self):
-        up = TcpPeer()
-        self.addCleanup(up.close)
+        up = self.peer()
         dead = "tcp://127.0.0.1:%d" % free_port()  # nothing listens: connects are refused
         port = self.add("fo", "--upstream", dead, "--upstream", up.url)
         for i in range(8):
-            c = self.connect(port)
-            c.sendall(b"ECHO\nx%d" % i)
-            c.shutdown(socket.SHUT_WR)
-            self.assertEqual(recv_all(c), b"x%dbye:2" % i)
-            c.close()
+            self.assertEqual(self.echo(port, b"x%d" % i), b"x%dbye:2" % i)
         self.assertEqual(up.accepted, 8)
 
     def test_active_health_check_takes_a_dead_peer_out_without_traffic(self):
@@ -170,16 +178,11 @@ class L4Test(unittest.TestCase):
         wait_for(lambda: up(b) == 0, what="the dead peer out, by the checks alone")
         before = a.accepted
         for i in range(4):
-            c = self.connect(port)
-            c.sendall(b"ECHO\nh")
-            c.shutdown(socket.SHUT_WR)
-            self.assertEqual(recv_all(c), b"hbye:1")
-            c.close()
+            self.assertEqual(self.echo(port, b"h"), b"hbye:1")
         self.assertGreaterEqual(a.accepted - before, 4)
 
     def test_acl_denies_then_allows(self):
-        up = TcpPeer()
-        self.addCleanup(up.close)
+        up = self.peer()
         self.ctl("acl", "add", "office", "--rule", "allow=10.0.0.0/8", "--default", "deny")
         self.addCleanup(lambda: self.adm.ctl("acl", "rm", "office"))
         port = self.add("guarded", "--upstream", up.url, "--acl", "office")
@@ -193,11 +196,7 @@ class L4Test(unittest.TestCase):
         self.assertEqual(up.accepted, 0)
         self.ctl("acl", "set", "office", "--rule", "allow=127.0.0.0/8", "--default", "deny")
         self.pxd.wait_applied(self.adm.generation())
-        c = self.connect(port)
-        c.sendall(b"ECHO\nok")
-        c.shutdown(socket.SHUT_WR)
-        self.assertEqual(recv_all(c), b"okbye:2")
-        c.close()
+        self.assertEqual(self.echo(port, b"ok"), b"okbye:2")
         text = wait_for(lambda: (lambda t: t if 'px_l4_connections_total{stream="guarded",termination="denied"} 1' in t
                                  else None)(self.scrape()), what="the denied connection counted")
         self.assertIn('px_l4_connections_total{stream="guarded",termination="ok"} 1', text)
@@ -208,8 +207,7 @@ class L4Test(unittest.TestCase):
             return r.read().decode()
 
     def test_idle_timeout_and_max_lifetime_close_the_connection(self):
-        up = TcpPeer()
-        self.addCleanup(up.close)
+        up = self.peer()
         port = self.add("idle", "--upstream", up.url, "--idle-timeout", "300")
         c = self.connect(port)
         c.sendall(b"WAIT\n")
@@ -238,8 +236,7 @@ class L4Test(unittest.TestCase):
         self.assertIn('px_l4_connections_total{stream="idle",termination="idle_timeout"} 1', text)
 
     def test_max_connections(self):
-        up = TcpPeer()
-        self.addCleanup(up.close)
+        up = self.peer()
         port = self.add("one", "--upstream", up.url, "--max-connections", "1")
         first = self.connect(port)
         first.sendall(b"WAIT\n")
@@ -283,8 +280,7 @@ class L4Test(unittest.TestCase):
                 self.assertEqual((h["cmd"], h["family"]), (0x21, 0x11))
 
     def test_streams_come_and_go_under_load_without_dropping_others(self):
-        up = TcpPeer()
-        self.addCleanup(up.close)
+        up = self.peer()
         port = self.add("steady", "--upstream", up.url)
         held = self.connect(port)  # open across every change below
         held.sendall(b"ECHO\nfirst")
@@ -311,11 +307,7 @@ class L4Test(unittest.TestCase):
         try:
             for i in range(5):
                 other = self.add("churn%d" % i, "--upstream", up.url)
-                c = self.connect(other)
-                c.sendall(b"ECHO\nc")
-                c.shutdown(socket.SHUT_WR)
-                self.assertEqual(recv_all(c), b"cbye:1")
-                c.close()
+                self.assertEqual(self.echo(other, b"c"), b"cbye:1")
                 self.ctl("stream", "rm", "churn%d" % i)
                 wait_for(lambda: ("stream tcp 127.0.0.1:%d: closed" % other) in self.pxd.log(), what="closed")
                 self.pxd.wait_applied(self.adm.generation())
