@@ -16,7 +16,9 @@ std::string ListenAddr::str() const {
   return host + ":" + std::to_string(port);
 }
 
-std::string listen_key(const ListenAddr& la) { return la.str() + (la.tls ? " tls" : ""); }
+std::string listen_key(const ListenAddr& la) {
+  return la.str() + (la.tls ? " tls" : "") + (la.proxy ? " proxy_protocol" : "");
+}
 
 static bool parse_listen(std::string_view v, ListenAddr* out, std::string* err) {
   std::string_view host, port;
@@ -143,15 +145,20 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
       if (w.size() < 2) return fail("listen: expected ADDRESS:PORT");
       if (!listen_seen) c.listen.clear();
       listen_seen = true;
-      // `listen ADDRESS:PORT... [tls]`: the flag applies to the line's addresses.
-      bool tls = w.back() == "tls";
-      size_t end = tls ? w.size() - 1 : w.size();
-      if (end < 2) return fail("listen: expected ADDRESS:PORT before 'tls'");
+      // `listen ADDRESS:PORT... [tls] [proxy_protocol]`: the flags apply to the line's addresses.
+      bool tls = false, proxy = false;
+      size_t end = w.size();
+      while (end > 1 && (w[end - 1] == "tls" || w[end - 1] == "proxy_protocol")) {
+        (w[end - 1] == "tls" ? tls : proxy) = true;
+        end--;
+      }
+      if (end < 2) return fail("listen: expected ADDRESS:PORT before 'tls' or 'proxy_protocol'");
       for (size_t k = 1; k < end; k++) {
         ListenAddr la;
         std::string err;
         if (!parse_listen(w[k], &la, &err)) return fail(err);
         la.tls = tls;
+        la.proxy = proxy;
         c.listen.push_back(la);
       }
     } else if (key == "workers") {

@@ -15,9 +15,10 @@
 namespace px {
 
 struct ListenAddr {
-  std::string host;   // numeric IPv4/IPv6 address
-  uint16_t port = 0;  // 0 = choose at run time (every worker shares the chosen port)
-  bool tls = false;   // `listen ADDRESS:PORT tls`: TLS terminates here
+  std::string host;    // numeric IPv4/IPv6 address
+  uint16_t port = 0;   // 0 = choose at run time (every worker shares the chosen port)
+  bool tls = false;    // `listen ADDRESS:PORT tls`: TLS terminates here
+  bool proxy = false;  // `... proxy_protocol`: each connection opens with a PROXY header (trusted_proxies only)
   std::string str() const;
 };
 // "ADDRESS:PORT" (IPv6 in brackets) → host and port.

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "http/h1.h"
+#include "net/proxy_in.h"
 #include "proxy/balancer.h"
 #include "proxy/upstream.h"
 #include "tls/transport.h"
@@ -44,7 +45,7 @@ void Worker::start(std::vector<ListenFd> fds) {
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
   apply_timeouts();
-  for (auto& l : fds_) add_listener(l.fd, l.key, l.tls);
+  for (auto& l : fds_) add_listener(l.fd, l.key, l.tls, l.proxy);
   started_ = true;
   if (inline_) return;  // start_inline(): the caller runs the loop on its own thread
   thread_ = std::thread([this] { run(); });
@@ -153,7 +154,7 @@ void Worker::apply_timeouts() {
       &tick_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->on_tick(); }, tick, tick);
 }
 
-void Worker::add_listener(int fd, const std::string& key, bool tls) {
+void Worker::add_listener(int fd, const std::string& key, bool tls, bool proxy) {
   auto* t = new uv_tcp_t;
   uv_tcp_init(&loop_, t);
   t->data = this;
@@ -165,6 +166,7 @@ void Worker::add_listener(int fd, const std::string& key, bool tls) {
   if (r != 0) PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
   listeners_.push_back(t);
   listener_tls_.push_back(tls);
+  listener_proxy_.push_back(proxy);
   listener_keys_.push_back(key);
 }
 
@@ -201,9 +203,10 @@ void Worker::apply_config(Reconfig r) {
              [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
     listeners_.erase(listeners_.begin() + static_cast<long>(i));
     listener_tls_.erase(listener_tls_.begin() + static_cast<long>(i));
+    listener_proxy_.erase(listener_proxy_.begin() + static_cast<long>(i));
     listener_keys_.erase(listener_keys_.begin() + static_cast<long>(i));
   }
-  for (auto& l : r.add) add_listener(l.fd, l.key, l.tls);
+  for (auto& l : r.add) add_listener(l.fd, l.key, l.tls, l.proxy);
 }
 
 // Stream listeners come and go with the store: open what was added, close what was removed (open
@@ -488,9 +491,18 @@ void Worker::on_accept(uv_stream_t* server) {
   // TCP_NODELAY comes from the listening socket (Server's make_listener).
   s->peer_ip = s->tcp.peer_ip();
   s->trusted_peer = cfg_.trusted_proxies.contains(s->peer_ip);
-  bool tls = false;
+  bool tls = false, proxy = false;
   for (size_t i = 0; i < listeners_.size(); i++)
-    if (reinterpret_cast<uv_stream_t*>(listeners_[i]) == server) tls = listener_tls_[i];
+    if (reinterpret_cast<uv_stream_t*>(listeners_[i]) == server) {
+      tls = listener_tls_[i];
+      proxy = listener_proxy_[i];
+    }
+  if (proxy && !s->trusted_peer) {
+    // Only a trusted balancer may say who the client is: anyone else is closed unanswered.
+    s->closing = true;
+    s->tcp.close();
+    return;
+  }
   if (sessions.get() >= cfg_.max_connections || draining_) {
     if (!tls) {  // a TLS client could not read a plain 503: it is just closed
       net::Output o;
@@ -501,6 +513,11 @@ void Worker::on_accept(uv_stream_t* server) {
     s->tcp.close();
     return;
   }
+  if (proxy) {
+    s->proxy_in =
+        std::make_unique<net::ProxyInTransport>(&s->tcp, &s->peer_ip, &s->trusted_peer, &cfg_.trusted_proxies);
+    s->tr = s->proxy_in.get();
+  }
   if (tls) {
     SSL* ssl = tls_ctx_ ? tls::new_server_ssl(tls_ctx_, &cert_source_) : nullptr;
     if (!ssl) {
@@ -508,7 +525,7 @@ void Worker::on_accept(uv_stream_t* server) {
       s->tcp.close();
       return;
     }
-    auto* t = new tls::TlsTransport(ssl, &s->tcp);
+    auto* t = new tls::TlsTransport(ssl, s->tr);
     s->wrap.reset(t);
     s->tr = t;
     s->tls = true;
@@ -707,6 +724,7 @@ void Worker::drain() {
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
   listeners_.clear();
   listener_tls_.clear();
+  listener_proxy_.clear();
   listener_keys_.clear();
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);
   l4_listeners_.clear();
@@ -739,6 +757,7 @@ void Worker::stop_everything() {
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
   listeners_.clear();
   listener_tls_.clear();
+  listener_proxy_.clear();
   listener_keys_.clear();
   while (sessions_head_) sessions_head_->close();
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);

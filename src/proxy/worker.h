@@ -65,7 +65,8 @@ struct ListenFd {
   std::string key;
   int fd = -1;
   bool tls = false;
-  bool udp = false;  // an L4 stream's UDP socket
+  bool udp = false;    // an L4 stream's UDP socket
+  bool proxy = false;  // connections open with a PROXY header (net/proxy_in.h)
 };
 // L4 stream listeners to open (their fds, owned by the worker from then on) and to close (by key),
 // posted with the snapshot that has their streams.
@@ -204,9 +205,10 @@ class Pending {
 // the parser, gives each to a stream, and is that stream's Downstream (keep-alive,
 // pipelining, Expect, framing of responses, the upgrade hand-off, timeouts).
 struct Session final : Downstream, http::Sink, net::TransportUser {  // Downstream first: its calls need no thunk
-  net::UvTransport tcp;                  // the accepted connection (unused when `tr` is another transport)
-  net::Transport* tr = &tcp;             // what the session reads from and writes to
-  std::unique_ptr<net::Transport> wrap;  // TLS over tcp, on a TLS listener (tr points at it)
+  net::UvTransport tcp;                      // the accepted connection (unused when `tr` is another transport)
+  net::Transport* tr = &tcp;                 // what the session reads from and writes to
+  std::unique_ptr<net::Transport> wrap;      // TLS over tcp, on a TLS listener (tr points at it)
+  std::unique_ptr<net::Transport> proxy_in;  // PROXY header reader over tcp (below TLS), on such a listener
   Worker* w = nullptr;
   Session* prev = nullptr;  // the worker's list of sessions
   Session* next = nullptr;
@@ -466,7 +468,7 @@ class Worker {
   void begin_session(Session* s);
   void apply_config(Reconfig r);
   void apply_timeouts();
-  void add_listener(int fd, const std::string& key, bool tls);
+  void add_listener(int fd, const std::string& key, bool tls, bool proxy);
 
   int id_;
   Config cfg_;
@@ -517,6 +519,7 @@ class Worker {
   std::unordered_map<std::string, bssl::UniquePtr<SSL_CTX>> client_ctx_;  // per (verify, ca_file)
   tls::CertSource cert_source_;             // the certificates of the current snapshot, for handshakes
   std::vector<bool> listener_tls_;          // parallel to listeners_
+  std::vector<bool> listener_proxy_;        // parallel to listeners_
   std::vector<std::string> listener_keys_;  // parallel to listeners_: listen_key() of each
   std::unique_ptr<lua::Engine> engine_;
   std::vector<EndObserver*> observers_;

@@ -1,0 +1,65 @@
+// px::net PROXY protocol in — a listener marked `proxy_protocol` in pxd.conf
+// sits behind a load balancer that opens each connection with a PROXY header
+// (haproxy's proxy-protocol.txt, v1 text or v2 binary) naming the real client.
+//
+// ProxyInTransport sits right above TCP (below TLS): it reads and checks the
+// header, sets the connection's client address from it, and from then on
+// passes bytes through untouched. A malformed, oversized or missing header is
+// an error (the connection closes, nothing is answered).
+#pragma once
+#include <string>
+#include <string_view>
+
+#include "net/cidr.h"
+#include "net/transport.h"
+
+namespace px::net {
+
+// -1: not a valid header (*error says why); 0: need more bytes; 1: a header of *used bytes. *local:
+// v1 UNKNOWN or v2 LOCAL (a health check of the balancer itself: keep the connection's own address).
+int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* local, std::string* error);
+inline constexpr size_t kMaxProxyHeader = 16 + 216;  // v2 with the largest address block; v1 is at most 107
+
+class ProxyInTransport final : public Transport, public TransportUser {
+ public:
+  // client/trusted: where the header's address goes (the session's peer address, and whether that
+  // address is itself a trusted proxy).
+  ProxyInTransport(Transport* inner, IpAddr* client, bool* trusted, const CidrSet* trusted_set)
+      : inner_(inner), client_(client), trusted_(trusted), set_(trusted_set) {
+    inner_->set_user(this);
+  }
+  void read_start() override {
+    reading_ = true;
+    inner_->read_start();
+  }
+  void read_stop() override {
+    reading_ = false;
+    inner_->read_stop();
+  }
+  int write(Output& out) override { return inner_->write(out); }
+  size_t queued() const override { return inner_->queued(); }
+  void shutdown(bool then_close) override { inner_->shutdown(then_close); }
+  void close() override {
+    closing_ = true;
+    inner_->close();
+  }
+  void ack_now() override { inner_->ack_now(); }
+
+  void on_data(const char* data, size_t len) override;
+  void on_eof() override { user_->on_eof(); }
+  void on_error(int err) override { user_->on_error(err); }
+  void on_drained() override { user_->on_drained(); }
+  void on_connected() override { user_->on_connected(); }
+  void on_shutdown() override { user_->on_shutdown(); }
+  void on_closed() override { user_->on_closed(); }
+
+ private:
+  Transport* inner_;
+  IpAddr* client_;
+  bool* trusted_;
+  const CidrSet* set_;
+  std::string buf_;
+  bool done_ = false;
+};
+
+}  // namespace px::net
