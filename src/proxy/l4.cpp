@@ -476,7 +476,8 @@ struct UdpSession {
   const route::L4Stream* st = nullptr;
   L4Pool* pool = nullptr;
   UdpUp* up = nullptr;
-  std::string key;  // the client's sockaddr bytes
+  std::string key;           // the client's sockaddr bytes
+  std::string proxy_header;  // PROXY v2, made once: every datagram of the session carries the same
   sockaddr_storage addr{};
   net::IpAddr client;
   PeerState* peer = nullptr;
@@ -550,16 +551,9 @@ bool udp_connect(UdpSession* s) {
 void udp_send_up(UdpSession* s, const char* d, size_t n) {
   uv_buf_t bufs[2];
   unsigned nb = 0;
-  thread_local std::string hdr;
-  if (s->st->spec.proxy_protocol == route::ProxyProtocol::v2) {
-    // Every datagram carries the header: the upstream cannot tell a session's first one.
-    hdr.clear();
-    sockaddr_storage local{};
-    int len = sizeof local;
-    uv_udp_getsockname(&s->lis->udph, reinterpret_cast<sockaddr*>(&local), &len);
-    proxy_v2(&hdr, reinterpret_cast<sockaddr*>(&s->addr), reinterpret_cast<sockaddr*>(&local), true);
-    bufs[nb++] = uv_buf_init(hdr.data(), static_cast<unsigned>(hdr.size()));
-  }
+  // Every datagram carries the header: the upstream cannot tell a session's first one.
+  if (!s->proxy_header.empty())
+    bufs[nb++] = uv_buf_init(s->proxy_header.data(), static_cast<unsigned>(s->proxy_header.size()));
   bufs[nb++] = uv_buf_init(const_cast<char*>(d), static_cast<unsigned>(n));
   int r = uv_udp_try_send(&s->up->h, bufs, nb, nullptr);
   if (r == UV_ECONNREFUSED) {
@@ -624,6 +618,8 @@ void on_client_dgram(L4Listener* l, ssize_t n, const uv_buf_t* buf, const sockad
     s->key = key;
     std::memcpy(&s->addr, addr, alen);
     s->client = client;
+    if (st->spec.proxy_protocol == route::ProxyProtocol::v2)
+      proxy_v2(&s->proxy_header, addr, reinterpret_cast<const sockaddr*>(&l->local), true);
     s->start_ms = w->now();
     if (st->live) {
       st->live->fetch_add(1, std::memory_order_relaxed);
@@ -665,6 +661,8 @@ L4Listener* l4_listen(Worker* w, int fd, const std::string& key, bool udp) {
     uv_udp_init(w->loop(), &l->udph);
     l->udph.data = l;
     r = uv_udp_open(&l->udph, fd);
+    int len = sizeof l->local;
+    if (r == 0) uv_udp_getsockname(&l->udph, reinterpret_cast<sockaddr*>(&l->local), &len);
     if (r == 0)
       r = uv_udp_recv_start(&l->udph, udp_alloc,
                             [](uv_udp_t* h, ssize_t n, const uv_buf_t* b, const sockaddr* a, unsigned) {

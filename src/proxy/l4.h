@@ -43,7 +43,8 @@ struct L4Listener {
   std::unordered_map<std::string, UdpSession*> sessions;
   UdpSession* lru_head = nullptr;
   UdpSession* lru_tail = nullptr;
-  uint64_t dropped = 0;  // datagrams that found no session slot or no peer
+  uint64_t dropped = 0;      // datagrams that found no session slot or no peer
+  sockaddr_storage local{};  // UDP: the bound address (a PROXY v2 header's destination)
 };
 
 // A worker's hold on the stream a connection started on: its SnapRef is counted until the end.
