@@ -209,20 +209,19 @@ std::map<std::string, std::vector<std::string>> Admin::acme_wanted() {
   std::string err;
   st_.read(
       [&](store::Store::Txn& t, std::string* e) {
-        return t.scan(
-            store::keys::kRoute,
-            [&](std::string_view, std::string_view v) {
-              json rt = json::parse(v, nullptr, false);
-              if (!rt.is_object() || rt.value("tls", std::string()) != "auto" || !rt.value("enabled", true) ||
-                  !rt.contains("hosts") || rt["hosts"].empty())
-                return true;
-              auto& names = out[auto_cert_name(rt.value("name", std::string()), rt["hosts"][0].get<std::string>())];
-              for (const auto& h : rt["hosts"])
-                if (std::find(names.begin(), names.end(), h.get<std::string>()) == names.end())
-                  names.push_back(h.get<std::string>());
-              return true;
-            },
-            e);
+        // Routes and TLS streams with "tls": "auto" (the same two fields in both).
+        auto want = [&](std::string_view, std::string_view v) {
+          json rt = json::parse(v, nullptr, false);
+          if (!rt.is_object() || rt.value("tls", std::string()) != "auto" || !rt.value("enabled", true) ||
+              !rt.contains("hosts") || !rt["hosts"].is_array() || rt["hosts"].empty())
+            return true;
+          auto& names = out[auto_cert_name(rt.value("name", std::string()), rt["hosts"][0].get<std::string>())];
+          for (const auto& h : rt["hosts"])
+            if (std::find(names.begin(), names.end(), h.get<std::string>()) == names.end())
+              names.push_back(h.get<std::string>());
+          return true;
+        };
+        return t.scan(store::keys::kRoute, want, e) && t.scan(store::keys::kStream, want, e);
       },
       &err);
   return out;
@@ -293,7 +292,7 @@ Result Admin::renew_cert(const std::string& name, const std::string& who) {
     json c = read_json(st_, store::keys::cert(name));
     return Result::error(c.is_object() ? 409 : 404, "",
                          c.is_object() ? "certificate '" + name +
-                                             "' is not kept by ACME (no route has \"tls\": \"auto\" for it); "
+                                             "' is not kept by ACME (no route or stream has \"tls\": \"auto\" for it); "
                                              "replace it with pxctl cert add"
                                        : "no certificate named '" + name + "'");
   }

@@ -179,7 +179,7 @@ bool stored_listen(const json& s, route::StreamListen* out) {
 }
 }  // namespace
 
-bool Tx::check_stream(const std::string& name, const json& stream) {
+bool Tx::check_stream(const std::string& name, const json& stream, bool dns_hook) {
   route::StreamListen mine;
   stored_listen(stream, &mine);
   std::string e;
@@ -227,14 +227,7 @@ bool Tx::check_stream(const std::string& name, const json& stream) {
     if (!load(store::keys::acl(acl), &a, &found)) return false;
     if (!found) return fail(Result::error(422, "acl", "no access list named '" + acl + "'"));
   }
-  if (!check_route_tls(stream, false)) return false;
-  // pxd relays streams as bytes: it does not terminate TLS on them yet, and accepting the setting would
-  // serve in clear what the user meant to encrypt.
-  if (stream.value("tls", "off") != "off")
-    return fail(Result::error(422, "tls",
-                              "TLS termination on streams is not available in this pxd yet; relay to a TLS "
-                              "upstream as TCP, or use an HTTPS route"));
-  return true;
+  return check_route_tls(stream, dns_hook);  // the same fields as a route's: "tls" and "hosts"
 }
 
 // ---- access lists ----
@@ -294,7 +287,7 @@ Result Admin::create(const std::string& kind, const json& body, const std::strin
     v["version"] = 1;
     if (kind == "route" && !tx.reindex(name, nullptr, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
-    if (kind == "stream" && !tx.check_stream(name, v)) return false;
+    if (kind == "stream" && !tx.check_stream(name, v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".create", kind + "/" + name, nullptr, v)) return false;
     tx.res.status = 201;
@@ -328,7 +321,7 @@ Result Admin::put(const std::string& kind, const std::string& name, const json& 
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, found ? &old : nullptr, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
-    if (kind == "stream" && !tx.check_stream(name, v)) return false;
+    if (kind == "stream" && !tx.check_stream(name, v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + (found ? ".update" : ".create"), kind + "/" + name, found ? old : json(nullptr), v))
       return false;
@@ -358,7 +351,7 @@ Result Admin::patch(const std::string& kind, const std::string& name, const json
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, &old, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
-    if (kind == "stream" && !tx.check_stream(name, v)) return false;
+    if (kind == "stream" && !tx.check_stream(name, v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".update", kind + "/" + name, old, v)) return false;
     tx.res.body = v;

@@ -60,7 +60,7 @@ struct Tx {
   // A route's "tls": a certificate it names must be stored; "auto" on a wildcard host needs DNS-01.
   bool check_route_tls(const json& route, bool dns_hook);
   // A stream: its listen address free (other streams, pxd.conf's listeners), its access list and certificate stored.
-  bool check_stream(const std::string& name, const json& stream);
+  bool check_stream(const std::string& name, const json& stream, bool dns_hook);
 };
 
 // Runs fn in one write transaction. fn returns false to abort (with tx.res set, or a store error).

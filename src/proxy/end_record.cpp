@@ -21,6 +21,7 @@ const char* termination_name(Termination t) {
     case Termination::limit: return "limit";
     case Termination::idle_timeout: return "idle_timeout";
     case Termination::max_lifetime: return "max_lifetime";
+    case Termination::tls_handshake: return "tls_handshake";
   }
   return "?";
 }

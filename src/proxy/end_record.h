@@ -29,10 +29,11 @@ enum class Termination : uint8_t {
   filter_error,              // a filter failed (500)
   shutdown,                  // pxd stopped while the stream was in flight
   // L4 streams (l4.h) only:
-  denied,        // the stream's access list refused the client
-  limit,         // the stream's max_connections (or pxd's) was reached
-  idle_timeout,  // nothing moved either way for idle_timeout_ms (a UDP session's normal end)
-  max_lifetime,  // the connection reached max_lifetime_ms
+  denied,         // the stream's access list refused the client
+  limit,          // the stream's max_connections (or pxd's) was reached
+  idle_timeout,   // nothing moved either way for idle_timeout_ms (a UDP session's normal end)
+  max_lifetime,   // the connection reached max_lifetime_ms
+  tls_handshake,  // a TLS stream's handshake failed or did not finish in tls_handshake_timeout
 };
 const char* termination_name(Termination t);
 

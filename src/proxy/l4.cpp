@@ -9,10 +9,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "core/log.h"
 #include "proxy/balancer.h"
 #include "proxy/worker.h"
+#include "tls/context.h"
+#include "tls/transport.h"
 
 namespace px::proxy {
 
@@ -140,6 +143,9 @@ struct L4Conn final : net::TransportUser {
   const route::L4Stream* st = nullptr;
   L4Pool* pool = nullptr;
   net::UvTransport down;
+  net::Transport* dt = &down;              // the client side: down, or TLS over it on a TLS stream
+  std::unique_ptr<tls::TlsTransport> tls;  // a TLS stream's termination
+  tls::StreamCert cert;                    // ... and the certificate it presents
   L4Up* up = nullptr;
   uv_timer_t timer;
   L4Conn *prev = nullptr, *next = nullptr;  // the worker's list
@@ -154,6 +160,7 @@ struct L4Conn final : net::TransportUser {
   uint64_t resume_down_at = 0, resume_up_at = 0;  // rate limit: a paused side reads again then
   int open = 0;                                   // handles not closed yet (down, timer, the current up)
   bool counted = false, connected = false, ended = false;
+  bool handshaking = false;               // a TLS stream before its handshake ended (no upstream yet)
   bool down_eof = false, up_eof = false;  // that side sent its FIN
   bool down_fin = false, up_fin = false;  // px's FIN to that side went out (after everything before it)
   Termination term = Termination::ok;
@@ -185,9 +192,10 @@ struct L4Conn final : net::TransportUser {
       to->shutdown();
   }
   void on_error(int) override {
-    end_as(Termination::client_closed);
+    end_as(handshaking ? Termination::tls_handshake : Termination::client_closed);
     finish();
   }
+  void on_connected() override;  // a TLS stream's handshake ended
   void on_drained() override;
   void on_shutdown() override {
     down_fin = true;
@@ -203,12 +211,12 @@ struct L4Up final : net::TransportUser {
     if (c) c->up_connected();
   }
   void on_data(const char* d, size_t n) override {
-    if (c) c->relay(&c->down, &t, d, n, &c->bytes_out, &c->resume_up_at);
+    if (c) c->relay(c->dt, &t, d, n, &c->bytes_out, &c->resume_up_at);
   }
   void on_eof() override {
     if (!c) return;
     c->up_eof = true;
-    c->pass_fin(&c->down, c->down_eof, &c->down_fin);
+    c->pass_fin(c->dt, c->down_eof, &c->down_fin);
     c->maybe_done();
   }
   void on_error(int) override {
@@ -218,7 +226,7 @@ struct L4Up final : net::TransportUser {
     c->finish();
   }
   void on_drained() override {
-    if (c) c->resume(&t, c->down_eof, c->resume_down_at, &c->down);
+    if (c) c->resume(&t, c->down_eof, c->resume_down_at, c->dt);
   }
   void on_shutdown() override {
     if (!c) return;
@@ -256,6 +264,15 @@ void L4Conn::on_eof() {
 }
 
 // This attempt failed: passive health hears of it, and the next untried peer gets a turn.
+// TLS stream: the client finished its handshake; only now is an upstream contacted (what the client
+// sends meanwhile waits in the TLS layer).
+void L4Conn::on_connected() {
+  handshaking = false;
+  dt->read_stop();
+  last_ms = w->now();
+  try_connect();
+}
+
 void L4Conn::up_failed(Termination why) {
   w->peer_failed(peer);
   L4Up* u = up;
@@ -288,7 +305,7 @@ void L4Conn::up_connected() {
     up->t.write(o);
   }
   arm();
-  down.read_start();
+  dt->read_start();
   up->t.read_start();
 }
 
@@ -300,7 +317,7 @@ void L4Conn::relay(net::Transport* to, net::Transport* from, const char* d, size
   last_ms = w->now();
   out.ref(d, n);
   if (to->write(out) != 0) {
-    end_as(to == &down ? Termination::client_closed : Termination::upstream_closed);
+    end_as(to == dt ? Termination::client_closed : Termination::upstream_closed);
     finish();
     return;
   }
@@ -316,7 +333,7 @@ void L4Conn::relay(net::Transport* to, net::Transport* from, const char* d, size
   }
 }
 
-void L4Conn::on_data(const char* d, size_t n) { relay(&up->t, &down, d, n, &bytes_in, &resume_down_at); }
+void L4Conn::on_data(const char* d, size_t n) { relay(&up->t, dt, d, n, &bytes_in, &resume_down_at); }
 
 // `to`'s queue drained below the low watermark, or a rate pause ended: read `from` (which feeds it) again.
 void L4Conn::resume(net::Transport* to, bool from_eof, uint64_t resume_at, net::Transport* from) {
@@ -325,7 +342,7 @@ void L4Conn::resume(net::Transport* to, bool from_eof, uint64_t resume_at, net::
 }
 
 void L4Conn::on_drained() {
-  if (up) resume(&down, up_eof, resume_up_at, &up->t);
+  if (up) resume(dt, up_eof, resume_up_at, &up->t);
 }
 
 // Both directions ended (each FIN received and passed on): a clean end.
@@ -340,7 +357,7 @@ void L4Conn::finish() {
   if (counted && st->live) st->live->fetch_sub(1, std::memory_order_relaxed);
   w->l4_unlink(this);
   emit(w, st, "TCP", client, peer, term, bytes_in, bytes_out, start_ms, attempts);
-  down.close();
+  dt->close();
   if (up) up->t.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer),
            [](uv_handle_t* h) { static_cast<L4Conn*>(h->data)->handle_closed(); });
@@ -357,7 +374,7 @@ void L4Conn::handle_closed() {
 void L4Conn::arm() {
   if (ended) return;
   uint64_t next = last_ms + st->idle_timeout_ms;
-  if (!connected) next = std::min(next, connect_deadline);
+  if (!connected) next = std::min(next, connect_deadline);  // (the handshake's deadline, while handshaking)
   if (st->spec.max_lifetime_ms) next = std::min(next, start_ms + st->spec.max_lifetime_ms);
   if (resume_down_at) next = std::min(next, resume_down_at);
   if (resume_up_at) next = std::min(next, resume_up_at);
@@ -368,6 +385,10 @@ void L4Conn::arm() {
 
 void L4Conn::on_timer() {
   uint64_t now = w->now();
+  if (handshaking && now >= connect_deadline) {
+    end_as(Termination::tls_handshake);
+    return finish();
+  }
   if (!connected && now >= connect_deadline) return up_failed(Termination::upstream_connect_timeout);
   if (now >= last_ms + st->idle_timeout_ms) {
     end_as(Termination::idle_timeout);
@@ -379,11 +400,11 @@ void L4Conn::on_timer() {
   }
   if (resume_down_at && now >= resume_down_at) {
     resume_down_at = 0;
-    if (up) resume(&up->t, down_eof, 0, &down);
+    if (up) resume(&up->t, down_eof, 0, dt);
   }
   if (resume_up_at && now >= resume_up_at) {
     resume_up_at = 0;
-    if (up) resume(&down, up_eof, 0, &up->t);
+    if (up) resume(dt, up_eof, 0, &up->t);
   }
   arm();
 }
@@ -456,6 +477,24 @@ void on_tcp_accept(L4Listener* l) {
   if (t != Termination::ok) {
     c->end_as(t);
     c->finish();
+    return;
+  }
+  if (st->spec.tls != "off") {
+    c->cert.cert = st->spec.tls == "auto" ? std::string_view() : std::string_view(st->spec.tls);
+    c->cert.hosts = &st->spec.hosts;
+    SSL* ssl = w->tls_ctx() ? tls::new_stream_ssl(w->tls_ctx(), w->cert_source(), &c->cert) : nullptr;
+    if (!ssl) {
+      c->end_as(Termination::tls_handshake);
+      c->finish();
+      return;
+    }
+    c->tls = std::make_unique<tls::TlsTransport>(ssl, &c->down);
+    c->tls->set_user(c);
+    c->dt = c->tls.get();
+    c->handshaking = true;
+    c->connect_deadline = c->start_ms + w->cfg().tls_handshake_timeout_ms;
+    c->arm();
+    c->dt->read_start();
     return;
   }
   c->try_connect();

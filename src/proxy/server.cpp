@@ -726,7 +726,7 @@ void Server::reload() {
   bssl::UniquePtr<SSL_CTX> new_ctx;
   bool tls_changed = next.tls_min_version != cfg_.tls_min_version || next.tls_max_version != cfg_.tls_max_version ||
                      next.tls_ciphers != cfg_.tls_ciphers || next.tls_curves != cfg_.tls_curves;
-  if (next.has_tls() && (!tls_ctx_ || tls_changed)) {
+  if (!tls_ctx_ || tls_changed) {  // always there: TLS streams come and go with the store
     tls::ServerOptions o;
     o.min_version = next.tls_min_version;
     o.max_version = next.tls_max_version;
@@ -911,7 +911,7 @@ void Server::on_worker_exit() {
 int Server::run() {
   int n = cfg_.workers > 0 ? cfg_.workers : static_cast<int>(std::thread::hardware_concurrency());
   if (n < 1) n = 1;
-  if (cfg_.has_tls()) {
+  {  // TLS listeners, and TLS streams that the store may bring later
     tls::ServerOptions o;
     o.min_version = cfg_.tls_min_version;
     o.max_version = cfg_.tls_max_version;

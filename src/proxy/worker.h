@@ -369,6 +369,8 @@ class Worker {
   void start_inline();
   // TLS listeners: the context every worker shares (tls/context.h). Before start().
   void set_tls(SSL_CTX* ctx) { tls_ctx_ = ctx; }
+  SSL_CTX* tls_ctx() const { return tls_ctx_; }
+  tls::CertSource* cert_source() { return &cert_source_; }
   Session* adopt(net::Transport* t, const net::IpAddr& peer);
   void finish_inline();
   uint64_t applied_generation() const { return applied_gen_.load(std::memory_order_acquire); }

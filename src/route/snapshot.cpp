@@ -157,10 +157,6 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
   for (auto& sp : extras.streams) {
     const StreamSpec& spec = *sp;
     if (!spec.enabled) continue;
-    if (spec.tls != "off") {  // not terminated by this pxd (pxadmind refuses it): never relay it in clear
-      if (warnings) warnings->push_back("stream " + spec.name + ": TLS termination is not available; not served");
-      continue;
-    }
     const L4Stream* clash = nullptr;
     for (const auto& o : s->streams_)
       if (o->spec.listen.overlaps(spec.listen)) clash = o.get();

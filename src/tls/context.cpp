@@ -17,6 +17,11 @@ int reject_index() {
   return idx;
 }
 
+int stream_index() {
+  static int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return idx;
+}
+
 // The host_name entry of the server_name extension (RFC 6066 3), or "".
 std::string_view client_sni(const SSL_CLIENT_HELLO* hello) {
   const uint8_t* data;
@@ -35,12 +40,51 @@ std::string_view client_sni(const SSL_CLIENT_HELLO* hello) {
   return {};
 }
 
+char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; }
+
+bool iequal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); i++)
+    if (lower(a[i]) != lower(b[i])) return false;
+  return true;
+}
+
+// Does `name` fall under `host` (exact, or "*.example.com" one label deep)?
+bool host_covers(std::string_view host, std::string_view name) {
+  if (host.substr(0, 2) != "*.") return iequal(host, name);
+  size_t dot = name.find('.');
+  return dot != std::string_view::npos && dot > 0 && iequal(host.substr(1), name.substr(dot));
+}
+
+const Cert* stream_cert(const CertTable& t, const StreamCert& sc, std::string_view sni, bool ecdsa_ok) {
+  if (!sc.cert.empty()) return t.by_name(sc.cert);
+  if (!sc.hosts || sc.hosts->empty()) return nullptr;
+  std::string want;
+  for (const auto& h : *sc.hosts)
+    if (!sni.empty() && host_covers(h, sni)) want = sni;
+  if (want.empty()) {
+    want = sc.hosts->front();
+    if (want.rfind("*.", 0) == 0) want[0] = '_';  // a name the wildcard certificate serves
+  }
+  bool matched = false;
+  const Cert* c = t.select(want, ecdsa_ok, &matched);
+  return matched ? c : nullptr;
+}
+
 // Before the handshake goes on: the certificate for the name the client asked for.
 ssl_select_cert_result_t select_certificate(const SSL_CLIENT_HELLO* hello) {
   SSL* ssl = hello->ssl;
   auto* src = static_cast<CertSource*>(SSL_get_ex_data(ssl, source_index()));
   std::string_view sni = client_sni(hello);
   bool matched = false;
+  if (auto* sc = static_cast<const StreamCert*>(SSL_get_ex_data(ssl, stream_index()))) {
+    const Cert* c = src && src->certs ? stream_cert(*src->certs, *sc, sni, client_takes_ecdsa(hello)) : nullptr;
+    if (!c) {
+      if (src) src->no_certificate++;
+      return ssl_select_cert_error;
+    }
+    return use_cert(ssl, *c) ? ssl_select_cert_success : ssl_select_cert_error;
+  }
   const Cert* c = src && src->certs ? src->certs->select(sni, client_takes_ecdsa(hello), &matched) : nullptr;
   if (!sni.empty() && !matched && src && src->reject_unknown_name) {
     // Refused in the server_name callback, which can choose the alert.
@@ -69,8 +113,9 @@ int on_server_name(SSL* ssl, int* alert, void*) {
 }
 
 // ALPN: http/1.1 when the client offers it (h2 comes with the HTTP/2 codec).
-int select_alpn(SSL*, const uint8_t** out, uint8_t* out_len, const uint8_t* in, unsigned in_len, void*) {
+int select_alpn(SSL* ssl, const uint8_t** out, uint8_t* out_len, const uint8_t* in, unsigned in_len, void*) {
   static const uint8_t kH1[] = {'h', 't', 't', 'p', '/', '1', '.', '1'};
+  if (SSL_get_ex_data(ssl, stream_index())) return SSL_TLSEXT_ERR_NOACK;  // a stream's bytes are not HTTP
   CBS list;
   CBS_init(&list, in, in_len);
   while (CBS_len(&list) > 0) {
@@ -128,6 +173,12 @@ SSL* new_server_ssl(SSL_CTX* ctx, CertSource* src) {
   if (!ssl) return nullptr;
   SSL_set_ex_data(ssl, source_index(), src);
   SSL_set_accept_state(ssl);
+  return ssl;
+}
+
+SSL* new_stream_ssl(SSL_CTX* ctx, CertSource* src, const StreamCert* sc) {
+  SSL* ssl = new_server_ssl(ctx, src);
+  if (ssl) SSL_set_ex_data(ssl, stream_index(), const_cast<StreamCert*>(sc));
   return ssl;
 }
 

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "tls/cert.h"
 
@@ -38,10 +40,20 @@ struct CertSource {
   uint64_t no_certificate = 0;             // handshakes refused for want of a certificate
 };
 
+// A stream listener's own certificate (route::StreamSpec "tls"), whatever the client asks for: the
+// certificate named `cert`, or for "auto" the one serving the client's SNI name when that is one of
+// `hosts`, else the first host's. No ALPN protocol is chosen on a stream (the bytes are not HTTP).
+struct StreamCert {
+  std::string_view cert;                            // a certificate's store name; "" = auto
+  const std::vector<std::string>* hosts = nullptr;  // for auto
+};
+
 // The context for TLS listeners. nullptr and *error when the options are refused.
 bssl::UniquePtr<SSL_CTX> make_server_ctx(const ServerOptions& o, std::string* error);
 // A server-side SSL for one accepted connection, reading certificates from `src`.
 SSL* new_server_ssl(SSL_CTX* ctx, CertSource* src);
+// ... for a TLS stream: the certificate is the stream's (`sc` must outlive the SSL).
+SSL* new_stream_ssl(SSL_CTX* ctx, CertSource* src, const StreamCert* sc);
 
 // "TLSv1.2" -> TLS1_2_VERSION; 0 when unknown.
 uint16_t parse_version(const std::string& s);

@@ -72,6 +72,7 @@ class TlsTransport final : public net::Transport, public net::TransportUser {
   void on_error(int err) override;
   void on_drained() override;
   void on_connected() override;
+  void on_shutdown() override { user_->on_shutdown(); }
   void on_closed() override;
 
   // For the BIO (transport.cpp).

@@ -330,6 +330,39 @@ class AcmeTest(unittest.TestCase):
         self.assertGreater(sample("px_admin_api_requests_total", method="GET", code="2xx"), 0)
         self.assertGreater(sample("px_admin_store_generation"), 0)
 
+    def test_8_tls_stream_gets_its_certificate(self):
+        """A TCP stream with --tls auto: pxadmind orders the certificate (HTTP-01 through pxd's port 80
+        listener), and the stream's listener serves it, verified against pebble's root."""
+        from l4peers import TcpPeer
+        peer = TcpPeer()
+        self.addCleanup(peer.close)
+        port = free_port()
+        self.ctl("stream", "add", "mqtt", "--listen", "127.0.0.1:%d" % port, "--tls", "auto",
+                 "--host", "mqtt.test", "--upstream", peer.url)
+        self.addCleanup(lambda: self.adm.ctl("stream", "rm", "mqtt"))
+        c = self.wait_issued("mqtt.test")
+        self.assertEqual(c["names"], ["mqtt.test"])
+        root = self.ca.root()
+
+        def served():
+            try:
+                ctx = ssl.create_default_context(cadata=root)
+                with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as s:
+                    with ctx.wrap_socket(s, server_hostname="mqtt.test") as t:
+                        t.sendall(b"ECHO\nping")
+                        got = b""
+                        while len(got) < 4:
+                            d = t.recv(10)
+                            if not d:
+                                break
+                            got += d
+                        return got == b"ping"
+            except (ssl.SSLError, ConnectionError):
+                return False  # pxd has not loaded the certificate yet (the handshake fails)
+        wait_for(served, timeout=ACME_DEADLINE, interval=0.05, what="the stream serving its ACME certificate")
+        # It is listed with the certificates ACME keeps.
+        self.assertIn("mqtt.test", self.ctl("cert", "list"))
+
     def test_6_validation(self):
         # A wildcard with tls auto needs the DNS hook: a pxadmind without one refuses it, saying why.
         plain = Admind(args=["--acme-directory", self.ca.directory, "--acme-ca", self.ca.cert])

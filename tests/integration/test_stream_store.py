@@ -71,9 +71,9 @@ class StreamStoreTest(unittest.TestCase):
             (["--listen", "0.0.0.0:8883", "--upstream", "tcp://10.0.0.1:1883", "--tls", "nosuch"], "tls: "),
             (["--listen", "0.0.0.0:80", "--upstream", "tcp://10.0.0.1:80", "--acl", "nosuch"],
              "acl: no access list named 'nosuch'"),
-            # Valid, but pxd does not terminate TLS on streams yet: refused rather than relayed in clear.
-            (["--listen", "0.0.0.0:8883", "--upstream", "tcp://10.0.0.1:1883", "--tls", "auto", "--host", "m.test"],
-             "tls: TLS termination on streams is not available"),
+            # As for routes: a wildcard needs DNS-01, and this pxadmind has no --dns-hook.
+            (["--listen", "0.0.0.0:8883", "--upstream", "tcp://10.0.0.1:1883", "--tls", "auto", "--host",
+              "*.m.test"], "tls: auto on the wildcard host *.m.test needs a DNS-01 challenge"),
         ]
         for args, want in cases:
             err = self.refused("stream", "add", "s", *args)
