@@ -143,6 +143,40 @@ bool Tx::reindex(const std::string& name, const json* old, const json* now) {
       }
       if (!w.put(k, name, err)) return false;
     }
+  if (now && !check_passthrough_hosts(name, *now)) return false;
+  return true;
+}
+
+// A passthrough route takes its hosts whole on TLS listeners: no other route may serve any path of
+// them, and it may not join hosts another route serves (the path index says who has each host).
+bool Tx::check_passthrough_hosts(const std::string& name, const json& route) {
+  bool pass = route.value("passthrough", false);
+  const auto& hosts = route["hosts"];
+  for (size_t i = 0; i < hosts.size(); i++) {
+    std::string host = hosts[i].get<std::string>();
+    std::string other, clash;
+    if (!w.scan(
+            store::keys::host_path(host, ""),
+            [&](std::string_view, std::string_view owner) {
+              if (owner == name) return true;
+              other = std::string(owner);
+              return false;
+            },
+            err))
+      return false;
+    if (other.empty()) continue;
+    if (!pass) {  // is the other one a passthrough route?
+      json o;
+      bool found;
+      if (!load(store::keys::route(other), &o, &found)) return false;
+      if (!found || !o.value("passthrough", false)) continue;
+    }
+    return fail(Result::error(409, "hosts[" + std::to_string(i) + "]",
+                              "host " + host + " is already served by route " + other +
+                                  (pass ? "; a passthrough route needs its hosts to itself"
+                                        : ", a passthrough route (its TLS goes to its upstream unread)"),
+                              {{"conflict", other}}));
+  }
   return true;
 }
 

@@ -35,6 +35,9 @@ const char* openapi_document() {
         "health_check": {"type": "object", "properties": {"path": {"type": "string"}, "interval_ms": {"type": "integer"},
           "timeout_ms": {"type": "integer"}, "healthy": {"type": "integer"}, "unhealthy": {"type": "integer"}}},
         "filters": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "config": {"type": "object"}}}},
+        "tls": {"type": "string", "description": "auto, off, or a stored certificate's name"},
+        "upstream_tls": {"type": "object"}, "access_log": {"type": "boolean"},
+        "passthrough": {"type": "boolean", "description": "SNI passthrough: TLS for the hosts goes unread to tcp:// upstreams"},
         "version": {"type": "integer", "readOnly": true}}},
       "Stream": {"type": "object", "required": ["name", "listen", "upstreams"], "description": "TCP or UDP proxying; pxd.conf(5) STREAMS has every field", "properties": {
         "name": {"type": "string"}, "listen": {"type": "string", "description": "ADDRESS:PORT, optionally /udp"},

@@ -61,6 +61,7 @@ struct Tx {
   bool check_route_tls(const json& route, bool dns_hook);
   // A stream: its listen address free (other streams, pxd.conf's listeners), its access list and certificate stored.
   bool check_stream(const std::string& name, const json& stream, bool dns_hook);
+  bool check_passthrough_hosts(const std::string& name, const json& route);
 };
 
 // Runs fn in one write transaction. fn returns false to abort (with tx.res set, or a store error).

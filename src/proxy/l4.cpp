@@ -2,6 +2,7 @@
 #include "proxy/l4.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -154,7 +155,8 @@ struct L4Conn final : net::TransportUser {
   uint8_t attempts = 0;
   net::IpAddr client;
   sockaddr_storage src{}, dst{};
-  net::Output out;  // reused: write() empties it and keeps its capacity
+  net::Output out;    // reused: write() empties it and keeps its capacity
+  std::string first;  // passthrough: the ClientHello read before the connection came here, for the upstream
   uint64_t start_ms = 0, last_ms = 0, connect_deadline = 0;
   uint64_t bytes_in = 0, bytes_out = 0;
   uint64_t resume_down_at = 0, resume_up_at = 0;  // rate limit: a paused side reads again then
@@ -304,6 +306,11 @@ void L4Conn::up_connected() {
     o.end_scratch();
     up->t.write(o);
   }
+  if (!first.empty()) {
+    out.ref(first.data(), first.size());
+    up->t.write(out);
+    std::string().swap(first);
+  }
   arm();
   dt->read_start();
   up->t.read_start();
@@ -431,39 +438,15 @@ void l4_close_conn(L4Conn* c) {
 
 namespace {
 
-void on_tcp_accept(L4Listener* l) {
-  Worker* w = l->w;
-  auto* c = new L4Conn();
-  c->w = w;
-  c->down.init(w->loop());
-  c->down.set_user(c);
-  c->open = 1;
-  if (c->down.accept(reinterpret_cast<uv_stream_t*>(&l->tcp)) != 0) {
-    c->ended = true;
-    c->down.close();  // on_closed frees it (no snapshot held yet)
-    return;
-  }
-  SnapRef* ref = w->current_snap();
-  const route::L4Stream* st = ref ? ref->snap->stream_by_key(l->key) : nullptr;
-  if (!st || w->draining()) {
-    c->ended = true;
-    c->down.close();
-    return;
-  }
+// A connection of `st` whose client side is open in c->down: admitted, it goes to TLS (a TLS stream)
+// or to its first upstream attempt. `client` is who it is from (a PROXY header may have said).
+void l4_start(L4Conn* c, SnapRef* ref, const route::L4Stream* st, const net::IpAddr& client) {
+  Worker* w = c->w;
   c->snap = ref;
   ref->refs++;
   c->st = st;
   c->pool = &ref->l4_pools[st->index];
-  // TCP_NODELAY comes from the listening socket (Server's make_listener).
-  uv_os_fd_t fd;
-  socklen_t len = sizeof c->src;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(c->down.stream()), &fd) == 0) {
-    getpeername(fd, reinterpret_cast<sockaddr*>(&c->src), &len);
-    len = sizeof c->dst;
-    if (st->spec.proxy_protocol != route::ProxyProtocol::off)  // only the PROXY header needs it
-      getsockname(fd, reinterpret_cast<sockaddr*>(&c->dst), &len);
-  }
-  c->client = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&c->src));
+  c->client = client;
   w->l4_link(c);
   Termination t = admit(w, st, c->client, w->sessions.get() + w->l4_conns() - 1);  // not counting this one
   if (t == Termination::ok && st->live) {
@@ -500,7 +483,69 @@ void on_tcp_accept(L4Listener* l) {
   c->try_connect();
 }
 
+void on_tcp_accept(L4Listener* l) {
+  Worker* w = l->w;
+  auto* c = new L4Conn();
+  c->w = w;
+  c->down.init(w->loop());
+  c->down.set_user(c);
+  c->open = 1;
+  if (c->down.accept(reinterpret_cast<uv_stream_t*>(&l->tcp)) != 0) {
+    c->ended = true;
+    c->down.close();  // on_closed frees it (no snapshot held yet)
+    return;
+  }
+  SnapRef* ref = w->current_snap();
+  const route::L4Stream* st = ref ? ref->snap->stream_by_key(l->key) : nullptr;
+  if (!st || w->draining()) {
+    c->ended = true;
+    c->down.close();
+    return;
+  }
+  // TCP_NODELAY comes from the listening socket (Server's make_listener).
+  uv_os_fd_t fd;
+  socklen_t len = sizeof c->src;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(c->down.stream()), &fd) == 0) {
+    getpeername(fd, reinterpret_cast<sockaddr*>(&c->src), &len);
+    len = sizeof c->dst;
+    if (st->spec.proxy_protocol != route::ProxyProtocol::off)  // only the PROXY header needs it
+      getsockname(fd, reinterpret_cast<sockaddr*>(&c->dst), &len);
+  }
+  l4_start(c, ref, st, net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&c->src)));
+}
+
 }  // namespace
+
+bool l4_passthrough(Worker* w, net::UvTransport* from, const net::IpAddr& client, std::string_view sni,
+                    std::string_view hello) {
+  SnapRef* ref = w->current_snap();
+  const route::L4Stream* st = ref && !w->draining() ? ref->snap->passthrough(sni) : nullptr;
+  if (!st) return false;
+  // The socket changes hands: the HTTP session that accepted it closes its own descriptor, and this
+  // connection carries on with a duplicate (the client sees nothing of it).
+  uv_os_fd_t fd;
+  int dup = uv_fileno(reinterpret_cast<uv_handle_t*>(from->stream()), &fd) == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
+  if (dup < 0) {
+    PX_WARN("route %s: passthrough refused: cannot duplicate the connection (%s)", st->spec.name.c_str(),
+            strerror(errno));
+    return true;  // taken, and closed with the session: never terminated with a certificate not meant for it
+  }
+  auto* c = new L4Conn();
+  c->w = w;
+  c->down.init(w->loop());
+  c->down.set_user(c);
+  c->open = 1;
+  if (uv_tcp_open(reinterpret_cast<uv_tcp_t*>(c->down.stream()), dup) != 0) {
+    ::close(dup);
+    c->ended = true;
+    c->down.close();
+    return true;
+  }
+  c->first.assign(hello);
+  c->bytes_in = hello.size();
+  l4_start(c, ref, st, client);
+  return true;
+}
 
 // ---- UDP ----
 

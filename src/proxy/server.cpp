@@ -393,7 +393,8 @@ void Server::rebuild() {
 std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
   std::vector<L4Change> ch(workers_.size());
   std::set<std::string> want;
-  for (const auto& st : snap.streams()) want.insert(st->key);
+  for (const auto& st : snap.streams())
+    if (!st->passthrough) want.insert(st->key);
   for (auto it = l4_keys_.begin(); it != l4_keys_.end();) {
     if (want.count(*it)) {
       ++it;
@@ -405,7 +406,7 @@ std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
     it = l4_keys_.erase(it);
   }
   for (const auto& st : snap.streams()) {
-    if (l4_keys_.count(st->key)) continue;
+    if (st->passthrough || l4_keys_.count(st->key)) continue;  // passthrough routes have no socket of their own
     bool udp = st->spec.listen.udp;
     std::vector<int> fds;
     for (auto& [k, fd] : inherited_l4_)

@@ -28,6 +28,12 @@ void Session::on_connected() {
   set_timeout(Timeout::header);
 }
 
+bool Session::on_client_hello(std::string_view sni, std::string_view hello) {
+  if (!l4_passthrough(w, &tcp, peer_ip, sni, hello)) return false;
+  close();  // the passthrough connection holds its own descriptor of the socket
+  return true;
+}
+
 void Session::set_timeout(Timeout t) {
   if (timeout != Timeout::none) w->timeout_unlink(this);
   if (t != Timeout::none) w->timeout_link(this, t);

@@ -518,6 +518,10 @@ void Worker::on_accept(uv_stream_t* server) {
         std::make_unique<net::ProxyInTransport>(&s->tcp, &s->peer_ip, &s->trusted_peer, &cfg_.trusted_proxies);
     s->tr = s->proxy_in.get();
   }
+  if (tls && current_ && current_->snap->has_passthrough()) {
+    s->peek = std::make_unique<tls::HelloPeekTransport>(s->tr, s);
+    s->tr = s->peek.get();
+  }
   if (tls) {
     SSL* ssl = tls_ctx_ ? tls::new_server_ssl(tls_ctx_, &cert_source_) : nullptr;
     if (!ssl) {

@@ -48,6 +48,7 @@
 #include "proxy/trace.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
+#include "tls/client_hello.h"
 #include "tls/context.h"
 #include "tls/transport.h"
 
@@ -204,11 +205,13 @@ class Pending {
 // The HTTP/1 server side of one client connection: it reads requests through
 // the parser, gives each to a stream, and is that stream's Downstream (keep-alive,
 // pipelining, Expect, framing of responses, the upgrade hand-off, timeouts).
-struct Session final : Downstream, http::Sink, net::TransportUser {  // Downstream first: its calls need no thunk
+// (Downstream first: its calls need no thunk.)
+struct Session final : Downstream, http::Sink, net::TransportUser, tls::HelloDecider {
   net::UvTransport tcp;                      // the accepted connection (unused when `tr` is another transport)
   net::Transport* tr = &tcp;                 // what the session reads from and writes to
   std::unique_ptr<net::Transport> wrap;      // TLS over tcp, on a TLS listener (tr points at it)
   std::unique_ptr<net::Transport> proxy_in;  // PROXY header reader over tcp (below TLS), on such a listener
+  std::unique_ptr<net::Transport> peek;      // ClientHello reader below TLS, while passthrough routes exist
   Worker* w = nullptr;
   Session* prev = nullptr;  // the worker's list of sessions
   Session* next = nullptr;
@@ -237,6 +240,8 @@ struct Session final : Downstream, http::Sink, net::TransportUser {  // Downstre
   void on_drained() override;
   void on_connected() override;  // TLS: the handshake is done
   void on_closed() override;
+  // tls::HelloDecider: a passthrough route for this SNI takes the connection (l4.h).
+  bool on_client_hello(std::string_view sni, std::string_view hello) override;
 
   // http::Sink (the request parser)
   int on_head(http::Head& h) override;

@@ -232,6 +232,7 @@ struct RouteOpts {
   int64_t connect_ms = -1, read_ms = -1;
   std::string upstream_ca, upstream_sni, upstream_verify, upstream_cert;
   std::string tls;
+  bool passthrough = false;
 };
 
 void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
@@ -245,6 +246,9 @@ void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
   c->add_option(
       "--tls", o.tls,
       "HTTPS for the hosts: auto (a certificate from the ACME CA, renewed), off, or a stored certificate's name");
+  if (!for_set)
+    c->add_flag("--passthrough", o.passthrough,
+                "SNI passthrough: TLS for --host goes as raw bytes to tcp:// upstreams that terminate it");
   c->add_option("--path", o.path, "path prefix (whole segments), default /");
   c->add_flag("--strip-path", o.strip, "remove the path prefix before proxying");
   if (for_set) c->add_flag("--no-strip-path", o.no_strip, "send the path as it came");
@@ -308,6 +312,7 @@ json route_body(const RouteOpts& o, bool partial) {
     b["upstream_tls"] = t;
   }
   if (!o.tls.empty()) b["tls"] = o.tls;
+  if (o.passthrough) b["passthrough"] = true;
   if (o.disabled) b["enabled"] = false;
   (void)partial;
   return b;
@@ -390,7 +395,7 @@ _pxctl() {
   local top="route acl cert filter export import audit status token completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
-           COMPREPLY=($(compgen -W "--host --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --tls --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
+           COMPREPLY=($(compgen -W "--host --passthrough --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --tls --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
     acl) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm user" -- "$cur")); return; }
          [ "${words[2]}" = user ] && [ "$cword" -eq 3 ] && { COMPREPLY=($(compgen -W "add rm" -- "$cur")); return; }
          COMPREPLY=($(compgen -W "--rule --default --satisfy --realm --pass-authorization --password-stdin --if-match --json" -- "$cur")); return ;;

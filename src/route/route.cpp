@@ -231,7 +231,7 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
   if (!fields::only_known(
           j,
           {"name", "hosts", "path", "strip_path", "upstreams", "lb", "enabled", "connect_timeout_ms", "read_timeout_ms",
-           "max_body_size", "health_check", "filters", "upstream_tls", "tls", "access_log", "version"},
+           "max_body_size", "health_check", "filters", "upstream_tls", "tls", "access_log", "passthrough", "version"},
           error))
     return false;
   RouteSpec r;
@@ -264,6 +264,10 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
     if (!j["enabled"].is_boolean()) return c.fail("enabled", "expected true or false");
     r.enabled = j["enabled"].get<bool>();
   }
+  if (j.contains("passthrough")) {
+    if (!j["passthrough"].is_boolean()) return c.fail("passthrough", "expected true or false");
+    r.passthrough = j["passthrough"].get<bool>();
+  }
   if (!j.contains("upstreams") || !j["upstreams"].is_array() || j["upstreams"].empty())
     return c.fail("upstreams", "required, a non-empty array");
   if (j["upstreams"].size() > 64) return c.fail("upstreams", "at most 64 peers per route");
@@ -279,7 +283,18 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
     else
       return c.fail(field, "expected a URL string or {\"url\": ..., \"weight\": ...}");
     std::string err;
-    if (!parse_upstream_url(url, &us, &err)) return c.fail(field + ".url", err);
+    if (r.passthrough) {
+      // Raw TLS bytes go to the peer: tcp://HOST:PORT, checked as an http:// URL's host and port would be.
+      std::string_view rest = std::string_view(url).substr(std::min<size_t>(6, url.size()));
+      if (url.rfind("tcp://", 0) != 0 || rest.find('/') != std::string_view::npos ||
+          rest.rfind(':') == std::string_view::npos || rest.back() == ']')
+        return c.fail(field + ".url", "'" + url + "': a passthrough route's upstreams are tcp://HOST:PORT");
+      if (!parse_upstream_url("http://" + std::string(rest), &us, &err)) return c.fail(field + ".url", err);
+      us.url = "tcp://" + (us.host.find(':') != std::string::npos ? "[" + us.host + "]" : us.host) + ":" +
+               std::to_string(us.port);
+    } else if (!parse_upstream_url(url, &us, &err)) {
+      return c.fail(field + ".url", err);
+    }
     if (u.is_object() && !fields::upstream_weight(u, field, &us.weight, error)) return false;
     r.upstreams.push_back(us);
   }
@@ -364,6 +379,19 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       r.filters.push_back(fs);
     }
   }
+  if (r.passthrough) {
+    // px never sees inside a passthrough route's connections: what works on requests cannot apply.
+    const char* http_only[] = {"path", "strip_path", "filters", "upstream_tls", "max_body_size", "read_timeout_ms"};
+    for (const char* k : http_only)
+      if (j.contains(k) && !(k == std::string_view("path") && r.path == "/") &&
+          !(k == std::string_view("strip_path") && !r.strip_path) &&
+          !(k == std::string_view("filters") && r.filters.empty()) &&
+          !(k == std::string_view("max_body_size") && r.max_body_size == -1) &&
+          !(k == std::string_view("read_timeout_ms") && r.read_timeout_ms == 0))
+        return c.fail(k, "does not apply to a passthrough route (px relays its TLS bytes without reading them)");
+    if (r.tls != "off")
+      return c.fail("tls", "a passthrough route's upstream terminates TLS itself: px holds no certificate for it");
+  }
   bool any_tls = false;
   for (const auto& u : r.upstreams) any_tls = any_tls || u.tls;
   if (any_tls && r.health.enabled)
@@ -387,6 +415,7 @@ std::string route_to_json(const RouteSpec& r) {
   j["enabled"] = r.enabled;
   if (r.tls != "off") j["tls"] = r.tls;
   if (!r.access_log) j["access_log"] = false;
+  if (r.passthrough) j["passthrough"] = true;
   j["connect_timeout_ms"] = r.connect_timeout_ms;
   j["read_timeout_ms"] = r.read_timeout_ms;
   j["max_body_size"] = r.max_body_size;

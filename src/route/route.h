@@ -18,6 +18,7 @@
 //                                                      // for https:// upstreams
 //    "tls": "auto" | "off" | "<certificate name>",      // HTTPS (pxadmind: ACME for "auto")
 //    "access_log": true,                               // false: not in pxd's access log
+//    "passthrough": false,                             // true: SNI passthrough to tcp:// upstreams
 //    "version": 1}
 //
 // Hostnames match case-insensitively and ignore a port. `*.example.com`
@@ -84,6 +85,10 @@ struct RouteSpec {
   // renews a certificate from the ACME CA) or the name of a stored certificate.
   std::string tls = "off";
   bool access_log = true;  // pxd's access_log writes this route's requests
+  // SNI passthrough: on pxd's TLS listeners, a ClientHello naming one of the hosts is relayed as raw
+  // bytes to the tcp:// upstreams, which do their own TLS. Only name, hosts, upstreams, lb, enabled,
+  // connect_timeout_ms, health_check (a TCP connect) and access_log apply.
+  bool passthrough = false;
   uint64_t version = 0;
 };
 

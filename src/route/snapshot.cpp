@@ -72,6 +72,21 @@ void build_ring(Pool* pool) {
   }
   std::sort(pool->ring.begin(), pool->ring.end());
 }
+
+// An L4 pool's peers (peer keys tcp://host:port or udp://host:port), resolved.
+void add_l4_peers(L4Stream* l, const Resolver& resolve, std::vector<std::string>* warnings, const char* kind) {
+  for (const auto& u : l->spec.upstreams) {
+    PeerAddr pa;
+    pa.key = u.url;
+    pa.host = u.host;
+    pa.port = u.port;
+    pa.weight = u.weight;
+    pa.resolved = resolve && resolve(u.host, u.port, &pa.addr, &pa.addr_len);
+    if (!pa.resolved && warnings) warnings->push_back(kind + l->spec.name + ": cannot resolve " + u.host);
+    l->pool.peers.push_back(std::move(pa));
+  }
+  if (l->pool.lb == Balance::ip_hash) build_ring(&l->pool);
+}
 }  // namespace
 
 std::string l4_listen_key(const StreamListen& l) {
@@ -99,8 +114,13 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
     std::sort(specs.begin(), specs.end(), [](const auto& a, const auto& b) { return a->name < b->name; });
   s->routes_.reserve(specs.size());
   s->exact_.reserve(specs.size());
+  std::vector<std::shared_ptr<const RouteSpec>> passthrough;
   for (auto& sp : specs) {
     const RouteSpec& spec = *sp;
+    if (spec.passthrough) {  // not an HTTP route: served below, as a stream without a listener
+      if (spec.enabled) passthrough.push_back(std::move(sp));
+      continue;
+    }
     if (!spec.enabled && spec.name != cfg.default_route) continue;
     auto r = std::make_unique<Route>(std::move(sp));
     r->index = static_cast<uint32_t>(s->routes_.size());
@@ -175,20 +195,55 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
                  : spec.lb == StreamBalance::hash     ? Balance::ip_hash
                                                       : Balance::round_robin;
     l->pool.health = spec.health;
-    for (const auto& u : spec.upstreams) {
-      PeerAddr pa;
-      pa.key = u.url;
-      pa.host = u.host;
-      pa.port = u.port;
-      pa.weight = u.weight;
-      pa.resolved = resolve && resolve(u.host, u.port, &pa.addr, &pa.addr_len);
-      if (!pa.resolved && warnings) warnings->push_back("stream " + spec.name + ": cannot resolve " + u.host);
-      l->pool.peers.push_back(std::move(pa));
+    add_l4_peers(l.get(), resolve, warnings, "stream ");
+    s->streams_.push_back(std::move(l));
+  }
+  // Passthrough routes: relayed like TCP streams, entered by SNI on pxd's TLS listeners.
+  for (auto& rp : passthrough) {
+    auto sp = std::make_shared<StreamSpec>();
+    sp->name = rp->name;
+    for (const auto& u : rp->upstreams) sp->upstreams.push_back(StreamUpstream{u.url, u.host, u.port, u.weight});
+    sp->lb = rp->lb == Balance::least_conn ? StreamBalance::least_conn
+             : rp->lb == Balance::ip_hash  ? StreamBalance::hash
+                                           : StreamBalance::round_robin;
+    sp->connect_timeout_ms = rp->connect_timeout_ms;
+    sp->health = rp->health;
+    sp->access_log = rp->access_log;
+    sp->version = rp->version;
+    auto l = std::make_unique<L4Stream>(std::move(sp));
+    const StreamSpec& spec = l->spec;
+    l->index = static_cast<uint32_t>(s->streams_.size());
+    l->passthrough = true;
+    l->connect_timeout_ms = spec.connect_timeout_ms ? spec.connect_timeout_ms : cfg.upstream_connect_timeout_ms;
+    l->idle_timeout_ms = 600000;
+    l->pool.lb = rp->lb;
+    l->pool.health = spec.health;
+    add_l4_peers(l.get(), resolve, warnings, "route ");
+    for (const auto& h : rp->hosts) {
+      bool wild = h.size() > 2 && h[0] == '*' && h[1] == '.';
+      auto& m = wild ? s->pass_wild_ : s->pass_exact_;
+      if (!m.emplace(wild ? h.substr(2) : h, l.get()).second && warnings)
+        warnings->push_back("route " + spec.name + ": passthrough host " + h + " is taken by another route; ignored");
     }
-    if (l->pool.lb == Balance::ip_hash) build_ring(&l->pool);
     s->streams_.push_back(std::move(l));
   }
   return s;
+}
+
+const L4Stream* Snapshot::passthrough(std::string_view sni) const {
+  if (sni.empty()) return nullptr;
+  thread_local std::string key;
+  key.assign(sni);
+  if (auto it = pass_exact_.find(key); it != pass_exact_.end()) return it->second;
+  std::string_view rest = sni;
+  while (!pass_wild_.empty()) {
+    size_t dot = rest.find('.');
+    if (dot == std::string_view::npos) break;
+    rest.remove_prefix(dot + 1);
+    key.assign(rest);
+    if (auto it = pass_wild_.find(key); it != pass_wild_.end()) return it->second;
+  }
+  return nullptr;
 }
 
 const Route* Snapshot::match(std::string_view host, std::string_view path) const {

@@ -73,6 +73,7 @@ struct L4Stream {
   Pool pool;                                             // peer keys "tcp://host:port" or "udp://host:port"
   uint64_t connect_timeout_ms = 0, idle_timeout_ms = 0;  // effective values
   uint32_t index = 0;
+  bool passthrough = false;           // a passthrough route's (key ""): reached from a TLS listener by SNI
   mutable uint16_t metrics_slot = 0;  // pxd's metrics label slot (proxy/metrics.h)
   // Connections (TCP) or sessions (UDP) open now in every worker, for max_connections: pxd's main
   // thread keeps one counter per stream name across snapshots. The only state workers share, touched
@@ -119,6 +120,9 @@ class Snapshot {
   const std::shared_ptr<const tls::CertTable>& certs() const { return certs_; }
   const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }
   const std::vector<std::unique_ptr<L4Stream>>& streams() const { return streams_; }
+  // The passthrough route for a ClientHello's SNI (lower case): exact name, then the longest wildcard.
+  const L4Stream* passthrough(std::string_view sni) const;
+  bool has_passthrough() const { return !pass_exact_.empty() || !pass_wild_.empty(); }
   const L4Stream* stream_by_key(std::string_view key) const {
     for (const auto& s : streams_)
       if (s->key == key) return s.get();
@@ -140,7 +144,8 @@ class Snapshot {
   std::vector<std::unique_ptr<Route>> routes_;
   std::vector<std::unique_ptr<L4Stream>> streams_;
   std::unordered_map<std::string, Node> exact_;
-  std::unordered_map<std::string, Node> wildcard_;  // key: the suffix after "*."
+  std::unordered_map<std::string, Node> wildcard_;                           // key: the suffix after "*."
+  std::unordered_map<std::string, const L4Stream*> pass_exact_, pass_wild_;  // passthrough routes by host
   const Route* default_route_ = nullptr;
   std::unordered_map<std::string, AclSpec> acls_;
   std::unordered_map<std::string, std::string> challenges_;

@@ -207,3 +207,41 @@ TEST_CASE("snapshot: streams, their listen keys, and a second stream on a taken 
   for (const auto& w : warnings) warned |= w.find("stream b: listen 0.0.0.0:5432 is taken by stream a") == 0;
   CHECK(warned);
 }
+
+TEST_CASE("passthrough routes: parsed, refused where nothing applies, and found by SNI, never by HTTP Host") {
+  RouteSpec r;
+  std::string e;
+  REQUIRE_MESSAGE(parse_route_json(R"({"name":"git","hosts":["Git.Test","*.pass.test"],"passthrough":true,
+                                       "upstreams":["tcp://10.0.0.8:443"]})",
+                                   &r, &e),
+                  e);
+  CHECK(r.upstreams[0].url == "tcp://10.0.0.8:443");
+  RouteSpec back;
+  REQUIRE(parse_route_json(route_to_json(r), &back, &e));  // round-trips, defaults and all
+  CHECK(back.passthrough);
+  CHECK(err_of(R"({"name":"g","hosts":["g.test"],"passthrough":true,"upstreams":["tcp://10.0.0.8:443"],
+                   "tls":"auto"})")
+            .rfind("tls: ", 0) == 0);
+  CHECK(err_of(R"({"name":"g","hosts":["g.test"],"passthrough":true,"upstreams":["tcp://10.0.0.8:443"],
+                   "max_body_size":10})")
+            .rfind("max_body_size: does not apply", 0) == 0);
+  CHECK(err_of(R"({"name":"g","hosts":["g.test"],"passthrough":true,"upstreams":["tcp://10.0.0.8"]})")
+            .rfind("upstreams[0].url: ", 0) == 0);
+  CHECK(err_of(R"({"name":"g","hosts":["g.test"],"passthrough":"yes","upstreams":["tcp://10.0.0.8:1"]})") ==
+        "passthrough: expected true or false");
+  px::Config cfg;
+  auto resolve = [](const std::string&, uint16_t, sockaddr_storage*, socklen_t*) { return true; };
+  std::vector<std::shared_ptr<const RouteSpec>> specs{std::make_shared<const RouteSpec>(r)};
+  auto snap = Snapshot::build(1, specs, cfg, resolve, nullptr);
+  CHECK(snap->routes().empty());
+  CHECK(snap->match("git.test", "/") == nullptr);
+  REQUIRE(snap->has_passthrough());
+  REQUIRE(snap->streams().size() == 1);
+  const L4Stream* st = snap->streams()[0].get();
+  CHECK(st->passthrough);
+  CHECK(st->key.empty());
+  CHECK(snap->passthrough("git.test") == st);
+  CHECK(snap->passthrough("x.y.pass.test") == st);
+  CHECK(snap->passthrough("pass.test") == nullptr);
+  CHECK(snap->passthrough("") == nullptr);
+}

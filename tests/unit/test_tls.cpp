@@ -9,6 +9,7 @@
 #include <string>
 
 #include "tls/cert.h"
+#include "tls/client_hello.h"
 #include "tls/context.h"
 #include "tls/transport.h"
 
@@ -273,4 +274,177 @@ TEST_CASE("TLS transport: an unknown name without a default certificate gets unr
   uint32_t e = ERR_peek_last_error();
   CHECK(ERR_GET_REASON(e) == SSL_R_TLSV1_ALERT_UNRECOGNIZED_NAME);
   ERR_clear_error();
+}
+
+// ---- ClientHello peeking (tls/client_hello.h) ----
+
+namespace {
+// A real client's first flight (BoringSSL), with `sni` (nullptr: none).
+std::string real_hello(const char* sni) {
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  SSL* c = SSL_new(ctx.get());
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(in, -1);
+  SSL_set_bio(c, in, out);
+  SSL_set_connect_state(c);
+  if (sni) SSL_set_tlsext_host_name(c, sni);
+  SSL_do_handshake(c);
+  const uint8_t* p;
+  size_t len;
+  BIO_mem_contents(out, &p, &len);
+  std::string s(reinterpret_cast<const char*>(p), len);
+  SSL_free(c);
+  return s;
+}
+
+// The same handshake message re-cut into records of `size` bytes.
+std::string recut(const std::string& one_record, size_t size) {
+  std::string msg = one_record.substr(5), out;
+  for (size_t i = 0; i < msg.size(); i += size) {
+    size_t n = std::min(size, msg.size() - i);
+    out += std::string("\x16\x03\x01", 3) + static_cast<char>(n >> 8) + static_cast<char>(n & 0xff) + msg.substr(i, n);
+  }
+  return out;
+}
+
+void put16(std::string* s, size_t v) {
+  s->push_back(static_cast<char>(v >> 8));
+  s->push_back(static_cast<char>(v & 0xff));
+}
+
+// A hand-made ClientHello carrying `exts` (already encoded), in one record.
+std::string made_hello(const std::string& exts, bool with_ext_block = true) {
+  std::string body("\x03\x03", 2);
+  body += std::string(32, 'r');
+  body += '\0';                                // no session id
+  body += std::string("\x00\x02\x13\x01", 4);  // one suite
+  body += std::string("\x01\x00", 2);          // null compression
+  if (with_ext_block) {
+    put16(&body, exts.size());
+    body += exts;
+  }
+  std::string hs("\x01", 1);
+  hs += static_cast<char>(0);
+  put16(&hs, body.size());
+  hs += body;
+  std::string rec("\x16\x03\x01", 3);
+  put16(&rec, hs.size());
+  return rec + hs;
+}
+
+std::string sni_ext(std::initializer_list<std::string> names) {
+  std::string list;
+  for (const auto& n : names) {
+    list += '\0';
+    put16(&list, n.size());
+    list += n;
+  }
+  std::string e("\x00\x00", 2);
+  put16(&e, list.size() + 2);
+  put16(&e, list.size());
+  return e + list;
+}
+}  // namespace
+
+TEST_CASE("ClientHello peek: a real hello's name, whole, split at every byte, and re-cut into small records") {
+  std::string h = real_hello("Git.Example.TEST"), sni, err;
+  REQUIRE(h.size() > 100);
+  CHECK(tls::peek_client_hello(h, &sni, &err) == 1);
+  CHECK(sni == "git.example.test");
+  for (size_t i = 0; i < h.size(); i++) CHECK(tls::peek_client_hello(h.substr(0, i), &sni, &err) == 0);
+  std::string cut = recut(h, 7);
+  for (size_t i = 0; i < cut.size(); i++) REQUIRE(tls::peek_client_hello(cut.substr(0, i), &sni, &err) == 0);
+  sni.clear();
+  CHECK(tls::peek_client_hello(cut, &sni, &err) == 1);
+  CHECK(sni == "git.example.test");
+  CHECK(tls::peek_client_hello(real_hello(nullptr), &sni, &err) == 1);
+  CHECK(sni.empty());
+}
+
+TEST_CASE("ClientHello peek: garbage, oversized and malformed hellos are refused, saying why") {
+  std::string sni, err;
+  CHECK(tls::peek_client_hello("GET / HTTP/1.1\r\n", &sni, &err) == -1);
+  CHECK(err == "not a TLS handshake record");
+  CHECK(tls::peek_client_hello(std::string("\x16\x02", 2), &sni, &err) == -1);
+  // A record longer than TLS allows; a hello announcing 70000 bytes (refused before they come).
+  CHECK(tls::peek_client_hello(std::string("\x16\x03\x01\x40\x01", 5), &sni, &err) == -1);
+  CHECK(tls::peek_client_hello(std::string("\x16\x03\x01\x00\x04\x01\x01\x11\x70", 9), &sni, &err) == -1);
+  CHECK(err == "a ClientHello over 16384 bytes");
+  // A ServerHello (type 2) where a ClientHello belongs.
+  std::string s = made_hello("");
+  s[5] = 2;
+  CHECK(tls::peek_client_hello(s, &sni, &err) == -1);
+  CHECK(err == "not a ClientHello");
+  // Made by hand: the well-formed ones parse; each defect is named.
+  CHECK(tls::peek_client_hello(made_hello(sni_ext({"a.test"})), &sni, &err) == 1);
+  CHECK(sni == "a.test");
+  CHECK(tls::peek_client_hello(made_hello("", false), &sni, &err) == 1);
+  CHECK(sni.empty());
+  CHECK(tls::peek_client_hello(made_hello(sni_ext({"a.test"}) + sni_ext({"b.test"})), &sni, &err) == -1);
+  CHECK(err == "an extension appears twice");
+  CHECK(tls::peek_client_hello(made_hello(sni_ext({"a.test", "b.test"})), &sni, &err) == -1);
+  CHECK(err == "two host names in server_name");
+  for (const char* bad : {"a b.test", "a..test", ".a.test", "a\x01.test", ""}) {
+    CHECK(tls::peek_client_hello(made_hello(sni_ext({bad})), &sni, &err) == -1);
+    CHECK(err.find("server_name") != std::string::npos);
+  }
+  std::string trailing = made_hello(sni_ext({"a.test"}));
+  trailing.back() = 'x';  // the host name's last byte: still valid
+  CHECK(tls::peek_client_hello(trailing, &sni, &err) == 1);
+  std::string truncated = made_hello(sni_ext({"a.test"}));
+  truncated[truncated.size() - 12] = '\x7f';  // an extension length beyond the block
+  CHECK(tls::peek_client_hello(truncated, &sni, &err) == -1);
+}
+
+namespace {
+struct Decider final : tls::HelloDecider {
+  bool take = false;
+  int asked = 0;
+  std::string sni, hello;
+  bool on_client_hello(std::string_view s, std::string_view h) override {
+    asked++;
+    sni = s;
+    hello = h;
+    return take;
+  }
+};
+struct Collect final : net::TransportUser {
+  std::string got;
+  bool eof = false;
+  void on_data(const char* d, size_t n) override { got.append(d, n); }
+  void on_eof() override { eof = true; }
+  void on_error(int) override {}
+  void on_drained() override {}
+  void on_closed() override {}
+};
+}  // namespace
+
+TEST_CASE("ClientHello peek transport: asks once with every byte held, then passes all of it up, or nothing") {
+  std::string h = recut(real_hello("git.test"), 100) + "after";
+  for (bool take : {false, true}) {
+    FakeInner inner;
+    Decider d;
+    d.take = take;
+    tls::HelloPeekTransport peek(&inner, &d);
+    Collect up;
+    peek.set_user(&up);
+    peek.read_start();
+    for (size_t i = 0; i < h.size(); i++) peek.on_data(h.data() + i, 1);
+    CHECK(d.asked == 1);
+    CHECK(d.sni == "git.test");
+    CHECK(h.rfind(d.hello, 0) == 0);  // the bytes up to the hello's end
+    CHECK(up.got == (take ? "" : h));
+  }
+  // A partial hello, then the end: the bytes go up (the TLS layer refuses them), then the end.
+  FakeInner inner;
+  Decider d;
+  tls::HelloPeekTransport peek(&inner, &d);
+  Collect up;
+  peek.set_user(&up);
+  peek.on_data(h.data(), 20);
+  peek.on_eof();
+  CHECK(d.asked == 0);
+  CHECK(up.got == h.substr(0, 20));
+  CHECK(up.eof);
 }
