@@ -256,7 +256,13 @@ void L4Conn::try_connect() {
   open++;
   connect_deadline = w->now() + st->connect_timeout_ms;
   arm();
-  if (up->t.connect(reinterpret_cast<const sockaddr*>(&peer->addr)) != 0) up_failed(Termination::upstream_refused);
+  if (up->t.connect(reinterpret_cast<const sockaddr*>(&peer->addr)) != 0) {
+    up_failed(Termination::upstream_refused);
+    return;
+  }
+  // Reading is asked for with the connect: one registration for both (nothing is read before it
+  // completes), instead of a second one after it.
+  up->t.read_start();
 }
 
 void L4Conn::on_eof() {
@@ -502,13 +508,18 @@ void on_tcp_accept(L4Listener* l) {
     c->down.close();
     return;
   }
-  // TCP_NODELAY comes from the listening socket (Server's make_listener).
+  // TCP_NODELAY comes from the listening socket (Server's make_listener). The client's address is
+  // asked for only when something reads it: its access list, hash balancing, a PROXY header, or an
+  // observer of end records (the access log).
+  bool proxy = st->spec.proxy_protocol != route::ProxyProtocol::off;
+  bool need_client = proxy || !st->spec.acl.empty() || st->spec.lb == route::StreamBalance::hash ||
+                     (st->spec.access_log && w->clients_observed());
   uv_os_fd_t fd;
   socklen_t len = sizeof c->src;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(c->down.stream()), &fd) == 0) {
+  if (need_client && uv_fileno(reinterpret_cast<uv_handle_t*>(c->down.stream()), &fd) == 0) {
     getpeername(fd, reinterpret_cast<sockaddr*>(&c->src), &len);
     len = sizeof c->dst;
-    if (st->spec.proxy_protocol != route::ProxyProtocol::off)  // only the PROXY header needs it
+    if (proxy)  // only the PROXY header needs it
       getsockname(fd, reinterpret_cast<sockaddr*>(&c->dst), &len);
   }
   l4_start(c, ref, st, net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&c->src)));

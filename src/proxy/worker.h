@@ -451,6 +451,8 @@ class Worker {
     add_observer(access_observer_.get());
   }
   const std::vector<EndObserver*>& observers() const { return observers_; }
+  // Does any observer read an end record's client address (metrics do not)?
+  bool clients_observed() const { return observers_.size() > (metrics_ ? 1u : 0u); }
   bool stopping() const { return stopping_; }
   http::Limits req_limits;
   http::Limits resp_limits;
