@@ -46,7 +46,7 @@ const char* openapi_document() {
         "lb": {"type": "string", "enum": ["round_robin", "least_conn", "hash"]}, "enabled": {"type": "boolean"},
         "connect_timeout_ms": {"type": "integer"}, "idle_timeout_ms": {"type": "integer"}, "max_lifetime_ms": {"type": "integer"},
         "max_connections": {"type": "integer"}, "rate_bytes_per_s": {"type": "integer"}, "acl": {"type": "string"},
-        "proxy_protocol": {"type": "string", "enum": ["off", "v1", "v2"]}, "tls": {"type": "string"},
+        "proxy_protocol": {"type": "string", "enum": ["off", "v1", "v2"]}, "accept_proxy": {"type": "boolean"}, "tls": {"type": "string"},
         "hosts": {"type": "array", "items": {"type": "string"}}, "health_check": {"type": "object"},
         "access_log": {"type": "boolean"}, "version": {"type": "integer"}}},
       "Acl": {"type": "object", "required": ["name"], "properties": {

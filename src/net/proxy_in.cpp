@@ -16,8 +16,11 @@ int bad(std::string* error, const char* why) {
 }
 }  // namespace
 
-int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* local, std::string* error) {
+int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* local, std::string* error,
+                       uint16_t* sport) {
   *local = false;
+  uint16_t port_scratch;
+  if (!sport) sport = &port_scratch;
   if (in.empty()) return 0;
   if (in[0] == '\r') {  // v2
     size_t n = std::min(in.size(), sizeof kSig);
@@ -40,6 +43,7 @@ int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* loc
       s.sin_family = AF_INET;
       std::memcpy(&s.sin_addr, a, 4);
       *src = IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&s));
+      *sport = static_cast<uint16_t>(static_cast<uint8_t>(a[8]) << 8 | static_cast<uint8_t>(a[9]));
       return 1;
     }
     if ((fam >> 4) == 2 && len >= 36) {
@@ -47,6 +51,7 @@ int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* loc
       s.sin6_family = AF_INET6;
       std::memcpy(&s.sin6_addr, a, 16);
       *src = IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&s));
+      *sport = static_cast<uint16_t>(static_cast<uint8_t>(a[32]) << 8 | static_cast<uint8_t>(a[33]));
       return 1;
     }
     if ((fam >> 4) == 3) {  // AF_UNIX: no address to use
@@ -93,6 +98,7 @@ int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* loc
       if (c < '0' || c > '9') return bad(error, "PROXY v1: bad port");
       v = v * 10 + static_cast<unsigned>(c - '0');
     }
+    if (i == 2) *sport = static_cast<uint16_t>(v);
     if (v > 65535) return bad(error, "PROXY v1: bad port");
   }
   *src = s;
@@ -106,7 +112,8 @@ void ProxyInTransport::on_data(const char* data, size_t len) {
   IpAddr src;
   bool local;
   std::string err;
-  int r = parse_proxy_header(buf_, &used, &src, &local, &err);
+  uint16_t sport = 0;
+  int r = parse_proxy_header(buf_, &used, &src, &local, &err, &sport);
   if (r == 0 && buf_.size() < kMaxProxyHeader) return;
   if (r <= 0) {
     user_->on_error(UV_EPROTO);
@@ -116,10 +123,12 @@ void ProxyInTransport::on_data(const char* data, size_t len) {
   if (!local) {
     *client_ = src;
     *trusted_ = set_->contains(src);
+    if (port_) *port_ = sport;
   }
   std::string rest = buf_.substr(used);
   std::string().swap(buf_);
-  if (!rest.empty()) user_->on_data(rest.data(), rest.size());
+  if (announce_) user_->on_connected();  // the user may replace itself, or close
+  if (!rest.empty() && !closing_) user_->on_data(rest.data(), rest.size());
 }
 
 }  // namespace px::net

@@ -7,6 +7,7 @@
 // passes bytes through untouched. A malformed, oversized or missing header is
 // an error (the connection closes, nothing is answered).
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -17,7 +18,9 @@ namespace px::net {
 
 // -1: not a valid header (*error says why); 0: need more bytes; 1: a header of *used bytes. *local:
 // v1 UNKNOWN or v2 LOCAL (a health check of the balancer itself: keep the connection's own address).
-int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* local, std::string* error);
+// *sport (when given): the client's port, for a header that names one.
+int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* local, std::string* error,
+                       uint16_t* sport = nullptr);
 inline constexpr size_t kMaxProxyHeader = 16 + 216;  // v2 with the largest address block; v1 is at most 107
 
 class ProxyInTransport final : public Transport, public TransportUser {
@@ -53,13 +56,23 @@ class ProxyInTransport final : public Transport, public TransportUser {
   void on_shutdown() override { user_->on_shutdown(); }
   void on_closed() override { user_->on_closed(); }
 
+  // An L4 stream waits for the header before it does anything: on_connected() then tells its user that
+  // the header was read (and *port gets the client's port). The bytes after it follow, to whoever is
+  // the user once that call returns.
+  void announce(uint16_t* port) {
+    announce_ = true;
+    port_ = port;
+  }
+
  private:
   Transport* inner_;
   IpAddr* client_;
   bool* trusted_;
   const CidrSet* set_;
   std::string buf_;
+  uint16_t* port_ = nullptr;
   bool done_ = false;
+  bool announce_ = false;
 };
 
 }  // namespace px::net

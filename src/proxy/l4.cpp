@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "core/log.h"
+#include "net/proxy_in.h"
 #include "proxy/balancer.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
@@ -144,9 +145,10 @@ struct L4Conn final : net::TransportUser {
   const route::L4Stream* st = nullptr;
   L4Pool* pool = nullptr;
   net::UvTransport down;
-  net::Transport* dt = &down;              // the client side: down, or TLS over it on a TLS stream
-  std::unique_ptr<tls::TlsTransport> tls;  // a TLS stream's termination
-  tls::StreamCert cert;                    // ... and the certificate it presents
+  net::Transport* dt = &down;                       // the client side: down, or TLS over it on a TLS stream
+  std::unique_ptr<tls::TlsTransport> tls;           // a TLS stream's termination
+  std::unique_ptr<net::ProxyInTransport> proxy_in;  // accept_proxy: the PROXY header reader over down
+  tls::StreamCert cert;                             // ... and the certificate it presents
   L4Up* up = nullptr;
   uv_timer_t timer;
   L4Conn *prev = nullptr, *next = nullptr;  // the worker's list
@@ -163,6 +165,9 @@ struct L4Conn final : net::TransportUser {
   int open = 0;                                   // handles not closed yet (down, timer, the current up)
   bool counted = false, connected = false, ended = false;
   bool handshaking = false;               // a TLS stream before its handshake ended (no upstream yet)
+  bool awaiting_proxy = false;            // accept_proxy: before the PROXY header was read (not admitted yet)
+  bool client_trusted = false;            // (written by the PROXY reader; unused on streams)
+  uint16_t client_port = 0;               // the PROXY header's client port (0: none given)
   bool down_eof = false, up_eof = false;  // that side sent its FIN
   bool down_fin = false, up_fin = false;  // px's FIN to that side went out (after everything before it)
   Termination term = Termination::ok;
@@ -194,10 +199,12 @@ struct L4Conn final : net::TransportUser {
       to->shutdown();
   }
   void on_error(int) override {
-    end_as(handshaking ? Termination::tls_handshake : Termination::client_closed);
+    end_as(awaiting_proxy ? Termination::bad_request
+           : handshaking  ? Termination::tls_handshake
+                          : Termination::client_closed);
     finish();
   }
-  void on_connected() override;  // a TLS stream's handshake ended
+  void on_connected() override;  // the PROXY header was read, or a TLS stream's handshake ended
   void on_drained() override;
   void on_shutdown() override {
     down_fin = true;
@@ -272,9 +279,36 @@ void L4Conn::on_eof() {
 }
 
 // This attempt failed: passive health hears of it, and the next untried peer gets a turn.
-// TLS stream: the client finished its handshake; only now is an upstream contacted (what the client
+namespace {
+void l4_admit(L4Conn* c);  // (below, with the accept path)
+}  // namespace
+
+// The PROXY header was read: the client it names is admitted (or not) as if it had connected itself.
+// Or a TLS stream's client finished its handshake: only now is an upstream contacted (what the client
 // sends meanwhile waits in the TLS layer).
 void L4Conn::on_connected() {
+  if (awaiting_proxy) {
+    awaiting_proxy = false;
+    dt->read_stop();  // what followed the header in the same read still comes (held until connected)
+    last_ms = w->now();
+    if (client_port) {  // the header named a client: the PROXY header to the upstream names it too
+      if (client.is_v4()) {
+        auto* a = reinterpret_cast<sockaddr_in*>(&src);
+        *a = sockaddr_in{};
+        a->sin_family = AF_INET;
+        std::memcpy(&a->sin_addr, client.b.data() + 12, 4);
+        a->sin_port = htons(client_port);
+      } else {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&src);
+        *a = sockaddr_in6{};
+        a->sin6_family = AF_INET6;
+        std::memcpy(&a->sin6_addr, client.b.data(), 16);
+        a->sin6_port = htons(client_port);
+      }
+    }
+    l4_admit(this);
+    return;
+  }
   handshaking = false;
   dt->read_stop();
   last_ms = w->now();
@@ -346,7 +380,14 @@ void L4Conn::relay(net::Transport* to, net::Transport* from, const char* d, size
   }
 }
 
-void L4Conn::on_data(const char* d, size_t n) { relay(&up->t, dt, d, n, &bytes_in, &resume_down_at); }
+void L4Conn::on_data(const char* d, size_t n) {
+  if (!connected) {  // what followed a PROXY header, before the upstream answered: sent once it does
+    first.append(d, n);
+    bytes_in += n;
+    return;
+  }
+  relay(&up->t, dt, d, n, &bytes_in, &resume_down_at);
+}
 
 // `to`'s queue drained below the low watermark, or a rate pause ended: read `from` (which feeds it) again.
 void L4Conn::resume(net::Transport* to, bool from_eof, uint64_t resume_at, net::Transport* from) {
@@ -398,8 +439,8 @@ void L4Conn::arm() {
 
 void L4Conn::on_timer() {
   uint64_t now = w->now();
-  if (handshaking && now >= connect_deadline) {
-    end_as(Termination::tls_handshake);
+  if ((handshaking || awaiting_proxy) && now >= connect_deadline) {
+    end_as(awaiting_proxy ? Termination::client_timeout : Termination::tls_handshake);
     return finish();
   }
   if (!connected && now >= connect_deadline) return up_failed(Termination::upstream_connect_timeout);
@@ -454,15 +495,40 @@ void l4_start(L4Conn* c, SnapRef* ref, const route::L4Stream* st, const net::IpA
   c->pool = &ref->l4_pools[st->index];
   c->client = client;
   w->l4_link(c);
+  c->start_ms = c->last_ms = w->now();
+  uv_timer_init(w->loop(), &c->timer);
+  c->timer.data = c;
+  c->open++;
+  if (st->spec.accept_proxy) {
+    // Only a trusted balancer may say who the client is; the header is read before anything else.
+    if (!w->cfg().trusted_proxies.contains(client)) {
+      c->end_as(Termination::denied);
+      c->finish();
+      return;
+    }
+    c->proxy_in =
+        std::make_unique<net::ProxyInTransport>(&c->down, &c->client, &c->client_trusted, &w->cfg().trusted_proxies);
+    c->proxy_in->set_user(c);
+    c->proxy_in->announce(&c->client_port);
+    c->dt = c->proxy_in.get();
+    c->awaiting_proxy = true;
+    c->connect_deadline = c->start_ms + w->cfg().client_header_timeout_ms;
+    c->arm();
+    c->dt->read_start();
+    return;
+  }
+  l4_admit(c);
+}
+
+// The access list and the limits, for the client as known now; then TLS, or the first upstream.
+void l4_admit(L4Conn* c) {
+  Worker* w = c->w;
+  const route::L4Stream* st = c->st;
   Termination t = admit(w, st, c->client, w->sessions.get() + w->l4_conns() - 1);  // not counting this one
   if (t == Termination::ok && st->live) {
     st->live->fetch_add(1, std::memory_order_relaxed);
     c->counted = true;
   }
-  c->start_ms = c->last_ms = w->now();
-  uv_timer_init(w->loop(), &c->timer);
-  c->timer.data = c;
-  c->open++;
   if (t != Termination::ok) {
     c->end_as(t);
     c->finish();
@@ -477,11 +543,11 @@ void l4_start(L4Conn* c, SnapRef* ref, const route::L4Stream* st, const net::IpA
       c->finish();
       return;
     }
-    c->tls = std::make_unique<tls::TlsTransport>(ssl, &c->down);
+    c->tls = std::make_unique<tls::TlsTransport>(ssl, c->dt);  // over TCP, or over the PROXY reader
     c->tls->set_user(c);
     c->dt = c->tls.get();
     c->handshaking = true;
-    c->connect_deadline = c->start_ms + w->cfg().tls_handshake_timeout_ms;
+    c->connect_deadline = w->now() + w->cfg().tls_handshake_timeout_ms;
     c->arm();
     c->dt->read_start();
     return;
@@ -512,8 +578,8 @@ void on_tcp_accept(L4Listener* l) {
   // asked for only when something reads it: its access list, hash balancing, a PROXY header, or an
   // observer of end records (the access log).
   bool proxy = st->spec.proxy_protocol != route::ProxyProtocol::off;
-  bool need_client = proxy || !st->spec.acl.empty() || st->spec.lb == route::StreamBalance::hash ||
-                     (st->spec.access_log && w->clients_observed());
+  bool need_client = proxy || st->spec.accept_proxy || !st->spec.acl.empty() ||
+                     st->spec.lb == route::StreamBalance::hash || (st->spec.access_log && w->clients_observed());
   uv_os_fd_t fd;
   socklen_t len = sizeof c->src;
   if (need_client && uv_fileno(reinterpret_cast<uv_handle_t*>(c->down.stream()), &fd) == 0) {

@@ -392,10 +392,12 @@ const char* kCompletion =
 _pxctl() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
-  local top="route acl cert filter export import audit status token completion"
+  local top="route stream acl cert filter export import audit status token completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
            COMPREPLY=($(compgen -W "--host --passthrough --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --tls --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
+    stream) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
+            COMPREPLY=($(compgen -W "--listen --upstream --lb --acl --proxy-protocol --accept-proxy --tls --host --connect-timeout --idle-timeout --max-lifetime --max-connections --rate --health-interval --disabled --if-match --json" -- "$cur")); return ;;
     acl) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm user" -- "$cur")); return; }
          [ "${words[2]}" = user ] && [ "$cword" -eq 3 ] && { COMPREPLY=($(compgen -W "add rm" -- "$cur")); return; }
          COMPREPLY=($(compgen -W "--rule --default --satisfy --realm --pass-authorization --password-stdin --if-match --json" -- "$cur")); return ;;
@@ -534,7 +536,7 @@ int main(int argc, char** argv) {
   auto* stream = app.add_subcommand("stream", "TCP and UDP proxying: add, list, show, change and remove streams");
   stream->require_subcommand(1);
   struct {
-    std::string listen, lb, acl, proxy_protocol, tls;
+    std::string listen, lb, acl, proxy_protocol, tls, accept_proxy;
     std::vector<std::string> upstreams, hosts;
     int64_t connect_ms = -1, idle_ms = -1, lifetime_ms = -1, max_conns = -1, rate = -1, health_ms = -1;
     bool disabled = false;
@@ -547,6 +549,9 @@ int main(int argc, char** argv) {
     c->add_option("--acl", so.acl, "an access list whose CIDR rules admit clients");
     c->add_option("--proxy-protocol", so.proxy_protocol, "PROXY protocol to the upstream: off, v1 or v2")
         ->check(CLI::IsMember({"off", "v1", "v2"}));
+    c->add_option("--accept-proxy", so.accept_proxy,
+                  "on: clients open with a PROXY v1/v2 header (only pxd.conf's trusted_proxies may send one)")
+        ->check(CLI::IsMember({"on", "off"}));
     c->add_option("--tls", so.tls, "terminate TLS: auto (ACME for --host), off, or a stored certificate's name");
     c->add_option("--host", so.hosts, "a name --tls auto certifies (repeat)");
     c->add_option("--connect-timeout", so.connect_ms, "ms (0 = pxd.conf's upstream_connect_timeout)");
@@ -578,6 +583,7 @@ int main(int argc, char** argv) {
     if (!so.lb.empty()) b["lb"] = so.lb;
     if (!so.acl.empty()) b["acl"] = so.acl;
     if (!so.proxy_protocol.empty()) b["proxy_protocol"] = so.proxy_protocol;
+    if (!so.accept_proxy.empty()) b["accept_proxy"] = so.accept_proxy == "on";
     if (!so.tls.empty()) b["tls"] = so.tls;
     if (!so.hosts.empty()) b["hosts"] = so.hosts;
     if (so.connect_ms >= 0) b["connect_timeout_ms"] = so.connect_ms;

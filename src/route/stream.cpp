@@ -78,7 +78,7 @@ bool parse_stream_json(std::string_view text, StreamSpec* out, std::string* erro
   if (!fields::only_known(j,
                           {"name", "listen", "protocol", "upstreams", "lb", "enabled", "connect_timeout_ms",
                            "idle_timeout_ms", "max_lifetime_ms", "max_connections", "rate_bytes_per_s", "acl",
-                           "proxy_protocol", "tls", "hosts", "health_check", "access_log", "version"},
+                           "proxy_protocol", "accept_proxy", "tls", "hosts", "health_check", "access_log", "version"},
                           error))
     return false;
   StreamSpec s;
@@ -176,6 +176,12 @@ bool parse_stream_json(std::string_view text, StreamSpec* out, std::string* erro
     if (s.listen.udp && s.proxy_protocol == ProxyProtocol::v1)
       return fail(error, "proxy_protocol", "v1 carries TCP only: use v2 for a UDP stream");
   }
+  if (j.contains("accept_proxy")) {
+    if (!j["accept_proxy"].is_boolean()) return fail(error, "accept_proxy", "expected true or false");
+    s.accept_proxy = j["accept_proxy"].get<bool>();
+    if (s.accept_proxy && s.listen.udp)
+      return fail(error, "accept_proxy", "PROXY headers are read on TCP streams only");
+  }
   if (j.contains("hosts")) {
     if (!j["hosts"].is_array()) return fail(error, "hosts", "expected an array of hostnames");
     for (size_t i = 0; i < j["hosts"].size(); i++) {
@@ -220,6 +226,7 @@ std::string stream_to_json(const StreamSpec& s) {
   j["rate_bytes_per_s"] = s.rate_bytes_per_s;
   if (!s.acl.empty()) j["acl"] = s.acl;
   j["proxy_protocol"] = pps[static_cast<int>(s.proxy_protocol)];
+  if (s.accept_proxy) j["accept_proxy"] = true;
   if (s.tls != "off") j["tls"] = s.tls;
   if (!s.hosts.empty()) j["hosts"] = s.hosts;
   if (s.health.enabled) j["health_check"] = fields::health_check_json(s.health, false);

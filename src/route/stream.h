@@ -11,6 +11,7 @@
 //    "rate_bytes_per_s": 0,       // per connection, each way; 0 = unlimited
 //    "acl": "office",             // an access list's CIDR rules (its users do not apply)
 //    "proxy_protocol": "off" | "v1" | "v2",   // to the upstream (v1: TCP only)
+//    "accept_proxy": false,       // TCP: clients open with a PROXY v1/v2 header (from pxd.conf's trusted_proxies)
 //    "tls": "off" | "auto" | "<certificate name>",   // TCP only: terminate TLS
 //    "hosts": ["mqtt.example.com"],          // the names "tls": "auto" gets a certificate for
 //    "health_check": {"interval_ms": 5000, "timeout_ms": 2000, "healthy": 2, "unhealthy": 3},  // TCP connects
@@ -59,6 +60,7 @@ struct StreamSpec {
   uint64_t max_connections = 0, rate_bytes_per_s = 0;
   std::string acl;
   ProxyProtocol proxy_protocol = ProxyProtocol::off;
+  bool accept_proxy = false;  // PROXY protocol in, from trusted proxies: the header names the client
   std::string tls = "off";
   std::vector<std::string> hosts;
   HealthCheckSpec health;

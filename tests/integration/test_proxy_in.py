@@ -96,3 +96,119 @@ class ProxyInTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StreamProxyInTest(unittest.TestCase):
+    """PROXY protocol in on a TCP stream (--accept-proxy on): the header's client is the one the access
+    list judges and the one named to the upstream; TLS streams read it below TLS."""
+
+    @classmethod
+    def setUpClass(cls):
+        from pxtest import Admind
+        from test_tls import Certs
+        cls.pxd = Pxd(extra="trusted_proxies 127.0.0.1/32\n")
+        cls.adm = Admind(data=cls.pxd.data, pxd_status=cls.pxd.status_file)
+        cls.certs = Certs()
+        crt, key, _ = cls.certs.leaf("mq", ["mq.test"])
+        for args in (["cert", "add", "mq", "--cert", crt, "--key", key],
+                     ["acl", "add", "net", "--rule", "allow=198.51.100.0/24", "--default", "deny"]):
+            r = cls.adm.ctl(*args)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.adm.stop()
+        cls.pxd.stop()
+
+    def stream(self, name, *args, pxd=None, adm=None):
+        from pxtest import free_port, wait_for
+        pxd, adm = pxd or self.pxd, adm or self.adm
+        port = free_port()
+        r = adm.ctl("stream", "add", name, "--listen", "127.0.0.1:%d" % port, "--accept-proxy", "on", *args)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        wait_for(lambda: ("stream %s: listening" % name) in pxd.log(), what="stream listening")
+        pxd.wait_applied(adm.generation())
+        return port
+
+    def exchange(self, port, header, payload=b"ECHO\nhi", split=False):
+        c = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        out = b""
+        try:
+            if split:
+                c.sendall(header)
+                c.sendall(payload)
+            else:
+                c.sendall(header + payload)
+            c.shutdown(socket.SHUT_WR)
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                out += d
+        except OSError:  # closed by px before everything was sent
+            pass
+        c.close()
+        return out
+
+    def test_the_header_client_is_judged_and_named_upstream(self):
+        from l4peers import TcpPeer
+        up = TcpPeer(proxy=True)
+        self.addCleanup(up.close)
+        port = self.stream("pin", "--upstream", up.url, "--acl", "net", "--proxy-protocol", "v2")
+        # The header and the first bytes in one segment, and the header alone before the bytes.
+        self.assertEqual(self.exchange(port, b"PROXY TCP4 198.51.100.7 127.0.0.1 4000 80\r\n"), b"hibye:2")
+        self.assertEqual(self.exchange(port, v2("198.51.100.8", 5000), split=True), b"hibye:2")
+        self.assertEqual([(h["src"], h["sport"]) for h in up.headers],
+                         [("198.51.100.7", 4000), ("198.51.100.8", 5000)])
+        # A client outside the access list, by its header: closed, the upstream never contacted.
+        self.assertEqual(self.exchange(port, v2("203.0.113.9", 5000)), b"")
+        # No header, or a malformed one: closed unanswered.
+        self.assertEqual(self.exchange(port, b"ECHO\nno header\n"), b"")
+        self.assertEqual(self.exchange(port, b"PROXY TCP4 1.2.3 127.0.0.1 1 2\r\n"), b"")
+        self.assertEqual(up.accepted, 2)
+        # The header alone: the upstream is connected at once (a server that speaks first is not kept
+        # waiting for the client's first bytes).
+        from pxtest import wait_for
+        c = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        c.sendall(v2("198.51.100.10", 7000))
+        wait_for(lambda: up.accepted == 3, what="the upstream connected after the header alone")
+        c.sendall(b"ECHO\nlate")
+        c.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            d = c.recv(100)
+            if not d:
+                break
+            out += d
+        c.close()
+        self.assertEqual(out, b"latebye:4")
+
+    def test_tls_stream_reads_the_header_below_tls(self):
+        import ssl
+        from l4peers import TcpPeer
+        up = TcpPeer()
+        self.addCleanup(up.close)
+        port = self.stream("pintls", "--upstream", up.url, "--tls", "mq")
+        raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        raw.sendall(v2("198.51.100.9", 6000))
+        s = ssl.create_default_context(cafile=self.certs.ca_file).wrap_socket(raw, server_hostname="mq.test")
+        s.sendall(b"ECHO\nsecure")
+        got = b""
+        while len(got) < 6:
+            got += s.recv(100)
+        self.assertEqual(got, b"secure")
+        s.close()
+
+    def test_untrusted_sender_is_closed(self):
+        from l4peers import TcpPeer
+        from pxtest import Admind
+        pxd = Pxd(extra="trusted_proxies 10.0.0.0/8\n")
+        self.addCleanup(pxd.stop)
+        adm = Admind(data=pxd.data, pxd_status=pxd.status_file)
+        self.addCleanup(adm.stop)
+        up = TcpPeer()
+        self.addCleanup(up.close)
+        port = self.stream("untrusted", "--upstream", up.url, pxd=pxd, adm=adm)
+        self.assertEqual(self.exchange(port, v2("198.51.100.7", 4000)), b"")
+        self.assertEqual(up.accepted, 0)

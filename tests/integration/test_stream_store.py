@@ -68,6 +68,8 @@ class StreamStoreTest(unittest.TestCase):
             (["--listen", "0.0.0.0:53/udp", "--upstream", "udp://10.0.0.1:53", "--proxy-protocol", "v1"],
              "proxy_protocol: "),
             (["--listen", "0.0.0.0:8883", "--upstream", "tcp://10.0.0.1:1883", "--tls", "auto"], "hosts: "),
+            (["--listen", "0.0.0.0:53/udp", "--upstream", "udp://10.0.0.1:53", "--accept-proxy", "on"],
+             "accept_proxy: PROXY headers are read on TCP streams only"),
             (["--listen", "0.0.0.0:8883", "--upstream", "tcp://10.0.0.1:1883", "--tls", "nosuch"], "tls: "),
             (["--listen", "0.0.0.0:80", "--upstream", "tcp://10.0.0.1:80", "--acl", "nosuch"],
              "acl: no access list named 'nosuch'"),
