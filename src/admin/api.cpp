@@ -1,10 +1,22 @@
 #include "admin/api.h"
 
+#include "admin/ui_auth.h"
 #include "core/strings.h"
 
 namespace px::admin {
 
 std::vector<std::string> g_pxd_status_files;
+UiAuth* g_ui = nullptr;
+
+namespace {
+Result no_ui() { return Result::error(404, "", "the dashboard is not enabled (pxadmind --ui ADDRESS:PORT)"); }
+
+// A dashboard call that may make or end a session: the cookie goes with the answer ("-": cleared).
+Result with_cookie(Result r, const std::string& id) {
+  r.set_cookie = id;
+  return r;
+}
+}  // namespace
 
 static bool flag(const Request& r, const char* name) {
   auto it = r.query.find(name);
@@ -66,6 +78,29 @@ const std::vector<Operation>& operations() {
                    return a.audit(q);
                  }});
     v.push_back({"GET", "/v1/status", [](Admin& a, Request&) { return a.status(g_pxd_status_files); }});
+    v.push_back({"GET", "/v1/users", [](Admin& a, Request&) { return a.list_accounts(); }});
+    v.push_back({"POST", "/v1/users", [](Admin& a, Request& r) { return a.create_account(r.body, r.who); }});
+    v.push_back(
+        {"DELETE", "/v1/users/{name}", [](Admin& a, Request& r) { return a.remove_account(r.params["name"], r.who); }});
+    v.push_back({"GET", "/v1/session", [](Admin&, Request& r) { return g_ui ? g_ui->me(r.session) : no_ui(); }});
+    v.push_back({"POST", "/v1/session", [](Admin&, Request& r) {
+                   if (!g_ui) return no_ui();
+                   std::string id;
+                   Result res = g_ui->login(r.body, r.ip, &id);
+                   return id.empty() ? res : with_cookie(res, id);
+                 }});
+    v.push_back({"DELETE", "/v1/session",
+                 [](Admin&, Request& r) { return g_ui ? with_cookie(g_ui->logout(r.session), "-") : no_ui(); }});
+    v.push_back({"POST", "/v1/session/setup", [](Admin&, Request& r) {
+                   if (!g_ui) return no_ui();
+                   std::string id;
+                   Result res = g_ui->setup(r.body, r.ip, &id);
+                   return id.empty() ? res : with_cookie(res, id);
+                 }});
+    v.push_back(
+        {"POST", "/v1/session/totp", [](Admin&, Request& r) { return g_ui ? g_ui->totp_begin(r.session) : no_ui(); }});
+    v.push_back({"POST", "/v1/session/totp/confirm",
+                 [](Admin&, Request& r) { return g_ui ? g_ui->totp_confirm(r.session, r.body) : no_ui(); }});
     v.push_back({"POST", "/v1/traces", [](Admin&, Request& r) { return create_trace(g_pxd_status_files, r.who); }});
     v.push_back(
         {"GET", "/v1/traces/{id}", [](Admin&, Request& r) { return take_trace(g_pxd_status_files, r.params["id"]); }});

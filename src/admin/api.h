@@ -17,7 +17,9 @@ struct Request {
   std::map<std::string, std::string> query;
   json body;  // null when there was none
   uint64_t if_match = 0;
-  std::string who;  // "uid:1000" or "token:ci"
+  std::string who;      // "uid:1000", "token:ci" or "user:ada" (a dashboard session)
+  std::string ip;       // the client's address (TCP), for the login limits
+  std::string session;  // the dashboard's session cookie, when one came (ui listener)
 };
 
 struct Operation {
@@ -28,6 +30,9 @@ struct Operation {
 
 // pxd status files pxadmind reports on (GET /v1/status).
 extern std::vector<std::string> g_pxd_status_files;
+// The dashboard's sessions (pxadmind --ui), or nullptr.
+class UiAuth;
+extern UiAuth* g_ui;
 
 const std::vector<Operation>& operations();
 const char* openapi_document();

@@ -25,6 +25,7 @@ struct Result {
   int status = 200;
   json body;
   uint64_t version = 0;
+  std::string set_cookie;  // the web dashboard's new session id for Set-Cookie ("-": clear it; "": none)
   static Result error(int status, const std::string& field, const std::string& message, json extra = nullptr);
 };
 
@@ -72,6 +73,16 @@ class Admin {
   std::string verify_token(const std::string& secret);
 
   Result status(const std::vector<std::string>& pxd_status_files);
+
+  // The web dashboard's accounts (user:<name>; admin/ui_auth.h). Hashes only; never exported.
+  Result list_accounts();
+  Result create_account(const json& body, const std::string& who);  // {name, password, role}
+  Result remove_account(const std::string& name, const std::string& who);
+  json account(const std::string& name);  // the stored record, null when none
+  bool any_account();
+  // Enables TOTP (base32 secret) with recovery code hashes, or replaces the unused recovery hashes.
+  Result set_account_totp(const std::string& name, const std::string& secret, const json& recovery,
+                          const std::string& who);
 
   // Certificates (cert:<name>): checked on upload; private keys never leave through these.
   Result list_certs();

@@ -152,6 +152,39 @@ const char* openapi_document() {
     "/v1/status": {
       "get": {"operationId": "status", "responses": {"200": {"description": "store generation and what each pxd applied"}}}
     },
+    "/v1/users": {
+      "get": {"operationId": "listUsers", "responses": {"200": {"description": "dashboard accounts: name, role, totp (never hashes)"}}},
+      "post": {"operationId": "createUser", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["name", "password"],
+                 "properties": {"name": {"type": "string"}, "password": {"type": "string", "minLength": 10}, "role": {"type": "string", "enum": ["admin", "viewer"]}}}}}},
+               "responses": {"201": {"description": "created (the password is stored hashed)"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/users/{name}": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "delete": {"operationId": "deleteUser", "responses": {"204": {"description": "removed; its sessions end"}, "404": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/session": {
+      "get": {"operationId": "getSession", "description": "The dashboard listener (pxadmind --ui) only.",
+              "responses": {"200": {"description": "{user, role, csrf, totp}: send csrf back as X-CSRF-Token on every change"},
+                            "401": {"description": "not logged in; setup_required says whether the first admin is still to be made"}}},
+      "post": {"operationId": "login", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["user", "password"],
+                 "properties": {"user": {"type": "string"}, "password": {"type": "string"}, "totp": {"type": "string"}, "recovery": {"type": "string"}}}}}},
+               "responses": {"200": {"description": "logged in: Set-Cookie px_session (HttpOnly, SameSite=Strict)"}, "401": {"$ref": "#/components/responses/Error"},
+                             "429": {"description": "too many failed logins from this address or for this account (Retry-After)"}}},
+      "delete": {"operationId": "logout", "responses": {"204": {"description": "the session ended; the cookie is cleared"}}}
+    },
+    "/v1/session/setup": {
+      "post": {"operationId": "setup", "description": "First run: the setup token pxadmind logged makes the first admin, once.",
+               "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["token", "user", "password"],
+                 "properties": {"token": {"type": "string"}, "user": {"type": "string"}, "password": {"type": "string"}}}}}},
+               "responses": {"200": {"description": "the admin exists and is logged in"}, "403": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/session/totp": {
+      "post": {"operationId": "totpBegin", "responses": {"200": {"description": "{secret, uri}: a new TOTP secret (RFC 6238) to confirm"}}}
+    },
+    "/v1/session/totp/confirm": {
+      "post": {"operationId": "totpConfirm", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"code": {"type": "string"}}}}}},
+               "responses": {"200": {"description": "TOTP on; {recovery_codes}, shown once"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
     "/v1/tokens": {
       "get": {"operationId": "listTokens", "responses": {"200": {"description": "token names (never secrets)"}}},
       "post": {"operationId": "createToken", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}},

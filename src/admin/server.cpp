@@ -1,6 +1,8 @@
 #include "admin/server.h"
 
 #include <arpa/inet.h>
+#include <openssl/mem.h>
+#include <openssl/sha.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 
 #include "admin/api.h"
 #include "admin/metrics.h"
+#include "admin/ui_auth.h"
 #include "core/log.h"
 #include "core/notify.h"
 #include "core/strings.h"
@@ -35,7 +38,9 @@ struct Srv {
   http::Limits limits;
   uv_pipe_t unix_listener;
   uv_tcp_t tcp_listener;
+  uv_tcp_t ui_listener;
   bool has_tcp = false;
+  std::string ui_dir;  // the dashboard's assets
   std::set<struct Conn*> conns;
 };
 
@@ -45,6 +50,8 @@ struct Conn final : http::Sink, net::TransportUser {
   net::Transport& t() { return *owned; }
   Srv* srv;
   bool is_unix;
+  bool ui = false;  // the dashboard's listener: its assets, and session cookies for the API
+  std::string ip;   // TCP: the client's address
   std::string who;  // unix: "uid:N"
   http::Parser parser;
   http::Head head;
@@ -78,23 +85,103 @@ struct Conn final : http::Sink, net::TransportUser {
   int on_complete() override { return HPE_PAUSED; }
 };
 
-void send(Conn* c, int status, const json& body, uint64_t version, std::string_view extra_name = {},
-          std::string_view extra_value = {}) {
-  std::string text = body.is_null() ? std::string() : body.dump(2) + "\n";
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// What every dashboard answer carries: no script but its own, never framed, no referrer.
+void ui_fields(http::HeadWriter& w) {
+  w.field("Content-Security-Policy",
+          "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+          "form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+  w.field("X-Content-Type-Options", "nosniff");
+  w.field("X-Frame-Options", "DENY");
+  w.field("Referrer-Policy", "no-referrer");
+}
+
+void send_raw(Conn* c, int status, std::string_view type, std::string_view body, const Fields& extra,
+              const char* cache = "no-store") {
   net::Output o;
   std::string& out = o.begin_scratch();
   http::HeadWriter w(out);
   w.status_line(status);
   w.field("Server", "pxadmind");
-  w.field("Cache-Control", "no-store");
-  if (!text.empty()) w.field("Content-Type", "application/json");
-  if (version) w.field("ETag", "\"" + std::to_string(version) + "\"");
-  if (!extra_name.empty()) w.field(extra_name, extra_value);
-  w.end_response(http::Framing::length, text.size(), false, !c->keep_alive, false);
-  if (status != 204 && status != 304) out += text;
+  w.field("Cache-Control", cache);
+  if (!type.empty()) w.field("Content-Type", type);
+  if (c->ui) ui_fields(w);
+  for (const auto& [k, v] : extra) w.field(k, v);
+  w.end_response(http::Framing::length, body.size(), false, !c->keep_alive, false);
+  if (status != 204 && status != 304 && c->head.method != HTTP_HEAD) out += body;
   o.end_scratch();
   c->t().write(o);
   c->srv->metrics.api_request(c->head.method_name(), status);
+}
+
+void send(Conn* c, int status, const json& body, uint64_t version, Fields extra = {}) {
+  std::string text = body.is_null() ? std::string() : body.dump(2) + "\n";
+  if (version) extra.emplace_back("ETag", "\"" + std::to_string(version) + "\"");
+  send_raw(c, status, text.empty() ? "" : "application/json", text, extra);
+}
+
+// The dashboard's files: "/" and "/ui/" are its page; "/ui/NAME" one asset of the folder (one level,
+// plain names only). Revalidated each time (ETag), so an upgrade's assets show at once.
+void serve_asset(Conn* c, const std::string& target) {
+  std::string path = target.substr(0, target.find('?'));
+  if (c->head.method != HTTP_GET && c->head.method != HTTP_HEAD) {
+    send_raw(c, 405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, HEAD"}});
+    return;
+  }
+  if (path == "/" || path == "/ui") {
+    send_raw(c, 302, "", "", {{"Location", "/ui/"}});
+    return;
+  }
+  std::string name = path == "/ui/" ? "index.html" : path.rfind("/ui/", 0) == 0 ? path.substr(4) : "";
+  bool plain = !name.empty() && name[0] != '.' && name.size() < 64;
+  for (char ch : name)
+    plain = plain && ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_');
+  std::string data;
+  if (plain) {
+    FILE* f = fopen((c->srv->ui_dir + "/" + name).c_str(), "rb");
+    if (f) {
+      char buf[16384];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof buf, f)) > 0) data.append(buf, n);
+      fclose(f);
+    } else {
+      plain = false;
+    }
+  }
+  if (!plain) {
+    send_raw(c, 404, "text/plain; charset=utf-8", "not found\n", {});
+    return;
+  }
+  static const std::pair<const char*, const char*> kTypes[] = {{".html", "text/html; charset=utf-8"},
+                                                               {".js", "text/javascript; charset=utf-8"},
+                                                               {".css", "text/css; charset=utf-8"},
+                                                               {".svg", "image/svg+xml"},
+                                                               {".png", "image/png"},
+                                                               {".ico", "image/x-icon"}};
+  const char* type = "application/octet-stream";
+  for (const auto& [ext, t] : kTypes)
+    if (name.size() > strlen(ext) && name.compare(name.size() - strlen(ext), strlen(ext), ext) == 0) type = t;
+  uint8_t md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(data.data()), data.size(), md);
+  std::string etag = "\"" + to_hex(md, 8) + "\"";
+  if (trim(c->head.get("if-none-match")) == etag) {
+    send_raw(c, 304, "", "", {{"ETag", etag}}, "no-cache");
+    return;
+  }
+  send_raw(c, 200, type, data, {{"ETag", etag}}, "no-cache");
+}
+
+// A cookie's value from the Cookie header ("" when absent).
+std::string cookie(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    size_t semi = header.find(';');
+    std::string_view part = trim(header.substr(0, semi));
+    header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
+    if (part.size() > name.size() && part.substr(0, name.size()) == name && part[name.size()] == '=')
+      return std::string(part.substr(name.size() + 1));
+  }
+  return "";
 }
 
 void close_conn(Conn* c) {
@@ -108,21 +195,70 @@ void handle(Conn* c) {
   c->keep_alive = hd.keep_alive;
   Request req;
   req.method = std::string(hd.method_name());
+  req.ip = c->ip;
   std::string target(hd.url());
-  // Authentication: the unix socket's peer uid, or a bearer token on TCP.
+  if (c->ui && target.rfind("/v1/", 0) != 0) {
+    serve_asset(c, target);
+    return;
+  }
+  std::string path = target.substr(0, target.find('?'));
+  bool changes = req.method != "GET" && req.method != "HEAD";
+  bool by_cookie = false, read_only = false;
+  UiSession* sess = nullptr;
+  // Authentication: the unix socket's peer uid, a bearer token on TCP, or (the dashboard's listener)
+  // a session cookie.
+  std::string_view auth = c->is_unix ? std::string_view() : hd.get("authorization");
   if (c->is_unix) {
     req.who = c->who;
-  } else if (target.rfind("/v1/openapi.json", 0) != 0) {
-    std::string_view auth = hd.get("authorization");
+  } else if (path != "/v1/openapi.json") {
     std::string name;
     if (auth.size() > 7 && iequals(auth.substr(0, 7), "bearer "))
       name = c->srv->admin->verify_token(std::string(trim(auth.substr(7))));
-    if (name.empty()) {
+    if (!name.empty()) {
+      req.who = "token:" + name;
+    } else if (c->ui && auth.empty()) {
+      req.session = cookie(hd.get("cookie"), "px_session");
+      sess = g_ui ? g_ui->find(req.session) : nullptr;
+      bool open = (path == "/v1/session" && req.method != "DELETE") || path == "/v1/session/setup";
+      if (sess) {
+        req.who = "user:" + sess->user;
+        by_cookie = true;
+        read_only = sess->role != "admin";
+      } else if (open) {
+        req.who = "anonymous";
+      } else {
+        send(c, 401, Result::error(401, "", "log in first (the session ended, or there is none)").body, 0);
+        return;
+      }
+    } else {
       Result r = Result::error(401, "Authorization", auth.empty() ? "a bearer token is required" : "invalid token");
-      send(c, 401, r.body, 0, "WWW-Authenticate", "Bearer realm=\"pxadmind\"");
+      send(c, 401, r.body, 0, {{"WWW-Authenticate", "Bearer realm=\"pxadmind\""}});
       return;
     }
-    req.who = "token:" + name;
+  }
+  // The dashboard's listener: a change must come from the dashboard's own pages. Browsers send
+  // Origin on these requests; another site's form or script is refused before anything happens, and
+  // a session's change must also carry the session's CSRF token (which only its pages can read).
+  if (c->ui && changes && !req.who.starts_with("token:")) {
+    std::string_view origin = hd.get("origin"), host = hd.get("host");
+    bool same =
+        origin.empty() ||
+        (host.size() > 0 && (origin == "http://" + std::string(host) || origin == "https://" + std::string(host)));
+    if (!same || hd.get("sec-fetch-site") == "cross-site") {
+      send(c, 403, Result::error(403, "Origin", "a cross-origin request cannot change anything here").body, 0);
+      return;
+    }
+    if (by_cookie) {
+      std::string_view token = trim(hd.get("x-csrf-token"));
+      if (token.size() != sess->csrf.size() || CRYPTO_memcmp(token.data(), sess->csrf.data(), token.size()) != 0) {
+        send(c, 403, Result::error(403, "X-CSRF-Token", "missing or wrong: reload the page").body, 0);
+        return;
+      }
+    }
+  }
+  if (read_only && changes && path.rfind("/v1/session", 0) != 0) {
+    send(c, 403, Result::error(403, "", "viewer accounts can only read").body, 0);
+    return;
   }
   if (c->too_big) {
     send(c, 413, Result::error(413, "", "request body over 64 MiB").body, 0);
@@ -142,7 +278,8 @@ void handle(Conn* c) {
       return;
     }
   } else if (req.method == "POST" || req.method == "PUT" || req.method == "PATCH") {
-    if (!(req.method == "POST" && (target.rfind("/v1/tokens", 0) == 0 || target == "/v1/traces"))) {
+    if (!(req.method == "POST" &&
+          (target.rfind("/v1/tokens", 0) == 0 || target == "/v1/traces" || path == "/v1/session/totp"))) {
       send(c, 400, Result::error(400, "body", "a JSON body is required").body, 0);
       return;
     }
@@ -162,7 +299,17 @@ void handle(Conn* c) {
     PX_ERR("%s %s: %s", req.method.c_str(), target.c_str(), r.body.dump().c_str());
   else if (req.method != "GET")
     PX_INFO("%s %s %s -> %d", req.who.c_str(), req.method.c_str(), target.c_str(), r.status);
-  send(c, r.status, r.body, r.version);
+  Fields extra;
+  if (!r.set_cookie.empty()) {
+    bool tls = iequals(hd.get("x-forwarded-proto"), "https");  // behind a px TLS route
+    std::string v = "px_session=" + (r.set_cookie == "-" ? std::string() : r.set_cookie) +
+                    "; Path=/; HttpOnly; SameSite=Strict" + (tls ? "; Secure" : "") +
+                    (r.set_cookie == "-" ? "; Max-Age=0" : "");
+    extra.emplace_back("Set-Cookie", v);
+  }
+  if (r.status == 429 && r.body.contains("retry_after"))
+    extra.emplace_back("Retry-After", std::to_string(r.body["retry_after"].get<int64_t>()));
+  send(c, r.status, r.body, r.version, std::move(extra));
 }
 
 void Conn::on_eof() { close_conn(this); }
@@ -219,6 +366,61 @@ bool parse_addr(const std::string& hostport, sockaddr_storage* ss) {
   int p = static_cast<int>(port);
   return uv_ip4_addr(host.c_str(), p, reinterpret_cast<sockaddr_in*>(ss)) == 0 ||
          uv_ip6_addr(host.c_str(), p, reinterpret_cast<sockaddr_in6*>(ss)) == 0;
+}
+
+// A TCP listener for the API (bearer tokens), or for the dashboard (its pages, and the API with
+// session cookies too). 0, or the exit code with the reason logged.
+int listen_tcp(Srv* srv, uv_tcp_t* l, const std::string& addr, const char* option, const char* what) {
+  sockaddr_storage ss{};
+  if (!parse_addr(addr, &ss)) {
+    PX_ERR("%s %s: expected a numeric ADDRESS:PORT", option, addr.c_str());
+    return 2;
+  }
+  uv_tcp_init(srv->loop, l);
+  l->data = srv;
+  int r = uv_tcp_bind(l, reinterpret_cast<sockaddr*>(&ss), 0);
+  if (r == 0)
+    r = uv_listen(reinterpret_cast<uv_stream_t*>(l), 128, [](uv_stream_t* ls, int st) {
+      if (st != 0) return;
+      Srv* s = static_cast<Srv*>(ls->data);
+      auto* c = new Conn();
+      c->srv = s;
+      c->is_unix = false;
+      c->ui = ls == reinterpret_cast<uv_stream_t*>(&s->ui_listener);
+      s->conns.insert(c);
+      auto* tcp = new net::UvTransport();
+      c->owned.reset(tcp);
+      tcp->init(s->loop);
+      tcp->set_user(c);
+      if (tcp->accept(ls) != 0) {
+        close_conn(c);
+        return;
+      }
+      c->ip = tcp->peer_ip().str();
+      start_conn(c);
+    });
+  if (r != 0) {
+    PX_ERR("%s %s: %s", option, addr.c_str(), uv_strerror(r));
+    return 1;
+  }
+  sockaddr_storage actual{};
+  int alen = sizeof actual;
+  uv_tcp_getsockname(l, reinterpret_cast<sockaddr*>(&actual), &alen);
+  char ip[64];
+  int aport;
+  if (actual.ss_family == AF_INET6) {
+    uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&actual), ip, sizeof ip);
+    aport = ntohs(reinterpret_cast<sockaddr_in6*>(&actual)->sin6_port);
+  } else {
+    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&actual), ip, sizeof ip);
+    aport = ntohs(reinterpret_cast<sockaddr_in*>(&actual)->sin_port);
+  }
+  if (l == &srv->ui_listener)
+    PX_INFO("dashboard on http://%s:%d/ui/", actual.ss_family == AF_INET6 ? ("[" + std::string(ip) + "]").c_str() : ip,
+            aport);
+  else
+    PX_INFO("listening on tcp:%s:%d (%s)", ip, aport, what);
+  return 0;
 }
 
 }  // namespace
@@ -280,50 +482,21 @@ int run_server(const ServerOptions& opt) {
   }
   PX_INFO("listening on unix:%s", opt.socket_path.c_str());
   if (!opt.tcp_listen.empty()) {
-    sockaddr_storage ss{};
-    if (!parse_addr(opt.tcp_listen, &ss)) {
-      PX_ERR("--listen %s: expected a numeric ADDRESS:PORT", opt.tcp_listen.c_str());
+    if (int e = listen_tcp(&srv, &srv.tcp_listener, opt.tcp_listen, "--listen", "bearer tokens required")) return e;
+    srv.has_tcp = true;
+  }
+  UiAuth ui(admin, opt.ui);
+  if (!opt.ui_listen.empty()) {
+    srv.ui_dir = opt.ui_dir;
+    FILE* f = fopen((srv.ui_dir + "/index.html").c_str(), "rb");
+    if (!f) {
+      PX_ERR("--ui-assets %s: no index.html there (the dashboard's files)", srv.ui_dir.c_str());
       return 2;
     }
-    uv_tcp_init(&loop, &srv.tcp_listener);
-    srv.tcp_listener.data = &srv;
-    r = uv_tcp_bind(&srv.tcp_listener, reinterpret_cast<sockaddr*>(&ss), 0);
-    if (r == 0)
-      r = uv_listen(reinterpret_cast<uv_stream_t*>(&srv.tcp_listener), 128, [](uv_stream_t* l, int st) {
-        if (st != 0) return;
-        Srv* s = static_cast<Srv*>(l->data);
-        auto* c = new Conn();
-        c->srv = s;
-        c->is_unix = false;
-        s->conns.insert(c);
-        auto* tcp = new net::UvTransport();
-        c->owned.reset(tcp);
-        tcp->init(s->loop);
-        tcp->set_user(c);
-        if (tcp->accept(l) != 0) {
-          close_conn(c);
-          return;
-        }
-        start_conn(c);
-      });
-    if (r != 0) {
-      PX_ERR("--listen %s: %s", opt.tcp_listen.c_str(), uv_strerror(r));
-      return 1;
-    }
-    sockaddr_storage actual{};
-    int alen = sizeof actual;
-    uv_tcp_getsockname(&srv.tcp_listener, reinterpret_cast<sockaddr*>(&actual), &alen);
-    char ip[64];
-    int aport;
-    if (actual.ss_family == AF_INET6) {
-      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&actual), ip, sizeof ip);
-      aport = ntohs(reinterpret_cast<sockaddr_in6*>(&actual)->sin6_port);
-    } else {
-      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&actual), ip, sizeof ip);
-      aport = ntohs(reinterpret_cast<sockaddr_in*>(&actual)->sin_port);
-    }
-    PX_INFO("listening on tcp:%s:%d (bearer tokens required)", ip, aport);
-    srv.has_tcp = true;
+    fclose(f);
+    g_ui = &ui;
+    ui.start();
+    if (int e = listen_tcp(&srv, &srv.ui_listener, opt.ui_listen, "--ui", "the dashboard, at /ui/")) return e;
   }
   std::unique_ptr<http::SideServer> metrics;
   if (!opt.metrics_listen.empty()) {
@@ -380,6 +553,7 @@ int run_server(const ServerOptions& opt) {
       nullptr);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  g_ui = nullptr;
   PX_INFO("pxadmind stopped");
   return 0;
 }

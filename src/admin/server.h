@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "admin/acme_manager.h"
+#include "admin/ui_auth.h"
 
 namespace px::admin {
 
@@ -15,6 +16,9 @@ struct ServerOptions {
   int socket_mode = 0660;
   std::string tcp_listen;      // "127.0.0.1:9180"; empty = none
   std::string metrics_listen;  // Prometheus /metrics, no authentication ("127.0.0.1:9146"); empty = none
+  std::string ui_listen;       // the web dashboard ("127.0.0.1:8081"); empty = none
+  std::string ui_dir;          // its assets (index.html, app.js, app.css)
+  UiOptions ui;
   std::vector<std::string> pxd_status_files = {"/run/px/pxd.status"};
   AcmeOptions acme;
 };

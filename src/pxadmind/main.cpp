@@ -19,6 +19,15 @@ int main(int argc, char** argv) {
   app.add_option("-l,--listen", opt.tcp_listen, "also serve the API on this TCP ADDRESS:PORT (bearer tokens required)");
   app.add_option("--metrics", opt.metrics_listen,
                  "serve Prometheus metrics on http://ADDRESS:PORT/metrics (no authentication: keep it on loopback)");
+  opt.ui_dir = px::admin::default_ui_dir();
+  int64_t idle_s = 1800;
+  app.add_option(
+      "--ui", opt.ui_listen,
+      "serve the web dashboard on http://ADDRESS:PORT/ui/ (sessions; put it behind a TLS route to expose it)");
+  app.add_option("--ui-assets", opt.ui_dir, "the dashboard's files")->capture_default_str();
+  app.add_option("--ui-idle", idle_s, "seconds a dashboard session may sit unused")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 24 * 3600));
   app.add_option("--pxd-status", status_files,
                  "pxd status_file(s) to report in /v1/status (default /run/px/pxd.status)");
   auto& a = opt.acme;
@@ -61,6 +70,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!status_files.empty()) opt.pxd_status_files = status_files;
+  opt.ui.idle_s = idle_s;
   signal(SIGPIPE, SIG_IGN);
   return px::admin::run_server(opt);
 }

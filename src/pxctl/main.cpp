@@ -392,7 +392,7 @@ const char* kCompletion =
 _pxctl() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
-  local top="route stream acl cert filter export import audit status token completion"
+  local top="route stream acl cert filter export import audit status token user completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
            COMPREPLY=($(compgen -W "--host --passthrough --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --tls --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
@@ -908,6 +908,41 @@ int main(int argc, char** argv) {
   t_rm->callback([&] {
     check(call("DELETE", "/v1/tokens/" + url_escape(name)));
     if (!g.as_json) std::cout << "token " << name << " revoked\n";
+  });
+
+  // dashboard accounts
+  auto* acct = app.add_subcommand("user", "web dashboard accounts (pxadmind --ui): admins and viewers");
+  acct->require_subcommand(1);
+  std::string acct_role = "viewer";
+  auto* ua_add = acct->add_subcommand("add", "add an account; the password is hashed with yescrypt");
+  ua_add->add_option("name", name)->required();
+  ua_add->add_option("--role", acct_role, "admin (everything) or viewer (read only)")
+      ->check(CLI::IsMember({"admin", "viewer"}))
+      ->capture_default_str();
+  ua_add->add_option("--password", password, "the password (visible in ps; prefer --password-stdin)");
+  ua_add->add_flag("--password-stdin", pw_stdin, "read the password from standard input");
+  ua_add->callback([&] {
+    if (pw_stdin) std::getline(std::cin, password);
+    if (password.empty()) die(2, "user add: give --password or --password-stdin");
+    json b = {{"name", name}, {"password", password}, {"role", acct_role}};
+    Reply r = check(call("POST", "/v1/users", &b));
+    if (g.as_json) return print(r.body);
+    std::cout << "user " << name << " added (" << acct_role << ")\n";
+  });
+  acct->add_subcommand("list", "list accounts")->callback([&] {
+    json list = check(call("GET", "/v1/users")).body;
+    if (g.as_json) return print(list);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& u : list)
+      rows.push_back({u.value("name", ""), u.value("role", ""), u.value("totp", false) ? "on" : "off",
+                      u.value("created", ""), u.value("created_by", "")});
+    table({"NAME", "ROLE", "TOTP", "CREATED", "CREATED_BY"}, rows);
+  });
+  auto* ua_rm = acct->add_subcommand("rm", "remove an account (its sessions end)");
+  ua_rm->add_option("name", name)->required();
+  ua_rm->callback([&] {
+    check(call("DELETE", "/v1/users/" + url_escape(name)));
+    if (!g.as_json) std::cout << "user " << name << " removed\n";
   });
 
   // filters

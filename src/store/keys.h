@@ -23,8 +23,10 @@
 //   acme:state:<cert name>     JSON {name, names, status, forced, last_attempt, last_error (the problem
 //                              document), next_attempt, failures, orders[], failed[], issued[], ari{...}}:
 //                              what pxadmind's ACME manager knows of a certificate it keeps (tls auto).
-//
-// Reserved for later: stream:<name>, user:<name>.
+//   stream:<name>              JSON L4 stream (route/stream.h)
+//   user:<name>                JSON {name, role ("admin" or "viewer"), password (a crypt(5) hash), created,
+//                              created_by, totp (base32 secret, once enabled), recovery [sha256 of unused
+//                              codes]}: the web dashboard's accounts (admin/ui_auth.h). Never exported.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -43,6 +45,7 @@ inline constexpr std::string_view kRoute = "route:";
 inline constexpr std::string_view kAcl = "acl:";
 inline constexpr std::string_view kStream = "stream:";
 inline constexpr std::string_view kToken = "token:";
+inline constexpr std::string_view kUser = "user:";
 inline constexpr std::string_view kAudit = "audit:";
 inline constexpr std::string_view kHostPathIndex = "index:hp:";
 inline constexpr std::string_view kChallenge = "acme:chal:";
@@ -60,6 +63,7 @@ inline std::string join(std::string_view prefix, std::string_view name) {
 inline std::string route(std::string_view name) { return join(kRoute, name); }
 inline std::string acl(std::string_view name) { return join(kAcl, name); }
 inline std::string token(std::string_view name) { return join(kToken, name); }
+inline std::string user(std::string_view name) { return join(kUser, name); }
 inline std::string challenge(std::string_view token) { return join(kChallenge, token); }
 inline std::string cert(std::string_view name) { return join(kCert, name); }
 inline std::string acme_account(std::string_view id) { return join(kAcmeAccount, id); }

@@ -6,6 +6,7 @@
 
 #include "admin/api.h"
 #include "admin/model.h"
+#include "admin/ui_auth.h"
 
 using namespace px::admin;
 
@@ -112,4 +113,16 @@ TEST_CASE("passwords are hashed with yescrypt and verified") {
   CHECK(err.rfind("users[0].password:", 0) == 0);
   CHECK_FALSE(parse_acl_json({{"name", "a"}, {"rules", {{{"action", "allow"}, {"cidr", "10.0.0.0/40"}}}}}, &out, &err));
   CHECK(err.rfind("rules[0].cidr:", 0) == 0);
+}
+
+TEST_CASE("dashboard TOTP: RFC 6238's SHA-1 vectors (6 digits), and base32 both ways") {
+  std::string key = "12345678901234567890";  // RFC 6238 appendix B
+  CHECK(px::admin::totp_code(key, 59 / 30) == 287082);
+  CHECK(px::admin::totp_code(key, 1111111109 / 30) == 81804);
+  CHECK(px::admin::totp_code(key, 1234567890 / 30) == 5924);
+  CHECK(px::admin::totp_code(key, 20000000000ull / 30) == 353130);
+  CHECK(px::admin::base32_encode("foobar") == "MZXW6YTBOI");  // RFC 4648 (without padding)
+  CHECK(px::admin::base32_decode("MZXW6YTBOI") == "foobar");
+  CHECK(px::admin::base32_decode("mzxw6ytboi======") == "foobar");
+  CHECK(px::admin::base32_decode("MZ1W") == "");
 }
