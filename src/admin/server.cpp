@@ -260,6 +260,10 @@ void handle(Conn* c) {
     send(c, 403, Result::error(403, "", "viewer accounts can only read").body, 0);
     return;
   }
+  if (read_only && path == "/v1/config" && target.find("include_keys") != std::string::npos) {
+    send(c, 403, Result::error(403, "include_keys", "private keys are for admins").body, 0);
+    return;
+  }
   if (c->too_big) {
     send(c, 413, Result::error(413, "", "request body over 64 MiB").body, 0);
     c->keep_alive = false;

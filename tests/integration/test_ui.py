@@ -294,6 +294,9 @@ class UiTest(unittest.TestCase):
                                headers={"Cookie": "px_session=" + cookie, "X-CSRF-Token": csrf})
         self.assertEqual(st, 403, doc)
         self.assertEqual(self.http("GET", "/v1/routes", headers={"Cookie": "px_session=" + cookie})[0], 200)
+        # Reading everything does not include private keys.
+        self.assertEqual(self.http("GET", "/v1/config?include_keys=1", headers={"Cookie": "px_session=" + cookie})[0],
+                         403)
         # Logout ends the session on the server too.
         v.open("#/account")
         v.click("Log out")
