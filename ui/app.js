@@ -328,6 +328,12 @@ async function routeForm(name) {
     field({ name: "max_body_size", label: "Max body size (bytes; -1 = default, 0 = unlimited)", type: "number", value: r.max_body_size === undefined ? -1 : r.max_body_size }),
     field({ name: "health_check", label: "Health check path (empty: none)", value: r.health_check ? r.health_check.path : "" }),
     field({ name: "enabled", label: "Enabled", type: "checkbox", value: r.enabled !== false }),
+    field({ name: "access_log", label: "In pxd's access log", type: "checkbox", value: r.access_log !== false }),
+    h("fieldset", {}, h("legend", { text: "https:// upstreams" }),
+      field({ name: "upstream_verify", label: "Verify the upstream's certificate", type: "checkbox", value: !r.upstream_tls || r.upstream_tls.verify !== false }),
+      field({ name: "upstream_ca", label: "CA bundle (absolute path; empty: the system's)", value: (r.upstream_tls || {}).ca_file || "" }),
+      field({ name: "upstream_sni", label: "Server name sent and verified (empty: the upstream's host)", value: (r.upstream_tls || {}).sni || "" }),
+      field({ name: "upstream_client_cert", label: "Client certificate to present (a stored certificate's name)", value: (r.upstream_tls || {}).client_cert || "" })),
     h("div", { class: "row" },
       canWrite() ? h("button", { type: "submit", text: editing ? "Save" : "Add route" }) : null,
       h("button", { type: "button", class: "ghost", text: "Back", onclick: () => go("#/routes") })));
@@ -356,6 +362,15 @@ async function routeForm(name) {
       const hc = form.elements["health_check"].value.trim();
       body.health_check = hc ? Object.assign({}, r.health_check || {}, { path: hc }) : null;
       body.enabled = form.elements["enabled"].checked;
+      body.access_log = form.elements["access_log"].checked;
+      const ut = { verify: form.elements["upstream_verify"].checked };
+      for (const [k, f] of [["ca_file", "upstream_ca"], ["sni", "upstream_sni"], ["client_cert", "upstream_client_cert"]]) {
+        const v = form.elements[f].value.trim();
+        if (v) ut[k] = v;
+        else if (editing && r.upstream_tls && r.upstream_tls[k]) ut[k] = null;  // merge patch: null removes it
+      }
+      const anyHttps = body.upstreams.some((u) => String(u.url || u).startsWith("https://"));
+      if (anyHttps || r.upstream_tls || !ut.verify || Object.keys(ut).length > 1) body.upstream_tls = ut;
       if (form.elements["passthrough"].checked || r.passthrough) body.passthrough = form.elements["passthrough"].checked;
       if (editing) {
         await api("PATCH", "/v1/routes/" + encodeURIComponent(name), body, r.version);
@@ -419,6 +434,9 @@ async function aclForm(name) {
     field({ name: "name", label: "Name", value: a.name, readonly: editing }),
     field({ name: "rules", label: "Rules, in order", type: "textarea", value: rules, hint: "One per line: allow=CIDR or deny=CIDR" }),
     field({ name: "default", label: "When no rule matches", type: "select", options: ["deny", "allow"], value: a.default || "deny" }),
+    field({ name: "satisfy", label: "With users too: pass when", type: "select", options: ["any", "all"], value: a.satisfy || "any", hint: "any: the address or a user's password; all: both" }),
+    field({ name: "realm", label: "Realm (shown in the browser's password prompt)", value: a.realm || "" }),
+    field({ name: "pass_authorization", label: "Pass the Authorization header upstream", type: "checkbox", value: a.pass_authorization }),
     h("div", { class: "row" },
       canWrite() ? h("button", { type: "submit", text: editing ? "Save" : "Add access list" }) : null,
       h("button", { type: "button", class: "ghost", text: "Back", onclick: () => go("#/acls") })));
@@ -430,7 +448,10 @@ async function aclForm(name) {
         return eq < 0 ? { action: r, cidr: "" } : { action: r.slice(0, eq).trim(), cidr: r.slice(eq + 1).trim() };
       }),
       default: form.elements["default"].value,
+      satisfy: form.elements["satisfy"].value,
+      pass_authorization: form.elements["pass_authorization"].checked,
     };
+    if (form.elements["realm"].value.trim()) body.realm = form.elements["realm"].value.trim();
     try {
       if (editing) await api("PATCH", "/v1/acls/" + encodeURIComponent(name), body, a.version);
       else await api("POST", "/v1/acls", Object.assign({ name: form.elements["name"].value.trim() }, body));
@@ -537,15 +558,44 @@ async function auditScreen() {
   screen("Audit log", table(["#", { t: "Time", opt: true }, "Who", "Action", "Resource", "Change"], rows));
 }
 
+let poller = null;
+
 async function statusScreen() {
   const s = await api("GET", "/v1/status");
+  const body = h("tbody", {});
+  const note = h("p", { class: "muted", id: "traffic-note", text: "Reading pxd's counters…" });
+  let prev = null;
+  const tick = async () => {
+    let t;
+    try { t = await api("GET", "/v1/traffic"); } catch (e) { return; }
+    if (!t.pxd_read) {
+      note.textContent = "No running pxd has metrics_listen set: live traffic needs it (pxd.conf(5)).";
+      return;
+    }
+    const dt = prev ? (t.time_ms - prev.time_ms) / 1000 : 0;
+    const names = Object.keys(t.routes).sort();
+    body.replaceChildren(...names.map((n) => {
+      const r = t.routes[n], p = prev && prev.routes[n];
+      const rate = p && dt > 0 ? ((r.requests - p.requests) / dt).toFixed(1) : "…";
+      const err = p && dt > 0 ? ((r.errors - p.errors) / dt).toFixed(1) : "…";
+      return h("tr", { "data-traffic": n }, h("td", {}, h("strong", { text: n })), h("td", { text: rate }), h("td", { text: err }),
+        h("td", { text: r.requests }), h("td", { text: r.errors }));
+    }));
+    note.textContent = "Every 2 seconds, from " + t.pxd_read + " pxd" + (t.pxd_read > 1 ? "s" : "") + ".";
+    prev = t;
+  };
+  poller = setInterval(tick, 2000);
+  tick();
   const pxds = (s.pxd || s.pxds || []).map((p) => h("tr", {},
     h("td", { text: p.status_file || "" }),
     h("td", {}, h("span", { class: "badge " + (p.running ? "good" : "bad"), text: p.running ? "running" : "not running" })),
     h("td", { text: p.generation === undefined ? "" : p.generation }),
     h("td", {}, p.generation === s.generation ? h("span", { class: "badge good", text: "current" }) : h("span", { class: "badge warn", text: "behind" }))));
+  const traffic = table(["Route", "Requests/s", "5xx/s", "Requests", "5xx"], []);
+  traffic.querySelector("table").replaceChild(body, traffic.querySelector("tbody"));
   screen("Status", h("p", { text: "Store generation " + s.generation }),
     table(["pxd", "State", "Generation", ""], pxds),
+    h("h2", { text: "Live traffic" }), note, traffic,
     h("details", {}, h("summary", { text: "Everything pxadmind reports" }), h("pre", { text: JSON.stringify(s, null, 2) })));
 }
 
@@ -639,6 +689,8 @@ const screens = {
 };
 
 async function render() {
+  if (poller) clearInterval(poller);
+  poller = null;
   const parts = (location.hash || "#/routes").slice(2).split("/");
   const name = screens[parts[0]] ? parts[0] : "routes";
   const arg = parts[1] ? decodeURIComponent(parts[1]) : "";

@@ -43,6 +43,9 @@ json pxd_status(const std::string& file);
 // pxctl trace (proxy/trace.h): a token for each running pxd (201), and a traced request's record (taken once).
 Result create_trace(const std::vector<std::string>& pxd_status_files, const std::string& who);
 Result take_trace(const std::vector<std::string>& pxd_status_files, const std::string& id);
+// The dashboard's live traffic: each running pxd's px_requests_total summed by route (requests, 5xx), read from
+// its metrics listener (pxd.conf metrics_listen). The dashboard turns two readings into rates.
+Result traffic(const std::vector<std::string>& pxd_status_files);
 
 class Admin {
  public:

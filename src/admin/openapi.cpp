@@ -152,6 +152,9 @@ const char* openapi_document() {
     "/v1/status": {
       "get": {"operationId": "status", "responses": {"200": {"description": "store generation and what each pxd applied"}}}
     },
+    "/v1/traffic": {
+      "get": {"operationId": "traffic", "responses": {"200": {"description": "{time_ms, pxd_read, routes: {name: {requests, errors}}}: counters summed over running pxds with metrics_listen"}}}
+    },
     "/v1/users": {
       "get": {"operationId": "listUsers", "responses": {"200": {"description": "dashboard accounts: name, role, totp (never hashes)"}}},
       "post": {"operationId": "createUser", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["name", "password"],

@@ -1,8 +1,11 @@
 // pxctl trace, pxadmind's side (proxy/trace.h draws the whole path): tokens
 // signed with each running pxd's trace key, and the records pxd wrote.
+#include <netdb.h>
 #include <openssl/rand.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -53,6 +56,81 @@ Result take_trace(const std::vector<std::string>& status_files, const std::strin
     return r;
   }
   return Result::error(404, "id", "no record for trace " + id + " (yet: pxd writes it when the request ends)");
+}
+
+// ---- live traffic for the dashboard ----
+
+namespace {
+// GET /metrics from a pxd's metrics listener (on this host), blocking for at most a second; "" on failure.
+std::string fetch_metrics(std::string addr) {
+  size_t colon = addr.rfind(':');
+  if (colon == std::string::npos) return "";
+  std::string host = addr.substr(0, colon), port = addr.substr(colon + 1);
+  if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) return "";
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{1, 0};
+  std::string out;
+  if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+    static const char kReq[] = "GET /metrics HTTP/1.1\r\nHost: pxd\r\nConnection: close\r\n\r\n";
+    if (write(fd, kReq, sizeof kReq - 1) == static_cast<ssize_t>(sizeof kReq - 1)) {
+      char buf[65536];
+      ssize_t n;
+      while (out.size() < (64u << 20) && (n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  if (fd >= 0) close(fd);
+  freeaddrinfo(res);
+  size_t body = out.find("\r\n\r\n");
+  return out.rfind("HTTP/1.1 200", 0) == 0 && body != std::string::npos ? out.substr(body + 4) : "";
+}
+
+// A label's value in a Prometheus sample's label set ("" when absent).
+std::string label(std::string_view labels, std::string_view name) {
+  std::string key = std::string(name) + "=\"";
+  size_t at = labels.find(key);
+  if (at == std::string_view::npos || (at > 0 && labels[at - 1] != '{' && labels[at - 1] != ',')) return "";
+  size_t start = at + key.size(), end = labels.find('"', start);
+  return end == std::string_view::npos ? "" : std::string(labels.substr(start, end - start));
+}
+}  // namespace
+
+Result traffic(const std::vector<std::string>& status_files) {
+  json routes = json::object();
+  int read = 0;
+  for (const auto& f : status_files) {
+    json s = pxd_status(f);
+    if (!s.value("running", false) || !s.contains("metrics") || !s["metrics"].is_string()) continue;
+    std::string text = fetch_metrics(s["metrics"].get<std::string>());
+    if (text.empty()) continue;
+    read++;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("px_requests_total{", 0) != 0) continue;
+      size_t close = line.find("} ");
+      if (close == std::string::npos) continue;
+      std::string_view labels(line.data(), close + 1);
+      double v = std::strtod(line.c_str() + close + 2, nullptr);
+      std::string route = label(labels, "route");
+      json& r = routes[route.empty() ? "(none)" : route];
+      if (!r.is_object()) r = {{"requests", 0.0}, {"errors", 0.0}};
+      r["requests"] = r["requests"].get<double>() + v;
+      if (label(labels, "code") == "5xx") r["errors"] = r["errors"].get<double>() + v;
+    }
+  }
+  Result r;
+  int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  r.body = {{"time_ms", now_ms}, {"pxd_read", read}, {"routes", routes}};
+  return r;
 }
 
 }  // namespace px::admin

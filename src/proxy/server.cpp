@@ -622,6 +622,14 @@ void Server::publish_status() {
       if (la.port) listen.push_back(la.str());
     st["listen"] = listen;
     st["low_port_limit"] = low_port_limit();
+    if (metrics_) {  // where pxadmind reads live traffic for the dashboard (GET /v1/traffic)
+      ListenAddr la;
+      std::string e;
+      if (parse_listen_addr(cfg_.metrics_listen, &la, &e)) {
+        la.port = static_cast<uint16_t>(metrics_->port());
+        st["metrics"] = la.str();
+      }
+    }
     st["can_bind_low_ports"] = can_bind_low_ports();
     f << st.dump() << "\n";
   }

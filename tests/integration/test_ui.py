@@ -99,7 +99,7 @@ class UiTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.up = Upstream("ui-up")
-        cls.pxd = Pxd()
+        cls.pxd = Pxd(extra="metrics_listen 127.0.0.1:0\n")
         cls.adm = Admind(data=cls.pxd.data, pxd_status=cls.pxd.status_file, args=["--ui", "127.0.0.1:0"])
         m = wait_for(lambda: re.search(r"dashboard on http://127\.0\.0\.1:(\d+)/ui/", cls.adm.log()), what="--ui")
         cls.port = int(m.group(1))
@@ -194,6 +194,13 @@ class UiTest(unittest.TestCase):
         b.shot("04-routes")
         self.pxd.wait_applied(self.adm.generation())
         self.assertEqual(self.through_pxd("shop.test"), 200)
+        # The status screen reads pxd's counters: the route's traffic shows.
+        b.open("#/status")
+        row = wait_for(lambda: b.d.find_elements(By.CSS_SELECTOR, "tr[data-traffic='shop']"), what="shop's traffic")
+        self.assertGreaterEqual(int(row[0].find_elements(By.TAG_NAME, "td")[3].text), 1)
+        b.shot("04b-status-traffic")
+        b.open("#/routes")
+        b.wait_text("shop.test")
         # Edit: a second host.
         b.el("tr[data-route='shop'] button").click()
         b.wait_text("Route shop")
@@ -453,6 +460,12 @@ class UiTest(unittest.TestCase):
         two.wait_text("Changed by user:ada since you opened it")
         self.assertEqual(two.el("#f-path").get_attribute("value"), "/two")  # the edit is kept
         two.shot("16-concurrent-edit")
+        # The dark theme, by the toggle (the system's preference is followed until then).
+        two.el("#theme").click()
+        self.assertEqual(two.d.execute_script("return document.documentElement.dataset.theme"), "dark")
+        two.open("#/routes")
+        two.wait_text("both.test")
+        two.shot("17-routes-dark")
         self.assertEqual(self.adm.api("GET", "/v1/routes/both")[2]["path"], "/one")
 
 
