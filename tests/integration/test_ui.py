@@ -74,17 +74,44 @@ class Browser:
         return wait_for(lambda: (self.d.find_elements(By.CSS_SELECTOR, css) or [None])[0], what="element " + css)
 
     def fill(self, name, value, form="form"):
-        e = self.el("%s [name='%s']" % (form, name))
-        e.clear()
-        e.send_keys(value)
+        css = "%s [name='%s']" % (form, name)
+
+        def attempt():
+            try:
+                found = self.d.find_elements(By.CSS_SELECTOR, css)
+                if found:
+                    found[0].clear()
+                    found[0].send_keys(value)
+                    return found[0].get_attribute("value") == value
+            except WebDriverException:
+                pass
+            return False
+        wait_for(attempt, what="%s filled" % css)
 
     def click(self, text, css="button"):
-        def find():
-            for e in self.d.find_elements(By.CSS_SELECTOR, css):
-                if e.text.strip() == text and e.is_displayed():
-                    return e
-            return None
-        wait_for(find, what="a %s saying %r" % (css, text)).click()
+        # Found and clicked in one try, again if the page re-drew it in between (a stale element).
+        def attempt():
+            try:
+                for e in self.d.find_elements(By.CSS_SELECTOR, css):
+                    if e.text.strip() == text and e.is_displayed():
+                        e.click()
+                        return True
+            except WebDriverException:
+                pass
+            return False
+        wait_for(attempt, what="a %s saying %r, clicked" % (css, text))
+
+    def click_el(self, css):
+        def attempt():
+            try:
+                found = self.d.find_elements(By.CSS_SELECTOR, css)
+                if found:
+                    found[0].click()
+                    return True
+            except WebDriverException:
+                pass
+            return False
+        wait_for(attempt, what="%s, clicked" % css)
 
     def shot(self, name):
         os.makedirs(SHOTS, exist_ok=True)
@@ -202,7 +229,7 @@ class UiTest(unittest.TestCase):
         b.open("#/routes")
         b.wait_text("shop.test")
         # Edit: a second host.
-        b.el("tr[data-route='shop'] button").click()
+        b.click_el("tr[data-route='shop'] button")
         b.wait_text("Route shop")
         b.fill("hosts", "shop.test\nwww.shop.test")
         b.click("Save")
@@ -210,7 +237,7 @@ class UiTest(unittest.TestCase):
         self.pxd.wait_applied(self.adm.generation())
         self.assertEqual(self.through_pxd("www.shop.test"), 200)
         # A validation error comes back from the API and is shown at its field.
-        b.el("tr[data-route='shop'] button").click()
+        b.click_el("tr[data-route='shop'] button")
         b.wait_text("Route shop")
         b.fill("upstreams", "ftp://127.0.0.1:1")
         b.click("Save")
@@ -262,7 +289,7 @@ class UiTest(unittest.TestCase):
         b.open("#/acls")
         b.wait_text("deny 127.0.0.0/8")
         # A basic-auth user: its password is hashed as it arrives, never stored or shown.
-        b.el("tr[data-acl='office'] button").click()
+        b.click_el("tr[data-acl='office'] button")
         b.wait_text("Basic-auth users")
         b.fill("username", "bob", form="form[aria-label='Basic-auth users']")
         b.fill("password", "bobs password", form="form[aria-label='Basic-auth users']")
@@ -438,7 +465,7 @@ class UiTest(unittest.TestCase):
         self.assertIn(json.dumps(evil)[1:-1], b.el("#f-filters").get_attribute("value"))  # as JSON text
         b.open("#/audit")
         b.wait_text("route.create")
-        b.el("details summary").click()
+        b.click_el("details summary")
         wait_for(lambda: evil.replace('"', '\\"') in b.text(), what="the markup shown as text")
         self.assertIsNone(b.d.execute_script("return window.pwned"))
         self.assertEqual(b.d.find_elements(By.CSS_SELECTOR, "main img, main script"), [])
@@ -461,7 +488,7 @@ class UiTest(unittest.TestCase):
         self.assertEqual(two.el("#f-path").get_attribute("value"), "/two")  # the edit is kept
         two.shot("16-concurrent-edit")
         # The dark theme, by the toggle (the system's preference is followed until then).
-        two.el("#theme").click()
+        two.click_el("#theme")
         self.assertEqual(two.d.execute_script("return document.documentElement.dataset.theme"), "dark")
         two.open("#/routes")
         two.wait_text("both.test")
