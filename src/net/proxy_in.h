@@ -23,38 +23,14 @@ int parse_proxy_header(std::string_view in, size_t* used, IpAddr* src, bool* loc
                        uint16_t* sport = nullptr);
 inline constexpr size_t kMaxProxyHeader = 16 + 216;  // v2 with the largest address block; v1 is at most 107
 
-class ProxyInTransport final : public Transport, public TransportUser {
+class ProxyInTransport final : public LayeredTransport {
  public:
   // client/trusted: where the header's address goes (the session's peer address, and whether that
   // address is itself a trusted proxy).
   ProxyInTransport(Transport* inner, IpAddr* client, bool* trusted, const CidrSet* trusted_set)
-      : inner_(inner), client_(client), trusted_(trusted), set_(trusted_set) {
-    inner_->set_user(this);
-  }
-  void read_start() override {
-    reading_ = true;
-    inner_->read_start();
-  }
-  void read_stop() override {
-    reading_ = false;
-    inner_->read_stop();
-  }
-  int write(Output& out) override { return inner_->write(out); }
-  size_t queued() const override { return inner_->queued(); }
-  void shutdown(bool then_close) override { inner_->shutdown(then_close); }
-  void close() override {
-    closing_ = true;
-    inner_->close();
-  }
-  void ack_now() override { inner_->ack_now(); }
+      : LayeredTransport(inner), client_(client), trusted_(trusted), set_(trusted_set) {}
 
   void on_data(const char* data, size_t len) override;
-  void on_eof() override { user_->on_eof(); }
-  void on_error(int err) override { user_->on_error(err); }
-  void on_drained() override { user_->on_drained(); }
-  void on_connected() override { user_->on_connected(); }
-  void on_shutdown() override { user_->on_shutdown(); }
-  void on_closed() override { user_->on_closed(); }
 
   // An L4 stream waits for the header before it does anything: on_connected() then tells its user that
   // the header was read (and *port gets the client's port). The bytes after it follow, to whoever is
@@ -65,7 +41,6 @@ class ProxyInTransport final : public Transport, public TransportUser {
   }
 
  private:
-  Transport* inner_;
   IpAddr* client_;
   bool* trusted_;
   const CidrSet* set_;

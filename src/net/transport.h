@@ -4,6 +4,8 @@
 //   UvTransport      a TCP connection or a unix socket (libuv stream)
 //   MemoryTransport  one end of an in-memory pair, for unit tests without sockets
 //   TlsTransport     TLS over another transport (tls/transport.h)
+//   LayeredTransport (below) passes through: the PROXY header reader (net/proxy_in.h) and the
+//                    ClientHello reader for SNI passthrough (tls/client_hello.h) are two
 //
 // The layer above (an HTTP session, an upstream connection, a health probe,
 // pxadmind's connections) implements TransportUser and holds a Transport.
@@ -69,6 +71,40 @@ class Transport {
   TransportUser* user_ = nullptr;
   bool reading_ = false;
   bool closing_ = false;
+};
+
+// A layer over another transport that passes everything through, both ways: a subclass overrides what
+// it reads or changes (net::ProxyInTransport, tls::HelloPeekTransport). It becomes `inner`'s user.
+class LayeredTransport : public Transport, public TransportUser {
+ public:
+  explicit LayeredTransport(Transport* inner) : inner_(inner) { inner_->set_user(this); }
+  void read_start() override {
+    reading_ = true;
+    inner_->read_start();
+  }
+  void read_stop() override {
+    reading_ = false;
+    inner_->read_stop();
+  }
+  int write(Output& out) override { return inner_->write(out); }
+  size_t queued() const override { return inner_->queued(); }
+  void shutdown(bool then_close) override { inner_->shutdown(then_close); }
+  void close() override {
+    closing_ = true;
+    inner_->close();
+  }
+  void ack_now() override { inner_->ack_now(); }
+
+  void on_data(const char* data, size_t len) override { user_->on_data(data, len); }
+  void on_eof() override { user_->on_eof(); }
+  void on_error(int err) override { user_->on_error(err); }
+  void on_drained() override { user_->on_drained(); }
+  void on_connected() override { user_->on_connected(); }
+  void on_shutdown() override { user_->on_shutdown(); }
+  void on_closed() override { user_->on_closed(); }
+
+ protected:
+  Transport* inner_;
 };
 
 }  // namespace px::net

@@ -36,38 +36,14 @@ class HelloDecider {
   ~HelloDecider() = default;
 };
 
-class HelloPeekTransport final : public net::Transport, public net::TransportUser {
+class HelloPeekTransport final : public net::LayeredTransport {
  public:
-  HelloPeekTransport(net::Transport* inner, HelloDecider* decider) : inner_(inner), decider_(decider) {
-    inner_->set_user(this);
-  }
-  void read_start() override {
-    reading_ = true;
-    inner_->read_start();
-  }
-  void read_stop() override {
-    reading_ = false;
-    inner_->read_stop();
-  }
-  int write(net::Output& out) override { return inner_->write(out); }
-  size_t queued() const override { return inner_->queued(); }
-  void shutdown(bool then_close) override { inner_->shutdown(then_close); }
-  void close() override {
-    closing_ = true;
-    inner_->close();
-  }
-  void ack_now() override { inner_->ack_now(); }
+  HelloPeekTransport(net::Transport* inner, HelloDecider* decider) : LayeredTransport(inner), decider_(decider) {}
 
   void on_data(const char* data, size_t len) override;
   void on_eof() override;
-  void on_error(int err) override { user_->on_error(err); }
-  void on_drained() override { user_->on_drained(); }
-  void on_connected() override { user_->on_connected(); }
-  void on_shutdown() override { user_->on_shutdown(); }
-  void on_closed() override { user_->on_closed(); }
 
  private:
-  net::Transport* inner_;
   HelloDecider* decider_;
   std::string buf_;
   bool done_ = false;   // the hello was read and decided on

@@ -4,6 +4,7 @@ TcpPeer speaks a one-line command first ("ECHO\\n", "SEND <n>\\n", "RECV\\n", "P
 proxy=True it first reads a PROXY protocol header (v1 or v2) and records the client address it names.
 UdpPeer answers each datagram with "<id>|<the sender's port>|<the datagram>"; DnsPeer answers A queries."""
 import socket
+import ssl
 import struct
 import threading
 
@@ -127,6 +128,29 @@ class TcpPeer:
 
     def close(self):
         self.sock.close()
+
+
+class TlsEchoPeer(TcpPeer):
+    """An upstream that does its own TLS (its own certificate, from crt and key files), then echoes."""
+
+    def __init__(self, crt, key):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(crt, key)
+        super().__init__()
+
+    def _serve(self, c):
+        try:
+            c.settimeout(30)
+            t = self.ctx.wrap_socket(c, server_side=True)
+            while True:
+                d = t.recv(65536)
+                if not d:
+                    break
+                t.sendall(d)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            c.close()
 
 
 class UdpPeer:

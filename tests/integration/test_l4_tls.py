@@ -7,12 +7,11 @@ import re
 import socket
 import ssl
 import subprocess
-import threading
 import unittest
 
 from cryptography import x509
 
-from l4peers import TcpPeer
+from l4peers import TcpPeer, TlsEchoPeer
 from pxtest import DEADLINE, Admind, Pxd, Upstream, free_port, route, wait_for
 from test_tls import Certs
 
@@ -169,47 +168,6 @@ class TlsStreamTest(unittest.TestCase):
                          "--upstream", "tcp://127.0.0.1:9")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("tls: no certificate named 'nosuch'", r.stderr + r.stdout)
-
-
-class TlsEchoPeer:
-    """An upstream that does its own TLS (its own certificate), then echoes every byte."""
-
-    def __init__(self, crt, key):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(crt, key)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.url = "tcp://127.0.0.1:%d" % self.port
-        self.accepted = 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        try:
-            c.settimeout(DEADLINE)
-            t = self.ctx.wrap_socket(c, server_side=True)
-            while True:
-                d = t.recv(65536)
-                if not d:
-                    break
-                t.sendall(d)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.sock.close()
 
 
 def split_handshake(port, sni, ctx, step=1):
