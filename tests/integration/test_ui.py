@@ -495,6 +495,28 @@ class UiTest(unittest.TestCase):
         two.shot("17-routes-dark")
         self.assertEqual(self.adm.api("GET", "/v1/routes/both")[2]["path"], "/one")
 
+    def test_9b_keyboard_only(self):
+        from selenium.webdriver.common.keys import Keys
+        b = self.browser()
+        b.open("#/login")
+        b.wait_text("Log in to px")
+        # Type, Tab to the next field, Enter submits: no mouse.
+        b.el("#f-user").send_keys("ada" + Keys.TAB + PASSWORD + Keys.ENTER)
+        b.wait_text("Routes")
+        # Tab reaches the add button; Enter opens the form, whose fields are all labelled.
+        body = b.d.find_element(By.TAG_NAME, "body")
+        body.send_keys(Keys.TAB)
+        for _ in range(40):
+            if b.d.switch_to.active_element.get_attribute("id") == "add-route":
+                break
+            b.d.switch_to.active_element.send_keys(Keys.TAB)
+        self.assertEqual(b.d.switch_to.active_element.get_attribute("id"), "add-route")
+        b.d.switch_to.active_element.send_keys(Keys.ENTER)
+        b.wait_text("Add a route")
+        for e in b.d.find_elements(By.CSS_SELECTOR, "main input, main select, main textarea"):
+            self.assertTrue(b.d.find_elements(By.CSS_SELECTOR, "label[for='%s']" % e.get_attribute("id")),
+                            "no label for %s" % e.get_attribute("name"))
+
 
 if __name__ == "__main__":
     unittest.main()
