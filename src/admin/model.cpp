@@ -75,13 +75,13 @@ std::vector<std::pair<std::string, std::string>> hp_keys(const json& route) {
   return out;
 }
 
-std::string sha256_hex(const std::string& s) {
+}  // namespace
+
+std::string sha256_hex(std::string_view s) {
   uint8_t md[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const uint8_t*>(s.data()), s.size(), md);
   return to_hex(md, sizeof md);
 }
-
-}  // namespace
 
 // ---- transactions (admin/txn.h) ----
 

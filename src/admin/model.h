@@ -124,6 +124,9 @@ class Admin {
 // ("*.example.com" → "wildcard.example.com"), or "route-<name>" when that is no valid name.
 std::string auto_cert_name(const std::string& route_name, const std::string& first_host);
 
+// Lower-case hex SHA-256 (token and session hashes, asset ETags).
+std::string sha256_hex(std::string_view s);
+
 // Validates and normalises an access list; errors are "field: problem".
 bool parse_acl_json(const json& j, json* out, std::string* error);
 

@@ -162,9 +162,7 @@ void serve_asset(Conn* c, const std::string& target) {
   const char* type = "application/octet-stream";
   for (const auto& [ext, t] : kTypes)
     if (name.size() > strlen(ext) && name.compare(name.size() - strlen(ext), strlen(ext), ext) == 0) type = t;
-  uint8_t md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(data.data()), data.size(), md);
-  std::string etag = "\"" + to_hex(md, 8) + "\"";
+  std::string etag = "\"" + sha256_hex(data).substr(0, 16) + "\"";
   if (trim(c->head.get("if-none-match")) == etag) {
     send_raw(c, 304, "", "", {{"ETag", etag}}, "no-cache");
     return;

@@ -23,12 +23,6 @@ std::string random_hex(size_t bytes) {
   return to_hex(raw, bytes);
 }
 
-std::string sha256_of(std::string_view s) {
-  uint8_t md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(s.data()), s.size(), md);
-  return to_hex(md, sizeof md);
-}
-
 bool same(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
@@ -152,13 +146,13 @@ std::string UiAuth::open_session(const json& account) {
   if (sessions_.size() > 10000)  // expired ones first; the map stays small
     for (auto it = sessions_.begin(); it != sessions_.end();)
       it = now() - it->second.last > o_.idle_s ? sessions_.erase(it) : std::next(it);
-  sessions_[sha256_of(id)] = s;
+  sessions_[sha256_hex(id)] = s;
   return id;
 }
 
 UiSession* UiAuth::find(const std::string& id) {
   if (id.empty()) return nullptr;
-  auto it = sessions_.find(sha256_of(id));
+  auto it = sessions_.find(sha256_hex(id));
   if (it == sessions_.end()) return nullptr;
   int64_t t = now();
   if (t - it->second.last > o_.idle_s || t - it->second.created > o_.max_age_s) {
@@ -225,7 +219,7 @@ Result UiAuth::login(const json& body, const std::string& ip, std::string* cooki
       uint64_t step = static_cast<uint64_t>(now()) / 30;
       for (uint64_t s : {step - 1, step, step + 1}) good = good || totp_code(key, s) == static_cast<uint32_t>(code);
     } else if (body.contains("recovery") && body["recovery"].is_string()) {
-      std::string h = sha256_of(body["recovery"].get<std::string>());
+      std::string h = sha256_hex(body["recovery"].get<std::string>());
       json left = json::array();
       for (const auto& r : acct.value("recovery", json::array())) {
         if (!good && r.is_string() && same(r.get<std::string>(), h))
@@ -249,7 +243,7 @@ Result UiAuth::login(const json& body, const std::string& ip, std::string* cooki
 }
 
 Result UiAuth::logout(const std::string& id) {
-  sessions_.erase(sha256_of(id));
+  sessions_.erase(sha256_hex(id));
   Result r;
   r.status = 204;
   r.body = nullptr;
@@ -295,7 +289,7 @@ Result UiAuth::totp_confirm(const std::string& id, const json& body) {
   for (int i = 0; i < 8; i++) {
     std::string c = random_hex(5);
     codes.push_back(c);
-    hashes.push_back(sha256_of(c));
+    hashes.push_back(sha256_hex(c));
   }
   Result r = admin_.set_account_totp(s->user, s->totp_pending, hashes, "user:" + s->user);
   if (r.status != 200) return r;
