@@ -63,10 +63,12 @@ struct Cb {
   }
 };
 
-static void alloc_read_buffer(uv_buf_t* buf) {
+char* thread_read_buffer() {
   if (!t_read_buf) t_read_buf = new char[kReadBuf];
-  *buf = uv_buf_init(t_read_buf, kReadBuf);
+  return t_read_buf;
 }
+
+static void alloc_read_buffer(uv_buf_t* buf) { *buf = uv_buf_init(thread_read_buffer(), kReadBuf); }
 template <class H>
 void Cb<H>::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
   alloc_read_buffer(buf);

@@ -65,6 +65,8 @@ extern template class UvTransportT<uv_pipe_t>;
 
 inline constexpr size_t kReadBuf = 64 * 1024;  // the per-thread read buffer
 
+// This thread's read buffer (kReadBuf bytes): what on_data() hands over is valid during the call only.
+char* thread_read_buffer();
 // Frees this thread's read buffer and write-request cache (a loop's thread calls it as it ends).
 void release_thread_buffers();
 // After a spike: keeps only a few cached write requests.

@@ -144,7 +144,7 @@ struct L4Conn final : net::TransportUser {
   SnapRef* snap = nullptr;
   const route::L4Stream* st = nullptr;
   L4Pool* pool = nullptr;
-  net::UvTransport down;
+  net::EpollTransport down;
   net::Transport* dt = &down;                       // the client side: down, or TLS over it on a TLS stream
   std::unique_ptr<tls::TlsTransport> tls;           // a TLS stream's termination
   std::unique_ptr<net::ProxyInTransport> proxy_in;  // accept_proxy: the PROXY header reader over down
@@ -214,7 +214,7 @@ struct L4Conn final : net::TransportUser {
 };
 
 struct L4Up final : net::TransportUser {
-  net::UvTransport t;
+  net::EpollTransport t;
   L4Conn* c = nullptr;  // nullptr once the attempt was given up
   void on_connected() override {
     if (c) c->up_connected();
@@ -258,7 +258,7 @@ void L4Conn::try_connect() {
   attempts++;
   up = new L4Up();
   up->c = this;
-  up->t.init(w->loop());
+  up->t.init(w->epoll());
   up->t.set_user(up);
   open++;
   connect_deadline = w->now() + st->connect_timeout_ms;
@@ -555,40 +555,60 @@ void l4_admit(L4Conn* c) {
   c->try_connect();
 }
 
-void on_tcp_accept(L4Listener* l) {
+// One accepted connection (fd, non-blocking, TCP_NODELAY from the listening socket).
+void on_tcp_accept(L4Listener* l, int fd) {
   Worker* w = l->w;
   auto* c = new L4Conn();
   c->w = w;
-  c->down.init(w->loop());
+  c->down.init(w->epoll());
   c->down.set_user(c);
   c->open = 1;
-  if (c->down.accept(reinterpret_cast<uv_stream_t*>(&l->tcp)) != 0) {
+  SnapRef* ref = w->current_snap();
+  const route::L4Stream* st = ref ? ref->snap->stream_by_key(l->key) : nullptr;
+  if (c->down.adopt(fd) != 0 || !st || w->draining()) {
     c->ended = true;
     c->down.close();  // on_closed frees it (no snapshot held yet)
     return;
   }
-  SnapRef* ref = w->current_snap();
-  const route::L4Stream* st = ref ? ref->snap->stream_by_key(l->key) : nullptr;
-  if (!st || w->draining()) {
-    c->ended = true;
-    c->down.close();
-    return;
-  }
-  // TCP_NODELAY comes from the listening socket (Server's make_listener). The client's address is
-  // asked for only when something reads it: its access list, hash balancing, a PROXY header, or an
-  // observer of end records (the access log).
+  // The client's address is asked for only when something reads it: its access list, hash balancing,
+  // a PROXY header, or an observer of end records (the access log).
   bool proxy = st->spec.proxy_protocol != route::ProxyProtocol::off;
   bool need_client = proxy || st->spec.accept_proxy || !st->spec.acl.empty() ||
                      st->spec.lb == route::StreamBalance::hash || (st->spec.access_log && w->clients_observed());
-  uv_os_fd_t fd;
   socklen_t len = sizeof c->src;
-  if (need_client && uv_fileno(reinterpret_cast<uv_handle_t*>(c->down.stream()), &fd) == 0) {
+  if (need_client) {
     getpeername(fd, reinterpret_cast<sockaddr*>(&c->src), &len);
     len = sizeof c->dst;
     if (proxy)  // only the PROXY header needs it
       getsockname(fd, reinterpret_cast<sockaddr*>(&c->dst), &len);
   }
   l4_start(c, ref, st, net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&c->src)));
+}
+
+// The listening socket is readable: accept what waits (a bounded batch; the level-triggered poll
+// comes back for the rest). Out of descriptors, accepting pauses for a while instead of spinning.
+void on_listener_readable(L4Listener* l) {
+  for (int i = 0; i < 64 && !l->closing; i++) {
+    int fd = accept4(l->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      on_tcp_accept(l, fd);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    PX_WARN("worker %d: %s: accept: %s (accepting again in 100 ms)", l->w->id(), l->key.c_str(), strerror(errno));
+    uv_poll_stop(&l->tcp);
+    uv_timer_start(
+        &l->pause,
+        [](uv_timer_t* t) {
+          auto* ll = static_cast<L4Listener*>(t->data);
+          if (!ll->closing)
+            uv_poll_start(&ll->tcp, UV_READABLE,
+                          [](uv_poll_t* h, int, int) { on_listener_readable(static_cast<L4Listener*>(h->data)); });
+        },
+        100, 0);
+    return;
+  }
 }
 
 }  // namespace
@@ -609,11 +629,10 @@ bool l4_passthrough(Worker* w, net::UvTransport* from, const net::IpAddr& client
   }
   auto* c = new L4Conn();
   c->w = w;
-  c->down.init(w->loop());
+  c->down.init(w->epoll());
   c->down.set_user(c);
   c->open = 1;
-  if (uv_tcp_open(reinterpret_cast<uv_tcp_t*>(c->down.stream()), dup) != 0) {
-    ::close(dup);
+  if (c->down.adopt(dup, /*shared=*/true) != 0) {  // the session's descriptor may outlive this one
     c->ended = true;
     c->down.close();
     return true;
@@ -830,13 +849,23 @@ L4Listener* l4_listen(Worker* w, int fd, const std::string& key, bool udp) {
                               on_client_dgram(static_cast<L4Listener*>(h->data), n, b, a);
                             });
   } else {
-    uv_tcp_init(w->loop(), &l->tcp);
-    l->tcp.data = l;
-    r = uv_tcp_open(&l->tcp, fd);
-    if (r == 0)
-      r = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, [](uv_stream_t* s, int status) {
-        if (status == 0) on_tcp_accept(static_cast<L4Listener*>(s->data));
-      });
+    // (make_listener's socket listens already.) Accepted here rather than by a libuv stream: the
+    // connection's socket goes straight to an EpollTransport.
+    l->fd = fd;
+    ::listen(fd, 4096);  // (an inherited socket: as make_listener's)
+    uv_timer_init(w->loop(), &l->pause);
+    l->pause.data = l;
+    l->open++;
+    r = uv_poll_init_socket(w->loop(), &l->tcp, fd);
+    if (r == 0) {
+      l->tcp.data = l;
+      l->open++;
+      r = uv_poll_start(&l->tcp, UV_READABLE,
+                        [](uv_poll_t* h, int, int) { on_listener_readable(static_cast<L4Listener*>(h->data)); });
+    } else {
+      ::close(fd);
+      l->fd = -1;
+    }
   }
   if (r != 0) PX_ERR("worker %d: %s: %s", w->id(), key.c_str(), uv_strerror(r));
   return l;
@@ -846,8 +875,24 @@ void l4_close_listener(L4Listener* l) {
   if (l->closing) return;
   l->closing = true;
   while (l->lru_head) udp_end(l->lru_head, Termination::shutdown);
-  auto* h = l->udp ? reinterpret_cast<uv_handle_t*>(&l->udph) : reinterpret_cast<uv_handle_t*>(&l->tcp);
-  uv_close(h, [](uv_handle_t* hh) { delete static_cast<L4Listener*>(hh->data); });
+  if (l->udp) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&l->udph),
+             [](uv_handle_t* hh) { delete static_cast<L4Listener*>(hh->data); });
+    return;
+  }
+  auto done = [](uv_handle_t* hh) {
+    auto* ll = static_cast<L4Listener*>(hh->data);
+    if (--ll->open == 0) {
+      if (ll->fd >= 0) ::close(ll->fd);  // (a poll handle leaves its descriptor open)
+      delete ll;
+    }
+  };
+  if (l->open == 0) {
+    delete l;
+    return;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->pause), done);
+  if (l->open == 2) uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), done);
 }
 
 }  // namespace px::proxy

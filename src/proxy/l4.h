@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "net/cidr.h"
+#include "net/epoll_transport.h"
 #include "net/uv_transport.h"
 #include "proxy/end_record.h"
 #include "route/snapshot.h"
@@ -36,7 +37,10 @@ struct L4Listener {
   std::string key;  // route::l4_listen_key()
   bool udp = false;
   bool closing = false;
-  uv_tcp_t tcp;  // one of the two is initialised
+  uv_poll_t tcp;  // one of the two is initialised (TCP: the listening socket, accepted from here)
+  int fd = -1;
+  uv_timer_t pause;  // TCP: accepting waits while descriptors run out
+  int open = 0;      // handles to close
   uv_udp_t udph;
   // UDP: sessions by the client's address (its sockaddr bytes), and in order of last activity
   // (oldest first) so that expiry looks only at the head.

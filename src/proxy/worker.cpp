@@ -44,6 +44,7 @@ void Worker::start(std::vector<ListenFd> fds) {
   async_.data = this;
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
+  if (int r = epoll_.open(&loop_)) PX_ERR("worker %d: epoll: %s (TCP streams cannot run)", id_, uv_strerror(r));
   apply_timeouts();
   for (auto& l : fds_) add_listener(l.fd, l.key, l.tls, l.proxy);
   started_ = true;
@@ -767,6 +768,7 @@ void Worker::stop_everything() {
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);
   l4_listeners_.clear();
   while (l4_head_) l4_close_conn(l4_head_);
+  epoll_.close();
   for (auto& kv : peers_) {
     PeerState* p = kv.second.get();
     while (p->idle) p->idle->close();

@@ -36,6 +36,7 @@
 #include "http/parser.h"
 #include "lua/engine.h"
 #include "net/cidr.h"
+#include "net/epoll_transport.h"
 #include "net/output.h"
 #include "net/uv_transport.h"
 #include "proxy/access_log.h"
@@ -383,6 +384,7 @@ class Worker {
 
   // Worker thread side.
   uv_loop_t* loop() { return &loop_; }
+  net::EpollSet* epoll() { return &epoll_; }  // L4 streams' sockets (net/epoll_transport.h)
   const Config& cfg() const { return cfg_; }
   uint64_t now() { return uv_now(&loop_); }
   std::string_view date();  // now, as an HTTP date (IMF-fixdate), cached per second
@@ -483,6 +485,7 @@ class Worker {
   Config cfg_;
   uv_loop_t loop_;
   uv_async_t async_;
+  net::EpollSet epoll_;
   std::thread thread_;
   std::vector<uv_tcp_t*> listeners_;
   std::vector<L4Listener*> l4_listeners_;

@@ -1,0 +1,205 @@
+// net::EpollTransport over real loopback sockets, driven by a real libuv loop.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include <doctest/doctest.h>
+#include "net/epoll_transport.h"
+
+using namespace px;
+
+namespace {
+
+struct Rec final : net::TransportUser {
+  net::EpollTransport t;
+  std::string got;
+  int eofs = 0, errors = 0, last_error = 0, drained = 0, connected = 0, shutdowns = 0;
+  bool closed = false;
+  bool stop_after_data = false;
+  void on_data(const char* d, size_t n) override {
+    got.append(d, n);
+    if (stop_after_data) t.read_stop();
+  }
+  void on_eof() override { eofs++; }
+  void on_error(int e) override {
+    errors++;
+    last_error = e;
+  }
+  void on_drained() override { drained++; }
+  void on_connected() override { connected++; }
+  void on_shutdown() override { shutdowns++; }
+  void on_closed() override { closed = true; }
+};
+
+struct Loop {
+  uv_loop_t loop;
+  net::EpollSet set;
+  Loop() {
+    uv_loop_init(&loop);
+    REQUIRE(set.open(&loop) == 0);
+  }
+  ~Loop() {
+    set.close();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+  // Runs the loop until cond() holds (or a generous deadline passes).
+  bool until(const std::function<bool()>& cond) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!cond()) {
+      if (std::chrono::steady_clock::now() > end) return false;
+      uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    return true;
+  }
+};
+
+int listener(sockaddr_in* addr) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  *addr = sockaddr_in{};
+  addr->sin_family = AF_INET;
+  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(addr), sizeof *addr) == 0);
+  socklen_t len = sizeof *addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(addr), &len);
+  REQUIRE(listen(fd, 16) == 0);
+  return fd;
+}
+
+// A connected pair: `c` connected through the set, `s` the accepted side adopted into it.
+void pair(Loop& L, Rec& c, Rec& s) {
+  sockaddr_in a;
+  int lfd = listener(&a);
+  c.t.init(&L.set);
+  c.t.set_user(&c);
+  s.t.init(&L.set);
+  s.t.set_user(&s);
+  REQUIRE(c.t.connect(reinterpret_cast<sockaddr*>(&a)) == 0);
+  REQUIRE(L.until([&] { return c.connected == 1; }));
+  int fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  REQUIRE(fd >= 0);
+  close(lfd);
+  REQUIRE(s.t.adopt(fd) == 0);
+}
+
+void send(net::Transport& t, const std::string& s) {
+  net::Output o;
+  o.copy(s);
+  REQUIRE(t.write(o) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("epoll transport: bytes both ways, a FIN after them, on_closed only after close() returned") {
+  Loop L;
+  Rec c, s;
+  pair(L, c, s);
+  c.t.read_start();
+  s.t.read_start();
+  send(c.t, "hello ");
+  send(c.t, "server");
+  REQUIRE(L.until([&] { return s.got == "hello server"; }));
+  send(s.t, "hi");
+  c.t.shutdown();
+  CHECK(c.shutdowns == 1);
+  REQUIRE(L.until([&] { return s.eofs == 1 && c.got == "hi"; }));
+  CHECK(s.got == "hello server");  // everything before the FIN, then the FIN
+  s.t.shutdown(true);              // half-close, then close
+  REQUIRE(L.until([&] { return c.eofs == 1 && s.closed; }));
+  c.t.close();
+  CHECK_FALSE(c.closed);  // never during close()
+  REQUIRE(L.until([&] { return c.closed; }));
+  CHECK(c.errors + s.errors == 0);
+  CHECK(c.eofs == 1);
+  CHECK(s.eofs == 1);
+}
+
+TEST_CASE("epoll transport: a reader that stops gets the rest, and the FIN, when it reads again") {
+  Loop L;
+  Rec c, s;
+  pair(L, c, s);
+  s.stop_after_data = true;
+  s.t.read_start();
+  std::string big(300 * 1000, 'x');
+  for (size_t i = 0; i < big.size(); i++) big[i] = static_cast<char>('a' + i % 26);
+  send(c.t, big);
+  c.t.shutdown();  // waits for the queued bytes, then the FIN
+  REQUIRE(L.until([&] { return !s.got.empty(); }));
+  // Stopped: more is there (and the FIN), but nothing comes until it reads again.
+  size_t had = s.got.size();
+  for (int i = 0; i < 50; i++) uv_run(&L.loop, UV_RUN_NOWAIT);
+  CHECK(s.got.size() == had);
+  s.stop_after_data = false;
+  s.t.read_start();
+  REQUIRE(L.until([&] { return s.eofs == 1; }));
+  CHECK(s.got == big);
+  CHECK(c.shutdowns == 1);
+  c.t.close();
+  s.t.close();
+  REQUIRE(L.until([&] { return c.closed && s.closed; }));
+}
+
+TEST_CASE("epoll transport: a peer that does not read fills the queue; on_drained once it reads") {
+  Loop L;
+  Rec c, s;
+  pair(L, c, s);
+  std::string chunk(64 * 1024, 'z');
+  size_t sent = 0;
+  while (!c.t.congested()) {
+    send(c.t, chunk);
+    sent += chunk.size();
+    REQUIRE(sent < 64u * 1024 * 1024);  // the kernel's buffers are far smaller
+  }
+  CHECK(c.t.queued() > net::kHighWater);
+  CHECK(c.drained == 0);
+  s.t.read_start();
+  REQUIRE(L.until([&] { return s.got.size() == sent; }));
+  CHECK(c.drained >= 1);
+  CHECK(c.t.queued() == 0);
+  CHECK(s.got == std::string(sent, 'z'));
+  c.t.close();
+  s.t.close();
+  REQUIRE(L.until([&] { return c.closed && s.closed; }));
+}
+
+TEST_CASE("epoll transport: a refused connect is an error with its reason, then a close") {
+  Loop L;
+  sockaddr_in a;
+  int lfd = listener(&a);
+  close(lfd);  // nothing listens on that port now
+  Rec c;
+  c.t.init(&L.set);
+  c.t.set_user(&c);
+  REQUIRE(c.t.connect(reinterpret_cast<sockaddr*>(&a)) == 0);
+  REQUIRE(L.until([&] { return c.errors == 1; }));
+  CHECK(c.last_error == UV_ECONNREFUSED);
+  CHECK(c.connected == 0);
+  c.t.close();
+  REQUIRE(L.until([&] { return c.closed; }));
+}
+
+TEST_CASE("epoll transport: a reset peer is an error, not an end of stream") {
+  Loop L;
+  Rec c, s;
+  pair(L, c, s);
+  s.t.read_start();
+  // The client leaves unread bytes behind and closes: its kernel answers with a reset.
+  send(s.t, "unread");
+  REQUIRE(L.until([&] {
+    char b;
+    return recv(c.t.fd(), &b, 1, MSG_PEEK) == 1;
+  }));
+  linger lg{1, 0};
+  setsockopt(c.t.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  c.t.close();
+  REQUIRE(L.until([&] { return s.errors == 1; }));
+  CHECK(s.last_error == UV_ECONNRESET);
+  CHECK(s.eofs == 0);
+  s.t.close();
+  REQUIRE(L.until([&] { return c.closed && s.closed; }));
+}
