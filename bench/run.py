@@ -140,6 +140,11 @@ def start_px_metrics(up_port):
     return start_px(up_port, extra="metrics_listen 127.0.0.1:0\n", name="px-metrics")
 
 
+def start_px_control(up_port):
+    """A second px, configured as the first: how far two identical processes differ in one run."""
+    return start_px(up_port, name="px-control")
+
+
 def start_px_logs(up_port):
     """px writing a JSON access log line per request."""
     return start_px(up_port, extra="access_log @DIR@/access.log\n", name="px-logs")
@@ -346,11 +351,14 @@ def main():
     ap.add_argument("--only", default="px,nginx,haproxy")
     ap.add_argument("--observability", action="store_true",
                     help="px against px with metrics on and px with a JSON access log")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start each proxy anew every round (--observability implies it)")
     ap.add_argument("--filters", action="store_true",
                     help="px unfiltered vs px with acl+force_tls+headers vs nginx+Lua doing the same")
     args = ap.parse_args()
     if args.observability:
-        args.only = "px,px-metrics,px-logs"
+        args.only = "px,px-metrics,px-logs,px-control"
+        args.fresh = True
     if args.filters:
         args.only = "px,px-filtered,nginx-lua"
         # A request a TLS-terminating proxy in front forwarded: force_tls lets it through.
@@ -366,7 +374,8 @@ def main():
     WORK = tempfile.mkdtemp(prefix="pxbench-")
     up = start_upstream()
     starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "px-filtered": start_px_filtered,
-                "nginx-lua": start_nginx_lua, "px-metrics": start_px_metrics, "px-logs": start_px_logs}
+                "nginx-lua": start_nginx_lua, "px-metrics": start_px_metrics, "px-logs": start_px_logs,
+                "px-control": start_px_control}
     names = [n for n in args.only.split(",") if n in starters]
     results = {n: [] for n in names}
     memory = {}
@@ -377,7 +386,12 @@ def main():
             procs[n] = starters[n](up.port, args.routes) if n == "px" else starters[n](up.port)
             wrk(procs[n].port, 1, args.connections)  # warm up
         for r in range(args.rounds):
-            for n in names:
+            # Each round starts with the next proxy, so none always follows the same one.
+            for n in names[r % len(names):] + names[:r % len(names)]:
+                if args.fresh and r > 0:  # a new process each round: no proxy keeps a lucky (or unlucky) one
+                    procs[n].stop()
+                    procs[n] = starters[n](up.port, args.routes) if n == "px" else starters[n](up.port)
+                    wrk(procs[n].port, 1, args.connections)
                 res = wrk(procs[n].port, args.seconds, args.connections, procs[n].pid())
                 results[n].append(res)
                 print("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  %.2f us CPU/req %s" %
@@ -441,6 +455,9 @@ def main():
         print("with metrics on: %.2f of px's requests/s (%.2f per CPU-second); with a JSON access log: %.2f (%.2f); "
               "medians of per-round ratios" % (rps_ratio("px-metrics", "px"), cpu_ratio("px-metrics", "px"),
                                                rps_ratio("px-logs", "px"), cpu_ratio("px-logs", "px")))
+        if "px-control" in results:
+            print("a second px, configured as the first (the run's own spread): %.2f (%.2f)"
+                  % (rps_ratio("px-control", "px"), cpu_ratio("px-control", "px")))
     shutil.rmtree(WORK, ignore_errors=True)
 
 
