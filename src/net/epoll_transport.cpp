@@ -176,11 +176,14 @@ void EpollTransport::on_events(uint32_t ev) {
   if (closing_) return;
   if (connecting_) {
     if (ev & (EPOLLERR | EPOLLHUP)) {
+      // Refused or unreachable; or connected and already closed by the peer, which reading will tell.
       int err = 0;
       socklen_t len = sizeof err;
       getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
-      connecting_ = false;
-      return fail(err ? -err : UV_ECONNREFUSED);
+      if (err || !(ev & EPOLLOUT)) {
+        connecting_ = false;
+        return fail(err ? -err : UV_ECONNREFUSED);
+      }
     }
     if (!(ev & EPOLLOUT)) return;
     // Writable without an error: the handshake completed (no getsockopt needed to know it).
