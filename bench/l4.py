@@ -26,6 +26,7 @@ spec = importlib.util.spec_from_file_location("pxbench", os.path.join(HERE, "run
 pb = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pb)
 LOAD = None
+UP = None
 
 
 def build_load(d):
@@ -116,6 +117,16 @@ stream {
                    pb.PROXY_CORE, measure_child=True), ports
 
 
+def core_busy(core):
+    """A core's busy jiffies and all its jiffies so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu%s " % core):
+                v = [int(x) for x in line.split()[1:9]]
+                return sum(v) - v[3] - v[4], sum(v)
+    return 0, 1
+
+
 def measure(proc, ports, seconds):
     pid = proc.pid()
     out = {}
@@ -128,9 +139,14 @@ def measure(proc, ports, seconds):
     out["gbit_s"] = j["end"]["sum_received"]["bits_per_second"] / 1e9
     out["cpu_s_per_gib"] = cpu / (moved / (1 << 30))
     cpu0 = pb.cpu_seconds(pid)
+    busy0 = core_busy(pb.LOAD_CORE)
     r = subprocess.run(["taskset", "-c", pb.LOAD_CORE, LOAD, "conns", str(ports["echo"]), "64", str(seconds)],
                        capture_output=True, text=True)
     cpu = pb.cpu_seconds(pid) - cpu0
+    busy1 = core_busy(pb.LOAD_CORE)
+    # The load side's core (the load generator and the echo upstream): when it is saturated, the rate
+    # is its rate whatever the proxy does, and CPU per connection is what tells the proxies apart.
+    out["load_core_busy"] = 100.0 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     rate, failed = r.stdout.split()
     out["conns_s"] = float(rate)
     out["conn_failed"] = int(failed)
@@ -145,15 +161,55 @@ def measure(proc, ports, seconds):
     return out
 
 
+def paired(rounds, seconds):
+    """Short connections with px and one peer served at the same moment: both proxies pinned to the proxy
+    core, a load generator for each on the load core. The proxy core is then the limit, shared by the
+    scheduler, and each proxy's rate says how much it does with its share; noise hits both alike."""
+    ratios = {"haproxy": [], "nginx": []}
+    for r in range(rounds):
+        for name, start in (("haproxy", start_haproxy), ("nginx", start_nginx)):
+            a, ap = start_px(UP)
+            b, bp = start(UP)
+            time.sleep(0.3)
+            try:
+                pids = (a.pid(), b.pid())
+                cpu0 = [pb.cpu_seconds(x) for x in pids]
+                runs = [subprocess.Popen(["taskset", "-c", pb.LOAD_CORE, LOAD, "conns", str(p["echo"]), "64",
+                                          str(seconds)], stdout=subprocess.PIPE, text=True) for p in (ap, bp)]
+                rates = [float(x.communicate()[0].split()[0]) for x in runs]
+                cpu = [pb.cpu_seconds(x) - c for x, c in zip(pids, cpu0)]
+            finally:
+                a.stop()
+                b.stop()
+            us = [c * 1e6 / max(1.0, rt * seconds) for c, rt in zip(cpu, rates)]
+            ratios[name].append((rates[0] / rates[1], us[0] / us[1]))
+            print("paired round %d: px %.0f conn/s %.1f us, %s %.0f conn/s %.1f us" %
+                  (r + 1, rates[0], us[0], name, rates[1], us[1]), file=sys.stderr)
+    print()
+    print("| at the same moment | px / peer: short connections/s | px / peer: CPU per connection |")
+    print("| --- | ---: | ---: |")
+    for name, rs in ratios.items():
+        print("| px and %s | %.2f | %.2f |" % (name, statistics.median(x for x, _ in rs),
+                                            statistics.median(y for _, y in rs)))
+
+
 def main():
-    global LOAD
+    global LOAD, UP
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--paired", action="store_true",
+                    help="only short connections, px and each peer loaded at the same moment")
     a = ap.parse_args()
     pb.WORK = tempfile.mkdtemp(prefix="pxbench-l4-")
     LOAD = build_load(pb.WORK)
-    up = Upstreams()
+    UP = up = Upstreams()
+    if a.paired:
+        try:
+            paired(a.rounds, a.seconds)
+        finally:
+            up.stop()
+        return
     results = {"px": [], "haproxy": [], "nginx": []}
     try:
         for _ in range(a.rounds):
@@ -174,12 +230,13 @@ def main():
             ("CPU s per GiB", "cpu_s_per_gib", False, "≤ 1.0"),
             ("short connections/s (100 B each way)", "conns_s", True, "≥ 1.1"),
             ("CPU µs per short connection", "cpu_us_per_conn", False, ""),
+            ("load core busy during short connections, %", "load_core_busy", None, ""),
             ("UDP datagrams/s (100 B)", "udp_dgram_s", True, "≥ 1.0 (nginx)"),
             ("CPU µs per datagram", "cpu_us_per_dgram", False, "")]
     for label, k, higher, target in rows:
         vals = {n: med[n].get(k) for n in med}
         peers = [v for n, v in vals.items() if n != "px" and v is not None]
-        best = (max(peers) if higher else min(peers)) if peers else None
+        best = (max(peers) if higher else min(peers)) if peers and higher is not None else None
         fmt = lambda v: "-" if v is None else ("%.2f" % v if v < 100 else "%.0f" % v)
         ratio = "%.2f" % (vals["px"] / best) if best else "-"
         print("| %s | %s | %s | %s | %s | %s |" % (label, fmt(vals["px"]), fmt(vals["haproxy"]), fmt(vals["nginx"]),

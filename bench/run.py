@@ -2,6 +2,8 @@
 """px benchmark harness: px against nginx and HAProxy, in one run, same machine.
 
   bench/run [--seconds N] [--rounds N] [--connections N] [--idle N] [--burst N] [--routes N]
+  bench/run --observability   px with metrics, with an access log, and a second px, each loaded at the
+                              same moment as a px with both off (see observability())
 
 Topology (2 cores): the proxy under test is pinned to core 0; the load
 generator (wrk) and the upstream (nginx serving a 12-byte body directly) are
@@ -271,23 +273,72 @@ EXTRA_HEADERS = []
 
 
 def wrk(port, seconds, conns, pid=None):
-    cpu0 = cpu_seconds(pid) if pid else 0
+    return wrk_many([(port, pid)], seconds, conns)[0]
+
+
+def wrk_many(targets, seconds, conns):
+    """One wrk per (port, pid) in targets, all at once on the load core; the results in that order."""
     hdrs = []
     for h in EXTRA_HEADERS:
         hdrs += ["-H", h]
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency"]
-                         + hdrs + ["http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = {}
-    for pct in ("50", "99"):
-        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % pct, out, re.M)
-        lat[pct] = to_ms(m.group(1), m.group(2))
-    reqs = int(re.search(r"(\d+) requests in", out).group(1))
-    cpu_us = (cpu_seconds(pid) - cpu0) * 1e6 / reqs if pid and reqs else 0
-    errs = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "cpu_us": cpu_us, "errors": errs.group(1) if errs else "",
-            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+    runs = []
+    for port, pid in targets:
+        cpu0 = cpu_seconds(pid) if pid else 0
+        runs.append((subprocess.Popen(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds,
+                                       "--latency"] + hdrs + ["http://127.0.0.1:%d/" % port],
+                                      stdout=subprocess.PIPE, text=True), pid, cpu0))
+    results = []
+    for p, pid, cpu0 in runs:
+        out = p.communicate()[0]
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        lat = {}
+        for pct in ("50", "99"):
+            m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % pct, out, re.M)
+            lat[pct] = to_ms(m.group(1), m.group(2))
+        reqs = int(re.search(r"(\d+) requests in", out).group(1))
+        cpu_us = (cpu_seconds(pid) - cpu0) * 1e6 / reqs if pid and reqs else 0
+        errs = re.search(r"Socket errors: (.*)", out)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        results.append({"rps": rps, "p50": lat["50"], "p99": lat["99"], "cpu_us": cpu_us,
+                        "errors": errs.group(1) if errs else "", "non2xx": int(non2xx.group(1)) if non2xx else 0})
+    return results
+
+
+def observability(args, up):
+    """px with metrics on, px with a JSON access log, and a second px configured as the first, each
+    against px with both off. Each round starts a fresh pair and loads both at the same time (a wrk
+    each, half the connections each, both pinned as usual): the pair shares every moment of the
+    machine's noise, which rounds taken one after the other do not (on this VM two identical
+    processes measured in turn differ by up to 20% in a round)."""
+    variants = [("px-metrics", start_px_metrics), ("px-logs", start_px_logs), ("px-control", start_px_control)]
+    ratios = {n: [] for n, _ in variants}
+    half = max(1, args.connections // 2)
+    for r in range(args.rounds):
+        for name, start in variants[r % 3:] + variants[:r % 3]:
+            base, other = start_px(up.port), start(up.port)
+            try:
+                wrk_many([(base.port, None), (other.port, None)], 1, half)  # warm up
+                a, b = wrk_many([(base.port, base.pid()), (other.port, other.pid())], args.seconds, half)
+            finally:
+                base.stop()
+                other.stop()
+            ratios[name].append((b["rps"] / a["rps"], a["cpu_us"] / b["cpu_us"]))
+            print("round %d %-10s %8.0f req/s %6.2f us/req   px %8.0f req/s %6.2f us/req%s" %
+                  (r + 1, name, b["rps"], b["cpu_us"], a["rps"], a["cpu_us"],
+                   ("  errors: " + a["errors"] + b["errors"]) if a["errors"] or b["errors"] else ""), flush=True)
+    print()
+    print("| px with | requests/s, of px's with both off | requests per CPU-second, of px's | target |")
+    print("| --- | ---: | ---: | --- |")
+    targets = {"px-metrics": "≥ 0.97", "px-logs": "≥ 0.95", "px-control": "(the run's own spread)"}
+    labels = {"px-metrics": "metrics on (nothing scraping)", "px-logs": "a JSON access log",
+              "px-control": "nothing (a second px, configured as the first)"}
+    for name, _ in variants:
+        rs = ratios[name]
+        print("| %s | %.3f | %.3f | %s |" % (labels[name], statistics.median(x for x, _ in rs),
+                                            statistics.median(y for _, y in rs), targets[name]))
+    print()
+    print("medians of %d per-round ratios, %d s each, %d connections to each of the pair" %
+          (args.rounds, args.seconds, half))
 
 
 def idle_memory(proc, n):
@@ -350,15 +401,11 @@ def main():
     ap.add_argument("--routes", type=int, default=1, help="routes in px's store (other hosts)")
     ap.add_argument("--only", default="px,nginx,haproxy")
     ap.add_argument("--observability", action="store_true",
-                    help="px against px with metrics on and px with a JSON access log")
-    ap.add_argument("--fresh", action="store_true",
-                    help="start each proxy anew every round (--observability implies it)")
+                    help="px against px with metrics on, px with a JSON access log and a second px, in pairs")
+    ap.add_argument("--fresh", action="store_true", help="start each proxy anew every round")
     ap.add_argument("--filters", action="store_true",
                     help="px unfiltered vs px with acl+force_tls+headers vs nginx+Lua doing the same")
     args = ap.parse_args()
-    if args.observability:
-        args.only = "px,px-metrics,px-logs,px-control"
-        args.fresh = True
     if args.filters:
         args.only = "px,px-filtered,nginx-lua"
         # A request a TLS-terminating proxy in front forwarded: force_tls lets it through.
@@ -373,6 +420,13 @@ def main():
         print("note: open-file limit %d: a burst of %d connections" % (hard, args.burst))
     WORK = tempfile.mkdtemp(prefix="pxbench-")
     up = start_upstream()
+    if args.observability:
+        try:
+            observability(args, up)
+        finally:
+            up.stop()
+            shutil.rmtree(WORK, ignore_errors=True)
+        return
     starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "px-filtered": start_px_filtered,
                 "nginx-lua": start_nginx_lua, "px-metrics": start_px_metrics, "px-logs": start_px_logs,
                 "px-control": start_px_control}
@@ -450,14 +504,6 @@ def main():
               "nginx+Lua's requests/s (%.2fx per CPU-second); medians of per-round ratios"
               % (rps_ratio("px-filtered", "px"), cpu_ratio("px-filtered", "px"),
                  rps_ratio("px-filtered", "nginx-lua"), cpu_ratio("px-filtered", "nginx-lua")))
-    if args.observability and all(n in results for n in ("px", "px-metrics", "px-logs")):
-        print()
-        print("with metrics on: %.2f of px's requests/s (%.2f per CPU-second); with a JSON access log: %.2f (%.2f); "
-              "medians of per-round ratios" % (rps_ratio("px-metrics", "px"), cpu_ratio("px-metrics", "px"),
-                                               rps_ratio("px-logs", "px"), cpu_ratio("px-logs", "px")))
-        if "px-control" in results:
-            print("a second px, configured as the first (the run's own spread): %.2f (%.2f)"
-                  % (rps_ratio("px-control", "px"), cpu_ratio("px-control", "px")))
     shutil.rmtree(WORK, ignore_errors=True)
 
 
