@@ -4,6 +4,7 @@ for many clients, their expiry and failover, and a real `dig` through px; stream
 while others carry traffic. Streams are made the way a user makes them: pxctl, through pxadmind."""
 import os
 import re
+import resource
 import socket
 import subprocess
 import threading
@@ -395,6 +396,42 @@ class L4Test(unittest.TestCase):
         self.assertEqual(r.stdout.strip(), "192.0.2.7", r.stdout + r.stderr)
         self.assertGreaterEqual(dns.queries, 1)
 
+
+
+class L4DescriptorsTest(unittest.TestCase):
+    """pxd out of file descriptors: a TCP stream's listener says so and pauses, and the connection that
+    waited in the kernel's backlog is served once descriptors are free again."""
+
+    def test_out_of_descriptors_pauses_accepting_then_serves_the_backlog(self):
+        up = TcpPeer()
+        pxd = Pxd(workers=1)
+        adm = Admind(data=pxd.data, pxd_status=pxd.status_file)
+        try:
+            port = free_port()
+            r = adm.ctl("stream", "add", "tight", "--listen", "127.0.0.1:%d" % port, "--upstream", up.url)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            wait_for(lambda: "stream tight: listening" in pxd.log(), what="stream listening")
+            pxd.wait_applied(adm.generation())
+            pid = pxd.proc.pid
+            soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+            used = {int(x) for x in os.listdir("/proc/%d/fd" % pid)}
+            lowest_free = min(i for i in range(len(used) + 1) if i not in used)
+            # No descriptor number is free below the limit: the next accept fails with EMFILE.
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+            c = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)  # the kernel completes it
+            c.sendall(b"ECHO\nq")
+            c.shutdown(socket.SHUT_WR)
+            wait_for(lambda: re.search(r"127\.0\.0\.1:%d: accept: Too many open files \(accepting again in 100 ms\)"
+                                       % port, pxd.log()), what="the accept error in the log")
+            self.assertEqual(up.accepted, 0)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+            self.assertEqual(recv_all(c), b"qbye:1")  # accepted after the pause, relayed whole
+            c.close()
+            self.assertIsNone(pxd.proc.poll())
+        finally:
+            adm.stop()
+            pxd.stop()
+            up.close()
 
 if __name__ == "__main__":
     unittest.main()
