@@ -43,14 +43,18 @@ int EpollSet::open(uv_loop_t* loop) {
 
 void EpollSet::close() {
   if (!handles_) return;
-  turns();
-  reap();
   handles_ = false;
+  // Nothing is delivered here: this may run inside one of the set's own callbacks (the last stream of a
+  // draining worker ends during an event), whose batch still holds pointers to transports. What is owed
+  // comes at the end of that callback, or from the poll handle's close callback (the last of the two).
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
-  // The descriptor is closed once libuv let go of it. Anything closed from here on is owed its
-  // on_closed() too: the poll handle's close callback (the last of the two) delivers it.
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), [](uv_handle_t* h) {
     auto* s = static_cast<EpollSet*>(h->data);
+    while (EpollTransport* t = s->turn_head_) {  // no turns any more: every transport is closing
+      s->turn_head_ = t->next_turn;
+      t->next_turn = nullptr;
+      t->in_turns = false;
+    }
     s->reap();
     ::close(s->epfd_);
     s->epfd_ = -1;
@@ -124,6 +128,15 @@ void EpollSet::reap() {
   while (EpollTransport* t = closed_head_) {
     closed_head_ = t->next_closed;
     t->next_closed = nullptr;
+    if (t->in_turns) {  // listed again after the last pass (rare): not after it is freed
+      for (EpollTransport** p = &turn_head_; *p; p = &(*p)->next_turn)
+        if (*p == t) {
+          *p = t->next_turn;
+          break;
+        }
+      t->in_turns = false;
+      t->next_turn = nullptr;
+    }
     t->on_closed_now();  // may free t
   }
 }

@@ -32,7 +32,8 @@ class EpollSet {
 
   // Creates the epoll descriptor and watches it from `loop`; 0 or a libuv error code.
   int open(uv_loop_t* loop);
-  // Delivers the on_closed() still owed, then closes the set's handles (the loop must run once more).
+  // Closes the set's handles; the on_closed() still owed come after this returns (the loop must run once
+  // more). Safe from inside the set's own callbacks.
   void close();
   bool is_open() const { return epfd_ >= 0; }
 
