@@ -21,11 +21,16 @@ struct Rec final : net::TransportUser {
   int eofs = 0, errors = 0, last_error = 0, drained = 0, connected = 0, shutdowns = 0;
   bool closed = false;
   bool stop_after_data = false;
+  std::function<void()> eof_hook;  // runs in on_eof
+  bool* freed = nullptr;           // set: the Rec deletes itself in on_closed and says so here
   void on_data(const char* d, size_t n) override {
     got.append(d, n);
     if (stop_after_data) t.read_stop();
   }
-  void on_eof() override { eofs++; }
+  void on_eof() override {
+    eofs++;
+    if (eof_hook) eof_hook();
+  }
   void on_error(int e) override {
     errors++;
     last_error = e;
@@ -33,7 +38,13 @@ struct Rec final : net::TransportUser {
   void on_drained() override { drained++; }
   void on_connected() override { connected++; }
   void on_shutdown() override { shutdowns++; }
-  void on_closed() override { closed = true; }
+  void on_closed() override {
+    closed = true;
+    if (freed) {
+      *freed = true;
+      delete this;
+    }
+  }
 };
 
 struct Loop {
@@ -202,4 +213,36 @@ TEST_CASE("epoll transport: a reset peer is an error, not an end of stream") {
   CHECK(s.eofs == 0);
   s.t.close();
   REQUIRE(L.until([&] { return c.closed && s.closed; }));
+}
+
+TEST_CASE("epoll transport: everything closed, and the set too, from inside one of its events; each freed once") {
+  // A draining worker's last stream ends during an event and the worker closes the set right there:
+  // later events of the same batch, and on_closed, must not touch what is freed.
+  Loop L;
+  auto* c1 = new Rec;
+  auto* s1 = new Rec;
+  auto* c2 = new Rec;
+  auto* s2 = new Rec;
+  pair(L, *c1, *s1);
+  pair(L, *c2, *s2);
+  bool freed[4] = {false, false, false, false};
+  Rec* all[4] = {c1, s1, c2, s2};
+  for (int i = 0; i < 4; i++) all[i]->freed = &freed[i];
+  bool hooked = false;
+  auto end_all = [&] {
+    if (hooked) return;
+    hooked = true;
+    for (Rec* r : all) r->t.close();  // (none is freed during close())
+    L.set.close();
+  };
+  s1->eof_hook = end_all;
+  s2->eof_hook = end_all;
+  s1->t.read_start();
+  s2->t.read_start();
+  c1->t.read_start();
+  c2->t.read_start();
+  c1->t.shutdown();  // both FINs at once: their events likely share a batch
+  c2->t.shutdown();
+  REQUIRE(L.until([&] { return freed[0] && freed[1] && freed[2] && freed[3]; }));
+  CHECK(hooked);
 }
