@@ -852,7 +852,11 @@ L4Listener* l4_listen(Worker* w, int fd, const std::string& key, bool udp) {
     // (make_listener's socket listens already.) Accepted here rather than by a libuv stream: the
     // connection's socket goes straight to an EpollTransport.
     l->fd = fd;
-    ::listen(fd, 4096);  // (an inherited socket: as make_listener's)
+    // make_listener's sockets, and those inherited from the pxd this one replaces, listen and do not block
+    // already; made sure of here (as libuv's listen did), since a blocking accept4 would stall the worker
+    // whenever another worker took the connection first.
+    ::listen(fd, 4096);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     uv_timer_init(w->loop(), &l->pause);
     l->pause.data = l;
     l->open++;
