@@ -1,15 +1,15 @@
 // pxctl trace, pxadmind's side (proxy/trace.h draws the whole path): tokens
 // signed with each running pxd's trace key, and the records pxd wrote.
-#include <netdb.h>
 #include <openssl/rand.h>
-#include <sys/socket.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
+#include "acme/http_client.h"
 #include "admin/model.h"
 #include "core/log.h"
 #include "core/strings.h"
@@ -61,7 +61,8 @@ Result take_trace(const std::vector<std::string>& status_files, const std::strin
 // ---- live traffic for the dashboard ----
 
 namespace {
-// GET /metrics from a pxd's metrics listener (on this host), blocking for at most a second; "" on failure.
+// GET /metrics from a pxd's metrics listener (on this host), through the project's HTTP client on a loop
+// of its own, waiting at most a second; "" on failure.
 std::string fetch_metrics(std::string addr) {
   size_t colon = addr.rfind(':');
   if (colon == std::string::npos) return "";
@@ -69,26 +70,20 @@ std::string fetch_metrics(std::string addr) {
   if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
   if (host == "0.0.0.0") host = "127.0.0.1";
   if (host == "::") host = "::1";
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) return "";
-  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{1, 0};
-  std::string out;
-  if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
-      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
-    static const char kReq[] = "GET /metrics HTTP/1.1\r\nHost: pxd\r\nConnection: close\r\n\r\n";
-    if (write(fd, kReq, sizeof kReq - 1) == static_cast<ssize_t>(sizeof kReq - 1)) {
-      char buf[65536];
-      ssize_t n;
-      while (out.size() < (64u << 20) && (n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-    }
+  acme::HttpRequest rq;
+  rq.url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port + "/metrics";
+  acme::HttpResponse resp;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    acme::HttpClient client(&loop);
+    client.timeout_ms = 1000;
+    client.max_body = 64u << 20;
+    client.fetch(rq, [&](acme::HttpResponse r) { resp = std::move(r); });
+    uv_run(&loop, UV_RUN_DEFAULT);
   }
-  if (fd >= 0) close(fd);
-  freeaddrinfo(res);
-  size_t body = out.find("\r\n\r\n");
-  return out.rfind("HTTP/1.1 200", 0) == 0 && body != std::string::npos ? out.substr(body + 4) : "";
+  uv_loop_close(&loop);
+  return resp.status == 200 ? std::move(resp.body) : "";
 }
 
 // A label's value in a Prometheus sample's label set ("" when absent).

@@ -368,16 +368,13 @@ bool EpollTransport::flush() {
 
 void EpollTransport::shutdown(bool then_close) {
   if (closing_) return;
-  if (queued() == 0 && !connecting_ && fd_ >= 0) {
-    ::shutdown(fd_, SHUT_WR);  // (not connected: nothing can be sent, so the shutdown is "done")
+  if (fd_ < 0 || (queued() == 0 && !connecting_)) {
+    // (no socket, or not connected: nothing can be sent, so the shutdown is "done", as UvTransport's)
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
     if (then_close)
       close();
     else
       user_->on_shutdown();
-    return;
-  }
-  if (fd_ < 0) {
-    if (then_close) close();
     return;
   }
   shut_pending_ = true;

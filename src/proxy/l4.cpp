@@ -585,6 +585,8 @@ void on_tcp_accept(L4Listener* l, int fd) {
   l4_start(c, ref, st, net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&c->src)));
 }
 
+int start_accepting(L4Listener* l);
+
 // The listening socket is readable: accept what waits (a bounded batch; the level-triggered poll
 // comes back for the rest). Out of descriptors, accepting pauses for a while instead of spinning.
 void on_listener_readable(L4Listener* l) {
@@ -602,13 +604,16 @@ void on_listener_readable(L4Listener* l) {
         &l->pause,
         [](uv_timer_t* t) {
           auto* ll = static_cast<L4Listener*>(t->data);
-          if (!ll->closing)
-            uv_poll_start(&ll->tcp, UV_READABLE,
-                          [](uv_poll_t* h, int, int) { on_listener_readable(static_cast<L4Listener*>(h->data)); });
+          if (!ll->closing) start_accepting(ll);
         },
         100, 0);
     return;
   }
+}
+
+int start_accepting(L4Listener* l) {
+  return uv_poll_start(&l->tcp, UV_READABLE,
+                       [](uv_poll_t* h, int, int) { on_listener_readable(static_cast<L4Listener*>(h->data)); });
 }
 
 }  // namespace
@@ -864,8 +869,7 @@ L4Listener* l4_listen(Worker* w, int fd, const std::string& key, bool udp) {
     if (r == 0) {
       l->tcp.data = l;
       l->open++;
-      r = uv_poll_start(&l->tcp, UV_READABLE,
-                        [](uv_poll_t* h, int, int) { on_listener_readable(static_cast<L4Listener*>(h->data)); });
+      r = start_accepting(l);
     } else {
       ::close(fd);
       l->fd = -1;
