@@ -246,3 +246,24 @@ TEST_CASE("epoll transport: everything closed, and the set too, from inside one 
   REQUIRE(L.until([&] { return freed[0] && freed[1] && freed[2] && freed[3]; }));
   CHECK(hooked);
 }
+
+TEST_CASE("epoll transport: a peer that accepts and closes at once is a connection, then an end of stream") {
+  Loop L;
+  sockaddr_in a;
+  int lfd = listener(&a);
+  Rec c;
+  c.t.init(&L.set);
+  c.t.set_user(&c);
+  REQUIRE(c.t.connect(reinterpret_cast<sockaddr*>(&a)) == 0);
+  int fd = accept(lfd, nullptr, nullptr);  // blocking: the kernel completes the handshake by itself
+  REQUIRE(fd >= 0);
+  close(fd);  // its FIN, before the loop saw the connect finish
+  close(lfd);
+  c.t.read_start();
+  REQUIRE(L.until([&] { return c.eofs + c.errors > 0; }));
+  CHECK(c.connected == 1);
+  CHECK(c.errors == 0);
+  CHECK(c.eofs == 1);
+  c.t.close();
+  REQUIRE(L.until([&] { return c.closed; }));
+}
