@@ -238,7 +238,7 @@ struct Client::Order : std::enable_shared_from_this<Order> {
       then();
       return;
     }
-    auto [fqdn, value] = txt_records.back();
+    std::string fqdn = txt_records.back().first, value = txt_records.back().second;
     txt_records.pop_back();
     auto self = shared_from_this();
     hooks->dns01(false, fqdn, value, [self, then, fqdn](std::string err) {

@@ -288,8 +288,17 @@ struct AcmeManager::Impl {
         why = "a renewal was asked for";
       }
     }
-    // After a failed attempt (whatever started it), the next comes at the backed-off time.
-    if (!forced && st.value("failures", 0) > 0) due = st.value("next_attempt", t);
+    // After a failed attempt (whatever started it), the next comes at the backed-off time, and the log says
+    // so, with the reason the first attempt of the series had.
+    std::string reason = why;
+    if (!forced && st.value("failures", 0) > 0) {
+      due = st.value("next_attempt", t);
+      int failures = st.value("failures", 0);
+      reason = st.value("reason", why);
+      why = "a retry after " +
+            (failures == 1 ? std::string("a failed attempt") : std::to_string(failures) + " failed attempts") +
+            ", at its backed-off time; first ordered because " + reason;
+    }
     // The CA's limits: hold back rather than be refused.
     std::string limit;
     json failed = recent(st.value("failed", json::array()), 3600);
@@ -321,7 +330,10 @@ struct AcmeManager::Impl {
       next_wake = std::min(next_wake, due);
       return false;
     }
-    order(name, names, st, replaces, why);
+    std::string serving =
+        have ? "the current certificate serves until " + cert.body.value("not_after_text", std::string())
+             : "no certificate serves these names yet";
+    order(name, names, st, replaces, reason, why + "; " + serving);
     return true;
   }
 
@@ -349,11 +361,13 @@ struct AcmeManager::Impl {
     });
   }
 
+  // reason: why this series of attempts began (kept across retries); why: the log's account of this attempt.
   void order(const std::string& name, const std::vector<std::string>& names, json st, const std::string& replaces,
-             const std::string& why) {
+             const std::string& reason, const std::string& why) {
     working = true;
     int64_t t = now_s();
     st["status"] = "ordering";
+    st["reason"] = reason;
     st["last_attempt"] = t;
     st.erase("next_attempt");
     orders_3h.push_back(t);
@@ -374,6 +388,7 @@ struct AcmeManager::Impl {
         } else {
           st["status"] = "valid";
           st["failures"] = 0;
+          st.erase("reason");
           st.erase("last_error");
           st["forced"] = false;
           st.erase("ari");
@@ -401,7 +416,8 @@ struct AcmeManager::Impl {
         json failed = recent(st.value("failed", json::array()), 3600);
         if (o.problem.value("type", std::string()).rfind("urn:ietf:params:acme:error:", 0) == 0) failed.push_back(t);
         st["failed"] = failed;
-        bool serving = admin.get_cert(name).status == 200;
+        Result now = admin.get_cert(name);  // (200 with only the ACME state when there is no certificate)
+        bool serving = now.status == 200 && now.body.contains("not_after");
         admin.save_acme_state(name, st, "cert.acme_failed",
                               {{"names", st["names"]}, {"problem", o.problem}, {"next_attempt", t + wait}});
         PX_ERR("acme: certificate %s for %s failed: %s; %s; next attempt in %lld s", name.c_str(), list.c_str(),

@@ -75,7 +75,8 @@ json cert_view(const json& rec, bool with_pem) {
 static json with_state(json view, const json& state) {
   if (!state.is_object()) return view;
   view["managed"] = "acme";
-  for (const char* k : {"status", "forced", "last_attempt", "last_error", "next_attempt", "failures", "renewal_window"})
+  for (const char* k :
+       {"status", "forced", "reason", "last_attempt", "last_error", "next_attempt", "failures", "renewal_window"})
     if (state.contains(k) && !state[k].is_null()) view[k] = state[k];
   if (!view.contains("names")) view["names"] = state.value("names", json::array());
   if (!view.contains("source")) view["source"] = "acme";

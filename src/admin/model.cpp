@@ -184,13 +184,13 @@ bool Tx::check_route_tls(const json& route, bool dns_hook) {
   std::string tls = route.value("tls", std::string("off"));
   if (tls == "off") return true;
   if (tls == "auto") {
-    if (dns_hook) return true;
-    for (const auto& h : route["hosts"])
-      if (h.get<std::string>().rfind("*.", 0) == 0)
-        return fail(Result::error(422, "tls",
-                                  "auto on the wildcard host " + h.get<std::string>() +
-                                      " needs a DNS-01 challenge, and pxadmind has no --dns-hook (see pxadmind(8))"));
-    return true;
+    if (!dns_hook)
+      for (const auto& h : route["hosts"])
+        if (h.get<std::string>().rfind("*.", 0) == 0)
+          return fail(Result::error(422, "tls",
+                                    "auto on the wildcard host " + h.get<std::string>() +
+                                        " needs a DNS-01 challenge, and pxadmind has no --dns-hook (see pxadmind(8))"));
+    return note_acme_pending(route);
   }
   json c;
   bool found;
@@ -200,6 +200,20 @@ bool Tx::check_route_tls(const json& route, bool dns_hook) {
         422, "tls",
         "no certificate named '" + tls + "' (add it first: pxctl cert add " + tls + " --cert FILE --key FILE)"));
   return true;
+}
+
+// The change that asks for "tls": "auto" records the order as pending in its own transaction, so that
+// `pxctl cert list` shows the name at once; the ACME manager takes it from there (acme_manager.cpp).
+bool Tx::note_acme_pending(const json& resource) {
+  if (!resource.value("enabled", true) || !resource.contains("hosts") || resource["hosts"].empty()) return true;
+  std::string name = auto_cert_name(resource.value("name", std::string()), resource["hosts"][0].get<std::string>());
+  json st, cert;
+  bool have_state, have_cert;
+  if (!load(store::keys::acme_state(name), &st, &have_state) || !load(store::keys::cert(name), &cert, &have_cert))
+    return false;
+  if (have_state || have_cert) return true;  // already kept (another resource with the same first host)
+  json pending = {{"name", name}, {"names", resource["hosts"]}, {"status", "pending"}};
+  return w.put(store::keys::acme_state(name), pending.dump(), err);
 }
 
 // ---- streams ----

@@ -58,7 +58,8 @@ struct Tx {
   // Index maintenance for routes: drop `old`'s claims, check and add `now`'s.
   bool reindex(const std::string& name, const json* old, const json* now);
   // A route's "tls": a certificate it names must be stored; "auto" on a wildcard host needs DNS-01.
-  bool check_route_tls(const json& route, bool dns_hook);
+  bool check_route_tls(const json& route, bool dns_hook);  // and, for "auto", note_acme_pending
+  bool note_acme_pending(const json& resource);
   // A stream: its listen address free (other streams, pxd.conf's listeners), its access list and certificate stored.
   bool check_stream(const std::string& name, const json& stream, bool dns_hook);
   bool check_passthrough_hosts(const std::string& name, const json& route);

@@ -24,14 +24,18 @@ bool parse_u64(std::string_view s, uint64_t* out) {
   return true;
 }
 
-bool parse_duration_ms(std::string_view s, uint64_t* out_ms) {
+bool parse_duration_ms(std::string_view s, uint64_t* out_ms) { return parse_duration(s, 1000, out_ms); }
+
+bool parse_duration(std::string_view s, uint64_t bare_unit_ms, uint64_t* out_ms) {
   size_t i = 0;
   while (i < s.size() && s[i] >= '0' && s[i] <= '9') i++;
   uint64_t v;
   if (!parse_u64(s.substr(0, i), &v)) return false;
   std::string_view unit = s.substr(i);
   uint64_t mul;
-  if (unit.empty() || unit == "s")
+  if (unit.empty())
+    mul = bare_unit_ms;
+  else if (unit == "s")
     mul = 1000;
   else if (unit == "ms")
     mul = 1;

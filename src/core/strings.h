@@ -108,6 +108,10 @@ bool list_has_token(std::string_view list, std::string_view token);
 
 // "30s", "500ms", "2m", "1h", bare number = seconds. Returns false on bad syntax.
 bool parse_duration_ms(std::string_view s, uint64_t* out_ms);
+// The same with the unit of a bare number given (pxctl and the API: milliseconds where the field is one).
+bool parse_duration(std::string_view s, uint64_t bare_unit_ms, uint64_t* out_ms);
+inline constexpr const char* kDurationForms = "a number with ms, s, m or h (500ms, 30s, 5m, 1h)";
+inline constexpr const char* kSizeForms = "a number of bytes, or with k, m or g (16k, 10m, 2g: binary units)";
 // "16k", "1m", "2g" (binary units), bare number = bytes.
 bool parse_size(std::string_view s, uint64_t* out);
 bool parse_u64(std::string_view s, uint64_t* out);

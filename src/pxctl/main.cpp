@@ -22,6 +22,7 @@
 #include <string>
 
 #include "acme/http_client.h"
+#include "core/strings.h"
 #include "http/h1.h"
 #include "http/parser.h"
 #include "lua/engine.h"
@@ -46,6 +47,20 @@ struct Reply {
 [[noreturn]] void die(int code, const std::string& msg) {
   std::fprintf(stderr, "pxctl: %s\n", msg.c_str());
   std::exit(code);
+}
+
+// Sizes and durations take pxd.conf's suffixes; a bare number keeps the unit the flag always had.
+uint64_t size_flag(const char* flag, const std::string& v) {
+  uint64_t n;
+  if (!px::parse_size(v, &n)) die(2, std::string(flag) + " '" + v + "': expected " + px::kSizeForms);
+  return n;
+}
+uint64_t duration_flag(const char* flag, const std::string& v, uint64_t bare_unit_ms) {
+  uint64_t ms;
+  if (!px::parse_duration(v, bare_unit_ms, &ms))
+    die(2, std::string(flag) + " '" + v + "': expected " + (bare_unit_ms == 1 ? "milliseconds" : "seconds") + ", or " +
+               px::kDurationForms);
+  return ms;
 }
 
 struct Collect final : px::http::Sink {
@@ -228,8 +243,7 @@ struct RouteOpts {
   std::vector<std::string> hosts, upstreams, filters;
   std::string path, lb, health_path;
   bool strip = false, no_strip = false, disabled = false;
-  int64_t max_body = -2;
-  int64_t connect_ms = -1, read_ms = -1;
+  std::string max_body, connect_ms, read_ms;  // sizes and durations, with their units
   std::string upstream_ca, upstream_sni, upstream_verify, upstream_cert;
   std::string tls;
   bool passthrough = false;
@@ -255,9 +269,10 @@ void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
   c->add_option("--lb", o.lb, "round_robin, least_conn or ip_hash")
       ->check(CLI::IsMember({"round_robin", "least_conn", "ip_hash"}));
   c->add_option("--filter", o.filters, "filter NAME or NAME=JSON config (repeat, in order)");
-  c->add_option("--max-body-size", o.max_body, "bytes; 0 = unlimited, -1 = pxd.conf default");
-  c->add_option("--connect-timeout", o.connect_ms, "upstream connect timeout, ms (0 = pxd.conf default)");
-  c->add_option("--read-timeout", o.read_ms, "upstream read timeout, ms (0 = pxd.conf default)");
+  c->add_option("--max-body-size", o.max_body, "SIZE: bytes, or 1k, 10m, 2g; 0 = unlimited, -1 = pxd.conf default");
+  c->add_option("--connect-timeout", o.connect_ms,
+                "upstream connect timeout: ms, or 500ms, 5s, 1m (0 = pxd.conf default)");
+  c->add_option("--read-timeout", o.read_ms, "upstream read timeout: ms, or 500ms, 30s, 5m (0 = pxd.conf default)");
   c->add_option("--health-path", o.health_path, "enable active health checks on this path");
   if (!for_set) c->add_flag("--disabled", o.disabled, "add it disabled");
 }
@@ -299,9 +314,12 @@ json route_body(const RouteOpts& o, bool partial) {
     }
     b["filters"] = fl;
   }
-  if (o.max_body != -2) b["max_body_size"] = o.max_body;
-  if (o.connect_ms >= 0) b["connect_timeout_ms"] = o.connect_ms;
-  if (o.read_ms >= 0) b["read_timeout_ms"] = o.read_ms;
+  if (o.max_body == "-1")
+    b["max_body_size"] = -1;
+  else if (!o.max_body.empty())
+    b["max_body_size"] = size_flag("--max-body-size", o.max_body);
+  if (!o.connect_ms.empty()) b["connect_timeout_ms"] = duration_flag("--connect-timeout", o.connect_ms, 1);
+  if (!o.read_ms.empty()) b["read_timeout_ms"] = duration_flag("--read-timeout", o.read_ms, 1);
   if (!o.health_path.empty()) b["health_check"] = {{"path", o.health_path}};
   if (!o.upstream_ca.empty() || !o.upstream_sni.empty() || !o.upstream_verify.empty() || !o.upstream_cert.empty()) {
     json t = json::object();
@@ -512,7 +530,9 @@ int main(int argc, char** argv) {
     else
       std::cout << "route " << name << " changed (version " << r.body.value("version", 0) << ")\n";
   });
-  for (auto [verb, enabled] : {std::pair<const char*, bool>{"enable", true}, {"disable", false}}) {
+  for (const auto& ve : {std::pair<const char*, bool>{"enable", true}, {"disable", false}}) {
+    const char* verb = ve.first;  // (named, not a structured binding: clang 14 cannot capture those)
+    bool enabled = ve.second;
     auto* c = route->add_subcommand(verb, std::string(verb) + " a route");
     c->add_option("name", name)->required();
     c->callback([&, enabled, verb] {
@@ -538,7 +558,8 @@ int main(int argc, char** argv) {
   struct {
     std::string listen, lb, acl, proxy_protocol, tls, accept_proxy;
     std::vector<std::string> upstreams, hosts;
-    int64_t connect_ms = -1, idle_ms = -1, lifetime_ms = -1, max_conns = -1, rate = -1, health_ms = -1;
+    std::string connect_ms, idle_ms, lifetime_ms, rate, health_ms;  // durations and sizes, with their units
+    int64_t max_conns = -1;
     bool disabled = false;
   } so;
   auto stream_options = [&](CLI::App* c, bool for_set) {
@@ -554,12 +575,13 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"on", "off"}));
     c->add_option("--tls", so.tls, "terminate TLS: auto (ACME for --host), off, or a stored certificate's name");
     c->add_option("--host", so.hosts, "a name --tls auto certifies (repeat)");
-    c->add_option("--connect-timeout", so.connect_ms, "ms (0 = pxd.conf's upstream_connect_timeout)");
-    c->add_option("--idle-timeout", so.idle_ms, "ms (0 = 10 min for TCP, 30 s for UDP sessions)");
-    c->add_option("--max-lifetime", so.lifetime_ms, "ms a connection may last (0 = no limit)");
+    c->add_option("--connect-timeout", so.connect_ms, "ms, or 500ms, 5s (0 = pxd.conf's upstream_connect_timeout)");
+    c->add_option("--idle-timeout", so.idle_ms, "ms, or 30s, 10m (0 = 10 min for TCP, 30 s for UDP sessions)");
+    c->add_option("--max-lifetime", so.lifetime_ms, "ms, or 1h, a connection may last (0 = no limit)");
     c->add_option("--max-connections", so.max_conns, "connections or UDP sessions at once (0 = pxd.conf's)");
-    c->add_option("--rate", so.rate, "bytes per second per connection, each way (0 = unlimited)");
-    c->add_option("--health-interval", so.health_ms, "active health checks (TCP connects) every MS (TCP streams)");
+    c->add_option("--rate", so.rate, "bytes per second per connection, each way, or 64k, 10m (0 = unlimited)");
+    c->add_option("--health-interval", so.health_ms,
+                  "active health checks (TCP connects) every ms, or 5s (TCP streams)");
     if (!for_set) c->add_flag("--disabled", so.disabled, "add it disabled");
   };
   auto stream_body = [&]() {
@@ -586,12 +608,13 @@ int main(int argc, char** argv) {
     if (!so.accept_proxy.empty()) b["accept_proxy"] = so.accept_proxy == "on";
     if (!so.tls.empty()) b["tls"] = so.tls;
     if (!so.hosts.empty()) b["hosts"] = so.hosts;
-    if (so.connect_ms >= 0) b["connect_timeout_ms"] = so.connect_ms;
-    if (so.idle_ms >= 0) b["idle_timeout_ms"] = so.idle_ms;
-    if (so.lifetime_ms >= 0) b["max_lifetime_ms"] = so.lifetime_ms;
+    if (!so.connect_ms.empty()) b["connect_timeout_ms"] = duration_flag("--connect-timeout", so.connect_ms, 1);
+    if (!so.idle_ms.empty()) b["idle_timeout_ms"] = duration_flag("--idle-timeout", so.idle_ms, 1);
+    if (!so.lifetime_ms.empty()) b["max_lifetime_ms"] = duration_flag("--max-lifetime", so.lifetime_ms, 1);
     if (so.max_conns >= 0) b["max_connections"] = so.max_conns;
-    if (so.rate >= 0) b["rate_bytes_per_s"] = so.rate;
-    if (so.health_ms >= 0) b["health_check"] = {{"interval_ms", so.health_ms}};
+    if (!so.rate.empty()) b["rate_bytes_per_s"] = size_flag("--rate", so.rate);
+    if (!so.health_ms.empty())
+      b["health_check"] = {{"interval_ms", duration_flag("--health-interval", so.health_ms, 1)}};
     if (so.disabled) b["enabled"] = false;
     return b;
   };
@@ -634,7 +657,9 @@ int main(int argc, char** argv) {
     if (g.as_json) return print(r.body);
     std::cout << "stream " << name << " changed (version " << r.body.value("version", 0) << ")\n";
   });
-  for (auto [verb, enabled] : {std::pair<const char*, bool>{"enable", true}, {"disable", false}}) {
+  for (const auto& ve : {std::pair<const char*, bool>{"enable", true}, {"disable", false}}) {
+    const char* verb = ve.first;  // (named, not a structured binding: clang 14 cannot capture those)
+    bool enabled = ve.second;
     auto* c = stream->add_subcommand(verb, std::string(verb) + " a stream");
     c->add_option("name", name)->required();
     c->callback([&, enabled, verb] {
@@ -768,10 +793,12 @@ int main(int argc, char** argv) {
   auto* c_renew = cert->add_subcommand("renew", "renew a certificate ACME keeps, now, and wait for the outcome");
   c_renew->add_option("name", name)->required();
   bool no_wait = false;
-  int wait_s = 300;
+  std::string wait_arg = "300";
   c_renew->add_flag("--no-wait", no_wait, "only ask; pxctl cert list shows the outcome");
-  c_renew->add_option("--wait", wait_s, "seconds to wait for the outcome")->capture_default_str();
+  c_renew->add_option("--wait", wait_arg, "how long to wait for the outcome: seconds, or 90s, 5m")
+      ->capture_default_str();
   c_renew->callback([&] {
+    uint64_t wait_ms = duration_flag("--wait", wait_arg, 1000);  // checked before anything is asked
     Reply old = call("GET", "/v1/certs/" + url_escape(name));
     std::string serial = old.status == 200 ? old.body.value("serial", std::string()) : "";
     json empty = json::object();
@@ -781,7 +808,7 @@ int main(int argc, char** argv) {
       std::cout << "cert " << name << ": renewal requested\n";
       return;
     }
-    for (int i = 0; i < wait_s * 10; i++) {
+    for (uint64_t i = 0; i < wait_ms / 100; i++) {
       usleep(100000);
       json c = check(call("GET", "/v1/certs/" + url_escape(name))).body;
       if (c.value("forced", false) || c.value("status", std::string()) == "ordering") continue;
@@ -794,7 +821,8 @@ int main(int argc, char** argv) {
       die(1, "cert " + name + " was not renewed: " + problem_line(c.value("last_error", json())) +
                  (c.contains("next_attempt") ? "; next attempt " + when(c, "next_attempt") + " UTC" : ""));
     }
-    die(1, "cert " + name + ": no outcome within " + std::to_string(wait_s) + " s (pxctl cert list shows it later)");
+    die(1, "cert " + name + ": no outcome within " + wait_arg + (wait_arg.back() <= '9' ? " s" : "") +
+               " (pxctl cert list shows it later)");
   });
   auto* c_rm = cert->add_subcommand("rm", "remove a certificate");
   c_rm->add_option("name", name)->required();
@@ -978,7 +1006,7 @@ int main(int argc, char** argv) {
   std::string t_url, t_method = "GET", t_data, t_connect, t_ca;
   std::vector<std::string> t_headers;
   bool t_insecure = false, t_body = false;
-  int t_timeout = 30;
+  std::string t_timeout = "30";
   trace->add_option("url", t_url, "http(s)://HOST[:PORT]/PATH as a client would ask for it")->required();
   trace->add_option("-X,--request", t_method, "the method")->capture_default_str();
   trace->add_option("-H,--header", t_headers, "a header field, 'Name: value' (repeatable)");
@@ -988,7 +1016,8 @@ int main(int argc, char** argv) {
   trace->add_flag("-k,--insecure", t_insecure, "do not verify pxd's certificate");
   trace->add_option("--cacert", t_ca, "PEM CAs to verify pxd's certificate with");
   trace->add_flag("--body", t_body, "print the response body too");
-  trace->add_option("--timeout", t_timeout, "seconds to wait for the answer")->capture_default_str();
+  trace->add_option("--timeout", t_timeout, "how long to wait for the answer: seconds, or 500ms, 2m")
+      ->capture_default_str();
   trace->callback([&] {
     json empty = json::object();
     json tk = check(call("POST", "/v1/traces", &empty)).body;
@@ -1011,7 +1040,7 @@ int main(int argc, char** argv) {
     px::acme::HttpResponse resp;
     {
       px::acme::HttpClient client(&loop);
-      client.timeout_ms = static_cast<uint64_t>(t_timeout) * 1000;
+      client.timeout_ms = duration_flag("--timeout", t_timeout, 1000);
       client.max_body = 64 * 1024 * 1024;
       std::string err;
       if (!t_ca.empty() && !client.set_ca_file(t_ca, &err)) die(2, "--cacert: " + err);

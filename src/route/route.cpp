@@ -157,6 +157,28 @@ bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, std::
   return true;
 }
 
+bool get_duration_ms(const json& j, const char* key, uint64_t* out, uint64_t max_ms, std::string* error,
+                     const std::string& prefix) {
+  if (!j.contains(key) || !j[key].is_string()) return get_uint(j, key, out, max_ms, error, prefix);
+  uint64_t ms;
+  if (!parse_duration(j[key].get_ref<const std::string&>(), 1, &ms))
+    return fail(error, prefix + key, std::string("expected milliseconds, or ") + kDurationForms);
+  if (ms > max_ms) return fail(error, prefix + key, "must be at most " + std::to_string(max_ms) + " ms");
+  *out = ms;
+  return true;
+}
+
+bool get_size(const json& j, const char* key, uint64_t* out, uint64_t max, std::string* error,
+              const std::string& prefix) {
+  if (!j.contains(key) || !j[key].is_string()) return get_uint(j, key, out, max, error, prefix);
+  uint64_t n;
+  if (!parse_size(j[key].get_ref<const std::string&>(), &n))
+    return fail(error, prefix + key, std::string("expected ") + kSizeForms);
+  if (n > max) return fail(error, prefix + key, "must be at most " + std::to_string(max) + " bytes");
+  *out = n;
+  return true;
+}
+
 bool upstream_weight(const json& u, const std::string& field, uint32_t* weight, std::string* error) {
   for (auto it = u.begin(); it != u.end(); ++it)
     if (it.key() != "url" && it.key() != "weight") return fail(error, field + "." + it.key(), "unknown field");
@@ -190,7 +212,9 @@ bool health_check(const json& h, bool with_path, HealthCheckSpec* out, std::stri
   } nums[] = {{"interval_ms", 10, day}, {"timeout_ms", 1, day}, {"healthy", 1, 100}, {"unhealthy", 1, 100}};
   uint64_t v[4] = {r.interval_ms, r.timeout_ms, r.healthy, r.unhealthy};
   for (int i = 0; i < 4; i++) {
-    if (!get_uint(h, nums[i].key, &v[i], nums[i].max, error, "health_check.")) return false;
+    if (!(i < 2 ? get_duration_ms(h, nums[i].key, &v[i], nums[i].max, error, "health_check.")
+                : get_uint(h, nums[i].key, &v[i], nums[i].max, error, "health_check.")))
+      return false;
     if (v[i] < nums[i].min)
       return fail(error, std::string("health_check.") + nums[i].key,
                   nums[i].max == 100 ? "must be 1..100" : "must be at least " + std::to_string(nums[i].min));
@@ -311,14 +335,19 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       return c.fail("lb", "'" + lb + "' is not one of round_robin, least_conn, ip_hash");
   }
   const uint64_t day = 86400000;
-  if (!get_uint(j, "connect_timeout_ms", &r.connect_timeout_ms, day, c)) return false;
-  if (!get_uint(j, "read_timeout_ms", &r.read_timeout_ms, day, c)) return false;
+  if (!fields::get_duration_ms(j, "connect_timeout_ms", &r.connect_timeout_ms, day, c.error)) return false;
+  if (!fields::get_duration_ms(j, "read_timeout_ms", &r.read_timeout_ms, day, c.error)) return false;
   if (!get_uint(j, "version", &r.version, UINT64_MAX, c)) return false;
   if (j.contains("max_body_size")) {
     const json& v = j["max_body_size"];
-    if (!v.is_number_integer() || v.get<int64_t>() < -1)
-      return c.fail("max_body_size", "expected a number of bytes (0 = unlimited, -1 = the pxd.conf default)");
-    r.max_body_size = v.get<int64_t>();
+    uint64_t n;
+    if (v.is_string() && parse_size(v.get_ref<const std::string&>(), &n) && n <= uint64_t(INT64_MAX))
+      r.max_body_size = static_cast<int64_t>(n);
+    else if (v.is_number_integer() && v.get<int64_t>() >= -1)
+      r.max_body_size = v.get<int64_t>();
+    else
+      return c.fail("max_body_size",
+                    std::string("expected ") + kSizeForms + "; 0 = unlimited, -1 = the pxd.conf default");
   }
   if (j.contains("access_log")) {
     if (!j["access_log"].is_boolean()) return c.fail("access_log", "expected true or false");

@@ -13,6 +13,8 @@ using json = nlohmann::json;
 namespace {
 
 using fields::fail;
+using fields::get_duration_ms;
+using fields::get_size;
 using fields::get_uint;
 
 bool is_any(const std::string& h) { return h == "0.0.0.0" || h == "::"; }
@@ -152,11 +154,11 @@ bool parse_stream_json(std::string_view text, StreamSpec* out, std::string* erro
     s.access_log = j["access_log"].get<bool>();
   }
   const uint64_t day = 86400000;
-  if (!get_uint(j, "connect_timeout_ms", &s.connect_timeout_ms, day, error)) return false;
-  if (!get_uint(j, "idle_timeout_ms", &s.idle_timeout_ms, 7 * day, error)) return false;
-  if (!get_uint(j, "max_lifetime_ms", &s.max_lifetime_ms, 365 * day, error)) return false;
+  if (!get_duration_ms(j, "connect_timeout_ms", &s.connect_timeout_ms, day, error)) return false;
+  if (!get_duration_ms(j, "idle_timeout_ms", &s.idle_timeout_ms, 7 * day, error)) return false;
+  if (!get_duration_ms(j, "max_lifetime_ms", &s.max_lifetime_ms, 365 * day, error)) return false;
   if (!get_uint(j, "max_connections", &s.max_connections, 10000000, error)) return false;
-  if (!get_uint(j, "rate_bytes_per_s", &s.rate_bytes_per_s, UINT64_MAX, error)) return false;
+  if (!get_size(j, "rate_bytes_per_s", &s.rate_bytes_per_s, UINT64_MAX, error)) return false;
   if (!get_uint(j, "version", &s.version, UINT64_MAX, error)) return false;
   if (j.contains("acl")) {
     if (!j["acl"].is_string() || !valid_route_name(j["acl"].get<std::string>()))

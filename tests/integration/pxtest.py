@@ -21,13 +21,32 @@ UPSTREAM = os.path.join(ROOT, "tests", "upstream.py")
 DEADLINE = float(os.environ.get("PX_TEST_DEADLINE", "30"))
 
 
+# Tests run side by side (tests/run_integration.py): each test class gets a block of ports of its own,
+# below the kernel's ephemeral range (32768 and up on Linux), so a port one class picks is never the port
+# another class, or a connection's source port, takes meanwhile.
+_PORT_BLOCK = 500
+_port_base = int(os.environ.get("PX_TEST_PORT_BASE", "10000")) + int(os.environ.get("PX_TEST_SLOT", "0")) * _PORT_BLOCK
+_port_next = [0]
+
+
 def free_port():
-    """A loopback TCP port nothing listens on (just now): for a peer that refuses, or a fixed listen line."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback TCP port nothing listens on (just now): for a peer that refuses, or a fixed listen line.
+    From this test class's own block (see above); UDP is free there too."""
+    for _ in range(_PORT_BLOCK):
+        port = _port_base + _port_next[0] % _PORT_BLOCK
+        _port_next[0] += 1
+        ok = True
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            s = socket.socket(socket.AF_INET, kind)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            return port
+    raise RuntimeError("no free port in %d..%d" % (_port_base, _port_base + _PORT_BLOCK - 1))
 
 
 def wait_for(cond, timeout=DEADLINE, interval=0.01, what="condition"):

@@ -166,9 +166,12 @@ class AcmeTest(unittest.TestCase):
         return body if st == 200 else None
 
     def wait_issued(self, name, other_than=None):
+        # Failures counted before the wait began (a CA that was down) are not this wait's: three more are.
+        before = (self.cert(name) or {}).get("failures", 0)
+
         def done():
             c = self.cert(name)
-            if c and c.get("status") == "failed" and c.get("failures", 0) >= 3:
+            if c and c.get("status") == "failed" and c.get("failures", 0) >= before + 3:
                 raise AssertionError("issuance keeps failing: %s" % json.dumps(c.get("last_error")))
             return c if c and c.get("serial") and c.get("serial") != other_than and c.get("status") == "valid" \
                 else None
@@ -186,6 +189,11 @@ class AcmeTest(unittest.TestCase):
     def test_1_http01_issuance_through_pxd(self):
         self.ctl("route", "add", "shop", "--host", "shop.test", "--host", "www.shop.test",
                  "--upstream", self.up.url, "--tls", "auto")
+        # Listed at once: the change that asked for it recorded the pending order in its own transaction.
+        listed = {x["name"]: x for x in json.loads(self.ctl("cert", "list", "--json"))}
+        self.assertIn("shop.test", listed)
+        self.assertIn(listed["shop.test"]["status"], ("pending", "ordering", "valid"))
+        self.assertEqual(listed["shop.test"]["names"], ["shop.test", "www.shop.test"])
         c = self.wait_issued("shop.test")
         self.assertEqual(sorted(c["names"]), ["shop.test", "www.shop.test"])
         self.assertEqual(c["source"], "acme")
@@ -269,6 +277,16 @@ class AcmeTest(unittest.TestCase):
         self.assertEqual(failures[0]["after"]["problem"]["authorizations"][0]["identifier"], "refused.test")
         self.assertIn("acme: certificate refused.test for refused.test failed: urn:ietf:params:acme:error:",
                       self.adm.log())
+        # The failure and the retry say that nothing serves this name, and why the retry comes.
+        wait_for(lambda: self.cert("refused.test").get("failures", 0) >= 2, timeout=ACME_DEADLINE, interval=0.1,
+                 what="a retry")
+        lines = [l for l in self.adm.log().splitlines() if "refused.test for refused.test" in l]
+        self.assertTrue(any("failed:" in l and "nothing is served for these names yet" in l for l in lines), lines)
+        retries = [l for l in lines if "ordering" in l and "a retry after a failed attempt" in l]
+        self.assertTrue(retries, lines)
+        self.assertIn("first ordered because no certificate yet", retries[0])
+        self.assertIn("no certificate serves these names yet", retries[0])
+        self.assertFalse(any("keeps serving" in l for l in lines), lines)
         # The table shows the error in words.
         self.assertIn("refused.test", self.ctl("cert", "list"))
         self.ctl("route", "rm", "refused")
@@ -291,6 +309,13 @@ class AcmeTest(unittest.TestCase):
                      what="a retry")
             self.assertEqual(format(served_cert(self.tls_port, "down.test").serial_number, "x"),
                              first["serial"].lstrip("0"))
+            # The retry's log line gives the real reason, and says the current certificate serves meanwhile.
+            lines = [l for l in self.adm.log().splitlines() if "ordering a certificate down.test" in l]
+            retry = [l for l in lines if "a retry after a failed attempt" in l]
+            self.assertTrue(retry, lines)
+            self.assertIn("first ordered because a renewal was asked for", retry[0])
+            self.assertIn("the current certificate serves until", retry[0])
+            self.assertFalse(any("two thirds of its lifetime" in l for l in lines), lines)
             status, _ = https_get(self.tls_port, "down.test", root)
             self.assertEqual(status, 200)
         finally:

@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from pxtest import PXCTL, Admind, Pxd, Upstream, get, route, wait_for, wrk
+from pxtest import PXCTL, Admind, Pxd, Upstream, free_port, get, route, wait_for, wrk
 
 
 def R(name, host, up="http://127.0.0.1:9", **kw):
@@ -71,7 +71,7 @@ class PxctlTest(unittest.TestCase):
             (["--host", "h.test", "--upstream", "http://h:1#0"], "weight"),
             (["--host", "h.test", "--path", "api"], "path: must start with '/'"),
             (["--host", "h.test", "--read-timeout", "999999999"], "read_timeout_ms: must be at most"),
-            (["--host", "h.test", "--max-body-size", "-7"], "max_body_size:"),
+            (["--host", "h.test", "--max-body-size", "-7"], "--max-body-size '-7': expected"),
             (["--host", "h.test", "--filter", "bad name"], "filters[0].name:"),
         ]
         for extra, want in cases:
@@ -94,6 +94,51 @@ class PxctlTest(unittest.TestCase):
         self.assertEqual((st, body["error"]["field"]), (422, "rules[0].action"))
         self.assertEqual(a.api("GET", "/v1/nope")[0], 404)
         self.assertEqual(a.api("PATCH", "/v1/status", {})[0], 405)
+
+    def test_sizes_and_durations_take_units(self):
+        """pxctl takes pxd.conf's suffixes wherever it asks for a size or a duration; a bare number keeps
+        its old unit; a bad value names the flag and the accepted forms, and nothing is written."""
+        a = self.adm
+        r = a.ctl("route", "add", "u", "--host", "u.test", "--upstream", "http://h:1", "--max-body-size", "1k",
+                  "--read-timeout", "30s", "--connect-timeout", "500ms")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = json.loads(a.ctl("route", "show", "u").stdout)
+        self.assertEqual((shown["max_body_size"], shown["read_timeout_ms"], shown["connect_timeout_ms"]),
+                         (1024, 30000, 500))
+        self.assertEqual(a.ctl("route", "set", "u", "--read-timeout", "1500", "--max-body-size", "2m").returncode, 0)
+        shown = json.loads(a.ctl("route", "show", "u").stdout)
+        self.assertEqual((shown["max_body_size"], shown["read_timeout_ms"]), (2 * 1024 * 1024, 1500))
+        self.assertEqual(a.ctl("route", "set", "u", "--max-body-size", "-1").returncode, 0)
+        self.assertEqual(json.loads(a.ctl("route", "show", "u").stdout)["max_body_size"], -1)
+        for flag, value, forms in (("--max-body-size", "1x", "k, m or g"), ("--read-timeout", "5 days", "ms, s, m or h"),
+                                   ("--connect-timeout", "1d", "ms, s, m or h")):
+            r = a.ctl("route", "set", "u", flag, value)
+            self.assertEqual(r.returncode, 2, (flag, r.stderr))
+            self.assertIn(flag + " '" + value + "': expected", r.stderr)
+            self.assertIn(forms, r.stderr)
+        self.assertEqual(json.loads(a.ctl("route", "show", "u").stdout)["version"], 3)
+        r = a.ctl("stream", "add", "s", "--listen", "127.0.0.1:%d" % free_port(), "--upstream", "tcp://127.0.0.1:1",
+                  "--idle-timeout", "10m", "--rate", "64k", "--max-lifetime", "1h", "--health-interval", "5s")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        s = json.loads(a.ctl("stream", "show", "s").stdout)
+        self.assertEqual((s["idle_timeout_ms"], s["rate_bytes_per_s"], s["max_lifetime_ms"],
+                          s["health_check"]["interval_ms"]), (600000, 65536, 3600000, 5000))
+        r = a.ctl("stream", "set", "s", "--rate", "fast")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--rate 'fast': expected a number of bytes", r.stderr)
+        r = a.ctl("cert", "renew", "nosuch", "--wait", "soon")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--wait 'soon': expected seconds", r.stderr)
+        # The API takes the same forms and stores numbers; a bad one is a 422 naming the field.
+        st, _, body = a.api("POST", "/v1/routes", {"name": "v", "hosts": ["v.test"], "upstreams": ["http://h:1"],
+                                                   "read_timeout_ms": "2s", "max_body_size": "10m"})
+        self.assertEqual(st, 201, body)
+        self.assertEqual((body["read_timeout_ms"], body["max_body_size"]), (2000, 10 * 1024 * 1024))
+        st, _, body = a.api("POST", "/v1/routes", {"name": "w", "hosts": ["w.test"], "upstreams": ["http://h:1"],
+                                                   "read_timeout_ms": "2 days"})
+        self.assertEqual((st, body["error"]["field"]), (422, "read_timeout_ms"))
+        self.assertIn("500ms, 30s, 5m, 1h", body["error"]["message"])
+        self.assertEqual(a.api("GET", "/v1/routes/w")[0], 404)
 
     def test_conflicts_are_409_naming_the_other_route(self):
         a = self.adm

@@ -4,15 +4,12 @@ import socket
 import subprocess
 import unittest
 
-from pxtest import ROOT
+from pxtest import ROOT, free_port
 
 
 class DemoTest(unittest.TestCase):
     def test_demo_shows_a_proxied_response(self):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         env = dict(os.environ, PX_SKIP_DEPS="1", PX_DEMO_ONESHOT="1", PX_DEMO_PORT=str(port))
         r = subprocess.run([os.path.join(ROOT, "scripts", "demo")], env=env, capture_output=True, text=True,
                            timeout=600)

@@ -7,7 +7,7 @@ import socket
 import struct
 import unittest
 
-from pxtest import Client, Pxd, Upstream, get, route, wait_for
+from pxtest import Client, Pxd, Upstream, free_port, get, route, wait_for
 
 LINE = re.compile(r"stream end: (.*)")
 
@@ -23,10 +23,7 @@ class EndRecordTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.up = Upstream("u")
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        cls.dead = s.getsockname()[1]
-        s.close()
+        cls.dead = free_port()
         cls.px = Pxd(extra="log_level debug\nclient_header_timeout 500ms\nmax_fails 0", routes=[
             route("app", ["a.test"], [cls.up]),
             route("slow", ["slow.test"], [cls.up], read_timeout_ms=300),

@@ -4,7 +4,7 @@ import socket
 import threading
 import unittest
 
-from pxtest import Client, Pxd, Upstream, get, route, wait_for, wrk
+from pxtest import Client, Pxd, Upstream, free_port, get, route, wait_for, wrk
 
 
 class UpstreamTest(unittest.TestCase):
@@ -47,10 +47,7 @@ class UpstreamTest(unittest.TestCase):
 
     def test_dead_peer_is_skipped_by_retry(self):
         live = Upstream("live")
-        dead = socket.socket()
-        dead.bind(("127.0.0.1", 0))
-        dead_port = dead.getsockname()[1]
-        dead.close()  # nothing listens there: connections are refused
+        dead_port = free_port()  # nothing listens there: connections are refused
         px = Pxd(routes=[route("app", ["a.test"], ["http://127.0.0.1:%d" % dead_port, live])])
         try:
             for _ in range(10):
@@ -62,10 +59,7 @@ class UpstreamTest(unittest.TestCase):
             live.stop()
 
     def test_all_peers_dead_is_502(self):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         px = Pxd(routes=[route("app", ["a.test"], ["http://127.0.0.1:%d" % port])])
         try:
             r = get(px.port, "/")
@@ -144,10 +138,7 @@ class UpstreamTest(unittest.TestCase):
 
     def test_passive_health_takes_a_failing_peer_out(self):
         live = Upstream("live")
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]
-        s.close()
+        dead_port = free_port()
         px = Pxd(extra="max_fails 1\nfail_timeout 60s",
                  routes=[route("app", ["a.test"], ["http://127.0.0.1:%d" % dead_port, live])])
         try:

@@ -27,6 +27,18 @@ TEST_CASE("durations and sizes") {
   CHECK(v == 1048576);
   CHECK_FALSE(parse_size("1q", &v));
   CHECK_FALSE(parse_size("99999999999999999999", &v));
+  // pxctl and the API: a bare number keeps the unit the field always had (milliseconds there).
+  CHECK(parse_duration("1500", 1, &v));
+  CHECK(v == 1500);
+  CHECK(parse_duration("2s", 1, &v));
+  CHECK(v == 2000);
+  CHECK(parse_duration("5m", 1, &v));
+  CHECK(v == 300000);
+  CHECK(parse_duration("45", 1000, &v));
+  CHECK(v == 45000);
+  CHECK_FALSE(parse_duration("5 s", 1, &v));
+  CHECK_FALSE(parse_duration("s", 1, &v));
+  CHECK_FALSE(parse_duration("99999999999999999h", 1, &v));
 }
 
 TEST_CASE("token lists and case") {

@@ -58,6 +58,30 @@ TEST_CASE("route JSON: errors name the field") {
   CHECK(err_of(R"({"name":"a","hosts":["a.b"],"upstreams":["http://a:1"],"read_timeout_ms":-5})") ==
         "read_timeout_ms: expected a non-negative whole number");
   CHECK(err_of(R"({"name":"a","hosts":[],"upstreams":["http://a:1"]})").rfind("hosts:", 0) == 0);
+  CHECK(err_of(R"({"name":"a","hosts":["a.b"],"upstreams":["http://a:1"],"read_timeout_ms":"5 days"})") ==
+        "read_timeout_ms: expected milliseconds, or a number with ms, s, m or h (500ms, 30s, 5m, 1h)");
+  CHECK(err_of(R"({"name":"a","hosts":["a.b"],"upstreams":["http://a:1"],"max_body_size":"1x"})")
+            .rfind("max_body_size: expected a number of bytes, or with k, m or g", 0) == 0);
+  CHECK(err_of(R"({"name":"a","hosts":["a.b"],"upstreams":["http://a:1"],"connect_timeout_ms":"2d"})")
+            .rfind("connect_timeout_ms: expected milliseconds", 0) == 0);
+  CHECK(err_of(R"({"name":"a","hosts":["a.b"],"upstreams":["http://a:1"],"read_timeout_ms":"25h"})") ==
+        "read_timeout_ms: must be at most 86400000 ms");
+}
+
+TEST_CASE("route JSON: sizes and durations take units, and are stored as numbers") {
+  RouteSpec r;
+  std::string err;
+  REQUIRE_MESSAGE(parse_route_json(R"({"name":"a","hosts":["a.b"],"upstreams":["http://a:1"],"max_body_size":"1k",
+      "read_timeout_ms":"30s","connect_timeout_ms":1500,"health_check":{"path":"/h","interval_ms":"2s"}})",
+                                   &r, &err),
+                  err);
+  CHECK(r.max_body_size == 1024);
+  CHECK(r.read_timeout_ms == 30000);
+  CHECK(r.connect_timeout_ms == 1500);
+  CHECK(r.health.interval_ms == 2000);
+  std::string out = route_to_json(r);
+  CHECK(out.find("\"max_body_size\":1024") != std::string::npos);
+  CHECK(out.find("\"read_timeout_ms\":30000") != std::string::npos);
 }
 
 static bool fake_resolve(const std::string& host, uint16_t port, sockaddr_storage* ss, socklen_t* len) {
