@@ -2,6 +2,7 @@
 
 #include <openssl/base64.h>
 
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "core/password.h"

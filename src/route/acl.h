@@ -4,7 +4,7 @@
 // header and a cache of verified credentials (tested without sockets).
 #pragma once
 #include <cstdint>
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>  // (the whole of it only where JSON is read: acl.cpp)
 #include <string>
 #include <string_view>
 #include <unordered_map>
