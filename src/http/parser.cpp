@@ -103,13 +103,16 @@ static bool extra_connection_tokens(std::string_view v) {
   return false;
 }
 
-std::string_view Head::method_name() const { return llhttp_method_name(static_cast<llhttp_method_t>(method)); }
+std::string_view Head::method_name() const {
+  return has_method ? llhttp_method_name(static_cast<llhttp_method_t>(method)) : std::string_view();
+}
 
 void Head::clear() {
   buf.clear();
   headers.clear();
   url_off = url_len = 0;
   method = 0;
+  has_method = false;
   major = minor = 1;
   status = 0;
   has_content_length = chunked = has_transfer_encoding = upgrade = false;
@@ -380,7 +383,11 @@ int Parser::cb_url(llhttp_t* p, const char* at, size_t len) {
   Head* h = s->head_;
   if (h->url_len + len > s->limits_->max_uri) return s->fail(414, "request target too long");
   if (!s->count(len)) return s->fail(431, "request head too large");
-  if (h->url_len == 0) h->url_off = static_cast<uint32_t>(h->buf.size());
+  if (h->url_len == 0) {
+    h->url_off = static_cast<uint32_t>(h->buf.size());
+    h->method = static_cast<uint8_t>(p->method);  // llhttp has read the method by now: a head refused later
+    h->has_method = true;                         // still logs the method it had, and only that one
+  }
   h->buf.append(at, len);
   h->url_len += static_cast<uint32_t>(len);
   return 0;
@@ -510,6 +517,7 @@ int Parser::cb_headers_complete(llhttp_t* p) {
   h->keep_alive = h->minor == 1 ? !s->conn_close_ : s->conn_keep_;
   if (s->is_request_) {
     h->method = p->method;
+    h->has_method = true;
     if (h->minor == 1 && h->host_index < 0) return s->fail(400, "HTTP/1.1 request without Host");
     if (p->method == HTTP_CONNECT) return s->fail(405, "CONNECT is not supported");
     if (h->host_index >= 0 && !valid_host(h->value(static_cast<size_t>(h->host_index))))

@@ -64,6 +64,7 @@ struct Head {
   std::vector<HeaderRef> headers;
   uint32_t url_off = 0, url_len = 0;
   uint8_t method = 0;
+  bool has_method = false;  // the method token was read (a head refused before it has none: method_name() is "")
   uint8_t major = 1, minor = 1;
   uint16_t status = 0;
   bool has_content_length = false;
@@ -92,7 +93,7 @@ struct Head {
     int i = find(name);
     return i < 0 ? std::string_view() : value(static_cast<size_t>(i));
   }
-  std::string_view method_name() const;
+  std::string_view method_name() const;  // "" before the method was read
   void clear();
 };
 

@@ -800,14 +800,14 @@ void Server::reload() {
     rc[w].tls_ctx = tls_ctx_.get();
     workers_[w]->post_config(std::move(rc[w]));
   }
-  bool routing_changed = next.default_route != cfg_.default_route;
+  bool routing_changed = !route::Snapshot::same_build_settings(next, cfg_);
   cfg_ = std::move(next);
   for (const auto& o : opened) PX_INFO("listening on %s", o.c_str());
   for (const auto& k : removed) PX_INFO("no longer listening on %s", k.c_str());
   PX_INFO("reloaded %s: %zu listeners opened, %zu closed; new connections get the new settings", cfg_.source.c_str(),
           opened.size(), removed.size());
   if (routing_changed) {
-    built_gen_ = UINT64_MAX;  // the default route is part of the routing build
+    built_gen_ = UINT64_MAX;  // the routes' limits and defaults are part of the routing build
     poll_store();
   }
 }

@@ -126,6 +126,7 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
   if (!stream) {
     stream = w->get_stream();
     stream->down = this;
+    stream->client_ip = peer_ip;  // until the head says otherwise (X-Forwarded-For from a trusted proxy)
     head_left = false;
     resp_framing = http::Framing::none;
     stream->parser.init(HTTP_REQUEST, this, &w->req_limits);

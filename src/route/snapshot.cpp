@@ -93,6 +93,12 @@ std::string l4_listen_key(const StreamListen& l) {
   return std::string(l.udp ? "stream udp " : "stream tcp ") + l.str();
 }
 
+// Every setting of cfg that build() below reads, and only those.
+bool Snapshot::same_build_settings(const Config& a, const Config& b) {
+  return a.default_route == b.default_route && a.upstream_connect_timeout_ms == b.upstream_connect_timeout_ms &&
+         a.upstream_read_timeout_ms == b.upstream_read_timeout_ms && a.max_body_size == b.max_body_size;
+}
+
 std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
                                                 const Resolver& resolve, std::vector<std::string>* warnings) {
   std::vector<std::shared_ptr<const RouteSpec>> shared;

@@ -97,6 +97,9 @@ using Resolver = std::function<bool(const std::string& host, uint16_t port, sock
 
 class Snapshot {
  public:
+  // Do two pxd.conf versions build the same snapshot from the same store? (A reload that changes one of the
+  // settings build() reads rebuilds the snapshot at once: default_route, the upstream timeouts, max_body_size.)
+  static bool same_build_settings(const Config& a, const Config& b);
   // Builds from route specs; disabled routes are left out. Conflicting routes
   // (same host and prefix) keep the first by name and log the others.
   static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<std::shared_ptr<const RouteSpec>> specs,

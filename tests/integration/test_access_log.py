@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import unittest
 
-from pxtest import ROOT, Pxd, Upstream, get, route, wait_for
+from pxtest import ROOT, Client, Pxd, Upstream, get, route, wait_for
 
 ACL = {"name": "acl", "config": {"list": "nobody"}}
 
@@ -67,6 +67,25 @@ class AccessLogTest(unittest.TestCase):
         d = [r for r in recs if r["host"] == "d.test"][0]
         self.assertEqual(d["status"], 403)
         self.assertIn("request", d["phases_us"])
+
+    def test_requests_refused_at_parse_time_log_the_real_client_and_no_invented_method(self):
+        """fail2ban reads 400 lines: they carry the connection's address, and the method the client sent
+        (or none), never one the codec made up."""
+        self.start("json")
+        sent = [(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "PRI"),
+                (b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "GET"),
+                (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", "")]
+        for raw, _ in sent:
+            c = Client(self.pxd.port)
+            c.send(raw)
+            self.assertEqual(c.response().status, 400)
+            c.close()
+        recs = wait_for(lambda: (lambda l: l if len(l) >= 3 else None)(lines(self.path)), what="three lines")
+        recs = [json.loads(l) for l in recs]
+        self.assertEqual(sorted(r["method"] for r in recs), sorted(m for _, m in sent))
+        for r in recs:
+            self.assertEqual((r["client"], r["status"], r["termination"]), ("127.0.0.1", 400, "bad_request"), r)
+        self.assertNotIn("DELETE", [r["method"] for r in recs])
 
     def test_chosen_fields(self):
         self.start("json", "access_log_fields time status path referer phases_us\n")

@@ -37,6 +37,23 @@ class ReloadTest(unittest.TestCase):
         self.pxd.signal(signal.SIGHUP)
         wait_for(lambda: self.pxd.log().count(marker) > n, what="'%s' in pxd's log" % marker)
 
+    def test_max_body_size_applies_at_the_reload_and_back(self):
+        """A reload applies every limit it reports as applied: pxd.conf's max_body_size (the default of
+        routes that set none) serves from the reload on, without a store change, and so does its removal."""
+        def status_of_2k_post():
+            return get(self.pxd.port, "/", method="POST", body=b"x" * 2048).status
+        self.assertEqual(status_of_2k_post(), 200)
+        self.write_conf("max_body_size 1k\n")
+        self.reload("reloaded ")
+        wait_for(lambda: status_of_2k_post() == 413, what="the 1k limit applied")
+        for _ in range(4):  # on every worker
+            self.assertEqual(status_of_2k_post(), 413)
+        self.write_conf("")
+        self.reload("reloaded ")
+        wait_for(lambda: status_of_2k_post() == 200, what="no limit again")
+        for _ in range(4):
+            self.assertEqual(status_of_2k_post(), 200)
+
     def test_listener_added_and_removed_open_connections_finish(self):
         # A second listener, on a port chosen at run time.
         self.write_conf("listen 127.0.0.2:0\n")
