@@ -204,13 +204,14 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
   }
   void on_data(const char* data, size_t len) override {
     if (finished) return;
-    llhttp_errno_t e = parser.execute(data, len);
+    http::Parsed e = parser.execute(data, len);
     if (finished) return;
-    if (e != HPE_OK && e != HPE_PAUSED) fail(where() + ": invalid HTTP response (" + parser.error_reason() + ")");
+    if (e != http::Parsed::ok && e != http::Parsed::paused)
+      fail(where() + ": invalid HTTP response (" + parser.error_reason() + ")");
   }
   void on_eof() override {
     if (finished) return;
-    if (parser.needs_eof() && parser.finish() == HPE_PAUSED) return;
+    if (parser.needs_eof() && parser.finish() == http::Parsed::paused) return;
     if (!finished) fail(where() + ": the connection closed before the response was complete");
   }
   void on_error(int err) override {
@@ -249,7 +250,7 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
       return 0;
     }
     finish();
-    return HPE_PAUSED;
+    return kPause;
   }
 };
 
@@ -283,7 +284,7 @@ void HttpClient::fetch(HttpRequest req, std::function<void(HttpResponse)> done) 
   calls_.insert(c);
   c->limits.max_head = 64 * 1024;
   c->limits.max_headers = 200;
-  c->parser.init(HTTP_RESPONSE, c, &c->limits);
+  c->parser.init(http::Kind::response, c, &c->limits);
   c->parser.attach(&c->head);
   uv_timer_init(loop_, &c->timer);
   c->timer.data = c;

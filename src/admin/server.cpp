@@ -82,7 +82,7 @@ struct Conn final : http::Sink, net::TransportUser {
     body.append(d, n);
     return 0;
   }
-  int on_complete() override { return HPE_PAUSED; }
+  int on_complete() override { return kPause; }
 };
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
@@ -109,7 +109,7 @@ void send_raw(Conn* c, int status, std::string_view type, std::string_view body,
   if (c->ui) ui_fields(w);
   for (const auto& [k, v] : extra) w.field(k, v);
   w.end_response(http::Framing::length, body.size(), false, !c->keep_alive, false);
-  if (status != 204 && status != 304 && c->head.method != HTTP_HEAD) out += body;
+  if (status != 204 && status != 304 && c->head.method != http::Method::head) out += body;
   o.end_scratch();
   c->t().write(o);
   c->srv->metrics.api_request(c->head.method_name(), status);
@@ -125,7 +125,7 @@ void send(Conn* c, int status, const json& body, uint64_t version, Fields extra 
 // plain names only). Revalidated each time (ETag), so an upgrade's assets show at once.
 void serve_asset(Conn* c, const std::string& target) {
   std::string path = target.substr(0, target.find('?'));
-  if (c->head.method != HTTP_GET && c->head.method != HTTP_HEAD) {
+  if (c->head.method != http::Method::get && c->head.method != http::Method::head) {
     send_raw(c, 405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, HEAD"}});
     return;
   }
@@ -320,8 +320,8 @@ void Conn::on_data(const char* data, size_t n) {
   Conn* c = this;
   c->leftover.append(data, n);
   while (!c->closing && !c->leftover.empty()) {
-    llhttp_errno_t e = c->parser.execute(c->leftover.data(), c->leftover.size());
-    if (e == HPE_PAUSED) {
+    http::Parsed e = c->parser.execute(c->leftover.data(), c->leftover.size());
+    if (e == http::Parsed::paused) {
       size_t used = static_cast<size_t>(c->parser.error_pos() - c->leftover.data());
       c->leftover.erase(0, used);
       handle(c);
@@ -337,7 +337,7 @@ void Conn::on_data(const char* data, size_t n) {
       c->parser.resume();
       continue;
     }
-    if (e != HPE_OK) {
+    if (e != http::Parsed::ok) {
       c->keep_alive = false;
       send(c, c->parser.error_status(), Result::error(c->parser.error_status(), "", c->parser.error_reason()).body, 0);
       c->closing = true;
@@ -351,7 +351,7 @@ void Conn::on_data(const char* data, size_t n) {
 }
 
 void start_conn(Conn* c) {
-  c->parser.init(HTTP_REQUEST, c, &c->srv->limits);
+  c->parser.init(http::Kind::request, c, &c->srv->limits);
   c->parser.attach(&c->head);
   c->t().read_start();
 }

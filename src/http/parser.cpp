@@ -104,14 +104,41 @@ static bool extra_connection_tokens(std::string_view v) {
 }
 
 std::string_view Head::method_name() const {
-  return has_method ? llhttp_method_name(static_cast<llhttp_method_t>(method)) : std::string_view();
+  return has_method ? llhttp_method_name(static_cast<llhttp_method_t>(method_code)) : std::string_view();
+}
+
+namespace {
+Method method_of(uint8_t code) {
+  switch (code) {
+    case HTTP_GET: return Method::get;
+    case HTTP_HEAD: return Method::head;
+    case HTTP_POST: return Method::post;
+    case HTTP_PUT: return Method::put;
+    case HTTP_DELETE: return Method::delete_;
+    case HTTP_CONNECT: return Method::connect;
+    case HTTP_OPTIONS: return Method::options;
+    case HTTP_TRACE: return Method::trace;
+    case HTTP_PATCH: return Method::patch;
+    default: return Method::other;
+  }
+}
+}  // namespace
+
+Parsed Parser::parsed(llhttp_errno_t e) {
+  switch (e) {
+    case HPE_OK: return Parsed::ok;
+    case HPE_PAUSED: return Parsed::paused;
+    case HPE_PAUSED_UPGRADE: return Parsed::upgrade;
+    default: return Parsed::failed;
+  }
 }
 
 void Head::clear() {
   buf.clear();
   headers.clear();
   url_off = url_len = 0;
-  method = 0;
+  method = Method::other;
+  method_code = 0;
   has_method = false;
   major = minor = 1;
   status = 0;
@@ -139,12 +166,12 @@ const llhttp_settings_t* Parser::settings() {
   return &s;
 }
 
-void Parser::init(llhttp_type_t type, Sink* sink, const Limits* limits) {
-  llhttp_init(&p_, type, settings());
+void Parser::init(Kind kind, Sink* sink, const Limits* limits) {
+  llhttp_init(&p_, kind == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, settings());
   p_.data = this;
   sink_ = sink;
   limits_ = limits;
-  is_request_ = type == HTTP_REQUEST;
+  is_request_ = kind == Kind::request;
   status_ = is_request_ ? 400 : 502;
   reason_ = nullptr;
   failed_ = false;
@@ -191,7 +218,7 @@ bool Parser::count(size_t n) {
   return head_bytes_ <= limits_->max_head;
 }
 
-llhttp_errno_t Parser::execute(const char* data, size_t len) {
+llhttp_errno_t Parser::run(const char* data, size_t len) {
   const char* p = data;
   const char* end = data + len;
   int bad = is_request_ ? 400 : 502;
@@ -355,7 +382,7 @@ llhttp_errno_t Parser::complete(const char* p) {
   return HPE_OK;
 }
 
-llhttp_errno_t Parser::finish() {
+llhttp_errno_t Parser::end_raw() {
   if (state_ == St::until_eof) {
     eof_body_ = false;
     return complete(pos_);
@@ -385,8 +412,9 @@ int Parser::cb_url(llhttp_t* p, const char* at, size_t len) {
   if (!s->count(len)) return s->fail(431, "request head too large");
   if (h->url_len == 0) {
     h->url_off = static_cast<uint32_t>(h->buf.size());
-    h->method = static_cast<uint8_t>(p->method);  // llhttp has read the method by now: a head refused later
-    h->has_method = true;                         // still logs the method it had, and only that one
+    h->method_code = static_cast<uint8_t>(p->method);  // llhttp has read the method by now: a head refused later
+    h->method = method_of(h->method_code);
+    h->has_method = true;  // still logs the method it had, and only that one
   }
   h->buf.append(at, len);
   h->url_len += static_cast<uint32_t>(len);
@@ -478,7 +506,7 @@ int Parser::cb_value_complete(llhttp_t* p) {
 static bool valid_target(const Head& h) {
   std::string_view t = h.url();
   if (!t.empty() && t[0] == '/') return true;
-  if (t == "*") return h.method == HTTP_OPTIONS;
+  if (t == "*") return h.method == Method::options;
   size_t scheme = 0;
   if (t.size() > 7 && iequals(t.substr(0, 7), "http://"))
     scheme = 7;
@@ -516,7 +544,8 @@ int Parser::cb_headers_complete(llhttp_t* p) {
   // Known before the sink sees the head (a response delimited by EOF is not kept: head_done).
   h->keep_alive = h->minor == 1 ? !s->conn_close_ : s->conn_keep_;
   if (s->is_request_) {
-    h->method = p->method;
+    h->method_code = static_cast<uint8_t>(p->method);
+    h->method = method_of(h->method_code);
     h->has_method = true;
     if (h->minor == 1 && h->host_index < 0) return s->fail(400, "HTTP/1.1 request without Host");
     if (p->method == HTTP_CONNECT) return s->fail(405, "CONNECT is not supported");

@@ -54,6 +54,18 @@ enum class Hdr : uint8_t {
 };
 Hdr classify(std::string_view name);  // case-insensitive
 
+// px's own names for what the codec reads and reports: llhttp's types and constants stay inside src/http/.
+enum class Method : uint8_t { get, head, post, put, delete_, connect, options, trace, patch, other };
+// Which messages a parser reads.
+enum class Kind : uint8_t { request, response };
+// What Parser::execute and Parser::finish came to.
+enum class Parsed : uint8_t {
+  ok,       // everything was taken (a message may be incomplete)
+  paused,   // a message ended and the sink asked to stop: error_pos() is where the next byte would be
+  upgrade,  // a message that hands the connection over ended: what follows error_pos() is not HTTP
+  failed,   // error_status() and error_reason() say what to answer
+};
+
 struct HeaderRef {
   uint32_t name_off, name_len, value_off, value_len;
   Hdr kind = Hdr::other;
@@ -63,7 +75,8 @@ struct Head {
   std::string buf;  // url, names and values, back to back
   std::vector<HeaderRef> headers;
   uint32_t url_off = 0, url_len = 0;
-  uint8_t method = 0;
+  Method method = Method::other;
+  uint8_t method_code = 0;  // the codec's own number for it (method_name())
   bool has_method = false;  // the method token was read (a head refused before it has none: method_name() is "")
   uint8_t major = 1, minor = 1;
   uint16_t status = 0;
@@ -106,11 +119,12 @@ struct Limits {
 
 // What a parser reports to its owner.
 // on_head: 0 = continue, 1 = no body follows (response to HEAD), -1 = error.
-// on_body: 0 or -1. on_complete: HPE_PAUSED to stop after this message, 0 to
+// on_body: 0 or -1. on_complete: kPause to stop after this message, 0 to
 // go on (to the next message; after an upgrade, the parser stops with
-// HPE_PAUSED_UPGRADE). A callback may fail with set_error(status, reason).
+// Parsed::upgrade). A callback may fail with set_error(status, reason).
 class Sink {
  public:
+  static constexpr int kPause = HPE_PAUSED;
   virtual int on_head(Head& head) = 0;
   virtual int on_body(const char* data, size_t len) = 0;
   virtual int on_complete() = 0;
@@ -125,18 +139,15 @@ class Sink {
 // (Content-Length, strict chunked, or until the connection closes).
 class Parser {
  public:
-  void init(llhttp_type_t type, Sink* sink, const Limits* limits);
+  void init(Kind kind, Sink* sink, const Limits* limits);
   void attach(Head* head) { head_ = head; }  // where the next message's head goes
-  // Feeds bytes. Returns HPE_OK (all taken), HPE_PAUSED (a message ended and the
-  // sink asked to stop: error_pos() is where the next byte would be),
-  // HPE_PAUSED_UPGRADE (what follows error_pos() is not HTTP), or an error:
-  // error_status() and error_reason() say what to answer.
-  llhttp_errno_t execute(const char* data, size_t len);
+  // Feeds bytes (see Parsed).
+  Parsed execute(const char* data, size_t len) { return parsed(run(data, len)); }
   const char* error_pos() const { return pos_; }
   const char* error_reason() const { return reason_ ? reason_ : "invalid HTTP message"; }
   int error_status() const { return status_; }
-  void resume();            // after HPE_PAUSED: go on with the next message
-  llhttp_errno_t finish();  // at EOF: ends a read-until-close body
+  void resume();                                 // after Parsed::paused: go on with the next message
+  Parsed finish() { return parsed(end_raw()); }  // at EOF: ends a read-until-close body (failed: cut short)
   bool in_message() const { return state_ != St::head || grammar_.started(); }
   // From a Sink callback: stop with this status (e.g. 413) and reason.
   int set_error(int status, const char* reason) { return fail(status, reason); }
@@ -163,6 +174,9 @@ class Parser {
   static int cb_value_complete(llhttp_t*);
   static int cb_headers_complete(llhttp_t*);
   static const llhttp_settings_t* settings();
+  static Parsed parsed(llhttp_errno_t e);  // llhttp's results, translated here and nowhere else
+  llhttp_errno_t run(const char* data, size_t len);
+  llhttp_errno_t end_raw();
   int fail(int status, const char* reason);
   llhttp_errno_t die(const char* at);  // stop for good with status_/reason_
   llhttp_errno_t die(int status, const char* reason, const char* at);

@@ -23,7 +23,7 @@ struct SideConn final : Sink, net::TransportUser {
     return has_body ? parser.set_error(413, "a request body is not accepted here") : 0;
   }
   int on_body(const char*, size_t) override { return 0; }
-  int on_complete() override { return HPE_PAUSED; }
+  int on_complete() override { return kPause; }
 
   void answer(const SideReply& r, bool keep) {
     net::Output o;
@@ -33,7 +33,7 @@ struct SideConn final : Sink, net::TransportUser {
     w.field("Content-Type", r.content_type);
     w.field("Cache-Control", "no-store");
     w.end_response(Framing::length, r.body.size(), false, !keep, false);
-    if (head.method != HTTP_HEAD) out += r.body;
+    if (head.method != Method::head) out += r.body;
     o.end_scratch();
     t.write(o);
     if (!keep) finish();
@@ -47,8 +47,8 @@ struct SideConn final : Sink, net::TransportUser {
   void on_data(const char* data, size_t len) override {
     pending.append(data, len);
     while (!closing && !pending.empty()) {
-      llhttp_errno_t e = parser.execute(pending.data(), pending.size());
-      if (e == HPE_PAUSED) {
+      Parsed e = parser.execute(pending.data(), pending.size());
+      if (e == Parsed::paused) {
         pending.erase(0, static_cast<size_t>(parser.error_pos() - pending.data()));
         bool keep = head.keep_alive;
         answer(srv->handler()(head), keep);
@@ -56,7 +56,7 @@ struct SideConn final : Sink, net::TransportUser {
         parser.resume();
         continue;
       }
-      if (e != HPE_OK) {
+      if (e != Parsed::ok) {
         SideReply r;
         r.status = parser.error_status();
         r.body = std::string(parser.error_reason()) + "\n";
@@ -86,7 +86,7 @@ SideServer::Handler SideServer::metrics(std::function<std::string()> text) {
     if (h.url().substr(0, h.url().find('?')) != "/metrics") {
       r.status = 404;
       r.body = "try GET /metrics\n";
-    } else if (h.method != HTTP_GET && h.method != HTTP_HEAD) {
+    } else if (h.method != Method::get && h.method != Method::head) {
       r.status = 405;
       r.body = "GET or HEAD only\n";
     } else {
@@ -128,7 +128,7 @@ int SideServer::listen() {
       c->t.close();
       return;
     }
-    c->parser.init(HTTP_REQUEST, c, &s->limits());
+    c->parser.init(Kind::request, c, &s->limits());
     c->parser.attach(&c->head);
     c->t.read_start();
   });

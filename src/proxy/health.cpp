@@ -45,8 +45,8 @@ struct HealthProbe final : net::TransportUser, http::Sink {
   }
   void on_data(const char* data, size_t len) override {
     if (done) return;
-    llhttp_errno_t e = parser.execute(data, len);
-    if (e != HPE_OK && e != HPE_PAUSED) finish(false);
+    http::Parsed e = parser.execute(data, len);
+    if (e != http::Parsed::ok && e != http::Parsed::paused) finish(false);
   }
   void on_eof() override {
     if (!done) finish(false);
@@ -64,7 +64,7 @@ struct HealthProbe final : net::TransportUser, http::Sink {
     return -1;  // stop here: nothing more is read
   }
   int on_body(const char*, size_t) override { return 0; }
-  int on_complete() override { return HPE_PAUSED; }
+  int on_complete() override { return kPause; }
 };
 
 void probe_abandon(HealthProbe* hp) {
@@ -135,7 +135,7 @@ void Worker::health_probe(PeerState* p) {
   p->probe = hp;
   hp->limits.max_head = 64 * 1024;
   hp->limits.max_headers = 256;
-  hp->parser.init(HTTP_RESPONSE, hp, &hp->limits);
+  hp->parser.init(http::Kind::response, hp, &hp->limits);
   hp->parser.attach(&hp->head);
   hp->tcp.init(&loop_);
   hp->tcp.set_user(hp);

@@ -129,19 +129,19 @@ void Session::parse(const char* data, size_t len, bool from_leftover) {
     stream->client_ip = peer_ip;  // until the head says otherwise (X-Forwarded-For from a trusted proxy)
     head_left = false;
     resp_framing = http::Framing::none;
-    stream->parser.init(HTTP_REQUEST, this, &w->req_limits);
+    stream->parser.init(http::Kind::request, this, &w->req_limits);
     stream->parser.attach(&stream->req);
     set_timeout(Timeout::header);
   }
   Stream* st = stream;
   http::Parser& parser = st->parser;
   in_parse = true;
-  llhttp_errno_t err = parser.execute(data, len);
+  http::Parsed err = parser.execute(data, len);
   in_parse = false;
   size_t consumed = len;
-  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+  if (err == http::Parsed::paused || err == http::Parsed::upgrade) {
     consumed = static_cast<size_t>(parser.error_pos() - data);
-  } else if (err != HPE_OK) {
+  } else if (err != http::Parsed::ok) {
     int status = parser.error_status();
     PX_DEBUG("client %s: bad request (%d): %s", peer_ip.str().c_str(), status, parser.error_reason());
     st->end_as(status == 413 ? Termination::local : Termination::bad_request);
@@ -202,7 +202,7 @@ int Session::parser_fail(int status, const char* reason) { return stream->parser
 
 int Session::on_head(http::Head& h) {
   Stream* st = stream;
-  st->head_request = h.method == HTTP_HEAD;
+  st->head_request = h.method == http::Method::head;
   st->upgrade = h.upgrade;
   if (h.chunked)
     st->req_body = http::Framing::chunked;
@@ -220,8 +220,8 @@ int Session::on_complete() {
   set_timeout(Timeout::none);
   // Reading goes on while the response is prepared (no epoll change per request):
   // pipelined bytes wait in `leftover`, and a client closing is noticed.
-  // Upgrade requests: llhttp stops with HPE_PAUSED_UPGRADE; what follows is tunnel data.
-  return st->upgrade ? 0 : HPE_PAUSED;
+  // Upgrade requests: the parser stops with Parsed::upgrade; what follows is tunnel data.
+  return st->upgrade ? 0 : kPause;
 }
 
 void Session::after_event() {

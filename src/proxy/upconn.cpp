@@ -181,17 +181,17 @@ void UpConn::on_data(const char* data, size_t len) {
     d->flush(st);
     return;
   }
-  llhttp_errno_t err = parser.execute(data, len);
+  http::Parsed err = parser.execute(data, len);
   bool reusable = true;
-  if (err == HPE_PAUSED) {
+  if (err == http::Parsed::paused) {
     if (parser.error_pos() != data + len) reusable = false;  // bytes after the response: do not trust this connection
-  } else if (err == HPE_PAUSED_UPGRADE) {
+  } else if (err == http::Parsed::upgrade) {
     // 101 Switching Protocols: what follows belongs to the tunnel.
     const char* pos = parser.error_pos();
     st->tunnel = true;
     d->open_tunnel(st, pos, static_cast<size_t>(data + len - pos));
     return;
-  } else if (err != HPE_OK) {
+  } else if (err != http::Parsed::ok) {
     if (st->filter_failed) {
       // A response filter failed before the head left: the client gets a 500, the connection is dropped.
       d->retract(st);
@@ -278,9 +278,9 @@ int UpConn::on_complete() {
     return 0;  // keep parsing: the final response follows
   }
   st->resp_complete = true;
-  if (st->status == 101) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
+  if (st->status == 101) return 0;  // the parser stops with Parsed::upgrade
   st->down->send_end(st);
-  return HPE_PAUSED;
+  return kPause;
 }
 
 // ---- the request, as HTTP/1 ----

@@ -13,14 +13,14 @@
 
 namespace px::proxy {
 
-bool idempotent(uint8_t method) {
+bool idempotent(http::Method method) {
   switch (method) {
-    case HTTP_GET:
-    case HTTP_HEAD:
-    case HTTP_OPTIONS:
-    case HTTP_PUT:
-    case HTTP_DELETE:
-    case HTTP_TRACE: return true;
+    case http::Method::get:
+    case http::Method::head:
+    case http::Method::options:
+    case http::Method::put:
+    case http::Method::delete_:
+    case http::Method::trace: return true;
     default: return false;
   }
 }
@@ -119,7 +119,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     uv_timer_init(w->loop(), &c->timer);
     c->timer.data = c;
     c->pending_closes = 2;
-    c->parser.init(HTTP_RESPONSE, c, &w->resp_limits);
+    c->parser.init(http::Kind::response, c, &w->resp_limits);
     c->parser.attach(&st->resp);
     int r = c->tcp.connect(reinterpret_cast<const sockaddr*>(&p->addr));
     if (r != 0) {

@@ -5,6 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 
+namespace px::http {
+enum class Method : uint8_t;
+}
+
 namespace px::proxy {
 
 struct Stream;
@@ -28,7 +32,7 @@ void tunnel_client_eof(Stream* st);
 // Between the stream's upstream side and its connection (upstream.cpp, upconn.cpp).
 struct UpConn;
 enum class Fail : uint8_t;
-bool idempotent(uint8_t method);
+bool idempotent(http::Method method);
 void detach(Stream* st);                                // the stream and its UpConn part
 void send_request(Stream* st, UpConn* c);               // the head (and any body so far) goes out
 void upstream_failed(Stream* st, UpConn* c, Fail why);  // retry (retry.h) or answer 502/504

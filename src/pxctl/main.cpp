@@ -74,7 +74,7 @@ struct Collect final : px::http::Sink {
   }
   int on_complete() override {
     done = true;
-    return HPE_PAUSED;
+    return kPause;
   }
 };
 
@@ -153,7 +153,7 @@ Reply call(const std::string& method, const std::string& path, const json* body 
   px::http::Limits limits;
   limits.max_head = 64 * 1024;
   px::http::Parser p;
-  p.init(HTTP_RESPONSE, &sink, &limits);
+  p.init(px::http::Kind::response, &sink, &limits);
   p.attach(&sink.head);
   char buf[65536];
   while (!sink.done) {
@@ -163,8 +163,9 @@ Reply call(const std::string& method, const std::string& path, const json* body 
       p.finish();
       break;
     }
-    llhttp_errno_t e = p.execute(buf, static_cast<size_t>(n));
-    if (e != HPE_OK && e != HPE_PAUSED) die(1, "bad answer from pxadmind: " + std::string(p.error_reason()));
+    px::http::Parsed e = p.execute(buf, static_cast<size_t>(n));
+    if (e != px::http::Parsed::ok && e != px::http::Parsed::paused)
+      die(1, "bad answer from pxadmind: " + std::string(p.error_reason()));
   }
   close(fd);
   if (!sink.done) die(1, "pxadmind closed the connection without a whole answer");

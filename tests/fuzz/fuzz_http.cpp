@@ -23,7 +23,7 @@ struct Sink1 : Sink {
     body.append(d, n);
     return 0;
   }
-  int on_complete() override { return head.upgrade ? 0 : HPE_PAUSED; }
+  int on_complete() override { return head.upgrade ? 0 : kPause; }
 };
 
 std::string run(const uint8_t* data, size_t size, bool request, uint64_t seed) {
@@ -33,7 +33,7 @@ std::string run(const uint8_t* data, size_t size, bool request, uint64_t seed) {
   lim.max_uri = 512;
   lim.max_headers = 20;
   Parser p;
-  p.init(request ? HTTP_REQUEST : HTTP_RESPONSE, &sink, &lim);
+  p.init(request ? Kind::request : Kind::response, &sink, &lim);
   p.attach(&sink.head);
   std::string out;
   size_t pos = 0, last_end = 0;
@@ -45,8 +45,8 @@ std::string run(const uint8_t* data, size_t size, bool request, uint64_t seed) {
       n = 1 + static_cast<size_t>((x >> 33) % n);
     }
     const char* at = reinterpret_cast<const char*>(data) + pos;
-    llhttp_errno_t e = p.execute(at, n);
-    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+    Parsed e = p.execute(at, n);
+    if (e == Parsed::paused || e == Parsed::upgrade) {
       size_t used = static_cast<size_t>(p.error_pos() - at);
       if (used > n) abort();
       pos += used;
@@ -54,11 +54,11 @@ std::string run(const uint8_t* data, size_t size, bool request, uint64_t seed) {
       last_end = pos;
       out += std::to_string(pos) + ":" + sink.body + "|";
       sink.body.clear();
-      if (e == HPE_PAUSED_UPGRADE) return out + "upgrade";
+      if (e == Parsed::upgrade) return out + "upgrade";
       p.resume();
       continue;
     }
-    if (e != HPE_OK) return out + "reject " + std::to_string(p.error_status());
+    if (e != Parsed::ok) return out + "reject " + std::to_string(p.error_status());
     pos += n;
     if (pos == size) return out + (p.in_message() ? "incomplete" : "end");
   }

@@ -29,7 +29,7 @@ struct Sink1 : Sink {
     return 0;
   }
   // As a session does: stop after each message; after an upgrade the parser stops by itself.
-  int on_complete() override { return head.upgrade ? 0 : HPE_PAUSED; }
+  int on_complete() override { return head.upgrade ? 0 : kPause; }
 };
 
 std::string hex(const std::string& s) {
@@ -46,7 +46,7 @@ std::string run(const std::string& data, bool request, uint64_t seed) {
   Sink1 sink;
   Limits lim;
   Parser p;
-  p.init(request ? HTTP_REQUEST : HTTP_RESPONSE, &sink, &lim);
+  p.init(request ? Kind::request : Kind::response, &sink, &lim);
   p.attach(&sink.head);
   std::string out;
   size_t pos = 0;
@@ -58,17 +58,17 @@ std::string run(const std::string& data, bool request, uint64_t seed) {
       n = 1 + static_cast<size_t>((x >> 33) % n);
     }
     const char* at = data.data() + pos;
-    llhttp_errno_t e = p.execute(at, n);
-    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+    Parsed e = p.execute(at, n);
+    if (e == Parsed::paused || e == Parsed::upgrade) {
       size_t used = static_cast<size_t>(p.error_pos() - at);
       pos += used;
       out += " " + std::to_string(pos) + ":" + hex(sink.body);
       sink.body.clear();
-      if (e == HPE_PAUSED_UPGRADE) return "upgrade" + out;
+      if (e == Parsed::upgrade) return "upgrade" + out;
       p.resume();
       continue;
     }
-    if (e != HPE_OK) return "reject" + out;
+    if (e != Parsed::ok) return "reject" + out;
     pos += n;
     if (pos == data.size()) {
       if (!request && p.needs_eof()) {

@@ -26,7 +26,7 @@ struct Sink1 : Sink {
   }
   int on_complete() override {
     completes++;
-    return HPE_PAUSED;
+    return kPause;
   }
 };
 
@@ -37,7 +37,7 @@ struct Outcome {
   std::string reason;
 };
 
-Outcome parse(const std::string& s, bool bytewise, llhttp_type_t t = HTTP_REQUEST, bool underscores = false,
+Outcome parse(const std::string& s, bool bytewise, Kind t = Kind::request, bool underscores = false,
               Head* out = nullptr) {
   Sink1 sink;
   Limits lim;
@@ -45,17 +45,17 @@ Outcome parse(const std::string& s, bool bytewise, llhttp_type_t t = HTTP_REQUES
   Parser p;
   p.init(t, &sink, &lim);
   p.attach(&sink.head);
-  llhttp_errno_t e = HPE_OK;
+  Parsed e = Parsed::ok;
   if (bytewise) {
     for (char c : s) {
       e = p.execute(&c, 1);
-      if (e != HPE_OK) break;
+      if (e != Parsed::ok) break;
     }
   } else {
     e = p.execute(s.data(), s.size());
   }
   Outcome o;
-  if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
+  if (e != Parsed::ok && e != Parsed::paused && e != Parsed::upgrade) {
     o.status = p.error_status();
     o.reason = p.error_reason();
   }
@@ -172,14 +172,14 @@ TEST_CASE("responses: the same grammar, refused with 502") {
   for (const auto& s : bad)
     for (bool bytewise : {false, true}) {
       CAPTURE(s);
-      CHECK(parse(s, bytewise, HTTP_RESPONSE).status == 502);
+      CHECK(parse(s, bytewise, Kind::response).status == 502);
     }
   for (std::string s : {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok",
                         "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok",
                         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"})
     for (bool bytewise : {false, true}) {
       CAPTURE(s);
-      Outcome o = parse(s, bytewise, HTTP_RESPONSE);
+      Outcome o = parse(s, bytewise, Kind::response);
       CHECK(o.status == 0);
       CHECK(o.body == "ok");
     }
@@ -189,13 +189,13 @@ TEST_CASE("header names with an underscore are dropped unless allowed") {
   std::string raw = "GET / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\nX_A: 1\r\nX-B: 2\r\n\r\n";
   for (bool bytewise : {false, true}) {
     Head h;
-    CHECK(parse(raw, bytewise, HTTP_REQUEST, false, &h).status == 0);
+    CHECK(parse(raw, bytewise, Kind::request, false, &h).status == 0);
     CHECK(h.headers.size() == 2);
     CHECK(h.get("x-b") == "2");
     CHECK(h.get("x_a").empty());
     CHECK(!h.has_content_length);
     Head kept;
-    CHECK(parse(raw, bytewise, HTTP_REQUEST, true, &kept).status == 0);
+    CHECK(parse(raw, bytewise, Kind::request, true, &kept).status == 0);
     CHECK(kept.headers.size() == 4);
     CHECK(kept.get("x_a") == "1");
   }

@@ -21,7 +21,7 @@ struct Collect : Sink {
   }
   int on_complete() override {
     completes++;
-    return HPE_PAUSED;
+    return kPause;
   }
 };
 
@@ -29,16 +29,16 @@ struct Run {
   Collect sink;
   Parser p;
   Limits limits;
-  llhttp_errno_t err = HPE_OK;
-  explicit Run(llhttp_type_t t = HTTP_REQUEST) {
+  Parsed err = Parsed::ok;
+  explicit Run(Kind t = Kind::request) {
     p.init(t, &sink, &limits);
     p.attach(&sink.head);
   }
-  llhttp_errno_t feed(const std::string& s, bool bytewise = false) {
+  Parsed feed(const std::string& s, bool bytewise = false) {
     if (!bytewise) return err = p.execute(s.data(), s.size());
     for (char c : s) {
       err = p.execute(&c, 1);
-      if (err != HPE_OK) return err;
+      if (err != Parsed::ok) return err;
     }
     return err;
   }
@@ -49,7 +49,7 @@ TEST_CASE("a request head is parsed into names and values") {
   for (bool bytewise : {false, true}) {
     Run r;
     r.feed("POST /a?b=1 HTTP/1.1\r\nHost: x.test\r\nX-Multi: one  \r\nContent-Length: 3\r\n\r\nabc", bytewise);
-    CHECK(r.err == HPE_PAUSED);
+    CHECK(r.err == Parsed::paused);
     CHECK(r.sink.heads == 1);
     const Head& h = r.sink.head;
     CHECK(h.url() == "/a?b=1");
@@ -65,18 +65,18 @@ TEST_CASE("a request head is parsed into names and values") {
 TEST_CASE("chunked bodies are decoded") {
   Run r;
   r.feed("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", true);
-  CHECK(r.err == HPE_PAUSED);
+  CHECK(r.err == Parsed::paused);
   CHECK(r.sink.head.chunked);
   CHECK(r.sink.body == "abcde");
 }
 
-static int status_of(const std::string& req, llhttp_type_t t = HTTP_REQUEST) {
+static int status_of(const std::string& req, Kind t = Kind::request) {
   Run r(t);
   r.limits.max_head = 512;
   r.limits.max_headers = 5;
   r.limits.max_uri = 64;
-  llhttp_errno_t e = r.feed(req);
-  if (e == HPE_OK || e == HPE_PAUSED) return 0;
+  Parsed e = r.feed(req);
+  if (e == Parsed::ok || e == Parsed::paused) return 0;
   return r.p.error_status();
 }
 
@@ -102,20 +102,20 @@ TEST_CASE("smuggling and malformed requests are refused with the right status") 
 }
 
 TEST_CASE("responses are held to the same rules, answered 502") {
-  CHECK(status_of("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP_RESPONSE) == 502);
-  CHECK(status_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", HTTP_RESPONSE) == 502);
-  CHECK(status_of("HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", HTTP_RESPONSE) == 502);
-  CHECK(status_of("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", HTTP_RESPONSE) == 0);
+  CHECK(status_of("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", Kind::response) == 502);
+  CHECK(status_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Kind::response) == 502);
+  CHECK(status_of("HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", Kind::response) == 502);
+  CHECK(status_of("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Kind::response) == 0);
 }
 
 TEST_CASE("pipelined requests stop after each message") {
   Run r;
   std::string two = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
-  CHECK(r.feed(two) == HPE_PAUSED);
+  CHECK(r.feed(two) == Parsed::paused);
   CHECK(r.sink.head.url() == "/1");
   size_t used = static_cast<size_t>(r.p.error_pos() - two.data());
   r.p.resume();
-  CHECK(r.p.execute(two.data() + used, two.size() - used) == HPE_PAUSED);
+  CHECK(r.p.execute(two.data() + used, two.size() - used) == Parsed::paused);
   CHECK(r.sink.head.url() == "/2");
   CHECK(r.sink.completes == 2);
 }
@@ -123,21 +123,21 @@ TEST_CASE("pipelined requests stop after each message") {
 #include "http/h1.h"
 
 TEST_CASE("the codec's relay decisions: framing towards the client, closing, Expect") {
-  auto head = [](const std::string& raw, llhttp_type_t t) {
+  auto head = [](const std::string& raw, Kind t) {
     Run r(t);
     r.feed(raw);
     return r.sink.head;
   };
-  Head req11 = head("GET / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_REQUEST);
-  Head req10 = head("GET / HTTP/1.0\r\n\r\n", HTTP_REQUEST);
-  Head req10ka = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", HTTP_REQUEST);
-  Head up = head("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", HTTP_REQUEST);
-  Head cl = head("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", HTTP_RESPONSE);
-  Head ch = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", HTTP_RESPONSE);
-  Head eof = head("HTTP/1.1 200 OK\r\n\r\n", HTTP_RESPONSE);
-  Head nc = head("HTTP/1.1 304 Not Modified\r\n\r\n", HTTP_RESPONSE);
+  Head req11 = head("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Kind::request);
+  Head req10 = head("GET / HTTP/1.0\r\n\r\n", Kind::request);
+  Head req10ka = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Kind::request);
+  Head up = head("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", Kind::request);
+  Head cl = head("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", Kind::response);
+  Head ch = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", Kind::response);
+  Head eof = head("HTTP/1.1 200 OK\r\n\r\n", Kind::response);
+  Head nc = head("HTTP/1.1 304 Not Modified\r\n\r\n", Kind::response);
   Head sw =
-      head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", HTTP_RESPONSE);
+      head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", Kind::response);
   CHECK(relay_framing(req11, cl, false) == Framing::length);
   CHECK(relay_framing(req11, ch, false) == Framing::chunked);
   CHECK(relay_framing(req10, ch, false) == Framing::eof);  // an HTTP/1.0 client cannot take chunks
@@ -154,6 +154,6 @@ TEST_CASE("the codec's relay decisions: framing towards the client, closing, Exp
   CHECK_FALSE(close_after_relay(up, sw, Framing::none));
   CHECK(expectation(req11) == Expect::none);
   CHECK(expectation(head("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue \r\nContent-Length: 1\r\n\r\nx",
-                         HTTP_REQUEST)) == Expect::continue_100);
-  CHECK(expectation(head("PUT / HTTP/1.1\r\nHost: a\r\nExpect: lunch\r\n\r\n", HTTP_REQUEST)) == Expect::unsupported);
+                         Kind::request)) == Expect::continue_100);
+  CHECK(expectation(head("PUT / HTTP/1.1\r\nHost: a\r\nExpect: lunch\r\n\r\n", Kind::request)) == Expect::unsupported);
 }

@@ -101,7 +101,7 @@ struct Upstream {
 struct HeadOnly final : http::Sink {
   int on_head(http::Head&) override { return 0; }
   int on_body(const char*, size_t) override { return 0; }
-  int on_complete() override { return HPE_PAUSED; }
+  int on_complete() override { return kPause; }
 };
 
 struct Harness {
@@ -132,11 +132,11 @@ struct Harness {
     st->down = &rec;
     HeadOnly sink;
     http::Parser p;
-    p.init(HTTP_REQUEST, &sink, &w.req_limits);
+    p.init(http::Kind::request, &sink, &w.req_limits);
     p.attach(&st->req);
-    llhttp_errno_t e = p.execute(head.data(), head.size());
-    REQUIRE((e == HPE_PAUSED || e == HPE_OK));  // OK: a body would follow
-    st->head_request = st->req.method == HTTP_HEAD;
+    http::Parsed e = p.execute(head.data(), head.size());
+    REQUIRE((e == http::Parsed::paused || e == http::Parsed::ok));  // OK: a body would follow
+    st->head_request = st->req.method == http::Method::head;
     if (st->req.content_length > 0) st->req_body = http::Framing::length;
     proxy::stream_begin(st);
     proxy::stream_body_end(st);
