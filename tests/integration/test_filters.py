@@ -294,8 +294,15 @@ class LiveReloadTest(unittest.TestCase):
             wait_for(lambda: "tag.lua" in px.log() and "previous version keeps serving" in px.log(),
                      what="the broken edit to be reported")
             self.assertEqual(get(px.port, "/").header("X-Tag"), "v2")
-            status = json.load(open(px.status_file))
-            tag = [f for f in status["filters"] if f["name"] == "tag"][0]
+
+            def tag_in_status():  # the status file is republished after the log line: wait for it
+                try:
+                    status = json.load(open(px.status_file))
+                except ValueError:
+                    return None
+                tag = [f for f in status["filters"] if f["name"] == "tag"][0]
+                return tag if not tag["ok"] else None
+            tag = wait_for(tag_in_status, what="the status file to report the broken filter")
             self.assertFalse(tag["ok"])
             self.assertIn("expected", tag["error"])
             # pxctl reports it too, through pxadmind's status.
