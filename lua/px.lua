@@ -41,6 +41,7 @@ Req.route = C.route            -- the route's name ("" before routing)
 Req.uri = C.uri                -- path and query as sent
 Req.scheme = C.scheme          -- "https" when TLS or a trusted X-Forwarded-Proto says so
 Req.is_tls = C.is_tls
+Req.http_version = C.http_version  -- 1.0, 1.1 or 2 (a number)
 Req.is_https = C.is_https      -- scheme() == "https", without a string
 
 Req.header = C.header          -- req:header(name [, i]): the i-th value (0-based), or nil

@@ -124,6 +124,20 @@ Method method_of(uint8_t code) {
 }
 }  // namespace
 
+bool Head::set_method(std::string_view token) {
+  // The methods the HTTP/1 parser takes, so that both codecs accept the same ones.
+#define PX_METHOD(num, name, string)         \
+  if (token == #string) {                    \
+    method_code = static_cast<uint8_t>(num); \
+    method = method_of(method_code);         \
+    has_method = true;                       \
+    return true;                             \
+  }
+  HTTP_METHOD_MAP(PX_METHOD)
+#undef PX_METHOD
+  return false;
+}
+
 Parsed Parser::parsed(llhttp_errno_t e) {
   switch (e) {
     case HPE_OK: return Parsed::ok;

@@ -106,7 +106,8 @@ struct Head {
     int i = find(name);
     return i < 0 ? std::string_view() : value(static_cast<size_t>(i));
   }
-  std::string_view method_name() const;  // "" before the method was read
+  std::string_view method_name() const;     // "" before the method was read
+  bool set_method(std::string_view token);  // a method read by another codec; false: not one px takes
   void clear();
 };
 

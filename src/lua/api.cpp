@@ -161,6 +161,14 @@ int api_field(lua_State* L) {
   return 1;
 }
 
+// req:http_version(): 1.0, 1.1 or 2, a number (as OpenResty's ngx.req.http_version()).
+int api_http_version(lua_State* L) {
+  PX_ALLOWED(kAll, "req:http_version");
+  const http::Head& h = *t_cur.v->req;
+  lua_pushnumber(L, h.major == 2 ? 2.0 : h.minor == 0 ? 1.0 : 1.1);
+  return 1;
+}
+
 int api_is_tls(lua_State* L) {
   PX_ALLOWED(kAll, "req:is_tls");
   lua_pushboolean(L, t_cur.v->tls);
@@ -437,6 +445,7 @@ void push_api(lua_State* L) {
   const char* fields[] = {"method", "path", "query", "host", "client_ip", "sni", "route", "uri", "scheme"};
   for (int i = 0; i < 9; i++) with(fields[i], api_field, i);
   fn("is_tls", api_is_tls);
+  fn("http_version", api_http_version);
   fn("is_https", api_is_https);
   fn("header", api_header);
   with("set_header", api_req_edit, 0);

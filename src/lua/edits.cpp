@@ -34,7 +34,13 @@ std::vector<std::pair<std::string, std::string>> apply_edits(
 }
 
 void append_edited(http::HeadWriter& out, const http::Head& h, const std::vector<HeaderEdit>& edits) {
-  auto line = [&out](std::string_view n, std::string_view v) { out.field(n, v); };
+  each_edited(
+      h, edits, [](void* o, std::string_view n, std::string_view v) { static_cast<http::HeadWriter*>(o)->field(n, v); },
+      &out);
+}
+
+void each_edited(const http::Head& h, const std::vector<HeaderEdit>& edits, FieldFn field, void* ctx) {
+  auto line = [field, ctx](std::string_view n, std::string_view v) { field(ctx, n, v); };
   for (size_t k = 0; k < edits.size(); k++) {
     const std::string& name = edits[k].name;
     bool first = true;

@@ -197,6 +197,9 @@ std::vector<std::pair<std::string, std::string>> apply_edits(
 // The same for a parsed head, without allocating: writes a field for the final
 // values of every edited name (the caller skips edited names itself).
 void append_edited(http::HeadWriter& out, const http::Head& h, const std::vector<HeaderEdit>& edits);
+// The same fields, to any codec: `field(ctx, name, value)` for each.
+using FieldFn = void (*)(void* ctx, std::string_view name, std::string_view value);
+void each_edited(const http::Head& h, const std::vector<HeaderEdit>& edits, FieldFn field, void* ctx);
 
 // Loads the filter files of the built-in and configured directories (later
 // directories override earlier ones by name): (path, source) pairs.

@@ -214,6 +214,7 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
   if (key(b++)) quoted(r.request_id);  // hex, or a trusted proxy's [A-Za-z0-9._-]
   if (key(b++)) str(r.user_agent);
   if (key(b++)) str(r.referer);
+  if (key(b++)) lit(r.http_major == 2 ? "\"HTTP/2.0\"" : r.http_minor == 0 ? "\"HTTP/1.0\"" : "\"HTTP/1.1\"");
   if (first) *p++ = '{';
   lit("}\n");
   o->resize(static_cast<size_t>(p - o->data()));

@@ -17,7 +17,8 @@ std::string ListenAddr::str() const {
 }
 
 std::string listen_key(const ListenAddr& la) {
-  return la.str() + (la.tls ? " tls" : "") + (la.proxy ? " proxy_protocol" : "");
+  return la.str() + (la.tls ? " tls" : "") + (la.proxy ? " proxy_protocol" : "") + (la.h2c ? " h2c" : "") +
+         (la.http1_only ? " http1-only" : "");
 }
 
 static bool parse_listen(std::string_view v, ListenAddr* out, std::string* err) {
@@ -122,6 +123,11 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
         {"upstream_keepalive", &c.upstream_keepalive, false},
         {"max_fails", &c.max_fails, false},
         {"lua_memory_limit", &c.lua_memory_limit, true},
+        {"h2_max_concurrent_streams", &c.h2_max_concurrent_streams, false},
+        {"h2_max_requests", &c.h2_max_requests, false},
+        {"h2_max_continuations", &c.h2_max_continuations, false},
+        {"h2_max_glitches", &c.h2_max_glitches, false},
+        {"h2_max_queued_control", &c.h2_max_queued_control, false},
     };
     bool handled = false;
     for (auto& d : durs)
@@ -145,20 +151,28 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
       if (w.size() < 2) return fail("listen: expected ADDRESS:PORT");
       if (!listen_seen) c.listen.clear();
       listen_seen = true;
-      // `listen ADDRESS:PORT... [tls] [proxy_protocol]`: the flags apply to the line's addresses.
-      bool tls = false, proxy = false;
+      // `listen ADDRESS:PORT... [tls] [proxy_protocol] [h2c] [http1-only]`: the flags apply to the line's
+      // addresses.
+      bool tls = false, proxy = false, h2c = false, h1only = false;
       size_t end = w.size();
-      while (end > 1 && (w[end - 1] == "tls" || w[end - 1] == "proxy_protocol")) {
-        (w[end - 1] == "tls" ? tls : proxy) = true;
+      while (end > 1 && (w[end - 1] == "tls" || w[end - 1] == "proxy_protocol" || w[end - 1] == "h2c" ||
+                         w[end - 1] == "http1-only")) {
+        std::string_view f = w[end - 1];
+        (f == "tls" ? tls : f == "proxy_protocol" ? proxy : f == "h2c" ? h2c : h1only) = true;
         end--;
       }
-      if (end < 2) return fail("listen: expected ADDRESS:PORT before 'tls' or 'proxy_protocol'");
+      if (end < 2) return fail("listen: expected ADDRESS:PORT before 'tls', 'proxy_protocol', 'h2c' or 'http1-only'");
+      if (h2c && tls) return fail("listen: 'h2c' is for cleartext listeners (TLS listeners offer h2 by ALPN)");
+      if (h1only && !tls)
+        return fail("listen: 'http1-only' is for TLS listeners (cleartext ones take HTTP/2 only with 'h2c')");
       for (size_t k = 1; k < end; k++) {
         ListenAddr la;
         std::string err;
         if (!parse_listen(w[k], &la, &err)) return fail(err);
         la.tls = tls;
         la.proxy = proxy;
+        la.h2c = h2c;
+        la.http1_only = h1only;
         c.listen.push_back(la);
       }
     } else if (key == "workers") {

@@ -15,10 +15,12 @@
 namespace px {
 
 struct ListenAddr {
-  std::string host;    // numeric IPv4/IPv6 address
-  uint16_t port = 0;   // 0 = choose at run time (every worker shares the chosen port)
-  bool tls = false;    // `listen ADDRESS:PORT tls`: TLS terminates here
-  bool proxy = false;  // `... proxy_protocol`: each connection opens with a PROXY header (trusted_proxies only)
+  std::string host;         // numeric IPv4/IPv6 address
+  uint16_t port = 0;        // 0 = choose at run time (every worker shares the chosen port)
+  bool tls = false;         // `listen ADDRESS:PORT tls`: TLS terminates here
+  bool proxy = false;       // `... proxy_protocol`: each connection opens with a PROXY header (trusted_proxies only)
+  bool h2c = false;         // `... h2c`: a cleartext listener also takes HTTP/2 with prior knowledge
+  bool http1_only = false;  // `... tls http1-only`: ALPN offers only http/1.1
   std::string str() const;
 };
 // "ADDRESS:PORT" (IPv6 in brackets) → host and port.
@@ -68,6 +70,12 @@ struct Config {
   std::string tls_default_certificate;   // serves handshakes whose name matches no certificate
   bool tls_reject_unknown_name = false;  // ... or refuse them with unrecognized_name
   uint64_t tls_handshake_timeout_ms = 10000;
+  // HTTP/2 to clients (pxd.conf(5), HTTP/2).
+  uint64_t h2_max_concurrent_streams = 128;  // advertised; more are refused (REFUSED_STREAM)
+  uint64_t h2_max_requests = 1000;           // streams per connection, then GOAWAY
+  uint64_t h2_max_continuations = 8;         // CONTINUATION frames after one HEADERS
+  uint64_t h2_max_glitches = 200;            // resets and protocol anomalies per connection, then GOAWAY
+  uint64_t h2_max_queued_control = 1000;     // PING and SETTINGS answers queued while the client does not read
   bool has_tls() const {
     for (const auto& l : listen)
       if (l.tls) return true;

@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "proxy/h2.h"
 #include "proxy/worker.h"
 
 namespace px::proxy {
@@ -46,6 +47,7 @@ void WorkerMetrics::on_stream_end(const EndRecord& r) {
   bytes_in.add(r.bytes_in);
   bytes_out.add(r.bytes_out);
   terminations[reason].add(1);
+  by_protocol[r.http_major == 2 ? 2 : r.http_minor == 0 ? 0 : 1].inc();
 }
 
 uint16_t NameSlots::slot(const std::string& name) {
@@ -216,6 +218,24 @@ std::string scrape(const ScrapeInputs& in) {
       uint64_t n = 0;
       for (auto* w : ws) n += w->terminations[t].get();
       counter(f, {{"reason", termination_name(static_cast<Termination>(t))}}, static_cast<double>(n));
+    }
+  }
+  {
+    MetricFamily& f =
+        family("px_requests_by_protocol_total", "Streams by the client's HTTP version", MetricType::Counter);
+    static const char* const kProtocols[3] = {"HTTP/1.0", "HTTP/1.1", "HTTP/2"};
+    for (int p = 0; p < 3; p++) {
+      uint64_t n = 0;
+      for (auto* w : ws) n += w->by_protocol[p].get();
+      counter(f, {{"protocol", kProtocols[p]}}, static_cast<double>(n));
+    }
+    MetricFamily& h2 =
+        family("px_h2_refused_total", "HTTP/2 frames, streams and connections refused, by kind (pxd.conf(5), HTTP/2)",
+               MetricType::Counter);
+    for (int k = 0; k < kH2Refusals; k++) {
+      uint64_t n = 0;
+      for (auto* w : ws) n += w->h2_refused[k].get();
+      counter(h2, {{"kind", h2_refusal_name(k)}}, static_cast<double>(n));
     }
   }
   if (in.stream_slots) {

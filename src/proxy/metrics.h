@@ -97,6 +97,8 @@ class WorkerMetrics final : public EndObserver {
   FilterCounts filters;
   MetricCounter terminations[kTerminations];
   L4Counters l4[kStreamSlots + 1];
+  MetricCounter h2_refused[9];   // HTTP/2 refusals by kind (h2.h: H2Refusal, kH2Refusals)
+  MetricCounter by_protocol[3];  // streams by the client's protocol: HTTP/1.0, HTTP/1.1, HTTP/2
 };
 
 // Which slot a route or a peer has (main thread only); names past the cap share `other`.

@@ -144,21 +144,22 @@ bool Server::open_listeners(std::vector<std::vector<ListenFd>>* per_worker, std:
       for (int fd : mine) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       for (size_t i = 0; i < std::max(mine.size(), workers_.size()); i++) {
         int fd = i < mine.size() ? mine[i] : dup(mine[i % mine.size()]);
-        (*per_worker)[i % workers_.size()].push_back({key, fd, la.tls, false, la.proxy});
+        (*per_worker)[i % workers_.size()].push_back({key, fd, la.tls, false, la.proxy, la.h2c, !la.http1_only});
       }
     } else {
       for (size_t w = 0; w < workers_.size(); w++) {
         int fd = make_listener(la, port, error);
         if (fd < 0) return false;
         if (port == 0) port = bound_port(fd);
-        (*per_worker)[w].push_back({key, fd, la.tls, false, la.proxy});
+        (*per_worker)[w].push_back({key, fd, la.tls, false, la.proxy, la.h2c, !la.http1_only});
       }
     }
     ListenAddr actual = la;
     actual.port = port;
     // Tests and scripts wait for this line to learn a port chosen at run time.
-    PX_INFO("listening on %s%s%s%s", actual.str().c_str(), la.tls ? " (tls)" : "", la.proxy ? " (proxy_protocol)" : "",
-            mine.empty() ? "" : " (inherited)");
+    PX_INFO("listening on %s%s%s%s%s", actual.str().c_str(),
+            la.tls ? (la.http1_only ? " (tls, http/1.1)" : " (tls)") : "", la.proxy ? " (proxy_protocol)" : "",
+            la.h2c ? " (h2c)" : "", mine.empty() ? "" : " (inherited)");
   }
   for (auto& [k, fd] : inherited)
     if (fd >= 0 && k.rfind("stream ", 0) == 0) {
@@ -769,7 +770,7 @@ void Server::reload() {
         return;
       }
       if (port == 0) port = bound_port(fd);
-      rc[w].add.push_back({key, fd, la.tls, false, la.proxy});
+      rc[w].add.push_back({key, fd, la.tls, false, la.proxy, la.h2c, !la.http1_only});
     }
     ListenAddr actual = la;
     actual.port = port;

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "http/h1.h"
+#include "proxy/h2.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 #include "tls/transport.h"
@@ -26,6 +27,21 @@ void Session::on_connected() {
   sni = t->sni();
   w->tls_handshakes.inc();
   set_timeout(Timeout::header);
+  const uint8_t* proto = nullptr;
+  unsigned proto_len = 0;
+  SSL_get0_alpn_selected(t->ssl(), &proto, &proto_len);
+  if (h2_allowed && proto_len == 2 && proto[0] == 'h' && proto[1] == '2') start_h2();
+}
+
+bool Session::idle() const { return h2 ? h2->idle() : stream == nullptr && leftover.empty(); }
+
+void Session::start_h2() {
+  h2_decided = true;
+  h2 = new H2Conn(this);
+  if (!h2->start()) {
+    PX_ERR("client %s: HTTP/2 could not start", peer_ip.str().c_str());
+    close();
+  }
 }
 
 bool Session::on_client_hello(std::string_view sni, std::string_view hello) {
@@ -50,6 +66,10 @@ void Session::update_reading() {
 
 void Session::on_timeout(Timeout t) {
   if (closing) return;
+  if (h2) {
+    h2->on_timeout(t);
+    return;
+  }
   if (t == Timeout::handshake) {
     PX_DEBUG("client %s: TLS handshake timed out", peer_ip.str().c_str());
     w->tls_handshake_timeouts.inc();
@@ -77,6 +97,10 @@ void Session::on_timeout(Timeout t) {
 void Session::on_eof() {
   if (closing) return;
   eof = true;
+  if (h2) {
+    h2->on_eof();
+    return;
+  }
   if (stream && stream->tunnel) {
     tunnel_client_eof(stream);
     return;
@@ -100,9 +124,39 @@ void Session::on_error(int) {
   close();
 }
 
+// The client preface of HTTP/2 with prior knowledge (RFC 9113 3.3).
+constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 void Session::on_data(const char* data, size_t n) {
   if (closing) return;
   got_bytes = true;
+  if (h2) {
+    h2->on_data(data, n);
+    return;
+  }
+  if (!h2_decided && h2_allowed && !tls) {
+    // An h2c listener: the first bytes say whether this is HTTP/2 with prior knowledge.
+    if (!leftover.empty()) leftover.append(data, n);
+    std::string_view got = leftover.empty() ? std::string_view(data, n) : leftover.view();
+    size_t k = std::min(got.size(), kPreface.size());
+    if (got.substr(0, k) == kPreface.substr(0, k)) {
+      if (got.size() < kPreface.size()) {
+        if (leftover.empty()) leftover.append(data, n);
+        return;  // wait for the rest of the preface
+      }
+      std::string first(got);
+      leftover.clear();
+      start_h2();
+      if (h2) h2->on_data(first.data(), first.size());
+      return;
+    }
+    h2_decided = true;
+    if (!leftover.empty()) {
+      parse(leftover.data(), leftover.size(), true);
+      after_event();
+      return;
+    }
+  }
   if (timeout == Timeout::body) set_timeout(Timeout::body);  // the body timeout is between reads
   if (stream && stream->tunnel) {
     stream->bytes_in += n;
@@ -278,6 +332,10 @@ void Session::close_when_written() {
 
 void Session::on_drained() {
   if (closing) return;
+  if (h2 && !writes_done_close) {
+    h2->on_drained();
+    return;
+  }
   if (writes_done_close && tr->queued() == 0) {
     close();
     return;
@@ -285,7 +343,10 @@ void Session::on_drained() {
   if (stream && stream->up) resume_upstream(stream);
 }
 
-void Session::on_closed() { delete this; }
+void Session::on_closed() {
+  delete h2;
+  delete this;
+}
 
 // ---- Downstream: the stream's answers, as HTTP/1 ----
 
@@ -410,6 +471,7 @@ void Session::close() {
     stream = nullptr;
     end_stream(st, true);
   }
+  if (h2) h2->close_streams();
   set_timeout(Timeout::none);
   tr->close();  // on_closed() frees the session, on a later loop iteration
   if (counted) w->session_closed(this);

@@ -13,6 +13,7 @@
 #include "http/h1.h"
 #include "net/proxy_in.h"
 #include "proxy/balancer.h"
+#include "proxy/h2.h"
 #include "proxy/upstream.h"
 #include "tls/transport.h"
 
@@ -44,9 +45,13 @@ void Worker::start(std::vector<ListenFd> fds) {
   async_.data = this;
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
+  uv_check_init(&loop_, &h2_check_);
+  h2_check_.data = this;
+  uv_idle_init(&loop_, &h2_idle_);
+  h2_idle_.data = this;
   if (int r = epoll_.open(&loop_)) PX_ERR("worker %d: epoll: %s (TCP streams cannot run)", id_, uv_strerror(r));
   apply_timeouts();
-  for (auto& l : fds_) add_listener(l.fd, l.key, l.tls, l.proxy);
+  for (auto& l : fds_) add_listener(l);
   started_ = true;
   if (inline_) return;  // start_inline(): the caller runs the loop on its own thread
   thread_ = std::thread([this] { run(); });
@@ -155,7 +160,8 @@ void Worker::apply_timeouts() {
       &tick_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->on_tick(); }, tick, tick);
 }
 
-void Worker::add_listener(int fd, const std::string& key, bool tls, bool proxy) {
+void Worker::add_listener(const ListenFd& l) {
+  int fd = l.fd;
   auto* t = new uv_tcp_t;
   uv_tcp_init(&loop_, t);
   t->data = this;
@@ -166,9 +172,7 @@ void Worker::add_listener(int fd, const std::string& key, bool tls, bool proxy) 
     });
   if (r != 0) PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
   listeners_.push_back(t);
-  listener_tls_.push_back(tls);
-  listener_proxy_.push_back(proxy);
-  listener_keys_.push_back(key);
+  listener_info_.push_back(l);
 }
 
 void Worker::post_config(Reconfig r) {
@@ -199,15 +203,13 @@ void Worker::apply_config(Reconfig r) {
   tls_ctx_ = r.tls_ctx;
   apply_timeouts();
   for (size_t i = listeners_.size(); i-- > 0;) {
-    if (std::find(r.remove.begin(), r.remove.end(), listener_keys_[i]) == r.remove.end()) continue;
+    if (std::find(r.remove.begin(), r.remove.end(), listener_info_[i].key) == r.remove.end()) continue;
     uv_close(reinterpret_cast<uv_handle_t*>(listeners_[i]),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
     listeners_.erase(listeners_.begin() + static_cast<long>(i));
-    listener_tls_.erase(listener_tls_.begin() + static_cast<long>(i));
-    listener_proxy_.erase(listener_proxy_.begin() + static_cast<long>(i));
-    listener_keys_.erase(listener_keys_.begin() + static_cast<long>(i));
+    listener_info_.erase(listener_info_.begin() + static_cast<long>(i));
   }
-  for (auto& l : r.add) add_listener(l.fd, l.key, l.tls, l.proxy);
+  for (auto& l : r.add) add_listener(l);
 }
 
 // Stream listeners come and go with the store: open what was added, close what was removed (open
@@ -492,12 +494,15 @@ void Worker::on_accept(uv_stream_t* server) {
   // TCP_NODELAY comes from the listening socket (Server's make_listener).
   s->peer_ip = s->tcp.peer_ip();
   s->trusted_peer = cfg_.trusted_proxies.contains(s->peer_ip);
-  bool tls = false, proxy = false;
+  bool tls = false, proxy = false, h2 = false;
   for (size_t i = 0; i < listeners_.size(); i++)
     if (reinterpret_cast<uv_stream_t*>(listeners_[i]) == server) {
-      tls = listener_tls_[i];
-      proxy = listener_proxy_[i];
+      const ListenFd& l = listener_info_[i];
+      tls = l.tls;
+      proxy = l.proxy;
+      h2 = tls ? l.h2 : l.h2c;
     }
+  s->h2_allowed = h2;
   if (proxy && !s->trusted_peer) {
     // Only a trusted balancer may say who the client is: anyone else is closed unanswered.
     s->closing = true;
@@ -524,7 +529,7 @@ void Worker::on_accept(uv_stream_t* server) {
     s->tr = s->peek.get();
   }
   if (tls) {
-    SSL* ssl = tls_ctx_ ? tls::new_server_ssl(tls_ctx_, &cert_source_) : nullptr;
+    SSL* ssl = tls_ctx_ ? tls::new_server_ssl(tls_ctx_, &cert_source_, h2) : nullptr;
     if (!ssl) {
       s->closing = true;
       s->tcp.close();
@@ -728,9 +733,7 @@ void Worker::drain() {
   for (auto* t : listeners_)
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
   listeners_.clear();
-  listener_tls_.clear();
-  listener_proxy_.clear();
-  listener_keys_.clear();
+  listener_info_.clear();
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);
   l4_listeners_.clear();
   // Idle keep-alive connections are closed once idle for kDrainIdleMs: a client that sends its next
@@ -741,7 +744,10 @@ void Worker::drain() {
   std::vector<Session*> idle;
   for (Session* s = sessions_head_; s; s = s->next) {
     s->close_after = true;
-    if (s->idle()) idle.push_back(s);
+    if (s->h2)
+      s->h2->shutdown();  // GOAWAY: streams in flight finish
+    else if (s->idle())
+      idle.push_back(s);
   }
   for (Session* s : idle) {
     timeout_unlink(s);
@@ -761,9 +767,7 @@ void Worker::stop_everything() {
   for (auto* t : listeners_)
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
   listeners_.clear();
-  listener_tls_.clear();
-  listener_proxy_.clear();
-  listener_keys_.clear();
+  listener_info_.clear();
   while (sessions_head_) sessions_head_->close();
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);
   l4_listeners_.clear();
@@ -786,6 +790,42 @@ void Worker::stop_everything() {
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&h2_check_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&h2_idle_), nullptr);
+}
+
+// ---- deferred HTTP/2 sends ----
+
+void Worker::defer_h2(H2Conn* c) {
+  if (c->in_deferred) return;
+  c->in_deferred = true;
+  if (h2_deferred_.empty()) {
+    uv_check_start(&h2_check_, [](uv_check_t* h) { static_cast<Worker*>(h->data)->run_deferred_h2(); });
+    uv_idle_start(&h2_idle_, [](uv_idle_t* h) { static_cast<Worker*>(h->data)->run_deferred_h2(); });
+  }
+  h2_deferred_.push_back(c);
+}
+
+void Worker::undefer_h2(H2Conn* c) {
+  if (!c->in_deferred) return;
+  c->in_deferred = false;
+  for (auto& x : h2_deferred_)
+    if (x == c) x = nullptr;
+}
+
+void Worker::run_deferred_h2() {
+  // A send may defer another connection (a stream's upstream on it): loop until none is left.
+  while (!h2_deferred_.empty()) {
+    std::vector<H2Conn*> now;
+    now.swap(h2_deferred_);
+    for (H2Conn* c : now)
+      if (c) {
+        c->in_deferred = false;
+        c->send();
+      }
+  }
+  uv_check_stop(&h2_check_);
+  uv_idle_stop(&h2_idle_);
 }
 
 }  // namespace px::proxy

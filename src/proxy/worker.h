@@ -56,6 +56,7 @@
 namespace px::proxy {
 
 class Worker;
+class H2Conn;
 struct Session;
 struct Stream;
 struct UpConn;
@@ -69,6 +70,8 @@ struct ListenFd {
   bool tls = false;
   bool udp = false;    // an L4 stream's UDP socket
   bool proxy = false;  // connections open with a PROXY header (net/proxy_in.h)
+  bool h2c = false;    // cleartext: HTTP/2 with prior knowledge is taken too
+  bool h2 = true;      // TLS: ALPN may pick h2
 };
 // L4 stream listeners to open (their fds, owned by the worker from then on) and to close (by key),
 // posted with the snapshot that has their streams.
@@ -233,6 +236,9 @@ struct Session final : Downstream, http::Sink, net::TransportUser, tls::HelloDec
   bool eof = false;
   bool writes_done_close = false;  // close once the write queue drains
   bool counted = false;            // in the worker's list of sessions
+  bool h2_allowed = false;         // the listener takes HTTP/2 (TLS: by ALPN; cleartext: h2c prior knowledge)
+  bool h2_decided = false;         // cleartext: the first bytes said which protocol
+  H2Conn* h2 = nullptr;            // the HTTP/2 codec, when the connection speaks it (h2.h)
 
   // net::TransportUser (the client connection)
   void on_data(const char* data, size_t len) override;
@@ -278,7 +284,8 @@ struct Session final : Downstream, http::Sink, net::TransportUser, tls::HelloDec
   void set_timeout(Timeout t);
   void on_timeout(Timeout t);
   int parser_fail(int status, const char* reason);
-  bool idle() const { return stream == nullptr && leftover.empty(); }
+  bool idle() const;
+  void start_h2();
 };
 
 struct UpConn final : http::Sink, net::TransportUser {
@@ -426,6 +433,10 @@ class Worker {
   // Client timeouts (see Timeout).
   void timeout_link(Session* s, Timeout t);
   void timeout_unlink(Session* s);
+  // HTTP/2 connections whose streams sent something this loop iteration: their frames leave together,
+  // after the iteration's I/O (h2.h).
+  void defer_h2(H2Conn* c);
+  void undefer_h2(H2Conn* c);
 
   std::function<void()> on_exit;  // runs on the worker thread as it ends
   // End records (end_record.h): observers are called in order for every stream.
@@ -479,7 +490,7 @@ class Worker {
   void begin_session(Session* s);
   void apply_config(Reconfig r);
   void apply_timeouts();
-  void add_listener(int fd, const std::string& key, bool tls, bool proxy);
+  void add_listener(const ListenFd& l);
 
   int id_;
   Config cfg_;
@@ -520,6 +531,10 @@ class Worker {
     uint64_t duration = 0;
   } tlists_[5];
   uv_timer_t tick_;
+  uv_check_t h2_check_;  // runs the deferred HTTP/2 sends after I/O
+  uv_idle_t h2_idle_;    // ... and keeps the poll from blocking while some wait (a timer asked for them)
+  std::vector<H2Conn*> h2_deferred_;
+  void run_deferred_h2();
   bool draining_ = false;
   bool stopping_ = false;
   bool inline_ = false;
@@ -529,10 +544,8 @@ class Worker {
 
   SSL_CTX* tls_ctx_ = nullptr;
   std::unordered_map<std::string, bssl::UniquePtr<SSL_CTX>> client_ctx_;  // per (verify, ca_file)
-  tls::CertSource cert_source_;             // the certificates of the current snapshot, for handshakes
-  std::vector<bool> listener_tls_;          // parallel to listeners_
-  std::vector<bool> listener_proxy_;        // parallel to listeners_
-  std::vector<std::string> listener_keys_;  // parallel to listeners_: listen_key() of each
+  tls::CertSource cert_source_;          // the certificates of the current snapshot, for handshakes
+  std::vector<ListenFd> listener_info_;  // parallel to listeners_: each one's key and flags (fd unused)
   std::unique_ptr<lua::Engine> engine_;
   std::vector<EndObserver*> observers_;
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)

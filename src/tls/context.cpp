@@ -22,6 +22,11 @@ int stream_index() {
   return idx;
 }
 
+int h2_index() {  // non-null: the listener offers h2
+  static int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return idx;
+}
+
 // The host_name entry of the server_name extension (RFC 6066 3), or "".
 std::string_view client_sni(const SSL_CLIENT_HELLO* hello) {
   const uint8_t* data;
@@ -112,22 +117,31 @@ int on_server_name(SSL* ssl, int* alert, void*) {
   return SSL_TLSEXT_ERR_OK;
 }
 
-// ALPN: http/1.1 when the client offers it (h2 comes with the HTTP/2 codec).
+// ALPN (RFC 7301): h2 when the client offers it and the listener takes HTTP/2, else http/1.1. The
+// server's preference decides, as nginx and HAProxy do. A client offering neither gets no protocol
+// (and speaks HTTP/1.1, as one that sends no ALPN).
 int select_alpn(SSL* ssl, const uint8_t** out, uint8_t* out_len, const uint8_t* in, unsigned in_len, void*) {
   static const uint8_t kH1[] = {'h', 't', 't', 'p', '/', '1', '.', '1'};
+  static const uint8_t kH2[] = {'h', '2'};
   if (SSL_get_ex_data(ssl, stream_index())) return SSL_TLSEXT_ERR_NOACK;  // a stream's bytes are not HTTP
+  bool h2 = SSL_get_ex_data(ssl, h2_index()) != nullptr;
+  const uint8_t* h1 = nullptr;
   CBS list;
   CBS_init(&list, in, in_len);
   while (CBS_len(&list) > 0) {
     CBS proto;
     if (!CBS_get_u8_length_prefixed(&list, &proto)) return SSL_TLSEXT_ERR_NOACK;
-    if (CBS_len(&proto) == sizeof kH1 && memcmp(CBS_data(&proto), kH1, sizeof kH1) == 0) {
+    if (h2 && CBS_len(&proto) == sizeof kH2 && memcmp(CBS_data(&proto), kH2, sizeof kH2) == 0) {
       *out = CBS_data(&proto);
-      *out_len = static_cast<uint8_t>(CBS_len(&proto));
+      *out_len = sizeof kH2;
       return SSL_TLSEXT_ERR_OK;
     }
+    if (CBS_len(&proto) == sizeof kH1 && memcmp(CBS_data(&proto), kH1, sizeof kH1) == 0) h1 = CBS_data(&proto);
   }
-  return SSL_TLSEXT_ERR_NOACK;
+  if (!h1) return SSL_TLSEXT_ERR_NOACK;
+  *out = h1;
+  *out_len = sizeof kH1;
+  return SSL_TLSEXT_ERR_OK;
 }
 }  // namespace
 
@@ -168,16 +182,17 @@ bssl::UniquePtr<SSL_CTX> make_server_ctx(const ServerOptions& o, std::string* er
   return ctx;
 }
 
-SSL* new_server_ssl(SSL_CTX* ctx, CertSource* src) {
+SSL* new_server_ssl(SSL_CTX* ctx, CertSource* src, bool h2) {
   SSL* ssl = SSL_new(ctx);
   if (!ssl) return nullptr;
   SSL_set_ex_data(ssl, source_index(), src);
+  if (h2) SSL_set_ex_data(ssl, h2_index(), ssl);
   SSL_set_accept_state(ssl);
   return ssl;
 }
 
 SSL* new_stream_ssl(SSL_CTX* ctx, CertSource* src, const StreamCert* sc) {
-  SSL* ssl = new_server_ssl(ctx, src);
+  SSL* ssl = new_server_ssl(ctx, src, false);
   if (ssl) SSL_set_ex_data(ssl, stream_index(), const_cast<StreamCert*>(sc));
   return ssl;
 }

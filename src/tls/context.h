@@ -50,8 +50,8 @@ struct StreamCert {
 
 // The context for TLS listeners. nullptr and *error when the options are refused.
 bssl::UniquePtr<SSL_CTX> make_server_ctx(const ServerOptions& o, std::string* error);
-// A server-side SSL for one accepted connection, reading certificates from `src`.
-SSL* new_server_ssl(SSL_CTX* ctx, CertSource* src);
+// A server-side SSL for one accepted connection, reading certificates from `src`; `h2`: ALPN may pick h2.
+SSL* new_server_ssl(SSL_CTX* ctx, CertSource* src, bool h2);
 // ... for a TLS stream: the certificate is the stream's (`sc` must outlive the SSL).
 SSL* new_stream_ssl(SSL_CTX* ctx, CertSource* src, const StreamCert* sc);
 

@@ -112,7 +112,7 @@ struct Pair {
     sctx = tls::make_server_ctx(tls::ServerOptions(), &err);
     REQUIRE(sctx);
     src.certs = std::move(certs);
-    server = std::make_unique<tls::TlsTransport>(tls::new_server_ssl(sctx.get(), &src), &inner);
+    server = std::make_unique<tls::TlsTransport>(tls::new_server_ssl(sctx.get(), &src, false), &inner);
     server->set_user(&user);
     user.t = server.get();
     server->read_start();

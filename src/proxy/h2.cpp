@@ -1,0 +1,815 @@
+// The HTTP/2 server codec (h2.h): nghttp2's callbacks turned into streams,
+// and each stream's Downstream calls turned into frames.
+#include "proxy/h2.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/log.h"
+#include "core/strings.h"
+#include "http/h1.h"
+#include "proxy/upstream.h"
+#include "proxy/worker.h"
+#include "tls/transport.h"
+
+namespace px::proxy {
+
+using namespace std::string_view_literals;
+
+const char* h2_refusal_name(int k) {
+  static const char* const kNames[kH2Refusals] = {"protocol",     "stream", "reset",    "refused", "headers",
+                                                  "continuation", "flood",  "glitches", "timeout"};
+  return k >= 0 && k < kH2Refusals ? kNames[k] : "other";
+}
+
+namespace {
+
+constexpr int32_t kConnectionWindow = 1 << 20;  // the connection's receive window (streams keep 64 KiB)
+
+H2Conn* conn_of(void* user) { return static_cast<H2Conn*>(user); }
+
+H2Stream* stream_of(nghttp2_session* ng, int32_t id) {
+  return static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(ng, id));
+}
+
+std::string_view sv(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
+
+// ---- receiving ----
+
+int on_begin_frame(nghttp2_session* ng, const nghttp2_frame_hd* hd, void* user) {
+  H2Conn* c = conn_of(user);
+  if (hd->type == NGHTTP2_HEADERS) {
+    c->continuations_ = 0;
+    if (hd->stream_id & 1) {
+      // RFC 9113 5.1.1: a new stream's ID is above every earlier one (nghttp2 would ignore the frame).
+      if (hd->stream_id <= c->last_stream_ && !nghttp2_session_find_stream(ng, hd->stream_id)) {
+        c->fatal(NGHTTP2_PROTOCOL_ERROR, H2Refusal::protocol);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+      }
+      if (hd->stream_id > c->last_stream_) c->last_stream_ = hd->stream_id;
+    }
+  } else if (hd->type == NGHTTP2_CONTINUATION) {
+    if (++c->continuations_ > c->worker()->cfg().h2_max_continuations) {
+      c->fatal(NGHTTP2_ENHANCE_YOUR_CALM, H2Refusal::continuation);
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+  } else if (hd->type == NGHTTP2_DATA && hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM)) {
+    c->glitch(H2Refusal::protocol);  // an empty DATA frame that ends nothing: work for no data
+  }
+  return c->dead_ ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
+int on_begin_headers(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
+  H2Conn* c = conn_of(user);
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  Worker* w = c->worker();
+  auto* h = new H2Stream();
+  h->conn = c;
+  h->id = frame->hd.stream_id;
+  Session* s = c->s_;
+  h->peer_ip = s->peer_ip;
+  h->trusted_peer = s->trusted_peer;
+  h->tls = s->tls;
+  h->sni = s->sni;
+  Stream* st = w->get_stream();
+  st->down = h;
+  st->client_ip = s->peer_ip;
+  st->start_ms = w->now();
+  st->req.major = 2;
+  st->req.minor = 0;
+  st->req.keep_alive = true;
+  h->st = st;
+  h->progress_ms = w->now();
+  h->next = c->head_;
+  if (c->head_) c->head_->prev = h;
+  c->head_ = h;
+  c->streams_++;
+  nghttp2_session_set_stream_user_data(ng, h->id, h);
+  if (++c->requests_ >= w->cfg().h2_max_requests && !c->going_away_) {
+    // Enough for one connection: this is the last stream it takes.
+    nghttp2_submit_goaway(ng, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_NO_ERROR, nullptr, 0);
+    c->going_away_ = true;
+  }
+  return 0;
+}
+
+void refuse(H2Stream* h, uint16_t status, const char* why) {
+  if (!h->refuse) {
+    h->refuse = status;
+    h->refuse_why = why;
+  }
+}
+
+// One header field of a request (nghttp2 has checked its bytes, the pseudo-headers' presence and order, and
+// refused connection-specific fields: RFC 9113 8.2 and 8.3).
+int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen, const uint8_t* value,
+              size_t valuelen, uint8_t, void* user) {
+  H2Conn* c = conn_of(user);
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  H2Stream* h = stream_of(c->ng_, frame->hd.stream_id);
+  if (!h || !h->st) return 0;
+  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: checked by nghttp2, not forwarded
+  const Config& cfg = c->worker()->cfg();
+  h->header_bytes += namelen + valuelen + 32;  // RFC 9113 6.5.2's measure, as decoded (an HPACK bomb counts in full)
+  if (h->header_bytes > cfg.max_header_size) {
+    if (!h->refuse) c->glitch(H2Refusal::headers);
+    if (c->dead_) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    refuse(h, 431, "request header fields too large");
+  }
+  if (h->refuse) return 0;
+  std::string_view n = sv(name, namelen), v = sv(value, valuelen);
+  http::Head& r = h->st->req;
+  if (!n.empty() && n[0] == ':') {
+    if (n == ":method"sv) {
+      if (!r.set_method(v)) refuse(h, 501, "method not implemented");
+    } else if (n == ":path"sv) {
+      if (v.size() > cfg.max_uri_length) return refuse(h, 414, "request target too long"), 0;
+      for (char ch : v)
+        if (!http::has_class(static_cast<unsigned char>(ch), http::kTarget)) return refuse(h, 400, "invalid :path"), 0;
+      r.url_off = static_cast<uint32_t>(r.buf.size());
+      r.url_len = static_cast<uint32_t>(v.size());
+      r.buf.append(v);
+    } else if (n == ":authority"sv) {
+      if (!http::valid_host(v) || v.empty()) return refuse(h, 400, "invalid :authority"), 0;
+      h->authority = true;
+      h->host_at = static_cast<uint32_t>(r.buf.size());
+      h->host_len = static_cast<uint32_t>(v.size());
+      r.buf.append(v);
+    }
+    return 0;  // :scheme is checked by nghttp2; :protocol is not enabled
+  }
+  http::Hdr kind = http::classify(n);
+  if (kind == http::Hdr::host) {
+    if (h->authority || h->host_len) {
+      // RFC 9113 8.3.1: a Host that names another entity than :authority is malformed.
+      std::string_view prev(r.buf.data() + h->host_at, h->host_len);
+      if (!iequals(prev, v)) refuse(h, 400, "Host differs from :authority");
+      return 0;
+    }
+    if (!http::valid_host(v)) return refuse(h, 400, "invalid Host"), 0;
+    h->host_at = static_cast<uint32_t>(r.buf.size());
+    h->host_len = static_cast<uint32_t>(v.size());
+    r.buf.append(v);
+    return 0;
+  }
+  if (n == "cookie"sv) {
+    // RFC 9113 8.2.3: split cookie fields are joined with "; " for HTTP/1.
+    if (!h->cookies.empty()) h->cookies.append("; ");
+    h->cookies.append(v);
+    return 0;
+  }
+  if (!cfg.underscores_in_headers && n.find('_') != std::string_view::npos) return 0;  // as HTTP/1 does
+  if (r.headers.size() >= cfg.max_headers) return refuse(h, 431, "too many header fields"), 0;
+  if (kind == http::Hdr::content_length) {
+    uint64_t len = 0;
+    if (!parse_u64(v, &len)) return refuse(h, 400, "invalid content-length"), 0;
+    r.has_content_length = true;
+    r.content_length = len;
+  }
+  if (kind == http::Hdr::x_px_trace) r.trace = true;
+  http::HeaderRef ref;
+  ref.name_off = static_cast<uint32_t>(r.buf.size());
+  ref.name_len = static_cast<uint32_t>(n.size());
+  r.buf.append(n);
+  ref.value_off = static_cast<uint32_t>(r.buf.size());
+  ref.value_len = static_cast<uint32_t>(v.size());
+  r.buf.append(v);
+  ref.kind = kind;
+  r.headers.push_back(ref);
+  return 0;
+}
+
+void add_field(http::Head& r, std::string_view n, uint32_t value_off, uint32_t value_len, http::Hdr kind) {
+  http::HeaderRef ref;
+  ref.name_off = static_cast<uint32_t>(r.buf.size());
+  ref.name_len = static_cast<uint32_t>(n.size());
+  r.buf.append(n);
+  ref.value_off = value_off;
+  ref.value_len = value_len;
+  ref.kind = kind;
+  r.headers.push_back(ref);
+}
+
+// The request head is complete: checks that need all of it, then the stream begins.
+void head_done(H2Conn* c, H2Stream* h, bool end_stream) {
+  Stream* st = h->st;
+  http::Head& r = st->req;
+  if (!h->refuse) {
+    if (r.method == http::Method::connect)
+      refuse(h, 501, "CONNECT is not supported");
+    else if (!h->authority && !h->host_len)
+      refuse(h, 400, "no :authority or Host");
+  }
+  if (h->host_len) {
+    r.host_index = static_cast<int>(r.headers.size());
+    add_field(r, "host", h->host_at, h->host_len, http::Hdr::host);
+  }
+  if (!h->cookies.empty()) {
+    uint32_t off = static_cast<uint32_t>(r.buf.size());
+    r.buf.append(h->cookies);
+    add_field(r, "cookie", off, static_cast<uint32_t>(h->cookies.size()), http::Hdr::other);
+    std::string().swap(h->cookies);
+  }
+  h->head_done = true;
+  st->head_request = r.method == http::Method::head;
+  if (!end_stream)
+    st->req_body = r.has_content_length && r.content_length == 0 ? http::Framing::none
+                   : r.has_content_length                        ? http::Framing::length
+                                                                 : http::Framing::chunked;
+  if (h->refuse) {
+    c->refused(H2Refusal::stream);
+    st->end_as(Termination::bad_request);
+    reply_text(st, h->refuse, h->refuse_why, !end_stream);
+  } else {
+    stream_begin(st);
+  }
+  if (end_stream && !st->req_complete) stream_body_end(st);
+  h->flush(st);  // what the stream answered (px's own answer, "100 Continue") goes out
+}
+
+int on_frame_recv(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
+  H2Conn* c = conn_of(user);
+  switch (frame->hd.type) {
+    case NGHTTP2_HEADERS: {
+      H2Stream* h = stream_of(ng, frame->hd.stream_id);
+      if (!h || !h->st) return 0;
+      bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+      h->progress_ms = c->worker()->now();
+      if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        head_done(c, h, end);
+      else if (end && !h->st->req_complete) {
+        stream_body_end(h->st);  // trailers end the body
+        h->flush(h->st);
+      }
+      return 0;
+    }
+    case NGHTTP2_DATA: {
+      H2Stream* h = stream_of(ng, frame->hd.stream_id);
+      if (h && h->st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !h->st->req_complete) {
+        Stream* st = h->st;
+        if (st->req_body == http::Framing::length && st->body_received != st->req.content_length) {
+          // nghttp2 checks this too; px says so itself (RFC 9113 8.1.1: malformed).
+          nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_PROTOCOL_ERROR);
+          return 0;
+        }
+        stream_body_end(st);
+        h->flush(st);  // the last chunk goes upstream
+      }
+      return 0;
+    }
+    case NGHTTP2_RST_STREAM: {
+      H2Stream* h = stream_of(ng, frame->hd.stream_id);
+      if (h && h->st && !h->st->resp_complete) c->glitch(H2Refusal::reset);  // Rapid Reset counts here
+      return c->dead_ ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+    }
+    case NGHTTP2_SETTINGS:
+    case NGHTTP2_PING:
+      // Each needs an answer. While the client does not read them (the socket takes no more bytes), they
+      // are counted: past h2_max_queued_control the connection ends (PING and SETTINGS floods).
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && c->s_->tr->queued() > 0 &&
+          ++c->unread_acks_ > c->worker()->cfg().h2_max_queued_control) {
+        PX_INFO("client %s: HTTP/2: %s flood from a client that does not read; ending the connection",
+                c->s_->peer_ip.str().c_str(), frame->hd.type == NGHTTP2_PING ? "PING" : "SETTINGS");
+        c->fatal(NGHTTP2_ENHANCE_YOUR_CALM, H2Refusal::flood);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+      }
+      return 0;
+    default: return 0;
+  }
+}
+
+int on_data_chunk(nghttp2_session* ng, uint8_t, int32_t id, const uint8_t* data, size_t len, void* user) {
+  H2Conn* c = conn_of(user);
+  nghttp2_session_consume_connection(ng, len);
+  H2Stream* h = stream_of(ng, id);
+  if (!h || !h->st || h->st->req_complete) {
+    nghttp2_session_consume_stream(ng, id, len);
+    return 0;
+  }
+  Stream* st = h->st;
+  h->progress_ms = c->worker()->now();
+  if (h->paused)
+    h->unconsumed += static_cast<uint32_t>(len);
+  else
+    nghttp2_session_consume_stream(ng, id, len);
+  st->bytes_in += len;
+  if (st->req_body == http::Framing::length && st->body_received + len > st->req.content_length) {
+    nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_PROTOCOL_ERROR);  // more DATA than content-length
+    return 0;
+  }
+  switch (stream_body(st, reinterpret_cast<const char*>(data), len)) {
+    case BodyTake::taken:
+      flush_upstream(st);  // the bytes are the read buffer's: they leave (or are copied) now
+      break;
+    case BodyTake::unwanted: break;
+    case BodyTake::too_large:
+      st->end_as(Termination::local);
+      if (!st->resp_head_sent && !h->submitted) {
+        if (st->up) abort_upstream(st);
+        h->retract(st);
+        reply_text(st, 413, "request body too large", true);
+        h->flush(st);
+      } else {
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      }
+      break;
+  }
+  return 0;
+}
+
+int on_invalid_frame(nghttp2_session*, const nghttp2_frame* frame, int lib_error, void* user) {
+  H2Conn* c = conn_of(user);
+  c->glitch(lib_error == NGHTTP2_ERR_PROTO && frame->hd.type == NGHTTP2_HEADERS ? H2Refusal::stream
+                                                                                : H2Refusal::protocol);
+  return c->dead_ ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
+int on_frame_send(nghttp2_session* ng, const nghttp2_frame* frame, void*) {
+  if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    H2Stream* h = stream_of(ng, frame->hd.stream_id);
+    // RFC 9113 8.1: a complete response before the whole request, then RST_STREAM(NO_ERROR) stops the upload.
+    if (h && h->abandon && h->st && !h->st->req_complete)
+      nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_NO_ERROR);
+  }
+  return 0;
+}
+
+// ---- sending ----
+
+ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags, nghttp2_data_source* src,
+                  void*) {
+  auto* h = static_cast<H2Stream*>(src->ptr);
+  size_t n = std::min(length, h->pending());
+  if (n) {
+    memcpy(buf, h->body.data() + h->body_off, n);
+    h->body_off += n;
+    if (h->st) h->st->bytes_out += n;
+    h->progress_ms = h->conn->worker()->now();
+    if (h->body_off == h->body.size()) {
+      h->body.clear();
+      h->body_off = 0;
+    } else if (h->body_off >= net::kLowWater) {
+      h->body.erase(0, h->body_off);
+      h->body_off = 0;
+    }
+  }
+  if (h->pending() == 0) {
+    if (h->body_eof) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == 0) {
+      h->deferred = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  if (h->up_paused && h->pending() < net::kLowWater && h->st) {
+    h->up_paused = false;
+    resume_upstream(h->st);
+  }
+  return static_cast<ssize_t>(n);
+}
+
+const nghttp2_session_callbacks* callbacks() {
+  static nghttp2_session_callbacks* cbs = [] {
+    nghttp2_session_callbacks* c;
+    nghttp2_session_callbacks_new(&c);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(c, on_begin_frame);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(c, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(c, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(c, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(c, H2Conn::stream_closed);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(c, on_invalid_frame);
+    nghttp2_session_callbacks_set_on_frame_send_callback(c, on_frame_send);
+    return c;
+  }();
+  return cbs;
+}
+
+// Response head storage: names and values back to back in h->head, offsets in h->nv.
+void put_field(H2Stream* h, std::string_view n, std::string_view v) {
+  h->nv.push_back(static_cast<uint32_t>(h->head.size()));
+  h->nv.push_back(static_cast<uint32_t>(n.size()));
+  size_t at = h->head.size();
+  h->head.append(n);
+  for (size_t i = at; i < h->head.size(); i++)  // HTTP/2 field names are lowercase (RFC 9113 8.2.1)
+    if (h->head[i] >= 'A' && h->head[i] <= 'Z') h->head[i] = static_cast<char>(h->head[i] + 32);
+  h->nv.push_back(static_cast<uint32_t>(h->head.size()));
+  h->nv.push_back(static_cast<uint32_t>(v.size()));
+  h->head.append(v);
+}
+
+void put_status(H2Stream* h, int status) {
+  char b[8];
+  int n = snprintf(b, sizeof b, "%03d", status);
+  put_field(h, ":status", std::string_view(b, static_cast<size_t>(n)));
+}
+
+// Fields HTTP/2 never carries (RFC 9113 8.2.2), whatever their kind says.
+bool connection_specific(std::string_view n) {
+  return iequals(n, "connection") || iequals(n, "keep-alive") || iequals(n, "proxy-connection") ||
+         iequals(n, "transfer-encoding") || iequals(n, "upgrade") || iequals(n, "te");
+}
+
+}  // namespace
+
+// ---- the connection ----
+
+H2Conn::H2Conn(Session* s) : s_(s) {}
+
+H2Conn::~H2Conn() {
+  worker()->undefer_h2(this);
+  if (ng_) nghttp2_session_del(ng_);
+}
+
+Worker* H2Conn::worker() const { return s_->w; }
+
+bool H2Conn::start() {
+  const Config& cfg = worker()->cfg();
+  nghttp2_option* opt;
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_no_auto_window_update(opt, 1);  // request bodies are acknowledged as the upstream takes them
+  nghttp2_option_set_max_outbound_ack(opt, cfg.h2_max_queued_control);
+  nghttp2_option_set_max_settings(opt, 32);
+  nghttp2_option_set_max_continuations(opt, cfg.h2_max_continuations);
+  int r = nghttp2_session_server_new2(&ng_, callbacks(), this, opt);
+  nghttp2_option_del(opt);
+  if (r != 0) return false;
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, static_cast<uint32_t>(cfg.h2_max_concurrent_streams)},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(cfg.max_header_size)},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+  };
+  if (nghttp2_submit_settings(ng_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) return false;
+  nghttp2_session_set_local_window_size(ng_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  update_timeout();
+  return true;
+}
+
+void H2Conn::on_data(const char* data, size_t len) {
+  if (dead_) return;  // GOAWAY went out: what follows is not read
+  ssize_t r = nghttp2_session_mem_recv(ng_, reinterpret_cast<const uint8_t*>(data), len);
+  if (r < 0 && !dead_) {
+    PX_DEBUG("client %s: HTTP/2: %s", s_->peer_ip.str().c_str(), nghttp2_strerror(static_cast<int>(r)));
+    if (r == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+      refused(H2Refusal::protocol);
+      s_->close();
+      return;
+    }
+    fatal(r == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR,
+          r == NGHTTP2_ERR_FLOODED ? H2Refusal::flood : H2Refusal::protocol);
+  }
+  send();
+}
+
+void H2Conn::schedule() { worker()->defer_h2(this); }
+
+void H2Conn::send() {
+  if (s_->closing) return;
+  net::Transport* tr = s_->tr;
+  while (tr->queued() <= net::kHighWater) {
+    const uint8_t* p;
+    ssize_t n = nghttp2_session_mem_send(ng_, &p);
+    if (n < 0) {
+      PX_DEBUG("client %s: HTTP/2 send: %s", s_->peer_ip.str().c_str(), nghttp2_strerror(static_cast<int>(n)));
+      if (n == NGHTTP2_ERR_FLOODED) refused(H2Refusal::flood);
+      s_->close();
+      return;
+    }
+    if (n == 0) break;
+    out_.copy(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+    if (out_.size() >= 64 * 1024 && tr->write(out_) != 0) {
+      s_->close();
+      return;
+    }
+  }
+  if (!out_.empty() && tr->write(out_) != 0) {
+    s_->close();
+    return;
+  }
+  if (s_->closing) return;
+  bool want_write = nghttp2_session_want_write(ng_);
+  if ((!nghttp2_session_want_read(ng_) && !want_write) || (dead_ && !want_write)) {
+    if (dead_ && tr->congested()) {
+      s_->close();  // a client that does not read would not read the GOAWAY either
+      return;
+    }
+    s_->close_when_written();
+    if (!s_->closing) s_->set_timeout(Timeout::body);  // ... and if it never takes it, on_timeout() closes
+    return;
+  }
+  update_reading();
+  update_timeout();
+}
+
+void H2Conn::update_reading() {
+  // A client that does not read its acknowledgements is not read either (PING and SETTINGS floods).
+  bool want = !s_->tr->congested() && !dead_;
+  if (want != s_->want_read) {
+    s_->want_read = want;
+    s_->update_reading();
+  }
+}
+
+void H2Conn::on_drained() {
+  if (s_->closing) return;
+  if (s_->tr->queued() == 0) unread_acks_ = 0;
+  send();
+}
+
+void H2Conn::on_eof() { s_->close(); }
+
+void H2Conn::update_timeout() {
+  if (s_->closing) return;
+  Timeout want = Timeout::none;
+  if (s_->writes_done_close) return;  // closing: send() armed its own
+  if (notice_sent_ && !final_goaway_) {
+    want = Timeout::keepalive;  // draining: the final GOAWAY after one short wait
+  } else if (s_->tr->congested()) {
+    want = Timeout::body;  // the client does not read what it was sent (send timeout)
+  } else if (!head_) {
+    want = dead_ ? Timeout::none : Timeout::keepalive;
+  } else {
+    for (H2Stream* h = head_; h; h = h->next) {
+      if (!h->head_done) {
+        want = Timeout::header;
+        break;
+      }
+      if ((h->st && !h->st->req_complete) || h->pending() > 0) want = Timeout::body;
+    }
+  }
+  if (want != s_->timeout) s_->set_timeout(want);
+}
+
+void H2Conn::on_timeout(Timeout t) {
+  Worker* w = worker();
+  if (s_->writes_done_close || (s_->tr->congested() && !head_)) {
+    // Closing, or idle with output the client does not read: give up on it.
+    refused(H2Refusal::timeout);
+    s_->close();
+    return;
+  }
+  if (s_->closing) return;
+  if (notice_sent_ && !final_goaway_) {
+    final_goaway_ = true;
+    going_away_ = true;
+    nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR,
+                          nullptr, 0);
+    send();
+    return;
+  }
+  if (!head_) {
+    // Idle: GOAWAY, then close.
+    going_away_ = true;
+    nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR,
+                          nullptr, 0);
+    send();
+    return;
+  }
+  uint64_t limit = t == Timeout::header ? w->cfg().client_header_timeout_ms : w->cfg().client_body_timeout_ms;
+  uint64_t now = w->now();
+  for (H2Stream* h = head_; h; h = h->next) {
+    Stream* st = h->st;
+    if (!st || now - h->progress_ms < limit) continue;
+    bool waiting_client = !h->head_done || !st->req_complete || h->pending() > 0;
+    if (!waiting_client || (st->req_complete && h->pending() == 0)) continue;
+    refused(H2Refusal::timeout);
+    if (h->head_done && !st->req_complete && !st->resp_head_sent && !h->submitted) {
+      // The body did not arrive in time (slowloris over HTTP/2).
+      st->end_as(Termination::client_timeout);
+      reply_text(st, 408, "request timed out", true);
+      h->flush(st);
+    } else {
+      st->end_as(Termination::client_timeout);
+      nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_CANCEL);
+    }
+  }
+  s_->set_timeout(t);  // look again after another period (streams that progressed meanwhile)
+  send();
+}
+
+void H2Conn::shutdown() {
+  if (going_away_ || notice_sent_ || !ng_) return;
+  // RFC 9113 6.8: first a GOAWAY that refuses nothing, then, a round trip later, the one with the last stream.
+  notice_sent_ = true;
+  nghttp2_submit_shutdown_notice(ng_);
+  s_->set_timeout(Timeout::none);
+  update_timeout();
+  send();
+}
+
+void H2Conn::close_streams() {
+  while (H2Stream* h = head_) {
+    Stream* st = h->st;
+    unlink(h);
+    if (ng_) nghttp2_session_set_stream_user_data(ng_, h->id, nullptr);
+    if (st) {
+      h->st = nullptr;
+      end_stream(st, true);
+    }
+    delete h;
+  }
+}
+
+int H2Conn::stream_closed(nghttp2_session* ng, int32_t id, uint32_t, void* user) {
+  H2Conn* c = conn_of(user);
+  H2Stream* h = stream_of(ng, id);
+  if (!h) return 0;
+  nghttp2_session_set_stream_user_data(ng, id, nullptr);
+  c->unlink(h);
+  if (Stream* st = h->st) {
+    h->st = nullptr;
+    bool whole = st->resp_complete && (st->req_complete || h->abandon) && h->pending() == 0 && h->body_eof;
+    if (st->local && st->resp_complete && (st->req_complete || h->abandon)) whole = true;
+    end_stream(st, !whole);
+  }
+  delete h;
+  return 0;
+}
+
+void H2Conn::unlink(H2Stream* h) {
+  if (h->prev)
+    h->prev->next = h->next;
+  else if (head_ == h)
+    head_ = h->next;
+  if (h->next) h->next->prev = h->prev;
+  h->prev = h->next = nullptr;
+  streams_--;
+}
+
+void H2Conn::refused(H2Refusal kind) {
+  if (WorkerMetrics* m = worker()->metrics()) m->h2_refused[static_cast<int>(kind)].inc();
+}
+
+void H2Conn::glitch(H2Refusal kind, uint32_t cost) {
+  refused(kind);
+  glitches_ += cost;
+  if (glitches_ > worker()->cfg().h2_max_glitches && !dead_) {
+    PX_INFO("client %s: HTTP/2: %u resets and protocol errors; ending the connection (ENHANCE_YOUR_CALM)",
+            s_->peer_ip.str().c_str(), glitches_);
+    fatal(NGHTTP2_ENHANCE_YOUR_CALM, H2Refusal::glitches);
+  }
+}
+
+void H2Conn::fatal(uint32_t error_code, H2Refusal kind) {
+  if (dead_) return;
+  dead_ = true;
+  refused(kind);
+  nghttp2_session_terminate_session(ng_, error_code);
+  schedule();
+}
+
+// ---- a stream's Downstream ----
+
+void H2Stream::send_head(Stream* s, const ResponseHead& rh) {
+  const http::Head& h = *rh.from;
+  bool no_body = s->head_request || h.status == 204 || h.status == 304;
+  head.clear();
+  nv.clear();
+  put_status(this, rh.status);
+  for (size_t i = 0; i < h.headers.size(); i++) {
+    http::Hdr kind = h.headers[i].kind;
+    std::string_view n = h.name(i);
+    bool length = kind == http::Hdr::content_length;  // HTTP/2 may carry it: it tells the client the size
+    if (!length && !http::keep_response_field(kind, h.status, no_body)) continue;
+    if (connection_specific(n) || h.listed_in_connection(n)) continue;
+    if (rh.edits) {
+      bool touched = false;
+      for (const auto& e : *rh.edits) touched = touched || iequals(e.name, n);
+      if (touched) continue;
+    }
+    put_field(this, n, h.value(i));
+  }
+  if (rh.edits)
+    lua::each_edited(
+        h, *rh.edits,
+        [](void* self, std::string_view n, std::string_view v) {
+          if (!connection_specific(n)) put_field(static_cast<H2Stream*>(self), n, v);
+        },
+        this);
+  has_body = !no_body;
+  head_pending = true;
+}
+
+void H2Stream::send_body(Stream*, const char* data, size_t len) { body.append(data, len); }
+
+void H2Stream::send_end(Stream*) { body_eof = true; }
+
+void H2Stream::send_reply(Stream* s, int status, const Fields* fields, std::string_view b) {
+  head.clear();
+  nv.clear();
+  body.clear();
+  body_off = 0;
+  put_status(this, status);
+  put_field(this, "server", "px");
+  put_field(this, "date", conn->worker()->date());
+  bool has_type = false;
+  if (fields)
+    for (const auto& [n, v] : *fields) {
+      if (iequals(n, "content-length") || connection_specific(n)) continue;
+      has_type = has_type || iequals(n, "content-type");
+      put_field(this, n, v);
+    }
+  if (!has_type && !b.empty()) put_field(this, "content-type", "text/plain; charset=utf-8");
+  char len[24];
+  int n = snprintf(len, sizeof len, "%zu", b.size());
+  put_field(this, "content-length", std::string_view(len, static_cast<size_t>(n)));
+  has_body = !s->head_request && !b.empty() && status != 204 && status != 304;
+  if (has_body) body.assign(b.data(), b.size());
+  body_eof = true;
+  head_pending = true;
+}
+
+bool H2Stream::continue_request(Stream* s) {
+  switch (http::expectation(s->req)) {
+    case http::Expect::unsupported: return false;
+    case http::Expect::continue_100:
+      if (s->req_body != http::Framing::none && !s->req_complete && !closed) {
+        nghttp2_nv nva = {reinterpret_cast<uint8_t*>(const_cast<char*>(":status")),
+                          reinterpret_cast<uint8_t*>(const_cast<char*>("100")), 7, 3, NGHTTP2_NV_FLAG_NONE};
+        nghttp2_submit_headers(conn->ng_, NGHTTP2_FLAG_NONE, id, nullptr, &nva, 1, nullptr);
+        conn->schedule();
+      }
+      return true;
+    case http::Expect::none: return true;
+  }
+  return true;
+}
+
+void H2Stream::abandon_request(Stream*) { abandon = true; }
+
+bool H2Stream::flush(Stream* s) {
+  if (conn->s_->closing) return false;
+  if (s->up) flush_upstream(s);
+  nghttp2_session* ng = conn->ng_;
+  if (head_pending) {
+    head_pending = false;
+    std::vector<nghttp2_nv> nva(nv.size() / 4);
+    for (size_t i = 0; i < nva.size(); i++) {
+      nva[i].name = reinterpret_cast<uint8_t*>(head.data() + nv[i * 4]);
+      nva[i].namelen = nv[i * 4 + 1];
+      nva[i].value = reinterpret_cast<uint8_t*>(head.data() + nv[i * 4 + 2]);
+      nva[i].valuelen = nv[i * 4 + 3];
+      nva[i].flags = NGHTTP2_NV_FLAG_NONE;
+    }
+    nghttp2_data_provider dp;
+    dp.source.ptr = this;
+    dp.read_callback = read_body;
+    s->bytes_out += head.size();
+    nghttp2_submit_response(ng, id, nva.data(), nva.size(), has_body ? &dp : nullptr);
+    submitted = true;
+    head.clear();
+    nv.clear();
+  }
+  if (submitted && has_body && deferred && (pending() > 0 || body_eof)) {
+    deferred = false;
+    nghttp2_session_resume_data(ng, id);
+  }
+  // A slow client (its window, or the connection's output) stops this stream's upstream.
+  if (s->up && !up_paused && pending() > net::kHighWater) {
+    up_paused = true;
+    pause_upstream(s);
+  }
+  conn->schedule();
+  return true;
+}
+
+void H2Stream::progress(Stream* s) { flush(s); }
+
+void H2Stream::reset(Stream* s) {
+  if (s->up) abort_upstream(s);
+  if (!closed) nghttp2_submit_rst_stream(conn->ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+  conn->schedule();
+}
+
+bool H2Stream::retract(Stream* s) {
+  if (submitted) return false;
+  head.clear();
+  nv.clear();
+  head_pending = false;
+  body.clear();
+  body_off = 0;
+  body_eof = false;
+  s->resp_head_sent = false;
+  return true;
+}
+
+void H2Stream::pause_request(Stream*) { paused = true; }
+
+void H2Stream::resume_request(Stream*) {
+  if (!paused) return;
+  paused = false;
+  if (unconsumed) {
+    nghttp2_session_consume_stream(conn->ng_, id, unconsumed);
+    unconsumed = 0;
+    conn->schedule();
+  }
+}
+
+void H2Stream::open_tunnel(Stream* s, const char*, size_t) { reset(s); }  // HTTP/2 requests never upgrade
+
+bool H2Stream::congested() const { return pending() > net::kHighWater; }
+
+}  // namespace px::proxy
