@@ -3,7 +3,7 @@
 ECDSA P-256 certificate, same upstream (nginx answering 12 bytes), one worker
 each pinned to core 0, load (h2load) and upstream on core 1, same run.
 
-  bench/h2 [--seconds N] [--rounds N] [--idle N] [--only px,nginx,haproxy,h2o]
+  bench/h2 [--requests N] [--rounds N] [--idle N] [--only px,nginx,haproxy,h2o]
 
 Measures, per proxy (medians of interleaved rounds; CPU is the proxy process's
 utime+stime over the run, divided by the requests it served):
@@ -12,6 +12,7 @@ utime+stime over the run, divided by the requests it served):
   idle     RSS growth per idle HTTP/2 TLS connection (Python ssl clients: preface, SETTINGS, one request)
 """
 import argparse
+import getpass
 import importlib.util
 import os
 import re
@@ -40,7 +41,14 @@ tb.pb = pb  # one harness state (WORK) for both
 
 
 def start_px(up, crt, key):
-    return tb.start_px(up, crt, key)  # TLS listeners offer h2 by default
+    # TLS listeners offer h2 by default. Requests per connection unbounded and 1024 idle upstream connections
+    # kept, as the others are configured here (HAProxy keeps every idle one).
+    proc = tb.start_px(up, crt, key)
+    conf = os.path.join(pb.WORK, "px", "pxd.conf")
+    with open(conf, "a") as f:
+        f.write("h2_max_requests 100000000\nupstream_keepalive 1024\n")
+    proc.stop()
+    return pb.Proc("px", [pb.PXD, "-c", conf], proc.port, pb.PROXY_CORE)
 
 
 def start_nginx(up, crt, key):
@@ -52,7 +60,7 @@ def start_nginx(up, crt, key):
 worker_rlimit_nofile 65536;
 events { worker_connections 40000; }
 http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000;
-  upstream up { server 127.0.0.1:%(up)d; keepalive 64; keepalive_requests 1000000; }
+  upstream up { server 127.0.0.1:%(up)d; keepalive 1024; keepalive_requests 1000000; }
   server { listen 127.0.0.1:%(port)d ssl http2 backlog=4096;
     ssl_certificate %(crt)s; ssl_certificate_key %(key)s;
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -76,7 +84,8 @@ def start_h2o(up, crt, key):
     d = os.path.join(pb.WORK, "h2o")
     os.makedirs(d)
     with open(os.path.join(d, "h2o.conf"), "w") as f:
-        f.write("""num-threads: 1
+        f.write("""user: %(user)s
+num-threads: 1
 max-connections: 40000
 error-log: %(d)s/error.log
 pid-file: %(d)s/h2o.pid
@@ -87,19 +96,20 @@ listen:
   ssl:
     certificate-file: %(crt)s
     key-file: %(key)s
+    ocsp-update-interval: 0
 hosts:
   default:
     paths:
       /:
         proxy.reverse.url: http://127.0.0.1:%(up)d/
         proxy.preserve-host: ON
-""" % {"d": d, "port": port, "up": up.port, "crt": crt, "key": key})
+""" % {"d": d, "port": port, "up": up.port, "crt": crt, "key": key, "user": getpass.getuser()})
     return pb.Proc("h2o", ["h2o", "-c", d + "/h2o.conf"], port, pb.PROXY_CORE)
 
 
-def h2load(port, seconds, clients, streams, pid):
+def h2load(port, requests, clients, streams, pid):
     cpu0 = pb.cpu_seconds(pid)
-    argv = ["taskset", "-c", pb.LOAD_CORE, "h2load", "-c%d" % clients, "-m%d" % streams, "-D%d" % seconds,
+    argv = ["taskset", "-c", pb.LOAD_CORE, "h2load", "-c%d" % clients, "-m%d" % streams, "-n%d" % requests,
             "-t1", "https://localhost:%d/" % port, "--connect-to=127.0.0.1:%d" % port]
     out = subprocess.run(argv, capture_output=True, text=True).stdout
     cpu = pb.cpu_seconds(pid) - cpu0
@@ -111,7 +121,8 @@ def h2load(port, seconds, clients, streams, pid):
         raise RuntimeError("not HTTP/2: %s" % out[-600:])
     if failed or errored:
         raise RuntimeError("%d failed, %d errored: %s" % (failed, errored, out[-600:]))
-    secs = float(re.search(r"finished in ([\d.]+)s", out).group(1))
+    m = re.search(r"finished in ([\d.]+)(ms|s),", out)
+    secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
     return {"rps": ok / secs, "cpu_us": cpu * 1e6 / ok if ok else 0}
 
 
@@ -153,7 +164,7 @@ def idle_h2_memory(proc, n):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=100000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--only", default="px,nginx,haproxy,h2o")
@@ -171,12 +182,12 @@ def main():
     try:
         procs = {n: starters[n](up, crt, key) for n in names}
         for n in names:
-            h2load(procs[n].port, 1, 16, 10, procs[n].pid())  # warm up
+            h2load(procs[n].port, 10000, 16, 10, procs[n].pid())  # warm up
         for r in range(args.rounds):
             for n in names:
                 p, pid = procs[n], procs[n].pid()
-                res[n]["64x10"].append(h2load(p.port, args.seconds, 64, 10, pid))
-                res[n]["1x100"].append(h2load(p.port, args.seconds, 1, 100, pid))
+                res[n]["64x10"].append(h2load(p.port, args.requests, 64, 10, pid))
+                res[n]["1x100"].append(h2load(p.port, args.requests, 1, 100, pid))
                 print("round %d %-8s 64x10 %7.0f/s %5.2f us   1x100 %7.0f/s %5.2f us" % (
                     r + 1, n, res[n]["64x10"][-1]["rps"], res[n]["64x10"][-1]["cpu_us"], res[n]["1x100"][-1]["rps"],
                     res[n]["1x100"][-1]["cpu_us"]), flush=True)

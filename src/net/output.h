@@ -42,6 +42,11 @@ class Output {
     pieces_.clear();
     scratch_.clear();
   }
+  void swap(Output& o) {
+    pieces_.swap(o.pieces_);
+    scratch_.swap(o.scratch_);
+    std::swap(mark_, o.mark_);
+  }
   // For transports: the pieces and where each one's bytes are.
   size_t count() const { return pieces_.size(); }
   const char* data(size_t i) const { return pieces_[i].ptr ? pieces_[i].ptr : scratch_.data() + pieces_[i].off; }

@@ -36,6 +36,9 @@ H2Stream* stream_of(nghttp2_session* ng, int32_t id) {
 
 std::string_view sv(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
 
+H2Stream* new_stream();  // from the worker's pool (below)
+void free_stream(H2Stream* h);
+
 // ---- receiving ----
 
 int on_begin_frame(nghttp2_session* ng, const nghttp2_frame_hd* hd, void* user) {
@@ -65,7 +68,7 @@ int on_begin_headers(nghttp2_session* ng, const nghttp2_frame* frame, void* user
   H2Conn* c = conn_of(user);
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   Worker* w = c->worker();
-  auto* h = new H2Stream();
+  H2Stream* h = new_stream();
   h->conn = c;
   h->id = frame->hd.stream_id;
   Session* s = c->s_;
@@ -402,9 +405,48 @@ void put_field(H2Stream* h, std::string_view n, std::string_view v) {
 }
 
 void put_status(H2Stream* h, int status) {
-  char b[8];
-  int n = snprintf(b, sizeof b, "%03d", status);
-  put_field(h, ":status", std::string_view(b, static_cast<size_t>(n)));
+  char b[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
+               static_cast<char>('0' + status % 10)};
+  put_field(h, ":status", std::string_view(b, 3));
+}
+
+// Recycled streams, per worker thread: their buffers keep their capacity (a request does not allocate
+// them again). An idle connection holds none.
+struct StreamPool {
+  std::vector<H2Stream*> free;
+  std::vector<nghttp2_nv> nva;  // scratch for submitting a head
+  ~StreamPool() {
+    for (H2Stream* h : free) delete h;
+  }
+};
+thread_local StreamPool t_pool;
+constexpr size_t kPoolMax = 256;
+
+H2Stream* new_stream() {
+  if (t_pool.free.empty()) return new H2Stream();
+  H2Stream* h = t_pool.free.back();
+  t_pool.free.pop_back();
+  return h;
+}
+
+void free_stream(H2Stream* h) {
+  if (t_pool.free.size() >= kPoolMax || h->body.capacity() > 64 * 1024 || h->head.capacity() > 16 * 1024) {
+    delete h;
+    return;
+  }
+  std::string body, head, cookies;
+  std::vector<uint32_t> nv;
+  body.swap(h->body);
+  head.swap(h->head);
+  nv.swap(h->nv);
+  *h = H2Stream();  // every field as new ...
+  body.clear();
+  head.clear();
+  nv.clear();
+  h->body.swap(body);  // ... but the buffers
+  h->head.swap(head);
+  h->nv.swap(nv);
+  t_pool.free.push_back(h);
 }
 
 // Fields HTTP/2 never carries (RFC 9113 8.2.2), whatever their kind says.
@@ -490,6 +532,7 @@ void H2Conn::send() {
     return;
   }
   if (s_->closing) return;
+  if (!head_) net::Output().swap(out_);  // an idle connection keeps no buffer of its own
   bool want_write = nghttp2_session_want_write(ng_);
   if ((!nghttp2_session_want_read(ng_) && !want_write) || (dead_ && !want_write)) {
     if (dead_ && tr->congested()) {
@@ -532,13 +575,9 @@ void H2Conn::update_timeout() {
   } else if (!head_) {
     want = dead_ ? Timeout::none : Timeout::keepalive;
   } else {
-    for (H2Stream* h = head_; h; h = h->next) {
-      if (!h->head_done) {
-        want = Timeout::header;
-        break;
-      }
-      if ((h->st && !h->st->req_complete) || h->pending() > 0) want = Timeout::body;
-    }
+    // Streams are open: each client_header_timeout, on_timeout() looks for those the client holds up
+    // (a per-stream check there, so that nothing here walks the streams on every event).
+    want = Timeout::header;
   }
   if (want != s_->timeout) s_->set_timeout(want);
 }
@@ -568,13 +607,17 @@ void H2Conn::on_timeout(Timeout t) {
     send();
     return;
   }
-  uint64_t limit = t == Timeout::header ? w->cfg().client_header_timeout_ms : w->cfg().client_body_timeout_ms;
+  (void)t;
   uint64_t now = w->now();
   for (H2Stream* h = head_; h; h = h->next) {
     Stream* st = h->st;
-    if (!st || now - h->progress_ms < limit) continue;
+    if (!st) continue;
+    // A head has client_header_timeout to arrive; a body, or a response the client's window holds back,
+    // client_body_timeout between pieces. A stream waiting for its upstream is the upstream's timeout's.
+    uint64_t limit = h->head_done ? w->cfg().client_body_timeout_ms : w->cfg().client_header_timeout_ms;
+    if (now - h->progress_ms < limit) continue;
     bool waiting_client = !h->head_done || !st->req_complete || h->pending() > 0;
-    if (!waiting_client || (st->req_complete && h->pending() == 0)) continue;
+    if (!waiting_client) continue;
     refused(H2Refusal::timeout);
     if (h->head_done && !st->req_complete && !st->resp_head_sent && !h->submitted) {
       // The body did not arrive in time (slowloris over HTTP/2).
@@ -586,7 +629,8 @@ void H2Conn::on_timeout(Timeout t) {
       nghttp2_submit_rst_stream(ng_, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_CANCEL);
     }
   }
-  s_->set_timeout(t);  // look again after another period (streams that progressed meanwhile)
+  s_->set_timeout(Timeout::none);
+  update_timeout();  // look again after another period
   send();
 }
 
@@ -609,7 +653,7 @@ void H2Conn::close_streams() {
       h->st = nullptr;
       end_stream(st, true);
     }
-    delete h;
+    free_stream(h);
   }
 }
 
@@ -625,7 +669,7 @@ int H2Conn::stream_closed(nghttp2_session* ng, int32_t id, uint32_t, void* user)
     if (st->local && st->resp_complete && (st->req_complete || h->abandon)) whole = true;
     end_stream(st, !whole);
   }
-  delete h;
+  free_stream(h);
   return 0;
 }
 
@@ -714,8 +758,11 @@ void H2Stream::send_reply(Stream* s, int status, const Fields* fields, std::stri
     }
   if (!has_type && !b.empty()) put_field(this, "content-type", "text/plain; charset=utf-8");
   char len[24];
-  int n = snprintf(len, sizeof len, "%zu", b.size());
-  put_field(this, "content-length", std::string_view(len, static_cast<size_t>(n)));
+  size_t n = sizeof len;
+  size_t v = b.size();
+  do len[--n] = static_cast<char>('0' + v % 10);
+  while (v /= 10);
+  put_field(this, "content-length", std::string_view(len + n, sizeof len - n));
   has_body = !s->head_request && !b.empty() && status != 204 && status != 304;
   if (has_body) body.assign(b.data(), b.size());
   body_eof = true;
@@ -746,7 +793,8 @@ bool H2Stream::flush(Stream* s) {
   nghttp2_session* ng = conn->ng_;
   if (head_pending) {
     head_pending = false;
-    std::vector<nghttp2_nv> nva(nv.size() / 4);
+    std::vector<nghttp2_nv>& nva = t_pool.nva;
+    nva.resize(nv.size() / 4);
     for (size_t i = 0; i < nva.size(); i++) {
       nva[i].name = reinterpret_cast<uint8_t*>(head.data() + nv[i * 4]);
       nva[i].namelen = nv[i * 4 + 1];

@@ -224,7 +224,8 @@ class H2Test(unittest.TestCase):
                      routes=[route("h2", ["h2.test"], [cls.up], filters=[F("version"), F("headers", {
                          "request": {"set": {"X-From-Filter": "yes"}}, "response": {"set": {"X-Resp": "set"}}})]),
                              route("redir", ["redir.test"], [cls.up],
-                                   filters=[F("redirect", {"url": "https://elsewhere.test/", "status": 301, "preserve_path": False})]),
+                                   filters=[F("redirect", {"url": "https://elsewhere.test/", "status": 301,
+                                                           "preserve_path": False})]),
                              route("deny", ["deny.test"], [cls.up], filters=[F("version")], max_body_size=1000),
                              route("big", ["big.test"], [cls.up])])
         r = cls.px.store("put-cert", "h2", crt, key)
