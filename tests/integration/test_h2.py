@@ -28,7 +28,7 @@ import h2.events
 import h2.settings
 from hpack import Decoder, Encoder
 
-from pxtest import Pxd, Upstream, route, wait_for, DEADLINE
+from pxtest import Pxd, Upstream, free_port, route, wait_for, DEADLINE
 from test_tls import Certs
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -227,7 +227,17 @@ class H2Test(unittest.TestCase):
                                    filters=[F("redirect", {"url": "https://elsewhere.test/", "status": 301,
                                                            "preserve_path": False})]),
                              route("deny", ["deny.test"], [cls.up], filters=[F("version")], max_body_size=1000),
-                             route("big", ["big.test"], [cls.up])])
+                             route("big", ["big.test"], [cls.up]),
+                             route("staff", ["staff.test"], [cls.up], filters=[F("acl", {"list": "staff"})]),
+                             route("nobody", ["nobody.test"], [cls.up], filters=[F("acl", {"list": "nobody"})]),
+                             route("retry", ["retry.test"], ["http://127.0.0.1:%d" % free_port(), cls.up])])
+        hashed = subprocess.run(["openssl", "passwd", "-6", "wonderland"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        for acl in ({"name": "staff", "default": "deny", "realm": "Staff Only",
+                     "users": [{"username": "alice", "hash": hashed}]},
+                    {"name": "nobody", "default": "deny"}):
+            r = cls.px.store("put-acl", json.dumps(acl))
+            assert r.returncode == 0, r.stderr
         r = cls.px.store("put-cert", "h2", crt, key)
         assert r.returncode == 0, r.stderr
         cls.px.wait_applied(int(r.stdout.strip()))
@@ -327,6 +337,31 @@ class H2Test(unittest.TestCase):
         r = subprocess.run(["curl", "-s", "--http1.1", "-H", "Host: deny.test", "-D-", "-o/dev/null",
                             "http://127.0.0.1:%d/echo" % self.px.port], capture_output=True, text=True)
         self.assertIn("x-http-version: 1.1", r.stdout.lower())
+
+    def test_access_lists_and_basic_auth(self):
+        import base64
+        c = H2Client(self.tls, self.ctx)
+        st, hdrs, _ = c.response(c.request("/echo", host="nobody.test"))
+        self.assertEqual(st, 403)
+        st, hdrs, _ = c.response(c.request("/echo", host="staff.test"))
+        self.assertEqual(st, 401)
+        self.assertIn('realm="Staff Only"', hdrs["www-authenticate"])
+        good = "Basic " + base64.b64encode(b"alice:wonderland").decode()
+        bad = "Basic " + base64.b64encode(b"alice:nope").decode()
+        st, _, _ = c.response(c.request("/echo", host="staff.test", headers=[("authorization", bad)]))
+        self.assertEqual(st, 401)
+        st, _, body = c.response(c.request("/echo", host="staff.test", headers=[("authorization", good)]))
+        self.assertEqual(st, 200)
+        self.assertEqual(json.loads(body)["id"], "h2-up")
+        c.close()
+
+    def test_retries_on_another_peer(self):
+        c = H2Client(self.tls, self.ctx)
+        # One peer refuses connections: each request is retried on the other, whichever the balancer picks first.
+        for _ in range(4):
+            st, _, body = c.response(c.request("/echo", host="retry.test"))
+            self.assertEqual((st, json.loads(body)["id"]), (200, "h2-up"))
+        c.close()
 
     def test_cookies_joined_and_bodies_both_ways(self):
         c = H2Client(self.tls, self.ctx)
@@ -540,6 +575,49 @@ class H2DrainTest(unittest.TestCase):
         self.assertEqual(goaways[-1][0] & 0x7FFFFFFF, 1)
         self.assertTrue(r.closed())
         px.wait_exit()
+
+    def test_upgrade_under_h2load_loses_nothing(self):
+        from test_upgrade import alive, successor_pid
+        up = Upstream("h2-upgrade")
+        self.addCleanup(up.stop)
+        log = os.path.join(tempfile.mkdtemp(prefix="pxh2up-"), "access.log")
+        px = Pxd(workers=2, extra="listen 127.0.0.1:0 h2c\naccess_log %s\n" % log,
+                 routes=[route("h2", ["h2.test"], [up])])
+        self.addCleanup(px.stop)
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(h2c\)", px.log()).group(1))
+        out = {}
+
+        def load():
+            out["h2load"] = subprocess.run(["h2load", "-c8", "-m4", "-n3000", "-H", ":authority: h2.test",
+                                            "http://127.0.0.1:%d/echo" % port], capture_output=True, text=True,
+                                           timeout=120).stdout
+        t = threading.Thread(target=load)
+        t.start()
+        wait_for(lambda: json.load(urllib.request.urlopen(up.url + "/_open", timeout=DEADLINE))["open"] >= 1,
+                 what="the load to reach the upstream")
+        px.signal(signal.SIGUSR2)
+        new = wait_for(lambda: successor_pid(px.log()), what="the new pxd to start")
+        self.addCleanup(lambda: alive(new) and os.kill(new, signal.SIGINT))
+        self.assertEqual(px.wait_exit(timeout=DEADLINE), 0)
+        t.join()
+        # h2load opens no new connection after a GOAWAY: the requests it had not sent yet (nghttp2 refuses to
+        # start a stream once a GOAWAY came) are counted as failed without ever reaching pxd. Every request that
+        # reached pxd must have been answered: pxd's access log (both processes) has as many 200s as h2load
+        # counts successes, and nothing else.
+        m = re.search(r"requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded", out["h2load"])
+        self.assertIsNotNone(m, out["h2load"][-500:])
+        started, done, ok = (int(x) for x in m.groups())
+        self.assertGreater(ok, 0)
+        lines = wait_for(lambda: [json.loads(x) for x in open(log).read().splitlines()] if os.path.exists(log) else [],
+                         what="the access log")
+        self.assertEqual(sorted(set(x["status"] for x in lines)), [200])
+        self.assertEqual(len(lines), ok, out["h2load"][-800:])
+        self.assertLessEqual(started - ok, 8 * 4, "more failed than h2load had queued")
+        # The new pxd serves HTTP/2 on the same port.
+        r = subprocess.run(["h2load", "-c2", "-m4", "-n200", "-H", ":authority: h2.test",
+                            "http://127.0.0.1:%d/echo" % port],
+                           capture_output=True, text=True, timeout=120).stdout
+        self.assertIn("200 succeeded, 0 failed", r, r[-500:])
 
 
 if __name__ == "__main__":

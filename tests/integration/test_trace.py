@@ -5,6 +5,8 @@ forged, expired or replayed-elsewhere token gets an ordinary untraced answer,
 and the token never reaches the upstream."""
 import json
 import os
+import re
+import subprocess
 import tempfile
 import time
 import unittest
@@ -25,7 +27,8 @@ class TraceTest(unittest.TestCase):
                 f.write(src)
         cls.up = Upstream()
         cls.dead = "http://127.0.0.1:%d" % free_port()  # nothing listens: refused
-        cls.pxd = Pxd(workers=2, extra="filters_dir %s\n" % cls.dir)
+        cls.pxd = Pxd(workers=2, extra="filters_dir %s\nlisten 127.0.0.1:0 h2c\n" % cls.dir)
+        cls.h2c = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(h2c\)", cls.pxd.log()).group(1))
         cls.adm = Admind(data=cls.pxd.data, pxd_status=cls.pxd.status_file)
         for args in (["route", "add", "shop", "--host", "shop.test", "--upstream", cls.up.url,
                       "--filter", "tag", "--filter", "gate"],
@@ -114,6 +117,19 @@ class TraceTest(unittest.TestCase):
         # Taken once.
         self.assertEqual(self.adm.api("GET", "/v1/traces/" + tk["id"])[0], 404)
         self.assertEqual(self.adm.api("GET", "/v1/traces/..%2Fx")[0], 400)
+
+    def test_a_trace_over_http2(self):
+        st, _, tk = self.adm.api("POST", "/v1/traces", {})
+        self.assertEqual(st, 201)
+        r = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+                            "-w", "%{http_version} %{http_code}", "-H", "Host: shop.test", "-H", "X-Px-Trace: " + tk["token"],
+                            "http://127.0.0.1:%d/cart" % self.h2c], capture_output=True, text=True)
+        self.assertEqual(r.stdout, "2 200")
+        st, _, rec = wait_for(lambda: (lambda x: x if x[0] == 200 else None)(
+            self.adm.api("GET", "/v1/traces/" + tk["id"])), what="the record")
+        self.assertEqual(rec["id"], tk["id"])
+        self.assertIn("/cart", json.dumps(rec))
+        self.assertEqual(rec.get("route", {}).get("name", rec.get("route")), "shop", json.dumps(rec)[:600])
 
     def test_tracing_needs_admin_rights(self):
         # The TCP API without a token: 401, no token issued.
