@@ -201,7 +201,7 @@ void head_done(H2Conn* c, H2Stream* h, bool end_stream) {
   http::Head& r = st->req;
   if (!h->refuse) {
     if (r.method == http::Method::connect)
-      refuse(h, 501, "CONNECT is not supported");
+      refuse(h, 405, "CONNECT is not supported");
     else if (!h->authority && !h->host_len)
       refuse(h, 400, "no :authority or Host");
   }

@@ -253,6 +253,27 @@ void reply(Stream* st, int status, const Fields* fields, std::string_view body, 
   st->resp_complete = true;
 }
 
+bool stream_response_head(Stream* st, const http::Head& h) {
+  // Phase 5, response: filters may change the status and headers before the head leaves.
+  ResponseHead rh;
+  rh.status = h.status;
+  rh.from = &h;
+  if ((st->mask & (1 << lua::kResponse)) && h.status != 101) {
+    if (run_phase(st->w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, &h, h.status) ==
+        lua::Verdict::failed) {
+      st->filter_failed = true;
+      st->end_as(Termination::filter_error);
+      return false;
+    }
+    if (st->view.fs->new_status) rh.status = st->view.fs->new_status;
+    if (!st->view.fs->resp_edits.empty()) rh.edits = &st->view.fs->resp_edits;
+  }
+  st->down->send_head(st, rh);
+  st->resp_head_sent = true;
+  st->status = static_cast<uint16_t>(rh.status);
+  return true;
+}
+
 void end_stream(Stream* st, bool cut) {
   Worker* w = st->w;
   if (st->up) abort_upstream(st);

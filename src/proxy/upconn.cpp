@@ -244,30 +244,14 @@ int UpConn::on_head(http::Head& h) {
   }
   st->interim = false;
   if (h.status == 101 && !st->upgrade) return parser.set_error(502, "101 without an Upgrade request");
-  // Phase 5, response: filters may change the status and headers before the head leaves.
-  ResponseHead rh;
-  rh.status = h.status;
-  rh.from = &h;
-  if ((st->mask & (1 << lua::kResponse)) && h.status != 101) {
-    if (run_phase(w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, &h, h.status) ==
-        lua::Verdict::failed) {
-      st->filter_failed = true;
-      st->end_as(Termination::filter_error);
-      return parser.set_error(500, "a response filter failed");
-    }
-    if (st->view.fs->new_status) rh.status = st->view.fs->new_status;
-    if (!st->view.fs->resp_edits.empty()) rh.edits = &st->view.fs->resp_edits;
-  }
-  st->down->send_head(st, rh);
-  st->resp_head_sent = true;
-  st->status = static_cast<uint16_t>(rh.status);
+  if (!stream_response_head(st, h)) return parser.set_error(500, "a response filter failed");
   return st->head_request ? 1 : 0;
 }
 
 int UpConn::on_body(const char* data, size_t len) {
   Stream* st = stream;
   if (st->interim) return 0;
-  st->down->send_body(st, data, len);
+  stream_response_body(st, data, len);
   return 0;
 }
 
@@ -277,9 +261,11 @@ int UpConn::on_complete() {
     st->interim = false;
     return 0;  // keep parsing: the final response follows
   }
-  st->resp_complete = true;
-  if (st->status == 101) return 0;  // the parser stops with Parsed::upgrade
-  st->down->send_end(st);
+  if (st->status == 101) {
+    st->resp_complete = true;
+    return 0;  // the parser stops with Parsed::upgrade
+  }
+  stream_response_end(st);
   return kPause;
 }
 

@@ -345,6 +345,16 @@ void stream_body_end(Stream* st);  // the request is complete
 // the request body will not be read.
 void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body);
 void reply_text(Stream* st, int status, std::string_view text, bool drop_body);
+// The upstream's answer, relayed (the upstream side calls these; the stream runs the response phase and hands
+// the result to its Downstream). false: a response filter failed (the stream answers 500 if nothing left yet).
+bool stream_response_head(Stream* st, const http::Head& h);
+inline void stream_response_body(Stream* st, const char* data, size_t len) {  // by reference, until the flush
+  st->down->send_body(st, data, len);
+}
+inline void stream_response_end(Stream* st) {
+  st->resp_complete = true;
+  st->down->send_end(st);
+}
 // The one place a stream ends: its end record, the logging phase and the
 // observers, then the stream goes back to the pool. cut: its connection is closing.
 void end_stream(Stream* st, bool cut);
