@@ -10,6 +10,8 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "http/h1.h"
+#include "proxy/session.h"
+#include "proxy/stream.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 #include "tls/transport.h"

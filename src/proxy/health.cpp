@@ -7,6 +7,7 @@
 #include "http/h1.h"
 #include "http/parser.h"
 #include "net/uv_transport.h"
+#include "proxy/upconn.h"
 #include "proxy/worker.h"
 
 namespace px::proxy {

@@ -9,6 +9,8 @@
 #include "core/strings.h"
 #include "http/h1.h"
 #include "proxy/h2.h"
+#include "proxy/session.h"
+#include "proxy/stream.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 #include "tls/transport.h"

@@ -10,6 +10,8 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "proxy/metrics.h"
+#include "proxy/peer.h"
+#include "proxy/stream.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 

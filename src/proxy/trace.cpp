@@ -14,6 +14,8 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "proxy/peer.h"
+#include "proxy/stream.h"
 #include "proxy/worker.h"
 
 namespace px::proxy {

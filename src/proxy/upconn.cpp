@@ -2,10 +2,12 @@
 // timer, the request head and body framing, reading the response through the
 // HTTP/1 parser and handing it to the stream's Downstream, keep-alive reuse,
 // and tunnelling after a 101.
+#include "proxy/upconn.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "http/h1.h"
 #include "proxy/retry.h"
+#include "proxy/stream.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 #include "tls/transport.h"

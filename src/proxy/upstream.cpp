@@ -8,6 +8,8 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "proxy/retry.h"
+#include "proxy/stream.h"
+#include "proxy/upconn.h"
 #include "proxy/worker.h"
 #include "tls/transport.h"
 

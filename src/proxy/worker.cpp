@@ -1,4 +1,7 @@
 #include "proxy/worker.h"
+#include "proxy/session.h"
+#include "proxy/stream.h"
+#include "proxy/upconn.h"
 
 #include <malloc.h>
 #include <sys/socket.h>

@@ -6,6 +6,8 @@
 
 #include "net/memory_transport.h"
 #include "proxy/config.h"
+#include "proxy/session.h"
+#include "proxy/stream.h"
 #include "proxy/worker.h"
 #include "route/snapshot.h"
 

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "proxy/config.h"
+#include "proxy/session.h"
+#include "proxy/stream.h"
 #include "proxy/worker.h"
 #include "route/route.h"
 #include "route/snapshot.h"

@@ -1,0 +1,125 @@
+// px::proxy::Stream — one request/response exchange, knowing no wire format: its
+// Downstream (downstream.h) is the client side, the upstream side is upstream.h.
+// The functions below are the stream's life (stream.cpp): begin, body, px's own
+// answers, the relayed response, and end_stream(), the one place it ends.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "http/h1.h"
+#include "http/parser.h"
+#include "lua/engine.h"
+#include "net/cidr.h"
+#include "net/output.h"
+#include "proxy/downstream.h"
+#include "proxy/end_record.h"
+#include "proxy/trace.h"
+
+namespace px::route {
+struct Route;
+}
+
+namespace px::proxy {
+
+class Worker;
+struct SnapRef;
+struct PoolView;
+struct UpConn;
+struct PeerState;
+
+struct Stream {
+  Worker* w = nullptr;         // the worker whose pool holds this stream (set once)
+  Downstream* down = nullptr;  // the client side (downstream.h)
+  Stream* next_free = nullptr;
+  http::Parser parser;  // the request parser: lives with the stream, not the idle session
+  http::Head req;
+  http::Head resp;
+  net::Output out;           // towards the client: the downstream's buffer while the stream is its current one
+  std::string up_head;       // request head towards the upstream (kept for a retry)
+  std::string pending_body;  // request body that arrived before the upstream was ready
+  SnapRef* snap = nullptr;
+  const route::Route* route = nullptr;
+  PoolView* pool = nullptr;
+  UpConn* up = nullptr;
+  PeerState* peer = nullptr;
+  net::IpAddr client_ip;  // real client (behind trusted proxies)
+  uint64_t tried = 0;     // bitmask of peers tried
+  uint64_t body_received = 0;
+  uint64_t max_body = 0;
+  uint64_t start_ms = 0;
+  // Upstream timing, kept only while metrics are on (Worker::timing()): µs, -1 for none.
+  uint64_t up_sent_us = 0;                       // when the request head went to the upstream
+  int32_t connect_us = -1;                       // this stream's new upstream connection took this long (TLS included)
+  int32_t ttfb_us = -1;                          // request sent → the upstream's first byte
+  http::Framing req_body = http::Framing::none;  // none, a known length, or not known (chunked)
+  uint16_t status = 0;                           // status sent to the client
+  uint8_t attempts = 0;
+  uint8_t request_id_len = 0;  // X-Request-ID sent upstream (kept from a trusted proxy, or made here)
+  char request_id[64];
+  bool fresh_retry_used = false;  // the same peer was retried once on a new connection (retry.h)
+  bool req_complete = false;
+  bool resp_head_sent = false;
+  bool resp_complete = false;
+  bool local = false;  // answered by px itself, the request body is discarded
+  bool head_request = false;
+  bool body_bytes_sent = false;  // some request body byte went to the upstream
+  bool up_written = false;       // the request head went to the upstream
+  bool upgrade = false;          // request asked for an Upgrade
+  bool tunnel = false;           // 101 passed: bytes flow raw both ways
+  bool interim = false;          // current upstream message is a 1xx
+  std::string_view abs_path;     // path of an absolute-form target (into req.buf)
+  std::string_view host;         // Host (or the absolute-form authority), into req.buf
+  uint16_t mask = 0;             // filter phases of this stream's route
+  bool filter_failed = false;    // a response-phase filter failed: answer 500
+  bool term_set = false;
+  Termination term = Termination::ok;  // why it ended (the first cause recorded)
+  uint64_t bytes_in = 0;               // request bytes read from the client
+  uint64_t bytes_out = 0;              // bytes written to the client
+  uint32_t phase_us[lua::kPhases] = {};
+  lua::RequestView view;         // what filters see, and their state (only for routes with filters)
+  std::unique_ptr<Trace> trace;  // pxctl trace (trace.h): only for a request with a valid token
+  net::IpAddr peer_text_of;      // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
+  char peer_text[46];
+  uint8_t peer_text_len = 0;
+  void end_as(Termination t) {
+    if (!term_set) term = t, term_set = true;
+  }
+  void reset();
+};
+
+// ---- the stream (stream.cpp): one exchange, knowing no wire format ----
+
+// The request head arrived (the downstream filled st->req, req_body, head_request,
+// upgrade): the phases, routing, limits, and the upstream exchange.
+void stream_begin(Stream* st);
+// A piece of the request body. unwanted: px answered already (the downstream may
+// drop it); too_large: over the route's limit (413).
+enum class BodyTake : uint8_t { taken, unwanted, too_large };
+BodyTake stream_body(Stream* st, const char* data, size_t len);
+void stream_body_end(Stream* st);  // the request is complete
+// px's own answer (running the response phase first). drop_body: the rest of
+// the request body will not be read.
+void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body);
+void reply_text(Stream* st, int status, std::string_view text, bool drop_body);
+// The upstream's answer, relayed (the upstream side calls these; the stream runs the response phase and hands
+// the result to its Downstream). false: a response filter failed (the stream answers 500 if nothing left yet).
+bool stream_response_head(Stream* st, const http::Head& h);
+inline void stream_response_body(Stream* st, const char* data, size_t len) {  // by reference, until the flush
+  st->down->send_body(st, data, len);
+}
+inline void stream_response_end(Stream* st) {
+  st->resp_complete = true;
+  st->down->send_end(st);
+}
+// The one place a stream ends: its end record, the logging phase and the
+// observers, then the stream goes back to the pool. cut: its connection is closing.
+void end_stream(Stream* st, bool cut);
+
+// Runs one filter phase for a stream, timing it into the stream's end record.
+lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st, const http::Head* resp = nullptr,
+                       int status = 0);
+
+}  // namespace px::proxy
