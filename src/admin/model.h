@@ -40,7 +40,7 @@ struct AuditQuery {
 // A pxd's status file (pxd.conf status_file): its fields, and whether that pxd runs ("running").
 json pxd_status(const std::string& file);
 
-// pxctl trace (proxy/trace.h): a token for each running pxd (201), and a traced request's record (taken once).
+// pxctl trace (observe/trace.h): a token for each running pxd (201), and a traced request's record (taken once).
 Result create_trace(const std::vector<std::string>& pxd_status_files, const std::string& who);
 Result take_trace(const std::vector<std::string>& pxd_status_files, const std::string& id);
 // The dashboard's live traffic: each running pxd's px_requests_total summed by route (requests, 5xx), read from

@@ -1,4 +1,4 @@
-// pxctl trace, pxadmind's side (proxy/trace.h draws the whole path): tokens
+// pxctl trace, pxadmind's side (observe/trace.h draws the whole path): tokens
 // signed with each running pxd's trace key, and the records pxd wrote.
 #include <openssl/rand.h>
 #include <unistd.h>
@@ -13,7 +13,7 @@
 #include "admin/model.h"
 #include "core/log.h"
 #include "core/strings.h"
-#include "proxy/trace.h"
+#include "observe/trace.h"
 
 namespace px::admin {
 

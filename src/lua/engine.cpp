@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/log.h"
+#include "daemon/config.h"
 #include "lua/internal.h"
-#include "proxy/config.h"
 #include "route/snapshot.h"
 
 namespace px::lua {

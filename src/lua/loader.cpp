@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "core/log.h"
+#include "daemon/config.h"
 #include "lua/internal.h"
-#include "proxy/config.h"
 
 namespace px::lua {
 

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "core/log.h"
-#include "proxy/config.h"
-#include "proxy/server.h"
+#include "daemon/config.h"
+#include "daemon/server.h"
 
 static void usage(FILE* f) {
   std::fprintf(f,

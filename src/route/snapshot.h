@@ -18,8 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/config.h"
 #include "net/cidr.h"
-#include "proxy/config.h"
 #include "route/acl.h"
 #include "route/route.h"
 #include "route/stream.h"
@@ -40,7 +40,7 @@ struct PeerAddr {
   bool resolved = false;
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
-  mutable uint16_t metrics_slot = 0;  // pxd's metrics: this peer's slot (proxy/metrics.h)
+  mutable uint16_t metrics_slot = 0;  // pxd's metrics: this peer's slot (observe/metrics.h)
 };
 
 struct Pool {
@@ -60,7 +60,7 @@ struct Route {
   uint64_t read_timeout_ms = 0;
   uint64_t max_body_size = 0;  // 0 = unlimited
   size_t prefix_len = 0;       // bytes of spec.path that strip_path removes ("/" → 0)
-  // pxd's metrics label slot (proxy/metrics.h), set on the main thread before the snapshot is published.
+  // pxd's metrics label slot (observe/metrics.h), set on the main thread before the snapshot is published.
   mutable uint16_t metrics_slot = 0;
 };
 
@@ -74,7 +74,7 @@ struct L4Stream {
   uint64_t connect_timeout_ms = 0, idle_timeout_ms = 0;  // effective values
   uint32_t index = 0;
   bool passthrough = false;           // a passthrough route's (key ""): reached from a TLS listener by SNI
-  mutable uint16_t metrics_slot = 0;  // pxd's metrics label slot (proxy/metrics.h)
+  mutable uint16_t metrics_slot = 0;  // pxd's metrics label slot (observe/metrics.h)
   // Connections (TCP) or sessions (UDP) open now in every worker, for max_connections: pxd's main
   // thread keeps one counter per stream name across snapshots. The only state workers share, touched
   // once per connection, never per byte.

@@ -5,7 +5,7 @@
 #include <map>
 #include <string>
 
-#include "proxy/balancer.h"
+#include "upstream/balancer.h"
 
 using namespace px;
 using namespace px::proxy;
@@ -98,7 +98,7 @@ TEST_CASE("ip_hash: one client sticks to one peer, many clients spread, a down p
   CHECK(second >= 0);
 }
 
-#include "proxy/retry.h"
+#include "upstream/retry.h"
 
 TEST_CASE("retry policy: where a failed attempt may go next") {
   using px::proxy::Fail;

@@ -3,8 +3,8 @@
 #include <cctype>
 
 #include "core/strings.h"
+#include "daemon/config.h"
 #include "net/cidr.h"
-#include "proxy/config.h"
 
 using namespace px;
 

@@ -162,7 +162,7 @@ TEST_CASE("ip_hash ring spreads and is stable") {
 
 #include <arpa/inet.h>
 
-#include "proxy/l4.h"
+#include "l4/l4.h"
 
 TEST_CASE("PROXY protocol headers, v1 and v2, IPv4 and IPv6") {
   sockaddr_in s{}, d{};

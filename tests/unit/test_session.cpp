@@ -4,12 +4,12 @@
 
 #include <string>
 
+#include "conn/session.h"
+#include "daemon/config.h"
+#include "daemon/worker.h"
 #include "net/memory_transport.h"
-#include "proxy/config.h"
-#include "proxy/session.h"
-#include "proxy/stream.h"
-#include "proxy/worker.h"
 #include "route/snapshot.h"
+#include "stream/stream.h"
 
 using namespace px;
 

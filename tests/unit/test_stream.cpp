@@ -6,12 +6,12 @@
 #include <string>
 #include <vector>
 
-#include "proxy/config.h"
-#include "proxy/session.h"
-#include "proxy/stream.h"
-#include "proxy/worker.h"
+#include "conn/session.h"
+#include "daemon/config.h"
+#include "daemon/worker.h"
 #include "route/route.h"
 #include "route/snapshot.h"
+#include "stream/stream.h"
 
 using namespace px;
 

@@ -1,4 +1,4 @@
-#include "proxy/server.h"
+#include "daemon/server.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

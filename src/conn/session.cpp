@@ -5,15 +5,15 @@
 // hand-off, half-close, timeouts and closing.
 #include <cstring>
 
+#include "codec/h2.h"
+#include "conn/session.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "daemon/worker.h"
 #include "http/h1.h"
-#include "proxy/h2.h"
-#include "proxy/session.h"
-#include "proxy/stream.h"
-#include "proxy/upstream.h"
-#include "proxy/worker.h"
+#include "stream/stream.h"
 #include "tls/transport.h"
+#include "upstream/upstream.h"
 
 namespace px::proxy {
 

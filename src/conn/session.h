@@ -13,7 +13,7 @@
 #include "http/parser.h"
 #include "net/transport.h"
 #include "net/uv_transport.h"
-#include "proxy/downstream.h"
+#include "stream/downstream.h"
 #include "tls/client_hello.h"
 
 namespace px::proxy {

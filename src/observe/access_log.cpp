@@ -1,4 +1,4 @@
-#include "proxy/access_log.h"
+#include "observe/access_log.h"
 
 #include "lua/engine.h"
 

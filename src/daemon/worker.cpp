@@ -1,7 +1,7 @@
-#include "proxy/worker.h"
-#include "proxy/session.h"
-#include "proxy/stream.h"
-#include "proxy/upconn.h"
+#include "daemon/worker.h"
+#include "conn/session.h"
+#include "stream/stream.h"
+#include "upstream/upconn.h"
 
 #include <malloc.h>
 #include <sys/socket.h>
@@ -11,14 +11,14 @@
 #include <cstring>
 #include <ctime>
 
+#include "codec/h2.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "http/h1.h"
 #include "net/proxy_in.h"
-#include "proxy/balancer.h"
-#include "proxy/h2.h"
-#include "proxy/upstream.h"
 #include "tls/transport.h"
+#include "upstream/balancer.h"
+#include "upstream/upstream.h"
 
 #include <openssl/err.h>
 #include <openssl/rand.h>

@@ -1,20 +1,20 @@
 // The HTTP/2 server codec (h2.h): nghttp2's callbacks turned into streams,
 // and each stream's Downstream calls turned into frames.
-#include "proxy/h2.h"
+#include "codec/h2.h"
 
 #include <nghttp2/nghttp2.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "conn/session.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "daemon/worker.h"
 #include "http/h1.h"
-#include "proxy/session.h"
-#include "proxy/stream.h"
-#include "proxy/upstream.h"
-#include "proxy/worker.h"
+#include "stream/stream.h"
 #include "tls/transport.h"
+#include "upstream/upstream.h"
 
 namespace px::proxy {
 

@@ -4,11 +4,11 @@
 #include <uv.h>
 
 #include "core/log.h"
+#include "daemon/worker.h"
 #include "http/h1.h"
 #include "http/parser.h"
 #include "net/uv_transport.h"
-#include "proxy/upconn.h"
-#include "proxy/worker.h"
+#include "upstream/upconn.h"
 
 namespace px::proxy {
 

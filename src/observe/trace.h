@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "lua/engine.h"
-#include "proxy/end_record.h"
+#include "observe/end_record.h"
 
 namespace px::proxy {
 

@@ -1,4 +1,4 @@
-#include "proxy/trace.h"
+#include "observe/trace.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -14,9 +14,9 @@
 
 #include "core/log.h"
 #include "core/strings.h"
-#include "proxy/peer.h"
-#include "proxy/stream.h"
-#include "proxy/worker.h"
+#include "daemon/worker.h"
+#include "stream/stream.h"
+#include "upstream/peer.h"
 
 namespace px::proxy {
 

@@ -1,4 +1,4 @@
-#include "proxy/balancer.h"
+#include "upstream/balancer.h"
 
 #include <algorithm>
 

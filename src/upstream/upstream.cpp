@@ -1,17 +1,17 @@
 // The upstream side of a stream: choosing a peer, sending the request (and
 // retrying on another peer when that is safe, retry.h), relaying the request
 // body with backpressure, and tunnelling client bytes after a 101.
-#include "proxy/upstream.h"
+#include "upstream/upstream.h"
 
 #include <cstring>
 
 #include "core/log.h"
 #include "core/strings.h"
-#include "proxy/retry.h"
-#include "proxy/stream.h"
-#include "proxy/upconn.h"
-#include "proxy/worker.h"
+#include "daemon/worker.h"
+#include "stream/stream.h"
 #include "tls/transport.h"
+#include "upstream/retry.h"
+#include "upstream/upconn.h"
 
 namespace px::proxy {
 

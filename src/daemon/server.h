@@ -17,10 +17,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/config.h"
+#include "daemon/worker.h"
 #include "http/side_server.h"
-#include "proxy/access_log.h"
-#include "proxy/config.h"
-#include "proxy/worker.h"
+#include "observe/access_log.h"
 #include "route/route.h"
 #include "store/store.h"
 #include "tls/cert.h"

@@ -1,4 +1,4 @@
-#include "proxy/config.h"
+#include "daemon/config.h"
 
 #include <cstring>
 #include <fstream>
@@ -7,7 +7,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
-#include "proxy/access_log.h"
+#include "observe/access_log.h"
 
 namespace px {
 

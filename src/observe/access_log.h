@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "proxy/end_record.h"
+#include "observe/end_record.h"
 
 namespace px::proxy {
 

@@ -7,7 +7,7 @@
 // H2Stream: the same calls HTTP/1 answers, here turned into HEADERS and DATA
 // frames on that stream, with flow control per stream.
 //
-// What is refused, and how (each refusal counted by kind, proxy/metrics.h):
+// What is refused, and how (each refusal counted by kind, observe/metrics.h):
 //   - anything RFC 9113 calls malformed: the error code the RFC names (nghttp2
 //     checks frames, HPACK, pseudo-headers, connection-specific fields and
 //     content-length against DATA; px checks the target, the authority and
@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "net/output.h"
-#include "proxy/downstream.h"
+#include "stream/downstream.h"
 
 struct nghttp2_session;
 

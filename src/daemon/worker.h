@@ -33,22 +33,22 @@
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/config.h"
 #include "http/parser.h"
+#include "l4/l4.h"
 #include "lua/engine.h"
 #include "net/cidr.h"
 #include "net/epoll_transport.h"
-#include "proxy/access_log.h"
-#include "proxy/balancer.h"
-#include "proxy/config.h"
-#include "proxy/end_record.h"
-#include "proxy/l4.h"
-#include "proxy/metrics.h"
-#include "proxy/peer.h"
-#include "proxy/trace.h"
+#include "observe/access_log.h"
+#include "observe/end_record.h"
+#include "observe/metrics.h"
+#include "observe/trace.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
 #include "tls/context.h"
 #include "tls/transport.h"
+#include "upstream/balancer.h"
+#include "upstream/peer.h"
 
 namespace px::proxy {
 

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "lua/engine.h"
-#include "proxy/end_record.h"
+#include "observe/end_record.h"
 
 namespace px::proxy {
 

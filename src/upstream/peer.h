@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "proxy/l4.h"
+#include "l4/l4.h"
 #include "route/snapshot.h"
 
 namespace px::proxy {
@@ -42,7 +42,7 @@ struct PeerState {
   std::string hc_host;
   uv_timer_t* hc_timer = nullptr;
   HealthProbe* probe = nullptr;
-  uint16_t metrics_slot = 0;  // proxy/metrics.h
+  uint16_t metrics_slot = 0;  // observe/metrics.h
   bool usable(uint64_t now) const { return resolved && !hc_down && now >= down_until; }
 };
 

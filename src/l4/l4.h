@@ -21,7 +21,7 @@
 #include "net/cidr.h"
 #include "net/epoll_transport.h"
 #include "net/uv_transport.h"
-#include "proxy/end_record.h"
+#include "observe/end_record.h"
 #include "route/snapshot.h"
 
 namespace px::proxy {

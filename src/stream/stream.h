@@ -14,9 +14,9 @@
 #include "lua/engine.h"
 #include "net/cidr.h"
 #include "net/output.h"
-#include "proxy/downstream.h"
-#include "proxy/end_record.h"
-#include "proxy/trace.h"
+#include "observe/end_record.h"
+#include "observe/trace.h"
+#include "stream/downstream.h"
 
 namespace px::route {
 struct Route;

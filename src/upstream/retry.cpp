@@ -1,4 +1,4 @@
-#include "proxy/retry.h"
+#include "upstream/retry.h"
 
 namespace px::proxy {
 

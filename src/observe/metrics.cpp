@@ -1,4 +1,4 @@
-#include "proxy/metrics.h"
+#include "observe/metrics.h"
 
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
@@ -7,8 +7,8 @@
 #include <map>
 #include <sstream>
 
-#include "proxy/h2.h"
-#include "proxy/worker.h"
+#include "codec/h2.h"
+#include "daemon/worker.h"
 
 namespace px::proxy {
 

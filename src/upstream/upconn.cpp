@@ -2,15 +2,15 @@
 // timer, the request head and body framing, reading the response through the
 // HTTP/1 parser and handing it to the stream's Downstream, keep-alive reuse,
 // and tunnelling after a 101.
-#include "proxy/upconn.h"
+#include "upstream/upconn.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "daemon/worker.h"
 #include "http/h1.h"
-#include "proxy/retry.h"
-#include "proxy/stream.h"
-#include "proxy/upstream.h"
-#include "proxy/worker.h"
+#include "stream/stream.h"
 #include "tls/transport.h"
+#include "upstream/retry.h"
+#include "upstream/upstream.h"
 
 #include <openssl/x509.h>
 

@@ -9,11 +9,11 @@
 
 #include "core/log.h"
 #include "core/strings.h"
-#include "proxy/metrics.h"
-#include "proxy/peer.h"
-#include "proxy/stream.h"
-#include "proxy/upstream.h"
-#include "proxy/worker.h"
+#include "daemon/worker.h"
+#include "observe/metrics.h"
+#include "stream/stream.h"
+#include "upstream/peer.h"
+#include "upstream/upstream.h"
 
 namespace px::proxy {
 

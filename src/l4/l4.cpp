@@ -1,5 +1,5 @@
 // L4 streams: the TCP relay and UDP sessions (l4.h says what each piece is).
-#include "proxy/l4.h"
+#include "l4/l4.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -13,11 +13,11 @@
 #include <memory>
 
 #include "core/log.h"
+#include "daemon/worker.h"
 #include "net/proxy_in.h"
-#include "proxy/balancer.h"
-#include "proxy/worker.h"
 #include "tls/context.h"
 #include "tls/transport.h"
+#include "upstream/balancer.h"
 
 namespace px::proxy {
 

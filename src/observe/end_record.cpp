@@ -1,4 +1,4 @@
-#include "proxy/end_record.h"
+#include "observe/end_record.h"
 
 namespace px::proxy {
 
