@@ -70,7 +70,7 @@ struct Config {
   std::string tls_default_certificate;   // serves handshakes whose name matches no certificate
   bool tls_reject_unknown_name = false;  // ... or refuse them with unrecognized_name
   uint64_t tls_handshake_timeout_ms = 10000;
-  // HTTP/2 to clients (pxd.conf(5), HTTP/2).
+  // HTTP/2 to clients (pxd.conf(5): the h2_ directives).
   uint64_t h2_max_concurrent_streams = 128;  // advertised; more are refused (REFUSED_STREAM)
   uint64_t h2_max_requests = 1000;           // streams per connection, then GOAWAY
   uint64_t h2_max_continuations = 8;         // CONTINUATION frames after one HEADERS

@@ -229,9 +229,9 @@ std::string scrape(const ScrapeInputs& in) {
       for (auto* w : ws) n += w->by_protocol[p].get();
       counter(f, {{"protocol", kProtocols[p]}}, static_cast<double>(n));
     }
-    MetricFamily& h2 =
-        family("px_h2_refused_total", "HTTP/2 frames, streams and connections refused, by kind (pxd.conf(5), HTTP/2)",
-               MetricType::Counter);
+    MetricFamily& h2 = family("px_h2_refused_total",
+                              "HTTP/2 frames, streams and connections refused, by kind (pxd.conf(5): the h2_ limits)",
+                              MetricType::Counter);
     for (int k = 0; k < kH2Refusals; k++) {
       uint64_t n = 0;
       for (auto* w : ws) n += w->h2_refused[k].get();

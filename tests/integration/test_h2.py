@@ -230,7 +230,9 @@ class H2Test(unittest.TestCase):
                              route("big", ["big.test"], [cls.up]),
                              route("staff", ["staff.test"], [cls.up], filters=[F("acl", {"list": "staff"})]),
                              route("nobody", ["nobody.test"], [cls.up], filters=[F("acl", {"list": "nobody"})]),
-                             route("retry", ["retry.test"], ["http://127.0.0.1:%d" % free_port(), cls.up])])
+                             route("retry", ["retry.test"], ["http://127.0.0.1:%d" % free_port(), cls.up]),
+                             route("secure", ["secure.test"], [cls.up], filters=[F("force_tls", {
+                                 "hsts": {"max_age": 600}})])])
         hashed = subprocess.run(["openssl", "passwd", "-6", "wonderland"], capture_output=True, text=True,
                                 check=True).stdout.strip()
         for acl in ({"name": "staff", "default": "deny", "realm": "Staff Only",
@@ -353,6 +355,33 @@ class H2Test(unittest.TestCase):
         st, _, body = c.response(c.request("/echo", host="staff.test", headers=[("authorization", good)]))
         self.assertEqual(st, 200)
         self.assertEqual(json.loads(body)["id"], "h2-up")
+        c.close()
+
+    def test_expect_100_continue_and_force_tls(self):
+        r = Raw(self.tls, self.ctx)
+        # The body waits for the 100 that pxd sends once routing and the limits passed.
+        r.send(r.request(1, "/upload", method="POST", extra=[("expect", "100-continue"), ("content-length", "5")],
+                         end_stream=False))
+        f = r.until(lambda f: f[0] == HEADERS and f[2] == 1, "the interim answer")
+        self.assertEqual(r.fields[1][":status"], "100")
+        r.send(frame(DATA, END_STREAM, 1, b"hello"))
+        f = r.until(lambda f: f[0] == HEADERS and f[2] == 1, "the final answer")
+        self.assertEqual(r.fields[1][":status"], "200")
+        # Too large for the route: 413 at once, no 100 (the body is never sent).
+        r.send(r.request(3, "/upload", host="deny.test", method="POST",
+                         extra=[("expect", "100-continue"), ("content-length", "5000")], end_stream=False))
+        f = r.until(lambda f: f[0] == HEADERS and f[2] == 3, "the answer")
+        self.assertEqual(r.fields[3][":status"], "413")
+        r.close()
+        # force_tls on cleartext HTTP/2: a redirect to https; over TLS: served, with HSTS.
+        out = subprocess.run(["curl", "-si", "--http2-prior-knowledge", "-H", "Host: secure.test",
+                              "http://127.0.0.1:%d/x?y=1" % self.h2c], capture_output=True, text=True).stdout
+        self.assertRegex(out.split("\r\n")[0], r"^HTTP/2 30[18]")
+        self.assertIn("location: https://secure.test/x?y=1", out.lower())
+        c = H2Client(self.tls, self.ctx)
+        st, hdrs, _ = c.response(c.request("/echo", host="secure.test"))
+        self.assertEqual(st, 200)
+        self.assertEqual(hdrs["strict-transport-security"], "max-age=600")
         c.close()
 
     def test_retries_on_another_peer(self):
