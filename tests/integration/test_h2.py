@@ -384,6 +384,19 @@ class H2Test(unittest.TestCase):
         self.assertEqual(hdrs["strict-transport-security"], "max-age=600")
         c.close()
 
+    def test_head_204_304_and_statuses(self):
+        c = H2Client(self.tls, self.ctx)
+        st, hdrs, body = c.response(c.request("/download?bytes=5000", host="big.test", method="HEAD"))
+        self.assertEqual((st, hdrs.get("content-length"), body), (200, "5000", b""))
+        for code in (204, 304):
+            st, hdrs, body = c.response(c.request("/status?code=%d" % code))
+            self.assertEqual((st, body), (code, b""))
+            self.assertNotIn("content-length", hdrs)
+        for code in (404, 503):
+            st, _, body = c.response(c.request("/status?code=%d" % code))
+            self.assertEqual((st, json.loads(body)["id"]), (code, "h2-up"))
+        c.close()
+
     def test_retries_on_another_peer(self):
         c = H2Client(self.tls, self.ctx)
         # One peer refuses connections: each request is retried on the other, whichever the balancer picks first.
