@@ -617,7 +617,7 @@ void Worker::on_tick() {
     while (l.head && l.head->deadline <= t) {
       Session* s = l.head;
       timeout_unlink(s);
-      if (k == static_cast<int>(Timeout::body) && s->bp_paused) {
+      if (k == static_cast<int>(Timeout::body) && s->h1.bp_paused) {
         // The upstream is slow to take the body, not the client to send it.
         timeout_link(s, Timeout::body);
         continue;
@@ -746,7 +746,7 @@ void Worker::drain() {
   ka.duration = std::min<uint64_t>(ka.duration, kDrainIdleMs);
   std::vector<Session*> idle;
   for (Session* s = sessions_head_; s; s = s->next) {
-    s->close_after = true;
+    s->h1.close_after = true;
     if (s->h2)
       s->h2->shutdown();  // GOAWAY: streams in flight finish
     else if (s->idle())
