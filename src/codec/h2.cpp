@@ -575,7 +575,9 @@ void H2Conn::update_timeout() {
   } else if (s_->tr->congested()) {
     want = Timeout::body;  // the client does not read what it was sent (send timeout)
   } else if (!head_) {
-    want = dead_ ? Timeout::none : Timeout::keepalive;
+    // Idle: a connection that has not sent a request yet gets client_header_timeout, as on HTTP/1 (a
+    // client that opens connections and sends nothing holds them that long only); later, keepalive_timeout.
+    want = dead_ ? Timeout::none : requests_ == 0 ? Timeout::header : Timeout::keepalive;
   } else {
     // Streams are open: each client_header_timeout, on_timeout() looks for those the client holds up
     // (a per-stream check there, so that nothing here walks the streams on every event).

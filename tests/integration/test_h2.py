@@ -397,6 +397,14 @@ class H2Test(unittest.TestCase):
             self.assertEqual((st, json.loads(body)["id"]), (code, "h2-up"))
         c.close()
 
+    def test_a_connection_that_sends_no_request_is_closed(self):
+        # client_header_timeout (2 s here), as on HTTP/1; not keepalive_timeout (75 s).
+        r = Raw(self.tls, self.ctx)
+        g = r.goaway()
+        self.assertEqual(g, (0, "NO_ERROR"))
+        self.assertTrue(r.closed())
+        r.close()
+
     def test_retries_on_another_peer(self):
         c = H2Client(self.tls, self.ctx)
         # One peer refuses connections: each request is retried on the other, whichever the balancer picks first.
