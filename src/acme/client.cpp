@@ -26,6 +26,16 @@ std::string problem_summary(const json& p) {
   return s;
 }
 
+HttpRequest ca_request(std::string method, std::string url, std::string content_type, std::string body) {
+  HttpRequest r;
+  r.method = std::move(method);
+  r.url = std::move(url);
+  r.content_type = std::move(content_type);
+  r.body = std::move(body);
+  r.user_agent = "px-acme/" PX_VERSION;
+  return r;
+}
+
 namespace {
 
 // A CA answer that is not what was asked for: its problem document, or one of ours.
@@ -101,7 +111,7 @@ void Client::with_directory(std::function<void(std::string)> then) {
     then("");
     return;
   }
-  http_.fetch({"GET", dir_url_, "", ""}, [this, then](HttpResponse r) {
+  http_.fetch(ca_request("GET", dir_url_), [this, then](HttpResponse r) {
     json d = json::parse(r.body, nullptr, false);
     if (r.status != 200 || !d.is_object() || !d.contains("newNonce") || !d.contains("newAccount") ||
         !d.contains("newOrder")) {
@@ -119,7 +129,7 @@ void Client::with_nonce(std::function<void(std::string)> then) {
     then("");
     return;
   }
-  http_.fetch({"GET", dir_.value("newNonce", std::string()), "", ""}, [this, then](HttpResponse r) {
+  http_.fetch(ca_request("GET", dir_.value("newNonce", std::string())), [this, then](HttpResponse r) {
     nonce_ = r.header("replay-nonce");
     if (nonce_.empty())
       then(r.status == 0 ? "newNonce: " + r.error : "newNonce: HTTP " + std::to_string(r.status) + " without a nonce");
@@ -139,7 +149,7 @@ void Client::post(const std::string& url, const std::string& payload, bool use_j
     }
     std::string body = key_.sign(url, nonce_, use_jwk ? "" : kid_, payload);
     nonce_.clear();
-    http_.fetch({"POST", url, "application/jose+json", body}, [=, this](HttpResponse r) {
+    http_.fetch(ca_request("POST", url, "application/jose+json", body), [=, this](HttpResponse r) {
       std::string n = r.header("replay-nonce");
       if (!n.empty()) nonce_ = n;
       json j = json::parse(r.body, nullptr, false);
@@ -463,7 +473,7 @@ void Client::renewal_info(const std::string& cert_id, std::function<void(Renewal
     }
     std::string base = dir_["renewalInfo"].get<std::string>();
     if (!base.empty() && base.back() != '/') base.push_back('/');
-    http_.fetch({"GET", base + cert_id, "", ""}, [done](HttpResponse r) {
+    http_.fetch(ca_request("GET", base + cert_id), [done](HttpResponse r) {
       RenewalWindow w;
       json b = json::parse(r.body, nullptr, false);
       w.retry_after = retry_after_of(r);

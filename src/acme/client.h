@@ -15,10 +15,17 @@
 #include <string>
 #include <vector>
 
-#include "acme/http_client.h"
 #include "acme/jose.h"
+#include "http/client.h"
 
 namespace px::acme {
+
+// The ACME client speaks through px's HTTP/1 client (http/client.h).
+using HttpClient = http::Client;
+using HttpRequest = http::ClientRequest;
+using HttpResponse = http::ClientResponse;
+// A request to the CA (or an OCSP responder), as px's ACME client: "px-acme/VERSION".
+HttpRequest ca_request(std::string method, std::string url, std::string content_type = "", std::string body = "");
 
 using json = nlohmann::json;
 using Done = std::function<void(std::string error)>;  // "" = done

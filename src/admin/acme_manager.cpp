@@ -68,7 +68,7 @@ struct AcmeManager::Impl {
   uv_loop_t* loop;
   Admin& admin;
   AcmeOptions opt;
-  acme::HttpClient http;
+  http::Client http;
   acme::Client client;
   acme::Hooks hooks;
   uv_timer_t timer{};
@@ -208,8 +208,8 @@ struct AcmeManager::Impl {
       return false;
     }
     working = true;
-    http.fetch({"POST", url, "application/ocsp-request", der},
-               [this, name, serial, pem, key, url](acme::HttpResponse r) {
+    http.fetch(acme::ca_request("POST", url, "application/ocsp-request", der),
+               [this, name, serial, pem, key, url](http::ClientResponse r) {
                  tls::OcspStatus st;
                  std::string err;
                  int64_t t = now_s();

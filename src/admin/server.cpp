@@ -1,17 +1,13 @@
 #include "admin/server.h"
 
-#include <arpa/inet.h>
 #include <openssl/mem.h>
 #include <openssl/sha.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-#include <set>
 
 #include "admin/api.h"
 #include "admin/metrics.h"
@@ -19,10 +15,8 @@
 #include "core/log.h"
 #include "core/notify.h"
 #include "core/strings.h"
-#include "http/h1.h"
 #include "http/parser.h"
-#include "http/side_server.h"
-#include "net/uv_transport.h"
+#include "http/server.h"
 
 namespace px::admin {
 
@@ -30,92 +24,55 @@ namespace {
 
 constexpr size_t kMaxBody = 64 * 1024 * 1024;
 
+enum Listener { kUnix, kApi, kUi };
+
 struct Srv {
-  uv_loop_t* loop;
   AdminMetrics metrics;
   store::Store store;
   Admin* admin;
-  http::Limits limits;
-  uv_pipe_t unix_listener;
-  uv_tcp_t tcp_listener;
-  uv_tcp_t ui_listener;
-  bool has_tcp = false;
   std::string ui_dir;  // the dashboard's assets
-  std::set<struct Conn*> conns;
 };
 
-struct Conn final : http::Sink, net::TransportUser {
-  // A unix socket or a TCP connection (pxadmind is not on the request path: one more allocation is fine).
-  std::unique_ptr<net::Transport> owned;
-  net::Transport& t() { return *owned; }
+// One request, as the handler sees it, and the answer it makes.
+struct Ask {
   Srv* srv;
+  const http::Head& head;
+  const std::string& body;
+  bool too_big;
   bool is_unix;
-  bool ui = false;  // the dashboard's listener: its assets, and session cookies for the API
-  std::string ip;   // TCP: the client's address
-  std::string who;  // unix: "uid:N"
-  http::Parser parser;
-  http::Head head;
-  std::string body;
-  std::string leftover;
-  bool too_big = false;
-  bool closing = false;
+  bool ui;                 // the dashboard's listener: its assets, and session cookies for the API
+  const std::string& ip;   // TCP: the client's address
+  const std::string& who;  // unix: "uid:N"
   bool keep_alive = true;
-
-  void on_data(const char* data, size_t len) override;
-  void on_eof() override;
-  void on_error(int) override { on_eof(); }
-  void on_drained() override {}
-  void on_closed() override {
-    srv->conns.erase(this);
-    delete this;
-  }
-
-  int on_head(http::Head& hd) override {
-    if (hd.has_content_length && hd.content_length > kMaxBody) too_big = true;
-    return 0;
-  }
-  int on_body(const char* d, size_t n) override {
-    if (body.size() + n > kMaxBody) {
-      too_big = true;
-      return 0;
-    }
-    body.append(d, n);
-    return 0;
-  }
-  int on_complete() override { return kPause; }
+  http::Reply reply;
 };
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
 // What every dashboard answer carries: no script but its own, never framed, no referrer.
-void ui_fields(http::HeadWriter& w) {
-  w.field("Content-Security-Policy",
-          "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-          "form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
-  w.field("X-Content-Type-Options", "nosniff");
-  w.field("X-Frame-Options", "DENY");
-  w.field("Referrer-Policy", "no-referrer");
-}
+constexpr const char* kUiPolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-void send_raw(Conn* c, int status, std::string_view type, std::string_view body, const Fields& extra,
+void send_raw(Ask* c, int status, std::string_view type, std::string_view body, const Fields& extra,
               const char* cache = "no-store") {
-  net::Output o;
-  std::string& out = o.begin_scratch();
-  http::HeadWriter w(out);
-  w.status_line(status);
-  w.field("Server", "pxadmind");
-  w.field("Cache-Control", cache);
-  if (!type.empty()) w.field("Content-Type", type);
-  if (c->ui) ui_fields(w);
-  for (const auto& [k, v] : extra) w.field(k, v);
-  w.end_response(http::Framing::length, body.size(), false, !c->keep_alive, false);
-  if (status != 204 && status != 304 && c->head.method != http::Method::head) out += body;
-  o.end_scratch();
-  c->t().write(o);
+  http::Reply& r = c->reply;
+  r.status = status;
+  r.content_type = std::string(type);
+  r.cache_control = cache;
+  if (c->ui) {
+    r.fields = {{"Content-Security-Policy", kUiPolicy},
+                {"X-Content-Type-Options", "nosniff"},
+                {"X-Frame-Options", "DENY"},
+                {"Referrer-Policy", "no-referrer"}};
+  }
+  r.fields.insert(r.fields.end(), extra.begin(), extra.end());
+  r.body = std::string(body);
+  r.close = !c->keep_alive;
   c->srv->metrics.api_request(c->head.method_name(), status);
 }
 
-void send(Conn* c, int status, const json& body, uint64_t version, Fields extra = {}) {
+void send(Ask* c, int status, const json& body, uint64_t version, Fields extra = {}) {
   std::string text = body.is_null() ? std::string() : body.dump(2) + "\n";
   if (version) extra.emplace_back("ETag", "\"" + std::to_string(version) + "\"");
   send_raw(c, status, text.empty() ? "" : "application/json", text, extra);
@@ -123,7 +80,7 @@ void send(Conn* c, int status, const json& body, uint64_t version, Fields extra 
 
 // The dashboard's files: "/" and "/ui/" are its page; "/ui/NAME" one asset of the folder (one level,
 // plain names only). Revalidated each time (ETag), so an upgrade's assets show at once.
-void serve_asset(Conn* c, const std::string& target) {
+void serve_asset(Ask* c, const std::string& target) {
   std::string path = target.substr(0, target.find('?'));
   if (c->head.method != http::Method::get && c->head.method != http::Method::head) {
     send_raw(c, 405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, HEAD"}});
@@ -182,13 +139,7 @@ std::string cookie(std::string_view header, std::string_view name) {
   return "";
 }
 
-void close_conn(Conn* c) {
-  if (c->closing) return;
-  c->closing = true;
-  c->t().close();
-}
-
-void handle(Conn* c) {
+void handle(Ask* c) {
   const http::Head& hd = c->head;
   c->keep_alive = hd.keep_alive;
   Request req;
@@ -314,48 +265,6 @@ void handle(Conn* c) {
   send(c, r.status, r.body, r.version, std::move(extra));
 }
 
-void Conn::on_eof() { close_conn(this); }
-
-void Conn::on_data(const char* data, size_t n) {
-  Conn* c = this;
-  c->leftover.append(data, n);
-  while (!c->closing && !c->leftover.empty()) {
-    http::Parsed e = c->parser.execute(c->leftover.data(), c->leftover.size());
-    if (e == http::Parsed::paused) {
-      size_t used = static_cast<size_t>(c->parser.error_pos() - c->leftover.data());
-      c->leftover.erase(0, used);
-      handle(c);
-      c->body.clear();
-      c->too_big = false;
-      if (!c->keep_alive) {
-        // Close once the answer is out.
-        c->closing = true;
-        c->t().read_stop();
-        c->t().shutdown(true);
-        return;
-      }
-      c->parser.resume();
-      continue;
-    }
-    if (e != http::Parsed::ok) {
-      c->keep_alive = false;
-      send(c, c->parser.error_status(), Result::error(c->parser.error_status(), "", c->parser.error_reason()).body, 0);
-      c->closing = true;
-      c->t().read_stop();
-      c->t().shutdown(true);
-      return;
-    }
-    c->leftover.clear();
-    break;
-  }
-}
-
-void start_conn(Conn* c) {
-  c->parser.init(http::Kind::request, c, &c->srv->limits);
-  c->parser.attach(&c->head);
-  c->t().read_start();
-}
-
 // ADDRESS:PORT ([v6]:port) with a numeric address.
 bool parse_addr(const std::string& hostport, sockaddr_storage* ss) {
   size_t colon = hostport.rfind(':');
@@ -372,56 +281,27 @@ bool parse_addr(const std::string& hostport, sockaddr_storage* ss) {
 
 // A TCP listener for the API (bearer tokens), or for the dashboard (its pages, and the API with
 // session cookies too). 0, or the exit code with the reason logged.
-int listen_tcp(Srv* srv, uv_tcp_t* l, const std::string& addr, const char* option, const char* what) {
+int listen_tcp(http::Server& server, Listener tag, const std::string& addr, const char* option, const char* what) {
   sockaddr_storage ss{};
   if (!parse_addr(addr, &ss)) {
     PX_ERR("%s %s: expected a numeric ADDRESS:PORT", option, addr.c_str());
     return 2;
   }
-  uv_tcp_init(srv->loop, l);
-  l->data = srv;
-  int r = uv_tcp_bind(l, reinterpret_cast<sockaddr*>(&ss), 0);
-  if (r == 0)
-    r = uv_listen(reinterpret_cast<uv_stream_t*>(l), 128, [](uv_stream_t* ls, int st) {
-      if (st != 0) return;
-      Srv* s = static_cast<Srv*>(ls->data);
-      auto* c = new Conn();
-      c->srv = s;
-      c->is_unix = false;
-      c->ui = ls == reinterpret_cast<uv_stream_t*>(&s->ui_listener);
-      s->conns.insert(c);
-      auto* tcp = new net::UvTransport();
-      c->owned.reset(tcp);
-      tcp->init(s->loop);
-      tcp->set_user(c);
-      if (tcp->accept(ls) != 0) {
-        close_conn(c);
-        return;
-      }
-      c->ip = tcp->peer_ip().str();
-      start_conn(c);
-    });
-  if (r != 0) {
+  if (int r = server.listen_tcp(reinterpret_cast<sockaddr*>(&ss), tag)) {
     PX_ERR("%s %s: %s", option, addr.c_str(), uv_strerror(r));
     return 1;
   }
-  sockaddr_storage actual{};
-  int alen = sizeof actual;
-  uv_tcp_getsockname(l, reinterpret_cast<sockaddr*>(&actual), &alen);
   char ip[64];
-  int aport;
-  if (actual.ss_family == AF_INET6) {
-    uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&actual), ip, sizeof ip);
-    aport = ntohs(reinterpret_cast<sockaddr_in6*>(&actual)->sin6_port);
-  } else {
-    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&actual), ip, sizeof ip);
-    aport = ntohs(reinterpret_cast<sockaddr_in*>(&actual)->sin_port);
-  }
-  if (l == &srv->ui_listener)
-    PX_INFO("dashboard on http://%s:%d/ui/", actual.ss_family == AF_INET6 ? ("[" + std::string(ip) + "]").c_str() : ip,
-            aport);
+  bool v6 = ss.ss_family == AF_INET6;
+  if (v6)
+    uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
   else
-    PX_INFO("listening on tcp:%s:%d (%s)", ip, aport, what);
+    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
+  int port = server.port(tag);
+  if (tag == kUi)
+    PX_INFO("dashboard on http://%s:%d/ui/", v6 ? ("[" + std::string(ip) + "]").c_str() : ip, port);
+  else
+    PX_INFO("listening on tcp:%s:%d (%s)", ip, port, what);
   return 0;
 }
 
@@ -436,56 +316,50 @@ int run_server(const ServerOptions& opt) {
   }
   Admin admin(srv.store);
   srv.admin = &admin;
-  srv.limits.max_head = 64 * 1024;
-  srv.limits.max_headers = 100;
-  srv.limits.max_uri = 8 * 1024;
   g_pxd_status_files = opt.pxd_status_files;
   uv_loop_t loop;
   uv_loop_init(&loop);
-  srv.loop = &loop;
 
+  http::Server::Options so;
+  so.limits.max_head = 64 * 1024;
+  so.limits.max_headers = 100;
+  so.limits.max_uri = 8 * 1024;
+  so.max_body = kMaxBody;
+  so.name = "pxadmind";
+  so.refused = [&srv](int status, std::string_view reason) {
+    http::Reply r;
+    r.status = status;
+    r.content_type = "application/json";
+    r.body = Result::error(status, "", std::string(reason)).body.dump(2) + "\n";
+    srv.metrics.api_request("", status);
+    return r;
+  };
+  http::Server server(
+      &loop,
+      [&srv](const http::ServerRequest& rq) {
+        static const std::string kNone;
+        Ask c{&srv,
+              rq.head,
+              rq.body,
+              rq.body_too_large,
+              rq.unix_socket,
+              rq.listener == kUi,
+              rq.unix_socket ? kNone : rq.peer,
+              rq.unix_socket ? rq.peer : kNone};
+        handle(&c);
+        return std::move(c.reply);
+      },
+      so);
   // The unix socket: its directory is made if missing; a stale socket file is replaced.
   std::string dir = opt.socket_path.substr(0, opt.socket_path.rfind('/'));
   if (!dir.empty()) ::mkdir(dir.c_str(), 0755);
-  ::unlink(opt.socket_path.c_str());
-  uv_pipe_init(&loop, &srv.unix_listener, 0);
-  srv.unix_listener.data = &srv;
-  int r = uv_pipe_bind(&srv.unix_listener, opt.socket_path.c_str());
-  if (r == 0) r = ::chmod(opt.socket_path.c_str(), static_cast<mode_t>(opt.socket_mode)) == 0 ? 0 : -errno;
-  if (r == 0)
-    r = uv_listen(reinterpret_cast<uv_stream_t*>(&srv.unix_listener), 128, [](uv_stream_t* l, int st) {
-      if (st != 0) return;
-      Srv* s = static_cast<Srv*>(l->data);
-      auto* c = new Conn();
-      c->srv = s;
-      c->is_unix = true;
-      s->conns.insert(c);
-      auto* pipe = new net::UvPipeTransport();
-      c->owned.reset(pipe);
-      pipe->init(s->loop);
-      pipe->set_user(c);
-      if (pipe->accept(l) != 0) {
-        close_conn(c);
-        return;
-      }
-      uv_os_fd_t fd;
-      ucred cred{};
-      socklen_t len = sizeof cred;
-      if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe->stream()), &fd) == 0 &&
-          getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-        c->who = "uid:" + std::to_string(cred.uid);
-      else
-        c->who = "uid:?";
-      start_conn(c);
-    });
-  if (r != 0) {
-    PX_ERR("unix socket %s: %s", opt.socket_path.c_str(), r < -1000 ? strerror(-r) : uv_strerror(r));
+  if (int r = server.listen_unix(opt.socket_path, opt.socket_mode, kUnix)) {
+    PX_ERR("unix socket %s: %s", opt.socket_path.c_str(), uv_strerror(r));
     return 1;
   }
   PX_INFO("listening on unix:%s", opt.socket_path.c_str());
   if (!opt.tcp_listen.empty()) {
-    if (int e = listen_tcp(&srv, &srv.tcp_listener, opt.tcp_listen, "--listen", "bearer tokens required")) return e;
-    srv.has_tcp = true;
+    if (int e = listen_tcp(server, kApi, opt.tcp_listen, "--listen", "bearer tokens required")) return e;
   }
   UiAuth ui(admin, opt.ui);
   if (!opt.ui_listen.empty()) {
@@ -498,18 +372,19 @@ int run_server(const ServerOptions& opt) {
     fclose(f);
     g_ui = &ui;
     ui.start();
-    if (int e = listen_tcp(&srv, &srv.ui_listener, opt.ui_listen, "--ui", "the dashboard, at /ui/")) return e;
+    if (int e = listen_tcp(server, kUi, opt.ui_listen, "--ui", "the dashboard, at /ui/")) return e;
   }
-  std::unique_ptr<http::SideServer> metrics;
+  std::unique_ptr<http::Server> metrics;
   if (!opt.metrics_listen.empty()) {
     sockaddr_storage ss{};
     if (!parse_addr(opt.metrics_listen, &ss)) {
       PX_ERR("--metrics %s: expected a numeric ADDRESS:PORT", opt.metrics_listen.c_str());
       return 2;
     }
-    metrics = std::make_unique<http::SideServer>(
-        &loop, http::SideServer::metrics([&srv, &opt] { return srv.metrics.text(*srv.admin, opt.pxd_status_files); }));
-    if (int e = metrics->open_addr(reinterpret_cast<sockaddr*>(&ss))) {
+    metrics = std::make_unique<http::Server>(
+        &loop, http::metrics_handler([&srv, &opt] { return srv.metrics.text(*srv.admin, opt.pxd_status_files); }),
+        http::Server::Options{});
+    if (int e = metrics->listen_tcp(reinterpret_cast<sockaddr*>(&ss))) {
       PX_ERR("--metrics %s: %s", opt.metrics_listen.c_str(), uv_strerror(e));
       return 1;
     }
@@ -546,7 +421,7 @@ int run_server(const ServerOptions& opt) {
   acme_manager.stop();
   if (metrics) metrics->close();
   ::unlink(opt.socket_path.c_str());
-  for (Conn* c : std::set<Conn*>(srv.conns)) close_conn(c);
+  server.close();
   uv_walk(
       &loop,
       [](uv_handle_t* h, void*) {

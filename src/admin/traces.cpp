@@ -9,10 +9,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "acme/http_client.h"
 #include "admin/model.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "http/client.h"
 #include "observe/trace.h"
 
 namespace px::admin {
@@ -70,19 +70,13 @@ std::string fetch_metrics(std::string addr) {
   if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
   if (host == "0.0.0.0") host = "127.0.0.1";
   if (host == "::") host = "::1";
-  acme::HttpRequest rq;
+  http::ClientRequest rq;
   rq.url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port + "/metrics";
-  acme::HttpResponse resp;
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  {
-    acme::HttpClient client(&loop);
-    client.timeout_ms = 1000;
-    client.max_body = 64u << 20;
-    client.fetch(rq, [&](acme::HttpResponse r) { resp = std::move(r); });
-    uv_run(&loop, UV_RUN_DEFAULT);
-  }
-  uv_loop_close(&loop);
+  rq.user_agent = "pxadmind/" PX_VERSION;
+  http::ClientResponse resp = http::Client::fetch_now(std::move(rq), [](http::Client& c) {
+    c.timeout_ms = 1000;
+    c.max_body = 64u << 20;
+  });
   return resp.status == 200 ? std::move(resp.body) : "";
 }
 

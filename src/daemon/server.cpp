@@ -842,8 +842,9 @@ bool Server::start_metrics(std::string* error) {
   if (!parse_listen_addr(cfg_.metrics_listen, &la, error)) return false;
   int fd = make_listener(la, la.port, error);
   if (fd < 0) return false;
-  metrics_ = std::make_unique<http::SideServer>(&loop_, http::SideServer::metrics([this] { return metrics_text(); }));
-  if (int r = metrics_->open_fd(fd)) {
+  metrics_ = std::make_unique<http::Server>(&loop_, http::metrics_handler([this] { return metrics_text(); }),
+                                            http::Server::Options{});
+  if (int r = metrics_->listen_fd(fd)) {
     *error = uv_strerror(r);
     return false;
   }

@@ -19,7 +19,7 @@
 
 #include "daemon/config.h"
 #include "daemon/worker.h"
-#include "http/side_server.h"
+#include "http/server.h"
 #include "observe/access_log.h"
 #include "route/route.h"
 #include "store/store.h"
@@ -83,7 +83,7 @@ class Server {
   std::set<std::string> l4_keys_;                                                   // stream listeners open now
   std::vector<std::pair<std::string, int>> inherited_l4_;                           // from the pxd this one replaces
   std::unordered_map<std::string, std::shared_ptr<std::atomic<int64_t>>> l4_live_;  // by stream name
-  std::unique_ptr<http::SideServer> metrics_;
+  std::unique_ptr<http::Server> metrics_;
   uint64_t snapshot_time_ms_ = 0;      // uv_hrtime ms of the last install
   uv_process_t* successor_ = nullptr;  // the generation the service manager's STATUS last said
   uv_fs_event_t store_watch_;

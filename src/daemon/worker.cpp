@@ -784,8 +784,7 @@ void Worker::stop_everything() {
                [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
       p->hc_timer = nullptr;
     }
-    if (p->probe) probe_abandon(p->probe);
-    p->probe = nullptr;
+    probe_abandon(p);
   }
   {
     std::lock_guard<std::mutex> g(mu_);  // no post_*() wakes this loop from here on

@@ -58,8 +58,7 @@ struct Session;
 struct Stream;
 struct UpConn;
 struct HealthProbe;
-enum class Timeout : uint8_t;         // session.h
-void probe_abandon(HealthProbe* hp);  // the peer no longer wants this probe's result (health.cpp)
+enum class Timeout : uint8_t;  // session.h
 
 // A listening socket handed to a worker: which listen line it serves (listen_key()), and whether TLS.
 struct ListenFd {
@@ -208,6 +207,7 @@ class Worker {
   void drain();
   void stop_everything();
   void sync_health_checks();
+  void probe_abandon(PeerState* p);  // the peer no longer wants its probe's result (health.cpp)
   void on_tick();
   void publish_metrics(uint64_t now);
   void trim();
@@ -238,6 +238,7 @@ class Worker {
   char rid_prefix_[16] = {};
   uint64_t rid_counter_ = 0;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
+  std::unique_ptr<http::Client> probes_;  // HTTP health probes (health.cpp)
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;
   size_t free_stream_count_ = 0;

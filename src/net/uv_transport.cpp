@@ -135,6 +135,13 @@ int UvTransportT<uv_tcp_t>::connect(const sockaddr* addr) {
 }
 
 template <>
+void UvTransportT<uv_pipe_t>::connect_path(const char* path) {
+  auto* req = new uv_connect_t;
+  req->data = this;
+  uv_pipe_connect(req, &h_, path, Cb<uv_pipe_t>::on_connect);
+}
+
+template <>
 void UvTransportT<uv_tcp_t>::nodelay() {
   uv_tcp_nodelay(&h_, 1);
 }

@@ -23,9 +23,10 @@ class UvTransportT final : public Transport {
 
   void init(uv_loop_t* loop);
   int accept(uv_stream_t* server);
-  int connect(const sockaddr* addr);  // TCP: on_connected() or on_error() follows
-  void nodelay();                     // TCP
-  IpAddr peer_ip();                   // TCP: the peer's address
+  int connect(const sockaddr* addr);    // TCP: on_connected() or on_error() follows
+  void connect_path(const char* path);  // a unix socket: on_connected() or on_error() follows
+  void nodelay();                       // TCP
+  IpAddr peer_ip();                     // TCP: the peer's address
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&h_); }
   uv_loop_t* loop() { return h_.loop; }
 
@@ -56,6 +57,8 @@ template <>
 void UvTransportT<uv_pipe_t>::init(uv_loop_t* loop);
 template <>
 int UvTransportT<uv_tcp_t>::connect(const sockaddr* addr);
+template <>
+void UvTransportT<uv_pipe_t>::connect_path(const char* path);
 template <>
 void UvTransportT<uv_tcp_t>::nodelay();
 template <>

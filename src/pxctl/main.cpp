@@ -3,9 +3,6 @@
 // Exit codes: 0 done, 1 pxadmind failed (5xx) or unexpected answer, 2 usage,
 // 3 not found, 4 refused (invalid, conflict, stale version), 5 cannot reach
 // pxadmind, 6 not authorised.
-#include <netdb.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -21,10 +18,8 @@
 #include <sstream>
 #include <string>
 
-#include "acme/http_client.h"
 #include "core/strings.h"
-#include "http/h1.h"
-#include "http/parser.h"
+#include "http/client.h"
 #include "lua/engine.h"
 
 using json = nlohmann::json;
@@ -63,118 +58,55 @@ uint64_t duration_flag(const char* flag, const std::string& v, uint64_t bare_uni
   return ms;
 }
 
-struct Collect final : px::http::Sink {
-  px::http::Head head;
-  std::string body;
-  bool done = false;
-  int on_head(px::http::Head&) override { return 0; }
-  int on_body(const char* d, size_t n) override {
-    body.append(d, n);
-    return 0;
-  }
-  int on_complete() override {
-    done = true;
-    return kPause;
-  }
-};
-
-int connect_admin(std::string* where) {
+// One call to pxadmind's API, through px's HTTP/1 client: its unix socket, or --url.
+Reply call(const std::string& method, const std::string& path, const json* body = nullptr,
+           const std::string& if_match = "") {
+  px::http::ClientRequest rq;
+  rq.method = method;
+  std::string where;
   if (!g.url.empty()) {
     std::string u = g.url;
     if (u.rfind("http://", 0) != 0) die(2, "--url: expected http://HOST:PORT, got '" + u + "'");
-    u = u.substr(7);
-    if (!u.empty() && u.back() == '/') u.pop_back();
-    std::string host = u, port = "80";
-    size_t colon = u.rfind(':'), bracket = u.find(']');
-    if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
-      host = u.substr(0, colon);
-      port = u.substr(colon + 1);
-    }
-    if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
-    *where = g.url;
-    addrinfo hints{}, *res = nullptr;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) die(5, "cannot resolve " + host + ": " + gai_strerror(rc));
-    int fd = -1;
-    int err = 0;
-    for (addrinfo* a = res; a; a = a->ai_next) {
-      fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
-      err = errno;
-      if (fd >= 0) close(fd);
-      fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) die(5, "cannot reach pxadmind at " + g.url + ": " + std::strerror(err));
-    return fd;
+    while (!u.empty() && u.back() == '/') u.pop_back();
+    rq.url = u + path;
+    where = g.url;
+  } else {
+    if (g.socket.size() >= sizeof(sockaddr_un::sun_path)) die(2, "--socket: path too long");
+    rq.url = "http://pxadmind" + path;
+    rq.connect_to = "unix:" + g.socket;
+    where = g.socket;
   }
-  *where = g.socket;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (g.socket.size() >= sizeof sa.sun_path) die(2, "--socket: path too long");
-  std::strcpy(sa.sun_path, g.socket.c_str());
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    int e = errno;
-    if (e == ENOENT || e == ECONNREFUSED)
-      die(5, "pxadmind is not running at " + g.socket + " (" + std::strerror(e) +
+  rq.user_agent = "pxctl/" PX_VERSION;
+  if (!g.token.empty()) rq.headers.emplace_back("Authorization", "Bearer " + g.token);
+  if (!if_match.empty()) rq.headers.emplace_back("If-Match", "\"" + if_match + "\"");
+  if (body) {
+    rq.content_type = "application/json";
+    rq.body = body->dump();
+  }
+  px::http::ClientResponse resp = px::http::Client::fetch_now(std::move(rq), [](px::http::Client& c) {
+    c.timeout_ms = 600 * 1000;  // an import of a large configuration
+    c.max_body = 256u << 20;
+  });
+  if (resp.status == 0) {
+    int e = resp.sys_error;
+    if (g.url.empty() && (e == UV_ENOENT || e == UV_ECONNREFUSED))
+      die(5, "pxadmind is not running at " + g.socket + " (" + uv_strerror(e) +
                  "): start it with 'systemctl start pxadmind' or 'pxadmind --socket " + g.socket + "'");
-    if (e == EACCES)
+    if (g.url.empty() && e == UV_EACCES)
       die(5, "cannot connect to " + g.socket + ": permission denied (run as a member of the socket's group, or root)");
-    die(5, "cannot connect to " + g.socket + ": " + std::strerror(e));
+    if (e == UV_ECONNREFUSED || e == UV_ENOENT || e == UV_EACCES || e == UV_ETIMEDOUT || e == UV_ENETUNREACH ||
+        e == UV_EHOSTUNREACH || e == UV_EAI_NONAME || e == UV_EAI_AGAIN)
+      die(5, "cannot reach pxadmind at " + where + ": " + resp.error);
+    if (resp.error.find("invalid HTTP response") != std::string::npos)
+      die(1, "bad answer from pxadmind: " + resp.error);
+    die(e ? 5 : 1, "lost the connection to pxadmind at " + where + ": " + resp.error);
   }
-  return fd;
-}
-
-Reply call(const std::string& method, const std::string& path, const json* body = nullptr,
-           const std::string& if_match = "") {
-  std::string where;
-  int fd = connect_admin(&where);
-  std::string payload = body ? body->dump() : "";
-  std::string req;
-  px::http::HeadWriter w(req);
-  w.request_line(method, path, false);
-  w.field("Host", "pxadmind");
-  w.field("User-Agent", "pxctl");
-  w.field("Connection", "close");
-  if (!g.token.empty()) w.field("Authorization", "Bearer " + g.token);
-  if (!if_match.empty()) w.field("If-Match", "\"" + if_match + "\"");
-  if (body) w.field("Content-Type", "application/json");
-  w.end_request(body ? px::http::Framing::length : px::http::Framing::none, payload.size(), {});
-  req += payload;
-  size_t off = 0;
-  while (off < req.size()) {
-    ssize_t n = write(fd, req.data() + off, req.size() - off);
-    if (n <= 0) die(5, "lost the connection to pxadmind at " + where);
-    off += static_cast<size_t>(n);
-  }
-  Collect sink;
-  px::http::Limits limits;
-  limits.max_head = 64 * 1024;
-  px::http::Parser p;
-  p.init(px::http::Kind::response, &sink, &limits);
-  p.attach(&sink.head);
-  char buf[65536];
-  while (!sink.done) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0) die(5, "lost the connection to pxadmind at " + where);
-    if (n == 0) {
-      p.finish();
-      break;
-    }
-    px::http::Parsed e = p.execute(buf, static_cast<size_t>(n));
-    if (e != px::http::Parsed::ok && e != px::http::Parsed::paused)
-      die(1, "bad answer from pxadmind: " + std::string(p.error_reason()));
-  }
-  close(fd);
-  if (!sink.done) die(1, "pxadmind closed the connection without a whole answer");
   Reply r;
-  r.status = sink.head.status;
-  std::string_view et = sink.head.get("etag");
+  r.status = resp.status;
+  std::string et = resp.header("etag");
   if (et.size() >= 2 && et.front() == '"') et = et.substr(1, et.size() - 2);
-  r.etag = std::string(et);
-  if (!sink.body.empty()) r.body = json::parse(sink.body, nullptr, false);
+  r.etag = et;
+  if (!resp.body.empty()) r.body = json::parse(resp.body, nullptr, false);
   return r;
 }
 
@@ -1022,7 +954,7 @@ int main(int argc, char** argv) {
   trace->callback([&] {
     json empty = json::object();
     json tk = check(call("POST", "/v1/traces", &empty)).body;
-    px::acme::HttpRequest rq;
+    px::http::ClientRequest rq;
     rq.method = t_method;
     rq.url = t_url;
     rq.body = t_data;
@@ -1036,20 +968,14 @@ int main(int argc, char** argv) {
       rq.headers.emplace_back(h.substr(0, colon), v);
     }
     rq.headers.emplace_back(tk.value("header", "X-Px-Trace"), tk.value("token", ""));
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    px::acme::HttpResponse resp;
-    {
-      px::acme::HttpClient client(&loop);
-      client.timeout_ms = duration_flag("--timeout", t_timeout, 1000);
+    uint64_t timeout = duration_flag("--timeout", t_timeout, 1000);
+    px::http::ClientResponse resp = px::http::Client::fetch_now(std::move(rq), [&](px::http::Client& client) {
+      client.timeout_ms = timeout;
       client.max_body = 64 * 1024 * 1024;
       std::string err;
       if (!t_ca.empty() && !client.set_ca_file(t_ca, &err)) die(2, "--cacert: " + err);
       if (t_insecure) client.set_insecure();
-      client.fetch(rq, [&](px::acme::HttpResponse r) { resp = std::move(r); });
-      uv_run(&loop, UV_RUN_DEFAULT);
-    }
-    uv_loop_close(&loop);
+    });
     if (resp.status == 0) die(1, t_url + ": " + resp.error);
     // pxd writes the record as the stream ends, just after the last byte went out.
     std::string id = tk.value("id", "");

@@ -421,12 +421,6 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
     if (r.tls != "off")
       return c.fail("tls", "a passthrough route's upstream terminates TLS itself: px holds no certificate for it");
   }
-  bool any_tls = false;
-  for (const auto& u : r.upstreams) any_tls = any_tls || u.tls;
-  if (any_tls && r.health.enabled)
-    return c.fail("health_check",
-                  "active health checks of https:// upstreams are not supported yet (passive "
-                  "health still applies)");
   *out = std::move(r);
   return true;
 }

@@ -1,25 +1,24 @@
 // Active health checks: one probe at a time per peer that a route's pool
-// checks, on a timer; a probe is a GET over its own connection, through the
-// same transport and HTTP/1 codec as proxied requests.
+// checks, on a timer. An HTTP probe is a GET through px's HTTP/1 client
+// (http/client.h), with the peer's own TLS settings for https:// peers; an L4
+// stream's peer is probed by a TCP connect.
+#include <arpa/inet.h>
 #include <uv.h>
 
 #include "core/log.h"
 #include "daemon/worker.h"
-#include "http/h1.h"
-#include "http/parser.h"
+#include "http/client.h"
 #include "net/uv_transport.h"
 #include "upstream/upconn.h"
 
 namespace px::proxy {
 
-struct HealthProbe final : net::TransportUser, http::Sink {
+// An L4 peer's probe: accepting the connection is all it can show.
+struct HealthProbe final : net::TransportUser {
   net::UvTransport tcp;
   uv_timer_t timer;
   Worker* w = nullptr;
   PeerState* peer = nullptr;  // null once the peer stopped caring
-  http::Parser parser;
-  http::Head head;
-  http::Limits limits;
   int closes = 0;
   bool done = false;
 
@@ -36,41 +35,26 @@ struct HealthProbe final : net::TransportUser, http::Sink {
              [](uv_handle_t* h) { static_cast<HealthProbe*>(h->data)->on_closed(); });
   }
   // net::TransportUser
-  void on_connected() override {
-    if (done) return;
-    if (peer && peer->hc_tcp) return finish(true);  // an L4 stream's peer: accepting is all it can show
-    net::Output o;
-    http::write_probe_request(o, peer ? peer->hc.path : "/", peer ? peer->hc_host : "localhost");
-    tcp.write(o);
-    tcp.read_start();
-  }
-  void on_data(const char* data, size_t len) override {
-    if (done) return;
-    http::Parsed e = parser.execute(data, len);
-    if (e != http::Parsed::ok && e != http::Parsed::paused) finish(false);
-  }
-  void on_eof() override {
-    if (!done) finish(false);
-  }
-  void on_error(int) override {
-    if (!done) finish(false);
-  }
+  void on_connected() override { finish(true); }
+  void on_data(const char*, size_t) override {}
+  void on_eof() override { finish(false); }
+  void on_error(int) override { finish(false); }
   void on_drained() override {}
   void on_closed() override {
     if (--closes == 0) delete this;
   }
-  // http::Sink: the status line is all a probe needs.
-  int on_head(http::Head& h) override {
-    finish(h.status >= 200 && h.status < 400);
-    return -1;  // stop here: nothing more is read
-  }
-  int on_body(const char*, size_t) override { return 0; }
-  int on_complete() override { return kPause; }
 };
 
-void probe_abandon(HealthProbe* hp) {
-  hp->peer = nullptr;
-  hp->finish(false);
+void Worker::probe_abandon(PeerState* p) {
+  if (p->probe) {
+    p->probe->peer = nullptr;
+    p->probe->finish(false);
+    p->probe = nullptr;
+  }
+  if (p->hc_call) {
+    probes_->cancel(p->hc_call);
+    p->hc_call = nullptr;
+  }
 }
 
 // ---- active health checks ----
@@ -85,7 +69,9 @@ void Worker::sync_health_checks() {
       if (p->hc_enabled) continue;
       p->hc_enabled = true;
       p->hc = hc;
-      p->hc_host = pv.route->pool.peers[i].key;
+      const route::PeerAddr& a = pv.route->pool.peers[i];
+      bool v6 = a.host.find(':') != std::string::npos;
+      p->hc_host = (v6 ? "[" + a.host + "]" : a.host) + ":" + std::to_string(a.port);  // the probe's Host
     }
   }
   const auto& streams = current_->snap->streams();
@@ -120,31 +106,53 @@ void Worker::sync_health_checks() {
       p->hc_timer = nullptr;
       p->hc_down = false;
       p->hc_ok = p->hc_bad = 0;
-      if (p->probe) {
-        probe_abandon(p->probe);
-        p->probe = nullptr;
-      }
+      probe_abandon(p);
     }
   }
 }
 
 void Worker::health_probe(PeerState* p) {
-  if (p->probe || !p->resolved || stopping_) return;
-  auto* hp = new HealthProbe();
-  hp->w = this;
-  hp->peer = p;
-  p->probe = hp;
-  hp->limits.max_head = 64 * 1024;
-  hp->limits.max_headers = 256;
-  hp->parser.init(http::Kind::response, hp, &hp->limits);
-  hp->parser.attach(&hp->head);
-  hp->tcp.init(&loop_);
-  hp->tcp.set_user(hp);
-  uv_timer_init(&loop_, &hp->timer);
-  hp->timer.data = hp;
-  uv_timer_start(
-      &hp->timer, [](uv_timer_t* t) { static_cast<HealthProbe*>(t->data)->finish(false); }, p->hc.timeout_ms, 0);
-  if (hp->tcp.connect(reinterpret_cast<const sockaddr*>(&p->addr)) != 0) hp->finish(false);
+  if (p->probe || p->hc_call || !p->resolved || stopping_) return;
+  if (p->hc_tcp) {
+    auto* hp = new HealthProbe();
+    hp->w = this;
+    hp->peer = p;
+    p->probe = hp;
+    hp->tcp.init(&loop_);
+    hp->tcp.set_user(hp);
+    uv_timer_init(&loop_, &hp->timer);
+    hp->timer.data = hp;
+    uv_timer_start(
+        &hp->timer, [](uv_timer_t* t) { static_cast<HealthProbe*>(t->data)->finish(false); }, p->hc.timeout_ms, 0);
+    if (hp->tcp.connect(reinterpret_cast<const sockaddr*>(&p->addr)) != 0) hp->finish(false);
+    return;
+  }
+  SSL* ssl = nullptr;
+  if (p->tls && !(ssl = new_upstream_ssl(p))) {
+    health_result(p, false);  // no TLS context for this peer: logged there
+    return;
+  }
+  if (!probes_) probes_ = std::make_unique<http::Client>(&loop_);
+  http::ClientRequest rq;
+  rq.url = (p->tls ? "https://" : "http://") + p->hc_host + p->hc.path;
+  char ip[INET6_ADDRSTRLEN] = "";
+  if (p->addr.ss_family == AF_INET6) {
+    const auto* a6 = reinterpret_cast<const sockaddr_in6*>(&p->addr);
+    uv_ip6_name(a6, ip, sizeof ip);
+    rq.connect_to = "[" + std::string(ip) + "]:" + std::to_string(ntohs(a6->sin6_port));
+  } else {
+    const auto* a4 = reinterpret_cast<const sockaddr_in*>(&p->addr);
+    uv_ip4_name(a4, ip, sizeof ip);
+    rq.connect_to = std::string(ip) + ":" + std::to_string(ntohs(a4->sin_port));
+  }
+  rq.user_agent = "px-health-check";
+  rq.timeout_ms = p->hc.timeout_ms;
+  rq.ssl = ssl;
+  rq.head_only = true;  // the status line is all a probe needs
+  p->hc_call = probes_->fetch(std::move(rq), [this, p](http::ClientResponse r) {
+    p->hc_call = nullptr;
+    health_result(p, r.status >= 200 && r.status < 400);
+  });
 }
 
 void Worker::health_result(PeerState* p, bool ok) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "http/client.h"
 #include "l4/l4.h"
 #include "route/snapshot.h"
 
@@ -41,8 +42,9 @@ struct PeerState {
   route::HealthCheckSpec hc;
   std::string hc_host;
   uv_timer_t* hc_timer = nullptr;
-  HealthProbe* probe = nullptr;
-  uint16_t metrics_slot = 0;  // observe/metrics.h
+  HealthProbe* probe = nullptr;           // an L4 peer's probe in flight
+  http::Client::Call* hc_call = nullptr;  // an HTTP probe in flight (the worker's client runs it)
+  uint16_t metrics_slot = 0;              // observe/metrics.h
   bool usable(uint64_t now) const { return resolved && !hc_down && now >= down_until; }
 };
 

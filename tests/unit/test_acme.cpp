@@ -14,10 +14,12 @@
 #include <string>
 
 #include "acme/dns.h"
-#include "acme/http_client.h"
 #include "acme/jose.h"
+#include "http/client.h"
 
 using namespace px::acme;
+using px::http::split_url;
+using HttpResponse = px::http::ClientResponse;
 using json = nlohmann::json;
 
 TEST_CASE("acme: base64url") {

@@ -1,4 +1,4 @@
-#include "acme/http_client.h"
+#include "http/client.h"
 
 #include <openssl/x509.h>
 
@@ -8,18 +8,19 @@
 #include "core/strings.h"
 #include "http/h1.h"
 #include "http/parser.h"
+#include "net/cidr.h"
 #include "net/uv_transport.h"
 #include "tls/transport.h"
 
-namespace px::acme {
+namespace px::http {
 
-std::string HttpResponse::header(std::string_view name) const {
+std::string ClientResponse::header(std::string_view name) const {
   for (const auto& [n, v] : headers)
     if (n == name) return v;
   return "";
 }
 
-std::vector<std::string> HttpResponse::links(std::string_view rel) const {
+std::vector<std::string> ClientResponse::links(std::string_view rel) const {
   std::vector<std::string> out;
   for (const auto& [n, v] : headers) {
     if (n != "link") continue;
@@ -88,34 +89,42 @@ bool split_url(std::string_view url, bool* tls, std::string* host, uint16_t* por
   return true;
 }
 
-struct HttpClient::Call final : net::TransportUser, http::Sink {
-  HttpClient* client;
-  HttpRequest req;
-  std::function<void(HttpResponse)> done;
-  HttpResponse resp;
+struct Client::Call final : net::TransportUser, Sink {
+  Client* client;
+  ClientRequest req;
+  Done done;
+  ClientResponse resp;
   bool tls = false;
   std::string host, target;
   uint16_t port = 0;
   uv_getaddrinfo_t gai{};
   uv_timer_t timer{};
   net::UvTransport tcp;
+  std::unique_ptr<net::UvPipeTransport> pipe;  // connect_to "unix:PATH"
   std::unique_ptr<tls::TlsTransport> wrap;
-  http::Parser parser;
-  http::Head head;
-  http::Limits limits;
+  Parser parser;
+  Head head;
+  Limits limits;
   bool finished = false;
   bool resolving = false;
-  bool tcp_open = false;
+  bool open = false;  // a transport was initialised: it must be closed
   int closes = 0;
-  std::function<void(HttpResponse)> pending_cb;
-  HttpResponse pending;
+  Done pending_cb;
+  ClientResponse pending;
 
-  net::Transport& t() { return wrap ? static_cast<net::Transport&>(*wrap) : tcp; }
-  std::string where() const { return host + ":" + std::to_string(port); }
+  net::Transport& t() {
+    if (wrap) return *wrap;
+    if (pipe) return *pipe;
+    return tcp;
+  }
+  std::string where() const {
+    return req.connect_to.starts_with("unix:") ? req.connect_to.substr(5) : host + ":" + std::to_string(port);
+  }
 
-  void fail(std::string why) {
-    resp = HttpResponse();
+  void fail(std::string why, int sys = 0) {
+    resp = ClientResponse();
     resp.error = std::move(why);
+    resp.sys_error = sys;
     finish();
   }
   // Delivers the answer (later, from the loop) and releases everything.
@@ -123,14 +132,14 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
     if (finished) return;
     finished = true;
     client->calls_.erase(this);
-    auto cb = std::move(done);
-    HttpResponse r = std::move(resp);
+    if (req.ssl && !wrap) SSL_free(req.ssl);  // never handed to a TLS layer
+    req.ssl = nullptr;
     uv_timer_stop(&timer);
-    closes = 1 + (tcp_open ? 1 : 0);
-    if (tcp_open) t().close();
+    closes = 1 + (open ? 1 : 0);
+    if (open) t().close();
     // The timer's close callback runs on a later loop turn: the answer goes from there.
-    pending_cb = std::move(cb);
-    pending = std::move(r);
+    pending_cb = std::move(done);
+    pending = std::move(resp);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer), [](uv_handle_t* h) {
       Call* c = static_cast<Call*>(h->data);
       if (c->pending_cb) c->pending_cb(std::move(c->pending));
@@ -150,20 +159,30 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
       return;
     }
     if (status != 0 || !res) {
-      fail("resolve " + host + ": " + uv_strerror(status));
+      fail("resolve " + host + ": " + uv_strerror(status), status);
       return;
     }
-    tcp.init(client->loop_);
-    tcp.set_user(this);
-    tcp_open = true;
-    if (tls) {
-      SSL* ssl = SSL_new(client->ctx_.get());
+    connect(res->ai_addr);
+    uv_freeaddrinfo(res);
+  }
+
+  // TLS over the connection, for https URLs: the caller's SSL, or one from the client's CAs.
+  bool start_tls() {
+    SSL* ssl = req.ssl;
+    req.ssl = nullptr;
+    if (!ssl) {
+      if (!client->ctx_) {
+        std::string err;
+        if (!client->set_ca_file("", &err)) {
+          fail(err);
+          return false;
+        }
+      }
+      ssl = SSL_new(client->ctx_.get());
       SSL_set_connect_state(ssl);
-      sockaddr_storage tmp;
-      bool is_ip = uv_ip4_addr(host.c_str(), 0, reinterpret_cast<sockaddr_in*>(&tmp)) == 0 ||
-                   uv_ip6_addr(host.c_str(), 0, reinterpret_cast<sockaddr_in6*>(&tmp)) == 0;
+      net::IpAddr ip;
       X509_VERIFY_PARAM* vp = SSL_get0_param(ssl);
-      if (is_ip) {
+      if (net::IpAddr::parse(host, &ip)) {
         X509_VERIFY_PARAM_set1_ip_asc(vp, host.c_str());
       } else {
         SSL_set_tlsext_host_name(ssl, host.c_str());
@@ -172,12 +191,28 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
       if (client->insecure_) SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
       static const uint8_t kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
       SSL_set_alpn_protos(ssl, kAlpn, sizeof kAlpn);
-      wrap.reset(new tls::TlsTransport(ssl, &tcp));
-      wrap->set_user(this);
     }
-    int r = tcp.connect(res->ai_addr);
-    uv_freeaddrinfo(res);
-    if (r != 0) fail("connect to " + where() + ": " + uv_strerror(r));
+    wrap.reset(new tls::TlsTransport(ssl, pipe ? static_cast<net::Transport*>(pipe.get()) : &tcp));
+    wrap->set_user(this);
+    return true;
+  }
+
+  void connect(const sockaddr* addr) {
+    tcp.init(client->loop_);
+    tcp.set_user(this);
+    open = true;
+    if (tls && !start_tls()) return;
+    int r = tcp.connect(addr);
+    if (r != 0) fail("connect to " + where() + ": " + uv_strerror(r), r);
+  }
+
+  void connect_unix(const std::string& path) {
+    pipe = std::make_unique<net::UvPipeTransport>();
+    pipe->init(client->loop_);
+    pipe->set_user(this);
+    open = true;
+    if (tls && !start_tls()) return;
+    pipe->connect_path(path.c_str());
   }
 
   // net::TransportUser
@@ -185,18 +220,18 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
     if (finished) return;
     net::Output o;
     std::string& out = o.begin_scratch();
-    http::HeadWriter w(out);
+    HeadWriter w(out);
     w.request_line(req.method, target, false);
     bool default_port = port == (tls ? 443 : 80);
     bool v6 = host.find(':') != std::string::npos;
     w.field("Host", (v6 ? "[" + host + "]" : host) + (default_port ? "" : ":" + std::to_string(port)));
     w.field("User-Agent", req.user_agent);
-    w.field("Accept", "*/*");
+    if (!req.head_only) w.field("Accept", "*/*");
     w.field("Connection", "close");
     if (!req.content_type.empty()) w.field("Content-Type", req.content_type);
     for (const auto& [n, v] : req.headers) w.field(n, v);
-    bool body = !req.body.empty() || req.method == "POST" || req.method == "PUT";
-    w.end_request(body ? http::Framing::length : http::Framing::none, req.body.size(), "");
+    bool body = !req.body.empty() || req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
+    w.end_request(body ? Framing::length : Framing::none, req.body.size(), "");
     out += req.body;
     o.end_scratch();
     t().write(o);
@@ -204,14 +239,14 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
   }
   void on_data(const char* data, size_t len) override {
     if (finished) return;
-    http::Parsed e = parser.execute(data, len);
+    Parsed e = parser.execute(data, len);
     if (finished) return;
-    if (e != http::Parsed::ok && e != http::Parsed::paused)
+    if (e != Parsed::ok && e != Parsed::paused)
       fail(where() + ": invalid HTTP response (" + parser.error_reason() + ")");
   }
   void on_eof() override {
     if (finished) return;
-    if (parser.needs_eof() && parser.finish() == http::Parsed::paused) return;
+    if (parser.needs_eof() && parser.finish() == Parsed::paused) return;
     if (!finished) fail(where() + ": the connection closed before the response was complete");
   }
   void on_error(int err) override {
@@ -223,18 +258,22 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
                            : std::string(wrap->failure())));
       return;
     }
-    fail((resp.status ? "read from " : "connect to ") + where() + ": " + uv_strerror(err));
+    fail((resp.status ? "read from " : "connect to ") + where() + ": " + uv_strerror(err), err);
   }
   void on_drained() override {}
   void on_closed() override { released(); }
 
-  // http::Sink
-  int on_head(http::Head& h) override {
+  // Sink (the response parser)
+  int on_head(Head& h) override {
     resp.status = h.status;
     for (size_t i = 0; i < h.headers.size(); i++) {
       std::string n(h.name(i));
       for (char& c : n) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
       resp.headers.emplace_back(std::move(n), std::string(h.value(i)));
+    }
+    if (req.head_only && h.status >= 200) {
+      finish();
+      return kPause;  // nothing more is read
     }
     return 0;
   }
@@ -254,16 +293,19 @@ struct HttpClient::Call final : net::TransportUser, http::Sink {
   }
 };
 
-HttpClient::~HttpClient() { cancel_all(); }
+Client::~Client() { cancel_all(); }
 
-void HttpClient::cancel_all() {
-  for (Call* c : std::set<Call*>(calls_)) {
-    c->done = nullptr;
-    c->finish();
-  }
+void Client::cancel(Call* c) {
+  if (!calls_.count(c)) return;
+  c->done = nullptr;
+  c->finish();
 }
 
-bool HttpClient::set_ca_file(const std::string& ca_file, std::string* error) {
+void Client::cancel_all() {
+  for (Call* c : std::set<Call*>(calls_)) cancel(c);
+}
+
+bool Client::set_ca_file(const std::string& ca_file, std::string* error) {
   bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   const char* bundle = ca_file.empty() ? "/etc/ssl/certs/ca-certificates.crt" : ca_file.c_str();
@@ -276,46 +318,55 @@ bool HttpClient::set_ca_file(const std::string& ca_file, std::string* error) {
   return true;
 }
 
-void HttpClient::fetch(HttpRequest req, std::function<void(HttpResponse)> done) {
+Client::Call* Client::fetch(ClientRequest req, Done done) {
   auto* c = new Call();
   c->client = this;
   c->req = std::move(req);
   c->done = std::move(done);
   calls_.insert(c);
   c->limits.max_head = 64 * 1024;
-  c->limits.max_headers = 200;
-  c->parser.init(http::Kind::response, c, &c->limits);
+  c->limits.max_headers = 256;
+  c->parser.init(Kind::response, c, &c->limits);
   c->parser.attach(&c->head);
   uv_timer_init(loop_, &c->timer);
   c->timer.data = c;
   if (!split_url(c->req.url, &c->tls, &c->host, &c->port, &c->target)) {
     c->fail("'" + c->req.url + "' is not an http or https URL");
-    return;
-  }
-  if (c->tls && !ctx_) {
-    std::string err;
-    if (!set_ca_file("", &err)) {
-      c->fail(err);
-      return;
-    }
+    return c;
   }
   uv_timer_start(
       &c->timer,
       [](uv_timer_t* t) {
         Call* c = static_cast<Call*>(t->data);
-        c->fail(c->where() + ": no answer within " + std::to_string(c->client->timeout_ms / 1000) + " s");
+        uint64_t ms = c->req.timeout_ms ? c->req.timeout_ms : c->client->timeout_ms;
+        c->fail(c->where() + ": no answer within " +
+                    (ms % 1000 ? std::to_string(ms) + " ms" : std::to_string(ms / 1000) + " s"),
+                UV_ETIMEDOUT);
       },
-      timeout_ms, 0);
+      c->req.timeout_ms ? c->req.timeout_ms : timeout_ms, 0);
+  if (c->req.connect_to.starts_with("unix:")) {
+    c->connect_unix(c->req.connect_to.substr(5));
+    return c;
+  }
   std::string dial_host = c->host, dial_port = std::to_string(c->port);
   if (!c->req.connect_to.empty()) {
     size_t colon = c->req.connect_to.rfind(':');
     if (colon == std::string::npos) {
       c->fail("connect to '" + c->req.connect_to + "': expected ADDRESS:PORT");
-      return;
+      return c;
     }
     dial_host = c->req.connect_to.substr(0, colon);
     if (!dial_host.empty() && dial_host.front() == '[') dial_host = dial_host.substr(1, dial_host.size() - 2);
     dial_port = c->req.connect_to.substr(colon + 1);
+  }
+  // A numeric address needs no resolver (health probes dial their peer's address on every check).
+  uint64_t port_num;
+  sockaddr_storage ss{};
+  if (parse_u64(dial_port, &port_num) && port_num > 0 && port_num <= 65535 &&
+      (uv_ip4_addr(dial_host.c_str(), static_cast<int>(port_num), reinterpret_cast<sockaddr_in*>(&ss)) == 0 ||
+       uv_ip6_addr(dial_host.c_str(), static_cast<int>(port_num), reinterpret_cast<sockaddr_in6*>(&ss)) == 0)) {
+    c->connect(reinterpret_cast<sockaddr*>(&ss));
+    return c;
   }
   c->gai.data = c;
   addrinfo hints{};
@@ -328,8 +379,24 @@ void HttpClient::fetch(HttpRequest req, std::function<void(HttpResponse)> done) 
       dial_host.c_str(), dial_port.c_str(), &hints);
   if (r != 0) {
     c->resolving = false;
-    c->fail("resolve " + c->host + ": " + uv_strerror(r));
+    c->fail("resolve " + c->host + ": " + uv_strerror(r), r);
   }
+  return c;
 }
 
-}  // namespace px::acme
+ClientResponse Client::fetch_now(ClientRequest req, const std::function<void(Client&)>& setup) {
+  ClientResponse resp;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    Client client(&loop);
+    if (setup) setup(client);
+    client.fetch(std::move(req), [&](ClientResponse r) { resp = std::move(r); });
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);  // what the client's destruction closed
+  uv_loop_close(&loop);
+  return resp;
+}
+
+}  // namespace px::http

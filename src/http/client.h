@@ -1,0 +1,93 @@
+// px::http::Client — the HTTP/1 client connection for everything that is not
+// a proxied request: pxd's health probes, pxadmind's ACME and OCSP calls and
+// its reads of pxd's metrics, pxctl's calls to pxadmind (over its unix socket
+// or TCP) and `pxctl trace`. Proxied requests go through the upstream codec
+// (upstream/upconn.h), which keeps connections alive and streams bodies with
+// backpressure; both read answers with the same parser (http/parser.h) and
+// write requests with the same HeadWriter (http/h1.h).
+//
+// One request per connection (Connection: close): the name resolved with
+// uv_getaddrinfo (a numeric address is used as it is), TLS verified against the
+// system's CA bundle, a configured one, or a caller-made SSL (a peer's upstream
+// TLS settings), 1xx answers skipped, the body read to its framing's end.
+#pragma once
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace px::http {
+
+struct ClientRequest {
+  std::string method = "GET";
+  std::string url;           // http://host[:port]/target or https://…
+  std::string content_type;  // with a body
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // more fields (pxctl trace: -H)
+  // Where to connect instead of the URL's host (Host and SNI stay the URL's):
+  // "ADDRESS:PORT", or "unix:PATH" for a unix socket.
+  std::string connect_to;
+  std::string user_agent = "px/" PX_VERSION;
+  uint64_t timeout_ms = 0;  // 0: the client's timeout_ms
+  SSL* ssl = nullptr;       // https: this connection's TLS, made by the caller (taken, even on failure)
+  bool head_only = false;   // answer as soon as the status line and fields are in (a health probe)
+};
+
+struct ClientResponse {
+  int status = 0;                                            // 0: no response; `error` says why
+  std::string error;                                         // "connect to 127.0.0.1:14000: connection refused"
+  int sys_error = 0;                                         // with `error`, when a call failed: the libuv code
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower case, in order
+  std::string body;
+  std::string header(std::string_view lower_name) const;
+  // Link: <url>;rel="up" → the URLs with that relation.
+  std::vector<std::string> links(std::string_view rel) const;
+};
+
+// Splits "https://host:port/path?q": false when it is not an http(s) URL.
+bool split_url(std::string_view url, bool* tls, std::string* host, uint16_t* port, std::string* target);
+
+class Client {
+ public:
+  struct Call;
+  using Done = std::function<void(ClientResponse)>;
+
+  explicit Client(uv_loop_t* loop) : loop_(loop) {}
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // The CAs servers are verified against: a PEM file, or "" for the system's bundle.
+  bool set_ca_file(const std::string& ca_file, std::string* error);
+  // No verification of the server's certificate (pxctl trace -k). Before the first fetch.
+  void set_insecure() { insecure_ = true; }
+  // `done` is called exactly once, from the loop (never from inside fetch()),
+  // unless the call is cancelled or the client destroyed first. The handle is
+  // for cancel() only.
+  Call* fetch(ClientRequest req, Done done);
+  // Abandons one call (its callback never runs); a call that already finished is ignored.
+  void cancel(Call* c);
+  // Abandons every call in flight (at shutdown, while the loop still runs).
+  void cancel_all();
+  // Runs one request on a loop of its own until it is answered (pxctl, pxadmind's reads of pxd);
+  // `setup` sets the client's timeout, body limit, CAs.
+  static ClientResponse fetch_now(ClientRequest req, const std::function<void(Client&)>& setup = nullptr);
+
+  uint64_t timeout_ms = 30000;
+  size_t max_body = 4 * 1024 * 1024;
+
+ private:
+  friend struct Call;
+  uv_loop_t* loop_;
+  bssl::UniquePtr<SSL_CTX> ctx_;
+  std::set<Call*> calls_;
+  bool insecure_ = false;
+};
+
+}  // namespace px::http
