@@ -55,7 +55,7 @@ void H1Server::on_eof() {
 bool H1Server::on_timeout(Timeout) {
   if (stream && !stream->req_complete && !stream->resp_head_sent) {
     // Slowloris: the head (or the body) did not arrive in time.
-    PX_DEBUG("client %s: request timed out", c_->peer_ip.str().c_str());
+    PX_DEBUG("client %s: request timed out", c_->client.peer_ip.str().c_str());
     Stream* st = stream;
     st->end_as(Termination::client_timeout);
     reply_text(st, 408, "request timed out", true);
@@ -84,14 +84,9 @@ bool H1Server::congested() const { return c_->tr->congested(); }
 
 void H1Server::parse(const char* data, size_t len, bool from_leftover) {
   if (!stream) {
-    // The connection's facts, as the stream's Downstream reports them (a PROXY header may have changed them).
-    peer_ip = c_->peer_ip;
-    trusted_peer = c_->trusted_peer;
-    tls = c_->tls;
-    sni = c_->sni;
     stream = c_->w->get_stream();
     stream->down = this;
-    stream->client_ip = c_->peer_ip;  // until the head says otherwise (X-Forwarded-For from a trusted proxy)
+    stream->client_ip = c_->client.peer_ip;  // until the head says otherwise (X-Forwarded-For from a trusted proxy)
     head_left = false;
     resp_framing = http::Framing::none;
     stream->parser.init(http::Kind::request, this, &c_->w->req_limits);
@@ -108,7 +103,7 @@ void H1Server::parse(const char* data, size_t len, bool from_leftover) {
     consumed = static_cast<size_t>(parser.error_pos() - data);
   } else if (err != http::Parsed::ok) {
     int status = parser.error_status();
-    PX_DEBUG("client %s: bad request (%d): %s", c_->peer_ip.str().c_str(), status, parser.error_reason());
+    PX_DEBUG("client %s: bad request (%d): %s", c_->client.peer_ip.str().c_str(), status, parser.error_reason());
     st->end_as(status == 413 ? Termination::local : Termination::bad_request);
     if (st->up) abort_upstream(st);
     if (!st->resp_head_sent)

@@ -23,7 +23,7 @@ enum class Timeout : uint8_t;
 // (Downstream first: its calls need no thunk.)
 class H1Server final : public Downstream, public http::Sink {
  public:
-  explicit H1Server(Session* c) : c_(c) {}
+  explicit H1Server(Session* c, const ClientFacts* facts) : c_(c) { client = facts; }
 
   // From the connection.
   void on_data(const char* data, size_t len);

@@ -74,13 +74,10 @@ int on_begin_headers(nghttp2_session* ng, const nghttp2_frame* frame, void* user
   h->conn = c;
   h->id = frame->hd.stream_id;
   Session* s = c->s_;
-  h->peer_ip = s->peer_ip;
-  h->trusted_peer = s->trusted_peer;
-  h->tls = s->tls;
-  h->sni = s->sni;
+  h->client = &s->client;
   Stream* st = w->get_stream();
   st->down = h;
-  st->client_ip = s->peer_ip;
+  st->client_ip = s->client.peer_ip;
   st->start_ms = w->now();
   st->req.major = 2;
   st->req.minor = 0;
@@ -276,7 +273,7 @@ int on_frame_recv(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
       if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && c->s_->tr->queued() > 0 &&
           ++c->unread_acks_ > c->worker()->cfg().h2_max_queued_control) {
         PX_INFO("client %s: HTTP/2: %s flood from a client that does not read; ending the connection",
-                c->s_->peer_ip.str().c_str(), frame->hd.type == NGHTTP2_PING ? "PING" : "SETTINGS");
+                c->s_->client.peer_ip.str().c_str(), frame->hd.type == NGHTTP2_PING ? "PING" : "SETTINGS");
         c->fatal(NGHTTP2_ENHANCE_YOUR_CALM, H2Refusal::flood);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
       }
@@ -451,12 +448,6 @@ void free_stream(H2Stream* h) {
   t_pool.free.push_back(h);
 }
 
-// Fields HTTP/2 never carries (RFC 9113 8.2.2), whatever their kind says.
-bool connection_specific(std::string_view n) {
-  return iequals(n, "connection") || iequals(n, "keep-alive") || iequals(n, "proxy-connection") ||
-         iequals(n, "transfer-encoding") || iequals(n, "upgrade") || iequals(n, "te");
-}
-
 }  // namespace
 
 // ---- the connection ----
@@ -496,7 +487,7 @@ void H2Conn::on_data(const char* data, size_t len) {
   if (dead_) return;  // GOAWAY went out: what follows is not read
   ssize_t r = nghttp2_session_mem_recv(ng_, reinterpret_cast<const uint8_t*>(data), len);
   if (r < 0 && !dead_) {
-    PX_DEBUG("client %s: HTTP/2: %s", s_->peer_ip.str().c_str(), nghttp2_strerror(static_cast<int>(r)));
+    PX_DEBUG("client %s: HTTP/2: %s", s_->client.peer_ip.str().c_str(), nghttp2_strerror(static_cast<int>(r)));
     if (r == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
       refused(H2Refusal::protocol);
       s_->close();
@@ -517,7 +508,7 @@ void H2Conn::send() {
     const uint8_t* p;
     ssize_t n = nghttp2_session_mem_send(ng_, &p);
     if (n < 0) {
-      PX_DEBUG("client %s: HTTP/2 send: %s", s_->peer_ip.str().c_str(), nghttp2_strerror(static_cast<int>(n)));
+      PX_DEBUG("client %s: HTTP/2 send: %s", s_->client.peer_ip.str().c_str(), nghttp2_strerror(static_cast<int>(n)));
       if (n == NGHTTP2_ERR_FLOODED) refused(H2Refusal::flood);
       s_->close();
       return;
@@ -586,6 +577,15 @@ void H2Conn::update_timeout() {
   if (want != s_->timeout) s_->set_timeout(want);
 }
 
+// GOAWAY naming the last stream processed: nothing new is taken; the connection closes once the
+// streams in flight are done.
+void H2Conn::final_goaway() {
+  going_away_ = true;
+  nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR, nullptr,
+                        0);
+  send();
+}
+
 void H2Conn::on_timeout(Timeout t) {
   Worker* w = worker();
   if (s_->writes_done_close || (s_->tr->congested() && !head_)) {
@@ -597,20 +597,9 @@ void H2Conn::on_timeout(Timeout t) {
   if (s_->closing) return;
   if (notice_sent_ && !final_goaway_) {
     final_goaway_ = true;
-    going_away_ = true;
-    nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR,
-                          nullptr, 0);
-    send();
-    return;
+    return final_goaway();
   }
-  if (!head_) {
-    // Idle: GOAWAY, then close.
-    going_away_ = true;
-    nghttp2_submit_goaway(ng_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng_), NGHTTP2_NO_ERROR,
-                          nullptr, 0);
-    send();
-    return;
-  }
+  if (!head_) return final_goaway();  // idle: GOAWAY, then close
   (void)t;
   uint64_t now = w->now();
   for (H2Stream* h = head_; h; h = h->next) {
@@ -696,7 +685,7 @@ void H2Conn::glitch(H2Refusal kind, uint32_t cost) {
   glitches_ += cost;
   if (glitches_ > worker()->cfg().h2_max_glitches && !dead_) {
     PX_INFO("client %s: HTTP/2: %u resets and protocol errors; ending the connection (ENHANCE_YOUR_CALM)",
-            s_->peer_ip.str().c_str(), glitches_);
+            s_->client.peer_ip.str().c_str(), glitches_);
     fatal(NGHTTP2_ENHANCE_YOUR_CALM, H2Refusal::glitches);
   }
 }
@@ -722,7 +711,7 @@ void H2Stream::send_head(Stream* s, const ResponseHead& rh) {
     std::string_view n = h.name(i);
     bool length = kind == http::Hdr::content_length;  // HTTP/2 may carry it: it tells the client the size
     if (!length && !http::keep_response_field(kind, h.status, no_body)) continue;
-    if (connection_specific(n) || h.listed_in_connection(n)) continue;
+    if (h.listed_in_connection(n)) continue;
     if (rh.edits) {
       bool touched = false;
       for (const auto& e : *rh.edits) touched = touched || iequals(e.name, n);
@@ -734,7 +723,9 @@ void H2Stream::send_head(Stream* s, const ResponseHead& rh) {
     lua::each_edited(
         h, *rh.edits,
         [](void* self, std::string_view n, std::string_view v) {
-          if (!connection_specific(n)) put_field(static_cast<H2Stream*>(self), n, v);
+          // A filter's field is dropped where the upstream's would be (the connection-specific ones that
+          // RFC 9113 8.2.2 forbids among them); its Content-Length could contradict the body.
+          if (!http::hop_by_hop(http::classify(n))) put_field(static_cast<H2Stream*>(self), n, v);
         },
         this);
   has_body = !no_body;
@@ -756,7 +747,7 @@ void H2Stream::send_reply(Stream* s, int status, const Fields* fields, std::stri
   bool has_type = false;
   if (fields)
     for (const auto& [n, v] : *fields) {
-      if (iequals(n, "content-length") || connection_specific(n)) continue;
+      if (http::hop_by_hop(http::classify(n))) continue;  // Content-Length is written below
       has_type = has_type || iequals(n, "content-type");
       put_field(this, n, v);
     }

@@ -121,6 +121,7 @@ class H2Conn {
   void on_timeout(Timeout t);
   // Graceful: GOAWAY with the last stream taken; streams in flight finish, then the connection closes.
   void shutdown();
+  void final_goaway();  // the second GOAWAY of a shutdown, or the only one of an idle connection
   // The connection is closing: every stream ends, cut.
   void close_streams();
   bool idle() const { return head_ == nullptr; }

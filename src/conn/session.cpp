@@ -18,14 +18,14 @@ namespace px::proxy {
 
 void Session::start() {
   tr->set_user(this);
-  set_timeout(tls ? Timeout::handshake : Timeout::header);
+  set_timeout(client.tls ? Timeout::handshake : Timeout::header);
   update_reading();
 }
 
 void Session::on_connected() {
   // TLS: the handshake is done; the request head has its own timeout from here.
   auto* t = static_cast<tls::TlsTransport*>(wrap.get());
-  sni = t->sni();
+  client.sni = t->sni();
   w->tls_handshakes.inc();
   set_timeout(Timeout::header);
   const uint8_t* proto = nullptr;
@@ -40,13 +40,13 @@ void Session::start_h2() {
   h2_decided = true;
   h2 = new H2Conn(this);
   if (!h2->start()) {
-    PX_ERR("client %s: HTTP/2 could not start", peer_ip.str().c_str());
+    PX_ERR("client %s: HTTP/2 could not start", client.peer_ip.str().c_str());
     close();
   }
 }
 
 bool Session::on_client_hello(std::string_view sni, std::string_view hello) {
-  if (!l4_passthrough(w, &tcp, peer_ip, sni, hello)) return false;
+  if (!l4_passthrough(w, &tcp, client.peer_ip, sni, hello)) return false;
   close();  // the passthrough connection holds its own descriptor of the socket
   return true;
 }
@@ -72,7 +72,7 @@ void Session::on_timeout(Timeout t) {
     return;
   }
   if (t == Timeout::handshake) {
-    PX_DEBUG("client %s: TLS handshake timed out", peer_ip.str().c_str());
+    PX_DEBUG("client %s: TLS handshake timed out", client.peer_ip.str().c_str());
     w->tls_handshake_timeouts.inc();
     close();
     return;
@@ -98,7 +98,7 @@ void Session::on_eof() {
 
 void Session::on_error(int) {
   if (closing) return;
-  if (tls) {
+  if (client.tls) {
     auto* t = static_cast<tls::TlsTransport*>(wrap.get());
     if (!t->established()) w->tls_handshake_failures[static_cast<int>(t->failure_class())].inc();
   }
@@ -116,7 +116,7 @@ void Session::on_data(const char* data, size_t n) {
     h2->on_data(data, n);
     return;
   }
-  if (!h2_decided && h2_allowed && !tls) {
+  if (!h2_decided && h2_allowed && !client.tls) {
     // An h2c listener: the first bytes say whether this is HTTP/2 with prior knowledge.
     Pending& leftover = h1.leftover;
     if (!leftover.empty()) leftover.append(data, n);

@@ -43,11 +43,7 @@ struct Session final : net::TransportUser, tls::HelloDecider {
   Session* tprev = nullptr;  // the worker's list for `timeout`
   Session* tnext = nullptr;
   uint64_t deadline = 0;
-  // Facts about the client, for the codecs' streams (Downstream's own copies).
-  net::IpAddr peer_ip;        // the connection's peer (a PROXY header may name another)
-  bool trusted_peer = false;  // peer_ip is in trusted_proxies
-  bool tls = false;           // the connection is TLS
-  std::string_view sni;       // the server name the TLS client asked for (valid for the connection's life)
+  ClientFacts client;  // who the client is, for the codecs' streams (stream/downstream.h)
   Timeout timeout = Timeout::none;
   bool got_bytes = false;  // any byte ever arrived on this connection
   bool want_read = true;   // false while a request waits for its response
@@ -57,7 +53,7 @@ struct Session final : net::TransportUser, tls::HelloDecider {
   bool counted = false;            // in the worker's list of sessions
   bool h2_allowed = false;         // the listener takes HTTP/2 (TLS: by ALPN; cleartext: h2c prior knowledge)
   bool h2_decided = false;         // cleartext: the first bytes said which protocol
-  H1Server h1{this};               // the HTTP/1 codec (idle while h2 is set)
+  H1Server h1{this, &client};      // the HTTP/1 codec (idle while h2 is set)
   H2Conn* h2 = nullptr;            // the HTTP/2 codec, when the connection speaks it (h2.h)
 
   // net::TransportUser (the client connection)

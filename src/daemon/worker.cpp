@@ -71,8 +71,8 @@ Session* Worker::adopt(net::Transport* t, const net::IpAddr& peer) {
   s->w = this;
   s->tr = t;
   t->set_user(s);
-  s->peer_ip = peer;
-  s->trusted_peer = cfg_.trusted_proxies.contains(peer);
+  s->client.peer_ip = peer;
+  s->client.trusted_peer = cfg_.trusted_proxies.contains(peer);
   begin_session(s);
   return s;
 }
@@ -495,8 +495,8 @@ void Worker::on_accept(uv_stream_t* server) {
     return;
   }
   // TCP_NODELAY comes from the listening socket (Server's make_listener).
-  s->peer_ip = s->tcp.peer_ip();
-  s->trusted_peer = cfg_.trusted_proxies.contains(s->peer_ip);
+  s->client.peer_ip = s->tcp.peer_ip();
+  s->client.trusted_peer = cfg_.trusted_proxies.contains(s->client.peer_ip);
   bool tls = false, proxy = false, h2 = false;
   for (size_t i = 0; i < listeners_.size(); i++)
     if (reinterpret_cast<uv_stream_t*>(listeners_[i]) == server) {
@@ -506,7 +506,7 @@ void Worker::on_accept(uv_stream_t* server) {
       h2 = tls ? l.h2 : l.h2c;
     }
   s->h2_allowed = h2;
-  if (proxy && !s->trusted_peer) {
+  if (proxy && !s->client.trusted_peer) {
     // Only a trusted balancer may say who the client is: anyone else is closed unanswered.
     s->closing = true;
     s->tcp.close();
@@ -524,7 +524,7 @@ void Worker::on_accept(uv_stream_t* server) {
   }
   if (proxy) {
     s->proxy_in =
-        std::make_unique<net::ProxyInTransport>(&s->tcp, &s->peer_ip, &s->trusted_peer, &cfg_.trusted_proxies);
+        std::make_unique<net::ProxyInTransport>(&s->tcp, &s->client.peer_ip, &s->client.trusted_peer, &cfg_.trusted_proxies);
     s->tr = s->proxy_in.get();
   }
   if (tls && current_ && current_->snap->has_passthrough()) {
@@ -541,7 +541,7 @@ void Worker::on_accept(uv_stream_t* server) {
     auto* t = new tls::TlsTransport(ssl, s->tr);
     s->wrap.reset(t);
     s->tr = t;
-    s->tls = true;
+    s->client.tls = true;
   }
   begin_session(s);
 }

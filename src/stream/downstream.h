@@ -42,13 +42,18 @@ struct ResponseHead {
   const std::vector<lua::HeaderEdit>* edits = nullptr;  // the filters' changes to from's fields, or nullptr
 };
 
-class Downstream {
- public:
-  // Facts about the client connection, for routing, filters and X-Forwarded-*.
-  net::IpAddr peer_ip;        // the connection's peer
+// Facts about the client connection, for routing, filters and X-Forwarded-*: one
+// record, the connection's (conn/session.h), that its codecs' streams point at.
+struct ClientFacts {
+  net::IpAddr peer_ip;        // the connection's peer (a PROXY header may name another)
   bool trusted_peer = false;  // peer_ip is in trusted_proxies
   bool tls = false;           // the connection is TLS
   std::string_view sni;       // the server name the TLS client asked for (valid for the connection's life)
+};
+
+class Downstream {
+ public:
+  const ClientFacts* client = nullptr;  // the connection's facts (set by the codec)
 
   // The response. Body bytes are taken by reference: valid until flush().
   virtual void send_head(Stream* st, const ResponseHead& h) = 0;

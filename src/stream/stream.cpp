@@ -64,9 +64,9 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
   v.uri = st->abs_path.empty() ? st->req.url() : st->abs_path;
   v.host = st->host;
   v.client_ip = st->client_ip;
-  v.trusted_peer = st->down->trusted_peer;
-  v.tls = st->down->tls;
-  v.sni = st->down->sni;
+  v.trusted_peer = st->down->client->trusted_peer;
+  v.tls = st->down->client->tls;
+  v.sni = st->down->client->sni;
   v.route = st->route;
   v.snap = st->snap ? st->snap->snap.get() : nullptr;
   v.auth_cache = &st->w->auth_cache();
@@ -195,10 +195,10 @@ void answer_from_filter(Stream* st, lua::Verdict rr) {
 
 net::IpAddr real_client_ip(const Stream* st) {
   const Downstream* d = st->down;
-  if (!d->trusted_peer) return d->peer_ip;
+  if (!d->client->trusted_peer) return d->client->peer_ip;
   // Walk X-Forwarded-For from the right, skipping trusted proxies.
   const http::Head& h = st->req;
-  net::IpAddr ip = d->peer_ip;
+  net::IpAddr ip = d->client->peer_ip;
   for (size_t i = h.headers.size(); i-- > 0;) {
     if (h.headers[i].kind != http::Hdr::x_forwarded_for) continue;
     std::string_view v = h.value(i);
@@ -303,8 +303,8 @@ void end_stream(Stream* st, bool cut) {
     r.user_agent = st->req.get(http::Hdr::user_agent);
     r.http_major = st->req.major;
     r.http_minor = st->req.minor;
-    r.tls = st->down->tls;
-    r.sni = st->down->sni;
+    r.tls = st->down->client->tls;
+    r.sni = st->down->client->sni;
     r.quiet = st->route && !st->route->spec.access_log;
     r.request_id = std::string_view(st->request_id, st->request_id_len);
     r.metrics_slot = st->route ? st->route->metrics_slot : static_cast<uint16_t>(kSlotNone);

@@ -283,7 +283,7 @@ void write_request_head(Stream* st) {
   std::string_view sent = route::Snapshot::strip(*st->route, path, &need_slash);
   wr.request_line(h.method_name(), sent, need_slash);
   const Downstream* d = st->down;
-  bool trusted = d->trusted_peer;
+  bool trusted = d->client->trusted_peer;
   const std::vector<lua::HeaderEdit>* edits =
       st->view.fs && !st->view.fs->req_edits.empty() ? &st->view.fs->req_edits : nullptr;
   auto edited = [&](std::string_view n) {
@@ -362,15 +362,15 @@ void write_request_head(Stream* st) {
     wr.append(xff);
     wr.append(", ");
   }
-  if (st->peer_text_len == 0 || st->peer_text_of.b != d->peer_ip.b) {
+  if (st->peer_text_len == 0 || st->peer_text_of.b != d->client->peer_ip.b) {
     // Formatted once per client address (a keep-alive connection's streams share it).
-    st->peer_text_of = d->peer_ip;
-    st->peer_text_len = static_cast<uint8_t>(d->peer_ip.format(st->peer_text));
+    st->peer_text_of = d->client->peer_ip;
+    st->peer_text_len = static_cast<uint8_t>(d->client->peer_ip.format(st->peer_text));
   }
   wr.append(std::string_view(st->peer_text, st->peer_text_len));
   wr.end_field();
   wr.field("X-Forwarded-Proto", !xfproto.empty() ? xfproto
-                                : d->tls         ? std::string_view("https")
+                                : d->client->tls ? std::string_view("https")
                                                  : std::string_view("http"));
   wr.field("X-Forwarded-Host", xfhost.empty() ? host : xfhost);
   http::Framing framing = st->req_body == http::Framing::chunked ? http::Framing::chunked

@@ -28,6 +28,18 @@ struct Recorder final : proxy::Downstream {
   std::string head_fields, body;
   bool expectation_ok = true;
   bool done = false;
+  proxy::ClientFacts facts;
+  Recorder() { client = &facts; }
+  Recorder& operator=(const Recorder& o) {
+    calls = o.calls;
+    head_fields = o.head_fields;
+    body = o.body;
+    expectation_ok = o.expectation_ok;
+    done = o.done;
+    facts = o.facts;
+    client = &facts;
+    return *this;
+  }
   void send_head(proxy::Stream*, const proxy::ResponseHead& h) override {
     calls.push_back("head " + std::to_string(h.status));
     head_fields = std::string(h.from->get("x-up"));
@@ -127,7 +139,7 @@ struct Harness {
     };
     w.post_snapshot(route::Snapshot::build(1, std::move(specs), cfg, loopback, nullptr));
     REQUIRE(run_until(w.loop(), [&] { return w.applied_generation() == 1; }));
-    REQUIRE(net::IpAddr::parse("198.51.100.9", &rec.peer_ip));
+    REQUIRE(net::IpAddr::parse("198.51.100.9", &rec.facts.peer_ip));
   }
   proxy::Stream* begin(const std::string& head) {
     proxy::Stream* st = w.get_stream();
@@ -153,7 +165,7 @@ struct Harness {
 
 TEST_CASE("stream over a Downstream that is not HTTP/1: head, body and end of a relayed response") {
   Harness h;
-  h.rec.tls = true;
+  h.rec.facts.tls = true;
   proxy::Stream* st = h.begin("GET /p?q=1 HTTP/1.1\r\nHost: neutral.test\r\n\r\n");
   REQUIRE(run_until(h.w.loop(), [&] { return h.rec.done; }));
   CHECK(h.rec.calls == std::vector<std::string>{"continue", "head 200", "end"});
