@@ -523,8 +523,8 @@ void Worker::on_accept(uv_stream_t* server) {
     return;
   }
   if (proxy) {
-    s->proxy_in =
-        std::make_unique<net::ProxyInTransport>(&s->tcp, &s->client.peer_ip, &s->client.trusted_peer, &cfg_.trusted_proxies);
+    s->proxy_in = std::make_unique<net::ProxyInTransport>(&s->tcp, &s->client.peer_ip, &s->client.trusted_peer,
+                                                          &cfg_.trusted_proxies);
     s->tr = s->proxy_in.get();
   }
   if (tls && current_ && current_->snap->has_passthrough()) {
