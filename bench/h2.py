@@ -20,7 +20,6 @@ import resource
 import shutil
 import socket
 import ssl
-import statistics
 import subprocess
 import tempfile
 import time
@@ -176,36 +175,31 @@ def main():
     up = tb.start_upstream(os.path.join(pb.WORK, "upstream"))
     starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "h2o": start_h2o}
     names = [n for n in args.only.split(",") if n in starters]
-    kinds = ("64x10", "1x100")
-    res = {n: {k: [] for k in kinds} for n in names}
-    memory = {}
+    loads = {"64x10": (64, 10), "1x100": (1, 100)}
+
+    def show(r, n, row):
+        print("round %d %-8s 64x10 %7.0f/s %5.2f us   1x100 %7.0f/s %5.2f us" % (
+            r, n, row["64x10"]["rps"], row["64x10"]["cpu_us"], row["1x100"]["rps"], row["1x100"]["cpu_us"]), flush=True)
+
+    def idle(p):
+        b = idle_h2_memory(p, args.idle)
+        print("idle    %-8s %7.0f bytes of RSS per idle HTTP/2 TLS connection" % (p.name, b), flush=True)
+        return b
+
     try:
-        procs = {n: starters[n](up, crt, key) for n in names}
-        for n in names:
-            h2load(procs[n].port, 10000, 16, 10, procs[n].pid())  # warm up
-        for r in range(args.rounds):
-            for n in names:
-                p, pid = procs[n], procs[n].pid()
-                res[n]["64x10"].append(h2load(p.port, args.requests, 64, 10, pid))
-                res[n]["1x100"].append(h2load(p.port, args.requests, 1, 100, pid))
-                print("round %d %-8s 64x10 %7.0f/s %5.2f us   1x100 %7.0f/s %5.2f us" % (
-                    r + 1, n, res[n]["64x10"][-1]["rps"], res[n]["64x10"][-1]["cpu_us"], res[n]["1x100"][-1]["rps"],
-                    res[n]["1x100"][-1]["cpu_us"]), flush=True)
-        if args.idle:
-            for n in names:
-                memory[n] = idle_h2_memory(procs[n], args.idle)
-                print("idle    %-8s %7.0f bytes of RSS per idle HTTP/2 TLS connection" % (n, memory[n]), flush=True)
-        for p in procs.values():
-            p.stop()
+        res, memory = pb.interleaved(
+            {n: (lambda n=n: starters[n](up, crt, key)) for n in names}, names, tuple(loads),
+            lambda p, pid: h2load(p.port, 10000, 16, 10, pid),
+            lambda k, p, pid: h2load(p.port, args.requests, loads[k][0], loads[k][1], pid),
+            args.rounds, show, idle if args.idle else None)
     finally:
         up.stop()
 
     def med(n, k, f):
-        return statistics.median(x[f] for x in res[n][k])
+        return pb.median_of(res, n, k, f)
 
-    def ratio(n, k):  # requests per CPU-second, px over n: median of the per-round ratios
-        vals = [y["cpu_us"] / x["cpu_us"] for x, y in zip(res["px"][k], res[n][k]) if x["cpu_us"] and y["cpu_us"]]
-        return statistics.median(vals) if vals else float("nan")
+    def ratio(n, k):  # requests per CPU-second, px over n
+        return pb.ratio_of(res, n, k, "cpu_us", inverse=True)
 
     print()
     print("| proxy | 64x10 req/s | CPU per request | 1x100 req/s | CPU per request | RSS per idle h2 TLS conn |")

@@ -341,6 +341,40 @@ def observability(args, up):
           (args.rounds, args.seconds, half))
 
 
+def interleaved(starters, names, kinds, warm, measure, rounds, show, idle=None):
+    """The comparison loop of bench/tls.py and bench/h2.py: each proxy started and warmed up, then `rounds`
+    rounds, each measuring every kind on every proxy in turn (so all of them share the machine's moments),
+    then each one's idle memory. measure(kind, proc, pid) and idle(proc) return what is recorded; show(round,
+    name, row) prints a round's line. Returns ({name: {kind: [measure, ...]}}, {name: idle bytes})."""
+    res = {n: {k: [] for k in kinds} for n in names}
+    memory = {}
+    procs = {n: starters[n]() for n in names}
+    for n in names:
+        warm(procs[n], procs[n].pid())
+    for r in range(rounds):
+        for n in names:
+            p, pid = procs[n], procs[n].pid()
+            for k in kinds:
+                res[n][k].append(measure(k, p, pid))
+            show(r + 1, n, {k: res[n][k][-1] for k in kinds})
+    if idle:
+        for n in names:
+            memory[n] = idle(procs[n])
+    for p in procs.values():
+        p.stop()
+    return res, memory
+
+
+def median_of(res, n, k, f):
+    return statistics.median(x[f] for x in res[n][k])
+
+
+def ratio_of(res, n, k, f, inverse=False):
+    """The median of per-round px/n ratios of field f (n/px with inverse: for costs such as CPU per request)."""
+    vals = [(y[f] / x[f]) if inverse else (x[f] / y[f]) for x, y in zip(res["px"][k], res[n][k]) if x[f] and y[f]]
+    return statistics.median(vals) if vals else float("nan")
+
+
 def idle_memory(proc, n):
     """RSS growth of the proxy while it holds n idle keep-alive client connections."""
     pid = proc.pid()

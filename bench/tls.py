@@ -21,7 +21,6 @@ import resource
 import shutil
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -200,42 +199,42 @@ def main():
     starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy}
     names = [n for n in args.only.split(",") if n in starters]
     kinds = ("full", "resumed", "keepalive", "1mib")
-    res = {n: {k: [] for k in kinds} for n in names}
-    memory = {}
+
+    def measure(k, p, pid):
+        if k == "full":
+            return wrk(p.port, args.seconds, 16, pid, close=True)
+        if k == "resumed":
+            return resumed(p.port, args.seconds, pid)
+        if k == "keepalive":
+            return wrk(p.port, args.seconds, args.connections, pid)
+        return wrk(p.port, args.seconds, 8, pid, path="/big")
+
+    def show(r, n, row):
+        print("round %d %-8s full %7.0f/s %6.1f us  resumed %7.0f/s %6.1f us  keep-alive %7.0f/s %5.2f us  "
+              "1MiB %6.0f MiB/s %5.2f ms/MiB %s" % (
+                  r, n, row["full"]["rps"], row["full"]["cpu_us"], row["resumed"]["rps"], row["resumed"]["cpu_us"],
+                  row["keepalive"]["rps"], row["keepalive"]["cpu_us"], row["1mib"]["mib_s"],
+                  row["1mib"]["cpu_per_mib_ms"],
+                  " ".join(x["errors"] for x in (row["full"], row["keepalive"]) if x["errors"])), flush=True)
+
+    def idle(p):
+        b = idle_tls_memory(p, args.idle)
+        print("idle    %-8s %7.0f bytes of RSS per idle TLS keep-alive connection" % (p.name, b), flush=True)
+        return b
+
     try:
-        procs = {n: starters[n](up, crt, key) for n in names}
-        for n in names:
-            wrk(procs[n].port, 1, args.connections, procs[n].pid())  # warm up
-        for r in range(args.rounds):
-            for n in names:
-                p, pid = procs[n], procs[n].pid()
-                res[n]["full"].append(wrk(p.port, args.seconds, 16, pid, close=True))
-                res[n]["resumed"].append(resumed(p.port, args.seconds, pid))
-                res[n]["keepalive"].append(wrk(p.port, args.seconds, args.connections, pid))
-                res[n]["1mib"].append(wrk(p.port, args.seconds, 8, pid, path="/big"))
-                print("round %d %-8s full %7.0f/s %6.1f us  resumed %7.0f/s %6.1f us  keep-alive %7.0f/s %5.2f us  "
-                      "1MiB %6.0f MiB/s %5.2f ms/MiB %s" % (
-                          r + 1, n, res[n]["full"][-1]["rps"], res[n]["full"][-1]["cpu_us"],
-                          res[n]["resumed"][-1]["rps"], res[n]["resumed"][-1]["cpu_us"],
-                          res[n]["keepalive"][-1]["rps"], res[n]["keepalive"][-1]["cpu_us"],
-                          res[n]["1mib"][-1]["mib_s"], res[n]["1mib"][-1]["cpu_per_mib_ms"],
-                          " ".join(x["errors"] for x in (res[n]["full"][-1], res[n]["keepalive"][-1]) if x["errors"])),
-                      flush=True)
-        if args.idle:
-            for n in names:
-                memory[n] = idle_tls_memory(procs[n], args.idle)
-                print("idle    %-8s %7.0f bytes of RSS per idle TLS keep-alive connection" % (n, memory[n]), flush=True)
-        for p in procs.values():
-            p.stop()
+        res, memory = pb.interleaved(
+            {n: (lambda n=n: starters[n](up, crt, key)) for n in names}, names, kinds,
+            lambda p, pid: wrk(p.port, 1, args.connections, pid), measure, args.rounds, show,
+            idle if args.idle else None)
     finally:
         up.stop()
 
     def med(n, k, f):
-        return statistics.median(x[f] for x in res[n][k])
+        return pb.median_of(res, n, k, f)
 
     def ratio(n, k, f, inverse=False):  # median of per-round px/other (or other/px for CPU)
-        vals = [(y[f] / x[f]) if inverse else (x[f] / y[f]) for x, y in zip(res["px"][k], res[n][k]) if x[f] and y[f]]
-        return statistics.median(vals) if vals else float("nan")
+        return pb.ratio_of(res, n, k, f, inverse)
 
     print()
     print("| proxy | full handshakes/s | CPU per full handshake | resumed/s | CPU per resumed | keep-alive req/s "
