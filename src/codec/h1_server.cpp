@@ -17,6 +17,41 @@
 
 namespace px::proxy {
 
+namespace {
+
+// Recycled exchanges, per worker thread: the parser and the output keep their buffers' capacity.
+struct ExchangePool {
+  std::vector<H1Exchange*> free;
+  ~ExchangePool() {
+    for (H1Exchange* x : free) delete x;
+  }
+};
+thread_local ExchangePool t_exchanges;
+constexpr size_t kExchangePoolMax = 256;
+
+H1Exchange* take_exchange() {
+  if (t_exchanges.free.empty()) return new H1Exchange();
+  H1Exchange* x = t_exchanges.free.back();
+  t_exchanges.free.pop_back();
+  return x;
+}
+
+void give_exchange(H1Exchange* x) {
+  x->out.clear();
+  if (t_exchanges.free.size() >= kExchangePoolMax) {
+    delete x;
+    return;
+  }
+  t_exchanges.free.push_back(x);
+}
+
+}  // namespace
+
+void H1Server::release_exchange() {
+  give_exchange(x_);
+  x_ = nullptr;
+}
+
 // ---- from the connection ----
 
 void H1Server::on_data(const char* data, size_t n) {
@@ -75,6 +110,7 @@ void H1Server::close_streams() {
     Stream* st = stream;
     stream = nullptr;
     end_stream(st, true);
+    release_exchange();
   }
 }
 
@@ -85,16 +121,17 @@ bool H1Server::congested() const { return c_->tr->congested(); }
 void H1Server::parse(const char* data, size_t len, bool from_leftover) {
   if (!stream) {
     stream = c_->w->get_stream();
+    x_ = take_exchange();
     stream->down = this;
     stream->client_ip = c_->client.peer_ip;  // until the head says otherwise (X-Forwarded-For from a trusted proxy)
     head_left = false;
     resp_framing = http::Framing::none;
-    stream->parser.init(http::Kind::request, this, &c_->w->req_limits);
-    stream->parser.attach(&stream->req);
+    x_->parser.init(http::Kind::request, this, &c_->w->req_limits);
+    x_->parser.attach(&stream->req);
     c_->set_timeout(Timeout::header);
   }
   Stream* st = stream;
-  http::Parser& parser = st->parser;
+  http::Parser& parser = x_->parser;
   in_parse = true;
   http::Parsed err = parser.execute(data, len);
   in_parse = false;
@@ -134,9 +171,9 @@ bool H1Server::flush(Stream* st) {
   if (c_->closing) return false;
   if (st->up) flush_upstream(st);
   if (c_->closing) return false;
-  if (!st->out.empty()) {
-    st->bytes_out += st->out.size();
-    int r = c_->tr->write(st->out);
+  if (!x_->out.empty()) {
+    st->bytes_out += x_->out.size();
+    int r = c_->tr->write(x_->out);
     if (r != 0) {
       c_->close();
       return false;
@@ -160,7 +197,7 @@ int H1Server::on_body(const char* data, size_t len) {
   return 0;
 }
 
-int H1Server::parser_fail(int status, const char* reason) { return stream->parser.set_error(status, reason); }
+int H1Server::parser_fail(int status, const char* reason) { return x_->parser.set_error(status, reason); }
 
 int H1Server::on_head(http::Head& h) {
   Stream* st = stream;
@@ -212,10 +249,11 @@ void H1Server::after_event() {
 
 void H1Server::finish_stream() {
   Stream* st = stream;
-  if (!st->out.empty()) flush(st);
+  if (!x_->out.empty()) flush(st);
   if (c_->closing) return;
   end_stream(st, false);
   stream = nullptr;
+  release_exchange();
   if (close_after || c_->w->draining()) {
     c_->close_when_written();
     return;
@@ -235,7 +273,7 @@ void H1Server::send_head(Stream* st, const ResponseHead& rh) {
   bool no_body = st->head_request || h.status == 204 || h.status == 304 || h.status == 101;
   resp_framing = http::relay_framing(rq, h, st->head_request);
   if (http::close_after_relay(rq, h, resp_framing) || c_->w->draining()) close_after = true;
-  std::string& o = st->out.begin_scratch();
+  std::string& o = x_->out.begin_scratch();
   http::HeadWriter wr(o);
   wr.status_line(rh.status);
   for (size_t i = 0; i < h.headers.size(); i++) {
@@ -251,14 +289,14 @@ void H1Server::send_head(Stream* st, const ResponseHead& rh) {
   }
   if (rh.edits) lua::append_edited(wr, h, *rh.edits);
   wr.end_response(resp_framing, h.content_length, h.status == 101, close_after, rq.minor == 0);
-  st->out.end_scratch();
+  x_->out.end_scratch();
 }
 
 void H1Server::send_body(Stream* st, const char* data, size_t len) {
   if (resp_framing == http::Framing::chunked)
-    http::write_chunk(st->out, data, len);
+    http::write_chunk(x_->out, data, len);
   else
-    st->out.ref(data, len);
+    x_->out.ref(data, len);
 }
 
 void H1Server::send_end(Stream* st) {
@@ -267,12 +305,12 @@ void H1Server::send_end(Stream* st) {
     c_->close_when_written();
     return;
   }
-  if (resp_framing == http::Framing::chunked) http::write_last_chunk(st->out);
+  if (resp_framing == http::Framing::chunked) http::write_last_chunk(x_->out);
 }
 
 void H1Server::send_reply(Stream* st, int status, const Fields* fields, std::string_view body) {
   bool has_type = false;
-  std::string& s = st->out.begin_scratch();
+  std::string& s = x_->out.begin_scratch();
   http::HeadWriter wr(s);
   wr.status_line(status);
   wr.field("Server", "px");
@@ -286,7 +324,7 @@ void H1Server::send_reply(Stream* st, int status, const Fields* fields, std::str
   if (!has_type && !body.empty()) wr.field("Content-Type", "text/plain; charset=utf-8");
   wr.end_response(http::Framing::length, body.size(), false, close_after, false);
   if (!st->head_request) s.append(body);
-  st->out.end_scratch();
+  x_->out.end_scratch();
 }
 
 bool H1Server::continue_request(Stream* st) {
@@ -294,7 +332,7 @@ bool H1Server::continue_request(Stream* st) {
     case http::Expect::unsupported: return false;
     case http::Expect::continue_100:
       // px answers the expectation itself once the request passed routing and limits.
-      if (st->req.minor == 1 && st->req_body != http::Framing::none) http::write_continue(st->out);
+      if (st->req.minor == 1 && st->req_body != http::Framing::none) http::write_continue(x_->out);
       return true;
     case http::Expect::none: return true;
   }
@@ -311,7 +349,7 @@ void H1Server::reset(Stream* st) {
 
 bool H1Server::retract(Stream* st) {
   if (head_left) return false;
-  st->out.clear();
+  x_->out.clear();
   st->resp_head_sent = false;
   resp_framing = http::Framing::none;
   return true;
@@ -329,7 +367,7 @@ void H1Server::resume_request(Stream*) {
 }
 
 void H1Server::open_tunnel(Stream* st, const char* early, size_t len) {
-  st->out.ref(early, len);
+  x_->out.ref(early, len);
   if (!flush(st)) return;
   if (!leftover.empty()) {
     // What the client sent after its upgrade request belongs to the tunnel.

@@ -12,6 +12,7 @@
 #include "codec/pending.h"
 #include "http/h1.h"
 #include "http/parser.h"
+#include "net/output.h"
 #include "stream/downstream.h"
 
 namespace px::proxy {
@@ -19,6 +20,15 @@ namespace px::proxy {
 struct Session;
 struct Stream;
 enum class Timeout : uint8_t;
+
+// What the connection's current request needs while it is in flight: the request
+// parser and the output towards the client. Taken from a per-thread pool as a
+// request starts and given back as it ends, so an idle keep-alive connection
+// holds neither (HTTP/2 keeps its per-stream state in H2Stream the same way).
+struct H1Exchange {
+  http::Parser parser;
+  net::Output out;
+};
 
 // (Downstream first: its calls need no thunk.)
 class H1Server final : public Downstream, public http::Sink {
@@ -64,8 +74,11 @@ class H1Server final : public Downstream, public http::Sink {
   void finish_stream();
   int parser_fail(int status, const char* reason);
 
+  void release_exchange();  // the stream ended: its exchange goes back to the pool
+
   Session* c_;
   Stream* stream = nullptr;
+  H1Exchange* x_ = nullptr;  // with `stream`
   http::Framing resp_framing = http::Framing::none;  // of the response being relayed
   bool in_parse = false;
   bool head_left = false;  // the current response's head was written to the transport

@@ -24,7 +24,6 @@ void Stream::reset() {
   if (resp.buf.capacity() > 64 * 1024) http::Head().buf.swap(resp.buf);
   req.clear();
   resp.clear();
-  out.clear();
   up_head.clear();
   if (pending_body.capacity() > 256 * 1024) std::string().swap(pending_body);
   pending_body.clear();

@@ -34,10 +34,8 @@ struct Stream {
   Worker* w = nullptr;         // the worker whose pool holds this stream (set once)
   Downstream* down = nullptr;  // the client side (downstream.h)
   Stream* next_free = nullptr;
-  http::Parser parser;  // the request parser: lives with the stream, not the idle session
   http::Head req;
   http::Head resp;
-  net::Output out;           // towards the client: the downstream's buffer while the stream is its current one
   std::string up_head;       // request head towards the upstream (kept for a retry)
   std::string pending_body;  // request body that arrived before the upstream was ready
   SnapRef* snap = nullptr;
