@@ -78,7 +78,7 @@ class H1Server final : public Downstream, public http::Sink {
 
   Session* c_;
   Stream* stream = nullptr;
-  H1Exchange* x_ = nullptr;  // with `stream`
+  H1Exchange* x_ = nullptr;                          // with `stream`
   http::Framing resp_framing = http::Framing::none;  // of the response being relayed
   bool in_parse = false;
   bool head_left = false;  // the current response's head was written to the transport
