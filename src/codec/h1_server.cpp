@@ -17,38 +17,11 @@
 
 namespace px::proxy {
 
-namespace {
-
-// Recycled exchanges, per worker thread: the parser and the output keep their buffers' capacity.
-struct ExchangePool {
-  std::vector<H1Exchange*> free;
-  ~ExchangePool() {
-    for (H1Exchange* x : free) delete x;
-  }
-};
-thread_local ExchangePool t_exchanges;
-constexpr size_t kExchangePoolMax = 256;
-
-H1Exchange* take_exchange() {
-  if (t_exchanges.free.empty()) return new H1Exchange();
-  H1Exchange* x = t_exchanges.free.back();
-  t_exchanges.free.pop_back();
-  return x;
-}
-
-void give_exchange(H1Exchange* x) {
-  x->out.clear();
-  if (t_exchanges.free.size() >= kExchangePoolMax) {
-    delete x;
-    return;
-  }
-  t_exchanges.free.push_back(x);
-}
-
-}  // namespace
+void release_h1_exchanges() { ExchangePool::drain(); }
 
 void H1Server::release_exchange() {
-  give_exchange(x_);
+  x_->out.clear();
+  ExchangePool::give(x_);
   x_ = nullptr;
 }
 
@@ -121,7 +94,7 @@ bool H1Server::congested() const { return c_->tr->congested(); }
 void H1Server::parse(const char* data, size_t len, bool from_leftover) {
   if (!stream) {
     stream = c_->w->get_stream();
-    x_ = take_exchange();
+    x_ = ExchangePool::take();
     stream->down = this;
     stream->client_ip = c_->client.peer_ip;  // until the head says otherwise (X-Forwarded-For from a trusted proxy)
     head_left = false;

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "codec/pending.h"
+#include "core/freelist.h"
 #include "http/h1.h"
 #include "http/parser.h"
 #include "net/output.h"
@@ -28,7 +29,10 @@ enum class Timeout : uint8_t;
 struct H1Exchange {
   http::Parser parser;
   net::Output out;
+  H1Exchange* next_free = nullptr;
 };
+using ExchangePool = FreeList<H1Exchange>;
+void release_h1_exchanges();  // this thread's pool (its loop ended)
 
 // (Downstream first: its calls need no thunk.)
 class H1Server final : public Downstream, public http::Sink {

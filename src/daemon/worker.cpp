@@ -108,6 +108,7 @@ void Worker::teardown() {
     delete s;
   }
   net::release_thread_buffers();
+  release_h1_exchanges();
 }
 
 namespace {

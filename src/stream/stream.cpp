@@ -17,6 +17,10 @@
 
 namespace px::proxy {
 
+Stream::~Stream() {
+  if (upreq) free_upstream_request(upreq);
+}
+
 void Stream::reset() {
   down = nullptr;
   request_id_len = 0;
@@ -24,9 +28,7 @@ void Stream::reset() {
   if (resp.buf.capacity() > 64 * 1024) http::Head().buf.swap(resp.buf);
   req.clear();
   resp.clear();
-  up_head.clear();
-  if (pending_body.capacity() > 256 * 1024) std::string().swap(pending_body);
-  pending_body.clear();
+  if (upreq) clear_upstream_request(this);
   snap = nullptr;
   route = nullptr;
   pool = nullptr;

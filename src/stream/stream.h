@@ -29,6 +29,7 @@ struct SnapRef;
 struct PoolView;
 struct UpConn;
 struct PeerState;
+struct UpstreamRequest;
 
 struct Stream {
   Worker* w = nullptr;         // the worker whose pool holds this stream (set once)
@@ -36,8 +37,7 @@ struct Stream {
   Stream* next_free = nullptr;
   http::Head req;
   http::Head resp;
-  std::string up_head;       // request head towards the upstream (kept for a retry)
-  std::string pending_body;  // request body that arrived before the upstream was ready
+  UpstreamRequest* upreq = nullptr;  // the request as the upstream side writes it (upstream.h), kept for a retry
   SnapRef* snap = nullptr;
   const route::Route* route = nullptr;
   PoolView* pool = nullptr;
@@ -86,6 +86,10 @@ struct Stream {
     if (!term_set) term = t, term_set = true;
   }
   void reset();
+  Stream() = default;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream();
 };
 
 // ---- the stream (stream.cpp): one exchange, knowing no wire format ----

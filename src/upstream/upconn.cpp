@@ -273,9 +273,23 @@ int UpConn::on_complete() {
 
 // ---- the request, as HTTP/1 ----
 
+void clear_upstream_request(Stream* st) {
+  UpstreamRequest* r = st->upreq;
+  if (r->pending_body.capacity() > 256 * 1024 || r->head.capacity() > 64 * 1024) {
+    delete r;  // after a spike: not kept
+    st->upreq = nullptr;
+    return;
+  }
+  r->head.clear();
+  r->pending_body.clear();
+}
+
+void free_upstream_request(UpstreamRequest* r) { delete r; }
+
 void write_request_head(Stream* st) {
   const http::Head& h = st->req;
-  std::string& o = st->up_head;
+  if (!st->upreq) st->upreq = new UpstreamRequest();
+  std::string& o = st->upreq->head;
   o.clear();
   http::HeadWriter wr(o);
   std::string_view path = st->abs_path.empty() ? h.url() : st->abs_path;
@@ -386,14 +400,15 @@ void forward_body(Stream* st, const char* data, size_t len) {
     if (direct)
       http::write_chunk(c->out, data, len);
     else
-      http::append_chunk(st->pending_body, data, len);
+      http::append_chunk(st->upreq->pending_body, data, len);
   } else if (direct) {
     c->out.ref(data, len);
   } else {
-    st->pending_body.append(data, len);
+    st->upreq->pending_body.append(data, len);
   }
   if (direct) st->body_bytes_sent = true;
-  if ((!direct && st->pending_body.size() > net::kHighWater) || (c && c->tr->congested())) st->down->pause_request(st);
+  if ((!direct && st->upreq->pending_body.size() > net::kHighWater) || (c && c->tr->congested()))
+    st->down->pause_request(st);
 }
 
 void forward_body_end(Stream* st) {
@@ -401,7 +416,7 @@ void forward_body_end(Stream* st) {
   if (c && st->up_written)
     http::write_last_chunk(c->out);
   else
-    st->pending_body.append(http::kLastChunk);
+    st->upreq->pending_body.append(http::kLastChunk);
 }
 
 }  // namespace px::proxy

@@ -39,15 +39,16 @@ namespace {
 // The request head (and any body so far) goes out in one write: inlined into
 // dispatch(), the path of every request on a reused connection.
 [[gnu::always_inline]] inline void send_request_now(Stream* st, UpConn* c) {
-  c->out.ref(st->up_head);
-  if (!st->pending_body.empty()) {
-    c->out.ref(st->pending_body);
+  UpstreamRequest* rq = st->upreq;
+  c->out.ref(rq->head);
+  if (!rq->pending_body.empty()) {
+    c->out.ref(rq->pending_body);
     st->body_bytes_sent = true;
   }
   st->up_written = true;
   if (c->w->timing() || st->trace) st->up_sent_us = Worker::clock_us();
   int r = c->tr->write(c->out);
-  st->pending_body.clear();
+  rq->pending_body.clear();
   if (r != 0) {
     // Will surface as a read error / EOF; nothing more to do here.
     PX_DEBUG("upstream %s: write failed: %s", c->peer->key.c_str(), uv_strerror(r));
