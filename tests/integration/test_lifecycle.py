@@ -41,6 +41,9 @@ class ConfigTest(unittest.TestCase):
             ("listen 127.0.0.1:80\ntrusted_proxies 10.0.0.0/33\n", ":2: trusted_proxies: prefix length"),
             ("listen example.com:80\n", ":1: listen: 'example.com' is not a numeric"),
             ("workers 2\n", "no listen address"),
+            ("listen 127.0.0.1:443 tls h2c\n", ":1: listen: 'h2c' is for cleartext listeners"),
+            ("listen 127.0.0.1:80\nlisten 127.0.0.1:81 http1-only\n", ":2: listen: 'http1-only' is for TLS listeners"),
+            ("listen 127.0.0.1:80\nh2_max_concurrent_streams many\n", ":2: h2_max_concurrent_streams"),
         ]
         for text, want in cases:
             code, out, path = check_config(text)
