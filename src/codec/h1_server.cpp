@@ -30,7 +30,10 @@ void H1Server::release_exchange() {
 void H1Server::on_data(const char* data, size_t n) {
   if (stream && stream->tunnel) {
     stream->bytes_in += n;
-    tunnel_from_client(stream, data, n);
+    if (stream->up)
+      stream->up->tunnel_send(stream, data, n);
+    else
+      reset(stream);
     return;
   }
   if (stream && stream->req_complete) {
@@ -48,7 +51,10 @@ void H1Server::on_data(const char* data, size_t n) {
 
 void H1Server::on_eof() {
   if (stream && stream->tunnel) {
-    tunnel_client_eof(stream);
+    if (stream->up)
+      stream->up->tunnel_end(stream);
+    else
+      reset(stream);
     return;
   }
   if (stream && stream->req_complete && !stream->resp_complete) {
@@ -75,7 +81,7 @@ bool H1Server::on_timeout(Timeout) {
 }
 
 void H1Server::on_drained() {
-  if (stream && stream->up) resume_upstream(stream);
+  if (stream && stream->up) stream->up->resume_response(stream);
 }
 
 void H1Server::close_streams() {
@@ -115,7 +121,7 @@ void H1Server::parse(const char* data, size_t len, bool from_leftover) {
     int status = parser.error_status();
     PX_DEBUG("client %s: bad request (%d): %s", c_->client.peer_ip.str().c_str(), status, parser.error_reason());
     st->end_as(status == 413 ? Termination::local : Termination::bad_request);
-    if (st->up) abort_upstream(st);
+    if (st->up) st->up->abort(st);
     if (!st->resp_head_sent)
       reply_text(st, status, parser.error_reason(), true);
     else
@@ -142,7 +148,7 @@ void H1Server::parse(const char* data, size_t len, bool from_leftover) {
 
 bool H1Server::flush(Stream* st) {
   if (c_->closing) return false;
-  if (st->up) flush_upstream(st);
+  if (st->up) st->up->flush(st);
   if (c_->closing) return false;
   if (!x_->out.empty()) {
     st->bytes_out += x_->out.size();
@@ -153,7 +159,7 @@ bool H1Server::flush(Stream* st) {
     }
     if (st->resp_head_sent) head_left = true;
     // Backpressure: a slow client stops the upstream from being read.
-    if (st->up && c_->tr->congested()) pause_upstream(st);
+    if (st->up && c_->tr->congested()) st->up->pause_response(st);
   }
   return true;
 }
@@ -265,7 +271,7 @@ void H1Server::send_head(Stream* st, const ResponseHead& rh) {
   x_->out.end_scratch();
 }
 
-void H1Server::send_body(Stream* st, const char* data, size_t len) {
+void H1Server::send_body(Stream*, const char* data, size_t len) {
   if (resp_framing == http::Framing::chunked)
     http::write_chunk(x_->out, data, len);
   else
@@ -344,7 +350,7 @@ void H1Server::open_tunnel(Stream* st, const char* early, size_t len) {
   if (!flush(st)) return;
   if (!leftover.empty()) {
     // What the client sent after its upgrade request belongs to the tunnel.
-    tunnel_from_client(st, leftover.data(), leftover.size());
+    st->up->tunnel_send(st, leftover.data(), leftover.size());  // the upstream that answered 101
     if (c_->closing) return;
     leftover.clear();
   }

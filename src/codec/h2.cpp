@@ -303,13 +303,13 @@ int on_data_chunk(nghttp2_session* ng, uint8_t, int32_t id, const uint8_t* data,
   }
   switch (stream_body(st, reinterpret_cast<const char*>(data), len)) {
     case BodyTake::taken:
-      flush_upstream(st);  // the bytes are the read buffer's: they leave (or are copied) now
+      if (st->up) st->up->flush(st);  // the bytes are the read buffer's: they leave (or are copied) now
       break;
     case BodyTake::unwanted: break;
     case BodyTake::too_large:
       st->end_as(Termination::local);
       if (!st->resp_head_sent && !h->submitted) {
-        if (st->up) abort_upstream(st);
+        if (st->up) st->up->abort(st);
         h->retract(st);
         reply_text(st, 413, "request body too large", true);
         h->flush(st);
@@ -368,7 +368,7 @@ ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32
   }
   if (h->up_paused && h->pending() < net::kLowWater && h->st) {
     h->up_paused = false;
-    resume_upstream(h->st);
+    if (h->st->up) h->st->up->resume_response(h->st);
   }
   return static_cast<ssize_t>(n);
 }
@@ -784,7 +784,7 @@ void H2Stream::abandon_request(Stream*) { abandon = true; }
 
 bool H2Stream::flush(Stream* s) {
   if (conn->s_->closing) return false;
-  if (s->up) flush_upstream(s);
+  if (s->up) s->up->flush(s);
   nghttp2_session* ng = conn->ng_;
   if (head_pending) {
     head_pending = false;
@@ -813,7 +813,7 @@ bool H2Stream::flush(Stream* s) {
   // A slow client (its window, or the connection's output) stops this stream's upstream.
   if (s->up && !up_paused && pending() > net::kHighWater) {
     up_paused = true;
-    pause_upstream(s);
+    s->up->pause_response(s);
   }
   conn->schedule();
   return true;
@@ -822,7 +822,7 @@ bool H2Stream::flush(Stream* s) {
 void H2Stream::progress(Stream* s) { flush(s); }
 
 void H2Stream::reset(Stream* s) {
-  if (s->up) abort_upstream(s);
+  if (s->up) s->up->abort(s);
   if (!closed) nghttp2_submit_rst_stream(conn->ng_, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
   conn->schedule();
 }

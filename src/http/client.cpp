@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "core/strings.h"
+#include "http/client_conn.h"
 #include "http/h1.h"
 #include "http/parser.h"
 #include "net/cidr.h"
@@ -89,7 +90,8 @@ bool split_url(std::string_view url, bool* tls, std::string* host, uint16_t* por
   return true;
 }
 
-struct Client::Call final : net::TransportUser, Sink {
+// A call: its connection is an http::ClientConn (client_conn.h), as the proxy's upstream connections' are.
+struct Client::Call final : ClientConn, net::TransportUser, Sink {
   Client* client;
   ClientRequest req;
   Done done;
@@ -99,10 +101,6 @@ struct Client::Call final : net::TransportUser, Sink {
   uint16_t port = 0;
   uv_getaddrinfo_t gai{};
   uv_timer_t timer{};
-  net::UvTransport tcp;
-  std::unique_ptr<net::UvPipeTransport> pipe;  // connect_to "unix:PATH"
-  std::unique_ptr<tls::TlsTransport> wrap;
-  Parser parser;
   Head head;
   Limits limits;
   bool finished = false;
@@ -112,11 +110,6 @@ struct Client::Call final : net::TransportUser, Sink {
   Done pending_cb;
   ClientResponse pending;
 
-  net::Transport& t() {
-    if (wrap) return *wrap;
-    if (pipe) return *pipe;
-    return tcp;
-  }
   std::string where() const {
     return req.connect_to.starts_with("unix:") ? req.connect_to.substr(5) : host + ":" + std::to_string(port);
   }
@@ -136,7 +129,7 @@ struct Client::Call final : net::TransportUser, Sink {
     req.ssl = nullptr;
     uv_timer_stop(&timer);
     closes = 1 + (open ? 1 : 0);
-    if (open) t().close();
+    if (open) tr->close();
     // The timer's close callback runs on a later loop turn: the answer goes from there.
     pending_cb = std::move(done);
     pending = std::move(resp);
@@ -162,12 +155,12 @@ struct Client::Call final : net::TransportUser, Sink {
       fail("resolve " + host + ": " + uv_strerror(status), status);
       return;
     }
-    connect(res->ai_addr);
+    dial(res->ai_addr);
     uv_freeaddrinfo(res);
   }
 
   // TLS over the connection, for https URLs: the caller's SSL, or one from the client's CAs.
-  bool start_tls() {
+  bool begin_tls() {
     SSL* ssl = req.ssl;
     req.ssl = nullptr;
     if (!ssl) {
@@ -192,35 +185,30 @@ struct Client::Call final : net::TransportUser, Sink {
       static const uint8_t kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
       SSL_set_alpn_protos(ssl, kAlpn, sizeof kAlpn);
     }
-    wrap.reset(new tls::TlsTransport(ssl, pipe ? static_cast<net::Transport*>(pipe.get()) : &tcp));
-    wrap->set_user(this);
+    start_tls(ssl, this);
     return true;
   }
 
-  void connect(const sockaddr* addr) {
-    tcp.init(client->loop_);
-    tcp.set_user(this);
+  void dial(const sockaddr* addr) {
+    open_tcp(client->loop_, this);
     open = true;
-    if (tls && !start_tls()) return;
-    int r = tcp.connect(addr);
+    if (tls && !begin_tls()) return;
+    int r = connect(addr);
     if (r != 0) fail("connect to " + where() + ": " + uv_strerror(r), r);
   }
 
-  void connect_unix(const std::string& path) {
-    pipe = std::make_unique<net::UvPipeTransport>();
-    pipe->init(client->loop_);
-    pipe->set_user(this);
+  void dial_unix(const std::string& path) {
+    open_unix(client->loop_, this);
     open = true;
-    if (tls && !start_tls()) return;
-    pipe->connect_path(path.c_str());
+    if (tls && !begin_tls()) return;
+    connect_unix(path.c_str());
   }
 
   // net::TransportUser
   void on_connected() override {
     if (finished) return;
-    net::Output o;
-    std::string& out = o.begin_scratch();
-    HeadWriter w(out);
+    std::string& text = out.begin_scratch();
+    HeadWriter w(text);
     w.request_line(req.method, target, false);
     bool default_port = port == (tls ? 443 : 80);
     bool v6 = host.find(':') != std::string::npos;
@@ -232,10 +220,10 @@ struct Client::Call final : net::TransportUser, Sink {
     for (const auto& [n, v] : req.headers) w.field(n, v);
     bool body = !req.body.empty() || req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
     w.end_request(body ? Framing::length : Framing::none, req.body.size(), "");
-    out += req.body;
-    o.end_scratch();
-    t().write(o);
-    t().read_start();
+    text += req.body;
+    out.end_scratch();
+    tr->write(out);
+    tr->read_start();
   }
   void on_data(const char* data, size_t len) override {
     if (finished) return;
@@ -251,11 +239,9 @@ struct Client::Call final : net::TransportUser, Sink {
   }
   void on_error(int err) override {
     if (finished) return;
-    if (wrap && wrap->failure()) {
-      long v = SSL_get_verify_result(wrap->ssl());
-      fail("TLS with " + where() + ": " +
-           (v != X509_V_OK ? std::string("certificate verification: ") + X509_verify_cert_error_string(v)
-                           : std::string(wrap->failure())));
+    std::string why = tls_failure();
+    if (!why.empty()) {
+      fail("TLS with " + where() + ": " + why);
       return;
     }
     fail((resp.status ? "read from " : "connect to ") + where() + ": " + uv_strerror(err), err);
@@ -345,7 +331,7 @@ Client::Call* Client::fetch(ClientRequest req, Done done) {
       },
       c->req.timeout_ms ? c->req.timeout_ms : timeout_ms, 0);
   if (c->req.connect_to.starts_with("unix:")) {
-    c->connect_unix(c->req.connect_to.substr(5));
+    c->dial_unix(c->req.connect_to.substr(5));
     return c;
   }
   std::string dial_host = c->host, dial_port = std::to_string(c->port);
@@ -365,7 +351,7 @@ Client::Call* Client::fetch(ClientRequest req, Done done) {
   if (parse_u64(dial_port, &port_num) && port_num > 0 && port_num <= 65535 &&
       (uv_ip4_addr(dial_host.c_str(), static_cast<int>(port_num), reinterpret_cast<sockaddr_in*>(&ss)) == 0 ||
        uv_ip6_addr(dial_host.c_str(), static_cast<int>(port_num), reinterpret_cast<sockaddr_in6*>(&ss)) == 0)) {
-    c->connect(reinterpret_cast<sockaddr*>(&ss));
+    c->dial(reinterpret_cast<sockaddr*>(&ss));
     return c;
   }
   c->gai.data = c;

@@ -165,7 +165,6 @@ void stream_begin(Stream* st) {
         return;
       }
     }
-  write_request_head(st);
   dispatch(st);
 }
 
@@ -173,12 +172,13 @@ BodyTake stream_body(Stream* st, const char* data, size_t len) {
   st->body_received += len;
   if (st->local || st->resp_complete) return BodyTake::unwanted;
   if (st->max_body && st->body_received > st->max_body) return BodyTake::too_large;
-  forward_body(st, data, len);
+  if (!st->up) return BodyTake::unwanted;  // no exchange (it failed and px answered)
+  st->up->send_body(st, data, len);
   return BodyTake::taken;
 }
 
 void stream_body_end(Stream* st) {
-  if (!st->local && !st->resp_complete && st->req_body == http::Framing::chunked) forward_body_end(st);
+  if (st->req_body != http::Framing::none && !st->local && !st->resp_complete && st->up) st->up->send_end(st);
   st->req_complete = true;
 }
 
@@ -227,7 +227,7 @@ void reply_text(Stream* st, int status, std::string_view text, bool drop_body) {
 
 void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body) {
   Worker* w = st->w;
-  if (st->up) abort_upstream(st);
+  if (st->up) st->up->abort(st);
   st->local = true;
   if (drop_body) st->down->abandon_request(st);
   Fields edited;
@@ -279,7 +279,7 @@ bool stream_response_head(Stream* st, const http::Head& h) {
 
 void end_stream(Stream* st, bool cut) {
   Worker* w = st->w;
-  if (st->up) abort_upstream(st);
+  if (st->up) st->up->abort(st);
   if (!st->term_set) {
     if (cut && !st->tunnel && !(st->req_complete && st->resp_complete))
       st->end_as(w->stopping() ? Termination::shutdown : Termination::client_closed);

@@ -1,5 +1,5 @@
 // px::proxy::Stream — one request/response exchange, knowing no wire format: its
-// Downstream (downstream.h) is the client side, the upstream side is upstream.h.
+// Downstream (downstream.h) is the client side, its Upstream (upstream.h) the upstream side.
 // The functions below are the stream's life (stream.cpp): begin, body, px's own
 // answers, the relayed response, and end_stream(), the one place it ends.
 #pragma once
@@ -27,7 +27,7 @@ namespace px::proxy {
 class Worker;
 struct SnapRef;
 struct PoolView;
-struct UpConn;
+class Upstream;
 struct PeerState;
 struct UpstreamRequest;
 
@@ -41,7 +41,7 @@ struct Stream {
   SnapRef* snap = nullptr;
   const route::Route* route = nullptr;
   PoolView* pool = nullptr;
-  UpConn* up = nullptr;
+  Upstream* up = nullptr;  // the upstream exchange (upstream.h), while the stream has one
   PeerState* peer = nullptr;
   net::IpAddr client_ip;  // real client (behind trusted proxies)
   uint64_t tried = 0;     // bitmask of peers tried

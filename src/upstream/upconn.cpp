@@ -1,24 +1,44 @@
-// An upstream connection (UpConn): the HTTP/1 client side. Connecting, its
-// timer, the request head and body framing, reading the response through the
-// HTTP/1 parser and handing it to the stream's Downstream, keep-alive reuse,
-// and tunnelling after a 101.
+// An upstream connection (UpConn): the HTTP/1 client side, the stream's
+// Upstream (upstream.h). Binding a stream to an idle connection or a new one,
+// connecting, its timer, the request head and body framing, reading the
+// response through the HTTP/1 parser and handing it to the stream, keep-alive
+// reuse, and tunnelling after a 101.
 #include "upstream/upconn.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "daemon/worker.h"
 #include "http/h1.h"
 #include "stream/stream.h"
-#include "tls/transport.h"
 #include "upstream/retry.h"
 #include "upstream/upstream.h"
-
-#include <openssl/x509.h>
 
 namespace px::proxy {
 
 namespace {
 void on_up_timer(uv_timer_t* t) { static_cast<UpConn*>(t->data)->on_timer(); }
 void on_timer_closed(uv_handle_t* h) { static_cast<UpConn*>(h->data)->on_closed(); }
+
+// The request head (and any body so far) goes out in one write: inlined into
+// bind_http1() and on_connected(), the path of every request on a reused connection.
+[[gnu::always_inline]] inline void send_request(UpConn* c) {
+  Stream* st = c->stream;
+  UpstreamRequest* rq = st->upreq;
+  c->out.ref(rq->head);
+  if (!rq->pending_body.empty()) {
+    c->out.ref(rq->pending_body);
+    st->body_bytes_sent = true;
+  }
+  st->up_written = true;
+  if (c->w->timing() || st->trace) st->up_sent_us = Worker::clock_us();
+  int r = c->tr->write(c->out);
+  rq->pending_body.clear();
+  if (r != 0) {
+    // Will surface as a read error / EOF; nothing more to do here.
+    PX_DEBUG("upstream %s: write failed: %s", c->peer->key.c_str(), uv_strerror(r));
+  }
+  c->start_reading();
+  c->arm_timer(st->route->read_timeout_ms);
+}
 }  // namespace
 
 void UpConn::start_reading() {
@@ -65,7 +85,7 @@ void UpConn::close() {
   if (state == State::closing) return;
   if (state == State::idle) w->unpark(this);
   state = State::closing;
-  if (stream) detach(stream);
+  unbind();
   tr->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_timer_closed);
 }
@@ -85,7 +105,7 @@ void UpConn::on_timeout() {
     st->down->reset(st);
     return;
   }
-  upstream_failed(st, this, state == State::connecting ? Fail::connect_timeout : Fail::read_timeout);
+  failed(state == State::connecting ? Fail::connect_timeout : Fail::read_timeout);
 }
 
 void UpConn::on_connected() {
@@ -99,21 +119,18 @@ void UpConn::on_connected() {
     return;
   }
   if (connect_start_us) st->connect_us = static_cast<int32_t>(Worker::clock_us() - connect_start_us);
-  send_request(st, this);
+  send_request(this);
 }
 
 void UpConn::on_error(int err) {
   if (state == State::closing) return;
   if (state == State::connecting) {
-    auto* t = static_cast<tls::TlsTransport*>(wrap.get());
-    if (t && t->failure()) {
+    std::string why = tls_failure();
+    if (!why.empty()) {
       // The TCP connection was made; TLS was not.
-      long v = SSL_get_verify_result(t->ssl());
-      PX_WARN("upstream %s: TLS handshake failed: %s", peer->key.c_str(),
-              v != X509_V_OK ? (std::string("certificate verification: ") + X509_verify_cert_error_string(v)).c_str()
-                             : t->failure());
+      PX_WARN("upstream %s: TLS handshake failed: %s", peer->key.c_str(), why.c_str());
       if (stream) {
-        upstream_failed(stream, this, Fail::tls);
+        failed(Fail::tls);
         return;
       }
       close();
@@ -121,7 +138,7 @@ void UpConn::on_error(int err) {
     }
     if (stream) {
       PX_DEBUG("upstream %s: connect failed: %s", peer->key.c_str(), uv_strerror(err));
-      upstream_failed(stream, this, Fail::connect);
+      failed(Fail::connect);
     } else {
       close();
     }
@@ -156,14 +173,11 @@ void UpConn::ended(bool) {
     // A body delimited by the end of the connection.
     parser.finish();
     if (!d->flush(st)) return;
-    if (st->up == this) {
-      detach(st);
-      close();
-    }
+    if (st->up == this) close();
     d->progress(st);
     return;
   }
-  upstream_failed(st, this, Fail::closed);
+  failed(Fail::closed);
 }
 
 void UpConn::on_data(const char* data, size_t len) {
@@ -197,7 +211,6 @@ void UpConn::on_data(const char* data, size_t len) {
     if (st->filter_failed) {
       // A response filter failed before the head left: the client gets a 500, the connection is dropped.
       d->retract(st);
-      detach(st);
       close();
       reply_text(st, 500, "filter error", !st->req_complete);
       st->req_complete = true;
@@ -207,7 +220,7 @@ void UpConn::on_data(const char* data, size_t len) {
     PX_WARN("upstream %s: bad response: %s", peer->key.c_str(), parser.error_reason());
     if (d->retract(st)) {
       // Nothing of the response has left yet: the client gets a clean 502 instead.
-      upstream_failed(st, this, Fail::bad_response);
+      failed(Fail::bad_response);
     } else {
       st->end_as(Termination::upstream_bad_response);
       d->reset(st);
@@ -223,7 +236,7 @@ void UpConn::on_data(const char* data, size_t len) {
   requests++;
   bool keep =
       reusable && st->resp.keep_alive && st->req_complete && !parser.needs_eof() && !w->draining() && !st->upgrade;
-  detach(st);
+  unbind();
   if (keep) {
     parser.resume();
     w->park_idle(this);
@@ -393,30 +406,118 @@ void write_request_head(Stream* st) {
   wr.end_request(framing, h.content_length, st->upgrade ? h.get(http::Hdr::upgrade) : std::string_view());
 }
 
-void forward_body(Stream* st, const char* data, size_t len) {
-  UpConn* c = st->up;
-  bool direct = c && st->up_written;
+// ---- binding a stream, and its exchange ----
+
+void UpConn::unbind() {
+  Stream* st = stream;
+  if (!st) return;
+  stream = nullptr;
+  st->up = nullptr;
+  if (st->peer) st->peer->active--;
+}
+
+void UpConn::failed(Fail why) { upstream_failed(stream, why, reused, got_bytes); }
+
+namespace {
+// A new connection, out of line: the constructor's set-up stays off the path of a reused one.
+[[gnu::noinline]] Bind bind_new(Stream* st, PeerState* p) {
+  Worker* w = st->w;
+  SSL* ssl = nullptr;
+  if (p->tls && !(ssl = w->new_upstream_ssl(p))) return Bind::no_tls;
+  auto* c = new UpConn();
+  c->w = w;
+  c->peer = p;
+  w->upconns.inc();
+  c->open_tcp(w->loop(), c);
+  if (ssl) c->start_tls(ssl, c);
+  uv_timer_init(w->loop(), &c->timer);
+  c->timer.data = c;
+  c->pending_closes = 2;
+  c->parser.init(http::Kind::response, c, &w->resp_limits);
+  c->parser.attach(&st->resp);
+  int r = c->connect(reinterpret_cast<const sockaddr*>(&p->addr));
+  if (r != 0) {
+    PX_DEBUG("upstream %s: connect: %s", p->key.c_str(), uv_strerror(r));
+    c->state = UpConn::State::active;
+    c->close();
+    return Bind::connect_failed;
+  }
+  c->stream = st;
+  st->up = c;
+  p->active++;
+  if (w->timing() || st->trace) c->connect_start_us = Worker::clock_us();
+  c->arm_timer(st->route->connect_timeout_ms);
+  return Bind::bound;
+}
+}  // namespace
+
+Bind bind_http1(Stream* st, PeerState* p, bool fresh) {
+  UpConn* c = fresh ? nullptr : st->w->take_idle(p);
+  if (!c) return bind_new(st, p);
+  c->stream = st;
+  st->up = c;
+  p->active++;
+  c->reused = true;
+  c->got_bytes = false;
+  c->state = UpConn::State::active;
+  c->parser.attach(&st->resp);
+  send_request(c);
+  return Bind::bound;
+}
+
+void UpConn::send_body(Stream* st, const char* data, size_t len) {
+  bool direct = st->up_written;
   if (st->req_body == http::Framing::chunked) {
     if (direct)
-      http::write_chunk(c->out, data, len);
+      http::write_chunk(out, data, len);
     else
       http::append_chunk(st->upreq->pending_body, data, len);
   } else if (direct) {
-    c->out.ref(data, len);
+    out.ref(data, len);
   } else {
     st->upreq->pending_body.append(data, len);
   }
   if (direct) st->body_bytes_sent = true;
-  if ((!direct && st->upreq->pending_body.size() > net::kHighWater) || (c && c->tr->congested()))
-    st->down->pause_request(st);
+  if ((!direct && st->upreq->pending_body.size() > net::kHighWater) || tr->congested()) st->down->pause_request(st);
 }
 
-void forward_body_end(Stream* st) {
-  UpConn* c = st->up;
-  if (c && st->up_written)
-    http::write_last_chunk(c->out);
+void UpConn::send_end(Stream* st) {
+  if (st->req_body != http::Framing::chunked) return;
+  if (st->up_written)
+    http::write_last_chunk(out);
   else
     st->upreq->pending_body.append(http::kLastChunk);
 }
+
+void UpConn::flush(Stream* st) {
+  if (out.empty() || state != State::active) return;
+  int r = tr->write(out);
+  if (r != 0) PX_DEBUG("upstream %s: write failed: %s", peer->key.c_str(), uv_strerror(r));
+  if (tr->congested()) st->down->pause_request(st);
+}
+
+void UpConn::abort(Stream*) { close(); }
+
+void UpConn::pause_response(Stream*) {
+  if (!tr->reading()) return;
+  tr->read_stop();
+  bp_paused = true;
+}
+
+void UpConn::resume_response(Stream*) {
+  if (!bp_paused) return;
+  bp_paused = false;
+  start_reading();
+}
+
+void UpConn::tunnel_send(Stream* st, const char* data, size_t len) {
+  out.ref(data, len);
+  tr->write(out);
+  arm_timer(st->route->read_timeout_ms);
+  if (tr->congested()) st->down->pause_request(st);
+}
+
+// Half-close towards the upstream once what the client sent is written.
+void UpConn::tunnel_end(Stream*) { tr->shutdown(); }
 
 }  // namespace px::proxy

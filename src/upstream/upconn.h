@@ -1,15 +1,15 @@
 // px::proxy::UpConn — one connection to an upstream peer (upconn.cpp): the
-// HTTP/1 client side. Idle ones wait in their peer's keep-alive pool (peer.h).
+// HTTP/1 client side, and the first implementation of the Upstream interface
+// (upstream.h): one exchange at a time. Idle ones wait in their peer's keep-alive
+// pool (peer.h).
 #pragma once
 #include <uv.h>
 
 #include <cstdint>
-#include <memory>
+#include <string>
 
-#include "http/parser.h"
-#include "net/output.h"
-#include "net/transport.h"
-#include "net/uv_transport.h"
+#include "http/client_conn.h"
+#include "upstream/upstream.h"
 
 namespace px::proxy {
 
@@ -17,18 +17,28 @@ class Worker;
 struct PeerState;
 struct Stream;
 
-struct UpConn final : http::Sink, net::TransportUser {
-  net::UvTransport tcp;
-  net::Transport* tr = &tcp;
-  std::unique_ptr<net::Transport> wrap;  // TLS over tcp, for https:// peers (tr points at it)
+// What the HTTP/1 side keeps of a stream's request (Stream::upreq): its text.
+struct UpstreamRequest {
+  std::string head;          // the request head towards the upstream (kept for a retry)
+  std::string pending_body;  // request body that arrived before the upstream was ready, framed
+};
+// The request head for the upstream (into st->upreq), written once per stream: dispatch() calls it
+// before the first attempt.
+void write_request_head(Stream* st);
+
+// dispatch()'s HTTP/1 part: binds the stream to an idle keep-alive connection to
+// p (unless fresh) or to a new one, and sends the request when it can.
+enum class Bind : uint8_t { bound, connect_failed, no_tls };
+Bind bind_http1(Stream* st, PeerState* p, bool fresh);
+
+// The connection (transport, TLS, parser, output) is an http::ClientConn, as every HTTP/1 client's is.
+struct UpConn final : http::Sink, net::TransportUser, http::ClientConn, Upstream {
   uv_timer_t timer;
   Worker* w = nullptr;
   PeerState* peer = nullptr;
   Stream* stream = nullptr;
   UpConn* prev = nullptr;  // in the peer's idle list
   UpConn* next = nullptr;
-  http::Parser parser;
-  net::Output out;
   uint8_t pending_closes = 0;
   enum class State : uint8_t { connecting, active, idle, closing } state = State::connecting;
   bool reused = false;
@@ -52,6 +62,18 @@ struct UpConn final : http::Sink, net::TransportUser {
   void on_connected() override;
   void on_closed() override;
 
+  // Upstream (the stream's exchange on this connection)
+  void send_body(Stream* st, const char* data, size_t len) override;
+  void send_end(Stream* st) override;
+  void flush(Stream* st) override;
+  void abort(Stream* st) override;
+  void pause_response(Stream* st) override;
+  void resume_response(Stream* st) override;
+  void tunnel_send(Stream* st, const char* data, size_t len) override;
+  void tunnel_end(Stream* st) override;
+
+  void unbind();           // the stream and this connection part
+  void failed(Fail why);   // an attempt failed: upstream_failed() with this connection's facts
   void ended(bool error);  // the upstream stopped sending (EOF or an error)
   void start_reading();
   void close();
