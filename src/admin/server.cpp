@@ -345,7 +345,9 @@ int run_server(const ServerOptions& opt) {
               rq.unix_socket,
               rq.listener == kUi,
               rq.unix_socket ? kNone : rq.peer,
-              rq.unix_socket ? rq.peer : kNone};
+              rq.unix_socket ? rq.peer : kNone,
+              true,
+              {}};
         handle(&c);
         return std::move(c.reply);
       },

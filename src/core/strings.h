@@ -126,4 +126,21 @@ void append_dec(std::string& out, uint64_t v);
 std::string to_hex(const uint8_t* p, size_t n);
 void append_hex(std::string& out, uint64_t v);
 
+// The 16 lower-case hex digits of v, most significant first, without a loop:
+// each 32-bit half is spread to one nibble per byte, and every byte becomes its
+// digit at once ('0' + n, plus 39 more from 'a' on).
+inline void hex16(uint64_t v, char out[16]) {
+  auto word = [](uint32_t h) {
+    uint64_t x = h;
+    x = ((x & 0xFFFF0000u) << 16) | (x & 0xFFFFu);
+    x = ((x & 0x0000FF000000FF00ull) << 8) | (x & 0x000000FF000000FFull);
+    x = ((x & 0x00F000F000F000F0ull) << 4) | (x & 0x000F000F000F000Full);           // nibble k in byte k
+    uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;  // bytes holding 10..15
+    return __builtin_bswap64(x + 0x3030303030303030ull + letters * 39);
+  };
+  uint64_t hi = word(static_cast<uint32_t>(v >> 32)), lo = word(static_cast<uint32_t>(v));
+  memcpy(out, &hi, 8);
+  memcpy(out + 8, &lo, 8);
+}
+
 }  // namespace px

@@ -467,8 +467,7 @@ void Worker::new_request_id(char out[32]) {
     }
   }
   memcpy(out, rid_prefix_, 16);
-  uint64_t b = ++rid_counter_;
-  for (int i = 31; i >= 16; i--, b >>= 4) out[i] = hex[b & 15];
+  hex16(++rid_counter_, out + 16);
 }
 
 std::string_view Worker::date() {

@@ -41,6 +41,35 @@ TEST_CASE("durations and sizes") {
   CHECK_FALSE(parse_duration("99999999999999999h", 1, &v));
 }
 
+TEST_CASE("hex16 writes the 16 hex digits of a 64-bit value, as a loop would") {
+  auto slow = [](uint64_t v) {
+    std::string s(16, '0');
+    for (int i = 15; i >= 0; i--, v >>= 4) s[static_cast<size_t>(i)] = "0123456789abcdef"[v & 15];
+    return s;
+  };
+  std::vector<uint64_t> values = {0,
+                                  1,
+                                  9,
+                                  10,
+                                  15,
+                                  16,
+                                  0x0123456789abcdefull,
+                                  0xfedcba9876543210ull,
+                                  ~0ull,
+                                  0xa0a0a0a0a0a0a0a0ull,
+                                  0x9999999999999999ull};
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < 10000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    values.push_back(x);
+  }
+  for (uint64_t v : values) {
+    char out[16];
+    hex16(v, out);
+    CHECK(std::string(out, 16) == slow(v));
+  }
+}
+
 TEST_CASE("token lists and case") {
   CHECK(list_has_token("keep-alive, Upgrade", "upgrade"));
   CHECK_FALSE(list_has_token("keep-alive, upgrades", "upgrade"));
