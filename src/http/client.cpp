@@ -104,6 +104,7 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
   Head head;
   Limits limits;
   bool finished = false;
+  bool body_too_large = false;
   bool resolving = false;
   bool open = false;  // a transport was initialised: it must be closed
   int closes = 0;
@@ -114,8 +115,9 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
     return req.connect_to.starts_with("unix:") ? req.connect_to.substr(5) : host + ":" + std::to_string(port);
   }
 
-  void fail(std::string why, int sys = 0) {
+  void fail(ClientFailure kind, std::string why, int sys = 0) {
     resp = ClientResponse();
+    resp.failure = kind;
     resp.error = std::move(why);
     resp.sys_error = sys;
     finish();
@@ -152,7 +154,7 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
       return;
     }
     if (status != 0 || !res) {
-      fail("resolve " + host + ": " + uv_strerror(status), status);
+      fail(ClientFailure::resolve, "resolve " + host + ": " + uv_strerror(status), status);
       return;
     }
     dial(res->ai_addr);
@@ -167,7 +169,7 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
       if (!client->ctx_) {
         std::string err;
         if (!client->set_ca_file("", &err)) {
-          fail(err);
+          fail(ClientFailure::tls, err);
           return false;
         }
       }
@@ -194,7 +196,7 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
     open = true;
     if (tls && !begin_tls()) return;
     int r = connect(addr);
-    if (r != 0) fail("connect to " + where() + ": " + uv_strerror(r), r);
+    if (r != 0) fail(ClientFailure::connect, "connect to " + where() + ": " + uv_strerror(r), r);
   }
 
   void dial_unix(const std::string& path) {
@@ -230,21 +232,23 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
     Parsed e = parser.execute(data, len);
     if (finished) return;
     if (e != Parsed::ok && e != Parsed::paused)
-      fail(where() + ": invalid HTTP response (" + parser.error_reason() + ")");
+      fail(body_too_large ? ClientFailure::too_large : ClientFailure::bad_response,
+           where() + ": invalid HTTP response (" + parser.error_reason() + ")");
   }
   void on_eof() override {
     if (finished) return;
     if (parser.needs_eof() && parser.finish() == Parsed::paused) return;
-    if (!finished) fail(where() + ": the connection closed before the response was complete");
+    if (!finished) fail(ClientFailure::closed, where() + ": the connection closed before the response was complete");
   }
   void on_error(int err) override {
     if (finished) return;
     std::string why = tls_failure();
     if (!why.empty()) {
-      fail("TLS with " + where() + ": " + why);
+      fail(ClientFailure::tls, "TLS with " + where() + ": " + why);
       return;
     }
-    fail((resp.status ? "read from " : "connect to ") + where() + ": " + uv_strerror(err), err);
+    fail(resp.status ? ClientFailure::closed : ClientFailure::connect,
+         (resp.status ? "read from " : "connect to ") + where() + ": " + uv_strerror(err), err);
   }
   void on_drained() override {}
   void on_closed() override { released(); }
@@ -264,7 +268,10 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
     return 0;
   }
   int on_body(const char* d, size_t n) override {
-    if (resp.body.size() + n > client->max_body) return parser.set_error(502, "response body too large");
+    if (resp.body.size() + n > client->max_body) {
+      body_too_large = true;
+      return parser.set_error(502, "response body too large");
+    }
     resp.body.append(d, n);
     return 0;
   }
@@ -317,7 +324,7 @@ Client::Call* Client::fetch(ClientRequest req, Done done) {
   uv_timer_init(loop_, &c->timer);
   c->timer.data = c;
   if (!split_url(c->req.url, &c->tls, &c->host, &c->port, &c->target)) {
-    c->fail("'" + c->req.url + "' is not an http or https URL");
+    c->fail(ClientFailure::bad_url, "'" + c->req.url + "' is not an http or https URL");
     return c;
   }
   uv_timer_start(
@@ -325,11 +332,16 @@ Client::Call* Client::fetch(ClientRequest req, Done done) {
       [](uv_timer_t* t) {
         Call* c = static_cast<Call*>(t->data);
         uint64_t ms = c->req.timeout_ms ? c->req.timeout_ms : c->client->timeout_ms;
-        c->fail(c->where() + ": no answer within " +
+        c->fail(ClientFailure::timeout,
+                c->where() + ": no answer within " +
                     (ms % 1000 ? std::to_string(ms) + " ms" : std::to_string(ms / 1000) + " s"),
                 UV_ETIMEDOUT);
       },
       c->req.timeout_ms ? c->req.timeout_ms : timeout_ms, 0);
+  if (c->req.connect_addr.ss_family != AF_UNSPEC) {
+    c->dial(reinterpret_cast<const sockaddr*>(&c->req.connect_addr));
+    return c;
+  }
   if (c->req.connect_to.starts_with("unix:")) {
     c->dial_unix(c->req.connect_to.substr(5));
     return c;
@@ -338,7 +350,7 @@ Client::Call* Client::fetch(ClientRequest req, Done done) {
   if (!c->req.connect_to.empty()) {
     size_t colon = c->req.connect_to.rfind(':');
     if (colon == std::string::npos) {
-      c->fail("connect to '" + c->req.connect_to + "': expected ADDRESS:PORT");
+      c->fail(ClientFailure::bad_url, "connect to '" + c->req.connect_to + "': expected ADDRESS:PORT");
       return c;
     }
     dial_host = c->req.connect_to.substr(0, colon);
@@ -365,7 +377,7 @@ Client::Call* Client::fetch(ClientRequest req, Done done) {
       dial_host.c_str(), dial_port.c_str(), &hints);
   if (r != 0) {
     c->resolving = false;
-    c->fail("resolve " + c->host + ": " + uv_strerror(r), r);
+    c->fail(ClientFailure::resolve, "resolve " + c->host + ": " + uv_strerror(r), r);
   }
   return c;
 }

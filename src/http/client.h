@@ -12,6 +12,7 @@
 // TLS settings), 1xx answers skipped, the body read to its framing's end.
 #pragma once
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include <cstdint>
@@ -31,16 +32,31 @@ struct ClientRequest {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // more fields (pxctl trace: -H)
   // Where to connect instead of the URL's host (Host and SNI stay the URL's):
-  // "ADDRESS:PORT", or "unix:PATH" for a unix socket.
+  // "ADDRESS:PORT", or "unix:PATH" for a unix socket; or an address as it is (a health probe's peer).
   std::string connect_to;
+  sockaddr_storage connect_addr{};  // used when its family is set
   std::string user_agent = "px/" PX_VERSION;
   uint64_t timeout_ms = 0;  // 0: the client's timeout_ms
   SSL* ssl = nullptr;       // https: this connection's TLS, made by the caller (taken, even on failure)
   bool head_only = false;   // answer as soon as the status line and fields are in (a health probe)
 };
 
+// Why a call got no response, for callers that act on the kind (the text is in `error`).
+enum class ClientFailure : uint8_t {
+  none,
+  bad_url,       // not an http(s) URL, or a malformed connect_to
+  resolve,       // the name did not resolve
+  connect,       // the connection was not made
+  tls,           // no CAs, or the handshake or the certificate failed
+  timeout,       // no whole answer within the timeout
+  bad_response,  // the answer is not valid HTTP/1
+  too_large,     // the answer's body is over max_body
+  closed,        // the connection ended before the whole answer
+};
+
 struct ClientResponse {
   int status = 0;                                            // 0: no response; `error` says why
+  ClientFailure failure = ClientFailure::none;               // with status 0
   std::string error;                                         // "connect to 127.0.0.1:14000: connection refused"
   int sys_error = 0;                                         // with `error`, when a call failed: the libuv code
   std::vector<std::pair<std::string, std::string>> headers;  // names lower case, in order

@@ -97,7 +97,7 @@ Reply call(const std::string& method, const std::string& path, const json* body 
     if (e == UV_ECONNREFUSED || e == UV_ENOENT || e == UV_EACCES || e == UV_ETIMEDOUT || e == UV_ENETUNREACH ||
         e == UV_EHOSTUNREACH || e == UV_EAI_NONAME || e == UV_EAI_AGAIN)
       die(5, "cannot reach pxadmind at " + where + ": " + resp.error);
-    if (resp.error.find("invalid HTTP response") != std::string::npos)
+    if (resp.failure == px::http::ClientFailure::bad_response || resp.failure == px::http::ClientFailure::too_large)
       die(1, "bad answer from pxadmind: " + resp.error);
     die(e ? 5 : 1, "lost the connection to pxadmind at " + where + ": " + resp.error);
   }

@@ -135,16 +135,7 @@ void Worker::health_probe(PeerState* p) {
   if (!probes_) probes_ = std::make_unique<http::Client>(&loop_);
   http::ClientRequest rq;
   rq.url = (p->tls ? "https://" : "http://") + p->hc_host + p->hc.path;
-  char ip[INET6_ADDRSTRLEN] = "";
-  if (p->addr.ss_family == AF_INET6) {
-    const auto* a6 = reinterpret_cast<const sockaddr_in6*>(&p->addr);
-    uv_ip6_name(a6, ip, sizeof ip);
-    rq.connect_to = "[" + std::string(ip) + "]:" + std::to_string(ntohs(a6->sin6_port));
-  } else {
-    const auto* a4 = reinterpret_cast<const sockaddr_in*>(&p->addr);
-    uv_ip4_name(a4, ip, sizeof ip);
-    rq.connect_to = std::string(ip) + ":" + std::to_string(ntohs(a4->sin_port));
-  }
+  rq.connect_addr = p->addr;  // the peer's resolved address; Host and SNI are the route's
   rq.user_agent = "px-health-check";
   rq.timeout_ms = p->hc.timeout_ms;
   rq.ssl = ssl;
