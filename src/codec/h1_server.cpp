@@ -38,8 +38,8 @@ void H1Server::on_data(const char* data, size_t n) {
   }
   if (stream && stream->req_complete) {
     // Pipelined bytes that arrived while a response is pending: keep them for later.
-    leftover.append(data, n);
-    if (leftover.size() > c_->w->cfg().max_header_size + net::kReadBuf) {
+    c_->leftover.append(data, n);
+    if (c_->leftover.size() > c_->w->cfg().max_header_size + net::kReadBuf) {
       c_->want_read = false;
       c_->update_reading();
     }
@@ -95,6 +95,8 @@ void H1Server::close_streams() {
 
 bool H1Server::congested() const { return c_->tr->congested(); }
 
+bool H1Server::idle() const { return stream == nullptr && c_->leftover.empty(); }
+
 // ---- reading requests ----
 
 void H1Server::parse(const char* data, size_t len, bool from_leftover) {
@@ -139,9 +141,9 @@ void H1Server::parse(const char* data, size_t len, bool from_leftover) {
   flush(st);
   if (c_->closing) return;
   if (from_leftover)
-    leftover.erase_front(consumed);
+    c_->leftover.erase_front(consumed);
   else if (consumed < len)
-    leftover.append(data + consumed, len - consumed);
+    c_->leftover.append(data + consumed, len - consumed);
 }
 
 // ---- Downstream: the stream's answers, as HTTP/1 ----
@@ -197,7 +199,7 @@ int H1Server::on_complete() {
   stream_body_end(st);
   c_->set_timeout(Timeout::none);
   // Reading goes on while the response is prepared (no epoll change per request):
-  // pipelined bytes wait in `leftover`, and a client closing is noticed.
+  // pipelined bytes wait in the connection's `leftover`, and a client closing is noticed.
   // Upgrade requests: the parser stops with Parsed::upgrade; what follows is tunnel data.
   return st->upgrade ? 0 : kPause;
 }
@@ -216,10 +218,10 @@ void H1Server::after_event() {
       finish_stream();
       if (c_->closing) break;
     }
-    if (!c_->closing && !leftover.empty() && (!stream || !stream->req_complete) && !(stream && stream->tunnel)) {
-      size_t before = leftover.size();
-      parse(leftover.data(), leftover.size(), true);
-      if (!c_->closing && leftover.size() != before) again_ = true;
+    if (!c_->closing && !c_->leftover.empty() && (!stream || !stream->req_complete) && !(stream && stream->tunnel)) {
+      size_t before = c_->leftover.size();
+      parse(c_->leftover.data(), c_->leftover.size(), true);
+      if (!c_->closing && c_->leftover.size() != before) again_ = true;
     }
   } while (again_ && !c_->closing);
   advancing_ = false;
@@ -238,8 +240,8 @@ void H1Server::finish_stream() {
     return;
   }
   c_->want_read = true;
-  if (leftover.empty()) {
-    leftover.clear();  // an idle connection keeps no buffer
+  if (c_->leftover.empty()) {
+    c_->leftover.clear();  // an idle connection keeps no buffer
     c_->set_timeout(Timeout::keepalive);
   } else {
     c_->set_timeout(Timeout::header);
@@ -348,11 +350,11 @@ void H1Server::resume_request(Stream*) {
 void H1Server::open_tunnel(Stream* st, const char* early, size_t len) {
   x_->out.ref(early, len);
   if (!flush(st)) return;
-  if (!leftover.empty()) {
+  if (!c_->leftover.empty()) {
     // What the client sent after its upgrade request belongs to the tunnel.
-    st->up->tunnel_send(st, leftover.data(), leftover.size());  // the upstream that answered 101
+    st->up->tunnel_send(st, c_->leftover.data(), c_->leftover.size());  // the upstream that answered 101
     if (c_->closing) return;
-    leftover.clear();
+    c_->leftover.clear();
   }
   c_->want_read = true;
   c_->set_timeout(Timeout::none);

@@ -3,13 +3,13 @@
 // stream, and is that stream's Downstream: it frames the answers and writes them
 // back in order, with keep-alive, pipelining, Expect, the upgrade hand-off and
 // half-close. The connection it serves (Session, conn/session.h) owns the
-// transport, the timeouts and closing; HTTP/2's codec is H2Conn (h2.h).
+// transport, the timeouts, closing and the bytes read but not parsed yet
+// (`leftover`); HTTP/2's codec is H2Conn (h2.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
-#include "codec/pending.h"
 #include "core/freelist.h"
 #include "http/h1.h"
 #include "http/parser.h"
@@ -47,7 +47,7 @@ class H1Server final : public Downstream, public http::Sink {
   bool on_timeout(Timeout t);  // false: nothing of this codec's to answer (the connection closes)
   void on_drained();
   void close_streams();  // the connection is closing
-  bool idle() const { return stream == nullptr && leftover.empty(); }
+  bool idle() const;
 
   // http::Sink (the request parser)
   int on_head(http::Head& h) override;
@@ -70,7 +70,6 @@ class H1Server final : public Downstream, public http::Sink {
   void open_tunnel(Stream* st, const char* early, size_t len) override;
   bool congested() const override;
 
-  Pending leftover;          // bytes read but not parsed yet (pipelining, tunnel data, an h2c preface's start)
   bool close_after = false;  // close when the current response is out
   bool bp_paused = false;    // stopped because the upstream write queue is full
 

@@ -118,7 +118,6 @@ void Session::on_data(const char* data, size_t n) {
   }
   if (!h2_decided && h2_allowed && !client.tls) {
     // An h2c listener: the first bytes say whether this is HTTP/2 with prior knowledge.
-    Pending& leftover = h1.leftover;
     if (!leftover.empty()) leftover.append(data, n);
     std::string_view got = leftover.empty() ? std::string_view(data, n) : leftover.view();
     size_t k = std::min(got.size(), kPreface.size());

@@ -12,6 +12,7 @@
 #include "codec/h1_server.h"
 #include "http/h1.h"
 #include "http/parser.h"
+#include "http/server_conn.h"
 #include "net/cidr.h"
 #include "net/transport.h"
 #include "net/uv_transport.h"
@@ -31,10 +32,9 @@ enum class Timeout : uint8_t { none, header, body, keepalive, handshake };
 // ClientHello reader), the handshake and SNI, the peer's address, the client
 // timeouts, reading and closing. Its codec speaks HTTP: H1Server (h1_server.h),
 // or H2Conn (h2.h) once ALPN chose h2 or an h2c listener saw the preface.
-struct Session final : net::TransportUser, tls::HelloDecider {
-  net::UvTransport tcp;                      // the accepted connection (unused when `tr` is another transport)
-  net::Transport* tr = &tcp;                 // what the session reads from and writes to
-  std::unique_ptr<net::Transport> wrap;      // TLS over tcp, on a TLS listener (tr points at it)
+// The connection itself (tcp, the TLS layer `wrap`, `tr`, `leftover`) is an http::ServerConn, as every
+// HTTP/1 server connection's is.
+struct Session final : net::TransportUser, tls::HelloDecider, http::ServerConn {
   std::unique_ptr<net::Transport> proxy_in;  // PROXY header reader over tcp (below TLS), on such a listener
   std::unique_ptr<net::Transport> peek;      // ClientHello reader below TLS, while passthrough routes exist
   Worker* w = nullptr;

@@ -487,9 +487,7 @@ std::string_view Worker::date() {
 void Worker::on_accept(uv_stream_t* server) {
   auto* s = new Session();
   s->w = this;
-  s->tcp.init(&loop_);
-  s->tcp.set_user(s);
-  if (s->tcp.accept(server) != 0) {
+  if (s->accept_from(server, s, false) != 0) {
     s->closing = true;
     s->tcp.close();
     return;

@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "http/h1.h"
+#include "http/server_conn.h"
 #include "net/uv_transport.h"
 
 namespace px::http {
@@ -23,15 +24,14 @@ struct Server::Listener {
   }
 };
 
-struct Server::Conn final : Sink, net::TransportUser {
+// A connection: an http::ServerConn (server_conn.h), as pxd's client connections are.
+struct Server::Conn final : Sink, net::TransportUser, ServerConn {
   Server* srv;
   Listener* from;
-  std::unique_ptr<net::Transport> t;
   std::string peer;
   Parser parser;
   Head head;
   std::string body;
-  std::string pending;  // bytes read but not parsed yet (pipelining)
   bool too_large = false;
   bool closing = false;
 
@@ -64,22 +64,22 @@ struct Server::Conn final : Sink, net::TransportUser {
     w.end_response(Framing::length, r.body.size(), false, !keep, false);
     if (r.status != 204 && r.status != 304 && head.method != Method::head) out += r.body;
     o.end_scratch();
-    t->write(o);
+    tr->write(o);
     if (!keep) finish();
   }
   // Close once the answer is out.
   void finish() {
     if (closing) return;
     closing = true;
-    t->read_stop();
-    t->shutdown(true);
+    tr->read_stop();
+    tr->shutdown(true);
   }
   void on_data(const char* data, size_t len) override {
-    pending.append(data, len);
-    while (!closing && !pending.empty()) {
-      Parsed e = parser.execute(pending.data(), pending.size());
+    leftover.append(data, len);
+    while (!closing && !leftover.empty()) {
+      Parsed e = parser.execute(leftover.data(), leftover.size());
       if (e == Parsed::paused) {
-        pending.erase(0, static_cast<size_t>(parser.error_pos() - pending.data()));
+        leftover.erase_front(static_cast<size_t>(parser.error_pos() - leftover.data()));
         ServerRequest rq{head, body, too_large, from->tag, from->unix_socket, peer};
         Reply r = srv->handler_(rq);
         answer(r, head.keep_alive && !r.close && !too_large);
@@ -100,14 +100,14 @@ struct Server::Conn final : Sink, net::TransportUser {
         answer(r, false);
         return;
       }
-      pending.clear();
+      leftover.clear();
     }
   }
   void on_eof() override { finish(); }
   void on_error(int) override {
     if (closing) return;
     closing = true;
-    t->close();
+    tr->close();
   }
   void on_drained() override {}
   void on_closed() override {
@@ -126,37 +126,15 @@ void on_connection(uv_stream_t* ls, int status) {
   c->srv = s;
   c->from = l;
   s->conns.insert(c);
-  int r;
-  if (l->unix_socket) {
-    auto* p = new net::UvPipeTransport();
-    c->t.reset(p);
-    p->init(ls->loop);
-    p->set_user(c);
-    r = p->accept(ls);
-    uv_os_fd_t fd;
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (r == 0 && uv_fileno(reinterpret_cast<uv_handle_t*>(p->stream()), &fd) == 0 &&
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-      c->peer = "uid:" + std::to_string(cred.uid);
-    else
-      c->peer = "uid:?";
-  } else {
-    auto* tcp = new net::UvTransport();
-    c->t.reset(tcp);
-    tcp->init(ls->loop);
-    tcp->set_user(c);
-    r = tcp->accept(ls);
-    if (r == 0) c->peer = tcp->peer_ip().str();
-  }
-  if (r != 0) {
+  if (c->accept_from(ls, c, l->unix_socket) != 0) {
     c->closing = true;
-    c->t->close();
+    c->tr->close();
     return;
   }
+  c->peer = c->peer_name(l->unix_socket);
   c->parser.init(Kind::request, c, &s->options().limits);
   c->parser.attach(&c->head);
-  c->t->read_start();
+  c->tr->read_start();
 }
 
 }  // namespace
@@ -212,7 +190,7 @@ void Server::close() {
   for (Conn* c : std::set<Conn*>(conns)) {
     if (c->closing) continue;
     c->closing = true;
-    c->t->close();
+    c->tr->close();
   }
 }
 

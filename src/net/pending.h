@@ -1,11 +1,11 @@
-// px::proxy::Pending — bytes a codec read but has not parsed yet.
+// px::net::Pending — bytes a connection read but has not parsed yet.
 #pragma once
 #include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
 
-namespace px::proxy {
+namespace px::net {
 
 // Bytes a connection read but has not parsed yet (pipelined requests, tunnel data
 // that arrived early). Usually there are none: the buffer exists only while
@@ -27,4 +27,4 @@ class Pending {
   std::unique_ptr<std::string> s_;
 };
 
-}  // namespace px::proxy
+}  // namespace px::net
