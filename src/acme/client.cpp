@@ -26,8 +26,8 @@ std::string problem_summary(const json& p) {
   return s;
 }
 
-HttpRequest ca_request(std::string method, std::string url, std::string content_type, std::string body) {
-  HttpRequest r;
+http::ClientRequest ca_request(std::string method, std::string url, std::string content_type, std::string body) {
+  http::ClientRequest r;
   r.method = std::move(method);
   r.url = std::move(url);
   r.content_type = std::move(content_type);
@@ -39,13 +39,13 @@ HttpRequest ca_request(std::string method, std::string url, std::string content_
 namespace {
 
 // A CA answer that is not what was asked for: its problem document, or one of ours.
-json problem_of(const HttpResponse& r, const json& body, const std::string& doing) {
+json problem_of(const http::ClientResponse& r, const json& body, const std::string& doing) {
   if (r.status == 0) return local_problem("px:network", doing + ": " + r.error);
   if (body.is_object() && body.contains("type")) return body;
   return local_problem("px:unexpected", doing + ": HTTP " + std::to_string(r.status) + " " + r.body.substr(0, 200));
 }
 
-int64_t retry_after_of(const HttpResponse& r) {
+int64_t retry_after_of(const http::ClientResponse& r) {
   std::string v = r.header("retry-after");
   uint64_t s;
   if (!v.empty() && parse_u64(trim(v), &s)) return static_cast<int64_t>(s);
@@ -111,7 +111,7 @@ void Client::with_directory(std::function<void(std::string)> then) {
     then("");
     return;
   }
-  http_.fetch(ca_request("GET", dir_url_), [this, then](HttpResponse r) {
+  http_.fetch(ca_request("GET", dir_url_), [this, then](http::ClientResponse r) {
     json d = json::parse(r.body, nullptr, false);
     if (r.status != 200 || !d.is_object() || !d.contains("newNonce") || !d.contains("newAccount") ||
         !d.contains("newOrder")) {
@@ -129,7 +129,7 @@ void Client::with_nonce(std::function<void(std::string)> then) {
     then("");
     return;
   }
-  http_.fetch(ca_request("GET", dir_.value("newNonce", std::string())), [this, then](HttpResponse r) {
+  http_.fetch(ca_request("GET", dir_.value("newNonce", std::string())), [this, then](http::ClientResponse r) {
     nonce_ = r.header("replay-nonce");
     if (nonce_.empty())
       then(r.status == 0 ? "newNonce: " + r.error : "newNonce: HTTP " + std::to_string(r.status) + " without a nonce");
@@ -141,7 +141,7 @@ void Client::with_nonce(std::function<void(std::string)> then) {
 void Client::post(const std::string& url, const std::string& payload, bool use_jwk, Reply reply, int attempt) {
   with_nonce([=, this](std::string err) {
     if (!err.empty()) {
-      HttpResponse r;
+      http::ClientResponse r;
       r.error = err;
       json none;
       reply(r, none);
@@ -149,7 +149,7 @@ void Client::post(const std::string& url, const std::string& payload, bool use_j
     }
     std::string body = key_.sign(url, nonce_, use_jwk ? "" : kid_, payload);
     nonce_.clear();
-    http_.fetch(ca_request("POST", url, "application/jose+json", body), [=, this](HttpResponse r) {
+    http_.fetch(ca_request("POST", url, "application/jose+json", body), [=, this](http::ClientResponse r) {
       std::string n = r.header("replay-nonce");
       if (!n.empty()) nonce_ = n;
       json j = json::parse(r.body, nullptr, false);
@@ -161,7 +161,7 @@ void Client::post(const std::string& url, const std::string& payload, bool use_j
         kid_.clear();
         with_account([=, this](json problem) {
           if (!problem.is_null()) {
-            HttpResponse none;
+            http::ClientResponse none;
             none.status = r.status;
             reply(none, problem);
             return;
@@ -194,7 +194,7 @@ void Client::with_account(std::function<void(json)> then) {
     }
     json req = {{"termsOfServiceAgreed", true}};
     if (!email_.empty()) req["contact"] = json::array({"mailto:" + email_});
-    post(dir_["newAccount"].get<std::string>(), req.dump(), true, [this, then](HttpResponse& r, json& body) {
+    post(dir_["newAccount"].get<std::string>(), req.dump(), true, [this, then](http::ClientResponse& r, json& body) {
       std::string loc = r.header("location");
       if ((r.status == 201 || r.status == 200) && !loc.empty()) {
         kid_ = loc;
@@ -271,18 +271,20 @@ struct Client::Order : std::enable_shared_from_this<Order> {
     json req = {{"identifiers", ids}};
     if (with_replaces && !replaces.empty() && c->dir_.contains("renewalInfo")) req["replaces"] = replaces;
     auto self = shared_from_this();
-    c->post(c->dir_["newOrder"].get<std::string>(), req.dump(), false, [self, with_replaces](HttpResponse& r, json& b) {
-      if (r.status != 201 || !b.is_object()) {
-        // A CA that does not know the certificate we replace: order without saying so.
-        if (with_replaces && b.is_object() && req_replaces_refused(b)) return self->new_order(false);
-        return self->fail(problem_of(r, b, "newOrder"), retry_after_of(r));
-      }
-      self->url = r.header("location");
-      self->finalize = b.value("finalize", std::string());
-      for (const auto& a : b.value("authorizations", json::array())) self->authzs.push_back(a.get<std::string>());
-      PX_INFO("acme: order %s for %s", self->url.c_str(), join_names(self->names).c_str());
-      self->authorize();
-    });
+    c->post(c->dir_["newOrder"].get<std::string>(), req.dump(), false,
+            [self, with_replaces](http::ClientResponse& r, json& b) {
+              if (r.status != 201 || !b.is_object()) {
+                // A CA that does not know the certificate we replace: order without saying so.
+                if (with_replaces && b.is_object() && req_replaces_refused(b)) return self->new_order(false);
+                return self->fail(problem_of(r, b, "newOrder"), retry_after_of(r));
+              }
+              self->url = r.header("location");
+              self->finalize = b.value("finalize", std::string());
+              for (const auto& a : b.value("authorizations", json::array()))
+                self->authzs.push_back(a.get<std::string>());
+              PX_INFO("acme: order %s for %s", self->url.c_str(), join_names(self->names).c_str());
+              self->authorize();
+            });
   }
   static bool req_replaces_refused(const json& b) {
     std::string t = b.value("type", std::string());
@@ -309,7 +311,7 @@ struct Client::Order : std::enable_shared_from_this<Order> {
   // again later (once answered, while the CA validates).
   void look(const std::string& az, bool answered) {
     auto self = shared_from_this();
-    c->post(az, "", false, [self, az, answered](HttpResponse& r, json& b) {
+    c->post(az, "", false, [self, az, answered](http::ClientResponse& r, json& b) {
       if (r.status != 200 || !b.is_object()) return self->fail(problem_of(r, b, "authorization"), retry_after_of(r));
       std::string status = b.value("status", std::string());
       if (status == "valid") {
@@ -347,7 +349,7 @@ struct Client::Order : std::enable_shared_from_this<Order> {
     auto respond = [self, ch_url, az](std::string err) {
       if (!err.empty()) return self->fail(local_problem("px:challengeSetup", err));
       // RFC 8555 7.5.1: an empty object says "validate now".
-      self->c->post(ch_url, "{}", false, [self, az](HttpResponse& r, json& b) {
+      self->c->post(ch_url, "{}", false, [self, az](http::ClientResponse& r, json& b) {
         if (r.status != 200) return self->fail(problem_of(r, b, "challenge"), retry_after_of(r));
         self->poll_ms = 0;
         self->polled_ms = 0;
@@ -365,7 +367,7 @@ struct Client::Order : std::enable_shared_from_this<Order> {
     }
   }
 
-  uint64_t next_poll(const HttpResponse& r) {
+  uint64_t next_poll(const http::ClientResponse& r) {
     poll_ms = poll_ms == 0 ? c->poll_first_ms : std::min(poll_ms * 2, c->poll_max_ms);
     int64_t ra = retry_after_of(r);
     uint64_t wait = ra > 0 ? std::min<uint64_t>(static_cast<uint64_t>(ra) * 1000, c->poll_max_ms) : poll_ms;
@@ -395,7 +397,7 @@ struct Client::Order : std::enable_shared_from_this<Order> {
   // Polls the order until it reaches `want` ("ready", then "valid").
   void wait_order(const std::string& want) {
     auto self = shared_from_this();
-    c->post(url, "", false, [self, want](HttpResponse& r, json& b) {
+    c->post(url, "", false, [self, want](http::ClientResponse& r, json& b) {
       if (r.status != 200 || !b.is_object()) return self->fail(problem_of(r, b, "order"), retry_after_of(r));
       std::string status = b.value("status", std::string());
       if (status == "invalid") {
@@ -425,7 +427,7 @@ struct Client::Order : std::enable_shared_from_this<Order> {
     if (!make_csr(names, key_pem, &der, &err)) return fail(local_problem("px:csr", err));
     json req = {{"csr", b64url(der)}};
     auto self = shared_from_this();
-    c->post(finalize, req.dump(), false, [self](HttpResponse& r, json& b) {
+    c->post(finalize, req.dump(), false, [self](http::ClientResponse& r, json& b) {
       if (r.status != 200 || !b.is_object()) return self->fail(problem_of(r, b, "finalize"), retry_after_of(r));
       self->poll_ms = 0;
       self->polled_ms = 0;
@@ -440,7 +442,7 @@ struct Client::Order : std::enable_shared_from_this<Order> {
   void download() {
     if (cert_url.empty()) return fail(local_problem("px:unexpected", "a valid order without a certificate URL"));
     auto self = shared_from_this();
-    c->post(cert_url, "", false, [self](HttpResponse& r, json& b) {
+    c->post(cert_url, "", false, [self](http::ClientResponse& r, json& b) {
       if (r.status != 200 || r.body.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
         return self->fail(problem_of(r, b, "certificate download"), retry_after_of(r));
       Outcome o;
@@ -473,7 +475,7 @@ void Client::renewal_info(const std::string& cert_id, std::function<void(Renewal
     }
     std::string base = dir_["renewalInfo"].get<std::string>();
     if (!base.empty() && base.back() != '/') base.push_back('/');
-    http_.fetch(ca_request("GET", base + cert_id), [done](HttpResponse r) {
+    http_.fetch(ca_request("GET", base + cert_id), [done](http::ClientResponse r) {
       RenewalWindow w;
       json b = json::parse(r.body, nullptr, false);
       w.retry_after = retry_after_of(r);

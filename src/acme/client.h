@@ -21,11 +21,9 @@
 namespace px::acme {
 
 // The ACME client speaks through px's HTTP/1 client (http/client.h).
-using HttpClient = http::Client;
-using HttpRequest = http::ClientRequest;
-using HttpResponse = http::ClientResponse;
 // A request to the CA (or an OCSP responder), as px's ACME client: "px-acme/VERSION".
-HttpRequest ca_request(std::string method, std::string url, std::string content_type = "", std::string body = "");
+http::ClientRequest ca_request(std::string method, std::string url, std::string content_type = "",
+                               std::string body = "");
 
 using json = nlohmann::json;
 using Done = std::function<void(std::string error)>;  // "" = done
@@ -61,7 +59,7 @@ struct RenewalWindow {
 
 class Client {
  public:
-  Client(HttpClient& http, uv_loop_t* loop) : http_(http), loop_(loop) {}
+  Client(http::Client& http, uv_loop_t* loop) : http_(http), loop_(loop) {}
   void configure(std::string directory_url, std::string email);
   // The account key (PEM) and, once registered, its URL. on_account is told a newly registered URL.
   void set_account(std::string key_pem, std::string kid);
@@ -81,7 +79,7 @@ class Client {
 
  private:
   friend struct Order;
-  using Reply = std::function<void(HttpResponse&, json& body)>;
+  using Reply = std::function<void(http::ClientResponse&, json& body)>;
   void with_directory(std::function<void(std::string error)> then);
   void with_nonce(std::function<void(std::string error)> then);
   void with_account(std::function<void(json problem)> then);
@@ -89,7 +87,7 @@ class Client {
   void post(const std::string& url, const std::string& payload, bool use_jwk, Reply reply, int attempt = 0);
   void after(uint64_t ms, std::function<void()> fn) { acme::after(loop_, ms, std::move(fn)); }
 
-  HttpClient& http_;
+  http::Client& http_;
   uv_loop_t* loop_;
   std::string dir_url_, email_;
   json dir_;  // the directory, once fetched

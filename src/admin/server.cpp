@@ -40,9 +40,8 @@ struct Ask {
   const std::string& body;
   bool too_big;
   bool is_unix;
-  bool ui;                 // the dashboard's listener: its assets, and session cookies for the API
-  const std::string& ip;   // TCP: the client's address
-  const std::string& who;  // unix: "uid:N"
+  bool ui;                  // the dashboard's listener: its assets, and session cookies for the API
+  const std::string& peer;  // TCP: the client's address; unix: "uid:N"
   bool keep_alive = true;
   http::Reply reply;
 };
@@ -144,7 +143,7 @@ void handle(Ask* c) {
   c->keep_alive = hd.keep_alive;
   Request req;
   req.method = std::string(hd.method_name());
-  req.ip = c->ip;
+  if (!c->is_unix) req.ip = c->peer;
   std::string target(hd.url());
   if (c->ui && target.rfind("/v1/", 0) != 0) {
     serve_asset(c, target);
@@ -158,7 +157,7 @@ void handle(Ask* c) {
   // a session cookie.
   std::string_view auth = c->is_unix ? std::string_view() : hd.get("authorization");
   if (c->is_unix) {
-    req.who = c->who;
+    req.who = c->peer;
   } else if (path != "/v1/openapi.json") {
     std::string name;
     if (auth.size() > 7 && iequals(auth.substr(0, 7), "bearer "))
@@ -337,17 +336,7 @@ int run_server(const ServerOptions& opt) {
   http::Server server(
       &loop,
       [&srv](const http::ServerRequest& rq) {
-        static const std::string kNone;
-        Ask c{&srv,
-              rq.head,
-              rq.body,
-              rq.body_too_large,
-              rq.unix_socket,
-              rq.listener == kUi,
-              rq.unix_socket ? kNone : rq.peer,
-              rq.unix_socket ? rq.peer : kNone,
-              true,
-              {}};
+        Ask c{&srv, rq.head, rq.body, rq.body_too_large, rq.unix_socket, rq.listener == kUi, rq.peer, true, {}};
         handle(&c);
         return std::move(c.reply);
       },

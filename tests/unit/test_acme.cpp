@@ -19,7 +19,6 @@
 
 using namespace px::acme;
 using px::http::split_url;
-using HttpResponse = px::http::ClientResponse;
 using json = nlohmann::json;
 
 TEST_CASE("acme: base64url") {
@@ -154,7 +153,7 @@ TEST_CASE("acme: URLs and Link headers") {
   CHECK_FALSE(split_url("ftp://a/", &tls, &host, &port, &target));
   CHECK_FALSE(split_url("https://user@a/", &tls, &host, &port, &target));
   CHECK_FALSE(split_url("https://a:99999/", &tls, &host, &port, &target));
-  HttpResponse r;
+  px::http::ClientResponse r;
   r.headers = {{"link", "<https://ca/dir>;rel=\"index\""},
                {"link", "<https://ca/alt/1>; rel=\"alternate\", <x>;rel=up"}};
   CHECK(r.links("index") == std::vector<std::string>{"https://ca/dir"});
