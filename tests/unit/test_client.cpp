@@ -100,9 +100,13 @@ TEST_CASE("http::Client gets an answer, or says which kind of failure it met") {
     client.max_body = 1000;
     client.timeout_ms = 100;  // for the silent peer only: the others answer or fail at once
 
-    ClientRequest ok;
-    ok.url = "http://127.0.0.1:" + std::to_string(port) + "/a";
-    ClientResponse r = fetch(&l.loop, client, ok);
+    auto url = [](int p, const char* path) { return "http://127.0.0.1:" + std::to_string(p) + path; };
+    auto get = [&](std::string u) {  // one GET of u, answered or failed
+      ClientRequest rq;
+      rq.url = std::move(u);
+      return fetch(&l.loop, client, rq);
+    };
+    ClientResponse r = get(url(port, "/a"));
     CHECK(r.status == 200);
     CHECK(r.body == "hello /a");
     CHECK(r.failure == ClientFailure::none);
@@ -117,16 +121,12 @@ TEST_CASE("http::Client gets an answer, or says which kind of failure it met") {
       CHECK(r.body == "hello /b");
     }
     SUBCASE("a body over max_body") {
-      ClientRequest rq;
-      rq.url = "http://127.0.0.1:" + std::to_string(port) + "/big";
-      r = fetch(&l.loop, client, rq);
+      r = get(url(port, "/big"));
       CHECK(r.status == 0);
       CHECK(r.failure == ClientFailure::too_large);
     }
     SUBCASE("an answer that is not HTTP/1") {
-      ClientRequest rq;
-      rq.url = "http://127.0.0.1:" + std::to_string(junk.port) + "/";
-      r = fetch(&l.loop, client, rq);
+      r = get(url(junk.port, "/"));
       CHECK(r.status == 0);
       CHECK(r.failure == ClientFailure::bad_response);
       CHECK(r.error.find("invalid HTTP response") != std::string::npos);
@@ -137,31 +137,25 @@ TEST_CASE("http::Client gets an answer, or says which kind of failure it met") {
       REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
       socklen_t len = sizeof a;
       getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);  // bound, not listening: refused
-      ClientRequest rq;
-      rq.url = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/";
-      r = fetch(&l.loop, client, rq);
+      r = get(url(ntohs(a.sin_port), "/"));
       ::close(fd);
       CHECK(r.status == 0);
       CHECK(r.failure == ClientFailure::connect);
       CHECK(r.sys_error == UV_ECONNREFUSED);
     }
     SUBCASE("not a URL") {
-      ClientRequest rq;
-      rq.url = "ftp://127.0.0.1/";
-      r = fetch(&l.loop, client, rq);
+      r = get("ftp://127.0.0.1/");
       CHECK(r.failure == ClientFailure::bad_url);
     }
     SUBCASE("a peer that never answers: the timeout") {
-      ClientRequest rq;
-      rq.url = "http://127.0.0.1:" + std::to_string(silent.port) + "/";
-      r = fetch(&l.loop, client, rq);
+      r = get(url(silent.port, "/"));
       CHECK(r.status == 0);
       CHECK(r.failure == ClientFailure::timeout);
       CHECK(r.sys_error == UV_ETIMEDOUT);
     }
     SUBCASE("a cancelled call never calls back, and leaves nothing on the loop") {
       ClientRequest rq;
-      rq.url = "http://127.0.0.1:" + std::to_string(silent.port) + "/";
+      rq.url = url(silent.port, "/");
       bool called = false;
       Client::Call* c = client.fetch(rq, [&](ClientResponse) { called = true; });
       // Let it connect first, so the cancel closes a live connection.
