@@ -100,6 +100,7 @@ Result in_txn(store::Store& st, const std::function<bool(Tx&)>& fn) {
   Result out;
   bool failed = false;
   std::string err;
+  store::WriteFail why = store::WriteFail::none;
   bool ok = st.write(
       [&](store::Store::Writer& w, std::string* e) {
         Tx tx{w, e, {}, false};
@@ -112,9 +113,11 @@ Result in_txn(store::Store& st, const std::function<bool(Tx&)>& fn) {
         }
         return r;
       },
-      nullptr, &err);
+      nullptr, &err, &why);
   if (ok) return out;
   if (failed) return out;
+  if (why == store::WriteFail::unavailable) return Result::error(503, "", err);
+  if (why == store::WriteFail::conflict) return Result::error(409, "", err);
   return Result::error(500, "", err);
 }
 
@@ -537,6 +540,10 @@ Result Admin::export_config(bool include_keys) {
         bool found;
         if (!t.get(store::keys::kGeneration, &g, &found, e)) return false;
         doc["generation"] = found ? store::keys::decode_generation(g) : 0;
+        // In a fleet the generation is this host's own count of changes: the hosts' exports are the same
+        // configuration, byte for byte, without it.
+        if (!t.get(store::keys::kFleetRevision, &g, &found, e)) return false;
+        if (found) doc.erase("generation");
         for (const char* kind : {"route", "acl", "stream"}) {
           std::string key = std::string(kind) + "s";
           if (!t.scan(
@@ -906,6 +913,7 @@ Result Admin::status(const std::vector<std::string>& files) {
   }
   Result r;
   r.body = {{"generation", gen}, {"schema", store::keys::kSchemaVersion}, {"data_dir", st_.dir()}, {"pxd", pxd}};
+  if (fleet_status_) r.body["fleet"] = fleet_status_();
   return r;
 }
 

@@ -315,6 +315,15 @@ int run_server(const ServerOptions& opt) {
   }
   Admin admin(srv.store);
   srv.admin = &admin;
+  std::unique_ptr<fleet::Fleet> fleet;
+  if (!opt.fleet.etcd.endpoints.empty()) {
+    fleet = std::make_unique<fleet::Fleet>(opt.fleet);
+    if (!fleet->start(&srv.store, &err)) {
+      PX_ERR("fleet %s: %s", opt.fleet.name.c_str(), err.c_str());
+      return 2;
+    }
+    admin.set_fleet_status([f = fleet.get()] { return f->status(); });
+  }
   g_pxd_status_files = opt.pxd_status_files;
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -421,6 +430,7 @@ int run_server(const ServerOptions& opt) {
       nullptr);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  if (fleet) fleet->stop();
   g_ui = nullptr;
   PX_INFO("pxadmind stopped");
   return 0;

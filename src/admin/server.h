@@ -7,6 +7,7 @@
 
 #include "admin/acme_manager.h"
 #include "admin/ui_auth.h"
+#include "fleet/fleet.h"
 
 namespace px::admin {
 
@@ -21,6 +22,7 @@ struct ServerOptions {
   UiOptions ui;
   std::vector<std::string> pxd_status_files = {"/run/px/pxd.status"};
   AcmeOptions acme;
+  fleet::FleetOptions fleet;  // fleet mode when it names etcd endpoints
 };
 
 int run_server(const ServerOptions& opt);

@@ -265,9 +265,15 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
       finish();
       return kPause;  // nothing more is read
     }
+    if (req.on_body && h.status >= 200) uv_timer_stop(&timer);
     return 0;
   }
   int on_body(const char* d, size_t n) override {
+    if (req.on_body) {
+      if (req.on_body(std::string_view(d, n))) return 0;
+      finish();
+      return kPause;
+    }
     if (resp.body.size() + n > client->max_body) {
       body_too_large = true;
       return parser.set_error(502, "response body too large");
@@ -308,6 +314,23 @@ bool Client::set_ca_file(const std::string& ca_file, std::string* error) {
   }
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
   ctx_ = std::move(ctx);
+  return true;
+}
+
+bool Client::set_client_cert(const std::string& cert_file, const std::string& key_file, std::string* error) {
+  if (!ctx_ && !set_ca_file("", error)) return false;
+  if (SSL_CTX_use_certificate_chain_file(ctx_.get(), cert_file.c_str()) != 1) {
+    *error = cert_file + ": no PEM certificate could be read";
+    return false;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx_.get(), key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    *error = key_file + ": no PEM private key could be read";
+    return false;
+  }
+  if (SSL_CTX_check_private_key(ctx_.get()) != 1) {
+    *error = key_file + ": the key does not match the certificate in " + cert_file;
+    return false;
+  }
   return true;
 }
 

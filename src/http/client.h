@@ -39,6 +39,9 @@ struct ClientRequest {
   uint64_t timeout_ms = 0;  // 0: the client's timeout_ms
   SSL* ssl = nullptr;       // https: this connection's TLS, made by the caller (taken, even on failure)
   bool head_only = false;   // answer as soon as the status line and fields are in (a health probe)
+  // A streamed body (an etcd watch): its bytes go here as they come and are not kept; returning false ends
+  // the call. The timeout then covers the head only.
+  std::function<bool(std::string_view)> on_body;
 };
 
 // Why a call got no response, for callers that act on the kind (the text is in `error`).
@@ -81,6 +84,8 @@ class Client {
 
   // The CAs servers are verified against: a PEM file, or "" for the system's bundle.
   bool set_ca_file(const std::string& ca_file, std::string* error);
+  // A client certificate and its key (PEM files) to present, after set_ca_file.
+  bool set_client_cert(const std::string& cert_file, const std::string& key_file, std::string* error);
   // No verification of the server's certificate (pxctl trace -k). Before the first fetch.
   void set_insecure() { insecure_ = true; }
   // `done` is called exactly once, from the loop (never from inside fetch()),

@@ -45,6 +45,20 @@ int main(int argc, char** argv) {
   app.add_option("--dns-timeout", a.dns_timeout_s, "seconds a TXT record may take to become visible")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
+  auto& f = opt.fleet;
+  std::string etcd;
+  app.add_option("--etcd", etcd,
+                 "fleet mode: the etcd cluster's client URLs, comma-separated (https://10.0.0.1:2379,...)");
+  app.add_option("--etcd-ca", f.etcd.ca_file, "PEM CAs to verify etcd's certificates with (default: the system's)");
+  app.add_option("--etcd-cert", f.etcd.cert_file, "this host's client certificate for etcd (PEM)");
+  app.add_option("--etcd-key", f.etcd.key_file, "its private key (PEM)");
+  app.add_option("--fleet-name", f.name, "the fleet: its configuration lives under /px/NAME/ in etcd")
+      ->capture_default_str();
+  app.add_option("--host-name", f.host, "this host's name in the fleet (default: the hostname)");
+  app.add_option("--fleet-join", f.join,
+                 "first start with a store of its own: replace (take the fleet's configuration) or seed (push this "
+                 "one into an empty fleet)")
+      ->check(CLI::IsMember({"replace", "seed"}));
   app.add_option("--log-level", level, "error, warn, info or debug")->capture_default_str();
   app.set_version_flag("-V,--version", std::string("pxadmind ") + PX_VERSION);
   try {
@@ -70,6 +84,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!status_files.empty()) opt.pxd_status_files = status_files;
+  for (size_t at = 0; !etcd.empty() && at <= etcd.size();) {
+    size_t comma = etcd.find(',', at);
+    if (comma == std::string::npos) comma = etcd.size();
+    if (comma > at) f.etcd.endpoints.push_back(etcd.substr(at, comma - at));
+    at = comma + 1;
+  }
+  bool valid_name = !f.name.empty() && f.name.size() <= 64;
+  for (char c : f.name) valid_name &= std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  if (!valid_name) {
+    std::fprintf(stderr, "pxadmind: --fleet-name: '%s' is not a name ([A-Za-z0-9._-]{1,64})\n", f.name.c_str());
+    return 2;
+  }
   opt.ui.idle_s = idle_s;
   signal(SIGPIPE, SIG_IGN);
   return px::admin::run_server(opt);

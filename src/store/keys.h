@@ -9,6 +9,9 @@
 //   meta:schema                ASCII decimal schema version, "1"
 //   meta:generation            8 bytes, unsigned 64-bit little-endian, +1 per write transaction
 //   meta:audit_seq             ASCII decimal, the last audit record's seq
+//   meta:fleet_revision        ASCII decimal: in a fleet (pxadmind --etcd), the etcd revision this store has
+//                              applied. Local, like meta:generation and meta:schema; every other key is the
+//                              fleet's, kept in etcd under /px/<fleet>/<key> (fleet_shared()).
 //   route:<name>               JSON route (route/route.h)
 //   acl:<name>                 JSON access list (route/acl.h): CIDR rules, users with password hashes
 //   token:<name>               JSON {name, sha256, created, created_by}: API tokens, as hashes only
@@ -40,6 +43,10 @@ inline constexpr uint32_t kSchemaVersion = 1;
 inline constexpr std::string_view kSchema = "meta:schema";
 inline constexpr std::string_view kGeneration = "meta:generation";
 inline constexpr std::string_view kAuditSeq = "meta:audit_seq";
+inline constexpr std::string_view kFleetRevision = "meta:fleet_revision";
+
+// Whether a key is the fleet's (mirrored through etcd) rather than this host's own.
+inline bool fleet_shared(std::string_view key) { return !key.starts_with("meta:") || key == kAuditSeq; }
 
 inline constexpr std::string_view kRoute = "route:";
 inline constexpr std::string_view kAcl = "acl:";

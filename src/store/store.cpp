@@ -146,7 +146,7 @@ bool Store::scan(std::string_view prefix, uint64_t* generation,
     return false;
   }
   k = val(prefix);
-  rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  rc = mdb_cursor_get(cur, &k, &v, k.mv_size ? MDB_SET_RANGE : MDB_FIRST);
   while (rc == 0) {
     std::string_view key(static_cast<char*>(k.mv_data), k.mv_size);
     if (key.substr(0, prefix.size()) != prefix) break;
@@ -166,6 +166,7 @@ bool Store::Writer::put(std::string_view key, std::string_view value, std::strin
   MDB_val k = val(key), v = val(value);
   int rc = mdb_put(txn, dbi, &k, &v, 0);
   if (rc != 0) *error = "store write " + std::string(key) + ": " + lmdb_error(rc);
+  if (rc == 0 && record) record->push_back(Change{std::string(key), std::string(value), false});
   return rc == 0;
 }
 
@@ -176,6 +177,7 @@ bool Store::Writer::del(std::string_view key, std::string* error) {
     *error = "store delete " + std::string(key) + ": " + lmdb_error(rc);
     return false;
   }
+  if (rc == 0 && record) record->push_back(Change{std::string(key), {}, true});
   return true;
 }
 
@@ -200,7 +202,7 @@ bool Store::Txn::scan(std::string_view prefix, const std::function<bool(std::str
     return false;
   }
   MDB_val k = val(start.empty() ? prefix : start), v;
-  rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  rc = mdb_cursor_get(cur, &k, &v, k.mv_size ? MDB_SET_RANGE : MDB_FIRST);  // LMDB takes no empty key
   while (rc == 0) {
     std::string_view key(static_cast<char*>(k.mv_data), k.mv_size);
     if (key.substr(0, prefix.size()) != prefix) break;
@@ -224,7 +226,50 @@ bool Store::read(const std::function<bool(Txn&, std::string*)>& fn, std::string*
   return ok;
 }
 
-bool Store::write(const std::function<bool(Writer&, std::string*)>& fn, uint64_t* new_generation, std::string* error) {
+bool Store::write(const WriteFn& fn, uint64_t* new_generation, std::string* error, WriteFail* fail) {
+  if (fail) *fail = WriteFail::none;
+  if (!committer_) {
+    bool ok = apply(fn, new_generation, error);
+    if (!ok && fail) *fail = WriteFail::store;
+    return ok;
+  }
+  return write_through(fn, new_generation, error, fail);
+}
+
+// A fleet's write: run fn on the current state, roll it back, hand its changes to the committer. When the
+// fleet moved on first, the committer caught this store up, and fn runs again on the new state: the fleet's
+// writes are serialised as one host's are.
+bool Store::write_through(const WriteFn& fn, uint64_t* new_generation, std::string* error, WriteFail* fail) {
+  WriteFail why = WriteFail::store;
+  for (int attempt = 0; attempt < 20; attempt++) {
+    MDB_txn* txn;
+    int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+    if (rc != 0) {
+      *error = "store write: " + lmdb_error(rc);
+      break;
+    }
+    std::vector<Change> changes;
+    Writer w{{txn, dbi_}};
+    w.record = &changes;
+    std::string rev;
+    bool found = false;
+    bool ok = fn(w, error) && w.get(keys::kFleetRevision, &rev, &found, error);
+    mdb_txn_abort(txn);
+    if (!ok) break;
+    std::erase_if(changes, [](const Change& c) { return !keys::fleet_shared(c.key); });
+    uint64_t base = 0;
+    for (char c : rev) base = base * 10 + static_cast<uint64_t>(c - '0');
+    why = changes.empty() ? WriteFail::none : committer_->commit(base, changes, error);
+    if (why != WriteFail::conflict) break;
+    if (attempt == 19) *error = "the fleet kept changing under this write: try again";
+  }
+  if (fail) *fail = why;
+  if (why != WriteFail::none) return false;
+  if (new_generation) return generation(new_generation, error);
+  return true;
+}
+
+bool Store::apply(const WriteFn& fn, uint64_t* new_generation, std::string* error) {
   if (read_only_) {
     *error = "store opened read-only";
     return false;

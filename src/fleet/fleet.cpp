@@ -1,0 +1,469 @@
+#include "fleet/fleet.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "core/log.h"
+#include "net/uv_transport.h"
+#include "store/keys.h"
+
+namespace px::fleet {
+
+namespace {
+
+constexpr uint64_t kApplyWaitMs = 10000;  // a committed write shows up here within this, or the write says so
+constexpr uint64_t kRetryMs = 1000;       // a broken watch is made again after this
+constexpr uint64_t kHealthMs = 5000;      // how often the follower asks etcd whether it is there
+
+int64_t now_s() { return static_cast<int64_t>(std::time(nullptr)); }
+
+uint64_t parse_rev(const std::string& v) {
+  uint64_t r = 0;
+  for (char c : v) r = r * 10 + static_cast<uint64_t>(c - '0');
+  return r;
+}
+
+}  // namespace
+
+// The follower: a loop on its own thread that keeps a watch on the fleet's prefix open and applies what it
+// sends, and asks etcd every few seconds whether it is there (a watch on a member that vanished says nothing).
+struct Fleet::Follower {
+  Fleet* f;
+  Etcd etcd;
+  uv_loop_t loop{};
+  uv_async_t wake{};
+  uv_timer_t retry{}, health{};
+  std::unique_ptr<http::Client> client;
+  http::Client::Call* watch = nullptr;
+  http::Client::Call* probe = nullptr;
+  JsonStream stream;
+  bool stopping = false;
+  bool resync_needed = false;
+  bool broken = false;
+
+  explicit Follower(Fleet* fl) : f(fl), etcd(fl->etcd_.options()) {}
+
+  void run() {
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_walk(
+        &loop,
+        [](uv_handle_t* h, void*) {
+          if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    net::release_thread_buffers();
+  }
+
+  void init() {
+    uv_loop_init(&loop);
+    loop.data = this;
+    uv_async_init(&loop, &wake, [](uv_async_t* a) {
+      auto* self = static_cast<Follower*>(a->loop->data);
+      self->stopping = true;
+      self->client->cancel_all();
+      uv_stop(a->loop);
+    });
+    uv_timer_init(&loop, &retry);
+    uv_timer_init(&loop, &health);
+    client = std::make_unique<http::Client>(&loop);
+    std::string err;
+    etcd.setup(*client, &err);  // checked by Fleet::start
+    uv_timer_start(
+        &retry, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->start_watch(); }, 0, 0);
+    uv_timer_start(
+        &health, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->ask(); }, kHealthMs, kHealthMs);
+  }
+
+  void start_watch() {
+    if (stopping || watch) return;
+    if (resync_needed) {
+      std::string err;
+      if (!f->resync(etcd, &err)) {
+        f->set_reachable(false, err);
+        uv_timer_start(
+            &retry, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->start_watch(); }, kRetryMs, 0);
+        return;
+      }
+      resync_needed = false;
+    }
+    uint64_t from;
+    {
+      std::lock_guard<std::mutex> g(f->mu_);
+      from = f->applied_ + 1;
+    }
+    json body = {{"create_request",
+                  {{"key", b64(f->prefix_)},
+                   {"range_end", b64(prefix_end(f->prefix_))},
+                   {"start_revision", std::to_string(from)},
+                   {"progress_notify", true}}}};
+    http::ClientRequest rq = etcd.request(etcd.preferred(), "/v3/watch", body);
+    stream = JsonStream();
+    broken = false;
+    rq.on_body = [this](std::string_view bytes) {
+      bool ok = stream.feed(bytes, [this](json& m) { on_message(m); });
+      if (!ok) {
+        f->set_reachable(false, "etcd watch: the answer is not a stream of JSON objects");
+        broken = true;
+      }
+      return ok && !broken;
+    };
+    watch = client->fetch(std::move(rq), [this](http::ClientResponse r) {
+      watch = nullptr;
+      if (stopping) return;
+      if (!broken) {
+        std::string why = r.status == 0 ? r.error : "the watch ended (HTTP " + std::to_string(r.status) + ")";
+        f->set_reachable(false, "etcd " + etcd.preferred_url() + ": " + why);
+      }
+      etcd.next();  // the next member
+      uv_timer_start(
+          &retry, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->start_watch(); },
+          resync_needed ? 0 : kRetryMs, 0);
+    });
+  }
+
+  void on_message(const json& m) {
+    if (broken) return;
+    auto res = m.find("result");
+    if (res == m.end() || !res->is_object()) {
+      std::string msg = m.contains("error") ? m["error"].dump() : m.dump();
+      f->set_reachable(false, "etcd watch: " + msg.substr(0, 300));
+      broken = true;
+      return;
+    }
+    if (uint64_t c = num(*res, "compact_revision")) {
+      PX_WARN("fleet %s: etcd compacted its history past revision %llu: resynchronising", f->opt_.name.c_str(),
+              static_cast<unsigned long long>(c));
+      resync_needed = true;
+      broken = true;
+      return;
+    }
+    if (res->value("canceled", false)) {
+      f->set_reachable(false, "etcd cancelled the watch: " + res->value("cancel_reason", std::string()));
+      broken = true;
+      return;
+    }
+    if (res->value("created", false)) {
+      f->set_reachable(true, "");
+      return;
+    }
+    auto ev = res->find("events");
+    if (ev == res->end() || ev->empty()) return;  // a progress notification
+    std::string err;
+    if (!f->apply_events(*ev, &err)) {
+      PX_ERR("fleet %s: %s", f->opt_.name.c_str(), err.c_str());
+      f->set_reachable(true, err);
+      resync_needed = true;
+      broken = true;
+    }
+  }
+
+  // Is etcd there? A range of the serial key (count only) on the watch's member.
+  void ask() {
+    if (stopping || probe) return;
+    json body = {{"key", b64(f->serial_)}, {"count_only", true}};
+    probe = client->fetch(etcd.request(etcd.preferred(), "/v3/kv/range", body), [this](http::ClientResponse r) {
+      probe = nullptr;
+      if (stopping) return;
+      if (r.status == 200) {
+        if (watch) f->set_reachable(true, "");
+        return;
+      }
+      f->set_reachable(
+          false, "etcd " + etcd.preferred_url() + ": " + (r.status ? "HTTP " + std::to_string(r.status) : r.error));
+      if (watch) client->cancel(watch), watch = nullptr;
+      etcd.next();
+      uv_timer_start(
+          &retry, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->start_watch(); }, 0, 0);
+    });
+  }
+};
+
+Fleet::Fleet(FleetOptions opt) : opt_(std::move(opt)), etcd_(opt_.etcd) {
+  prefix_ = "/px/" + opt_.name + "/";
+  serial_ = "/px/" + opt_.name + ".serial";
+  if (opt_.host.empty()) {
+    char h[256] = {};
+    gethostname(h, sizeof h - 1);
+    opt_.host = h;
+  }
+}
+
+Fleet::~Fleet() { stop(); }
+
+void Fleet::set_applied(uint64_t rev) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (rev > applied_) applied_ = rev;
+  }
+  cv_.notify_all();
+}
+
+void Fleet::set_reachable(bool ok, const std::string& error) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (ok != reachable_) {
+    since_ = now_s();
+    if (ok)
+      PX_INFO("fleet %s: etcd reachable, applied revision %llu", opt_.name.c_str(),
+              static_cast<unsigned long long>(applied_));
+    else
+      PX_WARN("fleet %s: %s; serving revision %llu", opt_.name.c_str(), error.c_str(),
+              static_cast<unsigned long long>(applied_));
+  }
+  reachable_ = ok;
+  if (!error.empty()) last_error_ = error;
+}
+
+bool Fleet::wait_applied(uint64_t rev, uint64_t ms) {
+  std::unique_lock<std::mutex> g(mu_);
+  return cv_.wait_for(g, std::chrono::milliseconds(ms), [&] { return applied_ >= rev; });
+}
+
+// Every event of one watch answer in one local transaction, with the highest revision among them.
+bool Fleet::apply_events(const json& events, std::string* error) {
+  uint64_t top = 0;
+  std::string k, v;
+  bool ok = st_->apply(
+      [&](store::Store::Writer& w, std::string* e) {
+        for (const json& ev : events) {
+          const json& kv = ev.value("kv", json::object());
+          if (!unb64(kv.value("key", ""), &k) || !k.starts_with(prefix_)) continue;
+          std::string_view sk = std::string_view(k).substr(prefix_.size());
+          top = std::max(top, num(kv, "mod_revision"));
+          if (!store::keys::fleet_shared(sk)) continue;  // a host's own key is never taken from etcd
+          if (ev.value("type", "PUT") == "DELETE") {
+            if (!w.del(sk, e)) return false;
+          } else {
+            if (!unb64(kv.value("value", ""), &v)) {
+              *e = "etcd key " + k + ": the value is not base64";
+              return false;
+            }
+            if (!w.put(sk, v, e)) return false;
+          }
+        }
+        return top == 0 || w.put(store::keys::kFleetRevision, std::to_string(top), e);
+      },
+      nullptr, error);
+  if (ok) set_applied(top);
+  return ok;
+}
+
+// The whole prefix at one revision replaces every shared key here, in one transaction.
+bool Fleet::resync(Etcd& etcd, std::string* error) {
+  json out;
+  json body = {{"key", b64(prefix_)}, {"range_end", b64(prefix_end(prefix_))}};
+  if (!etcd.call("/v3/kv/range", body, &out, error)) return false;
+  uint64_t rev = num(out.value("header", json::object()), "revision");
+  std::string k, v;
+  size_t n = 0;
+  bool ok = st_->apply(
+      [&](store::Store::Writer& w, std::string* e) {
+        std::vector<std::string> old;
+        if (!w.scan(
+                "",
+                [&](std::string_view key, std::string_view) {
+                  if (store::keys::fleet_shared(key)) old.emplace_back(key);
+                  return true;
+                },
+                e))
+          return false;
+        for (const std::string& key : old)
+          if (!w.del(key, e)) return false;
+        for (const json& kv : out.value("kvs", json::array())) {
+          if (!unb64(kv.value("key", ""), &k) || !k.starts_with(prefix_)) continue;
+          std::string_view sk = std::string_view(k).substr(prefix_.size());
+          if (!store::keys::fleet_shared(sk)) continue;
+          if (!unb64(kv.value("value", ""), &v)) continue;
+          if (!w.put(sk, v, e)) return false;
+          n++;
+        }
+        return w.put(store::keys::kFleetRevision, std::to_string(rev), e);
+      },
+      nullptr, error);
+  if (!ok) return false;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    applied_ = rev;  // may go back: a resync after a restore takes etcd's word
+    resyncs_++;
+  }
+  cv_.notify_all();
+  PX_INFO("fleet %s: resynchronised %zu keys at etcd revision %llu", opt_.name.c_str(), n,
+          static_cast<unsigned long long>(rev));
+  return true;
+}
+
+// This store's shared keys into an empty fleet: the serial key must not exist yet.
+bool Fleet::seed(std::string* error) {
+  std::vector<store::Change> all;
+  if (!st_->read(
+          [&](store::Store::Txn& t, std::string* e) {
+            return t.scan(
+                "",
+                [&](std::string_view k, std::string_view v) {
+                  if (store::keys::fleet_shared(k)) all.push_back({std::string(k), std::string(v), false});
+                  return true;
+                },
+                e);
+          },
+          error))
+    return false;
+  // etcd takes at most --max-txn-ops (128 by default) operations per transaction: chunks, each checking that
+  // the serial is still where the previous one left it.
+  uint64_t serial_rev = 0;
+  size_t i = 0;
+  do {
+    json compare = json::array(), success = json::array();
+    if (serial_rev == 0)
+      compare.push_back({{"key", b64(serial_)}, {"target", "VERSION"}, {"result", "EQUAL"}, {"version", "0"}});
+    else
+      compare.push_back({{"key", b64(serial_)},
+                         {"target", "MOD"},
+                         {"result", "EQUAL"},
+                         {"mod_revision", std::to_string(serial_rev)}});
+    for (size_t n = 0; i < all.size() && n < 100; i++, n++)
+      success.push_back({{"request_put", {{"key", b64(key(all[i].key))}, {"value", b64(all[i].value)}}}});
+    success.push_back({{"request_put", {{"key", b64(serial_)}, {"value", b64(opt_.host)}}}});
+    json out;
+    if (!etcd_.call("/v3/kv/txn", {{"compare", compare}, {"success", success}}, &out, error)) return false;
+    if (!out.value("succeeded", false)) {
+      *error = "--fleet-join seed: fleet '" + opt_.name + "' already holds a configuration (" + serial_ +
+               " exists); use --fleet-join replace to take it";
+      return false;
+    }
+    serial_rev = num(out.value("header", json::object()), "revision");
+  } while (i < all.size());
+  PX_INFO("fleet %s: seeded %zu keys from this store", opt_.name.c_str(), all.size());
+  return true;
+}
+
+bool Fleet::start(store::Store* st, std::string* error) {
+  st_ = st;
+  if (!etcd_.check(error)) return false;
+  {
+    http::Client probe(nullptr);  // the files load (CAs, certificate, key) before anything is asked
+    if (!etcd_.setup(probe, error)) return false;
+  }
+  uint64_t rev = 0;
+  bool local = false;  // the store holds shared keys
+  std::string err;
+  if (!st_->read(
+          [&](store::Store::Txn& t, std::string* e) {
+            std::string v;
+            bool found;
+            if (!t.get(store::keys::kFleetRevision, &v, &found, e)) return false;
+            if (found) rev = parse_rev(v);
+            return t.scan(
+                "",
+                [&](std::string_view k, std::string_view) {
+                  local = store::keys::fleet_shared(k);
+                  return !local;
+                },
+                e);
+          },
+          error))
+    return false;
+  json out;
+  bool reached = etcd_.call("/v3/kv/range", {{"key", b64(serial_)}, {"count_only", true}}, &out, &err);
+  if (rev == 0) {
+    // Never joined: etcd must answer, and a store with a configuration of its own joins only as told.
+    if (!reached) {
+      *error = err;
+      return false;
+    }
+    if (local && opt_.join.empty()) {
+      *error = "the local store holds a configuration and has never been in fleet '" + opt_.name +
+               "': start with --fleet-join replace (take the fleet's) or --fleet-join seed (push this one into "
+               "an empty fleet)";
+      return false;
+    }
+    if (local && opt_.join == "seed" && !seed(error)) return false;
+    if (!resync(etcd_, error)) return false;
+  } else if (reached) {
+    std::lock_guard<std::mutex> g(mu_);
+    applied_ = rev;
+  } else {
+    std::lock_guard<std::mutex> g(mu_);
+    applied_ = rev;
+    PX_WARN("fleet %s: %s; serving the last applied revision %llu", opt_.name.c_str(), err.c_str(),
+            static_cast<unsigned long long>(rev));
+    last_error_ = err;
+  }
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    reachable_ = reached;
+    since_ = now_s();
+  }
+  st_->set_committer(this);
+  follower_ = std::make_unique<Follower>(this);
+  follower_->init();
+  thread_ = std::thread([this] { follower_->run(); });
+  PX_INFO("fleet %s: host %s following %s from revision %llu", opt_.name.c_str(), opt_.host.c_str(), prefix_.c_str(),
+          static_cast<unsigned long long>(applied_));
+  return true;
+}
+
+void Fleet::stop() {
+  if (!thread_.joinable()) return;
+  uv_async_send(&follower_->wake);
+  thread_.join();
+  follower_->client.reset();
+  uv_loop_close(&follower_->loop);
+  follower_.reset();
+  if (st_) st_->set_committer(nullptr);
+}
+
+store::WriteFail Fleet::commit(uint64_t base, const std::vector<store::Change>& changes, std::string* error) {
+  json success = json::array();
+  for (const store::Change& c : changes) {
+    if (c.del)
+      success.push_back({{"request_delete_range", {{"key", b64(key(c.key))}}}});
+    else
+      success.push_back({{"request_put", {{"key", b64(key(c.key))}, {"value", b64(c.value)}}}});
+  }
+  success.push_back({{"request_put", {{"key", b64(serial_)}, {"value", b64(opt_.host)}}}});
+  json body = {
+      {"compare",
+       {{{"key", b64(serial_)}, {"target", "MOD"}, {"result", "LESS"}, {"mod_revision", std::to_string(base + 1)}}}},
+      {"success", success},
+      {"failure", {{{"request_range", {{"key", b64(serial_)}}}}}}};
+  json out;
+  if (!etcd_.call("/v3/kv/txn", body, &out, error)) {
+    if (error->starts_with("etcd unreachable")) set_reachable(false, *error);
+    return store::WriteFail::unavailable;
+  }
+  if (out.value("succeeded", false)) {
+    uint64_t rev = num(out.value("header", json::object()), "revision");
+    if (wait_applied(rev, kApplyWaitMs)) return store::WriteFail::none;
+    *error = "etcd committed the change at revision " + std::to_string(rev) +
+             ", and this host has not applied it yet (its watch on etcd is behind)";
+    return store::WriteFail::unavailable;
+  }
+  // Another write reached the fleet first: catch up to it, and the write runs again.
+  uint64_t theirs = 0;
+  for (const json& r : out.value("responses", json::array()))
+    for (const json& kv : r.value("response_range", json::object()).value("kvs", json::array()))
+      theirs = std::max(theirs, num(kv, "mod_revision"));
+  if (wait_applied(theirs, kApplyWaitMs)) return store::WriteFail::conflict;
+  *error = "the fleet changed at revision " + std::to_string(theirs) + " and this host has not applied it yet";
+  return store::WriteFail::unavailable;
+}
+
+json Fleet::status() {
+  std::lock_guard<std::mutex> g(mu_);
+  char t[32] = "";
+  time_t s = static_cast<time_t>(since_);
+  tm tmv;
+  gmtime_r(&s, &tmv);
+  strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+  return {{"name", opt_.name},
+          {"host", opt_.host},
+          {"prefix", prefix_},
+          {"applied_revision", applied_},
+          {"resyncs", resyncs_},
+          {"etcd",
+           {{"endpoints", opt_.etcd.endpoints}, {"reachable", reachable_}, {"since", t}, {"last_error", last_error_}}}};
+}
+
+}  // namespace px::fleet

@@ -1,0 +1,404 @@
+"""Fleet mode: px hosts on one configuration through a real three-member etcd cluster (Debian's etcd-server)
+on loopback ports chosen at run time, TLS with client certificates. Each host is a real pxadmind and pxd with
+a data directory of its own."""
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import unittest
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import ipaddress
+
+from pxtest import DEADLINE, PXADMIND, Admind, Pxd, Upstream, free_port, get, wait_for, wrk
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+
+
+class Pki:
+    """A CA, one certificate for the etcd members (127.0.0.1) and one client certificate per host."""
+
+    def __init__(self, d):
+        self.dir = d
+        now = datetime.datetime.utcnow()
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "px fleet test CA")])
+        self.ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(self.ca_key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(self.ca_key, hashes.SHA256()))
+        self.ca_file = self.write("ca.pem", self.ca.public_bytes(serialization.Encoding.PEM))
+
+    def write(self, name, data):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def leaf(self, cn, ca=None, ca_key=None):
+        """(cert file, key file) for cn, valid for 127.0.0.1, for servers and clients."""
+        now = datetime.datetime.utcnow()
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                .issuer_name((ca or self.ca).subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                            x509.DNSName("localhost")]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(ca_key or self.ca_key, hashes.SHA256()))
+        return (self.write(cn + ".pem", cert.public_bytes(serialization.Encoding.PEM)),
+                self.write(cn + "-key.pem", key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.PKCS8,
+                                                              serialization.NoEncryption())))
+
+
+class Etcd:
+    """Three etcd members on 127.0.0.1: clients over TLS with client certificates (peers in cleartext on
+    loopback). Data on tmpfs when there is one: the tests are about px, not about disks."""
+
+    def __init__(self, n=3):
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.dir = tempfile.mkdtemp(prefix="pxetcd-", dir=base)
+        self.pki = Pki(self.dir)
+        self.cert, self.key = self.pki.leaf("etcd")
+        self.names = ["m%d" % i for i in range(1, n + 1)]
+        self.client_ports = {m: free_port() for m in self.names}
+        self.peer_ports = {m: free_port() for m in self.names}
+        self.cluster = ",".join("%s=http://127.0.0.1:%d" % (m, self.peer_ports[m]) for m in self.names)
+        self.procs = {}
+        for m in self.names:
+            self.start(m, "new")
+        wait_for(self.healthy, what="the etcd cluster to be healthy")
+
+    def url(self, m):
+        return "https://127.0.0.1:%d" % self.client_ports[m]
+
+    def endpoints(self):
+        return ",".join(self.url(m) for m in self.names)
+
+    def start(self, m, state="existing"):
+        logf = open(os.path.join(self.dir, m + ".log"), "ab")
+        self.procs[m] = subprocess.Popen(
+            [ETCD, "--name", m, "--data-dir", os.path.join(self.dir, m),
+             "--listen-client-urls", self.url(m), "--advertise-client-urls", self.url(m),
+             "--listen-peer-urls", "http://127.0.0.1:%d" % self.peer_ports[m],
+             "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % self.peer_ports[m],
+             "--initial-cluster", self.cluster, "--initial-cluster-state", state,
+             "--initial-cluster-token", os.path.basename(self.dir),
+             "--cert-file", self.cert, "--key-file", self.key, "--client-cert-auth",
+             "--trusted-ca-file", self.pki.ca_file, "--logger", "zap", "--log-level", "error",
+             "--max-txn-ops", "1024"],
+            stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+
+    def ctl(self, *args, endpoints=None):
+        admin_cert, admin_key = getattr(self, "_ctl_cert", (None, None))
+        if not admin_cert:
+            admin_cert, admin_key = self._ctl_cert = self.pki.leaf("etcdctl")
+        return subprocess.run([ETCDCTL, "--endpoints", endpoints or self.endpoints(), "--cacert", self.pki.ca_file,
+                               "--cert", admin_cert, "--key", admin_key, "--command-timeout", "10s"] + list(args),
+                              capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3"))
+
+    def healthy(self):
+        return self.ctl("endpoint", "health").returncode == 0
+
+    def stop(self, m=None, sig=signal.SIGTERM):
+        for name in ([m] if m else list(self.procs)):
+            p = self.procs.pop(name, None)
+            if p and p.poll() is None:
+                p.send_signal(sig)
+                try:
+                    p.wait(timeout=DEADLINE)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    def restart_all(self):
+        for m in self.names:
+            if m not in self.procs:
+                self.start(m)
+        wait_for(self.healthy, what="the etcd cluster to be healthy again")
+
+    def revision(self):
+        out = json.loads(self.ctl("endpoint", "status", "-w", "json", endpoints=self.url(self.names[0])).stdout)
+        return out[0]["Status"]["header"]["revision"]
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Host:
+    """One px host of the fleet: a pxd and a pxadmind on the same data directory."""
+
+    def __init__(self, etcd, name, args=(), start_admind=True):
+        self.etcd, self.name, self.extra = etcd, name, list(args)
+        self.cert, self.key = etcd.pki.leaf(name)
+        self.pxd = Pxd(workers=1)
+        self.adm = None
+        if start_admind:
+            self.start_admind()
+
+    def argv(self):
+        return ["--etcd", self.etcd.endpoints(), "--etcd-ca", self.etcd.pki.ca_file, "--etcd-cert", self.cert,
+                "--etcd-key", self.key, "--fleet-name", "edge", "--host-name", self.name] + self.extra
+
+    def start_admind(self):
+        if self.adm:
+            self.adm.start()
+        else:
+            self.adm = Admind(data=self.pxd.data, pxd_status=self.pxd.status_file, args=self.argv())
+
+    def export(self):
+        r = self.adm.ctl("export")
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def status(self):
+        return self.adm.api("GET", "/v1/status")[2]
+
+    def close(self):
+        if self.adm:
+            self.adm.stop()
+        self.pxd.stop()
+
+
+class FleetTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.etcd = Etcd()
+        cls.up = Upstream("fleet-up")
+        cls.hosts = [Host(cls.etcd, n) for n in ("edge-1", "edge-2", "edge-3")]
+
+    @classmethod
+    def tearDownClass(cls):
+        for h in cls.hosts:
+            h.close()
+        cls.up.stop()
+        cls.etcd.close()
+
+    def serves(self, host, name):
+        return get(host.pxd.port, "/", host=name).status == 200
+
+    def test_a_route_added_on_one_host_serves_on_every_host(self):
+        a, b, c = self.hosts
+        r = a.adm.ctl("route", "add", "shop", "--host", "shop.fleet.test", "--upstream", self.up.url)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(self.serves(a, "shop.fleet.test"), "the writing host serves the route once pxctl returned")
+        for h in (b, c):
+            wait_for(lambda: self.serves(h, "shop.fleet.test"), what="the route on " + h.name)
+        self.assertEqual(b.adm.ctl("route", "rm", "shop").returncode, 0)
+        for h in (a, c):
+            wait_for(lambda: get(h.pxd.port, "/", host="shop.fleet.test").status == 404,
+                     what="the removal on " + h.name)
+        # the etcd copy is the hosts' copy
+        keys = self.etcd.ctl("get", "/px/edge/", "--prefix", "--keys-only").stdout.split()
+        self.assertNotIn("/px/edge/route:shop", keys)
+        self.assertIn("/px/edge/meta:audit_seq", keys)
+
+    def test_concurrent_writers_on_three_hosts_conflict_with_409_and_converge(self):
+        results = {}
+
+        def writer(h):
+            mine, shared = [], []
+            for i in range(100):
+                # a name of its own: always taken
+                s, _, _ = h.adm.api("POST", "/v1/routes", {"name": "w-%s-%d" % (h.name, i), "hosts": [
+                    "w%d.%s.test" % (i, h.name)], "upstreams": [self.up.url]})
+                mine.append(s)
+                # a name the three race for: one wins, the others get 409
+                s, _, body = h.adm.api("POST", "/v1/routes", {"name": "race-%d" % i, "hosts": [
+                    "race%d.test" % i], "upstreams": [self.up.url], "filters": [
+                    {"name": "headers", "config": {"response": {"set": {"x-writer": h.name}}}}]})
+                shared.append((s, body))
+            results[h.name] = (mine, shared)
+
+        threads = [threading.Thread(target=writer, args=(h,)) for h in self.hosts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for h in self.hosts:
+            mine, shared = results[h.name]
+            self.assertEqual(set(mine), {201}, h.name)
+            self.assertTrue({s for s, _ in shared} <= {201, 409}, [s for s, _ in shared])
+        winners = {}
+        for i in range(100):
+            won = [h.name for h in self.hosts if results[h.name][1][i][0] == 201]
+            self.assertEqual(len(won), 1, "race-%d was created by %s" % (i, won))
+            winners["race-%d" % i] = won[0]
+            for h in self.hosts:
+                s, body = results[h.name][1][i]
+                if s == 409:
+                    self.assertEqual(body["error"]["field"], "name", body)
+        # every host converges on the same configuration, which is etcd's
+        rev = self.etcd.revision()
+        for h in self.hosts:
+            wait_for(lambda: h.status()["fleet"]["applied_revision"] >= rev, what=h.name + " to catch up")
+        exports = [h.export() for h in self.hosts]
+        self.assertEqual(exports[0], exports[1])
+        self.assertEqual(exports[0], exports[2])
+        doc = json.loads(exports[0])
+        routes = {r["name"]: r for r in doc["routes"]}
+        for h in self.hosts:
+            for i in range(100):
+                self.assertIn("w-%s-%d" % (h.name, i), routes)  # no acknowledged write is lost
+        for name, who in winners.items():
+            self.assertEqual(routes[name]["filters"][0]["config"]["response"]["set"]["x-writer"], who)
+        for h in self.hosts:
+            h.adm.api("DELETE", "/v1/routes/race-0")
+
+    def test_etcd_down_serves_the_last_configuration_refuses_writes_and_catches_up(self):
+        a, b, c = self.hosts
+        self.assertEqual(a.adm.ctl("route", "add", "keep", "--host", "keep.fleet.test", "--upstream",
+                                   self.up.url).returncode, 0)
+        for h in self.hosts:
+            wait_for(lambda: self.serves(h, "keep.fleet.test"), what="the route on " + h.name)
+        gens = [h.status()["generation"] for h in self.hosts]
+        self.etcd.stop()
+        try:
+            for h in self.hosts:
+                wait_for(lambda: not h.status()["fleet"]["etcd"]["reachable"], what=h.name + " to see etcd gone")
+            # serving goes on, under load, without a failed request
+            reqs, errors, non2xx, out = wrk(b.pxd.port, "keep.fleet.test", seconds=2, connections=4)
+            self.assertGreater(reqs, 0, out)
+            self.assertEqual((errors, non2xx), (0, 0), out)
+            # writes are refused, naming etcd, and nothing changes
+            s, _, body = c.adm.api("POST", "/v1/routes", {"name": "lost", "hosts": ["lost.test"],
+                                                          "upstreams": [self.up.url]})
+            self.assertEqual(s, 503, body)
+            self.assertIn("etcd", body["error"]["message"])
+            r = c.adm.ctl("route", "add", "lost2", "--host", "lost2.test", "--upstream", self.up.url)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("etcd", r.stderr)
+            self.assertEqual([h.status()["generation"] for h in self.hosts], gens)
+            st = c.status()["fleet"]
+            self.assertIn("127.0.0.1", st["etcd"]["last_error"])
+            # a restarted pxadmind serves its last configuration too
+            c.adm.stop()
+            c.start_admind()
+            self.assertIn("keep", c.adm.ctl("route", "list").stdout)
+            self.assertTrue(self.serves(c, "keep.fleet.test"))
+        finally:
+            self.etcd.restart_all()
+        for h in self.hosts:
+            wait_for(lambda: h.status()["fleet"]["etcd"]["reachable"], what=h.name + " to see etcd back")
+        self.assertEqual(b.adm.ctl("route", "add", "after", "--host", "after.fleet.test", "--upstream",
+                                   self.up.url).returncode, 0)
+        for h in self.hosts:
+            wait_for(lambda: self.serves(h, "after.fleet.test"), what="a write after etcd came back on " + h.name)
+
+    def test_a_host_that_missed_a_compacted_history_resynchronises(self):
+        a, b, c = self.hosts
+        c.adm.stop()
+        for i in range(5):
+            self.assertEqual(a.adm.ctl("route", "add", "gone-%d" % i, "--host", "gone%d.fleet.test" % i,
+                                       "--upstream", self.up.url).returncode, 0)
+        for i in range(5):
+            self.assertEqual(a.adm.ctl("route", "rm", "gone-%d" % i).returncode, 0)
+        self.assertEqual(a.adm.ctl("route", "add", "late", "--host", "late.fleet.test", "--upstream",
+                                   self.up.url).returncode, 0)
+        rev = self.etcd.revision()
+        r = self.etcd.ctl("compaction", str(rev))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        c.start_admind()
+        wait_for(lambda: self.serves(c, "late.fleet.test"), what="the restarted host to resynchronise")
+        wait_for(lambda: c.status()["fleet"]["resyncs"] >= 1, what="a resync to be counted")
+        self.assertIn("compacted", c.adm.log())
+        self.assertEqual(c.export(), a.export())
+
+
+class JoinTest(unittest.TestCase):
+    def setUp(self):
+        self.etcd = Etcd(n=1)
+
+    def tearDown(self):
+        self.etcd.close()
+
+    def test_a_host_with_a_store_of_its_own_joins_only_as_told(self):
+        up = Upstream("join-up")
+        h = Host(self.etcd, "edge-9", start_admind=False)
+        try:
+            # a store with a configuration of its own, written before there was a fleet
+            alone = Admind(data=h.pxd.data, pxd_status=h.pxd.status_file)
+            self.assertEqual(alone.ctl("route", "add", "mine", "--host", "mine.test", "--upstream",
+                                       up.url).returncode, 0)
+            alone.stop()
+            p = subprocess.run([PXADMIND, "-d", h.pxd.data, "-s", os.path.join(h.pxd.dir, "x.sock")] + h.argv(),
+                               capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("--fleet-join", p.stderr)
+            h.extra = ["--fleet-join", "seed"]
+            h.start_admind()
+            self.assertIn("mine", h.adm.ctl("route", "list").stdout)
+            keys = self.etcd.ctl("get", "/px/edge/", "--prefix", "--keys-only").stdout.split()
+            self.assertIn("/px/edge/route:mine", keys)
+            # a second store of its own cannot seed a fleet that has a configuration; it can replace its own
+            other = Host(self.etcd, "edge-8", start_admind=False)
+            try:
+                alone = Admind(data=other.pxd.data, pxd_status=other.pxd.status_file)
+                alone.ctl("route", "add", "theirs", "--host", "theirs.test", "--upstream", up.url)
+                alone.stop()
+                other.extra = ["--fleet-join", "seed"]
+                p = subprocess.run([PXADMIND, "-d", other.pxd.data, "-s",
+                                    os.path.join(other.pxd.dir, "x.sock")] + other.argv(),
+                                   capture_output=True, text=True, timeout=DEADLINE)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn("already holds a configuration", p.stderr)
+                other.extra = ["--fleet-join", "replace"]
+                other.start_admind()
+                listed = other.adm.ctl("route", "list").stdout
+                self.assertIn("mine", listed)
+                self.assertNotIn("theirs", listed)
+                wait_for(lambda: get(other.pxd.port, "/", host="mine.test").status == 200, what="the fleet's route")
+            finally:
+                other.close()
+        finally:
+            h.close()
+            up.stop()
+
+    def test_an_unreachable_etcd_or_a_wrong_client_certificate_is_named_at_the_first_start(self):
+        h = Host(self.etcd, "edge-7", start_admind=False)
+        try:
+            dead = "https://127.0.0.1:%d" % free_port()
+            argv = h.argv()
+            argv[1] = dead
+            p = subprocess.run([PXADMIND, "-d", h.pxd.data, "-s", os.path.join(h.pxd.dir, "x.sock")] + argv,
+                               capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(dead, p.stderr)
+            self.assertIn("refused", p.stderr)
+            # a client certificate from another CA
+            other = Pki(tempfile.mkdtemp(prefix="pxpki-"))
+            cert, key = other.leaf("stranger")
+            argv = h.argv()
+            argv[argv.index("--etcd-cert") + 1] = cert
+            argv[argv.index("--etcd-key") + 1] = key
+            p = subprocess.run([PXADMIND, "-d", h.pxd.data, "-s", os.path.join(h.pxd.dir, "x.sock")] + argv,
+                               capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(self.etcd.url("m1"), p.stderr)
+            # an unreadable key file
+            argv[argv.index("--etcd-key") + 1] = "/nonexistent/key.pem"
+            p = subprocess.run([PXADMIND, "-d", h.pxd.data, "-s", os.path.join(h.pxd.dir, "x.sock")] + argv,
+                               capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("/nonexistent/key.pem", p.stderr)
+        finally:
+            h.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
