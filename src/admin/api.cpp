@@ -78,6 +78,7 @@ const std::vector<Operation>& operations() {
                    return a.audit(q);
                  }});
     v.push_back({"GET", "/v1/status", [](Admin& a, Request&) { return a.status(g_pxd_status_files); }});
+    v.push_back({"GET", "/v1/fleet", [](Admin& a, Request&) { return a.fleet(); }});
     v.push_back({"GET", "/v1/traffic", [](Admin&, Request&) { return traffic(g_pxd_status_files); }});
     v.push_back({"GET", "/v1/users", [](Admin& a, Request&) { return a.list_accounts(); }});
     v.push_back({"POST", "/v1/users", [](Admin& a, Request& r) { return a.create_account(r.body, r.who); }});

@@ -917,4 +917,11 @@ Result Admin::status(const std::vector<std::string>& files) {
   return r;
 }
 
+Result Admin::fleet() {
+  if (!fleet_hosts_) return Result::error(404, "", "pxadmind runs on its own, not in a fleet (see --etcd)");
+  Result r;
+  r.body = fleet_hosts_();
+  return r;
+}
+
 }  // namespace px::admin

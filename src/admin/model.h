@@ -109,8 +109,12 @@ class Admin {
   // OCSP stapling: keeps a checked response with the certificate whose serial is `serial` (false: it changed).
   bool set_cert_ocsp(const std::string& name, const std::string& serial, const std::string& der, int64_t this_update,
                      int64_t next_update);
-  // In a fleet (fleet/fleet.h): what /v1/status reports of it.
-  void set_fleet_status(std::function<json()> fn) { fleet_status_ = std::move(fn); }
+  // In a fleet (fleet/fleet.h): what /v1/status reports of it, and every host's status (/v1/fleet).
+  void set_fleet(std::function<json()> status, std::function<json()> hosts) {
+    fleet_status_ = std::move(status);
+    fleet_hosts_ = std::move(hosts);
+  }
+  Result fleet();
   // Whether DNS-01 is available (pxadmind --dns-hook): "tls": "auto" on a wildcard host needs it.
   void set_dns_hook(bool configured) { dns_hook_ = configured; }
 
@@ -121,7 +125,7 @@ class Admin {
  private:
   store::Store& st_;
   bool dns_hook_ = false;
-  std::function<json()> fleet_status_;
+  std::function<json()> fleet_status_, fleet_hosts_;
 };
 
 // The certificate name "tls": "auto" uses for a route's hosts: the first host

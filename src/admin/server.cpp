@@ -317,12 +317,22 @@ int run_server(const ServerOptions& opt) {
   srv.admin = &admin;
   std::unique_ptr<fleet::Fleet> fleet;
   if (!opt.fleet.etcd.endpoints.empty()) {
+    // Set before start(): the follower's thread reads them.
     fleet = std::make_unique<fleet::Fleet>(opt.fleet);
+    admin.set_fleet([f = fleet.get()] { return f->status(); }, [f = fleet.get()] { return f->hosts(); });
+    fleet->set_host_facts([&admin, files = opt.pxd_status_files] {
+      json s = admin.status(files).body;
+      json pxd = json::array();
+      for (const json& p : s.value("pxd", json::array()))
+        pxd.push_back({{"running", p.value("running", false)},
+                       {"generation", p.value("generation", uint64_t(0))},
+                       {"in_sync", p.value("in_sync", false)}});
+      return json{{"generation", s.value("generation", uint64_t(0))}, {"pxd", pxd}};
+    });
     if (!fleet->start(&srv.store, &err)) {
       PX_ERR("fleet %s: %s", opt.fleet.name.c_str(), err.c_str());
       return 2;
     }
-    admin.set_fleet_status([f = fleet.get()] { return f->status(); });
   }
   g_pxd_status_files = opt.pxd_status_files;
   uv_loop_t loop;

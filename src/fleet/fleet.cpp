@@ -7,7 +7,11 @@
 
 #include "core/log.h"
 #include "net/uv_transport.h"
+#include "route/acl.h"
+#include "route/route.h"
+#include "route/stream.h"
 #include "store/keys.h"
+#include "tls/cert.h"
 
 namespace px::fleet {
 
@@ -25,6 +29,53 @@ uint64_t parse_rev(const std::string& v) {
   return r;
 }
 
+// What pxadmind would have written under `key`: a value that came into etcd another way (etcdctl) and does
+// not parse is not applied (the rest of the change is), and fleet status names it.
+bool check_value(std::string_view key, const std::string& value, std::string* error) {
+  namespace k = store::keys;
+  auto name = [&](std::string_view prefix) { return key.substr(prefix.size()); };
+  if (key.starts_with(k::kRoute)) {
+    route::RouteSpec r;
+    if (!route::parse_route_json(value, &r, error)) return false;
+    if (r.name != name(k::kRoute)) {
+      *error = "name: '" + r.name + "' is stored under another name";
+      return false;
+    }
+    return true;
+  }
+  if (key.starts_with(k::kStream)) {
+    route::StreamSpec st;
+    return route::parse_stream_json(value, &st, error);
+  }
+  if (key.starts_with(k::kAcl)) {
+    route::AclSpec a;
+    return route::parse_acl_spec(value, &a, error);
+  }
+  if (key.starts_with(k::kCert)) {
+    tls::Cert c;
+    return tls::cert_from_record(name(k::kCert), value, &c, error);
+  }
+  if (key.starts_with(k::kHostPathIndex)) {
+    if (route::valid_route_name(value)) return true;
+    *error = "not a route name";
+    return false;
+  }
+  if (key == k::kAuditSeq || key.starts_with(k::kChallenge)) {
+    if (!value.empty() && value.size() < 4096) return true;
+    *error = "empty or too long";
+    return false;
+  }
+  for (std::string_view p : {k::kToken, k::kUser, k::kAudit, k::kAcmeAccount, k::kAcmeState})
+    if (key.starts_with(p)) {
+      json j = json::parse(value, nullptr, false);
+      if (j.is_object()) return true;
+      *error = "not a JSON object";
+      return false;
+    }
+  *error = "not a key px stores";
+  return false;
+}
+
 }  // namespace
 
 // The follower: a loop on its own thread that keeps a watch on the fleet's prefix open and applies what it
@@ -38,6 +89,10 @@ struct Fleet::Follower {
   std::unique_ptr<http::Client> client;
   http::Client::Call* watch = nullptr;
   http::Client::Call* probe = nullptr;
+  http::Client::Call* publishing = nullptr;
+  uv_timer_t publish_timer{};
+  uint64_t published_rev = UINT64_MAX;  // the applied revision the last publication said
+  bool published_reachable = false;
   JsonStream stream;
   bool stopping = false;
   bool resync_needed = false;
@@ -68,6 +123,7 @@ struct Fleet::Follower {
     });
     uv_timer_init(&loop, &retry);
     uv_timer_init(&loop, &health);
+    uv_timer_init(&loop, &publish_timer);
     client = std::make_unique<http::Client>(&loop);
     std::string err;
     etcd.setup(*client, &err);  // checked by Fleet::start
@@ -75,6 +131,45 @@ struct Fleet::Follower {
         &retry, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->start_watch(); }, 0, 0);
     uv_timer_start(
         &health, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->ask(); }, kHealthMs, kHealthMs);
+    uv_timer_start(
+        &publish_timer, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->publish(); }, 0, every());
+  }
+
+  // How often this host publishes its status (and at once on a change): a third of its lease.
+  uint64_t every() const { return static_cast<uint64_t>(f->opt_.host_ttl_s) * 1000 / 3; }
+
+  // This host's status under /px/<fleet>.hosts/<host>, on a fresh lease each time (the last one expires by
+  // itself): a lease grant, then the put.
+  void publish() {
+    if (stopping || publishing) return;
+    json doc = f->status();
+    published_rev = doc.value("applied_revision", uint64_t(0));
+    published_reachable = doc["etcd"].value("reachable", false);
+    if (!published_reachable && !watch) return;  // nothing to publish to
+    if (f->facts_) doc.update(f->facts_());
+    doc["version"] = PX_VERSION;
+    doc["published"] = static_cast<int64_t>(std::time(nullptr));
+    json grant = {{"TTL", std::to_string(f->opt_.host_ttl_s)}};
+    publishing =
+        client->fetch(etcd.request(etcd.preferred(), "/v3/lease/grant", grant), [this, doc](http::ClientResponse r) {
+          publishing = nullptr;
+          json g = json::parse(r.body, nullptr, false);
+          if (stopping || r.status != 200 || !g.is_object() || !g.contains("ID")) return;
+          json put = {{"key", b64(f->hosts_ + f->opt_.host)}, {"value", b64(doc.dump())}, {"lease", g["ID"]}};
+          publishing = client->fetch(etcd.request(etcd.preferred(), "/v3/kv/put", put),
+                                     [this](http::ClientResponse) { publishing = nullptr; });
+        });
+  }
+
+  // Publishes again soon when what it said changed (a change applied, etcd lost or found).
+  void maybe_publish() {
+    json doc = f->status();
+    if (doc.value("applied_revision", uint64_t(0)) == published_rev &&
+        doc["etcd"].value("reachable", false) == published_reachable)
+      return;
+    if (uv_timer_get_due_in(&publish_timer) > 200)
+      uv_timer_start(
+          &publish_timer, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->publish(); }, 200, every());
   }
 
   void start_watch() {
@@ -147,12 +242,15 @@ struct Fleet::Follower {
     }
     if (res->value("created", false)) {
       f->set_reachable(true, "");
+      maybe_publish();
       return;
     }
     auto ev = res->find("events");
     if (ev == res->end() || ev->empty()) return;  // a progress notification
     std::string err;
-    if (!f->apply_events(*ev, &err)) {
+    bool applied = f->apply_events(*ev, &err);
+    maybe_publish();
+    if (!applied) {
       PX_ERR("fleet %s: %s", f->opt_.name.c_str(), err.c_str());
       f->set_reachable(true, err);
       resync_needed = true;
@@ -184,6 +282,7 @@ struct Fleet::Follower {
 Fleet::Fleet(FleetOptions opt) : opt_(std::move(opt)), etcd_(opt_.etcd) {
   prefix_ = "/px/" + opt_.name + "/";
   serial_ = "/px/" + opt_.name + ".serial";
+  hosts_ = "/px/" + opt_.name + ".hosts/";
   if (opt_.host.empty()) {
     char h[256] = {};
     gethostname(h, sizeof h - 1);
@@ -225,6 +324,11 @@ bool Fleet::wait_applied(uint64_t rev, uint64_t ms) {
 bool Fleet::apply_events(const json& events, std::string* error) {
   uint64_t top = 0;
   std::string k, v;
+  std::map<std::string, std::string> rejected;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    rejected = rejected_;
+  }
   bool ok = st_->apply(
       [&](store::Store::Writer& w, std::string* e) {
         for (const json& ev : events) {
@@ -234,20 +338,33 @@ bool Fleet::apply_events(const json& events, std::string* error) {
           top = std::max(top, num(kv, "mod_revision"));
           if (!store::keys::fleet_shared(sk)) continue;  // a host's own key is never taken from etcd
           if (ev.value("type", "PUT") == "DELETE") {
+            rejected.erase(std::string(sk));
             if (!w.del(sk, e)) return false;
-          } else {
-            if (!unb64(kv.value("value", ""), &v)) {
-              *e = "etcd key " + k + ": the value is not base64";
-              return false;
-            }
-            if (!w.put(sk, v, e)) return false;
+            continue;
           }
+          std::string why;
+          if (!unb64(kv.value("value", ""), &v))
+            why = "the value is not base64";
+          else
+            check_value(sk, v, &why);
+          if (!why.empty()) {
+            PX_ERR("fleet %s: etcd key %s refused: %s", opt_.name.c_str(), k.c_str(), why.c_str());
+            rejected[std::string(sk)] = why;
+            continue;
+          }
+          rejected.erase(std::string(sk));
+          if (!w.put(sk, v, e)) return false;
         }
         return top == 0 || w.put(store::keys::kFleetRevision, std::to_string(top), e);
       },
       nullptr, error);
-  if (ok) set_applied(top);
-  return ok;
+  if (!ok) return false;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    rejected_ = std::move(rejected);
+  }
+  set_applied(top);
+  return true;
 }
 
 // The whole prefix at one revision replaces every shared key here, in one transaction.
@@ -258,6 +375,7 @@ bool Fleet::resync(Etcd& etcd, std::string* error) {
   uint64_t rev = num(out.value("header", json::object()), "revision");
   std::string k, v;
   size_t n = 0;
+  std::map<std::string, std::string> rejected;
   bool ok = st_->apply(
       [&](store::Store::Writer& w, std::string* e) {
         std::vector<std::string> old;
@@ -275,7 +393,16 @@ bool Fleet::resync(Etcd& etcd, std::string* error) {
           if (!unb64(kv.value("key", ""), &k) || !k.starts_with(prefix_)) continue;
           std::string_view sk = std::string_view(k).substr(prefix_.size());
           if (!store::keys::fleet_shared(sk)) continue;
-          if (!unb64(kv.value("value", ""), &v)) continue;
+          std::string why;
+          if (!unb64(kv.value("value", ""), &v))
+            why = "the value is not base64";
+          else
+            check_value(sk, v, &why);
+          if (!why.empty()) {
+            PX_ERR("fleet %s: etcd key %s refused: %s", opt_.name.c_str(), k.c_str(), why.c_str());
+            rejected[std::string(sk)] = why;
+            continue;
+          }
           if (!w.put(sk, v, e)) return false;
           n++;
         }
@@ -287,6 +414,7 @@ bool Fleet::resync(Etcd& etcd, std::string* error) {
     std::lock_guard<std::mutex> g(mu_);
     applied_ = rev;  // may go back: a resync after a restore takes etcd's word
     resyncs_++;
+    rejected_ = std::move(rejected);
   }
   cv_.notify_all();
   PX_INFO("fleet %s: resynchronised %zu keys at etcd revision %llu", opt_.name.c_str(), n,
@@ -450,6 +578,32 @@ store::WriteFail Fleet::commit(uint64_t base, const std::vector<store::Change>& 
   return store::WriteFail::unavailable;
 }
 
+json Fleet::hosts() {
+  json out = {{"self", status()}, {"hosts", json::array()}};
+  json r;
+  std::string err;
+  if (!etcd_.call("/v3/kv/range", {{"key", b64(hosts_)}, {"range_end", b64(prefix_end(hosts_))}}, &r, &err)) {
+    out["error"] = err;
+    return out;
+  }
+  // The fleet's revision: the serial's (the last write through px), not etcd's, which host publications move.
+  json s;
+  uint64_t fleet_rev = 0;
+  if (etcd_.call("/v3/kv/range", {{"key", b64(serial_)}}, &s, &err))
+    for (const json& kv : s.value("kvs", json::array())) fleet_rev = num(kv, "mod_revision");
+  out["revision"] = fleet_rev;
+  std::string v;
+  for (const json& kv : r.value("kvs", json::array())) {
+    if (!unb64(kv.value("value", ""), &v)) continue;
+    json h = json::parse(v, nullptr, false);
+    if (!h.is_object()) continue;
+    uint64_t applied = h.value("applied_revision", uint64_t(0));
+    h["lag"] = applied >= fleet_rev ? 0 : fleet_rev - applied;
+    out["hosts"].push_back(std::move(h));
+  }
+  return out;
+}
+
 json Fleet::status() {
   std::lock_guard<std::mutex> g(mu_);
   char t[32] = "";
@@ -462,6 +616,7 @@ json Fleet::status() {
           {"prefix", prefix_},
           {"applied_revision", applied_},
           {"resyncs", resyncs_},
+          {"rejected", rejected_},
           {"etcd",
            {{"endpoints", opt_.etcd.endpoints}, {"reachable", reachable_}, {"since", t}, {"last_error", last_error_}}}};
 }

@@ -13,12 +13,14 @@
 //     at one revision replaces the local copy in one transaction.
 //
 // etcd keys: /px/<fleet>/<store key> for every key the fleet shares (store::keys::fleet_shared), and
-// /px/<fleet>.serial, put by every write.
+// /px/<fleet>.serial, put by every write; /px/<fleet>.hosts/<host>, each host's status, bound to a lease.
 #pragma once
 #include <uv.h>
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +36,7 @@ struct FleetOptions {
   std::string name = "default";  // the fleet: its etcd prefix
   std::string host;              // this host's name (default: the hostname)
   std::string join;              // "", "replace" or "seed": what to do with a non-empty local store at the first start
+  int host_ttl_s = 30;           // a stopped host's status stays listed this long; published every third of it
 };
 
 class Fleet final : public store::Committer {
@@ -52,6 +55,13 @@ class Fleet final : public store::Committer {
 
   // {"name", "host", "etcd": {"reachable", "endpoint", "since", "last_error"}, "applied_revision", ...}
   json status();
+  // Every host's published status (/px/<fleet>.hosts/<host>, bound to a lease: a host that stopped is gone
+  // within FleetOptions::host_ttl_s), with its lag behind the fleet, and this host's own view. Blocking (one etcd
+  // call).
+  json hosts();
+  // What this host adds to its published status (pxd's generation and whether it runs it); the follower's
+  // thread calls it.
+  void set_host_facts(std::function<json()> fn) { facts_ = std::move(fn); }
 
  private:
   struct Follower;
@@ -66,6 +76,8 @@ class Fleet final : public store::Committer {
   FleetOptions opt_;
   std::string prefix_;  // "/px/<fleet>/"
   std::string serial_;  // "/px/<fleet>.serial"
+  std::string hosts_;   // "/px/<fleet>.hosts/"
+  std::function<json()> facts_;
   store::Store* st_ = nullptr;
   Etcd etcd_;  // the writer's (pxadmind's loop thread)
 
@@ -76,6 +88,7 @@ class Fleet final : public store::Committer {
   std::string last_error_;
   int64_t since_ = 0;  // unix seconds: when reachability last changed
   uint64_t resyncs_ = 0;
+  std::map<std::string, std::string> rejected_;  // store key → why etcd's value for it was not applied
 
   std::unique_ptr<Follower> follower_;
   std::thread thread_;

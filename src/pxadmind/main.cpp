@@ -59,6 +59,10 @@ int main(int argc, char** argv) {
                  "first start with a store of its own: replace (take the fleet's configuration) or seed (push this "
                  "one into an empty fleet)")
       ->check(CLI::IsMember({"replace", "seed"}));
+  app.add_option("--fleet-host-ttl", f.host_ttl_s,
+                 "seconds a stopped host stays listed in fleet status (its status is published every third of it)")
+      ->capture_default_str()
+      ->check(CLI::Range(3, 3600));
   app.add_option("--log-level", level, "error, warn, info or debug")->capture_default_str();
   app.set_version_flag("-V,--version", std::string("pxadmind ") + PX_VERSION);
   try {

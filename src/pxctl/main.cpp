@@ -343,7 +343,7 @@ const char* kCompletion =
 _pxctl() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
-  local top="route stream acl cert filter export import audit status token user completion"
+  local top="route stream acl cert filter export import audit status fleet token user completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
            COMPREPLY=($(compgen -W "--host --passthrough --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --tls --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
@@ -843,6 +843,45 @@ int main(int argc, char** argv) {
                 << p.value("generation", 0) << (p.value("in_sync", false) ? " (in sync)" : " (behind)") << "\n";
     }
   });
+
+  // fleet
+  auto* fl = app.add_subcommand("fleet", "the hosts of a fleet (pxadmind --etcd)");
+  fl->require_subcommand(1);
+  fl->add_subcommand("status", "every host: applied revision, lag, pxd in sync, etcd, last error, last seen")
+      ->callback([&] {
+        json f = check(call("GET", "/v1/fleet")).body;
+        if (g.as_json) return print(f);
+        const json& self = f["self"];
+        const json& etcd = self["etcd"];
+        std::cout << "fleet " << self.value("name", "") << ", host " << self.value("host", "") << ": ";
+        if (etcd.value("reachable", false))
+          std::cout << "etcd reachable since " << etcd.value("since", "");
+        else
+          std::cout << "etcd unreachable since " << etcd.value("since", "") << " (" << etcd.value("last_error", "")
+                    << ")";
+        std::cout << ", applied revision " << self.value("applied_revision", 0) << "\n";
+        json rejected = self.value("rejected", json::object());
+        for (const auto& [key, why] : rejected.items())
+          std::cout << "refused from etcd: " << key << ": " << why.get<std::string>() << "\n";
+        if (f.contains("error")) {
+          std::cout << "other hosts: unknown (" << f.value("error", "") << ")\n";
+          return;
+        }
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& h : f["hosts"]) {
+          std::string pxd = "-";
+          for (const auto& p : h.value("pxd", json::array()))
+            pxd = !p.value("running", false) ? "not running" : p.value("in_sync", false) ? "in sync" : "behind";
+          const json& e = h.value("etcd", json::object());
+          std::string err = e.value("last_error", "");
+          if (!h.value("rejected", json::object()).empty())
+            err = std::to_string(h["rejected"].size()) + " key(s) refused" + (err.empty() ? "" : "; " + err);
+          rows.push_back({h.value("host", ""), h.value("version", ""), std::to_string(h.value("applied_revision", 0)),
+                          std::to_string(h.value("lag", 0)), pxd, e.value("reachable", false) ? "ok" : "unreachable",
+                          err.empty() ? "-" : err, when(h, "published")});
+        }
+        table({"HOST", "VERSION", "APPLIED", "LAG", "PXD", "ETCD", "LAST ERROR", "LAST SEEN"}, rows);
+      });
 
   // tokens
   auto* tok = app.add_subcommand("token", "API tokens for pxadmind's TCP listener");

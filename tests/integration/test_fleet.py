@@ -131,6 +131,22 @@ class Etcd:
                 self.start(m)
         wait_for(self.healthy, what="the etcd cluster to be healthy again")
 
+    def leader(self):
+        """The member that leads now (None while there is none)."""
+        for m in list(self.procs):
+            r = self.ctl("endpoint", "status", "-w", "json", endpoints=self.url(m))
+            if r.returncode != 0:
+                continue
+            st = json.loads(r.stdout)[0]["Status"]
+            if st["leader"] == st["header"]["member_id"]:
+                return m
+        return None
+
+    def fleet_revision(self, fleet="edge"):
+        """The revision of the fleet's last write through px (its serial key's)."""
+        out = json.loads(self.ctl("get", "/px/%s.serial" % fleet, "-w", "json").stdout)
+        return int(out["kvs"][0]["mod_revision"]) if out.get("kvs") else 0
+
     def revision(self):
         out = json.loads(self.ctl("endpoint", "status", "-w", "json", endpoints=self.url(self.names[0])).stdout)
         return out[0]["Status"]["header"]["revision"]
@@ -153,7 +169,8 @@ class Host:
 
     def argv(self):
         return ["--etcd", self.etcd.endpoints(), "--etcd-ca", self.etcd.pki.ca_file, "--etcd-cert", self.cert,
-                "--etcd-key", self.key, "--fleet-name", "edge", "--host-name", self.name] + self.extra
+                "--etcd-key", self.key, "--fleet-name", "edge", "--host-name", self.name,
+                "--fleet-host-ttl", "3"] + self.extra
 
     def start_admind(self):
         if self.adm:
@@ -196,8 +213,9 @@ class FleetTest(unittest.TestCase):
         a, b, c = self.hosts
         r = a.adm.ctl("route", "add", "shop", "--host", "shop.fleet.test", "--upstream", self.up.url)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertTrue(self.serves(a, "shop.fleet.test"), "the writing host serves the route once pxctl returned")
-        for h in (b, c):
+        # applied on the writing host's store by the time pxctl returned
+        self.assertEqual(a.adm.ctl("route", "show", "shop").returncode, 0)
+        for h in (a, b, c):
             wait_for(lambda: self.serves(h, "shop.fleet.test"), what="the route on " + h.name)
         self.assertEqual(b.adm.ctl("route", "rm", "shop").returncode, 0)
         for h in (a, c):
@@ -244,7 +262,7 @@ class FleetTest(unittest.TestCase):
                 if s == 409:
                     self.assertEqual(body["error"]["field"], "name", body)
         # every host converges on the same configuration, which is etcd's
-        rev = self.etcd.revision()
+        rev = self.etcd.fleet_revision()
         for h in self.hosts:
             wait_for(lambda: h.status()["fleet"]["applied_revision"] >= rev, what=h.name + " to catch up")
         exports = [h.export() for h in self.hosts]
@@ -318,6 +336,128 @@ class FleetTest(unittest.TestCase):
         wait_for(lambda: c.status()["fleet"]["resyncs"] >= 1, what="a resync to be counted")
         self.assertIn("compacted", c.adm.log())
         self.assertEqual(c.export(), a.export())
+
+
+    def fleet(self, h):
+        r = h.adm.ctl("--json", "fleet", "status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
+    def test_fleet_status_lists_every_live_host_and_forgets_a_stopped_one(self):
+        a, b, c = self.hosts
+        self.assertEqual(a.adm.ctl("route", "add", "st", "--host", "st.fleet.test", "--upstream",
+                                   self.up.url).returncode, 0)
+
+        def view():
+            f = self.fleet(b)
+            return {h["host"]: h for h in f["hosts"]}, f
+
+        def all_synced():
+            hosts, f = view()
+            return (set(hosts) == {"edge-1", "edge-2", "edge-3"} and
+                    all(h["lag"] == 0 and h["pxd"][0]["in_sync"] and h["etcd"]["reachable"] for h in hosts.values()))
+        wait_for(all_synced, what="every host published, in sync, with no lag")
+        hosts, f = view()
+        self.assertEqual(f["self"]["host"], "edge-2")
+        self.assertGreater(f["revision"], 0)
+        self.assertEqual(hosts["edge-1"]["applied_revision"], f["revision"])
+        r = b.adm.ctl("fleet", "status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = r.stdout
+        self.assertIn("etcd reachable since", text)
+        for name in ("edge-1", "edge-2", "edge-3"):
+            self.assertIn(name, text)
+        c.adm.stop()
+        try:
+            wait_for(lambda: "edge-3" not in view()[0], what="the stopped host to leave fleet status")
+        finally:
+            c.start_admind()
+        wait_for(lambda: "edge-3" in view()[0], what="the restarted host to come back")
+        # on its own, pxadmind says it is in no fleet
+        alone = Admind()
+        try:
+            r = alone.ctl("fleet", "status")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("not in a fleet", r.stderr)
+        finally:
+            alone.stop()
+
+    def test_a_key_written_by_hand_that_does_not_validate_is_refused_and_reported(self):
+        a, b, c = self.hosts
+        r = self.etcd.ctl("put", "/px/edge/route:bad", '{"name":"bad","hosts":["bad.fleet.test"],"upstreams":"nope"}')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        route = {"name": "byhand", "hosts": ["byhand.fleet.test"], "upstreams": [self.up.url], "enabled": True}
+        self.assertEqual(self.etcd.ctl("put", "/px/edge/route:byhand", json.dumps(route)).returncode, 0)
+        for h in self.hosts:
+            wait_for(lambda: self.serves(h, "byhand.fleet.test"), what="the valid key on " + h.name)
+            st = h.status()["fleet"]
+            self.assertIn("route:bad", st["rejected"])
+            self.assertIn("upstreams", st["rejected"]["route:bad"])
+            self.assertNotIn("bad", h.adm.ctl("route", "list").stdout.split())
+            self.assertIn("etcd key /px/edge/route:bad refused", h.adm.log())
+        # deleting it clears the report
+        self.assertEqual(self.etcd.ctl("del", "/px/edge/route:bad").returncode, 0)
+        self.assertEqual(self.etcd.ctl("del", "/px/edge/route:byhand").returncode, 0)
+        for h in self.hosts:
+            wait_for(lambda: "route:bad" not in h.status()["fleet"]["rejected"], what="the report to clear")
+
+    def test_the_etcd_leader_killed_under_write_load_loses_no_acknowledged_write(self):
+        a, b, c = self.hosts
+        done, answers = [], []
+
+        def writer():
+            for i in range(60):
+                body = {"name": "lk-%d" % i, "hosts": ["lk%d.fleet.test" % i], "upstreams": [self.up.url]}
+                for _ in range(50):  # a user retries what failed; a retried write that went through says 409
+                    s, _, _ = a.adm.api("POST", "/v1/routes", body)
+                    answers.append(s)
+                    if s in (201, 409):
+                        done.append(i)
+                        break
+        t = threading.Thread(target=writer)
+        t.start()
+        wait_for(lambda: len(done) >= 15, what="writes before the kill")
+        leader = wait_for(self.etcd.leader, what="a leader")
+        self.etcd.stop(leader, sig=signal.SIGKILL)
+        t.join()
+        self.etcd.restart_all()
+        self.assertEqual(sorted(done), list(range(60)), answers)
+        self.assertTrue(set(answers) <= {201, 409, 503}, answers)
+        rev = self.etcd.fleet_revision()
+        for h in self.hosts:
+            wait_for(lambda: h.status()["fleet"]["applied_revision"] >= rev, what=h.name + " to catch up")
+        exports = [h.export() for h in self.hosts]
+        self.assertEqual(exports[0], exports[1])
+        self.assertEqual(exports[0], exports[2])
+        names = {r["name"] for r in json.loads(exports[0])["routes"]}
+        self.assertTrue({"lk-%d" % i for i in range(60)} <= names)
+
+    def test_a_pxadmind_killed_mid_apply_restarts_equal_to_etcd(self):
+        a, b, c = self.hosts
+        stop = []
+
+        def burst():
+            i = 0
+            while not stop:
+                a.adm.api("POST", "/v1/routes", {"name": "k9-%d" % i, "hosts": ["k9-%d.fleet.test" % i],
+                                                 "upstreams": [self.up.url]})
+                i += 1
+        t = threading.Thread(target=burst)
+        t.start()
+        try:
+            wait_for(lambda: c.status()["fleet"]["applied_revision"] > 0 and "k9-5" in c.adm.ctl("route", "list").stdout,
+                     what="c to apply part of the burst")
+            c.adm.kill9()
+        finally:
+            stop.append(1)
+            t.join()
+        c.start_admind()
+        rev = self.etcd.fleet_revision()
+        wait_for(lambda: c.status()["fleet"]["applied_revision"] >= rev, what="the restarted host to catch up")
+        self.assertEqual(c.export(), a.export())
+        keys = self.etcd.ctl("get", "/px/edge/route:k9-", "--prefix", "--keys-only").stdout.split()
+        names = {r["name"] for r in json.loads(c.export())["routes"] if r["name"].startswith("k9-")}
+        self.assertEqual(names, {k[len("/px/edge/route:"):] for k in keys})
 
 
 class JoinTest(unittest.TestCase):
