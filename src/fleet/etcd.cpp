@@ -3,6 +3,10 @@
 #include <openssl/base64.h>
 #include <unistd.h>
 
+#include <cstdio>
+
+#include "core/log.h"
+
 namespace px::fleet {
 
 std::string b64(std::string_view bytes) {
@@ -64,6 +68,14 @@ bool Etcd::check(std::string* error) const {
       *error = *f + ": cannot be read";
       return false;
     }
+  if (!opt_.password_file.empty() && access(opt_.password_file.c_str(), R_OK) != 0) {
+    *error = "--etcd-password-file " + opt_.password_file + ": cannot be read";
+    return false;
+  }
+  if (opt_.user.empty() != opt_.password_file.empty()) {
+    *error = "--etcd-user and --etcd-password-file go together";
+    return false;
+  }
   if (opt_.cert_file.empty() != opt_.key_file.empty()) {
     *error = "--etcd-cert and --etcd-key go together";
     return false;
@@ -90,10 +102,53 @@ http::ClientRequest Etcd::request(size_t endpoint, const std::string& path, cons
   rq.url = base + path;
   rq.content_type = "application/json";
   rq.body = body.dump();
+  if (!token_.empty()) rq.headers.emplace_back("Authorization", token_);
   return rq;
 }
 
+bool Etcd::token_refused(int status, std::string_view body) {
+  return status == 401 || body.find("invalid auth token") != std::string_view::npos;
+}
+
+bool Etcd::authenticate(std::string* error) {
+  std::string password;
+  FILE* f = fopen(opt_.password_file.c_str(), "rb");
+  if (!f) {
+    *error = "--etcd-password-file " + opt_.password_file + ": cannot be read";
+    return false;
+  }
+  char buf[512];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  password.assign(buf, n);
+  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
+  token_.clear();
+  json out;
+  bool refused = false;
+  if (!call_once("/v3/auth/authenticate", {{"name", opt_.user}, {"password", password}}, &out, error, &refused)) {
+    *error = "etcd authentication as '" + opt_.user + "': " + *error;
+    return false;
+  }
+  token_ = out.value("token", "");
+  if (token_.empty()) {
+    *error = "etcd authentication as '" + opt_.user + "': no token in the answer";
+    return false;
+  }
+  return true;
+}
+
 bool Etcd::call(const std::string& path, const json& body, json* out, std::string* error) {
+  if (uses_auth() && token_.empty() && !authenticate(error)) return false;
+  bool refused = false;
+  if (call_once(path, body, out, error, &refused)) return true;
+  if (!refused || !uses_auth()) return false;
+  // The token expired (--auth-token-ttl) or etcd forgot it: a new one, and the call once more.
+  PX_INFO("etcd: the auth token of '%s' was refused: authenticating again", opt_.user.c_str());
+  if (!authenticate(error)) return false;
+  return call_once(path, body, out, error, &refused);
+}
+
+bool Etcd::call_once(const std::string& path, const json& body, json* out, std::string* error, bool* refused) {
   std::string why;
   size_t n = opt_.endpoints.size();
   for (size_t k = 0; k < n; k++) {
@@ -112,9 +167,14 @@ bool Etcd::call(const std::string& path, const json& body, json* out, std::strin
     }
     good_ = i;
     json j = json::parse(r.body, nullptr, false);
+    *refused = token_refused(r.status, r.body);
     if (r.status != 200 || j.is_discarded() || !j.is_object()) {
       std::string msg = j.is_object() ? j.value("message", j.value("error", std::string())) : r.body.substr(0, 200);
       *error = "etcd " + opt_.endpoints[i] + path + ": HTTP " + std::to_string(r.status) + ": " + msg;
+      if (msg.find("CommonName of client") != std::string::npos)
+        *error +=
+            " (with authentication on, etcd's JSON gateway refuses client certificates that carry a Common "
+            "Name: issue this host's certificate with the name in subjectAltName only)";
       return false;
     }
     *out = std::move(j);

@@ -26,6 +26,7 @@ struct EtcdOptions {
   std::vector<std::string> endpoints;  // "https://10.0.0.1:2379"
   std::string ca_file;                 // verifies etcd's certificates ("" = the system's bundle)
   std::string cert_file, key_file;     // this host's client certificate
+  std::string user, password_file;     // etcd's own authentication (the password is read from the file)
   uint64_t timeout_ms = 5000;          // one call
 };
 
@@ -48,6 +49,13 @@ class Etcd {
   // False when none answered (error names each endpoint and why) or the answer was an error.
   bool call(const std::string& path, const json& body, json* out, std::string* error);
 
+  // etcd's authentication: a token for user and password, asked for again when etcd says it expired.
+  bool authenticate(std::string* error);
+  bool uses_auth() const { return !opt_.user.empty(); }
+  bool has_token() const { return !token_.empty(); }
+  // Whether an answer says the token is no longer good (it expired, or etcd restarted with simple tokens).
+  static bool token_refused(int status, std::string_view body);
+
   // Sets up a client on `loop` for streamed calls (the follower's watch).
   bool setup(http::Client& c, std::string* error) const;
   // The request for a call to `path` on endpoint i.
@@ -58,8 +66,10 @@ class Etcd {
   void next() { good_ = (good_ + 1) % opt_.endpoints.size(); }
 
  private:
+  bool call_once(const std::string& path, const json& body, json* out, std::string* error, bool* refused);
   EtcdOptions opt_;
-  size_t good_ = 0;  // the endpoint that answered last
+  size_t good_ = 0;    // the endpoint that answered last
+  std::string token_;  // etcd's auth token, when a user is set
 };
 
 // Splits a stream of concatenated JSON objects (a watch's body) into whole objects.

@@ -97,6 +97,20 @@ struct Fleet::Follower {
   bool stopping = false;
   bool resync_needed = false;
   bool broken = false;
+  bool need_auth = false;  // etcd refused the token: authenticate before the next call
+
+  // With etcd's authentication: a token before a call, and a new one when etcd refused the last.
+  bool ensure_auth() {
+    if (!etcd.uses_auth() || (etcd.has_token() && !need_auth)) return true;
+    std::string err;
+    if (!etcd.authenticate(&err)) {
+      f->set_reachable(false, err);
+      return false;
+    }
+    if (need_auth) PX_INFO("fleet %s: etcd auth token renewed", f->opt_.name.c_str());
+    need_auth = false;
+    return true;
+  }
 
   explicit Follower(Fleet* fl) : f(fl), etcd(fl->etcd_.options()) {}
 
@@ -141,7 +155,7 @@ struct Fleet::Follower {
   // This host's status under /px/<fleet>.hosts/<host>, on a fresh lease each time (the last one expires by
   // itself): a lease grant, then the put.
   void publish() {
-    if (stopping || publishing) return;
+    if (stopping || publishing || !ensure_auth()) return;
     json doc = f->status();
     published_rev = doc.value("applied_revision", uint64_t(0));
     published_reachable = doc["etcd"].value("reachable", false);
@@ -153,6 +167,7 @@ struct Fleet::Follower {
     publishing =
         client->fetch(etcd.request(etcd.preferred(), "/v3/lease/grant", grant), [this, doc](http::ClientResponse r) {
           publishing = nullptr;
+          if (Etcd::token_refused(r.status, r.body)) need_auth = true;
           json g = json::parse(r.body, nullptr, false);
           if (stopping || r.status != 200 || !g.is_object() || !g.contains("ID")) return;
           json put = {{"key", b64(f->hosts_ + f->opt_.host)}, {"value", b64(doc.dump())}, {"lease", g["ID"]}};
@@ -174,6 +189,11 @@ struct Fleet::Follower {
 
   void start_watch() {
     if (stopping || watch) return;
+    if (!ensure_auth()) {
+      uv_timer_start(
+          &retry, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->start_watch(); }, kRetryMs, 0);
+      return;
+    }
     if (resync_needed) {
       std::string err;
       if (!f->resync(etcd, &err)) {
@@ -224,6 +244,7 @@ struct Fleet::Follower {
     auto res = m.find("result");
     if (res == m.end() || !res->is_object()) {
       std::string msg = m.contains("error") ? m["error"].dump() : m.dump();
+      if (Etcd::token_refused(0, msg)) need_auth = true;
       f->set_reachable(false, "etcd watch: " + msg.substr(0, 300));
       broken = true;
       return;
@@ -260,13 +281,17 @@ struct Fleet::Follower {
 
   // Is etcd there? A range of the serial key (count only) on the watch's member.
   void ask() {
-    if (stopping || probe) return;
+    if (stopping || probe || !ensure_auth()) return;
     json body = {{"key", b64(f->serial_)}, {"count_only", true}};
     probe = client->fetch(etcd.request(etcd.preferred(), "/v3/kv/range", body), [this](http::ClientResponse r) {
       probe = nullptr;
       if (stopping) return;
       if (r.status == 200) {
         if (watch) f->set_reachable(true, "");
+        return;
+      }
+      if (Etcd::token_refused(r.status, r.body)) {
+        need_auth = true;  // renewed before the next call; the watch goes on
         return;
       }
       f->set_reachable(

@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
   app.add_option("--etcd-ca", f.etcd.ca_file, "PEM CAs to verify etcd's certificates with (default: the system's)");
   app.add_option("--etcd-cert", f.etcd.cert_file, "this host's client certificate for etcd (PEM)");
   app.add_option("--etcd-key", f.etcd.key_file, "its private key (PEM)");
+  app.add_option("--etcd-user", f.etcd.user, "etcd's own authentication: the user");
+  app.add_option("--etcd-password-file", f.etcd.password_file,
+                 "... and a file holding its password (never on the command line)");
   app.add_option("--fleet-name", f.name, "the fleet: its configuration lives under /px/NAME/ in etcd")
       ->capture_default_str();
   app.add_option("--host-name", f.host, "this host's name in the fleet (default: the hostname)");

@@ -44,12 +44,13 @@ class Pki:
             f.write(data)
         return path
 
-    def leaf(self, cn, ca=None, ca_key=None):
-        """(cert file, key file) for cn, valid for 127.0.0.1, for servers and clients."""
+    def leaf(self, cn, ca=None, ca_key=None, subject_cn=True):
+        """(cert file, key file) for cn, valid for 127.0.0.1, for servers and clients. Without subject_cn the
+        subject is empty (what etcd's JSON gateway needs of client certificates when authentication is on)."""
         now = datetime.datetime.utcnow()
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if subject_cn else []))
                 .issuer_name((ca or self.ca).subject).public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
@@ -68,7 +69,8 @@ class Etcd:
     """Three etcd members on 127.0.0.1: clients over TLS with client certificates (peers in cleartext on
     loopback). Data on tmpfs when there is one: the tests are about px, not about disks."""
 
-    def __init__(self, n=3):
+    def __init__(self, n=3, extra=()):
+        self.extra = list(extra)
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.dir = tempfile.mkdtemp(prefix="pxetcd-", dir=base)
         self.pki = Pki(self.dir)
@@ -99,7 +101,7 @@ class Etcd:
              "--initial-cluster-token", os.path.basename(self.dir),
              "--cert-file", self.cert, "--key-file", self.key, "--client-cert-auth",
              "--trusted-ca-file", self.pki.ca_file, "--logger", "zap", "--log-level", "error",
-             "--max-txn-ops", "1024"],
+             "--max-txn-ops", "1024"] + self.extra,
             stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
 
@@ -107,8 +109,10 @@ class Etcd:
         admin_cert, admin_key = getattr(self, "_ctl_cert", (None, None))
         if not admin_cert:
             admin_cert, admin_key = self._ctl_cert = self.pki.leaf("etcdctl")
+        user = ["--user", self.root] if getattr(self, "root", None) else []
         return subprocess.run([ETCDCTL, "--endpoints", endpoints or self.endpoints(), "--cacert", self.pki.ca_file,
-                               "--cert", admin_cert, "--key", admin_key, "--command-timeout", "10s"] + list(args),
+                               "--cert", admin_cert, "--key", admin_key, "--command-timeout", "10s"] + user +
+                              list(args),
                               capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3"))
 
     def healthy(self):
@@ -159,9 +163,9 @@ class Etcd:
 class Host:
     """One px host of the fleet: a pxd and a pxadmind on the same data directory."""
 
-    def __init__(self, etcd, name, args=(), start_admind=True):
-        self.etcd, self.name, self.extra = etcd, name, list(args)
-        self.cert, self.key = etcd.pki.leaf(name)
+    def __init__(self, etcd, name, args=(), start_admind=True, subject_cn=True, ttl=3):
+        self.etcd, self.name, self.extra, self.ttl = etcd, name, list(args), ttl
+        self.cert, self.key = etcd.pki.leaf(name, subject_cn=subject_cn)
         self.pxd = Pxd(workers=1)
         self.adm = None
         if start_admind:
@@ -170,7 +174,7 @@ class Host:
     def argv(self):
         return ["--etcd", self.etcd.endpoints(), "--etcd-ca", self.etcd.pki.ca_file, "--etcd-cert", self.cert,
                 "--etcd-key", self.key, "--fleet-name", "edge", "--host-name", self.name,
-                "--fleet-host-ttl", "3"] + self.extra
+                "--fleet-host-ttl", str(self.ttl)] + self.extra
 
     def start_admind(self):
         if self.adm:
@@ -538,6 +542,82 @@ class JoinTest(unittest.TestCase):
             self.assertIn("/nonexistent/key.pem", p.stderr)
         finally:
             h.close()
+
+
+class AuthTest(unittest.TestCase):
+    """etcd's own users and passwords, with tokens that expire every two seconds (--auth-token-ttl)."""
+
+    def setUp(self):
+        self.etcd = Etcd(n=1, extra=["--auth-token-ttl", "2"])
+        e = self.etcd
+        for args in (("user", "add", "root", "--new-user-password", "rootpw"), ("role", "add", "pxfleet"),
+                     ("role", "grant-permission", "pxfleet", "--prefix=true", "readwrite", "/px/"),
+                     ("user", "add", "px", "--new-user-password", "s3cret"), ("user", "grant-role", "px", "pxfleet"),
+                     ("auth", "enable")):
+            r = e.ctl(*args)
+            self.assertEqual(r.returncode, 0, (args, r.stderr))
+        e.root = "root:rootpw"
+        self.up = Upstream("auth-up")
+
+    def tearDown(self):
+        self.up.stop()
+        self.etcd.close()
+
+    def test_a_host_authenticates_from_a_password_file_and_renews_expired_tokens(self):
+        pw = os.path.join(self.etcd.dir, "px.password")
+        with open(pw, "w") as f:
+            f.write("s3cret\n")
+        # a client certificate with a Common Name is refused by etcd's gateway once authentication is on
+        named = Host(self.etcd, "edge-n", start_admind=False, args=["--etcd-user", "px", "--etcd-password-file", pw])
+        try:
+            p = subprocess.run([PXADMIND, "-d", named.pxd.data, "-s", os.path.join(named.pxd.dir, "x.sock")] +
+                               named.argv(), capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("subjectAltName only", p.stderr)
+        finally:
+            named.close()
+        # published every 10 s (a third of 30): the tokens sit unused for longer than their 2 s
+        a = Host(self.etcd, "edge-a", args=["--etcd-user", "px", "--etcd-password-file", pw], subject_cn=False,
+                 ttl=30)
+        b = Host(self.etcd, "edge-b", args=["--etcd-user", "px", "--etcd-password-file", pw], subject_cn=False,
+                 ttl=30)
+        try:
+            self.assertEqual(a.adm.ctl("route", "add", "au", "--host", "au.test", "--upstream",
+                                       self.up.url).returncode, 0)
+            wait_for(lambda: get(b.pxd.port, "/", host="au.test").status == 200, what="the route on the other host")
+            # Tokens expire after 2 s unused. The followers' (probes every 5 s) expire and are renewed ...
+            wait_for(lambda: "token renewed" in a.adm.log() and "token renewed" in b.adm.log(),
+                     what="both followers to renew their tokens")
+            # ... and the writer's, unused for longer than that between writes, too: every write goes through
+            n = [0]
+
+            def write_after_expiry():
+                n[0] += 1
+                s, _, body = a.adm.api("POST", "/v1/routes", {"name": "au-%d" % n[0], "hosts": [
+                    "au%d.test" % n[0]], "upstreams": [self.up.url]})
+                self.assertEqual(s, 201, body)
+                return "authenticating again" in a.adm.log()
+            wait_for(write_after_expiry, interval=2.5, what="the writer to renew its token")
+            last = "au%d.test" % n[0]
+            wait_for(lambda: get(b.pxd.port, "/", host=last).status == 200, what="the last write on the other host")
+            self.assertNotIn("s3cret", a.adm.log())
+            self.assertFalse(any("s3cret" in x for x in a.adm.proc.args))
+            # a wrong password is named at the first start
+            bad = os.path.join(self.etcd.dir, "bad.password")
+            with open(bad, "w") as f:
+                f.write("nope\n")
+            c = Host(self.etcd, "edge-c", start_admind=False, args=["--etcd-user", "px", "--etcd-password-file", bad],
+                     subject_cn=False)
+            try:
+                p = subprocess.run([PXADMIND, "-d", c.pxd.data, "-s", os.path.join(c.pxd.dir, "x.sock")] + c.argv(),
+                                   capture_output=True, text=True, timeout=DEADLINE)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn("etcd authentication as 'px'", p.stderr)
+            finally:
+                c.close()
+        finally:
+            a.close()
+            b.close()
 
 
 if __name__ == "__main__":
