@@ -834,6 +834,15 @@ int main(int argc, char** argv) {
     if (g.as_json) return print(s);
     std::cout << "store " << s.value("data_dir", "") << ": generation " << s.value("generation", 0) << ", schema "
               << s.value("schema", 0) << "\n";
+    if (s.contains("fleet")) {
+      const json& f = s["fleet"];
+      const json& e = f["etcd"];
+      std::cout << "fleet " << f.value("name", "") << " (host " << f.value("host", "") << "): applied revision "
+                << f.value("applied_revision", 0) << ", etcd "
+                << (e.value("reachable", false) ? "reachable since " : "unreachable since ") << e.value("since", "");
+      if (!e.value("reachable", false)) std::cout << " (" << e.value("last_error", "") << ")";
+      std::cout << "\n";
+    }
     for (const auto& p : s["pxd"]) {
       if (!p.value("running", false)) {
         std::cout << "pxd (" << p.value("status_file", "") << "): not running\n";

@@ -308,6 +308,8 @@ class FleetTest(unittest.TestCase):
             self.assertEqual([h.status()["generation"] for h in self.hosts], gens)
             st = c.status()["fleet"]
             self.assertIn("127.0.0.1", st["etcd"]["last_error"])
+            self.assertIn("etcd unreachable since", c.adm.ctl("status").stdout)
+            self.assertIn("etcd unreachable since", c.adm.ctl("fleet", "status").stdout)
             # a restarted pxadmind serves its last configuration too
             c.adm.stop()
             c.start_admind()
