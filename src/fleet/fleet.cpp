@@ -1,5 +1,7 @@
 #include "fleet/fleet.h"
 
+#include <openssl/aead.h>
+#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -76,7 +78,88 @@ bool check_value(std::string_view key, const std::string& value, std::string* er
   return false;
 }
 
+constexpr std::string_view kSealed = "pxenc1:";  // a sealed value: base64(nonce ‖ ciphertext ‖ tag)
+
+bool secret_key(std::string_view key) {
+  namespace k = store::keys;
+  return key.starts_with(k::kCert) || key.starts_with(k::kAcmeAccount) || key.starts_with(k::kUser);
+}
+
+// The fleet key file: 32 bytes as they are, or written as 64 hex digits or base64 (a trailing newline is fine).
+bool load_fleet_key(const std::string& file, std::string* out, std::string* error) {
+  FILE* f = fopen(file.c_str(), "rb");
+  if (!f) {
+    *error = "--fleet-key " + file + ": cannot be read";
+    return false;
+  }
+  char buf[256];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  std::string raw(buf, n);
+  if (raw.size() == 32) {
+    *out = raw;
+    return true;
+  }
+  while (!raw.empty() && (raw.back() == '\n' || raw.back() == '\r' || raw.back() == ' ')) raw.pop_back();
+  if (raw.size() == 64 && raw.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos) {
+    out->clear();
+    for (size_t i = 0; i < 64; i += 2) out->push_back(static_cast<char>(std::stoi(raw.substr(i, 2), nullptr, 16)));
+    return true;
+  }
+  if (unb64(raw, out) && out->size() == 32) return true;
+  *error = "--fleet-key " + file +
+           ": expected 32 bytes (raw, 64 hex digits or base64), such as made by "
+           "head -c 32 /dev/urandom";
+  return false;
+}
+
 }  // namespace
+
+std::string Fleet::to_etcd(std::string_view store_key, const std::string& value) const {
+  if (!secret_key(store_key)) return value;
+  EVP_AEAD_CTX ctx;
+  EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_256_gcm(), reinterpret_cast<const uint8_t*>(fleet_key_.data()), 32,
+                    EVP_AEAD_DEFAULT_TAG_LENGTH, nullptr);
+  std::string out(12 + value.size() + 16, '\0');
+  auto* o = reinterpret_cast<uint8_t*>(out.data());
+  RAND_bytes(o, 12);
+  size_t len = 0;
+  EVP_AEAD_CTX_seal(&ctx, o + 12, &len, out.size() - 12, o, 12, reinterpret_cast<const uint8_t*>(value.data()),
+                    value.size(), reinterpret_cast<const uint8_t*>(store_key.data()), store_key.size());
+  EVP_AEAD_CTX_cleanup(&ctx);
+  out.resize(12 + len);
+  return std::string(kSealed) + b64(out);
+}
+
+bool Fleet::from_etcd(std::string_view store_key, std::string* value, std::string* error) const {
+  if (!std::string_view(*value).starts_with(kSealed)) {
+    if (!secret_key(store_key)) return true;
+    *error = "a secret stored in etcd without the fleet key's seal";
+    return false;
+  }
+  std::string sealed;
+  if (!unb64(std::string_view(*value).substr(kSealed.size()), &sealed) || sealed.size() < 12 + 16) {
+    *error = "a sealed value that is not base64 of nonce, ciphertext and tag";
+    return false;
+  }
+  EVP_AEAD_CTX ctx;
+  EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_256_gcm(), reinterpret_cast<const uint8_t*>(fleet_key_.data()), 32,
+                    EVP_AEAD_DEFAULT_TAG_LENGTH, nullptr);
+  std::string out(sealed.size(), '\0');
+  size_t len = 0;
+  const auto* in = reinterpret_cast<const uint8_t*>(sealed.data());
+  bool ok =
+      EVP_AEAD_CTX_open(&ctx, reinterpret_cast<uint8_t*>(out.data()), &len, out.size(), in, 12, in + 12,
+                        sealed.size() - 12, reinterpret_cast<const uint8_t*>(store_key.data()), store_key.size()) == 1;
+  EVP_AEAD_CTX_cleanup(&ctx);
+  if (!ok) {
+    *error = "sealed with another fleet key than this host's --fleet-key";
+    return false;
+  }
+  out.resize(len);
+  *value = std::move(out);
+  return true;
+}
 
 // The follower: a loop on its own thread that keeps a watch on the fleet's prefix open and applies what it
 // sends, and asks etcd every few seconds whether it is there (a watch on a member that vanished says nothing).
@@ -92,6 +175,7 @@ struct Fleet::Follower {
   http::Client::Call* publishing = nullptr;
   uv_timer_t publish_timer{};
   uint64_t published_rev = UINT64_MAX;  // the applied revision the last publication said
+  uint64_t last_publish = 0;            // when (the loop's clock, ms)
   bool published_reachable = false;
   JsonStream stream;
   bool stopping = false;
@@ -157,6 +241,7 @@ struct Fleet::Follower {
   void publish() {
     if (stopping || publishing || !ensure_auth()) return;
     json doc = f->status();
+    last_publish = uv_now(&loop);
     published_rev = doc.value("applied_revision", uint64_t(0));
     published_reachable = doc["etcd"].value("reachable", false);
     if (!published_reachable && !watch) return;  // nothing to publish to
@@ -182,9 +267,12 @@ struct Fleet::Follower {
     if (doc.value("applied_revision", uint64_t(0)) == published_rev &&
         doc["etcd"].value("reachable", false) == published_reachable)
       return;
-    if (uv_timer_get_due_in(&publish_timer) > 200)
+    // Soon, and at most once a second: under a stream of changes, what the others see may lag by a second.
+    uint64_t since = uv_now(&loop) - last_publish;
+    uint64_t delay = since >= 1000 ? 200 : std::max<uint64_t>(200, 1000 - since);
+    if (uv_timer_get_due_in(&publish_timer) > delay)
       uv_timer_start(
-          &publish_timer, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->publish(); }, 200, every());
+          &publish_timer, [](uv_timer_t* t) { static_cast<Follower*>(t->loop->data)->publish(); }, delay, every());
   }
 
   void start_watch() {
@@ -370,7 +458,7 @@ bool Fleet::apply_events(const json& events, std::string* error) {
           std::string why;
           if (!unb64(kv.value("value", ""), &v))
             why = "the value is not base64";
-          else
+          else if (from_etcd(sk, &v, &why))
             check_value(sk, v, &why);
           if (!why.empty()) {
             PX_ERR("fleet %s: etcd key %s refused: %s", opt_.name.c_str(), k.c_str(), why.c_str());
@@ -421,7 +509,7 @@ bool Fleet::resync(Etcd& etcd, std::string* error) {
           std::string why;
           if (!unb64(kv.value("value", ""), &v))
             why = "the value is not base64";
-          else
+          else if (from_etcd(sk, &v, &why))
             check_value(sk, v, &why);
           if (!why.empty()) {
             PX_ERR("fleet %s: etcd key %s refused: %s", opt_.name.c_str(), k.c_str(), why.c_str());
@@ -476,7 +564,8 @@ bool Fleet::seed(std::string* error) {
                          {"result", "EQUAL"},
                          {"mod_revision", std::to_string(serial_rev)}});
     for (size_t n = 0; i < all.size() && n < 100; i++, n++)
-      success.push_back({{"request_put", {{"key", b64(key(all[i].key))}, {"value", b64(all[i].value)}}}});
+      success.push_back(
+          {{"request_put", {{"key", b64(key(all[i].key))}, {"value", b64(to_etcd(all[i].key, all[i].value))}}}});
     success.push_back({{"request_put", {{"key", b64(serial_)}, {"value", b64(opt_.host)}}}});
     json out;
     if (!etcd_.call("/v3/kv/txn", {{"compare", compare}, {"success", success}}, &out, error)) return false;
@@ -494,6 +583,13 @@ bool Fleet::seed(std::string* error) {
 bool Fleet::start(store::Store* st, std::string* error) {
   st_ = st;
   if (!etcd_.check(error)) return false;
+  if (opt_.key_file.empty()) {
+    *error =
+        "--fleet-key: a fleet needs a key file to seal certificates' private keys and accounts in etcd "
+        "(every host the same; make one with: head -c 32 /dev/urandom > fleet.key)";
+    return false;
+  }
+  if (!load_fleet_key(opt_.key_file, &fleet_key_, error)) return false;
   {
     http::Client probe(nullptr);  // the files load (CAs, certificate, key) before anything is asked
     if (!etcd_.setup(probe, error)) return false;
@@ -573,7 +669,7 @@ store::WriteFail Fleet::commit(uint64_t base, const std::vector<store::Change>& 
     if (c.del)
       success.push_back({{"request_delete_range", {{"key", b64(key(c.key))}}}});
     else
-      success.push_back({{"request_put", {{"key", b64(key(c.key))}, {"value", b64(c.value)}}}});
+      success.push_back({{"request_put", {{"key", b64(key(c.key))}, {"value", b64(to_etcd(c.key, c.value))}}}});
   }
   success.push_back({{"request_put", {{"key", b64(serial_)}, {"value", b64(opt_.host)}}}});
   json body = {

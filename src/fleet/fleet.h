@@ -37,6 +37,7 @@ struct FleetOptions {
   std::string host;              // this host's name (default: the hostname)
   std::string join;              // "", "replace" or "seed": what to do with a non-empty local store at the first start
   int host_ttl_s = 30;           // a stopped host's status stays listed this long; published every third of it
+  std::string key_file;          // the fleet key: 32 bytes (raw, 64 hex digits or base64) sealing secrets in etcd
 };
 
 class Fleet final : public store::Committer {
@@ -72,11 +73,16 @@ class Fleet final : public store::Committer {
   void set_reachable(bool ok, const std::string& error);
   bool wait_applied(uint64_t rev, uint64_t ms);
   std::string key(std::string_view store_key) const { return prefix_ + std::string(store_key); }
+  // What goes into etcd for a store value, and back: secrets (certificates with their keys, ACME accounts,
+  // dashboard accounts) sealed with the fleet key (AES-256-GCM, the store key as associated data).
+  std::string to_etcd(std::string_view store_key, const std::string& value) const;
+  bool from_etcd(std::string_view store_key, std::string* value, std::string* error) const;
 
   FleetOptions opt_;
-  std::string prefix_;  // "/px/<fleet>/"
-  std::string serial_;  // "/px/<fleet>.serial"
-  std::string hosts_;   // "/px/<fleet>.hosts/"
+  std::string prefix_;     // "/px/<fleet>/"
+  std::string serial_;     // "/px/<fleet>.serial"
+  std::string hosts_;      // "/px/<fleet>.hosts/"
+  std::string fleet_key_;  // 32 bytes
   std::function<json()> facts_;
   store::Store* st_ = nullptr;
   Etcd etcd_;  // the writer's (pxadmind's loop thread)

@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
   app.add_option("--fleet-name", f.name, "the fleet: its configuration lives under /px/NAME/ in etcd")
       ->capture_default_str();
   app.add_option("--host-name", f.host, "this host's name in the fleet (default: the hostname)");
+  app.add_option("--fleet-key", f.key_file,
+                 "the fleet key (32 bytes; the same file on every host): seals private keys and accounts in etcd");
   app.add_option("--fleet-join", f.join,
                  "first start with a store of its own: replace (take the fleet's configuration) or seed (push this "
                  "one into an empty fleet)")

@@ -4,6 +4,9 @@ a data directory of its own."""
 import datetime
 import json
 import os
+import re
+import socket
+import ssl
 import shutil
 import signal
 import subprocess
@@ -80,6 +83,9 @@ class Etcd:
         self.peer_ports = {m: free_port() for m in self.names}
         self.cluster = ",".join("%s=http://127.0.0.1:%d" % (m, self.peer_ports[m]) for m in self.names)
         self.procs = {}
+        self.fleet_key = os.path.join(self.dir, "fleet.key")
+        with open(self.fleet_key, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
         for m in self.names:
             self.start(m, "new")
         wait_for(self.healthy, what="the etcd cluster to be healthy")
@@ -163,10 +169,12 @@ class Etcd:
 class Host:
     """One px host of the fleet: a pxd and a pxadmind on the same data directory."""
 
-    def __init__(self, etcd, name, args=(), start_admind=True, subject_cn=True, ttl=3):
+    def __init__(self, etcd, name, args=(), start_admind=True, subject_cn=True, ttl=3, fleet_key=None):
         self.etcd, self.name, self.extra, self.ttl = etcd, name, list(args), ttl
+        self.fleet_key = fleet_key or etcd.fleet_key
         self.cert, self.key = etcd.pki.leaf(name, subject_cn=subject_cn)
-        self.pxd = Pxd(workers=1)
+        self.pxd = Pxd(workers=1, extra="listen 127.0.0.1:0 tls\n")
+        self.tls_port = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(tls\)", self.pxd.log()).group(1))
         self.adm = None
         if start_admind:
             self.start_admind()
@@ -174,7 +182,7 @@ class Host:
     def argv(self):
         return ["--etcd", self.etcd.endpoints(), "--etcd-ca", self.etcd.pki.ca_file, "--etcd-cert", self.cert,
                 "--etcd-key", self.key, "--fleet-name", "edge", "--host-name", self.name,
-                "--fleet-host-ttl", str(self.ttl)] + self.extra
+                "--fleet-host-ttl", str(self.ttl), "--fleet-key", self.fleet_key] + self.extra
 
     def start_admind(self):
         if self.adm:
@@ -387,6 +395,65 @@ class FleetTest(unittest.TestCase):
             self.assertIn("not in a fleet", r.stderr)
         finally:
             alone.stop()
+
+    def test_a_certificate_added_on_one_host_serves_on_every_host_and_its_key_is_sealed_in_etcd(self):
+        a, b, c = self.hosts
+        crt, key = self.etcd.pki.leaf("secure.fleet.test")
+        # the leaf above is for 127.0.0.1 and localhost; one for a name, from the same test CA
+        now = datetime.datetime.utcnow()
+        k = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([]))
+                .issuer_name(self.etcd.pki.ca.subject).public_key(k.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("secure.fleet.test")]), critical=False)
+                .sign(self.etcd.pki.ca_key, hashes.SHA256()))
+        crt = self.etcd.pki.write("secure.pem", cert.public_bytes(serialization.Encoding.PEM))
+        key = self.etcd.pki.write("secure-key.pem", k.private_bytes(serialization.Encoding.PEM,
+                                                                    serialization.PrivateFormat.PKCS8,
+                                                                    serialization.NoEncryption()))
+        r = a.adm.ctl("cert", "add", "secure", "--cert", crt, "--key", key)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(a.adm.ctl("route", "add", "secure", "--host", "secure.fleet.test", "--upstream",
+                                   self.up.url, "--tls", "secure").returncode, 0)
+
+        def https_ok(h):
+            ctx = ssl.create_default_context(cafile=self.etcd.pki.ca_file)
+            try:
+                with socket.create_connection(("127.0.0.1", h.tls_port), timeout=DEADLINE) as s:
+                    with ctx.wrap_socket(s, server_hostname="secure.fleet.test") as t:
+                        t.sendall(b"GET / HTTP/1.1\r\nHost: secure.fleet.test\r\nConnection: close\r\n\r\n")
+                        return t.recv(100).startswith(b"HTTP/1.1 200")
+            except (OSError, ssl.SSLError):
+                return False
+        for h in self.hosts:
+            wait_for(lambda: https_ok(h), what="the certificate to serve on " + h.name)
+        raw = self.etcd.ctl("get", "/px/edge/cert:secure", "--print-value-only").stdout
+        self.assertTrue(raw.startswith("pxenc1:"), raw[:80])
+        self.assertNotIn("PRIVATE KEY", raw)
+        # a host with another fleet key applies the routes and refuses the sealed secrets, naming why
+        other_key = os.path.join(self.etcd.dir, "other.key")
+        with open(other_key, "w") as f:
+            f.write(os.urandom(32).hex())
+        d = Host(self.etcd, "edge-x", fleet_key=other_key)
+        try:
+            wait_for(lambda: get(d.pxd.port, "/", host="shop-never.test").status == 404, what="d to serve")
+            st = d.status()["fleet"]
+            self.assertIn("cert:secure", st["rejected"])
+            self.assertIn("another fleet key", st["rejected"]["cert:secure"])
+            self.assertIn("secure", d.adm.ctl("route", "list").stdout)
+        finally:
+            d.close()
+        # without a key file, no fleet
+        argv = a.argv()
+        i = argv.index("--fleet-key")
+        p = subprocess.run([PXADMIND, "-d", a.pxd.data, "-s", os.path.join(a.pxd.dir, "y.sock")] +
+                           argv[:i] + argv[i + 2:], capture_output=True, text=True, timeout=DEADLINE)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--fleet-key", p.stderr)
+        for h in (a,):
+            h.adm.ctl("route", "rm", "secure")
+            h.adm.ctl("cert", "rm", "secure")
 
     def test_a_key_written_by_hand_that_does_not_validate_is_refused_and_reported(self):
         a, b, c = self.hosts
