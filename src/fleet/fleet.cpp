@@ -433,6 +433,23 @@ bool Fleet::wait_applied(uint64_t rev, uint64_t ms) {
   return cv_.wait_for(g, std::chrono::milliseconds(ms), [&] { return applied_ >= rev; });
 }
 
+// The value etcd holds for a key, opened and checked: false when it is refused (logged and kept in `rejected`).
+bool Fleet::take(const std::string& etcd_key, std::string_view store_key, const json& kv, std::string* value,
+                 std::map<std::string, std::string>* rejected) const {
+  std::string why;
+  if (!unb64(kv.value("value", ""), value))
+    why = "the value is not base64";
+  else if (from_etcd(store_key, value, &why))
+    check_value(store_key, *value, &why);
+  if (!why.empty()) {
+    PX_ERR("fleet %s: etcd key %s refused: %s", opt_.name.c_str(), etcd_key.c_str(), why.c_str());
+    (*rejected)[std::string(store_key)] = why;
+    return false;
+  }
+  rejected->erase(std::string(store_key));
+  return true;
+}
+
 // Every event of one watch answer in one local transaction, with the highest revision among them.
 bool Fleet::apply_events(const json& events, std::string* error) {
   uint64_t top = 0;
@@ -455,17 +472,7 @@ bool Fleet::apply_events(const json& events, std::string* error) {
             if (!w.del(sk, e)) return false;
             continue;
           }
-          std::string why;
-          if (!unb64(kv.value("value", ""), &v))
-            why = "the value is not base64";
-          else if (from_etcd(sk, &v, &why))
-            check_value(sk, v, &why);
-          if (!why.empty()) {
-            PX_ERR("fleet %s: etcd key %s refused: %s", opt_.name.c_str(), k.c_str(), why.c_str());
-            rejected[std::string(sk)] = why;
-            continue;
-          }
-          rejected.erase(std::string(sk));
+          if (!take(k, sk, kv, &v, &rejected)) continue;
           if (!w.put(sk, v, e)) return false;
         }
         return top == 0 || w.put(store::keys::kFleetRevision, std::to_string(top), e);
@@ -506,16 +513,7 @@ bool Fleet::resync(Etcd& etcd, std::string* error) {
           if (!unb64(kv.value("key", ""), &k) || !k.starts_with(prefix_)) continue;
           std::string_view sk = std::string_view(k).substr(prefix_.size());
           if (!store::keys::fleet_shared(sk)) continue;
-          std::string why;
-          if (!unb64(kv.value("value", ""), &v))
-            why = "the value is not base64";
-          else if (from_etcd(sk, &v, &why))
-            check_value(sk, v, &why);
-          if (!why.empty()) {
-            PX_ERR("fleet %s: etcd key %s refused: %s", opt_.name.c_str(), k.c_str(), why.c_str());
-            rejected[std::string(sk)] = why;
-            continue;
-          }
+          if (!take(k, sk, kv, &v, &rejected)) continue;
           if (!w.put(sk, v, e)) return false;
           n++;
         }

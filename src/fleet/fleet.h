@@ -77,6 +77,8 @@ class Fleet final : public store::Committer {
   // dashboard accounts) sealed with the fleet key (AES-256-GCM, the store key as associated data).
   std::string to_etcd(std::string_view store_key, const std::string& value) const;
   bool from_etcd(std::string_view store_key, std::string* value, std::string* error) const;
+  bool take(const std::string& etcd_key, std::string_view store_key, const json& kv, std::string* value,
+            std::map<std::string, std::string>* rejected) const;
 
   FleetOptions opt_;
   std::string prefix_;     // "/px/<fleet>/"

@@ -218,6 +218,16 @@ class FleetTest(unittest.TestCase):
         cls.up.stop()
         cls.etcd.close()
 
+    def converged(self):
+        """Every host's export once each applied the fleet's last write: the same, byte for byte."""
+        rev = self.etcd.fleet_revision()
+        for h in self.hosts:
+            wait_for(lambda: h.status()["fleet"]["applied_revision"] >= rev, what=h.name + " to catch up")
+        exports = [h.export() for h in self.hosts]
+        self.assertEqual(exports[0], exports[1])
+        self.assertEqual(exports[0], exports[2])
+        return exports
+
     def serves(self, host, name):
         return get(host.pxd.port, "/", host=name).status == 200
 
@@ -274,12 +284,7 @@ class FleetTest(unittest.TestCase):
                 if s == 409:
                     self.assertEqual(body["error"]["field"], "name", body)
         # every host converges on the same configuration, which is etcd's
-        rev = self.etcd.fleet_revision()
-        for h in self.hosts:
-            wait_for(lambda: h.status()["fleet"]["applied_revision"] >= rev, what=h.name + " to catch up")
-        exports = [h.export() for h in self.hosts]
-        self.assertEqual(exports[0], exports[1])
-        self.assertEqual(exports[0], exports[2])
+        exports = self.converged()
         doc = json.loads(exports[0])
         routes = {r["name"]: r for r in doc["routes"]}
         for h in self.hosts:
@@ -496,12 +501,7 @@ class FleetTest(unittest.TestCase):
         self.etcd.restart_all()
         self.assertEqual(sorted(done), list(range(60)), answers)
         self.assertTrue(set(answers) <= {201, 409, 503}, answers)
-        rev = self.etcd.fleet_revision()
-        for h in self.hosts:
-            wait_for(lambda: h.status()["fleet"]["applied_revision"] >= rev, what=h.name + " to catch up")
-        exports = [h.export() for h in self.hosts]
-        self.assertEqual(exports[0], exports[1])
-        self.assertEqual(exports[0], exports[2])
+        exports = self.converged()
         names = {r["name"] for r in json.loads(exports[0])["routes"]}
         self.assertTrue({"lk-%d" % i for i in range(60)} <= names)
 
