@@ -29,9 +29,21 @@ const std::vector<Operation>& operations() {
     for (std::string kind : {"route", "acl", "stream"}) {
       std::string list = "/v1/" + kind + "s";
       std::string one = list + "/{name}";
-      v.push_back({"GET", list, [kind](Admin& a, Request&) { return a.list(kind); }});
+      v.push_back({"GET", list, [kind](Admin& a, Request&) {
+                     Result r = a.list(kind);
+                     if (kind == "stream" && r.status < 300) add_stream_errors(&r.body, g_pxd_status_files);
+                     return r;
+                   }});
       v.push_back({"POST", list, [kind](Admin& a, Request& r) { return a.create(kind, r.body, r.who); }});
-      v.push_back({"GET", one, [kind](Admin& a, Request& r) { return a.get(kind, r.params["name"]); }});
+      v.push_back({"GET", one, [kind](Admin& a, Request& r) {
+                     Result res = a.get(kind, r.params["name"]);
+                     if (kind == "stream" && res.status < 300) {
+                       json one = json::array({res.body});
+                       add_stream_errors(&one, g_pxd_status_files);
+                       res.body = one[0];
+                     }
+                     return res;
+                   }});
       v.push_back({"PUT", one,
                    [kind](Admin& a, Request& r) { return a.put(kind, r.params["name"], r.body, r.if_match, r.who); }});
       v.push_back({"PATCH", one, [kind](Admin& a, Request& r) {

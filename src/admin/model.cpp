@@ -917,6 +917,19 @@ Result Admin::status(const std::vector<std::string>& files) {
   return r;
 }
 
+void add_stream_errors(json* streams, const std::vector<std::string>& files) {
+  for (const auto& f : files) {
+    json s = pxd_status(f);
+    if (!s.value("running", false) || !s.contains("stream_errors")) continue;
+    for (json& st : *streams) {
+      auto it = s["stream_errors"].find(st.value("name", ""));
+      if (it == s["stream_errors"].end()) continue;
+      if (!st.contains("errors")) st["errors"] = json::array();
+      st["errors"].push_back({{"pxd", f}, {"error", *it}});
+    }
+  }
+}
+
 Result Admin::fleet() {
   if (!fleet_hosts_) return Result::error(404, "", "pxadmind runs on its own, not in a fleet (see --etcd)");
   Result r;

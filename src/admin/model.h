@@ -40,6 +40,9 @@ struct AuditQuery {
 
 // A pxd's status file (pxd.conf status_file): its fields, and whether that pxd runs ("running").
 json pxd_status(const std::string& file);
+// Streams as listed, each with "errors": [{"pxd": status file, "error"}] for a running pxd that could not open
+// its socket (the port is taken by another process, say): stored and enabled is not serving.
+void add_stream_errors(json* streams, const std::vector<std::string>& pxd_status_files);
 
 // pxctl trace (observe/trace.h): a token for each running pxd (201), and a traced request's record (taken once).
 Result create_trace(const std::vector<std::string>& pxd_status_files, const std::string& who);

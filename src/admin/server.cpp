@@ -326,7 +326,8 @@ int run_server(const ServerOptions& opt) {
       for (const json& p : s.value("pxd", json::array()))
         pxd.push_back({{"running", p.value("running", false)},
                        {"generation", p.value("generation", uint64_t(0))},
-                       {"in_sync", p.value("in_sync", false)}});
+                       {"in_sync", p.value("in_sync", false)},
+                       {"stream_errors", p.value("stream_errors", json::object())}});
       return json{{"generation", s.value("generation", uint64_t(0))}, {"pxd", pxd}};
     });
     if (!fleet->start(&srv.store, &err)) {

@@ -393,6 +393,7 @@ void Server::rebuild() {
 // logged and tried again at the next build; the stream serves nothing meanwhile.
 std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
   std::vector<L4Change> ch(workers_.size());
+  stream_errors_.clear();
   std::set<std::string> want;
   for (const auto& st : snap.streams())
     if (!st->passthrough) want.insert(st->key);
@@ -429,6 +430,7 @@ std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
       if (fds.size() < workers_.size()) {
         for (int fd : fds) close(fd);
         PX_ERR("stream %s: %s", st->spec.name.c_str(), err.c_str());
+        stream_errors_[st->spec.name] = err;  // pxadmind shows it with the stream
         continue;
       }
     }
@@ -623,6 +625,7 @@ void Server::publish_status() {
       if (la.port) listen.push_back(la.str());
     st["listen"] = listen;
     st["low_port_limit"] = low_port_limit();
+    st["stream_errors"] = stream_errors_;
     if (metrics_) {  // where pxadmind reads live traffic for the dashboard (GET /v1/traffic)
       ListenAddr la;
       std::string e;

@@ -80,8 +80,9 @@ class Server {
   NameSlots route_slots_{kRouteSlots};
   NameSlots peer_slots_{kPeerSlots};
   NameSlots stream_slots_{kStreamSlots};
-  std::set<std::string> l4_keys_;                                                   // stream listeners open now
-  std::vector<std::pair<std::string, int>> inherited_l4_;                           // from the pxd this one replaces
+  std::map<std::string, std::string> stream_errors_;       // stream name → why its socket is not open (status file)
+  std::set<std::string> l4_keys_;                          // stream listeners open now
+  std::vector<std::pair<std::string, int>> inherited_l4_;  // from the pxd this one replaces
   std::unordered_map<std::string, std::shared_ptr<std::atomic<int64_t>>> l4_live_;  // by stream name
   std::unique_ptr<http::Server> metrics_;
   uint64_t snapshot_time_ms_ = 0;      // uv_hrtime ms of the last install

@@ -570,11 +570,13 @@ int main(int argc, char** argv) {
     for (const auto& st : list) {
       std::string ups;
       for (const auto& u : st["upstreams"]) ups += (ups.empty() ? "" : ",") + u.value("url", "");
+      std::string err = "-";
+      for (const auto& e : st.value("errors", json::array())) err = e.value("error", "");
       rows.push_back({st.value("name", ""), st.value("listen", "") + "/" + st.value("protocol", ""), ups,
                       st.value("lb", ""), st.value("acl", "-"), st.value("tls", "off"),
-                      st.value("enabled", true) ? "yes" : "no", std::to_string(st.value("version", 0))});
+                      st.value("enabled", true) ? "yes" : "no", std::to_string(st.value("version", 0)), err});
     }
-    table({"NAME", "LISTEN", "UPSTREAMS", "LB", "ACL", "TLS", "ENABLED", "VERSION"}, rows);
+    table({"NAME", "LISTEN", "UPSTREAMS", "LB", "ACL", "TLS", "ENABLED", "VERSION", "ERROR"}, rows);
   });
   auto* s_show = stream->add_subcommand("show", "show one stream");
   s_show->add_option("name", name)->required();
@@ -878,11 +880,16 @@ int main(int argc, char** argv) {
         }
         std::vector<std::vector<std::string>> rows;
         for (const auto& h : f["hosts"]) {
-          std::string pxd = "-";
-          for (const auto& p : h.value("pxd", json::array()))
+          std::string pxd = "-", streams;
+          for (const auto& p : h.value("pxd", json::array())) {
             pxd = !p.value("running", false) ? "not running" : p.value("in_sync", false) ? "in sync" : "behind";
+            json se = p.value("stream_errors", json::object());
+            for (const auto& [n, why] : se.items())
+              streams += (streams.empty() ? "" : "; ") + ("stream " + n + ": " + why.get<std::string>());
+          }
           const json& e = h.value("etcd", json::object());
           std::string err = e.value("last_error", "");
+          if (!streams.empty()) err = streams + (err.empty() ? "" : "; " + err);
           if (!h.value("rejected", json::object()).empty())
             err = std::to_string(h["rejected"].size()) + " key(s) refused" + (err.empty() ? "" : "; " + err);
           rows.push_back({h.value("host", ""), h.value("version", ""), std::to_string(h.value("applied_revision", 0)),

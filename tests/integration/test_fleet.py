@@ -460,6 +460,27 @@ class FleetTest(unittest.TestCase):
             h.adm.ctl("route", "rm", "secure")
             h.adm.ctl("cert", "rm", "secure")
 
+    def test_a_stream_that_cannot_listen_is_reported_per_host(self):
+        a, b, c = self.hosts
+        holder = socket.socket()
+        port = free_port()
+        holder.bind(("127.0.0.1", port))
+        holder.listen(1)
+        try:
+            r = a.adm.ctl("stream", "add", "held", "--listen", "127.0.0.1:%d" % port, "--upstream", "tcp://10.0.0.1:1")
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+            def reported():
+                hosts = {h["host"]: h for h in self.fleet(b)["hosts"]}
+                return all("held" in hosts.get(n, {"pxd": [{}]})["pxd"][0].get("stream_errors", {})
+                           for n in ("edge-1", "edge-2", "edge-3"))
+            wait_for(reported, what="every host to report the stream it cannot open")
+            self.assertIn("stream held:", b.adm.ctl("fleet", "status").stdout)
+            self.assertIn("in use", c.adm.ctl("stream", "list").stdout)
+        finally:
+            holder.close()
+            a.adm.ctl("stream", "rm", "held")
+
     def test_a_key_written_by_hand_that_does_not_validate_is_refused_and_reported(self):
         a, b, c = self.hosts
         r = self.etcd.ctl("put", "/px/edge/route:bad", '{"name":"bad","hosts":["bad.fleet.test"],"upstreams":"nope"}')

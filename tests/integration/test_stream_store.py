@@ -139,6 +139,34 @@ class StreamsBesidePxdTest(unittest.TestCase):
             pxd.stop()
             up.kill()
 
+    def test_a_stream_whose_port_another_process_holds_is_listed_with_the_error(self):
+        import socket
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        port = free_port()
+        holder.bind(("127.0.0.1", port))
+        holder.listen(1)
+        pxd = Pxd()
+        adm = Admind(data=pxd.data, pxd_status=pxd.status_file)
+        try:
+            r = adm.ctl("stream", "add", "taken", "--listen", "127.0.0.1:%d" % port, "--upstream", "tcp://10.0.0.1:1")
+            self.assertEqual(r.returncode, 0, r.stderr)  # nothing in px's own configuration says no
+            pxd.wait_applied(adm.generation())
+            listed = json.loads(adm.ctl("--json", "stream", "list").stdout)[0]
+            self.assertEqual(listed["errors"][0]["pxd"], pxd.status_file)
+            self.assertIn("in use", listed["errors"][0]["error"])
+            self.assertIn("in use", adm.ctl("stream", "list").stdout)
+            self.assertIn("in use", json.loads(adm.ctl("stream", "show", "taken").stdout)["errors"][0]["error"])
+            # the port is free again: the next change opens it, and the error is gone
+            holder.close()
+            adm.ctl("stream", "set", "taken", "--max-connections", "10")
+            pxd.wait_applied(adm.generation())
+            self.assertNotIn("errors", json.loads(adm.ctl("--json", "stream", "list").stdout)[0])
+        finally:
+            holder.close()
+            adm.stop()
+            pxd.stop()
+
 
 if __name__ == "__main__":
     unittest.main()
