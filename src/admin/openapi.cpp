@@ -150,7 +150,10 @@ const char* openapi_document() {
               "responses": {"200": {"description": "audit records, oldest first"}}}
     },
     "/v1/status": {
-      "get": {"operationId": "status", "responses": {"200": {"description": "store generation and what each pxd applied"}}}
+      "get": {"operationId": "status", "responses": {"200": {"description": "store generation and what each pxd applied; in a fleet, this host's view of it (fleet)"}}}
+    },
+    "/v1/fleet": {
+      "get": {"operationId": "fleet", "responses": {"200": {"description": "in a fleet (pxadmind --etcd): {self: this host's view, revision: the fleet's last write, hosts: [each host's published status with its lag]}, or error when etcd is away"}, "404": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/traffic": {
       "get": {"operationId": "traffic", "responses": {"200": {"description": "{time_ms, pxd_read, routes: {name: {requests, errors}}}: counters summed over running pxds with metrics_listen"}}}

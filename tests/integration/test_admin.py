@@ -296,6 +296,7 @@ class PxctlTest(unittest.TestCase):
         self.assertEqual(st, 200)
         self.assertEqual(doc["openapi"], "3.0.3")
         self.assertIn("/v1/routes/{name}", doc["paths"])
+        self.assertIn("/v1/fleet", doc["paths"])
 
     def test_bash_completion(self):
         r = self.adm.ctl("completion", "bash")
