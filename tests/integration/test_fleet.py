@@ -253,7 +253,7 @@ class FleetTest(unittest.TestCase):
 
         def writer(h):
             mine, shared = [], []
-            for i in range(100):
+            for i in range(150):
                 # a name of its own: always taken
                 s, _, _ = h.adm.api("POST", "/v1/routes", {"name": "w-%s-%d" % (h.name, i), "hosts": [
                     "w%d.%s.test" % (i, h.name)], "upstreams": [self.up.url]})
@@ -275,7 +275,7 @@ class FleetTest(unittest.TestCase):
             self.assertEqual(set(mine), {201}, h.name)
             self.assertTrue({s for s, _ in shared} <= {201, 409}, [s for s, _ in shared])
         winners = {}
-        for i in range(100):
+        for i in range(150):
             won = [h.name for h in self.hosts if results[h.name][1][i][0] == 201]
             self.assertEqual(len(won), 1, "race-%d was created by %s" % (i, won))
             winners["race-%d" % i] = won[0]
@@ -288,7 +288,7 @@ class FleetTest(unittest.TestCase):
         doc = json.loads(exports[0])
         routes = {r["name"]: r for r in doc["routes"]}
         for h in self.hosts:
-            for i in range(100):
+            for i in range(150):
                 self.assertIn("w-%s-%d" % (h.name, i), routes)  # no acknowledged write is lost
         for name, who in winners.items():
             self.assertEqual(routes[name]["filters"][0]["config"]["response"]["set"]["x-writer"], who)
