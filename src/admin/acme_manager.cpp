@@ -61,6 +61,7 @@ constexpr int kOrdersPer3h = 300;      // new orders per account per 3 hours
 constexpr int kFailedPerHour = 5;      // failed validations per account and name set per hour
 constexpr int kDuplicatesPerWeek = 5;  // certificates for the same names per 7 days
 constexpr int64_t kAriDefaultRecheck = 6 * 3600;
+constexpr int64_t kLockRecheck = 15;  // seconds: a fleet host that found another ordering looks again
 
 }  // namespace
 
@@ -74,6 +75,7 @@ struct AcmeManager::Impl {
   uv_timer_t timer{};
   uint64_t seen_gen = UINT64_MAX;
   int64_t next_wake = 0;
+  std::map<std::string, std::string> lock_noted;  // certificate → the fleet host logged as ordering it
   bool working = false;
   std::string account_id;
   json orders_3h = json::array();  // this account's recent orders (rate limit)
@@ -144,9 +146,12 @@ struct AcmeManager::Impl {
       json s = pxd_status(f);
       if (s["running"].get<bool>() && s.value("generation", uint64_t(0)) < gen) behind = true;
     }
+    if (!behind && opt.fleet_serves && !opt.fleet_serves()) behind = true;
     if (!behind) return done("");
     if (now_s() > deadline) {
-      PX_WARN("acme: pxd has not loaded the challenge record yet; answering the challenge anyway");
+      PX_WARN(
+          "acme: pxd (or a host of the fleet) has not loaded the challenge record yet; answering the "
+          "challenge anyway");
       return done("");
     }
     acme::after(loop, 50, [this, gen, deadline, done] { wait_pxd(gen, deadline, done); });
@@ -333,6 +338,16 @@ struct AcmeManager::Impl {
     std::string serving =
         have ? "the current certificate serves until " + cert.body.value("not_after_text", std::string())
              : "no certificate serves these names yet";
+    std::string holder;
+    if (opt.lock && !opt.lock(name, &holder)) {
+      // Another host of the fleet orders it: its certificate reaches this store through etcd.
+      if (holder != lock_noted[name])
+        PX_INFO("acme: certificate %s is being ordered by %s", name.c_str(), holder.c_str());
+      lock_noted[name] = holder;
+      next_wake = std::min(next_wake, t + kLockRecheck);
+      return false;
+    }
+    lock_noted.erase(name);
     order(name, names, st, replaces, reason, why + "; " + serving);
     return true;
   }
@@ -426,6 +441,7 @@ struct AcmeManager::Impl {
                static_cast<long long>(wait));
       }
       if (opt.on_order) opt.on_order(o.ok, o.ok ? std::string() : o.problem.value("type", std::string()));
+      if (opt.unlock) opt.unlock(name);
       working = false;
       seen_gen = UINT64_MAX;
     });

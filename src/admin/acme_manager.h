@@ -36,6 +36,13 @@ struct AcmeOptions {
   std::vector<std::string> pxd_status_files;  // HTTP-01: wait until these pxd processes serve the answer
   // Every order's end: issued, or failed with the problem document's type (metrics).
   std::function<void(bool issued, const std::string& problem_type)> on_order;
+  // In a fleet (fleet/fleet.h): one host orders a certificate at a time. lock says whether this host may order
+  // `name` now (false: another host holds it, and who, in *holder); unlock follows the order's end.
+  std::function<bool(const std::string& name, std::string* holder)> lock;
+  std::function<void(const std::string& name)> unlock;
+  // In a fleet: whether every host applied what this one has and its pxd serves it (the CA's HTTP-01 request
+  // may reach any of them).
+  std::function<bool()> fleet_serves;
 };
 
 class AcmeManager {

@@ -403,6 +403,11 @@ int run_server(const ServerOptions& opt) {
   }
   AcmeOptions acme = opt.acme;
   acme.pxd_status_files = opt.pxd_status_files;
+  if (fleet) {
+    acme.lock = [f = fleet.get()](const std::string& name, std::string* holder) { return f->lock_acme(name, holder); };
+    acme.unlock = [f = fleet.get()](const std::string& name) { f->unlock_acme(name); };
+    acme.fleet_serves = [f = fleet.get()] { return f->all_serve(); };
+  }
   acme.on_order = [&srv](bool issued, const std::string& type) { srv.metrics.acme_order(issued, type); };
   admin.set_dns_hook(!acme.dns_hook.empty());
   AcmeManager acme_manager(&loop, admin, acme);

@@ -697,6 +697,67 @@ store::WriteFail Fleet::commit(uint64_t base, const std::vector<store::Change>& 
   return store::WriteFail::unavailable;
 }
 
+// The lock's lease outlives any order (an HTTP-01 order takes seconds, a DNS-01 one at most --dns-timeout and
+// the CA's polling): a host that dies while ordering frees the name when it expires.
+constexpr int kAcmeLockTtl = 900;
+
+bool Fleet::lock_acme(const std::string& name, std::string* holder) {
+  std::string err;
+  json g;
+  if (!etcd_.call("/v3/lease/grant", {{"TTL", std::to_string(kAcmeLockTtl)}}, &g, &err) || !g.contains("ID")) {
+    *holder = "nobody known (" + err + ")";
+    return false;
+  }
+  std::string lock = "/px/" + opt_.name + ".locks/acme/" + name;
+  json body = {{"compare", {{{"key", b64(lock)}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}}}},
+               {"success", {{{"request_put", {{"key", b64(lock)}, {"value", b64(opt_.host)}, {"lease", g["ID"]}}}}}},
+               {"failure", {{{"request_range", {{"key", b64(lock)}}}}}}};
+  json out;
+  if (!etcd_.call("/v3/kv/txn", body, &out, &err)) {
+    *holder = "nobody known (" + err + ")";
+    return false;
+  }
+  if (out.value("succeeded", false)) {
+    acme_leases_[name] = g["ID"].is_string() ? g["ID"].get<std::string>() : g["ID"].dump();
+    return true;
+  }
+  json ignored;
+  etcd_.call("/v3/lease/revoke", {{"ID", g["ID"]}}, &ignored, &err);
+  holder->clear();
+  for (const json& r : out.value("responses", json::array()))
+    for (const json& kv : r.value("response_range", json::object()).value("kvs", json::array()))
+      unb64(kv.value("value", ""), holder);
+  if (holder->empty()) *holder = "another host";
+  return false;
+}
+
+void Fleet::unlock_acme(const std::string& name) {
+  auto it = acme_leases_.find(name);
+  if (it == acme_leases_.end()) return;
+  json out;
+  std::string err;
+  if (!etcd_.call("/v3/lease/revoke", {{"ID", it->second}}, &out, &err))
+    PX_WARN("fleet %s: the ACME lock on %s stays until its lease expires: %s", opt_.name.c_str(), name.c_str(),
+            err.c_str());
+  acme_leases_.erase(it);
+}
+
+bool Fleet::all_serve() {
+  uint64_t mine;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    mine = applied_;
+  }
+  json h = hosts();
+  if (h.contains("error")) return false;
+  for (const json& host : h["hosts"]) {
+    if (host.value("applied_revision", uint64_t(0)) < mine) return false;
+    for (const json& p : host.value("pxd", json::array()))
+      if (p.value("running", false) && !p.value("in_sync", false)) return false;
+  }
+  return true;
+}
+
 json Fleet::hosts() {
   json out = {{"self", status()}, {"hosts", json::array()}};
   json r;

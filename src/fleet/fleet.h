@@ -64,6 +64,13 @@ class Fleet final : public store::Committer {
   // thread calls it.
   void set_host_facts(std::function<json()> fn) { facts_ = std::move(fn); }
 
+  // ACME in a fleet: /px/<fleet>.locks/acme/<name>, held on a lease while this host orders (blocking calls,
+  // pxadmind's loop). False when another host holds it (*holder names it) or etcd does not answer.
+  bool lock_acme(const std::string& name, std::string* holder);
+  void unlock_acme(const std::string& name);
+  // Whether every host that published its status applied this host's revision, and its pxd serves it.
+  bool all_serve();
+
  private:
   struct Follower;
   bool resync(Etcd& etcd, std::string* error);
@@ -98,6 +105,7 @@ class Fleet final : public store::Committer {
   uint64_t resyncs_ = 0;
   std::map<std::string, std::string> rejected_;  // store key → why etcd's value for it was not applied
 
+  std::map<std::string, std::string> acme_leases_;  // certificate name → the lease its lock is held on
   std::unique_ptr<Follower> follower_;
   std::thread thread_;
 };

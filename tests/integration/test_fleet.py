@@ -554,6 +554,57 @@ class FleetTest(unittest.TestCase):
         self.assertEqual(names, {k[len("/px/edge/route:"):] for k in keys})
 
 
+class AcmeFleetTest(unittest.TestCase):
+    """tls auto in a fleet: one host orders (a lock on a lease in etcd), the CA's HTTP-01 request reaches
+    another host, which answers from the shared challenge records, and the certificate serves on every host."""
+
+    def test_one_host_orders_another_answers_the_challenge_and_every_host_serves_it(self):
+        from test_acme import ACME_DEADLINE, Pebble, served_cert
+        etcd = Etcd()
+        up = Upstream("acme-fleet-up")
+        hosts = []
+        ca = None
+        try:
+            c = Host(etcd, "edge-3", start_admind=False)
+            ca = Pebble(c.pxd.port)  # pebble validates HTTP-01 on this port: host C's pxd
+            acme = ["--acme-directory", ca.directory, "--acme-ca", ca.cert, "--acme-retry-min", "1"]
+            a = Host(etcd, "edge-1", args=acme)
+            b = Host(etcd, "edge-2", args=acme)
+            c.extra = acme
+            c.start_admind()
+            hosts = [a, b, c]
+            r = a.adm.ctl("route", "add", "shop", "--host", "shop.fleet.test", "--upstream", up.url, "--tls", "auto")
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+            def issued(h):
+                st, _, body = h.adm.api("GET", "/v1/certs/shop.fleet.test")
+                return st == 200 and body.get("status") == "valid" and body.get("serial")
+            serial = wait_for(lambda: issued(a), timeout=ACME_DEADLINE, what="the certificate issued")
+            def serves(h):
+                try:
+                    return format(served_cert(h.tls_port, "shop.fleet.test").serial_number, "x") == \
+                        serial.lstrip("0").lower()
+                except (OSError, ssl.SSLError):
+                    return False
+            for h in hosts:
+                wait_for(lambda: issued(h) == serial, what="the certificate on " + h.name)
+                wait_for(lambda: serves(h), timeout=ACME_DEADLINE, interval=0.1,
+                         what="the certificate served by " + h.name)
+            # one host ordered (the others found the lock taken); pebble validates HTTP-01 on host C's port
+            # only, so C answered from the challenge record the ordering host wrote
+            ordered = [h.name for h in hosts if "acme: ordering a certificate shop.fleet.test" in h.adm.log()]
+            self.assertEqual(len(ordered), 1, ordered)
+            for h in hosts:  # and the first attempt went through: every host served the answer before the CA asked
+                self.assertNotIn("acme: certificate shop.fleet.test for shop.fleet.test failed", h.adm.log())
+        finally:
+            for h in hosts:
+                h.close()
+            if ca:
+                ca.stop()
+            up.stop()
+            etcd.close()
+
+
 class JoinTest(unittest.TestCase):
     def setUp(self):
         self.etcd = Etcd(n=1)
