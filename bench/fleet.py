@@ -33,11 +33,7 @@ from test_fleet import Etcd, Host  # noqa: E402
 
 sys.path.insert(0, HERE)
 import run as pb  # noqa: E402  (the nginx upstream answering 12 bytes)
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))]
+from admin import pct  # noqa: E402
 
 
 def cpu_seconds(pid):

@@ -17,6 +17,7 @@
 #include "core/strings.h"
 #include "http/parser.h"
 #include "http/server.h"
+#include "net/uv_transport.h"
 
 namespace px::admin {
 
@@ -438,13 +439,7 @@ int run_server(const ServerOptions& opt) {
   if (metrics) metrics->close();
   ::unlink(opt.socket_path.c_str());
   server.close();
-  uv_walk(
-      &loop,
-      [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h)) uv_close(h, nullptr);
-      },
-      nullptr);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  net::close_all_handles(&loop);
   uv_loop_close(&loop);
   if (fleet) fleet->stop();
   g_ui = nullptr;

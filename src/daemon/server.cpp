@@ -1070,13 +1070,7 @@ int Server::run() {
              [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
     successor_ = nullptr;
   }
-  uv_walk(
-      &loop_,
-      [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h)) uv_close(h, nullptr);
-      },
-      nullptr);
-  uv_run(&loop_, UV_RUN_DEFAULT);
+  net::close_all_handles(&loop_);
   uv_loop_close(&loop_);
   for (auto& h : handover_) close(h.second);
   handover_.clear();

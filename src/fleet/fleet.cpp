@@ -200,13 +200,7 @@ struct Fleet::Follower {
 
   void run() {
     uv_run(&loop, UV_RUN_DEFAULT);
-    uv_walk(
-        &loop,
-        [](uv_handle_t* h, void*) {
-          if (!uv_is_closing(h)) uv_close(h, nullptr);
-        },
-        nullptr);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    net::close_all_handles(&loop);
     net::release_thread_buffers();
   }
 

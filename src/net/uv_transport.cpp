@@ -294,6 +294,16 @@ void UvTransportT<H>::ack_now() {
     setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);  // a unix socket says no: harmless
 }
 
+void close_all_handles(uv_loop_t* loop) {
+  uv_walk(
+      loop,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+  uv_run(loop, UV_RUN_DEFAULT);
+}
+
 template class UvTransportT<uv_tcp_t>;
 template class UvTransportT<uv_pipe_t>;
 

@@ -74,5 +74,7 @@ char* thread_read_buffer();
 void release_thread_buffers();
 // After a spike: keeps only a few cached write requests.
 void trim_thread_buffers();
+// As a loop ends: closes every handle still open on it and runs it until they are closed.
+void close_all_handles(uv_loop_t* loop);
 
 }  // namespace px::net
