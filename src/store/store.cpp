@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include <chrono>
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -241,7 +243,10 @@ bool Store::write(const WriteFn& fn, uint64_t* new_generation, std::string* erro
 // writes are serialised as one host's are.
 bool Store::write_through(const WriteFn& fn, uint64_t* new_generation, std::string* error, WriteFail* fail) {
   WriteFail why = WriteFail::store;
-  for (int attempt = 0; attempt < 20; attempt++) {
+  // Each conflict means another write went through, so the fleet moves on; under a burst of writers a write
+  // may lose many rounds, and gives up only after 30 s of them.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
     MDB_txn* txn;
     int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
     if (rc != 0) {
@@ -261,7 +266,10 @@ bool Store::write_through(const WriteFn& fn, uint64_t* new_generation, std::stri
     for (char c : rev) base = base * 10 + static_cast<uint64_t>(c - '0');
     why = changes.empty() ? WriteFail::none : committer_->commit(base, changes, error);
     if (why != WriteFail::conflict) break;
-    if (attempt == 19) *error = "the fleet kept changing under this write: try again";
+    if (std::chrono::steady_clock::now() > until) {
+      *error = "the fleet kept changing under this write for 30 s: try again";
+      break;
+    }
   }
   if (fail) *fail = why;
   if (why != WriteFail::none) return false;
