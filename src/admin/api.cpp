@@ -31,15 +31,15 @@ const std::vector<Operation>& operations() {
       std::string one = list + "/{name}";
       v.push_back({"GET", list, [kind](Admin& a, Request&) {
                      Result r = a.list(kind);
-                     if (kind == "stream" && r.status < 300) add_stream_errors(&r.body, g_pxd_status_files);
+                     if (kind != "acl" && r.status < 300) a.add_errors(kind, &r.body, g_pxd_status_files);
                      return r;
                    }});
       v.push_back({"POST", list, [kind](Admin& a, Request& r) { return a.create(kind, r.body, r.who); }});
       v.push_back({"GET", one, [kind](Admin& a, Request& r) {
                      Result res = a.get(kind, r.params["name"]);
-                     if (kind == "stream" && res.status < 300) {
+                     if (kind != "acl" && res.status < 300) {
                        json one = json::array({res.body});
-                       add_stream_errors(&one, g_pxd_status_files);
+                       a.add_errors(kind, &one, g_pxd_status_files);
                        res.body = one[0];
                      }
                      return res;

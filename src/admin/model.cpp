@@ -917,16 +917,32 @@ Result Admin::status(const std::vector<std::string>& files) {
   return r;
 }
 
-void add_stream_errors(json* streams, const std::vector<std::string>& files) {
+void Admin::add_errors(const std::string& kind, json* objects, const std::vector<std::string>& files) {
+  const std::string key = kind + "_errors";
+  auto add = [&](const json& pxd, const std::string& host, const std::string& file) {
+    if (!pxd.contains(key) || !pxd[key].is_object()) return;
+    for (json& o : *objects) {
+      auto it = pxd[key].find(o.value("name", ""));
+      if (it == pxd[key].end() || !it->is_string()) continue;
+      json e = {{"error", *it}};
+      if (!host.empty()) e["host"] = host;
+      if (!file.empty()) e["pxd"] = file;
+      if (!o.contains("errors")) o["errors"] = json::array();
+      o["errors"].push_back(std::move(e));
+    }
+  };
+  json self = fleet_status_ ? fleet_status_() : json::object();
+  const std::string me = self.value("host", "");
   for (const auto& f : files) {
     json s = pxd_status(f);
-    if (!s.value("running", false) || !s.contains("stream_errors")) continue;
-    for (json& st : *streams) {
-      auto it = s["stream_errors"].find(st.value("name", ""));
-      if (it == s["stream_errors"].end()) continue;
-      if (!st.contains("errors")) st["errors"] = json::array();
-      st["errors"].push_back({{"pxd", f}, {"error", *it}});
-    }
+    if (s.value("running", false)) add(s, me, f);
+  }
+  if (!fleet_hosts_ || !self.value("etcd", json::object()).value("reachable", false)) return;
+  json all = fleet_hosts_();
+  for (const json& h : all.value("hosts", json::array())) {
+    if (h.value("host", "") == me) continue;
+    for (const json& p : h.value("pxd", json::array()))
+      if (p.value("running", false)) add(p, h.value("host", ""), "");
   }
 }
 

@@ -40,9 +40,6 @@ struct AuditQuery {
 
 // A pxd's status file (pxd.conf status_file): its fields, and whether that pxd runs ("running").
 json pxd_status(const std::string& file);
-// Streams as listed, each with "errors": [{"pxd": status file, "error"}] for a running pxd that could not open
-// its socket (the port is taken by another process, say): stored and enabled is not serving.
-void add_stream_errors(json* streams, const std::vector<std::string>& pxd_status_files);
 
 // pxctl trace (observe/trace.h): a token for each running pxd (201), and a traced request's record (taken once).
 Result create_trace(const std::vector<std::string>& pxd_status_files, const std::string& who);
@@ -118,6 +115,11 @@ class Admin {
     fleet_hosts_ = std::move(hosts);
   }
   Result fleet();
+  // Routes or streams ("route", "stream") as listed, each with "errors": [{"host"?, "pxd"?, "error"}] where a
+  // running pxd does not fully serve it: a stream's port taken by another process, a peer that does not resolve,
+  // a host another route holds. Stored and enabled is not serving. This host's pxds are read from their status
+  // files; in a fleet (etcd reachable) the other hosts' from what they last published, named by "host".
+  void add_errors(const std::string& kind, json* objects, const std::vector<std::string>& pxd_status_files);
   // Whether DNS-01 is available (pxadmind --dns-hook): "tls": "auto" on a wildcard host needs it.
   void set_dns_hook(bool configured) { dns_hook_ = configured; }
 

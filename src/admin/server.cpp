@@ -328,6 +328,7 @@ int run_server(const ServerOptions& opt) {
         pxd.push_back({{"running", p.value("running", false)},
                        {"generation", p.value("generation", uint64_t(0))},
                        {"in_sync", p.value("in_sync", false)},
+                       {"route_errors", p.value("route_errors", json::object())},
                        {"stream_errors", p.value("stream_errors", json::object())}});
       return json{{"generation", s.value("generation", uint64_t(0))}, {"pxd", pxd}};
     });

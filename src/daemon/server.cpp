@@ -361,12 +361,19 @@ void Server::rebuild() {
     }
   }
   if (waiting) return;
-  std::vector<std::string> warnings;
+  route::BuildWarnings warnings;
   auto snap = route::Snapshot::build(
       gen, std::move(specs), cfg_,
       [this](const std::string& h, uint16_t p, sockaddr_storage* ss, socklen_t* l) { return lookup(h, p, ss, l); },
       &warnings, std::move(extras));
-  for (const auto& w : warnings) PX_WARN("%s", w.c_str());
+  route_errors_.clear();
+  stream_errors_.clear();
+  for (const auto& w : warnings) {
+    PX_WARN("%s", w.str().c_str());
+    if (!w.error) continue;
+    std::string& e = (w.stream ? stream_errors_ : route_errors_)[w.name];
+    e += (e.empty() ? "" : "; ") + w.text;
+  }
   for (const auto& r : snap->routes()) {
     r->metrics_slot = route_slots_.slot(r->spec.name);
     for (const auto& p : r->pool.peers) p.metrics_slot = peer_slots_.slot(p.key);
@@ -393,7 +400,6 @@ void Server::rebuild() {
 // logged and tried again at the next build; the stream serves nothing meanwhile.
 std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
   std::vector<L4Change> ch(workers_.size());
-  stream_errors_.clear();
   std::set<std::string> want;
   for (const auto& st : snap.streams())
     if (!st->passthrough) want.insert(st->key);
@@ -430,7 +436,8 @@ std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
       if (fds.size() < workers_.size()) {
         for (int fd : fds) close(fd);
         PX_ERR("stream %s: %s", st->spec.name.c_str(), err.c_str());
-        stream_errors_[st->spec.name] = err;  // pxadmind shows it with the stream
+        std::string& e = stream_errors_[st->spec.name];  // pxadmind shows it with the stream
+        e += (e.empty() ? "" : "; ") + err;
         continue;
       }
     }
@@ -625,6 +632,7 @@ void Server::publish_status() {
       if (la.port) listen.push_back(la.str());
     st["listen"] = listen;
     st["low_port_limit"] = low_port_limit();
+    st["route_errors"] = route_errors_;
     st["stream_errors"] = stream_errors_;
     if (metrics_) {  // where pxadmind reads live traffic for the dashboard (GET /v1/traffic)
       ListenAddr la;

@@ -80,7 +80,9 @@ class Server {
   NameSlots route_slots_{kRouteSlots};
   NameSlots peer_slots_{kPeerSlots};
   NameSlots stream_slots_{kStreamSlots};
-  std::map<std::string, std::string> stream_errors_;       // stream name → why its socket is not open (status file)
+  // Why a route or stream does not fully serve on this host (the build's errors, a stream socket that cannot
+  // be opened): name → the reasons, "; "-joined. In the status file, where pxadmind lists them with each.
+  std::map<std::string, std::string> route_errors_, stream_errors_;
   std::set<std::string> l4_keys_;                          // stream listeners open now
   std::vector<std::pair<std::string, int>> inherited_l4_;  // from the pxd this one replaces
   std::unordered_map<std::string, std::shared_ptr<std::atomic<int64_t>>> l4_live_;  // by stream name

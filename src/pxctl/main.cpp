@@ -269,13 +269,24 @@ json route_body(const RouteOpts& o, bool partial) {
   return b;
 }
 
+// What a listed route or stream's "errors" say: each pxd's reason, after its host's name in a fleet ("-": none).
+std::string errors_text(const json& o) {
+  std::string out;
+  for (const auto& e : o.value("errors", json::array())) {
+    std::string host = e.value("host", "");
+    out += (out.empty() ? "" : "; ") + (host.empty() ? "" : host + ": ") + e.value("error", "");
+  }
+  return out.empty() ? "-" : out;
+}
+
 void show_routes(const json& list) {
   if (g.as_json) return print(list);
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : list)
     rows.push_back({r.value("name", ""), join(r["hosts"]), r.value("path", "/"), join(r["upstreams"]),
-                    r.value("lb", ""), r.value("enabled", true) ? "yes" : "no", std::to_string(r.value("version", 0))});
-  table({"NAME", "HOSTS", "PATH", "UPSTREAMS", "LB", "ENABLED", "VERSION"}, rows);
+                    r.value("lb", ""), r.value("enabled", true) ? "yes" : "no", std::to_string(r.value("version", 0)),
+                    errors_text(r)});
+  table({"NAME", "HOSTS", "PATH", "UPSTREAMS", "LB", "ENABLED", "VERSION", "ERROR"}, rows);
 }
 
 void show_acls(const json& list) {
@@ -570,11 +581,9 @@ int main(int argc, char** argv) {
     for (const auto& st : list) {
       std::string ups;
       for (const auto& u : st["upstreams"]) ups += (ups.empty() ? "" : ",") + u.value("url", "");
-      std::string err = "-";
-      for (const auto& e : st.value("errors", json::array())) err = e.value("error", "");
       rows.push_back({st.value("name", ""), st.value("listen", "") + "/" + st.value("protocol", ""), ups,
                       st.value("lb", ""), st.value("acl", "-"), st.value("tls", "off"),
-                      st.value("enabled", true) ? "yes" : "no", std::to_string(st.value("version", 0)), err});
+                      st.value("enabled", true) ? "yes" : "no", std::to_string(st.value("version", 0)), errors_text(st)});
     }
     table({"NAME", "LISTEN", "UPSTREAMS", "LB", "ACL", "TLS", "ENABLED", "VERSION", "ERROR"}, rows);
   });

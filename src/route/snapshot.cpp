@@ -74,7 +74,7 @@ void build_ring(Pool* pool) {
 }
 
 // An L4 pool's peers (peer keys tcp://host:port or udp://host:port), resolved.
-void add_l4_peers(L4Stream* l, const Resolver& resolve, std::vector<std::string>* warnings, const char* kind) {
+void add_l4_peers(L4Stream* l, const Resolver& resolve, BuildWarnings* warnings, bool route) {
   for (const auto& u : l->spec.upstreams) {
     PeerAddr pa;
     pa.key = u.url;
@@ -82,7 +82,7 @@ void add_l4_peers(L4Stream* l, const Resolver& resolve, std::vector<std::string>
     pa.port = u.port;
     pa.weight = u.weight;
     pa.resolved = resolve && resolve(u.host, u.port, &pa.addr, &pa.addr_len);
-    if (!pa.resolved && warnings) warnings->push_back(kind + l->spec.name + ": cannot resolve " + u.host);
+    if (!pa.resolved && warnings) warnings->push_back({!route, l->spec.name, "cannot resolve " + u.host});
     l->pool.peers.push_back(std::move(pa));
   }
   if (l->pool.lb == Balance::ip_hash) build_ring(&l->pool);
@@ -100,7 +100,7 @@ bool Snapshot::same_build_settings(const Config& a, const Config& b) {
 }
 
 std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
-                                                const Resolver& resolve, std::vector<std::string>* warnings) {
+                                                const Resolver& resolve, BuildWarnings* warnings) {
   std::vector<std::shared_ptr<const RouteSpec>> shared;
   shared.reserve(specs.size());
   for (auto& sp : specs) shared.push_back(std::make_shared<const RouteSpec>(std::move(sp)));
@@ -109,7 +109,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector
 
 std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
                                                 std::vector<std::shared_ptr<const RouteSpec>> specs, const Config& cfg,
-                                                const Resolver& resolve, std::vector<std::string>* warnings,
+                                                const Resolver& resolve, BuildWarnings* warnings,
                                                 SnapshotExtras extras) {
   auto s = std::make_shared<Snapshot>();
   s->generation_ = generation;
@@ -156,10 +156,12 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
       pa.port = u.port;
       pa.weight = u.weight;
       pa.resolved = resolve(u.host, u.port, &pa.addr, &pa.addr_len);
-      if (!pa.resolved && warnings) warnings->push_back("route " + spec.name + ": cannot resolve " + u.host);
+      if (!pa.resolved && warnings) warnings->push_back({false, spec.name, "cannot resolve " + u.host});
       if (u.tls && !spec.upstream_tls.verify && warnings)
-        warnings->push_back("route " + spec.name + ": TLS to " + u.url +
-                            " is not verified (upstream_tls.verify is off): anyone on the path can impersonate it");
+        warnings->push_back({false, spec.name,
+                             "TLS to " + u.url +
+                                 " is not verified (upstream_tls.verify is off): anyone on the path can impersonate it",
+                             false});
       r->pool.peers.push_back(std::move(pa));
     }
     if (spec.lb == Balance::ip_hash) build_ring(&r->pool);
@@ -172,8 +174,9 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
       Node& root = wild ? s->wildcard_[h.substr(2)] : s->exact_[h];
       std::string other;
       if (!s->insert(root, rp, &other) && warnings)
-        warnings->push_back("route " + rp->spec.name + ": host " + h + " path " + rp->spec.path +
-                            " is already served by route " + other + "; ignored");
+        warnings->push_back(
+            {false, rp->spec.name, "host " + h + " path " + rp->spec.path + " is already served by route " + other +
+                                       "; ignored"});
     }
   }
   // Streams: enabled ones, by name; a listen address taken by an earlier one is a conflict (pxadmind
@@ -188,8 +191,8 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
       if (o->spec.listen.overlaps(spec.listen)) clash = o.get();
     if (clash) {
       if (warnings)
-        warnings->push_back("stream " + spec.name + ": listen " + spec.listen.str() + " is taken by stream " +
-                            clash->spec.name + "; ignored");
+        warnings->push_back(
+            {true, spec.name, "listen " + spec.listen.str() + " is taken by stream " + clash->spec.name + "; ignored"});
       continue;
     }
     auto l = std::make_unique<L4Stream>(std::move(sp));
@@ -201,7 +204,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
                  : spec.lb == StreamBalance::hash     ? Balance::ip_hash
                                                       : Balance::round_robin;
     l->pool.health = spec.health;
-    add_l4_peers(l.get(), resolve, warnings, "stream ");
+    add_l4_peers(l.get(), resolve, warnings, false);
     s->streams_.push_back(std::move(l));
   }
   // Passthrough routes: relayed like TCP streams, entered by SNI on pxd's TLS listeners.
@@ -224,12 +227,12 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
     l->idle_timeout_ms = 600000;
     l->pool.lb = rp->lb;
     l->pool.health = spec.health;
-    add_l4_peers(l.get(), resolve, warnings, "route ");
+    add_l4_peers(l.get(), resolve, warnings, true);
     for (const auto& h : rp->hosts) {
       bool wild = h.size() > 2 && h[0] == '*' && h[1] == '.';
       auto& m = wild ? s->pass_wild_ : s->pass_exact_;
       if (!m.emplace(wild ? h.substr(2) : h, l.get()).second && warnings)
-        warnings->push_back("route " + spec.name + ": passthrough host " + h + " is taken by another route; ignored");
+        warnings->push_back({false, spec.name, "passthrough host " + h + " is taken by another route; ignored"});
     }
     s->streams_.push_back(std::move(l));
   }

@@ -95,6 +95,18 @@ struct SnapshotExtras {
 // unresolved and counts as down).
 using Resolver = std::function<bool(const std::string& host, uint16_t port, sockaddr_storage*, socklen_t*)>;
 
+// What a build found wrong with one route or stream. An error leaves part of it unserved on this host (a
+// peer that does not resolve, a host or listen address another one holds); the rest is a caution. pxd logs
+// each, and lists the errors in its status file, where pxadmind shows them with the route or stream.
+struct BuildWarning {
+  bool stream = false;  // a stream's, else a route's (passthrough routes are routes)
+  std::string name;
+  std::string text;
+  bool error = true;
+  std::string str() const { return (stream ? "stream " : "route ") + name + ": " + text; }
+};
+using BuildWarnings = std::vector<BuildWarning>;
+
 class Snapshot {
  public:
   // Do two pxd.conf versions build the same snapshot from the same store? (A reload that changes one of the
@@ -104,9 +116,9 @@ class Snapshot {
   // (same host and prefix) keep the first by name and log the others.
   static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<std::shared_ptr<const RouteSpec>> specs,
                                                const Config& cfg, const Resolver& resolve,
-                                               std::vector<std::string>* warnings, SnapshotExtras extras = {});
+                                               BuildWarnings* warnings, SnapshotExtras extras = {});
   static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
-                                               const Resolver& resolve, std::vector<std::string>* warnings);
+                                               const Resolver& resolve, BuildWarnings* warnings);
   const AclSpec* acl(std::string_view name) const {
     auto it = acls_.find(std::string(name));
     return it == acls_.end() ? nullptr : &it->second;

@@ -460,7 +460,7 @@ class FleetTest(unittest.TestCase):
             h.adm.ctl("route", "rm", "secure")
             h.adm.ctl("cert", "rm", "secure")
 
-    def test_a_stream_that_cannot_listen_is_reported_per_host(self):
+    def test_a_stream_or_route_that_cannot_serve_is_reported_per_host(self):
         a, b, c = self.hosts
         holder = socket.socket()
         port = free_port()
@@ -476,10 +476,37 @@ class FleetTest(unittest.TestCase):
                            for n in ("edge-1", "edge-2", "edge-3"))
             wait_for(reported, what="every host to report the stream it cannot open")
             self.assertIn("stream held:", b.adm.ctl("fleet", "status").stdout)
-            self.assertIn("in use", c.adm.ctl("stream", "list").stdout)
+            # Any host lists every host's error with the stream: its own pxd's, and the others' as published.
+            listed = json.loads(c.adm.ctl("--json", "stream", "show", "held").stdout)["errors"]
+            self.assertEqual(sorted(e["host"] for e in listed), ["edge-1", "edge-2", "edge-3"])
+            self.assertTrue(all("in use" in e["error"] for e in listed), listed)
+            self.assertEqual([e["pxd"] for e in listed if e["host"] == "edge-3"], [c.pxd.status_file])
+            self.assertIn("edge-2: ", c.adm.ctl("stream", "list").stdout)
         finally:
             holder.close()
             a.adm.ctl("stream", "rm", "held")
+        # A route that cannot serve: one written into etcd by hand claims another's host. Each value is valid
+        # on its own, so every host applies it; every pxd keeps the first by name and says why the other is not
+        # served, and route list shows that per host.
+        r = a.adm.ctl("route", "add", "claimed", "--host", "claimed.fleet.test", "--upstream", self.up.url)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        route = {"name": "claimer", "hosts": ["claimed.fleet.test"], "upstreams": [self.up.url], "enabled": True}
+        self.assertEqual(self.etcd.ctl("put", "/px/edge/route:claimer", json.dumps(route)).returncode, 0)
+        try:
+            def route_errors():
+                for r in json.loads(b.adm.ctl("--json", "route", "list").stdout):
+                    if r["name"] == "claimer":
+                        return sorted(e["host"] for e in r.get("errors", [])) == ["edge-1", "edge-2", "edge-3"]
+                return False
+            wait_for(route_errors, what="every host's error with the route")
+            listed = b.adm.ctl("route", "list").stdout
+            self.assertIn("edge-3: host claimed.fleet.test path / is already served by route claimed; ignored", listed)
+            for h in self.hosts:
+                self.assertTrue(self.serves(h, "claimed.fleet.test"))
+            self.assertNotIn("errors", json.loads(b.adm.ctl("route", "show", "claimed").stdout))
+        finally:
+            self.etcd.ctl("del", "/px/edge/route:claimer")
+            a.adm.ctl("route", "rm", "claimed")
 
     def test_a_key_written_by_hand_that_does_not_validate_is_refused_and_reported(self):
         a, b, c = self.hosts

@@ -112,7 +112,7 @@ TEST_CASE("snapshot matching") {
       spec(R"({"name":"fallback","hosts":["fallback.invalid"],"upstreams":["http://127.0.0.1:5"]})"),
       spec(R"({"name":"dup","hosts":["www.example.com"],"path":"/api","upstreams":["http://127.0.0.1:6"]})"),
   };
-  std::vector<std::string> warnings;
+  px::route::BuildWarnings warnings;
   auto s = Snapshot::build(7, specs, cfg, fake_resolve, &warnings);
   CHECK(s->generation() == 7);
   auto name = [&](std::string_view host, std::string_view path) {
@@ -129,7 +129,8 @@ TEST_CASE("snapshot matching") {
   CHECK(name("[::1]:80", "/") == "fallback");
   // "api" and "dup" claim the same host and prefix: the first by name wins, the other is reported.
   REQUIRE(warnings.size() == 1);
-  CHECK(warnings[0].find("route dup") != std::string::npos);
+  CHECK(warnings[0].str().find("route dup") == 0);
+  CHECK((!warnings[0].stream && warnings[0].name == "dup" && warnings[0].error));
   bool slash;
   const Route* api = s->match("www.example.com", "/api/v1");
   CHECK(Snapshot::strip(*api, "/api/v1?q", &slash) == "/v1?q");
@@ -216,7 +217,7 @@ TEST_CASE("snapshot: streams, their listen keys, and a second stream on a taken 
   x.streams.push_back(spec(R"({"name":"a","listen":"127.0.0.1:5432","upstreams":[{"url":"tcp://10.0.0.2:5432"}]})"));
   x.streams.push_back(spec(R"({"name":"c","listen":"[::]:53/udp","lb":"hash",
                                "upstreams":[{"url":"udp://10.0.0.3:53"},{"url":"udp://10.0.0.4:53"}]})"));
-  std::vector<std::string> warnings;
+  px::route::BuildWarnings warnings;
   auto resolve = [](const std::string&, uint16_t, sockaddr_storage*, socklen_t*) { return false; };
   auto snap = px::route::Snapshot::build(1, std::vector<std::shared_ptr<const px::route::RouteSpec>>{}, cfg, resolve,
                                          &warnings, std::move(x));
@@ -228,7 +229,7 @@ TEST_CASE("snapshot: streams, their listen keys, and a second stream on a taken 
   CHECK(snap->streams()[1]->idle_timeout_ms == 30000);
   CHECK(snap->stream_by_key("stream udp [::]:53") == snap->streams()[1].get());
   bool warned = false;
-  for (const auto& w : warnings) warned |= w.find("stream b: listen 0.0.0.0:5432 is taken by stream a") == 0;
+  for (const auto& w : warnings) warned |= w.str().find("stream b: listen 0.0.0.0:5432 is taken by stream a") == 0;
   CHECK(warned);
 }
 
