@@ -300,7 +300,7 @@ function routeRow(r) {
   }
   const tlsText = r.passthrough ? "passthrough" : r.tls && r.tls !== "off" ? r.tls : "—";
   return h("tr", { "data-route": r.name },
-    h("td", {}, h("strong", { text: r.name })),
+    h("td", {}, h("strong", { text: r.name }), objectErrors(r)),
     h("td", { text: (r.hosts || []).join(", ") + (r.path && r.path !== "/" ? " " + r.path : "") }),
     h("td", { class: "opt", text: (r.upstreams || []).map((u) => u.url).join(", ") }),
     h("td", { text: tlsText }),
@@ -403,6 +403,125 @@ async function showStale(form, name) {
     "Changed by " + who + " since you opened it (now version " + version + "). Your edits are still here: ",
     h("a", { href: "#/route/" + encodeURIComponent(name), text: "reload the route", onclick: (ev) => { ev.preventDefault(); render(); } }),
     " to start from their version."));
+}
+
+// Where a route or stream does not fully serve, per host and pxd (the API's "errors"): a list under its name.
+function objectErrors(o) {
+  if (!o.errors || !o.errors.length) return null;
+  return h("ul", { class: "object-errors" }, o.errors.map((e) => h("li", { class: "field-error", text: (e.host ? e.host + ": " : "") + e.error })));
+}
+
+// ---- streams ----
+
+async function streamsScreen() {
+  const streams = await api("GET", "/v1/streams");
+  const rows = streams.map((st) => {
+    const acts = h("td", { class: "actions" }, h("button", { type: "button", class: "ghost", text: canWrite() ? "Edit" : "View", onclick: () => go("#/stream/" + encodeURIComponent(st.name)) }));
+    if (canWrite()) {
+      acts.append(h("button", {
+        type: "button", class: "ghost", text: st.enabled === false ? "Enable" : "Disable",
+        onclick: async () => {
+          try {
+            await api("PATCH", "/v1/streams/" + encodeURIComponent(st.name), { enabled: st.enabled === false }, st.version);
+            toast("Stream " + st.name + (st.enabled === false ? " enabled" : " disabled"));
+            render();
+          } catch (e) { main().prepend(banner(e)); }
+        },
+      }));
+      acts.append(confirmButton("Delete", "Delete " + st.name + "?", async () => {
+        try {
+          await api("DELETE", "/v1/streams/" + encodeURIComponent(st.name), undefined, st.version);
+          toast("Stream " + st.name + " deleted");
+          render();
+        } catch (e) { main().prepend(banner(e)); }
+      }));
+    }
+    return h("tr", { "data-stream": st.name },
+      h("td", {}, h("strong", { text: st.name }), objectErrors(st)),
+      h("td", { text: st.listen + "/" + st.protocol }),
+      h("td", { class: "opt", text: (st.upstreams || []).map((u) => u.url + (u.weight && u.weight !== 1 ? "#" + u.weight : "")).join(", ") }),
+      h("td", { class: "opt", text: st.lb }),
+      h("td", { text: st.tls || "—" }),
+      h("td", {}, h("span", { class: "badge " + (st.enabled === false ? "warn" : "good"), text: st.enabled === false ? "disabled" : "enabled" })),
+      acts);
+  });
+  if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 7, class: "muted", text: "No streams yet." })));
+  screen("Streams",
+    h("p", { class: "muted", text: "TCP and UDP proxying on ports of their own (pxctl stream)." }),
+    canWrite() ? h("div", { class: "row" }, h("button", { type: "button", id: "add-stream", text: "Add stream", onclick: () => go("#/stream") })) : null,
+    table(["Name", "Listen", { t: "Upstreams", opt: true }, { t: "Balancing", opt: true }, "TLS", "Enabled", ""], rows));
+}
+
+async function streamForm(name) {
+  const editing = !!name;
+  const st = editing ? await api("GET", "/v1/streams/" + encodeURIComponent(name)) : {};
+  const ups = (st.upstreams || []).map((u) => (u.weight && u.weight !== 1 ? u.url + "#" + u.weight : u.url)).join("\n");
+  const listen = st.listen ? st.listen + (st.protocol === "udp" ? "/udp" : "") : "";
+  const num = (n, label, v) => field({ name: n, label, type: "number", value: v || 0 });
+  const form = h("form", { class: "card", "aria-label": editing ? "Edit stream " + name : "Add a stream", novalidate: true },
+    editing ? objectErrors(st) : null,
+    field({ name: "name", label: "Name", value: st.name, readonly: editing, hint: "Letters, digits, '.', '_', '-'" }),
+    field({ name: "listen", label: "Listen on", value: listen, hint: "ADDRESS:PORT, /udp for UDP: 0.0.0.0:5432, [::]:53/udp" }),
+    field({ name: "upstreams", label: "Upstreams", type: "textarea", rows: 2, value: ups, hint: "One per line: tcp://host:port or udp://host:port, #weight optional" }),
+    field({ name: "lb", label: "Balancing", type: "select", options: ["round_robin", "least_conn", "hash"], value: st.lb || "round_robin", hint: "hash: on the client's address" }),
+    field({ name: "acl", label: "Access list (its CIDR rules admit clients; empty: everyone)", value: st.acl || "" }),
+    field({ name: "tls", label: "Terminate TLS", value: st.tls || "off", hint: "off, auto (ACME for the names below), or a stored certificate's name" }),
+    field({ name: "hosts", label: "Names for tls auto", type: "textarea", rows: 2, value: (st.hosts || []).join("\n") }),
+    field({ name: "proxy_protocol", label: "PROXY protocol to the upstream", type: "select", options: ["off", "v1", "v2"], value: st.proxy_protocol || "off" }),
+    field({ name: "accept_proxy", label: "Clients open with a PROXY header (only pxd.conf's trusted_proxies may)", type: "checkbox", value: st.accept_proxy }),
+    num("connect_timeout_ms", "Connect timeout (ms, 0 = pxd.conf's)", st.connect_timeout_ms),
+    num("idle_timeout_ms", "Idle timeout (ms, 0 = 10 min for TCP, 30 s for UDP)", st.idle_timeout_ms),
+    num("max_lifetime_ms", "Longest connection (ms, 0 = no limit)", st.max_lifetime_ms),
+    num("max_connections", "Connections or UDP sessions at once (0 = pxd.conf's)", st.max_connections),
+    num("rate_bytes_per_s", "Bytes per second per connection, each way (0 = unlimited)", st.rate_bytes_per_s),
+    num("health_check", "Health checks: a TCP connect every (ms, 0 = none)", st.health_check ? st.health_check.interval_ms : 0),
+    field({ name: "enabled", label: "Enabled", type: "checkbox", value: st.enabled !== false }),
+    field({ name: "access_log", label: "In pxd's access log", type: "checkbox", value: st.access_log !== false }),
+    h("div", { class: "row" },
+      canWrite() ? h("button", { type: "submit", text: editing ? "Save" : "Add stream" }) : null,
+      h("button", { type: "button", class: "ghost", text: "Back", onclick: () => go("#/streams") })));
+  if (!canWrite()) form.querySelectorAll("input, select, textarea").forEach((e) => { e.disabled = true; });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    // The whole stream, as the form shows it (PUT), so a field emptied here is emptied in the store.
+    const body = {
+      listen: form.elements["listen"].value.trim(),
+      upstreams: lines(form.elements["upstreams"].value).map((u) => {
+        const at = u.lastIndexOf("#");
+        return at > 0 ? { url: u.slice(0, at), weight: Number(u.slice(at + 1)) } : { url: u };
+      }),
+      lb: form.elements["lb"].value,
+      proxy_protocol: form.elements["proxy_protocol"].value,
+      accept_proxy: form.elements["accept_proxy"].checked,
+      tls: form.elements["tls"].value.trim() || "off",
+      enabled: form.elements["enabled"].checked,
+      access_log: form.elements["access_log"].checked,
+    };
+    const acl = form.elements["acl"].value.trim();
+    if (acl) body.acl = acl;
+    const hosts = lines(form.elements["hosts"].value);
+    if (hosts.length) body.hosts = hosts;
+    for (const k of ["connect_timeout_ms", "idle_timeout_ms", "max_lifetime_ms", "max_connections", "rate_bytes_per_s"])
+      body[k] = Number(form.elements[k].value || 0);
+    const hc = Number(form.elements["health_check"].value || 0);
+    if (hc) body.health_check = Object.assign({}, st.health_check || {}, { interval_ms: hc });
+    const target = editing ? name : form.elements["name"].value.trim();
+    try {
+      if (editing) {
+        await api("PUT", "/v1/streams/" + encodeURIComponent(name), body, st.version);
+        toast("Stream " + name + " saved");
+      } else {
+        body.name = target;
+        await api("POST", "/v1/streams", body);
+        toast("Stream " + target + " added");
+      }
+      go("#/streams");
+    } catch (e) {
+      if (e.status === 412) return form.prepend(banner(new Error("Changed by someone else since you opened it: reload to see it.")));
+      showError(form, e);
+    }
+  });
+  screen(editing ? "Stream " + name : "Add a stream", form);
 }
 
 // ---- access lists ----
@@ -593,10 +712,66 @@ async function statusScreen() {
     h("td", {}, p.generation === s.generation ? h("span", { class: "badge good", text: "current" }) : h("span", { class: "badge warn", text: "behind" }))));
   const traffic = table(["Route", "Requests/s", "5xx/s", "Requests", "5xx"], []);
   traffic.querySelector("table").replaceChild(body, traffic.querySelector("tbody"));
-  screen("Status", h("p", { text: "Store generation " + s.generation }),
+  screen("Status", h("p", { text: "Store generation " + s.generation }), s.fleet ? fleetLine(s.fleet) : null,
     table(["pxd", "State", "Generation", ""], pxds),
     h("h2", { text: "Live traffic" }), note, traffic,
     h("details", {}, h("summary", { text: "Everything pxadmind reports" }), h("pre", { text: JSON.stringify(s, null, 2) })));
+}
+
+// This host in its fleet: "etcd reachable since T" or "etcd unreachable since T (why)", and its applied revision.
+function fleetLine(f) {
+  const e = f.etcd || {};
+  return h("div", { class: "banner" + (e.reachable ? " info" : ""), role: e.reachable ? "status" : "alert", id: "fleet-line" },
+    "Fleet " + f.name + ", host " + f.host + ": etcd " + (e.reachable ? "reachable" : "unreachable") + " since " + e.since +
+    (e.reachable || !e.last_error ? "" : " (" + e.last_error + ")") + ", applied revision " + f.applied_revision + ".");
+}
+
+async function fleetScreen() {
+  let f;
+  try { f = await api("GET", "/v1/fleet"); } catch (e) {
+    if (e.status !== 404) throw e;
+    return screen("Fleet", h("p", { class: "muted", text: "This pxadmind runs on its own, not in a fleet: see pxadmind(8), FLEET, and --etcd." }));
+  }
+  const body = h("tbody", {});
+  const self = h("div", {});
+  const other = h("p", { class: "muted", id: "fleet-note" });
+  const draw = (f) => {
+    const kids = [fleetLine(f.self)];
+    const refused = Object.entries(f.self.rejected || {});
+    if (refused.length) kids.push(h("h2", { text: "Keys refused from etcd" }), h("ul", { id: "fleet-refused" }, refused.map(([k, why]) => h("li", { class: "field-error", text: k + ": " + why }))));
+    self.replaceChildren(...kids);
+    other.textContent = f.error ? "Other hosts: unknown (" + f.error + ")." : "The fleet's revision is " + f.revision + ". Every 2 seconds; a host that stops leaves the list when its lease expires.";
+    body.replaceChildren(...(f.hosts || []).map((x) => {
+      const pxds = x.pxd || [];
+      const inSync = pxds.length && pxds.every((p) => p.in_sync), running = pxds.some((p) => p.running);
+      const errs = [];
+      for (const p of pxds) {
+        for (const [n, why] of Object.entries(p.route_errors || {})) errs.push("route " + n + ": " + why);
+        for (const [n, why] of Object.entries(p.stream_errors || {})) errs.push("stream " + n + ": " + why);
+      }
+      const n = Object.keys(x.rejected || {}).length;
+      if (n) errs.push(n + " key" + (n > 1 ? "s" : "") + " refused from etcd");
+      if (x.etcd && x.etcd.last_error) errs.push(x.etcd.last_error);
+      const seen = x.published ? new Date(x.published * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "";
+      return h("tr", { "data-host": x.host },
+        h("td", {}, h("strong", { text: x.host })),
+        h("td", { class: "opt", text: x.version || "" }),
+        h("td", { text: x.applied_revision }),
+        h("td", {}, h("span", { class: "badge " + (x.lag ? "warn" : "good"), text: String(x.lag || 0) })),
+        h("td", {}, h("span", { class: "badge " + (!running ? "bad" : inSync ? "good" : "warn"), text: !running ? "not running" : inSync ? "in sync" : "behind" })),
+        h("td", {}, h("span", { class: "badge " + (x.etcd && x.etcd.reachable ? "good" : "bad"), text: x.etcd && x.etcd.reachable ? "reachable" : "unreachable" })),
+        h("td", {}, errs.length ? h("ul", { class: "object-errors" }, errs.map((t) => h("li", { class: "field-error", text: t }))) : "—"),
+        h("td", { class: "opt", text: seen }));
+    }));
+    if (!body.children.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted", text: f.error ? "Unknown while etcd is away." : "No host has published yet." })));
+  };
+  const t = table(["Host", { t: "Version", opt: true }, "Applied revision", "Lag", "pxd", "etcd", "Errors", { t: "Last seen", opt: true }], []);
+  t.querySelector("table").replaceChild(body, t.querySelector("tbody"));
+  screen("Fleet " + f.self.name, self, t, other);
+  draw(f);
+  poller = setInterval(async () => {
+    try { draw(await api("GET", "/v1/fleet")); } catch (e) { /* the next tick tries again */ }
+  }, 2000);
 }
 
 async function configScreen() {
@@ -684,7 +859,8 @@ async function accountScreen() {
 // ---- routing between screens ----
 
 const screens = {
-  setup: setupScreen, login: loginScreen, routes: routesScreen, route: routeForm, acls: aclsScreen, acl: aclForm,
+  setup: setupScreen, login: loginScreen, routes: routesScreen, route: routeForm, streams: streamsScreen, stream: streamForm,
+  acls: aclsScreen, acl: aclForm, fleet: fleetScreen,
   certs: certsScreen, filters: filtersScreen, audit: auditScreen, status: statusScreen, config: configScreen, account: accountScreen,
 };
 
@@ -698,7 +874,7 @@ async function render() {
   const nav = document.getElementById("nav");
   nav.hidden = !state.me;
   document.getElementById("who").textContent = state.me ? state.me.user + " · " + state.me.role : "";
-  const current = name === "route" ? "routes" : name === "acl" ? "acls" : name;
+  const current = { route: "routes", acl: "acls", stream: "streams" }[name] || name;
   nav.querySelectorAll("a").forEach((a) => {
     if (a.dataset.screen === current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");

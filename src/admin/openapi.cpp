@@ -69,13 +69,13 @@ const char* openapi_document() {
   "security": [{"bearer": []}],
   "paths": {
     "/v1/routes": {
-      "get": {"operationId": "listRoutes", "responses": {"200": {"description": "every route"}}},
+      "get": {"operationId": "listRoutes", "responses": {"200": {"description": "every route; one a running pxd does not fully serve has errors: [{host (in a fleet), pxd (this host's status file), error}]"}}},
       "post": {"operationId": "createRoute", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Route"}}}},
                "responses": {"201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/routes/{name}": {
       "parameters": [{"$ref": "#/components/parameters/name"}],
-      "get": {"operationId": "getRoute", "responses": {"200": {"description": "the route; ETag is its version"}, "404": {"$ref": "#/components/responses/Error"}}},
+      "get": {"operationId": "getRoute", "responses": {"200": {"description": "the route, with errors as listed; ETag is its version"}, "404": {"$ref": "#/components/responses/Error"}}},
       "put": {"operationId": "putRoute", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
               "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Route"}}}},
               "responses": {"200": {"description": "replaced"}, "201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},
@@ -103,13 +103,13 @@ const char* openapi_document() {
                  "responses": {"204": {"description": "removed"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/streams": {
-      "get": {"operationId": "listStreams", "responses": {"200": {"description": "every stream (TCP and UDP proxying)"}}},
+      "get": {"operationId": "listStreams", "responses": {"200": {"description": "every stream (TCP and UDP proxying); one a running pxd cannot open has errors: [{host (in a fleet), pxd (this host's status file), error}]"}}},
       "post": {"operationId": "createStream", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stream"}}}},
                "responses": {"201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
     },
     "/v1/streams/{name}": {
       "parameters": [{"$ref": "#/components/parameters/name"}],
-      "get": {"operationId": "getStream", "responses": {"200": {"description": "the stream"}, "404": {"$ref": "#/components/responses/Error"}}},
+      "get": {"operationId": "getStream", "responses": {"200": {"description": "the stream, with errors as listed"}, "404": {"$ref": "#/components/responses/Error"}}},
       "put": {"operationId": "putStream", "parameters": [{"$ref": "#/components/parameters/ifMatch"}],
               "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stream"}}}},
               "responses": {"200": {"description": "replaced"}, "201": {"description": "created"}, "409": {"$ref": "#/components/responses/Error"}, "412": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}},

@@ -632,6 +632,87 @@ class AcmeFleetTest(unittest.TestCase):
             etcd.close()
 
 
+class FleetUiTest(unittest.TestCase):
+    """The dashboard in a fleet, in headless Chromium: the Fleet screen lists every host, a stream's error is
+    shown per host on the Streams screen, and with etcd away the screens say so and a write is refused."""
+
+    def test_the_fleet_screen_and_streams_per_host(self):
+        from test_ui import PASSWORD, Browser
+        from selenium.webdriver.common.by import By
+        etcd = Etcd()
+        self.addCleanup(etcd.close)
+        up = Upstream("fleet-ui-up")
+        self.addCleanup(up.stop)
+        a = Host(etcd, "edge-1", args=["--ui", "127.0.0.1:0"])
+        self.addCleanup(a.close)
+        b = Host(etcd, "edge-2")
+        self.addCleanup(b.close)
+        port = int(wait_for(lambda: re.search(r"dashboard on http://127\.0\.0\.1:(\d+)/ui/", a.adm.log()),
+                            what="--ui").group(1))
+        r = b.adm.ctl("user", "add", "ada", "--role", "admin", "--password-stdin", input=PASSWORD + "\n")
+        self.assertEqual(r.returncode, 0, r.stderr)  # made on edge-2, logged in on edge-1
+        wait_for(lambda: "ada" in a.adm.ctl("user", "list").stdout, what="the account on edge-1")
+        br = Browser("http://127.0.0.1:%d" % port)
+        self.addCleanup(br.quit)
+        br.open("#/login")
+        br.fill("user", "ada")
+        br.fill("password", PASSWORD)
+        br.click("Log in")
+        br.wait_text("Routes")
+        br.open("#/fleet")
+        br.wait_text("Fleet edge, host edge-1: etcd reachable since")
+
+        def badge(host, col):
+            cells = br.d.find_elements(By.CSS_SELECTOR, "tr[data-host='%s'] td" % host)
+            return cells[col].text if len(cells) > col else ""
+        for h in ("edge-1", "edge-2"):
+            wait_for(lambda: badge(h, 4) == "in sync" and badge(h, 5) == "reachable", what=h + " listed in sync")
+        br.shot("fleet-1-hosts")
+        # A stream whose port another process holds on this machine: both hosts fail to open it, and the
+        # Streams screen on edge-1 names each.
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        held = free_port()
+        holder.bind(("127.0.0.1", held))
+        holder.listen(1)
+        self.assertEqual(b.adm.api("POST", "/v1/streams", {"name": "held", "listen": "127.0.0.1:%d" % held,
+                                                           "upstreams": ["tcp://127.0.0.1:1"]})[0], 201)
+
+        def listed():
+            s = a.adm.api("GET", "/v1/streams/held")[2]
+            return sorted(e.get("host") for e in s.get("errors", [])) == ["edge-1", "edge-2"]
+        wait_for(listed, what="the stream's error from both hosts in the API")
+        br.open("#/streams")
+        wait_for(lambda: sorted(e.text.split(":")[0] for e in br.d.find_elements(
+            By.CSS_SELECTOR, "tr[data-stream='held'] .field-error")) == ["edge-1", "edge-2"],
+            what="the stream's error from both hosts on the screen")
+        self.assertIn("in use", br.el("tr[data-stream='held'] .field-error").text)
+        br.shot("fleet-2-streams-per-host")
+        br.open("#/fleet")
+        wait_for(lambda: "stream held:" in badge("edge-2", 6), what="edge-2's error on the Fleet screen")
+        # etcd away: the screens say so, with the applied revision, and a write from the dashboard is refused.
+        applied = a.status()["fleet"]["applied_revision"]
+        etcd.stop()
+        try:
+            br.wait_text("etcd unreachable since")
+            self.assertIn("applied revision %d" % applied, br.el("#fleet-line").text)
+            br.shot("fleet-3-etcd-away")
+            br.open("#/status")
+            br.wait_text("etcd unreachable since")
+            br.open("#/route")
+            br.wait_text("Add a route")
+            br.fill("name", "lost")
+            br.fill("hosts", "lost.fleet.test")
+            br.fill("upstreams", up.url)
+            br.click("Add route", css="form button")
+            self.assertIn("etcd", br.el("form .banner").text)
+            self.assertEqual(a.adm.api("GET", "/v1/routes/lost")[0], 404)
+        finally:
+            etcd.restart_all()
+        br.open("#/fleet")
+        br.wait_text("Fleet edge, host edge-1: etcd reachable since")
+
+
 class JoinTest(unittest.TestCase):
     def setUp(self):
         self.etcd = Etcd(n=1)

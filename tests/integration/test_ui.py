@@ -28,7 +28,7 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from pxtest import BUILD, DEADLINE, Admind, Pxd, Upstream, wait_for
+from pxtest import BUILD, DEADLINE, Admind, Pxd, Upstream, free_port, wait_for
 
 SHOTS = os.path.join(BUILD, "ui-screenshots")
 PASSWORD = "correct horse battery"
@@ -494,6 +494,90 @@ class UiTest(unittest.TestCase):
         two.wait_text("both.test")
         two.shot("17-routes-dark")
         self.assertEqual(self.adm.api("GET", "/v1/routes/both")[2]["path"], "/one")
+
+    def test_9c_streams(self):
+        import socket
+        from l4peers import TcpPeer
+        peer = TcpPeer()
+        self.addCleanup(peer.close)
+        port = free_port()
+        b = self.browser()
+        self.login(b, "ada")
+        b.open("#/streams")
+        b.wait_text("No streams yet.")
+        b.click("Add stream")
+        b.wait_text("Add a stream")
+        b.fill("name", "echo")
+        b.fill("listen", "127.0.0.1:%d" % port)
+        b.fill("upstreams", peer.url)
+        b.fill("max_connections", "5")
+        b.shot("18-stream-form")
+        b.click("Add stream", css="form button")
+        row = "tr[data-stream='echo']"
+        b.el(row)
+        b.wait_text("127.0.0.1:%d/tcp" % port)
+        stored = self.adm.api("GET", "/v1/streams/echo")[2]
+        self.assertEqual((stored["upstreams"][0]["url"], stored["max_connections"]), (peer.url, 5))
+        # pxd relays through it.
+        self.pxd.wait_applied(self.adm.generation())
+
+        def echo():
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as c:
+                c.sendall(b"ECHO\nhello")
+                c.shutdown(socket.SHUT_WR)
+                got = b""
+                while True:
+                    d = c.recv(4096)
+                    if not d:
+                        return got
+                    got += d
+        self.assertEqual(echo(), b"hellobye:5")
+        # A validation error is shown at the field the API names; nothing is stored.
+        b.click_el(row + " button")
+        b.wait_text("Stream echo")
+        b.fill("listen", "127.0.0.1:99999")
+        b.click("Save")
+        err = b.el("[data-field='listen'] .field-error")
+        self.assertTrue(err.text.startswith("listen:"), err.text)
+        self.assertEqual(b.el("#f-listen").get_attribute("aria-invalid"), "true")
+        b.fill("listen", "127.0.0.1:%d/udp" % port)
+        b.click("Save")
+        err = b.el("[data-field='upstreams'] .field-error")
+        self.assertTrue(err.text.startswith("upstreams[0].url:"), err.text)
+        self.assertIn("udp://", err.text)
+        self.assertEqual(b.d.find_elements(By.CSS_SELECTOR, "[data-field='listen'] .field-error"), [])
+        b.fill("upstreams", "udp://127.0.0.1:%d" % peer.port)
+        b.fill("health_check", "1000")
+        b.click("Save")
+        err = b.el("[data-field='health_check'] .field-error")
+        self.assertIn("UDP", err.text)
+        b.shot("19-stream-validation-error")
+        self.assertEqual(self.adm.api("GET", "/v1/streams/echo")[2]["version"], stored["version"])
+        # A stream whose port another process holds: stored and enabled, and listed with pxd's error.
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        held = free_port()
+        holder.bind(("127.0.0.1", held))
+        holder.listen(1)
+        self.assertEqual(self.adm.api("POST", "/v1/streams", {"name": "held", "listen": "127.0.0.1:%d" % held,
+                                                              "upstreams": [peer.url]})[0], 201)
+        self.pxd.wait_applied(self.adm.generation())
+        b.open("#/streams")
+        err = b.el("tr[data-stream='held'] .field-error")
+        self.assertIn("in use", err.text)
+        b.shot("20-streams-error")
+        # Disable, then delete, confirming.
+        b.click("Disable", css=row + " button")
+        wait_for(lambda: self.adm.api("GET", "/v1/streams/echo")[2]["enabled"] is False, what="echo disabled")
+        b.wait_text("disabled")
+        for name in ("echo", "held"):
+            b.click("Delete", css="tr[data-stream='%s'] button" % name)
+            b.click("Yes, delete")
+            wait_for(lambda: self.adm.api("GET", "/v1/streams/" + name)[0] == 404, what=name + " deleted")
+        b.wait_text("No streams yet.")
+        self.assertEqual(self.adm.api("GET", "/v1/fleet")[0], 404)
+        b.open("#/fleet")
+        b.wait_text("not in a fleet")
 
     def test_9b_keyboard_only(self):
         from selenium.webdriver.common.keys import Keys
