@@ -986,11 +986,14 @@ int Server::run() {
   loop_.data = this;
   uv_async_init(&loop_, &exit_async_, [](uv_async_t* a) { static_cast<Server*>(a->data)->on_worker_exit(); });
   exit_async_.data = this;
+  uv_async_init(&loop_, &applied_async_, [](uv_async_t* a) { static_cast<Server*>(a->data)->publish_status(); });
+  applied_async_.data = this;
   for (auto& w : workers_) {
     w->on_exit = [this] {
       exited_.fetch_add(1);
       uv_async_send(&exit_async_);
     };
+    w->on_applied = [this] { uv_async_send(&applied_async_); };
   }
   uv_signal_init(&loop_, &sigterm_);
   uv_signal_init(&loop_, &sigint_);

@@ -91,6 +91,9 @@ class Server {
   uv_process_t* successor_ = nullptr;  // the generation the service manager's STATUS last said
   uv_fs_event_t store_watch_;
   uv_async_t exit_async_;
+  // A worker applied a snapshot: the status file says so at once (pxadmind and pxctl wait for it), not at
+  // the next poll.
+  uv_async_t applied_async_;
   bool watch_started_ = false;
   store::Store store_;
   std::vector<std::unique_ptr<Worker>> workers_;

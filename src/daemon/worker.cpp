@@ -423,6 +423,7 @@ void Worker::install(std::shared_ptr<const route::Snapshot> s) {
   cert_source_.certs = r->snap->certs();  // the next handshakes use these; open connections keep theirs
   sync_health_checks();
   applied_gen_.store(r->snap->generation(), std::memory_order_release);
+  if (on_applied) on_applied();
   PX_DEBUG("worker %d: generation %llu applied (%zu routes)", id_,
            static_cast<unsigned long long>(r->snap->generation()), routes.size());
 }

@@ -162,7 +162,8 @@ class Worker {
   void defer_h2(H2Conn* c);
   void undefer_h2(H2Conn* c);
 
-  std::function<void()> on_exit;  // runs on the worker thread as it ends
+  std::function<void()> on_exit;     // runs on the worker thread as it ends
+  std::function<void()> on_applied;  // runs on the worker thread once it serves a new snapshot
   // End records (end_record.h): observers are called in order for every stream.
   void add_observer(EndObserver* o) { observers_.push_back(o); }
   // The access log's observer for this worker (before start()).

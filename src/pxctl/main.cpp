@@ -31,6 +31,7 @@ struct Global {
   std::string url;
   std::string token;
   bool as_json = false;
+  bool no_wait = false;
 } g;
 
 struct Reply {
@@ -57,6 +58,8 @@ uint64_t duration_flag(const char* flag, const std::string& v, uint64_t bare_uni
                px::kDurationForms);
   return ms;
 }
+
+void wait_applied();
 
 // One call to pxadmind's API, through px's HTTP/1 client: its unix socket, or --url.
 Reply call(const std::string& method, const std::string& path, const json* body = nullptr,
@@ -107,7 +110,35 @@ Reply call(const std::string& method, const std::string& path, const json* body 
   if (et.size() >= 2 && et.front() == '"') et = et.substr(1, et.size() - 2);
   r.etag = et;
   if (!resp.body.empty()) r.body = json::parse(resp.body, nullptr, false);
+  if (method != "GET" && r.status < 300 && !g.no_wait) wait_applied();
   return r;
+}
+
+// After a change: until every running pxd of pxadmind's host serves the store as it is now, so that a request
+// right after pxctl returns meets the change (in a fleet too: pxadmind answers once this host applied it).
+// Bounded: a pxd that does not catch up in 10 s is named, and the change stays made.
+void wait_applied() {
+  Reply s = call("GET", "/v1/status");
+  if (s.status != 200 || !s.body.is_object()) return;
+  uint64_t want = s.body.value("generation", uint64_t(0));
+  auto behind = [&](const Reply& st) {
+    std::string who;
+    for (const json& p : st.body.value("pxd", json::array()))
+      if (p.value("running", false) && p.value("generation", uint64_t(0)) < want)
+        who += (who.empty() ? "" : ", ") + p.value("status_file", std::string("pxd"));
+    return who;
+  };
+  uint64_t until = uv_hrtime() + 10'000'000'000ull;
+  for (std::string who = behind(s); !who.empty(); who = behind(s)) {
+    if (uv_hrtime() > until) {
+      std::fprintf(stderr, "pxctl: the change is stored, but pxd (%s) has not applied generation %llu after 10 s\n",
+                   who.c_str(), static_cast<unsigned long long>(want));
+      return;
+    }
+    usleep(5000);
+    s = call("GET", "/v1/status");
+    if (s.status != 200 || !s.body.is_object()) return;
+  }
 }
 
 // Exits with the right code when the reply is an error.
@@ -435,6 +466,8 @@ int main(int argc, char** argv) {
   app.add_option("--url", g.url, "pxadmind over TCP, http://HOST:PORT ($PX_ADMIN_URL)");
   app.add_option("--token", g.token, "bearer token for --url ($PX_TOKEN)");
   app.add_flag("--json", g.as_json, "print JSON instead of tables");
+  app.add_flag("--no-wait", g.no_wait,
+               "return once pxadmind stored a change, without waiting (up to 10 s) for this host's pxd to serve it");
   app.set_version_flag("-V,--version", std::string("pxctl ") + PX_VERSION);
 
   // route

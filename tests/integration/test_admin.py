@@ -374,6 +374,15 @@ class WithPxdTest(unittest.TestCase):
         try:
             r = a.ctl("route", "add", "live", "--host", "live.test", "--upstream", up.url)
             self.assertEqual(r.returncode, 0, r.stderr)
+            # pxctl returned once pxd served the change: the very next request meets the route.
+            self.assertEqual(get(px.port, "/", host="live.test").status, 200)
+            st = json.loads(a.ctl("--json", "status").stdout)
+            self.assertTrue(st["pxd"][0]["in_sync"], st)
+            self.assertEqual(a.ctl("route", "rm", "live").returncode, 0)
+            self.assertEqual(get(px.port, "/", host="live.test").status, 404)
+            # --no-wait returns once pxadmind stored it (pxd follows within moments).
+            r = a.ctl("--no-wait", "route", "add", "live", "--host", "live.test", "--upstream", up.url)
+            self.assertEqual(r.returncode, 0, r.stderr)
             wait_for(lambda: get(px.port, "/", host="live.test").status == 200, interval=0.001,
                      what="the route to serve")
             wait_for(lambda: json.loads(a.ctl("--json", "status").stdout)["pxd"][0].get("in_sync"),

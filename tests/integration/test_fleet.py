@@ -235,9 +235,10 @@ class FleetTest(unittest.TestCase):
         a, b, c = self.hosts
         r = a.adm.ctl("route", "add", "shop", "--host", "shop.fleet.test", "--upstream", self.up.url)
         self.assertEqual(r.returncode, 0, r.stderr)
-        # applied on the writing host's store by the time pxctl returned
+        # applied on the writing host, and served by its pxd, by the time pxctl returned
         self.assertEqual(a.adm.ctl("route", "show", "shop").returncode, 0)
-        for h in (a, b, c):
+        self.assertTrue(self.serves(a, "shop.fleet.test"))
+        for h in (b, c):
             wait_for(lambda: self.serves(h, "shop.fleet.test"), what="the route on " + h.name)
         self.assertEqual(b.adm.ctl("route", "rm", "shop").returncode, 0)
         for h in (a, c):
