@@ -10,9 +10,12 @@ client certificates) and three px hosts on this machine, as tests/integration/te
    starts: the time from pxadmind's start to its first answer with every route applied, and to pxd serving
    the last of them.
 3. idle follower: pxadmind's CPU (utime+stime) over --idle seconds while nothing changes, in % of a core.
-4. data plane under changes: wrk against host B's pxd (1 worker, alone on core 0; etcd, the pxadminds, wrk and
-   the nginx upstream on core 1), quiet against while host A takes 50 changes per second; interleaved rounds,
-   medians of requests/s and of pxd's CPU per request, the ratios.
+4. data plane under changes: wrk against host B's pxd (1 worker), quiet against while host A takes 50 changes
+   per second; interleaved rounds, medians of requests/s and of pxd's CPU per request, the ratios. In two
+   layouts: "host" (core 0 is host B's machine: its pxd and pxadmind, wrk and the upstream; core 1 is the rest
+   of the fleet, etcd and hosts A and C, as other machines), and "shared" (B's pxd alone on core 0; wrk and
+   the upstream on core 1 with etcd and every pxadmind, so that the fleet's work takes the load generator's
+   CPU).
 """
 import argparse
 import base64
@@ -81,8 +84,8 @@ def seed_routes(etcd, up, n):
     return rev
 
 
-def wrk_rps(port, host, seconds):
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c32", "-d%ds" % seconds, "-H", "Host: " + host,
+def wrk_rps(port, host, seconds, core):
+    out = subprocess.run(["taskset", "-c", core, "wrk", "-t1", "-c32", "-d%ds" % seconds, "-H", "Host: " + host,
                           "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -113,45 +116,58 @@ def main():
         nginx = pb.start_upstream()
         a.adm.ctl("route", "add", "load", "--host", "load.bench", "--upstream", "http://127.0.0.1:%d" % nginx.port)
         wait_for(lambda: get(b.pxd.port, "/", host="load.bench").status == 200, what="the load route on B")
-        # B's pxd alone on core 0; the rest of the fleet, wrk and the upstream on core 1
-        for p in list(etcd.procs.values()) + [h.adm.proc for h in hosts] + [a.pxd.proc, c.pxd.proc]:
-            subprocess.run(["taskset", "-pc", "1", str(p.pid)], capture_output=True)
-        subprocess.run(["taskset", "-apc", "0", str(b.pxd.proc.pid)], capture_output=True)
-        quiet, busy, quiet_cpu, busy_cpu, rates = [], [], [], [], []
+        rest = list(etcd.procs.values()) + [a.adm.proc, c.adm.proc, a.pxd.proc, c.pxd.proc]
+        # Two layouts on this 2-core machine. "host": core 0 is host B's machine (its pxd and pxadmind, and
+        # wrk and the upstream, which load it the same in both phases); core 1 is the rest of the fleet, the
+        # etcd cluster and hosts A and C, as other machines would be. "shared": B's pxd alone on core 0, and
+        # everything else, wrk included, on core 1 with etcd and the other hosts, so that their work under
+        # changes takes CPU from the load generator.
+        layouts = {"host": ([b.pxd.proc, b.adm.proc, nginx], rest),
+                   "shared": ([b.pxd.proc], rest + [b.adm.proc, nginx])}
+        def pids(p):  # a process, or nginx: its master and its worker
+            return [p.pid] if hasattr(p, "poll") else [p.p.pid] + pb.children(p.p.pid)
 
-        def measured(rows, cpus):
-            c0 = cpu_seconds(b.pxd.proc.pid)
-            rps = wrk_rps(b.pxd.port, "load.bench", args.load)
-            rows.append(rps)
-            cpus.append((cpu_seconds(b.pxd.proc.pid) - c0) * 1e6 / (rps * args.load))
+        for layout, (core0, core1) in layouts.items():
+            for core, procs in (("0", core0), ("1", core1)):
+                for p in procs:
+                    for pid in pids(p):
+                        subprocess.run(["taskset", "-apc", core, str(pid)], capture_output=True)
+            wrk_core = "0" if layout == "host" else "1"
+            quiet, busy, quiet_cpu, busy_cpu, rates = [], [], [], [], []
 
-        for r in range(args.rounds):
-            measured(quiet, quiet_cpu)
-            stop = []
-            done = [0]
+            def measured(rows, cpus):
+                c0 = cpu_seconds(b.pxd.proc.pid)
+                rps = wrk_rps(b.pxd.port, "load.bench", args.load, wrk_core)
+                rows.append(rps)
+                cpus.append((cpu_seconds(b.pxd.proc.pid) - c0) * 1e6 / (rps * args.load))
 
-            def churn():
-                i = 0
-                next_t = time.monotonic()
-                while not stop:
-                    a.adm.api("PUT", "/v1/routes/churn", {"name": "churn", "hosts": ["churn.bench"],
-                                                          "upstreams": [up.url], "max_body_size": 1000 + i})
-                    i += 1
-                    done[0] += 1
-                    next_t += 0.02
-                    time.sleep(max(0, next_t - time.monotonic()))
-            t = threading.Thread(target=churn)
-            t.start()
-            t0 = time.monotonic()
-            measured(busy, busy_cpu)
-            rates.append(done[0] / (time.monotonic() - t0))
-            stop.append(1)
-            t.join()
-        med = statistics.median
-        print("data plane on B: quiet %.0f req/s at %.2f us of pxd CPU per request; with the fleet taking %.0f "
-              "changes/s %.0f req/s at %.2f us: requests/s ratio %.3f, CPU per request ratio %.3f"
-              % (med(quiet), med(quiet_cpu), med(rates), med(busy), med(busy_cpu), med(busy) / med(quiet),
-                 med(busy_cpu) / med(quiet_cpu)), flush=True)
+            for r in range(args.rounds):
+                measured(quiet, quiet_cpu)
+                stop = []
+                done = [0]
+
+                def churn():
+                    i = 0
+                    next_t = time.monotonic()
+                    while not stop:
+                        a.adm.api("PUT", "/v1/routes/churn", {"name": "churn", "hosts": ["churn.bench"],
+                                                              "upstreams": [up.url], "max_body_size": 1000 + i})
+                        i += 1
+                        done[0] += 1
+                        next_t += 0.02
+                        time.sleep(max(0, next_t - time.monotonic()))
+                t = threading.Thread(target=churn)
+                t.start()
+                t0 = time.monotonic()
+                measured(busy, busy_cpu)
+                rates.append(done[0] / (time.monotonic() - t0))
+                stop.append(1)
+                t.join()
+            med = statistics.median
+            print("data plane on B (layout %s): quiet %.0f req/s at %.2f us of pxd CPU per request; with the fleet "
+                  "taking %.0f changes/s %.0f req/s at %.2f us: requests/s ratio %.3f, CPU per request ratio %.3f"
+                  % (layout, med(quiet), med(quiet_cpu), med(rates), med(busy), med(busy_cpu),
+                     med(busy) / med(quiet), med(busy_cpu) / med(quiet_cpu)), flush=True)
         nginx.stop()
 
         pid = b.adm.proc.pid

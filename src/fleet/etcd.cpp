@@ -89,8 +89,14 @@ bool Etcd::setup(http::Client& c, std::string* error) const {
   bool any_tls = false;
   for (const std::string& e : opt_.endpoints) any_tls |= e.starts_with("https:");
   if (!any_tls) return true;
-  if (!c.set_ca_file(opt_.ca_file, error)) return false;
-  if (!opt_.cert_file.empty() && !c.set_client_cert(opt_.cert_file, opt_.key_file, error)) return false;
+  std::lock_guard<std::mutex> g(tls_->mu);
+  if (!tls_->tls) {
+    auto tls = std::make_shared<http::ClientTls>();
+    if (!tls->set_ca_file(opt_.ca_file, error)) return false;
+    if (!opt_.cert_file.empty() && !tls->set_client_cert(opt_.cert_file, opt_.key_file, error)) return false;
+    tls_->tls = std::move(tls);
+  }
+  c.set_tls(tls_->tls);
   return true;
 }
 

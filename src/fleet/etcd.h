@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -56,7 +58,9 @@ class Etcd {
   // Whether an answer says the token is no longer good (it expired, or etcd restarted with simple tokens).
   static bool token_refused(int status, std::string_view body);
 
-  // Sets up a client on `loop` for streamed calls (the follower's watch).
+  // Sets up a client (timeout, body limit, TLS): the follower's, and each call's. The TLS context is made
+  // once, and keeps the session each endpoint gave, so that the next call resumes it instead of a full
+  // handshake with client certificates.
   bool setup(http::Client& c, std::string* error) const;
   // The request for a call to `path` on endpoint i.
   http::ClientRequest request(size_t endpoint, const std::string& path, const json& body) const;
@@ -68,6 +72,11 @@ class Etcd {
  private:
   bool call_once(const std::string& path, const json& body, json* out, std::string* error, bool* refused);
   EtcdOptions opt_;
+  struct Tls {
+    std::mutex mu;
+    std::shared_ptr<http::ClientTls> tls;  // made at the first setup
+  };
+  std::shared_ptr<Tls> tls_ = std::make_shared<Tls>();
   size_t good_ = 0;    // the endpoint that answered last
   std::string token_;  // etcd's auth token, when a user is set
 };

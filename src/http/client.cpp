@@ -90,6 +90,14 @@ bool split_url(std::string_view url, bool* tls, std::string* host, uint16_t* por
   return true;
 }
 
+namespace {
+// The call a client SSL belongs to, for the new-session callback.
+int call_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+}  // namespace
+
 // A call: its connection is an http::ClientConn (client_conn.h), as the proxy's upstream connections' are.
 struct Client::Call final : ClientConn, net::TransportUser, Sink {
   Client* client;
@@ -114,6 +122,8 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
   std::string where() const {
     return req.connect_to.starts_with("unix:") ? req.connect_to.substr(5) : host + ":" + std::to_string(port);
   }
+  // Whom a TLS session is kept for: the name verified, and where it was dialled.
+  std::string server() const { return host + ":" + std::to_string(port) + " " + req.connect_to; }
 
   void fail(ClientFailure kind, std::string why, int sys = 0) {
     resp = ClientResponse();
@@ -166,15 +176,19 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
     SSL* ssl = req.ssl;
     req.ssl = nullptr;
     if (!ssl) {
-      if (!client->ctx_) {
+      if (!client->tls_) {
         std::string err;
         if (!client->set_ca_file("", &err)) {
           fail(ClientFailure::tls, err);
           return false;
         }
       }
-      ssl = SSL_new(client->ctx_.get());
+      ssl = SSL_new(client->tls_->ctx());
       SSL_set_connect_state(ssl);
+      if (!client->insecure_) {  // an unverified connection's session is never offered to a verified one
+        SSL_set_ex_data(ssl, call_index(), this);
+        if (auto s = client->tls_->session(server())) SSL_set_session(ssl, s.get());
+      }
       net::IpAddr ip;
       X509_VERIFY_PARAM* vp = SSL_get0_param(ssl);
       if (net::IpAddr::parse(host, &ip)) {
@@ -294,6 +308,8 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
 
 Client::~Client() { cancel_all(); }
 
+void Client::keep_session(Call* c, SSL_SESSION* s) { c->client->tls_->keep(c->server(), s); }
+
 void Client::cancel(Call* c) {
   if (!calls_.count(c)) return;
   c->done = nullptr;
@@ -304,7 +320,7 @@ void Client::cancel_all() {
   for (Call* c : std::set<Call*>(calls_)) cancel(c);
 }
 
-bool Client::set_ca_file(const std::string& ca_file, std::string* error) {
+bool ClientTls::set_ca_file(const std::string& ca_file, std::string* error) {
   bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   const char* bundle = ca_file.empty() ? "/etc/ssl/certs/ca-certificates.crt" : ca_file.c_str();
@@ -313,11 +329,19 @@ bool Client::set_ca_file(const std::string& ca_file, std::string* error) {
     return false;
   }
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  // Sessions are kept here, by server, not in the context's own cache (which a client does not look in).
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+  SSL_CTX_sess_set_new_cb(ctx.get(), [](SSL* ssl, SSL_SESSION* session) {
+    auto* c = static_cast<Client::Call*>(SSL_get_ex_data(ssl, call_index()));
+    if (!c) return 0;
+    Client::keep_session(c, session);
+    return 1;  // taken
+  });
   ctx_ = std::move(ctx);
   return true;
 }
 
-bool Client::set_client_cert(const std::string& cert_file, const std::string& key_file, std::string* error) {
+bool ClientTls::set_client_cert(const std::string& cert_file, const std::string& key_file, std::string* error) {
   if (!ctx_ && !set_ca_file("", error)) return false;
   if (SSL_CTX_use_certificate_chain_file(ctx_.get(), cert_file.c_str()) != 1) {
     *error = cert_file + ": no PEM certificate could be read";
@@ -332,6 +356,31 @@ bool Client::set_client_cert(const std::string& cert_file, const std::string& ke
     return false;
   }
   return true;
+}
+
+bssl::UniquePtr<SSL_SESSION> ClientTls::session(const std::string& server) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = sessions_.find(server);
+  if (it == sessions_.end()) return nullptr;
+  SSL_SESSION_up_ref(it->second.get());
+  return bssl::UniquePtr<SSL_SESSION>(it->second.get());
+}
+
+void ClientTls::keep(const std::string& server, SSL_SESSION* s) {
+  std::lock_guard<std::mutex> g(mu_);
+  sessions_[server].reset(s);
+}
+
+bool Client::set_ca_file(const std::string& ca_file, std::string* error) {
+  auto tls = std::make_shared<ClientTls>();
+  if (!tls->set_ca_file(ca_file, error)) return false;
+  tls_ = std::move(tls);
+  return true;
+}
+
+bool Client::set_client_cert(const std::string& cert_file, const std::string& key_file, std::string* error) {
+  if (!tls_ && !set_ca_file("", error)) return false;
+  return tls_->set_client_cert(cert_file, key_file, error);
 }
 
 Client::Call* Client::fetch(ClientRequest req, Done done) {

@@ -17,6 +17,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
@@ -72,6 +75,27 @@ struct ClientResponse {
 // Splits "https://host:port/path?q": false when it is not an http(s) URL.
 bool split_url(std::string_view url, bool* tls, std::string* host, uint16_t* port, std::string* target);
 
+// The TLS side of clients, shareable between them and across threads (each fetch_now makes a client of its
+// own): the CAs, a client certificate, and the last session each server gave, so that the next connection to
+// it resumes that session: an abbreviated handshake, with no certificates sent, signed or checked again
+// (pxadmind's calls to etcd, one connection each).
+class ClientTls {
+ public:
+  // The CAs servers are verified against: a PEM file, or "" for the system's bundle. Makes the context.
+  bool set_ca_file(const std::string& ca_file, std::string* error);
+  // A client certificate and its key (PEM files) to present, after set_ca_file.
+  bool set_client_cert(const std::string& cert_file, const std::string& key_file, std::string* error);
+  SSL_CTX* ctx() const { return ctx_.get(); }
+  // The session to offer `server` (host:port as dialled), if one was kept; and keeping one (taken).
+  bssl::UniquePtr<SSL_SESSION> session(const std::string& server);
+  void keep(const std::string& server, SSL_SESSION* s);
+
+ private:
+  bssl::UniquePtr<SSL_CTX> ctx_;
+  std::mutex mu_;
+  std::map<std::string, bssl::UniquePtr<SSL_SESSION>> sessions_;
+};
+
 class Client {
  public:
   struct Call;
@@ -82,10 +106,12 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // The CAs servers are verified against: a PEM file, or "" for the system's bundle.
+  // The CAs servers are verified against: a PEM file, or "" for the system's bundle (ClientTls).
   bool set_ca_file(const std::string& ca_file, std::string* error);
   // A client certificate and its key (PEM files) to present, after set_ca_file.
   bool set_client_cert(const std::string& cert_file, const std::string& key_file, std::string* error);
+  // TLS settings and sessions made once and shared with other clients.
+  void set_tls(std::shared_ptr<ClientTls> tls) { tls_ = std::move(tls); }
   // No verification of the server's certificate (pxctl trace -k). Before the first fetch.
   void set_insecure() { insecure_ = true; }
   // `done` is called exactly once, from the loop (never from inside fetch()),
@@ -103,10 +129,13 @@ class Client {
   uint64_t timeout_ms = 30000;
   size_t max_body = 4 * 1024 * 1024;
 
+  // A session the server of a call gave (BoringSSL's new-session callback), kept for its next connection.
+  static void keep_session(Call* c, SSL_SESSION* s);
+
  private:
   friend struct Call;
   uv_loop_t* loop_;
-  bssl::UniquePtr<SSL_CTX> ctx_;
+  std::shared_ptr<ClientTls> tls_;
   std::set<Call*> calls_;
   bool insecure_ = false;
 };

@@ -2,12 +2,19 @@
 // (tls/transport.h) over a fake inner transport, driven byte by byte against a
 // BoringSSL client on memory BIOs.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <openssl/ec_key.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <string>
+#include <thread>
 
+#include "http/client.h"
 #include "tls/cert.h"
 #include "tls/client_hello.h"
 #include "tls/context.h"
@@ -447,4 +454,75 @@ TEST_CASE("ClientHello peek transport: asks once with every byte held, then pass
   CHECK(d.asked == 0);
   CHECK(up.got == h.substr(0, 20));
   CHECK(up.eof);
+}
+
+TEST_CASE("http::Client: clients sharing a ClientTls resume the session the server gave, not a full handshake") {
+  std::string cert, key;
+  make_pem("IP:127.0.0.1", true, &cert, &key);
+  char dir[] = "/tmp/px-unit-tls.XXXXXX";
+  REQUIRE(mkdtemp(dir));
+  std::string ca = std::string(dir) + "/ca.pem";
+  std::ofstream(ca) << cert;
+  // The server: BoringSSL on a blocking socket in a thread; it answers whether it resumed.
+  bssl::UniquePtr<SSL_CTX> sctx(SSL_CTX_new(TLS_method()));
+  bssl::UniquePtr<BIO> cb(BIO_new_mem_buf(cert.data(), static_cast<int>(cert.size())));
+  bssl::UniquePtr<BIO> kb(BIO_new_mem_buf(key.data(), static_cast<int>(key.size())));
+  bssl::UniquePtr<X509> x(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+  bssl::UniquePtr<EVP_PKEY> k(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
+  REQUIRE(SSL_CTX_use_certificate(sctx.get(), x.get()));
+  REQUIRE(SSL_CTX_use_PrivateKey(sctx.get(), k.get()));
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(listen(lfd, 8) == 0);
+  socklen_t alen = sizeof a;
+  getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &alen);
+  const int calls = 4;
+  std::thread server([&] {
+    for (int i = 0; i < calls; i++) {
+      int fd = accept(lfd, nullptr, nullptr);
+      if (fd < 0) return;
+      SSL* s = SSL_new(sctx.get());
+      SSL_set_fd(s, fd);
+      if (SSL_accept(s) == 1) {
+        std::string in;
+        char buf[4096];
+        int n;
+        while (in.find("\r\n\r\n") == std::string::npos && (n = SSL_read(s, buf, sizeof buf)) > 0) in.append(buf, n);
+        std::string body = SSL_session_reused(s) ? "resumed" : "full";
+        std::string out = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+        SSL_write(s, out.data(), static_cast<int>(out.size()));
+        SSL_shutdown(s);
+      }
+      SSL_free(s);
+      close(fd);
+    }
+  });
+  std::string url = "https://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/";
+  auto tls = std::make_shared<px::http::ClientTls>();
+  std::string err;
+  REQUIRE(tls->set_ca_file(ca, &err));
+  auto call = [&](bool shared) {  // each on a client (and a loop) of its own, as pxadmind's calls to etcd
+    px::http::ClientRequest rq;
+    rq.url = url;
+    px::http::ClientResponse r = px::http::Client::fetch_now(rq, [&](px::http::Client& c) {
+      c.timeout_ms = 20000;
+      if (shared)
+        c.set_tls(tls);
+      else
+        CHECK(c.set_ca_file(ca, &err));
+    });
+    CHECK(r.status == 200);
+    return r.body;
+  };
+  CHECK(call(true) == "full");
+  CHECK(call(true) == "resumed");
+  CHECK(call(true) == "resumed");
+  CHECK(call(false) == "full");  // a client with settings of its own has no session to offer
+  server.join();
+  close(lfd);
+  std::remove(ca.c_str());
+  rmdir(dir);
 }
