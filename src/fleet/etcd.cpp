@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "core/log.h"
+#include "core/strings.h"
 
 namespace px::fleet {
 
@@ -42,11 +43,7 @@ uint64_t num(const json& obj, const char* field) {
   if (it->is_number_unsigned()) return it->get<uint64_t>();
   if (!it->is_string()) return 0;
   uint64_t v = 0;
-  for (char c : it->get_ref<const std::string&>()) {
-    if (c < '0' || c > '9') return 0;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
-  return v;
+  return parse_u64(it->get_ref<const std::string&>(), &v) ? v : 0;
 }
 
 bool Etcd::check(std::string* error) const {

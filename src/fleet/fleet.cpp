@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "core/log.h"
+#include "core/strings.h"
 #include "net/uv_transport.h"
 #include "route/acl.h"
 #include "route/route.h"
@@ -27,8 +28,7 @@ int64_t now_s() { return static_cast<int64_t>(std::time(nullptr)); }
 
 uint64_t parse_rev(const std::string& v) {
   uint64_t r = 0;
-  for (char c : v) r = r * 10 + static_cast<uint64_t>(c - '0');
-  return r;
+  return parse_u64(v, &r) ? r : 0;  // 0: never joined, a full resync
 }
 
 // What pxadmind would have written under `key`: a value that came into etcd another way (etcdctl) and does

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/strings.h"
+
 namespace px::store {
 
 std::string lmdb_error(int rc) {
@@ -263,7 +265,10 @@ bool Store::write_through(const WriteFn& fn, uint64_t* new_generation, std::stri
     if (!ok) break;
     std::erase_if(changes, [](const Change& c) { return !keys::fleet_shared(c.key); });
     uint64_t base = 0;
-    for (char c : rev) base = base * 10 + static_cast<uint64_t>(c - '0');
+    if (found && !parse_u64(rev, &base)) {
+      *error = std::string(keys::kFleetRevision) + ": '" + rev + "' is not a revision";
+      break;
+    }
     why = changes.empty() ? WriteFail::none : committer_->commit(base, changes, error);
     if (why != WriteFail::conflict) break;
     if (std::chrono::steady_clock::now() > until) {
