@@ -134,6 +134,11 @@ def main():
                         subprocess.run(["taskset", "-apc", core, str(pid)], capture_output=True)
             wrk_core = "0" if layout == "host" else "1"
             quiet, busy, quiet_cpu, busy_cpu, rates = [], [], [], [], []
+            # What each process of the fleet spends per change (CPU over a busy round / the changes made).
+            watched = {"etcd " + m: p for m, p in etcd.procs.items()}
+            watched.update({"pxadmind " + h.name: h.adm.proc for h in hosts})
+            watched.update({"pxd " + h.name: h.pxd.proc for h in hosts if h is not b})  # B's serves the load
+            per_change = {k: [] for k in watched}
 
             def measured(rows, cpus):
                 c0 = cpu_seconds(b.pxd.proc.pid)
@@ -157,17 +162,22 @@ def main():
                         next_t += 0.02
                         time.sleep(max(0, next_t - time.monotonic()))
                 t = threading.Thread(target=churn)
+                cpu0 = {k: cpu_seconds(p.pid) for k, p in watched.items()}
                 t.start()
                 t0 = time.monotonic()
                 measured(busy, busy_cpu)
                 rates.append(done[0] / (time.monotonic() - t0))
                 stop.append(1)
                 t.join()
+                for k, p in watched.items():
+                    per_change[k].append((cpu_seconds(p.pid) - cpu0[k]) * 1000 / max(1, done[0]))
             med = statistics.median
             print("data plane on B (layout %s): quiet %.0f req/s at %.2f us of pxd CPU per request; with the fleet "
                   "taking %.0f changes/s %.0f req/s at %.2f us: requests/s ratio %.3f, CPU per request ratio %.3f"
                   % (layout, med(quiet), med(quiet_cpu), med(rates), med(busy), med(busy_cpu),
                      med(busy) / med(quiet), med(busy_cpu) / med(quiet_cpu)), flush=True)
+            print("  CPU per change (medians over the rounds; host A writes): " +
+                  ", ".join("%s %.2f ms" % (k, med(v)) for k, v in per_change.items()), flush=True)
         nginx.stop()
 
         pid = b.adm.proc.pid

@@ -374,6 +374,7 @@ void Server::rebuild() {
     std::string& e = (w.stream ? stream_errors_ : route_errors_)[w.name];
     e += (e.empty() ? "" : "; ") + w.text;
   }
+  status_dirty_ = true;  // the errors may change without the generation (a name that resolves now)
   for (const auto& r : snap->routes()) {
     r->metrics_slot = route_slots_.slot(r->spec.name);
     for (const auto& p : r->pool.peers) p.metrics_slot = peer_slots_.slot(p.key);
