@@ -90,6 +90,33 @@ std::string AdminMetrics::text(Admin& admin, const std::vector<std::string>& pxd
   MetricFamily info{"px_admin_build_info", "pxadmind's version", MetricType::Gauge, {}};
   gauge(info, {{"version", PX_VERSION}}, 1);
   for (auto* f : {&g, &na, &st, &sync, &info}) fams.push_back(std::move(*f));
+  // In a fleet: whether etcd answers and since when, the revision this host applied, resyncs, refused keys.
+  if (json fl = admin.fleet_self(); fl.is_object()) {
+    const json& e = fl["etcd"];
+    std::vector<ClientMetric::Label> l = {{"fleet", fl.value("name", "")}, {"host", fl.value("host", "")}};
+    MetricFamily up{"px_fleet_etcd_reachable", "1 while etcd answers this host", MetricType::Gauge, {}};
+    gauge(up, l, e.value("reachable", false) ? 1 : 0);
+    MetricFamily since{"px_fleet_etcd_state_since_seconds",
+                       "When etcd last became reachable or unreachable for this host (unix time)",
+                       MetricType::Gauge,
+                       {}};
+    gauge(since, l, e.value("since_unix", 0.0));
+    MetricFamily rev{"px_fleet_applied_revision",
+                     "The etcd revision this host's store holds (it serves it when pxd is in sync)",
+                     MetricType::Gauge,
+                     {}};
+    gauge(rev, l, fl.value("applied_revision", 0.0));
+    MetricFamily resyncs{"px_fleet_resyncs_total", "Full resynchronisations from etcd since pxadmind started",
+                         MetricType::Counter, {}};
+    ClientMetric rm;
+    rm.label = l;
+    rm.counter.value = fl.value("resyncs", 0.0);
+    resyncs.metric.push_back(std::move(rm));
+    MetricFamily refused{
+        "px_fleet_refused_keys", "Keys under the fleet's prefix this host refused (not valid)", MetricType::Gauge, {}};
+    gauge(refused, l, static_cast<double>(fl.value("rejected", json::object()).size()));
+    for (auto* f : {&up, &since, &rev, &resyncs, &refused}) fams.push_back(std::move(*f));
+  }
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, fams);
   return out.str();

@@ -115,6 +115,8 @@ class Admin {
     fleet_hosts_ = std::move(hosts);
   }
   Result fleet();
+  // This host in its fleet (what /v1/status says of it); null on a pxadmind that runs on its own.
+  json fleet_self() const { return fleet_status_ ? fleet_status_() : json(); }
   // Routes or streams ("route", "stream") as listed, each with "errors": [{"host"?, "pxd"?, "error"}] where a
   // running pxd does not fully serve it: a stream's port taken by another process, a peer that does not resolve,
   // a host another route holds. Stored and enabled is not serving. This host's pxds are read from their status

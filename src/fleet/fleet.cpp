@@ -792,7 +792,11 @@ json Fleet::status() {
           {"resyncs", resyncs_},
           {"rejected", rejected_},
           {"etcd",
-           {{"endpoints", opt_.etcd.endpoints}, {"reachable", reachable_}, {"since", t}, {"last_error", last_error_}}}};
+           {{"endpoints", opt_.etcd.endpoints},
+            {"reachable", reachable_},
+            {"since", t},
+            {"since_unix", since_},
+            {"last_error", last_error_}}}};
 }
 
 }  // namespace px::fleet

@@ -644,12 +644,23 @@ class FleetUiTest(unittest.TestCase):
         self.addCleanup(etcd.close)
         up = Upstream("fleet-ui-up")
         self.addCleanup(up.stop)
-        a = Host(etcd, "edge-1", args=["--ui", "127.0.0.1:0"])
+        a = Host(etcd, "edge-1", args=["--ui", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
         self.addCleanup(a.close)
         b = Host(etcd, "edge-2")
         self.addCleanup(b.close)
         port = int(wait_for(lambda: re.search(r"dashboard on http://127\.0\.0\.1:(\d+)/ui/", a.adm.log()),
                             what="--ui").group(1))
+        mport = int(wait_for(lambda: re.search(r"metrics on http://\S+ \(port (\d+)\)", a.adm.log()),
+                             what="--metrics").group(1))
+
+        def metric(name):
+            text = get(mport, "/metrics").body.decode()
+            m = re.search(r'^%s\{fleet="edge",host="edge-1"\} (\S+)$' % name, text, re.M)
+            return float(m.group(1)) if m else None
+        self.assertEqual(metric("px_fleet_etcd_reachable"), 1)
+        text = get(mport, "/metrics").body.decode()
+        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         r = b.adm.ctl("user", "add", "ada", "--role", "admin", "--password-stdin", input=PASSWORD + "\n")
         self.assertEqual(r.returncode, 0, r.stderr)  # made on edge-2, logged in on edge-1
         wait_for(lambda: "ada" in a.adm.ctl("user", "list").stdout, what="the account on edge-1")
@@ -697,6 +708,9 @@ class FleetUiTest(unittest.TestCase):
         try:
             br.wait_text("etcd unreachable since")
             self.assertIn("applied revision %d" % applied, br.el("#fleet-line").text)
+            self.assertEqual(metric("px_fleet_etcd_reachable"), 0)
+            self.assertEqual(metric("px_fleet_applied_revision"), applied)
+            self.assertGreater(metric("px_fleet_etcd_state_since_seconds"), 1.7e9)
             br.shot("fleet-3-etcd-away")
             br.open("#/status")
             br.wait_text("etcd unreachable since")
