@@ -106,8 +106,8 @@ std::string AdminMetrics::text(Admin& admin, const std::vector<std::string>& pxd
                      MetricType::Gauge,
                      {}};
     gauge(rev, l, fl.value("applied_revision", 0.0));
-    MetricFamily resyncs{"px_fleet_resyncs_total", "Full resynchronisations from etcd since pxadmind started",
-                         MetricType::Counter, {}};
+    MetricFamily resyncs{
+        "px_fleet_resyncs_total", "Full resynchronisations from etcd since pxadmind started", MetricType::Counter, {}};
     ClientMetric rm;
     rm.label = l;
     rm.counter.value = fl.value("resyncs", 0.0);

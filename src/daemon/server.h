@@ -83,8 +83,8 @@ class Server {
   // Why a route or stream does not fully serve on this host (the build's errors, a stream socket that cannot
   // be opened): name → the reasons, "; "-joined. In the status file, where pxadmind lists them with each.
   std::map<std::string, std::string> route_errors_, stream_errors_;
-  std::set<std::string> l4_keys_;                          // stream listeners open now
-  std::vector<std::pair<std::string, int>> inherited_l4_;  // from the pxd this one replaces
+  std::set<std::string> l4_keys_;                                                   // stream listeners open now
+  std::vector<std::pair<std::string, int>> inherited_l4_;                           // from the pxd this one replaces
   std::unordered_map<std::string, std::shared_ptr<std::atomic<int64_t>>> l4_live_;  // by stream name
   std::unique_ptr<http::Server> metrics_;
   uint64_t snapshot_time_ms_ = 0;      // uv_hrtime ms of the last install

@@ -616,7 +616,8 @@ int main(int argc, char** argv) {
       for (const auto& u : st["upstreams"]) ups += (ups.empty() ? "" : ",") + u.value("url", "");
       rows.push_back({st.value("name", ""), st.value("listen", "") + "/" + st.value("protocol", ""), ups,
                       st.value("lb", ""), st.value("acl", "-"), st.value("tls", "off"),
-                      st.value("enabled", true) ? "yes" : "no", std::to_string(st.value("version", 0)), errors_text(st)});
+                      st.value("enabled", true) ? "yes" : "no", std::to_string(st.value("version", 0)),
+                      errors_text(st)});
     }
     table({"NAME", "LISTEN", "UPSTREAMS", "LB", "ACL", "TLS", "ENABLED", "VERSION", "ERROR"}, rows);
   });

@@ -158,10 +158,10 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
       pa.resolved = resolve(u.host, u.port, &pa.addr, &pa.addr_len);
       if (!pa.resolved && warnings) warnings->push_back({false, spec.name, "cannot resolve " + u.host});
       if (u.tls && !spec.upstream_tls.verify && warnings)
-        warnings->push_back({false, spec.name,
-                             "TLS to " + u.url +
-                                 " is not verified (upstream_tls.verify is off): anyone on the path can impersonate it",
-                             false});
+        warnings->push_back(
+            {false, spec.name,
+             "TLS to " + u.url + " is not verified (upstream_tls.verify is off): anyone on the path can impersonate it",
+             false});
       r->pool.peers.push_back(std::move(pa));
     }
     if (spec.lb == Balance::ip_hash) build_ring(&r->pool);
@@ -175,8 +175,8 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
       std::string other;
       if (!s->insert(root, rp, &other) && warnings)
         warnings->push_back(
-            {false, rp->spec.name, "host " + h + " path " + rp->spec.path + " is already served by route " + other +
-                                       "; ignored"});
+            {false, rp->spec.name,
+             "host " + h + " path " + rp->spec.path + " is already served by route " + other + "; ignored"});
     }
   }
   // Streams: enabled ones, by name; a listen address taken by an earlier one is a conflict (pxadmind

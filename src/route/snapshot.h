@@ -115,8 +115,8 @@ class Snapshot {
   // Builds from route specs; disabled routes are left out. Conflicting routes
   // (same host and prefix) keep the first by name and log the others.
   static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<std::shared_ptr<const RouteSpec>> specs,
-                                               const Config& cfg, const Resolver& resolve,
-                                               BuildWarnings* warnings, SnapshotExtras extras = {});
+                                               const Config& cfg, const Resolver& resolve, BuildWarnings* warnings,
+                                               SnapshotExtras extras = {});
   static std::shared_ptr<const Snapshot> build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
                                                const Resolver& resolve, BuildWarnings* warnings);
   const AclSpec* acl(std::string_view name) const {
