@@ -11,6 +11,16 @@ import threading
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
+def recv_all(s, limit=1 << 20):
+    """Everything the peer sends until it closes its side."""
+    out = b""
+    while True:
+        d = s.recv(limit)
+        if not d:
+            return out
+        out += d
+
+
 def read_proxy_header(conn, buf):
     """Reads a PROXY v1 or v2 header from conn (buf: bytes already read). Returns (info, rest)."""
     while len(buf) < 16:

@@ -666,11 +666,7 @@ class FleetUiTest(unittest.TestCase):
         wait_for(lambda: "ada" in a.adm.ctl("user", "list").stdout, what="the account on edge-1")
         br = Browser("http://127.0.0.1:%d" % port)
         self.addCleanup(br.quit)
-        br.open("#/login")
-        br.fill("user", "ada")
-        br.fill("password", PASSWORD)
-        br.click("Log in")
-        br.wait_text("Routes")
+        br.login("ada")
         br.open("#/fleet")
         br.wait_text("Fleet edge, host edge-1: etcd reachable since")
 

@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from l4peers import DnsPeer, TcpPeer, UdpPeer
+from l4peers import DnsPeer, TcpPeer, UdpPeer, recv_all
 from pxtest import DEADLINE, Admind, Pxd, free_port, wait_for
 
 MIB = 1 << 20
@@ -22,15 +22,6 @@ RSS_LIMIT_KB = (16 + (24 if "ASAN_OPTIONS" in os.environ else 0)) * 1024
 def hwm_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         return {k: int(v.split()[0]) for k, v in (l.split(":", 1) for l in f) if k in ("VmRSS", "VmHWM")}
-
-
-def recv_all(s, limit=1 << 20):
-    out = b""
-    while True:
-        d = s.recv(limit)
-        if not d:
-            return out
-        out += d
 
 
 def recv_exact(s, n):

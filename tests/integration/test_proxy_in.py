@@ -152,7 +152,7 @@ class StreamProxyInTest(unittest.TestCase):
         return out
 
     def test_the_header_client_is_judged_and_named_upstream(self):
-        from l4peers import TcpPeer
+        from l4peers import TcpPeer, recv_all
         up = TcpPeer(proxy=True)
         self.addCleanup(up.close)
         port = self.stream("pin", "--upstream", up.url, "--acl", "net", "--proxy-protocol", "v2")
@@ -175,12 +175,7 @@ class StreamProxyInTest(unittest.TestCase):
         wait_for(lambda: up.accepted == 3, what="the upstream connected after the header alone")
         c.sendall(b"ECHO\nlate")
         c.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            d = c.recv(100)
-            if not d:
-                break
-            out += d
+        out = recv_all(c)
         c.close()
         self.assertEqual(out, b"latebye:4")
 

@@ -117,6 +117,14 @@ class Browser:
         os.makedirs(SHOTS, exist_ok=True)
         self.d.save_screenshot(os.path.join(SHOTS, name + ".png"))
 
+    def login(self, user, password=PASSWORD):
+        self.open("#/login")
+        self.wait_text("Log in to px")
+        self.fill("user", user)
+        self.fill("password", password)
+        self.click("Log in")
+        self.wait_text("Routes")
+
     def cookie(self):
         c = self.d.get_cookie("px_session")
         return c["value"] if c else None
@@ -179,12 +187,7 @@ class UiTest(unittest.TestCase):
         return r.status
 
     def login(self, b, user, password=PASSWORD):
-        b.open("#/login")
-        b.wait_text("Log in to px")
-        b.fill("user", user)
-        b.fill("password", password)
-        b.click("Log in")
-        b.wait_text("Routes")
+        b.login(user, password)
 
     # ---- the first run, and routes ----
 
@@ -497,7 +500,7 @@ class UiTest(unittest.TestCase):
 
     def test_9c_streams(self):
         import socket
-        from l4peers import TcpPeer
+        from l4peers import TcpPeer, recv_all
         peer = TcpPeer()
         self.addCleanup(peer.close)
         port = free_port()
@@ -525,12 +528,7 @@ class UiTest(unittest.TestCase):
             with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as c:
                 c.sendall(b"ECHO\nhello")
                 c.shutdown(socket.SHUT_WR)
-                got = b""
-                while True:
-                    d = c.recv(4096)
-                    if not d:
-                        return got
-                    got += d
+                return recv_all(c)
         self.assertEqual(echo(), b"hellobye:5")
         # A validation error is shown at the field the API names; nothing is stored.
         b.click_el(row + " button")
