@@ -277,27 +277,34 @@ async function routesScreen() {
   draw();
 }
 
-function routeRow(r) {
-  const acts = h("td", { class: "actions" }, h("button", { type: "button", class: "ghost", text: canWrite() ? "Edit" : "View", onclick: () => go("#/route/" + encodeURIComponent(r.name)) }));
-  if (canWrite()) {
-    acts.append(h("button", {
-      type: "button", class: "ghost", text: r.enabled === false ? "Enable" : "Disable",
-      onclick: async () => {
-        try {
-          await api("PATCH", "/v1/routes/" + encodeURIComponent(r.name), { enabled: r.enabled === false }, r.version);
-          toast("Route " + r.name + (r.enabled === false ? " enabled" : " disabled"));
-          render();
-        } catch (e) { main().prepend(banner(e)); }
-      },
-    }));
-    acts.append(confirmButton("Delete", "Delete " + r.name + "?", async () => {
+// Edit (View for a viewer), Enable or Disable, and Delete for one route or stream of a list.
+function rowActions(kind, o) {
+  const path = "/v1/" + kind + "s/" + encodeURIComponent(o.name);
+  const what = kind[0].toUpperCase() + kind.slice(1) + " " + o.name;
+  const acts = h("td", { class: "actions" }, h("button", { type: "button", class: "ghost", text: canWrite() ? "Edit" : "View", onclick: () => go("#/" + kind + "/" + encodeURIComponent(o.name)) }));
+  if (!canWrite()) return acts;
+  acts.append(h("button", {
+    type: "button", class: "ghost", text: o.enabled === false ? "Enable" : "Disable",
+    onclick: async () => {
       try {
-        await api("DELETE", "/v1/routes/" + encodeURIComponent(r.name), undefined, r.version);
-        toast("Route " + r.name + " deleted");
+        await api("PATCH", path, { enabled: o.enabled === false }, o.version);
+        toast(what + (o.enabled === false ? " enabled" : " disabled"));
         render();
       } catch (e) { main().prepend(banner(e)); }
-    }));
-  }
+    },
+  }));
+  acts.append(confirmButton("Delete", "Delete " + o.name + "?", async () => {
+    try {
+      await api("DELETE", path, undefined, o.version);
+      toast(what + " deleted");
+      render();
+    } catch (e) { main().prepend(banner(e)); }
+  }));
+  return acts;
+}
+
+function routeRow(r) {
+  const acts = rowActions("route", r);
   const tlsText = r.passthrough ? "passthrough" : r.tls && r.tls !== "off" ? r.tls : "—";
   return h("tr", { "data-route": r.name },
     h("td", {}, h("strong", { text: r.name }), objectErrors(r)),
@@ -416,26 +423,7 @@ function objectErrors(o) {
 async function streamsScreen() {
   const streams = await api("GET", "/v1/streams");
   const rows = streams.map((st) => {
-    const acts = h("td", { class: "actions" }, h("button", { type: "button", class: "ghost", text: canWrite() ? "Edit" : "View", onclick: () => go("#/stream/" + encodeURIComponent(st.name)) }));
-    if (canWrite()) {
-      acts.append(h("button", {
-        type: "button", class: "ghost", text: st.enabled === false ? "Enable" : "Disable",
-        onclick: async () => {
-          try {
-            await api("PATCH", "/v1/streams/" + encodeURIComponent(st.name), { enabled: st.enabled === false }, st.version);
-            toast("Stream " + st.name + (st.enabled === false ? " enabled" : " disabled"));
-            render();
-          } catch (e) { main().prepend(banner(e)); }
-        },
-      }));
-      acts.append(confirmButton("Delete", "Delete " + st.name + "?", async () => {
-        try {
-          await api("DELETE", "/v1/streams/" + encodeURIComponent(st.name), undefined, st.version);
-          toast("Stream " + st.name + " deleted");
-          render();
-        } catch (e) { main().prepend(banner(e)); }
-      }));
-    }
+    const acts = rowActions("stream", st);
     return h("tr", { "data-stream": st.name },
       h("td", {}, h("strong", { text: st.name }), objectErrors(st)),
       h("td", { text: st.listen + "/" + st.protocol }),

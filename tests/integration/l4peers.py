@@ -11,6 +11,15 @@ import threading
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
+def hold_port():
+    """A TCP port on 127.0.0.1 another process holds (a listening socket of this one): (socket, port)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    return s, s.getsockname()[1]
+
+
 def recv_all(s, limit=1 << 20):
     """Everything the peer sends until it closes its side."""
     out = b""

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 import ipaddress
 
+from l4peers import hold_port
 from pxtest import DEADLINE, PXADMIND, Admind, Pxd, Upstream, free_port, get, wait_for, wrk
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -463,10 +464,7 @@ class FleetTest(unittest.TestCase):
 
     def test_a_stream_or_route_that_cannot_serve_is_reported_per_host(self):
         a, b, c = self.hosts
-        holder = socket.socket()
-        port = free_port()
-        holder.bind(("127.0.0.1", port))
-        holder.listen(1)
+        holder, port = hold_port()
         try:
             r = a.adm.ctl("stream", "add", "held", "--listen", "127.0.0.1:%d" % port, "--upstream", "tcp://10.0.0.1:1")
             self.assertEqual(r.returncode, 0, r.stderr)
@@ -678,11 +676,8 @@ class FleetUiTest(unittest.TestCase):
         br.shot("fleet-1-hosts")
         # A stream whose port another process holds on this machine: both hosts fail to open it, and the
         # Streams screen on edge-1 names each.
-        holder = socket.socket()
+        holder, held = hold_port()
         self.addCleanup(holder.close)
-        held = free_port()
-        holder.bind(("127.0.0.1", held))
-        holder.listen(1)
         self.assertEqual(b.adm.api("POST", "/v1/streams", {"name": "held", "listen": "127.0.0.1:%d" % held,
                                                            "upstreams": ["tcp://127.0.0.1:1"]})[0], 201)
 

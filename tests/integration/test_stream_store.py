@@ -5,6 +5,7 @@ audited, exported and imported, and a pxd reading the store keeps serving."""
 import json
 import unittest
 
+from l4peers import hold_port
 from pxtest import Admind, Pxd, Upstream, free_port, get, route
 
 
@@ -140,12 +141,7 @@ class StreamsBesidePxdTest(unittest.TestCase):
             up.kill()
 
     def test_a_stream_whose_port_another_process_holds_is_listed_with_the_error(self):
-        import socket
-        holder = socket.socket()
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        port = free_port()
-        holder.bind(("127.0.0.1", port))
-        holder.listen(1)
+        holder, port = hold_port()
         pxd = Pxd()
         adm = Admind(data=pxd.data, pxd_status=pxd.status_file)
         try:

@@ -500,7 +500,7 @@ class UiTest(unittest.TestCase):
 
     def test_9c_streams(self):
         import socket
-        from l4peers import TcpPeer, recv_all
+        from l4peers import TcpPeer, hold_port, recv_all
         peer = TcpPeer()
         self.addCleanup(peer.close)
         port = free_port()
@@ -552,11 +552,8 @@ class UiTest(unittest.TestCase):
         b.shot("19-stream-validation-error")
         self.assertEqual(self.adm.api("GET", "/v1/streams/echo")[2]["version"], stored["version"])
         # A stream whose port another process holds: stored and enabled, and listed with pxd's error.
-        holder = socket.socket()
+        holder, held = hold_port()
         self.addCleanup(holder.close)
-        held = free_port()
-        holder.bind(("127.0.0.1", held))
-        holder.listen(1)
         self.assertEqual(self.adm.api("POST", "/v1/streams", {"name": "held", "listen": "127.0.0.1:%d" % held,
                                                               "upstreams": [peer.url]})[0], 201)
         self.pxd.wait_applied(self.adm.generation())
