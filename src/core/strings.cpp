@@ -14,11 +14,13 @@ bool list_has_token(std::string_view list, std::string_view token) {
 }
 
 bool parse_u64(std::string_view s, uint64_t* out) {
-  if (s.empty() || s.size() > 19) return false;
+  if (s.empty() || s.size() > 20) return false;
   uint64_t v = 0;
   for (char c : s) {
     if (c < '0' || c > '9') return false;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
+    uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;  // above 2^64 - 1
+    v = v * 10 + d;
   }
   *out = v;
   return true;

@@ -114,6 +114,7 @@ inline constexpr const char* kDurationForms = "a number with ms, s, m or h (500m
 inline constexpr const char* kSizeForms = "a number of bytes, or with k, m or g (16k, 10m, 2g: binary units)";
 // "16k", "1m", "2g" (binary units), bare number = bytes.
 bool parse_size(std::string_view s, uint64_t* out);
+// Decimal digits only, 0 to 2^64 - 1 (leading zeros allowed); false for anything else, or a larger number.
 bool parse_u64(std::string_view s, uint64_t* out);
 
 // "/api//v1/" -> {"api", "v1"}: the path segments routes match on. The router

@@ -41,6 +41,26 @@ TEST_CASE("durations and sizes") {
   CHECK_FALSE(parse_duration("99999999999999999h", 1, &v));
 }
 
+TEST_CASE("parse_u64: every 64-bit value, nothing above, nothing but digits") {
+  uint64_t v = 7;
+  CHECK((parse_u64("0", &v) && v == 0));
+  CHECK((parse_u64("18446744073709551615", &v) && v == UINT64_MAX));
+  CHECK((parse_u64("00000000000000000042", &v) && v == 42));
+  v = 7;
+  CHECK_FALSE(parse_u64("18446744073709551616", &v));  // 2^64
+  CHECK_FALSE(parse_u64("99999999999999999999", &v));
+  CHECK_FALSE(parse_u64("184467440737095516150", &v));
+  CHECK_FALSE(parse_u64("", &v));
+  CHECK_FALSE(parse_u64("-1", &v));
+  CHECK_FALSE(parse_u64("+1", &v));
+  CHECK_FALSE(parse_u64("1 ", &v));
+  CHECK_FALSE(parse_u64("0x10", &v));
+  CHECK(v == 7);  // untouched when refused
+  for (uint64_t x : {uint64_t(1), uint64_t(9), uint64_t(10), uint64_t(65535), uint64_t(1) << 32, UINT64_MAX / 10,
+                     UINT64_MAX - 1})
+    CHECK((parse_u64(std::to_string(x), &v) && v == x));
+}
+
 TEST_CASE("hex16 writes the 16 hex digits of a 64-bit value, as a loop would") {
   auto slow = [](uint64_t v) {
     std::string s(16, '0');
