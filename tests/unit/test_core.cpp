@@ -56,8 +56,8 @@ TEST_CASE("parse_u64: every 64-bit value, nothing above, nothing but digits") {
   CHECK_FALSE(parse_u64("1 ", &v));
   CHECK_FALSE(parse_u64("0x10", &v));
   CHECK(v == 7);  // untouched when refused
-  for (uint64_t x : {uint64_t(1), uint64_t(9), uint64_t(10), uint64_t(65535), uint64_t(1) << 32, UINT64_MAX / 10,
-                     UINT64_MAX - 1})
+  for (uint64_t x :
+       {uint64_t(1), uint64_t(9), uint64_t(10), uint64_t(65535), uint64_t(1) << 32, UINT64_MAX / 10, UINT64_MAX - 1})
     CHECK((parse_u64(std::to_string(x), &v) && v == x));
 }
 
