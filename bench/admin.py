@@ -29,8 +29,10 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def wrk_rps(port, host, seconds):
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d%ds" % seconds, "-H", "Host: " + host,
+def wrk_rps(port, host, seconds, core="1", connections=64):
+    """wrk's requests/s against 127.0.0.1:port with this Host, one thread pinned to `core`."""
+    out = subprocess.run(["taskset", "-c", core, "wrk", "-t1", "-c%d" % connections, "-d%ds" % seconds,
+                          "-H", "Host: " + host,
                           "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 

@@ -36,7 +36,7 @@ from test_fleet import Etcd, Host  # noqa: E402
 
 sys.path.insert(0, HERE)
 import run as pb  # noqa: E402  (the nginx upstream answering 12 bytes)
-from admin import pct  # noqa: E402
+from admin import pct, wrk_rps  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -82,12 +82,6 @@ def seed_routes(etcd, up, n):
         assert resp.status == 200, out
         rev = int(json.loads(out)["header"]["revision"])
     return rev
-
-
-def wrk_rps(port, host, seconds, core):
-    out = subprocess.run(["taskset", "-c", core, "wrk", "-t1", "-c32", "-d%ds" % seconds, "-H", "Host: " + host,
-                          "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
 def main():
@@ -142,7 +136,7 @@ def main():
 
             def measured(rows, cpus):
                 c0 = cpu_seconds(b.pxd.proc.pid)
-                rps = wrk_rps(b.pxd.port, "load.bench", args.load, wrk_core)
+                rps = wrk_rps(b.pxd.port, "load.bench", args.load, core=wrk_core, connections=32)
                 rows.append(rps)
                 cpus.append((cpu_seconds(b.pxd.proc.pid) - c0) * 1e6 / (rps * args.load))
 

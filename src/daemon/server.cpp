@@ -210,6 +210,12 @@ struct DnsReq {
   Server* server;
   std::string host;
 };
+
+// One more reason why `name` does not fully serve, after the ones it has ("; " between them).
+void add_error(std::map<std::string, std::string>* errors, const std::string& name, const std::string& why) {
+  std::string& e = (*errors)[name];
+  e += (e.empty() ? "" : "; ") + why;
+}
 }  // namespace
 
 void Server::rebuild() {
@@ -371,8 +377,7 @@ void Server::rebuild() {
   for (const auto& w : warnings) {
     PX_WARN("%s", w.str().c_str());
     if (!w.error) continue;
-    std::string& e = (w.stream ? stream_errors_ : route_errors_)[w.name];
-    e += (e.empty() ? "" : "; ") + w.text;
+    add_error(&(w.stream ? stream_errors_ : route_errors_), w.name, w.text);
   }
   status_dirty_ = true;  // the errors may change without the generation (a name that resolves now)
   for (const auto& r : snap->routes()) {
@@ -437,8 +442,7 @@ std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
       if (fds.size() < workers_.size()) {
         for (int fd : fds) close(fd);
         PX_ERR("stream %s: %s", st->spec.name.c_str(), err.c_str());
-        std::string& e = stream_errors_[st->spec.name];  // pxadmind shows it with the stream
-        e += (e.empty() ? "" : "; ") + err;
+        add_error(&stream_errors_, st->spec.name, err);  // pxadmind shows it with the stream
         continue;
       }
     }
