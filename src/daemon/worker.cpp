@@ -774,7 +774,6 @@ void Worker::stop_everything() {
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);
   l4_listeners_.clear();
   while (l4_head_) l4_close_conn(l4_head_);
-  epoll_.close();
   for (auto& kv : peers_) {
     PeerState* p = kv.second.get();
     while (p->idle) p->idle->close();
@@ -785,6 +784,7 @@ void Worker::stop_everything() {
     }
     probe_abandon(p);
   }
+  epoll_.close();  // after the upstream connections on it closed: their on_closed() comes from it
   {
     std::lock_guard<std::mutex> g(mu_);  // no post_*() wakes this loop from here on
     ended_ = true;

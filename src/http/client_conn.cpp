@@ -10,6 +10,13 @@ void ClientConn::open_tcp(uv_loop_t* loop, net::TransportUser* user) {
   tr = &tcp;
 }
 
+void ClientConn::open_tcp(net::EpollSet* set, net::TransportUser* user) {
+  ep = std::make_unique<net::EpollTransport>();
+  ep->init(set);
+  ep->set_user(user);
+  tr = ep.get();
+}
+
 void ClientConn::open_unix(uv_loop_t* loop, net::TransportUser* user) {
   pipe = std::make_unique<net::UvPipeTransport>();
   pipe->init(loop);
@@ -18,10 +25,17 @@ void ClientConn::open_unix(uv_loop_t* loop, net::TransportUser* user) {
 }
 
 void ClientConn::start_tls(SSL* ssl, net::TransportUser* user) {
-  if (!pipe) tcp.nodelay();                    // the handshake's flights go out at once
+  if (!pipe) nodelay();                        // the handshake's flights go out at once
   wrap.reset(new tls::TlsTransport(ssl, tr));  // the TLS layer is the inner transport's user now
   tr = wrap.get();
   tr->set_user(user);
+}
+
+int ClientConn::connect(const sockaddr* addr) {
+  if (!ep) return tcp.connect(addr);
+  int r = ep->connect(addr);
+  if (r == 0 && wrap) ep->nodelay();  // (libuv applies start_tls()'s nodelay() at the connect)
+  return r;
 }
 
 std::string ClientConn::tls_failure() const {

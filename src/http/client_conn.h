@@ -17,6 +17,7 @@
 #include <string>
 
 #include "http/parser.h"
+#include "net/epoll_transport.h"
 #include "net/output.h"
 #include "net/transport.h"
 #include "net/uv_transport.h"
@@ -27,6 +28,7 @@ namespace px::http {
 struct ClientConn {
   net::UvTransport tcp;
   std::unique_ptr<net::UvPipeTransport> pipe;  // a unix socket, in place of tcp
+  std::unique_ptr<net::EpollTransport> ep;     // TCP on a worker's epoll set (pxd's upstreams), in place of tcp
   std::unique_ptr<tls::TlsTransport> wrap;     // TLS over tcp or pipe (tr points at it)
   net::Transport* tr = &tcp;                   // what the driver reads and writes
   Parser parser;
@@ -34,10 +36,13 @@ struct ClientConn {
 
   // The transport, with `user` for its events: TCP, or a unix socket.
   void open_tcp(uv_loop_t* loop, net::TransportUser* user);
+  // TCP on a pxd worker's own epoll set: send and receive without libuv's layer in between.
+  void open_tcp(net::EpollSet* set, net::TransportUser* user);
   void open_unix(uv_loop_t* loop, net::TransportUser* user);
   // TLS over it, with the caller's SSL (taken): `user` gets the TLS layer's events from now on.
   void start_tls(SSL* ssl, net::TransportUser* user);
-  int connect(const sockaddr* addr) { return tcp.connect(addr); }
+  int connect(const sockaddr* addr);
+  void nodelay() { ep ? ep->nodelay() : tcp.nodelay(); }  // TCP
   void connect_unix(const char* path) { pipe->connect_path(path); }
   // After an error while connecting: why TLS failed ("certificate verification: …"), or "" when it was not TLS.
   std::string tls_failure() const;

@@ -231,7 +231,7 @@ void EpollTransport::do_read() {
       set_->want_turn(this);
       return;
     }
-    ssize_t n = ::read(fd_, buf, kReadBuf);
+    ssize_t n = ::recv(fd_, buf, kReadBuf, 0);
     if (n > 0) {
       // Less than asked for: the socket is empty now (a later arrival makes a new edge). If its FIN
       // was seen, nothing can follow: that is the end of the stream, without the read() of 0 that
@@ -297,7 +297,9 @@ int EpollTransport::write(Output& out) {
         iov[k].iov_len = out.len(j);
         want += out.len(j);
       }
-      ssize_t r = ::writev(fd_, iov, static_cast<int>(k));
+      // One piece (a request head, as a rule) goes by send(): no iovec to import, no file layer.
+      ssize_t r =
+          k == 1 ? ::send(fd_, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL) : ::writev(fd_, iov, static_cast<int>(k));
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -329,7 +331,7 @@ int EpollTransport::write(Output& out) {
 bool EpollTransport::flush() {
   bool had = queued() > 0;
   while (wq_off_ < wq_.size()) {
-    ssize_t r = ::write(fd_, wq_.data() + wq_off_, wq_.size() - wq_off_);
+    ssize_t r = ::send(fd_, wq_.data() + wq_off_, wq_.size() - wq_off_, MSG_NOSIGNAL);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {

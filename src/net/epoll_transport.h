@@ -1,7 +1,8 @@
 // px::net::EpollTransport — a Transport over a TCP socket that a worker's EpollSet drives itself,
-// edge-triggered, instead of through a libuv handle. L4 streams use it: a short connection costs one
-// epoll registration per socket (libuv's level-triggered handles add a change after a connect, a lazy
-// removal after an end of file and another at the close), and no getsockopt after a connect.
+// edge-triggered, instead of through a libuv handle. L4 streams and pxd's upstream HTTP connections use
+// it: a short connection costs one epoll registration per socket (libuv's level-triggered handles add a
+// change after a connect, a lazy removal after an end of file and another at the close), no getsockopt
+// after a connect, and each read and write is one recv() or send() with nothing of libuv's around it.
 //
 // EpollSet: one per worker. Its epoll descriptor is itself watched by the worker's libuv loop (a
 // uv_poll_t), so everything still runs on that loop's thread, between its other callbacks.

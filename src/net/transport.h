@@ -2,8 +2,8 @@
 // the bottom layer (src/README.md draws all of them).
 //
 //   UvTransport      a TCP connection or a unix socket (libuv stream)
-//   EpollTransport   a TCP connection on the worker's own edge-triggered epoll set (L4 streams;
-//                    net/epoll_transport.h)
+//   EpollTransport   a TCP connection on the worker's own edge-triggered epoll set (L4 streams,
+//                    upstream HTTP connections; net/epoll_transport.h)
 //   MemoryTransport  one end of an in-memory pair, for unit tests without sockets
 //   TlsTransport     TLS over another transport (tls/transport.h)
 //   LayeredTransport (below) passes through: the PROXY header reader (net/proxy_in.h) and the

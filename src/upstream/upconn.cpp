@@ -111,7 +111,7 @@ void UpConn::on_timeout() {
 void UpConn::on_connected() {
   if (state == State::closing) return;
   Stream* st = stream;
-  tcp.nodelay();
+  nodelay();
   state = State::active;
   if (!st) {
     // The client left while we were connecting: keep the connection for the next one.
@@ -428,7 +428,10 @@ namespace {
   c->w = w;
   c->peer = p;
   w->upconns.inc();
-  c->open_tcp(w->loop(), c);
+  if (w->epoll()->is_open())
+    c->open_tcp(w->epoll(), c);
+  else
+    c->open_tcp(w->loop(), c);
   if (ssl) c->start_tls(ssl, c);
   uv_timer_init(w->loop(), &c->timer);
   c->timer.data = c;
