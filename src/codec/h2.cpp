@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "conn/session.h"
+#include "core/block_pool.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "daemon/worker.h"
@@ -37,6 +38,16 @@ H2Stream* stream_of(nghttp2_session* ng, int32_t id) {
 }
 
 std::string_view sv(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
+
+// nghttp2's memory comes from this thread's block pool (core/block_pool.h): its per-stream objects are
+// recycled without malloc.
+nghttp2_mem g_mem = {
+    nullptr,
+    [](size_t size, void*) { return block_pool::alloc(size); },
+    [](void* p, void*) { block_pool::free(p); },
+    [](size_t n, size_t size, void*) { return block_pool::alloc_zeroed(n, size); },
+    [](void* p, size_t size, void*) { return block_pool::realloc(p, size); },
+};
 
 H2Stream* new_stream();  // from the worker's pool (below)
 void free_stream(H2Stream* h);
@@ -392,15 +403,17 @@ const nghttp2_session_callbacks* callbacks() {
 
 // Response head storage: names and values back to back in h->head, offsets in h->nv.
 void put_field(H2Stream* h, std::string_view n, std::string_view v) {
-  h->nv.push_back(static_cast<uint32_t>(h->head.size()));
-  h->nv.push_back(static_cast<uint32_t>(n.size()));
-  size_t at = h->head.size();
-  h->head.append(n);
-  for (size_t i = at; i < h->head.size(); i++)  // HTTP/2 field names are lowercase (RFC 9113 8.2.1)
-    if (h->head[i] >= 'A' && h->head[i] <= 'Z') h->head[i] = static_cast<char>(h->head[i] + 32);
-  h->nv.push_back(static_cast<uint32_t>(h->head.size()));
-  h->nv.push_back(static_cast<uint32_t>(v.size()));
-  h->head.append(v);
+  size_t at = h->head.size(), k = h->nv.size();
+  h->head.resize(at + n.size() + v.size());
+  char* d = h->head.data() + at;
+  for (char c : n) *d++ = c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;  // lowercase (RFC 9113 8.2.1)
+  if (!v.empty()) memcpy(d, v.data(), v.size());
+  h->nv.resize(k + 4);
+  uint32_t* o = h->nv.data() + k;
+  o[0] = static_cast<uint32_t>(at);
+  o[1] = static_cast<uint32_t>(n.size());
+  o[2] = static_cast<uint32_t>(at + n.size());
+  o[3] = static_cast<uint32_t>(v.size());
 }
 
 void put_status(H2Stream* h, int status) {
@@ -469,7 +482,7 @@ bool H2Conn::start() {
   nghttp2_option_set_max_outbound_ack(opt, cfg.h2_max_queued_control);
   nghttp2_option_set_max_settings(opt, 32);
   nghttp2_option_set_max_continuations(opt, cfg.h2_max_continuations);
-  int r = nghttp2_session_server_new2(&ng_, callbacks(), this, opt);
+  int r = nghttp2_session_server_new3(&ng_, callbacks(), this, opt, &g_mem);
   nghttp2_option_del(opt);
   if (r != 0) return false;
   nghttp2_settings_entry iv[] = {

@@ -1,5 +1,6 @@
 #include "daemon/worker.h"
 #include "conn/session.h"
+#include "core/block_pool.h"
 #include "stream/stream.h"
 #include "upstream/upconn.h"
 
@@ -109,6 +110,7 @@ void Worker::teardown() {
   }
   net::release_thread_buffers();
   release_h1_exchanges();
+  block_pool::release();
 }
 
 namespace {
