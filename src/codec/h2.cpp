@@ -100,6 +100,7 @@ int on_begin_headers(nghttp2_session* ng, const nghttp2_frame* frame, void* user
   c->head_ = h;
   c->streams_++;
   nghttp2_session_set_stream_user_data(ng, h->id, h);
+  c->decoding_ = h;
   if (++c->requests_ >= w->cfg().h2_max_requests && !c->going_away_) {
     // Enough for one connection: this is the last stream it takes.
     nghttp2_submit_goaway(ng, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_NO_ERROR, nullptr, 0);
@@ -121,9 +122,11 @@ int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
               size_t valuelen, uint8_t, void* user) {
   H2Conn* c = conn_of(user);
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
-  H2Stream* h = stream_of(c->ng_, frame->hd.stream_id);
-  if (!h || !h->st) return 0;
   if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: checked by nghttp2, not forwarded
+  // The stream whose header block is being decoded (RFC 9113 4.3: a block is contiguous): no lookup per field.
+  H2Stream* h =
+      c->decoding_ && c->decoding_->id == frame->hd.stream_id ? c->decoding_ : stream_of(c->ng_, frame->hd.stream_id);
+  if (!h || !h->st) return 0;
   const Config& cfg = c->worker()->cfg();
   h->header_bytes += namelen + valuelen + 32;  // RFC 9113 6.5.2's measure, as decoded (an HPACK bomb counts in full)
   if (h->header_bytes > cfg.max_header_size) {
@@ -686,6 +689,7 @@ void H2Conn::unlink(H2Stream* h) {
     head_ = h->next;
   if (h->next) h->next->prev = h->prev;
   h->prev = h->next = nullptr;
+  if (decoding_ == h) decoding_ = nullptr;
   streams_--;
 }
 

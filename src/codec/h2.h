@@ -133,7 +133,8 @@ class H2Conn {
   // For the nghttp2 callbacks (h2.cpp).
   Session* s_;
   nghttp2_session* ng_ = nullptr;
-  H2Stream* head_ = nullptr;  // open streams
+  H2Stream* head_ = nullptr;      // open streams
+  H2Stream* decoding_ = nullptr;  // the stream of the request header block being decoded (on_header)
   uint32_t streams_ = 0;
   uint64_t requests_ = 0;
   uint32_t glitches_ = 0;
