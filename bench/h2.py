@@ -154,7 +154,7 @@ def idle_h2_memory(proc, n):
             buf += d
         s.sendall(frame(4, 1, 0))  # SETTINGS ACK
         socks.append(s)
-    time.sleep(0.5)
+    time.sleep(2)  # idle: pxd gives an HTTP/2 connection's frame buffer back after a second of it
     after = pb.rss_kb(pid)
     for s in socks:
         s.close()

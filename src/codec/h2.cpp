@@ -4,7 +4,11 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "conn/session.h"
@@ -38,16 +42,6 @@ H2Stream* stream_of(nghttp2_session* ng, int32_t id) {
 }
 
 std::string_view sv(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
-
-// nghttp2's memory comes from this thread's block pool (core/block_pool.h): its per-stream objects are
-// recycled without malloc.
-nghttp2_mem g_mem = {
-    nullptr,
-    [](size_t size, void*) { return block_pool::alloc(size); },
-    [](void* p, void*) { block_pool::free(p); },
-    [](size_t n, size_t size, void*) { return block_pool::alloc_zeroed(n, size); },
-    [](void* p, size_t size, void*) { return block_pool::realloc(p, size); },
-};
 
 H2Stream* new_stream();  // from the worker's pool (below)
 void free_stream(H2Stream* h);
@@ -101,6 +95,7 @@ int on_begin_headers(nghttp2_session* ng, const nghttp2_frame* frame, void* user
   c->streams_++;
   nghttp2_session_set_stream_user_data(ng, h->id, h);
   c->decoding_ = h;
+  c->unrest();
   if (++c->requests_ >= w->cfg().h2_max_requests && !c->going_away_) {
     // Enough for one connection: this is the last stream it takes.
     nghttp2_submit_goaway(ng, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_NO_ERROR, nullptr, 0);
@@ -472,7 +467,91 @@ H2Conn::H2Conn(Session* s) : s_(s) {}
 
 H2Conn::~H2Conn() {
   worker()->undefer_h2(this);
+  unrest();
   if (ng_) nghttp2_session_del(ng_);
+}
+
+// ---- nghttp2's memory ----
+
+namespace {
+// nghttp2's frame buffer holds a frame of 16 KiB and its header: the one block this large that a new
+// session allocates. Page-aligned, its pages can be given back while the connection rests.
+constexpr size_t kFrameBufMin = 16 * 1024;
+constexpr uint64_t kRestMs = 1000;
+const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+size_t page_round(size_t n) { return (n + kPage - 1) / kPage * kPage; }
+constinit thread_local H2Conn* t_rest_head = nullptr;
+constinit thread_local H2Conn* t_rest_tail = nullptr;
+}  // namespace
+
+void* H2Conn::mem_alloc(size_t size) {
+  if (creating_ && !framebuf_ && size >= kFrameBufMin && kPage <= kFrameBufMin) {
+    void* p = aligned_alloc(kPage, page_round(size));
+    if (p) framebuf_ = p, framebuf_len_ = page_round(size);
+    return p;
+  }
+  return block_pool::alloc(size);
+}
+
+void H2Conn::mem_free(void* p) {
+  if (p && p == framebuf_) {
+    std::free(p);
+    framebuf_ = nullptr;
+    return;
+  }
+  block_pool::free(p);
+}
+
+void* H2Conn::mem_realloc(void* p, size_t size) {
+  if (!p) return mem_alloc(size);
+  if (p != framebuf_) return block_pool::realloc(p, size);
+  if (size <= framebuf_len_) return p;
+  void* q = aligned_alloc(kPage, page_round(size));
+  if (!q) return nullptr;
+  memcpy(q, p, framebuf_len_);
+  std::free(p);
+  framebuf_ = q;
+  framebuf_len_ = page_round(size);
+  return q;
+}
+
+void H2Conn::rest() {
+  if (resting_ || !framebuf_ || !framebuf_used_) return;
+  resting_ = true;
+  rest_since_ = worker()->now();
+  rest_prev_ = t_rest_tail;
+  rest_next_ = nullptr;
+  if (t_rest_tail)
+    t_rest_tail->rest_next_ = this;
+  else
+    t_rest_head = this;
+  t_rest_tail = this;
+}
+
+void H2Conn::unrest() {
+  if (!resting_) return;
+  resting_ = false;
+  if (rest_prev_)
+    rest_prev_->rest_next_ = rest_next_;
+  else
+    t_rest_head = rest_next_;
+  if (rest_next_)
+    rest_next_->rest_prev_ = rest_prev_;
+  else
+    t_rest_tail = rest_prev_;
+  rest_prev_ = rest_next_ = nullptr;
+}
+
+void H2Conn::release_resting(uint64_t now_ms) {
+  while (H2Conn* c = t_rest_head) {
+    if (now_ms - c->rest_since_ < kRestMs) break;
+    c->unrest();
+    // Only between frames: no stream, and the last send() drained nghttp2 (a later one lists it again).
+    if (c->head_ || !c->quiet_ || !c->framebuf_) continue;
+    madvise(c->framebuf_, c->framebuf_len_, MADV_DONTNEED);
+    c->framebuf_used_ = false;
+    PX_DEBUG("client %s: HTTP/2 connection idle: frame buffer released", c->s_->client.peer_ip.str().c_str());
+  }
 }
 
 Worker* H2Conn::worker() const { return s_->w; }
@@ -485,7 +564,32 @@ bool H2Conn::start() {
   nghttp2_option_set_max_outbound_ack(opt, cfg.h2_max_queued_control);
   nghttp2_option_set_max_settings(opt, 32);
   nghttp2_option_set_max_continuations(opt, cfg.h2_max_continuations);
-  int r = nghttp2_session_server_new3(&ng_, callbacks(), this, opt, &g_mem);
+  // The frame buffer is allocated while the session is made; everything else goes straight to the pool.
+  mem_ = {this,
+          [](size_t n, void* u) {
+            auto* c = static_cast<H2Conn*>(u);
+            return c->creating_ ? c->mem_alloc(n) : block_pool::alloc(n);
+          },
+          [](void* p, void* u) {
+            auto* c = static_cast<H2Conn*>(u);
+            if (p != c->framebuf_)
+              block_pool::free(p);
+            else
+              c->mem_free(p);
+          },
+          [](size_t n, size_t size, void* u) {
+            if (size && n > SIZE_MAX / size) return static_cast<void*>(nullptr);
+            void* p = static_cast<H2Conn*>(u)->mem_alloc(n * size);
+            if (p) memset(p, 0, n * size);
+            return p;
+          },
+          [](void* p, size_t n, void* u) {
+            auto* c = static_cast<H2Conn*>(u);
+            return p && p != c->framebuf_ ? block_pool::realloc(p, n) : c->mem_realloc(p, n);
+          }};
+  creating_ = true;
+  int r = nghttp2_session_server_new3(&ng_, callbacks(), this, opt, &mem_);
+  creating_ = false;
   nghttp2_option_del(opt);
   if (r != 0) return false;
   nghttp2_settings_entry iv[] = {
@@ -520,6 +624,7 @@ void H2Conn::schedule() { worker()->defer_h2(this); }
 void H2Conn::send() {
   if (s_->closing) return;
   net::Transport* tr = s_->tr;
+  quiet_ = false;
   while (tr->queued() <= net::kHighWater) {
     const uint8_t* p;
     ssize_t n = nghttp2_session_mem_send(ng_, &p);
@@ -529,7 +634,11 @@ void H2Conn::send() {
       s_->close();
       return;
     }
-    if (n == 0) break;
+    if (n == 0) {
+      quiet_ = true;
+      break;
+    }
+    framebuf_used_ = true;
     out_.copy(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
     if (out_.size() >= 64 * 1024 && tr->write(out_) != 0) {
       s_->close();
@@ -541,7 +650,10 @@ void H2Conn::send() {
     return;
   }
   if (s_->closing) return;
-  if (!head_) net::Output().swap(out_);  // an idle connection keeps no buffer of its own
+  if (!head_) {
+    net::Output().swap(out_);  // an idle connection keeps no buffer of its own ...
+    if (quiet_) rest();        // ... and after a second, not the pages of nghttp2's either
+  }
   bool want_write = nghttp2_session_want_write(ng_);
   if ((!nghttp2_session_want_read(ng_) && !want_write) || (dead_ && !want_write)) {
     if (dead_ && tr->congested()) {

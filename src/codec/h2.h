@@ -24,7 +24,14 @@
 //
 // Writes are batched: what streams send during one loop iteration leaves in
 // one write, after the iteration's I/O (Worker::defer_h2).
+//
+// Memory: nghttp2 allocates through the connection (mem_alloc and the others), from the worker's block
+// pool (core/block_pool.h), except its 16 KiB frame buffer, which is page-aligned: a connection idle for a
+// second (no stream, nothing left to send) gives that buffer's pages back to the kernel (release_resting(),
+// from the worker's tick). Its contents are dead between frames; the next frame faults fresh pages in.
 #pragma once
+#include <nghttp2/nghttp2.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -32,8 +39,6 @@
 
 #include "net/output.h"
 #include "stream/downstream.h"
-
-struct nghttp2_session;
 
 namespace px::proxy {
 
@@ -125,6 +130,8 @@ class H2Conn {
   // The connection is closing: every stream ends, cut.
   void close_streams();
   bool idle() const { return head_ == nullptr; }
+  // This thread's connections idle for a second give their frame buffers' pages back (the worker's tick).
+  static void release_resting(uint64_t now_ms);
   // Deferred writes (Worker::defer_h2): make what the streams sent leave.
   void send();
   bool in_deferred = false;  // in the worker's list
@@ -152,6 +159,23 @@ class H2Conn {
   void refused(H2Refusal kind);
   void fatal(uint32_t error_code, H2Refusal kind);
   void unlink(H2Stream* h);
+
+  // nghttp2's memory (nghttp2_mem, with this connection as its user data).
+  void* mem_alloc(size_t size);
+  void mem_free(void* p);
+  void* mem_realloc(void* p, size_t size);
+  void rest();    // idle and quiet with a used frame buffer: listed for release_resting()
+  void unrest();  // busy again, or gone
+  nghttp2_mem mem_{};
+  void* framebuf_ = nullptr;  // nghttp2's frame buffer, page-aligned
+  size_t framebuf_len_ = 0;
+  uint64_t rest_since_ = 0;
+  H2Conn* rest_prev_ = nullptr;
+  H2Conn* rest_next_ = nullptr;
+  bool creating_ = false;       // in nghttp2_session_server_new3(): its one large block is the frame buffer
+  bool framebuf_used_ = false;  // frames were written into it since its pages were last given back
+  bool quiet_ = false;          // the last send() left nghttp2 with nothing to write
+  bool resting_ = false;
   void update_timeout();
   void update_reading();
 };

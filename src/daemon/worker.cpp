@@ -613,6 +613,7 @@ void Worker::on_tick() {
   }
   for (L4Listener* l : l4_listeners_)
     if (l->udp) l4_tick(l, t);
+  H2Conn::release_resting(t);
   for (int k = 1; k < 5; k++) {
     TimeoutList& l = tlists_[k];
     while (l.head && l.head->deadline <= t) {

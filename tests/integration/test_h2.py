@@ -599,6 +599,38 @@ class H2Test(unittest.TestCase):
         self.assert_served()
 
 
+class H2RestTest(unittest.TestCase):
+    def test_a_connection_idle_for_a_second_gives_back_its_frame_buffer_and_still_serves(self):
+        """After a second without a stream, pxd returns the pages of nghttp2's frame buffer to the kernel
+        (they read as zeros afterwards): the frames that follow on that connection must be whole."""
+        certs = Certs()
+        up = Upstream("h2-rest")
+        self.addCleanup(up.stop)
+        crt, key, _ = certs.leaf("rest", ["rest.test"])
+        px = Pxd(extra="listen 127.0.0.1:0 tls\nlog_level debug\n", routes=[route("rest", ["rest.test"], [up])])
+        self.addCleanup(px.stop)
+        r = px.store("put-cert", "rest", crt, key)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        px.wait_applied(int(r.stdout.strip()))
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(tls\)\n", px.log()).group(1))
+        ctx = ssl.create_default_context(cafile=certs.ca_file)
+        ctx.set_alpn_protocols(["h2"])
+        c = H2Client(port, ctx, sni="rest.test")
+        self.addCleanup(c.close)
+        st, _, body = c.response(c.request("/download?bytes=100000", host="rest.test"))
+        self.assertEqual((st, body), (200, b"x" * 100000))
+        wait_for(lambda: "frame buffer released" in px.log(), what="the idle connection's frame buffer released")
+        # Full 16 KiB DATA frames through the released pages, then a head and a small body.
+        st, _, body = c.response(c.request("/download?bytes=300000", host="rest.test"))
+        self.assertEqual((st, len(body), body.count(b"x")), (200, 300000, 300000))
+        st, hdrs, body = c.response(c.request("/echo", host="rest.test"))
+        self.assertEqual((st, json.loads(body)["id"]), (200, "h2-rest"))
+        # Idle again: released again, and served again.
+        wait_for(lambda: px.log().count("frame buffer released") >= 2, what="a second release")
+        st, _, body = c.response(c.request("/download?bytes=50000", host="rest.test"))
+        self.assertEqual((st, body), (200, b"x" * 50000))
+
+
 class H2DrainTest(unittest.TestCase):
     def test_sigterm_sends_goaway_and_finishes_streams(self):
         up = Upstream("h2-drain")
