@@ -924,7 +924,10 @@ bool H2Stream::flush(Stream* s) {
       nva[i].namelen = nv[i * 4 + 1];
       nva[i].value = reinterpret_cast<uint8_t*>(head.data() + nv[i * 4 + 2]);
       nva[i].valuelen = nv[i * 4 + 3];
-      nva[i].flags = NGHTTP2_NV_FLAG_NONE;
+      // Not copied: `head` holds the fields (names already lowercase) until the stream is freed. A stream
+      // submits one head, and nothing writes `head` after that (retract() refuses; only free_stream() clears
+      // it, after nghttp2 closed the stream, or once the connection closed and sends nothing more).
+      nva[i].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     }
     nghttp2_data_provider dp;
     dp.source.ptr = this;
@@ -932,8 +935,6 @@ bool H2Stream::flush(Stream* s) {
     s->bytes_out += head.size();
     nghttp2_submit_response(ng, id, nva.data(), nva.size(), has_body ? &dp : nullptr);
     submitted = true;
-    head.clear();
-    nv.clear();
   }
   if (submitted && has_body && deferred && (pending() > 0 || body_eof)) {
     deferred = false;

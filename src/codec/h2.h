@@ -72,7 +72,7 @@ struct H2Stream final : Downstream {
   H2Stream* next = nullptr;
   std::string body;  // response bytes nghttp2 has not taken yet, from body_off
   size_t body_off = 0;
-  std::string head;           // the response head waiting for flush(): names and values back to back
+  std::string head;  // the response head, names and values back to back: nghttp2 reads it until the stream is freed
   std::vector<uint32_t> nv;   // offsets into `head`: name, name length, value, value length, ...
   uint64_t header_bytes = 0;  // decoded request header list so far
   uint64_t progress_ms = 0;   // the last time the client sent a piece of this request or took a piece of its response
