@@ -244,7 +244,8 @@ int on_frame_recv(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
   H2Conn* c = conn_of(user);
   switch (frame->hd.type) {
     case NGHTTP2_HEADERS: {
-      H2Stream* h = stream_of(ng, frame->hd.stream_id);
+      H2Stream* h =
+          c->decoding_ && c->decoding_->id == frame->hd.stream_id ? c->decoding_ : stream_of(ng, frame->hd.stream_id);
       if (!h || !h->st) return 0;
       bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
       h->progress_ms = c->worker()->now();
@@ -781,8 +782,7 @@ void H2Conn::close_streams() {
 int H2Conn::stream_closed(nghttp2_session* ng, int32_t id, uint32_t, void* user) {
   H2Conn* c = conn_of(user);
   H2Stream* h = stream_of(ng, id);
-  if (!h) return 0;
-  nghttp2_session_set_stream_user_data(ng, id, nullptr);
+  if (!h) return 0;  // (nghttp2 drops the stream and its user data after this call)
   c->unlink(h);
   if (Stream* st = h->st) {
     h->st = nullptr;
