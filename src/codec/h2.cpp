@@ -403,10 +403,8 @@ const nghttp2_session_callbacks* callbacks() {
 // Response head storage: names and values back to back in h->head, offsets in h->nv.
 void put_field(H2Stream* h, std::string_view n, std::string_view v) {
   size_t at = h->head.size(), k = h->nv.size();
-  h->head.resize(at + n.size() + v.size());
-  char* d = h->head.data() + at;
-  for (char c : n) *d++ = c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;  // lowercase (RFC 9113 8.2.1)
-  if (!v.empty()) memcpy(d, v.data(), v.size());
+  h->head.append(n).append(v);
+  lower_in_place(h->head.data() + at, n.size());  // HTTP/2 field names are lowercase (RFC 9113 8.2.1)
   h->nv.resize(k + 4);
   uint32_t* o = h->nv.data() + k;
   o[0] = static_cast<uint32_t>(at);

@@ -91,6 +91,23 @@ inline bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+// ASCII A-Z to a-z in place, 8 bytes at a time (HTTP/2 field names, from upstreams that capitalise them).
+// Lowercasing twice changes nothing, so the last word may overlap the one before.
+inline void lower_in_place(char* p, size_t n) {
+  auto store8 = [](char* d, uint64_t v) { std::memcpy(d, &v, 8); };
+  if (n >= 8) {
+    for (size_t i = 0; i + 8 < n; i += 8) store8(p + i, detail::lower8(detail::load8(p + i)));
+    store8(p + n - 8, detail::lower8(detail::load8(p + n - 8)));
+  } else if (n >= 4) {
+    uint64_t v = detail::lower8(detail::load4x2(p, n));
+    auto lo = static_cast<uint32_t>(v), hi = static_cast<uint32_t>(v >> 32);
+    std::memcpy(p + n - 4, &hi, 4);  // (overlapping: the first 4 last, so both halves hold)
+    std::memcpy(p, &lo, 4);
+  } else {
+    for (size_t i = 0; i < n; i++) p[i] = ascii_lower(p[i]);
+  }
+}
+
 inline std::string to_lower(std::string_view s) {
   std::string r(s);
   for (auto& c : r) c = ascii_lower(c);

@@ -146,6 +146,26 @@ TEST_CASE("token lists and case") {
 // iequals works 8 (or 4) bytes at a time: check it against the byte-wise
 // definition for every length up to 24, every byte value at every position,
 // against both cases of a letter and a non-letter.
+TEST_CASE("lower_in_place lowercases A-Z and nothing else, at every length and position") {
+  size_t checked = 0;
+  for (size_t n = 0; n <= 24; n++) {
+    for (size_t pos = 0; pos < std::max<size_t>(n, 1); pos++) {
+      for (int c = 0; c < 256; c++) {
+        std::string s;
+        for (size_t i = 0; i < n; i++) s.push_back("aZ-9Q~_m"[i % 8]);
+        if (n) s[pos] = static_cast<char>(c);
+        std::string want = s;
+        for (auto& ch : want) ch = ascii_lower(ch);
+        std::string got = s + "XY";  // bytes past the name stay as they are
+        lower_in_place(got.data(), n);
+        if (got != want + "XY") FAIL_CHECK("n=" << n << " pos=" << pos << " c=" << c);
+        checked++;
+      }
+    }
+  }
+  CHECK(checked > 6000);
+}
+
 TEST_CASE("iequals agrees with a byte-wise comparison") {
   auto slow = [](std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
