@@ -14,7 +14,7 @@
 namespace px::net {
 
 namespace {
-constexpr int kBatch = 64;         // events taken per epoll_wait
+constexpr int kBatch = 1024;       // events taken per epoll_wait (as libuv takes them)
 constexpr int kReadsPerTurn = 16;  // reads of one socket before the others get their turn
 constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 }  // namespace
