@@ -109,14 +109,14 @@ int main(int argc, char** argv) {
     nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, iv, 1);
     nghttp2_session_mem_recv(s, kIn, sizeof kIn - 1);
     const uint8_t* out;
-    while (nghttp2_session_mem_send(s, &out) > 0) {
-    }
+    while (nghttp2_session_mem_send(s, &out) > 0) {}
     if (i == 0) {
       std::map<size_t, int> sizes;
       size_t total = 0;
       for (auto& [p, n] : g.live) sizes[n]++, total += n;
       printf("one idle session keeps %zu blocks, %zu bytes:", g.live.size(), total);
-      for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) printf(" %zu%s", it->first, it->second > 1 ? "(x2+)" : "");
+      for (auto it = sizes.rbegin(); it != sizes.rend(); ++it)
+        printf(" %zu%s", it->first, it->second > 1 ? "(x2+)" : "");
       printf("\n");
       g.record = false;
     }
@@ -125,8 +125,8 @@ int main(int argc, char** argv) {
   if (g.pxd)
     for (auto& [p, len] : g.framebufs) madvise(p, len, MADV_DONTNEED);
   printf("per nghttp2 server session%s: %zu bytes malloc'd, %zu bytes of RSS\n",
-         g.pxd ? " (frame buffer page-aligned, its pages given back)" : "",
-         (mallinfo2().uordblks - heap0) / kSessions, (rss_bytes() - rss0) / kSessions);
+         g.pxd ? " (frame buffer page-aligned, its pages given back)" : "", (mallinfo2().uordblks - heap0) / kSessions,
+         (rss_bytes() - rss0) / kSessions);
   for (nghttp2_session* s : sessions) nghttp2_session_del(s);
   nghttp2_session_callbacks_del(cb);
   return 0;
