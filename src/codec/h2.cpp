@@ -48,6 +48,12 @@ void free_stream(H2Stream* h);
 
 // ---- receiving ----
 
+// The stream a request's header block (its fields, then its HEADERS frame) belongs to: the one being
+// decoded, as a block is contiguous (RFC 9113 4.3), without a lookup; else nghttp2's.
+H2Stream* headers_stream(H2Conn* c, int32_t id) {
+  return c->decoding_ && c->decoding_->id == id ? c->decoding_ : stream_of(c->ng_, id);
+}
+
 int on_begin_frame(nghttp2_session* ng, const nghttp2_frame_hd* hd, void* user) {
   H2Conn* c = conn_of(user);
   if (hd->type == NGHTTP2_HEADERS) {
@@ -118,9 +124,7 @@ int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
   H2Conn* c = conn_of(user);
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: checked by nghttp2, not forwarded
-  // The stream whose header block is being decoded (RFC 9113 4.3: a block is contiguous): no lookup per field.
-  H2Stream* h =
-      c->decoding_ && c->decoding_->id == frame->hd.stream_id ? c->decoding_ : stream_of(c->ng_, frame->hd.stream_id);
+  H2Stream* h = headers_stream(c, frame->hd.stream_id);
   if (!h || !h->st) return 0;
   const Config& cfg = c->worker()->cfg();
   h->header_bytes += namelen + valuelen + 32;  // RFC 9113 6.5.2's measure, as decoded (an HPACK bomb counts in full)
@@ -244,8 +248,7 @@ int on_frame_recv(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
   H2Conn* c = conn_of(user);
   switch (frame->hd.type) {
     case NGHTTP2_HEADERS: {
-      H2Stream* h =
-          c->decoding_ && c->decoding_->id == frame->hd.stream_id ? c->decoding_ : stream_of(ng, frame->hd.stream_id);
+      H2Stream* h = headers_stream(c, frame->hd.stream_id);
       if (!h || !h->st) return 0;
       bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
       h->progress_ms = c->worker()->now();
@@ -483,22 +486,18 @@ constinit thread_local H2Conn* t_rest_head = nullptr;
 constinit thread_local H2Conn* t_rest_tail = nullptr;
 }  // namespace
 
-void* H2Conn::mem_alloc(size_t size) {
-  if (creating_ && !framebuf_ && size >= kFrameBufMin && kPage <= kFrameBufMin) {
-    void* p = aligned_alloc(kPage, page_round(size));
-    if (p) framebuf_ = p, framebuf_len_ = page_round(size);
-    return p;
-  }
-  return block_pool::alloc(size);
+// (Inlined into the callbacks below: they run four times per stream.)
+[[gnu::always_inline]] inline void* H2Conn::mem_alloc(size_t size) {
+  if (!creating_ || framebuf_ || size < kFrameBufMin || kPage > kFrameBufMin) return block_pool::alloc(size);
+  void* p = aligned_alloc(kPage, page_round(size));
+  if (p) framebuf_ = p, framebuf_len_ = page_round(size);
+  return p;
 }
 
-void H2Conn::mem_free(void* p) {
-  if (p && p == framebuf_) {
-    std::free(p);
-    framebuf_ = nullptr;
-    return;
-  }
-  block_pool::free(p);
+[[gnu::always_inline]] inline void H2Conn::mem_free(void* p) {
+  if (!p || p != framebuf_) return block_pool::free(p);
+  std::free(p);
+  framebuf_ = nullptr;
 }
 
 void* H2Conn::mem_realloc(void* p, size_t size) {
@@ -563,29 +562,11 @@ bool H2Conn::start() {
   nghttp2_option_set_max_outbound_ack(opt, cfg.h2_max_queued_control);
   nghttp2_option_set_max_settings(opt, 32);
   nghttp2_option_set_max_continuations(opt, cfg.h2_max_continuations);
-  // The frame buffer is allocated while the session is made; everything else goes straight to the pool.
-  mem_ = {this,
-          [](size_t n, void* u) {
-            auto* c = static_cast<H2Conn*>(u);
-            return c->creating_ ? c->mem_alloc(n) : block_pool::alloc(n);
-          },
-          [](void* p, void* u) {
-            auto* c = static_cast<H2Conn*>(u);
-            if (p != c->framebuf_)
-              block_pool::free(p);
-            else
-              c->mem_free(p);
-          },
-          [](size_t n, size_t size, void* u) {
-            if (size && n > SIZE_MAX / size) return static_cast<void*>(nullptr);
-            void* p = static_cast<H2Conn*>(u)->mem_alloc(n * size);
-            if (p) memset(p, 0, n * size);
-            return p;
-          },
-          [](void* p, size_t n, void* u) {
-            auto* c = static_cast<H2Conn*>(u);
-            return p && p != c->framebuf_ ? block_pool::realloc(p, n) : c->mem_realloc(p, n);
-          }};
+  // The frame buffer comes from malloc or realloc while the session is made (mem_alloc); calloc is the pool's.
+  mem_ = {this, [](size_t n, void* u) { return static_cast<H2Conn*>(u)->mem_alloc(n); },
+          [](void* p, void* u) { static_cast<H2Conn*>(u)->mem_free(p); },
+          [](size_t n, size_t size, void*) { return block_pool::alloc_zeroed(n, size); },
+          [](void* p, size_t n, void* u) { return static_cast<H2Conn*>(u)->mem_realloc(p, n); }};
   creating_ = true;
   int r = nghttp2_session_server_new3(&ng_, callbacks(), this, opt, &mem_);
   creating_ = false;
