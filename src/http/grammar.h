@@ -5,7 +5,7 @@
 // after a chunk size, anything in place of the CRLF after chunk data, a bare CR
 // at the start of a header line and an empty header name. A front proxy that
 // reads such bytes differently can smuggle a request through px. So every byte
-// of a head is checked here before llhttp sees it, and px decodes bodies itself.
+// of a head is checked here before the parser splits it, and px decodes bodies itself.
 //
 // What is accepted (ABNF from RFC 9110/9112; anything else is refused):
 //   request-line  = method SP request-target SP HTTP-version CRLF

@@ -90,19 +90,6 @@ bool Head::listed_in_connection(std::string_view n) const {
   return false;
 }
 
-// Does a Connection value name anything besides close, keep-alive and upgrade
-// (whose headers px drops or rewrites anyway)?
-static bool extra_connection_tokens(std::string_view v) {
-  while (!v.empty()) {
-    size_t comma = v.find(',');
-    std::string_view t = trim(v.substr(0, comma));
-    if (!t.empty() && !iequals(t, "close") && !iequals(t, "keep-alive") && !iequals(t, "upgrade")) return true;
-    if (comma == std::string_view::npos) break;
-    v.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
 std::string_view Head::method_name() const {
   return has_method ? llhttp_method_name(static_cast<llhttp_method_t>(method_code)) : std::string_view();
 }
@@ -138,6 +125,21 @@ bool Head::set_method(std::string_view token) {
   return false;
 }
 
+// The rest of llhttp's table (PRI, RTSP's methods): named in the log, refused.
+bool Head::read_method(std::string_view token) {
+  if (set_method(token)) return true;
+#define PX_NAMED(num, name, string)          \
+  if (token == #string) {                    \
+    method_code = static_cast<uint8_t>(num); \
+    method = Method::other;                  \
+    has_method = true;                       \
+    return false;                            \
+  }
+  HTTP_ALL_METHOD_MAP(PX_NAMED)
+#undef PX_NAMED
+  return false;
+}
+
 Parsed Parser::parsed(llhttp_errno_t e) {
   switch (e) {
     case HPE_OK: return Parsed::ok;
@@ -164,25 +166,7 @@ void Head::clear() {
   trace = false;
 }
 
-const llhttp_settings_t* Parser::settings() {
-  static const llhttp_settings_t s = [] {
-    llhttp_settings_t st;
-    llhttp_settings_init(&st);
-    st.on_message_begin = cb_message_begin;
-    st.on_url = cb_url;
-    st.on_status = cb_status;
-    st.on_header_field = cb_field;
-    st.on_header_value = cb_value;
-    st.on_header_value_complete = cb_value_complete;
-    st.on_headers_complete = cb_headers_complete;
-    return st;
-  }();
-  return &s;
-}
-
 void Parser::init(Kind kind, Sink* sink, const Limits* limits) {
-  llhttp_init(&p_, kind == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, settings());
-  p_.data = this;
   sink_ = sink;
   limits_ = limits;
   is_request_ = kind == Kind::request;
@@ -202,6 +186,7 @@ void Parser::next_message() {
   else
     grammar_.start_response();
   eof_body_ = upgrade_ = false;
+  begun_ = false;
 }
 
 void Parser::resume() {
@@ -250,36 +235,23 @@ llhttp_errno_t Parser::run(const char* data, size_t len) {
     size_t avail = static_cast<size_t>(end - p);
     switch (state_) {
       case St::head: {
+        if (!begun_) begin();
         size_t used = 0;
         HeadGrammar::Result r = grammar_.scan(p, avail, &used);
+        // The bytes the grammar passed (on bad: those before the offending one). Their whole lines are taken
+        // now, so that the first error in byte order wins (a second Host before a bad byte is that).
+        head_->buf.append(p, used);
+        if (take_lines() != 0) return die(p);
         if (r == HeadGrammar::Result::bad) {
-          // The first error in byte order wins: llhttp may find one (a second Host) before this byte.
-          if (used > 0 && llhttp_execute(&p_, p, used) != HPE_OK) {
-            if (!failed_) fail(bad, llhttp_get_error_reason(&p_));
-            return die(p);
-          }
           if (grammar_.too_large()) return die(is_request_ ? 431 : 502, "head too large", p);
           if (grammar_.target_too_long()) return die(414, "request target too long", p);
           return die(bad, grammar_.error(), p);
         }
-        llhttp_errno_t e = llhttp_execute(&p_, p, used);
         if (r == HeadGrammar::Result::more) {
-          if (e != HPE_OK) {
-            if (!failed_) fail(bad, llhttp_get_error_reason(&p_));
-            err_ = e;
-            return die(p);
-          }
           p += used;
           break;
         }
-        // The grammar saw the end of the head: llhttp must have stopped exactly there.
-        if (e != HPE_PAUSED) {
-          if (!failed_) fail(bad, e == HPE_OK ? "malformed head" : llhttp_get_error_reason(&p_));
-          err_ = e == HPE_OK ? HPE_USER : e;
-          return die(p);
-        }
-        if (llhttp_get_error_pos(&p_) != p + used) return die(bad, "malformed head", p);
-        llhttp_reset(&p_);
+        if (head_end() != 0) return die(p);
         p += used;
         int hr = sink_->on_head(*head_);
         if (hr < 0 || hr == HPE_USER) return die(p);
@@ -406,112 +378,154 @@ llhttp_errno_t Parser::end_raw() {
   return HPE_INVALID_EOF_STATE;
 }
 
-static Parser* self(llhttp_t* p) { return static_cast<Parser*>(p->data); }
+void Parser::begin() {
+  begun_ = true;
+  head_bytes_ = 0;
+  reason_ = nullptr;
+  failed_ = false;
+  status_ = is_request_ ? 400 : 502;
+  head_->clear();
+  line_ = 0;
+  start_taken_ = false;
+  conn_close_ = conn_keep_ = conn_upgrade_ = upgrade_field_ = false;
+}
 
-int Parser::cb_message_begin(llhttp_t* p) {
-  Parser* s = self(p);
-  s->head_bytes_ = 0;
-  s->in_value_ = false;
-  s->reason_ = nullptr;
-  s->failed_ = false;
-  s->status_ = s->is_request_ ? 400 : 502;
-  s->head_->clear();
+// Every byte in head_->buf has passed the grammar, so each line ends in CRLF and its parts are where the
+// grammar put them: no check here is about syntax.
+int Parser::take_lines() {
+  const std::string& buf = head_->buf;
+  size_t n = buf.size();
+  while (line_ < n) {
+    const void* lf = std::memchr(buf.data() + line_, '\n', n - line_);
+    if (!lf) return 0;  // the rest of this line is in the next bytes
+    size_t off = line_, end = static_cast<size_t>(static_cast<const char*>(lf) - buf.data());
+    line_ = static_cast<uint32_t>(end + 1);
+    size_t len = end - 1 - off;  // without the CRLF
+    if (!start_taken_) {
+      if (len == 0) continue;  // empty lines before a request line (RFC 9112 2.2)
+      start_taken_ = true;
+      if (int r = start_line(std::string_view(buf.data() + off, len), off)) return r;
+    } else if (len == 0) {
+      return 0;  // the empty line that ends the head: the grammar stopped after it
+    } else if (int r = field_line(off, len)) {
+      return r;
+    }
+  }
   return 0;
 }
 
-int Parser::cb_url(llhttp_t* p, const char* at, size_t len) {
-  Parser* s = self(p);
-  Head* h = s->head_;
-  if (h->url_len + len > s->limits_->max_uri) return s->fail(414, "request target too long");
-  if (!s->count(len)) return s->fail(431, "request head too large");
-  if (h->url_len == 0) {
-    h->url_off = static_cast<uint32_t>(h->buf.size());
-    h->method_code = static_cast<uint8_t>(p->method);  // llhttp has read the method by now: a head refused later
-    h->method = method_of(h->method_code);
-    h->has_method = true;  // still logs the method it had, and only that one
+// request-line = method SP request-target SP HTTP-version; status-line = HTTP-version SP 3DIGIT [SP reason].
+int Parser::start_line(std::string_view line, size_t off) {
+  Head& h = *head_;
+  if (is_request_) {
+    size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+    if (sp1 == sp2 || sp2 + 9 != line.size()) return fail(400, "malformed request line");  // (the grammar's)
+    if (!h.read_method(line.substr(0, sp1))) return fail(400, "invalid method");
+    h.url_off = static_cast<uint32_t>(off + sp1 + 1);
+    h.url_len = static_cast<uint32_t>(sp2 - sp1 - 1);
+    if (h.url_len > limits_->max_uri) return fail(414, "request target too long");  // (limits may change live)
+    if (!count(h.url_len)) return fail(431, "request head too large");
+    h.major = static_cast<uint8_t>(line[sp2 + 6] - '0');
+    h.minor = static_cast<uint8_t>(line[sp2 + 8] - '0');
+  } else {
+    if (line.size() < 12) return fail(502, "malformed status line");  // (the grammar's)
+    h.major = static_cast<uint8_t>(line[5] - '0');
+    h.minor = static_cast<uint8_t>(line[7] - '0');
+    h.status = static_cast<uint16_t>((line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0'));
+    // The reason phrase is not kept (px writes its own) but counts toward the head's size.
+    if (line.size() > 13 && !count(line.size() - 13)) return fail(502, "upstream response head too large");
   }
-  h->buf.append(at, len);
-  h->url_len += static_cast<uint32_t>(len);
   return 0;
 }
 
-int Parser::cb_status(llhttp_t* p, const char*, size_t len) {
-  Parser* s = self(p);
-  if (!s->count(len)) return s->fail(502, "upstream response head too large");
-  return 0;  // the reason phrase is not kept: px writes its own
-}
-
-// The grammar has checked every byte already (no whitespace before the colon,
-// no obs-fold, no CR, LF or NUL in a value): these callbacks only collect.
-int Parser::cb_field(llhttp_t* p, const char* at, size_t len) {
-  Parser* s = self(p);
-  Head* h = s->head_;
-  if (s->in_value_ || h->headers.empty()) {
-    if (h->headers.size() >= s->limits_->max_headers) return s->fail(s->is_request_ ? 431 : 502, "too many headers");
-    s->in_value_ = false;
-    auto off = static_cast<uint32_t>(h->buf.size());
-    h->headers.push_back(HeaderRef{off, 0, off, 0});
+namespace {
+// Connection's tokens px acts on (RFC 9110 7.6.1), and whether it names anything else.
+struct ConnectionTokens {
+  bool close = false, keep_alive = false, upgrade = false, other = false;
+  void read(std::string_view v) {
+    while (!v.empty()) {
+      size_t comma = v.find(',');
+      std::string_view t = trim(v.substr(0, comma));
+      if (iequals(t, "close"))
+        close = true;
+      else if (iequals(t, "keep-alive"))
+        keep_alive = true;
+      else if (iequals(t, "upgrade"))
+        upgrade = true;
+      else if (!t.empty())
+        other = true;
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
   }
-  h->buf.append(at, len);
-  h->headers.back().name_len += static_cast<uint32_t>(len);
-  h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
-  return 0;
-}
+};
 
-int Parser::cb_value(llhttp_t* p, const char* at, size_t len) {
-  Parser* s = self(p);
-  Head* h = s->head_;
-  if (!s->in_value_) {
-    s->in_value_ = true;
-    h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
+// Content-Length = 1*DIGIT (RFC 9110 8.6): nothing else, and at most 19 digits past leading zeros.
+bool read_length(std::string_view v, uint64_t* out) {
+  if (v.empty()) return false;
+  uint64_t n = 0;
+  int digits = 0;
+  for (char c : v) {
+    if (c < '0' || c > '9') return false;
+    if (n || c != '0') digits++;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
   }
-  h->buf.append(at, len);
-  h->headers.back().value_len += static_cast<uint32_t>(len);
-  return 0;
+  if (digits > 19) return false;
+  *out = n;
+  return true;
 }
+}  // namespace
 
-int Parser::cb_value_complete(llhttp_t* p) {
-  Parser* s = self(p);
-  Head* h = s->head_;
-  if (!s->in_value_) {  // empty value
-    s->in_value_ = true;
-    h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
-  }
-  size_t i = h->headers.size() - 1;
-  auto& ref = h->headers.back();
+// field-line = field-name ":" OWS field-value OWS
+int Parser::field_line(size_t off, size_t len) {
+  Head& h = *head_;
+  const char* line = h.buf.data() + off;
+  const void* colon = std::memchr(line, ':', len);
+  if (!colon) return fail(is_request_ ? 400 : 502, "malformed header line");  // (the grammar's)
+  auto name_len = static_cast<uint32_t>(static_cast<const char*>(colon) - line);
+  size_t v = name_len + 1;
+  while (v < len && (line[v] == ' ' || line[v] == '\t')) v++;
+  size_t e = len;
   // The head's size counts each field once it is whole (": " and CRLF included),
   // so the limit trips at the same field however the bytes arrive.
-  if (!s->count(ref.name_len + ref.value_len + 4)) return s->fail(s->is_request_ ? 431 : 502, "head too large");
-  // Trailing whitespace is not part of a field value (RFC 9110 5.5).
-  while (ref.value_len &&
-         (h->buf[ref.value_off + ref.value_len - 1] == ' ' || h->buf[ref.value_off + ref.value_len - 1] == '\t'))
-    ref.value_len--;
-  std::string_view name = h->name(i);
-  if (s->is_request_ && !s->limits_->underscores && name.find('_') != std::string_view::npos) {
-    // CGI-style mappings turn "_" into "-": Content_Length would collide with Content-Length upstream.
-    h->buf.resize(ref.name_off);
-    h->headers.pop_back();
-    s->in_value_ = true;  // the next name starts a new header
-    return 0;
-  }
+  if (!count(name_len + (e - v) + 4)) return fail(is_request_ ? 431 : 502, "head too large");
+  while (e > v && (line[e - 1] == ' ' || line[e - 1] == '\t')) e--;  // RFC 9110 5.5
+  std::string_view name(line, name_len), value(line + v, e - v);
+  if (is_request_ && !limits_->underscores && name.find('_') != std::string_view::npos)
+    return 0;  // CGI-style mappings turn "_" into "-": Content_Length would collide with Content-Length upstream
+  if (h.headers.size() >= limits_->max_headers) return fail(is_request_ ? 431 : 502, "too many headers");
+  HeaderRef ref{static_cast<uint32_t>(off), name_len, static_cast<uint32_t>(off + v), static_cast<uint32_t>(e - v)};
   ref.kind = classify(name);
+  int bad = is_request_ ? 400 : 502;
   switch (ref.kind) {
     case Hdr::host:
-      if (!s->is_request_) break;  // a response's Host means nothing to px
-      if (h->host_index >= 0) return s->fail(400, "more than one Host header");
-      h->host_index = static_cast<int>(i);
+      if (!is_request_) break;  // a response's Host means nothing to px
+      if (h.host_index >= 0) return fail(400, "more than one Host header");
+      h.host_index = static_cast<int>(h.headers.size());
       break;
-    case Hdr::transfer_encoding: h->has_transfer_encoding = true; break;
-    case Hdr::x_px_trace: h->trace = s->is_request_; break;
+    case Hdr::transfer_encoding:
+      if (h.has_transfer_encoding) return fail(bad, "more than one Transfer-Encoding");
+      h.has_transfer_encoding = true;
+      break;
+    case Hdr::x_px_trace: h.trace = is_request_; break;
     case Hdr::content_length:
-      if (h->has_content_length) return s->fail(s->is_request_ ? 400 : 502, "duplicate Content-Length");
-      h->has_content_length = true;
+      if (h.has_content_length) return fail(bad, "duplicate Content-Length");
+      if (!read_length(value, &h.content_length)) return fail(bad, "invalid Content-Length");
+      h.has_content_length = true;
       break;
-    case Hdr::connection:
-      if (!h->connection_tokens) h->connection_tokens = extra_connection_tokens(h->value(i));
+    case Hdr::connection: {
+      ConnectionTokens t;
+      t.read(value);
+      conn_close_ |= t.close;
+      conn_keep_ |= t.keep_alive;
+      conn_upgrade_ |= t.upgrade;
+      h.connection_tokens |= t.other;
       break;
+    }
+    case Hdr::upgrade: upgrade_field_ = true; break;
     default: break;
   }
+  h.headers.push_back(ref);
   return 0;
 }
 
@@ -532,46 +546,33 @@ static bool valid_target(const Head& h) {
   return !authority.empty() && valid_host(authority);
 }
 
-int Parser::cb_headers_complete(llhttp_t* p) {
-  Parser* s = self(p);
-  Head* h = s->head_;
-  int bad = s->is_request_ ? 400 : 502;
-  h->major = p->http_major;
-  h->minor = p->http_minor;
-  if (h->major != 1 || h->minor > 1) {
-    if (s->is_request_ && h->major >= 2) return s->fail(505, "HTTP version not supported");
-    return s->fail(bad, "unsupported HTTP version");
+int Parser::head_end() {
+  Head& h = *head_;
+  int bad = is_request_ ? 400 : 502;
+  if (h.major != 1 || h.minor > 1) {
+    if (is_request_ && h.major >= 2) return fail(505, "HTTP version not supported");
+    return fail(bad, "unsupported HTTP version");
   }
-  if (h->has_transfer_encoding && h->has_content_length)
-    return s->fail(bad, "both Content-Length and Transfer-Encoding");
-  h->chunked = (p->flags & F_CHUNKED) != 0;
-  if (h->has_transfer_encoding) {
+  if (h.has_transfer_encoding && h.has_content_length) return fail(bad, "both Content-Length and Transfer-Encoding");
+  if (h.has_transfer_encoding) {
     // Only "chunked" is accepted: a proxy that cannot decode gzip/deflate codings must not guess.
-    std::string_view te = h->value(static_cast<size_t>(h->find(Hdr::transfer_encoding)));
-    if (!h->chunked || !iequals(trim(te), "chunked")) return s->fail(bad, "Transfer-Encoding other than 'chunked'");
+    if (!iequals(h.get(Hdr::transfer_encoding), "chunked")) return fail(bad, "Transfer-Encoding other than 'chunked'");
     // RFC 9112 6.1: in HTTP/1.0 the framing is faulty.
-    if (h->minor == 0) return s->fail(bad, "Transfer-Encoding in an HTTP/1.0 message");
+    if (h.minor == 0) return fail(bad, "Transfer-Encoding in an HTTP/1.0 message");
+    h.chunked = true;
   }
-  if (h->has_content_length) h->content_length = p->content_length;
-  s->conn_close_ = (p->flags & F_CONNECTION_CLOSE) != 0;
-  s->conn_keep_ = (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
   // Known before the sink sees the head (a response delimited by EOF is not kept: head_done).
-  h->keep_alive = h->minor == 1 ? !s->conn_close_ : s->conn_keep_;
-  if (s->is_request_) {
-    h->method_code = static_cast<uint8_t>(p->method);
-    h->method = method_of(h->method_code);
-    h->has_method = true;
-    if (h->minor == 1 && h->host_index < 0) return s->fail(400, "HTTP/1.1 request without Host");
-    if (p->method == HTTP_CONNECT) return s->fail(405, "CONNECT is not supported");
-    if (h->host_index >= 0 && !valid_host(h->value(static_cast<size_t>(h->host_index))))
-      return s->fail(400, "invalid Host");
-    if (!valid_target(*h)) return s->fail(400, "invalid request target");
-    h->upgrade = p->upgrade != 0;
+  h.keep_alive = h.minor == 1 ? !conn_close_ : conn_keep_;
+  if (is_request_) {
+    if (h.minor == 1 && h.host_index < 0) return fail(400, "HTTP/1.1 request without Host");
+    if (h.method_code == HTTP_CONNECT) return fail(405, "CONNECT is not supported");
+    if (h.host_index >= 0 && !valid_host(h.value(static_cast<size_t>(h.host_index)))) return fail(400, "invalid Host");
+    if (!valid_target(h)) return fail(400, "invalid request target");
+    h.upgrade = upgrade_field_ && conn_upgrade_;
   } else {
-    h->status = static_cast<uint16_t>(p->status_code);
-    h->upgrade = p->status_code == 101;
+    h.upgrade = h.status == 101;
   }
-  return HPE_PAUSED;  // the head ends here; px frames the body itself (see execute)
+  return 0;
 }
 
 const char* reason_phrase(int status) {

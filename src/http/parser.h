@@ -1,4 +1,4 @@
-// px::http — HTTP/1.1 message heads and the llhttp glue.
+// px::http — HTTP/1.1 message heads: the codec's reader.
 //
 // Glossary (HAProxy's vocabulary): a *connection* is a transport (tcp now, tls
 // later); a *session* is one client connection's lifetime; a *stream* is one
@@ -15,6 +15,11 @@
 // Host, versions other than 1.0 and 1.1. Request header names with "_" are
 // dropped unless Limits::underscores. The same rules hold for upstream
 // responses (answered 502 instead of 400).
+//
+// llhttp is not on the path: once the grammar has passed a line, its parts are
+// where the grammar says they are, so the parser splits it with memchr and
+// reads the few values px acts on (Content-Length, Transfer-Encoding,
+// Connection) itself. llhttp's method table names the methods it takes.
 #pragma once
 #include <llhttp.h>
 
@@ -72,7 +77,7 @@ struct HeaderRef {
 };
 
 struct Head {
-  std::string buf;  // url, names and values, back to back
+  std::string buf;  // the head's bytes as they came (url, names and values point into it); codecs may append
   std::vector<HeaderRef> headers;
   uint32_t url_off = 0, url_len = 0;
   Method method = Method::other;
@@ -84,7 +89,7 @@ struct Head {
   bool chunked = false;
   bool has_transfer_encoding = false;
   bool upgrade = false;            // request: Connection: upgrade + Upgrade; response: 101
-  bool keep_alive = true;          // per llhttp_should_keep_alive
+  bool keep_alive = true;          // HTTP/1.1 unless Connection: close; HTTP/1.0 only with keep-alive
   bool connection_tokens = false;  // a Connection header names something besides close, keep-alive, upgrade
   uint64_t content_length = 0;
   int host_index = -1;
@@ -108,6 +113,9 @@ struct Head {
   }
   std::string_view method_name() const;     // "" before the method was read
   bool set_method(std::string_view token);  // a method read by another codec; false: not one px takes
+  // The same from HTTP/1's request line: a token llhttp names but px does not take (PRI, RTSP's) is kept, so
+  // a refused request logs the method it had; false: not one px takes.
+  bool read_method(std::string_view token);
   void clear();
 };
 
@@ -136,7 +144,7 @@ class Sink {
 
 // One direction of HTTP/1 messages on a connection (requests, or responses).
 // Heads: every byte is checked against RFC 9112's grammar (http/grammar.h),
-// then llhttp splits the head into its parts. Bodies: px frames them itself
+// then the parser splits each line into its parts. Bodies: px frames them itself
 // (Content-Length, strict chunked, or until the connection closes).
 class Parser {
  public:
@@ -167,14 +175,11 @@ class Parser {
     upgraded,
     dead
   };
-  static int cb_message_begin(llhttp_t*);
-  static int cb_url(llhttp_t*, const char*, size_t);
-  static int cb_status(llhttp_t*, const char*, size_t);
-  static int cb_field(llhttp_t*, const char*, size_t);
-  static int cb_value(llhttp_t*, const char*, size_t);
-  static int cb_value_complete(llhttp_t*);
-  static int cb_headers_complete(llhttp_t*);
-  static const llhttp_settings_t* settings();
+  void begin();      // the first byte of a message's head
+  int take_lines();  // the head's whole lines not taken yet (0, or fail()'s code)
+  int start_line(std::string_view line, size_t off);
+  int field_line(size_t off, size_t len);
+  int head_end();                          // the empty line: what the head says as a whole
   static Parsed parsed(llhttp_errno_t e);  // llhttp's results, translated here and nowhere else
   llhttp_errno_t run(const char* data, size_t len);
   llhttp_errno_t end_raw();
@@ -186,7 +191,6 @@ class Parser {
   void next_message();
   bool count(size_t n);
 
-  llhttp_t p_;
   Sink* sink_ = nullptr;
   Head* head_ = nullptr;
   const Limits* limits_ = nullptr;
@@ -200,7 +204,10 @@ class Parser {
   St state_ = St::head;
   uint8_t crlf_ = 0;  // chunk_crlf: 0 expects CR, 1 expects LF
   llhttp_errno_t err_ = HPE_OK;
-  bool in_value_ = false;
+  bool begun_ = false;        // this message's head has a byte
+  bool start_taken_ = false;  // ... and its start line was taken
+  bool conn_upgrade_ = false, upgrade_field_ = false;
+  uint32_t line_ = 0;    // where the head's next line starts in head_->buf
   bool failed_ = false;  // fail() ran: status_ and reason_ say why
   bool is_request_ = true;
   bool eof_body_ = false;  // this message's body ends when the connection does

@@ -1,7 +1,7 @@
 """An independent reference for HTTP/1.1 request framing, written from the ABNF
 of RFC 9110/9112 (and RFC 3986 for Host) as regular expressions over whole
 messages, with px's documented policies on top (man pxd(8), HTTP BEHAVIOUR).
-px's codec is a byte-at-a-time state machine over llhttp; this is neither, so
+px's codec is a byte-at-a-time state machine and a line splitter; this is neither, so
 where the two agree on thousands of malformed inputs, the grammar is what the
 RFC says and not what one implementation happens to do.
 

@@ -108,6 +108,60 @@ TEST_CASE("responses are held to the same rules, answered 502") {
   CHECK(status_of("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Kind::response) == 0);
 }
 
+TEST_CASE("the values px reads itself: Content-Length, Transfer-Encoding, Connection, the status line") {
+  CHECK(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n") == 400);
+  CHECK(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n") == 400);
+  CHECK(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n") == 400);
+  CHECK(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n") == 400);
+  CHECK(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12345678901234567890\r\n\r\n") == 400);
+  CHECK(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n") ==
+        400);
+  CHECK(status_of("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", Kind::response) == 502);
+  for (bool bytewise : {false, true}) {
+    Run r;
+    r.feed(
+        "\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length:  0000000000000000000000000003 \r\n"
+        "Connection: close, X-Hop\r\nUpgrade: websocket\r\n\r\nabc",
+        bytewise);
+    CHECK(r.err == Parsed::paused);
+    const Head& h = r.sink.head;
+    CHECK(h.url() == "/x");
+    CHECK(h.content_length == 3);
+    CHECK(r.sink.body == "abc");
+    CHECK(!h.keep_alive);
+    CHECK(h.connection_tokens);
+    CHECK(!h.upgrade);  // Upgrade without Connection: upgrade
+    CHECK(h.listed_in_connection("x-hop"));
+  }
+  for (bool bytewise : {false, true}) {
+    Run r(Kind::response);
+    r.feed("HTTP/1.0 204 No Content here\r\nConnection: Keep-Alive\r\nServer: t\r\n\r\n", bytewise);
+    CHECK(r.err == Parsed::paused);
+    const Head& h = r.sink.head;
+    CHECK(h.status == 204);
+    CHECK(h.minor == 0);
+    CHECK(h.keep_alive);
+    CHECK(h.get("server") == "t");
+  }
+  {
+    Run r(Kind::response);
+    r.feed("HTTP/1.1 101\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+    CHECK(r.err == Parsed::paused);  // (this sink pauses after each message)
+    CHECK(r.sink.head.upgrade);
+  }
+}
+
+TEST_CASE("a method llhttp names but px does not take is refused, and kept for the log") {
+  Run r;
+  CHECK(r.feed("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") == Parsed::failed);
+  CHECK(r.p.error_status() == 400);
+  CHECK(r.sink.head.method_name() == "PRI");
+  Run u;
+  CHECK(u.feed("BREW / HTTP/1.1\r\nHost: a\r\n\r\n") == Parsed::failed);
+  CHECK(u.p.error_status() == 400);
+  CHECK(u.sink.head.method_name().empty());
+}
+
 TEST_CASE("pipelined requests stop after each message") {
   Run r;
   std::string two = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
