@@ -432,7 +432,9 @@ struct StreamPool {
   }
 };
 thread_local StreamPool t_pool;
-constexpr size_t kPoolMax = 256;
+// As the worker's Stream pool: 64 connections x 10 streams keep 640 in flight, and a smaller ceiling freed and
+// allocated streams (and their buffers) all the time. Worker::trim brings it down to the last window's peak.
+constexpr size_t kPoolMax = 4096;
 
 H2Stream* new_stream() {
   if (t_pool.free.empty()) return new H2Stream();
@@ -538,6 +540,14 @@ void H2Conn::unrest() {
   else
     t_rest_tail = rest_prev_;
   rest_prev_ = rest_next_ = nullptr;
+}
+
+void H2Conn::trim_stream_pool(size_t keep) {
+  while (t_pool.free.size() > keep) {
+    delete t_pool.free.back();
+    t_pool.free.pop_back();
+  }
+  if (t_pool.free.empty()) std::vector<H2Stream*>().swap(t_pool.free);
 }
 
 void H2Conn::release_resting(uint64_t now_ms) {

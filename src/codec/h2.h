@@ -132,6 +132,8 @@ class H2Conn {
   bool idle() const { return head_ == nullptr; }
   // This thread's connections idle for a second give their frame buffers' pages back (the worker's tick).
   static void release_resting(uint64_t now_ms);
+  // This thread's recycled streams beyond `keep` are freed (the worker's trim, after a spike).
+  static void trim_stream_pool(size_t keep);
   // Deferred writes (Worker::defer_h2): make what the streams sent leave.
   void send();
   bool in_deferred = false;  // in the worker's list

@@ -587,6 +587,7 @@ void Worker::trim() {
     delete s;
     freed++;
   }
+  H2Conn::trim_stream_pool(keep);
   bool spike_over =
       (streams_peak_ >= 64 && streams_in_use_ * 4 < streams_peak_) || freed >= 64 || upconns_peak_ > upconns.get() + 64;
   if (spike_over) {

@@ -243,7 +243,9 @@ class Worker {
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;
   size_t free_stream_count_ = 0;
-  static constexpr size_t kMaxFreeStreams = 256;  // the pool's ceiling
+  // The pool's ceiling: above the streams a busy worker has in flight at once (64 HTTP/2 connections x 10
+  // streams is 640), so that a steady load recycles every one; trim() keeps only the last window's peak.
+  static constexpr size_t kMaxFreeStreams = 4096;
   static constexpr uint64_t kTrimWindowMs = 1000;
   static constexpr uint64_t kDrainIdleMs = 250;   // draining: idle keep-alive connections close after this
   size_t streams_in_use_ = 0, streams_peak_ = 0;  // the peak within the current trim window
