@@ -11,6 +11,7 @@ local TEXT = { ["Content-Type"] = "text/plain" }
 local remove_header = px.req.remove_header
 
 return {
+  config = { list = "acl" },  -- pxadmind refuses a list that is not stored
   -- Runs once per route: a config without a list name is refused there.
   prepare = function(conf)
     if type(conf.list) ~= "string" or conf.list == "" then error('acl: config needs {"list": "NAME"}', 0) end

@@ -5,6 +5,7 @@
 local PREFIX = "/.well-known/acme-challenge/"
 
 return {
+  config = {},  -- it takes none
   path_prefix = PREFIX,  -- px enters this filter only for these paths (checked before Lua)
   early_request = function(req)
     local path = req:path()

@@ -8,6 +8,7 @@ local R = px.req  -- request methods in locals: no metatable lookup per call
 local is_https, method, host, uri, set_resp_header = R.is_https, R.method, R.host, R.uri, R.set_resp_header
 
 return {
+  config = { port = "integer", hsts = { max_age = "integer", include_subdomains = "boolean", preload = "boolean" } },
   -- Once per route: check the config and build the strings a request needs.
   prepare = function(conf)
     local c = { port = "" }

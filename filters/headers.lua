@@ -34,7 +34,10 @@ local function apply(req, ops)
   for i = 1, #ops, 3 do ops[i](req, ops[i + 1], ops[i + 2]) end
 end
 
+local SECTION = { set = "object", add = "object", remove = "array" }
+
 return {
+  config = { request = SECTION, response = SECTION },
   prepare = function(conf)
     return { request = compile(conf.request, "request"), response = compile(conf.response, "response") }
   end,

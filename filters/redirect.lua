@@ -3,6 +3,7 @@
 -- status: 301, 302, 307 or 308 (default 302). With preserve_path (the default)
 -- the request's path and query are appended to url.
 return {
+  config = { url = "string", status = "integer", preserve_path = "boolean" },
   prepare = function(conf)
     local url = conf.url
     if type(url) ~= "string" or url == "" then error('redirect: config needs {"url": "..."}', 0) end

@@ -199,13 +199,93 @@ function engine.compile(name, source, chunkname)
       end
     elseif k == "phases" or k == "prepare" then
       if type(v) ~= "function" then return nil, (chunkname or name) .. ": '" .. k .. "' must be a function(conf)" end
+    elseif k == "config" then
+      local bad = type(v) ~= "table" and "must be a table of key = type" or engine.bad_schema(v, "")
+      if bad then return nil, (chunkname or name) .. ": 'config' " .. bad end
     elseif not KNOWN[k] then return nil, (chunkname or name) .. ": unknown phase '" .. tostring(k) .. "' (phases: " .. table.concat(PHASES, ", ") .. ")" end
-    if k ~= "path_prefix" and type(v) ~= "function" then return nil, (chunkname or name) .. ": phase '" .. k .. "' must be a function" end
+    if k ~= "path_prefix" and k ~= "config" and type(v) ~= "function" then return nil, (chunkname or name) .. ": phase '" .. k .. "' must be a function" end
   end
   return mod
 end
 
 function engine.install(name, mod) filters[name] = mod end
+
+-- A filter's declared config (its `config` table) maps each key to a type: "string", "number", "integer",
+-- "boolean", "object" (a JSON object with any keys), "array", "acl" (the name of an access list, which
+-- pxadmind looks up), or a table: a JSON object with exactly those keys. pxadmind checks a route's configs
+-- against it, then runs the filter's prepare, before it writes anything (engine.check_config).
+local SHAPES = { string = "a string", number = "a number", integer = "a whole number", boolean = "true or false",
+                 object = "an object", array = "an array", acl = "the name of an access list" }
+
+function engine.bad_schema(schema, path)
+  for k, t in pairs(schema) do
+    if type(k) ~= "string" then return "has a key that is not a string" end
+    if type(t) == "table" then
+      local bad = engine.bad_schema(t, path .. k .. ".")
+      if bad then return bad end
+    elseif not SHAPES[t] then
+      return "gives '" .. path .. k .. "' the unknown type " .. tostring(t) .. " (types: string, number, integer, " ..
+             "boolean, object, array, acl, or a table of keys)"
+    end
+  end
+end
+
+local function is_list(t)  -- a JSON array (an empty table is either)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n == #t
+end
+
+local function shape_ok(v, t)
+  if t == "string" or t == "acl" then return type(v) == "string" end
+  if t == "number" then return type(v) == "number" end
+  if t == "integer" then return type(v) == "number" and v % 1 == 0 end
+  if t == "boolean" then return type(v) == "boolean" end
+  if t == "object" then return type(v) == "table" and (next(v) == nil or not is_list(v)) end
+  return type(v) == "table" and is_list(v)  -- array
+end
+
+-- nil, or the offending key's path and the problem. Access lists named go to refs.
+local function check_shape(v, schema, path, refs)
+  for k, x in pairs(v) do
+    local key = path .. tostring(k)
+    local t = schema[k]
+    if t == nil then
+      local known = {}
+      for n in pairs(schema) do known[#known + 1] = n end
+      table.sort(known)
+      return key, "unknown key '" .. key .. "'" ..
+                  (#known > 0 and " (known: " .. table.concat(known, ", ") .. ")" or " (it takes no keys here)")
+    elseif type(t) == "table" then
+      if type(x) ~= "table" or (next(x) ~= nil and is_list(x)) then return key, "'" .. key .. "' must be an object" end
+      local f, e = check_shape(x, t, key .. ".", refs)
+      if f then return f, e end
+    elseif not shape_ok(x, t) then
+      return key, "'" .. key .. "' must be " .. SHAPES[t]
+    elseif t == "acl" then
+      refs[#refs + 1] = x
+    end
+  end
+end
+
+-- A route's config for a filter, as pxadmind checks it before writing (in a scratch state: lua/loader.cpp):
+-- its declared shape, then its prepare. Returns nil when it is fine, else the offending key's path ("" for
+-- the config as a whole) and the problem; then the access lists it names.
+function engine.check_config(name, mod, conf)
+  local refs = {}
+  if type(conf) ~= "table" or (next(conf) ~= nil and is_list(conf)) then
+    return "", name .. ": the config must be a JSON object", refs
+  end
+  if mod.config then
+    local key, err = check_shape(conf, mod.config, "", refs)
+    if key then return key, name .. ": " .. err, refs end
+  end
+  if mod.prepare then
+    local ok, err = pcall(mod.prepare, conf)
+    if not ok then return "", tostring(err), refs end
+  end
+  return nil, nil, refs
+end
 
 -- Builds the filter chain of a route from its (name, config) list: per phase,
 -- the functions to call, so a phase walks only the filters that implement it.

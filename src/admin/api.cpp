@@ -57,6 +57,8 @@ const std::vector<Operation>& operations() {
     v.push_back({"DELETE", "/v1/acls/{name}/users/{username}",
                  [](Admin& a, Request& r) { return a.remove_user(r.params["name"], r.params["username"], r.who); }});
     v.push_back({"GET", "/v1/config", [](Admin& a, Request& r) { return a.export_config(flag(r, "include_keys")); }});
+    v.push_back({"POST", "/v1/filters/{name}/check",
+                 [](Admin& a, Request& r) { return a.check_filter(r.params["name"], r.body); }});
     v.push_back({"GET", "/v1/certs", [](Admin& a, Request&) { return a.list_certs(); }});
     v.push_back({"GET", "/v1/certs/{name}", [](Admin& a, Request& r) { return a.get_cert(r.params["name"]); }});
     v.push_back(

@@ -15,6 +15,8 @@
 #include "admin/api.h"
 #include "admin/txn.h"
 #include "core/strings.h"
+#include "daemon/config.h"
+#include "lua/engine.h"
 #include "net/cidr.h"
 #include "route/acl.h"
 #include "route/route.h"
@@ -183,6 +185,99 @@ bool Tx::check_passthrough_hosts(const std::string& name, const json& route) {
   return true;
 }
 
+// ---- filters ----
+
+namespace {
+// The filter files a route may name, by name: the built-ins, then what each running pxd loaded (its
+// filters_dir overrides a built-in of the same name, as in pxd). (path, source)
+std::map<std::string, std::pair<std::string, std::string>> filter_files(bool* pxd_running = nullptr) {
+  std::map<std::string, std::pair<std::string, std::string>> out;
+  auto name_of = [](const std::string& path) {
+    size_t slash = path.rfind('/') + 1;
+    return path.substr(slash, path.size() - slash - 4);
+  };
+  for (auto& [path, src] : lua::read_filter_files(Config{})) out[name_of(path)] = {path, src};
+  for (const auto& f : g_pxd_status_files) {
+    json st = pxd_status(f);
+    if (!st["running"].get<bool>()) continue;
+    if (pxd_running) *pxd_running = true;
+    for (const auto& x : st.value("filters", json::array())) {
+      std::string path = x.value("path", "");
+      std::ifstream in(path, std::ios::binary);
+      if (path.size() < 5 || !in) continue;
+      std::stringstream ss;
+      ss << in.rdbuf();
+      out[name_of(path)] = {path, ss.str()};
+    }
+  }
+  return out;
+}
+
+bool check_one(const std::map<std::string, std::pair<std::string, std::string>>& files, bool pxd_running,
+               const std::string& name, const json& config, const std::string& at,
+               const std::function<bool(const std::string&)>& has_acl, Result* out) {
+  auto it = files.find(name);
+  if (it == files.end()) {
+    std::string known;
+    for (const auto& [n, f] : files) known += (known.empty() ? "" : ", ") + n;
+    *out = Result::error(422, at + ".name",
+                         "no filter named '" + name + "' (filters: " + known +
+                             (pxd_running ? ")" : "; no pxd is running, so only the built-in filters are known)"));
+    return false;
+  }
+  lua::ConfigCheck c = lua::check_config(it->second.first, it->second.second, config.dump(), lua::lua_dir());
+  if (c.filter_broken) {
+    *out = Result::error(422, at + ".name", "filter '" + name + "' does not load: " + c.error);
+    return false;
+  }
+  if (!c.error.empty()) {
+    *out = Result::error(422, at + ".config" + (c.key.empty() ? "" : "." + c.key), c.error);
+    return false;
+  }
+  for (const auto& acl : c.acls)
+    if (!has_acl(acl)) {
+      *out = Result::error(422, at + ".config", name + ": no access list named '" + acl + "'");
+      return false;
+    }
+  return true;
+}
+}  // namespace
+
+bool check_filter_config(const std::string& name, const json& config, const std::string& at,
+                         const std::function<bool(const std::string&)>& has_acl, Result* out) {
+  bool running = false;
+  auto files = filter_files(&running);
+  return check_one(files, running, name, config, at, has_acl, out);
+}
+
+bool check_route_filters(const json& route, const std::string& at,
+                         const std::function<bool(const std::string&)>& has_acl, Result* out) {
+  if (!route.contains("filters") || route["filters"].empty()) return true;
+  bool running = false;
+  auto files = filter_files(&running);
+  const json& fl = route["filters"];
+  for (size_t i = 0; i < fl.size(); i++) {
+    const json& f = fl[i];
+    std::string field = at + "filters[" + std::to_string(i) + "]";
+    json config = f.contains("config") ? f["config"] : json::object();
+    if (!check_one(files, running, f.value("name", ""), config, field, has_acl, out)) return false;
+  }
+  return true;
+}
+
+bool Tx::check_filters(const json& route) {
+  bool store_failed = false;
+  auto has_acl = [&](const std::string& name) {
+    json a;
+    bool found = false;
+    if (!load(store::keys::acl(name), &a, &found)) store_failed = true;
+    return found || store_failed;
+  };
+  Result r;
+  if (check_route_filters(route, "", has_acl, &r)) return !store_failed;
+  return store_failed ? false : fail(r);
+}
+
 bool Tx::check_route_tls(const json& route, bool dns_hook) {
   std::string tls = route.value("tls", std::string("off"));
   if (tls == "off") return true;
@@ -323,6 +418,21 @@ Result Admin::get(const std::string& kind, const std::string& name) {
   return r;
 }
 
+Result Admin::check_filter(const std::string& name, const json& config) {
+  std::string store_err;
+  auto has_acl = [&](const std::string& acl) {
+    std::string v;
+    bool found = false;
+    if (!st_.get(store::keys::acl(acl), &v, &found, &store_err)) return true;
+    return found;
+  };
+  Result r;
+  if (!check_filter_config(name, config, "", has_acl, &r)) return r;
+  if (!store_err.empty()) return Result::error(500, "", store_err);
+  r.body = {{"filter", name}, {"ok", true}};
+  return r;
+}
+
 Result Admin::create(const std::string& kind, const json& body, const std::string& who) {
   if (!valid_kind(kind)) return Result::error(404, "", "unknown resource");
   json v;
@@ -338,6 +448,7 @@ Result Admin::create(const std::string& kind, const json& body, const std::strin
     v["version"] = 1;
     if (kind == "route" && !tx.reindex(name, nullptr, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
+    if (kind == "route" && !tx.check_filters(v)) return false;
     if (kind == "stream" && !tx.check_stream(name, v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".create", kind + "/" + name, nullptr, v)) return false;
@@ -372,6 +483,7 @@ Result Admin::put(const std::string& kind, const std::string& name, const json& 
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, found ? &old : nullptr, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
+    if (kind == "route" && !tx.check_filters(v)) return false;
     if (kind == "stream" && !tx.check_stream(name, v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + (found ? ".update" : ".create"), kind + "/" + name, found ? old : json(nullptr), v))
@@ -402,6 +514,7 @@ Result Admin::patch(const std::string& kind, const std::string& name, const json
     v["version"] = have + 1;
     if (kind == "route" && !tx.reindex(name, &old, &v)) return false;
     if (kind == "route" && !tx.check_route_tls(v, dns_hook_)) return false;
+    if (kind == "route" && !tx.check_filters(v)) return false;
     if (kind == "stream" && !tx.check_stream(name, v, dns_hook_)) return false;
     if (!tx.w.put(store::keys::resource(kind, name), v.dump(), tx.err)) return false;
     if (!tx.audit(who, kind + ".update", kind + "/" + name, old, v)) return false;
@@ -676,6 +789,11 @@ Result Admin::import_config(const json& doc, bool replace, bool dry_run, const s
       for (const auto& [name, v] : incoming[2]) streams[name] = v;
       std::map<std::string, json> acls = replace ? std::map<std::string, json>() : existing[1];
       for (const auto& [name, v] : incoming[1]) acls[name] = v;
+      Result bad;
+      for (const auto& [name, v] : incoming[0])
+        if (!check_route_filters(
+                v, "routes." + name + ".", [&](const std::string& a) { return acls.count(a) > 0; }, &bad))
+          return tx.fail(bad);
       std::vector<std::pair<std::string, route::StreamListen>> seen;
       for (const auto& [name, v] : streams) {
         route::StreamListen l;

@@ -55,6 +55,8 @@ class Admin {
   // kind: "route" or "acl". if_match: 0 = no precondition.
   Result list(const std::string& kind);
   Result get(const std::string& kind, const std::string& name);
+  // A filter's config checked as a route write would check it (pxctl filter check NAME --config JSON).
+  Result check_filter(const std::string& name, const json& config);
   Result create(const std::string& kind, const json& body, const std::string& who);
   Result put(const std::string& kind, const std::string& name, const json& body, uint64_t if_match,
              const std::string& who);

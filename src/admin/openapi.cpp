@@ -149,6 +149,12 @@ const char* openapi_document() {
                              {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100}}],
               "responses": {"200": {"description": "audit records, oldest first"}}}
     },
+    "/v1/filters/{name}/check": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "post": {"operationId": "checkFilterConfig", "description": "A filter's config, checked as a route write checks it: the filter exists (in a running pxd, or built in), the config has the shape the filter declares, its prepare accepts it, and the access lists it names are stored. Nothing is written.",
+               "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+               "responses": {"200": {"description": "{filter, ok: true}"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
     "/v1/status": {
       "get": {"operationId": "status", "responses": {"200": {"description": "store generation and what each pxd applied; in a fleet, this host's view of it (fleet)"}}}
     },

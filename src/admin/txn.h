@@ -59,6 +59,8 @@ struct Tx {
   bool reindex(const std::string& name, const json* old, const json* now);
   // A route's "tls": a certificate it names must be stored; "auto" on a wildcard host needs DNS-01.
   bool check_route_tls(const json& route, bool dns_hook);  // and, for "auto", note_acme_pending
+  // A route's filters: each one pxd has, its config passing the filter's own check, its access lists stored.
+  bool check_filters(const json& route);
   bool note_acme_pending(const json& resource);
   // A stream: its listen address free (other streams, pxd.conf's listeners), its access list and certificate stored.
   bool check_stream(const std::string& name, const json& stream, bool dns_hook);
@@ -67,6 +69,14 @@ struct Tx {
 
 // Runs fn in one write transaction. fn returns false to abort (with tx.res set, or a store error).
 Result in_txn(store::Store& st, const std::function<bool(Tx&)>& fn);
+
+// A route's filters checked before it is written (Tx::check_filters, and import against the lists it brings):
+// false with *out a 422 naming the field and the problem. has_acl: will this access list exist?
+bool check_route_filters(const json& route, const std::string& at,
+                         const std::function<bool(const std::string&)>& has_acl, Result* out);
+// A filter's config alone, as a route would carry it (POST /v1/filters/check).
+bool check_filter_config(const std::string& name, const json& config, const std::string& at,
+                         const std::function<bool(const std::string&)>& has_acl, Result* out);
 
 // "field: message" (as the validators report) → a 422 naming the field.
 Result invalid(const std::string& err);

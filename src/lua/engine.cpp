@@ -32,6 +32,8 @@ int traceback(lua_State* L) {
   return 1;
 }
 
+}  // namespace
+
 void push_json(lua_State* L, const json& j) {
   switch (j.type()) {
     case json::value_t::object:
@@ -63,7 +65,6 @@ void push_json(lua_State* L, const json& j) {
     default: lua_pushnil(L); break;
   }
 }
-}  // namespace
 
 Engine::~Engine() {
   if (watched_) watchdog_remove(this);

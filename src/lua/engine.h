@@ -206,6 +206,16 @@ void each_edited(const http::Head& h, const std::vector<HeaderEdit>& edits, Fiel
 std::vector<std::pair<std::string, std::string>> read_filter_files(const Config& cfg);
 // Checks one filter file in a scratch state (pxctl filter check). Empty = fine.
 std::string check_filter(const std::string& path, const std::string& source, const std::string& lua_dir);
+// A route's config for one filter, checked in a scratch state as pxadmind does before it writes: the shape the
+// filter declares (its `config` table: unknown keys and wrong types), then its prepare. `error` empty: fine.
+struct ConfigCheck {
+  std::string key;                // the config key at fault, as a path ("hsts.max_age"); "" for the whole config
+  std::string error;              // the problem, naming the filter
+  std::vector<std::string> acls;  // access lists the config names (pxadmind checks that they are stored)
+  bool filter_broken = false;     // the filter file itself does not compile
+};
+ConfigCheck check_config(const std::string& path, const std::string& source, const std::string& config_json,
+                         const std::string& lua_dir);
 std::string builtin_filters_dir();
 std::string lua_dir();
 

@@ -14,6 +14,8 @@ extern "C" {
 #include <lualib.h>
 }
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -44,6 +46,8 @@ uint64_t now_ns();
 void check_hook(lua_State* L, lua_Debug*);
 void watchdog_add(Engine* e);
 void watchdog_remove(Engine* e);
+// A JSON value as a Lua value (objects and arrays as tables, null as nil).
+void push_json(lua_State* L, const nlohmann::json& j);
 // The table of API functions lua/px.lua is loaded with.
 void push_api(lua_State* L);
 std::vector<std::string_view>& edit_scratch();

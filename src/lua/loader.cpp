@@ -9,11 +9,15 @@
 #include <map>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/log.h"
 #include "daemon/config.h"
 #include "lua/internal.h"
 
 namespace px::lua {
+
+using json = nlohmann::json;
 
 const char* phase_name(int p) {
   static const char* names[] = {"early_request", "request", "upstream_peer", "upstream_request", "response", "logging"};
@@ -154,32 +158,76 @@ void Engine::load(const std::vector<std::pair<std::string, std::string>>& files)
   if (snap_) install(*snap_, masks_);
 }
 
-std::string check_filter(const std::string& path, const std::string& source, const std::string& ldir) {
+namespace {
+// A scratch state for a check that runs once, not per request (pxctl, pxadmind): lua/px.lua loaded, then one
+// filter file compiled, under a plain count hook and kCheckBudgetMs (its top level, like its prepare, must not
+// hang the checker). On success the stack ends with px.lua's engine table and the module.
+struct Scratch {
   lua_State* L = luaL_newstate();
-  luaL_openlibs(L);
   std::string err;
-  bool loaded = luaL_loadfile(L, (ldir + "/px.lua").c_str()) == 0;
-  if (loaded) push_api(L);
-  if (!loaded || lua_pcall(L, 1, 1, 0) != 0) {
-    err = std::string("lua/px.lua: ") + lua_tostring(L, -1);
-  } else {
+  Scratch(const std::string& path, const std::string& source, const std::string& ldir) {
+    luaL_openlibs(L);
+    bool loaded = luaL_loadfile(L, (ldir + "/px.lua").c_str()) == 0;
+    if (loaded) push_api(L);
+    if (!loaded || lua_pcall(L, 1, 1, 0) != 0) {
+      err = std::string("lua/px.lua: ") + lua_tostring(L, -1);
+      return;
+    }
     lua_getfield(L, -1, "_engine");
     lua_getfield(L, -1, "compile");
     std::string name = name_of(path);
     lua_pushstring(L, name.c_str());
     lua_pushlstring(L, source.data(), source.size());
     lua_pushstring(L, path.c_str());
-    // Loading runs the file's top level: a loop there must not hang the checker.
     t_check_deadline = now_ns() + kCheckBudgetMs * 1000000ull;
     lua_sethook(L, check_hook, LUA_MASKCOUNT, 1000);
     if (lua_pcall(L, 3, 2, 0) != 0)
       err = lua_tostring(L, -1);
     else if (lua_isnil(L, -2))
       err = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error";
-    t_check_deadline = 0;
+    else
+      lua_pop(L, 1);  // engine, module
   }
-  lua_close(L);
-  return err;
+  ~Scratch() {
+    t_check_deadline = 0;
+    lua_close(L);
+  }
+};
+}  // namespace
+
+std::string check_filter(const std::string& path, const std::string& source, const std::string& ldir) {
+  return Scratch(path, source, ldir).err;
+}
+
+ConfigCheck check_config(const std::string& path, const std::string& source, const std::string& config_json,
+                         const std::string& ldir) {
+  ConfigCheck r;
+  Scratch s(path, source, ldir);
+  if (!s.err.empty()) {
+    r.error = s.err;
+    r.filter_broken = true;
+    return r;
+  }
+  lua_State* L = s.L;
+  lua_getfield(L, -2, "check_config");
+  lua_pushstring(L, name_of(path).c_str());
+  lua_pushvalue(L, -3);  // the module
+  push_json(L, json::parse(config_json, nullptr, false));
+  if (lua_pcall(L, 3, 3, 0) != 0) {
+    r.error = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error";
+    return r;
+  }
+  if (lua_isstring(L, -3)) {
+    r.key = lua_tostring(L, -3);
+    r.error = lua_tostring(L, -2) ? lua_tostring(L, -2) : "error";
+  }
+  for (int i = 1; lua_istable(L, -1); i++) {
+    lua_rawgeti(L, -1, i);
+    if (!lua_isstring(L, -1)) break;
+    r.acls.emplace_back(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  return r;
 }
 
 }  // namespace px::lua

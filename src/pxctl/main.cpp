@@ -1022,10 +1022,23 @@ int main(int argc, char** argv) {
           {f.value("name", ""), f.value("ok", false) ? "ok" : "ERROR", f.value("path", ""), f.value("error", "")});
     table({"NAME", "STATE", "FILE", "ERROR"}, rows);
   });
-  std::string filter_file;
-  auto* fcheck = fil->add_subcommand("check", "compile a filter file as pxd would, without loading it");
-  fcheck->add_option("file", filter_file, "the .lua file")->required();
+  std::string filter_file, filter_config;
+  auto* fcheck = fil->add_subcommand(
+      "check",
+      "compile a filter file as pxd would, without loading it; or, with --config, check a config for a filter");
+  fcheck->add_option("file", filter_file, "the .lua file; with --config, the filter's name")->required();
+  fcheck->add_option("--config", filter_config,
+                     "a JSON config, checked by pxadmind as a route's would be (shape, the filter's own check, "
+                     "the access lists it names)");
   fcheck->callback([&] {
+    if (!filter_config.empty()) {
+      json conf = json::parse(filter_config, nullptr, false);
+      if (!conf.is_object()) die(2, "--config: expected a JSON object");
+      Reply r = check(call("POST", "/v1/filters/" + url_escape(filter_file) + "/check", &conf));
+      if (g.as_json) return print(r.body);
+      std::cout << filter_file << ": config ok\n";
+      return;
+    }
     std::string src = read_input(filter_file);
     std::string err = px::lua::check_filter(filter_file, src, px::lua::lua_dir());
     if (!err.empty()) die(4, err);

@@ -26,6 +26,7 @@ class PxctlTest(unittest.TestCase):
 
     def test_route_lifecycle_with_exit_codes(self):
         a = self.adm
+        self.assertEqual(a.ctl("acl", "add", "office", "--rule", "allow=10.0.0.0/8").returncode, 0)  # the filter's list
         r = a.ctl("route", "add", "shop", "--host", "shop.example.com", "--host", "*.shop.example.com",
                   "--upstream", "http://10.0.0.5:8080", "--upstream", "http://10.0.0.6:8080#3", "--path", "/api",
                   "--strip-path", "--lb", "least_conn", "--filter", 'acl={"list":"office"}')

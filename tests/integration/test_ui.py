@@ -284,6 +284,13 @@ class UiTest(unittest.TestCase):
         b.fill("name", "intranet")
         b.fill("hosts", "intranet.test")
         b.fill("upstreams", self.up.url)
+        # A filter config pxadmind refuses: the error is shown at the filters field, and nothing is written.
+        gen = self.adm.generation()
+        b.fill("filters", 'acl={"list": "offce"}')
+        b.click("Add route", css="form button")
+        box = b.el("[data-field='filters'] .field-error")
+        self.assertIn("filters[0].config: acl: no access list named 'offce'", box.text)
+        self.assertEqual(self.adm.generation(), gen)
         b.fill("filters", 'acl={"list": "office"}')
         b.click("Add route", css="form button")
         b.wait_text("intranet.test")
