@@ -26,9 +26,85 @@ void* lalloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   return p;
 }
 
+// The px function at the top of the stack, by its name in the API ("px.respond", "req:set_header"), or "".
+std::string api_name(lua_State* L) {
+  std::string found;
+  int fn = lua_gettop(L);
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return found;
+  }
+  lua_getfield(L, -1, "loaded");
+  lua_getfield(L, -1, "px");
+  for (int pass = 0; pass < 2 && found.empty() && lua_istable(L, -1); pass++) {
+    if (pass == 1) {  // the request methods
+      lua_getfield(L, -1, "req");
+      lua_replace(L, -2);
+      if (!lua_istable(L, -1)) break;
+    }
+    for (lua_pushnil(L); lua_next(L, -2) != 0; lua_pop(L, 1))
+      if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, fn)) {
+        found = std::string(pass ? "req:" : "px.") + lua_tostring(L, -2);
+        lua_pop(L, 2);
+        break;
+      }
+  }
+  lua_pop(L, 3);  // the table, package.loaded, package
+  return found;
+}
+
+// An error whose position is px.lua's own: a filter's last call was a tail call into the px API (`return
+// px.respond(...)`: Lua keeps no frame for the filter), or px.lua refused what a phase function returned. The
+// message then names the filter's file and the line its phase function starts at, and the px function by
+// its name, so that it points at the user's code.
+std::string locate(lua_State* L, std::string msg) {
+  static const std::string source = "@" + lua_dir() + "/px.lua";
+  std::string at = source.substr(1) + ":";
+  if (msg.compare(0, at.size(), at) != 0) return msg;
+  size_t rest = msg.find(": ", at.size());
+  if (rest == std::string::npos) return msg;
+  lua_Debug ar;
+  std::string api;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "Sf", &ar)) break;
+    if (api.empty() && std::strcmp(ar.what, "C") == 0) api = api_name(L);
+    lua_pop(L, 1);
+    if (source != ar.source) continue;
+    std::string name, phase;
+    for (int n = 1; const char* var = lua_getlocal(L, &ar, n); n++) {
+      if (std::strcmp(var, "phase") == 0 && lua_isnumber(L, -1))
+        phase = phase_name(static_cast<int>(lua_tointeger(L, -1)));
+      if (std::strcmp(var, "f") == 0 && lua_istable(L, -1)) {  // the filter run's loop variable
+        lua_getfield(L, -1, "name");
+        if (lua_isstring(L, -1)) name = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "fn");
+        lua_Debug fi;
+        bool found = lua_isfunction(L, -1) && !name.empty();
+        if (found)
+          found = lua_getinfo(L, ">S", &fi) != 0;  // (pops fn)
+        else
+          lua_pop(L, 1);
+        if (found) {
+          lua_pop(L, 1);  // f
+          std::string text = msg.substr(rest + 2);
+          size_t fn = text.find(" to 'fn'");
+          if (!api.empty() && fn != std::string::npos) text.replace(fn + 5, 2, api);
+          return std::string(fi.short_src) + ":" + std::to_string(fi.linedefined) + ": " + text + " (filter '" + name +
+                 "', its " + (phase.empty() ? "phase" : phase) + " function)";
+        }
+      }
+      lua_pop(L, 1);
+    }
+  }
+  return msg;
+}
+
 int traceback(lua_State* L) {
   const char* msg = lua_tostring(L, 1);
-  luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+  std::string m = msg ? locate(L, msg) : "(error object is not a string)";
+  luaL_traceback(L, L, m.c_str(), 1);
   return 1;
 }
 

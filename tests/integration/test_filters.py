@@ -62,6 +62,8 @@ FILTERS = {
     "counter": 'return { request = function(req) local n = px.shared.incr("hits", 1, 60) '
                'if n > 3 then return px.respond(429, nil, "slow down\\n") end end }',
     "nonsense": 'return { request = function(req) return 42 end }',
+    # A tail call into the px API leaves no frame of the filter: the error still names its file and function.
+    "tailcall": '-- line 1\nreturn {\n  request = function(req)\n    return px.respond("teapot")\n  end,\n}\n',
     # Request objects are pooled: nothing one request leaves on req or req.ctx may reach the next.
     "pooled": 'return { request = function(req) req.ctx.seen = tostring(req.ctx.mine) .. "," .. '
               'tostring(rawget(req, "stash")); req.ctx.mine = req:path(); rawset(req, "stash", req:path()) end,'
@@ -118,6 +120,7 @@ class FilterEngineTest(unittest.TestCase):
             route("pick", ["pick.test"], [cls.a, cls.b], filters=[F("pick", peer=2)]),
             route("counter", ["counter.test"], [cls.a], filters=[F("counter")]),
             route("nonsense", ["nonsense.test"], [cls.a], filters=[F("nonsense")]),
+            route("tailcall", ["tailcall.test"], [cls.a], filters=[F("tailcall")]),
             route("missing", ["missing.test"], [cls.a], filters=[F("no_such_filter")]),
             route("pooled", ["pooled.test"], [cls.a], filters=[F("pooled")]),
             route("sortspin", ["sortspin.test"], [cls.a], filters=[F("sortspin")]),
@@ -196,6 +199,17 @@ class FilterEngineTest(unittest.TestCase):
         self.assertIn("filter error: route boom2, phase response", log)
         self.assertIn("returned 42", log)
         self.assertEqual(log.count("filter error: route boom2, phase response"), 1)
+        # Errors point at the user's file and line, never at px's own lua/px.lua.
+        self.assertEqual(get(self.px.port, "/", host="tailcall.test").status, 500)
+        errors = [l for l in self.px.log().splitlines() if "filter error:" in l]
+        self.assertTrue(errors)
+        for line in errors:
+            self.assertNotIn("px.lua", line)
+        path = os.path.join(self.dir, "%s.lua")
+        self.assertIn("route nonsense, phase request: %s:1: filter 'nonsense' request: returned 42" % (path % "nonsense"),
+                      self.px.log())
+        self.assertIn("route tailcall, phase request: %s:3: bad argument #1 to 'px.respond' (number expected, got "
+                      "string) (filter 'tailcall', its request function)" % (path % "tailcall"), self.px.log())
         wait_for(lambda: json.load(open(self.px.status_file)).get("filter_errors", 0) >= 4, what="errors counted")
 
     def test_runaway_filters_are_stopped_interpreted_or_jit_friendly(self):
