@@ -18,7 +18,7 @@ namespace px::lua {
 // (t_cur) and checks the phase first.
 
 namespace {
-constexpr int kAll = 0x3f, kEditReq = 0x0f, kReadResp = 0x30, kEditResp = 0x10, kAnswer = 0x03, kPeerOnly = 0x04;
+constexpr int kAll = 0x3f, kEditReq = 0x0f, kReadResp = 0x30, kEditResp = 0x10, kAnswer = 0x13, kPeerOnly = 0x04;
 
 // Raises t_err as a Lua error at the filter's line.
 int refuse(lua_State* L) {

@@ -48,6 +48,7 @@ void Stream::reset() {
   host = {};
   mask = 0;
   filter_failed = false;
+  resp_phase_ran = filter_answered = false;
   term_set = false;
   term = Termination::ok;
   bytes_in = bytes_out = 0;
@@ -232,8 +233,10 @@ void reply(Stream* st, int status, const Fields* fields, std::string_view body, 
   if (drop_body) st->down->abandon_request(st);
   Fields edited;
   std::string filter_body;
-  // Phase 5, response, also for answers px makes itself (a route's filters may add HSTS to a redirect).
-  if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine() && !st->filter_failed) {
+  // Phase 5, response, also for answers px makes itself (a route's filters may add HSTS to a redirect, or
+  // answer in their own way: an error page).
+  if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine() && !st->filter_failed && !st->resp_phase_ran) {
+    st->resp_phase_ran = true;
     lua::Verdict rr = run_phase(w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, nullptr, status);
     if (rr == lua::Verdict::failed) {
       st->end_as(Termination::filter_error);
@@ -242,6 +245,11 @@ void reply(Stream* st, int status, const Fields* fields, std::string_view body, 
       fields = nullptr;
       filter_body = "filter error\n";
       body = filter_body;
+    } else if (rr == lua::Verdict::answered) {
+      lua::FilterState& fs = *st->view.fs;
+      status = fs.respond_status;
+      fields = &fs.respond_headers;
+      body = fs.respond_body;
     } else {
       if (st->view.fs->new_status) status = st->view.fs->new_status;
       if (!st->view.fs->resp_edits.empty()) {
@@ -262,11 +270,16 @@ bool stream_response_head(Stream* st, const http::Head& h) {
   rh.status = h.status;
   rh.from = &h;
   if ((st->mask & (1 << lua::kResponse)) && h.status != 101) {
-    if (run_phase(st->w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, &h, h.status) ==
-        lua::Verdict::failed) {
+    st->resp_phase_ran = true;
+    lua::Verdict rr = run_phase(st->w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, &h, h.status);
+    if (rr == lua::Verdict::failed) {
       st->filter_failed = true;
       st->end_as(Termination::filter_error);
       return false;
+    }
+    if (rr == lua::Verdict::answered) {
+      st->filter_answered = true;
+      return false;  // stream_answer_instead sends the filter's answer
     }
     if (st->view.fs->new_status) rh.status = st->view.fs->new_status;
     if (!st->view.fs->resp_edits.empty()) rh.edits = &st->view.fs->resp_edits;
@@ -275,6 +288,16 @@ bool stream_response_head(Stream* st, const http::Head& h) {
   st->resp_head_sent = true;
   st->status = static_cast<uint16_t>(rh.status);
   return true;
+}
+
+void stream_answer_instead(Stream* st) {
+  bool drop_body = !st->req_complete;
+  if (st->filter_failed) {
+    reply_text(st, 500, "filter error", drop_body);
+    return;
+  }
+  lua::FilterState& fs = *st->view.fs;
+  reply(st, fs.respond_status, &fs.respond_headers, fs.respond_body, drop_body);  // (the response phase ran)
 }
 
 void end_stream(Stream* st, bool cut) {

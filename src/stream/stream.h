@@ -72,6 +72,8 @@ struct Stream {
   std::string_view host;         // Host (or the absolute-form authority), into req.buf
   uint16_t mask = 0;             // filter phases of this stream's route
   bool filter_failed = false;    // a response-phase filter failed: answer 500
+  bool resp_phase_ran = false;   // the response phase ran (once per stream: a filter's answer there is final)
+  bool filter_answered = false;  // ... and a filter answered there, instead of the upstream's response
   bool term_set = false;
   Termination term = Termination::ok;  // why it ended (the first cause recorded)
   uint64_t bytes_in = 0;               // request bytes read from the client
@@ -107,8 +109,11 @@ void stream_body_end(Stream* st);  // the request is complete
 void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body);
 void reply_text(Stream* st, int status, std::string_view text, bool drop_body);
 // The upstream's answer, relayed (the upstream side calls these; the stream runs the response phase and hands
-// the result to its Downstream). false: a response filter failed (the stream answers 500 if nothing left yet).
+// the result to its Downstream). false: a response filter failed or answered instead (px.respond in the
+// response phase): the upstream side drops the upstream's response, unsent, and calls stream_answer_instead.
 bool stream_response_head(Stream* st, const http::Head& h);
+// Sends what replaces an upstream response stream_response_head refused: the filter's answer, or a 500.
+void stream_answer_instead(Stream* st);
 inline void stream_response_body(Stream* st, const char* data, size_t len) {  // by reference, until the flush
   st->down->send_body(st, data, len);
 }

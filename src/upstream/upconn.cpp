@@ -208,11 +208,12 @@ void UpConn::on_data(const char* data, size_t len) {
     d->open_tunnel(st, pos, static_cast<size_t>(data + len - pos));
     return;
   } else if (err != http::Parsed::ok) {
-    if (st->filter_failed) {
-      // A response filter failed before the head left: the client gets a 500, the connection is dropped.
+    if (st->filter_failed || st->filter_answered) {
+      // A response filter failed, or answered instead, before the head left: the upstream's response is
+      // dropped with its connection, and the client gets the filter's answer (or a 500).
       d->retract(st);
       close();
-      reply_text(st, 500, "filter error", !st->req_complete);
+      stream_answer_instead(st);
       st->req_complete = true;
       d->progress(st);
       return;
@@ -259,7 +260,7 @@ int UpConn::on_head(http::Head& h) {
   }
   st->interim = false;
   if (h.status == 101 && !st->upgrade) return parser.set_error(502, "101 without an Upgrade request");
-  if (!stream_response_head(st, h)) return parser.set_error(500, "a response filter failed");
+  if (!stream_response_head(st, h)) return parser.set_error(500, "a response filter failed or answered");
   return st->head_request ? 1 : 0;
 }
 

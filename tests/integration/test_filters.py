@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import unittest
 
-from pxtest import PXCTL, ROOT, Admind, Client, Pxd, Upstream, get, route, wait_for
+from pxtest import PXCTL, ROOT, Admind, Client, Pxd, Upstream, free_port, get, route, wait_for
 
 PROBE = r'''
 local calls = {
@@ -43,6 +43,17 @@ return {
   request = probe("request"), upstream_peer = probe("upstream_peer"),
   upstream_request = probe("upstream_request"), response = probe("response"), logging = probe("logging"),
 }
+'''
+
+ERRPAGE = r'''
+return { response = function(req)
+  local s = req:status()
+  if s >= 500 then
+    return px.respond(503, {["Content-Type"] = "text/html", ["X-Page"] = tostring(s)}, "<h1>sorry</h1>\n")
+  end
+  if req:path() == "/moved" then return px.redirect("https://x.test/new", 302) end
+  req:add_resp_header("X-Passed", "1")
+end }
 '''
 
 FILTERS = {
@@ -91,6 +102,8 @@ FILTERS = {
                '  rawset(px, "redirect", false)  -- its own view only\n'
                '  return px.respond(200, {["X-Hostile"] = table.concat(seen, ",")}, "") end }',
     "upper": 'return { response = function(req) req:set_resp_header("X-Upper", ("abc"):upper()) end }',
+    # An error page from the response phase, for the upstream's 5xx and for px's own answers; a redirect there.
+    "errpage": ERRPAGE,
     "picky": 'return { prepare = function(conf) if not conf.ok then error("picky: needs ok", 0) end return conf end,'
              ' request = function(req) end }',
 }
@@ -130,6 +143,8 @@ class FilterEngineTest(unittest.TestCase):
             route("locals", ["locals.test"], [cls.a], filters=[F("locals")]),
             route("hostile", ["hostile.test"], [cls.a], filters=[F("hostile")]),
             route("upper", ["upper.test"], [cls.a], filters=[F("upper")]),
+            route("errpage", ["errpage.test"], [cls.a], filters=[F("errpage")]),
+            route("errdead", ["errdead.test"], ["http://127.0.0.1:%d" % free_port()], filters=[F("errpage")]),
         ])
 
     @classmethod
@@ -147,7 +162,7 @@ class FilterEngineTest(unittest.TestCase):
             "request": {"method", "set_header"},
             "upstream_peer": {"method", "set_header", "set_peer"},
             "upstream_request": {"method", "set_header"},
-            "response": {"method", "set_resp_header", "status"},
+            "response": {"method", "set_resp_header", "status", "respond"},  # (answers only when returned)
         }
         for phase, results in got.items():
             for call, outcome in results.items():
@@ -186,6 +201,33 @@ class FilterEngineTest(unittest.TestCase):
         self.assertIn("req:set_resp_header: not allowed in phase 'request'", r.header("X-Refused"))
         # Framing headers belong to px, whatever their case.
         self.assertIn("transfer-ENCODING is a framing header px manages", r.header("X-Framing"))
+
+    def test_the_response_phase_may_answer_instead_of_the_upstream_or_of_px(self):
+        # The upstream's 500: its response is dropped, unsent, and the filter's page goes instead.
+        for method in ("GET", "POST"):
+            r = get(self.px.port, "/status?code=500", host="errpage.test", method=method,
+                    body=b"x" * 100 if method == "POST" else None)
+            self.assertEqual((r.status, r.header("X-Page"), r.body), (503, "500", b"<h1>sorry</h1>\n"), method)
+            self.assertEqual(r.header("Content-Type"), "text/html")
+            self.assertIsNone(r.header("X-Passed"))  # the response phase ran once: the answer is final
+        r = get(self.px.port, "/status?code=500", host="errpage.test", method="HEAD")
+        self.assertEqual((r.status, r.body), (503, b""))
+        # px's own answer (no upstream reachable: 502) gets the same page.
+        r = get(self.px.port, "/", host="errdead.test")
+        self.assertEqual((r.status, r.header("X-Page"), r.body), (503, "502", b"<h1>sorry</h1>\n"))
+        # A redirect from the response phase, and a response it lets through.
+        r = get(self.px.port, "/moved", host="errpage.test")
+        self.assertEqual((r.status, r.header("Location")), (302, "https://x.test/new"))
+        r = get(self.px.port, "/echo", host="errpage.test")
+        self.assertEqual((r.status, r.header("X-Passed")), (200, "1"))
+        # On one keep-alive connection: the dropped response does not leak into the next exchange.
+        c = Client(self.px.port)
+        try:
+            for path, want in (("/status?code=502", 503), ("/echo", 200), ("/status?code=500", 503), ("/", 200)):
+                c.send("GET %s HTTP/1.1\r\nHost: errpage.test\r\n\r\n" % path)
+                self.assertEqual(c.response().status, want, path)
+        finally:
+            c.close()
 
     def test_a_failing_filter_answers_500_and_the_worker_keeps_serving(self):
         for host in ("boom.test", "boom2.test", "nonsense.test", "escape.test"):

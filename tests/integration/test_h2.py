@@ -32,6 +32,15 @@ from pxtest import Pxd, Upstream, free_port, route, wait_for, DEADLINE
 from test_tls import Certs
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# An answer from the response phase: a page instead of the upstream's 5xx, or of px's own.
+ERRPAGE_FILTER = """
+return { response = function(req)
+  if req:status() >= 500 then
+    return px.respond(503, {["Content-Type"] = "text/html", ["X-Page"] = tostring(req:status())}, "<h1>sorry</h1>")
+  end
+end }
+"""
+
 VERSION_FILTER = """
 local M = {}
 function M.response(req, conf)
@@ -216,6 +225,8 @@ class H2Test(unittest.TestCase):
         cls.fdir = tempfile.mkdtemp(prefix="pxh2f-")
         with open(os.path.join(cls.fdir, "version.lua"), "w") as f:
             f.write(VERSION_FILTER)
+        with open(os.path.join(cls.fdir, "errpage.lua"), "w") as f:
+            f.write(ERRPAGE_FILTER)
         cls.log = os.path.join(cls.fdir, "access.log")
         F = lambda name, conf=None: {"name": name, "config": conf or {}}
         cls.px = Pxd(extra="listen 127.0.0.1:0 tls\nlisten 127.0.0.1:0 h2c\nlisten 127.0.0.1:0 tls http1-only\n"
@@ -228,6 +239,9 @@ class H2Test(unittest.TestCase):
                                                            "preserve_path": False})]),
                              route("deny", ["deny.test"], [cls.up], filters=[F("version")], max_body_size=1000),
                              route("big", ["big.test"], [cls.up]),
+                             route("errpage", ["errpage.test"], [cls.up], filters=[F("errpage")]),
+                             route("errdead", ["errdead.test"], ["http://127.0.0.1:%d" % free_port()],
+                                   filters=[F("errpage")]),
                              route("staff", ["staff.test"], [cls.up], filters=[F("acl", {"list": "staff"})]),
                              route("nobody", ["nobody.test"], [cls.up], filters=[F("acl", {"list": "nobody"})]),
                              route("retry", ["retry.test"], ["http://127.0.0.1:%d" % free_port(), cls.up]),
@@ -339,6 +353,19 @@ class H2Test(unittest.TestCase):
         r = subprocess.run(["curl", "-s", "--http1.1", "-H", "Host: deny.test", "-D-", "-o/dev/null",
                             "http://127.0.0.1:%d/echo" % self.px.port], capture_output=True, text=True)
         self.assertIn("x-http-version: 1.1", r.stdout.lower())
+
+    def test_the_response_phase_answers_instead_on_its_stream(self):
+        c = H2Client(self.tls, self.ctx)
+        try:
+            ids = [c.request("/status?code=500", host="errpage.test"), c.request("/echo", host="errpage.test"),
+                   c.request("/", host="errdead.test")]
+            got = [c.response(i) for i in ids]
+            self.assertEqual((got[0][0], got[0][1]["x-page"], got[0][2]), (503, "500", b"<h1>sorry</h1>"))
+            self.assertEqual(got[0][1]["content-type"], "text/html")
+            self.assertEqual(got[1][0], 200)  # the stream beside it is the upstream's
+            self.assertEqual((got[2][0], got[2][1]["x-page"]), (503, "502"))
+        finally:
+            c.close()
 
     def test_access_lists_and_basic_auth(self):
         import base64
