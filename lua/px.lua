@@ -50,6 +50,8 @@ Req.add_header = C.add_header
 Req.remove_header = C.remove_header
 
 Req.status = C.status          -- response and logging
+Req.from_upstream = C.from_upstream  -- response and logging: the upstream's answer (false: px's or a filter's)
+Req.request_id = C.request_id  -- the X-Request-ID px passes upstream
 Req.set_status = C.set_status
 Req.resp_header = C.resp_header
 Req.set_resp_header = C.set_resp_header
@@ -83,6 +85,7 @@ end
 local C_now = C.now
 local C_path = C.path
 px.now = C_now   -- monotonic seconds
+px.read_file = C.read_file  -- px.read_file(path): at most 1 MiB, or nil, err; only at top level or in prepare
 
 -- Built-in checks the acl and acme filters use.
 -- px.acl_check(list [, authorization]): the verdict, 0 allow, 1 needs

@@ -169,6 +169,46 @@ int api_http_version(lua_State* L) {
   return 1;
 }
 
+// req:request_id(): the X-Request-ID of this request (the client's, when it sent a valid one, or px's).
+int api_request_id(lua_State* L) {
+  PX_ALLOWED(kAll, "req:request_id");
+  std::string_view id = t_cur.v->request_id ? t_cur.v->request_id(t_cur.v->owner) : std::string_view();
+  lua_pushlstring(L, id.data(), id.size());
+  return 1;
+}
+
+// req:from_upstream(): whether the response is the upstream's (false: px or a filter answered).
+int api_from_upstream(lua_State* L) {
+  PX_ALLOWED(kReadResp, "req:from_upstream");
+  lua_pushboolean(L, t_cur.v->resp != nullptr);
+  return 1;
+}
+
+// px.read_file(path): a file's contents (at most 1 MiB), or nil and why. Only outside a request: at a
+// filter's top level or in its prepare (once per route), never per request.
+int api_read_file(lua_State* L) {
+  const char* path = luaL_checkstring(L, 1);
+  if (t_cur.v) return refuse(L, "px.read_file: only at a filter's top level or in prepare, not per request");
+  FILE* f = std::fopen(path, "rb");
+  if (!f) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, std::strerror(errno));
+    return 2;
+  }
+  constexpr size_t kMax = 1 << 20;
+  std::string data(kMax + 1, '\0');
+  size_t n = std::fread(data.data(), 1, data.size(), f);
+  bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed || n > kMax) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, failed ? "read error" : "larger than 1 MiB");
+    return 2;
+  }
+  lua_pushlstring(L, data.data(), n);
+  return 1;
+}
+
 int api_is_tls(lua_State* L) {
   PX_ALLOWED(kAll, "req:is_tls");
   lua_pushboolean(L, t_cur.v->tls);
@@ -290,6 +330,7 @@ int api_respond(lua_State* L) {
   const char* body = luaL_optlstring(L, 3, "", &blen);
   if (status < 200 || status > 599)
     return refuse(L, "px.respond: %lld is not a final status (200..599)", static_cast<long long>(status));
+  t_cur.v->fs->respond_headers.clear();  // a new answer replaces any earlier one
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_pushnil(L);
@@ -317,6 +358,7 @@ int api_redirect(lua_State* L) {
   lua_Integer status = luaL_optinteger(L, 2, 302);
   if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
     return refuse(L, "px.redirect: status must be 301, 302, 303, 307 or 308");
+  t_cur.v->fs->respond_headers.clear();  // a new answer replaces any earlier one
   respond_header(L, "Location", url);
   t_cur.v->fs->respond_status = static_cast<int>(status);
   t_cur.v->fs->respond_body.clear();
@@ -452,6 +494,8 @@ void push_api(lua_State* L) {
   with("add_header", api_req_edit, 1);
   with("remove_header", api_req_edit, 2);
   fn("status", api_status);
+  fn("from_upstream", api_from_upstream);
+  fn("request_id", api_request_id);
   fn("set_status", api_set_status);
   fn("resp_header", api_resp_header);
   with("set_resp_header", api_resp_edit, 0);
@@ -466,6 +510,7 @@ void push_api(lua_State* L) {
   fn("peer_count", api_peer_count);
   fn("log", api_log);
   fn("now", api_now);
+  fn("read_file", api_read_file);
   fn("acl_check", api_acl_check);
   fn("acl_realm", api_acl_realm);
   fn("acme_challenge", api_acme_challenge);

@@ -62,6 +62,9 @@ struct RequestView {
   uint64_t now_ms = 0;
   // The response (response and logging phases): the upstream's head, or nullptr when px answered.
   const http::Head* resp = nullptr;
+  // X-Request-ID, made when first asked for (req:request_id()): request_id(owner).
+  std::string_view (*request_id)(void* owner) = nullptr;
+  void* owner = nullptr;
   int status = 0;
   bool trace = false;  // pxctl trace: record each filter's verdict and time (Engine::take_trace)
   // What the filters did (the engine allocates it, pooled).

@@ -58,6 +58,26 @@ void Stream::reset() {
   trace.reset();
 }
 
+void adopt_request_id(Stream* st, std::string_view v) {
+  bool ok = !v.empty() && v.size() <= sizeof st->request_id;
+  for (char c : v) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  if (ok) {
+    memcpy(st->request_id, v.data(), v.size());
+    st->request_id_len = static_cast<uint8_t>(v.size());
+  }
+}
+
+void make_request_id(Stream* st) {
+  const http::Head& h = st->req;
+  if (st->down->client->trusted_peer)
+    for (size_t i = 0; i < h.headers.size() && st->request_id_len == 0; i++)
+      if (h.headers[i].kind == http::Hdr::x_request_id) adopt_request_id(st, h.value(i));
+  if (st->request_id_len == 0) {
+    st->w->new_request_id(st->request_id);
+    st->request_id_len = 32;
+  }
+}
+
 lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st, const http::Head* resp,
                        int status) {
   // What filters see of this stream (lua/request_view.h), filled just before they run.
@@ -75,6 +95,8 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
   v.now_ms = st->w->now();
   v.resp = resp;
   v.status = status;
+  v.request_id = [](void* s) { return stream_request_id(static_cast<Stream*>(s)); };
+  v.owner = st;
   uint64_t t0 = uv_hrtime();
   lua::Verdict r = eng->run(p, route_index, v);
   st->phase_us[p] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
@@ -231,12 +253,19 @@ void reply(Stream* st, int status, const Fields* fields, std::string_view body, 
   if (st->up) st->up->abort(st);
   st->local = true;
   if (drop_body) st->down->abandon_request(st);
-  Fields edited;
+  Fields edited, original;
   std::string filter_body;
   // Phase 5, response, also for answers px makes itself (a route's filters may add HSTS to a redirect, or
   // answer in their own way: an error page).
   if (st->route && (st->mask & (1 << lua::kResponse)) && w->engine() && !st->filter_failed && !st->resp_phase_ran) {
     st->resp_phase_ran = true;
+    if (st->view.fs && fields == &st->view.fs->respond_headers) {
+      // A filter's answer from the request phase: a px.respond in this phase starts another in the same place.
+      original = *fields;
+      fields = &original;
+      filter_body.assign(body.data(), body.size());
+      body = filter_body;
+    }
     lua::Verdict rr = run_phase(w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, nullptr, status);
     if (rr == lua::Verdict::failed) {
       st->end_as(Termination::filter_error);

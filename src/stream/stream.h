@@ -125,6 +125,17 @@ inline void stream_response_end(Stream* st) {
 // observers, then the stream goes back to the pool. cut: its connection is closing.
 void end_stream(Stream* st, bool cut);
 
+// The request's X-Request-ID, made on first use: a trusted proxy's, when it is 1 to 64 of [A-Za-z0-9._-], else
+// px's own (the worker's prefix and a counter).
+void make_request_id(Stream* st);
+inline std::string_view stream_request_id(Stream* st) {
+  if (st->request_id_len == 0) make_request_id(st);
+  return {st->request_id, st->request_id_len};
+}
+// A trusted proxy's X-Request-ID becomes the request's when it is valid (the request head's writer, as it
+// walks the fields: make_request_id then has nothing left to do).
+void adopt_request_id(Stream* st, std::string_view v);
+
 // Runs one filter phase for a stream, timing it into the stream's end record.
 lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* st, const http::Head* resp = nullptr,
                        int status = 0);

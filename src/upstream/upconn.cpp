@@ -340,17 +340,8 @@ void write_request_head(Stream* st) {
         if (trusted) xfhost = h.value(i);
         continue;
       case http::Hdr::x_px_trace: continue;  // pxctl trace's token stays here
-      case http::Hdr::x_request_id:
-        // A trusted proxy's ID is kept when it is 1 to 64 of [A-Za-z0-9._-]; any other is replaced below.
-        if (trusted && st->request_id_len == 0) {
-          std::string_view v = h.value(i);
-          bool ok = !v.empty() && v.size() <= sizeof st->request_id;
-          for (char c : v) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
-          if (ok) {
-            memcpy(st->request_id, v.data(), v.size());
-            st->request_id_len = static_cast<uint8_t>(v.size());
-          }
-        }
+      case http::Hdr::x_request_id:          // the stream's own is written below (stream_request_id)
+        if (trusted && st->request_id_len == 0) adopt_request_id(st, h.value(i));
         continue;
       default: break;
     }
@@ -379,7 +370,7 @@ void write_request_head(Stream* st) {
                                                    : std::string_view(st->route->pool.peers[0].key));
   }
   if (!(edits && edited("x-request-id"))) {  // a filter that set one has the last word
-    if (st->request_id_len == 0) {
+    if (st->request_id_len == 0) {           // no valid one from a trusted proxy above: px's own
       st->w->new_request_id(st->request_id);
       st->request_id_len = 32;
     }

@@ -416,6 +416,10 @@ class BuiltinFiltersTest(unittest.TestCase):
         a.ctl("acl", "user", "add", "both", "bob", "--password", "builder")
         F = lambda name, conf: "--filter=%s=%s" % (name, json.dumps(conf))
         u = cls.up.url
+        cls.page = os.path.join(cls.fdir, "maintenance.html")
+        with open(cls.page, "w") as f:
+            f.write("<p>Back soon ({{status}}, {{request_id}})</p>\n")
+        dead = "http://127.0.0.1:%d" % free_port()
         for name, host, filt in [
             ("lan", "lan.test", F("acl", {"list": "lan"})),
             ("nobody", "nobody.test", F("acl", {"list": "nobody"})),
@@ -431,6 +435,13 @@ class BuiltinFiltersTest(unittest.TestCase):
                                                              "remove": ["Server"]}})),
         ]:
             r = a.ctl("route", "add", name, "--host", host, "--upstream", u, filt)
+            assert r.returncode == 0, r.stderr
+        for args in (["pages", "--host", "pages.test", "--upstream", dead, F("error_pages", {})],
+                     ["pagesacl", "--host", "pagesacl.test", "--upstream", u, F("acl", {"list": "nobody"}),
+                      F("error_pages", {"pages": {"403": {"html": "<p>not you ({{reason}})</p>"}}})],
+                     ["pagesup", "--host", "pagesup.test", "--upstream", u,
+                      F("error_pages", {"statuses": [502, 503], "upstream": True, "html_file": cls.page})]):
+            r = a.ctl("route", "add", args[0], "--host", args[2], "--upstream", args[4], *args[5:])
             assert r.returncode == 0, r.stderr
         cls.px.wait_applied(a.generation())
 
@@ -450,6 +461,47 @@ class BuiltinFiltersTest(unittest.TestCase):
         self.assertEqual(get(self.px.port, "/.well-known/acme-challenge/unknown", host="secure.test").status, 404)
         self.assertEqual(get(self.px.port, "/.well-known/acme-challenge/../x", host="secure.test").status, 404)
         self.assertEqual(self.adm.api("PUT", "/v1/acme/challenges/bad!token", {"key_authorization": "x"})[0], 422)
+
+    def test_error_pages_for_px_answers_its_filters_and_the_upstream(self):
+        # px's own 502 (nothing listens there), as the client's Accept prefers.
+        r = get(self.px.port, "/", host="pages.test", headers=[("Accept", "text/html,*/*;q=0.8")])
+        self.assertEqual((r.status, r.header("Content-Type")), (502, "text/html; charset=utf-8"))
+        self.assertIn(b"<h1>502 Bad Gateway</h1>", r.body)
+        self.assertRegex(r.body.decode(), r"Request ID: [0-9a-f]{32}")
+        self.assertEqual(r.header("Cache-Control"), "no-store")
+        r = get(self.px.port, "/", host="pages.test", headers=[("Accept", "text/html;q=0.5, application/json")])
+        self.assertEqual((r.status, r.header("Content-Type")), (502, "application/json; charset=utf-8"))
+        doc = json.loads(r.body)
+        self.assertEqual((doc["status"], doc["error"]), (502, "Bad Gateway"))
+        self.assertRegex(doc["request_id"], r"^[0-9a-f]{32}$")
+        r = get(self.px.port, "/", host="pages.test", headers=[("Accept", "text/plain")])
+        self.assertEqual(r.header("Content-Type"), "text/plain; charset=utf-8")
+        self.assertTrue(r.body.startswith(b"502 Bad Gateway\n"), r.body)
+        r = get(self.px.port, "/", host="pages.test", headers=[("Accept", "image/png")])
+        self.assertEqual(r.header("Content-Type"), "text/plain; charset=utf-8")  # nothing acceptable: text
+        # A filter's refusal (acl: 403) gets the route's own page for that status.
+        r = get(self.px.port, "/", host="pagesacl.test", headers=[("Accept", "text/html")])
+        self.assertEqual((r.status, r.body), (403, b"<p>not you (Forbidden)</p>"))
+        # The upstream's own 502 and 503 (upstream: true), from a file; its 500 is not listed and passes.
+        for code in (502, 503):
+            r = get(self.px.port, "/status?code=%d" % code, host="pagesup.test")
+            self.assertEqual(r.status, code)
+            self.assertRegex(r.body.decode(), r"^<p>Back soon \(%d, [0-9a-f]{32}\)</p>\n$" % code)
+        r = get(self.px.port, "/status?code=500", host="pagesup.test")
+        self.assertEqual((r.status, r.header("Content-Type") or ""), (500, r.header("Content-Type") or ""))
+        self.assertNotIn(b"Back soon", r.body)
+        self.assertEqual(get(self.px.port, "/", host="pagesup.test").status, 200)
+
+    def test_error_pages_configs_are_checked_before_they_are_written(self):
+        base = ["route", "add", "pbad", "--host", "pbad.test", "--upstream", self.up.url]
+        for conf, words in (({"html_file": "/nonexistent/page.html"}, "error_pages: html_file: /nonexistent/page.html"),
+                            ({"statuses": [302]}, "statuses: 302 is not a status from 400 to 599"),
+                            ({"pages": {"503": {"html": "x"}}, "statuses": [502]}, "pages.503: the status is not in"),
+                            ({"pages": {"503": {"htm": "x"}}}, "pages.503: unknown key 'htm'"),
+                            ({"colour": "red"}, "unknown key 'colour'")):
+            r = self.adm.ctl(*base, "--filter=error_pages=" + json.dumps(conf))
+            self.assertEqual(r.returncode, 4, conf)
+            self.assertIn(words, r.stderr, conf)
 
     def test_acl_cidr_rules(self):
         self.assertEqual(get(self.px.port, "/", host="lan.test").status, 200)

@@ -242,6 +242,8 @@ class H2Test(unittest.TestCase):
                              route("errpage", ["errpage.test"], [cls.up], filters=[F("errpage")]),
                              route("errdead", ["errdead.test"], ["http://127.0.0.1:%d" % free_port()],
                                    filters=[F("errpage")]),
+                             route("pages", ["pages.test"], ["http://127.0.0.1:%d" % free_port()],
+                                   filters=[F("error_pages")]),
                              route("staff", ["staff.test"], [cls.up], filters=[F("acl", {"list": "staff"})]),
                              route("nobody", ["nobody.test"], [cls.up], filters=[F("acl", {"list": "nobody"})]),
                              route("retry", ["retry.test"], ["http://127.0.0.1:%d" % free_port(), cls.up]),
@@ -364,6 +366,10 @@ class H2Test(unittest.TestCase):
             self.assertEqual(got[0][1]["content-type"], "text/html")
             self.assertEqual(got[1][0], 200)  # the stream beside it is the upstream's
             self.assertEqual((got[2][0], got[2][1]["x-page"]), (503, "502"))
+            # The built-in error_pages filter, as the client's Accept prefers.
+            st, hdrs, body = c.response(c.request("/", host="pages.test", headers=[("accept", "application/json")]))
+            self.assertEqual((st, hdrs["content-type"]), (502, "application/json; charset=utf-8"))
+            self.assertEqual(json.loads(body)["error"], "Bad Gateway")
         finally:
             c.close()
 
