@@ -12,6 +12,9 @@ directly, started from bench/run.py's configuration.
 
   bench/instructions.py --metrics      the same two cases with metrics_listen on
   bench/instructions.py --access-log   ... with a JSON access log
+  bench/instructions.py --geoip        the filtered case with the geoip filter too (a country and an ASN
+                                       database written here, as tests/integration/test_geoip.py does), and
+                                       the instructions its lookups take per request, and their share
 """
 import os, re, signal, socket, subprocess, sys, time, json, tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,8 +28,14 @@ pxbench.WORK = tempfile.mkdtemp(prefix="pxinsn-")
 upstream = pxbench.start_upstream()
 UP = "http://127.0.0.1:%d" % upstream.port
 WORK = pxbench.WORK
+GEOIP = "--geoip" in sys.argv
+if GEOIP:
+    for kind, pairs in (("country", ["127.0.0.1/32=DE"]), ("asn", ["127.0.0.1/32=64500"])):
+        subprocess.run(["perl", os.path.join(HERE, "..", "tests", "integration", "geoip_db.pl"), kind,
+                        "%s/%s.mmdb" % (WORK, kind)] + pairs, check=True)
 EXTRA = ("metrics_listen 127.0.0.1:0\n" if "--metrics" in sys.argv else "") + \
-        ("access_log %s/access.log\n" % WORK if "--access-log" in sys.argv else "")
+        ("access_log %s/access.log\n" % WORK if "--access-log" in sys.argv else "") + \
+        ("geoip_database %s/country.mmdb\ngeoip_asn_database %s/asn.mmdb\n" % (WORK, WORK) if GEOIP else "")
 def measure(filtered, n):
     d = os.path.join(WORK, "d%d%d" % (filtered, n))
     subprocess.run(["rm", "-rf", d]); os.makedirs(d)
@@ -35,6 +44,8 @@ def measure(filtered, n):
     if filtered:
         r["filters"] = [{"name": "acl", "config": {"list": "lan"}}, {"name": "force_tls", "config": {}},
                         {"name": "headers", "config": {"response": {"set": {"X-Frame-Options": "DENY"}}}}]
+        if GEOIP:
+            r["filters"].append({"name": "geoip", "config": {"deny_countries": ["FR"], "deny_asns": [64501]}})
     subprocess.run([PXSTORE, "--data", d + "/data", "put-json", json.dumps(r)], check=True, capture_output=True)
     with open(d + "/px.conf", "w") as f:
         f.write("listen 127.0.0.1:0\nworkers 1\ndata_dir %s/data\nlog_level info\ntrusted_proxies 127.0.0.1/32\n%s" % (d, EXTRA))
@@ -53,8 +64,22 @@ def measure(filtered, n):
     s.close()
     p.send_signal(signal.SIGINT); p.wait()
     txt = open(d + "/cg.out").read()
-    return int(re.search(r"^summary: (\d+)", txt, re.M).group(1))
+    total = int(re.search(r"^summary: (\d+)", txt, re.M).group(1))
+    if GEOIP and filtered:
+        # What the filter's req:country() and req:asn() cost, inclusive: the worker's cache (Geo::lookup),
+        # libmaxminddb on a miss, and the Lua string. None at start-up.
+        out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", d + "/cg.out"],
+                             capture_output=True, text=True).stdout
+        look = sum(int(m.group(1).replace(",", "")) for m in
+                   re.finditer(r"^\s*([\d,]+) .*::api_(?:country|asn)\(lua_State", out, re.M))
+        LOOKUPS[n] = look
+    return total
+LOOKUPS = {}
 for filtered in (0, 1):
     a, b = measure(filtered, 1000), measure(filtered, 6000)
     print("filtered" if filtered else "unfiltered", "(%s)" % EXTRA.strip().replace("\n", ", ") if EXTRA else "", "instructions per request: %.0f" % ((b - a) / 5000.0), flush=True)
+    if GEOIP and filtered:
+        per = (LOOKUPS[6000] - LOOKUPS[1000]) / 5000.0
+        print("geoip lookups (country and ASN): %.0f instructions per request, %.1f%% of the filtered request"
+              % (per, 100.0 * per / ((b - a) / 5000.0)), flush=True)
 upstream.stop()

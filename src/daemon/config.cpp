@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/strings.h"
+#include "net/geoip.h"
 #include "observe/access_log.h"
 
 namespace px {
@@ -233,6 +234,12 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
       std::string err;
       if (w[1] != "off" && !parse_listen(w[1], &la, &err)) return fail("metrics_listen: " + err);
       c.metrics_listen = w[1] == "off" ? "" : std::string(w[1]);
+    } else if (key == "geoip_database" || key == "geoip_asn_database") {
+      if (!need_one()) return false;
+      net::GeoDb db;
+      std::string err;
+      if (!db.refresh(std::string(w[1]), &err)) return fail(std::string(key) + ": " + err);
+      (key == "geoip_database" ? c.geoip_database : c.geoip_asn_database) = std::string(w[1]);
     } else if (key == "status_file") {
       if (!need_one()) return false;
       c.status_file = std::string(w[1]);

@@ -54,12 +54,14 @@ struct Config {
   uint64_t store_poll_ms = 50;           // fallback poll of the store generation
   net::CidrSet trusted_proxies;
   std::string log_level = "info";
-  std::string status_file;                             // where pxd publishes its applied generation
-  std::string access_log;                              // "" = off
-  std::string metrics_listen;                          // "127.0.0.1:9145": Prometheus /metrics; "" = off
-  bool access_log_combined = false;                    // else JSON lines
-  uint32_t access_log_fields = 0;                      // JSON fields (access_log.h); 0 = all
-  std::string filters_dir;                             // operator's filters (override built-ins by name)
+  std::string status_file;           // where pxd publishes its applied generation
+  std::string access_log;            // "" = off
+  std::string metrics_listen;        // "127.0.0.1:9145": Prometheus /metrics; "" = off
+  bool access_log_combined = false;  // else JSON lines
+  uint32_t access_log_fields = 0;    // JSON fields (access_log.h); 0 = all
+  std::string filters_dir;           // operator's filters (override built-ins by name)
+  std::string geoip_database;        // a MaxMind DB with country.iso_code (req:country()); "" = none
+  std::string geoip_asn_database;    // a MaxMind DB with autonomous_system_number (req:asn()); "" = none
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request
   uint64_t lua_phase_budget_ms = 50;                   // wall-clock budget of one phase's filters
   uint64_t lua_memory_limit = 256ull * 1024 * 1024;    // per worker's Lua state

@@ -741,6 +741,8 @@ void Server::reload() {
   keep("data_dir", &Config::data_dir);
   keep("status_file", &Config::status_file);
   keep("filters_dir", &Config::filters_dir);
+  keep("geoip_database", &Config::geoip_database);
+  keep("geoip_asn_database", &Config::geoip_asn_database);
   keep("global_filters", &Config::global_filters);
   keep("lua_memory_limit", &Config::lua_memory_limit);
   keep("store_poll_ms", &Config::store_poll_ms);

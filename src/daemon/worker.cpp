@@ -43,6 +43,7 @@ Worker::~Worker() {
 
 void Worker::start(std::vector<ListenFd> fds) {
   fds_ = std::move(fds);
+  refresh_geo();
   uv_loop_init(&loop_);
   loop_.data = this;
   uv_async_init(&loop_, &async_, [](uv_async_t* a) { static_cast<Worker*>(a->data)->on_async(); });
@@ -602,6 +603,19 @@ void Worker::trim() {
   upconns_peak_ = upconns.get();
 }
 
+// Once a second: a GeoIP file replaced (a weekly update) is reopened; one that cannot be opened keeps the
+// previous database serving, and is logged once per failure.
+void Worker::refresh_geo() {
+  if (cfg_.geoip_database.empty() && cfg_.geoip_asn_database.empty()) return;
+  std::string err;
+  if (geo_.refresh(cfg_.geoip_database, cfg_.geoip_asn_database, &err)) {
+    geo_error_.clear();
+  } else if (err != geo_error_) {
+    PX_WARN("geoip: %s (the previous database, if any, keeps serving)", err.c_str());
+    geo_error_ = err;
+  }
+}
+
 void Worker::on_tick() {
   heartbeat_ms.store(uv_hrtime() / 1000000u, std::memory_order_relaxed);
   for (EndObserver* o : observers_) o->flush();
@@ -611,6 +625,7 @@ void Worker::on_tick() {
   if (t - last_trim_ >= kTrimWindowMs) {
     last_trim_ = t;
     trim();
+    refresh_geo();
   }
   for (L4Listener* l : l4_listeners_)
     if (l->udp) l4_tick(l, t);

@@ -39,6 +39,7 @@
 #include "lua/engine.h"
 #include "net/cidr.h"
 #include "net/epoll_transport.h"
+#include "net/geoip.h"
 #include "observe/access_log.h"
 #include "observe/end_record.h"
 #include "observe/metrics.h"
@@ -153,6 +154,8 @@ class Worker {
   // The worker's loop last turned (uv_hrtime ms), for the service manager's watchdog (read by the main thread).
   std::atomic<uint64_t> heartbeat_ms{0};
   route::AuthCache& auth_cache() { return auth_cache_; }
+  // This worker's GeoIP databases (pxd.conf geoip_database, geoip_asn_database), reopened when their files change.
+  net::Geo& geo() { return geo_; }
   void post_filters(std::vector<std::pair<std::string, std::string>> files);
   // Client timeouts (see Timeout).
   void timeout_link(Session* s, Timeout t);
@@ -278,7 +281,10 @@ class Worker {
   std::unique_ptr<lua::Engine> engine_;
   std::vector<EndObserver*> observers_;
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)
-  std::mutex mu_;                // guards the mailbox below; never taken on the request path
+  net::Geo geo_;
+  std::string geo_error_;  // the last one logged
+  void refresh_geo();
+  std::mutex mu_;  // guards the mailbox below; never taken on the request path
   std::vector<std::pair<std::string, std::string>> mail_filters_;
   bool mail_has_filters_ = false;
   std::shared_ptr<const route::Snapshot> mail_snap_;

@@ -177,6 +177,28 @@ int api_request_id(lua_State* L) {
   return 1;
 }
 
+// req:country(): the client's ISO 3166 country code from pxd.conf's geoip_database ("DE"), or nil.
+int api_country(lua_State* L) {
+  PX_ALLOWED(kAll, "req:country");
+  const char* c = t_cur.v->geo ? t_cur.v->geo->lookup(t_cur.v->client_ip).country : "";
+  if (*c)
+    lua_pushlstring(L, c, 2);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+// req:asn(): the client's autonomous system number from geoip_asn_database, or nil.
+int api_asn(lua_State* L) {
+  PX_ALLOWED(kAll, "req:asn");
+  uint32_t n = t_cur.v->geo ? t_cur.v->geo->lookup(t_cur.v->client_ip).asn : 0;
+  if (n)
+    lua_pushinteger(L, n);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
 // req:from_upstream(): whether the response is the upstream's (false: px or a filter answered).
 int api_from_upstream(lua_State* L) {
   PX_ALLOWED(kReadResp, "req:from_upstream");
@@ -495,6 +517,8 @@ void push_api(lua_State* L) {
   with("remove_header", api_req_edit, 2);
   fn("status", api_status);
   fn("from_upstream", api_from_upstream);
+  fn("country", api_country);
+  fn("asn", api_asn);
   fn("request_id", api_request_id);
   fn("set_status", api_set_status);
   fn("resp_header", api_resp_header);

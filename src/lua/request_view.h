@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "net/cidr.h"
+#include "net/geoip.h"
 
 namespace px::http {
 struct Head;
@@ -65,6 +66,8 @@ struct RequestView {
   // X-Request-ID, made when first asked for (req:request_id()): request_id(owner).
   std::string_view (*request_id)(void* owner) = nullptr;
   void* owner = nullptr;
+  // The worker's GeoIP databases and their cache (req:country(), req:asn()).
+  net::Geo* geo = nullptr;
   int status = 0;
   bool trace = false;  // pxctl trace: record each filter's verdict and time (Engine::take_trace)
   // What the filters did (the engine allocates it, pooled).

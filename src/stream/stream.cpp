@@ -97,6 +97,7 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
   v.status = status;
   v.request_id = [](void* s) { return stream_request_id(static_cast<Stream*>(s)); };
   v.owner = st;
+  v.geo = &st->w->geo();
   uint64_t t0 = uv_hrtime();
   lua::Verdict r = eng->run(p, route_index, v);
   st->phase_us[p] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
