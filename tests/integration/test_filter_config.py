@@ -58,6 +58,11 @@ class FilterConfigTest(unittest.TestCase):
             ('acme={"x":1}', "filters[0].config.x", ["acme: unknown key 'x' (it takes no keys here)"]),
             ('redirect={"url":"https://x.test","preserve_path":"yes"}', "filters[0].config.preserve_path",
              ["must be true or false"]),
+            ('geoip={"allow_countries":["Germany"]}', "filters[0].config",
+             ["geoip: allow_countries[0]: expected a two-letter country code"]),
+            ('geoip={}', "filters[0].config", ["geoip: config needs at least one of allow_countries"]),
+            ('geoip={"deny_asns":[64500],"unknown":"maybe"}', "filters[0].config",
+             ['geoip: unknown must be "allow" or "deny"']),
         ]
         for filt, field, words in cases:
             self.refused(filt, field, words)
