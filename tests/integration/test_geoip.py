@@ -3,6 +3,7 @@ Debian's libmaxmind-db-writer-perl, nothing downloaded), req:country() and req:a
 filter allowing and denying by country and AS number, IPv4 and IPv6 clients, and a database file replaced
 while pxd serves."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -53,14 +54,16 @@ class GeoipTest(unittest.TestCase):
             f.write(SHOW)
         cls.up = Upstream()
         G = lambda conf: {"name": "geoip", "config": conf}
-        cls.px = Pxd(extra="geoip_database %s\ngeoip_asn_database %s\nfilters_dir %s\ntrusted_proxies 127.0.0.1/32"
-                     % (cls.country, cls.asn, fdir),
+        cls.px = Pxd(extra="listen 127.0.0.1:0 h2c\ngeoip_database %s\ngeoip_asn_database %s\nfilters_dir %s\n"
+                           "trusted_proxies 127.0.0.1/32" % (cls.country, cls.asn, fdir),
                      routes=[route("show", ["show.test"], [cls.up], filters=[{"name": "show", "config": {}}]),
                              route("de", ["de.test"], [cls.up], filters=[G({"allow_countries": ["de"]})]),
                              route("nofr", ["nofr.test"], [cls.up], filters=[G({"deny_countries": ["FR"]})]),
                              route("asn", ["asn.test"], [cls.up], filters=[G({"deny_asns": [64501], "status": 451})]),
                              route("strict", ["strict.test"], [cls.up],
                                    filters=[G({"deny_countries": ["FR"], "unknown": "deny"})])])
+
+        cls.h2c = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(h2c\)", cls.px.log()).group(1))
 
     @classmethod
     def tearDownClass(cls):
@@ -82,6 +85,19 @@ class GeoipTest(unittest.TestCase):
         self.assertEqual(self.seen("127.0.0.1", "10.1.2.3"), ("US", "none"))
         # From an untrusted address, X-Forwarded-For does not count.
         self.assertEqual(self.seen("127.0.0.3", "10.1.2.3"), ("FR", "none"))
+
+    def test_over_http2_too(self):
+        def h2(source, host):
+            r = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "--interface", source, "-D-", "-o/dev/null",
+                                "-H", "Host: " + host, "http://127.0.0.1:%d/" % self.h2c],
+                               capture_output=True, text=True, timeout=60)
+            return r.stdout.lower()
+        out = h2("127.0.0.2", "show.test")
+        self.assertIn("http/2 200", out)
+        self.assertIn("x-country: de", out)
+        self.assertIn("x-asn: 64500", out)
+        self.assertIn("http/2 403", h2("127.0.0.3", "de.test"))
+        self.assertIn("http/2 200", h2("127.0.0.2", "de.test"))
 
     def test_the_geoip_filter_allows_and_denies(self):
         status = lambda host, source: from_source(self.px.port, source, host).status
