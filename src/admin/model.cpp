@@ -192,22 +192,14 @@ namespace {
 // filters_dir overrides a built-in of the same name, as in pxd). (path, source)
 std::map<std::string, std::pair<std::string, std::string>> filter_files(bool* pxd_running = nullptr) {
   std::map<std::string, std::pair<std::string, std::string>> out;
-  auto name_of = [](const std::string& path) {
-    size_t slash = path.rfind('/') + 1;
-    return path.substr(slash, path.size() - slash - 4);
-  };
-  for (auto& [path, src] : lua::read_filter_files(Config{})) out[name_of(path)] = {path, src};
+  for (auto& [path, src] : lua::read_filter_files(Config{})) out[lua::filter_name(path)] = {path, src};
   for (const auto& f : g_pxd_status_files) {
     json st = pxd_status(f);
     if (!st["running"].get<bool>()) continue;
     if (pxd_running) *pxd_running = true;
     for (const auto& x : st.value("filters", json::array())) {
-      std::string path = x.value("path", "");
-      std::ifstream in(path, std::ios::binary);
-      if (path.size() < 5 || !in) continue;
-      std::stringstream ss;
-      ss << in.rdbuf();
-      out[name_of(path)] = {path, ss.str()};
+      std::string path = x.value("path", ""), src;
+      if (lua::read_source(path, &src)) out[lua::filter_name(path)] = {path, src};
     }
   }
   return out;

@@ -618,9 +618,7 @@ void Server::publish_status() {
   status_dirty_ = false;
   nlohmann::json filters = nlohmann::json::array();
   for (const auto& [path, err] : filter_errors_) {
-    size_t slash = path.rfind('/');
-    std::string name = path.substr(slash + 1, path.size() - slash - 5);
-    nlohmann::json f = {{"name", name}, {"path", path}, {"ok", err.empty()}};
+    nlohmann::json f = {{"name", lua::filter_name(path)}, {"path", path}, {"ok", err.empty()}};
     if (!err.empty()) f["error"] = err;
     filters.push_back(f);
   }

@@ -217,6 +217,10 @@ struct ConfigCheck {
 ConfigCheck check_config(const std::string& path, const std::string& source, const std::string& config_json,
                          const std::string& lua_dir);
 std::string builtin_filters_dir();
+// A filter's name: its file's, without the directory and ".lua".
+std::string filter_name(const std::string& path);
+// A filter file's source; false when it cannot be read.
+bool read_source(const std::string& path, std::string* out);
 std::string lua_dir();
 
 }  // namespace px::lua

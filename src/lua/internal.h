@@ -51,7 +51,6 @@ void push_json(lua_State* L, const nlohmann::json& j);
 // The table of API functions lua/px.lua is loaded with.
 void push_api(lua_State* L);
 std::vector<std::string_view>& edit_scratch();
-std::string name_of(const std::string& path);
 
 // One header edit applied to the values of its name (set replaces them, add appends, remove clears).
 template <class Values>

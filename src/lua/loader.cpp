@@ -38,7 +38,7 @@ std::string builtin_filters_dir() {
   return std::string(PX_DATADIR) + "/filters";
 }
 
-static bool read_file(const std::string& path, std::string* out) {
+bool read_source(const std::string& path, std::string* out) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return false;
   std::stringstream ss;
@@ -58,7 +58,7 @@ std::vector<std::pair<std::string, std::string>> read_filter_files(const Config&
       std::string n = e->d_name;
       if (n.size() < 5 || n.compare(n.size() - 4, 4, ".lua") != 0 || n[0] == '.') continue;
       std::string path = d + "/" + n, src;
-      if (read_file(path, &src)) byname[n.substr(0, n.size() - 4)] = {path, src};
+      if (read_source(path, &src)) byname[n.substr(0, n.size() - 4)] = {path, src};
     }
     closedir(dir);
   }
@@ -67,7 +67,7 @@ std::vector<std::pair<std::string, std::string>> read_filter_files(const Config&
   return out;
 }
 
-std::string name_of(const std::string& path) {
+std::string filter_name(const std::string& path) {
   size_t slash = path.rfind('/');
   std::string base = path.substr(slash == std::string::npos ? 0 : slash + 1);
   if (base.size() > 4 && base.compare(base.size() - 4, 4, ".lua") == 0) base.resize(base.size() - 4);
@@ -107,7 +107,7 @@ bool Engine::compile(const std::string& name, const std::string& path, const std
 
 void Engine::load(const std::vector<std::pair<std::string, std::string>>& files) {
   for (const auto& [path, src] : files) {
-    std::string name = name_of(path), err;
+    std::string name = filter_name(path), err;
     auto it = std::find_if(infos_.begin(), infos_.end(), [&](const FilterInfo& f) { return f.name == name; });
     if (it == infos_.end()) {
       infos_.push_back(FilterInfo{name, path, false, ""});
@@ -175,7 +175,7 @@ struct Scratch {
     }
     lua_getfield(L, -1, "_engine");
     lua_getfield(L, -1, "compile");
-    std::string name = name_of(path);
+    std::string name = filter_name(path);
     lua_pushstring(L, name.c_str());
     lua_pushlstring(L, source.data(), source.size());
     lua_pushstring(L, path.c_str());
@@ -210,7 +210,7 @@ ConfigCheck check_config(const std::string& path, const std::string& source, con
   }
   lua_State* L = s.L;
   lua_getfield(L, -2, "check_config");
-  lua_pushstring(L, name_of(path).c_str());
+  lua_pushstring(L, filter_name(path).c_str());
   lua_pushvalue(L, -3);  // the module
   push_json(L, json::parse(config_json, nullptr, false));
   if (lua_pcall(L, 3, 3, 0) != 0) {

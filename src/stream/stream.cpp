@@ -48,7 +48,7 @@ void Stream::reset() {
   host = {};
   mask = 0;
   filter_failed = false;
-  resp_phase_ran = filter_answered = false;
+  resp_phase_ran = head_refused = false;
   term_set = false;
   term = Termination::ok;
   bytes_in = bytes_out = 0;
@@ -302,14 +302,13 @@ bool stream_response_head(Stream* st, const http::Head& h) {
   if ((st->mask & (1 << lua::kResponse)) && h.status != 101) {
     st->resp_phase_ran = true;
     lua::Verdict rr = run_phase(st->w->engine(), lua::kResponse, static_cast<int>(st->route->index), st, &h, h.status);
-    if (rr == lua::Verdict::failed) {
-      st->filter_failed = true;
-      st->end_as(Termination::filter_error);
+    if (rr != lua::Verdict::next) {  // stream_answer_instead sends the filter's answer, or a 500
+      st->head_refused = true;
+      if (rr == lua::Verdict::failed) {
+        st->filter_failed = true;
+        st->end_as(Termination::filter_error);
+      }
       return false;
-    }
-    if (rr == lua::Verdict::answered) {
-      st->filter_answered = true;
-      return false;  // stream_answer_instead sends the filter's answer
     }
     if (st->view.fs->new_status) rh.status = st->view.fs->new_status;
     if (!st->view.fs->resp_edits.empty()) rh.edits = &st->view.fs->resp_edits;

@@ -73,7 +73,7 @@ struct Stream {
   uint16_t mask = 0;             // filter phases of this stream's route
   bool filter_failed = false;    // a response-phase filter failed: answer 500
   bool resp_phase_ran = false;   // the response phase ran (once per stream: a filter's answer there is final)
-  bool filter_answered = false;  // ... and a filter answered there, instead of the upstream's response
+  bool head_refused = false;     // stream_response_head refused the upstream's head (a filter failed or answered)
   bool term_set = false;
   Termination term = Termination::ok;  // why it ended (the first cause recorded)
   uint64_t bytes_in = 0;               // request bytes read from the client

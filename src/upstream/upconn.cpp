@@ -208,7 +208,7 @@ void UpConn::on_data(const char* data, size_t len) {
     d->open_tunnel(st, pos, static_cast<size_t>(data + len - pos));
     return;
   } else if (err != http::Parsed::ok) {
-    if (st->filter_failed || st->filter_answered) {
+    if (st->head_refused) {
       // A response filter failed, or answered instead, before the head left: the upstream's response is
       // dropped with its connection, and the client gets the filter's answer (or a 500).
       d->retract(st);
