@@ -24,6 +24,7 @@ local px = {}
 local PHASES = { "early_request", "request", "upstream_peer", "upstream_request", "response", "logging" }
 px.phases = PHASES
 px.DONE = C.DONE   -- what px.respond and px.redirect return
+local DONE, WAIT = C.DONE, C.WAIT
 
 -- The request object handed to phase functions (one per request; its methods
 -- are the C functions). req.ctx is a table shared by every phase of this request.
@@ -97,36 +98,20 @@ px.acl_check = C.acl_check
 px.acl_realm = C.acl_realm            -- px.acl_realm(list): the list's realm
 px.acme_challenge = C.acme_challenge  -- px.acme_challenge(token): the key authorization, or nil
 
--- A per-worker table for counters with expiry (enough for a rate limit).
-local shared_data = {}
-local shared_count = 0
-px.shared = {}
-function px.shared.get(key)
-  local e = shared_data[key]
-  if not e then return nil end
-  if e[2] and e[2] <= C_now() then shared_data[key] = nil; shared_count = shared_count - 1; return nil end
-  return e[1]
-end
-function px.shared.set(key, value, ttl)
-  if shared_data[key] == nil then
-    if value == nil then return end
-    shared_count = shared_count + 1
-    if shared_count > 100000 then error("px.shared: more than 100000 keys in this worker", 2) end
-  elseif value == nil then
-    shared_count = shared_count - 1
-  end
-  shared_data[key] = value ~= nil and { value, ttl and (C_now() + ttl) or nil } or nil
-end
-function px.shared.incr(key, by, ttl)
-  local v = px.shared.get(key)
-  if v == nil then
-    px.shared.set(key, by or 1, ttl)
-    return by or 1
-  end
-  v = v + (by or 1)
-  shared_data[key][1] = v
-  return v
-end
+-- Leaky buckets (nginx limit_req) and counters, exact for the whole host: every worker of this pxd sees the
+-- same ones (a lock-free table in pxd's memory: core/shared_table.h).
+-- px.limit(key, rate, burst [, delay]): the seconds to wait (0: go now), or nil and the seconds until one passes.
+px.limit = C.limit
+-- px.shared: counters (whole numbers) with an optional expiry, set when the counter is made.
+px.shared = { get = C.shared_get, set = C.shared_set, incr = C.shared_incr }
+
+-- Waiting, in the request phase, for a filter that declares `yields = true` (its phase functions then run in a
+-- coroutine): the request waits, the worker goes on with others.
+px.sleep = C.sleep    -- px.sleep(seconds)
+-- Any filter, request phase: `return px.delay(seconds)` ends its turn; the request waits, then the phase's
+-- next filter runs (no coroutine needed: rate_limit's delay).
+px.delay = C.delay
+px.fetch = C.fetch    -- px.fetch(url [, opts]): { status, headers, header_list, body } or nil, err
 
 -- ---- the engine's side: not for filters ----
 
@@ -185,6 +170,18 @@ function engine.sandbox()
   return env
 end
 
+-- px.expression(src): a Lua expression of `req` as a function(req), in a sandbox of its own: for a value a
+-- route's config computes per request (rate_limit's "expr:" key). Compile it at a filter's top level or in
+-- prepare, not per request.
+function px.expression(src)
+  if type(src) ~= "string" then error("px.expression: the expression must be a string", 2) end
+  local fn, err = loadstring("local req = ...; return " .. src, "=expression")
+  if not fn then return nil, (tostring(err):gsub("^expression:%d+: ", "")) end
+  setfenv(fn, engine.sandbox())
+  jit.off(fn, true)
+  return fn
+end
+
 local KNOWN = {}
 for _, p in ipairs(PHASES) do KNOWN[p] = true end
 
@@ -202,13 +199,15 @@ function engine.compile(name, source, chunkname)
       if type(v) ~= "string" or v:sub(1, 1) ~= "/" or v:find("?", 1, true) then
         return nil, (chunkname or name) .. ": 'path_prefix' must be a path starting with '/' (no query)"
       end
+    elseif k == "yields" then
+      if type(v) ~= "boolean" then return nil, (chunkname or name) .. ": 'yields' must be true or false" end
     elseif k == "phases" or k == "prepare" then
       if type(v) ~= "function" then return nil, (chunkname or name) .. ": '" .. k .. "' must be a function(conf)" end
     elseif k == "config" then
       local bad = type(v) ~= "table" and "must be a table of key = type" or engine.bad_schema(v, "")
       if bad then return nil, (chunkname or name) .. ": 'config' " .. bad end
     elseif not KNOWN[k] then return nil, (chunkname or name) .. ": unknown phase '" .. tostring(k) .. "' (phases: " .. table.concat(PHASES, ", ") .. ")" end
-    if k ~= "path_prefix" and k ~= "config" and type(v) ~= "function" then return nil, (chunkname or name) .. ": phase '" .. k .. "' must be a function" end
+    if k ~= "path_prefix" and k ~= "config" and k ~= "yields" and type(v) ~= "function" then return nil, (chunkname or name) .. ": phase '" .. k .. "' must be a function" end
   end
   return mod
 end
@@ -308,7 +307,7 @@ local function wanted(mod, conf)
   return set
 end
 
--- Per filter and phase: { calls, seconds, errors }, kept by engine.run_timed (pxd's metrics read
+-- Per filter and phase: { calls, seconds, errors, answers }, kept by engine.run_timed (pxd's metrics read
 -- them through engine.stats on the worker's tick). `current` is the entry running now, so that an
 -- error is counted against its filter (engine.failed). A traced request (pxctl trace) gets each
 -- filter's { name, seconds, verdict } in trace_log, taken after the phase (engine.take_trace).
@@ -319,7 +318,7 @@ local function stat_for(name, phase)
   local s = stats[name]
   if not s then s = {}; stats[name] = s end
   local t = s[phase]
-  if not t then t = { 0, 0, 0 }; s[phase] = t end
+  if not t then t = { 0, 0, 0, 0 }; s[phase] = t end
   return t
 end
 function engine.stats() return stats end
@@ -342,7 +341,7 @@ local function build(list, route)
   for j, f in ipairs(list) do
     local mod = filters[f.name]
     if mod and mod.prepare then
-      local ok, res = pcall(mod.prepare, f.conf)
+      local ok, res = pcall(mod.prepare, f.conf, route)
       if ok then
         if res ~= nil then f.conf = res end
       else
@@ -359,7 +358,7 @@ local function build(list, route)
       local mod = filters[f.name]
       if mod and mod[p] and not f.failed and (not want[j] or want[j][p]) then
         fns[#fns + 1] = { fn = mod[p], conf = f.conf, name = f.name, prefix = mod.path_prefix,
-                          stat = stat_for(f.name, i - 1) }
+                          yields = mod.yields == true or nil, stat = stat_for(f.name, i - 1) }
       end
     end
     chain[i - 1] = fns
@@ -419,13 +418,46 @@ local function renew(req)
   end
 end
 
+-- A filter that declares `yields = true` runs its phase functions in a coroutine of their own, so that it may
+-- wait (px.sleep, px.fetch: the C function yields, the stream waits without blocking the worker, then
+-- Engine::resume resumes it). Others are called plainly. `suspended[req]` holds a waiting filter's place.
+local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
+local suspended = {}
+local C_traceback = C.traceback
+local FAILED = {}  -- a coroutine's error, with its traceback made inside it
+local function body(f, phase, req, conf) return f.fn(req, conf) end  -- `f` and `phase` for locate()
+local function guarded(f, phase, req, conf)
+  local ok, r = xpcall(body, C_traceback, f, phase, req, conf)
+  if ok then return r end
+  return FAILED, r
+end
+
 local function bad_return(f, phase, r)
   error("filter '" .. f.name .. "' " .. PHASES[phase + 1] .. ": returned " .. tostring(r) ..
         " (return nothing, or px.respond(...))")
 end
 
+-- After a coroutine ran (ok, r, err from coroutine.resume): "wait", or r (nil or px.DONE).
+local function settle(co, ok, r, err, f, phase, index, req, i)
+  if not ok then error({ tostring(r) }) end
+  if co_status(co) == "suspended" then
+    suspended[req] = { co, f, phase, index, i }
+    return "wait"
+  end
+  if r == FAILED then error({ err }) end
+  return r
+end
+
+-- A filter returned px.delay(...): the stream waits, then the chain goes on after it.
+local function park(req, f, phase, index, i)
+  suspended[req] = { false, f, phase, index, i }
+  return "wait"
+end
+
+local run_from
+
 -- Runs one phase of a route's chain for a request. Returns true when a filter
--- answered (px.respond / px.redirect). The path every request takes: nothing
+-- answered (px.respond / px.redirect), "wait" when one waits. The path every request takes: nothing
 -- but the calls (run_timed is the one for metrics and traces).
 function engine.run(phase, index, req, fresh)
   if fresh then
@@ -440,11 +472,67 @@ function engine.run(phase, index, req, fresh)
     local f = fns[i]
     local prefix = f.prefix
     local r
-    if not prefix or C_path(req):sub(1, #prefix) == prefix then r = f.fn(req, f.conf) end
+    if not prefix or C_path(req):sub(1, #prefix) == prefix then
+      if f.yields then
+        local co = co_create(guarded)
+        local ok, a, b = co_resume(co, f, phase, req, f.conf)
+        r = settle(co, ok, a, b, f, phase, index, req, i)
+        if r == "wait" then return r end
+      else
+        r = f.fn(req, f.conf)
+      end
+    end
     if r ~= nil then
-      if r == px.DONE then return true end
-      error("filter '" .. f.name .. "' " .. PHASES[phase + 1] .. ": returned " .. tostring(r) ..
-            " (return nothing, or px.respond(...))")
+      if r == DONE then return true end
+      if r == WAIT then return park(req, f, phase, index, i) end
+      bad_return(f, phase, r)
+    end
+  end
+  return false
+end
+
+-- The stream's wait is over: the waiting filter goes on with what it waited for (...), then the rest of the
+-- phase's chain.
+function engine.resume(req, ...)
+  local s = suspended[req]
+  suspended[req] = nil
+  local co, f, phase, index, i = s[1], s[2], s[3], s[4], s[5]
+  if co then
+    local ok, a, b = co_resume(co, ...)
+    local r = settle(co, ok, a, b, f, phase, index, req, i)
+    if r == "wait" then return r end
+    if r ~= nil then
+      if r == DONE then return true end
+      if r == WAIT then return park(req, f, phase, index, i) end
+      bad_return(f, phase, r)
+    end
+  end
+  return run_from(phase, index, req, i + 1)
+end
+
+-- The request ended while a filter waited: its coroutine is let go.
+function engine.cancel(req) suspended[req] = nil end
+
+run_from = function(phase, index, req, start)
+  local fns = (index < 0 and early_chain or chains[index])[phase]
+  for i = start, #fns do
+    local f = fns[i]
+    local prefix = f.prefix
+    local r
+    if not prefix or C_path(req):sub(1, #prefix) == prefix then
+      if f.yields then
+        local co = co_create(guarded)
+        local ok, a, b = co_resume(co, f, phase, req, f.conf)
+        r = settle(co, ok, a, b, f, phase, index, req, i)
+        if r == "wait" then return r end
+      else
+        r = f.fn(req, f.conf)
+      end
+    end
+    if r ~= nil then
+      if r == DONE then return true end
+      if r == WAIT then return park(req, f, phase, index, i) end
+      bad_return(f, phase, r)
     end
   end
   return false
@@ -464,23 +552,30 @@ function engine.run_timed(phase, index, req, fresh, trace)
     if not prefix or C_path(req):sub(1, #prefix) == prefix then
       current = f
       local t0 = C_now()
-      r = f.fn(req, f.conf)
+      if f.yields then
+        local co = co_create(guarded)
+        local ok, a, b = co_resume(co, f, phase, req, f.conf)
+        r = settle(co, ok, a, b, f, phase, index, req, i)
+      else
+        r = f.fn(req, f.conf)
+      end
       local dt = C_now() - t0
       if trace then
-        trace_log[#trace_log + 1] = { f.name, dt, r == px.DONE and "answered" or "next" }
+        trace_log[#trace_log + 1] = { f.name, dt, r == DONE and "answered" or (r == "wait" or r == WAIT) and "waits" or "next" }
       else
         local st = f.stat
         st[1] = st[1] + 1
         st[2] = st[2] + dt
+        if r == DONE then st[4] = st[4] + 1 end
       end
     elseif trace then
       trace_log[#trace_log + 1] = { f.name, 0, "skipped (path_prefix " .. prefix .. ")" }
     end
     if r ~= nil then
-      if r == px.DONE then
-        current = nil
-        return true
-      end
+      current = nil
+      if r == DONE then return true end
+      if r == "wait" then return r end
+      if r == WAIT then return park(req, f, phase, index, i) end
       bad_return(f, phase, r)
     end
   end

@@ -63,8 +63,9 @@ struct Config {
   std::string geoip_database;        // a MaxMind DB with country.iso_code (req:country()); "" = none
   std::string geoip_asn_database;    // a MaxMind DB with autonomous_system_number (req:asn()); "" = none
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request
-  uint64_t lua_phase_budget_ms = 50;                   // wall-clock budget of one phase's filters
-  uint64_t lua_memory_limit = 256ull * 1024 * 1024;    // per worker's Lua state
+  uint64_t shared_slots = 65536;      // px.shared and px.limit: 16 bytes each, host-wide (core/shared_table.h)
+  uint64_t lua_phase_budget_ms = 50;  // wall-clock budget of one phase's filters
+  uint64_t lua_memory_limit = 256ull * 1024 * 1024;  // per worker's Lua state
   // TLS listeners (listen ... tls). Versions are 0x0303 (TLSv1.2) and 0x0304 (TLSv1.3).
   uint16_t tls_min_version = 0x0303, tls_max_version = 0x0304;
   std::string tls_ciphers;               // TLS 1.2 suites; "" = Mozilla intermediate (tls/context.h)

@@ -743,6 +743,7 @@ void Server::reload() {
   keep("geoip_asn_database", &Config::geoip_asn_database);
   keep("global_filters", &Config::global_filters);
   keep("lua_memory_limit", &Config::lua_memory_limit);
+  keep("shared_slots", &Config::shared_slots);
   keep("store_poll_ms", &Config::store_poll_ms);
   keep("access_log", &Config::access_log);
   keep("access_log format", &Config::access_log_combined);
@@ -951,9 +952,11 @@ int Server::run() {
       return 1;
     }
   }
+  shared_ = std::make_unique<SharedTable>(cfg_.shared_slots);
   for (int i = 0; i < n; i++) {
     workers_.push_back(std::make_unique<Worker>(i, cfg_));
     workers_.back()->set_tls(tls_ctx_.get());
+    workers_.back()->set_shared(shared_.get());
   }
   if (!cfg_.access_log.empty()) {
     access_log_ = std::make_unique<AccessLog>();

@@ -96,6 +96,7 @@ class Server {
   uv_async_t applied_async_;
   bool watch_started_ = false;
   store::Store store_;
+  std::unique_ptr<SharedTable> shared_;  // every worker's (px.shared, px.limit): outlives them
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<const route::Snapshot> snapshot_;
   uint64_t built_gen_ = UINT64_MAX;

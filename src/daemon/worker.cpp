@@ -143,6 +143,7 @@ void Worker::run() {
     engine_.reset();
   }
   if (engine_ && metrics_) engine_->set_timing(true);
+  if (engine_) engine_->shared = shared_;
   on_async();  // a snapshot may be waiting already
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Everything is closed; let the close callbacks run, then prove nothing leaked.
@@ -337,7 +338,16 @@ PeerState* Worker::peer_for(const route::PeerAddr& a) {
 }
 
 SSL* Worker::new_upstream_ssl(PeerState* p) {
-  const route::UpstreamTlsSpec& t = p->tls_spec;
+  SSL* ssl = new_client_ssl(p->tls_spec, p->tls_spec.sni.empty() ? p->host : p->tls_spec.sni, p->key);
+  if (!ssl) return nullptr;
+  SSL_set_app_data(ssl, p);  // PeerStates live as long as the worker
+  if (p->session) SSL_set_session(ssl, p->session.get());
+  return ssl;
+}
+
+// A client connection's TLS with a route's upstream settings (verification, CAs, a client certificate),
+// naming and verifying `name`. `who` names it in the log.
+SSL* Worker::new_client_ssl(const route::UpstreamTlsSpec& t, const std::string& name, const std::string& who) {
   std::string key = (t.verify ? "v:" : "n:") + t.ca_file;
   auto& ctx = client_ctx_[key];
   if (!ctx) {
@@ -346,14 +356,16 @@ SSL* Worker::new_upstream_ssl(PeerState* p) {
     // Sessions (TLS 1.3: tickets, which arrive after the handshake) are kept per peer, to resume with.
     SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
     SSL_CTX_sess_set_new_cb(ctx.get(), [](SSL* ssl, SSL_SESSION* sess) {
-      static_cast<PeerState*>(SSL_get_app_data(ssl))->session.reset(sess);
+      auto* p = static_cast<PeerState*>(SSL_get_app_data(ssl));
+      if (!p) return 0;  // not a peer's connection (px.fetch): not kept
+      p->session.reset(sess);
       return 1;  // the peer holds the reference now
     });
     if (t.verify) {
       const char* bundle = t.ca_file.empty() ? "/etc/ssl/certs/ca-certificates.crt" : t.ca_file.c_str();
       if (!SSL_CTX_load_verify_locations(ctx.get(), bundle, nullptr)) {
         ERR_clear_error();
-        PX_ERR("upstream %s: cannot load the CA bundle %s", p->key.c_str(), bundle);
+        PX_ERR("upstream %s: cannot load the CA bundle %s", who.c_str(), bundle);
         ctx.reset();
         return nullptr;
       }
@@ -365,7 +377,6 @@ SSL* Worker::new_upstream_ssl(PeerState* p) {
   SSL* ssl = SSL_new(ctx.get());
   if (!ssl) return nullptr;
   SSL_set_connect_state(ssl);
-  const std::string& name = t.sni.empty() ? p->host : t.sni;
   net::IpAddr ip;
   bool is_ip = net::IpAddr::parse(name, &ip);
   if (!is_ip) SSL_set_tlsext_host_name(ssl, name.c_str());
@@ -383,14 +394,12 @@ SSL* Worker::new_upstream_ssl(PeerState* p) {
     const tls::Cert* c =
         current_ && current_->snap->certs() ? current_->snap->certs()->by_name(t.client_cert) : nullptr;
     if (!c) {
-      PX_ERR("upstream %s: client certificate '%s' is not in the store", p->key.c_str(), t.client_cert.c_str());
+      PX_ERR("upstream %s: client certificate '%s' is not in the store", who.c_str(), t.client_cert.c_str());
       SSL_free(ssl);
       return nullptr;
     }
     tls::use_cert(ssl, *c);
   }
-  SSL_set_app_data(ssl, p);  // PeerStates live as long as the worker
-  if (p->session) SSL_set_session(ssl, p->session.get());
   return ssl;
 }
 

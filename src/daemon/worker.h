@@ -33,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/shared_table.h"
 #include "daemon/config.h"
 #include "http/parser.h"
 #include "l4/l4.h"
@@ -107,6 +108,7 @@ class Worker {
   void start_inline();
   // TLS listeners: the context every worker shares (tls/context.h). Before start().
   void set_tls(SSL_CTX* ctx) { tls_ctx_ = ctx; }
+  void set_shared(SharedTable* t) { shared_ = t; }  // px.shared and px.limit: the host's table
   SSL_CTX* tls_ctx() const { return tls_ctx_; }
   tls::CertSource* cert_source() { return &cert_source_; }
   Session* adopt(net::Transport* t, const net::IpAddr& peer);
@@ -131,6 +133,15 @@ class Worker {
   PeerState* peer_for(const route::PeerAddr& a);
   // A client-side SSL for a connection to an https:// peer: verification, SNI, a session to resume.
   SSL* new_upstream_ssl(PeerState* p);
+  // The client of filters' outbound requests (px.fetch): made on first use.
+  http::Client& fetch_client() {
+    if (!fetch_) {
+      fetch_ = std::make_unique<http::Client>(&loop_);
+      fetch_->max_body = 1024 * 1024;
+    }
+    return *fetch_;
+  }
+  SSL* new_client_ssl(const route::UpstreamTlsSpec& t, const std::string& name, const std::string& who);
   // Picks a usable peer of the stream's pool, skipping the ones it tried. nullptr: none left.
   PeerState* choose_peer(Stream* st);
   bool has_untried(const Stream* st);  // a usable peer this stream has not tried yet?
@@ -243,6 +254,7 @@ class Worker {
   uint64_t rid_counter_ = 0;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
   std::unique_ptr<http::Client> probes_;  // HTTP health probes (health.cpp)
+  std::unique_ptr<http::Client> fetch_;   // filters' outbound requests (px.fetch)
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;
   size_t free_stream_count_ = 0;
@@ -282,6 +294,7 @@ class Worker {
   std::vector<EndObserver*> observers_;
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)
   net::Geo geo_;
+  SharedTable* shared_ = nullptr;
   std::string geo_error_;  // the last one logged
   void refresh_geo();
   std::mutex mu_;  // guards the mailbox below; never taken on the request path

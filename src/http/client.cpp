@@ -229,8 +229,13 @@ struct Client::Call final : ClientConn, net::TransportUser, Sink {
     bool default_port = port == (tls ? 443 : 80);
     bool v6 = host.find(':') != std::string::npos;
     w.field("Host", (v6 ? "[" + host + "]" : host) + (default_port ? "" : ":" + std::to_string(port)));
-    w.field("User-Agent", req.user_agent);
-    if (!req.head_only) w.field("Accept", "*/*");
+    auto given = [&](std::string_view name) {  // the caller's own fields win (px.fetch)
+      for (const auto& h : req.headers)
+        if (iequals(h.first, name)) return true;
+      return false;
+    };
+    if (!req.user_agent.empty() && !given("user-agent")) w.field("User-Agent", req.user_agent);
+    if (!req.head_only && !given("accept")) w.field("Accept", "*/*");
     w.field("Connection", "close");
     if (!req.content_type.empty()) w.field("Content-Type", req.content_type);
     for (const auto& [n, v] : req.headers) w.field(n, v);

@@ -1,7 +1,10 @@
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <memory>
 
 #include "core/log.h"
+#include "core/shared_table.h"
 #include "core/strings.h"
 #include "http/grammar.h"
 #include "http/parser.h"
@@ -476,6 +479,179 @@ int api_acme_challenge(lua_State* L) {
   return 1;
 }
 
+// ---- the host's shared table (core/shared_table.h): px.limit and px.shared ----
+
+SharedTable& table() {
+  static thread_local std::unique_ptr<SharedTable> scratch;  // outside pxd's workers (a check, a test)
+  Engine* e = t_cur.eng;
+  if (e && e->shared) return *e->shared;
+  if (!scratch) scratch = std::make_unique<SharedTable>(4096);
+  return *scratch;
+}
+
+double number_arg(lua_State* L, int i, const char* call, const char* what) {
+  if (lua_type(L, i) != LUA_TNUMBER) refuse(L, "%s: %s must be a number", call, what);
+  return lua_tonumber(L, i);
+}
+
+// px.limit(key, rate, burst [, delay]): a leaky bucket, exact for the whole host. rate: requests per second;
+// burst: how many more may queue; delay: how many of those go at once (nginx's delay=; default 0; burst or
+// more: nodelay). Returns the seconds the request should wait (0: at once), or nil and the seconds until one
+// would pass.
+int api_limit(lua_State* L) {
+  std::string_view key = arg(L, 1);
+  double rate = number_arg(L, 2, "px.limit", "rate");
+  double burst = number_arg(L, 3, "px.limit", "burst");
+  double delay = lua_isnoneornil(L, 4) ? 0 : number_arg(L, 4, "px.limit", "delay");
+  if (!(rate > 0 && rate <= 1e9)) return refuse(L, "px.limit: rate must be above 0 requests a second");
+  if (!(burst >= 0 && burst <= 1e6 && delay >= 0))
+    return refuse(L, "px.limit: burst must be 0 to 1000000, delay 0 or more");
+  SharedTable& t = table();
+  uint64_t interval = static_cast<uint64_t>(1e9 / rate);
+  if (interval == 0) interval = 1;
+  uint64_t b = static_cast<uint64_t>(burst), d = static_cast<uint64_t>(std::min(delay, burst));
+  auto v = t.limit(t.key(SharedTable::kLimit, key), t.now(), interval, b, d);
+  if (v.ok) {
+    lua_pushnumber(L, static_cast<double>(v.wait) / 1e9);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushnumber(L, static_cast<double>(v.wait) / 1e9);
+  return 2;
+}
+
+uint64_t ttl_arg(lua_State* L, int i, const char* call) {
+  if (lua_isnoneornil(L, i)) return 0;
+  double ttl = number_arg(L, i, call, "ttl");
+  if (!(ttl > 0 && ttl < 1e7)) refuse(L, "%s: ttl must be a number of seconds above 0", call);
+  return static_cast<uint64_t>(ttl * 1e9);
+}
+int64_t whole_arg(lua_State* L, int i, const char* call, const char* what) {
+  double v = number_arg(L, i, call, what);
+  if (v != static_cast<double>(static_cast<int64_t>(v)) || v < -2147483648.0 || v > 2147483647.0)
+    refuse(L, "%s: %s must be a whole number (a 32-bit integer)", call, what);
+  return static_cast<int64_t>(v);
+}
+
+int api_shared_get(lua_State* L) {
+  SharedTable& t = table();
+  int64_t v;
+  if (t.get(t.key(SharedTable::kCounter, arg(L, 1)), t.now(), &v))
+    lua_pushinteger(L, static_cast<lua_Integer>(v));
+  else
+    lua_pushnil(L);
+  return 1;
+}
+int api_shared_set(lua_State* L) {
+  SharedTable& t = table();
+  uint64_t k = t.key(SharedTable::kCounter, arg(L, 1));
+  if (lua_isnil(L, 2)) {
+    t.erase(k, t.now());
+    return 0;
+  }
+  int64_t v = whole_arg(L, 2, "px.shared.set", "the value");
+  t.set(k, v, ttl_arg(L, 3, "px.shared.set"), t.now());
+  return 0;
+}
+int api_shared_incr(lua_State* L) {
+  SharedTable& t = table();
+  uint64_t k = t.key(SharedTable::kCounter, arg(L, 1));
+  int64_t by = lua_isnoneornil(L, 2) ? 1 : whole_arg(L, 2, "px.shared.incr", "by");
+  lua_pushinteger(L, static_cast<lua_Integer>(t.incr(k, by, ttl_arg(L, 3, "px.shared.incr"), t.now())));
+  return 1;
+}
+
+// ---- waiting (Verdict::wait): the filter's coroutine yields, the stream waits, Engine::resume goes on ----
+
+constexpr int kRequestOnly = 1 << kRequest;
+
+bool in_coroutine(lua_State* L, const char* call) {
+  if (lua_pushthread(L) == 0) {
+    lua_pop(L, 1);
+    return true;
+  }
+  lua_pop(L, 1);
+  snprintf(t_err, sizeof t_err, "%s: the filter must declare `yields = true` in its table to wait", call);
+  return false;
+}
+
+// px.sleep(seconds): the request waits, the worker does not (up to an hour).
+int api_sleep(lua_State* L) {
+  PX_ALLOWED(kRequestOnly, "px.sleep");
+  double sec = number_arg(L, 1, "px.sleep", "the time");
+  if (!(sec >= 0 && sec <= 3600)) return refuse(L, "px.sleep: the time must be 0 to 3600 seconds");
+  if (!in_coroutine(L, "px.sleep")) return refuse(L);
+  FilterState& fs = *t_cur.v->fs;
+  fs.wait = FilterState::kSleep;
+  fs.wait_ms = static_cast<uint64_t>(sec * 1000 + 0.5);
+  return lua_yield(L, 0);
+}
+
+// px.delay(seconds): `return px.delay(s)` ends the filter's turn; the request waits, then the phase's next
+// filter runs. Returns px.WAIT (upvalue 1).
+int api_delay(lua_State* L) {
+  PX_ALLOWED(kRequestOnly, "px.delay");
+  double sec = number_arg(L, 1, "px.delay", "the time");
+  if (!(sec >= 0 && sec <= 3600)) return refuse(L, "px.delay: the time must be 0 to 3600 seconds");
+  FilterState& fs = *t_cur.v->fs;
+  fs.wait = FilterState::kSleep;
+  fs.wait_ms = static_cast<uint64_t>(sec * 1000 + 0.5);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return 1;
+}
+
+// px.fetch(url [, {method=, headers=, body=, timeout=}]): an outbound HTTP request; the filter waits for its
+// answer: { status, headers, header_list, body }, or nil and why. Only to an origin (scheme, host, port) that
+// the route's filter configs name.
+int api_fetch(lua_State* L) {
+  PX_ALLOWED(kRequestOnly, "px.fetch");
+  std::string_view url = arg(L, 1);
+  if (!t_cur.eng->fetch_allowed(t_cur.v->route, url))
+    return refuse(L, "px.fetch: %.*s is not an origin this route's filter configs name", static_cast<int>(url.size()),
+                  url.data());
+  FilterState& fs = *t_cur.v->fs;
+  FetchCall& c = fs.fetch;
+  c = FetchCall{};
+  c.method = "GET";
+  c.url.assign(url);
+  c.timeout_ms = 5000;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "method");
+    if (!lua_isnil(L, -1)) {
+      std::string_view m = arg(L, -1);
+      if (!valid_name(m)) return refuse(L, "px.fetch: method must be a token");
+      c.method.assign(m);
+    }
+    lua_getfield(L, 2, "body");
+    if (!lua_isnil(L, -1)) c.body.assign(arg(L, -1));
+    lua_getfield(L, 2, "timeout");
+    if (!lua_isnil(L, -1)) {
+      double t = number_arg(L, -1, "px.fetch", "timeout");
+      if (!(t > 0 && t <= 300)) return refuse(L, "px.fetch: timeout must be above 0 and at most 300 seconds");
+      c.timeout_ms = static_cast<uint64_t>(t * 1000 + 0.5);
+    }
+    lua_getfield(L, 2, "headers");
+    if (lua_istable(L, -1)) {
+      for (lua_pushnil(L); lua_next(L, -2) != 0; lua_pop(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+          return refuse(L, "px.fetch: headers must map names to strings");
+        std::string_view name = arg(L, -2), value = arg(L, -1);
+        if (!valid_name(name) || !valid_value(value) || framing(name))
+          return refuse(L, "px.fetch: header '%.*s' cannot be sent", static_cast<int>(name.size()), name.data());
+        c.headers.emplace_back(name, value);
+      }
+    } else if (!lua_isnil(L, -1)) {
+      return refuse(L, "px.fetch: headers must be a table");
+    }
+    lua_pop(L, 4);
+  } else if (!lua_isnoneornil(L, 2)) {
+    return refuse(L, "px.fetch: the options must be a table");
+  }
+  if (!in_coroutine(L, "px.fetch")) return refuse(L);
+  fs.wait = FilterState::kFetch;
+  return lua_yield(L, 0);
+}
+
 int done_tostring(lua_State* L) {
   lua_pushliteral(L, "px.DONE");
   return 1;
@@ -497,6 +673,13 @@ void push_api(lua_State* L) {
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "DONE");
   int done = lua_gettop(L);
+  lua_newtable(L);  // px.WAIT: what px.delay returns
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "WAIT");
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, api_delay, 1);
+  lua_setfield(L, -4, "delay");
+  lua_pop(L, 1);
   auto fn = [&](const char* name, lua_CFunction f) {
     lua_pushcfunction(L, f);
     lua_setfield(L, -3, name);
@@ -538,6 +721,13 @@ void push_api(lua_State* L) {
   fn("acl_check", api_acl_check);
   fn("acl_realm", api_acl_realm);
   fn("acme_challenge", api_acme_challenge);
+  fn("limit", api_limit);
+  fn("sleep", api_sleep);
+  fn("fetch", api_fetch);
+  fn("traceback", traceback);
+  fn("shared_get", api_shared_get);
+  fn("shared_set", api_shared_set);
+  fn("shared_incr", api_shared_incr);
   lua_pop(L, 1);  // DONE
 }
 

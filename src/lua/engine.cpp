@@ -2,8 +2,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "core/log.h"
 #include "daemon/config.h"
+#include "http/client.h"
 #include "lua/internal.h"
 #include "route/snapshot.h"
 
@@ -101,14 +104,44 @@ std::string locate(lua_State* L, std::string msg) {
   return msg;
 }
 
+// An http(s) URL's origin, "scheme://host:port" (host lower case); "" when it is not one.
+std::string origin_of(std::string_view url) {
+  bool tls;
+  std::string host, target;
+  uint16_t port;
+  if (!http::split_url(url, &tls, &host, &port, &target)) return "";
+  for (char& c : host) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  return std::string(tls ? "https://" : "http://") + host + ":" + std::to_string(port);
+}
+
+void collect_origins(const json& j, std::vector<std::string>* out) {
+  if (j.is_string()) {
+    std::string o = origin_of(j.get_ref<const std::string&>());
+    if (!o.empty() && std::find(out->begin(), out->end(), o) == out->end()) out->push_back(std::move(o));
+  } else if (j.is_structured()) {
+    for (const auto& v : j) collect_origins(v, out);
+  }
+}
+
+}  // namespace
+
+bool Engine::fetch_allowed(const route::Route* r, std::string_view url) const {
+  if (!r || r->index >= fetch_origins_.size()) return false;
+  std::string o = origin_of(url);
+  const auto& list = fetch_origins_[r->index];
+  return !o.empty() && std::find(list.begin(), list.end(), o) != list.end();
+}
+
 int traceback(lua_State* L) {
+  if (lua_istable(L, 1)) {  // a waiting filter's error: its traceback was made in its coroutine (px.lua)
+    lua_rawgeti(L, 1, 1);
+    return 1;
+  }
   const char* msg = lua_tostring(L, 1);
   std::string m = msg ? locate(L, msg) : "(error object is not a string)";
   luaL_traceback(L, L, m.c_str(), 1);
   return 1;
 }
-
-}  // namespace
 
 void push_json(lua_State* L, const json& j) {
   switch (j.type()) {
@@ -191,6 +224,8 @@ bool Engine::init(const Config& cfg, std::atomic<uint64_t>* error_counter, std::
   stats_ref_ = ref("stats");
   run_timed_ref_ = ref("run_timed");
   take_trace_ref_ = ref("take_trace");
+  resume_ref_ = ref("resume");
+  cancel_ref_ = ref("cancel");
   lua_getfield(L_, -1, "run");  // kRunSlot
   lua_replace(L_, kRunSlot);
   lua_settop(L_, kRunSlot);
@@ -206,6 +241,7 @@ void Engine::install(const route::Snapshot& snap, std::vector<uint16_t>* masks) 
   masks_ = masks;
   const auto& routes = snap.routes();
   masks->assign(routes.size(), 0);
+  fetch_origins_.assign(routes.size(), {});
   lua_rawgeti(L_, LUA_REGISTRYINDEX, clear_ref_);
   lua_call(L_, 0, 0);
   for (size_t i = 0; i < routes.size(); i++) {
@@ -215,6 +251,7 @@ void Engine::install(const route::Snapshot& snap, std::vector<uint16_t>* masks) 
     lua_pushinteger(L_, static_cast<lua_Integer>(i));
     lua_createtable(L_, static_cast<int>(fl.size()), 0);
     for (size_t k = 0; k < fl.size(); k++) {
+      collect_origins(json::parse(fl[k].config_json, nullptr, false), &fetch_origins_[i]);
       lua_createtable(L_, 2, 0);
       lua_pushstring(L_, fl[k].name.c_str());
       lua_rawseti(L_, -2, 1);
@@ -278,16 +315,27 @@ Verdict Engine::run(Phase p, int route_index, RequestView& v) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, fs.req_ref);
   lua_pushboolean(L, fresh);  // a pooled request object: engine.run clears what the last request left
   if (timed) lua_pushboolean(L, v.trace);
+  return call_phase(p, v, timed ? 5 : 4, msgh);
+}
+
+// The phase's call (engine.run, run_timed or resume) with its arguments on the stack above the message
+// handler at msgh: run under the budget, and what it came to.
+Verdict Engine::call_phase(Phase p, RequestView& v, int nargs, int msgh) {
+  lua_State* L = L_;
   t_cur.v = &v;
   t_cur.eng = this;
   t_cur.phase = p;
   t_cur.active = true;
   enter(budget_ms_);
-  int rc = lua_pcall(L, timed ? 5 : 4, 1, msgh);
+  int rc = lua_pcall(L, nargs, 1, msgh);
   leave();
   t_cur.active = false;
   t_cur.v = nullptr;
   Verdict out;
+  if (rc == 0 && lua_type(L, -1) == LUA_TSTRING && v.fs->wait == FilterState::kNoWait) {
+    lua_pushliteral(L, "a filter yielded outside px.sleep and px.fetch");
+    rc = LUA_ERRRUN;
+  }
   if (rc != 0) {
     errors_++;
     if (error_counter_) error_counter_->fetch_add(1, std::memory_order_relaxed);
@@ -297,7 +345,11 @@ Verdict Engine::run(Phase p, int route_index, RequestView& v) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, failed_ref_);  // counted against the filter that was running
     if (lua_pcall(L, 0, 0, 0) != 0) lua_pop(L, 1);
     if (rc == LUA_ERRMEM || mem_used > mem_limit / 2) lua_gc(L, LUA_GCCOLLECT, 0);
+    if (v.fs->wait != FilterState::kNoWait) cancel(v);
     out = Verdict::failed;
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    v.fs->suspended = true;
+    out = Verdict::wait;
   } else {
     out = lua_toboolean(L, -1) ? Verdict::answered : Verdict::next;
   }
@@ -305,11 +357,72 @@ Verdict Engine::run(Phase p, int route_index, RequestView& v) {
   return out;
 }
 
+Verdict Engine::resume(Phase p, RequestView& v, const FetchResult* r) {
+  lua_State* L = L_;
+  FilterState& fs = *v.fs;
+  fs.suspended = false;
+  FilterState::WaitKind kind = fs.wait;
+  fs.wait = FilterState::kNoWait;
+  lua_pushvalue(L, kTracebackSlot);
+  int msgh = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, resume_ref_);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, fs.req_ref);
+  int nargs = 1;
+  if (kind == FilterState::kFetch) {
+    if (r && r->status) {  // { status =, headers = { name = value, ... }, body = }
+      lua_createtable(L, 0, 3);
+      lua_pushinteger(L, r->status);
+      lua_setfield(L, -2, "status");
+      lua_createtable(L, 0, static_cast<int>(r->headers.size()));
+      for (const auto& [name, value] : r->headers) {
+        lua_pushlstring(L, name.data(), name.size());
+        lua_rawget(L, -2);
+        bool first = lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (!first) continue;  // the first value of a name (Set-Cookie and the like: resp.header_list)
+        lua_pushlstring(L, name.data(), name.size());
+        lua_pushlstring(L, value.data(), value.size());
+        lua_rawset(L, -3);
+      }
+      lua_setfield(L, -2, "headers");
+      lua_createtable(L, static_cast<int>(r->headers.size()), 0);
+      int i = 1;
+      for (const auto& [name, value] : r->headers) {
+        lua_createtable(L, 2, 0);
+        lua_pushlstring(L, name.data(), name.size());
+        lua_rawseti(L, -2, 1);
+        lua_pushlstring(L, value.data(), value.size());
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, i++);
+      }
+      lua_setfield(L, -2, "header_list");
+      lua_pushlstring(L, r->body.data(), r->body.size());
+      lua_setfield(L, -2, "body");
+      nargs = 2;
+    } else {
+      lua_pushnil(L);
+      std::string why = r ? r->error : "cancelled";
+      lua_pushlstring(L, why.data(), why.size());
+      nargs = 3;
+    }
+  }
+  return call_phase(p, v, nargs, msgh);
+}
+
+void Engine::cancel(RequestView& v) {
+  if (!v.fs || !(v.fs->suspended || v.fs->wait)) return;
+  v.fs->suspended = false;
+  v.fs->wait = FilterState::kNoWait;
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, cancel_ref_);
+  lua_rawgeti(L_, LUA_REGISTRYINDEX, v.fs->req_ref);
+  if (lua_pcall(L_, 1, 0, 0) != 0) lua_pop(L_, 1);
+}
+
 void Engine::filter_stats(FilterStats* out) {
   out->clear();
   int top = lua_gettop(L_);
   lua_rawgeti(L_, LUA_REGISTRYINDEX, stats_ref_);
-  lua_call(L_, 0, 1);  // name -> { [phase] = { calls, seconds, errors } }
+  lua_call(L_, 0, 1);  // name -> { [phase] = { calls, seconds, errors, answers } }
   lua_pushnil(L_);
   while (lua_next(L_, -2)) {
     if (lua_type(L_, -2) == LUA_TSTRING && lua_istable(L_, -1)) {
@@ -320,11 +433,13 @@ void Engine::filter_stats(FilterStats* out) {
           lua_rawgeti(L_, -1, 1);
           lua_rawgeti(L_, -2, 2);
           lua_rawgeti(L_, -3, 3);
+          lua_rawgeti(L_, -4, 4);
           FilterStat& s = e.second[static_cast<size_t>(p)];
-          s.calls = static_cast<uint64_t>(lua_tonumber(L_, -3));
-          s.seconds = lua_tonumber(L_, -2);
-          s.errors = static_cast<uint64_t>(lua_tonumber(L_, -1));
-          lua_pop(L_, 3);
+          s.calls = static_cast<uint64_t>(lua_tonumber(L_, -4));
+          s.seconds = lua_tonumber(L_, -3);
+          s.errors = static_cast<uint64_t>(lua_tonumber(L_, -2));
+          s.answers = static_cast<uint64_t>(lua_tonumber(L_, -1));
+          lua_pop(L_, 4);
         }
         lua_pop(L_, 1);
       }
@@ -357,6 +472,7 @@ void Engine::take_trace(Phase p, std::vector<FilterTrace>* out) {
 
 void Engine::done(RequestView& v) {
   if (!v.fs) return;
+  cancel(v);
   v.fs->clear();
   if (free_states_.size() < 256) {
     free_states_.push_back(std::move(v.fs));

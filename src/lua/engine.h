@@ -35,7 +35,8 @@ struct lua_State;
 
 namespace px {
 struct Config;
-}
+class SharedTable;
+}  // namespace px
 
 namespace px::http {
 struct Head;
@@ -44,7 +45,8 @@ class HeadWriter;
 
 namespace px::route {
 class Snapshot;
-}
+struct Route;
+}  // namespace px::route
 
 namespace px::lua {
 
@@ -63,13 +65,16 @@ enum class Verdict : int8_t {
   // return value): logged with the traceback and counted; px answers 500 if the
   // response head has not gone out, and the worker goes on.
   failed = -1,
+  // A filter waits (px.sleep, px.fetch; request phase only): the stream waits for what fs->wait names, then
+  // calls Engine::resume, which comes to one of these again.
+  wait = 2,
 };
 const char* phase_name(int p);
 inline constexpr uint16_t kMissingFilter = 0x100;  // a route names a filter that is not loaded
 
 // One filter's count in one phase (kept only while timing is on: pxd's metrics).
 struct FilterStat {
-  uint64_t calls = 0, errors = 0;
+  uint64_t calls = 0, errors = 0, answers = 0;  // answers: requests the filter answered itself
   double seconds = 0;
 };
 using FilterStats = std::vector<std::pair<std::string, std::array<FilterStat, kPhases>>>;
@@ -110,6 +115,15 @@ class Engine {
   }
   // Runs a phase over a request. The verdict: see Verdict.
   Verdict run(Phase p, int route_index, RequestView& v);
+  // A phase answered Verdict::wait: v.fs->wait says for what (a time, or an outbound request), and the stream
+  // waits for it without blocking the worker, then resumes the phase here (r: the fetch's answer, or nullptr
+  // when it was cancelled or was a sleep). The waiting filter goes on, then the rest of the phase's chain.
+  Verdict resume(Phase p, RequestView& v, const FetchResult* r);
+  // The wait is abandoned (the client left): the waiting filter is let go, never resumed.
+  void cancel(RequestView& v);
+  // px.fetch: may this route's filters call `url`? Only an origin (scheme, host, port) that a string of its
+  // filter configs names (the operator wrote it there).
+  bool fetch_allowed(const route::Route* r, std::string_view url) const;
   // The stream ended: its filter state goes back to the pool.
   void done(RequestView& v);
   // (Re)loads filter sources; a failing one keeps its previous version.
@@ -161,11 +175,12 @@ class Engine {
   void leave() { wd_seq_.store(0, std::memory_order_relaxed); }
   bool compile(const std::string& name, const std::string& path, const std::string& src, std::string* err);
   bool call_filter_code(int nargs, const char* what);
+  Verdict call_phase(Phase p, RequestView& v, int nargs, int msgh);
   lua_State* L_ = nullptr;
   std::atomic<uint64_t>* error_counter_ = nullptr;
   int new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1, early_ref_ = -1,
       clear_ref_ = -1, early_prefixes_ref_ = -1, failed_ref_ = -1, stats_ref_ = -1, run_timed_ref_ = -1,
-      take_trace_ref_ = -1;
+      take_trace_ref_ = -1, resume_ref_ = -1, cancel_ref_ = -1;
   uint16_t early_mask_ = 0;
   bool timing_ = false;
   bool early_gated_ = false;
@@ -177,6 +192,7 @@ class Engine {
   std::vector<std::string> global_;
   const route::Snapshot* snap_ = nullptr;
   std::vector<uint16_t>* masks_ = nullptr;
+  std::vector<std::vector<std::string>> fetch_origins_;  // per route index: the origins px.fetch may reach
   // Watchdog state: the phase running (a sequence number, 0 when none), the one
   // it found overrunning, and what only the watchdog thread touches.
   std::atomic<uint64_t> wd_seq_{0}, wd_kill_{0}, wd_budget_ms_{50}, wd_credit_ms_{0};
@@ -188,6 +204,7 @@ class Engine {
 
  public:
   size_t mem_used = 0, mem_limit = 0;
+  SharedTable* shared = nullptr;  // the host's (px.shared, px.limit); nullptr: a scratch one per thread
 };
 
 // Header values after filter edits: the headers of `orig` whose names no edit

@@ -50,6 +50,9 @@ void watchdog_remove(Engine* e);
 void push_json(lua_State* L, const nlohmann::json& j);
 // The table of API functions lua/px.lua is loaded with.
 void push_api(lua_State* L);
+// The message handler of every phase call: the message, located in the user's filter (engine.cpp), and a
+// traceback.
+int traceback(lua_State* L);
 std::vector<std::string_view>& edit_scratch();
 
 // One header edit applied to the values of its name (set replaces them, add appends, remove clears).

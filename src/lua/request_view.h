@@ -28,6 +28,20 @@ struct HeaderEdit {
   std::string name, value;
 };
 
+// An outbound HTTP request a filter waits for (px.fetch), and its answer.
+struct FetchCall {
+  std::string method, url, body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  uint64_t timeout_ms = 0;
+};
+struct FetchResult {
+  int status = 0;  // 0: no answer; `error` says why
+  bool timeout = false;
+  std::string error;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower case
+  std::string body;
+};
+
 // What filters did to one stream. Allocated only for routes with filters.
 struct FilterState {
   int req_ref = -2;  // the request's Lua object, in the registry (made once, reused with the state)
@@ -37,6 +51,13 @@ struct FilterState {
   std::string respond_body;
   std::vector<std::pair<std::string, std::string>> respond_headers;
   int peer = -1;  // 0-based, chosen in upstream_peer
+  // A filter waits (Verdict::wait): for wait_ms (px.sleep), or for `fetch` (px.fetch). The stream does the
+  // waiting and resumes the filter (Engine::resume).
+  enum WaitKind : uint8_t { kNoWait = 0, kSleep, kFetch };
+  WaitKind wait = kNoWait;
+  bool suspended = false;  // a filter's coroutine is parked in Lua (Engine::done lets it go)
+  uint64_t wait_ms = 0;
+  FetchCall fetch;
   void clear() {
     req_edits.clear();
     resp_edits.clear();
@@ -44,6 +65,8 @@ struct FilterState {
     respond_body.clear();
     respond_headers.clear();
     peer = -1;
+    wait = kNoWait;
+    suspended = false;
   }
 };
 

@@ -209,6 +209,11 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
       lit("\":");
       dec(r.phase_us[ph]);
     }
+    if (r.wait_us) {
+      if (!one) *p++ = ',';
+      lit("\"wait\":");
+      dec(r.wait_us);
+    }
     *p++ = '}';
   }
   if (key(b++)) quoted(r.request_id);  // hex, or a trusted proxy's [A-Za-z0-9._-]

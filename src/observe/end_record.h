@@ -63,6 +63,7 @@ struct EndRecord {
   uint64_t start_ms = 0;   // loop time of the first byte of the head
   uint64_t duration_ms = 0;
   uint32_t phase_us[6] = {};       // time spent in each filter phase (lua::Phase order)
+  uint32_t wait_us = 0;            // time filters waited (px.sleep, px.fetch): the worker served others
   const Stream* stream = nullptr;  // for in-process observers; valid during the call only
 };
 

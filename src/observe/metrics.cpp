@@ -180,6 +180,9 @@ std::string scrape(const ScrapeInputs& in) {
         family("px_filter_seconds_total", "Time in filter phase functions, by filter and phase", MetricType::Counter);
     MetricFamily& errs = family("px_filter_errors_total", "Filter phase functions that failed, by filter and phase",
                                 MetricType::Counter);
+    MetricFamily& answers = family(
+        "px_filter_answers_total",
+        "Requests a filter answered itself (a refusal, a redirect, a page), by filter and phase", MetricType::Counter);
     std::map<std::string, std::array<lua::FilterStat, lua::kPhases>> sum;
     for (auto* w : ws) {
       std::lock_guard<std::mutex> g(w->filters.mu);
@@ -188,6 +191,7 @@ std::string scrape(const ScrapeInputs& in) {
           lua::FilterStat& t = sum[name][static_cast<size_t>(p)];
           t.calls += per[static_cast<size_t>(p)].calls;
           t.errors += per[static_cast<size_t>(p)].errors;
+          t.answers += per[static_cast<size_t>(p)].answers;
           t.seconds += per[static_cast<size_t>(p)].seconds;
         }
     }
@@ -199,6 +203,7 @@ std::string scrape(const ScrapeInputs& in) {
         counter(calls, l, static_cast<double>(t.calls));
         counter(secs, l, t.seconds);
         counter(errs, l, static_cast<double>(t.errors));
+        counter(answers, l, static_cast<double>(t.answers));
       }
   }
   {

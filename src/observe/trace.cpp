@@ -201,6 +201,7 @@ void trace_write(const std::string& dir, const Trace& t, const EndRecord& r) {
   json phases = json::object();
   for (int p = 0; p < lua::kPhases; p++) phases[lua::phase_name(p)] = ms(r.phase_us[p]);
   j["phases_ms"] = phases;
+  j["filter_wait_ms"] = ms(r.wait_us);
   j["status"] = r.status;
   j["termination"] = termination_name(r.reason);
   j["duration_ms"] = r.duration_ms;

@@ -53,6 +53,8 @@ void Stream::reset() {
   term = Termination::ok;
   bytes_in = bytes_out = 0;
   for (auto& us : phase_us) us = 0;
+  wait_us = 0;
+  held.clear();
   view.fs.reset();
   view.trace = false;
   trace.reset();
@@ -109,6 +111,9 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
 namespace {
 net::IpAddr real_client_ip(const Stream* st);
 void answer_from_filter(Stream* st, lua::Verdict rr);
+void after_request_phase(Stream* st, lua::Verdict rr);
+void proceed(Stream* st);
+void wait_begin(Stream* st);
 }  // namespace
 
 void stream_begin(Stream* st) {
@@ -163,14 +168,33 @@ void stream_begin(Stream* st) {
     reply_text(st, 500, "filter not available", has_body);
     return;
   }
-  // Phase 2, request: access control, redirects, answers.
+  // Phase 2, request: access control, redirects, answers; a filter may wait (px.sleep, px.fetch).
   if (st->mask & (1 << lua::kRequest)) {
-    lua::Verdict rr = run_phase(eng, lua::kRequest, static_cast<int>(r->index), st);
-    if (rr != lua::Verdict::next) {
-      answer_from_filter(st, rr);
-      return;
-    }
+    after_request_phase(st, run_phase(eng, lua::kRequest, static_cast<int>(r->index), st));
+    return;
   }
+  proceed(st);
+}
+
+namespace {
+void after_request_phase(Stream* st, lua::Verdict rr) {
+  if (rr == lua::Verdict::wait) {
+    wait_begin(st);
+    return;
+  }
+  if (rr != lua::Verdict::next) {
+    answer_from_filter(st, rr);
+    return;
+  }
+  proceed(st);
+}
+
+// After the request phase: limits, phases 3 and 4, the upstream exchange.
+void proceed(Stream* st) {
+  const route::Route* r = st->route;
+  const http::Head& h = st->req;
+  bool has_body = st->req_body != http::Framing::none;
+  lua::Engine* eng = st->w->engine();
   st->max_body = r->max_body_size;
   if (st->max_body && h.has_content_length && h.content_length > st->max_body) {
     reply_text(st, 413, "request body too large", true);
@@ -189,11 +213,111 @@ void stream_begin(Stream* st) {
         return;
       }
     }
-  dispatch(st);
+  if (!dispatch(st) || st->held.empty() && !st->req_complete) return;
+  // Body that came while a filter waited.
+  if (st->max_body && st->body_received > st->max_body) {
+    reply_text(st, 413, "request body too large", true);
+    return;
+  }
+  if (!st->held.empty()) st->up->send_body(st, st->held.data(), st->held.size());
+  if (st->req_complete && has_body) st->up->send_end(st);
+  st->up->flush(st);
+  st->held.clear();
 }
+
+// ---- a filter waits (Verdict::wait): the stream waits for it, then resumes the phase ----
+
+}  // namespace
+
+struct FilterWait {
+  uv_timer_t timer;
+  Stream* st = nullptr;
+  http::Client::Call* call = nullptr;
+  uint64_t since = 0;  // uv_hrtime
+  bool timer_open = false;
+};
+
+namespace {
+void wait_free(FilterWait* fw) {
+  if (fw->call) fw->st->w->fetch_client().cancel(fw->call);
+  if (!fw->timer_open) {
+    delete fw;
+    return;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&fw->timer),
+           [](uv_handle_t* h) { delete static_cast<FilterWait*>(h->data); });
+}
+
+// The wait is over (r: a fetch's answer; nullptr after a sleep): the filter goes on, and so does the stream.
+void wait_end(FilterWait* fw, const lua::FetchResult* r) {
+  Stream* st = fw->st;
+  st->wait = nullptr;
+  st->wait_us += static_cast<uint32_t>((uv_hrtime() - fw->since) / 1000);
+  fw->call = nullptr;
+  wait_free(fw);
+  lua::Engine* eng = st->w->engine();
+  uint64_t t0 = uv_hrtime();
+  lua::Verdict rr = eng->resume(lua::kRequest, st->view, r);
+  st->phase_us[lua::kRequest] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
+  if (st->trace) [[unlikely]]
+    eng->take_trace(lua::kRequest, &st->trace->filters);
+  if (rr != lua::Verdict::wait) st->down->resume_request(st);
+  after_request_phase(st, rr);
+  if (!st->wait) st->down->progress(st);
+}
+
+void wait_begin(Stream* st) {
+  Worker* w = st->w;
+  lua::FilterState& fs = *st->view.fs;
+  auto* fw = new FilterWait;
+  fw->st = st;
+  fw->since = uv_hrtime();
+  st->wait = fw;
+  st->down->pause_request(st);
+  if (fs.wait == lua::FilterState::kSleep) {
+    uv_timer_init(w->loop(), &fw->timer);
+    fw->timer.data = fw;
+    fw->timer_open = true;
+    uv_timer_start(
+        &fw->timer, [](uv_timer_t* t) { wait_end(static_cast<FilterWait*>(t->data), nullptr); }, fs.wait_ms, 0);
+    return;
+  }
+  const lua::FetchCall& c = fs.fetch;
+  http::ClientRequest rq;
+  rq.method = c.method;
+  rq.url = c.url;
+  rq.body = c.body;
+  rq.headers = c.headers;
+  rq.timeout_ms = c.timeout_ms;
+  bool tls;
+  std::string host, target;
+  uint16_t port;
+  if (http::split_url(c.url, &tls, &host, &port, &target) && tls &&
+      !(rq.ssl = w->new_client_ssl(st->route->spec.upstream_tls, host, "px.fetch " + c.url))) {
+    lua::FetchResult fr;
+    fr.error = "no TLS for " + c.url;
+    wait_end(fw, &fr);
+    return;
+  }
+  fw->call = w->fetch_client().fetch(std::move(rq), [fw](http::ClientResponse resp) {
+    fw->call = nullptr;
+    lua::FetchResult fr;
+    fr.status = resp.status;
+    fr.timeout = resp.failure == http::ClientFailure::timeout;
+    fr.error = resp.status ? "" : (fr.timeout ? "timeout" : resp.error);
+    fr.headers = std::move(resp.headers);
+    fr.body = std::move(resp.body);
+    wait_end(fw, &fr);
+  });
+}
+}  // namespace
 
 BodyTake stream_body(Stream* st, const char* data, size_t len) {
   st->body_received += len;
+  if (st->wait) {  // a filter waits: kept (reading is paused, so this is at most what was in flight)
+    st->held.append(data, len);
+    return BodyTake::taken;
+  }
   if (st->local || st->resp_complete) return BodyTake::unwanted;
   if (st->max_body && st->body_received > st->max_body) return BodyTake::too_large;
   if (!st->up) return BodyTake::unwanted;  // no exchange (it failed and px answered)
@@ -332,6 +456,11 @@ void stream_answer_instead(Stream* st) {
 void end_stream(Stream* st, bool cut) {
   Worker* w = st->w;
   if (st->up) st->up->abort(st);
+  if (st->wait) {  // the client left while a filter waited: the filter is let go (Engine::done)
+    st->wait_us += static_cast<uint32_t>((uv_hrtime() - st->wait->since) / 1000);
+    wait_free(st->wait);
+    st->wait = nullptr;
+  }
   if (!st->term_set) {
     if (cut && !st->tunnel && !(st->req_complete && st->resp_complete))
       st->end_as(w->stopping() ? Termination::shutdown : Termination::client_closed);
@@ -372,6 +501,7 @@ void end_stream(Stream* st, bool cut) {
     r.duration_ms = st->start_ms ? w->now() - st->start_ms : 0;
     r.stream = st;
     for (int p = 0; p < lua::kPhases; p++) r.phase_us[p] = st->phase_us[p];
+    r.wait_us = st->wait_us;
     for (EndObserver* o : w->observers()) o->on_stream_end(r);
     if (st->trace) [[unlikely]]
       trace_write(w->trace_dir(), *st->trace, r);

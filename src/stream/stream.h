@@ -79,9 +79,12 @@ struct Stream {
   uint64_t bytes_in = 0;               // request bytes read from the client
   uint64_t bytes_out = 0;              // bytes written to the client
   uint32_t phase_us[lua::kPhases] = {};
-  lua::RequestView view;         // what filters see, and their state (only for routes with filters)
-  std::unique_ptr<Trace> trace;  // pxctl trace (trace.h): only for a request with a valid token
-  net::IpAddr peer_text_of;      // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
+  uint32_t wait_us = 0;               // time filters waited (px.sleep, px.fetch)
+  struct FilterWait* wait = nullptr;  // a filter's wait in progress (stream.cpp)
+  std::string held;                   // request body that came while a filter waited (sent once it goes on)
+  lua::RequestView view;              // what filters see, and their state (only for routes with filters)
+  std::unique_ptr<Trace> trace;       // pxctl trace (trace.h): only for a request with a valid token
+  net::IpAddr peer_text_of;  // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
   char peer_text[46];
   uint8_t peer_text_len = 0;
   void end_as(Termination t) {

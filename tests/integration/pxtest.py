@@ -442,3 +442,39 @@ class Admind:
                 if marker in log:
                     i = log.index(marker)
                     raise AssertionError("pxadmind sanitizer report:\n" + log[max(0, i - 200):i + 3000])
+
+
+NGINX = "/usr/sbin/nginx"
+
+
+class Nginx:
+    """A real nginx beside pxd, for tests that compare px's behaviour with nginx's for the same settings
+    (limit_req, auth_request): `http` is the inside of its http {} block; it listens where that says."""
+
+    def __init__(self, http):
+        self.dir = tempfile.mkdtemp(prefix="pxnginx-")
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        t = self.dir
+        with open(self.conf, "w") as f:
+            f.write("worker_processes 2;\ndaemon off;\npid %s/nginx.pid;\nerror_log %s/error.log info;\n"
+                    "events { worker_connections 1024; }\nhttp {\naccess_log off;\n"
+                    "client_body_temp_path %s/b;\nproxy_temp_path %s/p;\nfastcgi_temp_path %s/f;\n"
+                    "uwsgi_temp_path %s/u;\nscgi_temp_path %s/s;\n%s\n}\n" % (t, t, t, t, t, t, t, http))
+        self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def wait_port(self, port):
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("nginx exited: " + open(os.path.join(self.dir, "error.log")).read())
+                return False
+        wait_for(up, what="nginx on port %d" % port)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=DEADLINE)

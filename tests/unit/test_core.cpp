@@ -1,8 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cctype>
+#include <string>
+#include <thread>
 
 #include "core/block_pool.h"
+#include "core/shared_table.h"
 #include "core/strings.h"
 #include "daemon/config.h"
 #include "net/cidr.h"
@@ -296,4 +300,96 @@ TEST_CASE("config errors name the line and the problem") {
   CHECK(err == "p.conf:2: underscores_in_headers: expected 'on' or 'off', got 'yes'");
   REQUIRE(parse_config("listen 127.0.0.1:80\nunderscores_in_headers on\n", "p.conf", &c, &err));
   CHECK(c.underscores_in_headers);
+}
+
+// ---- SharedTable: the host's leaky buckets and counters (core/shared_table.h) ----
+
+TEST_CASE("shared table: a leaky bucket as nginx's limit_req counts it") {
+  px::SharedTable t(1024);
+  uint64_t k = t.key(px::SharedTable::kLimit, "zone\0client"), s = 1'000'000'000;
+  uint64_t now = 100 * s, T = s;  // one request a second
+  // burst 2, no delay: the first at once, the next two wait their turn, the fourth is refused
+  auto a = t.limit(k, now, T, 2, 0), b = t.limit(k, now, T, 2, 0), c = t.limit(k, now, T, 2, 0),
+       d = t.limit(k, now, T, 2, 0);
+  CHECK((a.ok && a.wait == 0));
+  CHECK((b.ok && b.wait == T));
+  CHECK((c.ok && c.wait == 2 * T));
+  CHECK_FALSE(d.ok);
+  CHECK(d.wait == T);  // one leaves in a second
+  // half a second later, still refused; a second later one passes again
+  CHECK_FALSE(t.limit(k, now + s / 2, T, 2, 0).ok);
+  CHECK(t.limit(k, now + s, T, 2, 0).ok);
+  // nodelay (delay = burst): the burst goes at once
+  uint64_t k2 = t.key(px::SharedTable::kLimit, "other");
+  for (int i = 0; i < 3; i++) CHECK(t.limit(k2, now, T, 2, 2).wait == 0);
+  CHECK_FALSE(t.limit(k2, now, T, 2, 2).ok);
+  // delay 1: the first two at once, the third waits one interval
+  uint64_t k3 = t.key(px::SharedTable::kLimit, "third");
+  CHECK(t.limit(k3, now, T, 3, 1).wait == 0);
+  CHECK(t.limit(k3, now, T, 3, 1).wait == 0);
+  CHECK(t.limit(k3, now, T, 3, 1).wait == T);
+  // a drained bucket starts over
+  CHECK(t.limit(k3, now + 100 * s, T, 3, 1).wait == 0);
+}
+
+TEST_CASE("shared table: counters with expiry, set and erase") {
+  px::SharedTable t(1024);
+  uint64_t s = 1'000'000'000, now = 10 * s;
+  uint64_t k = t.key(px::SharedTable::kCounter, "hits");
+  int64_t v = 0;
+  CHECK_FALSE(t.get(k, now, &v));
+  CHECK(t.incr(k, 1, 2 * s, now) == 1);
+  CHECK(t.incr(k, 5, 2 * s, now + s) == 6);  // the expiry is the first's
+  CHECK((t.get(k, now + s, &v) && v == 6));
+  CHECK_FALSE(t.get(k, now + 3 * s, &v));
+  CHECK(t.incr(k, 1, 0, now + 3 * s) == 1);  // expired: a new counter, no expiry
+  CHECK((t.get(k, now + 1000 * s, &v) && v == 1));
+  t.set(k, 2147483647, 0, now);
+  CHECK(t.incr(k, 10, 0, now) == 2147483647);  // saturates
+  t.erase(k, now);
+  CHECK_FALSE(t.get(k, now, &v));
+  // a limit and a counter of the same name are different keys
+  CHECK(t.key(px::SharedTable::kCounter, "x") != t.key(px::SharedTable::kLimit, "x"));
+}
+
+TEST_CASE("shared table: a full window evicts the entry that runs out soonest") {
+  px::SharedTable t(16);  // one window
+  uint64_t s = 1'000'000'000, now = 10 * s;
+  for (int i = 0; i < 16; i++)
+    t.incr(t.key(px::SharedTable::kCounter, "c" + std::to_string(i)), 1, static_cast<uint64_t>(100 + i) * s, now);
+  CHECK(t.evictions() == 0);
+  uint64_t k = t.key(px::SharedTable::kCounter, "new");
+  CHECK(t.incr(k, 1, 0, now) == 1);
+  CHECK(t.evictions() == 1);
+  int64_t v;
+  CHECK_FALSE(t.get(t.key(px::SharedTable::kCounter, "c0"), now, &v));  // the soonest to expire went
+  CHECK(t.get(t.key(px::SharedTable::kCounter, "c15"), now, &v));
+  // an expired entry's slot is taken without an eviction
+  CHECK(t.incr(t.key(px::SharedTable::kCounter, "later"), 1, 0, now + 200 * s) == 1);
+  CHECK(t.evictions() == 1);
+}
+
+TEST_CASE("shared table: exact under two threads at once") {
+  px::SharedTable t(4096);
+  uint64_t now = t.now();
+  constexpr int kKeys = 64, kPer = 20000;
+  std::atomic<int> passed{0};
+  auto work = [&] {
+    int mine = 0;
+    for (int i = 0; i < kPer; i++) {
+      std::string name = "k" + std::to_string(i % kKeys);
+      t.incr(t.key(px::SharedTable::kCounter, name), 1, 0, now);
+      // one a minute, burst 9: exactly 10 per key pass, whichever thread asks
+      if (t.limit(t.key(px::SharedTable::kLimit, name), now, 60'000'000'000ull, 9, 9).ok) mine++;
+    }
+    passed += mine;
+  };
+  std::thread a(work), b(work);
+  a.join();
+  b.join();
+  CHECK(passed.load() == kKeys * 10);
+  int64_t total = 0, v;
+  for (int i = 0; i < kKeys; i++)
+    if (t.get(t.key(px::SharedTable::kCounter, "k" + std::to_string(i)), now, &v)) total += v;
+  CHECK(total == 2 * kPer);
 }
