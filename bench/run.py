@@ -116,7 +116,7 @@ http { access_log off; keepalive_requests 1000000;
     return Proc("upstream", ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, LOAD_CORE)
 
 
-def start_px(up_port, routes=1, extra="", name="px"):
+def start_px(up_port, routes=1, extra="", name="px", filters=None):
     port = free_port()
     d = os.path.join(WORK, name)
     shutil.rmtree(d, ignore_errors=True)
@@ -130,7 +130,8 @@ def start_px(up_port, routes=1, extra="", name="px"):
                        stdout=subprocess.DEVNULL)
     subprocess.run([PXSTORE, "--data", d + "/data", "put-json",
                     json.dumps({"name": "bench", "hosts": ["127.0.0.1", "localhost"],
-                                "upstreams": ["http://127.0.0.1:%d" % up_port]})], check=True, stdout=subprocess.DEVNULL)
+                                "upstreams": ["http://127.0.0.1:%d" % up_port], "filters": filters or []})],
+                   check=True, stdout=subprocess.DEVNULL)
     with open(d + "/pxd.conf", "w") as f:
         f.write("listen 127.0.0.1:%d\nworkers 1\ndata_dir %s/data\nlog_level warn\nmax_connections 40000\n"
                 "upstream_keepalive 64\ntrusted_proxies 127.0.0.1/32\n%s" % (port, d, extra.replace("@DIR@", d)))

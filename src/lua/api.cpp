@@ -360,10 +360,23 @@ int api_respond(lua_State* L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_pushnil(L);
     while (lua_next(L, 2)) {
-      if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))  // isstring: a string or a number
-        return refuse(L, "px.respond: headers must map names to strings or numbers");
-      lua_pushvalue(L, -1);  // tolstring converts a number in place: not the key lua_next needs
       size_t nl, vl;
+      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {  // a list: one field per value (Set-Cookie)
+        const char* n = lua_tolstring(L, -2, &nl);
+        for (int i = 1;; i++) {
+          lua_rawgeti(L, -1, i);
+          if (lua_isnil(L, -1)) break;
+          if (!lua_isstring(L, -1)) return refuse(L, "px.respond: a header's list must hold strings or numbers");
+          const char* v = lua_tolstring(L, -1, &vl);
+          respond_header(L, {n, nl}, {v, vl});
+          lua_pop(L, 1);
+        }
+        lua_pop(L, 2);
+        continue;
+      }
+      if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))  // isstring: a string or a number
+        return refuse(L, "px.respond: headers must map names to strings, numbers or lists of them");
+      lua_pushvalue(L, -1);  // tolstring converts a number in place: not the key lua_next needs
       const char* n = lua_tolstring(L, -3, &nl);
       const char* v = lua_tolstring(L, -1, &vl);
       respond_header(L, {n, nl}, {v, vl});

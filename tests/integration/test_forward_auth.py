@@ -1,0 +1,195 @@
+"""forward_auth against the project's own Authelia-like auth service (tests/authd.py): redirect to login
+without a session, 200 with Remote-User with one, 401 and 403 passed back, a slow and a dead auth service
+(503), cached positive answers, a request body held while the filter waits, HTTP/2; and the waiting API it
+stands on: px.fetch limited to the origins the route's config names, px.sleep serving other requests
+meanwhile, a client that leaves while its request waits."""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+from pxtest import ROOT, Client, Pxd, Upstream, free_port, get, route, wait_for
+
+AUTHD = os.path.join(ROOT, "tests", "authd.py")
+
+SLEEPY = """
+return {
+  yields = true,
+  request = function(req)
+    if req:path() == "/sleep" then
+      px.sleep(tonumber(req:query():match("s=([%d.]+)")) or 0.1)
+      req:set_header("X-Slept", "yes")
+    end
+  end,
+}
+"""
+
+CALLER = """
+return {
+  config = { target = "string", call = "string" },
+  yields = true,
+  request = function(req, conf)
+    local res, err = px.fetch("http://" .. conf.call)  -- conf.call itself is not a URL
+    return px.respond(200, {}, res and tostring(res.status) or err)
+  end,
+}
+"""
+
+
+class Authd:
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, AUTHD], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        self.port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", self.proc.stdout.readline()).group(1))
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def count(self):
+        return get(self.port, "/_count", host="a").json()["count"]
+
+    def last(self):
+        return get(self.port, "/_last", host="a").json()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class ForwardAuthTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="pxfa-")
+        fdir = os.path.join(cls.dir, "filters")
+        os.makedirs(fdir)
+        for name, src in (("sleepy", SLEEPY), ("caller", CALLER)):
+            with open(os.path.join(fdir, name + ".lua"), "w") as f:
+                f.write(src)
+        cls.auth = Authd()
+        cls.up = Upstream()
+        verify = cls.auth.url + "/api/verify"
+        FA = lambda **conf: [{"name": "forward_auth", "config": dict(conf)}]
+        cls.dead = free_port()
+        cls.px = Pxd(extra="listen 127.0.0.1:0 h2c\nfilters_dir %s\naccess_log %s/access.log"
+                           % (fdir, cls.dir),
+                     routes=[route("app", ["app.test"], [cls.up],
+                                   filters=FA(url=verify, copy_headers=["Remote-User", "Remote-Groups"])),
+                             route("cached", ["cached.test"], [cls.up],
+                                   filters=FA(url=verify, copy_headers=["Remote-User"], cache=60)),
+                             route("slow", ["slow.test"], [cls.up], filters=FA(url=verify + "?slow=30", timeout=1)),
+                             route("dead", ["dead.test"], [cls.up],
+                                   filters=FA(url="http://127.0.0.1:%d/api/verify" % cls.dead)),
+                             route("sleepy", ["sleepy.test"], [cls.up], filters=[{"name": "sleepy", "config": {}}]),
+                             route("caller", ["caller.test"], [cls.up],
+                                   filters=[{"name": "caller", "config": {"target": cls.auth.url + "/x",
+                                                                          "call": "127.0.0.1:%d/" % cls.up.port}}]),
+                             route("caller_ok", ["callerok.test"], [cls.up],
+                                   filters=[{"name": "caller", "config": {"target": cls.auth.url + "/",
+                                                                          "call": "127.0.0.1:%d/_count" % cls.auth.port}}])])
+        cls.h2c = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(h2c\)", cls.px.log()).group(1))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.px.stop()
+        cls.up.stop()
+        cls.auth.stop()
+
+    def test_no_session_redirects_to_login_with_the_original_url(self):
+        r = get(self.px.port, "/docs?page=2", host="app.test", headers=[("Accept", "text/html")])
+        self.assertEqual(r.status, 302)
+        self.assertEqual(r.header("Location"),
+                         "http://auth.test/login?rd=" + "http%3A%2F%2Fapp.test%2Fdocs%3Fpage%3D2")
+        self.assertEqual(r.header_all("Set-Cookie"), ["flow=1; Path=/", "csrf=2; Path=/"])
+        self.assertIn(b"log in", r.body)
+        seen = self.auth.last()
+        self.assertEqual((seen["x-forwarded-method"], seen["x-forwarded-proto"], seen["x-forwarded-host"],
+                          seen["x-forwarded-uri"], seen["x-forwarded-for"]),
+                         ("GET", "http", "app.test", "/docs?page=2", "127.0.0.1"))
+        self.assertEqual(seen["accept"], "text/html")
+
+    def test_session_reaches_the_upstream_as_the_user_auth_names(self):
+        r = get(self.px.port, "/x", host="app.test",
+                headers=[("Cookie", "session=good"), ("Remote-User", "mallory"), ("Remote-Groups", "root")])
+        self.assertEqual(r.status, 200)
+        h = {k.lower(): v for k, v in r.json()["headers"].items()} if isinstance(r.json()["headers"], dict) \
+            else {k.lower(): v for k, v in r.json()["headers"]}
+        self.assertEqual((h.get("remote-user"), h.get("remote-groups")), ("alice", "admins"))
+        self.assertEqual(self.auth.last()["cookie"], "session=good")
+
+    def test_a_client_cannot_name_itself_when_auth_names_nobody(self):
+        # Basic credentials pass; the answer names alice. A forbidden session gets the auth service's 403.
+        r = get(self.px.port, "/", host="app.test", headers=[("Authorization", "Basic YWxpY2U6c2VjcmV0")])
+        self.assertEqual(r.status, 200)
+        r = get(self.px.port, "/", host="app.test", headers=[("Cookie", "session=forbidden")])
+        self.assertEqual((r.status, r.body), (403, b"forbidden by policy\n"))
+
+    def test_script_gets_401_with_www_authenticate(self):
+        r = get(self.px.port, "/api", host="app.test", headers=[("X-Requested-With", "XMLHttpRequest")])
+        self.assertEqual(r.status, 401)
+        self.assertEqual(r.header("WWW-Authenticate"), 'Basic realm="auth"')
+
+    def test_slow_and_dead_auth_services_answer_503(self):
+        self.assertEqual(get(self.px.port, "/", host="slow.test").status, 503)
+        self.assertEqual(get(self.px.port, "/", host="dead.test").status, 503)
+        wait_for(lambda: "forward_auth: %s/api/verify?slow=30: timeout" % self.auth.url in self.px.log(),
+                 what="the timeout in pxd's log")
+
+    def test_positive_answers_cached_per_cookie(self):
+        before = self.auth.count()
+        for _ in range(3):
+            self.assertEqual(get(self.px.port, "/", host="cached.test", headers=[("Cookie", "session=good")]).status,
+                             200)
+        self.assertEqual(self.auth.count(), before + 1)
+        # another cookie is asked about; a refusal is not cached
+        self.assertEqual(get(self.px.port, "/", host="cached.test", headers=[("Cookie", "session=x")]).status, 302)
+        self.assertEqual(get(self.px.port, "/", host="cached.test", headers=[("Cookie", "session=x")]).status, 302)
+        self.assertEqual(self.auth.count(), before + 3)
+
+    def test_request_body_waits_with_the_request(self):
+        body = b"x" * 300000
+        r = get(self.px.port, "/upload", host="app.test", method="POST", body=body,
+                headers=[("Cookie", "session=good")])
+        self.assertEqual(r.status, 200)
+        self.assertIn(str(len(body)).encode(), r.body)
+        r = get(self.px.port, "/upload", host="app.test", method="POST", body=body)
+        self.assertEqual(r.status, 302)
+
+    def test_http2(self):
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-H", "Host: app.test", "-H",
+                              "Cookie: session=good", "-w", "\n%{http_code} %{http_version}",
+                              "http://127.0.0.1:%d/h2" % self.h2c], capture_output=True, text=True, timeout=60)
+        body, tail = out.stdout.rsplit("\n", 1)
+        self.assertEqual(tail, "200 2")
+        self.assertIn("alice", body)
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-H", "Host: app.test", "-o", "/dev/null",
+                              "-w", "%{http_code} %{redirect_url}", "http://127.0.0.1:%d/h2" % self.h2c],
+                             capture_output=True, text=True, timeout=60)
+        self.assertTrue(out.stdout.startswith("302 http://auth.test/login?rd="), out.stdout)
+
+    def test_fetch_only_reaches_origins_the_config_names(self):
+        r = get(self.px.port, "/", host="caller.test")
+        self.assertEqual(r.status, 500)
+        wait_for(lambda: "is not an origin this route's filter configs name" in self.px.log(),
+                 what="the refusal in pxd's log")
+        r = get(self.px.port, "/", host="callerok.test")
+        self.assertEqual((r.status, r.body), (200, b"200"))
+
+    def test_sleep_waits_without_holding_the_worker(self):
+        c = Client(self.px.port)
+        c.send("GET /sleep?s=60 HTTP/1.1\r\nHost: sleepy.test\r\n\r\n")
+        # the worker (there is one) answers others meanwhile, including another sleeper that wakes first
+        r = get(self.px.port, "/sleep?s=0.05", host="sleepy.test")
+        self.assertEqual(r.status, 200)
+        self.assertIn(b"x-slept", r.body.lower())
+        self.assertEqual(get(self.px.port, "/", host="sleepy.test").status, 200)
+        c.close()  # the client leaves while its request waits: the wait ends with it
+        wait_for(lambda: '"wait":' in open(os.path.join(self.dir, "access.log")).read(),
+                 what="the access log's wait time")
+        self.assertEqual(get(self.px.port, "/", host="sleepy.test").status, 200)
+
+
+if __name__ == "__main__":
+    unittest.main()
