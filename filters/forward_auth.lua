@@ -38,11 +38,7 @@ end
 local function answer(res)
   local h = {}
   for _, n in ipairs(PASS_BACK) do h[n] = res.headers[n] end
-  local cookies = {}
-  for _, f in ipairs(res.header_list) do
-    if f[1] == "set-cookie" then cookies[#cookies + 1] = f[2] end
-  end
-  if #cookies > 0 then h["set-cookie"] = cookies end
+  h["set-cookie"] = res.multi and res.multi["set-cookie"] or res.headers["set-cookie"]
   return px.respond(res.status, h, res.body)
 end
 

@@ -111,7 +111,7 @@ px.sleep = C.sleep    -- px.sleep(seconds)
 -- Any filter, request phase: `return px.delay(seconds)` ends its turn; the request waits, then the phase's
 -- next filter runs (no coroutine needed: rate_limit's delay).
 px.delay = C.delay
-px.fetch = C.fetch    -- px.fetch(url [, opts]): { status, headers, header_list, body } or nil, err
+px.fetch = C.fetch    -- px.fetch(url [, opts]): { status, headers, body [, multi] } or nil, err
 
 -- ---- the engine's side: not for filters ----
 

@@ -812,6 +812,7 @@ void Worker::stop_everything() {
     }
     probe_abandon(p);
   }
+  if (fetcher_) fetcher_->close_idle();
   epoll_.close();  // after the upstream connections on it closed: their on_closed() comes from it
   {
     std::lock_guard<std::mutex> g(mu_);  // no post_*() wakes this loop from here on

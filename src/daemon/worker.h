@@ -47,6 +47,7 @@
 #include "observe/trace.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
+#include "stream/fetch.h"
 #include "tls/context.h"
 #include "tls/transport.h"
 #include "upstream/balancer.h"
@@ -133,7 +134,11 @@ class Worker {
   PeerState* peer_for(const route::PeerAddr& a);
   // A client-side SSL for a connection to an https:// peer: verification, SNI, a session to resume.
   SSL* new_upstream_ssl(PeerState* p);
-  // The client of filters' outbound requests (px.fetch): made on first use.
+  Fetcher& fetcher() {
+    if (!fetcher_) fetcher_ = std::make_unique<Fetcher>(this);
+    return *fetcher_;
+  }
+  // The client of filters' outbound requests (px.fetch) to host names: made on first use.
   http::Client& fetch_client() {
     if (!fetch_) {
       fetch_ = std::make_unique<http::Client>(&loop_);
@@ -254,7 +259,8 @@ class Worker {
   uint64_t rid_counter_ = 0;
   std::unordered_map<std::string, std::unique_ptr<PeerState>> peers_;
   std::unique_ptr<http::Client> probes_;  // HTTP health probes (health.cpp)
-  std::unique_ptr<http::Client> fetch_;   // filters' outbound requests (px.fetch)
+  std::unique_ptr<http::Client> fetch_;   // filters' outbound requests (px.fetch) to a host name
+  std::unique_ptr<Fetcher> fetcher_;      // the same, to a numeric address: kept alive (stream/fetch.h)
   SnapRef* current_ = nullptr;
   Stream* free_streams_ = nullptr;
   size_t free_stream_count_ = 0;

@@ -614,7 +614,7 @@ int api_delay(lua_State* L) {
 }
 
 // px.fetch(url [, {method=, headers=, body=, timeout=}]): an outbound HTTP request; the filter waits for its
-// answer: { status, headers, header_list, body }, or nil and why. Only to an origin (scheme, host, port) that
+// answer: { status, headers, body [, multi] }, or nil and why. Only to an origin (scheme, host, port) that
 // the route's filter configs name.
 int api_fetch(lua_State* L) {
   PX_ALLOWED(kRequestOnly, "px.fetch");
@@ -623,10 +623,11 @@ int api_fetch(lua_State* L) {
     return refuse(L, "px.fetch: %.*s is not an origin this route's filter configs name", static_cast<int>(url.size()),
                   url.data());
   FilterState& fs = *t_cur.v->fs;
-  FetchCall& c = fs.fetch;
-  c = FetchCall{};
-  c.method = "GET";
+  FetchCall& c = fs.fetch;  // pooled with the filter state: its strings keep their capacity
+  c.method.assign("GET");
   c.url.assign(url);
+  c.body.clear();
+  c.fields.clear();
   c.timeout_ms = 5000;
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "method");
@@ -651,7 +652,7 @@ int api_fetch(lua_State* L) {
         std::string_view name = arg(L, -2), value = arg(L, -1);
         if (!valid_name(name) || !valid_value(value) || framing(name))
           return refuse(L, "px.fetch: header '%.*s' cannot be sent", static_cast<int>(name.size()), name.data());
-        c.headers.emplace_back(name, value);
+        c.fields.append(name).append(": ").append(value).append("\r\n");
       }
     } else if (!lua_isnil(L, -1)) {
       return refuse(L, "px.fetch: headers must be a table");

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "daemon/config.h"
 #include "http/client.h"
+#include "http/parser.h"
 #include "lua/internal.h"
 #include "route/snapshot.h"
 
@@ -369,33 +370,55 @@ Verdict Engine::resume(Phase p, RequestView& v, const FetchResult* r) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, fs.req_ref);
   int nargs = 1;
   if (kind == FilterState::kFetch) {
-    if (r && r->status) {  // { status =, headers = { name = value, ... }, body = }
-      lua_createtable(L, 0, 3);
+    if (r && r->status) {  // { status =, headers = { name = value, ... }, body = [, multi = { name = {...} }] }
+      lua_createtable(L, 0, 4);
       lua_pushinteger(L, r->status);
       lua_setfield(L, -2, "status");
-      lua_createtable(L, 0, static_cast<int>(r->headers.size()));
-      for (const auto& [name, value] : r->headers) {
-        lua_pushlstring(L, name.data(), name.size());
-        lua_rawget(L, -2);
-        bool first = lua_isnil(L, -1);
+      int res = lua_gettop(L);
+      size_t n = r->head ? r->head->headers.size() : r->headers.size();
+      lua_createtable(L, 0, static_cast<int>(n));  // headers: each name's first value (names lower case)
+      lua_pushnil(L);  // multi, made for a name given more than once: all its values, in order
+      int headers = res + 1, multi = res + 2;
+      char lower[256];
+      for (size_t i = 0; i < n; i++) {
+        std::string_view name = r->head ? r->head->name(i) : std::string_view(r->headers[i].first);
+        std::string_view value = r->head ? r->head->value(i) : std::string_view(r->headers[i].second);
+        if (name.size() > sizeof lower) continue;
+        for (size_t k = 0; k < name.size(); k++)
+          lower[k] = static_cast<char>(tolower(static_cast<unsigned char>(name[k])));
+        lua_pushlstring(L, lower, name.size());
+        lua_rawget(L, headers);
+        if (lua_isnil(L, -1)) {
+          lua_pop(L, 1);
+          lua_pushlstring(L, lower, name.size());
+          lua_pushlstring(L, value.data(), value.size());
+          lua_rawset(L, headers);
+          continue;
+        }
+        if (lua_isnil(L, multi)) {
+          lua_newtable(L);
+          lua_replace(L, multi);
+        }
+        lua_pushlstring(L, lower, name.size());
+        lua_rawget(L, multi);
+        if (lua_isnil(L, -1)) {  // the list starts with the first value
+          lua_pop(L, 1);
+          lua_createtable(L, 2, 0);
+          lua_pushvalue(L, -2);
+          lua_rawseti(L, -2, 1);
+          lua_pushlstring(L, lower, name.size());
+          lua_pushvalue(L, -2);
+          lua_rawset(L, multi);
+        }
+        lua_pushlstring(L, value.data(), value.size());
+        lua_rawseti(L, -2, static_cast<int>(lua_objlen(L, -2)) + 1);
+        lua_settop(L, multi);
+      }
+      if (lua_isnil(L, multi))
         lua_pop(L, 1);
-        if (!first) continue;  // the first value of a name (Set-Cookie and the like: resp.header_list)
-        lua_pushlstring(L, name.data(), name.size());
-        lua_pushlstring(L, value.data(), value.size());
-        lua_rawset(L, -3);
-      }
-      lua_setfield(L, -2, "headers");
-      lua_createtable(L, static_cast<int>(r->headers.size()), 0);
-      int i = 1;
-      for (const auto& [name, value] : r->headers) {
-        lua_createtable(L, 2, 0);
-        lua_pushlstring(L, name.data(), name.size());
-        lua_rawseti(L, -2, 1);
-        lua_pushlstring(L, value.data(), value.size());
-        lua_rawseti(L, -2, 2);
-        lua_rawseti(L, -2, i++);
-      }
-      lua_setfield(L, -2, "header_list");
+      else
+        lua_setfield(L, res, "multi");
+      lua_setfield(L, res, "headers");
       lua_pushlstring(L, r->body.data(), r->body.size());
       lua_setfield(L, -2, "body");
       nargs = 2;

@@ -31,14 +31,15 @@ struct HeaderEdit {
 // An outbound HTTP request a filter waits for (px.fetch), and its answer.
 struct FetchCall {
   std::string method, url, body;
-  std::vector<std::pair<std::string, std::string>> headers;
+  std::string fields;  // the filter's header fields, as HTTP/1 lines ("Name: value\r\n" each)
   uint64_t timeout_ms = 0;
 };
 struct FetchResult {
   int status = 0;  // 0: no answer; `error` says why
   bool timeout = false;
   std::string error;
-  std::vector<std::pair<std::string, std::string>> headers;  // names lower case
+  const http::Head* head = nullptr;                          // the answer's fields: this parsed head, or
+  std::vector<std::pair<std::string, std::string>> headers;  // these (names as given)
   std::string body;
 };
 

@@ -55,6 +55,7 @@ void Stream::reset() {
   for (auto& us : phase_us) us = 0;
   wait_us = 0;
   held.clear();
+  held_paused = false;
   view.fs.reset();
   view.trace = false;
   trace.reset();
@@ -232,14 +233,16 @@ void proceed(Stream* st) {
 struct FilterWait {
   uv_timer_t timer;
   Stream* st = nullptr;
-  http::Client::Call* call = nullptr;
-  uint64_t since = 0;  // uv_hrtime
+  http::Client::Call* call = nullptr;  // px.fetch to a host name
+  FetchConn* fcall = nullptr;          // px.fetch to an address (kept-alive connections)
+  uint64_t since = 0;                  // uv_hrtime
   bool timer_open = false;
 };
 
 namespace {
 void wait_free(FilterWait* fw) {
   if (fw->call) fw->st->w->fetch_client().cancel(fw->call);
+  if (fw->fcall) fw->st->w->fetcher().cancel(fw->fcall);
   if (!fw->timer_open) {
     delete fw;
     return;
@@ -254,6 +257,7 @@ void wait_end(FilterWait* fw, const lua::FetchResult* r) {
   st->wait = nullptr;
   st->wait_us += static_cast<uint32_t>((uv_hrtime() - fw->since) / 1000);
   fw->call = nullptr;
+  fw->fcall = nullptr;
   wait_free(fw);
   lua::Engine* eng = st->w->engine();
   uint64_t t0 = uv_hrtime();
@@ -261,7 +265,10 @@ void wait_end(FilterWait* fw, const lua::FetchResult* r) {
   st->phase_us[lua::kRequest] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
   if (st->trace) [[unlikely]]
     eng->take_trace(lua::kRequest, &st->trace->filters);
-  if (rr != lua::Verdict::wait) st->down->resume_request(st);
+  if (rr != lua::Verdict::wait && st->held_paused) {
+    st->held_paused = false;
+    st->down->resume_request(st);
+  }
   after_request_phase(st, rr);
   if (!st->wait) st->down->progress(st);
 }
@@ -272,8 +279,7 @@ void wait_begin(Stream* st) {
   auto* fw = new FilterWait;
   fw->st = st;
   fw->since = uv_hrtime();
-  st->wait = fw;
-  st->down->pause_request(st);
+  st->wait = fw;  // reading goes on: body that comes meanwhile is held (stream_body), up to a point
   if (fs.wait == lua::FilterState::kSleep) {
     uv_timer_init(w->loop(), &fw->timer);
     fw->timer.data = fw;
@@ -283,17 +289,45 @@ void wait_begin(Stream* st) {
     return;
   }
   const lua::FetchCall& c = fs.fetch;
+  const route::UpstreamTlsSpec& t = st->route->spec.upstream_tls;
+  std::string tls_id;
+  if (c.url.starts_with("https:")) tls_id = (t.verify ? "v " : "n ") + t.ca_file + " " + t.client_cert + " " + t.sni;
+  {
+    fw->fcall = w->fetcher().start(
+        c, tls_id,
+        [](void* ctx) -> SSL* {
+          auto* f = static_cast<FilterWait*>(ctx);
+          const lua::FetchCall& fc = f->st->view.fs->fetch;
+          bool tls;
+          std::string host, target;
+          uint16_t port;
+          http::split_url(fc.url, &tls, &host, &port, &target);
+          const auto& spec = f->st->route->spec.upstream_tls;
+          return f->st->w->new_client_ssl(spec, spec.sni.empty() ? host : spec.sni, "px.fetch " + fc.url);
+        },
+        [](void* ctx, lua::FetchResult& r) {
+          auto* f = static_cast<FilterWait*>(ctx);
+          f->fcall = nullptr;
+          wait_end(f, &r);
+        },
+        fw);
+    if (fw->fcall) return;  // else a host name: http::Client resolves it
+  }
   http::ClientRequest rq;
   rq.method = c.method;
   rq.url = c.url;
   rq.body = c.body;
-  rq.headers = c.headers;
+  for (std::string_view f = c.fields; !f.empty();) {  // "Name: value\r\n" lines
+    size_t colon = f.find(": "), end = f.find("\r\n");
+    rq.headers.emplace_back(f.substr(0, colon), f.substr(colon + 2, end - colon - 2));
+    f.remove_prefix(end + 2);
+  }
   rq.timeout_ms = c.timeout_ms;
   bool tls;
   std::string host, target;
   uint16_t port;
   if (http::split_url(c.url, &tls, &host, &port, &target) && tls &&
-      !(rq.ssl = w->new_client_ssl(st->route->spec.upstream_tls, host, "px.fetch " + c.url))) {
+      !(rq.ssl = w->new_client_ssl(t, t.sni.empty() ? host : t.sni, "px.fetch " + c.url))) {
     lua::FetchResult fr;
     fr.error = "no TLS for " + c.url;
     wait_end(fw, &fr);
@@ -314,8 +348,12 @@ void wait_begin(Stream* st) {
 
 BodyTake stream_body(Stream* st, const char* data, size_t len) {
   st->body_received += len;
-  if (st->wait) {  // a filter waits: kept (reading is paused, so this is at most what was in flight)
+  if (st->wait) {  // a filter waits: the body is held until it goes on; past kHoldMax, reading pauses
     st->held.append(data, len);
+    if (st->held.size() > kHoldMax && !st->held_paused) {
+      st->held_paused = true;
+      st->down->pause_request(st);
+    }
     return BodyTake::taken;
   }
   if (st->local || st->resp_complete) return BodyTake::unwanted;

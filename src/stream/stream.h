@@ -82,6 +82,7 @@ struct Stream {
   uint32_t wait_us = 0;               // time filters waited (px.sleep, px.fetch)
   struct FilterWait* wait = nullptr;  // a filter's wait in progress (stream.cpp)
   std::string held;                   // request body that came while a filter waited (sent once it goes on)
+  bool held_paused = false;           // reading paused: `held` is full (kHoldMax)
   lua::RequestView view;              // what filters see, and their state (only for routes with filters)
   std::unique_ptr<Trace> trace;       // pxctl trace (trace.h): only for a request with a valid token
   net::IpAddr peer_text_of;  // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
@@ -98,6 +99,9 @@ struct Stream {
 };
 
 // ---- the stream (stream.cpp): one exchange, knowing no wire format ----
+
+// Request body held while a filter waits, before reading pauses.
+inline constexpr size_t kHoldMax = 64 * 1024;
 
 // The request head arrived (the downstream filled st->req, req_body, head_request,
 // upgrade): the phases, routing, limits, and the upstream exchange.
