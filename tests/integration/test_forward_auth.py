@@ -42,9 +42,9 @@ return {
 
 
 class Authd:
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, AUTHD], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
+    def __init__(self, port=0):
+        self.proc = subprocess.Popen([sys.executable, AUTHD, "--port", str(port)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
         self.port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", self.proc.stdout.readline()).group(1))
         self.url = "http://127.0.0.1:%d" % self.port
 
@@ -69,6 +69,7 @@ class ForwardAuthTest(unittest.TestCase):
             with open(os.path.join(fdir, name + ".lua"), "w") as f:
                 f.write(src)
         cls.auth = Authd()
+        cls.auth2 = Authd(free_port())
         cls.up = Upstream()
         verify = cls.auth.url + "/api/verify"
         FA = lambda **conf: [{"name": "forward_auth", "config": dict(conf)}]
@@ -79,6 +80,8 @@ class ForwardAuthTest(unittest.TestCase):
                                    filters=FA(url=verify, copy_headers=["Remote-User", "Remote-Groups"])),
                              route("cached", ["cached.test"], [cls.up],
                                    filters=FA(url=verify, copy_headers=["Remote-User"], cache=60)),
+                             route("restart", ["restart.test"], [cls.up],
+                                   filters=FA(url=cls.auth2.url + "/api/verify", copy_headers=["Remote-User"])),
                              route("slow", ["slow.test"], [cls.up], filters=FA(url=verify + "?slow=30", timeout=1)),
                              route("dead", ["dead.test"], [cls.up],
                                    filters=FA(url="http://127.0.0.1:%d/api/verify" % cls.dead)),
@@ -96,6 +99,7 @@ class ForwardAuthTest(unittest.TestCase):
         cls.px.stop()
         cls.up.stop()
         cls.auth.stop()
+        cls.auth2.stop()
 
     def test_no_session_redirects_to_login_with_the_original_url(self):
         r = get(self.px.port, "/docs?page=2", host="app.test", headers=[("Accept", "text/html")])
@@ -130,6 +134,22 @@ class ForwardAuthTest(unittest.TestCase):
         r = get(self.px.port, "/api", host="app.test", headers=[("X-Requested-With", "XMLHttpRequest")])
         self.assertEqual(r.status, 401)
         self.assertEqual(r.header("WWW-Authenticate"), 'Basic realm="auth"')
+
+    def test_a_kept_connection_the_auth_service_closed_is_retried(self):
+        ok = lambda: get(self.px.port, "/", host="restart.test", headers=[("Cookie", "session=good")]).status
+        self.assertEqual(ok(), 200)  # px keeps this connection to the auth service
+        port = self.auth2.port
+        self.auth2.stop()  # ... which closes with it; a new service comes up on the same port
+        self.auth2 = type(self).auth2 = wait_for(lambda: self._restart(port), what="the auth service to restart")
+        self.assertEqual(ok(), 200)
+        self.assertEqual(self.auth2.count(), 1)
+
+    @staticmethod
+    def _restart(port):
+        try:
+            return Authd(port)
+        except (AttributeError, ValueError):
+            return None
 
     def test_slow_and_dead_auth_services_answer_503(self):
         self.assertEqual(get(self.px.port, "/", host="slow.test").status, 503)
