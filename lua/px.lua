@@ -111,6 +111,17 @@ px.sleep = C.sleep    -- px.sleep(seconds)
 -- Any filter, request phase: `return px.delay(seconds)` ends its turn; the request waits, then the phase's
 -- next filter runs (no coroutine needed: rate_limit's delay).
 px.delay = C.delay
+-- px.reverse_dns(ip): the forward-confirmed PTR name, or nil (yields, like px.fetch).
+px.reverse_dns = C.reverse_dns
+
+-- Crypto (BoringSSL): digests and MACs as raw bytes; px.to_hex for text.
+px.sha256 = C.sha256                -- px.sha256(s)
+px.hmac_sha256 = C.hmac_sha256      -- px.hmac_sha256(key, s)
+px.random_bytes = C.random_bytes    -- px.random_bytes(n)
+px.to_hex = C.to_hex
+px.secure_equal = C.secure_equal    -- constant-time comparison of two strings
+px.cidrs = C.cidrs                  -- px.cidrs({"10.0.0.0/8", ...}): a matcher; m:contains(ip)
+px.host_secret = C.host_secret      -- 32 random bytes, the same in every worker of this pxd (until it restarts)
 px.fetch = C.fetch    -- px.fetch(url [, opts]): { status, headers, body [, multi] } or nil, err
 
 -- ---- the engine's side: not for filters ----

@@ -1,3 +1,8 @@
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -666,6 +671,102 @@ int api_fetch(lua_State* L) {
   return lua_yield(L, 0);
 }
 
+// ---- crypto for filters (the challenge filter's proofs and cookies): BoringSSL's ----
+
+int api_sha256(lua_State* L) {  // px.sha256(s): the 32-byte digest
+  std::string_view m = arg(L, 1);
+  uint8_t d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(m.data()), m.size(), d);
+  lua_pushlstring(L, reinterpret_cast<const char*>(d), sizeof d);
+  return 1;
+}
+int api_hmac_sha256(lua_State* L) {  // px.hmac_sha256(key, s): the 32-byte MAC
+  std::string_view k = arg(L, 1), m = arg(L, 2);
+  uint8_t d[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  HMAC(EVP_sha256(), k.data(), k.size(), reinterpret_cast<const uint8_t*>(m.data()), m.size(), d, &n);
+  lua_pushlstring(L, reinterpret_cast<const char*>(d), n);
+  return 1;
+}
+int api_random_bytes(lua_State* L) {  // px.random_bytes(n): n bytes from the CSPRNG (at most 1024)
+  lua_Integer n = luaL_checkinteger(L, 1);
+  if (n < 0 || n > 1024) return refuse(L, "px.random_bytes: n must be 0 to 1024");
+  uint8_t b[1024];
+  RAND_bytes(b, static_cast<size_t>(n));
+  lua_pushlstring(L, reinterpret_cast<const char*>(b), static_cast<size_t>(n));
+  return 1;
+}
+int api_to_hex(lua_State* L) {  // px.to_hex(s): lower-case hex
+  std::string_view m = arg(L, 1);
+  static const char digits[] = "0123456789abcdef";
+  std::string out(m.size() * 2, '\0');
+  for (size_t i = 0; i < m.size(); i++) {
+    out[2 * i] = digits[static_cast<uint8_t>(m[i]) >> 4];
+    out[2 * i + 1] = digits[static_cast<uint8_t>(m[i]) & 15];
+  }
+  push(L, out);
+  return 1;
+}
+int api_secure_equal(lua_State* L) {  // px.secure_equal(a, b): compares in time that depends on the length only
+  std::string_view a = arg(L, 1), b = arg(L, 2);
+  lua_pushboolean(L, a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0);
+  return 1;
+}
+int api_host_secret(lua_State* L) {  // px.host_secret(): 32 random bytes, the same in every worker of this pxd
+  static const std::string secret = [] {
+    std::string s(32, '\0');
+    RAND_bytes(reinterpret_cast<uint8_t*>(s.data()), s.size());
+    return s;
+  }();
+  push(L, secret);
+  return 1;
+}
+
+// px.reverse_dns(ip): the name the address's PTR record gives, when that name resolves back to the address
+// (forward-confirmed, as search engines tell sites to check their crawlers), or nil. The filter waits.
+int api_reverse_dns(lua_State* L) {
+  PX_ALLOWED(kRequestOnly, "px.reverse_dns");
+  net::IpAddr ip;
+  if (!net::IpAddr::parse(arg(L, 1), &ip)) return refuse(L, "px.reverse_dns: not an IP address");
+  if (!in_coroutine(L, "px.reverse_dns")) return refuse(L);
+  FilterState& fs = *t_cur.v->fs;
+  fs.fetch.url.assign(arg(L, 1));
+  fs.wait = FilterState::kDns;
+  return lua_yield(L, 0);
+}
+
+// px.cidrs({"10.0.0.0/8", "::1", ...}): a matcher of those networks (made once, in prepare), whose
+// :contains(ip) says whether an address is in one.
+constexpr const char* kCidrsMeta = "px.cidrs";
+int api_cidrs(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  auto* set = new (lua_newuserdata(L, sizeof(net::CidrSet))) net::CidrSet();
+  luaL_getmetatable(L, kCidrsMeta);
+  lua_setmetatable(L, -2);
+  for (int i = 1;; i++) {
+    lua_rawgeti(L, 1, i);
+    if (lua_isnil(L, -1)) break;
+    net::Cidr c;
+    std::string err;
+    if (!lua_isstring(L, -1) || !net::Cidr::parse(arg(L, -1), &c, &err))
+      return refuse(L, "px.cidrs: item %d: %s", i, err.empty() ? "not a string" : err.c_str());
+    set->add(c);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+int cidrs_contains(lua_State* L) {
+  auto* set = static_cast<net::CidrSet*>(luaL_checkudata(L, 1, kCidrsMeta));
+  net::IpAddr ip;
+  lua_pushboolean(L, net::IpAddr::parse(arg(L, 2), &ip) && set->contains(ip));
+  return 1;
+}
+int cidrs_gc(lua_State* L) {
+  static_cast<net::CidrSet*>(luaL_checkudata(L, 1, kCidrsMeta))->~CidrSet();
+  return 0;
+}
+
 int done_tostring(lua_State* L) {
   lua_pushliteral(L, "px.DONE");
   return 1;
@@ -739,6 +840,25 @@ void push_api(lua_State* L) {
   fn("sleep", api_sleep);
   fn("fetch", api_fetch);
   fn("traceback", traceback);
+  fn("sha256", api_sha256);
+  fn("hmac_sha256", api_hmac_sha256);
+  fn("random_bytes", api_random_bytes);
+  fn("to_hex", api_to_hex);
+  fn("secure_equal", api_secure_equal);
+  fn("host_secret", api_host_secret);
+  fn("reverse_dns", api_reverse_dns);
+  fn("cidrs", api_cidrs);
+  if (luaL_newmetatable(L, kCidrsMeta)) {
+    lua_pushcfunction(L, cidrs_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    lua_pushcfunction(L, cidrs_contains);
+    lua_setfield(L, -2, "contains");
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "px.cidrs");
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_pop(L, 1);
   fn("shared_get", api_shared_get);
   fn("shared_set", api_shared_set);
   fn("shared_incr", api_shared_incr);

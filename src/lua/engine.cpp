@@ -369,7 +369,13 @@ Verdict Engine::resume(Phase p, RequestView& v, const FetchResult* r) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, resume_ref_);
   lua_rawgeti(L, LUA_REGISTRYINDEX, fs.req_ref);
   int nargs = 1;
-  if (kind == FilterState::kFetch) {
+  if (kind == FilterState::kDns) {
+    if (r && !r->body.empty())
+      lua_pushlstring(L, r->body.data(), r->body.size());
+    else
+      lua_pushnil(L);
+    nargs = 2;
+  } else if (kind == FilterState::kFetch) {
     if (r && r->status) {  // { status =, headers = { name = value, ... }, body = [, multi = { name = {...} }] }
       lua_createtable(L, 0, 4);
       lua_pushinteger(L, r->status);

@@ -54,7 +54,7 @@ struct FilterState {
   int peer = -1;  // 0-based, chosen in upstream_peer
   // A filter waits (Verdict::wait): for wait_ms (px.sleep), or for `fetch` (px.fetch). The stream does the
   // waiting and resumes the filter (Engine::resume).
-  enum WaitKind : uint8_t { kNoWait = 0, kSleep, kFetch };
+  enum WaitKind : uint8_t { kNoWait = 0, kSleep, kFetch, kDns };  // kDns: px.reverse_dns (the address in fetch.url)
   WaitKind wait = kNoWait;
   bool suspended = false;  // a filter's coroutine is parked in Lua (Engine::done lets it go)
   uint64_t wait_ms = 0;

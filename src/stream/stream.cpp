@@ -115,6 +115,7 @@ void answer_from_filter(Stream* st, lua::Verdict rr);
 void after_request_phase(Stream* st, lua::Verdict rr);
 void proceed(Stream* st);
 void wait_begin(Stream* st);
+void wait_end(FilterWait* fw, const lua::FetchResult* r);
 }  // namespace
 
 void stream_begin(Stream* st) {
@@ -232,6 +233,12 @@ void proceed(Stream* st) {
 
 struct FilterWait {
   uv_timer_t timer;
+  uv_getnameinfo_t ni;  // px.reverse_dns: the PTR name, then
+  uv_getaddrinfo_t ai;  // its addresses (forward confirmation)
+  std::string name;
+  net::IpAddr ip;
+  bool dns = false;     // a lookup is under way (the libuv threadpool's: it cannot be taken back)
+  bool orphan = false;  // the stream ended meanwhile: the lookup's callback frees this
   Stream* st = nullptr;
   http::Client::Call* call = nullptr;  // px.fetch to a host name
   FetchConn* fcall = nullptr;          // px.fetch to an address (kept-alive connections)
@@ -241,6 +248,10 @@ struct FilterWait {
 
 namespace {
 void wait_free(FilterWait* fw) {
+  if (fw->dns) {
+    fw->orphan = true;
+    return;
+  }
   if (fw->call) fw->st->w->fetch_client().cancel(fw->call);
   if (fw->fcall) fw->st->w->fetcher().cancel(fw->fcall);
   if (!fw->timer_open) {
@@ -273,6 +284,64 @@ void wait_end(FilterWait* fw, const lua::FetchResult* r) {
   if (!st->wait) st->down->progress(st);
 }
 
+// px.reverse_dns: the PTR name of the address, kept only when it resolves back to the address.
+void dns_end(FilterWait* fw, bool confirmed) {
+  fw->dns = false;
+  if (fw->orphan) {
+    delete fw;
+    return;
+  }
+  lua::FetchResult fr;
+  fr.status = 1;
+  if (confirmed) fr.body = fw->name;
+  wait_end(fw, &fr);
+}
+
+void dns_begin(FilterWait* fw, const std::string& address) {
+  sockaddr_storage sa{};
+  net::IpAddr::parse(address, &fw->ip);
+  if (address.find(':') != std::string::npos)
+    uv_ip6_addr(address.c_str(), 0, reinterpret_cast<sockaddr_in6*>(&sa));
+  else
+    uv_ip4_addr(address.c_str(), 0, reinterpret_cast<sockaddr_in*>(&sa));
+  fw->dns = true;
+  fw->ni.data = fw;
+  int r = uv_getnameinfo(
+      fw->st->w->loop(), &fw->ni,
+      [](uv_getnameinfo_t* req, int status, const char* host, const char*) {
+        auto* f = static_cast<FilterWait*>(req->data);
+        net::IpAddr as_ip;
+        if (f->orphan || status != 0 || !host || net::IpAddr::parse(host, &as_ip)) {  // no name: a number back
+          dns_end(f, false);
+          return;
+        }
+        f->name = host;
+        f->ai.data = f;
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        int r2 = uv_getaddrinfo(
+            f->st->w->loop(), &f->ai,
+            [](uv_getaddrinfo_t* q, int st2, addrinfo* res) {
+              auto* g = static_cast<FilterWait*>(q->data);
+              bool ok = false;
+              for (addrinfo* a = st2 == 0 ? res : nullptr; a && !ok; a = a->ai_next)
+                ok = net::IpAddr::from_sockaddr(a->ai_addr).b == g->ip.b;
+              if (res) uv_freeaddrinfo(res);
+              dns_end(g, ok);
+            },
+            f->name.c_str(), nullptr, &hints);
+        if (r2 != 0) dns_end(f, false);
+      },
+      reinterpret_cast<const sockaddr*>(&sa), NI_NAMEREQD);
+  if (r != 0) {
+    fw->dns = false;
+    lua::FetchResult fr;
+    fr.status = 1;
+    wait_end(fw, &fr);
+  }
+}
+
 void wait_begin(Stream* st) {
   Worker* w = st->w;
   lua::FilterState& fs = *st->view.fs;
@@ -286,6 +355,10 @@ void wait_begin(Stream* st) {
     fw->timer_open = true;
     uv_timer_start(
         &fw->timer, [](uv_timer_t* t) { wait_end(static_cast<FilterWait*>(t->data), nullptr); }, fs.wait_ms, 0);
+    return;
+  }
+  if (fs.wait == lua::FilterState::kDns) {
+    dns_begin(fw, fs.fetch.url);
     return;
   }
   const lua::FetchCall& c = fs.fetch;
