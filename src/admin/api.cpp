@@ -52,6 +52,8 @@ const std::vector<Operation>& operations() {
       v.push_back({"DELETE", one,
                    [kind](Admin& a, Request& r) { return a.remove(kind, r.params["name"], r.if_match, r.who); }});
     }
+    v.push_back({"GET", "/v1/routes/{name}/records",
+                 [](Admin&, Request& r) { return route_records(g_pxd_status_files, r.params["name"]); }});
     v.push_back({"POST", "/v1/acls/{name}/users",
                  [](Admin& a, Request& r) { return a.add_user(r.params["name"], r.body, r.who); }});
     v.push_back({"DELETE", "/v1/acls/{name}/users/{username}",

@@ -43,6 +43,8 @@ json pxd_status(const std::string& file);
 
 // pxctl trace (observe/trace.h): a token for each running pxd (201), and a traced request's record (taken once).
 Result create_trace(const std::vector<std::string>& pxd_status_files, const std::string& who);
+// The requests each pxd recorded for a route (route.record): <status file>.records/<route>.jsonl.
+Result route_records(const std::vector<std::string>& pxd_status_files, const std::string& route);
 Result take_trace(const std::vector<std::string>& pxd_status_files, const std::string& id);
 // The dashboard's live traffic: each running pxd's px_requests_total summed by route (requests, 5xx), read from
 // its metrics listener (pxd.conf metrics_listen). The dashboard turns two readings into rates.

@@ -38,6 +38,8 @@ const char* openapi_document() {
         "tls": {"type": "string", "description": "auto, off, or a stored certificate's name"},
         "upstream_tls": {"type": "object"}, "access_log": {"type": "boolean"},
         "passthrough": {"type": "boolean", "description": "SNI passthrough: TLS for the hosts goes unread to tcp:// upstreams"},
+        "record": {"type": "object", "description": "pxd records the next count requests (heads, masked) for pxctl filter test",
+          "properties": {"count": {"type": "integer", "maximum": 10000}, "mask": {"type": "array", "items": {"type": "string"}}, "id": {"type": "string"}}},
         "version": {"type": "integer", "readOnly": true}}},
       "Stream": {"type": "object", "required": ["name", "listen", "upstreams"], "description": "TCP or UDP proxying; pxd.conf(5) STREAMS has every field", "properties": {
         "name": {"type": "string"}, "listen": {"type": "string", "description": "ADDRESS:PORT, optionally /udp"},
@@ -148,6 +150,11 @@ const char* openapi_document() {
                              {"name": "since", "in": "query", "schema": {"type": "integer"}},
                              {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100}}],
               "responses": {"200": {"description": "audit records, oldest first"}}}
+    },
+    "/v1/routes/{name}/records": {
+      "parameters": [{"$ref": "#/components/parameters/name"}],
+      "get": {"operationId": "routeRecords", "description": "the requests pxd recorded for the route (route.record), oldest first: the input of pxctl filter test",
+              "responses": {"200": {"description": "{records: [{method, uri, host, headers, client, tls, request_id, response}]}"}}}
     },
     "/v1/filters/{name}/check": {
       "parameters": [{"$ref": "#/components/parameters/name"}],

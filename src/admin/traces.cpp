@@ -17,6 +17,22 @@
 
 namespace px::admin {
 
+Result route_records(const std::vector<std::string>& status_files, const std::string& route) {
+  json out = json::array();
+  if (route.empty() || route.find('/') != std::string::npos || route[0] == '.')
+    return Result::error(404, "name", "no route named '" + route + "'");
+  for (const auto& f : status_files) {
+    std::ifstream in(f + ".records/" + route + ".jsonl");
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_object()) out.push_back(std::move(j));
+    }
+  }
+  Result r;
+  r.body = {{"route", route}, {"records", out}};
+  return r;
+}
+
 Result create_trace(const std::vector<std::string>& status_files, const std::string& who) {
   uint8_t raw[16];
   RAND_bytes(raw, sizeof raw);

@@ -974,6 +974,12 @@ int Server::run() {
   if (!cfg_.metrics_listen.empty())
     for (auto& w : workers_) w->set_metrics(std::make_unique<WorkerMetrics>());
   if (!cfg_.status_file.empty()) {
+    // pxctl route set --record: recorded requests, one file per route.
+    std::string records = cfg_.status_file + ".records";
+    if (mkdir(records.c_str(), 0700) == 0 || errno == EEXIST)
+      for (auto& w : workers_) w->set_records(records);
+    else
+      PX_WARN("pxctl route set --record is off: %s: %s", records.c_str(), strerror(errno));
     // pxctl trace: a key for pxadmind's tokens, and where traced requests' records go.
     std::string dir = cfg_.status_file + ".traces", err;
     TraceKey key;

@@ -44,6 +44,7 @@
 #include "observe/access_log.h"
 #include "observe/end_record.h"
 #include "observe/metrics.h"
+#include "observe/recorder.h"
 #include "observe/trace.h"
 #include "route/acl.h"
 #include "route/snapshot.h"
@@ -110,6 +111,9 @@ class Worker {
   // TLS listeners: the context every worker shares (tls/context.h). Before start().
   void set_tls(SSL_CTX* ctx) { tls_ctx_ = ctx; }
   void set_shared(SharedTable* t) { shared_ = t; }  // px.shared and px.limit: the host's table
+  // pxctl route set --record: where recorded requests go (before start()).
+  void set_records(const std::string& dir) { recorder_ = std::make_unique<Recorder>(dir, shared_); }
+  Recorder* recorder() { return recorder_.get(); }
   SSL_CTX* tls_ctx() const { return tls_ctx_; }
   tls::CertSource* cert_source() { return &cert_source_; }
   Session* adopt(net::Transport* t, const net::IpAddr& peer);
@@ -301,6 +305,7 @@ class Worker {
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)
   net::Geo geo_;
   SharedTable* shared_ = nullptr;
+  std::unique_ptr<Recorder> recorder_;
   std::string geo_error_;  // the last one logged
   void refresh_geo();
   std::mutex mu_;  // guards the mailbox below; never taken on the request path

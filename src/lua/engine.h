@@ -233,6 +233,12 @@ struct ConfigCheck {
 };
 ConfigCheck check_config(const std::string& path, const std::string& source, const std::string& config_json,
                          const std::string& lua_dir);
+// pxctl filter test: the filter (a built-in's name, or a path to a .lua file) with this config, run with the
+// real engine and phases over requests recorded as JSON lines (method, uri, host, headers, client, tls, and
+// optionally the upstream's response: {status, headers}); nothing is waited for or called. Returns one JSON
+// line per request: each phase's verdict, answer and waits, and the header edits; "" with *error on failure.
+std::string test_filter(const std::string& filter, const std::string& config_json, const std::string& requests,
+                        std::string* error);
 std::string builtin_filters_dir();
 // A filter's name: its file's, without the directory and ".lua".
 std::string filter_name(const std::string& path);

@@ -498,8 +498,20 @@ int main(int argc, char** argv) {
   r_set->add_option("name", name)->required();
   add_route_options(r_set, ro, true);
   r_set->add_option("--if-match", if_match, "only if the route is still at this version");
+  std::string record_n;
+  std::vector<std::string> record_mask;
+  r_set->add_option("--record", record_n,
+                    "pxd records the next N requests (heads only) for pxctl filter test; 0 stops");
+  r_set->add_option("--record-mask", record_mask,
+                    "with --record: a header whose values are masked (repeat; Authorization, Cookie and "
+                    "Proxy-Authorization always are)");
   r_set->callback([&] {
     json b = route_body(ro, true);
+    if (!record_n.empty()) {
+      uint64_t n;
+      if (!px::parse_u64(record_n, &n) || n > 10000) die(2, "--record: expected a number of requests, 0 to 10000");
+      b["record"] = n ? json{{"count", n}, {"mask", record_mask}, {"id", std::to_string(time(nullptr))}} : json();
+    }
     if (b.empty()) die(2, "route set: nothing to change (see --help)");
     Reply r = check(call("PATCH", "/v1/routes/" + url_escape(name), &b, if_match));
     if (g.as_json)
@@ -521,6 +533,13 @@ int main(int argc, char** argv) {
         std::cout << "route " << name << " " << verb << "d\n";
     });
   }
+  auto* r_records = route->add_subcommand(
+      "records", "the requests pxd recorded for a route (route set --record), as JSON lines for pxctl filter test");
+  r_records->add_option("name", name)->required();
+  r_records->callback([&] {
+    json b = check(call("GET", "/v1/routes/" + url_escape(name) + "/records")).body;
+    for (const auto& rec : b["records"]) std::cout << rec.dump() << "\n";
+  });
   auto* r_rm = route->add_subcommand("rm", "remove a route");
   r_rm->add_option("name", name)->required();
   r_rm->add_option("--if-match", if_match, "only if the route is still at this version");
@@ -1043,6 +1062,40 @@ int main(int argc, char** argv) {
     std::string err = px::lua::check_filter(filter_file, src, px::lua::lua_dir());
     if (!err.empty()) die(4, err);
     std::cout << filter_file << ": ok\n";
+  });
+
+  std::string test_requests;
+  auto* ftest = fil->add_subcommand(
+      "test", "run a filter offline, with px's engine and phases, over recorded requests (JSON lines)");
+  ftest->add_option("filter", filter_file, "a built-in filter's name, or a .lua file")->required();
+  ftest->add_option("--config", filter_config, "the route's JSON config for it");
+  ftest
+      ->add_option("--request", test_requests,
+                   "a file of requests, one JSON object a line: method, uri, host, headers, client, tls, "
+                   "response {status, headers} (pxctl route records writes them); - for stdin")
+      ->required();
+  ftest->callback([&] {
+    std::string err, out = px::lua::test_filter(filter_file, filter_config, read_input(test_requests), &err);
+    if (!err.empty()) die(4, err);
+    if (g.as_json) {
+      std::cout << out;
+      return;
+    }
+    std::istringstream lines(out);
+    for (std::string l; std::getline(lines, l);) {
+      json r = json::parse(l);
+      std::cout << "request " << r["request"].get<int>() << ": " << r.value("method", "") << " " << r.value("uri", "")
+                << " -> " << r.value("result", "") << "\n";
+      for (const auto& p : r["phases"]) {
+        std::cout << "  " << p.value("phase", "") << ": " << p.value("verdict", "");
+        if (p.contains("answer"))
+          std::cout << " " << p["answer"]["status"].get<int>() << " " << p["answer"]["headers"].dump();
+        if (p.contains("waits")) std::cout << " waits " << p["waits"].dump();
+        std::cout << "\n";
+      }
+      for (const char* k : {"request_edits", "response_edits"})
+        if (r.contains(k)) std::cout << "  " << k << ": " << r[k].dump() << "\n";
+    }
   });
 
   auto* trace =

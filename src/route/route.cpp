@@ -252,11 +252,11 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return c.fail("route", "not valid JSON");
   if (!j.is_object()) return c.fail("route", "expected a JSON object");
-  if (!fields::only_known(
-          j,
-          {"name", "hosts", "path", "strip_path", "upstreams", "lb", "enabled", "connect_timeout_ms", "read_timeout_ms",
-           "max_body_size", "health_check", "filters", "upstream_tls", "tls", "access_log", "passthrough", "version"},
-          error))
+  if (!fields::only_known(j,
+                          {"name", "hosts", "path", "strip_path", "upstreams", "lb", "enabled", "connect_timeout_ms",
+                           "read_timeout_ms", "max_body_size", "health_check", "filters", "upstream_tls", "tls",
+                           "access_log", "passthrough", "record", "version"},
+                          error))
     return false;
   RouteSpec r;
   if (!j.contains("name") || !j["name"].is_string()) return c.fail("name", "required, a string");
@@ -353,6 +353,29 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
     if (!j["access_log"].is_boolean()) return c.fail("access_log", "expected true or false");
     r.access_log = j["access_log"].get<bool>();
   }
+  if (j.contains("record") && !j["record"].is_null()) {
+    const json& rec = j["record"];
+    if (!rec.is_object()) return c.fail("record", "expected {\"count\": N, \"mask\": [header names]}");
+    if (!fields::only_known(rec, {"count", "mask", "id"}, error)) return false;
+    if (!rec.contains("count") || !rec["count"].is_number_unsigned() || rec["count"].get<uint64_t>() > 10000)
+      return c.fail("record.count", "expected a whole number of requests, 0 to 10000");
+    r.record.count = static_cast<uint32_t>(rec["count"].get<uint64_t>());
+    if (rec.contains("mask")) {
+      if (!rec["mask"].is_array()) return c.fail("record.mask", "expected a list of header names");
+      for (size_t i = 0; i < rec["mask"].size(); i++) {
+        const json& m = rec["mask"][i];
+        if (!m.is_string() || m.get<std::string>().empty() ||
+            m.get<std::string>().find_first_of(" :\t\r\n") != std::string::npos)
+          return c.fail("record.mask[" + std::to_string(i) + "]", "expected a header name");
+        r.record.mask.push_back(m.get<std::string>());
+      }
+    }
+    if (rec.contains("id")) {
+      if (!rec["id"].is_string() || rec["id"].get<std::string>().size() > 64)
+        return c.fail("record.id", "expected a string of at most 64 characters");
+      r.record.id = rec["id"].get<std::string>();
+    }
+  }
   if (j.contains("tls")) {
     const json& t = j["tls"];
     if (!t.is_string()) return c.fail("tls", "expected \"auto\", \"off\" or the name of a stored certificate");
@@ -439,6 +462,7 @@ std::string route_to_json(const RouteSpec& r) {
   if (r.tls != "off") j["tls"] = r.tls;
   if (!r.access_log) j["access_log"] = false;
   if (r.passthrough) j["passthrough"] = true;
+  if (r.record.count) j["record"] = {{"count", r.record.count}, {"mask", r.record.mask}, {"id", r.record.id}};
   j["connect_timeout_ms"] = r.connect_timeout_ms;
   j["read_timeout_ms"] = r.read_timeout_ms;
   j["max_body_size"] = r.max_body_size;

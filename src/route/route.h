@@ -89,6 +89,15 @@ struct RouteSpec {
   // bytes to the tcp:// upstreams, which do their own TLS. Only name, hosts, upstreams, lb, enabled,
   // connect_timeout_ms, health_check (a TCP connect) and access_log apply.
   bool passthrough = false;
+  // pxctl route set --record N: pxd writes the next N requests' heads (no bodies; Authorization, Cookie,
+  // Proxy-Authorization and the `mask` headers masked) to its records, for pxctl filter test. A new id starts
+  // a new count.
+  struct Record {
+    uint32_t count = 0;
+    std::vector<std::string> mask;
+    std::string id;
+    bool operator==(const Record&) const = default;
+  } record;
   uint64_t version = 0;
 };
 

@@ -582,7 +582,8 @@ void end_stream(Stream* st, bool cut) {
   // The first observer: phase 6, logging (after the exchange, read-only).
   if (st->view.fs && eng && st->route && (st->mask & (1 << lua::kLogging)))
     run_phase(eng, lua::kLogging, static_cast<int>(st->route->index), st, st->local ? nullptr : &st->resp, st->status);
-  if (!w->observers().empty() || st->trace) {  // the record is made only when someone reads it
+  bool recording = st->route && st->route->spec.record.count && w->recorder();  // pxctl route set --record
+  if (!w->observers().empty() || st->trace || recording) {  // the record is made only when someone reads it
     EndRecord r;
     r.route = st->route ? std::string_view(st->route->spec.name) : std::string_view();
     r.peer = st->peer ? std::string_view(st->peer->key) : std::string_view();
@@ -614,6 +615,8 @@ void end_stream(Stream* st, bool cut) {
     for (int p = 0; p < lua::kPhases; p++) r.phase_us[p] = st->phase_us[p];
     r.wait_us = st->wait_us;
     for (EndObserver* o : w->observers()) o->on_stream_end(r);
+    if (recording) [[unlikely]]
+      w->recorder()->on_stream_end(r);
     if (st->trace) [[unlikely]]
       trace_write(w->trace_dir(), *st->trace, r);
   }
