@@ -12,6 +12,9 @@ directly, started from bench/run.py's configuration.
 
   bench/instructions.py --metrics      the same two cases with metrics_listen on
   bench/instructions.py --access-log   ... with a JSON access log
+  bench/instructions.py --rate-limit   the filtered case is rate_limit alone (per client address, not limiting)
+  bench/instructions.py --forward-auth the filtered case is forward_auth alone (a 200 from an nginx auth service,
+                                       on a kept-alive connection)
   bench/instructions.py --geoip        the filtered case with the geoip filter too (a country and an ASN
                                        database written here, as tests/integration/test_geoip.py does), and
                                        the instructions its lookups take per request, and their share
@@ -29,6 +32,14 @@ upstream = pxbench.start_upstream()
 UP = "http://127.0.0.1:%d" % upstream.port
 WORK = pxbench.WORK
 GEOIP = "--geoip" in sys.argv
+RATE_LIMIT = "--rate-limit" in sys.argv
+FORWARD_AUTH = "--forward-auth" in sys.argv
+if FORWARD_AUTH:
+    spec2 = importlib.util.spec_from_file_location("pxpolicy", os.path.join(HERE, "policy.py"))
+    pxpolicy = importlib.util.module_from_spec(spec2)
+    spec2.loader.exec_module(pxpolicy)
+    pxpolicy.pb.WORK = WORK
+    auth = pxpolicy.start_auth()
 if GEOIP:
     for kind, pairs in (("country", ["127.0.0.1/32=DE"]), ("asn", ["127.0.0.1/32=64500"])):
         subprocess.run(["perl", os.path.join(HERE, "..", "tests", "integration", "geoip_db.pl"), kind,
@@ -46,6 +57,11 @@ def measure(filtered, n):
                         {"name": "headers", "config": {"response": {"set": {"X-Frame-Options": "DENY"}}}}]
         if GEOIP:
             r["filters"].append({"name": "geoip", "config": {"deny_countries": ["FR"], "deny_asns": [64501]}})
+        if RATE_LIMIT:
+            r["filters"] = [{"name": "rate_limit", "config": {"rate": "1000000r/s", "burst": 1000000, "nodelay": True}}]
+        if FORWARD_AUTH:
+            r["filters"] = [{"name": "forward_auth", "config": {"url": "http://127.0.0.1:%d/verify" % auth.port,
+                                                                "copy_headers": ["Remote-User"]}}]
     subprocess.run([PXSTORE, "--data", d + "/data", "put-json", json.dumps(r)], check=True, capture_output=True)
     with open(d + "/px.conf", "w") as f:
         f.write("listen 127.0.0.1:0\nworkers 1\ndata_dir %s/data\nlog_level info\ntrusted_proxies 127.0.0.1/32\n%s" % (d, EXTRA))
@@ -83,3 +99,5 @@ for filtered in (0, 1):
         print("geoip lookups (country and ASN): %.0f instructions per request, %.1f%% of the filtered request"
               % (per, 100.0 * per / ((b - a) / 5000.0)), flush=True)
 upstream.stop()
+if FORWARD_AUTH:
+    auth.stop()

@@ -12,8 +12,7 @@
 --   - anything else, a failure or `timeout` (seconds, default 5): 503, and the log says why.
 -- cache (seconds, default 0: off): a 2xx is remembered for the same Cookie and Authorization values, per
 -- worker, for that long (at most 10000 entries).
-local client_ip, header, method, uri, host, scheme = px.req.client_ip, px.req.header, px.req.method, px.req.uri,
-                                                     px.req.host, px.req.scheme
+local header = px.req.header
 local set_header, remove_header = px.req.set_header, px.req.remove_header
 local fetch, now = px.fetch, px.now
 
@@ -53,44 +52,43 @@ return {
     if timeout <= 0 or timeout > 300 then error("forward_auth: timeout must be above 0 and at most 300 seconds", 0) end
     local ttl = conf.cache or 0
     if ttl < 0 or ttl > 3600 then error("forward_auth: cache must be 0 to 3600 seconds", 0) end
-    return { url = conf.url, copy = names(conf.copy_headers or {}, "copy_headers"),
-             send = names(conf.request_headers or DEFAULT_HEADERS, "request_headers"), timeout = timeout,
-             ttl = ttl }
+    local copy = names(conf.copy_headers or {}, "copy_headers")
+    local lower = {}
+    for i, n in ipairs(copy) do lower[i] = n:lower() end
+    return { url = conf.url, copy = copy, copy_lower = lower, timeout = timeout, ttl = ttl,
+             opts = { forward = names(conf.request_headers or DEFAULT_HEADERS, "request_headers"), forwarded = true,
+                      timeout = timeout } }
   end,
   yields = true,  -- it waits for the auth service (px.fetch) without holding the worker
   request = function(req, c)
-    for _, n in ipairs(c.copy) do remove_header(req, n) end  -- only the auth service says who this is
     local key
     if c.ttl > 0 then
       key = (header(req, "cookie") or "") .. "\0" .. (header(req, "authorization") or "")
       local hit = cache[key]
       if hit and hit.until_ > now() then
-        for n, v in pairs(hit.set) do set_header(req, n, v) end
+        for _, n in ipairs(c.copy) do
+          local v = hit.set[n]
+          if v then set_header(req, n, v) elseif header(req, n) then remove_header(req, n) end
+        end
         return
       end
     end
-    local h = {
-      ["X-Forwarded-Method"] = method(req), ["X-Forwarded-Proto"] = scheme(req), ["X-Forwarded-Host"] = host(req),
-      ["X-Forwarded-Uri"] = uri(req), ["X-Forwarded-For"] = client_ip(req),
-      ["X-Original-Method"] = method(req), ["X-Original-URL"] = scheme(req) .. "://" .. host(req) .. uri(req),
-    }
-    for _, n in ipairs(c.send) do
-      local v = header(req, n)
-      if v then h[n] = v end
-    end
-    local res, err = fetch(c.url, { headers = h, timeout = c.timeout })
+    local res, err = fetch(c.url, c.opts)  -- X-Forwarded-* and the request's own fields: px.fetch adds them
     if not res then
       px.log("warn", "forward_auth: " .. c.url .. ": " .. tostring(err))
       return px.respond(503, { ["Content-Type"] = "text/plain" }, "authentication service unavailable\n")
     end
     local s = res.status
     if s >= 200 and s < 300 then
-      local set = {}
-      for _, n in ipairs(c.copy) do
-        local v = res.headers[n:lower()]
-        if v then
+      local set = key and {}  -- kept for the cache only
+      local lower = c.copy_lower
+      for i, n in ipairs(c.copy) do
+        local v = res.headers[lower[i]]
+        if v then  -- replaces what the client sent: only the auth service says who this is
           set_header(req, n, v)
-          set[n] = v
+          if set then set[n] = v end
+        elseif header(req, n) then
+          remove_header(req, n)
         end
       end
       if key then

@@ -28,7 +28,7 @@ local function whole(v, name, default)
 end
 
 local function key_fn(key)
-  if key == nil or key == "client" then return function(req) return client_ip(req) end end
+  if key == nil or key == "client" then return nil end  -- px.limit's default: the client's address
   if key == "route" then return function() return "*" end end
   local name = key:match("^header:(.+)$")
   if name then
@@ -57,16 +57,20 @@ return {
     local status = conf.status or 429
     if status < 400 or status > 599 then error("rate_limit: status must be 400 to 599", 0) end
     return { rate = rate, burst = burst, delay = conf.nodelay and burst or math.min(delay, burst),
-             key = key_fn(conf.key), zone = (conf.zone or ("route:" .. tostring(route))) .. "\0",
+             key = key_fn(conf.key), zone = conf.zone or ("route:" .. tostring(route)),
              status = status, dry_run = conf.dry_run == true }
   end,
   request = function(req, c)
-    local k = c.key(req)
-    if k == nil or k == "" then return end
-    local wait, retry = limit(c.zone .. tostring(k), c.rate, c.burst, c.delay)
+    local k
+    if c.key then  -- else the client's address (px.limit's default)
+      k = c.key(req)
+      if k == nil or k == "" then return end
+      k = tostring(k)
+    end
+    local wait, retry = limit(c.zone, k, c.rate, c.burst, c.delay)
     if wait == nil then
       if c.dry_run then
-        px.log("info", "rate_limit: would refuse", tostring(k), "(dry run)")
+        px.log("info", "rate_limit: would refuse", k or client_ip(req), "(dry run)")
         return
       end
       return px.respond(c.status, { ["Retry-After"] = tostring(math.max(1, ceil(retry))),

@@ -100,7 +100,8 @@ px.acme_challenge = C.acme_challenge  -- px.acme_challenge(token): the key autho
 
 -- Leaky buckets (nginx limit_req) and counters, exact for the whole host: every worker of this pxd sees the
 -- same ones (a lock-free table in pxd's memory: core/shared_table.h).
--- px.limit(key, rate, burst [, delay]): the seconds to wait (0: go now), or nil and the seconds until one passes.
+-- px.limit(zone, key, rate, burst [, delay]): the seconds to wait (0: go now), or nil and the seconds until one
+-- passes. key nil: the client's address (as bytes).
 px.limit = C.limit
 -- px.shared: counters (whole numbers) with an optional expiry, set when the counter is made.
 px.shared = { get = C.shared_get, set = C.shared_set, incr = C.shared_incr }
@@ -432,15 +433,34 @@ end
 -- A filter that declares `yields = true` runs its phase functions in a coroutine of their own, so that it may
 -- wait (px.sleep, px.fetch: the C function yields, the stream waits without blocking the worker, then
 -- Engine::resume resumes it). Others are called plainly. `suspended[req]` holds a waiting filter's place.
-local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local suspended = {}
 local C_traceback = C.traceback
-local FAILED = {}  -- a coroutine's error, with its traceback made inside it
-local function body(f, phase, req, conf) return f.fn(req, conf) end  -- `f` and `phase` for locate()
-local function guarded(f, phase, req, conf)
-  local ok, r = xpcall(body, C_traceback, f, phase, req, conf)
-  if ok then return r end
-  return FAILED, r
+local FAILED = {}    -- a call's error, with its traceback made inside the coroutine
+local FINISHED = {}  -- a pooled coroutine's "this call is over" (it stays alive for the next call)
+local function body(phase, f, req, conf)  -- `phase`, then `f`, for locate(): not a tail call, so the frame stays
+  local r = f.fn(req, conf)
+  return r
+end
+-- The body of a pooled coroutine: one filter call after another. A call's end is yielded with FINISHED; a
+-- wait inside a call is a yield from C with nothing (px.fetch), resumed with what it waited for.
+local function loop(f, phase, req, conf)
+  while true do
+    local ok, r = xpcall(body, C_traceback, phase, f, req, conf)
+    if ok then
+      f, phase, req, conf = co_yield(FINISHED, r)
+    else
+      f, phase, req, conf = co_yield(FINISHED, FAILED, r)
+    end
+  end
+end
+local idle_cos, idle_n = {}, 0
+local function co_get()
+  if idle_n == 0 then return co_create(loop) end
+  local co = idle_cos[idle_n]
+  idle_cos[idle_n] = nil
+  idle_n = idle_n - 1
+  return co
 end
 
 local function bad_return(f, phase, r)
@@ -448,12 +468,16 @@ local function bad_return(f, phase, r)
         " (return nothing, or px.respond(...))")
 end
 
--- After a coroutine ran (ok, r, err from coroutine.resume): "wait", or r (nil or px.DONE).
-local function settle(co, ok, r, err, f, phase, index, req, i)
-  if not ok then error({ tostring(r) }) end
-  if co_status(co) == "suspended" then
+-- After a coroutine ran (ok, tag, r, err from coroutine.resume): "wait", or r (nil or px.DONE).
+local function settle(co, ok, tag, r, err, f, phase, index, req, i)
+  if not ok then error({ tostring(tag) }) end
+  if tag ~= FINISHED then
     suspended[req] = { co, f, phase, index, i }
     return "wait"
+  end
+  if idle_n < 64 then
+    idle_n = idle_n + 1
+    idle_cos[idle_n] = co
   end
   if r == FAILED then error({ err }) end
   return r
@@ -485,9 +509,9 @@ function engine.run(phase, index, req, fresh)
     local r
     if not prefix or C_path(req):sub(1, #prefix) == prefix then
       if f.yields then
-        local co = co_create(guarded)
-        local ok, a, b = co_resume(co, f, phase, req, f.conf)
-        r = settle(co, ok, a, b, f, phase, index, req, i)
+        local co = co_get()
+        local ok, t, a, b = co_resume(co, f, phase, req, f.conf)
+        r = settle(co, ok, t, a, b, f, phase, index, req, i)
         if r == "wait" then return r end
       else
         r = f.fn(req, f.conf)
@@ -509,8 +533,8 @@ function engine.resume(req, ...)
   suspended[req] = nil
   local co, f, phase, index, i = s[1], s[2], s[3], s[4], s[5]
   if co then
-    local ok, a, b = co_resume(co, ...)
-    local r = settle(co, ok, a, b, f, phase, index, req, i)
+    local ok, t, a, b = co_resume(co, ...)
+    local r = settle(co, ok, t, a, b, f, phase, index, req, i)
     if r == "wait" then return r end
     if r ~= nil then
       if r == DONE then return true end
@@ -532,9 +556,9 @@ run_from = function(phase, index, req, start)
     local r
     if not prefix or C_path(req):sub(1, #prefix) == prefix then
       if f.yields then
-        local co = co_create(guarded)
-        local ok, a, b = co_resume(co, f, phase, req, f.conf)
-        r = settle(co, ok, a, b, f, phase, index, req, i)
+        local co = co_get()
+        local ok, t, a, b = co_resume(co, f, phase, req, f.conf)
+        r = settle(co, ok, t, a, b, f, phase, index, req, i)
         if r == "wait" then return r end
       else
         r = f.fn(req, f.conf)
@@ -564,9 +588,9 @@ function engine.run_timed(phase, index, req, fresh, trace)
       current = f
       local t0 = C_now()
       if f.yields then
-        local co = co_create(guarded)
-        local ok, a, b = co_resume(co, f, phase, req, f.conf)
-        r = settle(co, ok, a, b, f, phase, index, req, i)
+        local co = co_get()
+        local ok, t, a, b = co_resume(co, f, phase, req, f.conf)
+        r = settle(co, ok, t, a, b, f, phase, index, req, i)
       else
         r = f.fn(req, f.conf)
       end

@@ -247,6 +247,9 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
     } else if (key == "default_route") {
       if (!need_one()) return false;
       c.default_route = std::string(w[1]);
+    } else if (key == "not_found_route") {
+      if (!need_one()) return false;
+      c.not_found_route = std::string(w[1]);
     } else if (key == "log_level") {
       if (!need_one()) return false;
       log::Level l;

@@ -34,6 +34,8 @@ struct Config {
   int workers = 0;  // 0 = one per core
   std::string data_dir = "/var/lib/px";
   std::string default_route;  // route name that answers when no route matches
+  // The route whose response-phase filters (error_pages) dress px's 404 for a request no route matches.
+  std::string not_found_route;
   uint64_t grace_period_ms = 30000;
   uint64_t client_header_timeout_ms = 10000;
   uint64_t client_body_timeout_ms = 60000;

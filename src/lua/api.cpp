@@ -512,23 +512,44 @@ double number_arg(lua_State* L, int i, const char* call, const char* what) {
   return lua_tonumber(L, i);
 }
 
-// px.limit(key, rate, burst [, delay]): a leaky bucket, exact for the whole host. rate: requests per second;
-// burst: how many more may queue; delay: how many of those go at once (nginx's delay=; default 0; burst or
-// more: nodelay). Returns the seconds the request should wait (0: at once), or nil and the seconds until one
-// would pass.
+// px.limit(zone, key, rate, burst [, delay]): a leaky bucket, exact for the whole host. zone and key name the
+// bucket (key nil: the client's address, as bytes: nginx's $binary_remote_addr, without a Lua string). rate:
+// requests per second; burst: how many more may queue; delay: how many of those go at once (nginx's delay=;
+// default 0; burst or more: nodelay). Returns the seconds the request should wait (0: at once), or nil and
+// the seconds until one would pass.
 int api_limit(lua_State* L) {
-  std::string_view key = arg(L, 1);
-  double rate = number_arg(L, 2, "px.limit", "rate");
-  double burst = number_arg(L, 3, "px.limit", "burst");
-  double delay = lua_isnoneornil(L, 4) ? 0 : number_arg(L, 4, "px.limit", "delay");
+  std::string_view zone = arg(L, 1);
+  double rate = number_arg(L, 3, "px.limit", "rate");
+  double burst = number_arg(L, 4, "px.limit", "burst");
+  double delay = lua_isnoneornil(L, 5) ? 0 : number_arg(L, 5, "px.limit", "delay");
   if (!(rate > 0 && rate <= 1e9)) return refuse(L, "px.limit: rate must be above 0 requests a second");
   if (!(burst >= 0 && burst <= 1e6 && delay >= 0))
     return refuse(L, "px.limit: burst must be 0 to 1000000, delay 0 or more");
+  char buf[512];
+  std::string_view key;
+  if (lua_isnoneornil(L, 2)) {
+    if (!t_cur.v) return refuse(L, "px.limit: no key and no request (the client's address is the default key)");
+    key = {reinterpret_cast<const char*>(t_cur.v->client_ip.b.data()), t_cur.v->client_ip.b.size()};
+  } else {
+    key = arg(L, 2);
+  }
+  std::string joined;
+  std::string_view name;
+  if (zone.size() + 1 + key.size() <= sizeof buf) {
+    memcpy(buf, zone.data(), zone.size());
+    buf[zone.size()] = '\0';
+    memcpy(buf + zone.size() + 1, key.data(), key.size());
+    name = {buf, zone.size() + 1 + key.size()};
+  } else {
+    joined.append(zone).push_back('\0');
+    joined.append(key);
+    name = joined;
+  }
   SharedTable& t = table();
   uint64_t interval = static_cast<uint64_t>(1e9 / rate);
   if (interval == 0) interval = 1;
   uint64_t b = static_cast<uint64_t>(burst), d = static_cast<uint64_t>(std::min(delay, burst));
-  auto v = t.limit(t.key(SharedTable::kLimit, key), t.now(), interval, b, d);
+  auto v = t.limit(t.key(SharedTable::kLimit, name), t.now(), interval, b, d);
   if (v.ok) {
     lua_pushnumber(L, static_cast<double>(v.wait) / 1e9);
     return 1;
@@ -663,6 +684,40 @@ int api_fetch(lua_State* L) {
       return refuse(L, "px.fetch: headers must be a table");
     }
     lua_pop(L, 4);
+    // forward = {names}: those fields of the request, as it came (each one it has); forwarded = true: what
+    // an auth service is told of the request (X-Forwarded-*, X-Original-*). Both made here, without Lua
+    // strings: forward_auth's subrequest per request.
+    const RequestView* v = t_cur.v;
+    const http::Head& h = *v->req;
+    lua_getfield(L, 2, "forward");
+    if (lua_istable(L, -1)) {
+      for (int i = 1;; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_isnil(L, -1)) {
+          lua_pop(L, 1);
+          break;
+        }
+        if (lua_type(L, -1) != LUA_TSTRING) return refuse(L, "px.fetch: forward must list header names");
+        std::string_view name = arg(L, -1);
+        if (!valid_name(name) || framing(name))
+          return refuse(L, "px.fetch: header '%.*s' cannot be sent", static_cast<int>(name.size()), name.data());
+        for (size_t k = 0; k < h.headers.size(); k++)
+          if (iequals(h.name(k), name)) c.fields.append(name).append(": ").append(h.value(k)).append("\r\n");
+        lua_pop(L, 1);
+      }
+    }
+    lua_getfield(L, 2, "forwarded");
+    if (lua_toboolean(L, -1)) {
+      std::string_view method = h.method_name(), scheme = is_https(v) ? "https" : "http";
+      char ip[64];
+      size_t iplen = v->client_ip.format(ip);
+      c.fields.append("X-Forwarded-Method: ").append(method).append("\r\nX-Forwarded-Proto: ").append(scheme);
+      c.fields.append("\r\nX-Forwarded-Host: ").append(v->host).append("\r\nX-Forwarded-Uri: ").append(v->uri);
+      c.fields.append("\r\nX-Forwarded-For: ").append(ip, iplen).append("\r\nX-Original-Method: ").append(method);
+      c.fields.append("\r\nX-Original-URL: ").append(scheme).append("://").append(v->host).append(v->uri);
+      c.fields.append("\r\n");
+    }
+    lua_pop(L, 2);
   } else if (!lua_isnoneornil(L, 2)) {
     return refuse(L, "px.fetch: the options must be a table");
   }

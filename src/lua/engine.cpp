@@ -390,8 +390,8 @@ Verdict Engine::resume(Phase p, RequestView& v, const FetchResult* r) {
         std::string_view name = r->head ? r->head->name(i) : std::string_view(r->headers[i].first);
         std::string_view value = r->head ? r->head->value(i) : std::string_view(r->headers[i].second);
         if (name.size() > sizeof lower) continue;
-        for (size_t k = 0; k < name.size(); k++)
-          lower[k] = static_cast<char>(tolower(static_cast<unsigned char>(name[k])));
+        for (size_t k = 0; k < name.size(); k++)  // a token: ASCII
+          lower[k] = name[k] >= 'A' && name[k] <= 'Z' ? static_cast<char>(name[k] | 0x20) : name[k];
         lua_pushlstring(L, lower, name.size());
         lua_rawget(L, headers);
         if (lua_isnil(L, -1)) {

@@ -48,7 +48,7 @@ void Stream::reset() {
   host = {};
   mask = 0;
   filter_failed = false;
-  resp_phase_ran = head_refused = false;
+  resp_phase_ran = head_refused = no_route = false;
   term_set = false;
   term = Termination::ok;
   bytes_in = bytes_out = 0;
@@ -113,6 +113,7 @@ namespace {
 net::IpAddr real_client_ip(const Stream* st);
 void answer_from_filter(Stream* st, lua::Verdict rr);
 void after_request_phase(Stream* st, lua::Verdict rr);
+void not_found(Stream* st, bool has_body);
 void proceed(Stream* st);
 void wait_begin(Stream* st);
 void wait_end(FilterWait* fw, const lua::FetchResult* r);
@@ -156,7 +157,7 @@ void stream_begin(Stream* st) {
   }
   const route::Route* r = snap ? snap->snap->match(host, path) : nullptr;
   if (!r) {
-    reply_text(st, 404, "no route for this host and path", has_body);
+    not_found(st, has_body);
     return;
   }
   st->route = r;
@@ -179,6 +180,21 @@ void stream_begin(Stream* st) {
 }
 
 namespace {
+// No route matches: px's 404, dressed by the response-phase filters of pxd.conf's not_found_route (its
+// error_pages). The stream stays a no-route one in its end record (no_route).
+void not_found(Stream* st, bool has_body) {
+  const std::string& name = st->w->cfg().not_found_route;
+  if (!name.empty() && st->snap)
+    for (const auto& rt : st->snap->snap->routes())
+      if (rt->spec.name == name) {
+        st->route = rt.get();
+        st->no_route = true;
+        st->mask = st->snap->masks.empty() ? 0 : st->snap->masks[rt->index] & (1 << lua::kResponse);
+        break;
+      }
+  reply_text(st, 404, "no route for this host and path", has_body);
+}
+
 void after_request_phase(Stream* st, lua::Verdict rr) {
   if (rr == lua::Verdict::wait) {
     wait_begin(st);
@@ -582,10 +598,12 @@ void end_stream(Stream* st, bool cut) {
   // The first observer: phase 6, logging (after the exchange, read-only).
   if (st->view.fs && eng && st->route && (st->mask & (1 << lua::kLogging)))
     run_phase(eng, lua::kLogging, static_cast<int>(st->route->index), st, st->local ? nullptr : &st->resp, st->status);
-  bool recording = st->route && st->route->spec.record.count && w->recorder();  // pxctl route set --record
+  bool recording =
+      st->route && !st->no_route && st->route->spec.record.count && w->recorder();  // pxctl route set --record
   if (!w->observers().empty() || st->trace || recording) {  // the record is made only when someone reads it
     EndRecord r;
-    r.route = st->route ? std::string_view(st->route->spec.name) : std::string_view();
+    const route::Route* route = st->no_route ? nullptr : st->route;
+    r.route = route ? std::string_view(route->spec.name) : std::string_view();
     r.peer = st->peer ? std::string_view(st->peer->key) : std::string_view();
     r.peer_slot = st->peer ? st->peer->metrics_slot : static_cast<uint16_t>(kPeerSlotNone);
     r.connect_us = st->connect_us;
@@ -601,7 +619,7 @@ void end_stream(Stream* st, bool cut) {
     r.sni = st->down->client->sni;
     r.quiet = st->route && !st->route->spec.access_log;
     r.request_id = std::string_view(st->request_id, st->request_id_len);
-    r.metrics_slot = st->route ? st->route->metrics_slot : static_cast<uint16_t>(kSlotNone);
+    r.metrics_slot = route ? route->metrics_slot : static_cast<uint16_t>(kSlotNone);
     r.client = st->client_ip;
     r.status = st->status;
     r.upstream_status = st->local ? 0 : st->resp.status;

@@ -74,6 +74,7 @@ struct Stream {
   bool filter_failed = false;    // a response-phase filter failed: answer 500
   bool resp_phase_ran = false;   // the response phase ran (once per stream: a filter's answer there is final)
   bool head_refused = false;     // stream_response_head refused the upstream's head (a filter failed or answered)
+  bool no_route = false;         // no route matched: `route` is only pxd.conf's not_found_route, for its 404 page
   bool term_set = false;
   Termination term = Termination::ok;  // why it ended (the first cause recorded)
   uint64_t bytes_in = 0;               // request bytes read from the client

@@ -405,7 +405,7 @@ class BuiltinFiltersTest(unittest.TestCase):
             # Password checks do not count against the budget (up to a cap): a loop of them must still stop.
             f.write('return { request = function(req) while true do px.acl_check("users", "Basic YWxpY2U6bm8=") end end }')
         # pxd runs first: pxadmind knows the filters of its filters_dir (cryptloop) from its status file.
-        cls.px = Pxd(extra="trusted_proxies 10.9.9.9/32\nfilters_dir %s" % cls.fdir)
+        cls.px = Pxd(extra="trusted_proxies 10.9.9.9/32\nfilters_dir %s\nnot_found_route pages" % cls.fdir)
         cls.adm = Admind(data=cls.px.data, pxd_status=cls.px.status_file, tcp=False)
         a = cls.adm
         a.ctl("acl", "add", "lan", "--rule", "allow=127.0.0.0/8", "--rule", "deny=0.0.0.0/0")
@@ -491,6 +491,10 @@ class BuiltinFiltersTest(unittest.TestCase):
         self.assertEqual((r.status, r.header("Content-Type") or ""), (500, r.header("Content-Type") or ""))
         self.assertNotIn(b"Back soon", r.body)
         self.assertEqual(get(self.px.port, "/", host="pagesup.test").status, 200)
+        # No route for the host: px's 404, dressed by not_found_route's error_pages (nothing else of it runs).
+        r = get(self.px.port, "/", host="nowhere.test", headers=[("Accept", "application/json")])
+        self.assertEqual((r.status, r.header("Content-Type")), (404, "application/json; charset=utf-8"))
+        self.assertEqual(json.loads(r.body)["error"], "Not Found")
 
     def test_error_pages_configs_are_checked_before_they_are_written(self):
         base = ["route", "add", "pbad", "--host", "pbad.test", "--upstream", self.up.url]

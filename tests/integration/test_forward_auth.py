@@ -77,7 +77,7 @@ class ForwardAuthTest(unittest.TestCase):
         cls.px = Pxd(extra="listen 127.0.0.1:0 h2c\nfilters_dir %s\naccess_log %s/access.log"
                            % (fdir, cls.dir),
                      routes=[route("app", ["app.test"], [cls.up],
-                                   filters=FA(url=verify, copy_headers=["Remote-User", "Remote-Groups"])),
+                                   filters=FA(url=verify, copy_headers=["Remote-User", "Remote-Groups", "X-Auth-Level"])),
                              route("cached", ["cached.test"], [cls.up],
                                    filters=FA(url=verify, copy_headers=["Remote-User"], cache=60)),
                              route("restart", ["restart.test"], [cls.up],
@@ -116,11 +116,13 @@ class ForwardAuthTest(unittest.TestCase):
 
     def test_session_reaches_the_upstream_as_the_user_auth_names(self):
         r = get(self.px.port, "/x", host="app.test",
-                headers=[("Cookie", "session=good"), ("Remote-User", "mallory"), ("Remote-Groups", "root")])
+                headers=[("Cookie", "session=good"), ("Remote-User", "mallory"), ("Remote-Groups", "root"),
+                         ("X-Auth-Level", "admin")])
         self.assertEqual(r.status, 200)
         h = {k.lower(): v for k, v in r.json()["headers"].items()} if isinstance(r.json()["headers"], dict) \
             else {k.lower(): v for k, v in r.json()["headers"]}
         self.assertEqual((h.get("remote-user"), h.get("remote-groups")), ("alice", "admins"))
+        self.assertNotIn("x-auth-level", h)  # named by copy_headers, not given by the auth service: removed
         self.assertEqual(self.auth.last()["cookie"], "session=good")
 
     def test_a_client_cannot_name_itself_when_auth_names_nobody(self):
