@@ -5,11 +5,12 @@ forward_auth against nginx auth_request, and px with rate_limit against px witho
   bench/policy [--seconds N] [--rounds N] [--connections N]
 
 Each proxy is pinned to core 0; wrk, the upstream (nginx answering 12 bytes) and the auth service (an nginx
-answering 200 with Remote-User) to core 1. rate_limit and limit_req are keyed on the client address with a rate
+answering 200 with Remote-User) to core 1. Proxies are compared in pairs loaded at the same moment (a wrk each,
+half the connections each), so that both share the VM's noise; CPU per request is each process's own. rate_limit and limit_req are keyed on the client address with a rate
 far above the load (1,000,000 r/s, burst 1,000,000, nodelay: counting, not limiting). forward_auth and
 auth_request ask the auth service about every request and copy Remote-User upstream; nginx keeps its
-connections to the auth service alive (an upstream block with keepalive), as px does. Rounds are interleaved
-and medians reported, with CPU per request of the proxy process.
+connections to the auth service alive (an upstream block with keepalive), as px does. Medians of per-round
+ratios are reported.
 """
 import argparse
 import importlib.util
@@ -99,50 +100,54 @@ def main():
             "auth_request /_auth; auth_request_set $user $upstream_http_remote_user; "
             "proxy_set_header Remote-User $user;"),
     }
-    names = list(starters)
-    results = {n: [] for n in names}
+    # Each pair is loaded at the same moment (a wrk each, half the connections each): the two share every
+    # moment of the machine's noise, which rounds taken one after another do not (bench/run.py --observability).
+    pairs = [("px", "px-rate_limit", "requests/s with rate_limit (not limiting) vs without", "≥ 0.97 (requests/s)"),
+             ("nginx-limit_req", "px-rate_limit", "rate_limit vs nginx limit_req", "≥ 1.2× (per CPU-second)"),
+             ("nginx-auth_request", "px-forward_auth", "forward_auth (a 200) vs nginx auth_request",
+              "≥ 1.2× (per CPU-second)"),
+             ("px", "px-control", "a second px, configured as the first (the run's own spread)", "")]
+    starters["px-control"] = lambda: pb.start_px(up.port, name="px-control")
+    half = max(1, args.connections // 2)
+    ratios = {i: [] for i in range(len(pairs))}
+    cpu = {n: [] for n in starters}
     try:
-        procs = {n: starters[n]() for n in names}
-        for n in names:
-            pb.wrk(procs[n].port, 1, args.connections)
+        procs = {n: starters[n]() for n in starters}
         for r in range(args.rounds):
-            for n in names[r % len(names):] + names[:r % len(names)]:
-                res = pb.wrk(procs[n].port, args.seconds, args.connections, procs[n].pid())
-                results[n].append(res)
-                print("round %d %-19s %9.0f req/s  p99 %.3f ms  %.2f us CPU/req  non-2xx %d %s" %
-                      (r + 1, n, res["rps"], res["p99"], res["cpu_us"], res["non2xx"],
-                       ("errors: " + res["errors"]) if res["errors"] else ""), flush=True)
+            for i in list(range(len(pairs)))[r % len(pairs):] + list(range(len(pairs)))[:r % len(pairs)]:
+                a, b = pairs[i][0], pairs[i][1]
+                pb.wrk_many([(procs[a].port, None), (procs[b].port, None)], 1, half)  # warm up
+                x, y = pb.wrk_many([(procs[a].port, procs[a].pid()), (procs[b].port, procs[b].pid())],
+                                   args.seconds, half)
+                ratios[i].append((y["rps"] / x["rps"], x["cpu_us"] / y["cpu_us"]))
+                cpu[a].append(x["cpu_us"])
+                cpu[b].append(y["cpu_us"])
+                print("round %d %-19s %8.0f req/s %6.2f us/req   %-19s %8.0f req/s %6.2f us/req %s%s" %
+                      (r + 1, b, y["rps"], y["cpu_us"], a, x["rps"], x["cpu_us"],
+                       "non-2xx %d/%d " % (x["non2xx"], y["non2xx"]) if x["non2xx"] or y["non2xx"] else "",
+                       ("errors: " + x["errors"] + y["errors"]) if x["errors"] or y["errors"] else ""), flush=True)
         for p in procs.values():
             p.stop()
     finally:
         auth.stop()
         up.stop()
         shutil.rmtree(pb.WORK, ignore_errors=True)
-
-    def med(n, k):
-        return statistics.median(x[k] for x in results[n])
-
-    def ratio(a, b, k, inverse=False):
-        return statistics.median((y[k] / x[k]) if inverse else (x[k] / y[k])
-                                 for x, y in zip(results[a], results[b]) if x[k] and y[k])
     print()
-    print("| proxy | requests/s | p99 ms | CPU per request |")
-    print("| --- | ---: | ---: | ---: |")
-    for n in names:
-        print("| %s | %.0f | %.3f | %.2f µs |" % (n, med(n, "rps"), med(n, "p99"), med(n, "cpu_us")))
+    print("| proxy | CPU per request (median over its pairs) |")
+    print("| --- | ---: |")
+    for n in starters:
+        if cpu[n]:
+            print("| %s | %.2f µs |" % (n, statistics.median(cpu[n])))
     print()
-    print("| measure | result | target |")
-    print("| --- | ---: | --- |")
-    print("| requests/s with rate_limit (not limiting) vs without | %.3f | ≥ 0.97 |" % ratio("px-rate_limit", "px", "rps"))
-    print("| the same, per CPU-second | %.3f | (reported) |" % ratio("px-rate_limit", "px", "cpu_us", True))
-    print("| rate_limit vs nginx limit_req, requests per CPU-second | %.2f× | ≥ 1.2× |"
-          % ratio("px-rate_limit", "nginx-limit_req", "cpu_us", True))
-    print("| rate_limit vs nginx limit_req, requests/s | %.2f× | (reported) |"
-          % ratio("px-rate_limit", "nginx-limit_req", "rps"))
-    print("| forward_auth vs nginx auth_request, requests per CPU-second | %.2f× | ≥ 1.2× |"
-          % ratio("px-forward_auth", "nginx-auth_request", "cpu_us", True))
-    print("| forward_auth vs nginx auth_request, requests/s | %.2f× | (reported) |"
-          % ratio("px-forward_auth", "nginx-auth_request", "rps"))
+    print("| measure | requests/s, of the other's | requests per CPU-second, of the other's | target |")
+    print("| --- | ---: | ---: | --- |")
+    for i, (a, b, label, target) in enumerate(pairs):
+        rs = ratios[i]
+        print("| %s | %.3f | %.3f | %s |" % (label, statistics.median(x for x, _ in rs),
+                                            statistics.median(y for _, y in rs), target))
+    print()
+    print("medians of %d per-round ratios, %d s each, %d connections to each of a pair" %
+          (args.rounds, args.seconds, half))
 
 
 if __name__ == "__main__":
