@@ -421,7 +421,7 @@ end
 function engine.new_req() return setmetatable({ ctx = {} }, Req) end
 
 -- A pooled request object: `fresh` says a new request starts, and whatever the last one left goes
--- (engine.run has the same inline).
+-- (engine.run and engine.run_timed).
 local function renew(req)
   local k = next(req)
   if k ~= "ctx" or next(req, k) ~= nil or next(req.ctx) ~= nil then
@@ -483,6 +483,13 @@ local function settle(co, ok, tag, r, err, f, phase, index, req, i)
   return r
 end
 
+-- A yielding filter's call, in a pooled coroutine: what it returned, or "wait".
+local function call_yielding(f, phase, index, req, i)
+  local co = co_get()
+  local ok, t, a, b = co_resume(co, f, phase, req, f.conf)
+  return settle(co, ok, t, a, b, f, phase, index, req, i)
+end
+
 -- A filter returned px.delay(...): the stream waits, then the chain goes on after it.
 local function park(req, f, phase, index, i)
   suspended[req] = { false, f, phase, index, i }
@@ -490,41 +497,6 @@ local function park(req, f, phase, index, i)
 end
 
 local run_from
-
--- Runs one phase of a route's chain for a request. Returns true when a filter
--- answered (px.respond / px.redirect), "wait" when one waits. The path every request takes: nothing
--- but the calls (run_timed is the one for metrics and traces).
-function engine.run(phase, index, req, fresh)
-  if fresh then
-    local k = next(req)
-    if k ~= "ctx" or next(req, k) ~= nil or next(req.ctx) ~= nil then
-      for key in pairs(req) do rawset(req, key, nil) end
-      rawset(req, "ctx", {})
-    end
-  end
-  local fns = (index < 0 and early_chain or chains[index])[phase]
-  for i = 1, #fns do
-    local f = fns[i]
-    local prefix = f.prefix
-    local r
-    if not prefix or C_path(req):sub(1, #prefix) == prefix then
-      if f.yields then
-        local co = co_get()
-        local ok, t, a, b = co_resume(co, f, phase, req, f.conf)
-        r = settle(co, ok, t, a, b, f, phase, index, req, i)
-        if r == "wait" then return r end
-      else
-        r = f.fn(req, f.conf)
-      end
-    end
-    if r ~= nil then
-      if r == DONE then return true end
-      if r == WAIT then return park(req, f, phase, index, i) end
-      bad_return(f, phase, r)
-    end
-  end
-  return false
-end
 
 -- The stream's wait is over: the waiting filter goes on with what it waited for (...), then the rest of the
 -- phase's chain.
@@ -542,23 +514,25 @@ function engine.resume(req, ...)
       bad_return(f, phase, r)
     end
   end
-  return run_from(phase, index, req, i + 1)
+  return run_from(phase, index, req, false, i + 1)
 end
 
 -- The request ended while a filter waited: its coroutine is let go.
 function engine.cancel(req) suspended[req] = nil end
 
-run_from = function(phase, index, req, start)
+-- engine.run: runs one phase of a route's chain for a request; returns true when a filter answered
+-- (px.respond / px.redirect), "wait" when one waits. The path every request takes: nothing but the calls
+-- (run_timed is the one for metrics and traces). engine.resume runs the rest, from filter `start` on.
+run_from = function(phase, index, req, fresh, start)
+  if fresh then renew(req) end
   local fns = (index < 0 and early_chain or chains[index])[phase]
-  for i = start, #fns do
+  for i = start or 1, #fns do
     local f = fns[i]
     local prefix = f.prefix
     local r
     if not prefix or C_path(req):sub(1, #prefix) == prefix then
       if f.yields then
-        local co = co_get()
-        local ok, t, a, b = co_resume(co, f, phase, req, f.conf)
-        r = settle(co, ok, t, a, b, f, phase, index, req, i)
+        r = call_yielding(f, phase, index, req, i)
         if r == "wait" then return r end
       else
         r = f.fn(req, f.conf)
@@ -572,6 +546,8 @@ run_from = function(phase, index, req, start)
   end
   return false
 end
+
+engine.run = run_from
 
 -- The same, timing each filter: for pxd's metrics (counts per filter and phase), or for a traced
 -- request (each filter's verdict and time).
@@ -588,9 +564,7 @@ function engine.run_timed(phase, index, req, fresh, trace)
       current = f
       local t0 = C_now()
       if f.yields then
-        local co = co_get()
-        local ok, t, a, b = co_resume(co, f, phase, req, f.conf)
-        r = settle(co, ok, t, a, b, f, phase, index, req, i)
+        r = call_yielding(f, phase, index, req, i)
       else
         r = f.fn(req, f.conf)
       end
