@@ -102,18 +102,19 @@ class Proc:
             self.p.wait()
 
 
-def start_upstream():
+def start_upstream(name="upstream", answer='default_type text/plain; return 200 "hello world\\n";'):
+    """nginx answering every request itself (`answer`: its location's directives), on the load core."""
     port = free_port()
-    d = os.path.join(WORK, "upstream")
+    d = os.path.join(WORK, name)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write("""worker_processes 1; daemon off; pid %(d)s/nginx.pid; error_log %(d)s/error.log warn;
 events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:%(port)d backlog=4096;
-    location / { default_type text/plain; return 200 "hello world\\n"; } } }
-""" % {"d": d, "port": port})
-    return Proc("upstream", ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, LOAD_CORE)
+    location / { %(answer)s } } }
+""" % {"d": d, "port": port, "answer": answer})
+    return Proc(name, ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, LOAD_CORE)
 
 
 def start_px(up_port, routes=1, extra="", name="px", filters=None):

@@ -102,6 +102,13 @@ struct FetchConn final : http::ClientConn, net::TransportUser, http::Sink {
       }
     close();
   }
+  // A call's owner and settings.
+  void take(Fetcher::Done d, void* c, Fetcher::MakeSsl ms, uint64_t timeout) {
+    done = d;
+    ctx = c;
+    make_ssl = ms;
+    timeout_ms = timeout;
+  }
   // A kept connection that the server had closed: the request goes again on a new one, once.
   bool retry_fresh();
   void dial();
@@ -226,10 +233,7 @@ FetchConn* Fetcher::start(const lua::FetchCall& c, const std::string& tls_id, Ma
     k->origin = o;
     k->reused = false;
   }
-  k->done = done;
-  k->ctx = ctx;
-  k->make_ssl = make_ssl;
-  k->timeout_ms = c.timeout_ms;
+  k->take(done, ctx, make_ssl, c.timeout_ms);
   k->got_bytes = k->complete = false;
   k->result.status = 0;
   k->result.head = nullptr;
@@ -297,10 +301,7 @@ bool FetchConn::retry_fresh() {
   auto* k = new FetchConn();
   k->f = f;
   k->origin = origin;
-  k->done = done;
-  k->ctx = ctx;
-  k->make_ssl = make_ssl;
-  k->timeout_ms = timeout_ms;
+  k->take(done, ctx, make_ssl, timeout_ms);
   k->request = std::move(request);
   done = nullptr;
   uv_timer_stop(&timer);
