@@ -101,9 +101,11 @@ lua::Verdict run_phase(lua::Engine* eng, lua::Phase p, int route_index, Stream* 
   v.request_id = [](void* s) { return stream_request_id(static_cast<Stream*>(s)); };
   v.owner = st;
   v.geo = &st->w->geo();
-  uint64_t t0 = uv_hrtime();
+  // Phase times are the end record's: measured (two clock reads) only when something reads it.
+  bool timed = st->trace || !st->w->observers().empty();
+  uint64_t t0 = timed ? uv_hrtime() : 0;
   lua::Verdict r = eng->run(p, route_index, v);
-  st->phase_us[p] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
+  if (timed) st->phase_us[p] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
   if (st->trace) [[unlikely]]
     eng->take_trace(p, &st->trace->filters);
   return r;
@@ -287,9 +289,10 @@ void wait_end(FilterWait* fw, const lua::FetchResult* r) {
   fw->fcall = nullptr;
   wait_free(fw);
   lua::Engine* eng = st->w->engine();
-  uint64_t t0 = uv_hrtime();
+  bool timed = st->trace || !st->w->observers().empty();
+  uint64_t t0 = timed ? uv_hrtime() : 0;
   lua::Verdict rr = eng->resume(lua::kRequest, st->view, r);
-  st->phase_us[lua::kRequest] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
+  if (timed) st->phase_us[lua::kRequest] += static_cast<uint32_t>((uv_hrtime() - t0) / 1000);
   if (st->trace) [[unlikely]]
     eng->take_trace(lua::kRequest, &st->trace->filters);
   if (rr != lua::Verdict::wait && st->held_paused) {
