@@ -252,11 +252,12 @@ void Engine::install(const route::Snapshot& snap, std::vector<uint16_t>* masks) 
     lua_pushinteger(L_, static_cast<lua_Integer>(i));
     lua_createtable(L_, static_cast<int>(fl.size()), 0);
     for (size_t k = 0; k < fl.size(); k++) {
-      collect_origins(json::parse(fl[k].config_json, nullptr, false), &fetch_origins_[i]);
+      json conf = json::parse(fl[k].config_json, nullptr, false);
+      collect_origins(conf, &fetch_origins_[i]);
       lua_createtable(L_, 2, 0);
       lua_pushstring(L_, fl[k].name.c_str());
       lua_rawseti(L_, -2, 1);
-      push_json(L_, json::parse(fl[k].config_json, nullptr, false));
+      push_json(L_, conf);
       lua_rawseti(L_, -2, 2);
       lua_rawseti(L_, -2, static_cast<int>(k + 1));
     }
