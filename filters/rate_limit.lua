@@ -27,13 +27,14 @@ local function whole(v, name, default)
   return v
 end
 
+-- The key's function, and what px needs to run the filter in C++ (the same steps; see px-filters(7)).
 local function key_fn(key)
-  if key == nil or key == "client" then return nil end  -- px.limit's default: the client's address
-  if key == "route" then return function() return "*" end end
+  if key == nil or key == "client" then return nil, { key = "client" } end  -- px.limit's default: the client's address
+  if key == "route" then return function() return "*" end, { key = "route" } end
   local name = key:match("^header:(.+)$")
   if name then
     if not name:match("^[%w!#$%%&'*+.^_`|~-]+$") then error("rate_limit: key: '" .. name .. "' is not a header name", 0) end
-    return function(req) return header(req, name) end
+    return function(req) return header(req, name) end, { key = "header", header = name }
   end
   local expr = key:match("^expr:(.+)$")
   if expr then
@@ -56,8 +57,9 @@ return {
     if conf.nodelay and conf.delay ~= nil then error("rate_limit: give delay or nodelay, not both", 0) end
     local status = conf.status or 429
     if status < 400 or status > 599 then error("rate_limit: status must be 400 to 599", 0) end
+    local key, native = key_fn(conf.key)
     return { rate = rate, burst = burst, delay = conf.nodelay and burst or math.min(delay, burst),
-             key = key_fn(conf.key), zone = conf.zone or ("route:" .. tostring(route)),
+             key = key, native = native, zone = conf.zone or ("route:" .. tostring(route)),
              status = status, dry_run = conf.dry_run == true }
   end,
   request = function(req, c)

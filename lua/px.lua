@@ -384,6 +384,8 @@ function engine.set_chain(index, list, route)
   chains[index] = build(l, route)
 end
 function engine.clear_chains() chains = {} end
+-- A route's filters in one phase ({ fn, conf, name, prefix, ... } each): what px may run in C++ instead.
+function engine.phase_fns(index, phase) return chains[index] and chains[index][phase] end
 
 -- The path prefixes the global (early_request) filters declared, for px to check
 -- before it enters Lua at all; nil when one of them runs for every path.

@@ -525,7 +525,6 @@ int api_limit(lua_State* L) {
   if (!(rate > 0 && rate <= 1e9)) return refuse(L, "px.limit: rate must be above 0 requests a second");
   if (!(burst >= 0 && burst <= 1e6 && delay >= 0))
     return refuse(L, "px.limit: burst must be 0 to 1000000, delay 0 or more");
-  char buf[512];
   std::string_view key;
   if (lua_isnoneornil(L, 2)) {
     if (!t_cur.v) return refuse(L, "px.limit: no key and no request (the client's address is the default key)");
@@ -533,23 +532,9 @@ int api_limit(lua_State* L) {
   } else {
     key = arg(L, 2);
   }
-  std::string joined;
-  std::string_view name;
-  if (zone.size() + 1 + key.size() <= sizeof buf) {
-    memcpy(buf, zone.data(), zone.size());
-    buf[zone.size()] = '\0';
-    memcpy(buf + zone.size() + 1, key.data(), key.size());
-    name = {buf, zone.size() + 1 + key.size()};
-  } else {
-    joined.append(zone).push_back('\0');
-    joined.append(key);
-    name = joined;
-  }
-  SharedTable& t = table();
   uint64_t interval = static_cast<uint64_t>(1e9 / rate);
-  if (interval == 0) interval = 1;
-  uint64_t b = static_cast<uint64_t>(burst), d = static_cast<uint64_t>(std::min(delay, burst));
-  auto v = t.limit(t.key(SharedTable::kLimit, name), t.now(), interval, b, d);
+  auto v =
+      limit_bucket(zone, key, interval, static_cast<uint64_t>(burst), static_cast<uint64_t>(std::min(delay, burst)));
   if (v.ok) {
     lua_pushnumber(L, static_cast<double>(v.wait) / 1e9);
     return 1;
@@ -827,6 +812,25 @@ int done_tostring(lua_State* L) {
   return 1;
 }
 }  // namespace
+
+SharedTable::Verdict limit_bucket(std::string_view zone, std::string_view key, uint64_t interval, uint64_t burst,
+                                  uint64_t delay) {
+  char buf[512];
+  std::string joined;
+  std::string_view name;  // zone, a NUL, key
+  if (zone.size() + 1 + key.size() <= sizeof buf) {
+    memcpy(buf, zone.data(), zone.size());
+    buf[zone.size()] = '\0';
+    memcpy(buf + zone.size() + 1, key.data(), key.size());
+    name = {buf, zone.size() + 1 + key.size()};
+  } else {
+    joined.append(zone).push_back('\0');
+    joined.append(key);
+    name = joined;
+  }
+  SharedTable& t = table();
+  return t.limit(t.key(SharedTable::kLimit, name), t.now(), interval ? interval : 1, burst, delay);
+}
 
 std::vector<std::string_view>& edit_scratch() {
   static thread_local std::vector<std::string_view> v;

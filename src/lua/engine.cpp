@@ -227,6 +227,7 @@ bool Engine::init(const Config& cfg, std::atomic<uint64_t>* error_counter, std::
   take_trace_ref_ = ref("take_trace");
   resume_ref_ = ref("resume");
   cancel_ref_ = ref("cancel");
+  phase_fns_ref_ = ref("phase_fns");
   lua_getfield(L_, -1, "run");  // kRunSlot
   lua_replace(L_, kRunSlot);
   lua_settop(L_, kRunSlot);
@@ -243,6 +244,7 @@ void Engine::install(const route::Snapshot& snap, std::vector<uint16_t>* masks) 
   const auto& routes = snap.routes();
   masks->assign(routes.size(), 0);
   fetch_origins_.assign(routes.size(), {});
+  native_.assign(routes.size(), {});
   lua_rawgeti(L_, LUA_REGISTRYINDEX, clear_ref_);
   lua_call(L_, 0, 0);
   for (size_t i = 0; i < routes.size(); i++) {
@@ -268,6 +270,7 @@ void Engine::install(const route::Snapshot& snap, std::vector<uint16_t>* masks) 
     lua_call(L_, 1, 1);
     (*masks)[i] = ok ? static_cast<uint16_t>(lua_tointeger(L_, -1)) : kMissingFilter;
     lua_pop(L_, 1);
+    if (((*masks)[i] & (1 << kRequest)) && !((*masks)[i] & kMissingFilter)) bind_native(i);
   }
 }
 
@@ -287,7 +290,6 @@ bool Engine::call_filter_code(int nargs, const char* what) {
 }
 
 Verdict Engine::run(Phase p, int route_index, RequestView& v) {
-  bool fresh = false;
   if (!v.fs) {
     if (!free_states_.empty()) {
       v.fs = std::move(free_states_.back());
@@ -295,9 +297,13 @@ Verdict Engine::run(Phase p, int route_index, RequestView& v) {
     } else {
       v.fs = std::make_unique<FilterState>();
     }
-    fresh = true;
   }
   FilterState& fs = *v.fs;
+  if (p == kRequest && route_index >= 0 && static_cast<size_t>(route_index) < native_.size() &&
+      !native_[static_cast<size_t>(route_index)].empty() && !v.trace && fs.req_edits.empty())
+    return run_native(native_[static_cast<size_t>(route_index)], 0, v);
+  bool fresh = !fs.renewed;  // the request's first Lua phase: engine.run clears what the last request left
+  fs.renewed = true;
   lua_State* L = L_;
   if (fs.req_ref == -2) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, new_req_ref_);
@@ -365,6 +371,12 @@ Verdict Engine::resume(Phase p, RequestView& v, const FetchResult* r) {
   fs.suspended = false;
   FilterState::WaitKind kind = fs.wait;
   fs.wait = FilterState::kNoWait;
+  if (fs.native_next >= 0) {  // a filter run in C++ waited: the chain goes on after it
+    size_t from = static_cast<size_t>(fs.native_next);
+    fs.native_next = -1;
+    size_t i = v.route ? v.route->index : native_.size();
+    return i < native_.size() ? run_native(native_[i], from, v) : Verdict::next;
+  }
   lua_pushvalue(L, kTracebackSlot);
   int msgh = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, resume_ref_);
@@ -443,6 +455,10 @@ void Engine::cancel(RequestView& v) {
   if (!v.fs || !(v.fs->suspended || v.fs->wait)) return;
   v.fs->suspended = false;
   v.fs->wait = FilterState::kNoWait;
+  if (v.fs->native_next >= 0) {  // nothing of it is in Lua
+    v.fs->native_next = -1;
+    return;
+  }
   lua_rawgeti(L_, LUA_REGISTRYINDEX, cancel_ref_);
   lua_rawgeti(L_, LUA_REGISTRYINDEX, v.fs->req_ref);
   if (lua_pcall(L_, 1, 0, 0) != 0) lua_pop(L_, 1);
@@ -477,6 +493,15 @@ void Engine::filter_stats(FilterStats* out) {
     lua_pop(L_, 1);
   }
   lua_settop(L_, top);
+  for (const auto& [name, st] : native_stats_) {  // filters run in C++ (request phase)
+    auto it = std::find_if(out->begin(), out->end(), [&](const auto& e) { return e.first == name; });
+    if (it == out->end()) it = out->insert(out->end(), {name, {}});
+    FilterStat& s = it->second[kRequest];
+    s.calls += st.calls;
+    s.seconds += st.seconds;
+    s.errors += st.errors;
+    s.answers += st.answers;
+  }
 }
 
 void Engine::take_trace(Phase p, std::vector<FilterTrace>* out) {

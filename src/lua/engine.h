@@ -94,6 +94,20 @@ struct FilterInfo {
   std::string error;
 };
 
+// A built-in filter that px runs in C++ when a route's config allows it: the same behaviour as its Lua file,
+// which stays the reference and runs in every other case (a traced request, an edited copy in filters_dir, a
+// config the C++ does not cover). Today: rate_limit, unless its key is an expr: (native.cpp). A route's
+// request phase runs in C++ only when every filter of it can.
+struct NativeLimit {
+  enum Key : uint8_t { kClient, kRoute, kHeader };
+  std::string zone, header;  // header: the key's field name (key "header:NAME")
+  Key key = kClient;
+  uint64_t interval = 1, burst = 0, delay = 0;  // ns between requests; queued; of those, sent at once
+  int status = 429;
+  bool dry_run = false;
+  size_t stat = 0;  // its counts: Engine::native_stats_
+};
+
 class Engine {
  public:
   ~Engine();
@@ -176,6 +190,10 @@ class Engine {
   bool compile(const std::string& name, const std::string& path, const std::string& src, std::string* err);
   bool call_filter_code(int nargs, const char* what);
   Verdict call_phase(Phase p, RequestView& v, int nargs, int msgh);
+  // native.cpp: route i's request phase in C++ when every filter of it can run so (else native_[i] stays
+  // empty); and running it, from filter `from` on.
+  void bind_native(size_t i);
+  Verdict run_native(const std::vector<NativeLimit>& chain, size_t from, RequestView& v);
   lua_State* L_ = nullptr;
   std::atomic<uint64_t>* error_counter_ = nullptr;
   int new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1, early_ref_ = -1,
@@ -192,7 +210,10 @@ class Engine {
   std::vector<std::string> global_;
   const route::Snapshot* snap_ = nullptr;
   std::vector<uint16_t>* masks_ = nullptr;
-  std::vector<std::vector<std::string>> fetch_origins_;  // per route index: the origins px.fetch may reach
+  std::vector<std::vector<std::string>> fetch_origins_;           // per route index: the origins px.fetch may reach
+  std::vector<std::vector<NativeLimit>> native_;                  // per route index: its request phase in C++, or empty
+  std::vector<std::pair<std::string, FilterStat>> native_stats_;  // per native filter (request phase), kept
+  int phase_fns_ref_ = -1;
   // Watchdog state: the phase running (a sequence number, 0 when none), the one
   // it found overrunning, and what only the watchdog thread touches.
   std::atomic<uint64_t> wd_seq_{0}, wd_kill_{0}, wd_budget_ms_{50}, wd_credit_ms_{0};

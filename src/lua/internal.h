@@ -21,6 +21,7 @@ extern "C" {
 #include <string_view>
 #include <vector>
 
+#include "core/shared_table.h"
 #include "lua/engine.h"
 
 namespace px::lua {
@@ -54,6 +55,10 @@ void push_api(lua_State* L);
 // traceback.
 int traceback(lua_State* L);
 std::vector<std::string_view>& edit_scratch();
+// One request through the leaky bucket `key` of `zone` (px.limit, and rate_limit run in C++: native.cpp), in
+// the host's shared table (the engine's; outside pxd, a scratch one per thread).
+SharedTable::Verdict limit_bucket(std::string_view zone, std::string_view key, uint64_t interval, uint64_t burst,
+                                  uint64_t delay);
 
 // One header edit applied to the values of its name (set replaces them, add appends, remove clears).
 template <class Values>

@@ -57,6 +57,8 @@ struct FilterState {
   enum WaitKind : uint8_t { kNoWait = 0, kSleep, kFetch, kDns };  // kDns: px.reverse_dns (the address in fetch.url)
   WaitKind wait = kNoWait;
   bool suspended = false;  // a filter's coroutine is parked in Lua (Engine::done lets it go)
+  bool renewed = false;    // the Lua request object was cleared for this request (the first Lua phase does it)
+  int native_next = -1;    // a filter run in C++ waits: the chain goes on from this filter (Engine::resume)
   uint64_t wait_ms = 0;
   FetchCall fetch;
   void clear() {
@@ -68,6 +70,8 @@ struct FilterState {
     peer = -1;
     wait = kNoWait;
     suspended = false;
+    renewed = false;
+    native_next = -1;
   }
 };
 

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import unittest
 
-from pxtest import Admind, Nginx, Pxd, Upstream, free_port, get, route, wait_for
+from pxtest import ROOT, Admind, Nginx, Pxd, Upstream, free_port, get, route, wait_for
 from test_geoip import from_source
 
 XFF_SCRIPT = """
@@ -172,6 +172,64 @@ class RateLimitTest(unittest.TestCase):
         for _ in range(10):
             self.assertEqual(get(self.px.port, "/", host="count.test").status, 200)  # new connections: both workers
         self.assertEqual(get(self.px.port, "/count", host="count.test").body.decode(), "11")
+
+
+class RateLimitNativeTest(unittest.TestCase):
+    """px runs the built-in rate_limit in C++ where its config allows (keys client, route, header:); an
+    operator's copy of filters/rate_limit.lua in filters_dir runs as Lua. Both answer the same requests the
+    same way: the same statuses, Retry-After, bodies and dry-run log lines."""
+
+    CONFIGS = {
+        "hdr": {"rate": "1r/m", "burst": 2, "nodelay": True, "key": "header:X-K", "status": 503},
+        "cli": {"rate": "2r/m", "burst": 1, "nodelay": True},
+        "all": {"rate": "1r/m", "key": "route", "zone": "shared"},
+        "also": {"rate": "1r/m", "key": "route", "zone": "shared"},  # the same zone: one bucket
+        "dry": {"rate": "1r/m", "key": "header:X-K", "dry_run": True},
+    }
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="pxrln-")
+        with open(os.path.join(ROOT, "filters", "rate_limit.lua")) as src, \
+                open(os.path.join(cls.dir, "rate_limit.lua"), "w") as dst:
+            dst.write(src.read())
+        cls.up = Upstream()
+        routes = [route(n, [n + ".test"], [cls.up], filters=rl(c)) for n, c in cls.CONFIGS.items()]
+        cls.native = Pxd(workers=2, routes=routes)
+        cls.lua = Pxd(workers=2, routes=routes, extra="filters_dir %s" % cls.dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.native.stop()
+        cls.lua.stop()
+        cls.up.stop()
+
+    def run_sequence(self, px):
+        out = []
+        def ask(host, headers=(), source="127.0.0.1"):
+            r = from_source(px.port, source, host, headers)
+            out.append((host, r.status, r.header("Retry-After"), r.body if r.status != 200 else None))
+        for _ in range(4):
+            ask("hdr.test", [("X-K", "a")])
+        ask("hdr.test", [("X-K", "b")])
+        ask("hdr.test")  # no key: not limited
+        for src in ("127.0.0.21", "127.0.0.21", "127.0.0.21", "127.0.0.22"):
+            ask("cli.test", source=src)
+        ask("all.test", source="127.0.0.23")
+        ask("also.test", source="127.0.0.24")
+        for _ in range(3):
+            ask("dry.test", [("X-K", "d")])
+        wait_for(lambda: "rate_limit: would refuse d (dry run)" in px.log(), what="the dry run's log line")
+        return out
+
+    def test_native_and_lua_agree(self):
+        native, lua = self.run_sequence(self.native), self.run_sequence(self.lua)
+        self.assertEqual(native, lua)
+        self.assertEqual([s for _, s, _, _ in native],
+                         [200, 200, 200, 503, 200, 200, 200, 200, 429, 200, 200, 429, 200, 200, 200])
+        refused = [x for x in native if x[1] in (429, 503)]
+        self.assertTrue(all(1 <= int(ra) <= 60 for _, _, ra, _ in refused), refused)
+        self.assertTrue(all(body == b"too many requests\n" for _, _, _, body in refused), refused)
 
 
 class RateLimitConfigTest(unittest.TestCase):
