@@ -686,22 +686,12 @@ int api_fetch(lua_State* L) {
         std::string_view name = arg(L, -1);
         if (!valid_name(name) || framing(name))
           return refuse(L, "px.fetch: header '%.*s' cannot be sent", static_cast<int>(name.size()), name.data());
-        for (size_t k = 0; k < h.headers.size(); k++)
-          if (iequals(h.name(k), name)) c.fields.append(name).append(": ").append(h.value(k)).append("\r\n");
+        append_request_field(&c.fields, h, name);
         lua_pop(L, 1);
       }
     }
     lua_getfield(L, 2, "forwarded");
-    if (lua_toboolean(L, -1)) {
-      std::string_view method = h.method_name(), scheme = is_https(v) ? "https" : "http";
-      char ip[64];
-      size_t iplen = v->client_ip.format(ip);
-      c.fields.append("X-Forwarded-Method: ").append(method).append("\r\nX-Forwarded-Proto: ").append(scheme);
-      c.fields.append("\r\nX-Forwarded-Host: ").append(v->host).append("\r\nX-Forwarded-Uri: ").append(v->uri);
-      c.fields.append("\r\nX-Forwarded-For: ").append(ip, iplen).append("\r\nX-Original-Method: ").append(method);
-      c.fields.append("\r\nX-Original-URL: ").append(scheme).append("://").append(v->host).append(v->uri);
-      c.fields.append("\r\n");
-    }
+    if (lua_toboolean(L, -1)) append_forwarded(&c.fields, *v);
     lua_pop(L, 2);
   } else if (!lua_isnoneornil(L, 2)) {
     return refuse(L, "px.fetch: the options must be a table");
@@ -812,6 +802,24 @@ int done_tostring(lua_State* L) {
   return 1;
 }
 }  // namespace
+
+void append_request_field(std::string* fields, const http::Head& h, std::string_view name) {
+  for (size_t k = 0; k < h.headers.size(); k++)
+    if (iequals(h.name(k), name)) fields->append(name).append(": ").append(h.value(k)).append("\r\n");
+}
+
+void append_forwarded(std::string* f, const RequestView& v) {
+  std::string_view method = v.req->method_name(), scheme = is_https(&v) ? "https" : "http";
+  char ip[64];
+  size_t iplen = v.client_ip.format(ip);
+  f->append("X-Forwarded-Method: ").append(method).append("\r\nX-Forwarded-Proto: ").append(scheme);
+  f->append("\r\nX-Forwarded-Host: ").append(v.host).append("\r\nX-Forwarded-Uri: ").append(v.uri);
+  f->append("\r\nX-Forwarded-For: ").append(ip, iplen).append("\r\nX-Original-Method: ").append(method);
+  f->append("\r\nX-Original-URL: ").append(scheme).append("://").append(v.host).append(v.uri);
+  f->append("\r\n");
+}
+
+bool field_name_ok(std::string_view name) { return valid_name(name) && !framing(name); }
 
 SharedTable::Verdict limit_bucket(std::string_view zone, std::string_view key, uint64_t interval, uint64_t burst,
                                   uint64_t delay) {

@@ -371,11 +371,16 @@ Verdict Engine::resume(Phase p, RequestView& v, const FetchResult* r) {
   fs.suspended = false;
   FilterState::WaitKind kind = fs.wait;
   fs.wait = FilterState::kNoWait;
-  if (fs.native_next >= 0) {  // a filter run in C++ waited: the chain goes on after it
-    size_t from = static_cast<size_t>(fs.native_next);
+  if (fs.native_next >= 0) {  // a filter run in C++ waited: forward_auth's answer, then the rest of the chain
+    size_t at = static_cast<size_t>(fs.native_next), i = v.route ? v.route->index : native_.size();
     fs.native_next = -1;
-    size_t i = v.route ? v.route->index : native_.size();
-    return i < native_.size() ? run_native(native_[i], from, v) : Verdict::next;
+    if (i >= native_.size() || at >= native_[i].size()) return Verdict::next;  // filters reloaded meanwhile
+    if (kind == FilterState::kFetch) {
+      Verdict out = auth_answer(native_[i][at], v, r);
+      if (out != Verdict::next) return out;
+      at++;
+    }
+    return run_native(native_[i], at, v);
   }
   lua_pushvalue(L, kTracebackSlot);
   int msgh = lua_gettop(L);

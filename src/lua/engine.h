@@ -96,16 +96,23 @@ struct FilterInfo {
 
 // A built-in filter that px runs in C++ when a route's config allows it: the same behaviour as its Lua file,
 // which stays the reference and runs in every other case (a traced request, an edited copy in filters_dir, a
-// config the C++ does not cover). Today: rate_limit, unless its key is an expr: (native.cpp). A route's
-// request phase runs in C++ only when every filter of it can.
-struct NativeLimit {
+// config the C++ does not cover). A route's request phase runs in C++ only when every filter of it can
+// (native.cpp): rate_limit unless its key is an expr:, forward_auth without its cache.
+struct NativeFilter {
+  enum Kind : uint8_t { kRateLimit, kForwardAuth };
+  Kind kind = kRateLimit;
+  size_t stat = 0;  // its counts: Engine::native_stats_
+  // rate_limit
   enum Key : uint8_t { kClient, kRoute, kHeader };
   std::string zone, header;  // header: the key's field name (key "header:NAME")
   Key key = kClient;
   uint64_t interval = 1, burst = 0, delay = 0;  // ns between requests; queued; of those, sent at once
   int status = 429;
   bool dry_run = false;
-  size_t stat = 0;  // its counts: Engine::native_stats_
+  // forward_auth
+  std::string url;
+  std::vector<std::string> copy, forward;  // copy_headers; request_headers
+  uint64_t timeout_ms = 0;
 };
 
 class Engine {
@@ -193,7 +200,8 @@ class Engine {
   // native.cpp: route i's request phase in C++ when every filter of it can run so (else native_[i] stays
   // empty); and running it, from filter `from` on.
   void bind_native(size_t i);
-  Verdict run_native(const std::vector<NativeLimit>& chain, size_t from, RequestView& v);
+  Verdict run_native(const std::vector<NativeFilter>& chain, size_t from, RequestView& v);
+  Verdict auth_answer(const NativeFilter& c, RequestView& v, const FetchResult* r);
   lua_State* L_ = nullptr;
   std::atomic<uint64_t>* error_counter_ = nullptr;
   int new_req_ref_ = -1, compile_ref_ = -1, install_ref_ = -1, chain_ref_ = -1, mask_ref_ = -1, early_ref_ = -1,
@@ -211,7 +219,7 @@ class Engine {
   const route::Snapshot* snap_ = nullptr;
   std::vector<uint16_t>* masks_ = nullptr;
   std::vector<std::vector<std::string>> fetch_origins_;           // per route index: the origins px.fetch may reach
-  std::vector<std::vector<NativeLimit>> native_;                  // per route index: its request phase in C++, or empty
+  std::vector<std::vector<NativeFilter>> native_;                 // per route index: its request phase in C++, or empty
   std::vector<std::pair<std::string, FilterStat>> native_stats_;  // per native filter (request phase), kept
   int phase_fns_ref_ = -1;
   // Watchdog state: the phase running (a sequence number, 0 when none), the one

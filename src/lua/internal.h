@@ -55,6 +55,12 @@ void push_api(lua_State* L);
 // traceback.
 int traceback(lua_State* L);
 std::vector<std::string_view>& edit_scratch();
+// px.fetch's fields ("Name: value\r\n" lines): each field of the request with this name, as it came; and
+// what an auth service is told of the request (X-Forwarded-Method/-Proto/-Host/-Uri/-For, X-Original-*).
+void append_request_field(std::string* fields, const http::Head& h, std::string_view name);
+void append_forwarded(std::string* fields, const RequestView& v);
+// A field name a filter may set or send: a token, and not one of the framing fields px manages.
+bool field_name_ok(std::string_view name);
 // One request through the leaky bucket `key` of `zone` (px.limit, and rate_limit run in C++: native.cpp), in
 // the host's shared table (the engine's; outside pxd, a scratch one per thread).
 SharedTable::Verdict limit_bucket(std::string_view zone, std::string_view key, uint64_t interval, uint64_t burst,

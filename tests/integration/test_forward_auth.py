@@ -213,5 +213,63 @@ class ForwardAuthTest(unittest.TestCase):
         self.assertEqual(get(self.px.port, "/", host="sleepy.test").status, 200)
 
 
+class ForwardAuthNativeTest(unittest.TestCase):
+    """px runs the built-in forward_auth in C++ (without its cache); an operator's copy of
+    filters/forward_auth.lua in filters_dir runs as Lua. Both send the auth service the same subrequest and
+    answer the same way."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="pxfan-")
+        with open(os.path.join(ROOT, "filters", "forward_auth.lua")) as src, \
+                open(os.path.join(cls.dir, "forward_auth.lua"), "w") as dst:
+            dst.write(src.read())
+        cls.auth = Authd()
+        cls.up = Upstream()
+        FA = lambda **conf: [{"name": "forward_auth", "config": dict(conf)}]
+        routes = [route("app", ["app.test"], [cls.up],
+                        filters=FA(url=cls.auth.url + "/api/verify",
+                                   copy_headers=["Remote-User", "Remote-Groups", "X-Auth-Level"])),
+                  route("dead", ["dead.test"], [cls.up], filters=FA(url="http://127.0.0.1:%d/v" % free_port()))]
+        cls.native = Pxd(routes=routes)
+        cls.lua = Pxd(routes=routes, extra="filters_dir %s" % cls.dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.native.stop()
+        cls.lua.stop()
+        cls.up.stop()
+        cls.auth.stop()
+
+    def run_sequence(self, px):
+        out = []
+        def ask(path, host="app.test", headers=()):
+            r = get(px.port, path, host=host, headers=list(headers))
+            seen = {k: v for k, v in self.auth.last().items() if k.startswith(("x-", "cookie", "accept", "auth"))}
+            if r.status == 200:
+                h = r.json()["headers"]
+                h = {k.lower(): v for k, v in (h.items() if isinstance(h, dict) else h)}
+                got = tuple(h.get(k) for k in ("remote-user", "remote-groups", "x-auth-level"))
+            else:
+                got = (r.body, r.header("Content-Type"))
+            out.append((path, r.status, r.header("Location"), r.header_all("Set-Cookie"),
+                        r.header("WWW-Authenticate"), got, seen))
+        ask("/docs?page=2", headers=[("Accept", "text/html"), ("User-Agent", "t/1")])
+        ask("/x", headers=[("Cookie", "session=good"), ("Remote-User", "mallory"), ("X-Auth-Level", "admin")])
+        ask("/b", headers=[("Authorization", "Basic YWxpY2U6c2VjcmV0"), ("Remote-Groups", "root")])
+        ask("/f", headers=[("Cookie", "session=forbidden")])
+        ask("/api", headers=[("X-Requested-With", "XMLHttpRequest")])
+        ask("/", host="dead.test")
+        return out
+
+    def test_native_and_lua_agree(self):
+        native, lua = self.run_sequence(self.native), self.run_sequence(self.lua)
+        self.assertEqual(native, lua)
+        self.assertEqual([x[1] for x in native], [302, 200, 200, 403, 401, 503])
+        self.assertEqual(native[0][3], ["flow=1; Path=/", "csrf=2; Path=/"])
+        self.assertEqual(native[1][5], ("alice", "admins", None))
+        self.assertEqual(native[0][6]["x-forwarded-uri"], "/docs?page=2")
+
+
 if __name__ == "__main__":
     unittest.main()
