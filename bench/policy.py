@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Traffic policy filters against nginx, in one run (issue 24's targets): rate_limit against nginx limit_req,
-forward_auth against nginx auth_request, and px with rate_limit against px without.
+forward_auth against nginx auth_request, and px with rate_limit against px without; and px against nginx with
+neither filtering, the path both filters stand on.
 
   bench/policy [--seconds N] [--rounds N] [--connections N]
 
@@ -89,8 +90,10 @@ def main():
              ("nginx-limit_req", "px-rate_limit", "rate_limit vs nginx limit_req", "≥ 1.2× (per CPU-second)"),
              ("nginx-auth_request", "px-forward_auth", "forward_auth (a 200) vs nginx auth_request",
               "≥ 1.2× (per CPU-second)"),
+             ("nginx", "px", "px vs nginx, neither filtering (the path both filters stand on)", ""),
              ("px", "px-control", "a second px, configured as the first (the run's own spread)", "")]
     starters["px-control"] = lambda: pb.start_px(up.port, name="px-control")
+    starters["nginx"] = lambda: start_nginx(up.port, "nginx-plain", ("", ""), "")
     half = max(1, args.connections // 2)
     ratios = {i: [] for i in range(len(pairs))}
     cpu = {n: [] for n in starters}

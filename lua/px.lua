@@ -511,7 +511,10 @@ function engine.resume(req, ...)
     local r = settle(co, ok, t, a, b, f, phase, index, req, i)
     if r == "wait" then return r end
     if r ~= nil then
-      if r == DONE then return true end
+      if r == DONE then
+        f.stat[4] = f.stat[4] + 1  -- an answer after a wait (forward_auth's refusals): counted as run_timed counts
+        return true
+      end
       if r == WAIT then return park(req, f, phase, index, i) end
       bad_return(f, phase, r)
     end

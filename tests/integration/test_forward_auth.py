@@ -231,8 +231,8 @@ class ForwardAuthNativeTest(unittest.TestCase):
                         filters=FA(url=cls.auth.url + "/api/verify",
                                    copy_headers=["Remote-User", "Remote-Groups", "X-Auth-Level"])),
                   route("dead", ["dead.test"], [cls.up], filters=FA(url="http://127.0.0.1:%d/v" % free_port()))]
-        cls.native = Pxd(routes=routes)
-        cls.lua = Pxd(routes=routes, extra="filters_dir %s" % cls.dir)
+        cls.native = Pxd(routes=routes, extra="metrics_listen 127.0.0.1:0")
+        cls.lua = Pxd(routes=routes, extra="filters_dir %s\nmetrics_listen 127.0.0.1:0" % cls.dir)
 
     @classmethod
     def tearDownClass(cls):
@@ -260,6 +260,12 @@ class ForwardAuthNativeTest(unittest.TestCase):
         ask("/f", headers=[("Cookie", "session=forbidden")])
         ask("/api", headers=[("X-Requested-With", "XMLHttpRequest")])
         ask("/", host="dead.test")
+        port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", px.log()).group(1))
+        def counts():
+            m = get(port, "/metrics", host="m").body.decode()
+            return [float(v) for v in re.findall(r'px_filter_(?:calls|answers)_total\{filter="forward_auth",'
+                                                 r'phase="request"\} (\S+)', m)]
+        wait_for(lambda: counts() == [6.0, 4.0], what="6 calls and 4 answers in px_filter_*_total")
         return out
 
     def test_native_and_lua_agree(self):
