@@ -250,6 +250,11 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
     } else if (key == "not_found_route") {
       if (!need_one()) return false;
       c.not_found_route = std::string(w[1]);
+    } else if (key == "io_engine") {
+      if (!need_one()) return false;
+      if (w[1] != "auto" && w[1] != "uring" && w[1] != "epoll")
+        return fail("io_engine: expected auto, uring or epoll, got '" + std::string(w[1]) + "'");
+      c.io_engine = std::string(w[1]);
     } else if (key == "log_level") {
       if (!need_one()) return false;
       log::Level l;

@@ -744,6 +744,8 @@ void Server::reload() {
   keep("global_filters", &Config::global_filters);
   keep("lua_memory_limit", &Config::lua_memory_limit);
   keep("shared_slots", &Config::shared_slots);
+  keep("io_engine", &Config::io_engine);
+  next.use_uring = cfg_.use_uring;
   keep("store_poll_ms", &Config::store_poll_ms);
   keep("access_log", &Config::access_log);
   keep("access_log format", &Config::access_log_combined);
@@ -953,6 +955,20 @@ int Server::run() {
     }
   }
   shared_ = std::make_unique<SharedTable>(cfg_.shared_slots);
+  if (cfg_.io_engine != "epoll") {  // io_uring, when this kernel (its sysctls, seccomp, a container) runs it
+    std::string why = net::UringSet::probe();
+    if (why.empty()) {
+      cfg_.use_uring = true;
+      PX_INFO("io engine: io_uring (io_engine %s)", cfg_.io_engine.c_str());
+    } else if (cfg_.io_engine == "uring") {
+      PX_ERR("%s: io_engine uring: %s", cfg_.source.c_str(), why.c_str());
+      return 1;
+    } else {
+      PX_INFO("io engine: epoll (io_engine auto: %s)", why.c_str());
+    }
+  } else {
+    PX_INFO("io engine: epoll (io_engine epoll)");
+  }
   for (int i = 0; i < n; i++) {
     workers_.push_back(std::make_unique<Worker>(i, cfg_));
     workers_.back()->set_tls(tls_ctx_.get());

@@ -55,11 +55,30 @@ void Worker::start(std::vector<ListenFd> fds) {
   uv_idle_init(&loop_, &h2_idle_);
   h2_idle_.data = this;
   if (int r = epoll_.open(&loop_)) PX_ERR("worker %d: epoll: %s (TCP streams cannot run)", id_, uv_strerror(r));
+  if (cfg_.use_uring) {
+    std::string why;
+    if (uring_.open(&loop_, kUringBuffers, kUringBufferSize, &why) != 0)
+      PX_ERR("worker %d: io_uring: %s (this worker's upstream sockets use epoll)", id_, why.c_str());
+  }
   apply_timeouts();
   for (auto& l : fds_) add_listener(l);
   started_ = true;
   if (inline_) return;  // start_inline(): the caller runs the loop on its own thread
   thread_ = std::thread([this] { run(); });
+}
+
+std::unique_ptr<net::SocketTransport> Worker::new_socket() {
+  if (uring_.is_open()) {
+    auto t = std::make_unique<net::UringTransport>();
+    t->init(&uring_);
+    return t;
+  }
+  if (epoll_.is_open()) {
+    auto t = std::make_unique<net::EpollTransport>();
+    t->init(&epoll_);
+    return t;
+  }
+  return nullptr;
 }
 
 void Worker::start_inline() {
@@ -814,6 +833,7 @@ void Worker::stop_everything() {
   }
   if (fetcher_) fetcher_->close_idle();
   epoll_.close();  // after the upstream connections on it closed: their on_closed() comes from it
+  uring_.close();
   {
     std::lock_guard<std::mutex> g(mu_);  // no post_*() wakes this loop from here on
     ended_ = true;

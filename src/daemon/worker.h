@@ -41,6 +41,7 @@
 #include "net/cidr.h"
 #include "net/epoll_transport.h"
 #include "net/geoip.h"
+#include "net/uring_transport.h"
 #include "observe/access_log.h"
 #include "observe/end_record.h"
 #include "observe/metrics.h"
@@ -124,6 +125,12 @@ class Worker {
   // Worker thread side.
   uv_loop_t* loop() { return &loop_; }
   net::EpollSet* epoll() { return &epoll_; }  // L4 streams' sockets (net/epoll_transport.h)
+  // A TCP socket's transport on this worker's I/O engine (pxd.conf io_engine: io_uring or epoll); nullptr
+  // when neither could start (libuv's then).
+  std::unique_ptr<net::SocketTransport> new_socket();
+  // io_uring's receive buffers, per worker (pxd.conf(5)): 256 x 16 KiB = 4 MiB, shared by its sockets.
+  static constexpr unsigned kUringBuffers = 256, kUringBufferSize = 16 * 1024;
+  bool uring() const { return uring_.is_open(); }
   const Config& cfg() const { return cfg_; }
   uint64_t now() { return uv_now(&loop_); }
   std::string_view date();  // now, as an HTTP date (IMF-fixdate), cached per second
@@ -246,6 +253,7 @@ class Worker {
   uv_loop_t loop_;
   uv_async_t async_;
   net::EpollSet epoll_;
+  net::UringSet uring_;
   std::thread thread_;
   std::vector<uv_tcp_t*> listeners_;
   std::vector<L4Listener*> l4_listeners_;

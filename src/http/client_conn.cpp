@@ -10,9 +10,8 @@ void ClientConn::open_tcp(uv_loop_t* loop, net::TransportUser* user) {
   tr = &tcp;
 }
 
-void ClientConn::open_tcp(net::EpollSet* set, net::TransportUser* user) {
-  ep = std::make_unique<net::EpollTransport>();
-  ep->init(set);
+void ClientConn::open_tcp(std::unique_ptr<net::SocketTransport> t, net::TransportUser* user) {
+  ep = std::move(t);
   ep->set_user(user);
   tr = ep.get();
 }

@@ -28,7 +28,7 @@ namespace px::http {
 struct ClientConn {
   net::UvTransport tcp;
   std::unique_ptr<net::UvPipeTransport> pipe;  // a unix socket, in place of tcp
-  std::unique_ptr<net::EpollTransport> ep;     // TCP on a worker's epoll set (pxd's upstreams), in place of tcp
+  std::unique_ptr<net::SocketTransport> ep;    // TCP on a worker's own engine (pxd's upstreams), in place of tcp
   std::unique_ptr<tls::TlsTransport> wrap;     // TLS over tcp or pipe (tr points at it)
   net::Transport* tr = &tcp;                   // what the driver reads and writes
   Parser parser;
@@ -36,8 +36,8 @@ struct ClientConn {
 
   // The transport, with `user` for its events: TCP, or a unix socket.
   void open_tcp(uv_loop_t* loop, net::TransportUser* user);
-  // TCP on a pxd worker's own epoll set: send and receive without libuv's layer in between.
-  void open_tcp(net::EpollSet* set, net::TransportUser* user);
+  // TCP on a pxd worker's own I/O engine (Worker::new_socket): send and receive without libuv's layer.
+  void open_tcp(std::unique_ptr<net::SocketTransport> t, net::TransportUser* user);
   void open_unix(uv_loop_t* loop, net::TransportUser* user);
   // TLS over it, with the caller's SSL (taken): `user` gets the TLS layer's events from now on.
   void start_tls(SSL* ssl, net::TransportUser* user);

@@ -498,7 +498,9 @@ void Engine::filter_stats(FilterStats* out) {
     lua_pop(L_, 1);
   }
   lua_settop(L_, top);
-  for (const auto& [name, st] : native_stats_) {  // filters run in C++ (request phase)
+  for (const auto& ns : native_stats_) {  // filters run in C++ (request phase)
+    const std::string& name = ns.first;
+    const FilterStat& st = ns.second;
     auto it = std::find_if(out->begin(), out->end(), [&](const auto& e) { return e.first == name; });
     if (it == out->end()) it = out->insert(out->end(), {name, {}});
     FilterStat& s = it->second[kRequest];

@@ -58,7 +58,7 @@ class EpollSet {
   EpollTransport* closed_head_ = nullptr;
 };
 
-class EpollTransport final : public Transport {
+class EpollTransport final : public SocketTransport {
  public:
   EpollTransport() = default;
   EpollTransport(const EpollTransport&) = delete;
@@ -68,12 +68,12 @@ class EpollTransport final : public Transport {
   void init(EpollSet* set) { set_ = set; }
   // Takes a connected, non-blocking socket. shared: another descriptor refers to the same socket
   // (a duplicate), so closing this one must remove it from the set explicitly. 0 or a libuv error.
-  int adopt(int fd, bool shared = false);
+  int adopt(int fd, bool shared = false) override;
   // Connects a new socket to addr: on_connected() or on_error() follows (0 returned), or a libuv
   // error code now.
-  int connect(const sockaddr* addr);
-  void nodelay();
-  int fd() const { return fd_; }
+  int connect(const sockaddr* addr) override;
+  void nodelay() override;
+  int fd() const override { return fd_; }
 
   void read_start() override;
   void read_stop() override;

@@ -17,6 +17,8 @@
 // Lifecycle (libuv's rule): after close(), on_closed() is the last event; the
 // user may free the memory holding the transport only then.
 #pragma once
+#include <sys/socket.h>
+
 #include <cstddef>
 
 #include "net/output.h"
@@ -73,6 +75,19 @@ class Transport {
   TransportUser* user_ = nullptr;
   bool reading_ = false;
   bool closing_ = false;
+};
+
+// A TCP socket's transport on a worker's own I/O engine (pxd.conf io_engine): EpollTransport on its epoll
+// set, or UringTransport on its io_uring. What the upstream connections, px.fetch and L4 streams hold.
+class SocketTransport : public Transport {
+ public:
+  // Takes a connected, non-blocking socket. shared: another descriptor refers to the same socket. 0 or a
+  // libuv error code.
+  virtual int adopt(int fd, bool shared = false) = 0;
+  // Connects a new socket to addr: on_connected() or on_error() follows (0 returned), or a libuv error now.
+  virtual int connect(const sockaddr* addr) = 0;
+  virtual void nodelay() = 0;
+  virtual int fd() const = 0;
 };
 
 // A layer over another transport that passes everything through, both ways: a subclass overrides what

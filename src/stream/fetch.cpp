@@ -30,8 +30,8 @@ struct FetchConn final : http::ClientConn, net::TransportUser, http::Sink {
   // false: no TLS could be made for an https origin.
   bool open(Worker* w, SSL* ssl) {
     if (origin->tls && !ssl) return false;
-    if (w->epoll()->is_open())
-      open_tcp(w->epoll(), this);
+    if (auto t = w->new_socket())
+      open_tcp(std::move(t), this);
     else
       open_tcp(w->loop(), this);
     if (ssl) start_tls(ssl, this);

@@ -420,8 +420,8 @@ namespace {
   c->w = w;
   c->peer = p;
   w->upconns.inc();
-  if (w->epoll()->is_open())
-    c->open_tcp(w->epoll(), c);
+  if (auto t = w->new_socket())
+    c->open_tcp(std::move(t), c);
   else
     c->open_tcp(w->loop(), c);
   if (ssl) c->start_tls(ssl, c);

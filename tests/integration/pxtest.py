@@ -104,6 +104,11 @@ class Upstream:
     stop = kill
 
 
+# The I/O engine every pxd of the run uses (PX_IO_ENGINE=uring|epoll|auto; tests/run_integration.py runs the
+# suite once per engine). An io_engine line in a test's own config comes later and wins.
+IO_ENGINE = "io_engine %s\n" % os.environ["PX_IO_ENGINE"] if os.environ.get("PX_IO_ENGINE") else ""
+
+
 class Pxd:
     def __init__(self, workers=1, extra="", routes=(), start=True, env=None):
         self.dir = tempfile.mkdtemp(prefix="pxtest-")
@@ -112,8 +117,8 @@ class Pxd:
         self.conf = os.path.join(self.dir, "pxd.conf")
         self.logpath = os.path.join(self.dir, "pxd.log")
         with open(self.conf, "w") as f:
-            f.write("listen 127.0.0.1:0\nworkers %d\ndata_dir %s\nstatus_file %s\nlog_level info\n%s\n"
-                    % (workers, self.data, self.status_file, extra))
+            f.write("listen 127.0.0.1:0\nworkers %d\ndata_dir %s\nstatus_file %s\nlog_level info\n%s%s\n"
+                    % (workers, self.data, self.status_file, IO_ENGINE, extra))
         self.proc = None
         self.env = env
         self.gen = 0

@@ -1,4 +1,5 @@
-// net::EpollTransport over real loopback sockets, driven by a real libuv loop.
+// net::EpollTransport and net::UringTransport (pxd.conf io_engine) over real loopback sockets, driven by a
+// real libuv loop: every case runs on both engines (io_uring's only where the kernel runs it).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -7,16 +8,38 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <type_traits>
 
 #include <doctest/doctest.h>
 #include "net/epoll_transport.h"
+#include "net/uring_transport.h"
 
 using namespace px;
 
 namespace {
 
+// The two engines: a set and its transport.
+struct Epoll {
+  using Set = net::EpollSet;
+  using T = net::EpollTransport;
+  static int open(Set& s, uv_loop_t* loop) { return s.open(loop); }
+};
+struct Uring {
+  using Set = net::UringSet;
+  using T = net::UringTransport;
+  static int open(Set& s, uv_loop_t* loop) {
+    std::string why;
+    return s.open(loop, 64, 4096, &why);
+  }
+};
+bool uring_runs() {
+  static const bool ok = net::UringSet::probe().empty();
+  return ok;
+}
+
+template <class E>
 struct Rec final : net::TransportUser {
-  net::EpollTransport t;
+  typename E::T t;
   std::string got;
   int eofs = 0, errors = 0, last_error = 0, drained = 0, connected = 0, shutdowns = 0;
   bool closed = false;
@@ -47,12 +70,13 @@ struct Rec final : net::TransportUser {
   }
 };
 
+template <class E>
 struct Loop {
   uv_loop_t loop;
-  net::EpollSet set;
+  typename E::Set set;
   Loop() {
     uv_loop_init(&loop);
-    REQUIRE(set.open(&loop) == 0);
+    REQUIRE(E::open(set, &loop) == 0);
   }
   ~Loop() {
     set.close();
@@ -83,7 +107,8 @@ int listener(sockaddr_in* addr) {
 }
 
 // A connected pair: `c` connected through the set, `s` the accepted side adopted into it.
-void pair(Loop& L, Rec& c, Rec& s) {
+template <class E>
+void pair(Loop<E>& L, Rec<E>& c, Rec<E>& s) {
   sockaddr_in a;
   int lfd = listener(&a);
   c.t.init(&L.set);
@@ -106,9 +131,11 @@ void send(net::Transport& t, const std::string& s) {
 
 }  // namespace
 
-TEST_CASE("epoll transport: bytes both ways, a FIN after them, on_closed only after close() returned") {
-  Loop L;
-  Rec c, s;
+TEST_CASE_TEMPLATE("transport: bytes both ways, a FIN after them, on_closed only after close() returned", E, Epoll,
+                   Uring) {
+  if (std::is_same_v<E, Uring> && !uring_runs()) return;
+  Loop<E> L;
+  Rec<E> c, s;
   pair(L, c, s);
   c.t.read_start();
   s.t.read_start();
@@ -130,9 +157,10 @@ TEST_CASE("epoll transport: bytes both ways, a FIN after them, on_closed only af
   CHECK(s.eofs == 1);
 }
 
-TEST_CASE("epoll transport: a reader that stops gets the rest, and the FIN, when it reads again") {
-  Loop L;
-  Rec c, s;
+TEST_CASE_TEMPLATE("transport: a reader that stops gets the rest, and the FIN, when it reads again", E, Epoll, Uring) {
+  if (std::is_same_v<E, Uring> && !uring_runs()) return;
+  Loop<E> L;
+  Rec<E> c, s;
   pair(L, c, s);
   s.stop_after_data = true;
   s.t.read_start();
@@ -155,9 +183,10 @@ TEST_CASE("epoll transport: a reader that stops gets the rest, and the FIN, when
   REQUIRE(L.until([&] { return c.closed && s.closed; }));
 }
 
-TEST_CASE("epoll transport: a peer that does not read fills the queue; on_drained once it reads") {
-  Loop L;
-  Rec c, s;
+TEST_CASE_TEMPLATE("transport: a peer that does not read fills the queue; on_drained once it reads", E, Epoll, Uring) {
+  if (std::is_same_v<E, Uring> && !uring_runs()) return;
+  Loop<E> L;
+  Rec<E> c, s;
   pair(L, c, s);
   std::string chunk(64 * 1024, 'z');
   size_t sent = 0;
@@ -178,12 +207,13 @@ TEST_CASE("epoll transport: a peer that does not read fills the queue; on_draine
   REQUIRE(L.until([&] { return c.closed && s.closed; }));
 }
 
-TEST_CASE("epoll transport: a refused connect is an error with its reason, then a close") {
-  Loop L;
+TEST_CASE_TEMPLATE("transport: a refused connect is an error with its reason, then a close", E, Epoll, Uring) {
+  if (std::is_same_v<E, Uring> && !uring_runs()) return;
+  Loop<E> L;
   sockaddr_in a;
   int lfd = listener(&a);
   close(lfd);  // nothing listens on that port now
-  Rec c;
+  Rec<E> c;
   c.t.init(&L.set);
   c.t.set_user(&c);
   REQUIRE(c.t.connect(reinterpret_cast<sockaddr*>(&a)) == 0);
@@ -194,9 +224,10 @@ TEST_CASE("epoll transport: a refused connect is an error with its reason, then 
   REQUIRE(L.until([&] { return c.closed; }));
 }
 
-TEST_CASE("epoll transport: a reset peer is an error, not an end of stream") {
-  Loop L;
-  Rec c, s;
+TEST_CASE_TEMPLATE("transport: a reset peer is an error, not an end of stream", E, Epoll, Uring) {
+  if (std::is_same_v<E, Uring> && !uring_runs()) return;
+  Loop<E> L;
+  Rec<E> c, s;
   pair(L, c, s);
   s.t.read_start();
   // The client leaves unread bytes behind and closes: its kernel answers with a reset.
@@ -215,24 +246,26 @@ TEST_CASE("epoll transport: a reset peer is an error, not an end of stream") {
   REQUIRE(L.until([&] { return c.closed && s.closed; }));
 }
 
-TEST_CASE("epoll transport: everything closed, and the set too, from inside one of its events; each freed once") {
+TEST_CASE_TEMPLATE("transport: everything closed, and the set too, from inside one of its events; each freed once", E,
+                   Epoll, Uring) {
+  if (std::is_same_v<E, Uring> && !uring_runs()) return;
   // A draining worker's last stream ends during an event and the worker closes the set right there:
   // later events of the same batch, and on_closed, must not touch what is freed.
-  Loop L;
-  auto* c1 = new Rec;
-  auto* s1 = new Rec;
-  auto* c2 = new Rec;
-  auto* s2 = new Rec;
+  Loop<E> L;
+  auto* c1 = new Rec<E>;
+  auto* s1 = new Rec<E>;
+  auto* c2 = new Rec<E>;
+  auto* s2 = new Rec<E>;
   pair(L, *c1, *s1);
   pair(L, *c2, *s2);
   bool freed[4] = {false, false, false, false};
-  Rec* all[4] = {c1, s1, c2, s2};
+  Rec<E>* all[4] = {c1, s1, c2, s2};
   for (int i = 0; i < 4; i++) all[i]->freed = &freed[i];
   bool hooked = false;
   auto end_all = [&] {
     if (hooked) return;
     hooked = true;
-    for (Rec* r : all) r->t.close();  // (none is freed during close())
+    for (Rec<E>* r : all) r->t.close();  // (none is freed during close())
     L.set.close();
   };
   s1->eof_hook = end_all;
@@ -247,11 +280,13 @@ TEST_CASE("epoll transport: everything closed, and the set too, from inside one 
   CHECK(hooked);
 }
 
-TEST_CASE("epoll transport: a peer that accepts and closes at once is a connection, then an end of stream") {
-  Loop L;
+TEST_CASE_TEMPLATE("transport: a peer that accepts and closes at once is a connection, then an end of stream", E, Epoll,
+                   Uring) {
+  if (std::is_same_v<E, Uring> && !uring_runs()) return;
+  Loop<E> L;
   sockaddr_in a;
   int lfd = listener(&a);
-  Rec c;
+  Rec<E> c;
   c.t.init(&L.set);
   c.t.set_user(&c);
   REQUIRE(c.t.connect(reinterpret_cast<sockaddr*>(&a)) == 0);

@@ -1,0 +1,539 @@
+#include "net/uring_transport.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace px::net {
+
+namespace {
+constexpr unsigned kEntries = 1024;  // submission queue; the completion queue is twice that
+constexpr uint64_t kOpMask = 7;
+
+// One thread submits (the worker's), and the ring's work for it runs when that thread next enters the
+// kernel, not as an interrupt in the middle of its other work (COOP_TASKRUN; TASKRUN_FLAG tells it to enter
+// when work waits: liburing's peek does). Made disabled: the worker's thread enables it (and so becomes its
+// one submitter) at its first submission. (DEFER_TASKRUN, which runs that work only when asked, wakes no
+// poller of the ring: measured here, requests then waited for the loop's next timer.)
+int setup(io_uring* ring) {
+  io_uring_params p{};
+  p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED;
+  return io_uring_queue_init_params(kEntries, ring, &p);
+}
+}  // namespace
+
+// ---- UringSet ----
+
+std::string UringSet::probe() {
+  int disabled = 0;
+  if (FILE* f = fopen("/proc/sys/kernel/io_uring_disabled", "r")) {
+    if (fscanf(f, "%d", &disabled) != 1) disabled = 0;
+    fclose(f);
+  }
+  if (disabled == 2) return "io_uring is disabled (kernel.io_uring_disabled = 2)";
+  io_uring ring;
+  int r = setup(&ring);
+  if (r < 0)
+    return std::string("io_uring_setup: ") + strerror(-r) + (disabled == 1 ? " (kernel.io_uring_disabled = 1)" : "");
+  std::string why;
+  io_uring_probe* pr = io_uring_get_probe_ring(&ring);
+  if (!pr) {
+    why = "the kernel cannot say which io_uring operations it has";
+  } else {
+    for (int op : {IORING_OP_RECV, IORING_OP_SEND, IORING_OP_CONNECT, IORING_OP_ASYNC_CANCEL})
+      if (!io_uring_opcode_supported(pr, op)) why = "the kernel's io_uring lacks an operation px needs";
+    io_uring_free_probe(pr);
+  }
+  if (why.empty() && !(ring.features & IORING_FEAT_NODROP)) why = "the kernel's io_uring may drop completions";
+  if (why.empty()) {  // a provided buffer ring (5.19) and multishot receive (6.0)
+    io_uring_buf_reg reg{};
+    void* mem = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    reg.ring_addr = reinterpret_cast<uint64_t>(mem);
+    reg.ring_entries = 8;
+    reg.bgid = 1;
+    if (mem == MAP_FAILED || io_uring_register_buf_ring(&ring, &reg, 0) != 0)
+      why = "the kernel's io_uring has no provided buffer rings (5.19)";
+    if (mem != MAP_FAILED) munmap(mem, 4096);
+  }
+  io_uring_queue_exit(&ring);
+  return why;
+}
+
+UringSet::~UringSet() {
+  if (ring_open_) io_uring_queue_exit(&ring_);
+  if (br_) munmap(br_, br_bytes_);
+  if (bufs_) munmap(bufs_, bufs_bytes_);
+}
+
+int UringSet::open(uv_loop_t* loop, unsigned buffers, unsigned buffer_size, std::string* why) {
+  int r = setup(&ring_);
+  if (r < 0) {
+    *why = std::string("io_uring_setup: ") + strerror(-r);
+    return r;
+  }
+  ring_open_ = true;
+  nbufs_ = 1;
+  while (nbufs_ < buffers && nbufs_ < 32768) nbufs_ <<= 1;  // a power of two
+  buf_size_ = buffer_size;
+  br_bytes_ = (sizeof(io_uring_buf) * nbufs_ + 4095) & ~size_t(4095);
+  bufs_bytes_ = static_cast<size_t>(nbufs_) * buf_size_;
+  void* ring_mem = mmap(nullptr, br_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  void* buf_mem = mmap(nullptr, bufs_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (ring_mem == MAP_FAILED || buf_mem == MAP_FAILED) {
+    if (ring_mem != MAP_FAILED) munmap(ring_mem, br_bytes_);
+    if (buf_mem != MAP_FAILED) munmap(buf_mem, bufs_bytes_);
+    *why = "cannot map the receive buffers";
+    return UV_ENOMEM;
+  }
+  br_ = static_cast<io_uring_buf_ring*>(ring_mem);
+  bufs_ = static_cast<char*>(buf_mem);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uint64_t>(br_);
+  reg.ring_entries = nbufs_;
+  reg.bgid = kGroup;
+  if ((r = io_uring_register_buf_ring(&ring_, &reg, 0)) != 0) {
+    *why = std::string("io_uring_register_buf_ring: ") + strerror(-r);
+    return r;
+  }
+  io_uring_buf_ring_init(br_);
+  int mask = io_uring_buf_ring_mask(nbufs_);
+  for (unsigned i = 0; i < nbufs_; i++)
+    io_uring_buf_ring_add(br_, bufs_ + size_t(i) * buf_size_, buf_size_, i, mask, i);
+  io_uring_buf_ring_advance(br_, static_cast<int>(nbufs_));
+  if ((r = uv_poll_init(loop, &poll_, ring_.ring_fd)) != 0) {
+    *why = std::string("uv_poll_init: ") + uv_strerror(r);
+    return r;
+  }
+  poll_.data = this;
+  uv_prepare_init(loop, &prepare_);
+  prepare_.data = this;
+  uv_idle_init(loop, &idle_);
+  idle_.data = this;
+  handles_ = true;
+  uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<UringSet*>(h->data)->on_prepare(); });
+  return 0;  // the ring's descriptor is watched once the ring is enabled (submit())
+}
+
+// The loop watches the ring: completions are there, or the ring's work for this thread.
+int UringSet::watch() {
+  return uv_poll_start(&poll_, UV_READABLE, [](uv_poll_t* h, int, int) { static_cast<UringSet*>(h->data)->pump(); });
+}
+
+void UringSet::close() {
+  if (!handles_) return;
+  handles_ = false;
+  // As EpollSet::close: nothing is delivered here. Transports still closing keep their on_closed() owed
+  // until the ring answers; the worker closes every transport before this.
+  submit();
+  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), [](uv_handle_t* h) {
+    auto* s = static_cast<UringSet*>(h->data);
+    // What is still in flight (the cancels of transports that closed last) is waited for here, a
+    // second at most: their on_closed() comes from the answers.
+    for (int i = 0; i < 100 && s->inflight > 0; i++) {
+      io_uring_cqe* cqe;
+      __kernel_timespec ts{0, 10 * 1000 * 1000};
+      s->submit();
+      io_uring_wait_cqe_timeout(&s->ring_, &cqe, &ts);
+      s->completions();
+    }
+    while (UringTransport* t = s->turn_head_) {
+      s->turn_head_ = t->next_turn;
+      t->next_turn = nullptr;
+      t->in_turns = false;
+    }
+    s->reap();
+  });
+}
+
+io_uring_sqe* UringSet::sqe() {
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  if (!s) {
+    submit();
+    s = io_uring_get_sqe(&ring_);
+  }
+  return s;
+}
+
+void UringSet::submit() {
+  if (io_uring_sq_ready(&ring_) == 0) return;
+  if (!enabled_) {
+    // (liburing 2.3 declares io_uring_enable_rings but does not export it)
+    syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+    enabled_ = true;
+    if (handles_) watch();  // (watched from the first submission: nothing completes before it)
+  }
+  int r;
+  do {
+    r = io_uring_submit(&ring_);
+  } while (r == -EINTR);
+}
+
+bool UringSet::completions() {
+  io_uring_cqe* cqes[256];
+  bool any = false;
+  for (;;) {
+    unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 256);
+    if (n == 0) break;
+    any = true;
+    for (unsigned i = 0; i < n; i++) {
+      uint64_t ud = io_uring_cqe_get_data64(cqes[i]);
+      auto* t = reinterpret_cast<UringTransport*>(ud & ~kOpMask);
+      if (t) t->on_cqe(static_cast<UringTransport::Op>(ud & kOpMask), cqes[i]->res, cqes[i]->flags);
+    }
+    io_uring_cq_advance(&ring_, n);
+  }
+  return any;
+}
+
+// Before the loop blocks: what this turn queued goes to the kernel in one call, and what that completed
+// at once is taken now (a send that completes during the submission, as most do), a few rounds at most.
+void UringSet::on_prepare() {
+  submit();
+  pump();
+}
+
+// Completions are taken (liburing's peek enters the kernel first when the ring's work waits for this
+// thread), and what they queued submitted, until a round brings none. false: nothing came.
+bool UringSet::pump() {
+  bool any = false;
+  for (int round = 0; round < 64; round++) {
+    bool got = completions();
+    turns();
+    reap();
+    if (!got) break;
+    any = true;
+    submit();
+  }
+  return any;
+}
+
+void UringSet::want_turn(UringTransport* t) {
+  if (t->in_turns) return;
+  t->in_turns = true;
+  t->next_turn = turn_head_;
+  turn_head_ = t;
+  arm_idle();
+}
+
+void UringSet::closed(UringTransport* t) {
+  t->next_closed = closed_head_;
+  closed_head_ = t;
+  arm_idle();
+}
+
+void UringSet::give_back(unsigned bid) {
+  io_uring_buf_ring_add(br_, bufs_ + size_t(bid) * buf_size_, buf_size_, static_cast<unsigned short>(bid),
+                        io_uring_buf_ring_mask(nbufs_), 0);
+  io_uring_buf_ring_advance(br_, 1);
+}
+
+void UringSet::arm_idle() {
+  if (idle_on_ || !handles_) return;
+  idle_on_ = true;
+  uv_idle_start(&idle_, [](uv_idle_t* h) {
+    auto* s = static_cast<UringSet*>(h->data);
+    s->turns();
+    s->reap();
+    if (!s->turn_head_ && !s->closed_head_) {
+      uv_idle_stop(h);
+      s->idle_on_ = false;
+    }
+  });
+}
+
+void UringSet::turns() {
+  UringTransport* t = turn_head_;
+  turn_head_ = nullptr;
+  while (t) {
+    UringTransport* next = t->next_turn;
+    t->in_turns = false;
+    t->next_turn = nullptr;
+    t->on_turn();
+    t = next;
+  }
+}
+
+void UringSet::reap() {
+  while (UringTransport* t = closed_head_) {
+    closed_head_ = t->next_closed;
+    t->next_closed = nullptr;
+    if (t->in_turns) {
+      for (UringTransport** p = &turn_head_; *p; p = &(*p)->next_turn)
+        if (*p == t) {
+          *p = t->next_turn;
+          break;
+        }
+      t->in_turns = false;
+      t->next_turn = nullptr;
+    }
+    t->on_closed_now();  // may free t
+  }
+}
+
+// ---- UringTransport ----
+
+UringTransport::~UringTransport() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int UringTransport::adopt(int fd, bool shared) {
+  fd_ = fd;
+  shared_ = shared;
+  return 0;
+}
+
+int UringTransport::connect(const sockaddr* addr) {
+  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  memcpy(&addr_, addr, len);
+  io_uring_sqe* s = set_->sqe();
+  if (!s) {
+    ::close(fd);
+    return UV_ENOBUFS;
+  }
+  fd_ = fd;
+  connecting_ = true;
+  io_uring_prep_connect(s, fd_, reinterpret_cast<const sockaddr*>(&addr_), len);
+  queue(s, kConnect);
+  set_->submit();  // the SYN leaves now, as with a connect() of its own (rare: connections are kept)
+  return 0;
+}
+
+void UringTransport::nodelay() {
+  int one = 1;
+  if (fd_ >= 0) setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+void UringTransport::ack_now() {
+  int one = 1;
+  if (fd_ >= 0 && !closing_) setsockopt(fd_, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+}
+
+void UringTransport::arm_recv() {
+  if (recv_armed_ || eof_ || closing_ || fd_ < 0 || connecting_) return;
+  io_uring_sqe* s = set_->sqe();
+  if (!s) return fail(UV_ENOBUFS);
+  io_uring_prep_recv_multishot(s, fd_, nullptr, 0, 0);
+  s->flags |= IOSQE_BUFFER_SELECT;
+  s->buf_group = UringSet::kGroup;
+  queue(s, kRecv);
+  recv_armed_ = true;
+  recv_cancelled_ = false;
+}
+
+void UringTransport::cancel_recv() {
+  if (!recv_armed_ || recv_cancelled_) return;
+  io_uring_sqe* s = set_->sqe();
+  if (!s) return;
+  io_uring_prep_cancel64(s, reinterpret_cast<uint64_t>(this) | kRecv, 0);
+  queue(s, kCancel);
+  recv_cancelled_ = true;
+}
+
+void UringTransport::read_start() {
+  if (reading_ || closing_) return;
+  reading_ = true;
+  // What came while not reading is delivered at the next turn (not during this call).
+  if (!stash_.empty() || eof_owed_)
+    set_->want_turn(this);
+  else
+    arm_recv();
+}
+
+void UringTransport::read_stop() { reading_ = false; }
+
+void UringTransport::on_turn() {
+  if (closing_ || !reading_) return;
+  if (!stash_.empty()) {
+    std::string held;
+    held.swap(stash_);
+    user_->on_data(held.data(), held.size());
+    if (closing_) return;
+  }
+  if (eof_owed_ && reading_) {
+    eof_owed_ = false;
+    reading_ = false;
+    user_->on_eof();
+    return;
+  }
+  if (reading_) arm_recv();
+}
+
+void UringTransport::deliver(const char* p, size_t n) {
+  if (reading_ && stash_.empty()) {
+    user_->on_data(p, n);
+    return;
+  }
+  stash_.append(p, n);
+  if (stash_.size() > kHighWater) cancel_recv();  // the side reading it is slow: no more until it reads
+}
+
+void UringTransport::end_of_stream() {
+  eof_ = true;
+  if (reading_ && stash_.empty()) {
+    reading_ = false;
+    user_->on_eof();
+  } else {
+    eof_owed_ = true;
+  }
+}
+
+void UringTransport::received(int res, uint32_t flags) {
+  bool more = flags & IORING_CQE_F_MORE;
+  if (!more) recv_armed_ = false;
+  if (res > 0) {
+    unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+    if (!closing_) deliver(set_->buffer(bid), static_cast<size_t>(res));
+    set_->give_back(bid);
+  } else if (res == 0) {
+    if (!closing_) end_of_stream();
+    return;
+  } else if (res == -ENOBUFS) {  // every buffer in use for a moment: receive again at the next turn
+    if (!closing_) set_->want_turn(this);
+    return;
+  } else if (res != -ECANCELED && !closing_) {
+    return fail(res);
+  }
+  if (!recv_armed_ && reading_ && !closing_ && stash_.empty()) arm_recv();
+}
+
+void UringTransport::fail(int err) {
+  reading_ = false;
+  user_->on_error(err);
+}
+
+int UringTransport::write(Output& out) {
+  if (out.empty()) return 0;
+  if (closing_ || fd_ < 0) {
+    out.clear();
+    return UV_ECANCELED;
+  }
+  for (size_t i = 0; i < out.count(); i++) wq_.append(out.data(i), out.len(i));
+  out.clear();
+  if (!sending_ && !connecting_) start_send();
+  return 0;
+}
+
+// The next send: what is left of the one in flight's buffer, else what was written since.
+void UringTransport::start_send() {
+  if (send_off_ == sbuf_.size()) {
+    if (wq_.empty()) return;
+    sbuf_.clear();
+    sbuf_.swap(wq_);
+    send_off_ = 0;
+  }
+  io_uring_sqe* s = set_->sqe();
+  if (!s) return fail(UV_ENOBUFS);
+  io_uring_prep_send(s, fd_, sbuf_.data() + send_off_, sbuf_.size() - send_off_, MSG_NOSIGNAL);
+  queue(s, kSend);
+  sending_ = true;
+}
+
+void UringTransport::sent(int res) {
+  sending_ = false;
+  if (closing_) return;
+  if (res < 0) return fail(res);
+  send_off_ += static_cast<size_t>(res);
+  if (send_off_ < sbuf_.size()) return start_send();  // the kernel took part: the rest goes next
+  sbuf_.clear();
+  send_off_ = 0;
+  if (sbuf_.capacity() > kHighWater) std::string().swap(sbuf_);
+  start_send();  // what was written meanwhile
+  after_queue();
+}
+
+// The queue went down: on_drained() below the low mark, then a pending shutdown once it is empty.
+void UringTransport::after_queue() {
+  if (queued() < kLowWater) {
+    user_->on_drained();
+    if (closing_) return;
+  }
+  if (shut_pending_ && queued() == 0) {
+    shut_pending_ = false;
+    ::shutdown(fd_, SHUT_WR);
+    if (shut_then_close_)
+      close();
+    else
+      user_->on_shutdown();
+  }
+}
+
+void UringTransport::shutdown(bool then_close) {
+  if (closing_) return;
+  if (fd_ < 0 || (queued() == 0 && !connecting_)) {
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+    if (then_close)
+      close();
+    else
+      user_->on_shutdown();
+    return;
+  }
+  shut_pending_ = true;
+  shut_then_close_ = then_close;
+}
+
+void UringTransport::on_cqe(Op op, int res, uint32_t flags) {
+  if (op == kRecv) {
+    if (!(flags & IORING_CQE_F_MORE)) answered();
+    received(res, flags);
+  } else {
+    answered();
+    if (op == kSend) {
+      sent(res);
+    } else if (op == kConnect) {
+      connecting_ = false;
+      if (!closing_) {
+        if (res < 0) {
+          fail(res);
+        } else {
+          user_->on_connected();
+          if (!closing_ && !wq_.empty()) start_send();
+          if (!closing_ && reading_) arm_recv();
+          if (!closing_ && shut_pending_ && queued() == 0) after_queue();
+        }
+      }
+    }
+  }
+  if (closing_) settle();
+}
+
+void UringTransport::close() {
+  if (closing_) return;
+  closing_ = true;
+  reading_ = false;
+  settle();
+}
+
+// Closing: what is in flight is cancelled; once the ring has answered for all of it, the socket is closed
+// and on_closed() is owed (from the set, after this call).
+void UringTransport::settle() {
+  if (settled_) return;
+  if (inflight_ > 0) {
+    if (!fd_cancelled_ && fd_ >= 0) {
+      io_uring_sqe* s = set_->sqe();
+      if (s) {
+        io_uring_prep_cancel_fd(s, fd_, IORING_ASYNC_CANCEL_ALL);
+        queue(s, kCancel);
+        fd_cancelled_ = true;
+      }
+    }
+    return;
+  }
+  settled_ = true;
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  set_->closed(this);
+}
+
+}  // namespace px::net
