@@ -3,7 +3,7 @@
 forward_auth against nginx auth_request, and px with rate_limit against px without; and px against nginx with
 neither filtering, the path both filters stand on.
 
-  bench/policy [--seconds N] [--rounds N] [--connections N]
+  bench/policy [--seconds N] [--rounds N] [--connections N] [--io-engine epoll|uring]
 
 Each proxy is pinned to core 0; wrk, the upstream (nginx answering 12 bytes) and the auth service (an nginx
 answering 200 with Remote-User) to core 1. Proxies are compared in pairs loaded at the same moment (a wrk each,
@@ -59,7 +59,10 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--io-engine", choices=["epoll", "uring"], help="every px on this engine (pxd.conf io_engine)")
     args = ap.parse_args()
+    if args.io_engine:
+        pb.IO_ENGINE = "io_engine %s\n" % args.io_engine
     pb.WORK = tempfile.mkdtemp(prefix="pxpolicy-")
     up = pb.start_upstream()
     auth = start_auth()

@@ -117,6 +117,9 @@ http { access_log off; keepalive_requests 1000000;
     return Proc(name, ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, LOAD_CORE)
 
 
+IO_ENGINE = ""  # "io_engine uring\n": every px of the run on that engine (bench/policy --io-engine)
+
+
 def start_px(up_port, routes=1, extra="", name="px", filters=None):
     port = free_port()
     d = os.path.join(WORK, name)
@@ -135,7 +138,8 @@ def start_px(up_port, routes=1, extra="", name="px", filters=None):
                    check=True, stdout=subprocess.DEVNULL)
     with open(d + "/pxd.conf", "w") as f:
         f.write("listen 127.0.0.1:%d\nworkers 1\ndata_dir %s/data\nlog_level warn\nmax_connections 40000\n"
-                "upstream_keepalive 64\ntrusted_proxies 127.0.0.1/32\n%s" % (port, d, extra.replace("@DIR@", d)))
+                "upstream_keepalive 64\ntrusted_proxies 127.0.0.1/32\n%s%s" % (port, d, IO_ENGINE,
+                                                                    extra.replace("@DIR@", d)))
     return Proc(name, [PXD, "-c", d + "/pxd.conf"], port, PROXY_CORE)
 
 
