@@ -6,7 +6,8 @@ and the median of the per-round ratios.
 
   bench/engines.py [--seconds N] [--rounds N] [--connections N]
 
-Today io_uring drives the upstream connections only (client connections are libuv's on both engines).
+On io_uring px accepts client connections itself and drives them and the upstream connections on the ring; on
+epoll, client connections are libuv's and upstream ones on the worker's epoll set.
 """
 import argparse
 import os

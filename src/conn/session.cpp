@@ -46,7 +46,7 @@ void Session::start_h2() {
 }
 
 bool Session::on_client_hello(std::string_view sni, std::string_view hello) {
-  if (!l4_passthrough(w, &tcp, client.peer_ip, sni, hello)) return false;
+  if (!l4_passthrough(w, fd(), client.peer_ip, sni, hello)) return false;
   close();  // the passthrough connection holds its own descriptor of the socket
   return true;
 }

@@ -1,4 +1,6 @@
 #include "daemon/worker.h"
+
+#include <fcntl.h>
 #include "conn/session.h"
 #include "core/block_pool.h"
 #include "stream/stream.h"
@@ -189,6 +191,25 @@ void Worker::apply_timeouts() {
 
 void Worker::add_listener(const ListenFd& l) {
   int fd = l.fd;
+  if (uring_.is_open()) {  // the io_uring engine: px accepts, and the connection's socket is a UringTransport
+    auto* p = new uv_poll_t;
+    int flags = fcntl(fd, F_GETFL);
+    int r = flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ? -errno : uv_poll_init_socket(&loop_, p, fd);
+    p->data = this;
+    if (r == 0)
+      r = uv_poll_start(p, UV_READABLE, [](uv_poll_t* h, int status, int) {
+        if (status == 0) static_cast<Worker*>(h->data)->on_acceptable(reinterpret_cast<uv_handle_t*>(h));
+      });
+    if (r != 0) {
+      PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
+      ::close(fd);
+      delete p;
+      return;
+    }
+    listeners_.push_back(reinterpret_cast<uv_handle_t*>(p));
+    listener_info_.push_back(l);
+    return;
+  }
   auto* t = new uv_tcp_t;
   uv_tcp_init(&loop_, t);
   t->data = this;
@@ -198,8 +219,18 @@ void Worker::add_listener(const ListenFd& l) {
       if (status == 0) static_cast<Worker*>(s->data)->on_accept(s);
     });
   if (r != 0) PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
-  listeners_.push_back(t);
+  listeners_.push_back(reinterpret_cast<uv_handle_t*>(t));
   listener_info_.push_back(l);
+}
+
+void Worker::close_listener(uv_handle_t* h) {
+  if (h->type == UV_POLL) {
+    uv_os_fd_t fd;
+    if (uv_fileno(h, &fd) == 0) ::close(fd);  // (after the close callback's epoll removal is queued)
+    uv_close(h, [](uv_handle_t* x) { delete reinterpret_cast<uv_poll_t*>(x); });
+    return;
+  }
+  uv_close(h, [](uv_handle_t* x) { delete reinterpret_cast<uv_tcp_t*>(x); });
 }
 
 void Worker::post_config(Reconfig r) {
@@ -231,8 +262,7 @@ void Worker::apply_config(Reconfig r) {
   apply_timeouts();
   for (size_t i = listeners_.size(); i-- > 0;) {
     if (std::find(r.remove.begin(), r.remove.end(), listener_info_[i].key) == r.remove.end()) continue;
-    uv_close(reinterpret_cast<uv_handle_t*>(listeners_[i]),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    close_listener(listeners_[i]);
     listeners_.erase(listeners_.begin() + static_cast<long>(i));
     listener_info_.erase(listener_info_.begin() + static_cast<long>(i));
   }
@@ -521,15 +551,43 @@ void Worker::on_accept(uv_stream_t* server) {
   s->w = this;
   if (s->accept_from(server, s, false) != 0) {
     s->closing = true;
-    s->tcp.close();
+    s->tr->close();
     return;
   }
-  // TCP_NODELAY comes from the listening socket (Server's make_listener).
   s->client.peer_ip = s->tcp.peer_ip();
+  accepted(s, reinterpret_cast<uv_handle_t*>(server));
+}
+
+// The io_uring engine's listener: what is waiting is accepted here (a bounded number a turn), each on a
+// UringTransport.
+void Worker::on_acceptable(uv_handle_t* listener) {
+  uv_os_fd_t lfd;
+  if (uv_fileno(listener, &lfd) != 0) return;
+  for (int i = 0; i < 64; i++) {
+    sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&sa), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) PX_WARN("worker %d: accept: %s", id_, strerror(errno));
+      return;
+    }
+    auto* s = new Session();
+    s->w = this;
+    s->adopt_socket(new_socket(), fd, s);
+    s->client.peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
+    accepted(s, listener);
+    if (draining_ || std::find(listeners_.begin(), listeners_.end(), listener) == listeners_.end()) return;
+  }
+}
+
+// A connection accepted from `listener`: its layers (PROXY header, ClientHello, TLS) as the listener says.
+void Worker::accepted(Session* s, uv_handle_t* listener) {
+  // TCP_NODELAY comes from the listening socket (Server's make_listener).
   s->client.trusted_peer = cfg_.trusted_proxies.contains(s->client.peer_ip);
   bool tls = false, proxy = false, h2 = false;
   for (size_t i = 0; i < listeners_.size(); i++)
-    if (reinterpret_cast<uv_stream_t*>(listeners_[i]) == server) {
+    if (listeners_[i] == listener) {
       const ListenFd& l = listener_info_[i];
       tls = l.tls;
       proxy = l.proxy;
@@ -539,21 +597,21 @@ void Worker::on_accept(uv_stream_t* server) {
   if (proxy && !s->client.trusted_peer) {
     // Only a trusted balancer may say who the client is: anyone else is closed unanswered.
     s->closing = true;
-    s->tcp.close();
+    s->tr->close();
     return;
   }
   if (sessions.get() >= cfg_.max_connections || draining_) {
     if (!tls) {  // a TLS client could not read a plain 503: it is just closed
       net::Output o;
       http::write_busy(o);
-      s->tcp.write(o);
+      s->tr->write(o);
     }
     s->closing = true;
-    s->tcp.close();
+    s->tr->close();
     return;
   }
   if (proxy) {
-    s->proxy_in = std::make_unique<net::ProxyInTransport>(&s->tcp, &s->client.peer_ip, &s->client.trusted_peer,
+    s->proxy_in = std::make_unique<net::ProxyInTransport>(s->tr, &s->client.peer_ip, &s->client.trusted_peer,
                                                           &cfg_.trusted_proxies);
     s->tr = s->proxy_in.get();
   }
@@ -565,7 +623,7 @@ void Worker::on_accept(uv_stream_t* server) {
     SSL* ssl = tls_ctx_ ? tls::new_server_ssl(tls_ctx_, &cert_source_, h2) : nullptr;
     if (!ssl) {
       s->closing = true;
-      s->tcp.close();
+      s->tr->close();
       return;
     }
     auto* t = new tls::TlsTransport(ssl, s->tr);
@@ -779,8 +837,7 @@ void Worker::unpark(UpConn* c) {
 void Worker::drain() {
   if (draining_) return;
   draining_ = true;
-  for (auto* t : listeners_)
-    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  for (auto* t : listeners_) close_listener(t);
   listeners_.clear();
   listener_info_.clear();
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);
@@ -813,8 +870,7 @@ void Worker::stop_everything() {
   if (stopping_) return;
   stopping_ = true;
   draining_ = true;
-  for (auto* t : listeners_)
-    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  for (auto* t : listeners_) close_listener(t);
   listeners_.clear();
   listener_info_.clear();
   while (sessions_head_) sessions_head_->close();

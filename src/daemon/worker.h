@@ -235,6 +235,9 @@ class Worker {
   void wake_locked();
   void install(std::shared_ptr<const route::Snapshot> s);
   void on_accept(uv_stream_t* server);
+  void on_acceptable(uv_handle_t* listener);
+  void accepted(Session* s, uv_handle_t* listener);
+  void close_listener(uv_handle_t* h);
   void drain();
   void stop_everything();
   void sync_health_checks();
@@ -255,7 +258,7 @@ class Worker {
   net::EpollSet epoll_;
   net::UringSet uring_;
   std::thread thread_;
-  std::vector<uv_tcp_t*> listeners_;
+  std::vector<uv_handle_t*> listeners_;  // a uv_tcp_t (libuv accepts), or a uv_poll_t (io_uring: px accepts)
   std::vector<L4Listener*> l4_listeners_;
   L4Conn* l4_head_ = nullptr;
   std::vector<L4Change> mail_l4_;

@@ -19,6 +19,20 @@ int ServerConn::accept_from(uv_stream_t* listener, net::TransportUser* user, boo
   return tcp.accept(listener);
 }
 
+void ServerConn::adopt_socket(std::unique_ptr<net::SocketTransport> t, int fd, net::TransportUser* user) {
+  sock = std::move(t);
+  sock->set_user(user);
+  sock->adopt(fd);
+  tr = sock.get();
+}
+
+int ServerConn::fd() const {
+  if (sock) return sock->fd();
+  uv_os_fd_t fd;
+  return uv_fileno(reinterpret_cast<const uv_handle_t*>(const_cast<net::UvTransport&>(tcp).stream()), &fd) == 0 ? fd
+                                                                                                                : -1;
+}
+
 std::string ServerConn::peer_name(bool unix) {
   if (!unix) return tcp.peer_ip().str();
   auto* pipe = static_cast<net::UvPipeTransport*>(wrap.get());

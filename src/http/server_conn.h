@@ -22,14 +22,19 @@
 namespace px::http {
 
 struct ServerConn {
-  net::UvTransport tcp;                  // an accepted TCP connection
-  std::unique_ptr<net::Transport> wrap;  // the transport over tcp (TLS), or in its place (a unix socket's)
-  net::Transport* tr = &tcp;             // what the driver reads from and writes to
+  net::UvTransport tcp;                        // an accepted TCP connection (libuv's)
+  std::unique_ptr<net::SocketTransport> sock;  // ... or one on pxd's io_uring engine, in its place
+  std::unique_ptr<net::Transport> wrap;        // the transport over tcp (TLS), or in its place (a unix socket's)
+  net::Transport* tr = &tcp;                   // what the driver reads from and writes to
   net::Pending leftover;  // bytes read but not parsed yet (pipelining, tunnel data, an h2c preface's start)
 
   // Accepts a connection from `listener` (a uv_pipe_t when unix, else a uv_tcp_t), `user` getting its
   // events. 0, or a libuv error (the caller then closes tr).
   int accept_from(uv_stream_t* listener, net::TransportUser* user, bool unix);
+  // A connection pxd accepted itself (the io_uring engine), on `t`.
+  void adopt_socket(std::unique_ptr<net::SocketTransport> t, int fd, net::TransportUser* user);
+  // The TCP connection's descriptor, or -1.
+  int fd() const;
   // A unix socket peer's "uid:N" (SO_PEERCRED), or a TCP peer's address.
   std::string peer_name(bool unix);
 };

@@ -618,15 +618,13 @@ int start_accepting(L4Listener* l) {
 
 }  // namespace
 
-bool l4_passthrough(Worker* w, net::UvTransport* from, const net::IpAddr& client, std::string_view sni,
-                    std::string_view hello) {
+bool l4_passthrough(Worker* w, int from, const net::IpAddr& client, std::string_view sni, std::string_view hello) {
   SnapRef* ref = w->current_snap();
   const route::L4Stream* st = ref && !w->draining() ? ref->snap->passthrough(sni) : nullptr;
   if (!st) return false;
   // The socket changes hands: the HTTP session that accepted it closes its own descriptor, and this
   // connection carries on with a duplicate (the client sees nothing of it).
-  uv_os_fd_t fd;
-  int dup = uv_fileno(reinterpret_cast<uv_handle_t*>(from->stream()), &fd) == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
+  int dup = from >= 0 ? fcntl(from, F_DUPFD_CLOEXEC, 3) : -1;
   if (dup < 0) {
     PX_WARN("route %s: passthrough refused: cannot duplicate the connection (%s)", st->spec.name.c_str(),
             strerror(errno));

@@ -69,8 +69,7 @@ void l4_tick(L4Listener* l, uint64_t now);
 // SNI passthrough: a TLS listener's connection whose ClientHello names a passthrough route goes on
 // as an L4 connection of that route (`hello`: the bytes read so far, relayed first). false: no
 // passthrough route for `sni` (the caller terminates TLS); true: taken (the caller closes its side).
-bool l4_passthrough(Worker* w, net::UvTransport* from, const net::IpAddr& client, std::string_view sni,
-                    std::string_view hello);
+bool l4_passthrough(Worker* w, int from, const net::IpAddr& client, std::string_view sni, std::string_view hello);
 
 // PROXY protocol headers (exposed for the unit tests): src is the client, dst the address it connected to.
 void proxy_v1(std::string* out, const sockaddr* src, const sockaddr* dst);
