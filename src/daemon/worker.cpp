@@ -60,7 +60,7 @@ void Worker::start(std::vector<ListenFd> fds) {
   if (cfg_.use_uring) {
     std::string why;
     if (uring_.open(&loop_, kUringBuffers, kUringBufferSize, &why) != 0)
-      PX_ERR("worker %d: io_uring: %s (this worker's upstream sockets use epoll)", id_, why.c_str());
+      PX_ERR("worker %d: io_uring: %s (this worker's sockets use epoll)", id_, why.c_str());
   }
   apply_timeouts();
   for (auto& l : fds_) add_listener(l);
@@ -224,10 +224,11 @@ void Worker::add_listener(const ListenFd& l) {
 }
 
 void Worker::close_listener(uv_handle_t* h) {
-  if (h->type == UV_POLL) {
+  if (h->type == UV_POLL) {  // the handle does not own its socket: closed once libuv stopped watching it
     uv_os_fd_t fd;
-    if (uv_fileno(h, &fd) == 0) ::close(fd);  // (after the close callback's epoll removal is queued)
+    int have = uv_fileno(h, &fd);
     uv_close(h, [](uv_handle_t* x) { delete reinterpret_cast<uv_poll_t*>(x); });
+    if (have == 0) ::close(fd);
     return;
   }
   uv_close(h, [](uv_handle_t* x) { delete reinterpret_cast<uv_tcp_t*>(x); });
@@ -572,9 +573,14 @@ void Worker::on_acceptable(uv_handle_t* listener) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) PX_WARN("worker %d: accept: %s", id_, strerror(errno));
       return;
     }
+    auto t = new_socket();
+    if (!t) {
+      ::close(fd);
+      return;
+    }
     auto* s = new Session();
     s->w = this;
-    s->adopt_socket(new_socket(), fd, s);
+    s->adopt_socket(std::move(t), fd, s);
     s->client.peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
     accepted(s, listener);
     if (draining_ || std::find(listeners_.begin(), listeners_.end(), listener) == listeners_.end()) return;
