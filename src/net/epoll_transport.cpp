@@ -35,8 +35,7 @@ int EpollSet::open(uv_loop_t* loop) {
     return r;
   }
   poll_.data = this;
-  uv_idle_init(loop, &idle_);
-  idle_.data = this;
+  turns_.init(loop);
   handles_ = true;
   return uv_poll_start(&poll_, UV_READABLE, [](uv_poll_t* h, int, int) { static_cast<EpollSet*>(h->data)->run(); });
 }
@@ -47,15 +46,11 @@ void EpollSet::close() {
   // Nothing is delivered here: this may run inside one of the set's own callbacks (the last stream of a
   // draining worker ends during an event), whose batch still holds pointers to transports. What is owed
   // comes at the end of that callback, or from the poll handle's close callback (the last of the two).
-  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
+  turns_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), [](uv_handle_t* h) {
     auto* s = static_cast<EpollSet*>(h->data);
-    while (EpollTransport* t = s->turn_head_) {  // no turns any more: every transport is closing
-      s->turn_head_ = t->next_turn;
-      t->next_turn = nullptr;
-      t->in_turns = false;
-    }
-    s->reap();
+    s->turns_.forget_turns();
+    s->turns_.reap();
     ::close(s->epfd_);
     s->epfd_ = -1;
   });
@@ -73,72 +68,14 @@ void EpollSet::remove(int fd) {
   epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &ev);
 }
 
-void EpollSet::want_turn(EpollTransport* t) {
-  if (t->in_turns) return;
-  t->in_turns = true;
-  t->next_turn = turn_head_;
-  turn_head_ = t;
-  arm_idle();
-}
-
-void EpollSet::closed(EpollTransport* t) {
-  t->next_closed = closed_head_;
-  closed_head_ = t;
-  arm_idle();
-}
-
-void EpollSet::arm_idle() {
-  if (idle_on_ || !handles_) return;
-  idle_on_ = true;
-  uv_idle_start(&idle_, [](uv_idle_t* h) {
-    auto* s = static_cast<EpollSet*>(h->data);
-    s->turns();
-    s->reap();
-    if (!s->turn_head_ && !s->closed_head_) {
-      uv_idle_stop(h);
-      s->idle_on_ = false;
-    }
-  });
-}
-
 void EpollSet::run() {
   epoll_event evs[kBatch];
   int n = epoll_wait(epfd_, evs, kBatch, 0);
   // A transport closed by an earlier event of this batch is still in memory (its on_closed() waits
   // for reap()), so a later event for it finds it closing and is dropped.
   for (int i = 0; i < n; i++) static_cast<EpollTransport*>(evs[i].data.ptr)->on_events(evs[i].events);
-  turns();
-  reap();
-}
-
-void EpollSet::turns() {
-  // One pass over what is listed now; what a turn lists again waits for the next pass.
-  EpollTransport* t = turn_head_;
-  turn_head_ = nullptr;
-  while (t) {
-    EpollTransport* next = t->next_turn;
-    t->in_turns = false;
-    t->next_turn = nullptr;
-    t->on_turn();
-    t = next;
-  }
-}
-
-void EpollSet::reap() {
-  while (EpollTransport* t = closed_head_) {
-    closed_head_ = t->next_closed;
-    t->next_closed = nullptr;
-    if (t->in_turns) {  // listed again after the last pass (rare): not after it is freed
-      for (EpollTransport** p = &turn_head_; *p; p = &(*p)->next_turn)
-        if (*p == t) {
-          *p = t->next_turn;
-          break;
-        }
-      t->in_turns = false;
-      t->next_turn = nullptr;
-    }
-    t->on_closed_now();  // may free t
-  }
+  turns_.turns();
+  turns_.reap();
 }
 
 // ---- EpollTransport ----

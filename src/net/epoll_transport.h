@@ -19,6 +19,7 @@
 #include <string>
 
 #include "net/transport.h"
+#include "net/turns.h"
 
 namespace px::net {
 
@@ -41,21 +42,16 @@ class EpollSet {
   // For EpollTransport.
   int add(int fd, EpollTransport* t);
   void remove(int fd);
-  void want_turn(EpollTransport* t);  // read (or finish connecting) on the next turn, without an edge
-  void closed(EpollTransport* t);     // on_closed() is owed
+  void want_turn(EpollTransport* t) { turns_.want_turn(t); }  // read (or connect) next turn, without an edge
+  void closed(EpollTransport* t) { turns_.closed(t); }        // on_closed() is owed
 
  private:
   void run();  // one batch of events, then the turns and closes they caused
-  void turns();
-  void reap();
-  void arm_idle();
 
   int epfd_ = -1;
   uv_poll_t poll_;
-  uv_idle_t idle_;  // runs turns and closes owed outside a batch, without the loop blocking first
-  bool handles_ = false, idle_on_ = false;
-  EpollTransport* turn_head_ = nullptr;
-  EpollTransport* closed_head_ = nullptr;
+  Turns<EpollTransport> turns_;
+  bool handles_ = false;
 };
 
 class EpollTransport final : public SocketTransport {
