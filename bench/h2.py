@@ -3,7 +3,7 @@
 ECDSA P-256 certificate, same upstream (nginx answering 12 bytes), one worker
 each pinned to core 0, load (h2load) and upstream on core 1, same run.
 
-  bench/h2 [--requests N] [--rounds N] [--idle N] [--only px,nginx,haproxy,h2o]
+  bench/h2 [--requests N] [--rounds N] [--idle N] [--only px,px-uring,px-epoll,nginx,haproxy,h2o] [--ref NAME]
 
 Measures, per proxy (medians of interleaved rounds; CPU is the proxy process's
 utime+stime over the run, divided by the requests it served):
@@ -39,15 +39,11 @@ tb = load("tls")
 tb.pb = pb  # one harness state (WORK) for both
 
 
-def start_px(up, crt, key):
+def start_px(up, crt, key, name="px", engine=""):
     # TLS listeners offer h2 by default. Requests per connection unbounded and 1024 idle upstream connections
     # kept, as the others are configured here (HAProxy keeps every idle one).
-    proc = tb.start_px(up, crt, key)
-    conf = os.path.join(pb.WORK, "px", "pxd.conf")
-    with open(conf, "a") as f:
-        f.write("h2_max_requests 100000000\nupstream_keepalive 1024\n")
-    proc.stop()
-    return pb.Proc("px", [pb.PXD, "-c", conf], proc.port, pb.PROXY_CORE)
+    extra = "h2_max_requests 100000000\nupstream_keepalive 1024\n" + ("io_engine %s\n" % engine if engine else "")
+    return tb.start_px(up, crt, key, name=name, extra=extra)
 
 
 def start_nginx(up, crt, key):
@@ -166,14 +162,18 @@ def main():
     ap.add_argument("--requests", type=int, default=100000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle", type=int, default=1000)
-    ap.add_argument("--only", default="px,nginx,haproxy,h2o")
+    ap.add_argument("--only", default="px,nginx,haproxy,h2o",
+                    help="px-uring, px-epoll: px on that io_engine")
+    ap.add_argument("--ref", default="px", help="the proxy the ratios compare the others with")
     args = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     pb.WORK = tempfile.mkdtemp(prefix="pxh2-bench-")
     crt, key = tb.make_cert(pb.WORK)
     up = tb.start_upstream(os.path.join(pb.WORK, "upstream"))
-    starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "h2o": start_h2o}
+    starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "h2o": start_h2o,
+                "px-uring": lambda u, c, k: start_px(u, c, k, "px-uring", "uring"),
+                "px-epoll": lambda u, c, k: start_px(u, c, k, "px-epoll", "epoll")}
     names = [n for n in args.only.split(",") if n in starters]
     loads = {"64x10": (64, 10), "1x100": (1, 100)}
 
@@ -198,8 +198,10 @@ def main():
     def med(n, k, f):
         return pb.median_of(res, n, k, f)
 
-    def ratio(n, k):  # requests per CPU-second, px over n
-        return pb.ratio_of(res, n, k, "cpu_us", inverse=True)
+    ref = args.ref if args.ref in names else names[0]
+
+    def ratio(n, k):  # requests per CPU-second, ref over n
+        return pb.ratio_of(res, n, k, "cpu_us", inverse=True, ref=ref)
 
     print()
     print("| proxy | 64x10 req/s | CPU per request | 1x100 req/s | CPU per request | RSS per idle h2 TLS conn |")
@@ -208,13 +210,12 @@ def main():
         print("| %s | %.0f | %.2f us | %.0f | %.2f us | %s |" % (
             n, med(n, "64x10", "rps"), med(n, "64x10", "cpu_us"), med(n, "1x100", "rps"), med(n, "1x100", "cpu_us"),
             ("%.0f B" % memory[n]) if n in memory else "-"))
-    if "px" in names:
-        print()
-        for n in names:
-            if n != "px":
-                print("px/%s: requests per CPU-second 64x10 %.2f, 1x100 %.2f; idle memory %.2f" % (
-                    n, ratio(n, "64x10"), ratio(n, "1x100"),
-                    memory.get("px", 0) / memory[n] if memory.get(n) else float("nan")))
+    print()
+    for n in names:
+        if n != ref:
+            print("%s/%s: requests per CPU-second 64x10 %.2f, 1x100 %.2f; idle memory %.2f" % (
+                ref, n, ratio(n, "64x10"), ratio(n, "1x100"),
+                memory.get(ref, 0) / memory[n] if memory.get(n) else float("nan")))
     shutil.rmtree(pb.WORK, ignore_errors=True)
 
 

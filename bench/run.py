@@ -2,6 +2,7 @@
 """px benchmark harness: px against nginx and HAProxy, in one run, same machine.
 
   bench/run [--seconds N] [--rounds N] [--connections N] [--idle N] [--burst N] [--routes N]
+            [--only px,px-uring,px-epoll,nginx,haproxy] [--ref NAME] [--close] [--syscalls]
   bench/run --observability   px with metrics, with an access log, and a second px, each loaded at the
                               same moment as a px with both off (see observability())
 
@@ -141,6 +142,32 @@ def start_px(up_port, routes=1, extra="", name="px", filters=None):
                 "upstream_keepalive 64\ntrusted_proxies 127.0.0.1/32\n%s%s" % (port, d, IO_ENGINE,
                                                                     extra.replace("@DIR@", d)))
     return Proc(name, [PXD, "-c", d + "/pxd.conf"], port, PROXY_CORE)
+
+
+def start_px_uring(up_port):
+    """px on its io_uring engine (pxd.conf io_engine uring)."""
+    return start_px(up_port, extra="io_engine uring\n", name="px-uring")
+
+
+def start_px_epoll(up_port):
+    """px on its epoll engine (pxd.conf io_engine epoll)."""
+    return start_px(up_port, extra="io_engine epoll\n", name="px-epoll")
+
+
+def syscalls_per_request(proc, seconds, conns):
+    """System calls the proxy made per request (perf stat -e raw_syscalls:sys_enter on its pid, all its threads),
+    over a wrk run of its own: counting costs the proxy a little, so the timed rounds run without it."""
+    out = os.path.join(WORK, proc.name + ".perf")
+    perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(proc.pid()),
+                             "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached before the load starts
+    res = wrk(proc.port, seconds, conns)
+    perf.send_signal(signal.SIGINT)
+    perf.wait(timeout=20)
+    with open(out) as f:
+        m = re.search(r"^(\d+),,raw_syscalls:sys_enter", f.read(), re.M)
+    reqs = res["rps"] * seconds
+    return int(m.group(1)) / reqs if m and reqs else float("nan")
 
 
 def start_px_metrics(up_port):
@@ -375,9 +402,9 @@ def median_of(res, n, k, f):
     return statistics.median(x[f] for x in res[n][k])
 
 
-def ratio_of(res, n, k, f, inverse=False):
-    """The median of per-round px/n ratios of field f (n/px with inverse: for costs such as CPU per request)."""
-    vals = [(y[f] / x[f]) if inverse else (x[f] / y[f]) for x, y in zip(res["px"][k], res[n][k]) if x[f] and y[f]]
+def ratio_of(res, n, k, f, inverse=False, ref="px"):
+    """The median of per-round ref/n ratios of field f (n/ref with inverse: for costs such as CPU per request)."""
+    vals = [(y[f] / x[f]) if inverse else (x[f] / y[f]) for x, y in zip(res[ref][k], res[n][k]) if x[f] and y[f]]
     return statistics.median(vals) if vals else float("nan")
 
 
@@ -439,13 +466,21 @@ def main():
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--burst", type=int, default=5000, help="requests in flight at once, then idle (memory after a spike)")
     ap.add_argument("--routes", type=int, default=1, help="routes in px's store (other hosts)")
-    ap.add_argument("--only", default="px,nginx,haproxy")
+    ap.add_argument("--only", default="px,nginx,haproxy",
+                    help="of px, px-uring, px-epoll (px on that io_engine), nginx, haproxy, ...")
+    ap.add_argument("--ref", default="px", help="the proxy the ratio columns compare the others with")
+    ap.add_argument("--close", action="store_true",
+                    help="short connections: Connection: close on every request (a new connection each)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="then system calls per request of each proxy (perf stat), in a run of their own")
     ap.add_argument("--observability", action="store_true",
                     help="px against px with metrics on, px with a JSON access log and a second px, in pairs")
     ap.add_argument("--fresh", action="store_true", help="start each proxy anew every round")
     ap.add_argument("--filters", action="store_true",
                     help="px unfiltered vs px with acl+force_tls+headers vs nginx+Lua doing the same")
     args = ap.parse_args()
+    if args.close:
+        EXTRA_HEADERS.append("Connection: close")
     if args.filters:
         args.only = "px,px-filtered,nginx-lua"
         # A request a TLS-terminating proxy in front forwarded: force_tls lets it through.
@@ -469,11 +504,13 @@ def main():
         return
     starters = {"px": start_px, "nginx": start_nginx, "haproxy": start_haproxy, "px-filtered": start_px_filtered,
                 "nginx-lua": start_nginx_lua, "px-metrics": start_px_metrics, "px-logs": start_px_logs,
-                "px-control": start_px_control}
+                "px-control": start_px_control, "px-uring": start_px_uring, "px-epoll": start_px_epoll}
     names = [n for n in args.only.split(",") if n in starters]
     results = {n: [] for n in names}
     memory = {}
     burst = {}
+    syscalls = {}
+    ref = args.ref if args.ref in names else names[0]
     try:
         procs = {}
         for n in names:
@@ -491,6 +528,10 @@ def main():
                 print("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  %.2f us CPU/req %s" %
                       (r + 1, n, res["rps"], res["p50"], res["p99"], res["cpu_us"],
                        ("errors: " + res["errors"]) if res["errors"] else ""), flush=True)
+        if args.syscalls:
+            for n in names:
+                syscalls[n] = syscalls_per_request(procs[n], args.seconds, args.connections)
+                print("syscalls %-8s %6.2f system calls per request" % (n, syscalls[n]), flush=True)
         if args.idle:
             for n in names:
                 memory[n] = idle_memory(procs[n], args.idle)
@@ -520,24 +561,26 @@ def main():
         return statistics.median(y["cpu_us"] / x["cpu_us"] for x, y in zip(results[a], results[b]) if x["cpu_us"])
 
     print("| proxy | requests/s | p50 ms | p99 ms | CPU per request | proxy core busy | RSS per idle conn "
-          "| RSS per conn after a burst | px/this req/s | px/this req per CPU-s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| RSS per conn after a burst | syscalls per request | %s/this req/s | %s/this req per CPU-s |" % (ref, ref))
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in names:
-        if "px" in results and n != "px":
-            ratio, cratio = "%.2f" % rps_ratio("px", n), "%.2f" % cpu_ratio("px", n)
+        if n != ref:
+            ratio, cratio = "%.2f" % rps_ratio(ref, n), "%.2f" % cpu_ratio(ref, n)
         else:
-            ratio = cratio = "1.00" if n == "px" else "-"
+            ratio = cratio = "1.00"
         mem = ("%.0f B" % memory[n]) if n in memory else "-"
         bmem = ("%.0f B" % burst[n]) if n in burst else "-"
         busy = statistics.median(r["rps"] * r["cpu_us"] / 1e6 for r in results[n])
-        print("| %s | %.0f | %.3f | %.3f | %.2f us | %.0f%% | %s | %s | %s | %s |" % (
-            n, med[n]["rps"], med[n]["p50"], med[n]["p99"], med[n]["cpu_us"], busy * 100, mem, bmem, ratio, cratio))
-    if memory and "px" in memory:
+        sc = ("%.2f" % syscalls[n]) if n in syscalls else "-"
+        print("| %s | %.0f | %.3f | %.3f | %.2f us | %.0f%% | %s | %s | %s | %s | %s |" % (
+            n, med[n]["rps"], med[n]["p50"], med[n]["p99"], med[n]["cpu_us"], busy * 100, mem, bmem, sc, ratio,
+            cratio))
+    if memory and ref in memory:
         print()
         for n in names:
-            if n != "px" and n in memory and memory[n] > 0:
-                print("memory: px/%s %.2f per idle connection, %.2f after a burst" % (
-                    n, memory["px"] / memory[n], burst.get("px", 0) / burst[n] if burst.get(n) else float("nan")))
+            if n != ref and n in memory and memory[n] > 0:
+                print("memory: %s/%s %.2f per idle connection, %.2f after a burst" % (
+                    ref, n, memory[ref] / memory[n], burst.get(ref, 0) / burst[n] if burst.get(n) else float("nan")))
     if args.filters and all(n in results for n in ("px", "px-filtered", "nginx-lua")):
         print()
         print("px-filtered keeps %.2f of unfiltered px's requests/s (%.2f per CPU-second) and makes %.2fx "

@@ -64,9 +64,9 @@ http { access_log off; keepalive_requests 1000000; sendfile on;
                    pb.LOAD_CORE)
 
 
-def start_px(up, crt, key):
+def start_px(up, crt, key, name="px", extra=""):
     port = pb.free_port()
-    d = os.path.join(pb.WORK, "px")
+    d = os.path.join(pb.WORK, name)
     os.makedirs(d)
     subprocess.run([pb.PXSTORE, "--data", d + "/data", "put-json",
                     json.dumps({"name": "bench", "hosts": ["127.0.0.1", "localhost"],
@@ -75,8 +75,8 @@ def start_px(up, crt, key):
                    stdout=subprocess.DEVNULL)
     with open(d + "/pxd.conf", "w") as f:
         f.write("listen 127.0.0.1:%d tls\nworkers 1\ndata_dir %s/data\nlog_level warn\nmax_connections 40000\n"
-                "upstream_keepalive 64\ntls_default_certificate bench\n" % (port, d))
-    return pb.Proc("px", [pb.PXD, "-c", d + "/pxd.conf"], port, pb.PROXY_CORE)
+                "upstream_keepalive 64\ntls_default_certificate bench\n%s%s" % (port, d, pb.IO_ENGINE, extra))
+    return pb.Proc(name, [pb.PXD, "-c", d + "/pxd.conf"], port, pb.PROXY_CORE)
 
 
 def start_nginx(up, crt, key):

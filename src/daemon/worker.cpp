@@ -190,49 +190,39 @@ void Worker::apply_timeouts() {
 }
 
 void Worker::add_listener(const ListenFd& l) {
-  int fd = l.fd;
-  if (uring_.is_open()) {  // the io_uring engine: px accepts, and the connection's socket is a UringTransport
-    auto* p = new uv_poll_t;
-    int flags = fcntl(fd, F_GETFL);
-    int r = flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ? -errno : uv_poll_init_socket(&loop_, p, fd);
-    p->data = this;
+  auto* x = new Listener;
+  x->w = this;
+  x->info = l;
+  x->info.fd = -1;
+  int r;
+  if (uring_.is_open()) {  // the io_uring engine: the ring accepts, and the connection's socket is a UringTransport
+    x->ring.start(&uring_, l.fd, x);
+    r = 0;
+  } else {
+    x->tcp = new uv_tcp_t;
+    uv_tcp_init(&loop_, x->tcp);
+    x->tcp->data = x;
+    r = uv_tcp_open(x->tcp, l.fd);
     if (r == 0)
-      r = uv_poll_start(p, UV_READABLE, [](uv_poll_t* h, int status, int) {
-        if (status == 0) static_cast<Worker*>(h->data)->on_acceptable(reinterpret_cast<uv_handle_t*>(h));
+      r = uv_listen(reinterpret_cast<uv_stream_t*>(x->tcp), 4096, [](uv_stream_t* s, int status) {
+        auto* x = static_cast<Listener*>(s->data);
+        if (status == 0) x->w->on_accept(x);
       });
-    if (r != 0) {
-      PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
-      ::close(fd);
-      delete p;
-      return;
-    }
-    listeners_.push_back(reinterpret_cast<uv_handle_t*>(p));
-    listener_info_.push_back(l);
-    return;
   }
-  auto* t = new uv_tcp_t;
-  uv_tcp_init(&loop_, t);
-  t->data = this;
-  int r = uv_tcp_open(t, fd);
-  if (r == 0)
-    r = uv_listen(reinterpret_cast<uv_stream_t*>(t), 4096, [](uv_stream_t* s, int status) {
-      if (status == 0) static_cast<Worker*>(s->data)->on_accept(s);
-    });
   if (r != 0) PX_ERR("worker %d: listen: %s", id_, uv_strerror(r));
-  listeners_.push_back(reinterpret_cast<uv_handle_t*>(t));
-  listener_info_.push_back(l);
+  listeners_.push_back(x);
 }
 
-void Worker::close_listener(uv_handle_t* h) {
-  if (h->type == UV_POLL) {  // the handle does not own its socket: closed once libuv stopped watching it
-    uv_os_fd_t fd;
-    int have = uv_fileno(h, &fd);
-    uv_close(h, [](uv_handle_t* x) { delete reinterpret_cast<uv_poll_t*>(x); });
-    if (have == 0) ::close(fd);
-    return;
-  }
-  uv_close(h, [](uv_handle_t* x) { delete reinterpret_cast<uv_tcp_t*>(x); });
+void Worker::close_listener(Listener* l) {
+  if (l->tcp) {
+    uv_close(reinterpret_cast<uv_handle_t*>(l->tcp), [](uv_handle_t* x) { delete reinterpret_cast<uv_tcp_t*>(x); });
+    delete l;
+  } else if (l->ring.close()) {
+    delete l;
+  }  // (else freed when the ring has answered: on_acceptor_closed)
 }
+
+void Worker::Listener::on_accept_error(int err) { PX_WARN("worker %d: accept: %s", w->id_, strerror(-err)); }
 
 void Worker::post_config(Reconfig r) {
   {
@@ -262,10 +252,9 @@ void Worker::apply_config(Reconfig r) {
   tls_ctx_ = r.tls_ctx;
   apply_timeouts();
   for (size_t i = listeners_.size(); i-- > 0;) {
-    if (std::find(r.remove.begin(), r.remove.end(), listener_info_[i].key) == r.remove.end()) continue;
+    if (std::find(r.remove.begin(), r.remove.end(), listeners_[i]->info.key) == r.remove.end()) continue;
     close_listener(listeners_[i]);
     listeners_.erase(listeners_.begin() + static_cast<long>(i));
-    listener_info_.erase(listener_info_.begin() + static_cast<long>(i));
   }
   for (auto& l : r.add) add_listener(l);
 }
@@ -547,58 +536,39 @@ std::string_view Worker::date() {
 
 // ---- accepting ----
 
-void Worker::on_accept(uv_stream_t* server) {
+void Worker::on_accept(Listener* l) {
   auto* s = new Session();
   s->w = this;
-  if (s->accept_from(server, s, false) != 0) {
+  if (s->accept_from(reinterpret_cast<uv_stream_t*>(l->tcp), s, false) != 0) {
     s->closing = true;
     s->tr->close();
     return;
   }
   s->client.peer_ip = s->tcp.peer_ip();
-  accepted(s, reinterpret_cast<uv_handle_t*>(server));
+  accepted(s, l->info);
 }
 
-// The io_uring engine's listener: what is waiting is accepted here (a bounded number a turn), each on a
-// UringTransport.
-void Worker::on_acceptable(uv_handle_t* listener) {
-  uv_os_fd_t lfd;
-  if (uv_fileno(listener, &lfd) != 0) return;
-  for (int i = 0; i < 64; i++) {
-    sockaddr_storage sa;
-    socklen_t len = sizeof sa;
-    int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&sa), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) PX_WARN("worker %d: accept: %s", id_, strerror(errno));
-      return;
-    }
-    auto t = new_socket();
-    if (!t) {
-      ::close(fd);
-      return;
-    }
-    auto* s = new Session();
-    s->w = this;
-    s->adopt_socket(std::move(t), fd, s);
-    s->client.peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
-    accepted(s, listener);
-    if (draining_ || std::find(listeners_.begin(), listeners_.end(), listener) == listeners_.end()) return;
+// The io_uring engine: a connection the ring accepted from l, on a UringTransport.
+void Worker::on_ring_accept(Listener* l, int fd) {
+  sockaddr_storage sa;
+  socklen_t len = sizeof sa;
+  auto t = new_socket();
+  if (!t || getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {  // (reset before it was seen)
+    ::close(fd);
+    return;
   }
+  auto* s = new Session();
+  s->w = this;
+  s->adopt_socket(std::move(t), fd, s);
+  s->client.peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
+  accepted(s, l->info);
 }
 
-// A connection accepted from `listener`: its layers (PROXY header, ClientHello, TLS) as the listener says.
-void Worker::accepted(Session* s, uv_handle_t* listener) {
+// A connection accepted from a listener: its layers (PROXY header, ClientHello, TLS) as the listener says.
+void Worker::accepted(Session* s, const ListenFd& l) {
   // TCP_NODELAY comes from the listening socket (Server's make_listener).
   s->client.trusted_peer = cfg_.trusted_proxies.contains(s->client.peer_ip);
-  bool tls = false, proxy = false, h2 = false;
-  for (size_t i = 0; i < listeners_.size(); i++)
-    if (listeners_[i] == listener) {
-      const ListenFd& l = listener_info_[i];
-      tls = l.tls;
-      proxy = l.proxy;
-      h2 = tls ? l.h2 : l.h2c;
-    }
+  bool tls = l.tls, proxy = l.proxy, h2 = tls ? l.h2 : l.h2c;
   s->h2_allowed = h2;
   if (proxy && !s->client.trusted_peer) {
     // Only a trusted balancer may say who the client is: anyone else is closed unanswered.
@@ -710,6 +680,8 @@ void Worker::refresh_geo() {
 
 void Worker::on_tick() {
   heartbeat_ms.store(uv_hrtime() / 1000000u, std::memory_order_relaxed);
+  for (Listener* l : listeners_)
+    if (!l->tcp) l->ring.rearm();  // (after the kernel ended its accepting: out of descriptors, say)
   for (EndObserver* o : observers_) o->flush();
   uint64_t t = now();
   if (metrics_) publish_metrics(t);
@@ -845,7 +817,6 @@ void Worker::drain() {
   draining_ = true;
   for (auto* t : listeners_) close_listener(t);
   listeners_.clear();
-  listener_info_.clear();
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);
   l4_listeners_.clear();
   // Idle keep-alive connections are closed once idle for kDrainIdleMs: a client that sends its next
@@ -878,7 +849,6 @@ void Worker::stop_everything() {
   draining_ = true;
   for (auto* t : listeners_) close_listener(t);
   listeners_.clear();
-  listener_info_.clear();
   while (sessions_head_) sessions_head_->close();
   for (L4Listener* l : l4_listeners_) l4_close_listener(l);
   l4_listeners_.clear();

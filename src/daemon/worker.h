@@ -124,7 +124,6 @@ class Worker {
 
   // Worker thread side.
   uv_loop_t* loop() { return &loop_; }
-  net::EpollSet* epoll() { return &epoll_; }  // L4 streams' sockets (net/epoll_transport.h)
   // A TCP socket's transport on this worker's I/O engine (pxd.conf io_engine: io_uring or epoll); nullptr
   // when neither could start (libuv's then).
   std::unique_ptr<net::SocketTransport> new_socket();
@@ -234,10 +233,21 @@ class Worker {
   void on_async();
   void wake_locked();
   void install(std::shared_ptr<const route::Snapshot> s);
-  void on_accept(uv_stream_t* server);
-  void on_acceptable(uv_handle_t* listener);
-  void accepted(Session* s, uv_handle_t* listener);
-  void close_listener(uv_handle_t* h);
+  // An HTTP listening socket of the worker's: libuv accepts from it (the epoll engine), or the ring does
+  // (io_uring: net::UringAcceptor).
+  struct Listener final : net::UringAcceptor::User {
+    Worker* w = nullptr;
+    ListenFd info;  // its key and flags (fd unused)
+    uv_tcp_t* tcp = nullptr;
+    net::UringAcceptor ring;
+    void on_accepted(int fd) override { w->on_ring_accept(this, fd); }
+    void on_accept_error(int err) override;
+    void on_acceptor_closed() override { delete this; }
+  };
+  void on_accept(Listener* l);
+  void on_ring_accept(Listener* l, int fd);
+  void accepted(Session* s, const ListenFd& l);
+  void close_listener(Listener* l);
   void drain();
   void stop_everything();
   void sync_health_checks();
@@ -258,7 +268,7 @@ class Worker {
   net::EpollSet epoll_;
   net::UringSet uring_;
   std::thread thread_;
-  std::vector<uv_handle_t*> listeners_;  // a uv_tcp_t (libuv accepts), or a uv_poll_t (io_uring: px accepts)
+  std::vector<Listener*> listeners_;
   std::vector<L4Listener*> l4_listeners_;
   L4Conn* l4_head_ = nullptr;
   std::vector<L4Change> mail_l4_;
@@ -309,8 +319,7 @@ class Worker {
 
   SSL_CTX* tls_ctx_ = nullptr;
   std::unordered_map<std::string, bssl::UniquePtr<SSL_CTX>> client_ctx_;  // per (verify, ca_file)
-  tls::CertSource cert_source_;          // the certificates of the current snapshot, for handshakes
-  std::vector<ListenFd> listener_info_;  // parallel to listeners_: each one's key and flags (fd unused)
+  tls::CertSource cert_source_;  // the certificates of the current snapshot, for handshakes
   std::unique_ptr<lua::Engine> engine_;
   std::vector<EndObserver*> observers_;
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)

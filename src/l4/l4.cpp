@@ -144,8 +144,8 @@ struct L4Conn final : net::TransportUser {
   SnapRef* snap = nullptr;
   const route::L4Stream* st = nullptr;
   L4Pool* pool = nullptr;
-  net::EpollTransport down;
-  net::Transport* dt = &down;                       // the client side: down, or TLS over it on a TLS stream
+  std::unique_ptr<net::SocketTransport> down;       // the client's socket (the worker's io engine)
+  net::Transport* dt = nullptr;                     // the client side: down, or TLS over it on a TLS stream
   std::unique_ptr<tls::TlsTransport> tls;           // a TLS stream's termination
   std::unique_ptr<net::ProxyInTransport> proxy_in;  // accept_proxy: the PROXY header reader over down
   tls::StreamCert cert;                             // ... and the certificate it presents
@@ -214,13 +214,13 @@ struct L4Conn final : net::TransportUser {
 };
 
 struct L4Up final : net::TransportUser {
-  net::EpollTransport t;
+  std::unique_ptr<net::SocketTransport> t;
   L4Conn* c = nullptr;  // nullptr once the attempt was given up
   void on_connected() override {
     if (c) c->up_connected();
   }
   void on_data(const char* d, size_t n) override {
-    if (c) c->relay(c->dt, &t, d, n, &c->bytes_out, &c->resume_up_at);
+    if (c) c->relay(c->dt, t.get(), d, n, &c->bytes_out, &c->resume_up_at);
   }
   void on_eof() override {
     if (!c) return;
@@ -235,7 +235,7 @@ struct L4Up final : net::TransportUser {
     c->finish();
   }
   void on_drained() override {
-    if (c) c->resume(&t, c->down_eof, c->resume_down_at, c->dt);
+    if (c) c->resume(t.get(), c->down_eof, c->resume_down_at, c->dt);
   }
   void on_shutdown() override {
     if (!c) return;
@@ -256,25 +256,31 @@ void L4Conn::try_connect() {
     return;
   }
   attempts++;
+  auto t = w->new_socket();
+  if (!t) {
+    end_as(Termination::upstream_refused);
+    finish();
+    return;
+  }
   up = new L4Up();
   up->c = this;
-  up->t.init(w->epoll());
-  up->t.set_user(up);
+  up->t = std::move(t);
+  up->t->set_user(up);
   open++;
   connect_deadline = w->now() + st->connect_timeout_ms;
   arm();
-  if (up->t.connect(reinterpret_cast<const sockaddr*>(&peer->addr)) != 0) {
+  if (up->t->connect(reinterpret_cast<const sockaddr*>(&peer->addr)) != 0) {
     up_failed(Termination::upstream_refused);
     return;
   }
   // Reading is asked for with the connect: one registration for both (nothing is read before it
   // completes), instead of a second one after it.
-  up->t.read_start();
+  up->t->read_start();
 }
 
 void L4Conn::on_eof() {
   down_eof = true;
-  if (up) pass_fin(&up->t, up_eof, &up_fin);
+  if (up) pass_fin(up->t.get(), up_eof, &up_fin);
   maybe_done();
 }
 
@@ -321,7 +327,7 @@ void L4Conn::up_failed(Termination why) {
   up = nullptr;
   u->c = nullptr;
   open--;
-  u->t.close();
+  u->t->close();
   if (ended) return;
   if (attempts < 64 && attempts < st->pool.peers.size()) {
     try_connect();
@@ -335,7 +341,7 @@ void L4Conn::up_connected() {
   connected = true;
   w->peer_ok(peer);
   peer->active++;
-  up->t.nodelay();
+  up->t->nodelay();
   if (st->spec.proxy_protocol != route::ProxyProtocol::off) {
     net::Output o;
     std::string& s = o.begin_scratch();
@@ -344,16 +350,16 @@ void L4Conn::up_connected() {
     else
       proxy_v2(&s, reinterpret_cast<sockaddr*>(&src), reinterpret_cast<sockaddr*>(&dst), false);
     o.end_scratch();
-    up->t.write(o);
+    up->t->write(o);
   }
   if (!first.empty()) {
     out.ref(first.data(), first.size());
-    up->t.write(out);
+    up->t->write(out);
     std::string().swap(first);
   }
   arm();
   dt->read_start();
-  up->t.read_start();
+  up->t->read_start();
 }
 
 // Bytes from one side to the other; the reading side pauses while the other's queue is full or
@@ -386,7 +392,7 @@ void L4Conn::on_data(const char* d, size_t n) {
     bytes_in += n;
     return;
   }
-  relay(&up->t, dt, d, n, &bytes_in, &resume_down_at);
+  relay(up->t.get(), dt, d, n, &bytes_in, &resume_down_at);
 }
 
 // `to`'s queue drained below the low watermark, or a rate pause ended: read `from` (which feeds it) again.
@@ -396,7 +402,7 @@ void L4Conn::resume(net::Transport* to, bool from_eof, uint64_t resume_at, net::
 }
 
 void L4Conn::on_drained() {
-  if (up) resume(dt, up_eof, resume_up_at, &up->t);
+  if (up) resume(dt, up_eof, resume_up_at, up->t.get());
 }
 
 // Both directions ended (each FIN received and passed on): a clean end.
@@ -412,7 +418,7 @@ void L4Conn::finish() {
   w->l4_unlink(this);
   emit(w, st, "TCP", client, peer, term, bytes_in, bytes_out, start_ms, attempts);
   dt->close();
-  if (up) up->t.close();
+  if (up) up->t->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer),
            [](uv_handle_t* h) { static_cast<L4Conn*>(h->data)->handle_closed(); });
 }
@@ -454,11 +460,11 @@ void L4Conn::on_timer() {
   }
   if (resume_down_at && now >= resume_down_at) {
     resume_down_at = 0;
-    if (up) resume(&up->t, down_eof, 0, dt);
+    if (up) resume(up->t.get(), down_eof, 0, dt);
   }
   if (resume_up_at && now >= resume_up_at) {
     resume_up_at = 0;
-    if (up) resume(dt, up_eof, 0, &up->t);
+    if (up) resume(dt, up_eof, 0, up->t.get());
   }
   arm();
 }
@@ -506,8 +512,8 @@ void l4_start(L4Conn* c, SnapRef* ref, const route::L4Stream* st, const net::IpA
       c->finish();
       return;
     }
-    c->proxy_in =
-        std::make_unique<net::ProxyInTransport>(&c->down, &c->client, &c->client_trusted, &w->cfg().trusted_proxies);
+    c->proxy_in = std::make_unique<net::ProxyInTransport>(c->down.get(), &c->client, &c->client_trusted,
+                                                          &w->cfg().trusted_proxies);
     c->proxy_in->set_user(c);
     c->proxy_in->announce(&c->client_port);
     c->dt = c->proxy_in.get();
@@ -558,16 +564,22 @@ void l4_admit(L4Conn* c) {
 // One accepted connection (fd, non-blocking, TCP_NODELAY from the listening socket).
 void on_tcp_accept(L4Listener* l, int fd) {
   Worker* w = l->w;
+  auto t = w->new_socket();
+  if (!t) {
+    ::close(fd);
+    return;
+  }
   auto* c = new L4Conn();
   c->w = w;
-  c->down.init(w->epoll());
-  c->down.set_user(c);
+  c->down = std::move(t);
+  c->dt = c->down.get();
+  c->down->set_user(c);
   c->open = 1;
   SnapRef* ref = w->current_snap();
   const route::L4Stream* st = ref ? ref->snap->stream_by_key(l->key) : nullptr;
-  if (c->down.adopt(fd) != 0 || !st || w->draining()) {
+  if (c->down->adopt(fd) != 0 || !st || w->draining()) {
     c->ended = true;
-    c->down.close();  // on_closed frees it (no snapshot held yet)
+    c->down->close();  // on_closed frees it (no snapshot held yet)
     return;
   }
   // The client's address is asked for only when something reads it: its access list, hash balancing,
@@ -630,14 +642,20 @@ bool l4_passthrough(Worker* w, int from, const net::IpAddr& client, std::string_
             strerror(errno));
     return true;  // taken, and closed with the session: never terminated with a certificate not meant for it
   }
+  auto t = w->new_socket();
+  if (!t) {
+    ::close(dup);
+    return true;
+  }
   auto* c = new L4Conn();
   c->w = w;
-  c->down.init(w->epoll());
-  c->down.set_user(c);
+  c->down = std::move(t);
+  c->dt = c->down.get();
+  c->down->set_user(c);
   c->open = 1;
-  if (c->down.adopt(dup, /*shared=*/true) != 0) {  // the session's descriptor may outlive this one
+  if (c->down->adopt(dup, /*shared=*/true) != 0) {  // the session's descriptor may outlive this one
     c->ended = true;
-    c->down.close();
+    c->down->close();
     return true;
   }
   c->first.assign(hello);
@@ -853,7 +871,7 @@ L4Listener* l4_listen(Worker* w, int fd, const std::string& key, bool udp) {
                             });
   } else {
     // (make_listener's socket listens already.) Accepted here rather than by a libuv stream: the
-    // connection's socket goes straight to an EpollTransport.
+    // connection's socket goes straight to the worker's socket transport (epoll or io_uring).
     l->fd = fd;
     // make_listener's sockets, and those inherited from the pxd this one replaces, listen and do not block
     // already; made sure of here (as libuv's listen did), since a blocking accept4 would stall the worker

@@ -4,6 +4,8 @@
 //   UvTransport      a TCP connection or a unix socket (libuv stream)
 //   EpollTransport   a TCP connection on the worker's own edge-triggered epoll set (L4 streams,
 //                    upstream HTTP connections; net/epoll_transport.h)
+//   UringTransport   the same on the worker's io_uring (pxd.conf io_engine uring: client connections
+//                    too; net/uring_transport.h)
 //   MemoryTransport  one end of an in-memory pair, for unit tests without sockets
 //   TlsTransport     TLS over another transport (tls/transport.h)
 //   LayeredTransport (below) passes through: the PROXY header reader (net/proxy_in.h) and the

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace px::net {
@@ -46,7 +47,7 @@ std::string UringSet::probe() {
   if (!pr) {
     why = "the kernel cannot say which io_uring operations it has";
   } else {
-    for (int op : {IORING_OP_RECV, IORING_OP_SEND, IORING_OP_CONNECT, IORING_OP_ASYNC_CANCEL})
+    for (int op : {IORING_OP_RECV, IORING_OP_SEND, IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL})
       if (!io_uring_opcode_supported(pr, op)) why = "the kernel's io_uring lacks an operation px needs";
     io_uring_free_probe(pr);
   }
@@ -113,8 +114,7 @@ int UringSet::open(uv_loop_t* loop, unsigned buffers, unsigned buffer_size, std:
   poll_.data = this;
   uv_prepare_init(loop, &prepare_);
   prepare_.data = this;
-  uv_idle_init(loop, &idle_);
-  idle_.data = this;
+  turns_.init(loop);
   handles_ = true;
   uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<UringSet*>(h->data)->on_prepare(); });
   return 0;  // the ring's descriptor is watched once the ring is enabled (submit())
@@ -131,7 +131,7 @@ void UringSet::close() {
   // As EpollSet::close: nothing is delivered here. Transports still closing keep their on_closed() owed
   // until the ring answers; the worker closes every transport before this.
   submit();
-  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
+  turns_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), [](uv_handle_t* h) {
     auto* s = static_cast<UringSet*>(h->data);
@@ -144,12 +144,8 @@ void UringSet::close() {
       io_uring_wait_cqe_timeout(&s->ring_, &cqe, &ts);
       s->completions();
     }
-    while (UringTransport* t = s->turn_head_) {
-      s->turn_head_ = t->next_turn;
-      t->next_turn = nullptr;
-      t->in_turns = false;
-    }
-    s->reap();
+    s->turns_.forget_turns();
+    s->turns_.reap();
   });
 }
 
@@ -176,21 +172,22 @@ void UringSet::submit() {
   } while (r == -EINTR);
 }
 
+// One batch: what was queued meanwhile (a cancel, a send) goes to the kernel before more is taken, so that
+// a socket whose data keeps coming cannot hold the loop here (nor fill a stopped reader's stash: its recv's
+// cancel waits for the submission).
 bool UringSet::completions() {
   io_uring_cqe* cqes[256];
-  bool any = false;
-  for (;;) {
-    unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 256);
-    if (n == 0) break;
-    any = true;
-    for (unsigned i = 0; i < n; i++) {
-      uint64_t ud = io_uring_cqe_get_data64(cqes[i]);
-      auto* t = reinterpret_cast<UringTransport*>(ud & ~kOpMask);
-      if (t) t->on_cqe(static_cast<UringTransport::Op>(ud & kOpMask), cqes[i]->res, cqes[i]->flags);
-    }
-    io_uring_cq_advance(&ring_, n);
+  unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 256);
+  for (unsigned i = 0; i < n; i++) {
+    uint64_t ud = io_uring_cqe_get_data64(cqes[i]);
+    uint64_t op = ud & kOpMask;
+    if (op == kAcceptOp)
+      reinterpret_cast<UringAcceptor*>(ud & ~kOpMask)->on_cqe(cqes[i]->res, cqes[i]->flags);
+    else if (auto* t = reinterpret_cast<UringTransport*>(ud & ~kOpMask))
+      t->on_cqe(static_cast<UringTransport::Op>(op), cqes[i]->res, cqes[i]->flags);
   }
-  return any;
+  io_uring_cq_advance(&ring_, n);
+  return n > 0;
 }
 
 // Before the loop blocks: what this turn queued goes to the kernel in one call, and what that completed
@@ -206,8 +203,8 @@ bool UringSet::pump() {
   bool any = false;
   for (int round = 0; round < 64; round++) {
     bool got = completions();
-    turns();
-    reap();
+    turns_.turns();
+    turns_.reap();
     if (!got) break;
     any = true;
     submit();
@@ -215,67 +212,10 @@ bool UringSet::pump() {
   return any;
 }
 
-void UringSet::want_turn(UringTransport* t) {
-  if (t->in_turns) return;
-  t->in_turns = true;
-  t->next_turn = turn_head_;
-  turn_head_ = t;
-  arm_idle();
-}
-
-void UringSet::closed(UringTransport* t) {
-  t->next_closed = closed_head_;
-  closed_head_ = t;
-  arm_idle();
-}
-
 void UringSet::give_back(unsigned bid) {
   io_uring_buf_ring_add(br_, bufs_ + size_t(bid) * buf_size_, buf_size_, static_cast<unsigned short>(bid),
                         io_uring_buf_ring_mask(nbufs_), 0);
   io_uring_buf_ring_advance(br_, 1);
-}
-
-void UringSet::arm_idle() {
-  if (idle_on_ || !handles_) return;
-  idle_on_ = true;
-  uv_idle_start(&idle_, [](uv_idle_t* h) {
-    auto* s = static_cast<UringSet*>(h->data);
-    s->turns();
-    s->reap();
-    if (!s->turn_head_ && !s->closed_head_) {
-      uv_idle_stop(h);
-      s->idle_on_ = false;
-    }
-  });
-}
-
-void UringSet::turns() {
-  UringTransport* t = turn_head_;
-  turn_head_ = nullptr;
-  while (t) {
-    UringTransport* next = t->next_turn;
-    t->in_turns = false;
-    t->next_turn = nullptr;
-    t->on_turn();
-    t = next;
-  }
-}
-
-void UringSet::reap() {
-  while (UringTransport* t = closed_head_) {
-    closed_head_ = t->next_closed;
-    t->next_closed = nullptr;
-    if (t->in_turns) {
-      for (UringTransport** p = &turn_head_; *p; p = &(*p)->next_turn)
-        if (*p == t) {
-          *p = t->next_turn;
-          break;
-        }
-      t->in_turns = false;
-      t->next_turn = nullptr;
-    }
-    t->on_closed_now();  // may free t
-  }
 }
 
 // ---- UringTransport ----
@@ -337,6 +277,7 @@ void UringTransport::cancel_recv() {
   io_uring_prep_cancel64(s, reinterpret_cast<uint64_t>(this) | kRecv, 0);
   queue(s, kCancel);
   recv_cancelled_ = true;
+  set_->submit();  // now: what the ring has not received yet stays in the socket (the peer feels the window)
 }
 
 void UringTransport::read_start() {
@@ -354,10 +295,18 @@ void UringTransport::read_stop() { reading_ = false; }
 void UringTransport::on_turn() {
   if (closing_ || !reading_) return;
   if (!stash_.empty()) {
-    std::string held;
-    held.swap(stash_);
-    user_->on_data(held.data(), held.size());
-    if (closing_) return;
+    // In pieces, so that a reader that stops midway (its other side filled up) leaves the rest here rather
+    // than in that side's queue. (Nothing adds to the stash meanwhile: only completions do.)
+    size_t off = 0;
+    while (reading_ && off < stash_.size()) {
+      size_t n = std::min(stash_.size() - off, kLowWater);
+      user_->on_data(stash_.data() + off, n);
+      if (closing_) return;
+      off += n;
+    }
+    stash_.erase(0, off);
+    if (!stash_.empty()) return;  // the rest when it reads again
+    if (stash_.capacity() > kHighWater) std::string().swap(stash_);
   }
   if (eof_owed_ && reading_) {
     eof_owed_ = false;
@@ -374,7 +323,9 @@ void UringTransport::deliver(const char* p, size_t n) {
     return;
   }
   stash_.append(p, n);
-  if (stash_.size() > kHighWater) cancel_recv();  // the side reading it is slow: no more until it reads
+  // Not reading (the side it goes to is full, say): no more until it reads again; what the ring took already
+  // waits here. (A reader only waiting for its turn keeps receiving, up to the high mark.)
+  if (!reading_ || stash_.size() > kHighWater) cancel_recv();
 }
 
 void UringTransport::end_of_stream() {
@@ -496,7 +447,7 @@ void UringTransport::on_cqe(Op op, int res, uint32_t flags) {
           fail(res);
         } else {
           user_->on_connected();
-          if (!closing_ && !wq_.empty()) start_send();
+          if (!closing_ && !sending_ && !wq_.empty()) start_send();  // (what was written before it connected)
           if (!closing_ && reading_) arm_recv();
           if (!closing_ && shut_pending_ && queued() == 0) after_queue();
         }
@@ -534,6 +485,59 @@ void UringTransport::settle() {
     fd_ = -1;
   }
   set_->closed(this);
+}
+
+// ---- UringAcceptor ----
+
+void UringAcceptor::start(UringSet* set, int fd, User* user) {
+  set_ = set;
+  fd_ = fd;
+  user_ = user;
+  rearm();
+}
+
+void UringAcceptor::rearm() {
+  if (armed_ || closing_ || fd_ < 0) return;
+  io_uring_sqe* s = set_->sqe();
+  if (!s) return;  // (the next tick tries again)
+  io_uring_prep_multishot_accept(s, fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(s, reinterpret_cast<uint64_t>(this) | UringSet::kAcceptOp);
+  set_->inflight++;
+  armed_ = true;
+}
+
+bool UringAcceptor::close() {
+  if (closing_) return false;
+  closing_ = true;
+  if (!armed_) {
+    ::close(fd_);
+    fd_ = -1;
+    return true;
+  }
+  if (io_uring_sqe* s = set_->sqe()) {
+    io_uring_prep_cancel64(s, reinterpret_cast<uint64_t>(this) | UringSet::kAcceptOp, 0);
+    io_uring_sqe_set_data64(s, 0);  // (its own answer is dropped: the accept's last one follows)
+    cancelled_ = true;
+    set_->submit();  // now: a connection the kernel queues from here on is left to the socket's other owners
+  }
+  return false;
+}
+
+void UringAcceptor::on_cqe(int res, uint32_t flags) {
+  if (!(flags & IORING_CQE_F_MORE)) {
+    armed_ = false;
+    set_->inflight--;
+  }
+  if (res >= 0) {
+    user_->on_accepted(res);  // (while closing too: the connection was taken from the queue already)
+  } else if (res != -ECANCELED && res != -EAGAIN && res != -EINTR && !closing_) {
+    user_->on_accept_error(res);  // (accepting stopped, if the kernel ended it: rearm() starts it again)
+  }
+  if (!armed_ && closing_) {
+    ::close(fd_);
+    fd_ = -1;
+    user_->on_acceptor_closed();  // may free this
+  }
 }
 
 }  // namespace px::net

@@ -12,6 +12,9 @@
 //     and gets it at the next turn after reading again.
 //   - close() cancels what is in flight; the socket is closed and on_closed() comes once the ring has
 //     answered for all of it, after close() returned (never during it), as libuv's does.
+//
+// UringAcceptor: a listening socket's connections, taken by one multishot accept on the same ring (no
+// system call per accepted connection but the getpeername the user may make).
 #pragma once
 #include <liburing.h>
 #include <uv.h>
@@ -22,10 +25,12 @@
 #include <string>
 
 #include "net/transport.h"
+#include "net/turns.h"
 
 namespace px::net {
 
 class UringTransport;
+class UringAcceptor;
 
 class UringSet {
  public:
@@ -47,33 +52,29 @@ class UringSet {
   // For UringTransport.
   io_uring_sqe* sqe();  // a submission entry (the queue is submitted first when it is full)
   void submit();        // what is queued, now (else it goes before the loop next blocks)
-  void want_turn(UringTransport* t);
-  void closed(UringTransport* t);  // on_closed() is owed
+  void want_turn(UringTransport* t) { turns_.want_turn(t); }
+  void closed(UringTransport* t) { turns_.closed(t); }  // on_closed() is owed
   const char* buffer(unsigned bid) const { return bufs_ + static_cast<size_t>(bid) * buf_size_; }
   void give_back(unsigned bid);  // a received buffer's bytes were used: the ring may fill it again
   static constexpr uint16_t kGroup = 0;
-  size_t inflight = 0;  // submissions of all its transports the ring has not answered for yet
+  static constexpr uint64_t kAcceptOp = 5;  // a completion's tag for an UringAcceptor (UringTransport::Op)
+  size_t inflight = 0;                      // submissions of all its transports the ring has not answered for yet
 
  private:
   bool pump();
   int watch();
   bool completions();  // false: there were none
-  void turns();
-  void reap();
-  void arm_idle();
   void on_prepare();
 
   io_uring ring_{};
-  bool ring_open_ = false, handles_ = false, idle_on_ = false, enabled_ = false;
+  bool ring_open_ = false, handles_ = false, enabled_ = false;
   uv_poll_t poll_;
   uv_prepare_t prepare_;
-  uv_idle_t idle_;
   io_uring_buf_ring* br_ = nullptr;
   char* bufs_ = nullptr;
   size_t br_bytes_ = 0, bufs_bytes_ = 0;
   unsigned nbufs_ = 0, buf_size_ = 0;
-  UringTransport* turn_head_ = nullptr;
-  UringTransport* closed_head_ = nullptr;
+  Turns<UringTransport> turns_;
 };
 
 class UringTransport final : public SocketTransport {
@@ -141,6 +142,37 @@ class UringTransport final : public SocketTransport {
   std::string sbuf_;  // the send in flight, from send_off_
   size_t send_off_ = 0;
   std::string stash_;  // received while not reading
+};
+
+class UringAcceptor {
+ public:
+  struct User {
+    virtual ~User() = default;
+    virtual void on_accepted(int fd) = 0;       // a connected, non-blocking socket, the user's from now on
+    virtual void on_accept_error(int err) = 0;  // a negative errno (EMFILE, ENOBUFS, ...)
+    virtual void on_acceptor_closed() = 0;      // after close(), once the ring answered: the listening socket is closed
+  };
+  UringAcceptor() = default;
+  UringAcceptor(const UringAcceptor&) = delete;
+  UringAcceptor& operator=(const UringAcceptor&) = delete;
+
+  // Accepts from `fd` (a listening socket, owned from now on) until close().
+  void start(UringSet* set, int fd, User* user);
+  // Accepting again when the kernel ended it (an error such as EMFILE stops a multishot accept); called
+  // from the worker's tick, so a lack of descriptors is retried at that pace, not in a loop.
+  void rearm();
+  // Stops accepting. true: done now (the socket is closed; no on_acceptor_closed() follows). false: the
+  // ring's answer is awaited, and on_acceptor_closed() comes from it.
+  bool close();
+
+  // For UringSet.
+  void on_cqe(int res, uint32_t flags);
+
+ private:
+  UringSet* set_ = nullptr;
+  User* user_ = nullptr;
+  int fd_ = -1;
+  bool armed_ = false, closing_ = false, cancelled_ = false;
 };
 
 }  // namespace px::net

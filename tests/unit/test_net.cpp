@@ -1,6 +1,7 @@
 // net::EpollTransport and net::UringTransport (pxd.conf io_engine) over real loopback sockets, driven by a
 // real libuv loop: every case runs on both engines (io_uring's only where the kernel runs it).
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <doctest/doctest.h>
 #include "net/epoll_transport.h"
@@ -301,4 +303,81 @@ TEST_CASE_TEMPLATE("transport: a peer that accepts and closes at once is a conne
   CHECK(c.eofs == 1);
   c.t.close();
   REQUIRE(L.until([&] { return c.closed; }));
+}
+
+namespace {
+struct AcceptRec final : net::UringAcceptor::User {
+  net::UringAcceptor acc;
+  std::vector<int> fds;
+  int errors = 0;
+  bool closed = false;
+  void on_accepted(int fd) override { fds.push_back(fd); }
+  void on_accept_error(int) override { errors++; }
+  void on_acceptor_closed() override { closed = true; }
+};
+int connect_to(const sockaddr_in& a) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+  return fd;
+}
+}  // namespace
+
+TEST_CASE("uring acceptor: every connection once, non-blocking; close() stops accepting and closes the socket") {
+  if (!uring_runs()) return;
+  Loop<Uring> L;
+  sockaddr_in a;
+  int lfd = listener(&a);
+  AcceptRec r;
+  r.acc.start(&L.set, lfd, &r);
+  std::vector<int> clients;
+  for (int i = 0; i < 5; i++) clients.push_back(connect_to(a));
+  REQUIRE(L.until([&] { return r.fds.size() == 5; }));
+  for (int fd : r.fds) {
+    CHECK((fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+    sockaddr_in peer{}, mine{};
+    socklen_t len = sizeof peer;
+    REQUIRE(getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0);
+    bool found = false;
+    for (int c : clients) {  // each accepted socket is one of the clients' connections
+      len = sizeof mine;
+      getsockname(c, reinterpret_cast<sockaddr*>(&mine), &len);
+      found = found || mine.sin_port == peer.sin_port;
+    }
+    CHECK(found);
+  }
+  // A byte through one of them: a real connection.
+  REQUIRE(write(clients[0], "x", 1) == 1);
+  CHECK(r.errors == 0);
+  CHECK_FALSE(r.acc.close());  // armed: the ring's answer comes later, never during close()
+  CHECK_FALSE(r.closed);
+  REQUIRE(L.until([&] { return r.closed; }));
+  // The listening socket is closed: a new connection is refused.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHECK(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0);
+  CHECK(errno == ECONNREFUSED);
+  close(fd);
+  CHECK(r.fds.size() == 5);
+  for (int c : clients) close(c);
+  for (int f : r.fds) close(f);
+}
+
+TEST_CASE("uring acceptor: a connection taken while closing is still handed over, and the set closes after it") {
+  if (!uring_runs()) return;
+  Loop<Uring> L;
+  sockaddr_in a;
+  int lfd = listener(&a);
+  AcceptRec r;
+  r.acc.start(&L.set, lfd, &r);
+  int c = connect_to(a);
+  r.acc.close();  // in the same turn as the connection's arrival: it is accepted or left, never lost open
+  REQUIRE(L.until([&] { return r.closed; }));
+  CHECK(r.fds.size() <= 1);
+  char b;
+  if (r.fds.empty()) {  // left in the closed listener's queue: the client is reset
+    CHECK(read(c, &b, 1) <= 0);
+  } else {
+    close(r.fds[0]);  // ours: closing it is the client's end of stream
+    CHECK(read(c, &b, 1) == 0);
+  }
+  close(c);
 }
