@@ -544,7 +544,7 @@ void Worker::on_accept(Listener* l) {
     s->tr->close();
     return;
   }
-  s->client.peer_ip = s->tcp.peer_ip();
+  s->client.peer_ip = s->sock.uv.peer_ip();
   accepted(s, l->info);
 }
 
@@ -552,14 +552,13 @@ void Worker::on_accept(Listener* l) {
 void Worker::on_ring_accept(Listener* l, int fd) {
   sockaddr_storage sa;
   socklen_t len = sizeof sa;
-  auto t = new_socket();
-  if (!t || getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {  // (reset before it was seen)
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {  // (reset before it was seen)
     ::close(fd);
     return;
   }
   auto* s = new Session();
   s->w = this;
-  s->adopt_socket(std::move(t), fd, s);
+  s->adopt_ring(&uring_, fd, s);
   s->client.peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
   accepted(s, l->info);
 }

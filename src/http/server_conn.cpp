@@ -13,28 +13,37 @@ int ServerConn::accept_from(uv_stream_t* listener, net::TransportUser* user, boo
     tr = pipe;
     return pipe->accept(listener);
   }
-  tcp.init(listener->loop);
-  tcp.set_user(user);
-  tr = &tcp;
-  return tcp.accept(listener);
+  sock.uv.init(listener->loop);
+  sock.uv.set_user(user);
+  tr = &sock.uv;
+  return sock.uv.accept(listener);
 }
 
-void ServerConn::adopt_socket(std::unique_ptr<net::SocketTransport> t, int fd, net::TransportUser* user) {
-  sock = std::move(t);
-  sock->set_user(user);
-  sock->adopt(fd);
-  tr = sock.get();
+void ServerConn::adopt_ring(net::UringSet* set, int fd, net::TransportUser* user) {
+  net::UringTransport* t = sock.make_ring();
+  t->init(set);
+  t->set_user(user);
+  t->adopt(fd);
+  tr = t;
 }
 
 int ServerConn::fd() const {
-  if (sock) return sock->fd();
+  if (sock.on_ring) return sock.ring.fd();
   uv_os_fd_t fd;
-  return uv_fileno(reinterpret_cast<const uv_handle_t*>(const_cast<net::UvTransport&>(tcp).stream()), &fd) == 0 ? fd
-                                                                                                                : -1;
+  return uv_fileno(reinterpret_cast<const uv_handle_t*>(const_cast<net::UvTransport&>(sock.uv).stream()), &fd) == 0
+             ? fd
+             : -1;
 }
 
 std::string ServerConn::peer_name(bool unix) {
-  if (!unix) return tcp.peer_ip().str();
+  if (!unix && sock.on_ring) {
+    sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    return getpeername(sock.ring.fd(), reinterpret_cast<sockaddr*>(&sa), &len) == 0
+               ? net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&sa)).str()
+               : std::string("?");
+  }
+  if (!unix) return sock.uv.peer_ip().str();
   auto* pipe = static_cast<net::UvPipeTransport*>(wrap.get());
   uv_os_fd_t fd;
   ucred cred{};

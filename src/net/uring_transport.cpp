@@ -212,6 +212,20 @@ bool UringSet::pump() {
   return any;
 }
 
+void UringSet::lend(std::string& s) {
+  if (spare_.empty()) return;
+  s.swap(spare_.back());
+  spare_.pop_back();
+}
+
+void UringSet::take_back(std::string& s) {
+  if (s.capacity() <= kSpareSize && spare_.size() < kSpares && s.capacity() > std::string().capacity()) {
+    s.clear();
+    spare_.emplace_back().swap(s);
+  }
+  std::string().swap(s);
+}
+
 void UringSet::give_back(unsigned bid) {
   io_uring_buf_ring_add(br_, bufs_ + size_t(bid) * buf_size_, buf_size_, static_cast<unsigned short>(bid),
                         io_uring_buf_ring_mask(nbufs_), 0);
@@ -234,6 +248,10 @@ int UringTransport::connect(const sockaddr* addr) {
   int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (len > sizeof addr_) {
+    ::close(fd);
+    return UV_EAFNOSUPPORT;
+  }
   memcpy(&addr_, addr, len);
   io_uring_sqe* s = set_->sqe();
   if (!s) {
@@ -306,7 +324,7 @@ void UringTransport::on_turn() {
     }
     stash_.erase(0, off);
     if (!stash_.empty()) return;  // the rest when it reads again
-    if (stash_.capacity() > kHighWater) std::string().swap(stash_);
+    std::string().swap(stash_);
   }
   if (eof_owed_ && reading_) {
     eof_owed_ = false;
@@ -368,6 +386,7 @@ int UringTransport::write(Output& out) {
     out.clear();
     return UV_ECANCELED;
   }
+  if (wq_.empty()) set_->lend(wq_);
   for (size_t i = 0; i < out.count(); i++) wq_.append(out.data(i), out.len(i));
   out.clear();
   if (!sending_ && !connecting_) start_send();
@@ -377,7 +396,12 @@ int UringTransport::write(Output& out) {
 // The next send: what is left of the one in flight's buffer, else what was written since.
 void UringTransport::start_send() {
   if (send_off_ == sbuf_.size()) {
-    if (wq_.empty()) return;
+    if (wq_.empty()) {  // everything sent: the buffers go back to the set (an idle connection holds none)
+      set_->take_back(sbuf_);
+      set_->take_back(wq_);
+      send_off_ = 0;
+      return;
+    }
     sbuf_.clear();
     sbuf_.swap(wq_);
     send_off_ = 0;
@@ -395,10 +419,7 @@ void UringTransport::sent(int res) {
   if (res < 0) return fail(res);
   send_off_ += static_cast<size_t>(res);
   if (send_off_ < sbuf_.size()) return start_send();  // the kernel took part: the rest goes next
-  sbuf_.clear();
-  send_off_ = 0;
-  if (sbuf_.capacity() > kHighWater) std::string().swap(sbuf_);
-  start_send();  // what was written meanwhile
+  start_send();                                       // what was written meanwhile
   after_queue();
 }
 

@@ -19,10 +19,12 @@
 #include <liburing.h>
 #include <uv.h>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "net/transport.h"
 #include "net/turns.h"
@@ -56,6 +58,11 @@ class UringSet {
   void closed(UringTransport* t) { turns_.closed(t); }  // on_closed() is owed
   const char* buffer(unsigned bid) const { return bufs_ + static_cast<size_t>(bid) * buf_size_; }
   void give_back(unsigned bid);  // a received buffer's bytes were used: the ring may fill it again
+  // Send buffers: a transport borrows one for what it writes and gives it back once all of it was sent, so
+  // an idle connection holds none and a busy one allocates none (up to kSpares of up to kSpareSize kept).
+  void lend(std::string& s);       // s (empty) gets a spare buffer, if there is one
+  void take_back(std::string& s);  // s is left empty, holding no memory
+  static constexpr size_t kSpares = 256, kSpareSize = 64 * 1024;
   static constexpr uint16_t kGroup = 0;
   static constexpr uint64_t kAcceptOp = 5;  // a completion's tag for an UringAcceptor (UringTransport::Op)
   size_t inflight = 0;                      // submissions of all its transports the ring has not answered for yet
@@ -75,6 +82,7 @@ class UringSet {
   size_t br_bytes_ = 0, bufs_bytes_ = 0;
   unsigned nbufs_ = 0, buf_size_ = 0;
   Turns<UringTransport> turns_;
+  std::vector<std::string> spare_;
 };
 
 class UringTransport final : public SocketTransport {
@@ -137,9 +145,9 @@ class UringTransport final : public SocketTransport {
   bool shared_ = false, connecting_ = false, recv_armed_ = false, recv_cancelled_ = false, sending_ = false;
   bool eof_ = false, eof_owed_ = false, fd_cancelled_ = false, settled_ = false;
   bool shut_pending_ = false, shut_then_close_ = false;
-  sockaddr_storage addr_{};
-  std::string wq_;    // written while a send is in flight
-  std::string sbuf_;  // the send in flight, from send_off_
+  sockaddr_in6 addr_{};  // the connect's address (IPv4 or IPv6), read by the kernel when it is submitted
+  std::string wq_;       // written while a send is in flight
+  std::string sbuf_;     // the send in flight, from send_off_
   size_t send_off_ = 0;
   std::string stash_;  // received while not reading
 };
