@@ -288,12 +288,18 @@ void UringTransport::arm_recv() {
   recv_cancelled_ = false;
 }
 
+// By its tag: the kernel finds it in a hash (a cancel by descriptor walks every request of the ring).
+bool UringTransport::cancel(Op op) {
+  io_uring_sqe* s = set_->sqe();
+  if (!s) return false;
+  io_uring_prep_cancel64(s, reinterpret_cast<uint64_t>(this) | op, 0);
+  queue(s, kCancel);
+  return true;
+}
+
 void UringTransport::cancel_recv() {
   if (!recv_armed_ || recv_cancelled_) return;
-  io_uring_sqe* s = set_->sqe();
-  if (!s) return;
-  io_uring_prep_cancel64(s, reinterpret_cast<uint64_t>(this) | kRecv, 0);
-  queue(s, kCancel);
+  if (!cancel(kRecv)) return;
   recv_cancelled_ = true;
   set_->submit();  // now: what the ring has not received yet stays in the socket (the peer feels the window)
 }
@@ -490,13 +496,11 @@ void UringTransport::close() {
 void UringTransport::settle() {
   if (settled_) return;
   if (inflight_ > 0) {
-    if (!fd_cancelled_ && fd_ >= 0) {
-      io_uring_sqe* s = set_->sqe();
-      if (s) {
-        io_uring_prep_cancel_fd(s, fd_, IORING_ASYNC_CANCEL_ALL);
-        queue(s, kCancel);
-        fd_cancelled_ = true;
-      }
+    if (!fd_cancelled_ && fd_ >= 0) {  // what is in flight of its own (cancels answer by themselves)
+      if (recv_armed_ && !recv_cancelled_) recv_cancelled_ = cancel(kRecv);
+      if (sending_) cancel(kSend);
+      if (connecting_) cancel(kConnect);
+      fd_cancelled_ = true;
     }
     return;
   }

@@ -129,6 +129,7 @@ class UringTransport final : public SocketTransport {
     set_->inflight--;
   }
   void arm_recv();
+  bool cancel(Op op);
   void cancel_recv();
   void start_send();
   void sent(int res);

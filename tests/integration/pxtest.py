@@ -110,7 +110,7 @@ IO_ENGINE = "io_engine %s\n" % os.environ["PX_IO_ENGINE"] if os.environ.get("PX_
 
 
 class Pxd:
-    def __init__(self, workers=1, extra="", routes=(), start=True, env=None):
+    def __init__(self, workers=1, extra="", routes=(), start=True, env=None, preexec=None):
         self.dir = tempfile.mkdtemp(prefix="pxtest-")
         self.data = os.path.join(self.dir, "data")
         self.status_file = os.path.join(self.dir, "status.json")
@@ -121,6 +121,7 @@ class Pxd:
                     % (workers, self.data, self.status_file, IO_ENGINE, extra))
         self.proc = None
         self.env = env
+        self.preexec = preexec  # run in the child before pxd (a seccomp filter, say)
         self.gen = 0
         for r in routes:
             self.put_route(r)
@@ -130,7 +131,8 @@ class Pxd:
     def start(self):
         self.logf = open(self.logpath, "wb")
         self.proc = subprocess.Popen([PXD, "-c", self.conf], stdout=self.logf, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, **self.env) if self.env else None)
+                                     env=dict(os.environ, **self.env) if self.env else None,
+                                     preexec_fn=self.preexec)
         m = wait_for(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log()), what="pxd to listen")
         self.port = int(m.group(1))
         wait_for(lambda: "pxd ready" in self.log(), what="pxd ready")

@@ -300,7 +300,7 @@ TEST_CASE("config errors name the line and the problem") {
   CHECK(err == "p.conf:2: underscores_in_headers: expected 'on' or 'off', got 'yes'");
   REQUIRE(parse_config("listen 127.0.0.1:80\nunderscores_in_headers on\n", "p.conf", &c, &err));
   CHECK(c.underscores_in_headers);
-  CHECK(c.io_engine == "epoll");  // the default
+  CHECK(c.io_engine == "auto");  // the default
   CHECK_FALSE(parse_config("listen 127.0.0.1:80\nio_engine iouring\n", "p.conf", &c, &err));
   CHECK(err == "p.conf:2: io_engine: expected auto, uring or epoll, got 'iouring'");
   REQUIRE(parse_config("listen 127.0.0.1:80\nio_engine auto\n", "p.conf", &c, &err));
