@@ -320,15 +320,21 @@ int connect_to(const sockaddr_in& a) {
   REQUIRE(connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
   return fd;
 }
+// A ring accepting on a new listener at `a`.
+struct Accepting {
+  Loop<Uring> L;
+  sockaddr_in a;
+  AcceptRec r;
+  Accepting() { r.acc.start(&L.set, listener(&a), &r); }
+};
 }  // namespace
 
 TEST_CASE("uring acceptor: every connection once, non-blocking; close() stops accepting and closes the socket") {
   if (!uring_runs()) return;
-  Loop<Uring> L;
-  sockaddr_in a;
-  int lfd = listener(&a);
-  AcceptRec r;
-  r.acc.start(&L.set, lfd, &r);
+  Accepting x;
+  auto& L = x.L;
+  auto& a = x.a;
+  auto& r = x.r;
   std::vector<int> clients;
   for (int i = 0; i < 5; i++) clients.push_back(connect_to(a));
   REQUIRE(L.until([&] { return r.fds.size() == 5; }));
@@ -345,8 +351,6 @@ TEST_CASE("uring acceptor: every connection once, non-blocking; close() stops ac
     }
     CHECK(found);
   }
-  // A byte through one of them: a real connection.
-  REQUIRE(write(clients[0], "x", 1) == 1);
   CHECK(r.errors == 0);
   CHECK_FALSE(r.acc.close());  // armed: the ring's answer comes later, never during close()
   CHECK_FALSE(r.closed);
@@ -363,11 +367,10 @@ TEST_CASE("uring acceptor: every connection once, non-blocking; close() stops ac
 
 TEST_CASE("uring acceptor: a connection taken while closing is still handed over, and the set closes after it") {
   if (!uring_runs()) return;
-  Loop<Uring> L;
-  sockaddr_in a;
-  int lfd = listener(&a);
-  AcceptRec r;
-  r.acc.start(&L.set, lfd, &r);
+  Accepting x;
+  auto& L = x.L;
+  auto& a = x.a;
+  auto& r = x.r;
   int c = connect_to(a);
   r.acc.close();  // in the same turn as the connection's arrival: it is accepted or left, never lost open
   REQUIRE(L.until([&] { return r.closed; }));
