@@ -222,7 +222,13 @@ void Worker::close_listener(Listener* l) {
   }  // (else freed when the ring has answered: on_acceptor_closed)
 }
 
-void Worker::Listener::on_accept_error(int err) { PX_WARN("worker %d: accept: %s", w->id_, strerror(-err)); }
+// (Accepting stopped: the worker's tick arms it again.)
+void Worker::Listener::on_accept_error(int err) {
+  uint64_t t = w->now();
+  if (warned_ms && t - warned_ms < 1000) return;
+  warned_ms = t;
+  PX_WARN("worker %d: accept: %s (accepting again at the next tick)", w->id_, strerror(-err));
+}
 
 void Worker::post_config(Reconfig r) {
   {

@@ -240,6 +240,7 @@ class Worker {
     ListenFd info;  // its key and flags (fd unused)
     uv_tcp_t* tcp = nullptr;
     net::UringAcceptor ring;
+    uint64_t warned_ms = 0;  // the last accept error logged (one a second at most: the tick retries)
     void on_accepted(int fd) override { w->on_ring_accept(this, fd); }
     void on_accept_error(int err) override;
     void on_acceptor_closed() override { delete this; }

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -382,5 +383,34 @@ TEST_CASE("uring acceptor: a connection taken while closing is still handed over
     close(r.fds[0]);  // ours: closing it is the client's end of stream
     CHECK(read(c, &b, 1) == 0);
   }
+  close(c);
+}
+
+TEST_CASE("uring acceptor: out of descriptors is an error that stops accepting; rearm() takes the connection after") {
+  if (!uring_runs()) return;
+  Loop<Uring> L;
+  sockaddr_in a;
+  int lfd = listener(&a);
+  AcceptRec r;
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // made before the limit leaves no descriptor free
+  rlimit was{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &was) == 0);
+  int lowest = dup(0);  // the lowest free number: a limit there leaves none free
+  REQUIRE(lowest >= 0);
+  close(lowest);
+  rlimit tight = was;
+  tight.rlim_cur = static_cast<rlim_t>(lowest);
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  r.acc.start(&L.set, lfd, &r);  // (the kernel reads the limit when the accept is armed)
+  REQUIRE(connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  bool failed = L.until([&] { return r.errors > 0; });
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &was) == 0);
+  REQUIRE(failed);
+  CHECK(r.fds.empty());
+  r.acc.rearm();
+  REQUIRE(L.until([&] { return r.fds.size() == 1; }));
+  r.acc.close();
+  REQUIRE(L.until([&] { return r.closed; }));
+  close(r.fds[0]);
   close(c);
 }
