@@ -67,7 +67,7 @@ struct Config {
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request
   // Upstream connections' and px.fetch's sockets: "uring" (io_uring), "epoll", or "auto" (io_uring when the
   // kernel can run it). Set at a start (a reload keeps the running one).
-  std::string io_engine = "auto";  // io_uring where the kernel runs it (bench/README: it wins), else epoll
+  std::string io_engine = "auto";     // io_uring where the kernel runs it (bench/README: it wins), else epoll
   bool use_uring = false;             // what io_engine came to at the start (pxd's Server decides; not a directive)
   uint64_t shared_slots = 65536;      // px.shared and px.limit: 16 bytes each, host-wide (core/shared_table.h)
   uint64_t lua_phase_budget_ms = 50;  // wall-clock budget of one phase's filters
