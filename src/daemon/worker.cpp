@@ -219,7 +219,17 @@ void Worker::close_listener(Listener* l) {
     delete l;
   } else if (l->ring.close()) {
     delete l;
-  }  // (else freed when the ring has answered: on_acceptor_closed)
+  } else {
+    acceptors_closing_++;  // freed when the ring has answered: on_acceptor_closed
+  }
+}
+
+// What the ring accepted until then was served (a drain waits for this: the connections are this worker's).
+void Worker::Listener::on_acceptor_closed() {
+  Worker* x = w;
+  delete this;
+  x->acceptors_closing_--;
+  if (x->draining_) x->maybe_finish_drain();
 }
 
 // (Accepting stopped: the worker's tick arms it again.)
@@ -566,11 +576,11 @@ void Worker::on_ring_accept(Listener* l, int fd) {
   s->w = this;
   s->adopt_ring(&uring_, fd, s);
   s->client.peer_ip = net::IpAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&sa));
-  accepted(s, l->info);
+  accepted(s, l->info, /*taken=*/!stopping_);
 }
 
 // A connection accepted from a listener: its layers (PROXY header, ClientHello, TLS) as the listener says.
-void Worker::accepted(Session* s, const ListenFd& l) {
+void Worker::accepted(Session* s, const ListenFd& l, bool taken) {
   // TCP_NODELAY comes from the listening socket (Server's make_listener).
   s->client.trusted_peer = cfg_.trusted_proxies.contains(s->client.peer_ip);
   bool tls = l.tls, proxy = l.proxy, h2 = tls ? l.h2 : l.h2c;
@@ -581,7 +591,7 @@ void Worker::accepted(Session* s, const ListenFd& l) {
     s->tr->close();
     return;
   }
-  if (sessions.get() >= cfg_.max_connections || draining_) {
+  if (sessions.get() >= cfg_.max_connections || (draining_ && !taken)) {
     if (!tls) {  // a TLS client could not read a plain 503: it is just closed
       net::Output o;
       http::write_busy(o);
@@ -612,6 +622,7 @@ void Worker::accepted(Session* s, const ListenFd& l) {
     s->tr = t;
     s->client.tls = true;
   }
+  if (draining_) s->h1.close_after = true;  // (one taken before its listener closed: its answer, then the end)
   begin_session(s);
 }
 
@@ -845,7 +856,8 @@ void Worker::drain() {
 }
 
 void Worker::maybe_finish_drain() {
-  if (draining_ && sessions.get() == 0 && l4_open.get() == 0 && !stopping_) stop_everything();
+  if (draining_ && sessions.get() == 0 && l4_open.get() == 0 && acceptors_closing_ == 0 && !stopping_)
+    stop_everything();
 }
 
 void Worker::stop_everything() {

@@ -243,11 +243,13 @@ class Worker {
     uint64_t warned_ms = 0;  // the last accept error logged (one a second at most: the tick retries)
     void on_accepted(int fd) override { w->on_ring_accept(this, fd); }
     void on_accept_error(int err) override;
-    void on_acceptor_closed() override { delete this; }
+    void on_acceptor_closed() override;
   };
   void on_accept(Listener* l);
   void on_ring_accept(Listener* l, int fd);
-  void accepted(Session* s, const ListenFd& l);
+  // taken: the kernel accepted it for this worker before its listener closed (io_uring's accept answers after a
+  // drain began): served, with Connection: close, rather than refused.
+  void accepted(Session* s, const ListenFd& l, bool taken = false);
   void close_listener(Listener* l);
   void drain();
   void stop_everything();
@@ -312,6 +314,7 @@ class Worker {
   std::vector<H2Conn*> h2_deferred_;
   void run_deferred_h2();
   bool draining_ = false;
+  int acceptors_closing_ = 0;  // io_uring listeners closed whose accept has not answered yet (a drain waits)
   bool stopping_ = false;
   bool inline_ = false;
   std::atomic<bool> started_{false};
