@@ -47,7 +47,8 @@ std::string UringSet::probe() {
   if (!pr) {
     why = "the kernel cannot say which io_uring operations it has";
   } else {
-    for (int op : {IORING_OP_RECV, IORING_OP_SEND, IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL})
+    for (int op :
+         {IORING_OP_RECV, IORING_OP_SEND, IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL, IORING_OP_CLOSE})
       if (!io_uring_opcode_supported(pr, op)) why = "the kernel's io_uring lacks an operation px needs";
     io_uring_free_probe(pr);
   }
@@ -67,7 +68,10 @@ std::string UringSet::probe() {
 }
 
 UringSet::~UringSet() {
-  if (ring_open_) io_uring_queue_exit(&ring_);
+  if (ring_open_) {
+    submit();  // (sockets' closes still queued)
+    io_uring_queue_exit(&ring_);
+  }
   if (br_) munmap(br_, br_bytes_);
   if (bufs_) munmap(bufs_, bufs_bytes_);
 }
@@ -146,6 +150,7 @@ void UringSet::close() {
     }
     s->turns_.forget_turns();
     s->turns_.reap();
+    s->submit();  // the closes of the last sockets
   });
 }
 
@@ -506,7 +511,15 @@ void UringTransport::settle() {
   }
   settled_ = true;
   if (fd_ >= 0) {
-    ::close(fd_);
+    // Closed with the turn's submission, not a system call of its own (its answer is dropped: nothing is
+    // in flight on it any more).
+    io_uring_sqe* s = set_->sqe();
+    if (s) {
+      io_uring_prep_close(s, fd_);
+      io_uring_sqe_set_data64(s, 0);
+    } else {
+      ::close(fd_);
+    }
     fd_ = -1;
   }
   set_->closed(this);
