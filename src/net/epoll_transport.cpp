@@ -294,30 +294,10 @@ bool EpollTransport::flush() {
     if (closing_) return false;
   }
   if (shut_pending_ && queued() == 0) {
-    shut_pending_ = false;
-    ::shutdown(fd_, SHUT_WR);
-    if (shut_then_close_)
-      close();
-    else
-      user_->on_shutdown();
+    shut_now();
     return !closing_;
   }
   return true;
-}
-
-void EpollTransport::shutdown(bool then_close) {
-  if (closing_) return;
-  if (fd_ < 0 || (queued() == 0 && !connecting_)) {
-    // (no socket, or not connected: nothing can be sent, so the shutdown is "done", as UvTransport's)
-    if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
-    if (then_close)
-      close();
-    else
-      user_->on_shutdown();
-    return;
-  }
-  shut_pending_ = true;
-  shut_then_close_ = then_close;
 }
 
 void EpollTransport::close() {

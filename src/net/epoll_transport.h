@@ -70,12 +70,12 @@ class EpollTransport final : public SocketTransport {
   int connect(const sockaddr* addr) override;
   void nodelay() override;
   int fd() const override { return fd_; }
+  bool connecting() const override { return connecting_; }
 
   void read_start() override;
   void read_stop() override;
   int write(Output& out) override;
   size_t queued() const override { return wq_.size() - wq_off_; }
-  void shutdown(bool then_close = false) override;
   void close() override;
   void ack_now() override;
 
@@ -101,8 +101,7 @@ class EpollTransport final : public SocketTransport {
   bool fin_ = false;  // the peer's FIN was seen (EPOLLRDHUP): a read that empties the socket ends it
   bool hup_ = false;  // an error or hang-up was seen: read on until read() says which
   bool eof_ = false;  // read() said 0
-  bool shut_pending_ = false, shut_then_close_ = false;
-  std::string wq_;  // what the kernel did not take yet, from wq_off_
+  std::string wq_;    // what the kernel did not take yet, from wq_off_
   size_t wq_off_ = 0;
 };
 

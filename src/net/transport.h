@@ -90,6 +90,31 @@ class SocketTransport : public Transport {
   virtual int connect(const sockaddr* addr) = 0;
   virtual void nodelay() = 0;
   virtual int fd() const = 0;
+
+  // The write side ends once what is queued has gone (then_close: and the transport closes): now when nothing
+  // waits (or there is no connection to send it on: "done", as UvTransport's), else when the subclass sees its
+  // queue empty and calls shut_now().
+  void shutdown(bool then_close = false) override {
+    if (closing_) return;
+    shut_then_close_ = then_close;
+    if (fd() < 0 || (queued() == 0 && !connecting()))
+      shut_now();
+    else
+      shut_pending_ = true;
+  }
+
+ protected:
+  virtual bool connecting() const = 0;
+  // SHUT_WR (when there is a socket), then close() or on_shutdown().
+  void shut_now() {
+    shut_pending_ = false;
+    if (fd() >= 0) ::shutdown(fd(), SHUT_WR);
+    if (shut_then_close_)
+      close();
+    else
+      user_->on_shutdown();
+  }
+  bool shut_pending_ = false, shut_then_close_ = false;
 };
 
 // A layer over another transport that passes everything through, both ways: a subclass overrides what

@@ -440,28 +440,7 @@ void UringTransport::after_queue() {
     user_->on_drained();
     if (closing_) return;
   }
-  if (shut_pending_ && queued() == 0) {
-    shut_pending_ = false;
-    ::shutdown(fd_, SHUT_WR);
-    if (shut_then_close_)
-      close();
-    else
-      user_->on_shutdown();
-  }
-}
-
-void UringTransport::shutdown(bool then_close) {
-  if (closing_) return;
-  if (fd_ < 0 || (queued() == 0 && !connecting_)) {
-    if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
-    if (then_close)
-      close();
-    else
-      user_->on_shutdown();
-    return;
-  }
-  shut_pending_ = true;
-  shut_then_close_ = then_close;
+  if (shut_pending_ && queued() == 0) shut_now();
 }
 
 void UringTransport::on_cqe(Op op, int res, uint32_t flags) {

@@ -100,12 +100,12 @@ class UringTransport final : public SocketTransport {
   int connect(const sockaddr* addr) override;
   void nodelay() override;
   int fd() const override { return fd_; }
+  bool connecting() const override { return connecting_; }
 
   void read_start() override;
   void read_stop() override;
   int write(Output& out) override;
   size_t queued() const override { return sbuf_.size() - send_off_ + wq_.size(); }
-  void shutdown(bool then_close = false) override;
   void close() override;
   void ack_now() override;
 
@@ -145,7 +145,6 @@ class UringTransport final : public SocketTransport {
   int inflight_ = 0;  // submissions the ring has not answered for yet
   bool shared_ = false, connecting_ = false, recv_armed_ = false, recv_cancelled_ = false, sending_ = false;
   bool eof_ = false, eof_owed_ = false, fd_cancelled_ = false, settled_ = false;
-  bool shut_pending_ = false, shut_then_close_ = false;
   sockaddr_in6 addr_{};  // the connect's address (IPv4 or IPv6), read by the kernel when it is submitted
   std::string wq_;       // written while a send is in flight
   std::string sbuf_;     // the send in flight, from send_off_
