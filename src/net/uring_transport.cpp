@@ -324,18 +324,20 @@ void UringTransport::read_stop() { reading_ = false; }
 void UringTransport::on_turn() {
   if (closing_ || !reading_) return;
   if (!stash_.empty()) {
-    // In pieces, so that a reader that stops midway (its other side filled up) leaves the rest here rather
-    // than in that side's queue. (Nothing adds to the stash meanwhile: only completions do.)
-    size_t off = 0;
-    while (reading_ && off < stash_.size()) {
-      size_t n = std::min(stash_.size() - off, kLowWater);
-      user_->on_data(stash_.data() + off, n);
+    // Piece by piece, so that a reader that stops midway (its other side filled up) leaves the rest here
+    // rather than in that side's queue. (Nothing adds to the stash meanwhile: only completions do.)
+    size_t done = 0;
+    while (reading_ && done < stash_.size()) {
+      const std::string& piece = stash_[done++];
+      stash_bytes_ -= piece.size();
+      user_->on_data(piece.data(), piece.size());
       if (closing_) return;
-      off += n;
     }
-    stash_.erase(0, off);
-    if (!stash_.empty()) return;  // the rest when it reads again
-    std::string().swap(stash_);
+    if (done < stash_.size()) {
+      stash_.erase(stash_.begin(), stash_.begin() + static_cast<ptrdiff_t>(done));
+      return;  // the rest when it reads again
+    }
+    std::vector<std::string>().swap(stash_);
   }
   if (eof_owed_ && reading_) {
     eof_owed_ = false;
@@ -351,10 +353,12 @@ void UringTransport::deliver(const char* p, size_t n) {
     user_->on_data(p, n);
     return;
   }
-  stash_.append(p, n);
+  if (stash_.empty() || stash_.back().size() + n > kLowWater) stash_.emplace_back();
+  stash_.back().append(p, n);
+  stash_bytes_ += n;
   // Not reading (the side it goes to is full, say): no more until it reads again; what the ring took already
   // waits here. (A reader only waiting for its turn keeps receiving, up to the high mark.)
-  if (!reading_ || stash_.size() > kHighWater) cancel_recv();
+  if (!reading_ || stash_bytes_ > kHighWater) cancel_recv();
 }
 
 void UringTransport::end_of_stream() {

@@ -149,7 +149,10 @@ class UringTransport final : public SocketTransport {
   std::string wq_;       // written while a send is in flight
   std::string sbuf_;     // the send in flight, from send_off_
   size_t send_off_ = 0;
-  std::string stash_;  // received while not reading
+  // Received while not reading, in pieces of up to kLowWater: never one string that doubles (and copies) as
+  // it grows; an idle connection holds none.
+  std::vector<std::string> stash_;
+  size_t stash_bytes_ = 0;
 };
 
 class UringAcceptor {
