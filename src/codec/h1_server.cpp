@@ -286,7 +286,14 @@ void H1Server::send_end(Stream* st) {
     c_->close_when_written();
     return;
   }
-  if (resp_framing == http::Framing::chunked) http::write_last_chunk(x_->out);
+  if (resp_framing == http::Framing::chunked && !trailers_sent) http::write_last_chunk(x_->out);
+  trailers_sent = false;
+}
+
+void H1Server::send_trailers(Stream*, const Fields& trailers) {
+  if (resp_framing != http::Framing::chunked) return;  // a length-framed (or HTTP/1.0) response cannot carry them
+  http::write_last_chunk(x_->out, trailers);
+  trailers_sent = true;
 }
 
 void H1Server::send_reply(Stream* st, int status, const Fields* fields, std::string_view body) {

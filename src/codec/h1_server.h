@@ -58,6 +58,7 @@ class H1Server final : public Downstream, public http::Sink {
   void send_head(Stream* st, const ResponseHead& h) override;
   void send_body(Stream* st, const char* data, size_t len) override;
   void send_end(Stream* st) override;
+  void send_trailers(Stream* st, const Fields& trailers) override;
   void send_reply(Stream* st, int status, const Fields* fields, std::string_view body) override;
   bool continue_request(Stream* st) override;
   void abandon_request(Stream*) override { close_after = true; }
@@ -83,6 +84,7 @@ class H1Server final : public Downstream, public http::Sink {
   Stream* stream = nullptr;
   H1Exchange* x_ = nullptr;                          // with `stream`
   http::Framing resp_framing = http::Framing::none;  // of the response being relayed
+  bool trailers_sent = false;                        // its last chunk went out with trailer fields
   bool in_parse = false;
   bool head_left = false;  // the current response's head was written to the transport
   bool advancing_ = false;

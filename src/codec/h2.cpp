@@ -354,7 +354,9 @@ int on_frame_send(nghttp2_session* ng, const nghttp2_frame* frame, void*) {
 
 // ---- sending ----
 
-ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags, nghttp2_data_source* src,
+void submit_trailers(nghttp2_session* ng, H2Stream* h);
+
+ssize_t read_body(nghttp2_session* ng, int32_t, uint8_t* buf, size_t length, uint32_t* flags, nghttp2_data_source* src,
                   void*) {
   auto* h = static_cast<H2Stream*>(src->ptr);
   size_t n = std::min(length, h->pending());
@@ -374,6 +376,10 @@ ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32
   if (h->pending() == 0) {
     if (h->body_eof) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!h->tnv.empty()) {  // the stream ends with the trailers' HEADERS instead
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        submit_trailers(ng, h);
+      }
     } else if (n == 0) {
       h->deferred = true;
       return NGHTTP2_ERR_DEFERRED;
@@ -420,6 +426,18 @@ void put_status(H2Stream* h, int status) {
   char b[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
                static_cast<char>('0' + status % 10)};
   put_field(h, ":status", std::string_view(b, 3));
+}
+
+void submit_trailers(nghttp2_session* ng, H2Stream* h) {
+  std::vector<nghttp2_nv> nva(h->tnv.size() / 4);
+  for (size_t i = 0; i < nva.size(); i++) {
+    nva[i].name = reinterpret_cast<uint8_t*>(h->trailers.data() + h->tnv[i * 4]);
+    nva[i].namelen = h->tnv[i * 4 + 1];
+    nva[i].value = reinterpret_cast<uint8_t*>(h->trailers.data() + h->tnv[i * 4 + 2]);
+    nva[i].valuelen = h->tnv[i * 4 + 3];
+    nva[i].flags = NGHTTP2_NV_FLAG_NONE;
+  }
+  nghttp2_submit_trailer(ng, h->id, nva.data(), nva.size());
 }
 
 // Recycled streams, per worker thread: their buffers keep their capacity (a request does not allocate
@@ -854,6 +872,20 @@ void H2Stream::send_body(Stream*, const char* data, size_t len) { body.append(da
 
 void H2Stream::send_end(Stream*) { body_eof = true; }
 
+void H2Stream::send_trailers(Stream*, const Fields& f) {
+  trailers.clear();
+  tnv.clear();
+  for (const auto& [n, v] : f) {
+    http::Hdr k = http::classify(n);
+    if (http::hop_by_hop(k) || k == http::Hdr::host || n.empty() || n[0] == ':') continue;
+    size_t at = trailers.size();
+    trailers.append(n).append(v);
+    lower_in_place(trailers.data() + at, n.size());
+    tnv.insert(tnv.end(), {static_cast<uint32_t>(at), static_cast<uint32_t>(n.size()),
+                           static_cast<uint32_t>(at + n.size()), static_cast<uint32_t>(v.size())});
+  }
+}
+
 void H2Stream::send_reply(Stream* s, int status, const Fields* fields, std::string_view b) {
   head.clear();
   nv.clear();
@@ -922,7 +954,9 @@ bool H2Stream::flush(Stream* s) {
     dp.source.ptr = this;
     dp.read_callback = read_body;
     s->bytes_out += head.size();
-    nghttp2_submit_response(ng, id, nva.data(), nva.size(), has_body ? &dp : nullptr);
+    // A response already whole and empty (gRPC's trailers-only answers) ends with its HEADERS frame.
+    bool data = has_body && !(body_eof && pending() == 0 && tnv.empty());
+    nghttp2_submit_response(ng, id, nva.data(), nva.size(), data ? &dp : nullptr);
     submitted = true;
   }
   if (submitted && has_body && deferred && (pending() > 0 || body_eof)) {

@@ -4,6 +4,7 @@
 #include "conn/session.h"
 #include "core/block_pool.h"
 #include "stream/stream.h"
+#include "upstream/h2up.h"
 #include "upstream/upconn.h"
 
 #include <malloc.h>
@@ -383,6 +384,7 @@ PeerState* Worker::peer_for(const route::PeerAddr& a) {
   p->metrics_slot = a.metrics_slot;
   p->resolved = a.resolved;
   p->tls = a.tls;
+  p->h2 = a.h2;
   p->tls_spec = a.tls_spec;
   p->host = a.host;
   if (a.resolved) {
@@ -873,6 +875,7 @@ void Worker::stop_everything() {
   for (auto& kv : peers_) {
     PeerState* p = kv.second.get();
     while (p->idle) p->idle->close();
+    h2_close_idle(p, true);
     if (p->hc_timer) {
       uv_close(reinterpret_cast<uv_handle_t*>(p->hc_timer),
                [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });

@@ -95,6 +95,18 @@ void write_chunk(net::Output& out, const char* data, size_t len) {
 
 void write_last_chunk(net::Output& out) { out.copy(kLastChunk); }
 
+void write_last_chunk(net::Output& out, const std::vector<std::pair<std::string, std::string>>& trailers) {
+  std::string& s = out.begin_scratch();
+  s.append("0\r\n");
+  HeadWriter wr(s);
+  for (const auto& [n, v] : trailers) {
+    Hdr k = classify(n);
+    if (!hop_by_hop(k) && k != Hdr::host && k != Hdr::authorization) wr.field(n, v);
+  }
+  s.append("\r\n");
+  out.end_scratch();
+}
+
 void write_continue(net::Output& out) { out.copy("HTTP/1.1 100 Continue\r\n\r\n"); }
 
 void write_busy(net::Output& out) {

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/strings.h"
 #include "http/parser.h"
@@ -64,7 +66,8 @@ class HeadWriter {
 
 // How a relayed response is framed towards the client: its own framing when the
 // client can take it, else chunked (HTTP/1.1) or until close (HTTP/1.0);
-// none for HEAD, 1xx, 204 and 304.
+// none for HEAD, 1xx, 204 and 304. An HTTP/2 peer's response goes chunked to an
+// HTTP/1.1 client that sent TE: trailers, so that its trailers can follow.
 inline Framing relay_framing(const Head& req, const Head& resp, bool head_request);
 // Whether the client connection must close after this response.
 inline bool close_after_relay(const Head& req, const Head& resp, Framing framing);
@@ -77,6 +80,9 @@ inline Expect expectation(const Head& req);
 void write_chunk(net::Output& out, const char* data, size_t len);   // size line, data (by reference), CRLF
 void append_chunk(std::string& out, const char* data, size_t len);  // the same, copied
 void write_last_chunk(net::Output& out);
+// The last chunk with trailer fields (RFC 9112 7.1.2); fields a trailer must not carry (framing, routing,
+// connection options: hop_by_hop) are dropped.
+void write_last_chunk(net::Output& out, const std::vector<std::pair<std::string, std::string>>& trailers);
 inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
 // "100 Continue", which px sends itself once a request passed routing and limits.
 void write_continue(net::Output& out);
@@ -92,6 +98,9 @@ inline Framing relay_framing(const Head& req, const Head& resp, bool head_reques
   uint16_t st = resp.status;
   if (head_request || st == 204 || st == 304 || st == 101 || st < 200) return Framing::none;
   if (resp.chunked) return client11 ? Framing::chunked : Framing::eof;
+  // An HTTP/2 response may end with trailers (gRPC's status): a client that accepts them gets it chunked.
+  if (resp.major == 2 && client11 && req.get(Hdr::te).find("trailers") != std::string_view::npos)
+    return Framing::chunked;
   if (resp.has_content_length) return Framing::length;
   return client11 ? Framing::chunked : Framing::eof;
 }

@@ -46,6 +46,7 @@ struct EndRecord {
   std::string_view sni;                  // TLS: the name the client asked for
   std::string_view request_id;           // X-Request-ID sent upstream ("" when px answered itself)
   uint8_t http_major = 1, http_minor = 1;
+  uint8_t upstream_proto = 0;  // the protocol spoken to the last peer tried: 1 HTTP/1.1, 2 HTTP/2 (0: none)
   bool tls = false;
   bool quiet = false;         // the route turned access logging off
   uint16_t metrics_slot = 0;  // the route's metrics slot (metrics.h)

@@ -48,6 +48,7 @@ void WorkerMetrics::on_stream_end(const EndRecord& r) {
   bytes_out.add(r.bytes_out);
   terminations[reason].add(1);
   by_protocol[r.http_major == 2 ? 2 : r.http_minor == 0 ? 0 : 1].inc();
+  if (r.upstream_proto) by_upstream_protocol[r.upstream_proto - 1].inc();
 }
 
 uint16_t NameSlots::slot(const std::string& name) {
@@ -242,6 +243,21 @@ std::string scrape(const ScrapeInputs& in) {
       for (auto* w : ws) n += w->h2_refused[k].get();
       counter(h2, {{"kind", h2_refusal_name(k)}}, static_cast<double>(n));
     }
+    MetricFamily& up =
+        family("px_upstream_requests_by_protocol_total",
+               "Streams that reached an upstream peer, by the protocol spoken to it", MetricType::Counter);
+    for (int p = 0; p < 2; p++) {
+      uint64_t n = 0;
+      for (auto* w : ws) n += w->by_upstream_protocol[p].get();
+      counter(up, {{"protocol", p ? "HTTP/2" : "HTTP/1.1"}}, static_cast<double>(n));
+    }
+    uint64_t n = 0;
+    for (auto* w : ws) n += w->h2_upstream_errors.get();
+    counter(family("px_upstream_h2_errors_total",
+                   "HTTP/2 upstream peers' protocol errors: invalid frames and malformed responses (each ends its "
+                   "stream with a 502, or the connection with its streams)",
+                   MetricType::Counter),
+            {}, static_cast<double>(n));
   }
   if (in.stream_slots) {
     MetricFamily& ended =

@@ -97,8 +97,10 @@ class WorkerMetrics final : public EndObserver {
   FilterCounts filters;
   MetricCounter terminations[kTerminations];
   L4Counters l4[kStreamSlots + 1];
-  MetricCounter h2_refused[9];   // HTTP/2 refusals by kind (h2.h: H2Refusal, kH2Refusals)
-  MetricCounter by_protocol[3];  // streams by the client's protocol: HTTP/1.0, HTTP/1.1, HTTP/2
+  MetricCounter h2_refused[9];            // HTTP/2 refusals by kind (h2.h: H2Refusal, kH2Refusals)
+  MetricCounter by_protocol[3];           // streams by the client's protocol: HTTP/1.0, HTTP/1.1, HTTP/2
+  MetricCounter h2_upstream_errors;       // HTTP/2 peers' protocol errors: invalid frames, malformed responses
+  MetricCounter by_upstream_protocol[2];  // streams that reached a peer, by the protocol spoken to it: HTTP/1.1, HTTP/2
 };
 
 // Which slot a route or a peer has (main thread only); names past the cap share `other`.

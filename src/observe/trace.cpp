@@ -175,6 +175,10 @@ void trace_pick(Stream* st, PeerState* p, bool fresh, bool by_filter, bool reuse
   t.attempts.push_back({p->key, why, ""});
 }
 
+void trace_upstream_note(Stream* st, const std::string& note) {
+  if (!st->trace->attempts.empty()) st->trace->attempts.back().why += "; " + note;
+}
+
 void trace_attempt_failed(Stream* st, const char* outcome) {
   if (!st->trace->attempts.empty()) st->trace->attempts.back().outcome = outcome;
 }

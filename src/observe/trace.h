@@ -54,6 +54,8 @@ void trace_route(Stream* st);  // after routing
 // fresh: a retry on a new connection to the same peer; reused: over a kept-alive connection.
 void trace_pick(Stream* st, PeerState* p, bool fresh, bool by_filter, bool reused);
 void trace_attempt_failed(Stream* st, const char* outcome);
+// What the upstream side adds to the attempt's why (HTTP/2: the stream ID and why its connection was picked).
+void trace_upstream_note(Stream* st, const std::string& note);
 // The stream ended: the record goes to <dir>/<id>.json.
 void trace_write(const std::string& dir, const Trace& t, const EndRecord& r);
 

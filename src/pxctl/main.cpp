@@ -208,14 +208,18 @@ struct RouteOpts {
   std::string path, lb, health_path;
   bool strip = false, no_strip = false, disabled = false;
   std::string max_body, connect_ms, read_ms;  // sizes and durations, with their units
-  std::string upstream_ca, upstream_sni, upstream_verify, upstream_cert;
+  std::string upstream_ca, upstream_sni, upstream_verify, upstream_cert, upstream_proto;
   std::string tls;
   bool passthrough = false;
 };
 
 void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
   c->add_option("--host", o.hosts, "hostname this route serves (repeat; *.example.com for wildcards)");
-  c->add_option("--upstream", o.upstreams, "upstream peer http(s)://HOST:PORT[#WEIGHT] (repeat)");
+  c->add_option("--upstream", o.upstreams,
+                "upstream peer http(s)://, h2c:// or grpc://HOST:PORT[#WEIGHT] (repeat; one protocol per route)");
+  c->add_option("--upstream-proto", o.upstream_proto,
+                "http(s) upstreams: http/1.1 (default) or h2 (https: ALPN; http: HTTP/2 with prior knowledge)")
+      ->check(CLI::IsMember({"http/1.1", "h2"}));
   c->add_option("--upstream-ca", o.upstream_ca, "https upstreams: verify against this PEM CA bundle (absolute path)");
   c->add_option("--upstream-sni", o.upstream_sni, "https upstreams: the name sent as SNI and verified");
   c->add_option("--upstream-client-cert", o.upstream_cert, "https upstreams: present this stored certificate (mTLS)");
@@ -259,6 +263,7 @@ json route_body(const RouteOpts& o, bool partial) {
     }
     b["upstreams"] = ups;
   }
+  if (!o.upstream_proto.empty()) b["upstream_proto"] = o.upstream_proto;
   if (!o.path.empty()) b["path"] = o.path;
   if (o.strip) b["strip_path"] = true;
   if (o.no_strip) b["strip_path"] = false;

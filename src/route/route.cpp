@@ -63,12 +63,15 @@ bool normalize_hostname(std::string_view in, std::string* out, std::string* erro
 
 bool parse_upstream_url(std::string_view url, UpstreamSpec* out, std::string* error) {
   std::string_view u = url;
-  bool tls = u.substr(0, 8) == "https://";
-  if (u.substr(0, 7) != "http://" && !tls) {
-    *error = "'" + std::string(url) + "': the scheme must be http:// or https://";
+  std::string_view scheme;
+  for (std::string_view s : {"http://", "https://", "h2c://", "grpc://"})
+    if (u.substr(0, s.size()) == s) scheme = s;
+  if (scheme.empty()) {
+    *error = "'" + std::string(url) + "': the scheme must be http://, https://, h2c:// or grpc://";
     return false;
   }
-  u.remove_prefix(tls ? 8 : 7);
+  bool tls = scheme == "https://";
+  u.remove_prefix(scheme.size());
   if (!u.empty() && u.back() == '/') u.remove_suffix(1);
   if (u.find('/') != std::string_view::npos || u.find('?') != std::string_view::npos ||
       u.find('@') != std::string_view::npos) {
@@ -124,8 +127,9 @@ bool parse_upstream_url(std::string_view url, UpstreamSpec* out, std::string* er
   out->port = static_cast<uint16_t>(p);
   bool v6 = out->host.find(':') != std::string::npos;
   out->tls = tls;
-  out->url =
-      std::string(tls ? "https://" : "http://") + (v6 ? "[" + out->host + "]" : out->host) + ":" + std::to_string(p);
+  out->grpc = scheme == "grpc://";
+  out->h2 = out->grpc || scheme == "h2c://";
+  out->url = std::string(scheme) + (v6 ? "[" + out->host + "]" : out->host) + ":" + std::to_string(p);
   return true;
 }
 
@@ -255,7 +259,7 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
   if (!fields::only_known(j,
                           {"name", "hosts", "path", "strip_path", "upstreams", "lb", "enabled", "connect_timeout_ms",
                            "read_timeout_ms", "max_body_size", "health_check", "filters", "upstream_tls", "tls",
-                           "access_log", "passthrough", "record", "version"},
+                           "access_log", "passthrough", "record", "version", "upstream_proto"},
                           error))
     return false;
   RouteSpec r;
@@ -431,15 +435,31 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
       r.filters.push_back(fs);
     }
   }
+  if (j.contains("upstream_proto")) {
+    const json& v = j["upstream_proto"];
+    if (!v.is_string() || (v.get<std::string>() != "http/1.1" && v.get<std::string>() != "h2"))
+      return c.fail("upstream_proto", "expected \"http/1.1\" or \"h2\"");
+    r.upstream_proto = v.get<std::string>();
+  }
+  if (r.upstream_proto == "h2")
+    for (auto& u : r.upstreams) u.h2 = true;
+  // One protocol per route: a retry or a balancer's choice goes to any of its peers with the same request.
+  for (size_t i = 1; i < r.upstreams.size(); i++)
+    if (r.upstreams[i].h2 != r.upstreams[0].h2 || r.upstreams[i].grpc != r.upstreams[0].grpc)
+      return c.fail("upstreams[" + std::to_string(i) + "].url",
+                    "'" + r.upstreams[i].url + "': a route's upstreams all speak one protocol (" +
+                        r.upstreams[0].url.substr(0, r.upstreams[0].url.find("://")) + ":// here)");
   if (r.passthrough) {
     // px never sees inside a passthrough route's connections: what works on requests cannot apply.
-    const char* http_only[] = {"path", "strip_path", "filters", "upstream_tls", "max_body_size", "read_timeout_ms"};
+    const char* http_only[] = {"path",          "strip_path",      "filters",       "upstream_tls",
+                               "max_body_size", "read_timeout_ms", "upstream_proto"};
     for (const char* k : http_only)
       if (j.contains(k) && !(k == std::string_view("path") && r.path == "/") &&
           !(k == std::string_view("strip_path") && !r.strip_path) &&
           !(k == std::string_view("filters") && r.filters.empty()) &&
           !(k == std::string_view("max_body_size") && r.max_body_size == -1) &&
-          !(k == std::string_view("read_timeout_ms") && r.read_timeout_ms == 0))
+          !(k == std::string_view("read_timeout_ms") && r.read_timeout_ms == 0) &&
+          !(k == std::string_view("upstream_proto") && r.upstream_proto == "http/1.1"))
         return c.fail(k, "does not apply to a passthrough route (px relays its TLS bytes without reading them)");
     if (r.tls != "off")
       return c.fail("tls", "a passthrough route's upstream terminates TLS itself: px holds no certificate for it");
@@ -462,6 +482,7 @@ std::string route_to_json(const RouteSpec& r) {
   if (r.tls != "off") j["tls"] = r.tls;
   if (!r.access_log) j["access_log"] = false;
   if (r.passthrough) j["passthrough"] = true;
+  if (r.upstream_proto != "http/1.1") j["upstream_proto"] = r.upstream_proto;
   if (r.record.count) j["record"] = {{"count", r.record.count}, {"mask", r.record.mask}, {"id", r.record.id}};
   j["connect_timeout_ms"] = r.connect_timeout_ms;
   j["read_timeout_ms"] = r.read_timeout_ms;

@@ -37,9 +37,12 @@ enum class Balance : uint8_t { round_robin, least_conn, ip_hash };
 const char* balance_name(Balance b);
 
 struct UpstreamSpec {
-  std::string url;   // as given, normalised to http://host:port or https://host:port
-  bool tls = false;  // https://
-  std::string host;  // DNS name or numeric address (no brackets)
+  std::string url;    // as given, normalised to SCHEME://host:port (http, https, h2c or grpc)
+  bool tls = false;   // https://
+  bool h2 = false;    // HTTP/2 to the peer: h2c:// and grpc:// (cleartext, prior knowledge), or https:// with the
+                      // route's upstream_proto "h2" (ALPN)
+  bool grpc = false;  // grpc://: px's own answers to the route's requests are gRPC statuses
+  std::string host;   // DNS name or numeric address (no brackets)
   uint16_t port = 80;
   uint32_t weight = 1;
 };
@@ -81,6 +84,9 @@ struct RouteSpec {
   HealthCheckSpec health;
   std::vector<FilterSpec> filters;
   UpstreamTlsSpec upstream_tls;
+  // The protocol towards http(s):// upstreams: "http/1.1" (the default) or "h2" (https: ALPN h2; http: HTTP/2
+  // with prior knowledge, as h2c://). h2c:// and grpc:// upstreams are HTTP/2 whatever this says.
+  std::string upstream_proto = "http/1.1";
   // HTTPS for the route's hosts: "off" (none managed), "auto" (pxadmind gets and
   // renews a certificate from the ACME CA) or the name of a stored certificate.
   std::string tls = "off";

@@ -149,9 +149,14 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
         if (!t.verify || !t.ca_file.empty() || !t.sni.empty())
           pa.key += " (" + std::string(t.verify ? "verify" : "verify off") +
                     (t.ca_file.empty() ? "" : " ca " + t.ca_file) + (t.sni.empty() ? "" : " sni " + t.sni) + ")";
+        if (u.h2) pa.key += " h2";
+      } else if (u.h2) {
+        // h2c://, grpc:// and http:// with upstream_proto h2 speak the same protocol to it: one pool.
+        pa.key = "h2c://" + u.url.substr(u.url.find("://") + 3);
       } else {
         pa.key = u.url.substr(7);
       }
+      pa.h2 = u.h2;
       pa.host = u.host;
       pa.port = u.port;
       pa.weight = u.weight;

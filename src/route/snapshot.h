@@ -33,6 +33,7 @@ namespace px::route {
 struct PeerAddr {
   std::string key;  // "host:port" (https: "https://host:port", and its TLS settings when not the defaults)
   bool tls = false;
+  bool h2 = false;           // HTTP/2 (route.h UpstreamSpec::h2): its own connections, multiplexed
   UpstreamTlsSpec tls_spec;  // the route's upstream_tls, for https:// peers
   std::string host;
   uint16_t port = 0;

@@ -59,6 +59,9 @@ class Downstream {
   virtual void send_head(Stream* st, const ResponseHead& h) = 0;
   virtual void send_body(Stream* st, const char* data, size_t len) = 0;
   virtual void send_end(Stream* st) = 0;
+  // The response's trailer fields, before its send_end (the upstream sent them: gRPC's status, say). A codec
+  // that cannot carry them drops them (HTTP/1 without chunked framing).
+  virtual void send_trailers(Stream* st, const Fields& trailers) = 0;
   // px's own answer, whole: `fields` (without framing fields; may be nullptr) and the body.
   virtual void send_reply(Stream* st, int status, const Fields* fields, std::string_view body) = 0;
   // The request passed routing and limits: the client may send its body (HTTP/1: "100 Continue").

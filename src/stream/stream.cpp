@@ -566,9 +566,67 @@ void reply(Stream* st, int status, const Fields* fields, std::string_view body, 
     }
   }
   st->status = static_cast<uint16_t>(status);
-  st->down->send_reply(st, status, fields, body);
+  Fields grpc;
+  if (status >= 300 && grpc_answer(st)) {
+    // A gRPC client reads only gRPC statuses: the answer is HTTP 200 in trailers-only form (grpc-status and
+    // grpc-message in the one HEADERS frame). The end record keeps the HTTP status it stands for.
+    grpc_fields(status, body, fields, &grpc);
+    st->down->send_reply(st, 200, &grpc, std::string_view());
+  } else {
+    st->down->send_reply(st, status, fields, body);
+  }
   st->resp_head_sent = true;
   st->resp_complete = true;
+}
+
+bool grpc_answer(const Stream* st) {
+  if (st->route && !st->route->spec.upstreams.empty() && st->route->spec.upstreams[0].grpc) return true;
+  std::string_view ct = st->req.get(std::string_view("content-type"));
+  return ct.size() >= 16 && iequals(ct.substr(0, 16), "application/grpc") &&
+         (ct.size() == 16 || ct[16] == '+' || ct[16] == ';');  // (not gRPC-Web's application/grpc-web)
+}
+
+int grpc_status_for(int http_status) {
+  switch (http_status) {
+    case 400: return 13;  // INTERNAL (gRPC's HTTP-to-status mapping)
+    case 401: return 16;  // UNAUTHENTICATED
+    case 403: return 7;   // PERMISSION_DENIED
+    case 404:
+    case 405:
+    case 501: return 12;  // UNIMPLEMENTED
+    case 408:
+    case 504: return 4;  // DEADLINE_EXCEEDED (a timeout)
+    case 413:
+    case 429:
+    case 431: return 8;  // RESOURCE_EXHAUSTED (a limit: body size, rate)
+    case 502:
+    case 503: return 14;  // UNAVAILABLE (no peer reachable, draining)
+    case 500: return 13;  // INTERNAL
+    default: return 2;    // UNKNOWN
+  }
+}
+
+void grpc_fields(int status, std::string_view text, const Fields* fields, Fields* out) {
+  out->clear();
+  if (fields)
+    for (const auto& [n, v] : *fields)  // (Retry-After, WWW-Authenticate, a filter's own, ...)
+      if (!iequals(n, "content-type") && !iequals(n, "content-length")) out->emplace_back(n, v);
+  out->emplace_back("content-type", "application/grpc");
+  out->emplace_back("grpc-status", std::to_string(grpc_status_for(status)));
+  // grpc-message: percent-encoded outside printable ASCII (and '%' itself), as the gRPC spec says.
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+  std::string msg;
+  static const char kHex[] = "0123456789ABCDEF";
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c <= 0x7e && c != '%') {
+      msg.push_back(static_cast<char>(c));
+    } else {
+      msg.push_back('%');
+      msg.push_back(kHex[c >> 4]);
+      msg.push_back(kHex[c & 15]);
+    }
+  }
+  if (!msg.empty()) out->emplace_back("grpc-message", std::move(msg));
 }
 
 bool stream_response_head(Stream* st, const http::Head& h) {
@@ -632,6 +690,7 @@ void end_stream(Stream* st, bool cut) {
     r.route = route ? std::string_view(route->spec.name) : std::string_view();
     r.peer = st->peer ? std::string_view(st->peer->key) : std::string_view();
     r.peer_slot = st->peer ? st->peer->metrics_slot : static_cast<uint16_t>(kPeerSlotNone);
+    r.upstream_proto = st->peer ? (st->peer->h2 ? 2 : 1) : 0;
     r.connect_us = st->connect_us;
     r.ttfb_us = st->ttfb_us;
     r.method = st->req.method_name();

@@ -116,6 +116,12 @@ void stream_body_end(Stream* st);  // the request is complete
 // the request body will not be read.
 void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body);
 void reply_text(Stream* st, int status, std::string_view text, bool drop_body);
+// gRPC (reply() uses these): is px's answer to this stream a gRPC status (a route with grpc:// peers, or a
+// request of content-type application/grpc)? Which gRPC status stands for an HTTP one (pxd(8)), and the
+// trailers-only fields that carry it (`fields` kept but for the content's type and length).
+bool grpc_answer(const Stream* st);
+int grpc_status_for(int http_status);
+void grpc_fields(int status, std::string_view text, const Fields* fields, Fields* out);
 // The upstream's answer, relayed (the upstream side calls these; the stream runs the response phase and hands
 // the result to its Downstream). false: a response filter failed or answered instead (px.respond in the
 // response phase): the upstream side drops the upstream's response, unsent, and calls stream_answer_instead.

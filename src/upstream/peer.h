@@ -18,6 +18,7 @@
 namespace px::proxy {
 
 struct UpConn;
+struct H2Up;
 struct HealthProbe;
 
 struct PeerState {
@@ -25,8 +26,10 @@ struct PeerState {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   bool resolved = false;
-  UpConn* idle = nullptr;  // keep-alive pool (intrusive list)
-  bool tls = false;        // https://
+  UpConn* idle = nullptr;    // keep-alive pool (intrusive list)
+  bool tls = false;          // https://
+  bool h2 = false;           // HTTP/2 (h2c://, grpc://, or https:// with ALPN h2): its connections are `h2`
+  H2Up* h2_conns = nullptr;  // HTTP/2 connections to this peer (intrusive list), each carrying many streams
   route::UpstreamTlsSpec tls_spec;
   std::string host;                      // for SNI and the certificate check
   bssl::UniquePtr<SSL_SESSION> session;  // the last TLS session, to resume with

@@ -8,6 +8,8 @@
 //   - a request that never left (connect refused or timed out) may go anywhere;
 //   - one that left may be replayed only when it is idempotent, has no body, and
 //     the connection closed before any byte of answer;
+//   - a stream an HTTP/2 peer refused unprocessed (REFUSED_STREAM, or above its GOAWAY's last stream) may go
+//     anywhere, its own peer included (on another connection), a few times (upstream.cpp counts);
 //   - a retry goes to a peer this request has not tried yet;
 //   - when none is left and the failure was a reused keep-alive connection the
 //     peer had closed (a stale connection says nothing about the peer), the same
@@ -17,7 +19,9 @@
 
 namespace px::proxy {
 
-enum class Fail : uint8_t { connect, connect_timeout, closed, read_timeout, bad_response, tls };
+// refused: an HTTP/2 peer refused the stream unprocessed (REFUSED_STREAM, or above its GOAWAY's last stream ID,
+// RFC 9113 8.7): like a refused connection, it may go anywhere.
+enum class Fail : uint8_t { connect, connect_timeout, closed, read_timeout, bad_response, tls, refused };
 
 struct RetryFacts {
   Fail why = Fail::connect;

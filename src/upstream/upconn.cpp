@@ -9,6 +9,7 @@
 #include "daemon/worker.h"
 #include "http/h1.h"
 #include "stream/stream.h"
+#include "upstream/h2up.h"
 #include "upstream/retry.h"
 #include "upstream/upstream.h"
 
@@ -300,12 +301,11 @@ void clear_upstream_request(Stream* st) {
 
 void free_upstream_request(UpstreamRequest* r) { delete r; }
 
-void write_request_head(Stream* st) {
+namespace {
+// The request's fields as the upstream gets them, through W: http::HeadWriter (HTTP/1 text) or H2RequestWriter.
+template <class W>
+void write_request(Stream* st, W& wr) {
   const http::Head& h = st->req;
-  if (!st->upreq) st->upreq = new UpstreamRequest();
-  std::string& o = st->upreq->head;
-  o.clear();
-  http::HeadWriter wr(o);
   std::string_view path = st->abs_path.empty() ? h.url() : st->abs_path;
   bool need_slash;
   std::string_view sent = route::Snapshot::strip(*st->route, path, &need_slash);
@@ -355,7 +355,9 @@ void write_request_head(Stream* st) {
     if (h.listed_in_connection(n)) continue;
     wr.field(n, h.value(i));
   }
-  if (edits) lua::append_edited(wr, h, *edits);
+  if (edits)
+    lua::each_edited(
+        h, *edits, [](void* o, std::string_view n, std::string_view v) { static_cast<W*>(o)->field(n, v); }, &wr);
   if (edits && edited("host")) {
     // A filter set the Host sent upstream.
   } else if (!st->abs_path.empty()) {
@@ -396,6 +398,24 @@ void write_request_head(Stream* st) {
                           : h.has_content_length                 ? http::Framing::length
                                                                  : http::Framing::none;
   wr.end_request(framing, h.content_length, st->upgrade ? h.get(http::Hdr::upgrade) : std::string_view());
+}
+}  // namespace
+
+void write_request_head(Stream* st) {
+  if (!st->upreq) st->upreq = new UpstreamRequest();
+  UpstreamRequest* rq = st->upreq;
+  rq->head.clear();
+  const route::Pool& pool = st->route->pool;
+  if (!pool.peers.empty() && pool.peers[0].h2) {
+    rq->nv.clear();
+    H2RequestWriter wr(rq->head, rq->nv, pool.peers[0].tls);
+    std::string_view te = st->req.get(http::Hdr::te);
+    wr.te_trailers = te.find("trailers") != std::string_view::npos;
+    write_request(st, wr);
+    return;
+  }
+  http::HeadWriter wr(rq->head);
+  write_request(st, wr);
 }
 
 // ---- binding a stream, and its exchange ----

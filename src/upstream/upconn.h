@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "http/client_conn.h"
 #include "upstream/upstream.h"
@@ -19,11 +20,12 @@ struct Stream;
 
 // What the HTTP/1 side keeps of a stream's request (Stream::upreq): its text.
 struct UpstreamRequest {
-  std::string head;          // the request head towards the upstream (kept for a retry)
+  std::string head;          // the request head towards the upstream (kept for a retry); HTTP/2: names and values
+  std::vector<uint32_t> nv;  // HTTP/2: offsets into head (name, length, value, length, ...)
   std::string pending_body;  // request body that arrived before the upstream was ready, framed
 };
-// The request head for the upstream (into st->upreq), written once per stream: dispatch() calls it
-// before the first attempt.
+// The request head for the upstream (into st->upreq), written once per stream, in the route's upstream protocol
+// (HTTP/1 text, or HTTP/2 fields: h2up.h): dispatch() calls it before the first attempt.
 void write_request_head(Stream* st);
 
 // dispatch()'s HTTP/1 part: binds the stream to an idle keep-alive connection to

@@ -10,6 +10,7 @@
 #include "daemon/worker.h"
 #include "stream/stream.h"
 #include "tls/transport.h"
+#include "upstream/h2up.h"
 #include "upstream/retry.h"
 #include "upstream/upconn.h"
 
@@ -53,7 +54,7 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
     st->attempts++;
     if (st->trace) [[unlikely]]
       trace_pick(st, p, fresh, by_filter, !fresh && p->idle);
-    switch (bind_http1(st, p, fresh != nullptr)) {
+    switch (p->h2 ? bind_h2(st, p, fresh != nullptr) : bind_http1(st, p, fresh != nullptr)) {
       case Bind::bound: return true;
       case Bind::no_tls:
         // No TLS context for this peer (its CA file or client certificate is missing): logged there.
@@ -92,11 +93,13 @@ void upstream_failed(Stream* st, Fail why, bool reused, bool got_bytes) {
                              : why == Fail::closed          ? "closed before a whole answer"
                              : why == Fail::read_timeout    ? "no answer in time"
                              : why == Fail::bad_response    ? "invalid HTTP answer"
+                             : why == Fail::refused         ? "stream refused (HTTP/2)"
                                                             : "TLS handshake failed");
   // A stale keep-alive connection says nothing about the peer's health.
   if (!(f.reused && why == Fail::closed && !f.got_bytes)) w->peer_failed(p);
   Retry r = retry_policy(f);
-  if (r != Retry::no && st->attempts <= st->pool->peers.size() + 1) {
+  // (A refused stream was never processed: a few more tries, as a peer shedding load refuses some of them.)
+  if (r != Retry::no && st->attempts <= st->pool->peers.size() + (why == Fail::refused ? 4 : 1)) {
     st->up_written = false;
     PeerState* fresh = nullptr;
     if (r == Retry::same_peer_fresh) {
@@ -111,6 +114,7 @@ void upstream_failed(Stream* st, Fail why, bool reused, bool got_bytes) {
   }
   switch (why) {
     case Fail::connect:
+    case Fail::refused:
     case Fail::tls: st->end_as(Termination::upstream_refused); break;
     case Fail::connect_timeout: st->end_as(Termination::upstream_connect_timeout); break;
     case Fail::read_timeout: st->end_as(Termination::upstream_timeout); break;
@@ -123,6 +127,7 @@ void upstream_failed(Stream* st, Fail why, bool reused, bool got_bytes) {
                       : why == Fail::connect_timeout ? "upstream connect timed out"
                       : why == Fail::bad_response    ? "upstream sent an invalid response"
                       : why == Fail::connect         ? "upstream refused the connection"
+                      : why == Fail::refused         ? "upstream refused the stream"
                       : why == Fail::tls             ? "upstream TLS handshake failed"
                                                      : "upstream closed the connection";
     PX_INFO("route %s: %s (%s)", st->route->spec.name.c_str(), msg, p->key.c_str());

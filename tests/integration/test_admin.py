@@ -66,7 +66,7 @@ class PxctlTest(unittest.TestCase):
         cases = [
             (["--host", "a..b.test"], "hosts[0]: 'a..b.test' is not a valid hostname"),
             (["--host", "x.*.test"], "hosts[0]:"),
-            (["--host", "h.test", "--upstream", "ftp://h:1"], "upstreams[0].url: 'ftp://h:1': the scheme must be http:// or https://"),
+            (["--host", "h.test", "--upstream", "ftp://h:1"], "upstreams[0].url: 'ftp://h:1': the scheme must be http://, https://, h2c:// or grpc://"),
             (["--host", "h.test", "--upstream", "http://h:70000"], "port must be 1..65535"),
             (["--host", "h.test", "--upstream", "http://h:80/path"], "no path, query or user"),
             (["--host", "h.test", "--upstream", "http://h:1#0"], "weight"),

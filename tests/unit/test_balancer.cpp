@@ -141,6 +141,17 @@ TEST_CASE("retry policy: where a failed attempt may go next") {
   stale.untried_left = true;
   CHECK(retry_policy(stale) == Retry::no);  // the client has the head already
 
+  RetryFacts h2refused;  // an HTTP/2 peer refused the stream (REFUSED_STREAM, above its GOAWAY): never processed
+  h2refused.why = Fail::refused;
+  h2refused.request_sent = true;
+  h2refused.idempotent = false;
+  h2refused.has_body = true;
+  h2refused.untried_left = true;
+  CHECK(retry_policy(h2refused) == Retry::other_peer);  // even a POST with a body
+  h2refused.untried_left = false;
+  h2refused.fresh_retry_used = true;
+  CHECK(retry_policy(h2refused) == Retry::same_peer_fresh);  // the same peer, on a connection not going away
+
   RetryFacts fresh_closed = stale;  // a new connection closed without answering
   fresh_closed.head_sent = false;
   fresh_closed.reused = false;

@@ -270,3 +270,49 @@ TEST_CASE("passthrough routes: parsed, refused where nothing applies, and found 
   CHECK(snap->passthrough("pass.test") == nullptr);
   CHECK(snap->passthrough("") == nullptr);
 }
+
+TEST_CASE("HTTP/2 upstreams: h2c://, grpc:// and upstream_proto h2; one protocol per route; their own pools") {
+  RouteSpec r;
+  std::string e;
+  REQUIRE_MESSAGE(parse_route_json(R"({"name":"g","hosts":["g.test"],"upstreams":["grpc://10.0.0.7:50051"]})", &r, &e),
+                  e);
+  CHECK(r.upstreams[0].url == "grpc://10.0.0.7:50051");
+  CHECK(r.upstreams[0].h2);
+  CHECK(r.upstreams[0].grpc);
+  CHECK_FALSE(r.upstreams[0].tls);
+  REQUIRE(parse_route_json(R"({"name":"h","hosts":["h.test"],"upstreams":["h2c://[::1]"]})", &r, &e));
+  CHECK(r.upstreams[0].url == "h2c://[::1]:80");
+  CHECK(r.upstreams[0].h2);
+  CHECK_FALSE(r.upstreams[0].grpc);
+  REQUIRE(parse_route_json(R"({"name":"s","hosts":["s.test"],"upstreams":["https://10.0.0.7"],
+                               "upstream_proto":"h2"})",
+                           &r, &e));
+  CHECK(r.upstreams[0].h2);
+  CHECK(r.upstreams[0].tls);
+  RouteSpec back;
+  REQUIRE(parse_route_json(route_to_json(r), &back, &e));
+  CHECK(back.upstream_proto == "h2");
+  CHECK(back.upstreams[0].h2);
+  CHECK(err_of(R"({"name":"s","hosts":["s.test"],"upstreams":["https://a"],"upstream_proto":"h3"})") ==
+        "upstream_proto: expected \"http/1.1\" or \"h2\"");
+  CHECK(err_of(R"({"name":"m","hosts":["m.test"],"upstreams":["h2c://a:1","http://b:1"]})")
+            .rfind("upstreams[1].url: 'http://b:1': a route's upstreams all speak one protocol", 0) == 0);
+  CHECK(err_of(R"({"name":"m","hosts":["m.test"],"upstreams":["ftp://a:1"]})") ==
+        "upstreams[0].url: 'ftp://a:1': the scheme must be http://, https://, h2c:// or grpc://");
+  // h2c:// and grpc:// to one address share a pool (the same protocol on the wire); http:// has its own.
+  px::Config cfg;
+  auto resolve = [](const std::string&, uint16_t, sockaddr_storage*, socklen_t*) { return true; };
+  RouteSpec a, b, c;
+  REQUIRE(parse_route_json(R"({"name":"a","hosts":["a.test"],"upstreams":["h2c://10.0.0.7:81"]})", &a, &e));
+  REQUIRE(parse_route_json(R"({"name":"b","hosts":["b.test"],"upstreams":["grpc://10.0.0.7:81"]})", &b, &e));
+  REQUIRE(parse_route_json(R"({"name":"c","hosts":["c.test"],"upstreams":["http://10.0.0.7:81"]})", &c, &e));
+  std::vector<std::shared_ptr<const RouteSpec>> specs{
+      std::make_shared<const RouteSpec>(a), std::make_shared<const RouteSpec>(b), std::make_shared<const RouteSpec>(c)};
+  auto snap = Snapshot::build(1, specs, cfg, resolve, nullptr);
+  REQUIRE(snap->routes().size() == 3);
+  CHECK(snap->routes()[0]->pool.peers[0].key == "h2c://10.0.0.7:81");
+  CHECK(snap->routes()[1]->pool.peers[0].key == "h2c://10.0.0.7:81");
+  CHECK(snap->routes()[0]->pool.peers[0].h2);
+  CHECK(snap->routes()[2]->pool.peers[0].key == "10.0.0.7:81");
+  CHECK_FALSE(snap->routes()[2]->pool.peers[0].h2);
+}

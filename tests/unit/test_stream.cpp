@@ -46,6 +46,9 @@ struct Recorder final : proxy::Downstream {
   }
   void send_body(proxy::Stream*, const char* d, size_t n) override { body.append(d, n); }
   void send_end(proxy::Stream*) override { calls.push_back("end"); }
+  void send_trailers(proxy::Stream*, const proxy::Fields& t) override {
+    calls.push_back("trailers " + std::to_string(t.size()));
+  }
   void send_reply(proxy::Stream*, int status, const proxy::Fields*, std::string_view b) override {
     calls.push_back("reply " + std::to_string(status));
     body.assign(b);
