@@ -3,6 +3,8 @@
 #include "codec/h2.h"
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/base64.h>
+#include <openssl/rand.h>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -153,7 +155,11 @@ int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
       h->host_len = static_cast<uint32_t>(v.size());
       r.buf.append(v);
     }
-    return 0;  // :scheme is checked by nghttp2; :protocol is not enabled
+    if (n == ":protocol"sv) {  // (nghttp2 allows it only on a CONNECT, SETTINGS_ENABLE_CONNECT_PROTOCOL being sent)
+      if (v != "websocket"sv) return refuse(h, 501, "only the websocket protocol can be tunnelled"), 0;
+      h->websocket = true;
+    }
+    return 0;  // :scheme is checked by nghttp2
   }
   http::Hdr kind = http::classify(n);
   if (kind == http::Hdr::host) {
@@ -211,6 +217,22 @@ void add_field(http::Head& r, std::string_view n, uint32_t value_off, uint32_t v
 void head_done(H2Conn* c, H2Stream* h, bool end_stream) {
   Stream* st = h->st;
   http::Head& r = st->req;
+  if (!h->refuse && h->websocket) {
+    // RFC 8441: the HTTP/1.1 upgrade the upstream understands (RFC 6455 4.1), its key px's own.
+    r.set_method("GET");
+    uint8_t key[16];
+    RAND_bytes(key, sizeof key);
+    uint32_t at = static_cast<uint32_t>(r.buf.size());
+    r.buf.append("websocket");
+    add_field(r, "upgrade", at, 9, http::Hdr::upgrade);
+    at = static_cast<uint32_t>(r.buf.size());
+    r.buf.resize(at + 24);
+    EVP_EncodeBlock(reinterpret_cast<uint8_t*>(r.buf.data() + at), key, sizeof key);
+    add_field(r, "sec-websocket-key", at, 24, http::Hdr::other);
+    r.upgrade = true;
+    st->upgrade = true;
+    end_stream = true;  // no request body: what follows is the tunnel's
+  }
   if (!h->refuse) {
     if (r.method == http::Method::connect)
       refuse(h, 405, "CONNECT is not supported");
@@ -262,6 +284,11 @@ int on_frame_recv(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
     }
     case NGHTTP2_DATA: {
       H2Stream* h = stream_of(ng, frame->hd.stream_id);
+      if (h && h->websocket && h->st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        // The client's half of the tunnel ended: a half-close towards the upstream (after what is queued).
+        if (h->st->tunnel && h->st->up) h->st->up->tunnel_end(h->st);
+        return 0;
+      }
       if (h && h->st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !h->st->req_complete) {
         Stream* st = h->st;
         if (st->req_body == http::Framing::length && st->body_received != st->req.content_length) {
@@ -299,6 +326,22 @@ int on_data_chunk(nghttp2_session* ng, uint8_t, int32_t id, const uint8_t* data,
   H2Conn* c = conn_of(user);
   nghttp2_session_consume_connection(ng, len);
   H2Stream* h = stream_of(ng, id);
+  if (h && h->websocket && h->st) {
+    // The tunnel's bytes: to the upstream once it answered (before that they wait, within the stream's window),
+    // acknowledged as its connection takes them.
+    Stream* st = h->st;
+    h->progress_ms = c->worker()->now();
+    st->bytes_in += len;
+    if (h->paused || !st->tunnel)
+      h->unconsumed += static_cast<uint32_t>(len);
+    else
+      nghttp2_session_consume_stream(ng, id, len);
+    if (!st->tunnel)
+      h->early.append(reinterpret_cast<const char*>(data), len);
+    else if (st->up)
+      st->up->tunnel_send(st, reinterpret_cast<const char*>(data), len);
+    return 0;
+  }
   if (!h || !h->st || h->st->req_complete) {
     nghttp2_session_consume_stream(ng, id, len);
     return 0;
@@ -604,6 +647,7 @@ bool H2Conn::start() {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, static_cast<uint32_t>(cfg.h2_max_concurrent_streams)},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(cfg.max_header_size)},
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},  // RFC 8441: WebSocket over HTTP/2
   };
   if (nghttp2_submit_settings(ng_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) return false;
   nghttp2_session_set_local_window_size(ng_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
@@ -841,13 +885,18 @@ void H2Stream::send_head(Stream* s, const ResponseHead& rh) {
   bool no_body = s->head_request || h.status == 204 || h.status == 304;
   head.clear();
   nv.clear();
-  put_status(this, rh.status);
+  // RFC 8441 5: the upstream's 101 is the client's 200, without the upgrade's own fields.
+  bool opened = websocket && rh.status == 101;
+  put_status(this, opened ? 200 : rh.status);
   for (size_t i = 0; i < h.headers.size(); i++) {
     http::Hdr kind = h.headers[i].kind;
     std::string_view n = h.name(i);
     bool length = kind == http::Hdr::content_length;  // HTTP/2 may carry it: it tells the client the size
     if (!length && !http::keep_response_field(kind, h.status, no_body)) continue;
     if (h.listed_in_connection(n)) continue;
+    if (opened &&
+        (kind == http::Hdr::upgrade || kind == http::Hdr::connection || length || iequals(n, "sec-websocket-accept")))
+      continue;
     if (rh.edits) {
       bool touched = false;
       for (const auto& e : *rh.edits) touched = touched || iequals(e.name, n);
@@ -870,7 +919,10 @@ void H2Stream::send_head(Stream* s, const ResponseHead& rh) {
 
 void H2Stream::send_body(Stream*, const char* data, size_t len) { body.append(data, len); }
 
-void H2Stream::send_end(Stream*) { body_eof = true; }
+void H2Stream::send_end(Stream* s) {
+  body_eof = true;
+  if (s->tunnel) flush(s);  // the upstream ended the tunnel: END_STREAM once what it sent is out
+}
 
 void H2Stream::send_trailers(Stream*, const Fields& f) {
   trailers.clear();
@@ -1004,7 +1056,22 @@ void H2Stream::resume_request(Stream*) {
   }
 }
 
-void H2Stream::open_tunnel(Stream* s, const char*, size_t) { reset(s); }  // HTTP/2 requests never upgrade
+// The upstream answered 101 to an extended CONNECT's upgrade: its bytes after the 101, and what the client sent
+// meanwhile, start the tunnel. (Only a websocket stream asks for an upgrade: HTTP/2 has no Upgrade field.)
+void H2Stream::open_tunnel(Stream* s, const char* early_up, size_t len) {
+  if (!websocket) return reset(s);
+  body.append(early_up, len);
+  if (!flush(s)) return;
+  if (!early.empty() && s->up) {
+    s->up->tunnel_send(s, early.data(), early.size());
+    std::string().swap(early);
+  }
+  if (unconsumed && !paused) {
+    nghttp2_session_consume_stream(conn->ng_, id, unconsumed);
+    unconsumed = 0;
+    conn->schedule();
+  }
+}
 
 bool H2Stream::congested() const { return pending() > net::kHighWater; }
 

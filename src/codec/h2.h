@@ -7,6 +7,11 @@
 // H2Stream: the same calls HTTP/1 answers, here turned into HEADERS and DATA
 // frames on that stream, with flow control per stream.
 //
+// WebSocket over HTTP/2 (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is advertised; an extended CONNECT with
+// :protocol websocket becomes an HTTP/1.1 GET with Upgrade: websocket (and a Sec-WebSocket-Key of px's) to
+// the upstream; its 101 becomes the client's 200, and DATA frames carry the tunnel both ways (flow control
+// per stream against the upstream connection's watermarks). END_STREAM is a half-close either way.
+//
 // What is refused, and how (each refusal counted by kind, observe/metrics.h):
 //   - anything RFC 9113 calls malformed: the error code the RFC names (nghttp2
 //     checks frames, HPACK, pseudo-headers, connection-specific fields and
@@ -95,6 +100,8 @@ struct H2Stream final : Downstream {
   bool authority = false;     // :authority was given
   bool closed = false;        // nghttp2 closed the stream
   bool head_done = false;     // the request head is complete
+  bool websocket = false;     // an extended CONNECT (RFC 8441) with :protocol websocket: a tunnel once answered
+  std::string early;          // tunnel bytes the client sent before the upstream's answer
 
   void send_head(Stream* st, const ResponseHead& h) override;
   void send_body(Stream* st, const char* data, size_t len) override;

@@ -721,6 +721,7 @@ void H2UpStream::tunnel_end(Stream*) {}
 // going away, so any other with room will do.
 Bind bind_h2(Stream* st, PeerState* p, bool fresh) {
   Worker* w = st->w;
+  if (st->upgrade) return Bind::no_upgrade;  // (an HTTP/2 peer has no Upgrade; RFC 8441 to it is not built)
   for (H2Up* c = p->h2_conns; c; c = c->next)
     if (c->has_room()) {
       start_stream(c, st, c->served > 0);

@@ -261,6 +261,9 @@ int UpConn::on_head(http::Head& h) {
   }
   st->interim = false;
   if (h.status == 101 && !st->upgrade) return parser.set_error(502, "101 without an Upgrade request");
+  // An HTTP/2 client's WebSocket (RFC 8441) reads any 2xx as the tunnel opened: without the 101 there is none.
+  if (st->upgrade && st->req.major == 2 && h.status / 100 == 2)
+    return parser.set_error(502, "the upstream did not switch protocols");
   if (!stream_response_head(st, h)) return parser.set_error(500, "a response filter failed or answered");
   return st->head_request ? 1 : 0;
 }

@@ -30,7 +30,7 @@ void write_request_head(Stream* st);
 
 // dispatch()'s HTTP/1 part: binds the stream to an idle keep-alive connection to
 // p (unless fresh) or to a new one, and sends the request when it can.
-enum class Bind : uint8_t { bound, connect_failed, no_tls };
+enum class Bind : uint8_t { bound, connect_failed, no_tls, no_upgrade };
 Bind bind_http1(Stream* st, PeerState* p, bool fresh);
 
 // The connection (transport, TLS, parser, output) is an http::ClientConn, as every HTTP/1 client's is.

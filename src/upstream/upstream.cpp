@@ -64,6 +64,13 @@ bool dispatch(Stream* st, bool answer_if_none, PeerState* fresh) {
                      st->req_body != http::Framing::none && !st->req_complete);
         }
         return false;
+      case Bind::no_upgrade:
+        // An upgrade (WebSocket) cannot be relayed to an HTTP/2 peer.
+        if (answer_if_none) {
+          st->end_as(Termination::local);
+          reply_text(st, 501, "the upstream speaks HTTP/2: upgrades (WebSocket) cannot be relayed to it", false);
+        }
+        return false;
       case Bind::connect_failed:
         w->peer_failed(p);
         fresh = nullptr;  // from here the balancer decides, among the peers not tried yet
