@@ -385,6 +385,7 @@ PeerState* Worker::peer_for(const route::PeerAddr& a) {
   p->resolved = a.resolved;
   p->tls = a.tls;
   p->h2 = a.h2;
+  p->grpc = a.grpc;
   p->tls_spec = a.tls_spec;
   p->host = a.host;
   if (a.resolved) {

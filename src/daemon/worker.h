@@ -173,6 +173,7 @@ class Worker {
   bool draining() const { return draining_; }
   void maybe_finish_drain();
   void health_probe(PeerState* p);
+  void h2_probe(PeerState* p);  // an HTTP/2 peer's (health.cpp)
   void health_result(PeerState* p, bool ok);
   lua::Engine* engine() { return engine_.get(); }
   uint64_t filter_errors() const { return filter_errors_.load(std::memory_order_relaxed); }

@@ -157,6 +157,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
         pa.key = u.url.substr(7);
       }
       pa.h2 = u.h2;
+      pa.grpc = u.grpc;
       pa.host = u.host;
       pa.port = u.port;
       pa.weight = u.weight;

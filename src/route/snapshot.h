@@ -34,6 +34,7 @@ struct PeerAddr {
   std::string key;  // "host:port" (https: "https://host:port", and its TLS settings when not the defaults)
   bool tls = false;
   bool h2 = false;           // HTTP/2 (route.h UpstreamSpec::h2): its own connections, multiplexed
+  bool grpc = false;         // grpc:// (its health checks speak gRPC's health protocol)
   UpstreamTlsSpec tls_spec;  // the route's upstream_tls, for https:// peers
   std::string host;
   uint16_t port = 0;

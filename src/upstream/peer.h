@@ -20,6 +20,7 @@ namespace px::proxy {
 struct UpConn;
 struct H2Up;
 struct HealthProbe;
+struct H2Probe;
 
 struct PeerState {
   std::string key;
@@ -29,6 +30,7 @@ struct PeerState {
   UpConn* idle = nullptr;    // keep-alive pool (intrusive list)
   bool tls = false;          // https://
   bool h2 = false;           // HTTP/2 (h2c://, grpc://, or https:// with ALPN h2): its connections are `h2`
+  bool grpc = false;         // grpc://: health checks use gRPC's health protocol
   H2Up* h2_conns = nullptr;  // HTTP/2 connections to this peer (intrusive list), each carrying many streams
   route::UpstreamTlsSpec tls_spec;
   std::string host;                      // for SNI and the certificate check
@@ -46,6 +48,7 @@ struct PeerState {
   std::string hc_host;
   uv_timer_t* hc_timer = nullptr;
   HealthProbe* probe = nullptr;           // an L4 peer's probe in flight
+  H2Probe* h2_probe = nullptr;            // an HTTP/2 peer's probe in flight (gRPC's health protocol for grpc://)
   http::Client::Call* hc_call = nullptr;  // an HTTP probe in flight (the worker's client runs it)
   uint16_t metrics_slot = 0;              // observe/metrics.h
   bool usable(uint64_t now) const { return resolved && !hc_down && now >= down_until; }

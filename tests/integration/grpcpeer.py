@@ -11,6 +11,9 @@ Prints "listening on 127.0.0.1:PORT". Methods:
   Client        the requests joined with b"|"
   Bidi          b"re:" + each request, as each arrives
   Meta          the request's metadata as JSON (what px passed on)
+  SetHealth     b"1" (SERVING) or b"2" (NOT_SERVING): what grpc.health.v1.Health/Check answers from now on
+Also grpc.health.v1.Health/Check (gRPC's health protocol, its protobuf messages written by hand: a
+HealthCheckResponse is field 1, a varint status).
 """
 import argparse
 import json
@@ -45,6 +48,18 @@ def bidi(it, ctx):
         yield b"re:" + m
 
 
+HEALTH = [1]
+
+
+def set_health(req, ctx):
+    HEALTH[0] = int(req)
+    return b""
+
+
+def health_check(req, ctx):
+    return bytes([0x08, HEALTH[0]])
+
+
 def meta(req, ctx):
     return json.dumps(dict(ctx.invocation_metadata())).encode()
 
@@ -59,9 +74,13 @@ def main():
         "Client": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Meta": grpc.unary_unary_rpc_method_handler(meta),
+        "SetHealth": grpc.unary_unary_rpc_method_handler(set_health),
+    })
+    health = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+        "Check": grpc.unary_unary_rpc_method_handler(health_check),
     })
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((handler, health))
     if args.tls:
         with open(args.tls[0], "rb") as f:
             crt = f.read()

@@ -267,6 +267,34 @@ class GrpcTest(unittest.TestCase):
         self.assertEqual(code, 502)
 
 
+class GrpcHealthTest(unittest.TestCase):
+    """grpc:// peers are health-checked with gRPC's health protocol (grpc.health.v1.Health/Check)."""
+
+    def test_a_peer_not_serving_is_taken_out_and_comes_back(self):
+        g = Peer("grpcpeer.py")
+        hc = {"interval_ms": 100, "timeout_ms": 2000, "healthy": 1, "unhealthy": 1}
+        px = Pxd(extra="listen 127.0.0.1:0 h2c\n",
+                 routes=[route("g", ["g.test"], ["grpc://127.0.0.1:%d" % g.port], health_check=hc)])
+        try:
+            port = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(h2c\)", px.log()).group(1))
+            direct = grpc.insecure_channel("127.0.0.1:%d" % g.port)
+            via = grpc.insecure_channel("127.0.0.1:%d" % port, [("grpc.default_authority", "g.test")])
+            self.assertEqual(via.unary_unary("/px.test.Echo/Unary")(b"a", timeout=DEADLINE), b"echo:a")
+            direct.unary_unary("/px.test.Echo/SetHealth")(b"2", timeout=DEADLINE)
+            wait_for(lambda: "health check failing, out of service" in px.log(), what="the peer taken out")
+            with self.assertRaises(grpc.RpcError) as e:
+                via.unary_unary("/px.test.Echo/Unary")(b"b", timeout=DEADLINE)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            direct.unary_unary("/px.test.Echo/SetHealth")(b"1", timeout=DEADLINE)
+            wait_for(lambda: "health check passing, back in service" in px.log(), what="the peer back")
+            self.assertEqual(via.unary_unary("/px.test.Echo/Unary")(b"c", timeout=DEADLINE), b"echo:c")
+            direct.close()
+            via.close()
+        finally:
+            px.stop()
+            g.stop()
+
+
 class GoawayTest(unittest.TestCase):
     """GOAWAY from the peer mid-load: streams it had not taken are retried on a new connection, none fails."""
 
