@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "core/deferred.h"
 #include "net/output.h"
 #include "stream/downstream.h"
 
@@ -121,7 +122,7 @@ struct H2Stream final : Downstream {
   size_t pending() const { return body.size() - body_off; }
 };
 
-class H2Conn {
+class H2Conn final : public DeferredSend {
  public:
   explicit H2Conn(Session* s);
   ~H2Conn();
@@ -146,7 +147,7 @@ class H2Conn {
   static void trim_stream_pool(size_t keep);
   // Deferred writes (Worker::defer_h2): make what the streams sent leave.
   void send();
-  bool in_deferred = false;  // in the worker's list
+  void deferred_send() override { send(); }
   Worker* worker() const;
 
   // For the nghttp2 callbacks (h2.cpp).

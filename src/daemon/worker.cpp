@@ -899,7 +899,7 @@ void Worker::stop_everything() {
 
 // ---- deferred HTTP/2 sends ----
 
-void Worker::defer_h2(H2Conn* c) {
+void Worker::defer_h2(DeferredSend* c) {
   if (c->in_deferred) return;
   c->in_deferred = true;
   if (h2_deferred_.empty()) {
@@ -909,7 +909,7 @@ void Worker::defer_h2(H2Conn* c) {
   h2_deferred_.push_back(c);
 }
 
-void Worker::undefer_h2(H2Conn* c) {
+void Worker::undefer_h2(DeferredSend* c) {
   if (!c->in_deferred) return;
   c->in_deferred = false;
   for (auto& x : h2_deferred_)
@@ -919,12 +919,12 @@ void Worker::undefer_h2(H2Conn* c) {
 void Worker::run_deferred_h2() {
   // A send may defer another connection (a stream's upstream on it): loop until none is left.
   while (!h2_deferred_.empty()) {
-    std::vector<H2Conn*> now;
+    std::vector<DeferredSend*> now;
     now.swap(h2_deferred_);
-    for (H2Conn* c : now)
+    for (DeferredSend* c : now)
       if (c) {
         c->in_deferred = false;
-        c->send();
+        c->deferred_send();
       }
   }
   uv_check_stop(&h2_check_);

@@ -33,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/deferred.h"
 #include "core/shared_table.h"
 #include "daemon/config.h"
 #include "http/parser.h"
@@ -189,8 +190,8 @@ class Worker {
   void timeout_unlink(Session* s);
   // HTTP/2 connections whose streams sent something this loop iteration: their frames leave together,
   // after the iteration's I/O (h2.h).
-  void defer_h2(H2Conn* c);
-  void undefer_h2(H2Conn* c);
+  void defer_h2(DeferredSend* c);
+  void undefer_h2(DeferredSend* c);
 
   std::function<void()> on_exit;     // runs on the worker thread as it ends
   std::function<void()> on_applied;  // runs on the worker thread once it serves a new snapshot
@@ -312,7 +313,7 @@ class Worker {
   uv_timer_t tick_;
   uv_check_t h2_check_;  // runs the deferred HTTP/2 sends after I/O
   uv_idle_t h2_idle_;    // ... and keeps the poll from blocking while some wait (a timer asked for them)
-  std::vector<H2Conn*> h2_deferred_;
+  std::vector<DeferredSend*> h2_deferred_;
   void run_deferred_h2();
   bool draining_ = false;
   int acceptors_closing_ = 0;  // io_uring listeners closed whose accept has not answered yet (a drain waits)

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/block_pool.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "daemon/worker.h"
@@ -23,7 +24,6 @@ namespace {
 
 constexpr int32_t kStreamWindow = 256 * 1024;    // per stream: a slow client holds up this much at most
 constexpr int32_t kConnectionWindow = 16 << 20;  // the connection's: not the limit while streams take theirs
-constexpr uint32_t kAssumedConcurrency = 100;    // until the peer's SETTINGS say (RFC 9113 6.5.2 suggests >= 100)
 constexpr uint64_t kTickMs = 1000;               // read timeouts are checked this often
 
 H2Up* conn_of(void* user) { return static_cast<H2Up*>(user); }
@@ -52,6 +52,44 @@ void failed(H2UpStream* us, Fail why) {
   }
   upstream_failed(st, why, us->reused, us->got_bytes);  // (aborts us: detached)
 }
+
+// Recycled exchanges, per worker thread (a request allocates none), and the scratch its request head is
+// submitted from.
+struct UpStreamPool {
+  std::vector<H2UpStream*> free;
+  std::vector<nghttp2_nv> nva;
+  ~UpStreamPool() {
+    for (H2UpStream* s : free) delete s;
+  }
+};
+thread_local UpStreamPool t_up;
+constexpr size_t kUpPoolMax = 4096;
+
+H2UpStream* new_upstream() {
+  if (t_up.free.empty()) return new H2UpStream();
+  H2UpStream* s = t_up.free.back();
+  t_up.free.pop_back();
+  return s;
+}
+
+void free_upstream(H2UpStream* s) {
+  if (t_up.free.size() >= kUpPoolMax || s->body.capacity() > 64 * 1024) {
+    delete s;
+    return;
+  }
+  std::string body;
+  body.swap(s->body);
+  *s = H2UpStream();  // every field as new, but the body's buffer
+  body.clear();
+  s->body.swap(body);
+  t_up.free.push_back(s);
+}
+
+// nghttp2's memory, from the worker's block pool (core/block_pool.h), as the client side's.
+nghttp2_mem kPoolMem = {nullptr, [](size_t n, void*) { return block_pool::alloc(n); },
+                        [](void* p, void*) { block_pool::free(p); },
+                        [](size_t n, size_t size, void*) { return block_pool::alloc_zeroed(n, size); },
+                        [](void* p, size_t n, void*) { return block_pool::realloc(p, n); }};
 
 // ---- receiving ----
 
@@ -158,6 +196,12 @@ void bad_response(H2Up* c, H2UpStream* us, const char* why) {
 
 int on_frame_recv(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
   H2Up* c = conn_of(user);
+  if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+    c->peer->h2_concurrency = std::max<uint32_t>(
+        1,
+        std::min<uint32_t>(nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 1u << 16));
+    return 0;
+  }
   if (frame->hd.type == NGHTTP2_GOAWAY) {
     // No new streams here; those above last_stream_id are closed as refused (and retried); the rest finish.
     c->goaway = true;
@@ -252,7 +296,7 @@ int on_stream_close(nghttp2_session* ng, int32_t id, uint32_t error_code, void* 
     }
   }
   detach(us);
-  delete us;
+  free_upstream(us);
   return 0;
 }
 
@@ -302,6 +346,7 @@ ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32
   }
   if (us->req_paused && us->pending() < net::kLowWater && us->st) {
     us->req_paused = false;
+    us->conn->paused_streams--;
     us->st->down->resume_request(us->st);
   }
   return static_cast<ssize_t>(n);
@@ -328,7 +373,7 @@ void on_timer_closed(uv_handle_t* h) { static_cast<H2Up*>(h->data)->on_closed();
 
 // Submits the stream's request on c.
 void start_stream(H2Up* c, Stream* st, bool reused) {
-  auto* us = new H2UpStream();
+  H2UpStream* us = new_upstream();
   us->conn = c;
   us->st = st;
   us->reused = reused;
@@ -341,7 +386,8 @@ void start_stream(H2Up* c, Stream* st, bool reused) {
   bool has_body = st->req_body != http::Framing::none || !us->body.empty();
   us->body_eof = st->req_complete && st->req_body == http::Framing::none;
   if (has_body && st->req_complete) us->body_eof = true;
-  std::vector<nghttp2_nv> nva(rq->nv.size() / 4);
+  std::vector<nghttp2_nv>& nva = t_up.nva;
+  nva.resize(rq->nv.size() / 4);
   for (size_t i = 0; i < nva.size(); i++) {
     nva[i].name = reinterpret_cast<uint8_t*>(rq->head.data() + rq->nv[i * 4]);
     nva[i].namelen = rq->nv[i * 4 + 1];
@@ -360,7 +406,7 @@ void start_stream(H2Up* c, Stream* st, bool reused) {
     // (nghttp2 refuses only when its stream IDs ran out: this connection takes no more)
     c->goaway = true;
     detach(us);
-    delete us;
+    free_upstream(us);
     return;
   }
   us->next = c->streams;
@@ -442,14 +488,13 @@ void H2RequestWriter::end_request(http::Framing body, uint64_t length, std::stri
 
 // ---- a connection ----
 
+// Until its own SETTINGS arrive, a connection has the room its peer's others had (100 at first).
 bool H2Up::has_room() const {
   if (state == State::closing || goaway) return false;
-  uint32_t max = kAssumedConcurrency;
-  if (state == State::active)
-    max =
-        std::min<uint32_t>(nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 1u << 20);
-  return nstreams < max;
+  return nstreams < peer->h2_concurrency;
 }
+
+void H2Up::schedule() { w->defer_h2(this); }
 
 void H2Up::unlink(H2UpStream* s) {
   if (s->conn != this) return;
@@ -462,6 +507,10 @@ void H2Up::unlink(H2UpStream* s) {
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = nullptr;
   nstreams--;
+  if (s->req_paused) {
+    s->req_paused = false;
+    paused_streams--;
+  }
   if (nstreams == 0) idle_since = w->now();
 }
 
@@ -538,7 +587,7 @@ void H2Up::on_data(const char* data, size_t len) {
     close();
     return;
   }
-  send();
+  schedule();  // with what the streams this woke send, in one write
 }
 
 void H2Up::fail_streams(int why) {
@@ -558,7 +607,7 @@ void H2Up::fail_streams(int why) {
         d->reset(st);
       }
     }
-    delete s;
+    free_upstream(s);
   }
 }
 
@@ -586,9 +635,11 @@ void H2Up::on_eof() {
 void H2Up::on_drained() {
   if (state != State::active) return;
   send();
+  if (!paused_streams) return;
   for (H2UpStream* s = streams; s; s = s->next)
     if (s->req_paused && s->st && s->pending() < net::kLowWater) {
       s->req_paused = false;
+      paused_streams--;
       s->st->down->resume_request(s->st);
     }
 }
@@ -611,6 +662,7 @@ void H2Up::close() {
 
 void H2Up::on_closed() {
   if (--pending_closes == 0) {
+    w->undefer_h2(this);
     if (ng) nghttp2_session_del(ng);
     w->upconns.dec();
     delete this;
@@ -676,6 +728,7 @@ void H2UpStream::send_body(Stream* s, const char* data, size_t len) {
   body.append(data, len);
   if (pending() > net::kHighWater && !req_paused) {
     req_paused = true;
+    conn->paused_streams++;
     s->down->pause_request(s);
   }
 }
@@ -688,14 +741,14 @@ void H2UpStream::flush(Stream*) {
     deferred = false;
     nghttp2_session_resume_data(conn->ng, id);
   }
-  conn->send();
+  conn->schedule();
 }
 
 void H2UpStream::abort(Stream*) {
   detach(this);
   if (conn->state != H2Up::State::closing && id >= 0) {
     nghttp2_submit_rst_stream(conn->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
-    conn->send();
+    conn->schedule();
   }
 }
 
@@ -707,7 +760,7 @@ void H2UpStream::resume_response(Stream*) {
   if (unconsumed && conn->state != H2Up::State::closing) {
     nghttp2_session_consume_stream(conn->ng, id, unconsumed);
     unconsumed = 0;
-    conn->send();
+    conn->schedule();
   }
 }
 
@@ -730,7 +783,7 @@ Bind bind_h2(Stream* st, PeerState* p, bool fresh) {
         trace_upstream_note(st, "HTTP/2 stream " + std::to_string(static_cast<H2UpStream*>(st->up)->id) +
                                     " on a connection with room (" + std::to_string(c->nstreams - 1) +
                                     " other streams in flight)");
-      c->send();
+      c->schedule();
       return Bind::bound;
     }
   SSL* ssl = nullptr;
@@ -753,13 +806,14 @@ Bind bind_h2(Stream* st, PeerState* p, bool fresh) {
   nghttp2_option* opt;
   nghttp2_option_new(&opt);
   nghttp2_option_set_no_auto_window_update(opt, 1);  // response DATA is acknowledged as the client side takes it
-  nghttp2_option_set_peer_max_concurrent_streams(opt, kAssumedConcurrency);
-  nghttp2_session_client_new2(&c->ng, callbacks(), c, opt);
+  nghttp2_option_set_peer_max_concurrent_streams(opt, p->h2_concurrency);
+  nghttp2_session_client_new3(&c->ng, callbacks(), c, opt, &kPoolMem);
   nghttp2_option_del(opt);
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(kStreamWindow)},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(w->resp_limits.max_head)},
+      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},  // (RFC 9218: no priority tree kept)
   };
   nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
   nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/deferred.h"
 #include "http/client_conn.h"
 #include "http/h1.h"
 #include "stream/downstream.h"
@@ -91,7 +92,7 @@ struct H2UpStream final : Upstream {
   void tunnel_end(Stream* st) override;
 };
 
-struct H2Up final : net::TransportUser, http::ClientConn {
+struct H2Up final : net::TransportUser, http::ClientConn, DeferredSend {
   Worker* w = nullptr;
   PeerState* peer = nullptr;
   H2Up* prev = nullptr;  // the peer's list
@@ -100,8 +101,9 @@ struct H2Up final : net::TransportUser, http::ClientConn {
   uv_timer_t timer;
   H2UpStream* streams = nullptr;  // open ones
   uint32_t nstreams = 0;
-  uint64_t served = 0;      // streams it has carried
-  uint64_t idle_since = 0;  // when its last stream ended (ms); 0: busy
+  uint32_t paused_streams = 0;  // streams that paused their client's request body (on_drained resumes them)
+  uint64_t served = 0;          // streams it has carried
+  uint64_t idle_since = 0;      // when its last stream ended (ms); 0: busy
   uint64_t connect_start_us = 0;
   uint8_t pending_closes = 0;
   enum class State : uint8_t { connecting, active, closing } state = State::connecting;
@@ -113,7 +115,9 @@ struct H2Up final : net::TransportUser, http::ClientConn {
 
   // Room for one more stream?
   bool has_room() const;
-  void send();   // what nghttp2 has to write goes to the transport
+  void send();      // what nghttp2 has to write goes to the transport, now
+  void schedule();  // ... after this loop iteration's I/O (what every stream sent, in one write)
+  void deferred_send() override { send(); }
   void close();  // streams still on it fail (Fail::closed)
   void fail_streams(int why);
   void on_timer();
