@@ -27,11 +27,11 @@ struct PeerState {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   bool resolved = false;
-  UpConn* idle = nullptr;    // keep-alive pool (intrusive list)
-  bool tls = false;          // https://
-  bool h2 = false;           // HTTP/2 (h2c://, grpc://, or https:// with ALPN h2): its connections are `h2`
-  bool grpc = false;         // grpc://: health checks use gRPC's health protocol
-  H2Up* h2_conns = nullptr;  // HTTP/2 connections to this peer (intrusive list), each carrying many streams
+  UpConn* idle = nullptr;         // keep-alive pool (intrusive list)
+  bool tls = false;               // https://
+  bool h2 = false;                // HTTP/2 (h2c://, grpc://, or https:// with ALPN h2): its connections are `h2`
+  bool grpc = false;              // grpc://: health checks use gRPC's health protocol
+  H2Up* h2_conns = nullptr;       // HTTP/2 connections to this peer (intrusive list), each carrying many streams
   uint32_t h2_concurrency = 100;  // its SETTINGS_MAX_CONCURRENT_STREAMS, as its last connection said (a new one's room)
   route::UpstreamTlsSpec tls_spec;
   std::string host;                      // for SNI and the certificate check
