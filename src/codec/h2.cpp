@@ -125,10 +125,17 @@ int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
               size_t valuelen, uint8_t, void* user) {
   H2Conn* c = conn_of(user);
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
-  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: checked by nghttp2, not forwarded
   H2Stream* h = headers_stream(c, frame->hd.stream_id);
   if (!h || !h->st) return 0;
   const Config& cfg = c->worker()->cfg();
+  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+    // Trailers (nghttp2 has refused pseudo-headers in them): passed on with the body's end, within the same
+    // limit as the head.
+    h->header_bytes += namelen + valuelen + 32;
+    if (h->header_bytes <= cfg.max_header_size && h->req_trailers.size() < cfg.max_headers)
+      h->req_trailers.emplace_back(std::string(sv(name, namelen)), std::string(sv(value, valuelen)));
+    return 0;
+  }
   h->header_bytes += namelen + valuelen + 32;  // RFC 9113 6.5.2's measure, as decoded (an HPACK bomb counts in full)
   if (h->header_bytes > cfg.max_header_size) {
     if (!h->refuse) c->glitch(H2Refusal::headers);
@@ -277,6 +284,7 @@ int on_frame_recv(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
       if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
         head_done(c, h, end);
       else if (end && !h->st->req_complete) {
+        if (!h->req_trailers.empty()) stream_body_trailers(h->st, h->req_trailers);
         stream_body_end(h->st);  // trailers end the body
         h->flush(h->st);
       }

@@ -103,6 +103,7 @@ struct H2Stream final : Downstream {
   bool head_done = false;     // the request head is complete
   bool websocket = false;     // an extended CONNECT (RFC 8441) with :protocol websocket: a tunnel once answered
   std::string early;          // tunnel bytes the client sent before the upstream's answer
+  Fields req_trailers;        // the request's trailer fields (passed on before the body's end)
 
   void send_head(Stream* st, const ResponseHead& h) override;
   void send_body(Stream* st, const char* data, size_t len) override;

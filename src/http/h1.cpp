@@ -95,15 +95,18 @@ void write_chunk(net::Output& out, const char* data, size_t len) {
 
 void write_last_chunk(net::Output& out) { out.copy(kLastChunk); }
 
-void write_last_chunk(net::Output& out, const std::vector<std::pair<std::string, std::string>>& trailers) {
-  std::string& s = out.begin_scratch();
+void append_last_chunk(std::string& s, const std::vector<std::pair<std::string, std::string>>& trailers) {
   s.append("0\r\n");
   HeadWriter wr(s);
   for (const auto& [n, v] : trailers) {
     Hdr k = classify(n);
-    if (!hop_by_hop(k) && k != Hdr::host && k != Hdr::authorization) wr.field(n, v);
+    if (!hop_by_hop(k) && k != Hdr::host && k != Hdr::authorization && !n.empty() && n[0] != ':') wr.field(n, v);
   }
   s.append("\r\n");
+}
+
+void write_last_chunk(net::Output& out, const std::vector<std::pair<std::string, std::string>>& trailers) {
+  append_last_chunk(out.begin_scratch(), trailers);
   out.end_scratch();
 }
 

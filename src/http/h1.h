@@ -83,6 +83,7 @@ void write_last_chunk(net::Output& out);
 // The last chunk with trailer fields (RFC 9112 7.1.2); fields a trailer must not carry (framing, routing,
 // connection options: hop_by_hop) are dropped.
 void write_last_chunk(net::Output& out, const std::vector<std::pair<std::string, std::string>>& trailers);
+void append_last_chunk(std::string& out, const std::vector<std::pair<std::string, std::string>>& trailers);
 inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
 // "100 Continue", which px sends itself once a request passed routing and limits.
 void write_continue(net::Output& out);

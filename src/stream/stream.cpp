@@ -478,6 +478,11 @@ BodyTake stream_body(Stream* st, const char* data, size_t len) {
   return BodyTake::taken;
 }
 
+void stream_body_trailers(Stream* st, const Fields& trailers) {
+  if (st->req_body != http::Framing::none && !st->local && !st->resp_complete && st->up)
+    st->up->send_trailers(st, trailers);
+}
+
 void stream_body_end(Stream* st) {
   if (st->req_body != http::Framing::none && !st->local && !st->resp_complete && st->up) st->up->send_end(st);
   st->req_complete = true;

@@ -112,6 +112,8 @@ void stream_begin(Stream* st);
 enum class BodyTake : uint8_t { taken, unwanted, too_large };
 BodyTake stream_body(Stream* st, const char* data, size_t len);
 void stream_body_end(Stream* st);  // the request is complete
+// The request's trailer fields (an HTTP/2 client's trailing HEADERS), just before its stream_body_end.
+void stream_body_trailers(Stream* st, const Fields& trailers);
 // px's own answer (running the response phase first). drop_body: the rest of
 // the request body will not be read.
 void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body);

@@ -320,7 +320,7 @@ int on_error(nghttp2_session*, int lib_error, const char* msg, size_t len, void*
 
 // ---- sending ----
 
-ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags, nghttp2_data_source* src,
+ssize_t read_body(nghttp2_session* ng, int32_t, uint8_t* buf, size_t length, uint32_t* flags, nghttp2_data_source* src,
                   void*) {
   auto* us = static_cast<H2UpStream*>(src->ptr);
   size_t n = std::min(length, us->pending());
@@ -339,6 +339,15 @@ ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32
   if (us->pending() == 0) {
     if (us->body_eof) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!us->req_trailers.empty()) {  // the stream ends with the trailers' HEADERS instead
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        std::vector<nghttp2_nv> nva;
+        for (auto& [n, v] : us->req_trailers)
+          nva.push_back({reinterpret_cast<uint8_t*>(n.data()), reinterpret_cast<uint8_t*>(v.data()), n.size(), v.size(),
+                         NGHTTP2_NV_FLAG_NONE});
+        nghttp2_submit_trailer(ng, us->id, nva.data(), nva.size());
+        us->req_trailers.clear();
+      }
     } else if (n == 0) {
       us->deferred = true;
       return NGHTTP2_ERR_DEFERRED;
@@ -734,6 +743,15 @@ void H2UpStream::send_body(Stream* s, const char* data, size_t len) {
 }
 
 void H2UpStream::send_end(Stream*) { body_eof = true; }
+
+void H2UpStream::send_trailers(Stream*, const Fields& f) {
+  for (const auto& [n, v] : f) {
+    http::Hdr k = http::classify(n);
+    if (http::hop_by_hop(k) || k == http::Hdr::host || n.empty() || n[0] == ':') continue;
+    req_trailers.emplace_back(n, v);
+    lower_in_place(req_trailers.back().first.data(), n.size());
+  }
+}
 
 void H2UpStream::flush(Stream*) {
   if (id < 0 || !conn->ng) return;

@@ -67,6 +67,7 @@ struct H2UpStream final : Upstream {
   std::string body;  // request body nghttp2 has not taken yet, from body_off
   size_t body_off = 0;
   Fields trailers;           // the response's trailer fields, as they arrive
+  Fields req_trailers;       // the request's, sent after its body
   uint64_t progress_ms = 0;  // the last time the peer sent something for it (read timeout)
   uint32_t unconsumed = 0;   // response DATA not acknowledged (the client side is paused)
   uint32_t head_bytes = 0;   // the response head's size so far (its limits)
@@ -84,6 +85,7 @@ struct H2UpStream final : Upstream {
 
   void send_body(Stream* st, const char* data, size_t len) override;
   void send_end(Stream* st) override;
+  void send_trailers(Stream* st, const Fields& trailers) override;
   void flush(Stream* st) override;
   void abort(Stream* st) override;
   void pause_response(Stream* st) override;

@@ -499,7 +499,20 @@ void UpConn::send_body(Stream* st, const char* data, size_t len) {
   if ((!direct && st->upreq->pending_body.size() > net::kHighWater) || tr->congested()) st->down->pause_request(st);
 }
 
+void UpConn::send_trailers(Stream* st, const Fields& trailers) {
+  if (st->req_body != http::Framing::chunked) return;  // a length-framed request cannot carry them
+  if (st->up_written)
+    http::write_last_chunk(out, trailers);
+  else
+    http::append_last_chunk(st->upreq->pending_body, trailers);
+  trailers_sent = true;
+}
+
 void UpConn::send_end(Stream* st) {
+  if (trailers_sent) {
+    trailers_sent = false;
+    return;
+  }
   if (st->req_body != http::Framing::chunked) return;
   if (st->up_written)
     http::write_last_chunk(out);

@@ -47,6 +47,7 @@ struct UpConn final : http::Sink, net::TransportUser, http::ClientConn, Upstream
   bool got_bytes = false;  // some response byte arrived
   bool bp_paused = false;
   bool eof = false;
+  bool trailers_sent = false;     // the request's last chunk went with its trailers
   uint64_t connect_start_us = 0;  // when the connect began (only while metrics are on)
   uint64_t requests = 0;
   uint64_t deadline = 0;   // loop time (ms) of the current timeout; 0: none
@@ -67,6 +68,7 @@ struct UpConn final : http::Sink, net::TransportUser, http::ClientConn, Upstream
   // Upstream (the stream's exchange on this connection)
   void send_body(Stream* st, const char* data, size_t len) override;
   void send_end(Stream* st) override;
+  void send_trailers(Stream* st, const Fields& trailers) override;
   void flush(Stream* st) override;
   void abort(Stream* st) override;
   void pause_response(Stream* st) override;

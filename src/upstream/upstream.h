@@ -18,6 +18,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "stream/downstream.h"
+
 namespace px::http {
 enum class Method : uint8_t;
 }
@@ -33,6 +35,8 @@ class Upstream {
   // The request body: bytes are taken by reference, valid until flush().
   virtual void send_body(Stream* st, const char* data, size_t len) = 0;
   virtual void send_end(Stream* st) = 0;  // the end of a request that had a body
+  // The request's trailer fields, before its send_end (HTTP/1: in the last chunk; HTTP/2: a trailing HEADERS).
+  virtual void send_trailers(Stream* st, const Fields& trailers) = 0;
   virtual void flush(Stream* st) = 0;
   // The stream no longer wants this exchange (px answered, the client left): it
   // is dropped, with its connection when the protocol cannot cancel one exchange.

@@ -7,7 +7,8 @@ misbehaves on request, so that px's HTTP/2 upstream side can be shown against a 
 
 Prints "listening on 127.0.0.1:PORT". Paths:
   /stats                 {"connections": accepted, "max_open": the most streams open at once on one connection}
-  /echo                  the request's fields, body length and connection number as JSON, with trailer x-trailer
+  /echo                  the request's fields, body length, trailers and connection number as JSON, with a
+                         trailer x-trailer
   /slow?ms=N             /echo after N ms
   /bad/frame             a DATA frame on stream 0 (a connection error, RFC 9113 6.1)
   /bad/conn-header       a response carrying "connection: close" (malformed, RFC 9113 8.2.2)
@@ -90,6 +91,9 @@ def serve(sock, n, args):
                         goaway_sent = True
                         last_allowed = ev.stream_id
                         sock.sendall(c.data_to_send() + frame(7, 0, 0, struct.pack(">II", ev.stream_id, 0)))
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    if ev.stream_id in reqs:
+                        reqs[ev.stream_id]["trailers"] = [(k.decode(), v.decode()) for k, v in ev.headers]
                 elif isinstance(ev, h2.events.DataReceived):
                     if ev.stream_id in reqs:
                         reqs[ev.stream_id]["body"] += len(ev.data)
@@ -130,7 +134,8 @@ def serve(sock, n, args):
                 c.send_data(sid, b"body")
                 c.send_headers(sid, [(":status", "200")], end_stream=True)
             else:
-                body = json.dumps({"headers": rq["headers"], "body": rq["body"], "conn": n, "stream": sid}).encode()
+                body = json.dumps({"headers": rq["headers"], "body": rq["body"], "trailers": rq.get("trailers", []),
+                                   "conn": n, "stream": sid}).encode()
                 c.send_headers(sid, [(":status", "200"), ("content-type", "application/json"),
                                      ("content-length", str(len(body)))])
                 c.send_data(sid, body)

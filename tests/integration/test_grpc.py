@@ -5,6 +5,7 @@ sends GOAWAY mid-load and misbehaves on request."""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,9 @@ import unittest
 import urllib.request
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 
 from pxtest import DEADLINE, Pxd, free_port, route, wait_for
 from test_tls import Certs
@@ -225,6 +229,31 @@ class GrpcTest(unittest.TestCase):
                             "http://127.0.0.1:%d/echo" % self.px.port], capture_output=True, text=True,
                            timeout=DEADLINE)
         self.assertIn("x-trailer: yes", r.stdout)
+
+    def test_request_trailers_reach_an_http2_peer(self):
+        s = socket.create_connection(("127.0.0.1", self.h2c), timeout=DEADLINE)
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/echo"), (":authority", "h2.test"),
+                           ("te", "trailers")])
+        c.send_data(1, b"abc")
+        c.send_headers(1, [("x-client-trailer", "yes")], end_stream=True)
+        s.sendall(c.data_to_send())
+        body, done = b"", False
+        while not done:
+            d = s.recv(65536)
+            self.assertTrue(d, "px closed the connection")
+            for ev in c.receive_data(d):
+                if isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    done = True
+            s.sendall(c.data_to_send())
+        s.close()
+        echo = json.loads(body)
+        self.assertEqual(echo["body"], 3)
+        self.assertEqual(echo["trailers"], [["x-client-trailer", "yes"]])
 
     def test_100_concurrent_streams_share_the_peers_connections(self):
         # The peer allows 10 streams per connection and answers each after 300 ms: 100 at once need 10.
