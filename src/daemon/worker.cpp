@@ -133,6 +133,7 @@ void Worker::teardown() {
   }
   net::release_thread_buffers();
   release_h1_exchanges();
+  release_h2_upstreams();
   block_pool::release();
 }
 

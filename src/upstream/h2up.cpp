@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/block_pool.h"
+#include "core/freelist.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "daemon/worker.h"
@@ -53,36 +54,17 @@ void failed(H2UpStream* us, Fail why) {
   upstream_failed(st, why, us->reused, us->got_bytes);  // (aborts us: detached)
 }
 
-// Recycled exchanges, per worker thread (a request allocates none), and the scratch its request head is
-// submitted from.
-struct UpStreamPool {
-  std::vector<H2UpStream*> free;
-  std::vector<nghttp2_nv> nva;
-  ~UpStreamPool() {
-    for (H2UpStream* s : free) delete s;
-  }
-};
-thread_local UpStreamPool t_up;
-constexpr size_t kUpPoolMax = 4096;
-
-H2UpStream* new_upstream() {
-  if (t_up.free.empty()) return new H2UpStream();
-  H2UpStream* s = t_up.free.back();
-  t_up.free.pop_back();
-  return s;
-}
+// Recycled exchanges, per worker thread (a request allocates none): a FreeList keeps their body buffers.
+using UpStreamPool = FreeList<H2UpStream, 4096>;
 
 void free_upstream(H2UpStream* s) {
-  if (t_up.free.size() >= kUpPoolMax || s->body.capacity() > 64 * 1024) {
-    delete s;
-    return;
-  }
+  bool keep = s->body.capacity() <= 64 * 1024;
   std::string body;
   body.swap(s->body);
   *s = H2UpStream();  // every field as new, but the body's buffer
   body.clear();
   s->body.swap(body);
-  t_up.free.push_back(s);
+  UpStreamPool::give(s, keep);
 }
 
 // nghttp2's memory, from the worker's block pool (core/block_pool.h), as the client side's.
@@ -382,7 +364,7 @@ void on_timer_closed(uv_handle_t* h) { static_cast<H2Up*>(h->data)->on_closed();
 
 // Submits the stream's request on c.
 void start_stream(H2Up* c, Stream* st, bool reused) {
-  H2UpStream* us = new_upstream();
+  H2UpStream* us = UpStreamPool::take();
   us->conn = c;
   us->st = st;
   us->reused = reused;
@@ -395,7 +377,7 @@ void start_stream(H2Up* c, Stream* st, bool reused) {
   bool has_body = st->req_body != http::Framing::none || !us->body.empty();
   us->body_eof = st->req_complete && st->req_body == http::Framing::none;
   if (has_body && st->req_complete) us->body_eof = true;
-  std::vector<nghttp2_nv>& nva = t_up.nva;
+  static thread_local std::vector<nghttp2_nv> nva;  // (scratch: nghttp2 copies the fields)
   nva.resize(rq->nv.size() / 4);
   for (size_t i = 0; i < nva.size(); i++) {
     nva[i].name = reinterpret_cast<uint8_t*>(rq->head.data() + rq->nv[i * 4]);
@@ -812,13 +794,7 @@ Bind bind_h2(Stream* st, PeerState* p, bool fresh) {
   auto* c = new H2Up();
   c->w = w;
   c->peer = p;
-  w->upconns.inc();
-  if (auto t = w->new_socket())
-    c->open_tcp(std::move(t), c);
-  else
-    c->open_tcp(w->loop(), c);
-  if (ssl) c->start_tls(ssl, c);
-  uv_timer_init(w->loop(), &c->timer);
+  open_upstream(w, c, c, ssl, &c->timer);
   c->timer.data = c;
   c->pending_closes = 2;
   nghttp2_option* opt;
@@ -853,6 +829,8 @@ Bind bind_h2(Stream* st, PeerState* p, bool fresh) {
   uv_timer_start(&c->timer, on_timer_cb, std::min<uint64_t>(kTickMs, st->route->connect_timeout_ms), 0);
   return Bind::bound;
 }
+
+void release_h2_upstreams() { UpStreamPool::drain(); }
 
 void h2_close_idle(PeerState* p, bool all) {
   for (H2Up* c = p->h2_conns; c;) {

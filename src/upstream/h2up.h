@@ -64,7 +64,8 @@ struct H2UpStream final : Upstream {
   int32_t id = -1;
   H2UpStream* prev = nullptr;  // the connection's list
   H2UpStream* next = nullptr;
-  std::string body;  // request body nghttp2 has not taken yet, from body_off
+  H2UpStream* next_free = nullptr;  // (FreeList)
+  std::string body;                 // request body nghttp2 has not taken yet, from body_off
   size_t body_off = 0;
   Fields trailers;           // the response's trailer fields, as they arrive
   Fields req_trailers;       // the request's, sent after its body
@@ -138,5 +139,6 @@ struct H2Up final : net::TransportUser, http::ClientConn, DeferredSend {
 Bind bind_h2(Stream* st, PeerState* p, bool fresh);
 // The worker drains or stops: idle connections close now, busy ones once their streams end.
 void h2_close_idle(PeerState* p, bool all);
+void release_h2_upstreams();  // this thread's recycled exchanges (its loop ended)
 
 }  // namespace px::proxy

@@ -433,6 +433,16 @@ void UpConn::unbind() {
 
 void UpConn::failed(Fail why) { upstream_failed(stream, why, reused, got_bytes); }
 
+void open_upstream(Worker* w, http::ClientConn* c, net::TransportUser* user, SSL* ssl, uv_timer_t* timer) {
+  w->upconns.inc();
+  if (auto t = w->new_socket())
+    c->open_tcp(std::move(t), user);
+  else
+    c->open_tcp(w->loop(), user);
+  if (ssl) c->start_tls(ssl, user);
+  uv_timer_init(w->loop(), timer);
+}
+
 namespace {
 // A new connection, out of line: the constructor's set-up stays off the path of a reused one.
 [[gnu::noinline]] Bind bind_new(Stream* st, PeerState* p) {
@@ -442,13 +452,7 @@ namespace {
   auto* c = new UpConn();
   c->w = w;
   c->peer = p;
-  w->upconns.inc();
-  if (auto t = w->new_socket())
-    c->open_tcp(std::move(t), c);
-  else
-    c->open_tcp(w->loop(), c);
-  if (ssl) c->start_tls(ssl, c);
-  uv_timer_init(w->loop(), &c->timer);
+  open_upstream(w, c, c, ssl, &c->timer);
   c->timer.data = c;
   c->pending_closes = 2;
   c->parser.init(http::Kind::response, c, &w->resp_limits);

@@ -28,6 +28,10 @@ struct UpstreamRequest {
 // (HTTP/1 text, or HTTP/2 fields: h2up.h): dispatch() calls it before the first attempt.
 void write_request_head(Stream* st);
 
+// A new upstream connection's transport (on the worker's engine), TLS over it when ssl, and its timer (the
+// caller's, with data = c): UpConn's and H2Up's. Counted in the worker's upstream connections.
+void open_upstream(Worker* w, http::ClientConn* c, net::TransportUser* user, SSL* ssl, uv_timer_t* timer);
+
 // dispatch()'s HTTP/1 part: binds the stream to an idle keep-alive connection to
 // p (unless fresh) or to a new one, and sends the request when it can.
 enum class Bind : uint8_t { bound, connect_failed, no_tls, no_upgrade };
