@@ -381,10 +381,13 @@ void start_stream(H2Up* c, Stream* st, bool reused) {
   nva.resize(rq->nv.size() / 4);
   for (size_t i = 0; i < nva.size(); i++) {
     nva[i].name = reinterpret_cast<uint8_t*>(rq->head.data() + rq->nv[i * 4]);
-    nva[i].namelen = rq->nv[i * 4 + 1];
+    uint32_t len = rq->nv[i * 4 + 1];
+    nva[i].namelen = len & ~H2RequestWriter::kOnce;
     nva[i].value = reinterpret_cast<uint8_t*>(rq->head.data() + rq->nv[i * 4 + 2]);
     nva[i].valuelen = rq->nv[i * 4 + 3];
-    nva[i].flags = NGHTTP2_NV_FLAG_NONE;  // copied: the stream may be retried elsewhere, or end, first
+    // Copied (the stream may be retried elsewhere, or end, before its HEADERS leave); a value used once (the
+    // request's ID) stays out of HPACK's table, which it would only churn.
+    nva[i].flags = (len & H2RequestWriter::kOnce) ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE;
   }
   nghttp2_data_provider dp;
   dp.source.ptr = us;
@@ -414,11 +417,11 @@ void start_stream(H2Up* c, Stream* st, bool reused) {
 
 // ---- the request, as HTTP/2 ----
 
-void H2RequestWriter::put(std::string_view n, std::string_view v) {
+void H2RequestWriter::put(std::string_view n, std::string_view v, bool once) {
   size_t at = b_.size();
   b_.append(n).append(v);
   lower_in_place(b_.data() + at, n.size());
-  nv_.insert(nv_.end(), {static_cast<uint32_t>(at), static_cast<uint32_t>(n.size()),
+  nv_.insert(nv_.end(), {static_cast<uint32_t>(at), static_cast<uint32_t>(n.size()) | (once ? kOnce : 0u),
                          static_cast<uint32_t>(at + n.size()), static_cast<uint32_t>(v.size())});
 }
 
@@ -435,6 +438,21 @@ void H2RequestWriter::request_line(std::string_view method, std::string_view tar
 }
 
 void H2RequestWriter::field(std::string_view n, std::string_view v) {
+  // Only these names need a look (write_request dropped the request's hop-by-hop fields already; Host and a
+  // filter's fields come here): host 4, te 2, upgrade 7, connection and keep-alive 10, content-length 14,
+  // proxy-connection 16, transfer-encoding 17.
+  switch (n.size()) {
+    case 2:
+    case 4:
+    case 7:
+    case 10:
+    case 14:
+    case 16:
+    case 17: break;
+    default:
+      if (n.size() == 12 && iequals(n, "x-request-id")) return put(n, v, true);
+      return put(n, v);
+  }
   switch (http::classify(n)) {
     case http::Hdr::host:  // :authority (the fourth pair)
       nv_[14] = static_cast<uint32_t>(b_.size());

@@ -47,10 +47,11 @@ class H2RequestWriter {
   void append(std::string_view s) { b_.append(s); }
   void end_field();
   void end_request(http::Framing body, uint64_t length, std::string_view upgrade);
-  bool te_trailers = false;  // the client sent TE: trailers (gRPC): passed on
+  bool te_trailers = false;                    // the client sent TE: trailers (gRPC): passed on
+  static constexpr uint32_t kOnce = 1u << 31;  // in a name's length: a value no other request has (not indexed)
 
  private:
-  void put(std::string_view n, std::string_view v);
+  void put(std::string_view n, std::string_view v, bool once = false);
   std::string& b_;
   std::vector<uint32_t>& nv_;  // name offset, name length, value offset, value length, ...
   bool tls_;
