@@ -50,6 +50,24 @@ class PxctlTest(unittest.TestCase):
         self.assertEqual(r.returncode, 3)
         self.assertIn("no route named 'shop'", r.stderr)
 
+    def test_http2_and_grpc_upstreams(self):
+        a = self.adm
+        r = a.ctl("route", "add", "api", "--host", "api.test", "--upstream", "grpc://10.0.0.7:50051")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(a.ctl("route", "show", "api").stdout)["upstreams"][0]["url"],
+                         "grpc://10.0.0.7:50051")
+        r = a.ctl("route", "add", "sec", "--host", "sec.test", "--upstream", "https://10.0.0.9",
+                  "--upstream-proto", "h2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(a.ctl("route", "show", "sec").stdout)["upstream_proto"], "h2")
+        r = a.ctl("route", "set", "api", "--upstream", "grpc://10.0.0.7:50051", "--upstream", "http://10.0.0.8:80")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("upstreams[1].url: 'http://10.0.0.8:80': a route's upstreams all speak one protocol", r.stderr)
+        self.assertEqual(json.loads(a.ctl("route", "show", "api").stdout)["upstreams"][0]["url"],
+                         "grpc://10.0.0.7:50051")  # the refused change lost nothing
+        r = a.ctl("route", "set", "sec", "--upstream-proto", "h3")
+        self.assertEqual(r.returncode, 2)  # a usage error, before any request
+
     def test_usage_errors_exit_2_and_help_on_every_level(self):
         a = self.adm
         self.assertEqual(a.ctl("route", "add", "x", "--upstream", "http://h:1").returncode, 2)

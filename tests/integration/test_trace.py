@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -26,6 +27,10 @@ class TraceTest(unittest.TestCase):
             with open(os.path.join(cls.dir, name + ".lua"), "w") as f:
                 f.write(src)
         cls.up = Upstream()
+        cls.h2 = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                "h2peer.py")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        h2port = int(re.search(r":(\d+)$", cls.h2.stdout.readline().strip()).group(1))
         cls.dead = "http://127.0.0.1:%d" % free_port()  # nothing listens: refused
         cls.pxd = Pxd(workers=2, extra="filters_dir %s\nlisten 127.0.0.1:0 h2c\n" % cls.dir)
         cls.h2c = int(re.search(r"listening on 127\.0\.0\.1:(\d+) \(h2c\)", cls.pxd.log()).group(1))
@@ -33,7 +38,8 @@ class TraceTest(unittest.TestCase):
         for args in (["route", "add", "shop", "--host", "shop.test", "--upstream", cls.up.url,
                       "--filter", "tag", "--filter", "gate"],
                      ["route", "add", "api", "--host", "*.api.test", "--path", "/v1", "--upstream", cls.dead,
-                      "--upstream", cls.up.url]):
+                      "--upstream", cls.up.url],
+                     ["route", "add", "h2r", "--host", "h2r.test", "--upstream", "h2c://127.0.0.1:%d" % h2port]):
             r = cls.adm.ctl(*args)
             assert r.returncode == 0, r.stderr
         cls.pxd.wait_applied(cls.adm.generation())
@@ -43,6 +49,8 @@ class TraceTest(unittest.TestCase):
         cls.adm.stop()
         cls.pxd.stop()
         cls.up.kill()
+        cls.h2.kill()
+        cls.h2.wait()
 
     def trace(self, *args):
         r = self.adm.ctl("trace", "--connect", "127.0.0.1:%d" % self.pxd.port, *args)
@@ -73,6 +81,14 @@ class TraceTest(unittest.TestCase):
         # The upstream saw the request (and its headers), but never the token.
         seen_by_upstream = json.loads(get(self.pxd.port, host="shop.test", path="/echo").body)
         self.assertNotIn("x-px-trace", json.dumps(seen_by_upstream).lower())
+
+    def test_an_http2_upstream_shows_its_stream_and_why_its_connection(self):
+        rec = json.loads(self.trace("http://h2r.test/echo", "--json"))
+        self.assertEqual(rec["status"], 200)
+        at = rec["upstream"]["attempts"][0]
+        self.assertTrue(at["peer"].startswith("h2c://127.0.0.1:"), at)
+        self.assertRegex(at["why"], r"HTTP/2 stream \d+ on a (new connection|connection with room)")
+        self.assertEqual(at["outcome"], "answered")
 
     def test_answer_from_a_filter_and_human_output(self):
         out = self.trace("http://shop.test/admin/x")
