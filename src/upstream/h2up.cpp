@@ -159,6 +159,7 @@ void response_ended(H2Up* c, H2UpStream* us) {
     d->abandon_request(st);
     st->req_complete = true;
     nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_CANCEL);
+    us->reset = true;
   }
   d->progress(st);
 }
@@ -167,6 +168,7 @@ void bad_response(H2Up* c, H2UpStream* us, const char* why) {
   Stream* st = us->st;
   PX_WARN("upstream %s: bad HTTP/2 response: %s", c->peer->key.c_str(), why);
   nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_PROTOCOL_ERROR);
+  us->reset = true;
   if (st->down->retract(st)) {
     failed(us, Fail::bad_response);
   } else {
@@ -219,6 +221,7 @@ int on_frame_recv(nghttp2_session* ng, const nghttp2_frame* frame, void* user) {
         // A response filter failed or answered instead: the peer's response is dropped (its stream reset).
         Downstream* d = st->down;
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_CANCEL);
+        us->reset = true;
         detach(us);
         d->retract(st);
         stream_answer_instead(st);
@@ -262,6 +265,7 @@ int on_stream_close(nghttp2_session* ng, int32_t id, uint32_t error_code, void* 
   H2Up* c = conn_of(user);
   H2UpStream* us = ustream(ng, id);
   if (!us) return 0;
+  us->reset = true;  // closed: nothing more is sent on it
   c->unlink(us);
   if (us->st && !us->resp_end) {
     Stream* st = us->st;
@@ -603,6 +607,7 @@ void H2Up::fail_streams(int why) {
   goaway = true;  // nothing new goes here meanwhile (a retry may be dispatched from below)
   while (H2UpStream* s = streams) {
     unlink(s);
+    s->reset = true;  // (the connection is ending)
     if (ng) nghttp2_session_set_stream_user_data(ng, s->id, nullptr);
     if (Stream* st = s->st) {
       if (state == State::connecting && why == static_cast<int>(Fail::closed))
@@ -703,6 +708,7 @@ void H2Up::on_timer() {
       Stream* st = s->st;
       if (st && !s->resp_end && st->route->read_timeout_ms && now - s->progress_ms >= st->route->read_timeout_ms) {
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+        s->reset = true;
         bool shut = s->pending() > 0 && (nghttp2_session_get_stream_remote_window_size(ng, s->id) <= 0 ||
                                          nghttp2_session_get_remote_window_size(ng) <= 0);
         if (shut && !st->resp_head_sent && st->down->retract(st)) {
@@ -764,7 +770,8 @@ void H2UpStream::flush(Stream*) {
 
 void H2UpStream::abort(Stream*) {
   detach(this);
-  if (conn->state != H2Up::State::closing && id >= 0) {
+  if (conn->state != H2Up::State::closing && id >= 0 && !reset) {
+    reset = true;
     nghttp2_submit_rst_stream(conn->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
     conn->schedule();
   }

@@ -83,6 +83,7 @@ struct H2UpStream final : Upstream {
   bool got_bytes = false;    // some of the response arrived
   bool reused = false;       // the connection had carried streams before this one
   bool bad_head = false;     // the response head broke a rule (a limit, a bad :status): 502
+  bool reset = false;        // px reset it, or nghttp2 closed it: no RST_STREAM (more) from abort()
   size_t pending() const { return body.size() - body_off; }
 
   void send_body(Stream* st, const char* data, size_t len) override;

@@ -21,7 +21,11 @@ import sys
 import time
 from concurrent import futures
 
-import grpc
+try:
+    import grpc  # noqa: F401
+except ImportError:  # a python3 other than Debian's first on PATH: Debian's python3-grpcio
+    sys.path.append("/usr/lib/python3/dist-packages")
+    import grpc
 
 
 def unary(req, ctx):

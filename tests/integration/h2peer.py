@@ -24,10 +24,14 @@ import sys
 import threading
 import time
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.settings
+try:
+    import h2  # noqa: F401
+except ImportError:  # a python3 other than Debian's first on PATH: Debian's python3-h2
+    sys.path.append("/usr/lib/python3/dist-packages")
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+import h2.settings  # noqa: E402
 
 lock = threading.Lock()
 stats = {"connections": 0, "max_open": 0}

@@ -12,10 +12,14 @@ import threading
 import unittest
 import urllib.request
 
-import grpc
-import h2.config
-import h2.connection
-import h2.events
+try:
+    import grpc  # noqa: F401
+except ImportError:  # a python3 other than Debian's first on PATH: Debian's python3-grpcio, python3-h2
+    sys.path.append("/usr/lib/python3/dist-packages")
+import grpc  # noqa: E402
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
 
 from pxtest import DEADLINE, Pxd, free_port, route, wait_for
 from test_tls import Certs

@@ -7,7 +7,11 @@ answers the close handshake, and checks the opening handshake itself (Sec-WebSoc
 import asyncio
 import sys
 
-import websockets
+try:
+    import websockets
+except ImportError:  # a python3 other than Debian's first on PATH: Debian's python3-websockets
+    sys.path.append("/usr/lib/python3/dist-packages")
+    import websockets
 
 
 async def echo(ws, path=None):
