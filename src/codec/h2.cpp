@@ -2,6 +2,8 @@
 // and each stream's Downstream calls turned into frames.
 #include "codec/h2.h"
 
+#include "codec/h2_common.h"
+
 #include <nghttp2/nghttp2.h>
 #include <openssl/base64.h>
 #include <openssl/rand.h>
@@ -405,31 +407,20 @@ int on_frame_send(nghttp2_session* ng, const nghttp2_frame* frame, void*) {
 
 // ---- sending ----
 
-void submit_trailers(nghttp2_session* ng, H2Stream* h);
-
 ssize_t read_body(nghttp2_session* ng, int32_t, uint8_t* buf, size_t length, uint32_t* flags, nghttp2_data_source* src,
                   void*) {
   auto* h = static_cast<H2Stream*>(src->ptr);
-  size_t n = std::min(length, h->pending());
+  size_t n = h2_take_body(h->body, h->body_off, buf, length);
   if (n) {
-    memcpy(buf, h->body.data() + h->body_off, n);
-    h->body_off += n;
     if (h->st) h->st->bytes_out += n;
     h->progress_ms = h->conn->worker()->now();
-    if (h->body_off == h->body.size()) {
-      h->body.clear();
-      h->body_off = 0;
-    } else if (h->body_off >= net::kLowWater) {
-      h->body.erase(0, h->body_off);
-      h->body_off = 0;
-    }
   }
   if (h->pending() == 0) {
     if (h->body_eof) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
-      if (!h->tnv.empty()) {  // the stream ends with the trailers' HEADERS instead
+      if (!h->trailers.empty()) {  // the stream ends with the trailers' HEADERS instead
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        submit_trailers(ng, h);
+        h2_submit_trailers(ng, h->id, h->trailers);
       }
     } else if (n == 0) {
       h->deferred = true;
@@ -477,18 +468,6 @@ void put_status(H2Stream* h, int status) {
   char b[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
                static_cast<char>('0' + status % 10)};
   put_field(h, ":status", std::string_view(b, 3));
-}
-
-void submit_trailers(nghttp2_session* ng, H2Stream* h) {
-  std::vector<nghttp2_nv> nva(h->tnv.size() / 4);
-  for (size_t i = 0; i < nva.size(); i++) {
-    nva[i].name = reinterpret_cast<uint8_t*>(h->trailers.data() + h->tnv[i * 4]);
-    nva[i].namelen = h->tnv[i * 4 + 1];
-    nva[i].value = reinterpret_cast<uint8_t*>(h->trailers.data() + h->tnv[i * 4 + 2]);
-    nva[i].valuelen = h->tnv[i * 4 + 3];
-    nva[i].flags = NGHTTP2_NV_FLAG_NONE;
-  }
-  nghttp2_submit_trailer(ng, h->id, nva.data(), nva.size());
 }
 
 // Recycled streams, per worker thread: their buffers keep their capacity (a request does not allocate
@@ -934,16 +913,7 @@ void H2Stream::send_end(Stream* s) {
 
 void H2Stream::send_trailers(Stream*, const Fields& f) {
   trailers.clear();
-  tnv.clear();
-  for (const auto& [n, v] : f) {
-    http::Hdr k = http::classify(n);
-    if (http::hop_by_hop(k) || k == http::Hdr::host || n.empty() || n[0] == ':') continue;
-    size_t at = trailers.size();
-    trailers.append(n).append(v);
-    lower_in_place(trailers.data() + at, n.size());
-    tnv.insert(tnv.end(), {static_cast<uint32_t>(at), static_cast<uint32_t>(n.size()),
-                           static_cast<uint32_t>(at + n.size()), static_cast<uint32_t>(v.size())});
-  }
+  h2_trailer_fields(f, &trailers);
 }
 
 void H2Stream::send_reply(Stream* s, int status, const Fields* fields, std::string_view b) {
@@ -1015,7 +985,7 @@ bool H2Stream::flush(Stream* s) {
     dp.read_callback = read_body;
     s->bytes_out += head.size();
     // A response already whole and empty (gRPC's trailers-only answers) ends with its HEADERS frame.
-    bool data = has_body && !(body_eof && pending() == 0 && tnv.empty());
+    bool data = has_body && !(body_eof && pending() == 0 && trailers.empty());
     nghttp2_submit_response(ng, id, nva.data(), nva.size(), data ? &dp : nullptr);
     submitted = true;
   }
@@ -1082,5 +1052,41 @@ void H2Stream::open_tunnel(Stream* s, const char* early_up, size_t len) {
 }
 
 bool H2Stream::congested() const { return pending() > net::kHighWater; }
+
+// ---- pieces both sides of HTTP/2 use (h2_common.h) ----
+
+size_t h2_take_body(std::string& body, size_t& off, uint8_t* out, size_t max) {
+  size_t n = std::min(max, body.size() - off);
+  if (!n) return 0;
+  memcpy(out, body.data() + off, n);
+  off += n;
+  if (off == body.size()) {
+    body.clear();
+    off = 0;
+  } else if (off >= net::kLowWater) {
+    body.erase(0, off);
+    off = 0;
+  }
+  return n;
+}
+
+void h2_trailer_fields(const Fields& in, Fields* out) {
+  for (const auto& [n, v] : in) {
+    http::Hdr k = http::classify(n);
+    if (http::hop_by_hop(k) || k == http::Hdr::host || n.empty() || n[0] == ':') continue;
+    out->emplace_back(n, v);
+    lower_in_place(out->back().first.data(), n.size());
+  }
+}
+
+void h2_submit_trailers(nghttp2_session* ng, int32_t id, Fields& trailers) {
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(trailers.size());
+  for (auto& [n, v] : trailers)
+    nva.push_back({reinterpret_cast<uint8_t*>(n.data()), reinterpret_cast<uint8_t*>(v.data()), n.size(), v.size(),
+                   NGHTTP2_NV_FLAG_NONE});  // (copied)
+  nghttp2_submit_trailer(ng, id, nva.data(), nva.size());
+  trailers.clear();
+}
 
 }  // namespace px::proxy

@@ -79,9 +79,8 @@ struct H2Stream final : Downstream {
   std::string body;  // response bytes nghttp2 has not taken yet, from body_off
   size_t body_off = 0;
   std::string head;  // the response head, names and values back to back: nghttp2 reads it until the stream is freed
-  std::vector<uint32_t> nv;  // offsets into `head`: name, name length, value, value length, ...
-  std::string trailers;      // the response's trailer fields, as `head` (sent after the body's last byte)
-  std::vector<uint32_t> tnv;
+  std::vector<uint32_t> nv;   // offsets into `head`: name, name length, value, value length, ...
+  Fields trailers;            // the response's trailer fields (h2_trailer_fields), sent after the body's last byte
   uint64_t header_bytes = 0;  // decoded request header list so far
   uint64_t progress_ms = 0;   // the last time the client sent a piece of this request or took a piece of its response
   std::string cookies;        // cookie fields, joined at the end of the head

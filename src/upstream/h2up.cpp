@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "codec/h2_common.h"
 #include "core/block_pool.h"
 #include "core/freelist.h"
 #include "core/log.h"
@@ -309,30 +310,14 @@ int on_error(nghttp2_session*, int lib_error, const char* msg, size_t len, void*
 ssize_t read_body(nghttp2_session* ng, int32_t, uint8_t* buf, size_t length, uint32_t* flags, nghttp2_data_source* src,
                   void*) {
   auto* us = static_cast<H2UpStream*>(src->ptr);
-  size_t n = std::min(length, us->pending());
-  if (n) {
-    memcpy(buf, us->body.data() + us->body_off, n);
-    us->body_off += n;
-    if (us->st) us->st->body_bytes_sent = true;
-    if (us->body_off == us->body.size()) {
-      us->body.clear();
-      us->body_off = 0;
-    } else if (us->body_off >= net::kLowWater) {
-      us->body.erase(0, us->body_off);
-      us->body_off = 0;
-    }
-  }
+  size_t n = h2_take_body(us->body, us->body_off, buf, length);
+  if (n && us->st) us->st->body_bytes_sent = true;
   if (us->pending() == 0) {
     if (us->body_eof) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
       if (!us->req_trailers.empty()) {  // the stream ends with the trailers' HEADERS instead
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        std::vector<nghttp2_nv> nva;
-        for (auto& [n, v] : us->req_trailers)
-          nva.push_back({reinterpret_cast<uint8_t*>(n.data()), reinterpret_cast<uint8_t*>(v.data()), n.size(), v.size(),
-                         NGHTTP2_NV_FLAG_NONE});
-        nghttp2_submit_trailer(ng, us->id, nva.data(), nva.size());
-        us->req_trailers.clear();
+        h2_submit_trailers(ng, us->id, us->req_trailers);
       }
     } else if (n == 0) {
       us->deferred = true;
@@ -750,14 +735,7 @@ void H2UpStream::send_body(Stream* s, const char* data, size_t len) {
 
 void H2UpStream::send_end(Stream*) { body_eof = true; }
 
-void H2UpStream::send_trailers(Stream*, const Fields& f) {
-  for (const auto& [n, v] : f) {
-    http::Hdr k = http::classify(n);
-    if (http::hop_by_hop(k) || k == http::Hdr::host || n.empty() || n[0] == ':') continue;
-    req_trailers.emplace_back(n, v);
-    lower_in_place(req_trailers.back().first.data(), n.size());
-  }
-}
+void H2UpStream::send_trailers(Stream*, const Fields& f) { h2_trailer_fields(f, &req_trailers); }
 
 void H2UpStream::flush(Stream*) {
   if (id < 0 || !conn->ng) return;
