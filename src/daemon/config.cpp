@@ -125,6 +125,10 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
         {"max_fails", &c.max_fails, false},
         {"lua_memory_limit", &c.lua_memory_limit, true},
         {"shared_slots", &c.shared_slots, false},
+        {"cache_max_size", &c.cache_max_size, true},
+        {"cache_max_object", &c.cache_max_object, true},
+        {"cache_memory", &c.cache_memory, true},
+        {"cache_index_slots", &c.cache_index_slots, false},
         {"h2_max_concurrent_streams", &c.h2_max_concurrent_streams, false},
         {"h2_max_requests", &c.h2_max_requests, false},
         {"h2_max_continuations", &c.h2_max_continuations, false},
@@ -189,6 +193,10 @@ bool parse_config(std::string_view text, const std::string& source, Config* out,
     } else if (key == "data_dir") {
       if (!need_one()) return false;
       c.data_dir = std::string(w[1]);
+    } else if (key == "cache_dir") {
+      if (!need_one()) return false;
+      if (w[1] != "off" && w[1][0] != '/') return fail("cache_dir: expected an absolute path or 'off'");
+      c.cache_dir = std::string(w[1]);
     } else if (key == "filters_dir") {
       if (!need_one()) return false;
       c.filters_dir = std::string(w[1]);

@@ -67,10 +67,17 @@ struct Config {
   std::vector<std::string> global_filters = {"acme"};  // their early_request hooks run for every request
   // Upstream connections' and px.fetch's sockets: "uring" (io_uring), "epoll", or "auto" (io_uring when the
   // kernel can run it). Set at a start (a reload keeps the running one).
-  std::string io_engine = "auto";     // io_uring where the kernel runs it (bench/README: it wins), else epoll
-  bool use_uring = false;             // what io_engine came to at the start (pxd's Server decides; not a directive)
-  uint64_t shared_slots = 65536;      // px.shared and px.limit: 16 bytes each, host-wide (core/shared_table.h)
-  uint64_t lua_phase_budget_ms = 50;  // wall-clock budget of one phase's filters
+  std::string io_engine = "auto";  // io_uring where the kernel runs it (bench/README: it wins), else epoll
+  bool use_uring = false;          // what io_engine came to at the start (pxd's Server decides; not a directive)
+  uint64_t shared_slots = 65536;   // px.shared and px.limit: 16 bytes each, host-wide (core/shared_table.h)
+  // The response cache (routes with "cache"; pxd.conf(5)): objects are files under cache_dir ("" = <data_dir>/cache,
+  // "off" = no cache); set at a start (a reload keeps the running ones).
+  std::string cache_dir;
+  uint64_t cache_max_size = 1ull << 30;              // bytes of files; past it the least recently used go
+  uint64_t cache_max_object = 64ull << 20;           // larger responses are relayed unstored (a route may say less)
+  uint64_t cache_memory = 64ull << 20;               // per worker: small objects kept in memory
+  uint64_t cache_index_slots = 262144;               // objects the index can name (16 bytes each)
+  uint64_t lua_phase_budget_ms = 50;                 // wall-clock budget of one phase's filters
   uint64_t lua_memory_limit = 256ull * 1024 * 1024;  // per worker's Lua state
   // TLS listeners (listen ... tls). Versions are 0x0303 (TLSv1.2) and 0x0304 (TLSv1.3).
   uint16_t tls_min_version = 0x0303, tls_max_version = 0x0304;

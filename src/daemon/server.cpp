@@ -744,6 +744,11 @@ void Server::reload() {
   keep("global_filters", &Config::global_filters);
   keep("lua_memory_limit", &Config::lua_memory_limit);
   keep("shared_slots", &Config::shared_slots);
+  keep("cache_dir", &Config::cache_dir);
+  keep("cache_max_size", &Config::cache_max_size);
+  keep("cache_max_object", &Config::cache_max_object);
+  keep("cache_memory", &Config::cache_memory);
+  keep("cache_index_slots", &Config::cache_index_slots);
   keep("io_engine", &Config::io_engine);
   next.use_uring = cfg_.use_uring;
   keep("store_poll_ms", &Config::store_poll_ms);
@@ -955,6 +960,14 @@ int Server::run() {
     }
   }
   shared_ = std::make_unique<SharedTable>(cfg_.shared_slots);
+  if (cfg_.cache_dir != "off") {
+    std::string dir = cfg_.cache_dir.empty() ? cfg_.data_dir + "/cache" : cfg_.cache_dir, why;
+    cache_ = std::make_unique<cache::Store>(dir, cfg_.cache_max_size, cfg_.cache_index_slots);
+    if (!cache_->open(&why)) {  // routes with a cache are then proxied uncached
+      PX_ERR("%s: %s: no response cache", cfg_.source.c_str(), why.c_str());
+      cache_.reset();
+    }
+  }
   if (cfg_.io_engine != "epoll") {  // io_uring, when this kernel (its sysctls, seccomp, a container) runs it
     std::string why = net::UringSet::probe();
     if (why.empty()) {
@@ -973,6 +986,7 @@ int Server::run() {
     workers_.push_back(std::make_unique<Worker>(i, cfg_));
     workers_.back()->set_tls(tls_ctx_.get());
     workers_.back()->set_shared(shared_.get());
+    if (cache_) workers_.back()->set_cache(cache_.get(), cfg_.cache_memory, cfg_.cache_max_object);
   }
   if (!cfg_.access_log.empty()) {
     access_log_ = std::make_unique<AccessLog>();

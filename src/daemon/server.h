@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache/store.h"
 #include "daemon/config.h"
 #include "daemon/worker.h"
 #include "http/server.h"
@@ -97,6 +98,7 @@ class Server {
   bool watch_started_ = false;
   store::Store store_;
   std::unique_ptr<SharedTable> shared_;  // every worker's (px.shared, px.limit): outlives them
+  std::unique_ptr<cache::Store> cache_;  // the response cache's files and index (cache/store.h): outlives them
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<const route::Snapshot> snapshot_;
   uint64_t built_gen_ = UINT64_MAX;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include "conn/session.h"
 #include "core/block_pool.h"
+#include "stream/cache.h"
 #include "stream/stream.h"
 #include "upstream/h2up.h"
 #include "upstream/upconn.h"
@@ -64,6 +65,7 @@ void Worker::start(std::vector<ListenFd> fds) {
       PX_ERR("worker %d: io_uring: %s (this worker's sockets use epoll)", id_, why.c_str());
   }
   apply_timeouts();
+  if (cache_store_) cache_ = std::make_unique<CacheStage>(this, cache_store_, cache_memory_, cache_max_object_);
   for (auto& l : fds_) add_listener(l);
   started_ = true;
   if (inline_) return;  // start_inline(): the caller runs the loop on its own thread
@@ -121,6 +123,7 @@ void Worker::finish_inline() {
 // After the loop ran dry: prove nothing leaked, and free what the worker kept.
 void Worker::teardown() {
   if (uv_loop_close(&loop_) != 0) PX_ERR("worker %d: loop closed with handles still open", id_);
+  cache_.reset();
   if (current_) {
     current_->retired = true;
     if (current_->refs == 0) delete current_;
@@ -896,6 +899,7 @@ void Worker::stop_everything() {
   uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&h2_check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&h2_idle_), nullptr);
+  if (cache_) cache_->close();
 }
 
 // ---- deferred HTTP/2 sends ----

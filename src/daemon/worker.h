@@ -56,9 +56,14 @@
 #include "upstream/balancer.h"
 #include "upstream/peer.h"
 
+namespace px::cache {
+class Store;
+}
+
 namespace px::proxy {
 
 class Worker;
+class CacheStage;
 class H2Conn;
 struct Session;
 struct Stream;
@@ -113,6 +118,14 @@ class Worker {
   // TLS listeners: the context every worker shares (tls/context.h). Before start().
   void set_tls(SSL_CTX* ctx) { tls_ctx_ = ctx; }
   void set_shared(SharedTable* t) { shared_ = t; }  // px.shared and px.limit: the host's table
+  // The response cache (cache/store.h): the host's store, this worker's memory for small objects and the
+  // largest object stored (before start()).
+  void set_cache(cache::Store* s, uint64_t memory, uint64_t max_object) {
+    cache_store_ = s;
+    cache_memory_ = memory;
+    cache_max_object_ = max_object;
+  }
+  CacheStage* cache() { return cache_.get(); }  // nullptr: no cache (none configured, or it cannot run)
   // pxctl route set --record: where recorded requests go (before start()).
   void set_records(const std::string& dir) { recorder_ = std::make_unique<Recorder>(dir, shared_); }
   Recorder* recorder() { return recorder_.get(); }
@@ -331,6 +344,9 @@ class Worker {
   route::AuthCache auth_cache_;  // verified Basic credentials (route/acl.h)
   net::Geo geo_;
   SharedTable* shared_ = nullptr;
+  cache::Store* cache_store_ = nullptr;
+  uint64_t cache_memory_ = 0, cache_max_object_ = 0;
+  std::unique_ptr<CacheStage> cache_;
   std::unique_ptr<Recorder> recorder_;
   std::string geo_error_;  // the last one logged
   void refresh_geo();

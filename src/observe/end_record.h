@@ -58,6 +58,9 @@ struct EndRecord {
   uint16_t status = 0;  // sent to the client (0: nothing was sent)
   uint16_t upstream_status = 0;
   uint8_t attempts = 0;  // upstream attempts (retries included)
+  // The cache stage (stream/cache.h): "hit", "stale", "miss", "revalidated", "bypass" ("" none), and why the
+  // response was not stored ("" when it was, or when nothing was asked of the cache).
+  std::string_view cache, cache_detail;
   Termination reason = Termination::ok;
   uint64_t bytes_in = 0;   // bytes of this request read from the client (head and body)
   uint64_t bytes_out = 0;  // bytes written to the client for this stream

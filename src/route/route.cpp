@@ -249,6 +249,64 @@ struct Ctx {
 bool get_uint(const json& j, const char* key, uint64_t* out, uint64_t max, Ctx& c, const std::string& prefix = "") {
   return fields::get_uint(j, key, out, max, c.error, prefix);
 }
+
+// A cache duration in whole seconds, as Cache-Control counts them: a number of seconds, or a string with a unit.
+bool get_seconds(const json& j, const char* key, int64_t* out, Ctx& c) {
+  if (!j.contains(key)) return true;
+  uint64_t v = 0;
+  constexpr uint64_t kMax = 365ull * 86400;
+  if (j[key].is_string()) {
+    if (!fields::get_duration_ms(j, key, &v, kMax * 1000, c.error, "cache.")) return false;
+    v /= 1000;
+  } else if (!fields::get_uint(j, key, &v, kMax, c.error, "cache.")) {
+    return false;
+  }
+  *out = static_cast<int64_t>(v);
+  return true;
+}
+
+// "cache": true / false, or an object (route.h CacheSpec): the cache is on unless it says "enabled": false.
+bool cache_spec(const json& v, CacheSpec* out, Ctx& c) {
+  CacheSpec s;
+  if (v.is_boolean()) {
+    s.enabled = v.get<bool>();
+    *out = s;
+    return true;
+  }
+  if (!v.is_object()) return c.fail("cache", "expected true, false or an object");
+  if (!fields::only_known(v,
+                          {"enabled", "max_object_size", "default_ttl", "stale_while_revalidate", "stale_if_error",
+                           "lock_timeout", "store_set_cookie"},
+                          c.error)) {
+    *c.error = "cache." + *c.error;
+    return false;
+  }
+  s.enabled = true;
+  for (const char* k : {"enabled", "store_set_cookie"})
+    if (v.contains(k)) {
+      if (!v[k].is_boolean()) return c.fail(std::string("cache.") + k, "expected true or false");
+      (k == std::string_view("enabled") ? s.enabled : s.store_set_cookie) = v[k].get<bool>();
+    }
+  if (!fields::get_size(v, "max_object_size", &s.max_object_size, uint64_t(1) << 40, c.error, "cache.") ||
+      !get_seconds(v, "default_ttl", &s.default_ttl, c) ||
+      !get_seconds(v, "stale_while_revalidate", &s.stale_while_revalidate, c) ||
+      !get_seconds(v, "stale_if_error", &s.stale_if_error, c) ||
+      !fields::get_duration_ms(v, "lock_timeout", &s.lock_timeout_ms, 600000, c.error, "cache."))
+    return false;
+  *out = s;
+  return true;
+}
+
+json cache_json(const CacheSpec& s) {
+  json j = {{"enabled", s.enabled}};
+  if (s.max_object_size) j["max_object_size"] = s.max_object_size;
+  if (s.default_ttl) j["default_ttl"] = s.default_ttl;
+  if (s.stale_while_revalidate) j["stale_while_revalidate"] = s.stale_while_revalidate;
+  if (s.stale_if_error) j["stale_if_error"] = s.stale_if_error;
+  if (s.lock_timeout_ms != CacheSpec().lock_timeout_ms) j["lock_timeout"] = std::to_string(s.lock_timeout_ms) + "ms";
+  if (s.store_set_cookie) j["store_set_cookie"] = true;
+  return j;
+}
 }  // namespace
 
 bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error) {
@@ -257,9 +315,26 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
   if (j.is_discarded()) return c.fail("route", "not valid JSON");
   if (!j.is_object()) return c.fail("route", "expected a JSON object");
   if (!fields::only_known(j,
-                          {"name", "hosts", "path", "strip_path", "upstreams", "lb", "enabled", "connect_timeout_ms",
-                           "read_timeout_ms", "max_body_size", "health_check", "filters", "upstream_tls", "tls",
-                           "access_log", "passthrough", "record", "version", "upstream_proto"},
+                          {"name",
+                           "hosts",
+                           "path",
+                           "strip_path",
+                           "upstreams",
+                           "lb",
+                           "enabled",
+                           "connect_timeout_ms",
+                           "read_timeout_ms",
+                           "max_body_size",
+                           "health_check",
+                           "filters",
+                           "upstream_tls",
+                           "tls",
+                           "access_log",
+                           "passthrough",
+                           "record",
+                           "version",
+                           "upstream_proto",
+                           "cache"},
                           error))
     return false;
   RouteSpec r;
@@ -418,6 +493,7 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
     }
   }
   if (j.contains("health_check") && !fields::health_check(j["health_check"], true, &r.health, error)) return false;
+  if (j.contains("cache") && !cache_spec(j["cache"], &r.cache, c)) return false;
   if (j.contains("filters")) {
     if (!j["filters"].is_array()) return c.fail("filters", "expected an array");
     for (size_t i = 0; i < j["filters"].size(); i++) {
@@ -451,15 +527,16 @@ bool parse_route_json(std::string_view text, RouteSpec* out, std::string* error)
                         r.upstreams[0].url.substr(0, r.upstreams[0].url.find("://")) + ":// here)");
   if (r.passthrough) {
     // px never sees inside a passthrough route's connections: what works on requests cannot apply.
-    const char* http_only[] = {"path",          "strip_path",      "filters",       "upstream_tls",
-                               "max_body_size", "read_timeout_ms", "upstream_proto"};
+    const char* http_only[] = {"path",          "strip_path",      "filters",        "upstream_tls",
+                               "max_body_size", "read_timeout_ms", "upstream_proto", "cache"};
     for (const char* k : http_only)
       if (j.contains(k) && !(k == std::string_view("path") && r.path == "/") &&
           !(k == std::string_view("strip_path") && !r.strip_path) &&
           !(k == std::string_view("filters") && r.filters.empty()) &&
           !(k == std::string_view("max_body_size") && r.max_body_size == -1) &&
           !(k == std::string_view("read_timeout_ms") && r.read_timeout_ms == 0) &&
-          !(k == std::string_view("upstream_proto") && r.upstream_proto == "http/1.1"))
+          !(k == std::string_view("upstream_proto") && r.upstream_proto == "http/1.1") &&
+          !(k == std::string_view("cache") && !r.cache.enabled))
         return c.fail(k, "does not apply to a passthrough route (px relays its TLS bytes without reading them)");
     if (r.tls != "off")
       return c.fail("tls", "a passthrough route's upstream terminates TLS itself: px holds no certificate for it");
@@ -488,6 +565,7 @@ std::string route_to_json(const RouteSpec& r) {
   j["read_timeout_ms"] = r.read_timeout_ms;
   j["max_body_size"] = r.max_body_size;
   if (r.health.enabled) j["health_check"] = fields::health_check_json(r.health, true);
+  if (!(r.cache == CacheSpec())) j["cache"] = cache_json(r.cache);
   json fl = json::array();
   for (const auto& f : r.filters) fl.push_back({{"name", f.name}, {"config", json::parse(f.config_json)}});
   j["filters"] = fl;

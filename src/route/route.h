@@ -19,6 +19,8 @@
 //    "tls": "auto" | "off" | "<certificate name>",      // HTTPS (pxadmind: ACME for "auto")
 //    "access_log": true,                               // false: not in pxd's access log
 //    "passthrough": false,                             // true: SNI passthrough to tcp:// upstreams
+//    "cache": true | {"default_ttl": 0, "stale_while_revalidate": 30, "stale_if_error": 600,
+//                     "max_object_size": "64m", "lock_timeout": "5s", "store_set_cookie": false},
 //    "version": 1}
 //
 // Hostnames match case-insensitively and ignore a port. `*.example.com`
@@ -65,6 +67,18 @@ struct UpstreamTlsSpec {
   bool operator==(const UpstreamTlsSpec&) const = default;
 };
 
+// The route's response cache (RFC 9111; pxd(8) "Caching"): `"cache": true`, or an object of these fields.
+struct CacheSpec {
+  bool enabled = false;
+  uint64_t max_object_size = 0;        // larger responses stream to the client unstored; 0 = pxd.conf cache_max_object
+  int64_t default_ttl = 0;             // seconds of freshness for a response that states none; 0 = RFC 9111's heuristic
+  int64_t stale_while_revalidate = 0;  // seconds a stale response answers while one refresh runs
+  int64_t stale_if_error = 0;          // seconds a stale response answers while the upstream fails
+  uint64_t lock_timeout_ms = 5000;     // a request waits this long for another's fill of its key, then goes on
+  bool store_set_cookie = false;       // store responses with Set-Cookie (the stored copy has no Set-Cookie)
+  bool operator==(const CacheSpec&) const = default;
+};
+
 struct FilterSpec {
   std::string name;
   std::string config_json = "{}";
@@ -84,6 +98,7 @@ struct RouteSpec {
   HealthCheckSpec health;
   std::vector<FilterSpec> filters;
   UpstreamTlsSpec upstream_tls;
+  CacheSpec cache;
   // The protocol towards http(s):// upstreams: "http/1.1" (the default) or "h2" (https: ALPN h2; http: HTTP/2
   // with prior knowledge, as h2c://). h2c:// and grpc:// upstreams are HTTP/2 whatever this says.
   std::string upstream_proto = "http/1.1";

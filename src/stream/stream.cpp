@@ -11,6 +11,7 @@
 #include "core/strings.h"
 #include "daemon/worker.h"
 #include "observe/metrics.h"
+#include "stream/cache.h"
 #include "stream/stream.h"
 #include "upstream/peer.h"
 #include "upstream/upstream.h"
@@ -209,12 +210,10 @@ void after_request_phase(Stream* st, lua::Verdict rr) {
   proceed(st);
 }
 
-// After the request phase: limits, phases 3 and 4, the upstream exchange.
+// After the request phase: limits, the cache, phases 3 and 4, the upstream exchange.
 void proceed(Stream* st) {
   const route::Route* r = st->route;
   const http::Head& h = st->req;
-  bool has_body = st->req_body != http::Framing::none;
-  lua::Engine* eng = st->w->engine();
   st->max_body = r->max_body_size;
   if (st->max_body && h.has_content_length && h.content_length > st->max_body) {
     reply_text(st, 413, "request body too large", true);
@@ -224,6 +223,17 @@ void proceed(Stream* st) {
     reply_text(st, 417, "unsupported Expect", true);
     return;
   }
+  // The cache stage (cache.h): a stored response answers, or the request waits for another's fill of its key.
+  if (r->spec.cache.enabled && st->w->cache() && cache_begin(st)) [[unlikely]]
+    return;
+  stream_go_upstream(st);
+}
+}  // namespace
+
+void stream_go_upstream(Stream* st) {
+  const route::Route* r = st->route;
+  bool has_body = st->req_body != http::Framing::none;
+  lua::Engine* eng = st->w->engine();
   // Phases 3 and 4, upstream_peer and upstream_request: which peer, and what it is sent.
   for (lua::Phase p : {lua::kPeer, lua::kUpstreamRequest})
     if (st->mask & (1 << p)) {
@@ -233,7 +243,7 @@ void proceed(Stream* st) {
         return;
       }
     }
-  if (!dispatch(st) || st->held.empty() && !st->req_complete) return;
+  if (!dispatch(st) || (st->held.empty() && !st->req_complete)) return;
   // Body that came while a filter waited.
   if (st->max_body && st->body_received > st->max_body) {
     reply_text(st, 413, "request body too large", true);
@@ -246,8 +256,6 @@ void proceed(Stream* st) {
 }
 
 // ---- a filter waits (Verdict::wait): the stream waits for it, then resumes the phase ----
-
-}  // namespace
 
 struct FilterWait {
   uv_timer_t timer;
@@ -635,6 +643,12 @@ void grpc_fields(int status, std::string_view text, const Fields* fields, Fields
 }
 
 bool stream_response_head(Stream* st, const http::Head& h) {
+  if (st->cache && !cache_response_head(st, st->resp)) [[unlikely]]
+    return true;  // the cache answers instead (at the response's end)
+  return stream_send_head(st, h);
+}
+
+bool stream_send_head(Stream* st, const http::Head& h) {
   // Phase 5, response: filters may change the status and headers before the head leaves.
   ResponseHead rh;
   rh.status = h.status;
@@ -712,7 +726,9 @@ void end_stream(Stream* st, bool cut) {
     r.metrics_slot = route ? route->metrics_slot : static_cast<uint16_t>(kSlotNone);
     r.client = st->client_ip;
     r.status = st->status;
-    r.upstream_status = st->local ? 0 : st->resp.status;
+    r.upstream_status = st->local || !st->peer ? 0 : st->resp.status;
+    r.cache = cache_result(st);
+    r.cache_detail = cache_detail(st);
     r.attempts = st->attempts;
     r.reason = st->term;
     r.bytes_in = st->bytes_in;
@@ -729,6 +745,7 @@ void end_stream(Stream* st, bool cut) {
       trace_write(w->trace_dir(), *st->trace, r);
   }
   if (st->view.fs && eng) eng->done(st->view);
+  if (st->cache) cache_end(st);
   if (st->snap) w->release_snap(st->snap);
   w->put_stream(st);
 }

@@ -30,6 +30,7 @@ struct PoolView;
 class Upstream;
 struct PeerState;
 struct UpstreamRequest;
+struct CacheCtx;
 
 struct Stream {
   Worker* w = nullptr;         // the worker whose pool holds this stream (set once)
@@ -86,6 +87,7 @@ struct Stream {
   bool held_paused = false;           // reading paused: `held` is full (kHoldMax)
   lua::RequestView view;              // what filters see, and their state (only for routes with filters)
   std::unique_ptr<Trace> trace;       // pxctl trace (trace.h): only for a request with a valid token
+  CacheCtx* cache = nullptr;          // the cache stage's state (stream/cache.h): routes with "cache" only
   net::IpAddr peer_text_of;  // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
   char peer_text[46];
   uint8_t peer_text_len = 0;
@@ -127,16 +129,28 @@ void grpc_fields(int status, std::string_view text, const Fields* fields, Fields
 // The upstream's answer, relayed (the upstream side calls these; the stream runs the response phase and hands
 // the result to its Downstream). false: a response filter failed or answered instead (px.respond in the
 // response phase): the upstream side drops the upstream's response, unsent, and calls stream_answer_instead.
+// (The upstream's head is the stream's st->resp; the cache stage may add its Cache-Status to it.)
 bool stream_response_head(Stream* st, const http::Head& h);
 // Sends what replaces an upstream response stream_response_head refused: the filter's answer, or a 500.
 void stream_answer_instead(Stream* st);
+// The response phase and the Downstream's send_head, for a relayed head or one the cache answers with.
+bool stream_send_head(Stream* st, const http::Head& h);
+// The cache stage (stream/cache.h) sees the relayed body and its end; false: the body is not the client's.
+bool cache_response_body(Stream* st, const char* data, size_t len);
+void cache_response_end(Stream* st);
 inline void stream_response_body(Stream* st, const char* data, size_t len) {  // by reference, until the flush
+  if (st->cache && !cache_response_body(st, data, len)) [[unlikely]]
+    return;
   st->down->send_body(st, data, len);
 }
 inline void stream_response_end(Stream* st) {
+  if (st->cache) [[unlikely]]
+    cache_response_end(st);
   st->resp_complete = true;
   st->down->send_end(st);
 }
+// After the request phase, the limits and the cache: phases 3 and 4, then the upstream exchange.
+void stream_go_upstream(Stream* st);
 // The one place a stream ends: its end record, the logging phase and the
 // observers, then the stream goes back to the pool. cut: its connection is closing.
 void end_stream(Stream* st, bool cut);

@@ -8,6 +8,7 @@
 #include "core/strings.h"
 #include "daemon/worker.h"
 #include "http/h1.h"
+#include "stream/cache.h"
 #include "stream/stream.h"
 #include "upstream/h2up.h"
 #include "upstream/retry.h"
@@ -350,6 +351,8 @@ void write_request(Stream* st, W& wr) {
     }
     std::string_view n = h.name(i);
     if (edits && edited(n)) continue;  // replaced below by the filters' version
+    if (st->cache && cache_drops_field(st, n)) [[unlikely]]
+      continue;
     if (static_cast<int>(i) == h.host_index) {
       host = h.value(i);
       if (st->abs_path.empty()) wr.field("Host", host);
@@ -361,6 +364,8 @@ void write_request(Stream* st, W& wr) {
   if (edits)
     lua::each_edited(
         h, *edits, [](void* o, std::string_view n, std::string_view v) { static_cast<W*>(o)->field(n, v); }, &wr);
+  if (st->cache) [[unlikely]]
+    cache_add_fields(st, wr);  // a revalidation's validators
   if (edits && edited("host")) {
     // A filter set the Host sent upstream.
   } else if (!st->abs_path.empty()) {
