@@ -275,7 +275,8 @@ int64_t initial_age(const http::Head& resp, int64_t request_time, int64_t respon
 Use usable(const Stored& s, const CacheControl& rq) {
   if (s.no_cache || rq.no_cache) return Use::revalidate;
   int64_t left = s.lifetime - s.age;  // freshness left (negative: stale by that much)
-  if (rq.max_age >= 0 && s.age > rq.max_age) return Use::revalidate;
+  // max-age=0 (a browser's reload) asks for a validation, as Squid and Varnish read it; else the age counts.
+  if (rq.max_age == 0 || (rq.max_age > 0 && s.age > rq.max_age)) return Use::revalidate;
   if (rq.min_fresh >= 0 && left < rq.min_fresh) return Use::revalidate;
   if (left > 0) return Use::fresh;
   if (s.must_revalidate) return Use::revalidate;

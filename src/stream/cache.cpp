@@ -106,8 +106,8 @@ void unclaim(CacheCtx* c) {
 }
 
 // Cache-Status (RFC 9211): "px; hit; ttl=N" or "px; fwd=REASON; fwd-status=N; stored" / "; detail=WHY".
-void status_field(CacheCtx* c, std::string_view fwd, int fwd_status, bool stored, int64_t ttl, bool has_ttl) {
-  std::string& f = c->field;
+void status_field(CacheCtx* c, std::string fwd, int fwd_status, bool stored, int64_t ttl, bool has_ttl) {
+  std::string& f = c->field;  // (fwd may have been this field: it is a copy)
   f = "px; ";
   if (fwd.empty()) {
     f += "hit";

@@ -1,0 +1,447 @@
+"""The response cache (RFC 9111) through the real pxd, against an origin that counts its requests (cachepeer.py):
+freshness and expiry, each Cache-Control directive, Expires and heuristic freshness, Vary, revalidation with 304,
+Set-Cookie and Authorization, conditional requests, HEAD, invalidation, coalescing, objects too large or cut
+short, a restart, and HTTP/2 clients sharing what HTTP/1 clients stored."""
+import email.utils
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import threading
+import time
+import unittest
+import urllib.parse
+
+from cachepeer import CachePeer
+from pxtest import Client, Pxd, get, route, wait_for
+
+
+def q(*fields, **kw):
+    """A target's query string: response fields ("Name: value") and the origin's other knobs."""
+    parts = [("h", f) for f in fields] + list(kw.items())
+    return urllib.parse.urlencode(parts)
+
+
+def http_date(t):
+    return email.utils.formatdate(t, usegmt=True)
+
+
+class CacheTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.o = CachePeer()
+        cls.px = Pxd(workers=2, extra="listen 127.0.0.1:0 h2c\ncache_max_object 8m\n", routes=[
+            route("c", ["c.test"], [cls.o.url], cache=True),
+            route("cookie", ["cookie.test"], [cls.o.url], cache={"store_set_cookie": True}),
+            route("small", ["small.test"], [cls.o.url], cache={"max_object_size": "10k"}),
+            route("ttl", ["ttl.test"], [cls.o.url], cache={"default_ttl": 60}),
+            route("nocache", ["plain.test"], [cls.o.url]),
+        ])
+        cls.n = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.px.stop()
+        cls.o.stop()
+
+    def target(self, *fields, **kw):
+        """A target of its own for each use: no test sees another's stored responses."""
+        CacheTest.n += 1
+        return "/t%d-%s?%s" % (CacheTest.n, self._testMethodName[5:25], q(*fields, **kw))
+
+    def get(self, t, host="c.test", headers=(), method="GET"):
+        return get(self.px.port, t, host=host, headers=headers, method=method)
+
+    # ---- freshness ----
+
+    def test_fresh_response_is_served_from_the_cache(self):
+        t = self.target("Cache-Control: max-age=60")
+        first = self.get(t)
+        self.assertEqual(first.status, 200)
+        self.assertIn("fwd=uri-miss", first.header("cache-status"))
+        self.assertIn("stored", first.header("cache-status"))
+        for _ in range(3):
+            r = self.get(t)
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body, first.body)
+            self.assertRegex(r.header("cache-status"), r"^px; hit; ttl=\d+")
+            self.assertIsNotNone(r.header("age"))
+            self.assertEqual(r.header("cache-control"), "max-age=60")
+        self.assertEqual(self.o.count(t), 1)
+
+    def test_a_stale_response_is_revalidated_and_a_304_refreshes_it(self):
+        t = self.target("Cache-Control: max-age=1", etag='"v1"')
+        first = self.get(t)
+        self.assertEqual(self.get(t).header("cache-status").split(";")[1].strip(), "hit")
+        # Once it is stale, the origin is asked with the stored validator, answers 304, and the client gets the
+        # stored body, refreshed.
+        r = wait_for(lambda: (lambda x: x if "fwd=stale" in x.header("cache-status") else None)(self.get(t)),
+                     what="the stored response to go stale")
+        self.assertEqual(r.status, 200)
+        self.assertIn("fwd-status=304", r.header("cache-status"))
+        self.assertEqual(r.body, first.body)
+        self.assertEqual(self.o.count(t), 1)
+        self.assertGreaterEqual(self.o.conditional(t), 1)
+        self.assertEqual(self.o.last(t).get("if-none-match"), '"v1"')
+        self.assertIn("hit", self.get(t).header("cache-status"))  # fresh again after the refresh
+
+    def test_a_stale_response_without_validators_is_fetched_again(self):
+        t = self.target("Cache-Control: max-age=1")
+        self.get(t)
+        wait_for(lambda: self.get(t) and self.o.count(t) >= 2, what="a second full fetch")
+        self.assertEqual(self.o.conditional(t), 0)
+
+    def test_no_store_is_not_stored(self):
+        t = self.target("Cache-Control: no-store, max-age=60")
+        for _ in range(3):
+            r = self.get(t)
+            self.assertIn('detail="no-store"', r.header("cache-status"))
+            self.assertNotIn("stored", r.header("cache-status"))
+        self.assertEqual(self.o.count(t), 3)
+
+    def test_request_no_store_is_not_stored(self):
+        t = self.target("Cache-Control: max-age=60")
+        self.get(t, headers=[("Cache-Control", "no-store")])
+        self.get(t)
+        self.assertEqual(self.o.count(t), 2)
+
+    def test_private_is_not_stored_by_a_shared_cache(self):
+        t = self.target("Cache-Control: private, max-age=60")
+        self.get(t)
+        r = self.get(t)
+        self.assertIn('detail="private"', r.header("cache-status"))
+        self.assertEqual(self.o.count(t), 2)
+
+    def test_no_cache_is_stored_but_validated_every_time(self):
+        t = self.target("Cache-Control: no-cache", etag='"n1"')
+        self.get(t)
+        for i in range(3):
+            r = self.get(t)
+            self.assertEqual(r.status, 200)
+            self.assertIn("fwd=stale; fwd-status=304", r.header("cache-status"))
+        self.assertEqual(self.o.count(t), 1)
+        self.assertEqual(self.o.conditional(t), 3)
+
+    def test_request_no_cache_and_max_age_0_revalidate(self):
+        t = self.target("Cache-Control: max-age=60", etag='"r1"')
+        self.get(t)
+        for h in ([("Cache-Control", "no-cache")], [("Cache-Control", "max-age=0")], [("Pragma", "no-cache")]):
+            r = self.get(t, headers=h)
+            self.assertIn("fwd=stale", r.header("cache-status"), h)
+        self.assertEqual(self.o.conditional(t), 3)
+        self.assertEqual(self.o.count(t), 1)
+
+    def test_request_only_if_cached_gets_504_on_a_miss(self):
+        t = self.target("Cache-Control: max-age=60")
+        self.assertEqual(self.get(t, headers=[("Cache-Control", "only-if-cached")]).status, 504)
+        self.assertEqual(self.o.count(t), 0)
+
+    def test_s_maxage_wins_over_max_age(self):
+        t = self.target("Cache-Control: max-age=0, s-maxage=60")
+        self.get(t)
+        self.assertIn("hit", self.get(t).header("cache-status"))
+        self.assertEqual(self.o.count(t), 1)
+
+    def test_must_revalidate_and_max_age_0_go_to_the_origin(self):
+        t = self.target("Cache-Control: max-age=0, must-revalidate", etag='"m"')
+        self.get(t)
+        self.assertIn("fwd=stale", self.get(t).header("cache-status"))
+        self.assertEqual(self.o.conditional(t), 1)
+
+    def test_expires_gives_freshness_and_a_past_one_none(self):
+        now = time.time()
+        t = self.target("Expires: " + http_date(now + 120), "Date: " + http_date(now))
+        self.get(t)
+        self.assertIn("hit", self.get(t).header("cache-status"))
+        t2 = self.target("Expires: " + http_date(now - 120), "Date: " + http_date(now))
+        self.get(t2)
+        self.get(t2)
+        self.assertEqual(self.o.count(t2), 2)
+        t3 = self.target("Expires: 0")  # an invalid Expires is in the past
+        self.get(t3)
+        self.get(t3)
+        self.assertEqual(self.o.count(t3), 2)
+
+    def test_heuristic_freshness_from_last_modified_only_for_heuristic_statuses(self):
+        old = http_date(time.time() - 30 * 86400)
+        t = self.target(lm=old)
+        self.get(t)
+        self.assertIn("hit", self.get(t).header("cache-status"))  # a tenth of 30 days, at most a day
+        t2 = self.target(lm=old, status="302")
+        self.get(t2)
+        r = self.get(t2)
+        self.assertIn('detail="no freshness"', r.header("cache-status"))
+        self.assertEqual(self.o.count(t2), 2)
+
+    def test_a_response_without_freshness_or_validator_is_not_stored(self):
+        t = self.target()
+        self.get(t)
+        self.get(t)
+        self.assertEqual(self.o.count(t), 2)
+
+    def test_route_default_ttl_for_responses_without_freshness(self):
+        t = self.target()
+        get(self.px.port, t, host="ttl.test")
+        r = get(self.px.port, t, host="ttl.test")
+        self.assertIn("hit", r.header("cache-status"))
+        self.assertEqual(self.o.count(t), 1)
+
+    def test_a_route_without_cache_never_stores(self):
+        t = self.target("Cache-Control: max-age=60")
+        for _ in range(2):
+            self.assertIsNone(get(self.px.port, t, host="plain.test").header("cache-status"))
+        self.assertEqual(self.o.count(t), 2)
+
+    def test_statuses_stored_with_explicit_freshness_and_never_206(self):
+        t = self.target("Cache-Control: max-age=60", status="404")
+        self.get(t)
+        r = self.get(t)
+        self.assertEqual(r.status, 404)
+        self.assertIn("hit", r.header("cache-status"))
+        t2 = self.target("Cache-Control: max-age=60", "Content-Range: bytes 0-1/10", status="206")
+        self.get(t2)
+        self.get(t2)
+        self.assertEqual(self.o.count(t2), 2)
+
+    # ---- Vary ----
+
+    def test_vary_keeps_a_variant_per_request_value(self):
+        t = self.target("Cache-Control: max-age=60", "Vary: Accept-Encoding")
+        gz = [("Accept-Encoding", "gzip")]
+        br = [("Accept-Encoding", "br")]
+        a = self.get(t, headers=gz)
+        b = self.get(t, headers=br)
+        self.assertNotEqual(a.body, b.body)
+        self.assertEqual(self.o.count(t), 2)
+        self.assertEqual(self.get(t, headers=gz).body, a.body)
+        self.assertEqual(self.get(t, headers=[("Accept-Encoding", " gzip ")]).body, a.body)
+        r = self.get(t, headers=br)
+        self.assertEqual(r.body, b.body)
+        self.assertIn("hit", r.header("cache-status"))
+        c = self.get(t)  # no Accept-Encoding: a variant of its own
+        self.assertIn("fwd=vary-miss", c.header("cache-status"))
+        self.assertEqual(self.o.count(t), 3)
+
+    def test_vary_star_is_not_stored(self):
+        t = self.target("Cache-Control: max-age=60", "Vary: *")
+        self.get(t)
+        r = self.get(t)
+        self.assertIn('detail="vary *"', r.header("cache-status"))
+        self.assertEqual(self.o.count(t), 2)
+
+    # ---- Set-Cookie, Authorization ----
+
+    def test_set_cookie_responses_are_not_stored_unless_the_route_says_so(self):
+        t = self.target("Cache-Control: max-age=60", "Set-Cookie: s=1")
+        self.get(t)
+        r = self.get(t)
+        self.assertEqual(r.header("set-cookie"), "s=1")
+        self.assertIn('detail="set-cookie"', r.header("cache-status"))
+        self.assertEqual(self.o.count(t), 2)
+        # store_set_cookie: stored, without the cookie, which only the first client gets.
+        first = get(self.px.port, t, host="cookie.test")
+        self.assertEqual(first.header("set-cookie"), "s=1")
+        hit = get(self.px.port, t, host="cookie.test")
+        self.assertIn("hit", hit.header("cache-status"))
+        self.assertIsNone(hit.header("set-cookie"))
+
+    def test_authorization_requests_are_not_served_from_the_cache_unless_the_response_allows(self):
+        t = self.target("Cache-Control: max-age=60")
+        self.get(t)  # stored for anyone
+        auth = [("Authorization", "Basic dTpw")]
+        r = self.get(t, headers=auth)
+        self.assertNotIn("hit", r.header("cache-status"))
+        self.assertEqual(self.o.count(t), 2)
+        # A response to a request with credentials is stored only when it says it may be shared.
+        t2 = self.target("Cache-Control: max-age=60")
+        self.get(t2, headers=auth)
+        self.get(t2, headers=auth)
+        self.assertEqual(self.o.count(t2), 2)
+        t3 = self.target("Cache-Control: public, max-age=60")
+        self.get(t3, headers=auth)
+        self.assertIn("hit", self.get(t3, headers=auth).header("cache-status"))
+        self.assertEqual(self.o.count(t3), 1)
+
+    # ---- validators towards clients ----
+
+    def test_304_to_clients_from_stored_validators(self):
+        lm = http_date(time.time() - 3600)
+        t = self.target("Cache-Control: max-age=60", etag='"e7"', lm=lm)
+        self.get(t)
+        r = self.get(t, headers=[("If-None-Match", 'W/"x", "e7"')])
+        self.assertEqual(r.status, 304)
+        self.assertEqual(r.body, b"")
+        self.assertEqual(r.header("etag"), '"e7"')
+        self.assertEqual(self.get(t, headers=[("If-None-Match", '"other"')]).status, 200)
+        self.assertEqual(self.get(t, headers=[("If-Modified-Since", lm)]).status, 304)
+        self.assertEqual(self.get(t, headers=[("If-Modified-Since", http_date(time.time() - 7200))]).status, 200)
+        self.assertEqual(self.o.count(t), 1)
+        self.assertEqual(self.o.conditional(t), 0)
+
+    def test_a_fill_asks_for_the_whole_response_whatever_the_client_validators(self):
+        t = self.target("Cache-Control: max-age=60", etag='"f"')
+        r = self.get(t, headers=[("If-None-Match", '"f"')])
+        self.assertEqual(r.status, 200)  # the origin was asked without the client's condition
+        self.assertNotIn("if-none-match", self.o.last(t))
+        self.assertEqual(self.get(t, headers=[("If-None-Match", '"f"')]).status, 304)
+
+    # ---- methods ----
+
+    def test_head_is_answered_from_a_stored_get(self):
+        t = self.target("Cache-Control: max-age=60")
+        body = self.get(t).body
+        r = self.get(t, method="HEAD")
+        self.assertEqual(r.status, 200)
+        self.assertIn("hit", r.header("cache-status"))
+        self.assertEqual(r.header("content-length"), str(len(body)))
+        self.assertEqual(self.o.count(t), 1)
+
+    def test_unsafe_methods_invalidate_the_stored_response(self):
+        t = self.target("Cache-Control: max-age=60")
+        self.get(t)
+        self.assertIn("hit", self.get(t).header("cache-status"))
+        self.assertEqual(self.get(t, method="POST").status, 200)
+        self.assertIn("fwd=uri-miss", self.get(t).header("cache-status"))
+        self.assertEqual(self.o.count(t), 3)
+
+    def test_range_requests_bypass_until_stored_whole(self):
+        t = self.target("Cache-Control: max-age=60")
+        r = self.get(t, headers=[("Range", "bytes=0-3")])
+        self.assertIn("fwd=bypass", r.header("cache-status"))
+
+    # ---- under load ----
+
+    def test_200_concurrent_requests_for_a_cold_key_make_one_upstream_request(self):
+        t = self.target("Cache-Control: max-age=60", delay="1")
+        results = []
+        lock = threading.Lock()
+
+        def one():
+            try:
+                r = self.get(t)
+                with lock:
+                    results.append((r.status, r.body))
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    results.append((0, repr(e)))
+
+        threads = [threading.Thread(target=one) for _ in range(200)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        self.assertEqual(len(results), 200)
+        self.assertEqual({s for s, _ in results}, {200}, [b for s, b in results if s != 200][:3])
+        self.assertEqual(len({b for _, b in results}), 1)
+        self.assertEqual(self.o.count(t), 1)
+
+    # ---- bad input ----
+
+    def test_a_response_too_large_for_the_cache_streams_uncached(self):
+        t = self.target("Cache-Control: max-age=60", size="50000")
+        a = get(self.px.port, t, host="small.test")
+        self.assertEqual(len(a.body), 50000)
+        self.assertIn('detail="too large"', a.header("cache-status"))
+        b = get(self.px.port, t, host="small.test")
+        self.assertEqual(a.body, b.body)
+        self.assertEqual(self.o.count(t), 2)
+
+    def test_a_truncated_upstream_body_is_never_stored(self):
+        t = self.target("Cache-Control: max-age=60", size="100000", cut="40000")
+        for n in (1, 2):  # the second goes to the origin again: nothing was stored
+            c = Client(self.px.port)
+            c.send(("GET %s HTTP/1.1\r\nHost: c.test\r\n\r\n" % t).encode())
+            with self.assertRaises(EOFError):
+                c.response()
+            c.close()
+            wait_for(lambda: self.o.count(t) == n, what="the origin's answer %d" % n)
+
+    def test_large_objects_are_served_whole_from_the_cache(self):
+        t = self.target("Cache-Control: max-age=60", size=str(3 * 1024 * 1024 + 17))
+        a = self.get(t)
+        b = self.get(t)
+        self.assertIn("hit", b.header("cache-status"))
+        self.assertEqual(hashlib.sha256(a.body).hexdigest(), hashlib.sha256(b.body).hexdigest())
+        self.assertEqual(len(b.body), 3 * 1024 * 1024 + 17)
+        self.assertEqual(self.o.count(t), 1)
+
+    # ---- HTTP/2 ----
+
+    def test_http2_and_http1_clients_share_the_cache(self):
+        h2port = int(wait_for(lambda: __import__("re").findall(r"listening on 127\.0\.0\.1:(\d+)", self.px.log())[1:],
+                              what="the h2c listener")[0])
+        t = self.target("Cache-Control: max-age=60")
+        a = self.get(t)
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-D", "-", "-H", "Host: c.test",
+                              "http://127.0.0.1:%d%s" % (h2port, t)], capture_output=True, timeout=30)
+        text = out.stdout.decode("latin-1")
+        self.assertIn("HTTP/2 200", text)
+        self.assertIn("cache-status: px; hit", text)
+        self.assertTrue(out.stdout.endswith(a.body))
+        self.assertEqual(self.o.count(t), 1)
+        # ... and the other way round: stored for an HTTP/2 client, a hit for HTTP/1.
+        t2 = self.target("Cache-Control: max-age=60", size="300000")
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "--http2-prior-knowledge", "-H", "Host: c.test",
+                        "http://127.0.0.1:%d%s" % (h2port, t2)], check=True, timeout=30)
+        r = self.get(t2)
+        self.assertIn("hit", r.header("cache-status"))
+        self.assertEqual(len(r.body), 300000)
+        self.assertEqual(self.o.count(t2), 1)
+
+
+class CacheRestartTest(unittest.TestCase):
+    def test_a_restart_keeps_the_cache_and_a_damaged_file_is_dropped(self):
+        o = CachePeer()
+        px = Pxd(workers=1, routes=[route("c", ["c.test"], [o.url], cache=True)])
+        try:
+            t = "/keep?" + q("Cache-Control: max-age=600")
+            t2 = "/damaged?" + q("Cache-Control: max-age=600")
+            body = get(px.port, t, host="c.test").body
+            get(px.port, t2, host="c.test")
+            px.stop()
+            # One file cut short while pxd was down: it is not served, and removed.
+            cache = os.path.join(px.data, "cache")
+            files = [os.path.join(d, f) for d, _, fs in os.walk(cache) for f in fs if os.path.basename(d) != "tmp"]
+            self.assertEqual(len(files), 2)
+            damaged = [f for f in files if b"/damaged" in pathlib.Path(f).read_bytes()][0]
+            with open(damaged, "r+b") as f:
+                f.truncate(os.path.getsize(damaged) - 3)
+            px.start()
+            r = get(px.port, t, host="c.test")
+            self.assertIn("hit", r.header("cache-status"))
+            self.assertEqual(r.body, body)
+            self.assertEqual(o.count(t), 1)
+            self.assertIn("unreadable files removed", px.log())
+            self.assertNotIn("hit", get(px.port, t2, host="c.test").header("cache-status"))
+            self.assertEqual(o.count(t2), 2)
+        finally:
+            px.stop()
+            o.stop()
+
+    def test_the_cache_directory_read_only_or_deleted_keeps_proxying(self):
+        o = CachePeer()
+        px = Pxd(workers=1, routes=[route("c", ["c.test"], [o.url], cache=True)])
+        cache = os.path.join(px.data, "cache")
+        try:
+            shutil.rmtree(cache)
+            t = "/gone?" + q("Cache-Control: max-age=600")
+            for _ in range(2):
+                self.assertEqual(get(px.port, t, host="c.test").status, 200)
+            # (the directory is made again for the next store)
+            self.assertIn("hit", get(px.port, t, host="c.test").header("cache-status"))
+            if os.geteuid() != 0:
+                os.chmod(os.path.join(cache, "tmp"), 0o500)
+                t2 = "/ro?" + q("Cache-Control: max-age=600")
+                for _ in range(2):
+                    self.assertEqual(get(px.port, t2, host="c.test").status, 200)
+                self.assertEqual(o.count(t2), 2)
+                wait_for(lambda: "cache: cannot create" in px.log(), what="the cache's complaint in the log")
+        finally:
+            os.chmod(os.path.join(cache, "tmp"), 0o700)
+            px.stop()
+            o.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
