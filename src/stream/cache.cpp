@@ -306,17 +306,53 @@ void CacheStage::tick() {
 
 namespace {
 
-// Answers the stream from a stored response (held by c->obj): into `h` (st->resp, or c->head after a
-// revalidation, when st->resp is the upstream's 304).
+// A single byte range of a `len`-byte body (RFC 9110 14.1.2): first and last byte. none: no usable Range (the
+// whole body is sent: several ranges, another unit, a syntax px does not read); unsatisfiable: 416.
+enum class Ranged : uint8_t { none, one, unsatisfiable };
+Ranged byte_range(const http::Head& req, const cache::Object* o, uint64_t* first, uint64_t* last) {
+  std::string_view v = req.get(std::string_view("range"));
+  uint64_t len = o->h.body_len;
+  if (v.empty() || o->h.status != 200) return Ranged::none;
+  // If-Range: the range applies only to the representation it names (a strong ETag, or the exact date).
+  std::string_view ir = trim(req.get(std::string_view("if-range")));
+  if (!ir.empty()) {
+    std::string_view etag = o->etag();
+    bool same = ir.front() == '"' ? ir == etag : ir == o->last_modified() && !o->last_modified().empty();
+    if (!same) return Ranged::none;
+  }
+  v = trim(v);
+  if (v.size() < 6 || !iequals(v.substr(0, 6), "bytes=") || v.find(',') != std::string_view::npos) return Ranged::none;
+  v = trim(v.substr(6));
+  size_t dash = v.find('-');
+  if (dash == std::string_view::npos) return Ranged::none;
+  std::string_view a = trim(v.substr(0, dash)), b = trim(v.substr(dash + 1));
+  uint64_t x = 0, y = 0;
+  if (a.empty()) {  // the last b bytes
+    if (!parse_u64(b, &y) || y == 0) return b.empty() ? Ranged::none : Ranged::unsatisfiable;
+    *first = len > y ? len - y : 0;
+    *last = len - 1;
+  } else {
+    if (!parse_u64(a, &x) || (!b.empty() && (!parse_u64(b, &y) || y < x))) return Ranged::none;
+    if (x >= len) return Ranged::unsatisfiable;
+    *first = x;
+    *last = b.empty() || y >= len ? len - 1 : y;
+  }
+  return len == 0 ? Ranged::unsatisfiable : Ranged::one;
+}
+
+// Answers the stream from a stored response (held by c->obj): into `h` (st->resp, or c->head after an
+// upstream exchange, when st->resp is the upstream's head). after_upstream: that exchange ends the response.
 void serve(Stream* st, CacheCtx* c, http::Head& h, bool after_upstream) {
   cache::Object* o = c->obj;
   int64_t now = wall_now();
   int64_t age = o->age(now);
   bool nm = cache::not_modified(st->req, o->etag(), o->last_modified());
+  uint64_t first = 0, last = 0;
+  Ranged rg = nm || st->head_request ? Ranged::none : byte_range(st->req, o, &first, &last);
   h.clear();
   h.buf = o->head.buf;
   h.headers = o->head.headers;
-  if (nm) {  // RFC 9110 15.4.5: the 304 carries what a 200 would of these, and no content fields
+  if (nm || rg == Ranged::unsatisfiable) {  // RFC 9110 15.4.5: a 304 carries no content fields (nor a 416)
     size_t k = 0;
     for (size_t i = 0; i < h.headers.size(); i++) {
       std::string_view n = h.name(i);
@@ -327,43 +363,143 @@ void serve(Stream* st, CacheCtx* c, http::Head& h, bool after_upstream) {
     }
     h.headers.resize(k);
   }
-  h.status = nm ? 304 : o->h.status;
+  const char* body = o->body;
+  uint64_t len = o->h.body_len;
+  h.status = nm ? 304 : rg == Ranged::one ? 206 : rg == Ranged::unsatisfiable ? 416 : o->h.status;
+  char num[64];
+  if (rg == Ranged::one) {
+    int n = snprintf(num, sizeof num, "bytes %llu-%llu/%llu", static_cast<unsigned long long>(first),
+                     static_cast<unsigned long long>(last), static_cast<unsigned long long>(len));
+    add_field(h, "Content-Range", std::string_view(num, static_cast<size_t>(n)));
+    body += first;
+    len = last - first + 1;
+  } else if (rg == Ranged::unsatisfiable) {
+    int n = snprintf(num, sizeof num, "bytes */%llu", static_cast<unsigned long long>(len));
+    add_field(h, "Content-Range", std::string_view(num, static_cast<size_t>(n)));
+    len = 0;
+  }
   h.major = 1;
   h.minor = 1;
   h.keep_alive = true;
   h.has_content_length = !nm;
-  h.content_length = o->h.body_len;
-  char num[24];
-  int len = snprintf(num, sizeof num, "%lld", static_cast<long long>(age));
-  add_field(h, "Age", std::string_view(num, static_cast<size_t>(len)));
+  h.content_length = nm ? 0 : len;
+  int n = snprintf(num, sizeof num, "%lld", static_cast<long long>(age));
+  add_field(h, "Age", std::string_view(num, static_cast<size_t>(n)));
   if (!nm) {  // (HTTP/1 frames the body itself and drops this one; HTTP/2 and a HEAD's answer carry it)
-    len = snprintf(num, sizeof num, "%llu", static_cast<unsigned long long>(o->h.body_len));
-    add_field(h, "Content-Length", std::string_view(num, static_cast<size_t>(len)));
+    n = snprintf(num, sizeof num, "%llu", static_cast<unsigned long long>(len));
+    add_field(h, "Content-Length", std::string_view(num, static_cast<size_t>(n)));
   }
-  if (!c->field.empty()) {
-    add_field(h, "Cache-Status", c->field);
-  }
+  if (!c->field.empty()) add_field(h, "Cache-Status", c->field);
   if (!stream_send_head(st, h)) {
     if (after_upstream) st->down->retract(st);
     stream_answer_instead(st);
     return;
   }
-  if (st->head_request || nm || o->h.body_len == 0) {
+  if (st->head_request || nm || len == 0) {
     if (!after_upstream) stream_response_end(st);
     return;
   }
-  if (o->h.body_len <= kPiece || after_upstream) {  // (after a 304: the upstream's exchange frames the end)
-    stream_response_body(st, o->body, o->h.body_len);
+  if (len <= kPiece || after_upstream) {  // (after an exchange: its end is the response's)
+    stream_response_body(st, body, len);
     if (!after_upstream) stream_response_end(st);
     return;
   }
   auto* r = new CacheRead;
   r->st = st;
-  r->p = o->body;
-  r->left = o->h.body_len;
+  r->p = body;
+  r->left = len;
   c->reader = r;
   st->up = r;
   r->start();
+}
+
+// A request of nobody's, after a stale response was served (stale-while-revalidate): it revalidates the key
+// through the stream like any other (phases, routing, balancing), and its response goes to the store only.
+class Refresh final : public Downstream {
+ public:
+  ClientFacts facts;
+  std::string sni;
+  void send_head(Stream*, const ResponseHead&) override {}
+  void send_body(Stream*, const char*, size_t) override {}
+  void send_end(Stream*) override {}
+  void send_trailers(Stream*, const Fields&) override {}
+  void send_reply(Stream*, int, const Fields*, std::string_view) override {}
+  bool continue_request(Stream*) override { return true; }
+  void abandon_request(Stream*) override {}
+  bool flush(Stream*) override { return true; }
+  void progress(Stream* st) override {
+    if (st->resp_complete && !ended_) finish(st);
+  }
+  void reset(Stream* st) override {
+    if (!ended_) finish(st);
+  }
+  bool retract(Stream*) override { return true; }
+  void pause_request(Stream*) override {}
+  void resume_request(Stream*) override {}
+  void open_tunnel(Stream* st, const char*, size_t) override { reset(st); }
+  bool congested() const override { return false; }
+
+ private:
+  void finish(Stream* st) {
+    ended_ = true;
+    end_stream(st, false);
+    delete this;
+  }
+  bool ended_ = false;
+};
+
+void start_refresh(Stream* from, CacheCtx* c) {
+  Worker* w = from->w;
+  auto* d = new Refresh;
+  d->facts = *from->down->client;
+  d->sni.assign(d->facts.sni);
+  d->facts.sni = d->sni;
+  d->client = &d->facts;
+  Stream* st = w->get_stream();
+  st->down = d;
+  st->req.buf = from->req.buf;
+  st->req.headers.clear();
+  for (size_t i = 0; i < from->req.headers.size(); i++) {
+    http::HeaderRef ref = from->req.headers[i];
+    std::string_view n = from->req.name(i);
+    // Not the client's conditions, range or cache directives: the refresh asks for the whole response.
+    if (iequals(n, "range") || iequals(n, "if-range") || iequals(n, "cache-control") || iequals(n, "pragma") ||
+        ref.kind == http::Hdr::x_px_trace)
+      continue;
+    st->req.headers.push_back(ref);
+  }
+  st->req.url_off = from->req.url_off;
+  st->req.url_len = from->req.url_len;
+  st->req.method = http::Method::get;
+  st->req.method_code = from->req.method_code;
+  st->req.has_method = true;
+  st->req.major = from->req.major;
+  st->req.minor = from->req.minor;
+  st->req.keep_alive = true;
+  st->req.host_index = -1;
+  for (size_t i = 0; i < st->req.headers.size(); i++)
+    if (st->req.headers[i].kind == http::Hdr::host) st->req.host_index = static_cast<int>(i);
+  if (from->req.host_index >= 0 && st->req.host_index < 0) {  // an HTTP/2 request's :authority
+    std::string_view hv = from->req.value(static_cast<size_t>(from->req.host_index));
+    http::HeaderRef ref{static_cast<uint32_t>(st->req.buf.size()), 4, static_cast<uint32_t>(st->req.buf.size() + 4),
+                        static_cast<uint32_t>(hv.size()), http::Hdr::host};
+    st->req.buf.append("host");
+    st->req.buf.append(hv);
+    st->req.host_index = static_cast<int>(st->req.headers.size());
+    st->req.headers.push_back(ref);
+  }
+  st->req_complete = true;
+  st->refresh = c->fill_hash;  // (cache_begin: a revalidation fill of this key, which it holds the claim of)
+  stream_begin(st);
+  d->progress(st);
+}
+
+// The stored response c->obj may answer a request whose upstream failed (RFC 5861 stale-if-error).
+bool stale_if_error_allows(const Stream* st, const CacheCtx* c) {
+  const cache::Object* o = c->obj;
+  if (!o || (o->h.flags & cache::FileHeader::kMustRevalidate)) return false;
+  int64_t window = o->h.sie >= 0 ? o->h.sie : st->route->spec.cache.stale_if_error;
+  return o->age(wall_now()) - o->h.lifetime <= window;
 }
 
 // The stream's stored response, if one may answer it. true: answered (or waiting for a fill); false: it goes
@@ -388,6 +524,7 @@ bool lookup(Stream* st, CacheCtx* c) {
     o = nullptr;
     c->detail = "authorization";
   }
+  bool ranged = st->req.find(std::string_view("range")) >= 0;
   if (o) {
     cache::Stored sd;
     sd.lifetime = o->h.lifetime;
@@ -396,36 +533,43 @@ bool lookup(Stream* st, CacheCtx* c) {
     sd.must_revalidate = o->h.flags & cache::FileHeader::kMustRevalidate;
     cache::Use use = cache::usable(sd, rq);
     c->obj = o;
-    if (use != cache::Use::revalidate) {
+    int64_t stale_by = sd.age - sd.lifetime;
+    int64_t swr = o->h.swr >= 0 ? o->h.swr : st->route->spec.cache.stale_while_revalidate;
+    bool refresh = use == cache::Use::revalidate && stale_by >= 0 && stale_by <= swr && swr > 0 && !sd.no_cache &&
+                   !sd.must_revalidate && !rq.no_cache && rq.max_age != 0 && rq.min_fresh < 0;
+    if (use != cache::Use::revalidate || refresh) {
       s->store->stats.hits.fetch_add(1, std::memory_order_relaxed);
+      if (use != cache::Use::fresh) s->store->stats.stale.fetch_add(1, std::memory_order_relaxed);
       c->result = use == cache::Use::fresh ? "hit" : "stale";
+      if (refresh) c->detail = "stale-while-revalidate";
       status_field(c, "", 0, false, sd.lifetime - sd.age, true);
+      // One refresh of a stale response at a time: whoever claims the key starts it.
+      uint64_t now = st->w->now();
+      if (refresh && s->store->claim(c->fill_hash, now, now + st->route->spec.cache.lock_timeout_ms + 60000))
+        start_refresh(st, c);
       serve(st, c, st->resp, false);
       return true;
     }
-    // Stale (or no-cache): asked again, with its validators when it has them.
-    std::string_view etag = o->etag(), lm = o->last_modified();
-    if (!etag.empty() || !lm.empty()) {
-      c->revalidating = true;
-      c->validators[0].assign(etag);
-      c->validators[1].assign(lm);
-    } else {
-      release_obj(c);
+    // Stale (or no-cache): asked again, with its validators when it has them; kept for stale-if-error.
+    c->revalidating = !o->etag().empty() || !o->last_modified().empty();
+    if (c->revalidating) {
+      c->validators[0].assign(o->etag());
+      c->validators[1].assign(o->last_modified());
     }
     fwd = "stale";
   }
   s->store->stats.misses.fetch_add(1, std::memory_order_relaxed);
-  c->result = c->revalidating ? "stale" : "miss";
+  c->result = o ? "stale" : "miss";
   if (rq.only_if_cached) {  // RFC 9111 5.2.1.7
     c->detail = "only-if-cached";
     reply_text(st, 504, "not in the cache (only-if-cached)", false);
     return true;
   }
-  c->field = fwd;          // (the Cache-Status is written at the response head)
-  if (st->head_request) {  // goes upstream as it is, unstored, uncoalesced
+  c->field = fwd;                    // (the Cache-Status is written at the response head)
+  if (st->head_request || ranged) {  // goes upstream as it is, unstored, uncoalesced
     c->revalidating = false;
     release_obj(c);
-    c->detail = "method";
+    c->detail = ranged ? "range" : "method";
     return false;
   }
   c->fill = true;
@@ -466,17 +610,33 @@ bool cache_begin(Stream* st) {
     c->result = "bypass";
     return false;
   }
-  // What the cache does not answer: a request with a body, an upgrade, a range or a precondition it does not
-  // evaluate (these go upstream as they are, and their responses are not stored).
-  if (st->req_body != http::Framing::none || st->upgrade || rq.find(std::string_view("range")) >= 0 ||
-      rq.find(std::string_view("if-match")) >= 0 || rq.find(std::string_view("if-unmodified-since")) >= 0 ||
-      rq.find(std::string_view("if-range")) >= 0) {
+  if (st->refresh) {  // a stale-while-revalidate refresh (start_refresh): it holds its key's claim
+    c->fill_hash = st->refresh;
+    c->claimed = c->fill = true;
+    c->result = "refresh";
+    cache::Object* o = s->local.get(c->hash, c->key);
+    if (o && o->marker()) {
+      c->vkey = c->key;
+      cache::vary_values(st->req, o->vary, &c->vkey);
+      s->local.release(o);
+      o = s->local.get(c->fill_hash, c->vkey);
+    }
+    c->obj = o;
+    if (o && (!o->etag().empty() || !o->last_modified().empty())) {
+      c->revalidating = true;
+      c->validators[0].assign(o->etag());
+      c->validators[1].assign(o->last_modified());
+    }
+    c->field = "stale";
+    return false;
+  }
+  // What the cache does not answer: a request with a body, an upgrade, or a precondition it does not evaluate
+  // (these go upstream as they are, and their responses are not stored).
+  if (st->req_body != http::Framing::none || st->upgrade || rq.find(std::string_view("if-match")) >= 0 ||
+      rq.find(std::string_view("if-unmodified-since")) >= 0) {
     c->result = "bypass";
     c->field = "bypass";
-    c->detail = st->req_body != http::Framing::none       ? "request body"
-                : st->upgrade                             ? "upgrade"
-                : rq.find(std::string_view("range")) >= 0 ? "range"
-                                                          : "precondition";
+    c->detail = st->req_body != http::Framing::none ? "request body" : st->upgrade ? "upgrade" : "precondition";
     return false;
   }
   return lookup(st, c);
@@ -523,6 +683,16 @@ bool cache_response_head(Stream* st, http::Head& h) {
     c->detail = "";
     c->absorb = true;
     status_field(c, "stale", 304, false, fh.lifetime, true);
+    return false;
+  }
+  if (c->obj && (h.status == 500 || h.status == 502 || h.status == 503 || h.status == 504) &&
+      stale_if_error_allows(st, c)) {
+    // The upstream fails: the stale response answers instead (RFC 5861), at the exchange's end.
+    c->detail = "stale-if-error";
+    c->result = "stale";
+    s->store->stats.stale.fetch_add(1, std::memory_order_relaxed);
+    status_field(c, "stale", h.status, false, c->obj->h.lifetime - c->obj->age(now), true);
+    c->absorb = true;
     return false;
   }
   release_obj(c);  // (a revalidation answered with a new response: it replaces the stored one)
@@ -589,6 +759,19 @@ void cache_end(Stream* st) {
   release_obj(c);
   st->cache = nullptr;
   s->give(c);
+}
+
+bool cache_stale_if_error(Stream* st, int status) {
+  CacheCtx* c = st->cache;
+  if (c->invalidate || c->absorb || st->resp_head_sent || !stale_if_error_allows(st, c)) return false;
+  if (st->up) st->up->abort(st);
+  c->detail = "stale-if-error";
+  c->result = "stale";
+  stage_of(st)->store->stats.stale.fetch_add(1, std::memory_order_relaxed);
+  status_field(c, "stale", status, false, c->obj->h.lifetime - c->obj->age(wall_now()), true);
+  c->writer.abandon();
+  serve(st, c, c->head, false);
+  return true;
 }
 
 bool cache_drops_field(const Stream* st, std::string_view n) {

@@ -63,6 +63,9 @@ bool cache_begin(Stream* st);
 // (cache_response_body and cache_response_end are declared in stream.h, whose inline relay calls them.)
 bool cache_response_head(Stream* st, http::Head& h);
 void cache_end(Stream* st);  // the stream ends (end_stream): an unfinished fill is dropped
+// px is about to answer `status` (502, 503, 504: the upstream failed): true when a stale stored response
+// answered instead (stale-if-error: the response's, else the route's).
+bool cache_stale_if_error(Stream* st, int status);
 // The request head sent upstream: the client's conditional fields are left out of a fill (whose response is
 // stored whole) and a revalidation's own are added (write_request, upconn.cpp).
 bool cache_drops_field(const Stream* st, std::string_view name);

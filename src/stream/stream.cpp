@@ -60,6 +60,7 @@ void Stream::reset() {
   view.fs.reset();
   view.trace = false;
   trace.reset();
+  refresh = 0;
 }
 
 void adopt_request_id(Stream* st, std::string_view v) {
@@ -541,6 +542,8 @@ void reply_text(Stream* st, int status, std::string_view text, bool drop_body) {
 
 void reply(Stream* st, int status, const Fields* fields, std::string_view body, bool drop_body) {
   Worker* w = st->w;
+  if (st->cache && status >= 502 && status <= 504 && cache_stale_if_error(st, status)) [[unlikely]]
+    return;
   if (st->up) st->up->abort(st);
   st->local = true;
   if (drop_body) st->down->abandon_request(st);

@@ -88,6 +88,7 @@ struct Stream {
   lua::RequestView view;              // what filters see, and their state (only for routes with filters)
   std::unique_ptr<Trace> trace;       // pxctl trace (trace.h): only for a request with a valid token
   CacheCtx* cache = nullptr;          // the cache stage's state (stream/cache.h): routes with "cache" only
+  uint64_t refresh = 0;               // a stale-while-revalidate refresh of this cache key (no client: cache.cpp)
   net::IpAddr peer_text_of;  // a cache, kept across reuse: the client address last formatted for X-Forwarded-For
   char peer_text[46];
   uint8_t peer_text_len = 0;

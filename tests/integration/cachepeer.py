@@ -38,6 +38,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
+        if srv.fail:  # every answer is this status, for now (set_fail)
+            with srv.lock:
+                srv.failed += 1
+            self.send_response(srv.fail)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"down")
+            return
         q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
         one = lambda k, d=None: q.get(k, [d])[0]
         if one("delay"):
@@ -53,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 srv.full[self.path] = srv.full.get(self.path, 0) + 1
             n = srv.full.get(self.path, 0)
+        if inm or ims:  # a revalidation: held while the gate is closed (hold_revalidations)
+            srv.gate.wait()
         fields = [h.split(":", 1) for h in q.get("h", [])]
         if etag:
             fields.append(("ETag", etag))
@@ -105,6 +115,9 @@ class CachePeer:
         self.srv.request_queue_size = 512
         self.srv.lock = threading.Lock()
         self.srv.full, self.srv.cond, self.srv.last = {}, {}, {}
+        self.srv.fail, self.srv.failed = 0, 0
+        self.srv.gate = threading.Event()
+        self.srv.gate.set()
         self.port = self.srv.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
         self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
@@ -121,6 +134,17 @@ class CachePeer:
     def last(self, target):
         with self.srv.lock:
             return {k.lower(): v for k, v in self.srv.last.get(target, [])}
+
+    def hold_revalidations(self, hold=True):
+        """Conditional requests are counted as they come, then held until hold_revalidations(False)."""
+        if hold:
+            self.srv.gate.clear()
+        else:
+            self.srv.gate.set()
+
+    def set_fail(self, status):
+        """From now on every answer is `status` (0: back to normal)."""
+        self.srv.fail = status
 
     def stop(self):
         self.srv.shutdown()

@@ -36,6 +36,7 @@ class CacheTest(unittest.TestCase):
             route("cookie", ["cookie.test"], [cls.o.url], cache={"store_set_cookie": True}),
             route("small", ["small.test"], [cls.o.url], cache={"max_object_size": "10k"}),
             route("ttl", ["ttl.test"], [cls.o.url], cache={"default_ttl": 60}),
+            route("swr", ["swr.test"], [cls.o.url], cache={"stale_while_revalidate": 600}),
             route("nocache", ["plain.test"], [cls.o.url]),
         ])
         cls.n = 0
@@ -305,10 +306,84 @@ class CacheTest(unittest.TestCase):
         self.assertIn("fwd=uri-miss", self.get(t).header("cache-status"))
         self.assertEqual(self.o.count(t), 3)
 
-    def test_range_requests_bypass_until_stored_whole(self):
-        t = self.target("Cache-Control: max-age=60")
+    def test_range_requests_are_served_from_a_whole_stored_response(self):
+        t = self.target("Cache-Control: max-age=60", size="1000", etag='"rg"')
+        # A miss with a Range goes to the origin as it is, and is not stored.
         r = self.get(t, headers=[("Range", "bytes=0-3")])
-        self.assertIn("fwd=bypass", r.header("cache-status"))
+        self.assertIn('fwd=uri-miss; fwd-status=200; detail="range"', r.header("cache-status"))
+        whole = self.get(t).body
+        self.assertEqual(self.o.count(t), 2)
+        r = self.get(t, headers=[("Range", "bytes=10-19")])
+        self.assertEqual(r.status, 206)
+        self.assertEqual(r.header("content-range"), "bytes 10-19/1000")
+        self.assertEqual(r.body, whole[10:20])
+        self.assertIn("hit", r.header("cache-status"))
+        r = self.get(t, headers=[("Range", "bytes=-5")])
+        self.assertEqual((r.status, r.body), (206, whole[-5:]))
+        r = self.get(t, headers=[("Range", "bytes=990-")])
+        self.assertEqual((r.status, r.body), (206, whole[990:]))
+        r = self.get(t, headers=[("Range", "bytes=2000-")])
+        self.assertEqual((r.status, r.header("content-range"), r.body), (416, "bytes */1000", b""))
+        self.assertEqual(self.get(t, headers=[("Range", "bytes=0-1,5-6")]).status, 200)  # several: the whole
+        self.assertEqual(self.get(t, headers=[("Range", "bytes=0-1"), ("If-Range", '"rg"')]).status, 206)
+        r = self.get(t, headers=[("Range", "bytes=0-1"), ("If-Range", '"old"')])
+        self.assertEqual((r.status, r.body), (200, whole))
+        self.assertEqual(self.o.count(t), 2)
+
+    def test_a_large_range_is_sent_piece_by_piece(self):
+        t = self.target("Cache-Control: max-age=60", size=str(2 * 1024 * 1024))
+        whole = self.get(t).body
+        r = self.get(t, headers=[("Range", "bytes=100-1500000")])
+        self.assertEqual(r.status, 206)
+        self.assertEqual(r.body, whole[100:1500001])
+
+    # ---- stale serving ----
+
+    def test_stale_while_revalidate_answers_at_once_and_refreshes_once(self):
+        t = self.target("Cache-Control: max-age=2", etag='"s1"')
+        first = get(self.px.port, t, host="swr.test")
+        since = time.time()
+        wait_for(lambda: time.time() > since + 3.5, what="the stored response to go stale")
+        self.o.hold_revalidations()  # the refresh reaches the origin and waits there
+        try:
+            r = get(self.px.port, t, host="swr.test")
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body, first.body)
+            self.assertRegex(r.header("cache-status"), r'^px; hit; ttl=-?\d+; detail="stale-while-revalidate"')
+            wait_for(lambda: self.o.conditional(t) == 1, what="the refresh at the origin")
+            for _ in range(3):  # answered stale meanwhile, without a second refresh
+                self.assertIn("stale-while-revalidate", get(self.px.port, t, host="swr.test").header("cache-status"))
+            self.assertEqual(self.o.conditional(t), 1)
+        finally:
+            self.o.hold_revalidations(False)
+        wait_for(lambda: "detail" not in get(self.px.port, t, host="swr.test").header("cache-status"),
+                 what="the refreshed response")
+        self.assertEqual(self.o.count(t), 1)
+        self.assertEqual(self.o.last(t).get("if-none-match"), '"s1"')
+
+    def test_stale_if_error_answers_while_the_upstream_fails(self):
+        o = CachePeer()
+        try:
+            self.px.put_route(route("sie", ["sie.test"], [o.url], cache={"stale_if_error": 600}))
+            t = "/sie?" + q("Cache-Control: max-age=1")
+            first = get(self.px.port, t, host="sie.test")
+            since = time.time()
+            wait_for(lambda: time.time() > since + 2.5, what="the stored response to go stale")
+            o.set_fail(503)  # the origin answers 503: the stale response instead
+            r = get(self.px.port, t, host="sie.test")
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body, first.body)
+            self.assertIn('fwd=stale; fwd-status=503', r.header("cache-status"))
+            self.assertIn('detail="stale-if-error"', r.header("cache-status"))
+            o.stop()  # ... and while it is gone altogether
+            r = get(self.px.port, t, host="sie.test")
+            self.assertEqual((r.status, r.body), (200, first.body))
+            self.assertIn('detail="stale-if-error"', r.header("cache-status"))
+            # Without stale_if_error the client gets the failure.
+            t2 = "/nosie?" + q("Cache-Control: max-age=1")
+            self.assertEqual(get(self.px.port, t2, host="c.test").status, 200)
+        finally:
+            o.stop()
 
     # ---- under load ----
 

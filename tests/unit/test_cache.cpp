@@ -66,8 +66,7 @@ TEST_CASE("cache: what a shared cache may store") {
   route::CacheSpec cookies;
   cookies.store_set_cookie = true;
   CHECK(decide("Cache-Control: max-age=60\r\nSet-Cookie: a=1\r\n", 200, "", cookies).strip_cookie);
-  CHECK(std::string(decide("Cache-Control: max-age=60\r\n", 200, "Authorization: Basic x\r\n").no) ==
-        "authorization");
+  CHECK(std::string(decide("Cache-Control: max-age=60\r\n", 200, "Authorization: Basic x\r\n").no) == "authorization");
   CHECK(*decide("Cache-Control: s-maxage=60\r\n", 200, "Authorization: Basic x\r\n").no == 0);
   CHECK(std::string(decide("Cache-Control: max-age=60\r\nVary: Accept, *\r\n").no) == "vary *");
   CHECK(std::string(decide("Cache-Control: max-age=60\r\n", 206).no) == "status");
@@ -132,14 +131,16 @@ TEST_CASE("cache: conditional requests against stored validators") {
   // If-None-Match decides alone when present.
   CHECK_FALSE(not_modified(head("If-None-Match: \"z\"\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
                            "\"a\"", "Sun, 06 Nov 1994 08:49:37 GMT"));
-  CHECK(not_modified(head("If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), "", "Sun, 06 Nov 1994 08:00:00 GMT"));
+  CHECK(
+      not_modified(head("If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), "", "Sun, 06 Nov 1994 08:00:00 GMT"));
   CHECK_FALSE(
       not_modified(head("If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), "", "Sun, 06 Nov 1994 09:00:00 GMT"));
   CHECK_FALSE(not_modified(head("If-Modified-Since: garbage\r\n"), "", "Sun, 06 Nov 1994 08:00:00 GMT"));
 }
 
 TEST_CASE("cache: Vary names and the request's values") {
-  CHECK(vary_names(head("Vary: Accept-Encoding, accept\r\nVary: User-Agent\r\n")) == "accept,accept-encoding,user-agent");
+  CHECK(vary_names(head("Vary: Accept-Encoding, accept\r\nVary: User-Agent\r\n")) ==
+        "accept,accept-encoding,user-agent");
   CHECK(vary_names(head("Vary: accept, *\r\n")) == "*");
   CHECK(vary_names(head("")) == "");
   std::string a, b;
@@ -156,15 +157,15 @@ TEST_CASE("route JSON: the cache field") {
   auto err_of = [](const std::string& cache) {
     route::RouteSpec r;
     std::string err;
-    if (route::parse_route_json(R"({"name":"r","hosts":["a.test"],"upstreams":["http://127.0.0.1:1"],"cache":)" +
-                                    cache + "}",
-                                &r, &err))
+    if (route::parse_route_json(
+            R"({"name":"r","hosts":["a.test"],"upstreams":["http://127.0.0.1:1"],"cache":)" + cache + "}", &r, &err))
       return std::string();
     return err;
   };
   CHECK(err_of("true") == "");
-  CHECK(err_of(R"({"default_ttl": 0, "stale_while_revalidate": 30, "stale_if_error": "10m", "max_object_size": "2g"})") ==
-        "");
+  CHECK(
+      err_of(R"({"default_ttl": 0, "stale_while_revalidate": 30, "stale_if_error": "10m", "max_object_size": "2g"})") ==
+      "");
   CHECK(err_of(R"("yes")") == "cache: expected true, false or an object");
   CHECK(err_of(R"({"ttl": 1})") == "cache.ttl: unknown field");
   CHECK(err_of(R"({"stale_if_error": -1})") == "cache.stale_if_error: expected a non-negative whole number");
