@@ -96,6 +96,9 @@ const std::vector<Operation>& operations() {
     v.push_back({"GET", "/v1/status", [](Admin& a, Request&) { return a.status(g_pxd_status_files); }});
     v.push_back({"GET", "/v1/fleet", [](Admin& a, Request&) { return a.fleet(); }});
     v.push_back({"GET", "/v1/traffic", [](Admin&, Request&) { return traffic(g_pxd_status_files); }});
+    v.push_back({"POST", "/v1/cache/purge", [](Admin& a, Request& r) { return a.cache_purge(r.body, r.who); }});
+    v.push_back({"GET", "/v1/cache/stats",
+                 [](Admin&, Request& r) { return cache_stats(g_pxd_status_files, r.query["route"]); }});
     v.push_back({"GET", "/v1/users", [](Admin& a, Request&) { return a.list_accounts(); }});
     v.push_back({"POST", "/v1/users", [](Admin& a, Request& r) { return a.create_account(r.body, r.who); }});
     v.push_back(

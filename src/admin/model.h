@@ -49,6 +49,8 @@ Result take_trace(const std::vector<std::string>& pxd_status_files, const std::s
 // The dashboard's live traffic: each running pxd's px_requests_total summed by route (requests, 5xx), read from
 // its metrics listener (pxd.conf metrics_listen). The dashboard turns two readings into rates.
 Result traffic(const std::vector<std::string>& pxd_status_files);
+// pxctl cache stats: what each running pxd's cache holds and did (<status file>.cache), for one route or all.
+Result cache_stats(const std::vector<std::string>& pxd_status_files, const std::string& route);
 
 class Admin {
  public:
@@ -132,6 +134,9 @@ class Admin {
   // ACME HTTP-01 challenge records (acme:chal:<token>) the acme filter answers.
   Result put_challenge(const std::string& token, const json& body, const std::string& who);
   Result remove_challenge(const std::string& token, const std::string& who);
+
+  // pxctl cache purge: {"route", "path"} or {"route", "all": true}; audited (cache.purge), 202.
+  Result cache_purge(const json& body, const std::string& who);
 
  private:
   store::Store& st_;

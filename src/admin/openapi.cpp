@@ -171,6 +171,17 @@ const char* openapi_document() {
     "/v1/traffic": {
       "get": {"operationId": "traffic", "responses": {"200": {"description": "{time_ms, pxd_read, routes: {name: {requests, errors}}}: counters summed over running pxds with metrics_listen"}}}
     },
+    "/v1/cache/purge": {
+      "post": {"operationId": "purgeCache", "description": "Drops a route's stored responses whose target matches path ('*' any run of characters), or all of them: every pxd treats them as absent from now on. Audited (cache.purge).",
+               "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["route"],
+                 "properties": {"route": {"type": "string"}, "path": {"type": "string"}, "all": {"type": "boolean"}}}}}},
+               "responses": {"202": {"description": "{route, pattern, at}"}, "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}
+    },
+    "/v1/cache/stats": {
+      "get": {"operationId": "cacheStats", "parameters": [{"name": "route", "in": "query", "schema": {"type": "string"}}],
+              "responses": {"200": {"description": "{pxd: [{dir, max_bytes, bytes, objects, stored, stored_bytes, evictions, coalesced, errors, routes | route and requests: {hit, stale, revalidated, miss, bypass, refresh, served_bytes}}]}"},
+                            "503": {"$ref": "#/components/responses/Error"}}}
+    },
     "/v1/users": {
       "get": {"operationId": "listUsers", "responses": {"200": {"description": "dashboard accounts: name, role, totp (never hashes)"}}},
       "post": {"operationId": "createUser", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["name", "password"],

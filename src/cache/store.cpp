@@ -310,6 +310,10 @@ void Store::error(const char* what, const std::string& p, int err) {
 
 bool Store::open(std::string* error) {
   if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
+    if (errno == ENOENT) {  // (its parent, the data directory, is not made yet: the first store makes it)
+      PX_INFO("cache %s: made at the first store", dir_.c_str());
+      return true;
+    }
     *error = "cache_dir " + dir_ + ": " + strerror(errno);
     return false;
   }
@@ -521,6 +525,9 @@ bool Writer::begin(Store* s, const FileHeader& h, std::string_view key, std::str
   h_.vary_len = static_cast<uint32_t>(vary.size());
   h_.head_len = static_cast<uint32_t>(head.size());
   h_.body_len = 0;
+  h_.stored_ms = static_cast<int64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
   max_body_ = max_body;
   id_ = s->new_id();
   buf_.clear();

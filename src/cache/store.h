@@ -32,7 +32,7 @@
 
 namespace px::cache {
 
-inline constexpr char kMagic[8] = {'P', 'X', 'C', 'A', 'C', 'H', 'E', '1'};
+inline constexpr char kMagic[8] = {'P', 'X', 'C', 'A', 'C', 'H', 'E', '2'};
 
 struct FileHeader {
   char magic[8];
@@ -42,6 +42,7 @@ struct FileHeader {
   int64_t initial_age = 0;     // RFC 9111 4.2.3's corrected_initial_age
   int64_t lifetime = 0;        // freshness lifetime, s
   int64_t swr = -1, sie = -1;  // the response's stale-while-revalidate and stale-if-error, s (-1: none)
+  int64_t stored_ms = 0;       // when this file was written, ms since the epoch (pxctl cache purge compares it)
   uint16_t status = 0;
   uint16_t pad[3] = {};
   enum : uint32_t {
@@ -51,7 +52,7 @@ struct FileHeader {
     kAuthOk = 8,          // public, s-maxage or must-revalidate: may answer a request with Authorization
   };
 };
-static_assert(sizeof(FileHeader) == 80);
+static_assert(sizeof(FileHeader) == 88);
 
 struct Stats {
   std::atomic<uint64_t> hits{0}, misses{0}, stores{0}, store_bytes{0}, evictions{0}, coalesced{0}, errors{0},

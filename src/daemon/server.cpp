@@ -1,4 +1,5 @@
 #include "daemon/server.h"
+#include "stream/cache.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -291,7 +292,18 @@ void Server::rebuild() {
                               return true;
                             },
                             e);
-        return r4 && t.scan(
+        bool r5 = r4 && t.scan(
+                            store::keys::kCachePurge,
+                            [&](std::string_view key, std::string_view value) {
+                              std::vector<route::CachePurge> ps;
+                              if (route::parse_purges(value, &ps))
+                                extras.purges[std::string(key.substr(store::keys::kCachePurge.size()))] = std::move(ps);
+                              else
+                                bad.push_back(std::string(key) + ": not a list of purges");
+                              return true;
+                            },
+                            e);
+        return r5 && t.scan(
                          store::keys::kCert,
                          [&](std::string_view key, std::string_view value) {
                            add_cert(key, value, certs.get());
@@ -857,7 +869,66 @@ std::string Server::metrics_text() {
   in.access_log_dropped = access_log_ ? access_log_->dropped() : 0;
   if (snapshot_ && snapshot_->certs())
     for (const auto& c : snapshot_->certs()->all()) in.cert_not_after.emplace_back(c->name, c->not_after);
+  in.cache = cache_totals();
   return scrape(in);
+}
+
+CacheTotals Server::cache_totals() {
+  CacheTotals t;
+  if (!cache_) return t;
+  t.on = true;
+  const cache::Stats& s = cache_->stats;
+  t.objects = cache_->objects();
+  t.bytes = cache_->bytes();
+  t.max_bytes = cache_->max_size();
+  t.stores = s.stores.load(std::memory_order_relaxed);
+  t.stored_bytes = s.store_bytes.load(std::memory_order_relaxed);
+  t.evictions = s.evictions.load(std::memory_order_relaxed);
+  t.coalesced = s.coalesced.load(std::memory_order_relaxed);
+  t.errors = s.errors.load(std::memory_order_relaxed);
+  const auto& names = route_slots_.names();
+  for (size_t slot = 0; slot <= names.size(); slot++) {
+    std::array<uint64_t, 7> v{};
+    size_t at = slot < names.size() ? slot : kSlotOther;
+    for (auto& w : workers_)
+      if (CacheStage* c = w->cache()) {
+        for (int i = 0; i < kCacheResults; i++) v[i] += c->counts[at].results[i].get();
+        v[6] += c->counts[at].served_bytes.get();
+      }
+    bool any = false;
+    for (uint64_t x : v) any = any || x;
+    if (any) t.routes.emplace_back(slot < names.size() ? names[slot] : "other", v);
+  }
+  return t;
+}
+
+// status_file.cache: what pxctl cache stats shows (pxadmind reads it), once a second when it changed.
+void Server::write_cache_stats() {
+  if (!cache_ || cfg_.status_file.empty()) return;
+  uint64_t now = uv_now(&loop_);
+  if (now - cache_stats_ms_ < 1000) return;
+  cache_stats_ms_ = now;
+  CacheTotals t = cache_totals();
+  nlohmann::json routes = nlohmann::json::object();
+  for (const auto& [name, v] : t.routes) {
+    nlohmann::json r;
+    for (int i = 0; i < kCacheResults; i++) r[kCacheResultNames[i]] = v[i];
+    r["served_bytes"] = v[6];
+    routes[name] = r;
+  }
+  nlohmann::json j = {{"dir", cache_->dir()},     {"max_bytes", t.max_bytes}, {"bytes", t.bytes},
+                      {"objects", t.objects},     {"stored", t.stores},       {"stored_bytes", t.stored_bytes},
+                      {"evictions", t.evictions}, {"coalesced", t.coalesced}, {"errors", t.errors},
+                      {"routes", routes}};
+  std::string text = j.dump();
+  if (text == cache_stats_text_) return;
+  cache_stats_text_ = text;
+  std::string path = cfg_.status_file + ".cache", tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << text << "\n";
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) PX_WARN("%s: %s", path.c_str(), strerror(errno));
 }
 
 // /metrics on its own listener, served by the main thread (never by a worker).
@@ -1070,8 +1141,13 @@ int Server::run() {
   poll_store();  // the first snapshot, before any worker accepts
   for (size_t i = 0; i < workers_.size(); i++) workers_[i]->start(std::move(fds[i]));
   uv_timer_start(
-      &poll_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->poll_store(); }, cfg_.store_poll_ms,
-      cfg_.store_poll_ms);
+      &poll_timer_,
+      [](uv_timer_t* t) {
+        auto* s = static_cast<Server*>(t->data);
+        s->poll_store();
+        s->write_cache_stats();
+      },
+      cfg_.store_poll_ms, cfg_.store_poll_ms);
   uv_timer_start(
       &dns_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->refresh_dns(); }, 30000, 30000);
   PX_INFO("pxd ready: %d workers", n);

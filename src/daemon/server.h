@@ -99,6 +99,10 @@ class Server {
   store::Store store_;
   std::unique_ptr<SharedTable> shared_;  // every worker's (px.shared, px.limit): outlives them
   std::unique_ptr<cache::Store> cache_;  // the response cache's files and index (cache/store.h): outlives them
+  CacheTotals cache_totals();
+  void write_cache_stats();
+  uint64_t cache_stats_ms_ = 0;
+  std::string cache_stats_text_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<const route::Snapshot> snapshot_;
   uint64_t built_gen_ = UINT64_MAX;

@@ -221,6 +221,9 @@ void format_access_line(std::string* o, const EndRecord& r, AccessLogFormat f, c
   if (key(b++)) str(r.referer);
   if (key(b++)) lit(r.http_major == 2 ? "\"HTTP/2.0\"" : r.http_minor == 0 ? "\"HTTP/1.0\"" : "\"HTTP/1.1\"");
   if (key(b++)) lit(r.upstream_proto == 2 ? "\"HTTP/2.0\"" : r.upstream_proto == 1 ? "\"HTTP/1.1\"" : "null");
+  // The cache stage's result and why a response was not stored (px's own words: nothing to escape).
+  if (key(b++)) r.cache.empty() ? lit("null") : quoted(r.cache);
+  if (key(b++)) r.cache_detail.empty() ? lit("null") : quoted(r.cache_detail);
   if (first) *p++ = '{';
   lit("}\n");
   o->resize(static_cast<size_t>(p - o->data()));

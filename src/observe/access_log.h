@@ -28,7 +28,8 @@ enum class AccessLogFormat : uint8_t { json, combined };
 inline constexpr const char* kAccessLogFields[] = {
     "time",      "client",      "host",       "method",          "path",     "status",      "bytes_in",
     "bytes_out", "duration_ms", "route",      "upstream_status", "attempts", "termination", "peer",
-    "tls",       "phases_us",   "request_id", "user_agent",      "referer",  "protocol",    "upstream_protocol"};
+    "tls",       "phases_us",   "request_id", "user_agent",      "referer",  "protocol",    "upstream_protocol",
+    "cache",     "cache_detail"};
 inline constexpr int kAccessLogFieldCount = sizeof kAccessLogFields / sizeof kAccessLogFields[0];
 inline constexpr uint32_t kAccessLogAllFields = (1u << kAccessLogFieldCount) - 1;
 // The bit of a field name, or 0 when there is no such field.

@@ -259,6 +259,37 @@ std::string scrape(const ScrapeInputs& in) {
                    MetricType::Counter),
             {}, static_cast<double>(n));
   }
+  if (in.cache.on) {
+    const CacheTotals& c = in.cache;
+    gauge(family("px_cache_objects", "Responses in the cache", MetricType::Gauge), {}, static_cast<double>(c.objects));
+    gauge(family("px_cache_bytes", "Bytes of the cache's files", MetricType::Gauge), {}, static_cast<double>(c.bytes));
+    gauge(family("px_cache_max_bytes", "pxd.conf cache_max_size", MetricType::Gauge), {},
+          static_cast<double>(c.max_bytes));
+    counter(family("px_cache_stored_total", "Responses stored", MetricType::Counter), {},
+            static_cast<double>(c.stores));
+    counter(family("px_cache_stored_bytes_total", "Bytes written to the cache", MetricType::Counter), {},
+            static_cast<double>(c.stored_bytes));
+    counter(family("px_cache_evictions_total", "Responses evicted to stay under cache_max_size", MetricType::Counter),
+            {}, static_cast<double>(c.evictions));
+    counter(family("px_cache_coalesced_total", "Requests that waited for another request's fill of their key",
+                   MetricType::Counter),
+            {}, static_cast<double>(c.coalesced));
+    counter(
+        family("px_cache_errors_total",
+               "Responses not stored because the cache directory failed (full, read-only, gone)", MetricType::Counter),
+        {}, static_cast<double>(c.errors));
+    MetricFamily& rf = family("px_cache_requests_total",
+                              "Requests on routes with a cache, by what the cache did: hit, stale, revalidated (served "
+                              "from it), miss, bypass (asked upstream), refresh (background)",
+                              MetricType::Counter);
+    MetricFamily& bf =
+        family("px_cache_served_bytes_total", "Bytes sent to clients from the cache, by route", MetricType::Counter);
+    static const char* const kResults[6] = {"hit", "stale", "revalidated", "miss", "bypass", "refresh"};
+    for (const auto& [name, v] : c.routes) {
+      for (int i = 0; i < 6; i++) counter(rf, {{"route", name}, {"result", kResults[i]}}, static_cast<double>(v[i]));
+      counter(bf, {{"route", name}}, static_cast<double>(v[6]));
+    }
+  }
   if (in.stream_slots) {
     MetricFamily& ended =
         family("px_l4_connections_total", "L4 stream connections (TCP) and sessions (UDP) that ended, by why",

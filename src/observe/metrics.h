@@ -116,6 +116,15 @@ class NameSlots {
   std::vector<std::string> names_;
 };
 
+// The response cache's totals (cache/store.h) and what it did per route (stream/cache.h: hit, stale,
+// revalidated, miss, bypass, refresh, then bytes served from it), summed over the workers.
+struct CacheTotals {
+  bool on = false;
+  uint64_t objects = 0, bytes = 0, max_bytes = 0, stores = 0, stored_bytes = 0, evictions = 0, coalesced = 0,
+           errors = 0;
+  std::vector<std::pair<std::string, std::array<uint64_t, 7>>> routes;
+};
+
 struct ScrapeInputs {
   const std::vector<Worker*>* workers = nullptr;
   const std::vector<WorkerMetrics*>* metrics = nullptr;
@@ -126,6 +135,7 @@ struct ScrapeInputs {
   double generation_age_s = 0;
   uint64_t access_log_dropped = 0;
   std::vector<std::pair<std::string, int64_t>> cert_not_after;  // certificate name → unix seconds
+  CacheTotals cache;
 };
 
 // The text exposition of everything.

@@ -205,6 +205,10 @@ void trace_write(const std::string& dir, const Trace& t, const EndRecord& r) {
   json phases = json::object();
   for (int p = 0; p < lua::kPhases; p++) phases[lua::phase_name(p)] = ms(r.phase_us[p]);
   j["phases_ms"] = phases;
+  if (!r.cache.empty()) {  // the cache stage: what it did, and why a response was not stored
+    j["cache"] = {{"result", r.cache}};
+    if (!r.cache_detail.empty()) j["cache"]["detail"] = r.cache_detail;
+  }
   j["filter_wait_ms"] = ms(r.wait_us);
   j["status"] = r.status;
   j["termination"] = termination_name(r.reason);

@@ -210,6 +210,7 @@ struct RouteOpts {
   std::string max_body, connect_ms, read_ms;  // sizes and durations, with their units
   std::string upstream_ca, upstream_sni, upstream_verify, upstream_cert, upstream_proto;
   std::string tls;
+  std::string cache;  // on, off, or the JSON object of the route's "cache"
   bool passthrough = false;
 };
 
@@ -242,6 +243,9 @@ void add_route_options(CLI::App* c, RouteOpts& o, bool for_set) {
                 "upstream connect timeout: ms, or 500ms, 5s, 1m (0 = pxd.conf default)");
   c->add_option("--read-timeout", o.read_ms, "upstream read timeout: ms, or 500ms, 30s, 5m (0 = pxd.conf default)");
   c->add_option("--health-path", o.health_path, "enable active health checks on this path");
+  c->add_option("--cache", o.cache,
+                "the response cache (RFC 9111): on, off, or a JSON object (default_ttl, stale_while_revalidate, "
+                "stale_if_error, max_object_size, lock_timeout, store_set_cookie)");
   if (!for_set) c->add_flag("--disabled", o.disabled, "add it disabled");
 }
 
@@ -299,6 +303,13 @@ json route_body(const RouteOpts& o, bool partial) {
     b["upstream_tls"] = t;
   }
   if (!o.tls.empty()) b["tls"] = o.tls;
+  if (o.cache == "on" || o.cache == "off") {
+    b["cache"] = o.cache == "on";
+  } else if (!o.cache.empty()) {
+    json c = json::parse(o.cache, nullptr, false);
+    if (c.is_discarded() || !c.is_object()) die(2, "--cache: expected on, off or a JSON object");
+    b["cache"] = c;
+  }
   if (o.passthrough) b["passthrough"] = true;
   if (o.disabled) b["enabled"] = false;
   (void)partial;
@@ -390,10 +401,12 @@ const char* kCompletion =
 _pxctl() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
-  local top="route stream acl cert filter export import audit status fleet token user completion"
+  local top="route stream acl cert cache filter export import audit status fleet token user completion"
   case "${words[1]}" in
     route) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
-           COMPREPLY=($(compgen -W "--host --passthrough --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --tls --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --disabled --if-match --json" -- "$cur")); return ;;
+           COMPREPLY=($(compgen -W "--host --passthrough --upstream --upstream-ca --upstream-sni --upstream-verify --upstream-client-cert --tls --path --strip-path --no-strip-path --lb --filter --max-body-size --connect-timeout --read-timeout --health-path --cache --disabled --if-match --json" -- "$cur")); return ;;
+    cache) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "purge stats" -- "$cur")); return; }
+           COMPREPLY=($(compgen -W "--path --all --json" -- "$cur")); return ;;
     stream) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm enable disable" -- "$cur")); return; }
             COMPREPLY=($(compgen -W "--listen --upstream --lb --acl --proxy-protocol --accept-proxy --tls --host --connect-timeout --idle-timeout --max-lifetime --max-connections --rate --health-interval --disabled --if-match --json" -- "$cur")); return ;;
     acl) [ "$cword" -eq 2 ] && { COMPREPLY=($(compgen -W "add list show set rm user" -- "$cur")); return; }
@@ -449,6 +462,11 @@ void show_trace(const json& t, const std::string& method, const std::string& url
   for (const auto& a : up["attempts"])
     std::cout << "  attempt " << ++n << "  " << a.value("peer", "") << ": " << a.value("why", "") << " -> "
               << a.value("outcome", "") << "\n";
+  if (t.contains("cache")) {
+    std::cout << "  cache      " << t["cache"].value("result", "");
+    if (t["cache"].contains("detail")) std::cout << " (" << t["cache"].value("detail", "") << ")";
+    std::cout << "\n";
+  }
   if (up.value("status", 0))
     std::cout << "  upstream   status " << up.value("status", 0) << ", connect "
               << (up["connect_ms"].is_null() ? std::string("(kept-alive connection)") : num(up["connect_ms"]) + " ms")
@@ -1161,6 +1179,52 @@ int main(int argc, char** argv) {
     if (g.as_json) return print(rec.body);
     show_trace(rec.body, t_method, t_url);
     if (t_body) std::cout << "\n" << resp.body;
+  });
+
+  auto* cache = app.add_subcommand("cache", "the response cache: purge stored responses, show what it did");
+  cache->require_subcommand(1);
+  auto* c_purge = cache->add_subcommand("purge", "drop a route's stored responses (audited): --path or --all");
+  std::string cp_route, cp_path;
+  bool cp_all = false;
+  c_purge->add_option("route", cp_route, "the route")->required();
+  c_purge->add_option("--path", cp_path, "the targets to drop: /path?query, '*' matches any run of characters");
+  c_purge->add_flag("--all", cp_all, "every stored response of the route");
+  c_purge->callback([&] {
+    if (cp_all == !cp_path.empty()) die(2, "cache purge: give --path or --all");
+    json b = {{"route", cp_route}};
+    if (cp_all)
+      b["all"] = true;
+    else
+      b["path"] = cp_path;
+    json r = check(call("POST", "/v1/cache/purge", &b)).body;
+    if (g.as_json) return print(r);
+    std::cout << "purged " << r.value("pattern", "") << " on route " << r.value("route", "")
+              << " (responses stored before now)\n";
+  });
+  auto* c_stats = cache->add_subcommand("stats", "what the cache holds and did, for a route or all");
+  std::string cs_route;
+  c_stats->add_option("route", cs_route, "the route (default: all)");
+  c_stats->callback([&] {
+    json r = check(call("GET", "/v1/cache/stats" + (cs_route.empty() ? "" : "?route=" + url_escape(cs_route)))).body;
+    if (g.as_json) return print(r);
+    for (const auto& p : r["pxd"]) {
+      std::cout << "cache " << p.value("dir", "") << ": " << p.value("objects", 0) << " objects, "
+                << p.value("bytes", 0) << " of " << p.value("max_bytes", 0) << " bytes; stored " << p.value("stored", 0)
+                << ", evicted " << p.value("evictions", 0) << ", coalesced " << p.value("coalesced", 0) << ", errors "
+                << p.value("errors", 0) << "\n";
+      std::vector<std::vector<std::string>> rows;
+      auto row = [&](const std::string& name, const json& c) {
+        std::vector<std::string> v = {name};
+        for (const char* k : {"hit", "stale", "revalidated", "miss", "bypass", "refresh", "served_bytes"})
+          v.push_back(std::to_string(c.value(k, 0)));
+        rows.push_back(v);
+      };
+      if (p.contains("route"))
+        row(p["route"].get<std::string>(), p["requests"]);
+      else
+        for (auto it = p["routes"].begin(); it != p["routes"].end(); ++it) row(it.key(), it.value());
+      table({"ROUTE", "HIT", "STALE", "REVALIDATED", "MISS", "BYPASS", "REFRESH", "SERVED_BYTES"}, rows);
+    }
   });
 
   auto* comp = app.add_subcommand("completion", "print a shell completion script");

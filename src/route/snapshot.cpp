@@ -99,6 +99,39 @@ bool Snapshot::same_build_settings(const Config& a, const Config& b) {
          a.upstream_read_timeout_ms == b.upstream_read_timeout_ms && a.max_body_size == b.max_body_size;
 }
 
+bool purge_matches(std::string_view pattern, std::string_view target) {
+  // A glob of '*' (any run of characters): the last '*' seen is where a mismatch goes back to.
+  size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
+  while (t < target.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = t;
+    } else if (p < pattern.size() && pattern[p] == target[t]) {
+      p++, t++;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') p++;
+  return p == pattern.size();
+}
+
+bool parse_purges(std::string_view text, std::vector<CachePurge>* out) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object() || !j.contains("purges") || !j["purges"].is_array()) return false;
+  out->clear();
+  for (const auto& p : j["purges"]) {
+    if (!p.is_object() || !p.contains("pattern") || !p["pattern"].is_string() || !p.contains("at") ||
+        !p["at"].is_number_integer())
+      return false;
+    out->push_back({p["pattern"].get<std::string>(), p["at"].get<int64_t>()});
+  }
+  return true;
+}
+
 std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation, std::vector<RouteSpec> specs, const Config& cfg,
                                                 const Resolver& resolve, BuildWarnings* warnings) {
   std::vector<std::shared_ptr<const RouteSpec>> shared;
@@ -136,6 +169,8 @@ std::shared_ptr<const Snapshot> Snapshot::build(uint64_t generation,
     std::string_view p = spec.path;
     while (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
     r->prefix_len = p == "/" ? 0 : p.size();
+    if (spec.cache.enabled)
+      if (auto it = extras.purges.find(spec.name); it != extras.purges.end()) r->purges = it->second;
     r->pool.lb = spec.lb;
     r->pool.health = spec.health;
     for (const auto& u : spec.upstreams) {

@@ -52,6 +52,16 @@ struct Pool {
   std::vector<std::pair<uint32_t, uint16_t>> ring;  // ip_hash: (point, peer index), sorted
 };
 
+// pxctl cache purge: a route's stored responses written at or before `at` (unix time, ms) whose target matches
+// `pattern` ('*' any run of characters) count as absent (stream/cache.cpp).
+struct CachePurge {
+  std::string pattern;
+  int64_t at = 0;
+};
+bool purge_matches(std::string_view pattern, std::string_view target);
+// {"purges": [...]} as stored under cache:purge:<route> (store/keys.h); false: not that.
+bool parse_purges(std::string_view json, std::vector<CachePurge>* out);
+
 struct Route {
   explicit Route(std::shared_ptr<const RouteSpec> s) : spec_ptr(std::move(s)), spec(*spec_ptr) {}
   std::shared_ptr<const RouteSpec> spec_ptr;  // shared with pxd's parse cache and older snapshots
@@ -60,8 +70,9 @@ struct Route {
   uint32_t index = 0;
   uint64_t connect_timeout_ms = 0;  // effective values (route or pxd.conf)
   uint64_t read_timeout_ms = 0;
-  uint64_t max_body_size = 0;  // 0 = unlimited
-  size_t prefix_len = 0;       // bytes of spec.path that strip_path removes ("/" → 0)
+  uint64_t max_body_size = 0;      // 0 = unlimited
+  size_t prefix_len = 0;           // bytes of spec.path that strip_path removes ("/" → 0)
+  std::vector<CachePurge> purges;  // pxctl cache purge (cache routes only)
   // pxd's metrics label slot (observe/metrics.h), set on the main thread before the snapshot is published.
   mutable uint16_t metrics_slot = 0;
 };
@@ -87,6 +98,7 @@ std::string l4_listen_key(const StreamListen& l);
 
 // What a snapshot carries besides routes.
 struct SnapshotExtras {
+  std::unordered_map<std::string, std::vector<CachePurge>> purges;  // by route name
   std::vector<std::shared_ptr<const StreamSpec>> streams;
   std::vector<AclSpec> acls;
   std::vector<std::pair<std::string, std::string>> challenges;  // ACME token -> key authorization

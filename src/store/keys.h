@@ -27,6 +27,9 @@
 //                              document), next_attempt, failures, orders[], failed[], issued[], ari{...}}:
 //                              what pxadmind's ACME manager knows of a certificate it keeps (tls auto).
 //   stream:<name>              JSON L4 stream (route/stream.h)
+//   cache:purge:<route>        JSON {"purges": [{"pattern": "/products/*", "at": unix time in ms}]}: pxctl cache
+//                              purge. pxd treats a stored response of the route from at or before `at` whose
+//                              target matches the pattern ('*' any run of characters) as absent, and drops it.
 //   user:<name>                JSON {name, role ("admin" or "viewer"), password (a crypt(5) hash), created,
 //                              created_by, totp (base32 secret, once enabled), recovery [sha256 of unused
 //                              codes]}: the web dashboard's accounts (admin/ui_auth.h). Never exported.
@@ -59,6 +62,7 @@ inline constexpr std::string_view kChallenge = "acme:chal:";
 inline constexpr std::string_view kCert = "cert:";
 inline constexpr std::string_view kAcmeAccount = "acme:account:";
 inline constexpr std::string_view kAcmeState = "acme:state:";
+inline constexpr std::string_view kCachePurge = "cache:purge:";
 
 inline std::string join(std::string_view prefix, std::string_view name) {
   std::string k;
@@ -75,6 +79,7 @@ inline std::string challenge(std::string_view token) { return join(kChallenge, t
 inline std::string cert(std::string_view name) { return join(kCert, name); }
 inline std::string acme_account(std::string_view id) { return join(kAcmeAccount, id); }
 inline std::string acme_state(std::string_view cert_name) { return join(kAcmeState, cert_name); }
+inline std::string cache_purge(std::string_view route) { return join(kCachePurge, route); }
 // "route" or "acl" (pxadmind's generic resources) and a name.
 inline std::string resource(std::string_view kind, std::string_view name) {
   std::string k = join(kind, ":");

@@ -14,6 +14,7 @@
 #include "daemon/worker.h"
 #include "http/h1.h"
 #include "route/route.h"
+#include "route/snapshot.h"
 #include "stream/stream.h"
 #include "upstream/upstream.h"
 
@@ -524,6 +525,18 @@ bool lookup(Stream* st, CacheCtx* c) {
     o = nullptr;
     c->detail = "authorization";
   }
+  if (o && !st->route->purges.empty()) {  // pxctl cache purge: stored before a purge of its target, it is gone
+    std::string_view target = std::string_view(c->key).substr(c->key.find("://") + 3);
+    target.remove_prefix(std::min(target.size(), target.find_first_of("/?*")));
+    for (const auto& p : st->route->purges)
+      if (o->h.stored_ms <= p.at && route::purge_matches(p.pattern, target)) {
+        s->store->remove(o->hash, o->id);
+        s->local.release(o);
+        o = nullptr;
+        c->detail = "purged";
+        break;
+      }
+  }
   bool ranged = st->req.find(std::string_view("range")) >= 0;
   if (o) {
     cache::Stored sd;
@@ -559,7 +572,7 @@ bool lookup(Stream* st, CacheCtx* c) {
     fwd = "stale";
   }
   s->store->stats.misses.fetch_add(1, std::memory_order_relaxed);
-  c->result = o ? "stale" : "miss";
+  c->result = "miss";       // (a stale one asked again: "revalidated" on a 304)
   if (rq.only_if_cached) {  // RFC 9111 5.2.1.7
     c->detail = "only-if-cached";
     reply_text(st, 504, "not in the cache (only-if-cached)", false);
@@ -715,7 +728,7 @@ bool cache_response_head(Stream* st, http::Head& h) {
     std::string lines = stored_head(h, d.strip_cookie);
     store = c->writer.begin(s->store, fh, c->vary.empty() ? c->key : c->vkey, "", lines, max);
   }
-  c->detail = d.no;
+  if (*d.no) c->detail = d.no;  // (else what the lookup said stays: purged, lock timeout)
   status_field(c, fwd, h.status, store, 0, false);
   add_field(h, "Cache-Status", c->field);
   return true;
@@ -752,6 +765,14 @@ void cache_response_end(Stream* st) {
 void cache_end(Stream* st) {
   CacheCtx* c = st->cache;
   CacheStage* s = stage_of(st);
+  if (st->route && !st->no_route)
+    for (int i = 0; i < kCacheResults; i++)
+      if (std::string_view(c->result) == kCacheResultNames[i]) {
+        CacheRouteCounts& rc = s->counts[st->route->metrics_slot];
+        rc.results[i].inc();
+        if (i <= 2 && c->obj) rc.served_bytes.add(st->bytes_out);
+        break;
+      }
   s->unwait(c);
   if (c->reader) c->reader->abort(st);
   c->writer.abandon();  // an unfinished fill: never stored

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "cache/store.h"
+#include "observe/metrics.h"
 #include "stream/stream.h"
 
 namespace px::proxy {
@@ -28,6 +29,17 @@ namespace px::proxy {
 class Worker;
 struct Stream;
 struct CacheCtx;
+
+// What the cache did with a request, by route (counted per worker; pxd's metrics and the stats file that
+// pxctl cache stats reads sum them): served from the cache (hit, stale, revalidated), or asked upstream (miss,
+// bypass), or a background refresh.
+inline constexpr int kCacheResults = 6;
+inline constexpr const char* kCacheResultNames[kCacheResults] = {"hit",  "stale",  "revalidated",
+                                                                 "miss", "bypass", "refresh"};
+struct CacheRouteCounts {
+  MetricCounter results[kCacheResults];
+  MetricCounter served_bytes;  // bytes sent to clients from the cache (hit, stale, revalidated)
+};
 
 // One worker's cache stage: its view of the objects, the requests waiting for a fill, and the pools.
 class CacheStage {
@@ -37,7 +49,8 @@ class CacheStage {
   cache::Local local;
   cache::Store* store;
   Worker* w;
-  uint64_t max_object;  // pxd.conf cache_max_object
+  uint64_t max_object;                       // pxd.conf cache_max_object
+  CacheRouteCounts counts[kRouteSlots + 2];  // by the route's metrics slot (written by this worker only)
   // Requests waiting for another's fill of their key (polled: a fill on another worker is seen within 10 ms).
   void wait(CacheCtx* c);
   void unwait(CacheCtx* c);

@@ -14,7 +14,7 @@ import unittest
 import urllib.parse
 
 from cachepeer import CachePeer
-from pxtest import Client, Pxd, get, route, wait_for
+from pxtest import Admind, Client, Pxd, get, route, wait_for
 
 
 def q(*fields, **kw):
@@ -463,6 +463,133 @@ class CacheTest(unittest.TestCase):
         self.assertIn("hit", r.header("cache-status"))
         self.assertEqual(len(r.body), 300000)
         self.assertEqual(self.o.count(t2), 1)
+
+
+class CacheAdminTest(unittest.TestCase):
+    """pxctl: a route's cache on and off, purges (by path and all, audited, refused naming the field), stats; the
+    Prometheus series."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.o = CachePeer()
+        cls.mport = __import__("pxtest").free_port()
+        cls.log = os.path.join(__import__("tempfile").mkdtemp(prefix="pxcache-"), "access.log")
+        cls.px = Pxd(workers=2, extra="metrics_listen 127.0.0.1:%d\naccess_log %s\n" % (cls.mport, cls.log))
+        cls.adm = Admind(data=cls.px.data, pxd_status=cls.px.status_file)
+        r = cls.adm.ctl("route", "add", "shop", "--host", "shop.test", "--upstream", cls.o.url, "--cache", "on")
+        assert r.returncode == 0, r.stderr
+        cls.px.wait_applied(cls.adm.generation())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.adm.stop()
+        cls.px.stop()
+        cls.o.stop()
+
+    def get(self, t):
+        return get(self.px.port, t, host="shop.test")
+
+    def test_purge_by_path_and_all(self):
+        ts = ["/products/%d?%s" % (i, q("Cache-Control: max-age=600")) for i in range(3)] + \
+             ["/about?" + q("Cache-Control: max-age=600")]
+        for t in ts:
+            self.get(t)
+            self.assertIn("hit", self.get(t).header("cache-status"))
+        r = self.adm.ctl("cache", "purge", "shop", "--path", "/products/*")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.px.wait_applied(self.adm.generation())
+        for t in ts[:3]:
+            self.assertIn('detail="purged"', self.get(t).header("cache-status"))
+            self.assertIn("hit", self.get(t).header("cache-status"))  # stored again after the purge
+        self.assertIn("hit", self.get(ts[3]).header("cache-status"))
+        self.assertEqual([self.o.count(t) for t in ts], [2, 2, 2, 1])
+        self.assertEqual(self.adm.ctl("cache", "purge", "shop", "--all").returncode, 0)
+        self.px.wait_applied(self.adm.generation())
+        self.assertNotIn("hit", self.get(ts[3]).header("cache-status"))
+        self.assertEqual(self.o.count(ts[3]), 2)
+        audit = self.adm.ctl("audit", "--action", "cache.purge", "--json")
+        self.assertEqual(audit.returncode, 0, audit.stderr)
+        self.assertGreaterEqual(audit.stdout.count('"cache.purge"'), 2)
+
+    def test_purge_refusals_name_the_field(self):
+        r = self.adm.ctl("cache", "purge", "nosuch", "--all")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("no route named 'nosuch'", r.stderr)
+        r = self.adm.ctl("cache", "purge", "shop", "--path", "no-slash")
+        self.assertIn("path:", r.stderr)
+        self.assertEqual(self.adm.ctl("cache", "purge", "shop").returncode, 2)
+        r = self.adm.ctl("route", "add", "plain", "--host", "plain.test", "--upstream", self.o.url)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.adm.ctl("cache", "purge", "plain", "--all")
+        self.assertIn("has no cache", r.stderr)
+        r = self.adm.ctl("route", "set", "plain", "--cache", '{"ttl": 5}')
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cache.ttl: unknown field", r.stderr)
+        r = self.adm.ctl("route", "set", "plain", "--cache", "maybe")
+        self.assertEqual(r.returncode, 2)
+
+    def test_route_set_cache_object_then_off(self):
+        r = self.adm.ctl("route", "add", "obj", "--host", "obj.test", "--upstream", self.o.url, "--cache",
+                         '{"default_ttl": "1m", "stale_if_error": 600}')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = __import__("json").loads(self.adm.ctl("route", "show", "obj", "--json").stdout)
+        self.assertEqual(shown["cache"]["default_ttl"], 60)
+        self.assertEqual(shown["cache"]["stale_if_error"], 600)
+        self.px.wait_applied(self.adm.generation())
+        t = "/x"
+        get(self.px.port, t, host="obj.test")
+        self.assertIn("hit", get(self.px.port, t, host="obj.test").header("cache-status"))
+        self.assertEqual(self.adm.ctl("route", "set", "obj", "--cache", "off").returncode, 0)
+        self.px.wait_applied(self.adm.generation())
+        self.assertIsNone(get(self.px.port, t, host="obj.test").header("cache-status"))
+
+    def test_access_log_and_trace_say_what_the_cache_did(self):
+        t = "/logged?" + q("Cache-Control: max-age=600")
+        r = self.adm.ctl("trace", "--connect", "127.0.0.1:%d" % self.px.port, "http://shop.test" + t)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("cache      miss", r.stdout)
+        r = self.adm.ctl("trace", "--connect", "127.0.0.1:%d" % self.px.port, "http://shop.test" + t)
+        self.assertIn("cache      hit", r.stdout)
+        t2 = "/nostore?" + q("Cache-Control: no-store")
+        r = self.adm.ctl("trace", "--connect", "127.0.0.1:%d" % self.px.port, "--json", "http://shop.test" + t2)
+        doc = __import__("json").loads(r.stdout)
+        self.assertEqual(doc["cache"], {"result": "miss", "detail": "no-store"})
+        log = wait_for(lambda: [__import__("json").loads(l) for l in pathlib.Path(self.log).read_text().splitlines()
+                                if "/nostore" in l], what="the access log line")
+        self.assertEqual((log[-1]["cache"], log[-1]["cache_detail"]), ("miss", "no-store"))
+
+    def test_stats_and_metrics(self):
+        t = "/stats?" + q("Cache-Control: max-age=600")
+        self.get(t)
+        self.get(t)
+        self.get(t)
+
+        def stats():
+            r = self.adm.ctl("cache", "stats", "shop", "--json")
+            if r.returncode != 0:
+                return None
+            doc = __import__("json").loads(r.stdout)
+            req = doc["pxd"][0]["requests"]
+            return doc if req.get("hit", 0) >= 2 and req.get("miss", 0) >= 1 else None
+
+        doc = wait_for(stats, what="the cache's stats")
+        p = doc["pxd"][0]
+        self.assertGreaterEqual(p["objects"], 1)
+        self.assertGreaterEqual(p["stored"], 1)
+        self.assertGreater(p["requests"]["served_bytes"], 0)
+        text = self.adm.ctl("cache", "stats").stdout
+        self.assertIn("HIT", text)
+        self.assertIn("shop", text)
+        import urllib.request
+        m = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.mport, timeout=30).read().decode()
+        self.assertRegex(m, r'px_cache_requests_total\{route="shop",result="hit"\} [1-9]')
+        for name in ("px_cache_objects", "px_cache_bytes", "px_cache_stored_total", "px_cache_evictions_total",
+                     "px_cache_coalesced_total", "px_cache_errors_total", "px_cache_served_bytes_total"):
+            self.assertIn(name, m)
+        promtool = shutil.which("promtool")
+        if promtool:
+            chk = subprocess.run([promtool, "check", "metrics"], input=m, capture_output=True, text=True)
+            self.assertEqual(chk.returncode, 0, chk.stdout + chk.stderr)
 
 
 class CacheRestartTest(unittest.TestCase):
