@@ -60,6 +60,9 @@ Req.resp_header = C.resp_header
 Req.set_resp_header = C.set_resp_header
 Req.add_resp_header = C.add_resp_header
 Req.remove_resp_header = C.remove_resp_header
+Req.cache_key = C.cache_key            -- request: req:cache_key(key): the route's cache stores this request under key
+Req.cache_bypass = C.cache_bypass      -- request: neither answered from the cache nor stored
+Req.cache_no_store = C.cache_no_store  -- response: this response is not stored
 
 -- The request methods, for a filter that keeps one in a local at load time
 -- (local is_https = px.req.is_https; ... is_https(req)): filter code is

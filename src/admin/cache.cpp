@@ -22,7 +22,8 @@ Result Admin::cache_purge(const json& body, const std::string& who) {
   for (auto it = body.begin(); it != body.end(); ++it)
     if (it.key() != "route" && it.key() != "path" && it.key() != "all")
       return Result::error(422, it.key(), "unknown field");
-  if (!body.contains("route") || !body["route"].is_string() || !route::valid_route_name(body["route"].get<std::string>()))
+  if (!body.contains("route") || !body["route"].is_string() ||
+      !route::valid_route_name(body["route"].get<std::string>()))
     return Result::error(422, "route", "required, a route name");
   std::string name = body["route"].get<std::string>();
   bool all = body.contains("all") && body["all"].is_boolean() && body["all"].get<bool>();
@@ -47,15 +48,15 @@ Result Admin::cache_purge(const json& body, const std::string& who) {
     if (!r.is_object() || !r.contains("cache") ||
         !(r["cache"].is_boolean() ? r["cache"].get<bool>()
                                   : r["cache"].is_object() && r["cache"].value("enabled", true)))
-      return tx.fail(Result::error(409, "route", "route '" + name + "' has no cache (pxctl route set " + name +
-                                                     " --cache on)"));
+      return tx.fail(
+          Result::error(409, "route", "route '" + name + "' has no cache (pxctl route set " + name + " --cache on)"));
     json rec;
     if (!tx.load(store::keys::cache_purge(name), &rec, &found)) return false;
     if (!found || !rec.is_object() || !rec.contains("purges") || !rec["purges"].is_array())
       rec = {{"purges", json::array()}};
-    int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count();
+    int64_t now =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     json& ps = rec["purges"];
     if (pattern == "*") ps = json::array();  // everything before now: the older purges say nothing more
     ps.push_back({{"pattern", pattern}, {"at", now}});

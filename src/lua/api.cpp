@@ -328,6 +328,26 @@ int api_set_status(lua_State* L) {
   return 0;
 }
 
+// The cache stage's hooks (stream/cache.h): a key of the filter's choice, no cache for this request, or this
+// response not stored.
+int api_cache_key(lua_State* L) {
+  PX_ALLOWED(0x02, "req:cache_key");
+  std::string_view k = arg(L, 2);
+  if (k.empty() || k.size() > 4096) return refuse(L, "req:cache_key: expected 1 to 4096 bytes");
+  t_cur.v->fs->cache_key.assign(k);
+  return 0;
+}
+int api_cache_bypass(lua_State* L) {
+  PX_ALLOWED(0x02, "req:cache_bypass");
+  t_cur.v->fs->cache_bypass = true;
+  return 0;
+}
+int api_cache_no_store(lua_State* L) {
+  PX_ALLOWED(kEditResp, "req:cache_no_store");
+  t_cur.v->fs->cache_no_store = true;
+  return 0;
+}
+
 int api_resp_header(lua_State* L) {
   PX_ALLOWED(kReadResp, "req:resp_header");
   std::string_view name = arg(L, 2);
@@ -886,6 +906,9 @@ void push_api(lua_State* L) {
   fn("asn", api_asn);
   fn("request_id", api_request_id);
   fn("set_status", api_set_status);
+  fn("cache_key", api_cache_key);
+  fn("cache_bypass", api_cache_bypass);
+  fn("cache_no_store", api_cache_no_store);
   fn("resp_header", api_resp_header);
   with("set_resp_header", api_resp_edit, 0);
   with("add_resp_header", api_resp_edit, 1);

@@ -61,7 +61,14 @@ struct FilterState {
   int native_next = -1;    // a filter run in C++ waits: the chain goes on from this filter (Engine::resume)
   uint64_t wait_ms = 0;
   FetchCall fetch;
+  // The cache stage (stream/cache.h): req:cache_key() and req:cache_bypass() in the request phase,
+  // req:cache_no_store() in the response phase.
+  std::string cache_key;
+  bool cache_bypass = false;
+  bool cache_no_store = false;
   void clear() {
+    cache_key.clear();
+    cache_bypass = cache_no_store = false;
     req_edits.clear();
     resp_edits.clear();
     new_status = respond_status = 0;

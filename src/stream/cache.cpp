@@ -224,6 +224,7 @@ void CacheCtx::reset() {
   st = nullptr;
   next = prev = nullptr;
   key.clear();
+  target_at = 0;
   vkey.clear();
   hash = fill_hash = 0;
   obj = nullptr;
@@ -526,8 +527,7 @@ bool lookup(Stream* st, CacheCtx* c) {
     c->detail = "authorization";
   }
   if (o && !st->route->purges.empty()) {  // pxctl cache purge: stored before a purge of its target, it is gone
-    std::string_view target = std::string_view(c->key).substr(c->key.find("://") + 3);
-    target.remove_prefix(std::min(target.size(), target.find_first_of("/?*")));
+    std::string_view target = std::string_view(c->key).substr(c->target_at);
     for (const auto& p : st->route->purges)
       if (o->h.stored_ms <= p.at && route::purge_matches(p.pattern, target)) {
         s->store->remove(o->hash, o->id);
@@ -612,12 +612,25 @@ bool cache_begin(Stream* st) {
   c->st = st;
   st->cache = c;
   c->request_time = wall_now();
+  const lua::FilterState* fs = st->view.fs.get();
   c->key = st->route->spec.name;
   c->key += '\n';
-  c->key += st->down->client->tls ? "https://" : "http://";
-  for (char ch : st->host) c->key.push_back(ascii_lower(ch));
-  c->key += st->abs_path.empty() ? rq.url() : st->abs_path;
+  if (fs && !fs->cache_key.empty()) {  // a filter's key (req:cache_key): purge patterns match it whole
+    c->target_at = c->key.size();
+    c->key += fs->cache_key;
+  } else {
+    c->key += st->down->client->tls ? "https://" : "http://";
+    for (char ch : st->host) c->key.push_back(ascii_lower(ch));
+    c->target_at = c->key.size();
+    c->key += st->abs_path.empty() ? rq.url() : st->abs_path;
+  }
   c->hash = s->store->hash(c->key);
+  if (fs && fs->cache_bypass) {  // req:cache_bypass(): neither answered from the cache nor stored
+    c->result = "bypass";
+    c->field = "bypass";
+    c->detail = "filter";
+    return false;
+  }
   if (!safe) {
     c->invalidate = true;
     c->result = "bypass";
@@ -793,6 +806,24 @@ bool cache_stale_if_error(Stream* st, int status) {
   c->writer.abandon();
   serve(st, c, c->head, false);
   return true;
+}
+
+void cache_no_store(Stream* st) {
+  CacheCtx* c = st->cache;
+  if (!c->writer.active()) return;
+  c->writer.abandon();
+  c->detail = "filter";
+  // The head has not left: its Cache-Status no longer says "stored".
+  http::Head& h = st->resp;
+  for (size_t i = h.headers.size(); i-- > 0;)
+    if (h.name(i) == "Cache-Status") {
+      h.headers.erase(h.headers.begin() + static_cast<long>(i));
+      break;
+    }
+  size_t cut = c->field.find("; stored");
+  if (cut != std::string::npos) c->field.erase(cut, 8);
+  c->field += "; detail=\"filter\"";
+  add_field(h, "Cache-Status", c->field);
 }
 
 bool cache_drops_field(const Stream* st, std::string_view n) {

@@ -79,6 +79,8 @@ void cache_end(Stream* st);  // the stream ends (end_stream): an unfinished fill
 // px is about to answer `status` (502, 503, 504: the upstream failed): true when a stale stored response
 // answered instead (stale-if-error: the response's, else the route's).
 bool cache_stale_if_error(Stream* st, int status);
+// A response filter said req:cache_no_store(): the response being stored is not (its Cache-Status says so).
+void cache_no_store(Stream* st);
 // The request head sent upstream: the client's conditional fields are left out of a fill (whose response is
 // stored whole) and a revalidation's own are added (write_request, upconn.cpp).
 bool cache_drops_field(const Stream* st, std::string_view name);
@@ -96,6 +98,7 @@ struct CacheCtx {
   CacheCtx* next = nullptr;  // the free list, or the waiters' list
   CacheCtx* prev = nullptr;
   std::string key;               // route "\n" scheme "://" host target
+  size_t target_at = 0;          // where the target starts in key (what pxctl cache purge patterns match)
   std::string vkey;              // the variant's key (key and the Vary'd request values), when the object varies
   uint64_t hash = 0;             // key's
   uint64_t fill_hash = 0;        // the key a fill claims and stores under

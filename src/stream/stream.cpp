@@ -669,6 +669,7 @@ bool stream_send_head(Stream* st, const http::Head& h) {
     }
     if (st->view.fs->new_status) rh.status = st->view.fs->new_status;
     if (!st->view.fs->resp_edits.empty()) rh.edits = &st->view.fs->resp_edits;
+    if (st->view.fs->cache_no_store && st->cache) cache_no_store(st);
   }
   st->down->send_head(st, rh);
   st->resp_head_sent = true;

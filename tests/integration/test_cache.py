@@ -592,6 +592,64 @@ class CacheAdminTest(unittest.TestCase):
             self.assertEqual(chk.returncode, 0, chk.stdout + chk.stderr)
 
 
+CACHE_FILTER = """return {
+  request = function(req)
+    if req:header("X-Skip-Cache") then req:cache_bypass() end
+    if req:header("X-Key-By-Path") then req:cache_key("by-path " .. req:path()) end
+  end,
+  response = function(req)
+    if req:resp_header("X-Private") then req:cache_no_store() end
+  end,
+}
+"""
+
+
+class CacheFilterTest(unittest.TestCase):
+    """Lua filters choose the cache key, bypass the cache, and keep a response out of it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = __import__("tempfile").mkdtemp(prefix="pxcachef-")
+        with open(os.path.join(cls.dir, "cachey.lua"), "w") as f:
+            f.write(CACHE_FILTER)
+        cls.o = CachePeer()
+        cls.px = Pxd(workers=1, extra="filters_dir %s\n" % cls.dir,
+                     routes=[route("f", ["f.test"], [cls.o.url], cache=True, filters=[{"name": "cachey"}])])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.px.stop()
+        cls.o.stop()
+
+    def get(self, t, headers=()):
+        return get(self.px.port, t, host="f.test", headers=headers)
+
+    def test_bypass(self):
+        t = "/b?" + q("Cache-Control: max-age=600")
+        self.get(t)
+        r = self.get(t, headers=[("X-Skip-Cache", "1")])
+        self.assertIn('fwd=bypass; fwd-status=200; detail="filter"', r.header("cache-status"))
+        self.assertEqual(self.o.count(t), 2)
+        self.assertIn("hit", self.get(t).header("cache-status"))
+
+    def test_a_filter_key_shares_one_response_between_targets(self):
+        a = "/k?" + q("Cache-Control: max-age=600", body="one")
+        b = "/k?" + q("Cache-Control: max-age=600", body="two")
+        ra = self.get(a, headers=[("X-Key-By-Path", "1")])
+        rb = self.get(b, headers=[("X-Key-By-Path", "1")])
+        self.assertIn("hit", rb.header("cache-status"))
+        self.assertEqual(rb.body, b"one")
+        self.assertEqual(self.o.count(b), 0)
+
+    def test_no_store_from_the_response_phase(self):
+        t = "/p?" + q("Cache-Control: max-age=600", "X-Private: 1")
+        r = self.get(t)
+        self.assertIn('detail="filter"', r.header("cache-status"))
+        self.assertNotIn("stored", r.header("cache-status"))
+        self.get(t)
+        self.assertEqual(self.o.count(t), 2)
+
+
 class CacheRestartTest(unittest.TestCase):
     def test_a_restart_keeps_the_cache_and_a_damaged_file_is_dropped(self):
         o = CachePeer()
