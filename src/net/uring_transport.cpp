@@ -401,8 +401,28 @@ int UringTransport::write(Output& out) {
     out.clear();
     return UV_ECANCELED;
   }
-  if (wq_.empty()) set_->lend(wq_);
-  for (size_t i = 0; i < out.count(); i++) wq_.append(out.data(i), out.len(i));
+  size_t i = 0, skip = 0;
+  if (!sending_ && !connecting_ && wq_.empty() && send_off_ == sbuf_.size() && out.size() >= UringSet::kDirectWrite) {
+    // A large write on an idle connection (a big body): what the kernel takes now goes straight from the
+    // caller's memory (one sendmsg, as the epoll engine's writev), and only the rest is copied for the ring.
+    iovec iov[64];
+    size_t k = 0;
+    for (; k < out.count() && k < 64; k++) {
+      iov[k].iov_base = const_cast<char*>(out.data(k));
+      iov[k].iov_len = out.len(k);
+    }
+    msghdr m{};
+    m.msg_iov = iov;
+    m.msg_iovlen = k;
+    ssize_t r = ::sendmsg(fd_, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r > 0) {  // (an error, EAGAIN included: the ring's send meets it, or waits)
+      size_t done = static_cast<size_t>(r);
+      while (i < out.count() && done >= out.len(i)) done -= out.len(i++);
+      skip = done;
+    }
+  }
+  if (i < out.count() && wq_.empty()) set_->lend(wq_);
+  for (; i < out.count(); i++, skip = 0) wq_.append(out.data(i) + skip, out.len(i) - skip);
   out.clear();
   if (!sending_ && !connecting_) start_send();
   return 0;

@@ -63,6 +63,7 @@ class UringSet {
   void lend(std::string& s);       // s (empty) gets a spare buffer, if there is one
   void take_back(std::string& s);  // s is left empty, holding no memory
   static constexpr size_t kSpares = 256, kSpareSize = 64 * 1024;
+  static constexpr size_t kDirectWrite = 32 * 1024;  // writes this large try a direct sendmsg first (write())
   static constexpr uint16_t kGroup = 0;
   static constexpr uint64_t kAcceptOp = 5;  // a completion's tag for an UringAcceptor (UringTransport::Op)
   size_t inflight = 0;                      // submissions of all its transports the ring has not answered for yet

@@ -21,8 +21,8 @@
 namespace px::proxy {
 
 namespace {
-constexpr size_t kPiece = 256 * 1024;  // a stored body larger than this is sent piece by piece (CacheRead)
-constexpr uint64_t kPollMs = 10;       // waiters look at their key's claim this often
+constexpr size_t kPiece = 64 * 1024;  // a stored body larger than this is sent piece by piece (CacheRead)
+constexpr uint64_t kPollMs = 10;      // waiters look at their key's claim this often
 
 int64_t wall_now() { return static_cast<int64_t>(time(nullptr)); }
 
