@@ -109,7 +109,7 @@ Store::Store(std::string dir, uint64_t max_size, size_t slots) : dir_(std::move(
   for (size_t i = 0; i < n; i++) atime_[i].store(0, std::memory_order_relaxed);
   mask_ = n - 1;
   RAND_bytes(reinterpret_cast<uint8_t*>(seed_), sizeof seed_);
-  epoch_s_ = time(nullptr) - 1;
+  epoch_ms_ = static_cast<int64_t>(steady_ms()) - 10;
 }
 
 Store::~Store() {
@@ -122,7 +122,7 @@ uint64_t Store::hash(std::string_view key) const {
   return h == 0 ? 2 : h;
 }
 
-uint32_t Store::now_s() const { return static_cast<uint32_t>(time(nullptr) - epoch_s_); }
+uint32_t Store::now_tick() const { return static_cast<uint32_t>((static_cast<int64_t>(steady_ms()) - epoch_ms_) / 10); }
 
 Store::Found Store::find(uint64_t hash) const {
   size_t base = hash & mask_;
@@ -214,7 +214,7 @@ void Store::publish(uint64_t hash, uint64_t id, uint64_t size) {
           raced = true;
           break;
         }
-        atime_[at].store(now_s(), std::memory_order_relaxed);
+        atime_[at].store(now_tick(), std::memory_order_relaxed);
         bytes_.fetch_add(bytes_of(val), std::memory_order_relaxed);
         bytes_.fetch_sub(std::min(bytes_of(v), bytes_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
         if (id_of(v) != id) unlink(path(id_of(v)).c_str());
@@ -236,7 +236,7 @@ void Store::publish(uint64_t hash, uint64_t id, uint64_t size) {
         continue;
       }
       if (!cas(&slots_[free_at], 0, 0, hash, val)) continue;
-      atime_[free_at].store(now_s(), std::memory_order_relaxed);
+      atime_[free_at].store(now_tick(), std::memory_order_relaxed);
       bytes_.fetch_add(bytes_of(val), std::memory_order_relaxed);
       objects_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -246,25 +246,24 @@ void Store::publish(uint64_t hash, uint64_t id, uint64_t size) {
 }
 
 void Store::evict_to_size() {
-  // Approximated LRU: of the objects in a few sampled windows, the least recently used goes; again while the
-  // cache is over its size (a bounded number of rounds per store: the next store goes on).
+  // Approximated LRU (as Redis does): of 16 objects found from a random slot on, the least recently used goes;
+  // again while the cache is over its size (a bounded number of rounds per store: the next store goes on).
   uint64_t r;
   RAND_bytes(reinterpret_cast<uint8_t*>(&r), sizeof r);
   for (int round = 0; round < 64 && bytes() > max_size_; round++) {
-    size_t best = SIZE_MAX;
+    r = r * 6364136223846793005ull + 1442695040888963407ull;
+    size_t best = SIZE_MAX, seen = 0, at = (r >> 17) & mask_;
     uint32_t oldest = UINT32_MAX;
     uint64_t bk = 0, bv = 0;
-    for (int w = 0; w < 4; w++) {
-      r = r * 6364136223846793005ull + 1442695040888963407ull;
-      size_t base = (r >> 17) & mask_;
-      for (size_t i = 0; i < kWindow; i++) {
-        size_t at = (base + i) & mask_;
-        uint64_t k = load(&slots_[at].key), v = load(&slots_[at].val);
-        uint32_t t = atime_[at].load(std::memory_order_relaxed);
-        if (k != 0 && !(k & 1) && t < oldest) best = at, oldest = t, bk = k, bv = v;
-      }
+    for (size_t n = 0; n <= mask_ && seen < 16; n++, at = (at + 1) & mask_) {
+      uint64_t k = load(&slots_[at].key), v = load(&slots_[at].val);
+      if (k == 0 || (k & 1)) continue;
+      seen++;
+      uint32_t t = atime_[at].load(std::memory_order_relaxed);
+      if (t < oldest) best = at, oldest = t, bk = k, bv = v;
     }
-    if (best != SIZE_MAX) drop_slot(best, bk, bv, true);
+    if (best == SIZE_MAX) return;
+    drop_slot(best, bk, bv, true);
   }
 }
 
@@ -508,7 +507,7 @@ Object* Local::get(uint64_t hash, std::string_view key) {
     lru_front(o);
   }
   if (o->key != key) return nullptr;  // two keys, one hash: a miss
-  store_->touch(f.slot, store_->now_s());
+  store_->touch(f.slot, store_->now_tick());
   o->refs++;
   return o;
 }

@@ -80,7 +80,7 @@ class Store {
   };
   Found find(uint64_t hash) const;
   void touch(size_t slot, uint32_t now_s);  // a hit: the slot's access time, written once a second at most
-  uint32_t now_s() const;                   // seconds since the store opened (access times)
+  uint32_t now_tick() const;                // seconds since the store opened (access times)
 
   // Fills: the first request for a cold key claims it until `until_ms` (a steady clock, ms); the others see it
   // claimed and wait. A claim past its deadline is as good as none.
@@ -118,7 +118,7 @@ class Store {
   std::atomic<uint32_t>* atime_;
   size_t mask_;
   uint64_t seed_[2];
-  int64_t epoch_s_;
+  int64_t epoch_ms_;
   std::atomic<uint64_t> bytes_{0}, objects_{0};
   std::atomic<int64_t> last_log_{0};
 };

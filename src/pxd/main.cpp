@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   px::log::Level lvl;
   if (px::log::parse_level(cfg.log_level.c_str(), &lvl)) px::log::set_level(lvl);
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGXFSZ, SIG_IGN);  // a file size limit (RLIMIT_FSIZE) makes a write fail with EFBIG (the cache says so)
   px::proxy::Server server(std::move(cfg));
   // For an upgrade (SIGUSR2): the program as it was found at start, and the same arguments.
   char exe[4096];

@@ -6,6 +6,8 @@ import email.utils
 import hashlib
 import os
 import pathlib
+import re
+import signal
 import shutil
 import subprocess
 import threading
@@ -675,6 +677,81 @@ class CacheRestartTest(unittest.TestCase):
             self.assertIn("unreadable files removed", px.log())
             self.assertNotIn("hit", get(px.port, t2, host="c.test").header("cache-status"))
             self.assertEqual(o.count(t2), 2)
+        finally:
+            px.stop()
+            o.stop()
+
+    def test_a_binary_upgrade_keeps_the_cache(self):
+        o = CachePeer()
+        px = Pxd(workers=1, routes=[route("c", ["c.test"], [o.url], cache=True)])
+        new = None
+        try:
+            t = "/upg?" + q("Cache-Control: max-age=600")
+            body = get(px.port, t, host="c.test").body
+            px.signal(signal.SIGUSR2)
+            new = wait_for(lambda: (lambda m: int(m[-1]) if m else None)(
+                re.findall(r"upgrade: started \S+ \(pid (\d+)\)", px.log())), what="the new pxd")
+            self.assertEqual(px.wait_exit(timeout=60), 0)
+            r = get(px.port, t, host="c.test")
+            self.assertIn("hit", r.header("cache-status"))
+            self.assertEqual(r.body, body)
+            self.assertEqual(o.count(t), 1)
+        finally:
+            if new:
+                os.kill(new, signal.SIGINT)
+                wait_for(lambda: not os.path.exists("/proc/%d" % new) or
+                         pathlib.Path("/proc/%d/stat" % new).read_text().split()[2] == "Z",
+                         what="the new pxd to stop")
+            px.stop()
+            o.stop()
+
+    def test_past_cache_max_size_the_least_recently_used_go(self):
+        o = CachePeer()
+        px = Pxd(workers=1, extra="cache_max_size 256k\n", routes=[route("c", ["c.test"], [o.url], cache=True)])
+        try:
+            keep = "/lru-keep?" + q("Cache-Control: max-age=600", size="20000")
+            get(px.port, keep, host="c.test")
+            for i in range(30):  # 30 x 20 KB through a 256 KiB cache, the first one asked for all along
+                since = time.monotonic()  # (access times count in 10 ms ticks: each round in ticks of its own)
+                wait_for(lambda: time.monotonic() > since + 0.03, what="the next tick")
+                get(px.port, "/lru-%d?%s" % (i, q("Cache-Control: max-age=600", size="20000")), host="c.test")
+                self.assertIn("hit", get(px.port, keep, host="c.test").header("cache-status"))
+            files = [f for d, _, fs in os.walk(os.path.join(px.data, "cache")) if os.path.basename(d) != "tmp"
+                     for f in fs]
+            self.assertLess(len(files), 20)
+            total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(px.data, "cache"))
+                        for f in fs)
+            self.assertLessEqual(total, 256 * 1024 + 64 * 1024)
+            self.assertEqual(o.count(keep), 1)  # used all along: never evicted
+            first = "/lru-0?" + q("Cache-Control: max-age=600", size="20000")
+            self.assertNotIn("hit", get(px.port, first, host="c.test").header("cache-status"))
+        finally:
+            px.stop()
+            o.stop()
+
+    def test_a_full_disk_keeps_proxying_uncached_and_says_why(self):
+        import resource
+
+        def small_files():  # every file pxd writes stops at 64 KiB: EFBIG, as ENOSPC would stop it
+            resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+        o = CachePeer()
+        mport = __import__("pxtest").free_port()
+        px = Pxd(workers=1, extra="metrics_listen 127.0.0.1:%d\n" % mport, preexec=small_files,
+                 routes=[route("c", ["c.test"], [o.url], cache=True)])
+        try:
+            t = "/full?" + q("Cache-Control: max-age=600", size="400000")
+            for n in (1, 2):
+                r = get(px.port, t, host="c.test")
+                self.assertEqual((r.status, len(r.body)), (200, 400000))
+                self.assertEqual(o.count(t), n)
+            wait_for(lambda: "cache: cannot write" in px.log(), what="the cache's complaint in the log")
+            import urllib.request
+            m = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=30).read().decode()
+            self.assertRegex(m, r"px_cache_errors_total [1-9]")
+            small = "/small?" + q("Cache-Control: max-age=600")  # what fits is still stored
+            get(px.port, small, host="c.test")
+            self.assertIn("hit", get(px.port, small, host="c.test").header("cache-status"))
         finally:
             px.stop()
             o.stop()
