@@ -767,15 +767,22 @@ class CacheRestartTest(unittest.TestCase):
                 self.assertEqual(get(px.port, t, host="c.test").status, 200)
             # (the directory is made again for the next store)
             self.assertIn("hit", get(px.port, t, host="c.test").header("cache-status"))
+            # A directory it cannot write in: read-only for a user; for root (whom modes do not stop), its fill
+            # directory replaced by a file.
+            tmp = os.path.join(cache, "tmp")
             if os.geteuid() != 0:
-                os.chmod(os.path.join(cache, "tmp"), 0o500)
-                t2 = "/ro?" + q("Cache-Control: max-age=600")
-                for _ in range(2):
-                    self.assertEqual(get(px.port, t2, host="c.test").status, 200)
-                self.assertEqual(o.count(t2), 2)
-                wait_for(lambda: "cache: cannot create" in px.log(), what="the cache's complaint in the log")
+                os.chmod(tmp, 0o500)
+            else:
+                shutil.rmtree(tmp)
+                pathlib.Path(tmp).write_text("not a directory")
+            t2 = "/ro?" + q("Cache-Control: max-age=600")
+            for _ in range(2):
+                self.assertEqual(get(px.port, t2, host="c.test").status, 200)
+            self.assertEqual(o.count(t2), 2)
+            wait_for(lambda: "cache: cannot create" in px.log(), what="the cache's complaint in the log")
         finally:
-            os.chmod(os.path.join(cache, "tmp"), 0o700)
+            if os.path.isdir(os.path.join(cache, "tmp")):
+                os.chmod(os.path.join(cache, "tmp"), 0o700)
             px.stop()
             o.stop()
 
