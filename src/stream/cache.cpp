@@ -198,7 +198,15 @@ CacheStage::~CacheStage() {
   }
 }
 
-void CacheStage::close() { uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr); }
+void CacheStage::close() {
+  std::vector<Stream*> left;
+  left.swap(refreshes);
+  for (Stream* st : left) {
+    st->end_as(Termination::shutdown);
+    st->down->reset(st);  // (ends the stream: Refresh::finish)
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+}
 
 CacheCtx* CacheStage::take() {
   if (!free_) return new CacheCtx;
@@ -444,6 +452,8 @@ class Refresh final : public Downstream {
  private:
   void finish(Stream* st) {
     ended_ = true;
+    auto& v = st->w->cache()->refreshes;
+    v.erase(std::remove(v.begin(), v.end(), st), v.end());
     end_stream(st, false);
     delete this;
   }
@@ -492,6 +502,7 @@ void start_refresh(Stream* from, CacheCtx* c) {
   }
   st->req_complete = true;
   st->refresh = c->fill_hash;  // (cache_begin: a revalidation fill of this key, which it holds the claim of)
+  w->cache()->refreshes.push_back(st);
   stream_begin(st);
   d->progress(st);
 }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <uv.h>
 
@@ -57,7 +58,8 @@ class CacheStage {
   void wake_soon();  // a fill ended here: look at the waiters now
   CacheCtx* take();
   void give(CacheCtx* c);
-  void close();  // the worker stops: its timer closes with the loop
+  void close();                    // the worker stops: background refreshes end, the timer closes with the loop
+  std::vector<Stream*> refreshes;  // stale-while-revalidate refreshes under way (their streams)
 
  private:
   void tick();

@@ -705,6 +705,24 @@ class CacheRestartTest(unittest.TestCase):
             px.stop()
             o.stop()
 
+    def test_pxd_stops_with_a_background_refresh_under_way(self):
+        o = CachePeer()
+        px = Pxd(workers=1, routes=[route("c", ["c.test"], [o.url], cache={"stale_while_revalidate": 600})])
+        try:
+            t = "/refresh-stop?" + q("Cache-Control: max-age=1", etag='"r"')
+            get(px.port, t, host="c.test")
+            since = time.time()
+            wait_for(lambda: time.time() > since + 2.5, what="the stored response to go stale")
+            o.hold_revalidations()
+            self.assertIn("stale-while-revalidate", get(px.port, t, host="c.test").header("cache-status"))
+            wait_for(lambda: o.conditional(t) == 1, what="the refresh at the origin")
+            px.signal(signal.SIGINT)  # the refresh waits at the origin: pxd still stops, at once
+            self.assertEqual(px.wait_exit(timeout=30), 0)
+        finally:
+            o.hold_revalidations(False)
+            px.stop()
+            o.stop()
+
     def test_past_cache_max_size_the_least_recently_used_go(self):
         o = CachePeer()
         px = Pxd(workers=1, extra="cache_max_size 256k\n", routes=[route("c", ["c.test"], [o.url], cache=True)])
