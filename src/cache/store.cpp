@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "core/slot16.h"
 
 namespace px::cache {
 
@@ -27,12 +28,8 @@ constexpr size_t kInline = 64 * 1024;    // bodies up to this are read into memo
 constexpr size_t kMaxMaps = 4096;        // mapped objects per worker
 constexpr uint64_t kSpill = 256 * 1024;  // a writer holds this much before it opens its file
 
-inline uint64_t load(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-inline bool cas(void* slot, uint64_t k0, uint64_t v0, uint64_t k1, uint64_t v1) {
-  using u128 = unsigned __int128;
-  u128 old = (u128(v0) << 64) | k0, nu = (u128(v1) << 64) | k1;
-  return __sync_bool_compare_and_swap(static_cast<u128*>(slot), old, nu);
-}
+using slot16::cas;
+using slot16::load;
 inline uint64_t pack(uint64_t id, uint64_t bytes) {
   uint64_t units = std::min<uint64_t>((bytes + kUnit - 1) / kUnit, (uint64_t(1) << (64 - kIdBits)) - 1);
   return (units << kIdBits) | id;

@@ -199,15 +199,7 @@ int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
     r.content_length = len;
   }
   if (kind == http::Hdr::x_px_trace) r.trace = true;
-  http::HeaderRef ref;
-  ref.name_off = static_cast<uint32_t>(r.buf.size());
-  ref.name_len = static_cast<uint32_t>(n.size());
-  r.buf.append(n);
-  ref.value_off = static_cast<uint32_t>(r.buf.size());
-  ref.value_len = static_cast<uint32_t>(v.size());
-  r.buf.append(v);
-  ref.kind = kind;
-  r.headers.push_back(ref);
+  r.add_field(n, v, kind);
   return 0;
 }
 

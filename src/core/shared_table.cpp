@@ -1,5 +1,7 @@
 #include "core/shared_table.h"
 
+#include "core/slot16.h"
+
 #include <openssl/rand.h>
 #include <openssl/siphash.h>
 
@@ -17,14 +19,8 @@ namespace {
 constexpr uint64_t kTick = 1'000'000'000 / 64;  // a counter's expiry unit
 constexpr uint64_t kNever = 0xffffffff;
 
-inline uint64_t load(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-
-// Both words at once, or nothing (cmpxchg16b: -mcx16).
-inline bool cas(void* slot, uint64_t key0, uint64_t state0, uint64_t key1, uint64_t state1) {
-  using u128 = unsigned __int128;
-  u128 old = (u128(state0) << 64) | key0, nu = (u128(state1) << 64) | key1;
-  return __sync_bool_compare_and_swap(static_cast<u128*>(slot), old, nu);
-}
+using slot16::cas;
+using slot16::load;
 
 // When the state in a slot runs out (ns since the epoch): then the slot is as good as empty.
 inline uint64_t runs_out(uint64_t key, uint64_t state) {

@@ -117,6 +117,18 @@ struct Head {
   // a refused request logs the method it had; false: not one px takes.
   bool read_method(std::string_view token);
   void clear();
+  // A field appended to buf and headers (codecs other than HTTP/1's, the cache's stored heads and own fields).
+  void add_field(std::string_view name, std::string_view value, Hdr kind) {
+    HeaderRef ref;
+    ref.name_off = static_cast<uint32_t>(buf.size());
+    ref.name_len = static_cast<uint32_t>(name.size());
+    buf.append(name);
+    ref.value_off = static_cast<uint32_t>(buf.size());
+    ref.value_len = static_cast<uint32_t>(value.size());
+    buf.append(value);
+    ref.kind = kind;
+    headers.push_back(ref);
+  }
 };
 
 struct Limits {

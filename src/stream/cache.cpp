@@ -28,17 +28,7 @@ int64_t wall_now() { return static_cast<int64_t>(time(nullptr)); }
 
 CacheStage* stage_of(const Stream* st) { return st->w->cache(); }
 
-void add_field(http::Head& h, std::string_view n, std::string_view v) {
-  http::HeaderRef ref;
-  ref.name_off = static_cast<uint32_t>(h.buf.size());
-  ref.name_len = static_cast<uint32_t>(n.size());
-  h.buf.append(n);
-  ref.value_off = static_cast<uint32_t>(h.buf.size());
-  ref.value_len = static_cast<uint32_t>(v.size());
-  h.buf.append(v);
-  ref.kind = http::classify(n);
-  h.headers.push_back(ref);
-}
+void add_field(http::Head& h, std::string_view n, std::string_view v) { h.add_field(n, v, http::classify(n)); }
 
 // The fields of a response head as stored: what a relay would pass on, less Age (recomputed on every answer)
 // and framing (a stored body has a known length), and less Set-Cookie when the route strips it.

@@ -118,15 +118,7 @@ int on_header(nghttp2_session* ng, const nghttp2_frame* frame, const uint8_t* na
     r.has_content_length = true;
     r.content_length = len;
   }
-  http::HeaderRef ref;
-  ref.name_off = static_cast<uint32_t>(r.buf.size());
-  ref.name_len = static_cast<uint32_t>(n.size());
-  r.buf.append(n);
-  ref.value_off = static_cast<uint32_t>(r.buf.size());
-  ref.value_len = static_cast<uint32_t>(v.size());
-  r.buf.append(v);
-  ref.kind = kind;
-  r.headers.push_back(ref);
+  r.add_field(n, v, kind);
   return 0;
 }
 
