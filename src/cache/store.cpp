@@ -103,7 +103,11 @@ Store::Store(std::string dir, uint64_t max_size, size_t slots) : dir_(std::move(
   slots_ = static_cast<Slot*>(::operator new(n * sizeof(Slot), std::align_val_t(64)));
   memset(static_cast<void*>(slots_), 0, n * sizeof(Slot));
   atime_ = new std::atomic<uint32_t>[n];
-  for (size_t i = 0; i < n; i++) atime_[i].store(0, std::memory_order_relaxed);
+  tag_ = new std::atomic<uint16_t>[n];
+  for (size_t i = 0; i < n; i++) {
+    atime_[i].store(0, std::memory_order_relaxed);
+    tag_[i].store(0, std::memory_order_relaxed);
+  }
   mask_ = n - 1;
   RAND_bytes(reinterpret_cast<uint8_t*>(seed_), sizeof seed_);
   epoch_ms_ = static_cast<int64_t>(steady_ms()) - 10;
@@ -112,6 +116,7 @@ Store::Store(std::string dir, uint64_t max_size, size_t slots) : dir_(std::move(
 Store::~Store() {
   ::operator delete(slots_, std::align_val_t(64));
   delete[] atime_;
+  delete[] tag_;
 }
 
 uint64_t Store::hash(std::string_view key) const {
@@ -185,16 +190,39 @@ void Store::unclaim(uint64_t hash) {
   }
 }
 
+uint16_t Store::tag(std::string_view route) {
+  std::lock_guard<std::mutex> g(tags_mu_);
+  auto it = tags_.find(std::string(route));
+  if (it != tags_.end()) return it->second;
+  if (tags_.size() + 1 >= kTags) return 0;
+  uint16_t t = static_cast<uint16_t>(tags_.size() + 1);
+  tags_.emplace(std::string(route), t);
+  return t;
+}
+
+// A slot's object counted in (add) or out of the totals and its route's.
+void Store::account(size_t slot, uint64_t val, bool add) {
+  uint64_t b = bytes_of(val);
+  std::atomic<uint64_t>& r = route_bytes_[tag_[slot].load(std::memory_order_relaxed)];
+  if (add) {
+    bytes_.fetch_add(b, std::memory_order_relaxed);
+    r.fetch_add(b, std::memory_order_relaxed);
+  } else {
+    bytes_.fetch_sub(std::min(b, bytes_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
+    r.fetch_sub(std::min(b, r.load(std::memory_order_relaxed)), std::memory_order_relaxed);
+  }
+}
+
 bool Store::drop_slot(size_t i, uint64_t key, uint64_t val, bool eviction) {
   if (!cas(&slots_[i], key, val, 0, 0)) return false;
-  bytes_.fetch_sub(std::min(bytes_of(val), bytes_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
+  account(i, val, false);
   objects_.fetch_sub(1, std::memory_order_relaxed);
   if (eviction) stats.evictions.fetch_add(1, std::memory_order_relaxed);
   unlink(path(id_of(val)).c_str());
   return true;
 }
 
-void Store::publish(uint64_t hash, uint64_t id, uint64_t size) {
+void Store::publish(uint64_t hash, uint64_t id, uint64_t size, uint16_t tag, uint64_t route_max) {
   uint64_t val = pack(id, size);
   size_t base = hash & mask_;
   for (;;) {
@@ -211,9 +239,10 @@ void Store::publish(uint64_t hash, uint64_t id, uint64_t size) {
           raced = true;
           break;
         }
+        account(at, v, false);
+        tag_[at].store(tag, std::memory_order_relaxed);
+        account(at, val, true);
         atime_[at].store(now_tick(), std::memory_order_relaxed);
-        bytes_.fetch_add(bytes_of(val), std::memory_order_relaxed);
-        bytes_.fetch_sub(std::min(bytes_of(v), bytes_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
         if (id_of(v) != id) unlink(path(id_of(v)).c_str());
         done = true;
         break;
@@ -233,28 +262,32 @@ void Store::publish(uint64_t hash, uint64_t id, uint64_t size) {
         continue;
       }
       if (!cas(&slots_[free_at], 0, 0, hash, val)) continue;
+      tag_[free_at].store(tag, std::memory_order_relaxed);
+      account(free_at, val, true);
       atime_[free_at].store(now_tick(), std::memory_order_relaxed);
-      bytes_.fetch_add(bytes_of(val), std::memory_order_relaxed);
       objects_.fetch_add(1, std::memory_order_relaxed);
     }
     break;
   }
-  if (max_size_ && bytes() > max_size_) evict_to_size();
+  if (tag && route_max && route_bytes(tag) > route_max) evict(tag, route_max);
+  if (max_size_ && bytes() > max_size_) evict(0, max_size_);
 }
 
-void Store::evict_to_size() {
-  // Approximated LRU (as Redis does): of 16 objects found from a random slot on, the least recently used goes;
-  // again while the cache is over its size (a bounded number of rounds per store: the next store goes on).
+void Store::evict(uint16_t only_tag, uint64_t limit) {
+  // Approximated LRU (as Redis does): of 16 objects found from a random slot on (of one route's, when
+  // only_tag), the least recently used goes; again while over the limit (a bounded number of rounds per store:
+  // the next store goes on).
   uint64_t r;
   RAND_bytes(reinterpret_cast<uint8_t*>(&r), sizeof r);
-  for (int round = 0; round < 64 && bytes() > max_size_; round++) {
+  auto over = [&] { return only_tag ? route_bytes(only_tag) > limit : bytes() > limit; };
+  for (int round = 0; round < 64 && over(); round++) {
     r = r * 6364136223846793005ull + 1442695040888963407ull;
     size_t best = SIZE_MAX, seen = 0, at = (r >> 17) & mask_;
     uint32_t oldest = UINT32_MAX;
     uint64_t bk = 0, bv = 0;
     for (size_t n = 0; n <= mask_ && seen < 16; n++, at = (at + 1) & mask_) {
       uint64_t k = load(&slots_[at].key), v = load(&slots_[at].val);
-      if (k == 0 || (k & 1)) continue;
+      if (k == 0 || (k & 1) || (only_tag && tag_[at].load(std::memory_order_relaxed) != only_tag)) continue;
       seen++;
       uint32_t t = atime_[at].load(std::memory_order_relaxed);
       if (t < oldest) best = at, oldest = t, bk = k, bv = v;
@@ -369,7 +402,7 @@ bool Store::open(std::string* error) {
         unlink(path(it->second.id).c_str());
         it->second = Seen{id, h.response_time};
       }
-      publish(hs, id, static_cast<uint64_t>(sb.st_size));
+      publish(hs, id, static_cast<uint64_t>(sb.st_size), tag(std::string_view(key).substr(0, key.find('\n'))));
       kept++;
     }
     closedir(d);
@@ -516,6 +549,8 @@ bool Writer::begin(Store* s, const FileHeader& h, std::string_view key, std::str
   abandon();
   store_ = s;
   h_ = h;
+  tag_ = 0;
+  route_max_ = 0;
   memcpy(h_.magic, kMagic, 8);
   h_.key_len = static_cast<uint32_t>(key.size());
   h_.vary_len = static_cast<uint32_t>(vary.size());
@@ -596,7 +631,7 @@ bool Writer::commit(uint64_t hash) {
     return false;
   }
   uint64_t total = sizeof h_ + uint64_t(h_.key_len) + h_.vary_len + h_.head_len + h_.body_len;
-  s->publish(hash, id_, total);
+  s->publish(hash, id_, total, tag_, route_max_);
   s->stats.stores.fetch_add(1, std::memory_order_relaxed);
   s->stats.store_bytes.fetch_add(total, std::memory_order_relaxed);
   store_ = nullptr;

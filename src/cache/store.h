@@ -88,8 +88,14 @@ class Store {
   bool claimed(uint64_t hash, uint64_t now_ms) const;
   void unclaim(uint64_t hash);
 
-  // The object `id` (its file in place, `bytes` long) is now the key's; the one it replaces is removed.
-  void publish(uint64_t hash, uint64_t id, uint64_t bytes);
+  // The object `id` (its file in place, `bytes` long) is now the key's; the one it replaces is removed. `tag`
+  // names its route (tag()); past `route_max` bytes of that route's, its least recently used go (0: no cap).
+  void publish(uint64_t hash, uint64_t id, uint64_t bytes, uint16_t tag = 0, uint64_t route_max = 0);
+  // A route's tag (1..kTags-1; 0 when there are too many names): its objects' bytes are counted under it.
+  // Taken when a response is stored (a mutex: never on a hit).
+  static constexpr size_t kTags = 4096;
+  uint16_t tag(std::string_view route);
+  uint64_t route_bytes(uint16_t tag) const { return route_bytes_[tag].load(std::memory_order_relaxed); }
   // Drops the key's object (an unsafe method's invalidation, a purge); `id` 0: whatever it is.
   void remove(uint64_t hash, uint64_t id = 0);
 
@@ -109,13 +115,18 @@ class Store {
   struct alignas(16) Slot {
     uint64_t key, val;
   };
-  void evict_to_size();
+  void evict(uint16_t only_tag, uint64_t limit);  // LRU of sampled objects (of one route's, when only_tag)
   bool drop_slot(size_t i, uint64_t key, uint64_t val, bool eviction);
+  void account(size_t slot, uint64_t val, bool add);
   void insert(uint64_t hash, uint64_t val, bool* replaced_ok);
   std::string dir_;
   uint64_t max_size_;
   Slot* slots_;
   std::atomic<uint32_t>* atime_;
+  std::atomic<uint16_t>* tag_;  // each slot's route tag
+  std::atomic<uint64_t> route_bytes_[kTags] = {};
+  std::mutex tags_mu_;
+  std::unordered_map<std::string, uint16_t> tags_;
   size_t mask_;
   uint64_t seed_[2];
   int64_t epoch_ms_;
@@ -176,6 +187,10 @@ class Writer {
   // The head and metadata; false: the file cannot be started (counted by the store).
   bool begin(Store* s, const FileHeader& h, std::string_view key, std::string_view vary, std::string_view head,
              uint64_t max_body);
+  void route(uint16_t tag, uint64_t route_max) {  // whose bytes it counts under, and that route's cap
+    tag_ = tag;
+    route_max_ = route_max;
+  }
   bool append(const char* data, size_t len);  // false: over max_body, or a write failed (abandoned)
   // The body is whole: the file goes in place and the index names it. false: it could not be written.
   bool commit(uint64_t hash);
@@ -187,7 +202,8 @@ class Writer {
   bool spill();
   Store* store_ = nullptr;
   FileHeader h_{};
-  uint64_t id_ = 0, max_body_ = 0;
+  uint64_t id_ = 0, max_body_ = 0, route_max_ = 0;
+  uint16_t tag_ = 0;
   std::string buf_;
   int fd_ = -1;
   uint64_t written_ = 0;

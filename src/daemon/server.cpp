@@ -914,6 +914,7 @@ void Server::write_cache_stats() {
     nlohmann::json r;
     for (int i = 0; i < kCacheResults; i++) r[kCacheResultNames[i]] = v[i];
     r["served_bytes"] = v[6];
+    r["bytes"] = cache_->route_bytes(cache_->tag(name));  // what the route's stored responses take
     routes[name] = r;
   }
   nlohmann::json j = {{"dir", cache_->dir()},     {"max_bytes", t.max_bytes}, {"bytes", t.bytes},

@@ -275,8 +275,8 @@ bool cache_spec(const json& v, CacheSpec* out, Ctx& c) {
   }
   if (!v.is_object()) return c.fail("cache", "expected true, false or an object");
   if (!fields::only_known(v,
-                          {"enabled", "max_object_size", "default_ttl", "stale_while_revalidate", "stale_if_error",
-                           "lock_timeout", "store_set_cookie"},
+                          {"enabled", "max_size", "max_object_size", "default_ttl", "stale_while_revalidate",
+                           "stale_if_error", "lock_timeout", "store_set_cookie"},
                           c.error)) {
     *c.error = "cache." + *c.error;
     return false;
@@ -287,7 +287,8 @@ bool cache_spec(const json& v, CacheSpec* out, Ctx& c) {
       if (!v[k].is_boolean()) return c.fail(std::string("cache.") + k, "expected true or false");
       (k == std::string_view("enabled") ? s.enabled : s.store_set_cookie) = v[k].get<bool>();
     }
-  if (!fields::get_size(v, "max_object_size", &s.max_object_size, uint64_t(1) << 40, c.error, "cache.") ||
+  if (!fields::get_size(v, "max_size", &s.max_size, uint64_t(1) << 50, c.error, "cache.") ||
+      !fields::get_size(v, "max_object_size", &s.max_object_size, uint64_t(1) << 40, c.error, "cache.") ||
       !get_seconds(v, "default_ttl", &s.default_ttl, c) ||
       !get_seconds(v, "stale_while_revalidate", &s.stale_while_revalidate, c) ||
       !get_seconds(v, "stale_if_error", &s.stale_if_error, c) ||
@@ -299,6 +300,7 @@ bool cache_spec(const json& v, CacheSpec* out, Ctx& c) {
 
 json cache_json(const CacheSpec& s) {
   json j = {{"enabled", s.enabled}};
+  if (s.max_size) j["max_size"] = s.max_size;
   if (s.max_object_size) j["max_object_size"] = s.max_object_size;
   if (s.default_ttl) j["default_ttl"] = s.default_ttl;
   if (s.stale_while_revalidate) j["stale_while_revalidate"] = s.stale_while_revalidate;

@@ -19,7 +19,7 @@
 //    "tls": "auto" | "off" | "<certificate name>",      // HTTPS (pxadmind: ACME for "auto")
 //    "access_log": true,                               // false: not in pxd's access log
 //    "passthrough": false,                             // true: SNI passthrough to tcp:// upstreams
-//    "cache": true | {"default_ttl": 0, "stale_while_revalidate": 30, "stale_if_error": 600,
+//    "cache": true | {"max_size": "2g", "default_ttl": 0, "stale_while_revalidate": 30, "stale_if_error": 600,
 //                     "max_object_size": "64m", "lock_timeout": "5s", "store_set_cookie": false},
 //    "version": 1}
 //
@@ -70,6 +70,7 @@ struct UpstreamTlsSpec {
 // The route's response cache (RFC 9111; pxd(8) "Caching"): `"cache": true`, or an object of these fields.
 struct CacheSpec {
   bool enabled = false;
+  uint64_t max_size = 0;               // the route's share of the cache: past it its least recently used go; 0 = none
   uint64_t max_object_size = 0;        // larger responses stream to the client unstored; 0 = pxd.conf cache_max_object
   int64_t default_ttl = 0;             // seconds of freshness for a response that states none; 0 = RFC 9111's heuristic
   int64_t stale_while_revalidate = 0;  // seconds a stale response answers while one refresh runs

@@ -700,8 +700,9 @@ bool cache_response_head(Stream* st, http::Head& h) {
     fh.initial_age = cache::initial_age(h, c->request_time, now);  // the 304's Date and Age
     if (!*d.no) {
       cache::Writer& wr = c->writer;
-      if (wr.begin(s->store, fh, o->key, "", lines, UINT64_MAX) && wr.append(o->body, o->h.body_len) &&
-          wr.commit(o->hash))
+      if (wr.begin(s->store, fh, o->key, "", lines, UINT64_MAX) &&
+          (wr.route(s->store->tag(st->route->spec.name), st->route->spec.cache.max_size), true) &&
+          wr.append(o->body, o->h.body_len) && wr.commit(o->hash))
         if (cache::Object* fresh = s->local.get(o->hash, o->key)) {  // answered with the refreshed fields
           release_obj(c);
           c->obj = fresh;
@@ -741,6 +742,7 @@ bool cache_response_head(Stream* st, http::Head& h) {
     cache::FileHeader fh = header_for(h, rs, d, c->request_time, now);
     std::string lines = stored_head(h, d.strip_cookie);
     store = c->writer.begin(s->store, fh, c->vary.empty() ? c->key : c->vkey, "", lines, max);
+    if (store) c->writer.route(s->store->tag(st->route->spec.name), st->route->spec.cache.max_size);
   }
   if (*d.no) c->detail = d.no;  // (else what the lookup said stays: purged, lock timeout)
   status_field(c, fwd, h.status, store, 0, false);
@@ -769,7 +771,10 @@ void cache_response_end(Stream* st) {
       fh.flags = cache::FileHeader::kVaryMarker;
       fh.response_time = wall_now();
       cache::Writer m;
-      if (m.begin(s->store, fh, c->key, c->vary, "", 0)) m.commit(c->hash);
+      if (m.begin(s->store, fh, c->key, c->vary, "", 0)) {
+        m.route(s->store->tag(st->route->spec.name), st->route->spec.cache.max_size);
+        m.commit(c->hash);
+      }
     }
     c->writer.commit(c->fill_hash);
   }

@@ -530,6 +530,16 @@ class CacheAdminTest(unittest.TestCase):
         r = self.adm.ctl("route", "set", "plain", "--cache", "maybe")
         self.assertEqual(r.returncode, 2)
 
+    def test_the_issue_example_sets_a_route_cache(self):
+        r = self.adm.ctl("route", "add", "ex", "--host", "ex.test", "--upstream", self.o.url)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.adm.ctl("route", "set", "ex", "--cache",
+                         '{"max_size":"2g","default_ttl":0,"stale_while_revalidate":30,"stale_if_error":600}')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = __import__("json").loads(self.adm.ctl("route", "show", "ex", "--json").stdout)["cache"]
+        self.assertEqual((shown["max_size"], shown["stale_while_revalidate"], shown["stale_if_error"]),
+                         (2 << 30, 30, 600))
+
     def test_route_set_cache_object_then_off(self):
         r = self.adm.ctl("route", "add", "obj", "--host", "obj.test", "--upstream", self.o.url, "--cache",
                          '{"default_ttl": "1m", "stale_if_error": 600}')
@@ -743,6 +753,29 @@ class CacheRestartTest(unittest.TestCase):
             self.assertEqual(o.count(keep), 1)  # used all along: never evicted
             first = "/lru-0?" + q("Cache-Control: max-age=600", size="20000")
             self.assertNotIn("hit", get(px.port, first, host="c.test").header("cache-status"))
+        finally:
+            px.stop()
+            o.stop()
+
+    def test_a_route_max_size_evicts_its_own_least_recently_used(self):
+        o = CachePeer()
+        px = Pxd(workers=1, routes=[route("small", ["s.test"], [o.url], cache={"max_size": "100k"}),
+                                    route("big", ["b.test"], [o.url], cache=True)])
+        try:
+            other = "/other?" + q("Cache-Control: max-age=600", size="20000")
+            get(px.port, other, host="b.test")
+            for i in range(12):  # 12 x 20 KB through the route's 100 KiB
+                since = time.monotonic()
+                wait_for(lambda: time.monotonic() > since + 0.03, what="the next tick")
+                get(px.port, "/s-%d?%s" % (i, q("Cache-Control: max-age=600", size="20000")), host="s.test")
+            files = [f for d, _, fs in os.walk(os.path.join(px.data, "cache")) if os.path.basename(d) != "tmp"
+                     for f in fs]
+            self.assertLessEqual(len(files), 1 + 5)  # the other route's, and what fits in 100 KiB
+            last = "/s-11?" + q("Cache-Control: max-age=600", size="20000")
+            self.assertIn("hit", get(px.port, last, host="s.test").header("cache-status"))
+            first = "/s-0?" + q("Cache-Control: max-age=600", size="20000")
+            self.assertNotIn("hit", get(px.port, first, host="s.test").header("cache-status"))
+            self.assertIn("hit", get(px.port, other, host="b.test").header("cache-status"))  # not the route's
         finally:
             px.stop()
             o.stop()

@@ -168,6 +168,8 @@ TEST_CASE("route JSON: the cache field") {
       "");
   CHECK(err_of(R"("yes")") == "cache: expected true, false or an object");
   CHECK(err_of(R"({"ttl": 1})") == "cache.ttl: unknown field");
+  CHECK(err_of(R"({"max_size": "2g"})") == "");
+  CHECK(err_of(R"({"max_size": "huge"})").rfind("cache.max_size: expected", 0) == 0);
   CHECK(err_of(R"({"stale_if_error": -1})") == "cache.stale_if_error: expected a non-negative whole number");
   CHECK(err_of(R"({"max_object_size": "lots"})").rfind("cache.max_object_size: expected", 0) == 0);
   CHECK(err_of(R"({"store_set_cookie": 1})") == "cache.store_set_cookie: expected true or false");
