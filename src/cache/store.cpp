@@ -417,6 +417,7 @@ bool Store::open(std::string* error) {
 
 Object::~Object() {
   if (map) munmap(map, map_len);
+  if (fd >= 0) close(fd);
 }
 
 Local::~Local() {
@@ -487,9 +488,11 @@ Object* Local::load(uint64_t id, uint64_t hash) {
       o->map = m;
       o->map_len = static_cast<size_t>(sb.st_size);
       base = static_cast<const char*>(m);
+      o->fd = fd;  // (kept for sendfile)
+      fd = -1;
     }
   }
-  close(fd);
+  if (fd >= 0) close(fd);
   if (!ok) return nullptr;
   const char* p2 = base + sizeof(FileHeader);
   o->key.assign(p2, o->h.key_len);

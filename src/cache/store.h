@@ -57,6 +57,7 @@ static_assert(sizeof(FileHeader) == 88);
 struct Stats {
   std::atomic<uint64_t> hits{0}, misses{0}, stores{0}, store_bytes{0}, evictions{0}, coalesced{0}, errors{0},
       revalidated{0}, stale{0};
+  std::atomic<uint64_t> sendfile_bytes{0};  // body bytes sent by sendfile(2) (HTTP/1 over plain TCP)
 };
 
 class Store {
@@ -143,6 +144,7 @@ struct Object {
   std::string mem;  // small: the whole file
   void* map = nullptr;
   size_t map_len = 0;
+  int fd = -1;  // a mapped object's file, kept open for sendfile
   const char* body = nullptr;
   uint32_t refs = 0;  // the worker's table, and each stream sending it
   Object *prev = nullptr, *next = nullptr;

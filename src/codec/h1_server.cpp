@@ -280,6 +280,28 @@ void H1Server::send_body(Stream*, const char* data, size_t len) {
     x_->out.ref(data, len);
 }
 
+int64_t H1Server::send_file(Stream* st, int fd, uint64_t off, uint64_t len) {
+  if (resp_framing == http::Framing::chunked || c_->closing) return kCannot;
+  if (!x_->out.empty()) {  // the head (and anything before) first
+    st->bytes_out += x_->out.size();
+    if (c_->tr->write(x_->out) != 0) {
+      c_->close();
+      return kGone;
+    }
+    if (st->resp_head_sent) head_left = true;
+  }
+  if (c_->tr->queued() > 0) return 0;  // (on_drained resumes the stream's Upstream)
+  int64_t n = c_->tr->send_file(fd, off, len);
+  if (n > 0) {
+    st->bytes_out += static_cast<uint64_t>(n);
+    return n;
+  }
+  if (n == -EAGAIN) return 0;
+  if (n == -ENOTSUP) return kCannot;
+  c_->close();
+  return kGone;
+}
+
 void H1Server::send_end(Stream* st) {
   if (st->tunnel) {
     // The upstream ended the tunnel: pass the close on once the client has everything.

@@ -70,6 +70,7 @@ class H1Server final : public Downstream, public http::Sink {
   void resume_request(Stream*) override;
   void open_tunnel(Stream* st, const char* early, size_t len) override;
   bool congested() const override;
+  int64_t send_file(Stream* st, int fd, uint64_t off, uint64_t len) override;
 
   bool close_after = false;  // close when the current response is out
   bool bp_paused = false;    // stopped because the upstream write queue is full

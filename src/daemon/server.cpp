@@ -886,6 +886,7 @@ CacheTotals Server::cache_totals() {
   t.evictions = s.evictions.load(std::memory_order_relaxed);
   t.coalesced = s.coalesced.load(std::memory_order_relaxed);
   t.errors = s.errors.load(std::memory_order_relaxed);
+  t.sendfile_bytes = s.sendfile_bytes.load(std::memory_order_relaxed);
   const auto& names = route_slots_.names();
   for (size_t slot = 0; slot <= names.size(); slot++) {
     std::array<uint64_t, 7> v{};

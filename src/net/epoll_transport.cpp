@@ -1,5 +1,7 @@
 #include "net/epoll_transport.h"
 
+#include <sys/sendfile.h>
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -152,6 +154,11 @@ void EpollTransport::on_events(uint32_t ev) {
     writable_ = true;
     if ((!wq_.empty() || shut_pending_) && !flush()) return;
     if (closing_) return;
+    if (file_wait_) {  // a send_file waits for room
+      file_wait_ = false;
+      user_->on_drained();
+      if (closing_) return;
+    }
   }
   if (reading_ && readable_ && !eof_) do_read();
 }
@@ -262,6 +269,29 @@ int EpollTransport::write(Output& out) {
   }
   out.clear();
   return 0;
+}
+
+int64_t EpollTransport::send_file(int fd, uint64_t off, size_t len) {
+  if (closing_ || fd_ < 0) return -ECANCELED;
+  if (!wq_.empty() || connecting_ || !writable_) {
+    file_wait_ = true;
+    return -EAGAIN;
+  }
+  off_t o = static_cast<off_t>(off);
+  for (;;) {
+    ssize_t r = ::sendfile(fd_, fd, &o, len);
+    if (r > 0) {
+      if (static_cast<size_t>(r) < len) writable_ = false, file_wait_ = true;  // full: EPOLLOUT says when
+      return r;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      writable_ = false;
+      file_wait_ = true;
+      return -EAGAIN;
+    }
+    return r == 0 ? -EIO : -errno;  // (0: the file is shorter than it said)
+  }
 }
 
 // Writable again: what waits goes out, then a pending shutdown. on_drained() once below the low mark.

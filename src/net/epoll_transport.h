@@ -75,6 +75,7 @@ class EpollTransport final : public SocketTransport {
   void read_start() override;
   void read_stop() override;
   int write(Output& out) override;
+  int64_t send_file(int fd, uint64_t off, size_t len) override;
   size_t queued() const override { return wq_.size() - wq_off_; }
   void close() override;
   void ack_now() override;
@@ -89,7 +90,8 @@ class EpollTransport final : public SocketTransport {
 
  private:
   void do_read();
-  bool flush();  // false: the transport failed (the user heard of it)
+  bool flush();             // false: the transport failed (the user heard of it)
+  bool file_wait_ = false;  // a send_file met a full socket: on_drained() once it is writable
   void fail(int err);
 
   EpollSet* set_ = nullptr;

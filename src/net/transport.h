@@ -21,6 +21,7 @@
 #pragma once
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstddef>
 
 #include "net/output.h"
@@ -63,6 +64,13 @@ class Transport {
   virtual int write(Output& out) = 0;
   // Bytes accepted by write() and not yet handed to the kernel.
   virtual size_t queued() const = 0;
+  // sendfile(2) of len bytes of file `fd` from `off`, when nothing is queued: the bytes the kernel took (>0),
+  // -EAGAIN (none now: on_drained() comes once the socket can take more), -ENOTSUP (this transport cannot: TLS,
+  // memory; write the bytes instead), or another negative errno (the connection failed).
+  virtual int64_t send_file(int fd, uint64_t off, size_t len) {
+    (void)fd, (void)off, (void)len;
+    return -ENOTSUP;
+  }
   bool congested() const { return queued() > kHighWater; }
   // Half-close once the queued bytes are out; then_close: and close after that. Without then_close,
   // on_shutdown() follows, or comes during this call when nothing was queued.

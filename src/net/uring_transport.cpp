@@ -1,5 +1,9 @@
 #include "net/uring_transport.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/sendfile.h>
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -428,6 +432,34 @@ int UringTransport::write(Output& out) {
   return 0;
 }
 
+int64_t UringTransport::send_file(int fd, uint64_t off, size_t len) {
+  if (closing_ || fd_ < 0) return -ECANCELED;
+  if (polling_out_) return -EAGAIN;
+  if (sending_ || connecting_ || !wq_.empty() || send_off_ != sbuf_.size())
+    return -ENOTSUP;  // (the caller waits
+                      // for queued() 0)
+  // On a non-blocking socket sendfile takes what fits now; a full socket is watched by one POLLOUT through the
+  // ring. (Accepted sockets are non-blocking already; the ring's own operations do not mind either way.)
+  if (!nonblocking_) {
+    int fl = fcntl(fd_, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd_, F_SETFL, fl | O_NONBLOCK);
+    nonblocking_ = true;
+  }
+  off_t o = static_cast<off_t>(off);
+  ssize_t r;
+  do r = ::sendfile(fd_, fd, &o, len);
+  while (r < 0 && errno == EINTR);
+  if (r > 0) return r;
+  if (r == 0) return -EIO;
+  if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+  io_uring_sqe* s = set_->sqe();
+  if (!s) return -ENOTSUP;
+  io_uring_prep_poll_add(s, fd_, POLLOUT);
+  queue(s, kPollOut);
+  polling_out_ = true;
+  return -EAGAIN;
+}
+
 // The next send: what is left of the one in flight's buffer, else what was written since.
 void UringTransport::start_send() {
   if (send_off_ == sbuf_.size()) {
@@ -475,6 +507,9 @@ void UringTransport::on_cqe(Op op, int res, uint32_t flags) {
     answered();
     if (op == kSend) {
       sent(res);
+    } else if (op == kPollOut) {
+      polling_out_ = false;
+      if (!closing_) user_->on_drained();  // room for the next send_file
     } else if (op == kConnect) {
       connecting_ = false;
       if (!closing_) {
@@ -507,6 +542,7 @@ void UringTransport::settle() {
     if (!fd_cancelled_ && fd_ >= 0) {  // what is in flight of its own (cancels answer by themselves)
       if (recv_armed_ && !recv_cancelled_) recv_cancelled_ = cancel(kRecv);
       if (sending_) cancel(kSend);
+      if (polling_out_) cancel(kPollOut);
       if (connecting_) cancel(kConnect);
       fd_cancelled_ = true;
     }

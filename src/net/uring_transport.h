@@ -111,7 +111,8 @@ class UringTransport final : public SocketTransport {
   void ack_now() override;
 
   // For UringSet.
-  enum Op : uint64_t { kRecv = 1, kSend = 2, kConnect = 3, kCancel = 4 };
+  enum Op : uint64_t { kRecv = 1, kSend = 2, kConnect = 3, kCancel = 4, kPollOut = 6 };  // (5: UringSet::kAcceptOp)
+  int64_t send_file(int fd, uint64_t off, size_t len) override;
   void on_cqe(Op op, int res, uint32_t flags);
   void on_turn();
   void on_closed_now() { user_->on_closed(); }
@@ -145,6 +146,8 @@ class UringTransport final : public SocketTransport {
   int fd_ = -1;
   int inflight_ = 0;  // submissions the ring has not answered for yet
   bool shared_ = false, connecting_ = false, recv_armed_ = false, recv_cancelled_ = false, sending_ = false;
+  bool polling_out_ = false,
+       nonblocking_ = false;  // a send_file met a full socket: a POLLOUT in flight, then on_drained()
   bool eof_ = false, eof_owed_ = false, fd_cancelled_ = false, settled_ = false;
   sockaddr_in6 addr_{};  // the connect's address (IPv4 or IPv6), read by the kernel when it is submitted
   std::string wq_;       // written while a send is in flight

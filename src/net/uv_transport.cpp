@@ -1,5 +1,7 @@
 #include "net/uv_transport.h"
 
+#include <sys/sendfile.h>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -302,6 +304,25 @@ void close_all_handles(uv_loop_t* loop) {
       },
       nullptr);
   uv_run(loop, UV_RUN_DEFAULT);
+}
+
+template <class H>
+int64_t UvTransportT<H>::send_file(int, uint64_t, size_t) {
+  return -ENOTSUP;
+}
+
+template <>
+int64_t UvTransportT<uv_tcp_t>::send_file(int fd, uint64_t off, size_t len) {
+  uv_os_fd_t sock;
+  if (closing_ || h_.write_queue_size > 0 || uv_fileno(reinterpret_cast<uv_handle_t*>(&h_), &sock) != 0)
+    return -ENOTSUP;
+  off_t o = static_cast<off_t>(off);
+  ssize_t r;
+  do r = ::sendfile(sock, fd, &o, len);  // (libuv's sockets are non-blocking)
+  while (r < 0 && errno == EINTR);
+  if (r > 0) return r;
+  if (r == 0) return -EIO;
+  return errno == EAGAIN || errno == EWOULDBLOCK ? -ENOTSUP : -errno;
 }
 
 template class UvTransportT<uv_tcp_t>;

@@ -34,6 +34,9 @@ class UvTransportT final : public Transport {
   void read_stop() override;
   int write(Output& out) override;
   size_t queued() const override { return h_.write_queue_size; }
+  // TCP: sendfile(2) while the socket takes it; once it is full, -ENOTSUP (libuv tells no writability without a
+  // write of its own: the caller writes the rest).
+  int64_t send_file(int fd, uint64_t off, size_t len) override;
   void shutdown(bool then_close = false) override;
   void close() override;
   void ack_now() override;
@@ -63,6 +66,8 @@ template <>
 void UvTransportT<uv_tcp_t>::nodelay();
 template <>
 IpAddr UvTransportT<uv_tcp_t>::peer_ip();
+template <>
+int64_t UvTransportT<uv_tcp_t>::send_file(int fd, uint64_t off, size_t len);
 extern template class UvTransportT<uv_tcp_t>;
 extern template class UvTransportT<uv_pipe_t>;
 

@@ -278,6 +278,10 @@ std::string scrape(const ScrapeInputs& in) {
         family("px_cache_errors_total",
                "Responses not stored because the cache directory failed (full, read-only, gone)", MetricType::Counter),
         {}, static_cast<double>(c.errors));
+    counter(family("px_cache_sendfile_bytes_total",
+                   "Bytes of stored bodies sent with sendfile(2) (HTTP/1 over plain TCP; HTTP/2 and TLS write them)",
+                   MetricType::Counter),
+            {}, static_cast<double>(c.sendfile_bytes));
     MetricFamily& rf = family("px_cache_requests_total",
                               "Requests on routes with a cache, by what the cache did: hit, stale, revalidated (served "
                               "from it), miss, bypass (asked upstream), refresh (background)",

@@ -121,7 +121,7 @@ class NameSlots {
 struct CacheTotals {
   bool on = false;
   uint64_t objects = 0, bytes = 0, max_bytes = 0, stores = 0, stored_bytes = 0, evictions = 0, coalesced = 0,
-           errors = 0;
+           errors = 0, sendfile_bytes = 0;
   std::vector<std::pair<std::string, std::array<uint64_t, 7>>> routes;
 };
 

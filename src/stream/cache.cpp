@@ -125,8 +125,9 @@ class CacheRead final : public Upstream, public DeferredSend {
   Stream* st = nullptr;
   const char* p = nullptr;
   size_t left = 0;
+  int fd = -1;       // the object's file, for sendfile (-1: none; the mapping's bytes are written instead)
+  uint64_t off = 0;  // where p is in that file
   bool paused = false;
-  CacheRead* next_free = nullptr;
   void send_body(Stream*, const char*, size_t) override {}
   void send_end(Stream*) override {}
   void send_trailers(Stream*, const Fields&) override {}
@@ -144,19 +145,36 @@ class CacheRead final : public Upstream, public DeferredSend {
   }
   void tunnel_send(Stream*, const char*, size_t) override {}
   void tunnel_end(Stream*) override {}
-  // A piece now (in the stream's first call: the codec flushes it), the rest at the end of the loop iteration.
+  // A piece now (in the stream's first call: the codec flushes it), the rest at the end of the loop iteration;
+  // with a file to send from, all of it from there.
   void start() {
-    piece();
+    if (fd < 0) piece();
     if (left) st->w->defer_h2(this);
   }
   void piece() {
     size_t n = std::min(left, kPiece);
     stream_response_body(st, p, n);
+    advance(n);
+  }
+  void advance(size_t n) {
     p += n;
+    off += n;
     left -= n;
   }
   void deferred_send() override {
     Stream* s = st;
+    // sendfile(2) where the codec and transport can (HTTP/1 over plain TCP): the kernel takes the file's pages.
+    while (fd >= 0 && left) {
+      int64_t n = s->down->send_file(s, fd, off, left);
+      if (n == Downstream::kGone) return;  // the client is gone: the stream ended (and aborted this)
+      if (n == Downstream::kCannot) {
+        fd = -1;  // (HTTP/2, TLS: the mapping's bytes instead)
+        break;
+      }
+      if (n == 0) return;  // full: resume_response once there is room
+      s->w->cache()->store->stats.sendfile_bytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      advance(static_cast<size_t>(n));
+    }
     while (!paused && left) {
       piece();
       if (!s->down->flush(s)) return;  // the client is gone: the stream ended (and aborted this)
@@ -408,6 +426,10 @@ void serve(Stream* st, CacheCtx* c, http::Head& h, bool after_upstream) {
   r->st = st;
   r->p = body;
   r->left = len;
+  if (o->fd >= 0) {
+    r->fd = o->fd;
+    r->off = static_cast<uint64_t>(body - static_cast<const char*>(o->map));
+  }
   c->reader = r;
   st->up = r;
   r->start();

@@ -62,6 +62,15 @@ class Downstream {
   // The response's trailer fields, before its send_end (the upstream sent them: gRPC's status, say). A codec
   // that cannot carry them drops them (HTTP/1 without chunked framing).
   virtual void send_trailers(Stream* st, const Fields& trailers) = 0;
+  // Body bytes straight from a file (sendfile(2): the cache's stored bodies), after what was sent before:
+  // the bytes taken (0: none now, resume_response on the stream's Upstream follows once there is room),
+  // kCannot (this codec or transport cannot: HTTP/2, TLS, chunked framing; send_body the bytes instead), or
+  // kGone (the connection failed: the stream ended with it).
+  static constexpr int64_t kCannot = -1, kGone = -2;
+  virtual int64_t send_file(Stream* st, int fd, uint64_t off, uint64_t len) {
+    (void)st, (void)fd, (void)off, (void)len;
+    return kCannot;
+  }
   // px's own answer, whole: `fields` (without framing fields; may be nullptr) and the body.
   virtual void send_reply(Stream* st, int status, const Fields* fields, std::string_view body) = 0;
   // The request passed routing and limits: the client may send its body (HTTP/1: "100 Continue").
