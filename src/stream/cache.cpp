@@ -324,6 +324,37 @@ void CacheStage::tick() {
 
 namespace {
 
+// The key of the variant of c->key for this request's values of the Vary `names`: c->vkey and c->fill_hash.
+void variant_key(Stream* st, CacheCtx* c, std::string_view names) {
+  c->vkey = c->key;
+  cache::vary_values(st->req, names, &c->vkey);
+  c->fill_hash = stage_of(st)->store->hash(c->vkey);
+}
+
+// The stored response for the request (held: released with c->obj or by the caller): the key's own, or, when
+// the key varies (*varied), its variant's for the request's values. c->fill_hash names the key asked for.
+cache::Object* stored_for(Stream* st, CacheCtx* c, bool* varied) {
+  cache::Local& local = stage_of(st)->local;
+  cache::Object* o = local.get(c->hash, c->key);
+  c->fill_hash = c->hash;
+  *varied = o && o->marker();
+  if (*varied) {
+    variant_key(st, c, o->vary);
+    local.release(o);
+    o = local.get(c->fill_hash, c->vkey);
+  }
+  return o;
+}
+
+// A stale stored response is asked for again with its validators, when it has any.
+void revalidate_with(CacheCtx* c, const cache::Object* o) {
+  c->revalidating = !o->etag().empty() || !o->last_modified().empty();
+  if (c->revalidating) {
+    c->validators[0].assign(o->etag());
+    c->validators[1].assign(o->last_modified());
+  }
+}
+
 // A single byte range of a `len`-byte body (RFC 9110 14.1.2): first and last byte. none: no usable Range (the
 // whole body is sent: several ranges, another unit, a syntax px does not read); unsatisfiable: 416.
 enum class Ranged : uint8_t { none, one, unsatisfiable };
@@ -533,16 +564,9 @@ bool lookup(Stream* st, CacheCtx* c) {
   CacheStage* s = stage_of(st);
   cache::CacheControl rq = cache::parse_cache_control(st->req, true);
   const char* fwd = "uri-miss";
-  cache::Object* o = s->local.get(c->hash, c->key);
-  c->fill_hash = c->hash;
-  if (o && o->marker()) {  // the key varies: its variant for this request's values
-    c->vkey = c->key;
-    cache::vary_values(st->req, o->vary, &c->vkey);
-    s->local.release(o);
-    c->fill_hash = s->store->hash(c->vkey);
-    o = s->local.get(c->fill_hash, c->vkey);
-    fwd = "vary-miss";
-  }
+  bool varied;
+  cache::Object* o = stored_for(st, c, &varied);
+  if (varied) fwd = "vary-miss";
   bool auth = st->req.find(http::Hdr::authorization) >= 0;
   if (o && auth && !(o->h.flags & cache::FileHeader::kAuthOk)) {
     s->local.release(o);
@@ -587,11 +611,7 @@ bool lookup(Stream* st, CacheCtx* c) {
       return true;
     }
     // Stale (or no-cache): asked again, with its validators when it has them; kept for stale-if-error.
-    c->revalidating = !o->etag().empty() || !o->last_modified().empty();
-    if (c->revalidating) {
-      c->validators[0].assign(o->etag());
-      c->validators[1].assign(o->last_modified());
-    }
+    revalidate_with(c, o);
     fwd = "stale";
   }
   s->store->stats.misses.fetch_add(1, std::memory_order_relaxed);
@@ -663,19 +683,10 @@ bool cache_begin(Stream* st) {
     c->fill_hash = st->refresh;
     c->claimed = c->fill = true;
     c->result = "refresh";
-    cache::Object* o = s->local.get(c->hash, c->key);
-    if (o && o->marker()) {
-      c->vkey = c->key;
-      cache::vary_values(st->req, o->vary, &c->vkey);
-      s->local.release(o);
-      o = s->local.get(c->fill_hash, c->vkey);
-    }
-    c->obj = o;
-    if (o && (!o->etag().empty() || !o->last_modified().empty())) {
-      c->revalidating = true;
-      c->validators[0].assign(o->etag());
-      c->validators[1].assign(o->last_modified());
-    }
+    bool varied;
+    c->obj = stored_for(st, c, &varied);
+    c->fill_hash = st->refresh;  // (the key its claim names)
+    if (c->obj) revalidate_with(c, c->obj);
     c->field = "stale";
     return false;
   }
@@ -754,13 +765,10 @@ bool cache_response_head(Stream* st, http::Head& h) {
   bool store = !*d.no;
   if (store) {
     c->vary = cache::vary_names(h);
-    if (!c->vary.empty()) {
-      c->vkey = c->key;
-      cache::vary_values(st->req, c->vary, &c->vkey);
-      c->fill_hash = s->store->hash(c->vkey);
-    } else {
+    if (!c->vary.empty())
+      variant_key(st, c, c->vary);
+    else
       c->fill_hash = c->hash;
-    }
     cache::FileHeader fh = header_for(h, rs, d, c->request_time, now);
     std::string lines = stored_head(h, d.strip_cookie);
     store = c->writer.begin(s->store, fh, c->vary.empty() ? c->key : c->vkey, "", lines, max);
