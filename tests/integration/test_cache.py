@@ -467,6 +467,62 @@ class CacheTest(unittest.TestCase):
         self.assertEqual(self.o.count(t2), 1)
 
 
+class CacheHttp2Test(unittest.TestCase):
+    """The cache's answers over HTTP/2 (curl, h2c): 304s from stored validators, ranges, HEAD, revalidation with a
+    304 from the upstream, Vary, and a purge-free miss that stores for HTTP/1."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.o = CachePeer()
+        cls.px = Pxd(workers=1, extra="listen 127.0.0.1:0 h2c\n",
+                     routes=[route("c", ["c.test"], [cls.o.url], cache=True)])
+        cls.h2 = int(re.findall(r"listening on 127\.0\.0\.1:(\d+)", cls.px.log())[1])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.px.stop()
+        cls.o.stop()
+
+    def curl(self, t, *args):
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-D", "-", "-H", "Host: c.test"] + list(args) +
+                             ["http://127.0.0.1:%d%s" % (self.h2, t)], capture_output=True, timeout=60)
+        head, _, body = out.stdout.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:] if ":" in l}
+        return status, fields, body
+
+    def test_validators_ranges_and_head_over_http2(self):
+        t = "/h2v?" + q("Cache-Control: max-age=600", size="1000", etag='"h2e"')
+        status, fields, whole = self.curl(t)
+        self.assertEqual((status, len(whole)), (200, 1000))
+        self.assertIn("stored", fields["cache-status"])
+        status, fields, body = self.curl(t, "-H", 'If-None-Match: "h2e"')
+        self.assertEqual((status, body, fields["etag"]), (304, b"", '"h2e"'))
+        status, fields, body = self.curl(t, "-H", "Range: bytes=10-19")
+        self.assertEqual((status, fields["content-range"], body), (206, "bytes 10-19/1000", whole[10:20]))
+        status, fields, body = self.curl(t, "-I")  # (curl ends a HEAD's output with an empty line)
+        self.assertEqual((status, fields["content-length"], body.strip()), (200, "1000", b""))
+        self.assertIn("hit", fields["cache-status"])
+        self.assertEqual(self.o.count(t), 1)
+
+    def test_revalidation_and_vary_over_http2(self):
+        t = "/h2r?" + q("Cache-Control: no-cache", etag='"r2"')
+        _, _, first = self.curl(t)
+        status, fields, body = self.curl(t)
+        self.assertEqual((status, body), (200, first))
+        self.assertIn("fwd=stale; fwd-status=304", fields["cache-status"])
+        self.assertEqual((self.o.count(t), self.o.conditional(t)), (1, 1))
+        v = "/h2vary?" + q("Cache-Control: max-age=600", "Vary: Accept-Language")
+        _, _, en = self.curl(v, "-H", "Accept-Language: en")
+        _, _, fr = self.curl(v, "-H", "Accept-Language: fr")
+        status, fields, body = self.curl(v, "-H", "Accept-Language: en")
+        self.assertEqual(body, en)
+        self.assertIn("hit", fields["cache-status"])
+        self.assertNotEqual(en, fr)
+        self.assertEqual(self.o.count(v), 2)
+
+
 class CacheAdminTest(unittest.TestCase):
     """pxctl: a route's cache on and off, purges (by path and all, audited, refused naming the field), stats; the
     Prometheus series."""
