@@ -20,13 +20,19 @@ namespace {
 constexpr unsigned kEntries = 1024;  // submission queue; the completion queue is twice that
 constexpr uint64_t kOpMask = 7;
 
-// One thread submits (the worker's), and the ring's work for it runs when that thread next enters the
-// kernel, not as an interrupt in the middle of its other work (COOP_TASKRUN; TASKRUN_FLAG tells it to enter
-// when work waits: liburing's peek does). Made disabled: the worker's thread enables it (and so becomes its
-// one submitter) at its first submission. (DEFER_TASKRUN, which runs that work only when asked, wakes no
-// poller of the ring: measured here, requests then waited for the loop's next timer.)
+// One thread submits (the worker's), and the ring's work for it runs only when that thread asks for
+// completions (DEFER_TASKRUN: in the io_uring_enter it sleeps in, or submits with), never as an interrupt in
+// the middle of its other work; TASKRUN_FLAG says when such work waits (liburing's peek then enters).
+// Made disabled: the worker's thread enables it (and so becomes its one submitter) at its first submission.
+// A kernel before 6.1 has no DEFER_TASKRUN: the ring's work then runs whenever the thread enters the kernel
+// (COOP_TASKRUN), which wakes it from its sleep in the ring just the same.
 int setup(io_uring* ring) {
   io_uring_params p{};
+  p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED | IORING_SETUP_DEFER_TASKRUN;
+  int r = io_uring_queue_init_params(kEntries, ring, &p);
+  if (r != -EINVAL) return r;
+  p = io_uring_params{};
   p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER |
             IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED;
   return io_uring_queue_init_params(kEntries, ring, &p);
@@ -115,22 +121,15 @@ int UringSet::open(uv_loop_t* loop, unsigned buffers, unsigned buffer_size, std:
   for (unsigned i = 0; i < nbufs_; i++)
     io_uring_buf_ring_add(br_, bufs_ + size_t(i) * buf_size_, buf_size_, i, mask, i);
   io_uring_buf_ring_advance(br_, static_cast<int>(nbufs_));
-  if ((r = uv_poll_init(loop, &poll_, ring_.ring_fd)) != 0) {
-    *why = std::string("uv_poll_init: ") + uv_strerror(r);
-    return r;
-  }
-  poll_.data = this;
+  loop_ = loop;
+  uv_idle_init(loop, &awake_);
+  awake_.data = this;
   uv_prepare_init(loop, &prepare_);
   prepare_.data = this;
   turns_.init(loop);
   handles_ = true;
   uv_prepare_start(&prepare_, [](uv_prepare_t* h) { static_cast<UringSet*>(h->data)->on_prepare(); });
-  return 0;  // the ring's descriptor is watched once the ring is enabled (submit())
-}
-
-// The loop watches the ring: completions are there, or the ring's work for this thread.
-int UringSet::watch() {
-  return uv_poll_start(&poll_, UV_READABLE, [](uv_poll_t* h, int, int) { static_cast<UringSet*>(h->data)->pump(); });
+  return 0;  // the set sleeps in the ring once the ring is enabled (submit())
 }
 
 void UringSet::close() {
@@ -141,7 +140,7 @@ void UringSet::close() {
   submit();
   turns_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), [](uv_handle_t* h) {
+  uv_close(reinterpret_cast<uv_handle_t*>(&awake_), [](uv_handle_t* h) {
     auto* s = static_cast<UringSet*>(h->data);
     // What is still in flight (the cancels of transports that closed last) is waited for here, a
     // second at most: their on_closed() comes from the answers.
@@ -173,7 +172,8 @@ void UringSet::submit() {
     // (liburing 2.3 declares io_uring_enable_rings but does not export it)
     syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
     enabled_ = true;
-    if (handles_) watch();  // (watched from the first submission: nothing completes before it)
+    // (From the first submission on: nothing completes before it.)
+    if (handles_) uv_idle_start(&awake_, [](uv_idle_t*) {});
   }
   int r;
   do {
@@ -190,7 +190,9 @@ bool UringSet::completions() {
   for (unsigned i = 0; i < n; i++) {
     uint64_t ud = io_uring_cqe_get_data64(cqes[i]);
     uint64_t op = ud & kOpMask;
-    if (op == kAcceptOp)
+    if (op == kLoopOp)
+      loop_polled_ = false;  // libuv's events are taken by its own poll, next in this turn
+    else if (op == kAcceptOp)
       reinterpret_cast<UringAcceptor*>(ud & ~kOpMask)->on_cqe(cqes[i]->res, cqes[i]->flags);
     else if (auto* t = reinterpret_cast<UringTransport*>(ud & ~kOpMask))
       t->on_cqe(static_cast<UringTransport::Op>(op), cqes[i]->res, cqes[i]->flags);
@@ -199,11 +201,41 @@ bool UringSet::completions() {
   return n > 0;
 }
 
-// Before the loop blocks: what this turn queued goes to the kernel in one call, and what that completed
-// at once is taken now (a send that completes during the submission, as most do), a few rounds at most.
+// Before libuv's poll: what this turn queued goes to the kernel, in the same call as the wait when nothing
+// else is due (it returns at once when completions are there: most sends complete during the submission),
+// then what came is taken.
 void UringSet::on_prepare() {
-  submit();
+  sleep();
   pump();
+}
+
+// Submits what is queued and, when libuv has nothing due, waits in the ring for a completion, libuv's next
+// timer or one of libuv's events.
+void UringSet::sleep() {
+  if (!handles_ || !enabled_) return submit();
+  // Due now, without the set's own idle handle: libuv's timers, its other idle handles (Turns', HTTP/2's
+  // deferred work), closing handles. (It counts from the loop's time, taken at this turn's start.)
+  uv_idle_stop(&awake_);
+  int ms = uv_backend_timeout(loop_);
+  uv_idle_start(&awake_, [](uv_idle_t*) {});
+  if (ms == 0) return submit();
+  if (!loop_polled_) {  // one-shot: it answers at once when libuv's descriptor is ready already
+    io_uring_sqe* s = sqe();
+    if (!s) return submit();
+    io_uring_prep_poll_add(s, uv_backend_fd(loop_), POLLIN);
+    io_uring_sqe_set_data64(s, kLoopOp);
+    loop_polled_ = true;
+  }
+  io_uring_cqe* cqe;
+  int r;
+  if (ms > 0) {
+    __kernel_timespec ts{ms / 1000, (ms % 1000) * 1000000LL};
+    r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+  } else {
+    r = io_uring_submit_and_wait(&ring_, 1);
+  }
+  if (r < 0 && r != -ETIME && r != -EINTR) submit();  // (the wait failed: what is queued still goes)
+  uv_update_time(loop_);  // what the completions start counts from now, not from before the sleep
 }
 
 // Completions are taken (liburing's peek enters the kernel first when the ring's work waits for this

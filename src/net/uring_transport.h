@@ -3,9 +3,14 @@
 // one multishot recv per socket into the worker's provided buffer ring (no buffer per connection, idle or
 // not), sends are queued and submitted with everything else of the loop turn in one io_uring_enter.
 //
-// UringSet: one per worker. The ring's descriptor is watched by the worker's libuv loop (a uv_poll_t), so
-// everything runs on that loop's thread; a uv_prepare_t submits what the turn queued just before the loop
-// blocks, and takes the completions that came meanwhile.
+// UringSet: one per worker, on the worker's libuv loop's thread. The worker sleeps in the ring, not in
+// libuv's epoll_wait: a uv_prepare_t submits what the turn queued and, when libuv has nothing due (no timer,
+// idle handle or closing handle), waits in the same io_uring_enter for a completion or libuv's next timer,
+// with a poll of libuv's own epoll descriptor in the ring for libuv's events; a uv_idle_t that is always on
+// then keeps libuv's own poll from blocking (it looks, with no timeout, once per turn). So the ring's work for
+// the thread runs in the call that sleeps (DEFER_TASKRUN), where a sleep in epoll_wait was interrupted by it
+// and made again for the ring's descriptor. (So a uv_run(UV_RUN_NOWAIT) may sleep, until libuv's next timer
+// or an event: pxd's loops run UV_RUN_DEFAULT.)
 //   - Bytes handed to write() are copied (a send is in flight after write() returns); one send per socket
 //     is in flight at a time, and what comes meanwhile waits for it.
 //   - A side that stops reading keeps what still arrives (up to kHighWater, then its recv is cancelled)
@@ -66,17 +71,19 @@ class UringSet {
   static constexpr size_t kDirectWrite = 32 * 1024;  // writes this large try a direct sendmsg first (write())
   static constexpr uint16_t kGroup = 0;
   static constexpr uint64_t kAcceptOp = 5;  // a completion's tag for an UringAcceptor (UringTransport::Op)
+  static constexpr uint64_t kLoopOp = 7;    // the poll of libuv's epoll descriptor
   size_t inflight = 0;                      // submissions of all its transports the ring has not answered for yet
 
  private:
   bool pump();
-  int watch();
   bool completions();  // false: there were none
   void on_prepare();
+  void sleep();  // until a completion, libuv's next timer or one of libuv's events
 
   io_uring ring_{};
-  bool ring_open_ = false, handles_ = false, enabled_ = false;
-  uv_poll_t poll_;
+  bool ring_open_ = false, handles_ = false, enabled_ = false, loop_polled_ = false;
+  uv_loop_t* loop_ = nullptr;
+  uv_idle_t awake_;  // on while the set is open: libuv's poll does not block (the set sleeps in the ring)
   uv_prepare_t prepare_;
   io_uring_buf_ring* br_ = nullptr;
   char* bufs_ = nullptr;

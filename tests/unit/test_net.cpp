@@ -10,6 +10,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -77,11 +78,16 @@ template <class E>
 struct Loop {
   uv_loop_t loop;
   typename E::Set set;
+  uv_timer_t tick;  // so that until() sees its deadline even when nothing else happens (a set may sleep till then)
   Loop() {
     uv_loop_init(&loop);
     REQUIRE(E::open(set, &loop) == 0);
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(
+        &tick, [](uv_timer_t*) {}, 5000, 5000);
   }
   ~Loop() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
     set.close();
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(uv_loop_close(&loop) == 0);
@@ -312,7 +318,12 @@ struct AcceptRec final : net::UringAcceptor::User {
   std::vector<int> fds;
   int errors = 0;
   bool closed = false;
-  void on_accepted(int fd) override { fds.push_back(fd); }
+  uv_loop_t* loop = nullptr;  // when set: the loop's time at each connection
+  std::vector<uint64_t> at;
+  void on_accepted(int fd) override {
+    fds.push_back(fd);
+    if (loop) at.push_back(uv_now(loop));
+  }
   void on_accept_error(int) override { errors++; }
   void on_acceptor_closed() override { closed = true; }
 };
@@ -413,4 +424,78 @@ TEST_CASE("uring acceptor: out of descriptors is an error that stops accepting; 
   REQUIRE(L.until([&] { return r.closed; }));
   close(r.fds[0]);
   close(c);
+}
+
+// The worker sleeps in the ring, not in libuv's epoll_wait: libuv's timers and its own events (an async
+// handle another thread signals) must still wake it, a sleep must be one (the loop does not spin), and the
+// loop's time must be taken after the sleep, before the callbacks (they start timers from it). Each case
+// counts the loop's turns until its event (a handful when the turn sleeps, thousands when it spins) and
+// sees its event handled at a loop time before the test loop's 5 s tick was due (else the tick woke it).
+TEST_CASE("uring set: the loop sleeps in the ring and wakes for libuv's timers and libuv's own events") {
+  if (!uring_runs()) return;
+  Accepting x;  // (the ring is enabled by the accept's submission: the set sleeps in it from then on)
+  auto& L = x.L;
+  int turns = 0;
+  uint64_t tick_due = uv_now(&L.loop) + uv_timer_get_due_in(&L.tick);
+  auto until_counting = [&](const std::function<bool()>& cond) {
+    return L.until([&] {
+      turns++;
+      return cond();
+    });
+  };
+  auto close_now = [&](auto* h) {  // (a handle on this frame: closed before the frame ends)
+    h->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { h->data = h; });
+    REQUIRE(L.until([&] { return h->data != nullptr; }));
+  };
+
+  SUBCASE("a timer") {
+    uv_timer_t timer;
+    uv_timer_init(&L.loop, &timer);
+    uint64_t fired_at = 0;
+    timer.data = &fired_at;
+    uv_timer_start(
+        &timer, [](uv_timer_t* t) { *static_cast<uint64_t*>(t->data) = uv_now(t->loop); }, 200, 0);
+    REQUIRE(until_counting([&] { return fired_at != 0; }));
+    CHECK(turns < 50);
+    CHECK(fired_at < tick_due);
+    close_now(&timer);
+  }
+  SUBCASE("an async handle signalled from another thread") {
+    uv_async_t async;
+    uint64_t woke_at = 0;
+    async.data = &woke_at;
+    uv_async_init(&L.loop, &async, [](uv_async_t* a) { *static_cast<uint64_t*>(a->data) = uv_now(a->loop); });
+    std::thread t([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      uv_async_send(&async);
+    });
+    bool ok = until_counting([&] { return woke_at != 0; });
+    t.join();
+    REQUIRE(ok);
+    CHECK(turns < 50);
+    CHECK(woke_at < tick_due);
+    close_now(&async);
+  }
+  SUBCASE("a connection after a long sleep: the loop's time is taken after the sleep, before its callbacks") {
+    x.r.loop = &L.loop;
+    uint64_t connect_ms = 0;
+    int c = -1;
+    std::thread t([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      connect_ms = uv_hrtime() / 1000000;  // (libuv's clock: uv_now counts in its milliseconds)
+      c = connect_to(x.a);
+    });
+    bool ok = until_counting([&] { return !x.r.at.empty(); });
+    t.join();
+    REQUIRE(ok);
+    CHECK(turns < 50);
+    CHECK(x.r.at[0] < tick_due);
+    // The accept came after the connect began: a loop time from before the sleep would be ~300 ms earlier.
+    CHECK(x.r.at[0] >= connect_ms);
+    close(c);
+    for (int f : x.r.fds) close(f);
+  }
+  x.r.acc.close();
+  REQUIRE(L.until([&] { return x.r.closed; }));
 }
