@@ -166,7 +166,7 @@ io_uring_sqe* UringSet::sqe() {
   return s;
 }
 
-void UringSet::submit() {
+void UringSet::submit(bool get_events) {
   if (io_uring_sq_ready(&ring_) == 0) return;
   if (!enabled_) {
     // (liburing 2.3 declares io_uring_enable_rings but does not export it)
@@ -177,7 +177,7 @@ void UringSet::submit() {
   }
   int r;
   do {
-    r = io_uring_submit(&ring_);
+    r = get_events ? io_uring_submit_and_get_events(&ring_) : io_uring_submit(&ring_);
   } while (r == -EINTR);
 }
 
@@ -248,7 +248,7 @@ bool UringSet::pump() {
     turns_.reap();
     if (!got) break;
     any = true;
-    submit();
+    submit(true);
   }
   return any;
 }

@@ -57,8 +57,8 @@ class UringSet {
   bool is_open() const { return handles_; }
 
   // For UringTransport.
-  io_uring_sqe* sqe();  // a submission entry (the queue is submitted first when it is full)
-  void submit();        // what is queued, now (else it goes before the loop next blocks)
+  io_uring_sqe* sqe();                   // a submission entry (the queue is submitted first when it is full)
+  void submit(bool get_events = false);  // what is queued, now (else it goes before the loop next blocks)
   void want_turn(UringTransport* t) { turns_.want_turn(t); }
   void closed(UringTransport* t) { turns_.closed(t); }  // on_closed() is owed
   const char* buffer(unsigned bid) const { return bufs_ + static_cast<size_t>(bid) * buf_size_; }
