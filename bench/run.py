@@ -119,6 +119,9 @@ http { access_log off; keepalive_requests 1000000;
 
 
 IO_ENGINE = ""  # "io_engine uring\n": every px of the run on that engine (bench/policy --io-engine)
+# --peers-defer: nginx's and HAProxy's listeners also wait for the client's first bytes before the accept (nginx
+# `listen ... deferred`, HAProxy `bind ... defer-accept`), as px's HTTP listeners always do (TCP_DEFER_ACCEPT).
+PEERS_DEFER = False
 
 
 def start_px(up_port, routes=1, extra="", name="px", filters=None):
@@ -225,7 +228,7 @@ http { access_log off; keepalive_requests 1000000; lua_code_cache on;
     function px_allowed(ip) return ip:sub(1, 4) == "127." end
   }
   upstream up { server 127.0.0.1:%(up)d; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:%(port)d backlog=4096;
+  server { listen 127.0.0.1:%(port)d backlog=4096%(defer)s;
     location / {
       access_by_lua_block {
         if not px_allowed(ngx.var.remote_addr) then return ngx.exit(403) end
@@ -241,7 +244,7 @@ http { access_log off; keepalive_requests 1000000; lua_code_cache on;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $http_x_forwarded_proto;
       proxy_set_header X-Forwarded-Host $http_host; } } }
-""" % {"d": d, "port": port, "up": up_port})
+""" % {"d": d, "port": port, "up": up_port, "defer": " deferred" if PEERS_DEFER else ""})
     return Proc("nginx-lua", ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, PROXY_CORE,
                 measure_child=True)
 
@@ -256,13 +259,13 @@ worker_rlimit_nofile 65536;
 events { worker_connections 40000; }
 http { access_log off; keepalive_requests 1000000;
   upstream up { server 127.0.0.1:%(up)d; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:%(port)d backlog=4096;
+  server { listen 127.0.0.1:%(port)d backlog=4096%(defer)s;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host; } } }
-""" % {"d": d, "port": port, "up": up_port})
+""" % {"d": d, "port": port, "up": up_port, "defer": " deferred" if PEERS_DEFER else ""})
     return Proc("nginx", ["nginx", "-p", d, "-e", d + "/error.log", "-c", d + "/nginx.conf"], port, PROXY_CORE,
                 measure_child=True)
 
@@ -287,14 +290,15 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:%(port)d %(bind)s
+  bind 127.0.0.1:%(port)d %(bind)s%(defer)s
   option forwardfor
   http-request set-header X-Forwarded-Proto %(proto)s
   http-request set-header X-Forwarded-Host %%[req.hdr(host)]
   default_backend be
 backend be
   server s1 127.0.0.1:%(up)d
-""" % {"port": port, "up": up_port, "maxconn": maxconn, "bind": bind_opts, "proto": proto})
+""" % {"port": port, "up": up_port, "maxconn": maxconn, "bind": bind_opts, "proto": proto,
+       "defer": " defer-accept" if PEERS_DEFER else ""})
     return Proc("haproxy", ["haproxy", "-db", "-f", d + "/haproxy.cfg"], port, PROXY_CORE)
 
 
@@ -471,6 +475,9 @@ def main():
     ap.add_argument("--ref", default="px", help="the proxy the ratio columns compare the others with")
     ap.add_argument("--close", action="store_true",
                     help="short connections: Connection: close on every request (a new connection each)")
+    ap.add_argument("--peers-defer", action="store_true",
+                    help="nginx and HAProxy accept only once the client's first bytes came (deferred, defer-accept), "
+                         "as px's HTTP listeners do")
     ap.add_argument("--syscalls", action="store_true",
                     help="then system calls per request of each proxy (perf stat), in a run of their own")
     ap.add_argument("--observability", action="store_true",
@@ -479,6 +486,8 @@ def main():
     ap.add_argument("--filters", action="store_true",
                     help="px unfiltered vs px with acl+force_tls+headers vs nginx+Lua doing the same")
     args = ap.parse_args()
+    global PEERS_DEFER
+    PEERS_DEFER = args.peers_defer
     if args.close:
         EXTRA_HEADERS.append("Connection: close")
     if args.filters:

@@ -29,7 +29,9 @@ namespace px::proxy {
 Server::Server(Config cfg) : cfg_(std::move(cfg)) {}
 Server::~Server() = default;
 
-static int make_listener(const ListenAddr& la, uint16_t port, std::string* error, bool udp = false) {
+// client_first: what connects speaks first (HTTP, TLS, a PROXY header), unlike an L4 stream's protocol may.
+static int make_listener(const ListenAddr& la, uint16_t port, std::string* error, bool udp = false,
+                         bool client_first = true) {
   sockaddr_storage ss{};
   socklen_t len;
   bool v6 = la.host.find(':') != std::string::npos;
@@ -57,10 +59,12 @@ static int make_listener(const ListenAddr& la, uint16_t port, std::string* error
   if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   // Accepted connections inherit TCP_NODELAY from the listener: one system call less per connection.
   if (!udp) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  // TLS: the client speaks first (its ClientHello), so the kernel hands over a connection only once that
-  // arrived: one wakeup and one empty read less per handshake. A client that sends nothing is handed
-  // over after the kernel's SYN-ACK retransmission, and the handshake timeout applies from there.
-  if (la.tls) setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
+  // HTTP and TLS: the client speaks first (its request, its ClientHello, a balancer's PROXY header), so the
+  // kernel hands over a connection only once that arrived: one wakeup and one empty read less per
+  // connection. A client that sends nothing is handed over after the kernel's SYN-ACK retransmission, and
+  // the header (or handshake) timeout applies from there. (Not for L4 streams: their protocol may have the
+  // server speak first.)
+  if (!udp && client_first) setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || (!udp && listen(fd, 4096) != 0)) {
     *error = "listen " + la.str() + (udp ? "/udp" : "") + ": " + strerror(errno);
     close(fd);
@@ -141,8 +145,11 @@ bool Server::open_listeners(std::vector<std::vector<ListenFd>>* per_worker, std:
     uint16_t port = la.port;
     if (!mine.empty()) {
       port = bound_port(mine[0]);
-      int one = 1;  // systemd's sockets may lack it (see make_listener)
-      for (int fd : mine) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      int one = 1;  // systemd's sockets may lack them (see make_listener)
+      for (int fd : mine) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
+      }
       for (size_t i = 0; i < std::max(mine.size(), workers_.size()); i++) {
         int fd = i < mine.size() ? mine[i] : dup(mine[i % mine.size()]);
         (*per_worker)[i % workers_.size()].push_back({key, fd, la.tls, false, la.proxy, la.h2c, !la.http1_only});
@@ -447,7 +454,7 @@ std::vector<L4Change> Server::sync_l4_listeners(const route::Snapshot& snap) {
       la.port = st->spec.listen.port;
       std::string err;
       for (size_t i = 0; i < workers_.size(); i++) {
-        int fd = make_listener(la, la.port, &err, udp);
+        int fd = make_listener(la, la.port, &err, udp, /*client_first=*/false);
         if (fd < 0) break;
         fds.push_back(fd);
       }

@@ -49,6 +49,41 @@ def free_port():
     raise RuntimeError("no free port in %d..%d" % (_port_base, _port_base + _PORT_BLOCK - 1))
 
 
+def listener_options(pid, port, level, option):
+    """The socket option `option` of each listening TCP socket process `pid` holds on `port` (one per worker),
+    read from a copy of the socket the kernel hands over (pidfd_getfd: the test started the process)."""
+    import ctypes
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(cols[9])
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    values = []
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if not (target.startswith("socket:[") and target[8:-1] in inodes):
+                continue
+            mine = libc.syscall(438, pidfd, int(fd), 0)  # pidfd_getfd
+            if mine < 0:
+                raise OSError(ctypes.get_errno(), "pidfd_getfd")
+            s = socket.socket(fileno=mine)
+            try:
+                values.append(s.getsockopt(level, option))
+            finally:
+                s.close()
+    finally:
+        os.close(pidfd)
+    return values
+
+
 def wait_for(cond, timeout=DEADLINE, interval=0.01, what="condition"):
     end = time.monotonic() + timeout
     while True:

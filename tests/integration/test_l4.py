@@ -12,7 +12,7 @@ import time
 import unittest
 
 from l4peers import DnsPeer, TcpPeer, UdpPeer, recv_all
-from pxtest import DEADLINE, Admind, Pxd, free_port, wait_for
+from pxtest import DEADLINE, Admind, Pxd, free_port, listener_options, wait_for
 
 MIB = 1 << 20
 # The bound for a 1 GiB transfer; the sanitizer build's allocator keeps a quarantine on top. On io_uring
@@ -126,6 +126,19 @@ class L4Test(unittest.TestCase):
         self.assertEqual(c.recv(10), b"")
         c.close()
         wait_for(lambda: up.after_fin == [b"still here"], what="the bytes sent after the upstream's FIN")
+
+    def test_a_stream_listener_hands_over_a_silent_client_at_once(self):
+        # Unlike HTTP listeners, a stream's protocol may have the server speak first: the kernel hands each
+        # connection over at once (no TCP_DEFER_ACCEPT), and the upstream's first bytes reach a client that
+        # has sent nothing.
+        up = self.peer()
+        port = self.add("silent", "--upstream", up.url)
+        vals = listener_options(self.pxd.proc.pid, port, socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT)
+        self.assertTrue(vals)
+        self.assertEqual(set(vals), {0})
+        c = self.connect(port)
+        wait_for(lambda: up.accepted == 1, what="the upstream connected for a client that sent nothing")
+        c.close()
 
     def test_1gib_each_way_in_bounded_memory(self):
         up = self.peer()

@@ -3,7 +3,7 @@ import socket
 import time
 import unittest
 
-from pxtest import Client, Pxd, Upstream, get, route, wait_for
+from pxtest import Client, Pxd, Upstream, get, listener_options, route, wait_for
 
 
 class LimitsTest(unittest.TestCase):
@@ -67,6 +67,22 @@ class LimitsTest(unittest.TestCase):
         r = c.response()
         self.assertEqual(r.status, 408)
         self.assertTrue(c.closed())
+
+    def test_the_listener_waits_for_the_request_and_a_silent_client_is_still_closed(self):
+        # HTTP's client speaks first: the kernel hands a connection over once its first bytes came
+        # (TCP_DEFER_ACCEPT on every HTTP listener, one per worker), so px wakes once per connection.
+        vals = listener_options(self.px.proc.pid, self.px.port, socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT)
+        self.assertTrue(vals)
+        self.assertTrue(all(v > 0 for v in vals), vals)
+        # A client that connects and sends nothing is handed over after the kernel's SYN-ACK retransmission,
+        # and client_header_timeout closes it from there: it is not left open.
+        c = Client(self.px.port)
+        self.assertTrue(c.closed())
+        # One that sends its request after a pause is answered.
+        c = Client(self.px.port)
+        time.sleep(0.3)
+        c.send("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        self.assertEqual(c.response().status, 200)
 
     def test_slow_body_gets_408(self):
         c = Client(self.px.port)
