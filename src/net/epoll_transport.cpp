@@ -1,7 +1,5 @@
 #include "net/epoll_transport.h"
 
-#include <sys/sendfile.h>
-
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -277,21 +275,12 @@ int64_t EpollTransport::send_file(int fd, uint64_t off, size_t len) {
     file_wait_ = true;
     return -EAGAIN;
   }
-  off_t o = static_cast<off_t>(off);
-  for (;;) {
-    ssize_t r = ::sendfile(fd_, fd, &o, len);
-    if (r > 0) {
-      if (static_cast<size_t>(r) < len) writable_ = false, file_wait_ = true;  // full: EPOLLOUT says when
-      return r;
-    }
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      writable_ = false;
-      file_wait_ = true;
-      return -EAGAIN;
-    }
-    return r == 0 ? -EIO : -errno;  // (0: the file is shorter than it said)
+  int64_t n = sendfile_once(fd_, fd, off, len);
+  if (n == -EAGAIN || (n > 0 && static_cast<size_t>(n) < len)) {
+    writable_ = false;  // full: EPOLLOUT says when
+    file_wait_ = true;
   }
+  return n;
 }
 
 // Writable again: what waits goes out, then a pending shutdown. on_drained() once below the low mark.

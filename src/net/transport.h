@@ -19,6 +19,7 @@
 // Lifecycle (libuv's rule): after close(), on_closed() is the last event; the
 // user may free the memory holding the transport only then.
 #pragma once
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -51,6 +52,18 @@ class TransportUser {
  protected:
   ~TransportUser() = default;
 };
+
+// One sendfile(2) of `fd`'s bytes from `off` to the non-blocking socket `sock`: the bytes the kernel took (>0),
+// -EAGAIN (the socket is full), -EIO (the file is shorter than it said), or another negative errno.
+inline int64_t sendfile_once(int sock, int fd, uint64_t off, size_t len) {
+  off_t o = static_cast<off_t>(off);
+  ssize_t r;
+  do r = ::sendfile(sock, fd, &o, len);
+  while (r < 0 && errno == EINTR);
+  if (r > 0) return r;
+  if (r == 0) return -EIO;
+  return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+}
 
 class Transport {
  public:

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/sendfile.h>
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -27,15 +26,16 @@ constexpr uint64_t kOpMask = 7;
 // A kernel before 6.1 has no DEFER_TASKRUN: the ring's work then runs whenever the thread enters the kernel
 // (COOP_TASKRUN), which wakes it from its sleep in the ring just the same.
 int setup(io_uring* ring) {
-  io_uring_params p{};
-  p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER |
-            IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED | IORING_SETUP_DEFER_TASKRUN;
-  int r = io_uring_queue_init_params(kEntries, ring, &p);
-  if (r != -EINVAL) return r;
-  p = io_uring_params{};
-  p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER |
-            IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED;
-  return io_uring_queue_init_params(kEntries, ring, &p);
+  constexpr unsigned kFlags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER |
+                              IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED;
+  int r = -EINVAL;
+  for (unsigned flags : {kFlags | IORING_SETUP_DEFER_TASKRUN, kFlags}) {
+    if (r != -EINVAL) break;
+    io_uring_params p{};
+    p.flags = flags;
+    r = io_uring_queue_init_params(kEntries, ring, &p);
+  }
+  return r;
 }
 }  // namespace
 
@@ -173,7 +173,7 @@ void UringSet::submit(bool get_events) {
     syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
     enabled_ = true;
     // (From the first submission on: nothing completes before it.)
-    if (handles_) uv_idle_start(&awake_, [](uv_idle_t*) {});
+    if (handles_) stay_awake();
   }
   int r;
   do {
@@ -217,7 +217,7 @@ void UringSet::sleep() {
   // deferred work), closing handles. (It counts from the loop's time, taken at this turn's start.)
   uv_idle_stop(&awake_);
   int ms = uv_backend_timeout(loop_);
-  uv_idle_start(&awake_, [](uv_idle_t*) {});
+  stay_awake();
   if (ms == 0) return submit();
   if (!loop_polled_) {  // one-shot: it answers at once when libuv's descriptor is ready already
     io_uring_sqe* s = sqe();
@@ -467,9 +467,8 @@ int UringTransport::write(Output& out) {
 int64_t UringTransport::send_file(int fd, uint64_t off, size_t len) {
   if (closing_ || fd_ < 0) return -ECANCELED;
   if (polling_out_) return -EAGAIN;
-  if (sending_ || connecting_ || !wq_.empty() || send_off_ != sbuf_.size())
-    return -ENOTSUP;  // (the caller waits
-                      // for queued() 0)
+  // (The caller waits for queued() 0.)
+  if (sending_ || connecting_ || !wq_.empty() || send_off_ != sbuf_.size()) return -ENOTSUP;
   // On a non-blocking socket sendfile takes what fits now; a full socket is watched by one POLLOUT through the
   // ring. (Accepted sockets are non-blocking already; the ring's own operations do not mind either way.)
   if (!nonblocking_) {
@@ -477,13 +476,8 @@ int64_t UringTransport::send_file(int fd, uint64_t off, size_t len) {
     if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd_, F_SETFL, fl | O_NONBLOCK);
     nonblocking_ = true;
   }
-  off_t o = static_cast<off_t>(off);
-  ssize_t r;
-  do r = ::sendfile(fd_, fd, &o, len);
-  while (r < 0 && errno == EINTR);
-  if (r > 0) return r;
-  if (r == 0) return -EIO;
-  if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+  int64_t n = sendfile_once(fd_, fd, off, len);
+  if (n != -EAGAIN) return n;
   io_uring_sqe* s = set_->sqe();
   if (!s) return -ENOTSUP;
   io_uring_prep_poll_add(s, fd_, POLLOUT);

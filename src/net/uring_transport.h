@@ -78,7 +78,10 @@ class UringSet {
   bool pump();
   bool completions();  // false: there were none
   void on_prepare();
-  void sleep();  // until a completion, libuv's next timer or one of libuv's events
+  void sleep();        // until a completion, libuv's next timer or one of libuv's events
+  void stay_awake() {  // libuv's own poll does not block while awake_ is on (it does nothing)
+    uv_idle_start(&awake_, [](uv_idle_t*) {});
+  }
 
   io_uring ring_{};
   bool ring_open_ = false, handles_ = false, enabled_ = false, loop_polled_ = false;

@@ -1,7 +1,5 @@
 #include "net/uv_transport.h"
 
-#include <sys/sendfile.h>
-
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -316,13 +314,8 @@ int64_t UvTransportT<uv_tcp_t>::send_file(int fd, uint64_t off, size_t len) {
   uv_os_fd_t sock;
   if (closing_ || h_.write_queue_size > 0 || uv_fileno(reinterpret_cast<uv_handle_t*>(&h_), &sock) != 0)
     return -ENOTSUP;
-  off_t o = static_cast<off_t>(off);
-  ssize_t r;
-  do r = ::sendfile(sock, fd, &o, len);  // (libuv's sockets are non-blocking)
-  while (r < 0 && errno == EINTR);
-  if (r > 0) return r;
-  if (r == 0) return -EIO;
-  return errno == EAGAIN || errno == EWOULDBLOCK ? -ENOTSUP : -errno;
+  int64_t n = sendfile_once(sock, fd, off, len);  // (libuv's sockets are non-blocking)
+  return n == -EAGAIN ? -ENOTSUP : n;
 }
 
 template class UvTransportT<uv_tcp_t>;

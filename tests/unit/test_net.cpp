@@ -101,9 +101,14 @@ struct Loop {
     uv_timer_start(
         &t, [](uv_timer_t* h) { *static_cast<bool*>(h->data) = true; }, ms, 0);
     REQUIRE(until([&] { return done; }));
-    t.data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&t), [](uv_handle_t* h) { h->data = h; });
-    REQUIRE(until([&] { return t.data != nullptr; }));
+    close_now(&t);
+  }
+  // Closes a handle on the caller's frame and runs the loop until libuv is done with it.
+  template <class H>
+  void close_now(H* h) {
+    h->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { h->data = h; });
+    REQUIRE(until([&] { return h->data != nullptr; }));
   }
   // Runs the loop until cond() holds (or a generous deadline passes). A turn at a time, waiting for
   // something to happen (UV_RUN_ONCE: its timers run again at the turn's end, so a timer that woke the loop
@@ -458,11 +463,6 @@ TEST_CASE("uring set: the loop sleeps in the ring and wakes for libuv's timers a
       return cond();
     });
   };
-  auto close_now = [&](auto* h) {  // (a handle on this frame: closed before the frame ends)
-    h->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* h) { h->data = h; });
-    REQUIRE(L.until([&] { return h->data != nullptr; }));
-  };
 
   SUBCASE("a timer") {
     uv_timer_t timer;
@@ -474,7 +474,7 @@ TEST_CASE("uring set: the loop sleeps in the ring and wakes for libuv's timers a
     REQUIRE(until_counting([&] { return fired_at != 0; }));
     CHECK(turns < 50);
     CHECK(fired_at < tick_due);
-    close_now(&timer);
+    L.close_now(&timer);
   }
   SUBCASE("an async handle signalled from another thread") {
     uv_async_t async;
@@ -490,7 +490,7 @@ TEST_CASE("uring set: the loop sleeps in the ring and wakes for libuv's timers a
     REQUIRE(ok);
     CHECK(turns < 50);
     CHECK(woke_at < tick_due);
-    close_now(&async);
+    L.close_now(&async);
   }
   SUBCASE("a connection after a long sleep: the loop's time is taken after the sleep, before its callbacks") {
     x.r.loop = &L.loop;
